@@ -1,0 +1,41 @@
+"""protege: an expensive teacher solves a task once; skills, replays and a distilled student take over the repeats.
+
+Public API re-exports only; nothing heavy is imported here (torch, transformers and textual load lazily).
+"""
+
+from protege.errors import (
+    AllTiersFailed,
+    BudgetExceeded,
+    MissingKeyError,
+    ModelError,
+    ProtegeError,
+    RunError,
+    UserError,
+    ValidationFailed,
+)
+from protege.tasks import Policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllTiersFailed",
+    "BudgetExceeded",
+    "MissingKeyError",
+    "ModelError",
+    "Policy",
+    "Protege",
+    "ProtegeError",
+    "RunError",
+    "RunResult",
+    "UserError",
+    "ValidationFailed",
+    "__version__",
+]
+
+
+def __getattr__(name: str):  # the facade pulls in langgraph; load it on first use
+    if name in ("Protege", "RunResult"):
+        from protege import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'protege' has no attribute {name!r}")

@@ -1,0 +1,40 @@
+"""Settings from arguments, then `PROTEGE_*` environment variables, then defaults.
+
+The project dir (default `.protege/` in the working directory) holds the SQLite store, datasets, adapters and
+the converted base-model cache; everything protege writes to disk lives under it unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TEACHER = "anthropic:claude-opus-4-5"
+DEFAULT_REPLAY = "anthropic:claude-haiku-4-5"
+DEFAULT_STUDENT_BASE = "smollm2-135m"
+
+
+class Settings(BaseSettings):
+    """protege's configuration; every field can be set as PROTEGE_<FIELD> (e.g. PROTEGE_DB)."""
+
+    model_config = SettingsConfigDict(env_prefix="PROTEGE_", extra="ignore")
+
+    project_dir: Path = Field(default=Path(".protege"), description="where the store and artifacts live")
+    db: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite under project_dir")
+    teacher: str = DEFAULT_TEACHER
+    replay: str = DEFAULT_REPLAY
+    student_base: str = DEFAULT_STUDENT_BASE
+    cache_dir: Path | None = Field(default=None, description="converted base models; default project_dir/cache")
+    prices: Path | None = Field(default=None, description="JSON/TOML file of price overrides per model")
+    teacher_budget_usd_per_day: float | None = Field(default=None, description="cap on teacher spend per day")
+    app: str | None = Field(default=None, description="'module:attr' of the Protege app for the CLI/TUI")
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{self.project_dir / 'protege.db'}"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.cache_dir or self.project_dir / "cache"

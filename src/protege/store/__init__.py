@@ -1,0 +1,18 @@
+"""The store: SQLModel tables and the `Store` that reads and writes them (knows nothing of the rest)."""
+
+from protege.store.models import (
+    DatasetRow,
+    LabelRow,
+    RunRow,
+    ShadowRow,
+    SkillRow,
+    StudentRow,
+    TaskRow,
+    TraceRow,
+)
+from protege.store.store import Ledger, Store
+
+__all__ = [
+    "DatasetRow", "LabelRow", "Ledger", "RunRow", "ShadowRow", "SkillRow", "Store", "StudentRow", "TaskRow",
+    "TraceRow",
+]

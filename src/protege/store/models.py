@@ -1,0 +1,212 @@
+"""The store's tables (DESIGN §7). Plain SQLModel rows; JSON columns hold transcripts, schemas and metrics.
+
+Ids of rows written on the hot path (runs, traces) are client-made uuid4 hex strings, so a trace can be
+written before its run row is committed and bulk ingest needs no round trip per row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json(**kw: Any) -> Any:
+    # none_as_null: Python None is SQL NULL (not the JSON text 'null'), so IS NULL filters work
+    return Field(default=None, sa_column=Column(JSON(none_as_null=True), **kw))
+
+
+def _text() -> Any:
+    return Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class TaskRow(SQLModel, table=True):
+    """One version of a task's contract: schemas, instructions, policy. A changed contract is a new version."""
+
+    __tablename__ = "task"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_task_name_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str  # looked up through the (name, version) unique index
+    version: int = 1
+    contract_hash: str
+    input_schema: dict | None = _json()
+    output_schema: dict | None = _json()
+    instructions: str = _text()
+    policy: dict | None = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RunRow(SQLModel, table=True):
+    """One call of a task: its input, final output, serving tier, total cost and the teacher-only counterfactual."""
+
+    __tablename__ = "run"
+    __table_args__ = (Index("ix_run_task_created", "task_name", "created_at"), Index("ix_run_created", "created_at"))
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    task_name: str
+    task_version: int = 1
+    input: dict | None = _json()
+    input_hash: str = Field(default="", index=True)
+    output: dict | None = _json()
+    tier: str | None = None
+    status: str = "running"  # running | ok | failed
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class TraceRow(SQLModel, table=True):
+    """One tier attempt: the whole transcript, the output, validity, tokens, cost and latency."""
+
+    __tablename__ = "trace"
+    __table_args__ = (
+        Index("ix_trace_task_created", "task_name", "created_at"),
+        Index("ix_trace_created", "created_at"),  # the all-tasks trace list, newest first
+        Index("ix_trace_task_valid_tier", "task_name", "valid", "tier"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    run_id: str | None = Field(default=None, index=True)
+    task_name: str
+    task_version: int = 1
+    tier: str  # teacher | replay | student | import
+    model: str = ""
+    attempt: int = 0
+    shadow: bool = False
+    skill_version: int | None = None
+    student_id: str | None = None
+    input: dict | None = _json()
+    input_hash: str = Field(default="", index=True)
+    messages: list | None = _json()
+    tools: list | None = _json()
+    output: dict | None = _json()
+    output_text: str = _text()
+    valid: bool = False
+    errors: list | None = _json()
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    confidence: float | None = None
+    raw: list | None = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SkillRow(SQLModel, table=True):
+    """One immutable version of a task's skill (a whole SKILL.md plus extra files) and its review state."""
+
+    __tablename__ = "skill"
+    __table_args__ = (
+        UniqueConstraint("task_name", "version", name="uq_skill_task_version"),
+        Index("ix_skill_task_status", "task_name", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_name: str
+    name: str
+    version: int = 1
+    status: str = "draft"  # draft | approved | rejected | retired
+    kind: str = "authored"  # authored | exemplar | imported | edited
+    description: str = _text()
+    text: str = _text()
+    files: dict | None = _json()
+    source_trace_ids: list | None = _json()
+    author_model: str = ""
+    evidence: dict | None = _json()
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    review_note: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LabelRow(SQLModel, table=True):
+    """A reviewer's verdict on a trace: good or bad (bad traces never reach a dataset)."""
+
+    __tablename__ = "label"
+
+    id: int | None = Field(default=None, primary_key=True)
+    trace_id: str = Field(index=True)
+    verdict: str  # good | bad
+    reviewer: str = ""
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetRow(SQLModel, table=True):
+    """A built SFT dataset: where its files are, their content hash, counts at each stage and its params."""
+
+    __tablename__ = "dataset"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    task_name: str = Field(index=True)
+    path: str
+    content_hash: str
+    counts: dict | None = _json()
+    params: dict | None = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class StudentRow(SQLModel, table=True):
+    """A fine-tuned student: base, adapter on disk, evaluation metrics, and its state."""
+
+    __tablename__ = "student"
+    __table_args__ = (Index("ix_student_task_state", "task_name", "state"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    task_name: str
+    base: str
+    adapter_path: str
+    adapter_hash: str = ""
+    dataset_id: str | None = None
+    metrics: dict | None = _json()
+    params: dict | None = _json()
+    state: str = "candidate"  # candidate | promoted | demoted
+    created_at: datetime = Field(default_factory=utcnow)
+    promoted_at: datetime | None = None
+
+
+class ShadowRow(SQLModel, table=True):
+    """A shadow comparison: a cheaper tier's answer vs the teacher's on the same input."""
+
+    __tablename__ = "shadow"
+    __table_args__ = (Index("ix_shadow_task_tier_created", "task_name", "tier", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_name: str
+    run_id: str
+    tier: str
+    trace_id: str
+    teacher_trace_id: str
+    agreement: float
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BudgetRow(SQLModel, table=True):
+    """Teacher spend reserved per task and day, so concurrent calls cannot pass a cap together."""
+
+    __tablename__ = "budget"
+    __table_args__ = (UniqueConstraint("task_name", "day", name="uq_budget_task_day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_name: str  # "*" for the all-tasks daily cap
+    day: str  # YYYY-MM-DD (UTC)
+    spent_usd: float = 0.0
+
+
+ALL_TABLES = [TaskRow, RunRow, TraceRow, SkillRow, LabelRow, DatasetRow, StudentRow, ShadowRow, BudgetRow]

@@ -1,0 +1,457 @@
+"""`Store`: typed queries over the tables, on SQLite (default) or PostgreSQL (plumbing in base.py).
+
+Hot-path writes (runs, traces) are single statements committed at once, so a trace is durable the moment its
+attempt ends; on PostgreSQL each is one autocommit round trip.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import String, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import Session
+from sqlmodel.sql.sqltypes import AutoString
+
+from protege.errors import StoreError, UserError
+from protege.store.base import StoreBase
+from protege.store.engine import SQLITE_BUSY_TIMEOUT_MS, require_aware
+from protege.store.models import (
+    BudgetRow,
+    DatasetRow,
+    LabelRow,
+    RunRow,
+    ShadowRow,
+    SkillRow,
+    StudentRow,
+    TaskRow,
+    TraceRow,
+    new_id,
+    utcnow,
+)
+from protege.store.search import query_terms, search_statement
+
+DATASET_TIERS = ("teacher", "replay", "import")
+COLLISION_RETRIES = 30  # version-numbering races: each round lets at least one concurrent writer through
+
+
+class Ledger(BaseModel):
+    """Spend of one task: by tier, in total, and against what the teacher alone would have cost."""
+
+    task: str
+    calls: int
+    calls_by_tier: dict[str, int]
+    spend_by_tier: dict[str, float]
+    total_usd: float
+    teacher_only_usd: float | None
+    savings_usd: float | None
+    savings_ratio: float | None
+
+
+class Store(StoreBase):
+    """The protege store. Open with a SQLAlchemy URL; migrations run on open unless `migrate=False`."""
+
+    # -- tasks -------------------------------------------------------------------------------------------------
+
+    def register_task(
+        self, *, name: str, contract_hash: str, input_schema: dict, output_schema: dict, instructions: str,
+        policy: dict | None = None,
+    ) -> TaskRow:
+        """Record a task's contract; the same contract returns its row, a changed one becomes a new version."""
+        for attempt in range(COLLISION_RETRIES):  # another process may register the same version at once
+            _backoff(attempt)
+            latest = self.task(name)
+            if latest is not None and latest.contract_hash == contract_hash:
+                if latest.policy != policy:
+                    self._exec(update(TaskRow).where(TaskRow.id == latest.id).values(policy=policy))
+                    latest.policy = policy
+                return latest
+            row = TaskRow(
+                name=name, version=(latest.version + 1) if latest else 1, contract_hash=contract_hash,
+                input_schema=input_schema, output_schema=output_schema, instructions=instructions, policy=policy,
+            )
+            try:
+                return self._add(row)
+            except IntegrityError:
+                continue
+        raise StoreError(f"could not register task {name!r}: concurrent registrations kept colliding")
+
+    def task(self, name: str, version: int | None = None) -> TaskRow | None:
+        stmt = select(TaskRow).where(TaskRow.name == name)
+        stmt = stmt.where(TaskRow.version == version) if version else stmt.order_by(TaskRow.version.desc())
+        return self._first(stmt.limit(1))
+
+    def tasks(self) -> list[TaskRow]:
+        """The newest version of every registered task, by name."""
+        newest = select(TaskRow.name, func.max(TaskRow.version).label("v")).group_by(TaskRow.name).subquery()
+        stmt = select(TaskRow).join(newest, (TaskRow.name == newest.c.name) & (TaskRow.version == newest.c.v))
+        return self._all(stmt.order_by(TaskRow.name))
+
+    # -- runs and traces ---------------------------------------------------------------------------------------
+
+    def insert_run(self, run: RunRow | dict) -> None:
+        """Write a run row at once (a dict of RunRow fields is accepted too: it skips the model's constructor)."""
+        self._exec(insert(RunRow), _row_dict(run) if isinstance(run, RunRow) else _from_dict(RunRow, run))
+
+    def finish_run(self, run_id: str, **fields: Any) -> None:
+        fields.setdefault("finished_at", utcnow())
+        self._exec(update(RunRow).where(RunRow.id == run_id).values(**_no_nul(fields, _TEXT_FIELDS[RunRow])))
+
+    def run(self, run_id: str) -> RunRow | None:
+        return self._first(select(RunRow).where(RunRow.id == run_id))
+
+    def runs(self, task: str | None = None, *, limit: int = 100, offset: int = 0) -> list[RunRow]:
+        stmt = select(RunRow)
+        if task:
+            stmt = stmt.where(RunRow.task_name == task)
+        return self._all(stmt.order_by(RunRow.created_at.desc(), RunRow.id).offset(offset).limit(limit))
+
+    def insert_trace(self, trace: TraceRow | dict) -> None:
+        """Write one attempt and commit it at once: a crash after this line loses nothing.
+
+        A dict of TraceRow fields is accepted too (defaults filled in); it skips SQLModel's constructor, which
+        costs ~0.1-0.2 ms per row.
+        """
+        self._exec(insert(TraceRow), _row_dict(trace) if isinstance(trace, TraceRow) else _from_dict(TraceRow, trace))
+
+    def record_attempt(self, trace: dict, *, run: dict | None = None, finish: dict | None = None) -> None:
+        """The cascade's one write per attempt, in one transaction: the call's run row (first attempt), the
+        attempt's trace, and the run's outcome (last attempt). Committed before the caller sees the answer."""
+        trace_row = _from_dict(TraceRow, trace)
+        run_row = _from_dict(RunRow, run) if run is not None else None
+        if finish is not None:
+            finish = _no_nul({"finished_at": utcnow(), **finish}, _TEXT_FIELDS[RunRow])
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                if run_row is not None:
+                    conn.execute(insert(RunRow), {**run_row, **(finish or {})})
+                elif finish is not None:
+                    conn.execute(update(RunRow).where(RunRow.id == trace_row["run_id"]).values(**finish))
+                conn.execute(insert(TraceRow), trace_row)
+
+        self._retry(write)
+
+    def insert_traces(self, traces: Iterable[TraceRow | dict], *, batch: int = 2000) -> int:
+        """Bulk ingest (imports, benchmarks): multi-row inserts, one transaction per `batch` rows."""
+        n, chunk = 0, []
+        for t in traces:
+            chunk.append(_row_dict(t) if isinstance(t, TraceRow) else _from_dict(TraceRow, t))
+            if len(chunk) >= batch:
+                n += self._insert_many(chunk)
+                chunk = []
+        return n + (self._insert_many(chunk) if chunk else 0)
+
+    def _insert_many(self, rows: list[dict]) -> int:
+        def write() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(insert(TraceRow), rows)
+
+        self._retry(write)
+        return len(rows)
+
+    def trace(self, trace_id: str) -> TraceRow | None:
+        return self._first(select(TraceRow).where(TraceRow.id == trace_id))
+
+    def traces(
+        self, task: str | None = None, *, tier: str | None = None, valid: bool | None = None,
+        run_id: str | None = None, shadow: bool | None = None, limit: int | None = 100, offset: int = 0,
+        oldest_first: bool = False,
+    ) -> list[TraceRow]:
+        """Traces, newest first (or oldest first), filtered; paged with limit/offset."""
+        stmt = _trace_filter(select(TraceRow), task, tier, valid, run_id, shadow)
+        order = TraceRow.created_at.asc() if oldest_first else TraceRow.created_at.desc()
+        stmt = stmt.order_by(order, TraceRow.id).offset(offset)
+        return self._all(stmt.limit(limit) if limit is not None else stmt)
+
+    def count_traces(
+        self, task: str | None = None, *, tier: str | None = None, valid: bool | None = None,
+        shadow: bool | None = None, run_id: str | None = None,
+    ) -> int:
+        stmt = _trace_filter(select(func.count()).select_from(TraceRow), task, tier, valid, run_id, shadow)
+        return int(self._scalar(stmt))
+
+    def dataset_traces(self, task: str, *, tiers: tuple[str, ...] = DATASET_TIERS) -> Iterator[dict]:
+        """Stream a task's valid traces of `tiers` as plain dicts (oldest first), for the dataset builder.
+
+        Left out: invalid attempts, and traces whose latest reviewer label is 'bad'. Shadow teacher traces stay:
+        they are valid teacher work.
+        """
+        latest_label = select(func.max(LabelRow.id)).group_by(LabelRow.trace_id)
+        rejected = select(LabelRow.trace_id).where(LabelRow.id.in_(latest_label), LabelRow.verdict == "bad")
+        cols = [TraceRow.id, TraceRow.tier, TraceRow.model, TraceRow.input, TraceRow.input_hash, TraceRow.messages,
+                TraceRow.tools, TraceRow.output, TraceRow.output_text, TraceRow.created_at]
+        stmt = (
+            select(*cols)
+            .where(TraceRow.task_name == task, TraceRow.valid.is_(True), TraceRow.tier.in_(tiers))
+            .where(TraceRow.id.not_in(rejected))
+            .order_by(TraceRow.created_at, TraceRow.id)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
+                yield dict(row._mapping)
+
+    # -- labels ------------------------------------------------------------------------------------------------
+
+    def add_label(self, trace_id: str, verdict: str, *, reviewer: str = "", note: str | None = None) -> LabelRow:
+        """Record a reviewer's verdict; the latest label of a trace is the one that counts."""
+        if verdict not in ("good", "bad"):
+            raise UserError(f"label verdict {verdict!r} must be 'good' or 'bad'")
+        if self.trace(trace_id) is None:
+            raise UserError(f"no trace {trace_id!r}; list traces with `protege traces`")
+        return self._add(LabelRow(trace_id=trace_id, verdict=verdict, reviewer=reviewer, note=note))
+
+    def labels(self, trace_id: str) -> list[LabelRow]:
+        return self._all(select(LabelRow).where(LabelRow.trace_id == trace_id).order_by(LabelRow.id))
+
+    # -- skills ------------------------------------------------------------------------------------------------
+
+    def add_skill(self, row: SkillRow) -> SkillRow:
+        """Insert a new immutable skill version (numbered after the task's newest)."""
+        for attempt in range(COLLISION_RETRIES):  # each round of a race lets at least one writer through
+            _backoff(attempt)
+            latest = self.skill(row.task_name)
+            row.version = (latest.version + 1) if latest else 1
+            try:  # a fresh instance each try: model_copy() would share the ORM state of `row`
+                return self._add(SkillRow(**row.model_dump(exclude={"id"})))
+            except IntegrityError:
+                continue
+        raise StoreError(f"could not add a skill version for {row.task_name!r}: concurrent writers kept colliding")
+
+    def skill(self, task: str, *, version: int | None = None, status: str | None = None) -> SkillRow | None:
+        """The task's skill at `version`, or its newest (with `status`, if given)."""
+        stmt = select(SkillRow).where(SkillRow.task_name == task)
+        if version is not None:
+            stmt = stmt.where(SkillRow.version == version)
+        if status is not None:
+            stmt = stmt.where(SkillRow.status == status)
+        return self._first(stmt.order_by(SkillRow.version.desc()).limit(1))
+
+    def skills(self, task: str | None = None, *, status: str | None = None) -> list[SkillRow]:
+        stmt = select(SkillRow)
+        if task:
+            stmt = stmt.where(SkillRow.task_name == task)
+        if status:
+            stmt = stmt.where(SkillRow.status == status)
+        return self._all(stmt.order_by(SkillRow.task_name, SkillRow.version.desc()))
+
+    def update_skill(self, skill_id: int, **fields: Any) -> SkillRow:
+        return self._update(SkillRow, skill_id, fields)
+
+    def search_skills(
+        self, query: str, *, status: str | None = "approved", exclude_task: str | None = None, limit: int = 5,
+    ) -> list[tuple[SkillRow, float]]:
+        """Skills whose text matches free-text `query`, best first, with a score (higher is better).
+
+        Any user text is safe (FTS syntax characters are not interpreted); no searchable word in it → [].
+        Every matching version is a candidate: pass status=None to search drafts and retired versions too.
+        """
+        terms = query_terms(query)
+        if not terms or limit <= 0:
+            return []
+        stmt = search_statement(self.dialect, terms)
+        if status is not None:
+            stmt = stmt.where(SkillRow.status == status)
+        if exclude_task is not None:
+            stmt = stmt.where(SkillRow.task_name != exclude_task)
+
+        def run() -> list[tuple[SkillRow, float]]:
+            with Session(self._auto, expire_on_commit=False) as s:
+                return [(row, float(score)) for row, score in s.execute(stmt.limit(limit)).all()]
+
+        return self._retry(run)
+
+    # -- datasets and students ---------------------------------------------------------------------------------
+
+    def add_dataset(self, row: DatasetRow) -> DatasetRow:
+        return self._add(row)
+
+    def dataset(self, dataset_id: str) -> DatasetRow | None:
+        return self._first(select(DatasetRow).where(DatasetRow.id == dataset_id))
+
+    def datasets(self, task: str | None = None) -> list[DatasetRow]:
+        stmt = select(DatasetRow)
+        stmt = stmt.where(DatasetRow.task_name == task) if task else stmt
+        return self._all(stmt.order_by(DatasetRow.created_at.desc()))
+
+    def add_student(self, row: StudentRow) -> StudentRow:
+        return self._add(row)
+
+    def student(self, student_id: str) -> StudentRow | None:
+        return self._first(select(StudentRow).where(StudentRow.id == student_id))
+
+    def students(self, task: str | None = None, *, state: str | None = None) -> list[StudentRow]:
+        stmt = select(StudentRow)
+        if task:
+            stmt = stmt.where(StudentRow.task_name == task)
+        if state:
+            stmt = stmt.where(StudentRow.state == state)
+        return self._all(stmt.order_by(StudentRow.created_at.desc()))
+
+    def promoted_student(self, task: str) -> StudentRow | None:
+        """The task's promoted student (the most recently promoted, should several be marked promoted)."""
+        stmt = select(StudentRow).where(StudentRow.task_name == task, StudentRow.state == "promoted")
+        return self._first(stmt.order_by(StudentRow.promoted_at.desc()).limit(1))
+
+    def update_student(self, student_id: str, **fields: Any) -> StudentRow:
+        return self._update(StudentRow, student_id, fields)
+
+    # -- shadows -----------------------------------------------------------------------------------------------
+
+    def add_shadow(self, row: ShadowRow) -> ShadowRow:
+        return self._add(row)
+
+    def shadow_agreement(self, task: str, tier: str, *, window: int = 50, since: datetime | None = None
+                         ) -> tuple[float | None, int]:
+        """Mean agreement of the last `window` shadow comparisons of a tier (after `since`), and how many."""
+        stmt = select(ShadowRow.agreement).where(ShadowRow.task_name == task, ShadowRow.tier == tier)
+        if since is not None:
+            stmt = stmt.where(ShadowRow.created_at >= require_aware(since, "since"))
+        stmt = stmt.order_by(ShadowRow.created_at.desc(), ShadowRow.id.desc()).limit(window)
+        values = [v for (v,) in self._rows(stmt)]
+        return (sum(values) / len(values) if values else None), len(values)
+
+    # -- teacher budget ----------------------------------------------------------------------------------------
+
+    def reserve_spend(self, task: str, amount: float, cap: float | None, *, day: str | None = None) -> bool:
+        """Atomically add `amount` to the day's spend of `task` unless that would pass `cap`; True if reserved.
+
+        One conditional UPDATE does the check and the add, so concurrent callers (threads, processes, machines)
+        can never pass the cap together. A negative `amount` releases or settles a reservation.
+        """
+        day = day or _today()
+        stmt = update(BudgetRow).where(BudgetRow.task_name == task, BudgetRow.day == day)
+        if cap is not None:
+            stmt = stmt.where(BudgetRow.spent_usd + amount <= cap + 1e-12)
+        stmt = stmt.values(spent_usd=BudgetRow.spent_usd + amount)
+        if self._exec(stmt) == 1:
+            return True
+        if self._scalar(select(BudgetRow.id).where(BudgetRow.task_name == task, BudgetRow.day == day)) is not None:
+            return False  # the row exists: the cap said no
+        try:
+            self._exec(insert(BudgetRow), {"task_name": task, "day": day, "spent_usd": 0.0})
+        except IntegrityError:
+            pass  # another writer made the day's row first
+        return self._exec(stmt) == 1
+
+    def spent(self, task: str, *, day: str | None = None) -> float:
+        stmt = select(BudgetRow.spent_usd).where(BudgetRow.task_name == task, BudgetRow.day == (day or _today()))
+        return float(self._scalar(stmt) or 0.0)
+
+    # -- ledger ------------------------------------------------------------------------------------------------
+
+    def ledger(self, task: str) -> Ledger:
+        """Spend by tier (every attempt, failed and shadow ones included) vs the teacher-only counterfactual.
+
+        Teacher-only = calls x the mean cost of a valid, non-shadow teacher attempt of this task (None until the
+        teacher has answered once).
+        """
+        by_tier = self._rows(
+            select(TraceRow.tier, func.sum(TraceRow.cost_usd)).where(TraceRow.task_name == task)
+            .group_by(TraceRow.tier)
+        )
+        served = self._rows(
+            select(RunRow.tier, func.count()).where(RunRow.task_name == task, RunRow.status == "ok")
+            .group_by(RunRow.tier)
+        )
+        calls = self._scalar(select(func.count()).select_from(RunRow).where(RunRow.task_name == task))
+        teacher_mean = self._scalar(
+            select(func.avg(TraceRow.cost_usd)).where(
+                TraceRow.task_name == task, TraceRow.tier == "teacher", TraceRow.valid.is_(True),
+                TraceRow.shadow.is_(False),
+            )
+        )
+        spend = {tier: float(cost or 0.0) for tier, cost in by_tier}
+        total = sum(spend.values())
+        teacher_only = float(teacher_mean) * calls if teacher_mean is not None else None
+        savings = teacher_only - total if teacher_only is not None else None
+        return Ledger(
+            task=task, calls=int(calls), calls_by_tier={t or "failed": int(n) for t, n in served},
+            spend_by_tier=spend, total_usd=total, teacher_only_usd=teacher_only, savings_usd=savings,
+            savings_ratio=(savings / teacher_only) if savings is not None and teacher_only else None,
+        )
+
+
+def _trace_filter(stmt: Any, task: Any, tier: Any, valid: Any, run_id: Any, shadow: Any) -> Any:
+    if task:
+        stmt = stmt.where(TraceRow.task_name == task)
+    if tier:
+        stmt = stmt.where(TraceRow.tier == tier)
+    if valid is not None:
+        stmt = stmt.where(TraceRow.valid.is_(valid))
+    if run_id:
+        stmt = stmt.where(TraceRow.run_id == run_id)
+    if shadow is not None:
+        stmt = stmt.where(TraceRow.shadow.is_(shadow))
+    return stmt
+
+
+def _defaults(table: Any) -> dict[str, Any]:
+    """Column defaults of a hot-path table, made once (id and created_at are made per row)."""
+    return {
+        name: (f.default_factory() if f.default_factory else f.default)
+        for name, f in table.model_fields.items()
+        if name not in ("id", "created_at") and not f.is_required()
+    }
+
+
+_DEFAULTS = {RunRow: _defaults(RunRow), TraceRow: _defaults(TraceRow)}
+
+
+def _from_dict(table: Any, data: dict) -> dict:
+    """A plain dict row (bulk ingest, or a caller skipping the model's slow constructor), checked and completed."""
+    fields = table.model_fields
+    unknown = data.keys() - fields.keys()
+    if unknown:
+        raise UserError(f"{table.__tablename__} fields {sorted(unknown)!r} are not columns; use {sorted(fields)!r}")
+    missing = [n for n, f in fields.items() if f.is_required() and n not in data]
+    if missing:
+        raise UserError(f"{table.__tablename__} row with fields {sorted(data)!r} lacks required fields {missing!r}")
+    row = _no_nul({**_DEFAULTS[table], **data}, _TEXT_FIELDS[table])
+    if not row.get("id"):
+        row["id"] = new_id()
+    if row.get("created_at") is None:
+        row["created_at"] = utcnow()
+    else:
+        require_aware(row["created_at"], f"{table.__tablename__} created_at")
+    return row
+
+
+def _row_dict(row: Any) -> dict:
+    values = {name: getattr(row, name) for name in type(row).model_fields}
+    return _no_nul(values, _TEXT_FIELDS[type(row)]) if type(row) in _TEXT_FIELDS else values
+
+
+def _text_fields(table: Any) -> frozenset[str]:
+    return frozenset(c.name for c in table.__table__.columns if isinstance(c.type, (String, AutoString)))
+
+
+_TEXT_FIELDS = {RunRow: _text_fields(RunRow), TraceRow: _text_fields(TraceRow)}
+
+
+def _no_nul(values: dict, text_fields: frozenset[str]) -> dict:
+    """Text columns of runs and traces never hold NUL: PostgreSQL refuses it, and a refused insert would lose a
+    paid attempt. It becomes U+FFFD there, on both databases; JSON columns keep it exactly (escaped as \\u0000)."""
+    for name in text_fields:
+        value = values.get(name)
+        if type(value) is str and "\x00" in value:
+            values[name] = value.replace("\x00", "\ufffd")
+    return values
+
+
+def _backoff(attempt: int) -> None:
+    """After a collision, wait a little (random, growing) so racing writers spread out."""
+    if attempt:
+        time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+__all__ = ["DATASET_TIERS", "SQLITE_BUSY_TIMEOUT_MS", "Ledger", "OperationalError", "Store"]

@@ -1,0 +1,191 @@
+"""A task is a typed function: parameters -> input model, return annotation -> output model, docstring ->
+instructions. `TaskSpec` holds that contract plus the optional check, score, tools and policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import typing
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from protege.errors import UserError
+
+CheckFn = Callable[[Any, Any], bool]
+ScoreFn = Callable[[Any, Any], float]
+
+
+class Policy(BaseModel):
+    """How a task moves work to cheaper tiers, and the guards on the way."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_traces: int = Field(200, ge=1, description="validated traces needed before distilling a student")
+    promote_at: float = Field(0.95, ge=0, le=1, description="retention (or skill agreement) needed to promote")
+    demote_below: float = Field(0.90, ge=0, le=1, description="rolling shadow agreement that demotes")
+    shadow_rate: float = Field(0.05, ge=0, le=1, description="share of cheaper-tier calls also run on the teacher")
+    shadow_window: int = Field(50, ge=1, description="shadow comparisons in the rolling agreement")
+    skill_approval: Literal["review", "evidence"] = Field(
+        "review", description="'review': a reviewer approves skills; 'evidence': approve when agreement passes"
+    )
+    evidence_k: int = Field(20, ge=1, description="solved inputs the replay model answers as skill evidence")
+    allow_unapproved_skills: bool = Field(False, description="let replay use draft skills (untrusted text!)")
+    min_confidence: float | None = Field(
+        None, ge=0, le=1, description="student answers below this mean token probability escalate"
+    )
+    redact: Literal["secrets", "pii"] = Field("secrets", description="what distillation redacts from traces")
+    teacher_budget_usd: float | None = Field(None, ge=0, description="cap on this task's teacher spend per day")
+    max_steps: int = Field(8, ge=1, description="model turns per attempt (tool calls included)")
+    tool_timeout_s: float = Field(30.0, gt=0, description="seconds a tool call may take")
+
+
+def _default_score(expected: Any, actual: Any) -> float:
+    return 1.0 if expected == actual else 0.0
+
+
+class TaskSpec:
+    """The contract of one task, derived from a typed function."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        instructions: str | None = None,
+        check: CheckFn | None = None,
+        score: ScoreFn | None = None,
+        tools: list[Callable[..., Any]] | None = None,
+        policy: Policy | None = None,
+    ):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "")
+        if not self.name.isidentifier():
+            raise UserError(f"task name {self.name!r} must be a Python identifier; pass name='my_task'")
+        self.instructions = (instructions or inspect.getdoc(fn) or "").strip()
+        if not self.instructions:
+            raise UserError(f"task {self.name!r} has no instructions: give the function a docstring saying what to do")
+        self.input_model, self.params = _input_model(fn, self.name)
+        self.output_model = _output_model(fn, self.name)
+        self.check = check
+        self.score: ScoreFn = score or _default_score
+        self.tools = list(tools or [])
+        for tool in self.tools:
+            if not callable(tool):
+                raise UserError(f"tool {tool!r} of task {self.name!r} is not callable")
+        self.policy = policy or Policy()
+        self.input_schema = self.input_model.model_json_schema()
+        self.output_schema = self.output_model.model_json_schema()
+        self.contract_hash = contract_hash(self.input_schema, self.output_schema, self.instructions)
+
+    def parse_input(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> BaseModel:
+        """Bind call arguments (or one dict of them) to the input model; bad input is a UserError."""
+        kwargs = dict(kwargs or {})
+        if len(args) > len(self.params):
+            raise UserError(f"task {self.name!r} takes {len(self.params)} argument(s), got {len(args)}")
+        kwargs.update(zip(self.params, args))
+        try:
+            parsed = self.input_model.model_validate(kwargs)
+        except ValidationError as exc:
+            raise UserError(f"bad input for task {self.name!r}: {_brief(exc)}") from exc
+        bad = _unencodable_text(parsed.model_dump(), ())
+        if bad is not None:
+            # the path may hold the broken text itself (a dict key): escape it so the message prints
+            field = (".".join(map(str, bad)) or "<root>").encode("utf-8", "backslashreplace").decode()
+            raise UserError(
+                f"bad input for task {self.name!r}: {field}: text holds a lone surrogate (not valid Unicode); "
+                "decode the source as UTF-8 or replace the broken characters"
+            )
+        return parsed
+
+    def parse_output(self, data: Any) -> BaseModel:
+        """Validate an answer (JSON text or dict) against the output model; raises pydantic's ValidationError."""
+        if isinstance(data, str):
+            return self.output_model.model_validate_json(data)
+        return self.output_model.model_validate(data)
+
+
+def contract_hash(input_schema: dict, output_schema: dict, instructions: str) -> str:
+    blob = json.dumps([input_schema, output_schema, instructions], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def input_hash(data: dict[str, Any]) -> str:
+    """Stable hash of a task input (canonical JSON), used for dedup and the train/eval split."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _unencodable_text(value: Any, path: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Path to the first text that UTF-8 cannot encode (a lone surrogate, as `json.loads('"\\ud800"')` gives),
+    else None; such text would break hashing and storage later, far from the caller."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unencodable_text(key, (*path, key)) if isinstance(key, str) else None
+            found = found if found is not None else _unencodable_text(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for i, item in enumerate(value):
+            found = _unencodable_text(item, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
+def _brief(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
+
+
+def _hints(fn: Callable[..., Any], task: str) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception as exc:  # unresolvable forward refs and the like
+        raise UserError(f"cannot read the type hints of task {task!r}: {exc}") from exc
+
+
+def _input_model(fn: Callable[..., Any], task: str) -> tuple[type[BaseModel], list[str]]:
+    hints = _hints(fn, task)
+    fields: dict[str, Any] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise UserError(f"task {task!r}: *args/**kwargs are not allowed; name each parameter with a type")
+        if p.name not in hints:
+            raise UserError(f"task {task!r}: parameter {p.name!r} needs a type annotation (e.g. a pydantic model)")
+        default = ... if p.default is p.empty else p.default
+        fields[p.name] = (hints[p.name], default)
+    if not fields:
+        raise UserError(f"task {task!r} takes no parameters; a task needs at least one typed input")
+    try:
+        model = create_model(f"{_camel(task)}Input", **fields)
+        model.model_json_schema()
+    except Exception as exc:
+        raise UserError(
+            f"task {task!r}: its parameter types must be pydantic-compatible (models, str, int, list[...], ...): {exc}"
+        ) from exc
+    return model, list(fields)
+
+
+def _output_model(fn: Callable[..., Any], task: str) -> type[BaseModel]:
+    ret = _hints(fn, task).get("return")
+    if ret is None:
+        raise UserError(f"task {task!r} needs a return annotation: a pydantic model, e.g. `-> Triage`")
+    if not (isinstance(ret, type) and issubclass(ret, BaseModel)):
+        raise UserError(
+            f"task {task!r} returns {ret!r}; the return annotation must be a pydantic BaseModel subclass "
+            f"(wrap plain values: `class Answer(BaseModel): value: str`)"
+        )
+    return ret
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))

@@ -1,0 +1,85 @@
+"""Shared fixtures: real stores on SQLite and PostgreSQL.
+
+- `sqlite_url`: URL of a SQLite file in the test's tmp_path (the file does not exist yet).
+- `pg_url`: URL of a fresh, uniquely named, empty database on the PostgreSQL server at 127.0.0.1:5432, dropped
+  after the test. Skips (with the reason) when no server answers. The admin URL is found by trying
+  $PROTEGE_TEST_PG, then the users `postgres` and `root` (trust auth). Tests that use it get the `postgres`
+  marker, so `pytest -m "not postgres"` leaves them out.
+- `store_url`: parametrized over both backends, ids "sqlite" and "postgres" (`-k sqlite` runs one side).
+- `store`: an open `Store` on `store_url` (migrated), closed after the test.
+
+Use `store` for anything that should hold on both databases; take `sqlite_url` / `pg_url` directly when a test
+needs an empty database or a second `Store` on the same one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+PG_HOST = "127.0.0.1:5432"
+PG_ADMIN_CANDIDATES = [
+    os.environ.get("PROTEGE_TEST_PG", ""),
+    f"postgresql://postgres@{PG_HOST}/postgres",
+    f"postgresql://root@{PG_HOST}/postgres",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:  # anything that takes pg_url directly needs the server
+        if "pg_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    """A URL of the server's `postgres` database that can create databases (skips if none works)."""
+    psycopg = pytest.importorskip("psycopg")
+    errors = []
+    for url in filter(None, PG_ADMIN_CANDIDATES):
+        try:
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return url
+        except psycopg.Error as exc:
+            errors.append(f"{url}: {str(exc).strip().splitlines()[0]}")
+    pytest.skip(f"PostgreSQL at {PG_HOST} is not reachable ({'; '.join(errors)}); set PROTEGE_TEST_PG to an admin URL")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'protege.db'}"
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    import psycopg
+
+    name = f"protege_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = pg_admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # FORCE: a test may leave pools open
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def store(store_url: str):
+    from protege.store import Store
+
+    s = Store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()

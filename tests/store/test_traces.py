@@ -1,0 +1,165 @@
+"""Tasks, runs and traces: contract versioning, filters, paging, counts, dataset selection and bulk ingest."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from protege.errors import UserError
+from protege.store import RunRow, TraceRow
+
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def _register(store, contract: str, policy: dict | None = None):
+    return store.register_task(name="triage", contract_hash=contract, input_schema={"c": contract},
+                               output_schema={}, instructions=f"v {contract}", policy=policy)
+
+
+def test_same_contract_returns_same_row_and_changed_contract_is_new_version(store):
+    """Re-registering an unchanged contract returns the same row; a changed one becomes version 2."""
+    first = _register(store, "aaa")
+    again = _register(store, "aaa")
+    assert (again.id, again.version) == (first.id, 1)
+    second = _register(store, "bbb")
+    assert (second.version, second.id != first.id) == (2, True)
+    assert store.task("triage").contract_hash == "bbb"
+    assert store.task("triage", version=1).contract_hash == "aaa"
+    assert [(t.name, t.version) for t in store.tasks()] == [("triage", 2)]
+
+
+def test_concurrent_registration_of_one_contract_makes_one_row(store):
+    """Eight threads registering the same contract at once all get the same version-1 row."""
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(pool.map(lambda _: _register(store, "same"), range(8)))
+    assert {(r.id, r.version) for r in rows} == {(rows[0].id, 1)}
+    assert len(store.tasks()) == 1
+
+
+def test_policy_change_updates_in_place(store):
+    """A new policy on the same contract updates the row without a new version."""
+    _register(store, "aaa", policy={"min_traces": 10})
+    row = _register(store, "aaa", policy={"min_traces": 50})
+    assert row.version == 1 and store.task("triage").policy == {"min_traces": 50}
+
+
+def _seed(store) -> list[TraceRow]:
+    rows = []
+    for i in range(30):
+        rows.append(TraceRow(
+            task_name="a" if i % 3 else "b", tier=("teacher", "replay", "student")[i % 3], valid=i % 2 == 0,
+            shadow=i % 5 == 0, run_id=f"r{i % 4}", created_at=T0 + timedelta(minutes=i), cost_usd=0.01 * i,
+        ))
+    for row in rows:
+        store.insert_trace(row)
+    return rows
+
+
+def test_trace_filters_paging_and_counts(store):
+    """traces() filters by task/tier/valid/run/shadow, pages newest first, and count_traces agrees."""
+    rows = _seed(store)
+
+    def want(pred):
+        return sorted((r for r in rows if pred(r)), key=lambda r: r.created_at, reverse=True)
+
+    cases = [
+        ({}, lambda r: True),
+        ({"task": "a"}, lambda r: r.task_name == "a"),
+        ({"task": "a", "tier": "replay"}, lambda r: r.task_name == "a" and r.tier == "replay"),
+        ({"valid": True}, lambda r: r.valid),
+        ({"valid": False, "shadow": True}, lambda r: not r.valid and r.shadow),
+        ({"run_id": "r1"}, lambda r: r.run_id == "r1"),
+    ]
+    for kw, pred in cases:
+        expected = [r.id for r in want(pred)]
+        assert [t.id for t in store.traces(**kw, limit=None)] == expected, kw
+        assert store.count_traces(**kw) == len(expected), kw
+    everything = [t.id for t in store.traces(limit=None)]
+    pages = [t.id for off in range(0, 30, 7) for t in store.traces(limit=7, offset=off)]
+    assert pages == everything
+    assert [t.id for t in store.traces(limit=5, oldest_first=True)] == everything[::-1][:5]
+
+
+def test_dataset_traces_selects_valid_unrejected_work(store):
+    """dataset_traces keeps valid teacher/replay/import traces (shadow ones too), drops invalid, student,
+    other-task and reviewer-rejected traces; a later 'good' label restores a rejected trace."""
+    def add(**kw) -> TraceRow:
+        row = TraceRow(task_name=kw.pop("task", "t"), tier=kw.pop("tier", "teacher"), valid=kw.pop("valid", True),
+                       created_at=T0 + timedelta(seconds=len(added)), **kw)
+        store.insert_trace(row)
+        added.append(row)
+        return row
+
+    added: list[TraceRow] = []
+    keep = [add(), add(tier="replay"), add(tier="import"), add(shadow=True)]
+    add(valid=False)
+    add(tier="student")
+    add(task="other")
+    rejected = add()
+    store.add_label(rejected.id, "bad", reviewer="ann")
+    restored = add()
+    store.add_label(restored.id, "bad", reviewer="ann")
+    store.add_label(restored.id, "good", reviewer="bob")
+    store.add_label(keep[0].id, "good")
+    got = list(store.dataset_traces("t"))
+    assert [d["id"] for d in got] == [r.id for r in keep + [restored]]
+    assert set(got[0]) >= {"id", "tier", "input", "messages", "output", "output_text", "input_hash", "created_at"}
+    assert [d["id"] for d in store.dataset_traces("t", tiers=("replay",))] == [keep[1].id]
+
+
+def test_add_label_checks_verdict_and_trace(store):
+    """Labels take only good/bad and only for a stored trace."""
+    store.insert_trace(row := TraceRow(task_name="t", tier="teacher"))
+    with pytest.raises(UserError, match="'meh'"):
+        store.add_label(row.id, "meh")
+    with pytest.raises(UserError, match="'nope'"):
+        store.add_label("nope", "good")
+
+
+def test_runs_are_listed_newest_first_and_finished(store):
+    """runs() pages a task's runs newest first; finish_run stamps an aware finish time."""
+    for i in range(5):
+        store.insert_run(RunRow(id=f"run{i}", task_name="t" if i < 4 else "u", created_at=T0 + timedelta(hours=i)))
+    store.finish_run("run2", status="ok", tier="teacher")
+    assert [r.id for r in store.runs("t", limit=2)] == ["run3", "run2"]
+    assert store.runs(limit=10)[0].id == "run4"
+    done = store.run("run2")
+    assert done.status == "ok" and done.finished_at.tzinfo is not None
+
+
+def test_bulk_ingest_of_20k_traces(store):
+    """insert_traces stores 20,000 dict and row traces intact, with defaults filled in, in batches."""
+    dicts = [{"task_name": "bulk", "tier": "import", "input": {"i": i}, "output": {"o": i}, "valid": i % 10 != 0,
+              "created_at": T0 + timedelta(microseconds=i)} for i in range(15_000)]
+    rows = [TraceRow(task_name="bulk", tier="import", input={"i": i}, valid=True,
+                     created_at=T0 + timedelta(seconds=1, microseconds=i)) for i in range(15_000, 20_000)]
+    assert store.insert_traces(dicts) == 15_000
+    assert store.insert_traces(rows, batch=999) == 5_000
+    assert store.count_traces("bulk") == 20_000
+    assert store.count_traces("bulk", valid=False) == 1_500
+    oldest = store.traces("bulk", limit=3, oldest_first=True)
+    assert [t.input for t in oldest] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert len({t.id for t in store.traces("bulk", limit=None)}) == 20_000
+    assert oldest[0].model == "" and oldest[0].errors is None and oldest[0].attempt == 0
+
+
+def test_dict_rows_are_checked(store):
+    """A dict row with an unknown field or without a required one is a UserError, not a silently dropped value."""
+    with pytest.raises(UserError, match="'bogus'"):
+        store.insert_traces([{"task_name": "t", "tier": "import", "bogus": 1}])
+    with pytest.raises(UserError, match="'tier'"):
+        store.insert_trace({"task_name": "t"})
+    with pytest.raises(UserError, match="'task_name'"):
+        store.insert_run({"input": {}})
+    assert store.count_traces() == 0 and store.runs() == []
+
+
+def test_dict_rows_on_the_hot_path(store):
+    """insert_run and insert_trace take plain dicts, filling defaults like the models do."""
+    store.insert_run({"id": "r1", "task_name": "t", "input": {"x": 1}})
+    store.insert_trace({"run_id": "r1", "task_name": "t", "tier": "teacher", "valid": True})
+    run, trace = store.run("r1"), store.traces(run_id="r1")[0]
+    assert (run.status, run.input, run.created_at.tzinfo is not None) == ("running", {"x": 1}, True)
+    assert (trace.valid, trace.attempt, trace.messages, len(trace.id)) == (True, 0, None, 32)
