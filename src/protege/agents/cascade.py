@@ -1,0 +1,309 @@
+"""The cascade: route → tier → validate → done | escalate, as a LangGraph StateGraph (DESIGN §1, §4).
+
+Each call goes to the cheapest eligible tier (student if one is promoted, replay if the task has an approved
+skill, then the teacher). Every attempt is written to the store as a trace the moment it ends — before any
+escalation — so a crash never loses a paid answer. Shadow runs and skill writing happen off the caller's path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol, TypedDict
+
+from pydantic import BaseModel
+
+from protege.agents.loop import LoopResult, run_loop
+from protege.agents.models.base import Message, Model, ModelRequest
+from protege.agents.models.chat_format import student_messages
+from protege.agents.prompts import replay_messages, teacher_messages
+from protege.agents.results import TIERS, Attempt, RunResult
+from protege.agents.tools import ToolBox
+from protege.agents.validate import validate_answer
+from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError, ValidationFailed
+from protege.store import RunRow, Store, TraceRow
+from protege.tasks import TaskSpec, input_hash
+
+
+@dataclass
+class TaskRuntime:
+    """A registered task as the cascade needs it."""
+
+    spec: TaskSpec
+    version: int
+    tools: ToolBox
+
+
+@dataclass
+class Plan:
+    """The tiers one call will try, in order, with what each needs."""
+
+    tiers: list[str]
+    forced: bool
+    escalate: bool
+
+
+class TierSource(Protocol):
+    """Where the cascade gets each tier's model and context (the app implements it)."""
+
+    def teacher(self, task: TaskRuntime) -> Model: ...
+    def replay(self, task: TaskRuntime) -> Model: ...
+    def student(self, task: TaskRuntime, *, forced: bool) -> tuple[Model, str] | None: ...
+    def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None: ...
+    def prior_art(self, task: TaskRuntime) -> list[str]: ...
+    def cost(self, model: Model, usage: Any) -> float: ...
+
+
+class CascadeState(TypedDict, total=False):
+    task: TaskRuntime
+    input: BaseModel
+    input_dict: dict[str, Any]
+    run_id: str
+    plan: Plan
+    attempts: list[Attempt]
+    output: BaseModel | None
+    failure: BaseException | None
+    skill: tuple[str, int | None] | None  # a skill to replay instead of the approved one (evidence trials)
+
+
+@dataclass
+class Hooks:
+    """Callbacks the app wires in; each runs in the background, never on the caller's path."""
+
+    on_teacher_success: Callable[[TaskRuntime, TraceRow, Attempt | None], Awaitable[None]] | None = None
+    on_shadow: Callable[[TaskRuntime, str, float], Awaitable[None]] | None = None
+
+
+@dataclass
+class Cascade:
+    store: Store
+    source: TierSource
+    hooks: Hooks = field(default_factory=Hooks)
+    rng: random.Random = field(default_factory=random.Random)
+    background: set[asyncio.Task] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.graph = self._build_graph()
+
+    # -- the graph ---------------------------------------------------------------------------------------------
+
+    def _build_graph(self) -> Any:
+        from langgraph.graph import END, START, StateGraph
+
+        g = StateGraph(CascadeState)
+        for tier in TIERS:
+            g.add_node(tier, partial(self._tier_node, tier))
+            g.add_conditional_edges(tier, self._next, [*TIERS, END])
+        # Routing is the entry edge: the plan (cheapest eligible tier first) is made before the graph runs, so a
+        # bad forced tier is a UserError before anything is recorded.
+        g.add_conditional_edges(START, lambda s: s["plan"].tiers[0], list(TIERS))
+        return g.compile()
+
+    def _next(self, state: CascadeState) -> str:
+        from langgraph.graph import END
+
+        plan, attempts = state["plan"], state["attempts"]
+        if state.get("failure") is not None or attempts[-1].valid or not plan.escalate:
+            return END
+        return plan.tiers[len(attempts)] if len(attempts) < len(plan.tiers) else END
+
+    async def _tier_node(self, tier: str, state: CascadeState) -> dict[str, Any]:
+        try:
+            attempt, output = await self._attempt(tier, state)
+        except BudgetExceeded as exc:
+            return {"failure": exc}
+        attempts = [*state["attempts"], attempt]
+        if attempt.valid and tier == "teacher" and self.hooks.on_teacher_success:
+            rescued = state["attempts"][-1] if state["attempts"] and state["attempts"][-1].tier == "replay" else None
+            self._spawn(self._teacher_success(state["task"], attempt.trace_id, rescued))
+        return {"attempts": attempts, "output": output if attempt.valid else state.get("output")}
+
+    # -- a call ------------------------------------------------------------------------------------------------
+
+    def plan(self, task: TaskRuntime, *, tier: str | None, escalate: bool) -> Plan:
+        if tier is not None:
+            if tier not in TIERS:
+                raise UserError(f"tier {tier!r} is not one of {list(TIERS)}")
+            start = TIERS.index(tier)
+            return Plan(tiers=list(TIERS[start:]) if escalate else [tier], forced=True, escalate=escalate)
+        tiers = []
+        if self.source.student(task, forced=False) is not None:
+            tiers.append("student")
+        if self.source.skill(task, forced=False) is not None:
+            tiers.append("replay")
+        return Plan(tiers=[*tiers, "teacher"], forced=False, escalate=escalate)
+
+    async def run(self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True) -> RunResult:
+        plan = self.plan(task, tier=tier, escalate=escalate)
+        data = inp.model_dump(mode="json")
+        run = RunRow(task_name=task.spec.name, task_version=task.version, input=data, input_hash=input_hash(data))
+        t0 = time.perf_counter()
+        await asyncio.to_thread(self.store.insert_run, run)
+        state: CascadeState = {
+            "task": task, "input": inp, "input_dict": data, "run_id": run.id, "plan": plan, "attempts": [],
+            "output": None, "failure": None,
+        }
+        out = await self.graph.ainvoke(state)
+        return await self._finish(out, time.perf_counter() - t0)
+
+    async def _finish(self, out: CascadeState, latency: float) -> RunResult:
+        attempts: list[Attempt] = out["attempts"]
+        cost = sum(a.cost_usd for a in attempts)
+        last = attempts[-1] if attempts else None
+        if last is None or not last.valid or out.get("failure") is not None:
+            error = out.get("failure") or _failure(out, attempts)
+            await asyncio.to_thread(
+                self.store.finish_run, out["run_id"], status="failed", error=str(error), cost_usd=cost,
+                latency_s=latency,
+            )
+            raise error
+        output = out["output"]
+        await asyncio.to_thread(
+            self.store.finish_run, out["run_id"], status="ok", tier=last.tier, output=output.model_dump(mode="json"),
+            cost_usd=cost, latency_s=latency,
+        )
+        result = RunResult(
+            output=output, tier=last.tier, model=last.model, cost_usd=cost, latency_s=latency, run_id=out["run_id"],
+            trace_ids=[a.trace_id for a in attempts], attempts=attempts,
+        )
+        if last.tier != "teacher" and not out["plan"].forced:
+            self._maybe_shadow(out, last, output)
+        return result
+
+    # -- one attempt -------------------------------------------------------------------------------------------
+
+    def _prepare(self, tier: str, state: CascadeState) -> tuple[Model, list[Message], dict[str, Any]]:
+        task, data, spec = state["task"], state["input_dict"], state["task"].spec
+        forced = state["plan"].forced
+        if tier == "student":
+            found = self.source.student(task, forced=forced)
+            if found is None:
+                raise UserError(f"task {spec.name!r} has no student; run app.distill({spec.name!r}) first")
+            model, student_id = found
+            return model, student_messages(spec.instructions, data, task.tools.specs or None), {"student_id": student_id}
+        if tier == "replay":
+            skill = state.get("skill") or self.source.skill(task, forced=forced)
+            text, version = skill if skill else ("", None)
+            msgs = replay_messages(spec.name, spec.instructions, spec.output_schema, data, text) if skill else \
+                teacher_messages(spec.name, spec.instructions, spec.output_schema, data)
+            return self.source.replay(task), msgs, {"skill_version": version}
+        prior = self.source.prior_art(task)
+        msgs = teacher_messages(spec.name, spec.instructions, spec.output_schema, data, prior)
+        return self.source.teacher(task), msgs, {}
+
+    async def trial(self, task: TaskRuntime, inp: BaseModel, tier: str, *, skill: tuple[str, int | None] | None = None,
+                    record_as: str) -> tuple[Attempt, BaseModel | None]:
+        """One attempt outside any call (skill evidence and the like), recorded as a trace of tier `record_as`."""
+        data = inp.model_dump(mode="json")
+        state: CascadeState = {
+            "task": task, "input": inp, "input_dict": data, "run_id": None, "attempts": [], "skill": skill,
+            "plan": Plan(tiers=[tier], forced=True, escalate=False),
+        }
+        return await self._attempt(tier, state, record_as=record_as)
+
+    async def _attempt(self, tier: str, state: CascadeState, *, shadow: bool = False, record_as: str | None = None
+                       ) -> tuple[Attempt, BaseModel | None]:
+        task, spec = state["task"], state["task"].spec
+        model, messages, extra = self._prepare(tier, state)
+        req = ModelRequest(
+            messages=messages, tools=task.tools.specs, output_schema=spec.output_schema, task_name=spec.name,
+            task_input=state["input_dict"],
+        )
+        t0 = time.perf_counter()
+        try:
+            result = await run_loop(model, req, tools=task.tools, max_steps=spec.policy.max_steps)
+        except ModelError as exc:
+            result = LoopResult(messages=messages, error=f"{type(exc).__name__}: {exc}")
+        latency = time.perf_counter() - t0
+        output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], result.text)
+        errors += _confidence_errors(tier, result, spec)
+        cost = sum(self.source.cost(model, r.usage) for r in result.responses)
+        trace = TraceRow(
+            run_id=state["run_id"], task_name=spec.name, task_version=task.version, tier=record_as or tier,
+            model=model.name,
+            attempt=len(state["attempts"]), shadow=shadow, input=state["input_dict"],
+            input_hash=input_hash(state["input_dict"]), messages=[m.model_dump(exclude_defaults=True) for m in result.messages],
+            tools=[t.model_dump() for t in task.tools.specs] or None,
+            output=output.model_dump(mode="json") if output is not None and not errors else None,
+            output_text=result.text, valid=not errors, errors=errors or None, input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens, cache_read_tokens=result.usage.cache_read_tokens,
+            cache_write_tokens=result.usage.cache_write_tokens, cost_usd=cost, latency_s=latency,
+            confidence=result.confidence, raw=[r.raw for r in result.responses if r.raw is not None] or None,
+            **extra,
+        )
+        await asyncio.to_thread(self.store.insert_trace, trace)  # durable before anything else happens
+        attempt = Attempt(
+            tier=tier, model=model.name, valid=not errors, errors=errors, text=result.text, cost_usd=cost,
+            latency_s=latency, trace_id=trace.id, confidence=result.confidence, **extra,
+        )
+        return attempt, output
+
+    # -- background work ---------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def drain(self) -> None:
+        """Wait for shadow runs and skill writing still in flight."""
+        while self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
+
+    async def _teacher_success(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
+        trace = await asyncio.to_thread(self.store.trace, trace_id)
+        if trace is not None and self.hooks.on_teacher_success:
+            await self.hooks.on_teacher_success(task, trace, rescued)
+
+    def _maybe_shadow(self, out: CascadeState, served: Attempt, output: BaseModel) -> None:
+        rate = out["task"].spec.policy.shadow_rate
+        if rate > 0 and self.rng.random() < rate:
+            self._spawn(self._shadow(out, served, output))
+
+    async def _shadow(self, out: CascadeState, served: Attempt, output: BaseModel) -> None:
+        from protege.store import ShadowRow
+
+        state = {**out, "attempts": [served]}
+        try:
+            teacher, teacher_output = await self._attempt("teacher", state, shadow=True)
+        except BudgetExceeded:
+            return  # a shadow is optional work: the budget wins
+        if not teacher.valid or teacher_output is None:
+            return
+        spec = out["task"].spec
+        agreement = float(spec.score(teacher_output, output))
+        row = ShadowRow(task_name=spec.name, run_id=out["run_id"], tier=served.tier, trace_id=served.trace_id,
+                        teacher_trace_id=teacher.trace_id, agreement=agreement)
+        await asyncio.to_thread(self.store.add_shadow, row)
+        if self.hooks.on_shadow:
+            await self.hooks.on_shadow(out["task"], served.tier, agreement)
+
+
+def _confidence_errors(tier: str, result: LoopResult, spec: TaskSpec) -> list[str]:
+    floor = spec.policy.min_confidence
+    conf = result.confidence
+    if tier != "student" or floor is None or conf is None or result.error or conf >= floor:
+        return []
+    return [f"low confidence: {conf:.3f} < Policy.min_confidence {floor:.3f}"]
+
+
+def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:
+    spec = out["task"].spec
+    lines = "; ".join(f"{a.tier} ({a.model}): {'; '.join(a.errors)[:300]}" for a in attempts)
+    if not out["plan"].escalate and len(attempts) == 1:
+        a = attempts[0]
+        err = ValidationFailed(
+            f"task {spec.name!r}: the {a.tier} tier's answer failed and escalate=False: {lines}",
+            errors=a.errors, text=a.text, tier=a.tier,
+        )
+        err.run_id = out["run_id"]  # type: ignore[attr-defined]
+        err.attempts = attempts  # type: ignore[attr-defined]
+        return err
+    return AllTiersFailed(
+        f"task {spec.name!r}: every tier failed ({lines}); see `protege trace` for the transcripts (run {out['run_id']})",
+        run_id=out["run_id"], attempts=attempts,
+    )

@@ -1,0 +1,116 @@
+"""The agent loop: model ⇄ tools until a final answer, as a LangGraph subgraph with bounded steps.
+
+The loop does not judge the answer: it returns the final text and the whole transcript; the cascade parses and
+validates it. A model that keeps calling tools past `max_steps` ends the loop with an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import lru_cache
+from typing import Any, TypedDict
+
+from pydantic import BaseModel, Field
+
+from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse, Usage
+from protege.agents.tools import ToolBox
+
+
+class LoopResult(BaseModel):
+    """What one attempt produced: final text (or an error), transcript, model responses and summed usage."""
+
+    text: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    responses: list[ModelResponse] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    error: str | None = None
+
+    @property
+    def confidence(self) -> float | None:
+        return self.responses[-1].confidence if self.responses else None
+
+
+class LoopState(TypedDict, total=False):
+    model: Model
+    tools: ToolBox | None
+    request: ModelRequest
+    max_steps: int
+    messages: list[Message]
+    responses: list[ModelResponse]
+    error: str | None
+
+
+async def _call_model(state: LoopState) -> dict[str, Any]:
+    req = state["request"].model_copy(update={"messages": state["messages"]})
+    resp = await state["model"].request(req)
+    turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
+    return {"messages": [*state["messages"], turn], "responses": [*state.get("responses", []), resp]}
+
+
+async def _call_tools(state: LoopState) -> dict[str, Any]:
+    calls = state["messages"][-1].tool_calls
+    box = state["tools"]
+    if box is None:
+        return {"error": f"the model called {[c.name for c in calls]!r} but the task has no tools"}
+    results = await asyncio.gather(*(box.call(c) for c in calls))
+    turns = [Message(role="tool", content=text, tool_call_id=c.id, name=c.name) for c, (text, _) in zip(calls, results)]
+    return {"messages": [*state["messages"], *turns]}
+
+
+def _after_model(state: LoopState) -> str:
+    if not state["messages"][-1].tool_calls:
+        return "end"
+    if len(state["responses"]) >= state["max_steps"]:
+        return "too_many"
+    return "tools"
+
+
+def _too_many_steps(state: LoopState) -> dict[str, Any]:
+    return {"error": f"no final answer after {state['max_steps']} model turns (max_steps); raise Policy.max_steps"}
+
+
+@lru_cache(maxsize=1)
+def loop_graph() -> Any:
+    """The compiled loop subgraph (compiled once per process)."""
+    from langgraph.graph import END, START, StateGraph
+
+    g = StateGraph(LoopState)
+    g.add_node("model", _call_model)
+    g.add_node("tools", _call_tools)
+    g.add_node("too_many", _too_many_steps)
+    g.add_edge(START, "model")
+    g.add_conditional_edges("model", _after_model, {"end": END, "tools": "tools", "too_many": "too_many"})
+    g.add_conditional_edges("tools", lambda s: END if s.get("error") else "model", ["model", END])
+    g.add_edge("too_many", END)
+    return g.compile()
+
+
+async def run_loop(
+    model: Model, request: ModelRequest, *, tools: ToolBox | None = None, max_steps: int = 8
+) -> LoopResult:
+    """Run the loop from `request.messages`; model errors propagate (the cascade records and escalates).
+
+    A task without tools has a one-turn loop, so it skips the graph machinery (≈1 ms a call) and asks directly.
+    """
+    if not tools:
+        return await _one_turn(model, request)
+    state: LoopState = {
+        "model": model, "tools": tools if tools else None, "request": request, "max_steps": max_steps,
+        "messages": list(request.messages), "responses": [], "error": None,
+    }
+    out = await loop_graph().ainvoke(state, {"recursion_limit": 2 * max_steps + 4})
+    responses: list[ModelResponse] = out.get("responses", [])
+    usage = sum((r.usage for r in responses), Usage())
+    last = out["messages"][-1]
+    text = last.content if last.role == "assistant" and not last.tool_calls else ""
+    return LoopResult(text=text, messages=out["messages"], responses=responses, usage=usage, error=out.get("error"))
+
+
+async def _one_turn(model: Model, request: ModelRequest) -> LoopResult:
+    resp = await model.request(request)
+    turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
+    error = f"the model called {[c.name for c in resp.tool_calls]!r} but the task has no tools" if resp.tool_calls else None
+    return LoopResult(
+        text="" if resp.tool_calls else resp.text, messages=[*request.messages, turn], responses=[resp],
+        usage=resp.usage, error=error,
+    )

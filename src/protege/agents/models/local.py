@@ -1,0 +1,144 @@
+"""A local transformers model — a base checkpoint plus an optional LoRA adapter — behind the `Model` protocol.
+
+- Loaded once per process (a thread-safe cache keyed by paths, device and dtype); the LoRA is merged into the
+  base weights, so inference costs what the base costs.
+- Prompts are the request's messages in the base's chat template (tools rendered by `chat_format`).
+- With an `output_schema` and no tools the answer is decoded under the schema's grammar (`decoding.py`): the
+  JSON skeleton is written without asking the model, values are chosen greedily among the tokens the grammar
+  allows, so every answer parses. `confidence` is the mean probability of the tokens the model chose.
+- The key/value cache of the prompt prefix a call shares with the previous one (the task's instructions) is
+  reused, so a call pays only for its own input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from protege.agents.models.base import Message, ModelRequest, ModelResponse, Usage
+from protege.agents.models.chat_format import parse_tool_calls, render_tools, to_chat_dicts
+from protege.agents.models.decoding import Grammar, State
+from protege.errors import UserError
+
+METADATA_FILE = "protege_student.json"
+_ENGINES: dict[tuple, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+class LocalModel:
+    """`local:<path>`: a checkpoint dir, a trained student dir (adapter + metadata), or a base + `adapter=`."""
+
+    price_as: str | None = None
+    writes_prose = False
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        adapter: str | Path | None = None,
+        device: str | None = None,
+        name: str | None = None,
+        dtype: str = "auto",
+        threads: int | None = None,
+    ):
+        self.base_path, self.adapter_path = _resolve_paths(Path(path), Path(adapter) if adapter else None)
+        self.name = f"local:{name or path}"
+        self.device = device
+        self.dtype = dtype
+        self.threads = threads
+
+    @property
+    def engine(self):
+        """The loaded model (loaded on first use, then shared by every LocalModel with the same paths)."""
+        key = (str(self.base_path), str(self.adapter_path or ""), self.device or "auto", self.dtype)
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                from protege.agents.models.local_engine import Engine
+
+                engine = _ENGINES[key] = Engine(self.base_path, self.adapter_path, self.device, self.dtype,
+                                                self.threads)
+        return engine
+
+    async def request(self, req: ModelRequest) -> ModelResponse:
+        return await asyncio.to_thread(self.generate, req)
+
+    def generate(self, req: ModelRequest) -> ModelResponse:
+        """Answer one request (blocking)."""
+        started = time.perf_counter()
+        engine = self.engine
+        messages = _chat_messages(req)
+        schema = req.output_schema if not req.tools else None
+        result = engine.generate(messages, Grammar(schema) if schema is not None else None, req.max_tokens)
+        calls = parse_tool_calls(result.text) if req.tools else []
+        text = result.text.split("<tool_call>")[0].strip() if calls else result.text
+        return ModelResponse(
+            text=text,
+            tool_calls=calls,
+            usage=Usage(input_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
+                        cache_read_tokens=result.reused_tokens),
+            raw={"forced_tokens": result.forced_tokens, "model_tokens": result.model_tokens,
+                 "latency_s": round(time.perf_counter() - started, 4)},
+            model=self.name,
+            stop_reason="tool_use" if calls else result.stop_reason,
+            confidence=result.confidence,
+        )
+
+    def generate_batch(self, requests: list[ModelRequest]) -> list[ModelResponse]:
+        """Answer many requests; they share the prompt-prefix cache, so a batch of one task's inputs is cheap."""
+        return [self.generate(req) for req in requests]
+
+
+def _chat_messages(req: ModelRequest) -> list[dict[str, str]]:
+    """The request as chat-template dicts, with the tools text in the system turn when tools are offered."""
+    messages = to_chat_dicts(req.messages)
+    if req.tools:
+        tools_text = render_tools(req.tools)
+        if not any(tools_text in m["content"] for m in messages if m["role"] == "system"):
+            if messages and messages[0]["role"] == "system":
+                messages[0] = {"role": "system", "content": messages[0]["content"] + "\n\n" + tools_text}
+            else:
+                messages.insert(0, {"role": "system", "content": tools_text})
+    return messages
+
+
+def _resolve_paths(path: Path, adapter: Path | None) -> tuple[Path, Path | None]:
+    """(base checkpoint, adapter) from what the caller gave: a student dir names its base in its metadata."""
+    path = path.expanduser()
+    if not path.exists():
+        raise UserError(f"local model path {str(path)!r} does not exist; train a student (`protege distill`) or "
+                        f"pass a checkpoint directory")
+    if adapter is None and (path / "adapter_config.json").is_file():
+        adapter, path = path, _base_of_adapter(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{str(path)!r} is not a model checkpoint (no config.json)")
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"adapter {str(adapter)!r} has no adapter_config.json; pass the dir train_student wrote")
+    return path, adapter
+
+
+def _base_of_adapter(adapter: Path) -> Path:
+    meta = adapter / METADATA_FILE
+    if meta.is_file():
+        base = json.loads(meta.read_text()).get("base")
+        if base and Path(base).is_dir():
+            return Path(base)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if base and Path(base).is_dir():
+        return Path(base)
+    raise UserError(f"cannot find the base model of adapter {str(adapter)!r} (looked for {base!r}); "
+                    f"pass it explicitly: LocalModel(base_path, adapter={str(adapter)!r})")
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
+    """Token ids of `messages` in the base's chat template: the one rendering used in training and serving."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+__all__ = ["LocalModel", "Message", "State", "render_chat"]

@@ -1,0 +1,247 @@
+"""The loaded local model and its decoding loop (used by `LocalModel`; heavy imports live here).
+
+Grammar-constrained decoding, cheaply: at each step the model's top-k tokens are tried in order and the first
+one the grammar accepts is taken (a trained student's first choice almost always is). Text the grammar fixes
+(keys, punctuation) is tokenized and fed without a forward pass of its own — except its last token, which the
+model picks among the tokens that start with it, so a key's closing quote can still merge with the value's first
+characters the way the tokenizer merged them in training ("token healing").
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from protege.agents.models.decoding import Grammar, State
+from protege.errors import ModelError
+
+TOP_K = 48
+BUDGET_RESERVE = 64  # tokens kept back so an answer that runs long can still be closed validly
+
+
+@dataclass
+class Generation:
+    """What one decode produced."""
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    reused_tokens: int
+    forced_tokens: int
+    model_tokens: int
+    confidence: float | None
+    stop_reason: str
+
+
+class Engine:
+    """One model in memory: weights (LoRA merged), tokenizer, vocabulary texts, the prompt-prefix cache."""
+
+    def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer, self.model = _load(base, adapter, self.device, dtype)
+        self.lock = threading.Lock()
+        self.texts = _vocab_texts(self.tokenizer)
+        self.single_char = _single_char_tokens(self.texts)
+        self.string_safe = torch.tensor([_string_safe(t) for t in self.texts], device=self.device)
+        self.stop_ids = _stop_ids(self.tokenizer, self.model)
+        self._prefix_ids: list[int] = []
+        self._prefix_kv: list = []
+
+    # -- public ----------------------------------------------------------------------------------------------------
+
+    def generate(self, messages: list[dict[str, str]], grammar: Grammar | None, max_tokens: int) -> Generation:
+        from protege.agents.models.local import render_chat
+
+        ids = render_chat(self.tokenizer, messages, generation_prompt=True)
+        with self.lock, self.torch.inference_mode():
+            try:
+                logits, cache, reused = self._prefill(ids)
+                if grammar is None:
+                    return self._free(ids, logits, cache, reused, max_tokens)
+                return self._constrained(ids, logits, cache, reused, grammar, max_tokens)
+            except RuntimeError as exc:  # out of memory, a bad checkpoint: the cascade escalates on ModelError
+                raise ModelError(f"local model failed: {exc}", model=str(self.model.name_or_path)) from exc
+
+    # -- forward passes ------------------------------------------------------------------------------------------------
+
+    def _prefill(self, ids: list[int]):
+        """Logits after the prompt; reuses the cached keys/values of the prefix shared with the previous prompt."""
+        from transformers import DynamicCache
+
+        shared = 0
+        for a, b in zip(self._prefix_ids, ids[:-1]):
+            if a != b:
+                break
+            shared += 1
+        cache = DynamicCache(config=self.model.config)
+        if shared:
+            for layer, (keys, values) in enumerate(self._prefix_kv):
+                cache.update(keys[..., :shared, :], values[..., :shared, :], layer)
+        logits = self._forward(ids[shared:], cache)
+        self._prefix_ids = list(ids)
+        self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]  # decoding appends by concatenation
+        return logits, cache, shared
+
+    def _forward(self, tokens: list[int], cache):
+        input_ids = self.torch.tensor([tokens], device=self.device)
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1].float()
+
+    # -- decoding -------------------------------------------------------------------------------------------------------
+
+    def _free(self, ids, logits, cache, reused, max_tokens) -> Generation:
+        out: list[int] = []
+        stop = "max_tokens"
+        while len(out) < max_tokens:
+            token = int(logits.argmax())
+            if token in self.stop_ids:
+                stop = "end_turn"
+                break
+            out.append(token)
+            logits = self._forward([token], cache)
+        text = self.tokenizer.decode(out, skip_special_tokens=True)
+        return Generation(text, len(ids), len(out), reused, 0, len(out), None, stop)
+
+    def _constrained(self, ids, logits, cache, reused, grammar: Grammar, max_tokens: int) -> Generation:
+        state = grammar.start()
+        pieces: list[str] = []
+        out: list[int] = []
+        probs: list[float] = []
+        forced_count = 0
+        budget = max(max_tokens - BUDGET_RESERVE, 8)
+        stop = "end_turn"
+        while not state.done:
+            if len(out) >= budget:
+                pieces.append(state.finish())
+                stop = "max_tokens"
+                break
+            forced = state.forced()
+            rest = state.feed(forced) if forced else None
+            if rest is not None and rest.done:  # the grammar fixes everything that is left
+                tail = self.tokenizer(forced, add_special_tokens=False)["input_ids"]
+                pieces.append(forced)
+                out += tail
+                forced_count += len(tail)
+                break
+            head = self._forced_head(forced) if forced else []
+            if head:
+                head_text = "".join(self.texts[t] for t in head)
+                state = state.feed(head_text)
+                pieces.append(head_text)
+                out += head
+                forced_count += len(head)
+                logits = self._forward(head, cache)
+                if state.done:
+                    break
+            token = self._choose(logits, state)
+            if not forced:
+                probs.append(float(self.torch.softmax(logits, -1)[token]))
+            else:
+                forced_count += 1
+            state = state.feed(self.texts[token])
+            pieces.append(self.texts[token])
+            out.append(token)
+            if not state.done:
+                logits = self._forward([token], cache)
+        confidence = sum(probs) / len(probs) if probs else 1.0
+        model_tokens = len(out) - forced_count
+        return Generation("".join(pieces), len(ids), len(out), reused, forced_count, model_tokens, confidence, stop)
+
+    def _forced_head(self, forced: str) -> list[int]:
+        """All but the last token of the forced text (the last is left to the model: it may merge onward)."""
+        tokens = self.tokenizer(forced, add_special_tokens=False)["input_ids"]
+        if "".join(self.texts[t] for t in tokens) != forced:
+            return []  # the tokenizer normalizes this text: let the model spell it, constrained
+        return tokens[:-1]
+
+    def _choose(self, logits, state: State) -> int:
+        """The highest-scoring token the grammar accepts."""
+        for token in self.torch.topk(logits, TOP_K).indices.tolist():
+            text = self.texts[token]
+            if text and state.feed(text) is not None:
+                return token
+        return self._choose_fallback(logits, state)
+
+    def _choose_fallback(self, logits, state: State) -> int:
+        """When none of the top-k fit (an unsure or untrained model): search the tokens that can fit, best first."""
+        allowed = state.allowed()
+        candidates = self.torch.zeros_like(self.string_safe)
+        if allowed is None:
+            candidates |= self.string_safe
+            allowed = frozenset('"\\')
+        for char in allowed:
+            token = self.single_char.get(char)
+            if token is not None:
+                candidates[token] = True
+        ranked = self.torch.where(candidates, logits, self.torch.full_like(logits, float("-inf")))
+        for token in self.torch.argsort(ranked, descending=True).tolist():
+            if not bool(candidates[token]):
+                break
+            if state.feed(self.texts[token]) is not None:
+                return token
+        raise ModelError("no token of the vocabulary can continue the answer under its schema")
+
+
+def _load(base: Path, adapter: Path | None, device, dtype: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter or base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model = model.to(device=device, dtype=_inference_dtype(dtype, device)).eval()
+    return tokenizer, model
+
+
+def _inference_dtype(dtype: str, device):
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _vocab_texts(tokenizer) -> list[str]:
+    """Each token's text; tokens that are not whole characters (byte pieces) or are special get ''."""
+    special = set(tokenizer.all_special_ids)
+    size = len(tokenizer)
+    texts = []
+    for token in range(size):
+        text = "" if token in special else tokenizer.decode([token])
+        texts.append("" if "\ufffd" in text else text)
+    return texts
+
+
+def _single_char_tokens(texts: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for token, text in enumerate(texts):
+        if len(text) == 1 and text not in found:
+            found[text] = token
+    return found
+
+
+def _string_safe(text: str) -> bool:
+    """Text that can sit anywhere inside a JSON string (no quote, backslash or control character)."""
+    return bool(text) and '"' not in text and "\\" not in text and all(ord(c) >= 0x20 for c in text)
+
+
+def _stop_ids(tokenizer, model) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids |= set(eos) if isinstance(eos, list) else {eos}
+    for name in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        token = tokenizer.convert_tokens_to_ids(name)
+        if isinstance(token, int) and token != tokenizer.unk_token_id:
+            ids.add(token)
+    return {i for i in ids if i is not None}

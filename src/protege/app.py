@@ -1,0 +1,234 @@
+"""`Protege`: the facade that ties tasks, the cascade, the store, skills and distillation together (DESIGN §3)."""
+
+from __future__ import annotations
+
+import atexit
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from protege.agents.cascade import Cascade, Hooks, TaskRuntime
+from protege.agents.models.base import Model
+from protege.agents.results import Attempt, RunResult
+from protege.agents.tools import ToolBox
+from protege.errors import UserError
+from protege.portal import Portal
+from protege.settings import Settings
+from protege.store import Ledger, Store, TraceRow
+from protege.tasks import CheckFn, Policy, ScoreFn, TaskSpec
+from protege.tiers import AppTiers
+
+__all__ = ["Attempt", "Protege", "RunResult", "TaskHandle", "TraceRecord"]
+
+
+class TraceRecord(BaseModel):
+    """A trace as the public API shows it (the store's row minus transcript internals)."""
+
+    id: str
+    run_id: str | None
+    task_name: str
+    tier: str
+    model: str
+    output: dict | None
+    output_text: str
+    valid: bool
+    errors: list | None
+    cost_usd: float
+    latency_s: float
+    skill_version: int | None
+    student_id: str | None
+    shadow: bool
+    created_at: Any
+
+    @classmethod
+    def of(cls, row: TraceRow) -> TraceRecord:
+        return cls.model_validate({name: getattr(row, name) for name in cls.model_fields})
+
+
+class TaskHandle:
+    """What `@app.task` returns: call it like the function (sync), `await .acall(...)`, or `.run(...)`."""
+
+    def __init__(self, app: Protege, runtime: TaskRuntime):
+        self.app = app
+        self.runtime = runtime
+        self.spec = runtime.spec
+        self.name = runtime.spec.name
+        self.__doc__ = runtime.spec.instructions
+        self.__wrapped__ = runtime.spec.fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run_args(args, kwargs).output
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        inp = self.spec.parse_input(args, kwargs)
+        return (await self.app.portal.acall(self.app.cascade.run(self.runtime, inp))).output
+
+    def run_args(self, args: tuple, kwargs: dict, *, tier: str | None = None, escalate: bool = True) -> RunResult:
+        inp = self.spec.parse_input(args, kwargs)
+        return self.app.portal.call(self.app.cascade.run(self.runtime, inp, tier=tier, escalate=escalate))
+
+    def __repr__(self) -> str:
+        return f"<protege task {self.name!r} v{self.runtime.version}>"
+
+
+class Protege:
+    """The app: register tasks with `@app.task`, call them, distill students, review skills."""
+
+    def __init__(
+        self,
+        db: str | None = None,
+        teacher: str | Model | None = None,
+        replay: str | Model | None = None,
+        student_base: str | None = None,
+        *,
+        project_dir: str | Path | None = None,
+        prices: dict | str | Path | None = None,
+        teacher_budget_usd_per_day: float | None = None,
+        seed: int | None = None,
+    ):
+        overrides = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
+                     "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
+        overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
+        self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
+        self.teacher_spec: str | Model = teacher if teacher is not None else self.settings.teacher
+        self.replay_spec: str | Model = replay if replay is not None else self.settings.replay
+        self.store = Store(self.settings.db_url)
+        from protege.agents.pricing import load_prices
+        from protege.skills.library import SkillLibrary
+
+        self.prices = load_prices(prices if prices is not None else self.settings.prices)
+        self.skills = SkillLibrary(self.store)
+        self.tasks: dict[str, TaskHandle] = {}
+        self.tiers = AppTiers(self)
+        from protege.lifecycle import Lifecycle
+
+        self.lifecycle = Lifecycle(self)
+        hooks = Hooks(on_teacher_success=self.lifecycle.on_teacher_success, on_shadow=self.lifecycle.on_shadow)
+        self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed))
+        self.portal = Portal()
+        atexit.register(self.close)
+
+    # -- tasks -------------------------------------------------------------------------------------------------
+
+    def task(
+        self, fn: Callable[..., Any] | None = None, *, name: str | None = None, check: CheckFn | None = None,
+        score: ScoreFn | None = None, tools: list[Callable[..., Any]] | None = None, policy: Policy | None = None,
+    ) -> Any:
+        """Register a typed function as a task (usable bare, `@app.task`, or with options, `@app.task(...)`)."""
+
+        def register(f: Callable[..., Any]) -> TaskHandle:
+            spec = TaskSpec(f, name=name, check=check, score=score, tools=tools, policy=policy)
+            row = self.store.register_task(
+                name=spec.name, contract_hash=spec.contract_hash, input_schema=spec.input_schema,
+                output_schema=spec.output_schema, instructions=spec.instructions,
+                policy=spec.policy.model_dump(mode="json"),
+            )
+            runtime = TaskRuntime(spec=spec, version=row.version, tools=ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s))
+            handle = TaskHandle(self, runtime)
+            self.tasks[spec.name] = handle
+            return handle
+
+        return register(fn) if fn is not None else register
+
+    def handle(self, task: str | TaskHandle) -> TaskHandle:
+        if isinstance(task, TaskHandle):
+            return task
+        if task not in self.tasks:
+            known = ", ".join(sorted(self.tasks)) or "none registered"
+            raise UserError(f"no task {task!r} in this app (tasks: {known}); register it with @app.task")
+        return self.tasks[task]
+
+    def run(self, task: str | TaskHandle, input: dict[str, Any] | BaseModel, *, tier: str | None = None,
+            escalate: bool = True) -> RunResult:
+        """Call a task with a dict of its parameters (or its input model); returns the full RunResult."""
+        h = self.handle(task)
+        data = input.model_dump() if isinstance(input, BaseModel) else input
+        if not isinstance(data, dict):
+            raise UserError(f"input for task {h.name!r} must be a dict of its parameters {h.spec.params!r}, got {data!r}")
+        return h.run_args((), data, tier=tier, escalate=escalate)
+
+    async def arun(self, task: str | TaskHandle, input: dict[str, Any], *, tier: str | None = None,
+                   escalate: bool = True) -> RunResult:
+        h = self.handle(task)
+        inp = h.spec.parse_input((), input)
+        return await self.portal.acall(self.cascade.run(h.runtime, inp, tier=tier, escalate=escalate))
+
+    def wait(self) -> None:
+        """Block until background work (shadow runs, skill writing) is done."""
+        if self.portal._loop is not None:
+            self.portal.call(self.cascade.drain())
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def traces(self, task: str, tier: str | None = None, limit: int = 100) -> list[TraceRecord]:
+        return [TraceRecord.of(r) for r in self.store.traces(task, tier=tier, limit=limit)]
+
+    def ledger(self, task: str) -> Ledger:
+        return self.store.ledger(task)
+
+    def label(self, trace_id: str, verdict: str, *, reviewer: str = "reviewer", note: str | None = None) -> None:
+        self.store.add_label(trace_id, verdict, reviewer=reviewer, note=note)
+
+    # -- skills ------------------------------------------------------------------------------------------------
+
+    def skill(self, task: str) -> Any:
+        """The task's newest skill version (a SkillRow: name, version, status, text, ...) or None."""
+        return self.skills.latest(task)
+
+    def approve_skill(self, task: str, version: int | None = None, *, reviewer: str = "reviewer") -> Any:
+        row = self.skills.approve(task, version, by=reviewer)
+        self.tiers.invalidate(task)
+        return row
+
+    def reject_skill(self, task: str, version: int | None = None, *, reviewer: str = "reviewer",
+                     note: str | None = None) -> Any:
+        row = self.skills.reject(task, version, by=reviewer, note=note)
+        self.tiers.invalidate(task)
+        return row
+
+    def export_skills(self, dest: str | Path, task: str | None = None) -> list[Path]:
+        return self.skills.export(Path(dest), task=task)
+
+    def import_skills(self, src: str | Path, *, reviewer: str = "import") -> list[Any]:
+        return self.skills.import_dir(Path(src), by=reviewer)
+
+    # -- students ----------------------------------------------------------------------------------------------
+
+    def base_dir(self, base: str) -> Path:
+        """A student base as a local checkpoint dir (the bundled default is converted once and cached)."""
+        from protege.distill.base_models import resolve_base
+
+        return resolve_base(base, self.settings.model_cache_dir)
+
+    def distill(self, task: str, **options: Any) -> Any:
+        """Build a dataset from the task's validated traces, train a student, evaluate it, promote if it passes."""
+        from protege.distill.pipeline import distill
+
+        report = distill(self, self.handle(task), **options)
+        self.tiers.invalidate(task)
+        return report
+
+    def promote(self, student_id: str) -> Any:
+        from protege.distill.pipeline import promote
+
+        row = promote(self.store, student_id)
+        self.tiers.invalidate(row.task_name)
+        return row
+
+    def demote(self, task: str) -> Any:
+        from protege.distill.pipeline import demote
+
+        row = demote(self.store, task)
+        self.tiers.invalidate(task)
+        return row
+
+    def close(self) -> None:
+        """Finish background work and release the loop and the store's connections."""
+        try:
+            self.wait()
+        finally:
+            self.portal.close()
+            self.store.close()

@@ -1,0 +1,161 @@
+"""What happens around calls, off the caller's path: skills are written and revised after teacher successes,
+approved on evidence when the policy says so, and cheaper tiers are demoted when shadow agreement drops.
+
+Every model call made here is paid for and recorded as a trace (tier "author" or "evidence"), so the ledger
+shows the whole cost of the loop, and none of these traces ever reaches a training set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from protege.agents.cascade import TaskRuntime
+from protege.agents.models.base import Usage
+from protege.agents.results import Attempt
+from protege.store import StudentRow, TraceRow
+
+if TYPE_CHECKING:
+    from protege.app import Protege
+
+log = logging.getLogger("protege")
+AUTHOR_TRACES = 8
+MIN_SHADOWS = 10
+
+
+class Lifecycle:
+    def __init__(self, app: Protege):
+        self.app = app
+        self._busy: set[str] = set()
+
+    # -- skills ------------------------------------------------------------------------------------------------
+
+    async def on_teacher_success(self, task: TaskRuntime, trace: TraceRow, rescued: Attempt | None) -> None:
+        name = task.spec.name
+        if name in self._busy:  # one author per task at a time; concurrent successes would only repeat it
+            return
+        self._busy.add(name)
+        try:
+            await self._skill_step(task, trace, rescued)
+        except Exception:  # background work must never take the app down; the trace is already safe
+            log.exception("skill upkeep for task %r failed", name)
+        finally:
+            self._busy.discard(name)
+
+    async def _skill_step(self, task: TaskRuntime, trace: TraceRow, rescued: Attempt | None) -> None:
+        lib, name = self.app.skills, task.spec.name
+        approved = await asyncio.to_thread(lib.approved, name)
+        latest = await asyncio.to_thread(lib.latest, name)
+        if rescued is not None and approved is not None:
+            await self._revise(task, approved, rescued, trace)
+        elif approved is None and (latest is None or latest.status in ("rejected", "retired")):
+            await self._write(task)
+        if task.spec.policy.skill_approval == "evidence":
+            await self._try_evidence(task)
+
+    def _contract(self, task: TaskRuntime) -> Any:
+        from protege.skills.author import TaskContract
+
+        s = task.spec
+        return TaskContract(name=s.name, instructions=s.instructions, input_schema=s.input_schema,
+                            output_schema=s.output_schema)
+
+    async def _write(self, task: TaskRuntime) -> None:
+        from protege.skills.author import SkillAuthor
+
+        store, name = self.app.store, task.spec.name
+        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False, limit=AUTHOR_TRACES)
+        if not traces:
+            return
+        prior = self.app.tiers.prior_art(task)
+        author = SkillAuthor(self.app.tiers.teacher(task))
+        skill = await author.write(self._contract(task), traces, prior_art=prior)
+        await self._record_author(task, author)
+        await asyncio.to_thread(
+            self.app.skills.add, name, skill, kind=skill.kind, source_trace_ids=[t.id for t in traces],
+            author_model=author.model.name,
+        )
+        self.app.tiers.invalidate(name)
+
+    async def _revise(self, task: TaskRuntime, approved: Any, rescued: Attempt, rescue: TraceRow) -> None:
+        from protege.skills.author import SkillAuthor
+        from protege.skills.library import SkillLibrary
+
+        failed = await asyncio.to_thread(self.app.store.trace, rescued.trace_id)
+        if failed is None:
+            return
+        author = SkillAuthor(self.app.tiers.teacher(task))
+        skill = await author.revise(SkillLibrary.to_skill(approved), failed, rescue)
+        await self._record_author(task, author)
+        await asyncio.to_thread(
+            self.app.skills.add, task.spec.name, skill, kind="revised", source_trace_ids=[failed.id, rescue.id],
+            author_model=author.model.name,
+        )
+
+    async def _record_author(self, task: TaskRuntime, author: Any) -> None:
+        """The author's model calls are paid teacher work: record them so the ledger shows them."""
+        responses = author.last_responses
+        if not responses:
+            return
+        usage = sum((r.usage for r in responses), Usage())
+        trace = TraceRow(
+            task_name=task.spec.name, task_version=task.version, tier="author", model=author.model.name, valid=True,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+            cost_usd=sum(self.app.tiers.cost(author.model, r.usage) for r in responses),
+            output_text=responses[-1].text,
+        )
+        await asyncio.to_thread(self.app.store.insert_trace, trace)
+
+    async def _try_evidence(self, task: TaskRuntime) -> None:
+        """Replay the newest draft on K inputs the teacher solved; approve it when agreement reaches promote_at."""
+        lib, store, spec = self.app.skills, self.app.store, task.spec
+        draft = await asyncio.to_thread(lib.latest, spec.name)
+        if draft is None or draft.status != "draft" or draft.evidence:
+            return
+        k = spec.policy.evidence_k
+        solved = await asyncio.to_thread(store.traces, spec.name, tier="teacher", valid=True, shadow=False, limit=k)
+        if len(solved) < k:
+            return  # not enough evidence yet; the next teacher success tries again
+        pairs = []
+        for t in solved:
+            inp = spec.input_model.model_validate(t.input)
+            attempt, output = await self.app.cascade.trial(task, inp, "replay", skill=(draft.text, draft.version),
+                                                           record_as="evidence")
+            expected = spec.parse_output(t.output)
+            pairs.append((expected, output if attempt.valid else None))
+        await asyncio.to_thread(lib.approve_on_evidence, spec.name, draft.version, pairs, spec.score,
+                                spec.policy.promote_at)
+        self.app.tiers.invalidate(spec.name)
+
+    # -- shadows -----------------------------------------------------------------------------------------------
+
+    async def on_shadow(self, task: TaskRuntime, tier: str, agreement: float) -> None:
+        try:
+            await asyncio.to_thread(self._check_agreement, task, tier)
+        except Exception:
+            log.exception("shadow check for task %r failed", task.spec.name)
+
+    def _check_agreement(self, task: TaskRuntime, tier: str) -> None:
+        store, policy, name = self.app.store, task.spec.policy, task.spec.name
+        if tier == "student":
+            row: StudentRow | Any = store.promoted_student(name)
+            since = row.promoted_at if row else None
+        else:
+            row = self.app.skills.approved(name)
+            since = row.reviewed_at if row else None
+        if row is None:
+            return
+        mean, n = store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
+        if mean is None or n < min(policy.shadow_window, MIN_SHADOWS) or mean >= policy.demote_below:
+            return
+        why = f"shadow agreement {mean:.3f} over {n} calls < Policy.demote_below {policy.demote_below:.3f}"
+        log.warning("task %r: %s; taking the %s tier out of service", name, why, tier)
+        if tier == "student":
+            from protege.distill.pipeline import demote
+
+            demote(store, name, reason=why)
+        else:
+            self.app.skills.send_back(name, by="policy:shadow", note=why)
+        self.app.tiers.invalidate(name)

@@ -1,0 +1,111 @@
+"""Where each tier's model and context come from: the app's implementation of the cascade's `TierSource`.
+
+Eligibility lookups (promoted student, approved skill, prior art) run on every call, so they are cached for a
+couple of seconds; changes made through this app invalidate at once, changes from other processes show up
+within the TTL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from protege.agents.budget import ALL_TASKS, BudgetedModel
+from protege.agents.cascade import TaskRuntime
+from protege.agents.models.base import Model, resolve_model
+from protege.errors import UserError
+
+if TYPE_CHECKING:
+    from protege.app import Protege
+
+TTL_S = 2.0
+
+
+class AppTiers:
+    """Resolves models lazily (a missing API key only matters when that tier is used) and caches them."""
+
+    def __init__(self, app: Protege):
+        self.app = app
+        self._models: dict[str, Model] = {}
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    # -- cache -------------------------------------------------------------------------------------------------
+
+    def _cached(self, key: tuple[str, str], load: Any) -> Any:
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < TTL_S:
+            return hit[1]
+        value = load()
+        self._cache[key] = (now, value)
+        return value
+
+    def invalidate(self, task: str | None = None) -> None:
+        self._cache = {k: v for k, v in self._cache.items() if task is not None and k[1] != task}
+
+    # -- models ------------------------------------------------------------------------------------------------
+
+    def model(self, spec: str | Model) -> Model:
+        if not isinstance(spec, str):
+            return resolve_model(spec)
+        with self._lock:
+            if spec not in self._models:
+                self._models[spec] = self._resolve(spec)
+            return self._models[spec]
+
+    def _resolve(self, spec: str) -> Model:
+        if not spec.startswith("local:"):
+            return resolve_model(spec)
+        from protege.agents.models.local import LocalModel
+
+        target = spec.removeprefix("local:")
+        row = self.app.store.student(target)
+        if row is not None:
+            return LocalModel(self.app.base_dir(row.base), adapter=row.adapter_path, name=f"local:{row.id}")
+        return LocalModel(self.app.base_dir(target), name=spec)
+
+    def teacher(self, task: TaskRuntime) -> Model:
+        model = self.model(self.app.teacher_spec)
+        caps = {task.spec.name: task.spec.policy.teacher_budget_usd, ALL_TASKS: self.app.settings.teacher_budget_usd_per_day}
+        if all(cap is None for cap in caps.values()):
+            return model
+        return BudgetedModel(model, self.app.store, task.spec.name, caps, self.app.prices)
+
+    def replay(self, task: TaskRuntime) -> Model:
+        return self.model(self.app.replay_spec)
+
+    def student(self, task: TaskRuntime, *, forced: bool) -> tuple[Model, str] | None:
+        name = task.spec.name
+        row = self._cached(("student", name), lambda: self.app.store.promoted_student(name))
+        if row is None and forced:
+            rows = self.app.store.students(name)
+            row = rows[0] if rows else None
+        if row is None:
+            return None
+        return self.model(f"local:{row.id}"), row.id
+
+    def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None:
+        name, policy = task.spec.name, task.spec.policy
+        row = self._cached(("skill", name), lambda: self.app.skills.approved(name))
+        if row is None and policy.allow_unapproved_skills:
+            # drafts only: a skill a reviewer rejected or retired is never replayed, whatever the policy
+            row = self._cached(("draft", name), lambda: self.app.store.skill(name, status="draft"))
+        return (row.text, row.version) if row is not None else None
+
+    def prior_art(self, task: TaskRuntime) -> list[str]:
+        name = task.spec.name
+
+        def load() -> list[str]:
+            if self.app.store.skill(name) is not None:
+                return []
+            try:
+                return [row.text for row, _ in self.app.store.search_skills(task.spec.instructions, exclude_task=name, limit=2)]
+            except UserError:
+                return []
+
+        return self._cached(("prior", name), load)
+
+    def cost(self, model: Model, usage: Any) -> float:
+        return self.app.prices.cost(getattr(model, "price_as", None) or model.name, usage)

@@ -1,0 +1,207 @@
+"""The cascade on its own: routing, validation, escalation and recording, with scripted tier models."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+
+from protege.agents.cascade import Cascade, TaskRuntime
+from protege.agents.models.base import ModelRequest, ModelResponse, Usage
+from protege.agents.tools import ToolBox
+from protege.errors import AllTiersFailed, UserError, ValidationFailed
+from protege.store import Store
+from protege.tasks import Policy, TaskSpec
+
+
+class Ticket(BaseModel):
+    subject: str
+    body: str = ""
+
+
+class Triage(BaseModel):
+    queue: Literal["billing", "bug", "account", "other"]
+    priority: int
+
+
+def triage(ticket: Ticket) -> Triage:
+    """Route a support ticket to a queue and set its priority (1 = urgent)."""
+
+
+class Scripted:
+    """A tier model answering with a fixed JSON text (or a function of the request); counts its calls."""
+
+    price_as = None
+    writes_prose = False
+
+    def __init__(self, name: str, answer, usage=(100, 20)):
+        self.name, self.answer, self.calls = name, answer, 0
+        self.usage = Usage(input_tokens=usage[0], output_tokens=usage[1])
+
+    async def request(self, req: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        text = self.answer(req) if callable(self.answer) else self.answer
+        return ModelResponse(text=text, usage=self.usage, model=self.name)
+
+
+GOOD = '{"queue": "billing", "priority": 2}'
+BAD = '{"queue": "sales", "priority": 2}'
+
+
+class Tiers:
+    def __init__(self, teacher, replay=None, student=None, skill=None):
+        self._t, self._r, self._s, self._skill = teacher, replay, student, skill
+
+    def teacher(self, task):
+        return self._t
+
+    def replay(self, task):
+        return self._r
+
+    def student(self, task, *, forced):
+        return (self._s, "stu-1") if self._s else None
+
+    def skill(self, task, *, forced):
+        return self._skill
+
+    def prior_art(self, task):
+        return []
+
+    def cost(self, model, usage):  # $1 per M input, $5 per M output for every model: easy sums
+        return usage.input_tokens * 1e-6 + usage.output_tokens * 5e-6
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path}/c.db")
+    yield s
+    s.close()
+
+
+def runtime(policy: Policy | None = None, check=None, tools=()) -> TaskRuntime:
+    # no shadow runs unless a test asks: a random shadow would call the teacher behind a routing test's back
+    spec = TaskSpec(triage, policy=policy or Policy(shadow_rate=0), check=check, tools=list(tools))
+    return TaskRuntime(spec=spec, version=1, tools=ToolBox(list(tools)))
+
+
+def call(cascade: Cascade, task: TaskRuntime, **kw):
+    inp = task.spec.parse_input((), {"ticket": {"subject": "refund please"}})
+    return asyncio.run(cascade.run(task, inp, **kw))
+
+
+def test_new_task_goes_to_teacher(store):
+    """With no skill and no student, the teacher serves, and its trace and run are recorded."""
+    teacher = Scripted("t", GOOD)
+    res = call(Cascade(store, Tiers(teacher)), runtime())
+    assert res.tier == "teacher" and res.output == Triage(queue="billing", priority=2)
+    trace = store.trace(res.trace_ids[0])
+    assert trace.valid and trace.tier == "teacher" and trace.output == {"queue": "billing", "priority": 2}
+    assert store.run(res.run_id).status == "ok"
+
+
+def test_approved_skill_routes_to_replay(store):
+    """An approved skill makes replay the first tier, with the skill text in its prompt."""
+    replay, teacher = Scripted("r", GOOD), Scripted("t", GOOD)
+    res = call(Cascade(store, Tiers(teacher, replay, skill=("# SKILL body", 3))), runtime())
+    assert (res.tier, teacher.calls, replay.calls) == ("replay", 0, 1)
+    trace = store.trace(res.trace_ids[0])
+    assert trace.skill_version == 3 and any("SKILL body" in m["content"] for m in trace.messages)
+
+
+def test_failed_replay_escalates_and_both_traces_survive(store):
+    """A schema-invalid replay answer escalates to the teacher; both attempts are in the store."""
+    res = call(Cascade(store, Tiers(Scripted("t", GOOD), Scripted("r", BAD), skill=("s", 1))), runtime())
+    assert [a.tier for a in res.attempts] == ["replay", "teacher"] and res.tier == "teacher"
+    replay_trace, teacher_trace = (store.trace(i) for i in res.trace_ids)
+    assert not replay_trace.valid and "queue" in replay_trace.errors[0]
+    assert teacher_trace.valid and res.escalated
+
+
+def test_promoted_student_serves_and_invalid_answer_escalates(store):
+    """The student serves first; when its answer is invalid the next tier answers."""
+    good = call(Cascade(store, Tiers(Scripted("t", GOOD), student=Scripted("s", GOOD))), runtime())
+    assert good.tier == "student" and good.attempts[0].student_id == "stu-1"
+    bad = call(Cascade(store, Tiers(Scripted("t", GOOD), student=Scripted("s", "not json"))), runtime())
+    assert [a.tier for a in bad.attempts] == ["student", "teacher"]
+
+
+def test_check_failure_escalates(store):
+    """A parseable answer that fails the task's check is invalid and escalates."""
+    task = runtime(check=lambda inp, out: out.priority == 1)
+    tiers = Tiers(Scripted("t", '{"queue": "bug", "priority": 1}'), Scripted("r", GOOD), skill=("s", 1))
+    res = call(Cascade(store, tiers), task)
+    assert res.tier == "teacher" and "rejected" in res.attempts[0].errors[0]
+
+
+def test_forced_tier_and_escalate_false(store):
+    """tier= forces the first tier; escalate=False turns its failure into a ValidationFailed naming the errors."""
+    tiers = Tiers(Scripted("t", GOOD), Scripted("r", BAD), skill=("s", 1))
+    cascade = Cascade(store, tiers)
+    assert call(cascade, runtime(), tier="teacher").tier == "teacher"
+    with pytest.raises(ValidationFailed) as err:
+        call(cascade, runtime(), tier="replay", escalate=False)
+    assert err.value.tier == "replay" and err.value.errors
+    assert store.run(err.value.run_id).status == "failed"
+    with pytest.raises(UserError, match="has no student"):
+        call(cascade, runtime(), tier="student")
+    with pytest.raises(UserError, match="not one of"):
+        call(cascade, runtime(), tier="oracle")
+
+
+def test_all_tiers_failing_raises_with_attempts(store):
+    """When every tier fails, one AllTiersFailed carries every attempt; each is recorded."""
+    with pytest.raises(AllTiersFailed) as err:
+        call(Cascade(store, Tiers(Scripted("t", BAD), Scripted("r", BAD), skill=("s", 1))), runtime())
+    assert [a.tier for a in err.value.attempts] == ["replay", "teacher"]
+    assert store.count_traces("triage", valid=False) == 2
+
+
+def test_tool_loop_runs_tools_and_records_transcript(store):
+    """The agent loop runs a tool the model calls and feeds the result back before the final answer."""
+    from protege.agents.models.base import ToolCall
+
+    def lookup_account(email: str) -> dict:
+        """Find the customer's plan."""
+        return {"plan": "pro"}
+
+    class ToolUser(Scripted):
+        async def request(self, req):
+            self.calls += 1
+            if req.messages[-1].role != "tool":
+                return ModelResponse(tool_calls=[ToolCall(id="c1", name="lookup_account", arguments={"email": "a@b"})])
+            assert '"pro"' in req.messages[-1].content
+            return ModelResponse(text=GOOD)
+
+    res = call(Cascade(store, Tiers(ToolUser("t", None))), runtime(tools=[lookup_account]))
+    roles = [m["role"] for m in store.trace(res.trace_ids[0]).messages]
+    assert roles == ["system", "user", "assistant", "tool", "assistant"]
+
+
+def test_ledger_sums_match_traces(store):
+    """The ledger's spend by tier equals the traces' costs; teacher-only is calls × mean teacher cost."""
+    cascade = Cascade(store, Tiers(Scripted("t", GOOD, usage=(1000, 100)), Scripted("r", BAD), skill=("s", 1)))
+    for _ in range(3):
+        call(cascade, runtime())
+    ledger = store.ledger("triage")
+    traces = store.traces("triage", limit=None)
+    for tier in ("teacher", "replay"):
+        assert ledger.spend_by_tier[tier] == pytest.approx(sum(t.cost_usd for t in traces if t.tier == tier))
+    assert ledger.teacher_only_usd == pytest.approx(3 * (1000e-6 + 100 * 5e-6))
+    assert ledger.calls == 3 and ledger.calls_by_tier == {"teacher": 3}
+
+
+def test_concurrent_async_calls_all_recorded(store):
+    """200 concurrent calls on one SQLite store: every run and trace is written, none lost."""
+    task = runtime()
+    cascade = Cascade(store, Tiers(Scripted("t", GOOD)))
+
+    async def main():
+        inputs = [task.spec.parse_input((), {"ticket": {"subject": f"s{i}"}}) for i in range(200)]
+        return await asyncio.gather(*(cascade.run(task, i) for i in inputs))
+
+    results = asyncio.run(main())
+    assert len({r.run_id for r in results}) == 200
+    assert store.count_traces("triage") == 200 and len(store.runs("triage", limit=500)) == 200
+    assert all(r.status == "ok" for r in store.runs("triage", limit=500))

@@ -1,0 +1,226 @@
+"""The public API of DESIGN §3 end to end: registration, calls (sync, async, threads), results, the ledger,
+the budget guard, and durability of paid answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+
+from protege import AllTiersFailed, BudgetExceeded, Policy, Protege, RunResult, UserError
+from protege.agents import FunctionModel
+from protege.agents.models.base import ModelResponse, Usage
+
+
+class Ticket(BaseModel):
+    subject: str
+    body: str = ""
+
+
+class Triage(BaseModel):
+    queue: Literal["billing", "bug", "account", "other"]
+    priority: int
+
+
+def oracle(req):
+    """Answers from the structured input, reporting usage so costs and budgets are real numbers."""
+    subject = req.task_input["ticket"]["subject"]
+    answer = {"queue": "billing" if "refund" in subject else "bug", "priority": 2}
+    return ModelResponse(text=json.dumps(answer), usage=Usage(input_tokens=2000, output_tokens=500))
+
+
+@pytest.fixture
+def app(tmp_path):
+    a = Protege(db=f"sqlite:///{tmp_path}/app.db", teacher=FunctionModel(oracle, price_as="anthropic:claude-opus-4-5"),
+                replay=FunctionModel(oracle, price_as="anthropic:claude-haiku-4-5"), project_dir=tmp_path / ".protege")
+    yield a
+    a.close()
+
+
+def register(app, **kw):
+    @app.task(**kw)
+    def triage(ticket: Ticket) -> Triage:
+        """Route a support ticket to a queue and set its priority (1 = urgent)."""
+
+    return triage
+
+
+def test_sync_call_returns_output_model_and_records_everything(app):
+    """A sync call returns the output model; app.run returns a RunResult whose trace and run are in the store."""
+    triage = register(app)
+    assert triage(Ticket(subject="refund please")) == Triage(queue="billing", priority=2)
+    res = app.run("triage", {"ticket": {"subject": "it crashes"}})
+    assert isinstance(res, RunResult) and res.output.queue == "bug" and res.tier == "teacher"
+    assert res.cost_usd > 0 and res.latency_s > 0 and res.model.startswith("function:")
+    assert [t.id for t in app.traces("triage", limit=1)] == res.trace_ids
+    assert app.store.task("triage").instructions.startswith("Route a support ticket")
+
+
+def test_async_twin_and_many_threads(app):
+    """acall works from another event loop, and sync calls from 16 threads at once all succeed."""
+    triage = register(app)
+    assert asyncio.run(triage.acall(Ticket(subject="refund"))).queue == "billing"
+    outs: list = []
+    threads = [threading.Thread(target=lambda: outs.append(triage(Ticket(subject="x")))) for _ in range(16)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(outs) == 16 and app.store.count_traces("triage") == 17
+
+
+def test_changed_contract_is_a_new_version(app):
+    """Re-registering the same contract keeps the version; a changed docstring makes version 2."""
+    register(app)
+    register(app)
+    assert app.store.task("triage").version == 1
+
+    @app.task(name="triage")
+    def other(ticket: Ticket) -> Triage:
+        """Route a ticket; priority 5 is lowest."""
+
+    assert app.store.task("triage").version == 2 and other.runtime.version == 2
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def t(x: Ticket):\n    'doc'", "return annotation"),
+        ("def t(x: Ticket) -> dict:\n    'doc'", "BaseModel subclass"),
+        ("def t(x) -> Triage:\n    'doc'", "type annotation"),
+        ("class Socket: pass\ndef t(x: Socket) -> Triage:\n    'doc'", "pydantic-compatible"),
+        ("def t(x: Ticket) -> Triage:\n    pass", "docstring"),
+        ("def t(*xs: Ticket) -> Triage:\n    'doc'", r"\*args"),
+    ],
+)
+def test_invalid_task_definitions_are_user_errors(app, source, message):
+    """A task without a usable contract is refused at registration with a message that says what to fix."""
+    ns: dict = {"Ticket": Ticket, "Triage": Triage}
+    exec(source, ns)
+    with pytest.raises(UserError, match=message):
+        app.task(ns["t"])
+
+
+def test_bad_input_and_unknown_task_are_user_errors(app):
+    """Bad inputs fail before any model is called."""
+    register(app)
+    with pytest.raises(UserError, match="bad input for task 'triage'"):
+        app.run("triage", {"ticket": {"body": "no subject"}})
+    with pytest.raises(UserError, match="no task 'nope'"):
+        app.run("nope", {})
+    assert app.store.count_traces("triage") == 0
+
+
+def test_missing_api_key_is_a_user_error_naming_the_env_var(tmp_path, monkeypatch):
+    """The default Anthropic teacher without a key fails with the env var and the offline alternative."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    app = Protege(db=f"sqlite:///{tmp_path}/k.db")
+    triage = register(app)
+    with pytest.raises(UserError, match="ANTHROPIC_API_KEY"):
+        triage(Ticket(subject="x"))
+    app.close()
+
+
+def test_ledger_counts_savings_once_replay_serves(app):
+    """With an approved skill, replay serves and the ledger shows savings against teacher-only."""
+    triage = register(app)
+    triage(Ticket(subject="refund"))
+    app.wait()  # the skill author runs in the background after the first teacher success
+    assert app.skill("triage") is not None and app.skill("triage").status == "draft"
+    app.approve_skill("triage", reviewer="ana")
+    for _ in range(4):
+        assert app.run("triage", {"ticket": {"subject": "refund"}}).tier == "replay"
+    ledger = app.ledger("triage")
+    assert ledger.calls == 5 and ledger.calls_by_tier == {"teacher": 1, "replay": 4}
+    assert ledger.savings_usd > 0 and 0 < ledger.savings_ratio < 1
+
+
+def test_budget_cap_refuses_before_spending(app):
+    """A per-task teacher cap refuses calls whose worst case would pass it, and spend never exceeds it."""
+    triage = register(app, policy=Policy(teacher_budget_usd=0.12))
+    served, refused = 0, 0
+    for i in range(10):
+        try:
+            triage(Ticket(subject=f"crash {i}"))
+            served += 1
+        except BudgetExceeded as exc:
+            refused += 1
+            assert exc.cap == 0.12 and "Raise the cap" in str(exc)
+    assert served >= 1 and refused >= 1
+    assert app.store.spent("triage") <= 0.12
+    assert sum(t.cost_usd for t in app.traces("triage", tier="teacher")) <= 0.12
+
+
+def test_budget_cap_holds_under_concurrent_calls(app):
+    """50 concurrent calls against a small cap: the spend reserved and the spend recorded stay under it."""
+    register(app, policy=Policy(teacher_budget_usd=0.2))
+
+    async def main():
+        return await asyncio.gather(
+            *(app.arun("triage", {"ticket": {"subject": f"s{i}"}}) for i in range(50)), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert any(isinstance(r, BudgetExceeded) for r in results) and any(isinstance(r, RunResult) for r in results)
+    assert sum(t.cost_usd for t in app.traces("triage", limit=None)) <= 0.2 + 1e-9
+
+
+def test_all_tiers_failed_is_one_error_with_attempts(tmp_path):
+    """When the only tier answers invalid JSON, one AllTiersFailed says so and carries the attempt."""
+    app = Protege(db=f"sqlite:///{tmp_path}/f.db", teacher=FunctionModel(lambda r: "I don't know"))
+    triage = register(app)
+    with pytest.raises(AllTiersFailed) as err:
+        triage(Ticket(subject="x"))
+    assert err.value.attempts[0].tier == "teacher" and "protege trace" in str(err.value)
+    app.close()
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pydantic import BaseModel
+    from protege import Protege
+    from protege.agents import FunctionModel
+
+    class Q(BaseModel):
+        text: str
+
+    class A(BaseModel):
+        answer: str
+
+    app = Protege(db=sys.argv[1], teacher=FunctionModel(lambda r: {"answer": "paid for"}))
+    insert = app.store.insert_trace
+
+    def insert_then_die(trace):
+        insert(trace)
+        os.kill(os.getpid(), signal.SIGKILL)  # the process dies the instant the attempt is recorded
+
+    app.store.insert_trace = insert_then_die
+
+    @app.task
+    def solve(q: Q) -> A:
+        "Answer the question."
+
+    solve(Q(text="hi"))
+    """
+)
+
+
+def test_process_killed_after_teacher_answer_keeps_the_trace(tmp_path):
+    """SIGKILL right after the teacher answered: its trace is in the store, the run shows as unfinished."""
+    url = f"sqlite:///{tmp_path}/crash.db"
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), url], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    from protege.store import Store
+
+    store = Store(url)
+    (trace,) = store.traces("solve")
+    assert trace.valid and trace.output == {"answer": "paid for"} and trace.tier == "teacher"
+    assert store.run(trace.run_id).status == "running"

@@ -1,0 +1,129 @@
+"""What happens around calls: skills written by the teacher, approved on evidence, revised after a rescue,
+and taken out of service when shadow agreement drops."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel
+
+from protege import Policy, Protege
+from protege.agents import FunctionModel
+from protege.agents.models.base import ModelResponse, Usage
+
+
+class Q(BaseModel):
+    text: str
+
+
+class A(BaseModel):
+    label: str
+
+
+def right(req) -> ModelResponse:
+    return ModelResponse(text=json.dumps({"label": req.task_input["q"]["text"].upper()}),
+                         usage=Usage(input_tokens=500, output_tokens=50))
+
+
+def wrong(req) -> ModelResponse:
+    return ModelResponse(text=json.dumps({"label": "nope"}), usage=Usage(input_tokens=500, output_tokens=50))
+
+
+SKILL_MD = """---
+name: shout
+description: Upper-cases the text of the input. Use for the shout task.
+---
+# Procedure
+Return the input text in upper case as `label`.
+"""
+
+
+def prose_teacher(req) -> ModelResponse:
+    """Writes a SKILL.md when asked to author one, else answers like `right`."""
+    if req.task_name and req.task_name.startswith("protege:"):
+        return ModelResponse(text=SKILL_MD, usage=Usage(input_tokens=3000, output_tokens=400))
+    return right(req)
+
+
+def make(tmp_path, teacher, replay, policy: Policy, prose: bool = False) -> tuple[Protege, object]:
+    app = Protege(db=f"sqlite:///{tmp_path}/l.db", seed=7,
+                  teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5", writes_prose=prose),
+                  replay=FunctionModel(replay, price_as="anthropic:claude-haiku-4-5"))
+
+    @app.task(policy=policy)
+    def shout(q: Q) -> A:
+        """Upper-case the text."""
+
+    return app, shout
+
+
+def test_skill_is_approved_on_evidence_and_replay_takes_over(tmp_path):
+    """With skill_approval='evidence', the draft is approved once the replay agrees with the teacher on K inputs."""
+    app, shout = make(tmp_path, right, right, Policy(skill_approval="evidence", evidence_k=3, promote_at=0.9))
+    for word in ("a", "b", "c"):
+        shout(Q(text=word))
+        app.wait()
+    skill = app.skill("shout")
+    assert skill.status == "approved" and skill.reviewed_by == "policy:evidence"
+    assert skill.evidence["agreement"] == 1.0 and skill.evidence["n"] == 3
+    assert app.store.count_traces("shout", tier="evidence") == 3
+    assert app.run("shout", {"q": {"text": "d"}}).tier == "replay"
+    app.close()
+
+
+def test_skill_failing_evidence_stays_a_draft(tmp_path):
+    """A replay that is schema-valid but wrong does not earn approval: schema-valid is not the same as right."""
+    app, shout = make(tmp_path, right, wrong, Policy(skill_approval="evidence", evidence_k=2, promote_at=0.9))
+    for word in ("a", "b"):
+        shout(Q(text=word))
+        app.wait()
+    skill = app.skill("shout")
+    assert skill.status == "draft" and skill.evidence["agreement"] == 0.0 and not skill.evidence["passed"]
+    assert app.run("shout", {"q": {"text": "c"}}).tier == "teacher"
+    app.close()
+
+
+def test_teacher_rescue_of_a_failed_replay_revises_the_skill(tmp_path):
+    """When the teacher rescues an invalid replay answer, the skill gets a new draft version with that case."""
+    app, shout = make(tmp_path, right, lambda r: "not json", Policy())
+    shout(Q(text="a"))
+    app.wait()
+    app.approve_skill("shout", reviewer="ana")
+    res = app.run("shout", {"q": {"text": "b"}})
+    app.wait()
+    assert [a.tier for a in res.attempts] == ["replay", "teacher"]
+    latest = app.skill("shout")
+    assert latest.version == 2 and latest.status == "draft" and latest.kind == "revised"
+    assert app.skills.approved("shout").version == 1  # replay keeps the reviewed version until the revision is approved
+    app.close()
+
+
+def test_low_shadow_agreement_sends_the_skill_back_to_review(tmp_path):
+    """Every replay call shadowed by the teacher; after 10 disagreements the skill leaves service."""
+    app, shout = make(tmp_path, right, wrong, Policy(shadow_rate=1.0, shadow_window=10, demote_below=0.9))
+    shout(Q(text="a"))
+    app.wait()
+    app.approve_skill("shout", reviewer="ana")
+    tiers = []
+    for i in range(14):
+        tiers.append(app.run("shout", {"q": {"text": f"w{i}"}}).tier)
+        app.wait()
+    assert tiers[:10] == ["replay"] * 10 and tiers[-1] == "teacher"
+    assert app.skills.approved("shout") is None and app.skill("shout").status == "draft"
+    agreement, n = app.store.shadow_agreement("shout", "replay", window=10)
+    assert n == 10 and agreement == 0.0
+    app.close()
+
+
+def test_prose_teacher_writes_the_skill_and_its_cost_is_on_the_ledger(tmp_path):
+    """A teacher that writes prose authors SKILL.md; that call is recorded as an 'author' trace with its cost."""
+    app, shout = make(tmp_path, prose_teacher, right, Policy(), prose=True)
+    shout(Q(text="a"))
+    app.wait()
+    skill = app.skill("shout")
+    assert "Return the input text in upper case" in skill.text and skill.kind == "authored"
+    (author,) = app.traces("shout", tier="author")
+    assert author.cost_usd == pytest.approx(3000 * 5e-6 + 400 * 25e-6)
+    assert app.ledger("shout").spend_by_tier["author"] == pytest.approx(author.cost_usd)
+    app.close()
