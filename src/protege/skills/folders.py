@@ -1,0 +1,135 @@
+"""Skill folders on disk, as Claude Code and other Agent Skills clients load them: <name>/SKILL.md plus files.
+
+Reading refuses symlinks, special files, binary files and anything deeper than one folder, so an imported skill
+cannot smuggle in a path outside its folder. Writing is atomic per folder: the new folder is built beside the old
+one and swapped in with renames, so a reader sees the old skill or the new one, never half of each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import uuid
+from pathlib import Path
+
+from protege.errors import UserError
+from protege.skills.skill import SKILL_FILE, Skill, check_file_path
+
+
+def skill_folders(src: Path) -> list[Path]:
+    """The skill folders under `src`: `src` itself if it holds a SKILL.md, else its (non-hidden) subfolders."""
+    if not src.is_dir():
+        raise UserError(f"skill import source {str(src)!r} is not a folder")
+    if (src / SKILL_FILE).exists() or (src / SKILL_FILE).is_symlink():
+        return [src]
+    folders = []
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            raise UserError(f"refusing symlink {entry.path!r}: copy the skill folder in instead of linking it")
+        if entry.is_dir():
+            folders.append(Path(entry.path))
+    if not folders:
+        raise UserError(f"no skill folders (<name>/{SKILL_FILE}) under {str(src)!r}")
+    return folders
+
+
+def read_skill_folder(folder: Path) -> Skill:
+    """Read and validate one skill folder; its name must equal the skill's name."""
+    if folder.is_symlink():
+        raise UserError(f"refusing symlink {str(folder)!r}: copy the skill folder in instead of linking it")
+    texts = _read_tree(folder)
+    if SKILL_FILE not in texts:
+        raise UserError(f"skill folder {str(folder)!r} has no {SKILL_FILE}")
+    body = texts.pop(SKILL_FILE)
+    try:
+        return Skill.parse(body, files=texts, folder=folder.name)
+    except UserError as exc:
+        raise UserError(f"{str(folder / SKILL_FILE)!r}: {exc}") from exc
+
+
+def write_skill_folder(dest: Path, skill: Skill) -> Path:
+    """Write `skill` as dest/<name>/ atomically, replacing an older folder of the same name."""
+    skill.validate()
+    dest.mkdir(parents=True, exist_ok=True)
+    final = dest / skill.name
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise UserError(f"{str(final)!r} exists and is not a skill folder; move it away before exporting")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{skill.name}.", suffix=".tmp", dir=dest))
+    try:
+        os.chmod(tmp, 0o755)
+        _write_text(tmp, SKILL_FILE, skill.render())
+        for path, text in sorted(skill.files.items()):
+            _write_text(tmp, path, text)
+        _swap_in(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _read_tree(folder: Path) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue  # .DS_Store and friends: never part of a skill, and never read
+        _refuse_odd(entry)
+        if entry.is_dir(follow_symlinks=False):
+            for sub in sorted(os.scandir(entry.path), key=lambda e: e.name):
+                if sub.name.startswith("."):
+                    continue
+                _refuse_odd(sub)
+                if sub.is_dir(follow_symlinks=False):
+                    raise UserError(f"{sub.path!r} is nested too deep: skill files go at most one folder down")
+                texts[f"{entry.name}/{sub.name}"] = _read_text(sub.path)
+        else:
+            texts[entry.name] = _read_text(entry.path)
+    return texts
+
+
+def _refuse_odd(entry: os.DirEntry[str]) -> None:
+    if entry.is_symlink():
+        raise UserError(f"refusing symlink {entry.path!r} in a skill folder: replace it with the file itself")
+    mode = entry.stat(follow_symlinks=False).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UserError(f"refusing {entry.path!r}: skill folders hold plain files only")
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"skill file {path!r} is not UTF-8 text; protege stores text files only") from exc
+
+
+def _write_text(root: Path, rel: str, text: str) -> None:
+    if rel != SKILL_FILE:
+        check_file_path(rel)
+    target = root / rel
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"skill file path {rel!r} escapes its folder")
+    target.parent.mkdir(exist_ok=True)
+    with open(target, "w", encoding="utf-8", newline="") as fh:  # newline="": write the text byte for byte
+        fh.write(text)
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.rename(old, final)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["read_skill_folder", "skill_folders", "write_skill_folder"]

@@ -1,0 +1,282 @@
+"""The skill library: immutable versions of each task's skill, their review states, retrieval and skill folders.
+
+States: draft -> approved | rejected; approved -> retired. Approving a version retires the one approved before it,
+in the same transaction, so a task has at most one approved skill — the one replay uses.
+
+A row's `text` is the SKILL.md without the two fields the row owns, `version` and `status`; `to_skill(row)` adds
+them back to `metadata`, and that is what `export` writes.
+
+Imports: each folder is validated (spec rules, folder name == skill name, no symlinks, no path escapes) before
+anything is stored, and all are stored in one transaction — all or nothing. An import keeps the version number
+written in its metadata when that number is newer than the task's newest version (so export -> import -> export is
+byte-for-byte the same); otherwise it gets the next number. Imported skills arrive as drafts: a skill folder is
+untrusted text that will steer a model. Only with `trust=True` does a folder whose metadata says
+`status: approved` arrive approved (recorded as approved by the importer). Importing content a task already has
+(same SKILL.md apart from version/status, same files) returns that version instead of adding a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from protege.errors import StoreError, UserError
+from protege.skills.exemplar import ROW_KEYS
+from protege.skills.folders import read_skill_folder, skill_folders, write_skill_folder
+from protege.skills.skill import Skill
+from protege.store.models import SkillRow, utcnow
+
+KINDS = ("authored", "exemplar", "revised", "edited", "imported")
+TRANSITIONS = {("draft", "approved"), ("draft", "rejected"), ("approved", "retired")}
+ALLOWED = "draft -> approved | rejected, approved -> retired"
+
+
+class SkillLibrary:
+    """Versions, reviews, retrieval and folders of skills, over a `Store`."""
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def latest(self, task: str) -> SkillRow | None:
+        return self.store.skill(task)
+
+    def approved(self, task: str) -> SkillRow | None:
+        """The task's approved skill (the newest, should there ever be two): what replay uses."""
+        return self.store.skill(task, status="approved")
+
+    def get(self, task: str, version: int) -> SkillRow:
+        row = self.store.skill(task, version=version)
+        if row is None:
+            raise UserError(f"task {task!r} has no skill version {version!r}; list them with `protege skills`")
+        return row
+
+    def versions(self, task: str) -> list[SkillRow]:
+        """Every version of the task's skill, newest first."""
+        return self.store.skills(task)
+
+    @staticmethod
+    def to_skill(row: SkillRow) -> Skill:
+        """The row as a Skill, with its version and status in metadata."""
+        skill = Skill.parse(row.text, files=dict(row.files or {}))
+        meta = {k: v for k, v in skill.metadata.items() if k not in ROW_KEYS}
+        return skill.model_copy(update={"metadata": {**meta, "version": str(row.version), "status": row.status}})
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    def add(self, task: str, skill: Skill, *, kind: str | None = None, source_trace_ids: Sequence[str] | None = None,
+            author_model: str = "") -> SkillRow:
+        """Store `skill` as the task's next version, a draft."""
+        kind = kind or skill.kind or "authored"
+        if kind not in KINDS:
+            raise UserError(f"skill kind {kind!r} is not one of {', '.join(KINDS)}")
+        meta = {"task": task, "kind": kind, **({"model": author_model} if author_model else {})}
+        stored = _stored(skill, meta)
+        ids = list(source_trace_ids) if source_trace_ids is not None else _trace_ids(stored)
+        return self.store.add_skill(_row(task, stored, kind=kind, source_trace_ids=ids,
+                                         author_model=author_model or stored.metadata.get("model", "")))
+
+    def edit(self, task: str, text: str, *, by: str) -> SkillRow:
+        """A reviewer's edit of the SKILL.md: a new draft version (kind 'edited'); extra files carry over."""
+        base = self.latest(task)
+        if base is None:
+            raise UserError(f"task {task!r} has no skill to edit; one is written after the teacher's first success")
+        skill = Skill.parse(text, files=dict(base.files or {}))
+        stored = _stored(skill, {"task": task, "kind": "edited", "model": f"human:{by}"})
+        sources = list(base.source_trace_ids or [])
+        return self.store.add_skill(_row(task, stored, kind="edited", source_trace_ids=sources,
+                                         author_model=f"human:{by}"))
+
+    # -- review ------------------------------------------------------------------------------------------------
+
+    def approve(self, task: str, version: int | None = None, *, by: str, evidence: dict | None = None) -> SkillRow:
+        """Approve a draft (default: the newest draft); the previously approved version is retired."""
+        row = self._pick(task, version, "draft", "approve")
+        return self._transition(row, "approved", by=by, evidence=evidence)
+
+    def reject(self, task: str, version: int | None = None, *, by: str, note: str | None = None) -> SkillRow:
+        """Reject a draft (default: the newest draft)."""
+        return self._transition(self._pick(task, version, "draft", "reject"), "rejected", by=by, note=note)
+
+    def retire(self, task: str, version: int | None = None, *, by: str, note: str | None = None) -> SkillRow:
+        """Retire an approved skill (default: the approved one); replay stops using it."""
+        return self._transition(self._pick(task, version, "approved", "retire"), "retired", by=by, note=note)
+
+    def evidence_gate(self, task: str, replay_answers: Sequence[tuple[Any, Any]], score: Callable[[Any, Any], float],
+                      promote_at: float) -> dict[str, Any]:
+        """Agreement of replay answers with the teacher's (mean `score`), and whether it reaches `promote_at`."""
+        scores = []
+        for i, (expected, actual) in enumerate(replay_answers):
+            try:
+                scores.append(float(score(expected, actual)))
+            except Exception as exc:
+                raise UserError(f"score of task {task!r} failed on answer {i} ({actual!r}): {exc}") from exc
+        agreement = sum(scores) / len(scores) if scores else None
+        passed = agreement is not None and agreement >= promote_at
+        return {"agreement": agreement, "n": len(scores), "passed": passed, "promote_at": promote_at}
+
+    def approve_on_evidence(self, task: str, version: int | None, replay_answers: Sequence[tuple[Any, Any]],
+                            score: Callable[[Any, Any], float], promote_at: float, *,
+                            by: str = "policy:evidence") -> SkillRow:
+        """Approve a draft when replay agreement reaches `promote_at`; the evidence is stored on it either way."""
+        row = self._pick(task, version, "draft", "approve")
+        evidence = self.evidence_gate(task, replay_answers, score, promote_at)
+        if evidence["passed"]:
+            return self._transition(row, "approved", by=by, evidence=evidence)
+        return self.store.update_skill(row.id, evidence=evidence)
+
+    def send_back(self, task: str, *, by: str, note: str | None = None) -> SkillRow:
+        """Take the approved skill out of service and put the same content up for review again.
+
+        The approved version is retired (replay stops using it) and a copy becomes the newest draft, with `note`
+        saying why — what a falling shadow agreement does. Returns the new draft.
+        """
+        row = self._pick(task, None, "approved", "send back")
+        self._transition(row, "retired", by=by, note=note)
+        content = Skill.parse(row.text, files=dict(row.files or {}))
+        return self.store.add_skill(_row(
+            task, content, kind=row.kind, source_trace_ids=list(row.source_trace_ids or []),
+            author_model=row.author_model, review_note=f"sent back from v{row.version}: {note or 'for review'}",
+        ))
+
+    # -- retrieval ---------------------------------------------------------------------------------------------
+
+    def related(self, task: str, query_text: str, limit: int = 3) -> list[SkillRow]:
+        """Approved skills of other tasks that match `query_text` best (full-text search), best first."""
+        if not query_text.strip():
+            return []
+        hits = self.store.search_skills(query_text, status="approved", exclude_task=task, limit=limit)
+        return [row for row, _rank in hits]
+
+    # -- folders -----------------------------------------------------------------------------------------------
+
+    def export(self, dest_dir: str | Path, task: str | None = None) -> list[Path]:
+        """Write approved skills as Agent Skills folders dest/<name>/SKILL.md (+ files); returns the folders."""
+        if task is not None:
+            row = self.approved(task)
+            if row is None:
+                raise UserError(
+                    f"task {task!r} has no approved skill to export; approve one with `protege skill approve`"
+                )
+            rows = [row]
+        else:
+            rows = list({r.task_name: r for r in reversed(self.store.skills(status="approved"))}.values())
+        skills = [self.to_skill(r) for r in rows]
+        names = [s.name for s in skills]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise UserError(
+                f"skills of different tasks share the folder name {clash[0]!r}; rename one before exporting"
+            )
+        return [write_skill_folder(Path(dest_dir), s) for s in skills]
+
+    def import_dir(self, src_dir: str | Path, *, by: str, trust: bool = False) -> list[SkillRow]:
+        """Validate every skill folder under `src_dir` (or `src_dir` itself), then store them all or none."""
+        folders = skill_folders(Path(src_dir))
+        skills = [read_skill_folder(f) for f in folders]
+        tasks = [s.task for s in skills]
+        dup = sorted({t for t in tasks if tasks.count(t) > 1})
+        if dup:
+            raise UserError(f"two skill folders under {str(src_dir)!r} are for the same task {dup[0]!r}; keep one")
+        try:
+            with self.store.session() as session:
+                rows = [_import_one(session, s, by=by, trust=trust, origin=str(f)) for s, f in zip(skills, folders)]
+                session.commit()
+                for row in rows:
+                    session.refresh(row)
+                return rows
+        except IntegrityError as exc:
+            raise StoreError(f"importing skills from {str(src_dir)!r} collided with another writer; retry") from exc
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _pick(self, task: str, version: int | None, status: str, verb: str) -> SkillRow:
+        if version is not None:
+            return self.get(task, version)
+        row = self.store.skill(task, status=status)
+        if row is None:
+            newest = self.latest(task)
+            has = f"its newest is v{newest.version} ({newest.status})" if newest else "it has no skills yet"
+            raise UserError(f"task {task!r} has no {status} skill to {verb}: {has}")
+        return row
+
+    def _transition(self, row: SkillRow, to: str, *, by: str, note: str | None = None,
+                    evidence: dict | None = None) -> SkillRow:
+        if (row.status, to) not in TRANSITIONS:
+            raise UserError(
+                f"skill {row.task_name!r} v{row.version} is {row.status!r}: {row.status} -> {to} is not allowed "
+                f"(allowed: {ALLOWED}); make a new version with an edit instead"
+            )
+        now = utcnow()
+        values: dict[str, Any] = {"status": to, "reviewed_by": by, "reviewed_at": now, "review_note": note}
+        if evidence is not None:
+            values["evidence"] = evidence
+        with self.store.engine.begin() as conn:  # one transaction: the check-and-set and the retirement
+            done = conn.execute(
+                update(SkillRow).where(SkillRow.id == row.id, SkillRow.status == row.status).values(**values)
+            ).rowcount
+            if done != 1:
+                raise StoreError(f"skill {row.task_name!r} v{row.version} changed while being reviewed; reload, retry")
+            if to == "approved":
+                conn.execute(_retire_approved(row.task_name, row.id, by=by, note=f"superseded by v{row.version}"))
+        return self.get(row.task_name, row.version)
+
+
+def _stored(skill: Skill, meta: dict[str, str]) -> Skill:
+    """The skill as stored: protege's fields set, the row-owned version/status taken out, validated."""
+    rest = {k: v for k, v in skill.metadata.items() if k not in ROW_KEYS}
+    rest.update(meta)
+    return Skill(**{**skill.model_dump(), "metadata": rest}).validate()
+
+
+def _row(task: str, skill: Skill, **fields: Any) -> SkillRow:
+    return SkillRow(task_name=task, name=skill.name, description=skill.description, text=skill.render(),
+                    files=dict(skill.files), **fields)
+
+
+def _trace_ids(skill: Skill) -> list[str]:
+    return [t for t in skill.metadata.get("traces", "").split(",") if t]
+
+
+def _retire_approved(task: str, keep_id: int | None, *, by: str, note: str) -> Any:
+    return (
+        update(SkillRow)
+        .where(SkillRow.task_name == task, SkillRow.status == "approved", SkillRow.id != keep_id)
+        .values(status="retired", reviewed_by=by, reviewed_at=utcnow(), review_note=note)
+    )
+
+
+def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str) -> SkillRow:
+    task = skill.task
+    stored = _stored(skill, {"task": task})
+    text, files = stored.render(), dict(stored.files)
+    existing = list(session.scalars(select(SkillRow).where(SkillRow.task_name == task)
+                                    .order_by(SkillRow.version.desc())))
+    approve = trust and skill.status == "approved"
+    same = next((r for r in existing if r.text == text and dict(r.files or {}) == files), None)
+    if same is not None:  # already here: importing twice adds nothing
+        if approve and same.status == "draft":
+            session.execute(_retire_approved(task, same.id, by=by, note="superseded by an import"))
+            same.status, same.reviewed_by, same.reviewed_at = "approved", by, utcnow()
+            same.review_note = f"approved on trusted import from {origin}"
+            session.add(same)
+        return same
+    newest = existing[0].version if existing else 0
+    wanted = skill.version
+    row = _row(task, stored, kind="imported", source_trace_ids=_trace_ids(stored),
+               author_model=stored.metadata.get("model", ""), review_note=f"imported by {by} from {origin}")
+    row.version = wanted if wanted is not None and wanted > newest else newest + 1
+    if approve:
+        session.execute(_retire_approved(task, None, by=by, note="superseded by an import"))
+        row.status, row.reviewed_by, row.reviewed_at = "approved", by, utcnow()
+    session.add(row)
+    session.flush()
+    return row
+
+
+__all__ = ["KINDS", "SkillLibrary", "TRANSITIONS"]

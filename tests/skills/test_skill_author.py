@@ -1,0 +1,207 @@
+"""The skill author: a scripted teacher writes and revises SKILL.md; answer-only models get exemplar skills."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+
+from protege.agents import FunctionModel, ModelRequest
+from protege.errors import UserError
+from protege.skills import Skill, SkillAuthor, TaskContract
+from protege.skills.exemplar import CASE_PREFIX
+from protege.store.models import TraceRow
+from protege.tasks import TaskSpec
+
+
+class Ticket(BaseModel):
+    subject: str
+    body: str
+
+
+class Triage(BaseModel):
+    queue: Literal["billing", "bug", "account", "other"]
+    priority: int
+
+
+def triage(ticket: Ticket) -> Triage:
+    """Route a support ticket to a queue and set its priority (1 = urgent)."""
+
+
+SPEC = TaskSpec(triage)
+TICKETS = [
+    ("Charged twice", "My card was charged twice for invoice 221.", "billing", 2),
+    ("App crash", "The app crashes when I open settings.", "bug", 1),
+    ("Refund", "Please refund the duplicate payment on my card.", "billing", 3),
+    ("Login", "I cannot reset my password, the email never comes.", "account", 2),
+    ("Invoice copy", "Send me a copy of my last invoice please.", "billing", 3),
+    ("Hello", "Just saying your product is great.", "other", 3),
+]
+
+GOOD = """---
+name: whatever-the-teacher-says
+description: Route a support ticket to its queue and set a priority. Use for incoming support tickets.
+metadata:
+  task: something-else
+  audience: support
+---
+
+# Triage
+
+## Procedure
+1. Money words (charged, refund, invoice) -> billing.
+2. Crashes and errors -> bug.
+
+## Pitfalls
+- A refund request is billing, not account.
+"""
+
+
+@pytest.fixture
+def traces(store):
+    for i, (subject, body, queue, priority) in enumerate(TICKETS):
+        store.insert_trace(TraceRow(id=f"tr{i}", task_name="triage", tier="teacher", valid=True,
+                                    input={"ticket": {"subject": subject, "body": body}},
+                                    output={"queue": queue, "priority": priority}))
+    store.insert_trace(TraceRow(id="bad", task_name="triage", tier="teacher", valid=False,
+                                input={"ticket": {"subject": "x", "body": "y"}}, output={"queue": "nope"}))
+    return store.traces("triage", limit=None, oldest_first=True)
+
+
+def teacher(*replies: str) -> FunctionModel:
+    script = list(replies)
+    return FunctionModel(lambda req: script.pop(0), name="anthropic:claude-opus-4-5", writes_prose=True)
+
+
+async def test_teacher_writes_skill_from_validated_traces(traces):
+    """The prompt carries the contract and the validated examples; the reply becomes a stamped, valid skill."""
+    model = teacher(GOOD)
+    skill = await SkillAuthor(model).write(SPEC, traces)
+    assert len(model.requests) == 1
+    req: ModelRequest = model.requests[0]
+    prompt = req.messages[0].content
+    assert req.task_name == "protege:write-skill" and req.task_input == {"task": "triage"}
+    assert SPEC.instructions in prompt and '"billing"' in prompt and "priority" in prompt
+    assert "My card was charged twice" in prompt and '"queue": "nope"' not in prompt  # invalid trace left out
+    assert skill.name == "triage" and skill.body.startswith("# Triage\n")
+    assert skill.metadata["task"] == "triage" and skill.metadata["kind"] == "authored"
+    assert skill.metadata["model"] == "anthropic:claude-opus-4-5" and skill.metadata["audience"] == "support"
+    assert set(skill.metadata["traces"].split(",")) <= {f"tr{i}" for i in range(6)}
+    assert Skill.parse(skill.render()) == skill
+
+
+async def test_fenced_reply_with_chatter_is_accepted(traces):
+    """A reply wrapped in a markdown fence, or with a line before the frontmatter, still parses."""
+    for reply in (f"```markdown\n{GOOD}```", f"Here is the skill:\n\n{GOOD}"):
+        skill = await SkillAuthor(teacher(reply)).write(SPEC, traces)
+        assert skill.kind == "authored" and "## Pitfalls" in skill.body
+
+
+async def test_invalid_reply_is_sent_back_once_with_the_error(traces):
+    """A reply that breaks the spec is returned with the error; the corrected reply is used."""
+    bad = GOOD.replace("metadata:", "version: 2\nmetadata:")
+    model = teacher(bad, GOOD)
+    skill = await SkillAuthor(model).write(SPEC, traces)
+    assert len(model.requests) == 2
+    retry = model.requests[1].messages
+    assert [m.role for m in retry] == ["user", "assistant", "user"]
+    assert "'version' is not allowed" in retry[2].content
+    assert skill.kind == "authored"
+
+
+async def test_two_invalid_replies_fall_back_to_an_exemplar(traces):
+    """After a second invalid reply the author builds an exemplar skill instead of failing."""
+    model = teacher("no frontmatter at all", "still none")
+    author = SkillAuthor(model)
+    skill = await author.write(SPEC, traces)
+    assert len(model.requests) == 2 and len(author.last_responses) == 2
+    assert skill.kind == "exemplar" and skill.name == "triage"
+
+
+async def test_prior_art_reaches_the_prompt(traces, make_skill):
+    """Related skills of other tasks are shown to the teacher."""
+    model = teacher(GOOD)
+    prior = make_skill("classify-email", body="# Classify\n\nLook for money words first.\n")
+    await SkillAuthor(model).write(SPEC, traces, prior_art=[prior, "raw skill text here"])
+    prompt = model.requests[0].messages[0].content
+    assert "Look for money words first." in prompt and "raw skill text here" in prompt
+
+
+async def test_answer_only_model_gets_an_exemplar_without_being_asked(traces):
+    """A model that cannot write prose is never asked; the exemplar has instructions, values and examples."""
+    model = FunctionModel(lambda req: {"queue": "other", "priority": 3}, name="reference:opus")
+    skill = await SkillAuthor(model, max_examples=4).write(SPEC, traces)
+    assert model.requests == []
+    assert skill.kind == "exemplar" and skill.metadata["model"] == "reference:opus"
+    assert SPEC.instructions in skill.body
+    assert '- `queue`: "billing", "bug", "account", "other"' in skill.body
+    shown = [json.loads(line) for line in skill.body.splitlines() if line.startswith('{"queue"')]
+    assert len(shown) == 4 and {o["queue"] for o in shown} == {"billing", "bug", "account", "other"}
+    assert len(skill.metadata["traces"].split(",")) == 4
+    assert skill.description.startswith("Route a support ticket") and "`triage`" in skill.description
+
+
+async def test_exemplar_keeps_to_the_body_budget():
+    """Huge examples are left out rather than breaking the spec's token budget."""
+    contract = TaskContract(name="summarize", instructions="Summarize the text.", output_schema={})
+    traces = [({"text": "word " * 6000}, {"summary": "long"}), ({"text": "short one"}, {"summary": "s"})]
+    skill = await SkillAuthor(FunctionModel(lambda r: "")).write(contract, traces)
+    assert "short one" in skill.body and "word word" not in skill.body
+    skill.validate()
+
+
+def test_contract_needs_a_name_and_instructions():
+    """Anything without a name and instructions is refused with a clear message."""
+    with pytest.raises(UserError, match="not a task contract"):
+        TaskContract.of(object())
+    assert TaskContract.of({"name": "t", "instructions": "Do it."}).output_schema == {}
+
+
+FAILED = TraceRow(id="f1", task_name="triage", tier="replay", valid=True,
+                  input={"ticket": {"subject": "Card", "body": "Refund the double charge"}},
+                  output={"queue": "account", "priority": 2})
+RESCUE = TraceRow(id="r1", task_name="triage", tier="teacher", valid=True,
+                  input=FAILED.input, output={"queue": "billing", "priority": 2})
+
+
+async def test_teacher_revises_with_the_failed_case(traces):
+    """The revise prompt shows the skill, the wrong and the right answer; the result is a new revision."""
+    first = await SkillAuthor(teacher(GOOD)).write(SPEC, traces)
+    first = first.model_copy(update={"metadata": {**first.metadata, "version": "3", "status": "approved"}})
+    revised_text = GOOD.replace("## Pitfalls", "## Pitfalls\n- A double charge is billing.\n\n## More")
+    model = teacher(revised_text)
+    revised = await SkillAuthor(model).revise(first, FAILED, RESCUE)
+    prompt = model.requests[0].messages[0].content
+    assert model.requests[0].task_name == "protege:revise-skill"
+    assert first.body in prompt and '"account"' in prompt and '"billing"' in prompt
+    assert revised.kind == "revised" and revised.metadata["revises"] == "3"
+    assert "version" not in revised.metadata and "status" not in revised.metadata
+    assert revised.metadata["traces"].endswith("f1,r1")
+    assert "A double charge is billing." in revised.body
+
+
+async def test_mechanical_revision_appends_the_case_and_drops_the_oldest_to_fit(traces):
+    """Without prose, revisions add corrected cases; when the budget runs out the oldest cases go first."""
+    author = SkillAuthor(FunctionModel(lambda r: ""))
+    skill = await author.write(SPEC, traces)
+    first = await author.revise(skill, FAILED, RESCUE)
+    assert first.kind == "exemplar" and first.body.count(CASE_PREFIX) == 1
+    assert '"queue": "account"' in first.body.split(CASE_PREFIX)[1]
+    for i in range(12):
+        big = {"ticket": {"subject": f"case {i}", "body": f"marker{i} " + "long text " * 300}}
+        failed = FAILED.model_copy(update={"id": f"f{i}", "input": big})
+        first = await author.revise(first, failed, RESCUE.model_copy(update={"input": big}))
+        first.validate()
+    assert "marker11" in first.body and "marker0 " not in first.body
+    assert 1 <= first.body.count(CASE_PREFIX) < 12
+    assert "## Worked examples" in first.body  # the examples survive; only old cases were dropped
+
+
+async def test_revision_needs_a_right_answer():
+    """A rescue trace without an answer cannot teach anything."""
+    skill = Skill(name="triage", description="d", body="b")
+    empty = RESCUE.model_copy(update={"output": None})
+    with pytest.raises(UserError, match="no answer"):
+        await SkillAuthor(FunctionModel(lambda r: "")).revise(skill, FAILED, empty)

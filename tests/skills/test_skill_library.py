@@ -1,0 +1,162 @@
+"""The skill library on a real SQLite store: versions, the review state machine, edits and evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from protege.errors import UserError
+from protege.skills import Skill, SkillLibrary
+
+TASK = "extract_order"
+
+
+def test_add_makes_immutable_draft_versions(lib, make_skill):
+    """Each add is the next version, a draft; the stored text leaves version/status to the row."""
+    v1 = lib.add(TASK, make_skill(), kind="authored", source_trace_ids=["t1"], author_model="m")
+    v2 = lib.add(TASK, make_skill(body="# second\n"), kind="exemplar", source_trace_ids=[], author_model="m")
+    assert (v1.version, v1.status, v2.version, v2.status) == (1, "draft", 2, "draft")
+    assert "version:" not in v1.text and "status:" not in v1.text
+    skill = SkillLibrary.to_skill(v1)
+    assert (skill.version, skill.status, skill.task, skill.kind) == (1, "draft", TASK, "authored")
+    lib.approve(TASK, 1, by="ann")
+    assert lib.get(TASK, 1).text == v1.text  # review changes the row's state, never its content
+    assert lib.latest(TASK).version == 2 and [r.version for r in lib.versions(TASK)] == [2, 1]
+
+
+def test_add_refuses_unknown_kinds_and_invalid_skills(lib, make_skill, store):
+    """Bad kinds and spec-breaking skills never reach the store."""
+    with pytest.raises(UserError, match="'pasted'"):
+        lib.add(TASK, make_skill(), kind="pasted")
+    with pytest.raises(UserError, match="skill name"):
+        lib.add(TASK, Skill(name="Bad_Name", description="d"), kind="authored")
+    assert store.skills(TASK) == []
+
+
+def test_source_traces_default_to_the_skills_metadata(lib, make_skill):
+    """Without explicit ids, the trace ids the author recorded in metadata are used."""
+    row = lib.add(TASK, make_skill(metadata={"traces": "a,b"}), kind="authored")
+    assert row.source_trace_ids == ["a", "b"]
+
+
+def _in_state(lib, make_skill, state: str) -> int:
+    """A fresh version of TASK in `state`; returns its version."""
+    if state == "retired":
+        old = lib.add(TASK, make_skill(), kind="authored").version
+        lib.approve(TASK, old, by="r")
+        lib.retire(TASK, old, by="r")
+        return old
+    version = lib.add(TASK, make_skill(), kind="authored").version
+    if state == "approved":
+        lib.approve(TASK, version, by="r")
+    elif state == "rejected":
+        lib.reject(TASK, version, by="r")
+    return version
+
+
+ACTIONS = {"approve": "approved", "reject": "rejected", "retire": "retired"}
+LEGAL = {("draft", "approve"), ("draft", "reject"), ("approved", "retire")}
+
+
+@pytest.mark.parametrize("state", ["draft", "approved", "rejected", "retired"])
+@pytest.mark.parametrize("action", list(ACTIONS))
+def test_state_machine(lib, make_skill, state, action):
+    """Every (state, action) pair: the three legal ones move the version; the rest are named and refused."""
+    version = _in_state(lib, make_skill, state)
+    verb = getattr(lib, action)
+    if (state, action) in LEGAL:
+        row = verb(TASK, version, by="bob")
+        assert row.status == ACTIONS[action] and row.reviewed_by == "bob" and row.reviewed_at is not None
+    else:
+        with pytest.raises(UserError) as err:
+            verb(TASK, version, by="bob")
+        assert f"{state} -> {ACTIONS[action]} is not allowed" in str(err.value)
+        assert lib.get(TASK, version).status == state
+
+
+def test_approving_retires_the_previous_approval(lib, make_skill):
+    """A task has one approved skill: approving v2 retires v1, recording who and when."""
+    lib.add(TASK, make_skill(), kind="authored")
+    lib.add(TASK, make_skill(body="# v2\n"), kind="authored")
+    lib.approve(TASK, 1, by="ann")
+    row = lib.approve(TASK, 2, by="bob", evidence={"agreement": 1.0})
+    old = lib.get(TASK, 1)
+    assert (old.status, old.reviewed_by, old.review_note) == ("retired", "bob", "superseded by v2")
+    assert lib.approved(TASK).version == 2 and row.evidence == {"agreement": 1.0}
+
+
+def test_default_versions_pick_the_newest_draft_or_the_approved(lib, make_skill):
+    """approve/reject without a version take the newest draft; retire takes the approved one."""
+    with pytest.raises(UserError, match="has no draft skill to approve: it has no skills yet"):
+        lib.approve(TASK, by="r")
+    lib.add(TASK, make_skill(), kind="authored")
+    lib.add(TASK, make_skill(body="# v2\n"), kind="authored")
+    lib.add(TASK, make_skill(body="# v3\n"), kind="authored")
+    lib.reject(TASK, 3, by="r")
+    assert lib.approve(TASK, by="r").version == 2
+    assert lib.reject(TASK, by="r").version == 1
+    with pytest.raises(UserError, match=r"no draft skill to reject: its newest is v3 \(rejected\)"):
+        lib.reject(TASK, by="r")
+    assert lib.retire(TASK, by="r", note="stale").version == 2
+    with pytest.raises(UserError, match="no skill version 9"):
+        lib.get(TASK, 9)
+
+
+def test_edit_is_a_new_draft_version(lib, make_skill):
+    """An edit stores the reviewer's text as a new draft (kind 'edited'); files and sources carry over."""
+    base = make_skill(files={"examples/a.md": "A"})
+    lib.add(TASK, base, kind="authored", source_trace_ids=["t1"])
+    lib.approve(TASK, by="ann")
+    shown = SkillLibrary.to_skill(lib.latest(TASK)).render()  # what a reviewer sees, version/status included
+    row = lib.edit(TASK, shown.replace("1. Read the input.", "1. Read the whole input."), by="ann")
+    assert (row.version, row.status, row.kind, row.author_model) == (2, "draft", "edited", "human:ann")
+    assert row.files == {"examples/a.md": "A"} and row.source_trace_ids == ["t1"]
+    assert "Read the whole input." in row.text and "status: approved" not in row.text
+    assert lib.approved(TASK).version == 1
+
+
+def test_invalid_edit_stores_nothing(lib, make_skill, store):
+    """An edit that breaks the spec is refused and no version is added."""
+    lib.add(TASK, make_skill(), kind="authored")
+    with pytest.raises(UserError, match="'owner' is not allowed"):
+        lib.edit(TASK, "---\nname: extract-order\ndescription: d\nowner: me\n---\nx\n", by="ann")
+    with pytest.raises(UserError, match="no skill to edit"):
+        lib.edit("other_task", "---\nname: a\ndescription: d\n---\n", by="ann")
+    assert len(store.skills(TASK)) == 1
+
+
+def _exact(expected, actual) -> float:
+    return 1.0 if expected == actual else 0.0
+
+
+def test_evidence_gate_measures_agreement(lib):
+    """Agreement is the mean score; passing needs agreement >= promote_at and at least one answer."""
+    pairs = [(1, 1), (2, 2), (3, 0), (4, 4)]
+    assert lib.evidence_gate(TASK, pairs, _exact, 0.75) == {"agreement": 0.75, "n": 4, "passed": True,
+                                                            "promote_at": 0.75}
+    assert lib.evidence_gate(TASK, pairs, _exact, 0.8)["passed"] is False
+    assert lib.evidence_gate(TASK, [], _exact, 0.0) == {"agreement": None, "n": 0, "passed": False, "promote_at": 0.0}
+    with pytest.raises(UserError, match="score of task 'extract_order' failed on answer 0"):
+        lib.evidence_gate(TASK, [(1, None)], lambda e, a: e + a, 0.5)
+
+
+def test_approve_on_evidence_stores_the_evidence_either_way(lib, make_skill):
+    """Passing evidence approves the draft; failing evidence leaves it a draft with the numbers on it."""
+    lib.add(TASK, make_skill(), kind="authored")
+    row = lib.approve_on_evidence(TASK, 1, [(1, 1), (2, 0)], _exact, 0.9)
+    assert row.status == "draft" and row.evidence["agreement"] == 0.5 and row.evidence["passed"] is False
+    lib.add(TASK, make_skill(body="# better\n"), kind="revised")
+    row = lib.approve_on_evidence(TASK, None, [(1, 1), (2, 2)], _exact, 0.9)
+    assert (row.version, row.status, row.reviewed_by) == (2, "approved", "policy:evidence")
+    assert row.evidence == {"agreement": 1.0, "n": 2, "passed": True, "promote_at": 0.9}
+
+
+def test_send_back_retires_and_reopens_review(lib, make_skill):
+    """Sending back retires the approved skill and puts the same content up as the newest draft."""
+    first = lib.add(TASK, make_skill(), kind="authored")
+    lib.approve(TASK, by="ann")
+    draft = lib.send_back(TASK, by="policy:shadow", note="agreement 0.7")
+    assert lib.approved(TASK) is None and lib.get(TASK, 1).status == "retired"
+    assert (draft.version, draft.status, draft.text, draft.kind) == (2, "draft", first.text, "authored")
+    assert "agreement 0.7" in draft.review_note
+    with pytest.raises(UserError, match="no approved skill to send back"):
+        lib.send_back(TASK, by="policy:shadow")
