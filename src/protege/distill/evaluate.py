@@ -1,0 +1,195 @@
+"""Held-out evaluation of a student against the teacher (DESIGN §8 step 7).
+
+The student answers every eval input with the same prompt it was trained on (the row's messages minus the
+answer). Its parsed answers are scored against the teacher's validated outputs and, when rows carry reference
+labels, against those too. `retention` = student score / teacher score, where the teacher score is the
+teacher's own agreement with the references (1.0 when there are none: the teacher is then the reference).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse
+from protege.errors import UserError
+
+ScoreFn = Callable[[Any, Any], float]
+MAX_EXAMPLES = 20
+
+
+class Mismatch(BaseModel):
+    """One eval input the student got wrong (kept for the report; the first few only)."""
+
+    input: Any
+    expected: Any
+    actual: str
+
+
+class EvalReport(BaseModel):
+    """How a student did on held-out inputs."""
+
+    n: int
+    student_score: float = Field(description="mean score against the teacher's outputs")
+    exact_match: float = Field(description="share of answers equal to the teacher's")
+    reference_score: float | None = Field(None, description="mean score against reference labels, when present")
+    teacher_score: float = Field(1.0, description="teacher's agreement with the references (1.0 without them)")
+    retention: float = Field(description="student score / teacher score, on references when present")
+    field_accuracy: dict[str, float] = Field(default_factory=dict, description="per output field, vs the teacher")
+    parse_failure_rate: float = 0.0
+    mean_confidence: float | None = None
+    mean_latency_s: float = 0.0
+    median_latency_s: float = 0.0
+    tokens_per_s: float = Field(0.0, description="output tokens per second of generation")
+    mismatches: list[Mismatch] = Field(default_factory=list)
+
+
+def exact_score(expected: Any, actual: Any) -> float:
+    """Default score: 1.0 when the parsed outputs are equal, else 0.0."""
+    return 1.0 if expected == actual else 0.0
+
+
+def evaluate_student(
+    model: Model,
+    eval_rows: Sequence[dict[str, Any]],
+    *,
+    output_model: type[BaseModel],
+    score: ScoreFn | None = None,
+    reference_key: str = "reference",
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalReport:
+    """Answer every eval row with `model` and score it (see module doc). Rows: input, output, messages[, reference]."""
+    if not eval_rows:
+        raise UserError("eval_rows is empty; hold out some traces for evaluation (the dataset split does this)")
+    score = score or exact_score
+    schema = output_model.model_json_schema()
+    requests = [_request(row, schema, i) for i, row in enumerate(eval_rows)]
+    started = time.perf_counter()
+    responses = _answer_all(model, requests, progress)
+    wall = time.perf_counter() - started
+    return _report(eval_rows, responses, output_model, score, reference_key, wall)
+
+
+def _request(row: dict[str, Any], schema: dict[str, Any], index: int) -> ModelRequest:
+    messages = row.get("messages")
+    if not messages or "output" not in row:
+        raise UserError(f"eval_rows[{index}] needs 'messages' and 'output' (the teacher's answer); got keys "
+                        f"{sorted(row)!r}")
+    prompt = messages[:-1] if messages[-1].get("role") == "assistant" else messages
+    return ModelRequest(
+        messages=[Message(role=m["role"], content=m.get("content") or "") for m in prompt],
+        output_schema=schema,
+        task_input=row.get("input"),
+    )
+
+
+def _answer_all(model: Model, requests: list[ModelRequest], progress) -> list[tuple[ModelResponse | None, float]]:
+    """(response or None on a model error, seconds) per request; a batch-capable model gets them in chunks."""
+    out: list[tuple[ModelResponse | None, float]] = []
+    batch = getattr(model, "generate_batch", None)
+    for i, req in enumerate(requests):
+        started = time.perf_counter()
+        try:
+            response = batch([req])[0] if batch else _run_sync(model.request(req))
+        except Exception as exc:  # noqa: BLE001 - a failed answer is a failed answer; the report counts it
+            response = ModelResponse(text="", raw={"error": repr(exc)})
+        out.append((response, time.perf_counter() - started))
+        if progress:
+            progress(i + 1, len(requests))
+    return out
+
+
+def _run_sync(coro):
+    """Run a coroutine to completion, also when called from inside a running event loop (in a helper thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: dict[str, Any] = {}
+
+    def runner():
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _parse(output_model: type[BaseModel], data: Any) -> BaseModel | None:
+    try:
+        if isinstance(data, str):
+            return output_model.model_validate_json(data)
+        return output_model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _report(rows, responses, output_model, score, reference_key, wall) -> EvalReport:
+    scores, exact, ref_scores, teacher_scores, confidences, latencies = [], [], [], [], [], []
+    field_hits: dict[str, list[float]] = {}
+    failures, tokens, mismatches = 0, 0, []
+    for row, (response, latency) in zip(rows, responses):
+        teacher = _parse(output_model, row["output"])
+        student = _parse(output_model, response.text)
+        latencies.append(latency)
+        tokens += response.usage.output_tokens
+        if response.confidence is not None:
+            confidences.append(response.confidence)
+        if student is None:
+            failures += 1
+        value = score(teacher, student) if student is not None else 0.0
+        scores.append(value)
+        exact.append(1.0 if student is not None and student == teacher else 0.0)
+        _count_fields(field_hits, teacher, student)
+        if value < 1.0 and len(mismatches) < MAX_EXAMPLES:
+            mismatches.append(Mismatch(input=row.get("input"), expected=row["output"], actual=response.text))
+        reference = row.get(reference_key)
+        if reference is not None:
+            ref = _parse(output_model, reference)
+            if ref is not None:
+                ref_scores.append(score(ref, student) if student is not None else 0.0)
+                teacher_scores.append(score(ref, teacher) if teacher is not None else 0.0)
+    n = len(rows)
+    reference_score = _mean(ref_scores) if ref_scores else None
+    teacher_score = _mean(teacher_scores) if teacher_scores else 1.0
+    student_score = _mean(scores)
+    basis = reference_score if reference_score is not None else student_score
+    return EvalReport(
+        n=n,
+        student_score=student_score,
+        exact_match=_mean(exact),
+        reference_score=reference_score,
+        teacher_score=teacher_score,
+        retention=basis / teacher_score if teacher_score > 0 else 0.0,
+        field_accuracy={name: _mean(hits) for name, hits in field_hits.items()},
+        parse_failure_rate=failures / n,
+        mean_confidence=_mean(confidences) if confidences else None,
+        mean_latency_s=_mean(latencies),
+        median_latency_s=statistics.median(latencies),
+        tokens_per_s=tokens / wall if wall > 0 else 0.0,
+        mismatches=mismatches,
+    )
+
+
+def _count_fields(hits: dict[str, list[float]], teacher: BaseModel | None, student: BaseModel | None) -> None:
+    if teacher is None:
+        return
+    for name in type(teacher).model_fields:
+        right = student is not None and getattr(student, name) == getattr(teacher, name)
+        hits.setdefault(name, []).append(1.0 if right else 0.0)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -1,0 +1,131 @@
+"""`app.distill(task)`: dataset → train → evaluate → record → promote when retention passes the gate.
+Also promotion and demotion of students (one promoted student per task at a time)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from protege.errors import UserError
+from protege.store import Store, StudentRow
+from protege.store.models import new_id, utcnow
+
+if TYPE_CHECKING:
+    from protege.app import Protege, TaskHandle
+
+
+class DistillReport(BaseModel):
+    """What `app.distill` did: the dataset, the student, its metrics, and whether it was promoted."""
+
+    task: str
+    student_id: str
+    dataset_id: str
+    metrics: dict[str, Any]
+    promoted: bool
+    reason: str
+
+
+def promote(store: Store, student_id: str) -> StudentRow:
+    """Make a student serve its task; the previously promoted one (if any) becomes a candidate again."""
+    row = store.student(student_id)
+    if row is None:
+        raise UserError(f"no student {student_id!r}; list students with `protege students`")
+    current = store.promoted_student(row.task_name)
+    if current is not None and current.id != row.id:
+        store.update_student(current.id, state="candidate")
+    return store.update_student(row.id, state="promoted", promoted_at=utcnow())
+
+
+def demote(store: Store, task: str, *, reason: str = "demoted by a reviewer") -> StudentRow:
+    """Take the task's promoted student out of service (calls go to replay/teacher again)."""
+    row = store.promoted_student(task)
+    if row is None:
+        raise UserError(f"task {task!r} has no promoted student to demote; see `protege students {task}`")
+    metrics = {**(row.metrics or {}), "demoted_reason": reason}
+    return store.update_student(row.id, state="demoted", metrics=metrics)
+
+
+Progress = Callable[[str, int, "int | None"], None]
+"""progress(stage, done, total): stages are select, near_dups, write (dataset), train, evaluate."""
+
+
+def distill(
+    app: Protege, handle: TaskHandle, *, force: bool = False, config: Any = None, progress: Progress | None = None,
+    references: dict[str, dict] | None = None, auto_promote: bool = True, eval_fraction: float = 0.2, seed: int = 0,
+) -> DistillReport:
+    """Dataset → train → evaluate → record the student → promote when retention ≥ Policy.promote_at."""
+    from protege.distill.dataset import build_dataset
+    from protege.distill.train import TrainConfig, train_student
+
+    spec, store = handle.spec, app.store
+    _check_enough_traces(store, spec.name, spec.policy.min_traces, force)
+    report = progress or (lambda stage, done, total: None)
+    built = build_dataset(
+        store, spec.name, instructions=spec.instructions, out_dir=app.settings.project_dir / "datasets",
+        redact=spec.policy.redact, eval_fraction=eval_fraction, seed=seed,
+        tools=handle.runtime.tools.specs or None, references=references, progress=report,
+    )
+    train_rows, eval_rows = read_jsonl(built.train_path), read_jsonl(built.eval_path)
+    if not train_rows or not eval_rows:
+        raise UserError(f"task {spec.name!r}: {built.counts} — too few distinct inputs to train and evaluate; "
+                        f"run more calls first")
+    base_dir = app.base_dir(app.settings.student_base)
+    student_id = new_id()
+    folder = app.settings.project_dir / "students" / spec.name / student_id
+    config = config or TrainConfig()
+    result = train_student(train_rows, base_dir, folder, config,
+                           progress=lambda p: report("train", p.step, p.total_steps))
+    metrics = _evaluate(app, spec, base_dir, result.adapter_path, student_id, eval_rows, report)
+    metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
+        "final_loss": result.loss_history[-1][1] if result.loss_history else None}
+    store.add_student(StudentRow(
+        id=student_id, task_name=spec.name, base=app.settings.student_base, adapter_path=str(result.adapter_path),
+        adapter_hash=dir_hash(result.adapter_path), dataset_id=built.id, metrics=metrics,
+        params=config.model_dump(mode="json"),
+    ))
+    retention = metrics["retention"]
+    passed = retention >= spec.policy.promote_at
+    if passed and auto_promote:
+        promote(store, student_id)
+    verdict = "≥" if passed else "<"
+    reason = f"retention {retention:.3f} {verdict} Policy.promote_at {spec.policy.promote_at:.3f}"
+    return DistillReport(task=spec.name, student_id=student_id, dataset_id=built.id, metrics=metrics,
+                         promoted=passed and auto_promote, reason=reason)
+
+
+def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> None:
+    have = store.count_traces(task, valid=True, shadow=None)
+    if have < needed and not force:
+        raise UserError(
+            f"task {task!r} has {have} validated traces and Policy.min_traces is {needed}; run more calls, lower "
+            f"min_traces, or pass force=True (`protege distill --force`)"
+        )
+
+
+def _evaluate(app: Protege, spec: Any, base_dir: Path, adapter: Path, student_id: str, eval_rows: list[dict],
+              report: Progress) -> dict[str, Any]:
+    from protege.agents.models.local import LocalModel
+    from protege.distill.evaluate import evaluate_student
+
+    model = LocalModel(base_dir, adapter=adapter, name=f"local:{student_id}")
+    result = evaluate_student(model, eval_rows, output_model=spec.output_model, score=spec.score)
+    return result.model_dump(mode="json")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def dir_hash(path: Path) -> str:
+    """sha256 over a folder's files (names and bytes), to pin the adapter a student row points at."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(path)).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()

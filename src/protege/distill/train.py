@@ -1,0 +1,440 @@
+"""Fine-tune a student: TRL `SFTTrainer` + PEFT LoRA (or full fine-tuning) on teacher traces (DESIGN §8 step 6).
+
+Rows are TRL conversational rows, ``{"messages": [{"role", "content"}, ...]}``; every assistant turn is a
+completion and the loss is on completions only. What makes it fast on a CPU (measurements:
+notes/student-measurements.md):
+
+- shared-prefix batches: every prompt starts with the same system turn (the task's instructions), often most of
+  the tokens. `_StudentTrainer` runs that prefix once per batch and lets every row attend to its key/value cache,
+  instead of recomputing it for each row (same loss and gradients, fewer FLOPs);
+- the LM head runs on completion positions only (the 49k-way projection of prompt tokens is wasted work);
+- batches of similar lengths (`group_by_length`) instead of padding to the longest row of a random batch;
+- bf16 autocast where the hardware has bf16 matrix units (CPUs with AMX/AVX512-BF16, recent GPUs).
+
+Several GPUs: launch the same call under ``accelerate launch`` (``accelerate config`` once; DDP, or FSDP/DeepSpeed
+for bigger bases). Under several processes the trainer falls back to TRL's own loss (no shared prefix), because
+DDP needs exactly one forward per backward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protege.errors import TrainingError, UserError
+
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+METADATA_FILE = "protege_student.json"
+
+
+class TrainConfig(BaseModel):
+    """How a student is trained. Defaults are measured on the bundled base (notes/student-measurements.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters, or update every weight")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = Field("all-linear", description="PEFT target modules")
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run all epochs)")
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(8, ge=1, description="rows per optimizer step (per device)")
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(2048, ge=16, description="rows longer than this (prompt + answer tokens) are skipped")
+    shared_prefix: bool = Field(True, description="run the prompt prefix all rows share once per batch")
+    group_by_length: bool = True
+    bf16: bool | None = Field(None, description="bf16 autocast; None = where the hardware supports it")
+    seed: int = 0
+    save_steps: int | None = Field(None, description="checkpoint every N steps; None = once per epoch")
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(5, ge=1)
+    torch_threads: int | None = Field(None, description="CPU threads for torch; None = torch's default")
+
+
+class TrainResult(BaseModel):
+    """What a training run produced: the adapter (or full model) dir and how the run went."""
+
+    adapter_path: Path
+    base: str
+    method: str
+    loss_history: list[tuple[int, float]] = Field(description="(step, training loss) as logged")
+    eval_loss: float | None = None
+    train_tokens: int = Field(description="tokens of the training rows processed, prompts included")
+    tokens_per_s: float
+    wall_s: float
+    steps: int
+    rows: int
+    skipped_rows: int = 0
+
+
+class TokenizedExample(BaseModel):
+    """One training sequence: token ids and labels (-100 where no loss: prompts, tool results)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+class TrainProgress(BaseModel):
+    """One progress report: handed to the `progress` callback after every optimizer step."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None = None
+    tokens: int = 0
+    elapsed_s: float = 0.0
+
+
+ProgressFn = Callable[[TrainProgress], None]
+
+
+def train_student(
+    train_rows: Sequence[dict[str, Any]],
+    base_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    eval_rows: Sequence[dict[str, Any]] | None = None,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train a student on `train_rows` from the checkpoint at `base_dir`; write it to `out_dir`/adapter.
+
+    An interrupted run resumes from the newest checkpoint in `out_dir`/checkpoints. The saved dir holds the
+    adapter (or full weights), the tokenizer and `protege_student.json` (base, config, metrics).
+    """
+    config = config or TrainConfig()
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    check_rows(train_rows, "train_rows")
+    if eval_rows:
+        check_rows(eval_rows, "eval_rows")
+    if not (base_dir / "config.json").is_file():
+        raise UserError(f"base {str(base_dir)!r} is not a checkpoint dir; resolve it with resolve_base() first")
+
+    import torch
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    tokenizer, model = _load_for_training(base_dir, config)
+    examples, skipped = tokenize_rows(tokenizer, train_rows, config.max_length)
+    if not examples:
+        raise UserError(
+            f"every training row is longer than max_length={config.max_length} tokens; raise TrainConfig.max_length"
+        )
+    eval_examples = tokenize_rows(tokenizer, eval_rows, config.max_length)[0] if eval_rows else None
+    trainer = _build_trainer(model, tokenizer, examples, eval_examples, out_dir, config, progress)
+    checkpoint = _last_checkpoint(out_dir / CHECKPOINT_DIR)
+    started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except (RuntimeError, ValueError) as exc:
+        raise TrainingError(f"training on {str(base_dir)!r} failed: {exc}") from exc
+    wall = time.perf_counter() - started
+    eval_loss = trainer.evaluate()["eval_loss"] if eval_examples else None
+    result = _result(trainer, examples, skipped, base_dir, out_dir, config, wall, eval_loss)
+    _save_atomically(trainer.model, tokenizer, out_dir / ADAPTER_DIR, config, result)
+    return result
+
+
+def _load_for_training(base_dir: Path, config: TrainConfig):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # LoRA with bf16: the frozen base is stored in bf16 (no per-op casts of its weights, half the memory traffic)
+    # while PEFT keeps the adapters, which the optimizer updates, in float32.
+    frozen_bf16 = config.method == "lora" and use_bf16(config)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
+    model.config.use_cache = False
+    if config.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+        if frozen_bf16:  # autocast runs the adapters in bf16 too; PEFT's own fp32 cast of x would only add copies
+            for module in model.modules():
+                if hasattr(module, "lora_A"):
+                    module.cast_input_dtype_enabled = False
+    return tokenizer, model
+
+
+def use_bf16(config: TrainConfig) -> bool:
+    """bf16 autocast when asked, else where the hardware has bf16 matrix units."""
+    if config.bf16 is not None:
+        return config.bf16
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return _cpu_has_bf16_units()
+
+
+def _cpu_has_bf16_units() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _build_trainer(model, tokenizer, examples, eval_examples, out_dir: Path, config: TrainConfig, progress):
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    def as_dataset(items: list[TokenizedExample]) -> Dataset:
+        return Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids)} for e in items])
+
+    args = SFTConfig(
+        output_dir=str(out_dir / CHECKPOINT_DIR),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_length=config.max_length,
+        bf16=use_bf16(config),
+        gradient_checkpointing=False,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps" if config.save_steps else "epoch",
+        save_steps=config.save_steps or 500,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        disable_tqdm=True,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not _has_accelerator(),
+    )
+    return _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=as_dataset(examples),
+        eval_dataset=as_dataset(eval_examples) if eval_examples else None,
+        processing_class=tokenizer,
+        callbacks=[_progress_callback(progress)] if progress else None,
+        shared_prefix=config.shared_prefix,
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def _last_checkpoint(checkpoints: Path) -> Path | None:
+    if not checkpoints.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(checkpoints))
+    return Path(found) if found else None
+
+
+def _result(trainer, examples, skipped, base_dir, out_dir, config, wall, eval_loss) -> TrainResult:
+    history = [(int(h["step"]), float(h["loss"])) for h in trainer.state.log_history if "loss" in h]
+    tokens = trainer.train_tokens
+    return TrainResult(
+        adapter_path=out_dir / ADAPTER_DIR,
+        base=str(base_dir),
+        method=config.method,
+        loss_history=history,
+        eval_loss=eval_loss,
+        train_tokens=tokens,
+        tokens_per_s=tokens / wall if wall > 0 else 0.0,
+        wall_s=wall,
+        steps=trainer.state.global_step,
+        rows=len(examples),
+        skipped_rows=skipped,
+    )
+
+
+def _save_atomically(model, tokenizer, target: Path, config: TrainConfig, result: TrainResult) -> None:
+    """Write adapter + tokenizer + metadata into a temp dir, then swap it in: readers never see half a student."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        meta = {"base": result.base, "method": config.method, "config": config.model_dump(mode="json"),
+                "metrics": result.model_dump(mode="json", exclude={"adapter_path"})}
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingError(f"could not save the student to {str(target)!r}: {exc}") from exc
+
+
+def read_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The metadata a trained student dir carries, or None for a plain checkpoint."""
+    meta = Path(path) / METADATA_FILE
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+# -- rows -> token ids --------------------------------------------------------------------------------------------
+
+def check_rows(rows: Sequence[dict[str, Any]], what: str) -> None:
+    """Rows must be TRL conversational rows whose last turn is the assistant's answer."""
+    if not rows:
+        raise UserError(f"{what} is empty; build a dataset of validated traces first (`protege dataset build`)")
+    for i, row in enumerate(rows):
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not messages or not isinstance(messages, list):
+            raise UserError(f"{what}[{i}] has no 'messages' list: {str(row)[:200]!r}")
+        if messages[-1].get("role") != "assistant":
+            raise UserError(f"{what}[{i}] does not end with an assistant turn (its answer): {messages[-1]!r}")
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
+    """Token ids of `messages` in the base's chat template: the one rendering used in training and serving."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def tokenize_row(tokenizer, messages: list[dict[str, str]]) -> TokenizedExample:
+    """One sequence per conversation, with loss on every assistant turn (tool calls and the final answer)."""
+    messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
+    ids = render_chat(tokenizer, messages, generation_prompt=False)
+    labels = [-100] * len(ids)
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(render_chat(tokenizer, messages[:i], generation_prompt=True))
+        upto = render_chat(tokenizer, messages[: i + 1], generation_prompt=False)
+        if ids[: len(upto)] != upto or start > len(upto):
+            raise UserError("the base's chat template renders a conversation prefix differently from the whole; "
+                            "use a base whose template appends turns (ChatML and most instruct models do)")
+        labels[start : len(upto)] = upto[start:]
+    return TokenizedExample(input_ids=ids, labels=labels)
+
+
+def tokenize_rows(tokenizer, rows, max_length: int) -> tuple[list[TokenizedExample], int]:
+    """Tokenized rows and how many were skipped for being longer than `max_length` (a cut answer teaches nothing)."""
+    examples = [tokenize_row(tokenizer, row["messages"]) for row in rows]
+    kept = [e for e in examples if len(e.input_ids) <= max_length]
+    return kept, len(examples) - len(kept)
+
+
+def shared_prefix_len(input_ids, labels) -> int:
+    """Length of the token prefix every row of a batch shares and none is trained on (labels start after it)."""
+    import torch
+
+    same = (input_ids == input_ids[:1]).all(dim=0)
+    differs = (~same).nonzero()
+    common = int(differs[0]) if len(differs) else input_ids.shape[1]
+    labelled = (labels != -100).any(dim=0).nonzero()
+    first_label = int(labelled[0]) if len(labelled) else input_ids.shape[1]
+    return max(0, min(common, first_label - 1, input_ids.shape[1] - 1)) if torch.is_tensor(input_ids) else 0
+
+
+# -- the trainer ---------------------------------------------------------------------------------------------------
+
+def _trainer_class():
+    """SFTTrainer with a loss that shares the prompt prefix and runs the LM head on labelled positions only."""
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class StudentTrainer(SFTTrainer):
+        def __init__(self, *args, shared_prefix: bool = True, **kwargs):
+            self.shared_prefix = shared_prefix
+            self.train_tokens = 0
+            super().__init__(*args, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or self.accelerator.num_processes > 1 or "attention_mask" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            ids, mask, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+            if model.training:
+                self.train_tokens += int(mask.sum())
+            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            prefix = shared_prefix_len(ids, labels) if self.shared_prefix and ids.shape[0] > 1 else 0
+            # accelerate applies autocast by wrapping model.forward, which this path does not call
+            with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
+                hidden = _hidden_states(causal_lm.get_decoder(), ids, mask, prefix)
+                targets = labels[:, prefix + 1 :]
+                selected = targets != -100
+                logits = causal_lm.get_output_embeddings()(hidden[:, :-1][selected]).float()
+            chosen = targets[selected]
+            count = num_items_in_batch if num_items_in_batch is not None else selected.sum().clamp(min=1)
+            loss = F.cross_entropy(logits, chosen, reduction="sum") / count
+            mode = "train" if model.training else "eval"
+            with torch.no_grad():
+                accuracy = (logits.argmax(-1) == chosen).float().mean().item() if len(chosen) else 0.0
+            self._metrics[mode]["mean_token_accuracy"].append(accuracy)
+            self._metrics[mode]["num_tokens"] = [self.train_tokens]
+            return loss
+
+    return StudentTrainer
+
+
+def _hidden_states(decoder, ids, mask, prefix: int):
+    """Last hidden states of positions prefix..end; the first `prefix` tokens run once for the whole batch."""
+    import torch
+
+    if prefix == 0:
+        return decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    head = decoder(input_ids=ids[:1, :prefix], use_cache=True)
+    cache = head.past_key_values
+    batch = ids.shape[0]
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(batch, -1, -1, -1)
+        layer.values = layer.values.expand(batch, -1, -1, -1)
+    positions = torch.arange(prefix, ids.shape[1], device=ids.device).expand(batch, -1)
+    out = decoder(input_ids=ids[:, prefix:], attention_mask=mask, past_key_values=cache, position_ids=positions,
+                  use_cache=True)
+    return out.last_hidden_state
+
+
+def _progress_callback(progress: ProgressFn):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def __init__(self):
+            self.started = time.perf_counter()
+            self.loss: float | None = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            tokens = kwargs.get("model") and 0
+            progress(TrainProgress(step=state.global_step, total_steps=state.max_steps, epoch=state.epoch or 0.0,
+                                   loss=self.loss, tokens=tokens or 0, elapsed_s=time.perf_counter() - self.started))
+
+    return ProgressCallback()
