@@ -1,0 +1,22 @@
+"""The `protege` command (DESIGN §9): typer app, rich output, `--json` on every listing.
+
+The commands live in small modules by what they do — cli_core (read the store), cli_review (skills, students),
+cli_work (run, dataset, distill, import), cli_start (init, demo) — and all add themselves to the one `app` of cli_base.
+"""
+
+from __future__ import annotations
+
+# importing registers the commands, in this order (it is the order of the help panels)
+from protege import cli_start, cli_core, cli_review, cli_work  # noqa: F401, I001
+from protege.cli_base import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point of the `protege` script."""
+    app(prog_name="protege")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Reviewing: `skills`, `skill show|approve|reject|edit|export|import`, `students`, `promote`, `demote`.
+
+They work on the store alone (no app import): a reviewer's machine needs the store, not the task code. Every
+review is recorded with the reviewer's name (`--reviewer`, default: your user name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from protege.cli_base import JsonOpt, OptTaskArg, ReviewerOpt, TaskArg, app, reviewer_default, store_of
+from protege.cli_load import require_task
+from protege.cli_output import console, emit_json, pct, row_dict, short_id, table, when
+from protege.errors import UserError
+
+REVIEW = "Review"
+skill_app = typer.Typer(help="Show, approve, reject, edit, export and import skills.", no_args_is_help=True)
+app.add_typer(skill_app, name="skill", rich_help_panel=REVIEW)
+VersionOpt = Annotated[int | None, typer.Option("--version", "-v", min=1, help="skill version (default: newest)")]
+
+
+def _library(ctx: typer.Context) -> Any:
+    from protege.skills.library import SkillLibrary
+
+    return SkillLibrary(store_of(ctx))
+
+
+@app.command(rich_help_panel=REVIEW)
+def skills(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False) -> None:
+    """List skill versions and their review states."""
+    lib = _library(ctx)
+    if task:
+        require_task(lib.store, task)
+    rows = lib.store.skills(task)
+    if as_json:
+        return emit_json([row_dict(r, exclude=("text", "files")) for r in rows])
+    if not rows:
+        return typer.echo("no skills yet: one is written after the teacher's first valid answer")
+    table("skills (newest version first)", ["task", "v", "status", "kind", "name", "author", "reviewed by", "created",
+                                             "lines"], [
+        [r.task_name, r.version, _status(r.status), r.kind, r.name, r.author_model or "—", r.reviewed_by,
+         when(r.created_at), len(r.text.splitlines())]
+        for r in rows
+    ], right=("v", "lines"), optional=("name", "created", "lines", "author"),
+        caption="`protege skill show TASK` prints one; `protege skill approve|reject TASK` reviews a draft")
+
+
+def _status(status: str) -> Any:
+    from rich.text import Text
+
+    return Text(status, style={"approved": "green", "draft": "yellow", "rejected": "red"}.get(status, "dim"))
+
+
+@skill_app.command("show")
+def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as_json: JsonOpt = False) -> None:
+    """Print a skill's SKILL.md (the newest version unless --version)."""
+    lib = _library(ctx)
+    require_task(lib.store, task)
+    row = lib.get(task, version) if version else lib.latest(task)
+    if row is None:
+        raise UserError(f"task {task!r} has no skill yet; one is written after the teacher's first valid answer")
+    if as_json:
+        return emit_json(row_dict(row))
+    from rich.markdown import Markdown
+    from rich.rule import Rule
+
+    out = console()
+    out.print(Rule(f"{row.name} v{row.version} · {row.status} · {row.kind}"
+                   + (f" · reviewed by {row.reviewed_by}" if row.reviewed_by else ""), align="left"))
+    out.print(Markdown(lib.to_skill(row).render()))
+    if row.evidence:
+        ev = row.evidence
+        out.print(f"evidence: agreement {pct(ev.get('agreement'))} over {ev.get('n')} inputs "
+                  f"(gate {pct(ev.get('promote_at'))}) → {'passed' if ev.get('passed') else 'not passed'}")
+    if row.review_note:
+        out.print(f"review note: {row.review_note}")
+
+
+@skill_app.command("approve")
+def skill_approve(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, reviewer: ReviewerOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Approve a draft (default: the newest draft): replay starts using it; the one approved before retires."""
+    lib = _library(ctx)
+    require_task(lib.store, task)
+    _done(lib.approve(task, version, by=reviewer or reviewer_default()), "approved", as_json)
+
+
+@skill_app.command("reject")
+def skill_reject(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, reviewer: ReviewerOpt = None,
+                 note: Annotated[str | None, typer.Option(help="why (recorded with the review)")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """Reject a draft (default: the newest draft)."""
+    lib = _library(ctx)
+    require_task(lib.store, task)
+    _done(lib.reject(task, version, by=reviewer or reviewer_default(), note=note), "rejected", as_json)
+
+
+@skill_app.command("edit")
+def skill_edit(ctx: typer.Context, task: TaskArg,
+               file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False,
+                                                  help="the edited SKILL.md")],
+               reviewer: ReviewerOpt = None, as_json: JsonOpt = False) -> None:
+    """Store an edited SKILL.md as the task's next version (a draft, to approve like any other)."""
+    lib = _library(ctx)
+    require_task(lib.store, task)
+    row = lib.edit(task, file.read_text(encoding="utf-8"), by=reviewer or reviewer_default())
+    _done(row, "stored as a draft", as_json)
+
+
+def _done(row: Any, verb: str, as_json: bool) -> None:
+    if as_json:
+        return emit_json(row_dict(row, exclude=("text", "files")))
+    typer.echo(f"skill {row.task_name} v{row.version} {verb} (status: {row.status})")
+
+
+@skill_app.command("export")
+def skill_export(ctx: typer.Context,
+                 dest: Annotated[Path, typer.Argument(help="folder to write <skill-name>/SKILL.md folders into")],
+                 task: Annotated[str | None, typer.Option(help="only this task's approved skill")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """Write approved skills as Agent Skills folders (drop them into Claude Code's skills folder)."""
+    lib = _library(ctx)
+    if task:
+        require_task(lib.store, task)
+    folders = lib.export(dest, task=task)
+    if as_json:
+        return emit_json([str(f) for f in folders])
+    if not folders:
+        return typer.echo("no approved skills to export")
+    for folder in folders:
+        typer.echo(f"wrote {folder}")
+
+
+@skill_app.command("import")
+def skill_import(ctx: typer.Context,
+                 src: Annotated[Path, typer.Argument(exists=True, help="a skill folder, or a folder of them")],
+                 trust: Annotated[bool, typer.Option("--trust", help="keep `status: approved` from the folders")
+                                  ] = False,
+                 reviewer: ReviewerOpt = None, as_json: JsonOpt = False) -> None:
+    """Import skill folders (all or none); they arrive as drafts unless --trust."""
+    rows = _library(ctx).import_dir(src, by=reviewer or reviewer_default(), trust=trust)
+    if as_json:
+        return emit_json([row_dict(r, exclude=("text", "files")) for r in rows])
+    for row in rows:
+        typer.echo(f"imported {row.task_name} v{row.version} ({row.status})")
+
+
+@app.command(rich_help_panel=REVIEW)
+def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False) -> None:
+    """List distilled students with their evaluation and state."""
+    store = store_of(ctx)
+    if task:
+        require_task(store, task)
+    rows = store.students(task)
+    if as_json:
+        return emit_json([row_dict(r) for r in rows])
+    if not rows:
+        return typer.echo("no students yet: distill one with `protege distill TASK`")
+    table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "created"], [
+        [r.id, r.task_name, r.state, r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
+         _metric(r, "n", "eval_n", "eval_rows"), when(r.created_at)]
+        for r in rows
+    ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
+                                                        "traces; promote with `protege promote ID`")
+
+
+def _metric(row: Any, *names: str) -> Any:
+    metrics = row.metrics or {}
+    return next((metrics[n] for n in names if metrics.get(n) is not None), None)
+
+
+@app.command(rich_help_panel=REVIEW)
+def promote(ctx: typer.Context, student_id: Annotated[str, typer.Argument(metavar="STUDENT_ID")],
+            as_json: JsonOpt = False) -> None:
+    """Make a student serve its task (the one promoted before becomes a candidate again)."""
+    from protege.distill.pipeline import promote as promote_student
+
+    store = store_of(ctx)
+    row = promote_student(store, _student_id(store, student_id))
+    if as_json:
+        return emit_json(row_dict(row))
+    typer.echo(f"student {row.id} now serves {row.task_name!r} (processes pick it up within seconds)")
+
+
+@app.command(rich_help_panel=REVIEW)
+def demote(ctx: typer.Context, task: TaskArg,
+           reason: Annotated[str, typer.Option(help="why (kept in the student's metrics)")] = "demoted by a reviewer",
+           as_json: JsonOpt = False) -> None:
+    """Take a task's promoted student out of service (calls go to replay/teacher again)."""
+    from protege.distill.pipeline import demote as demote_student
+
+    store = store_of(ctx)
+    require_task(store, task)
+    row = demote_student(store, task, reason=reason)
+    if as_json:
+        return emit_json(row_dict(row))
+    typer.echo(f"student {row.id} of {task!r} demoted; calls go to replay/teacher again")
+
+
+def _student_id(store: Any, ref: str) -> str:
+    """A student id, or a unique prefix of one (listings show 12 characters)."""
+    if store.student(ref) is not None:
+        return ref
+    matches = [r.id for r in store.students() if r.id.startswith(ref)] if len(ref) >= 4 else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise UserError(f"student id prefix {ref!r} matches {len(matches)} students; give more characters")
+    raise UserError(f"no student {ref!r}; list students with `protege students` (ids: "
+                    f"{', '.join(short_id(r.id) for r in store.students()[:5]) or 'none yet'})")

@@ -1,0 +1,269 @@
+"""Doing work: `run` and `distill` (they need the app: they run the task's code), `dataset build` and
+`import-traces`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from protege.cli_base import JsonOpt, TaskArg, app, app_of, config, store_of
+from protege.cli_load import require_task
+from protege.cli_output import console, emit_json, note, pct, secs, table, usd, warn
+from protege.errors import UserError
+
+WORK = "Run and distill"
+dataset_app = typer.Typer(help="Build SFT datasets from a task's traces.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset", rich_help_panel=WORK)
+
+
+# -- run -------------------------------------------------------------------------------------------------------------
+
+@app.command(rich_help_panel=WORK)
+def run(
+    ctx: typer.Context,
+    task: TaskArg,
+    input_: Annotated[str, typer.Option("--input", "-i", help="JSON object of the task's parameters, @file.json, "
+                                                               "or - for stdin")],
+    tier: Annotated[str | None, typer.Option(help="start at this tier: student, replay or teacher")] = None,
+    no_escalate: Annotated[bool, typer.Option("--no-escalate", help="fail instead of trying the next tier")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Call a task through the cascade (needs the app) and print the output and who served it."""
+    protege_app = app_of(ctx)
+    handle = protege_app.handle(task)
+    data = _task_input(read_json_arg(input_, "--input"), handle.spec.params)
+    result = protege_app.run(handle, data, tier=tier, escalate=not no_escalate)
+    if as_json:
+        return emit_json({**result.model_dump(mode="json", exclude={"output"}),
+                          "output": result.output.model_dump(mode="json")})
+    from rich.json import JSON
+
+    console().print(JSON(result.output.model_dump_json()))
+    hops = " → ".join(f"{a.tier}{'' if a.valid else ' ✗'}" for a in result.attempts)
+    note(f"served by {result.tier} ({result.model}) · {usd(result.cost_usd)} · {secs(result.latency_s)} · "
+         f"run {result.run_id} · attempts: {hops}")
+
+
+def read_json_arg(value: str, flag: str) -> Any:
+    """JSON given inline, as @file, or as - (stdin); a clear UserError when it does not parse."""
+    source = "stdin" if value == "-" else value[1:] if value.startswith("@") else None
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        path = Path(value[1:])
+        if not path.is_file():
+            raise UserError(f"{flag} names file {value[1:]!r}, which does not exist")
+        text = path.read_text(encoding="utf-8")
+    else:
+        text = value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = f" (from {source})" if source else ""
+        raise UserError(f"{flag} is not valid JSON{where}: {exc.msg} at line {exc.lineno} column {exc.colno}; "
+                        f"pass a JSON object like '{{\"param\": ...}}' or @file.json") from exc
+
+
+def _task_input(data: Any, params: list[str]) -> dict[str, Any]:
+    """The parameters dict; for a one-parameter task its bare value is accepted too."""
+    if not isinstance(data, dict):
+        raise UserError(f"the input must be a JSON object of the task's parameters {params!r}, got {data!r:.80}")
+    if len(params) == 1 and params[0] not in data:
+        return {params[0]: data}
+    return data
+
+
+# -- dataset build ---------------------------------------------------------------------------------------------------
+
+@dataset_app.command("build")
+def dataset_build(
+    ctx: typer.Context,
+    task: TaskArg,
+    redact: Annotated[str | None, typer.Option(help="secrets or pii (default: the task's policy)")] = None,
+    eval_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="share of inputs held out")] = 0.2,
+    seed: Annotated[int, typer.Option(help="split seed")] = 0,
+    out: Annotated[Path | None, typer.Option(help="folder for datasets [<project dir>/datasets]")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build train/eval files (TRL and OpenAI JSONL) from a task's validated traces."""
+    from protege.distill.dataset import build_dataset
+
+    cfg = config(ctx)
+    store, tools, policy = _dataset_context(ctx, task)
+    with StageProgress(enabled=not as_json) as progress:
+        built = build_dataset(
+            store, task, instructions=require_task(store, task).instructions,
+            out_dir=out or cfg.project_dir / "datasets",
+            redact=redact or policy.get("redact", "secrets"), eval_fraction=eval_fraction, seed=seed, tools=tools,
+            progress=progress.stage,
+        )
+    if as_json:
+        return emit_json({"id": built.id, "path": str(built.path), "counts": built.counts, "timings": built.timings,
+                          "content_hash": built.row.content_hash})
+    c = built.counts
+    table(f"dataset {built.id[:12]} of {task}", ["stage", "count"], [[k, v] for k, v in c.items()], right=("count",))
+    typer.echo(f"train {c.get('train', 0)} rows, eval {c.get('eval', 0)} rows → {built.path}")
+
+
+def _dataset_context(ctx: typer.Context, task: str) -> tuple[Any, Any, dict]:
+    """Store, tool specs and policy: from the app when one is configured, else from the store's task record."""
+    if config(ctx).app:
+        protege_app = app_of(ctx)
+        handle = protege_app.handle(task)
+        return protege_app.store, handle.runtime.tools.specs or None, handle.spec.policy.model_dump()
+    store = store_of(ctx)
+    return store, None, dict(require_task(store, task).policy or {})
+
+
+class StageProgress:
+    """A rich progress display fed by the dataset builder's `(stage, done, total)` calls and the trainer's
+    `TrainProgress` reports; silent when disabled (--json)."""
+
+    def __init__(self, *, enabled: bool = True):
+        self.enabled = enabled
+        self.tasks: dict[str, Any] = {}
+        self.bar: Any = None
+
+    def __enter__(self) -> StageProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[extra]}"), TimeElapsedColumn(),
+                                console=_stderr_console(), transient=False)
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def stage(self, name: str, done: int, total: int | None = None, extra: str = "") -> None:
+        if self.bar is None:
+            return
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(name, total=total, extra=extra)
+        self.bar.update(self.tasks[name], completed=done, total=total, extra=extra)
+
+    def __call__(self, *args: Any) -> None:
+        """Either shape of report: (stage, done, total) or one TrainProgress-like object."""
+        if len(args) == 1 and hasattr(args[0], "total_steps"):
+            p = args[0]
+            loss = f"loss {p.loss:.4f}" if getattr(p, "loss", None) is not None else ""
+            return self.stage("train", p.step, p.total_steps, loss)
+        self.stage(*args[:3])
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# -- distill ---------------------------------------------------------------------------------------------------------
+
+@app.command(rich_help_panel=WORK)
+def distill(
+    ctx: typer.Context,
+    task: TaskArg,
+    epochs: Annotated[float | None, typer.Option(min=0.01, help="training epochs (default: measured default)")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
+    method: Annotated[str | None, typer.Option(help="lora or full")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a dataset, train a student, evaluate it against the teacher, promote it if it passes (needs the app)."""
+    protege_app = app_of(ctx)
+    protege_app.handle(task)
+    options: dict[str, Any] = {}
+    overrides = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps, "method": method}.items() if v is not None}
+    if overrides:
+        from protege.distill.train import TrainConfig
+
+        options["config"] = TrainConfig(**overrides)
+    started = time.perf_counter()
+    with StageProgress(enabled=not as_json) as progress:
+        report = protege_app.distill(task, progress=progress, **options)
+    if as_json:
+        return emit_json(report)
+    show_distill_report(report, time.perf_counter() - started)
+
+
+def show_distill_report(report: Any, wall_s: float) -> None:
+    rows = [[name, _metric_text(name, value)] for name, value in _flat(report.metrics or {}).items()]
+    table(f"student {report.student_id} of {report.task}", ["metric", "value"], rows, right=("value",))
+    verdict = "[green]promoted[/]" if report.promoted else "[yellow]kept as a candidate[/]"
+    console().print(f"{verdict}: {report.reason}  (dataset {report.dataset_id}, {secs(wall_s)})")
+
+
+def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Scalar metrics, nested ones (e.g. train.*) one level down; lists (per-field details) left to --json."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict) and not prefix:
+            out.update(_flat(value, f"{key}."))
+        elif not isinstance(value, (dict, list)) and value is not None:
+            out[prefix + key] = value
+    return out
+
+
+def _metric_text(name: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if name.endswith("_s") and not name.endswith("per_s"):
+        return secs(value)
+    if isinstance(value, float) and 0 <= value <= 1 and not name.endswith(("loss", "_usd")):
+        return pct(value)
+    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
+
+
+# -- import-traces ---------------------------------------------------------------------------------------------------
+
+@app.command("import-traces", rich_help_panel=WORK)
+def import_traces(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="JSONL of OpenAI chat-format lines: {\"messages\": [...]}")],
+    task: Annotated[str, typer.Option("--task", help="the task the traces belong to")],
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good lines even if some are bad")] = False,
+    model: Annotated[str | None, typer.Option(help="model name to record (default: each line's \"model\", or "
+                                                   "'import')")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bring existing chat logs in as a task's traces (tier "import"), checked line by line."""
+    from protege.cli_import import Contract, describe_bad, plan_import
+
+    started = time.perf_counter()
+    store, spec = _import_target(ctx, task)
+    contract = Contract.of(task, store.task(task), spec)
+    plan = plan_import(file, contract, model=model)
+    if plan.bad and not skip_bad:
+        raise UserError(f"{describe_bad(plan.bad, file)} — nothing was imported; fix those lines, or pass "
+                        f"--skip-bad to import the {len(plan.rows)} good one(s)")
+    if not plan.rows:
+        raise UserError(f"{str(file)!r} has no lines to import" + (f" ({describe_bad(plan.bad, file)})" if plan.bad
+                                                                    else ""))
+    imported = store.insert_traces(plan.rows, batch=len(plan.rows))  # one transaction: all of them or none
+    elapsed = time.perf_counter() - started
+    if as_json:
+        return emit_json({"file": str(file), "task": task, "lines": plan.lines, "imported": imported,
+                          "skipped": [{"line": n, "error": why} for n, why in plan.bad],
+                          "registered": contract.registered, "elapsed_s": elapsed})
+    if plan.bad:
+        warn(f"partial import: skipped {describe_bad(plan.bad, file)}")
+    typer.echo(f"imported {imported} of {plan.lines} line(s) as traces of {task!r} (tier import) in {secs(elapsed)}")
+    if not contract.registered:
+        warn(f"task {task!r} is not registered: inputs and outputs were only checked to be JSON; register it with "
+             f"@app.task before distilling")
+
+
+def _import_target(ctx: typer.Context, task: str) -> tuple[Any, Any]:
+    """The store to import into and the app's TaskSpec for `task` (None without an app or when it lacks the task)."""
+    if config(ctx).app:
+        protege_app = app_of(ctx)
+        handle = protege_app.tasks.get(task)
+        return protege_app.store, handle.spec if handle is not None else None
+    return store_of(ctx, create=True), None

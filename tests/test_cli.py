@@ -1,0 +1,314 @@
+"""The `protege` CLI through typer's CliRunner on an isolated project: every command, its --json output, and its
+error paths (one red line, exit 2 for usage mistakes and 1 for run failures, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from cli_support import assert_one_line_error, make_project
+
+from protege.store import Store, StudentRow
+
+COMMANDS = ["init", "tasks", "run", "traces", "trace", "skills", "skill", "dataset", "distill", "students",
+            "promote", "demote", "stats", "tui", "demo", "import-traces"]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    return make_project(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def seeded(project):
+    """Three calls through the CLI: two billing/bug tickets and one for a VIP customer."""
+    project.run_task(subject="refund please")
+    project.run_task(subject="app crash on start")
+    project.run_task(sender="vip@big.example", subject="refund now")
+    return project
+
+
+def test_help_lists_every_command(project):
+    """`protege --help` names every command of DESIGN §9."""
+    out = project.ok("--help").stdout
+    for command in COMMANDS:
+        assert command in out
+
+
+# -- run ---------------------------------------------------------------------------------------------------------
+
+def test_run_prints_output_and_records_traces(project):
+    """`run` goes through the cascade (tool call included); --json has the output and the trace ids in the store."""
+    res = project.run_task(sender="vip@big.example", subject="refund")
+    assert res["output"] == {"queue": "billing", "priority": 1}
+    assert res["tier"] == "teacher" and res["cost_usd"] > 0 and len(res["trace_ids"]) == 1
+    traces = project.json("traces", "triage")
+    assert [t["id"] for t in traces] == res["trace_ids"] and traces[0]["tier"] == "teacher"
+    plain = project.ok("--app", project.app, "run", "triage", "--input",
+                       '{"ticket": {"sender": "a@b.example", "subject": "crash"}}')
+    assert json.loads(plain.stdout) == {"queue": "bug", "priority": 3}
+    assert "served by teacher" in plain.stderr
+
+
+def test_run_input_from_file_stdin_and_bare_value(project):
+    """--input takes @file, - (stdin), and for a one-parameter task the parameter's bare value."""
+    (project.path / "in.json").write_text('{"sender": "a@b.example", "subject": "refund"}')
+    by_file = project.json("--app", project.app, "run", "triage", "--input", "@in.json")
+    by_stdin = json.loads(project.ok("--app", project.app, "run", "triage", "--input", "-", "--json",
+                                     input='{"ticket": {"sender": "a@b.example", "subject": "crash"}}').stdout)
+    assert by_file["output"]["queue"] == "billing" and by_stdin["output"]["queue"] == "bug"
+
+
+def test_run_error_paths(project):
+    """Unknown task, bad JSON, missing file, bad input and a missing student are usage errors (exit 2)."""
+    cases = [
+        (["nope", "--input", "{}"], ("no task 'nope'", "triage")),
+        (["triage", "--input", "{not json"], ("--input is not valid JSON",)),
+        (["triage", "--input", "@missing.json"], ("'missing.json'", "does not exist")),
+        (["triage", "--input", "[1, 2]"], ("must be a JSON object",)),
+        (["triage", "--input", '{"ticket": {"sender": "a"}}'], ("bad input for task 'triage'", "subject")),
+        (["triage", "--input", '{"ticket": {"sender": "a", "subject": "b"}}', "--tier", "student"],
+         ("has no student",)),
+        (["triage", "--input", '{"ticket": {"sender": "a", "subject": "b"}}', "--tier", "boss"], ("'boss'",)),
+    ]
+    for args, fragments in cases:
+        assert_one_line_error(project.cli("--app", project.app, "run", *args), 2, *fragments)
+
+
+def test_run_failures_exit_1(project):
+    """A teacher answer that fails validation is a run error (exit 1), with or without escalation."""
+    bad = '{"ticket": {"sender": "a@b.example", "subject": "garbage"}}'
+    assert_one_line_error(project.cli("--app", project.app, "run", "triage", "--input", bad), 1, "every tier failed")
+    assert_one_line_error(project.cli("--app", project.app, "run", "triage", "--input", bad, "--no-escalate"), 1,
+                          "escalate=False")
+    assert project.json("traces", "--invalid")[0]["errors"]
+
+
+def test_missing_or_broken_app(project):
+    """run/distill without an app, or with one that does not import, say how to point at it (exit 2)."""
+    assert_one_line_error(project.cli("run", "triage", "--input", "{}"), 2, "needs your app", "--app")
+    assert_one_line_error(project.cli("distill", "triage"), 2, "needs your app")
+    assert_one_line_error(project.cli("--app", "no_such_module:app", "run", "t", "--input", "{}"), 2,
+                          "cannot import app module 'no_such_module'")
+    (project.path / "broken_app_mod.py").write_text("raise RuntimeError('boom at import')\n")
+    assert_one_line_error(project.cli("--app", "broken_app_mod:app", "run", "t", "--input", "{}"), 2,
+                          "RuntimeError: boom at import")
+    (project.path / "not_an_app.py").write_text("app = 42\n")
+    assert_one_line_error(project.cli("--app", "not_an_app:app", "run", "t", "--input", "{}"), 2,
+                          "not a Protege app")
+
+
+def test_app_from_env_and_pyproject(project, monkeypatch):
+    """PROTEGE_APP, then [tool.protege] app in ./pyproject.toml, name the app when --app is absent."""
+    ticket = '{"ticket": {"sender": "a@b.example", "subject": "refund"}}'
+    monkeypatch.setenv("PROTEGE_APP", project.app)
+    assert project.json("run", "triage", "--input", ticket)["tier"] == "teacher"
+    monkeypatch.delenv("PROTEGE_APP")
+    (project.path / "pyproject.toml").write_text(f'[tool.protege]\napp = "{project.app}"\n')
+    assert project.json("run", "triage", "--input", ticket)["output"]["queue"] == "billing"
+
+
+def test_debug_shows_the_exception(project):
+    """With --debug the error propagates (a traceback) instead of one line."""
+    result = project.cli("--debug", "--app", project.app, "run", "nope", "--input", "{}")
+    assert result.exit_code != 0 and type(result.exception).__name__ == "UserError"
+
+
+# -- reading the store -------------------------------------------------------------------------------------------
+
+def test_read_commands_need_a_store(project):
+    """Without a store, reading commands say where they looked and how to make one (exit 2)."""
+    for args in (["tasks"], ["traces"], ["stats"], ["skills"], ["students"], ["tui"]):
+        assert_one_line_error(project.cli(*args), 2, "no protege store at", "protege init")
+
+
+def test_tasks_traces_and_filters(seeded):
+    """tasks/traces list what the calls wrote, with --tier, --valid/--invalid and --limit filters."""
+    tasks = seeded.json("tasks")
+    assert [(t["name"], t["calls"], t["traces"]) for t in tasks] == [("triage", 3, 3)]
+    assert tasks[0]["inputs"] == ["ticket"] and tasks[0]["valid_share"] == 1.0
+    assert len(seeded.json("traces", "--limit", "2")) == 2
+    assert len(seeded.json("traces", "triage", "--tier", "teacher", "--valid")) == 3
+    assert seeded.json("traces", "--invalid") == [] and seeded.json("traces", "--tier", "replay") == []
+    table = seeded.ok("traces", "triage").stdout
+    assert "teacher" in table and '"queue":"billing"' in table
+    assert_one_line_error(seeded.cli("traces", "nope"), 2, "no task 'nope'", "triage")
+
+
+def test_trace_transcript(seeded):
+    """`trace ID` (or a prefix) shows the input, the tool call and result, and the output; bad ids fail."""
+    newest = seeded.json("traces", "--limit", "1")[0]
+    shown = seeded.ok("trace", newest["id"][:8]).stdout
+    assert newest["id"] in shown and "plan_of" in shown and "enterprise" in shown and '"priority": 1' in shown
+    full = seeded.json("trace", newest["id"])
+    assert full["messages"][-1]["role"] == "assistant" and full["labels"] == []
+    assert_one_line_error(seeded.cli("trace", "deadbeefdeadbeef"), 2, "no trace 'deadbeefdeadbeef'")
+
+
+def test_stats_ledger(seeded):
+    """stats shows calls, tier mix, spend and the teacher-only counterfactual (all teacher: no savings)."""
+    ledger = seeded.json("stats", "triage")
+    assert ledger["calls"] == 3 and ledger["calls_by_tier"] == {"teacher": 3}
+    assert ledger["total_usd"] > 0 and abs(ledger["savings_usd"]) < 1e-9
+    assert [lg["task"] for lg in seeded.json("stats")] == ["triage"]
+    out = seeded.ok("stats", "triage").stdout
+    assert "teacher-only counterfactual" in out and "total" in out
+    assert_one_line_error(seeded.cli("stats", "nope"), 2, "no task 'nope'")
+
+
+# -- skills ------------------------------------------------------------------------------------------------------
+
+def test_skill_review_flow(seeded, tmp_path):
+    """The teacher's success left a draft: show, approve, export, reject an edit, import it back."""
+    skills = seeded.json("skills", "triage")
+    assert [(s["version"], s["status"]) for s in skills] == [(1, "draft")]
+    assert "name: triage" in seeded.ok("skill", "show", "triage").stdout
+    approved = seeded.json("skill", "approve", "triage", "--reviewer", "ann")
+    assert approved["status"] == "approved" and approved["reviewed_by"] == "ann"
+    assert_one_line_error(seeded.cli("skill", "approve", "triage"), 2, "no draft skill to approve")
+    folders = seeded.json("skill", "export", str(tmp_path / "out"))
+    skill_md = tmp_path / "out" / "triage" / "SKILL.md"
+    assert folders == [str(tmp_path / "out" / "triage")] and skill_md.is_file()
+    edited = tmp_path / "edited.md"
+    edited.write_text(skill_md.read_text().replace("# ", "# Edited: ", 1))
+    assert seeded.json("skill", "edit", "triage", "--file", str(edited))["version"] == 2
+    rejected = seeded.json("skill", "reject", "triage", "--note", "too long")
+    assert (rejected["version"], rejected["status"], rejected["review_note"]) == (2, "rejected", "too long")
+    again = seeded.json("skill", "import", str(tmp_path / "out"))  # the same content: no new version
+    assert [(r["version"], r["status"]) for r in again] == [(1, "approved")]
+    assert [s["status"] for s in seeded.json("skills")][:2] == ["rejected", "approved"]
+    assert_one_line_error(seeded.cli("skill", "show", "triage", "--version", "9"), 2, "no skill version 9")
+    assert_one_line_error(seeded.cli("skill", "show", "nope"), 2, "no task 'nope'")
+
+
+# -- students ----------------------------------------------------------------------------------------------------
+
+def test_students_promote_demote(seeded):
+    """students lists rows; promote by id prefix, demote by task; unknown ids and tasks fail clearly."""
+    with Store(seeded.db) as store:
+        row = store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x",
+                                           metrics={"retention": 0.97}))
+    listed = seeded.json("students", "triage")
+    assert [(s["id"], s["state"]) for s in listed] == [(row.id, "candidate")]
+    assert seeded.json("promote", row.id[:8])["state"] == "promoted"
+    assert seeded.json("tasks")[0]["student"] == row.id
+    assert "97.0%" in seeded.ok("students").stdout
+    assert seeded.json("demote", "triage")["state"] == "demoted"
+    assert_one_line_error(seeded.cli("demote", "triage"), 2, "no promoted student")
+    assert_one_line_error(seeded.cli("promote", "nope-nope"), 2, "no student 'nope-nope'")
+
+
+# -- datasets and distillation -----------------------------------------------------------------------------------
+
+def test_dataset_build_from_the_store(seeded):
+    """dataset build works from the store alone and writes train/eval files it reports in --json."""
+    built = seeded.json("dataset", "build", "triage", "--eval-fraction", "0.34")
+    assert built["counts"]["selected"] == 3 and built["counts"]["train"] + built["counts"]["eval"] == 3
+    assert (seeded.path / ".protege" / "datasets" / "triage" / built["id"]).is_dir()
+    assert_one_line_error(seeded.cli("dataset", "build", "nope"), 2, "no task 'nope'")
+
+
+def test_distill_refuses_too_few_traces(seeded):
+    """distill with the app checks Policy.min_traces before training (a usage error)."""
+    assert_one_line_error(seeded.cli("--app", seeded.app, "distill", "triage"), 2, "min_traces is 50")
+
+
+# -- import-traces -----------------------------------------------------------------------------------------------
+
+def chat_line(inp, out, *, tool: bool = False) -> str:
+    messages = [{"role": "system", "content": "Route tickets."}, {"role": "user", "content": json.dumps(inp)}]
+    if tool:
+        messages += [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c9", "type": "function", "function": {"name": "plan_of", "arguments": '{"email": "x"}'}}]},
+            {"role": "tool", "tool_call_id": "c9", "content": "free"}]
+    messages.append({"role": "assistant", "content": json.dumps(out)})
+    return json.dumps({"messages": messages, "model": "gpt-4o-2024-08-06"})
+
+
+def test_import_traces_registered_task(seeded):
+    """Good lines become import traces (input parsed from the user turn, tool turns kept, schema-checked)."""
+    lines = [chat_line({"ticket": {"sender": f"u{i}@x", "subject": "refund"}}, {"queue": "billing", "priority": 3},
+                       tool=i == 0) for i in range(5)]
+    lines.append(chat_line({"sender": "bare@x", "subject": "crash"}, {"queue": "bug", "priority": 3}))
+    (seeded.path / "logs.jsonl").write_text("\n".join(lines) + "\n\n")
+    report = seeded.json("import-traces", "logs.jsonl", "--task", "triage")
+    assert (report["imported"], report["lines"], report["skipped"], report["registered"]) == (6, 6, [], True)
+    imported = seeded.json("traces", "--tier", "import", "--limit", "10")
+    assert {t["input"]["ticket"]["sender"] for t in imported} >= {"u0@x", "bare@x"}
+    assert all(t["valid"] and t["model"] == "gpt-4o-2024-08-06" for t in imported)
+    first = seeded.json("trace", [t for t in imported if t["input"]["ticket"]["sender"] == "u0@x"][0]["id"])
+    assert first["messages"][2]["tool_calls"][0]["name"] == "plan_of" and first["messages"][3]["name"] == "plan_of"
+
+
+def test_import_traces_bad_lines_are_all_or_nothing(seeded):
+    """Bad lines are reported by number and nothing is imported; --skip-bad imports the good ones."""
+    good = chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "other", "priority": 3})
+    lines = [good, "{broken", chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "sales",
+                                                                                         "priority": 3}),
+             json.dumps({"messages": [{"role": "user", "content": "hi"}]}), good]
+    (seeded.path / "bad.jsonl").write_text("\n".join(lines))
+    before = len(seeded.json("traces", "--limit", "100"))
+    assert_one_line_error(seeded.cli("import-traces", "bad.jsonl", "--task", "triage"), 2,
+                          "3 bad line(s)", "line 2:", "line 3:", "queue", "line 4:", "nothing was imported")
+    assert len(seeded.json("traces", "--limit", "100")) == before
+    partial = seeded.cli("import-traces", "bad.jsonl", "--task", "triage", "--skip-bad")
+    assert partial.exit_code == 0 and "partial import" in partial.stderr and "imported 2 of 5" in partial.stdout
+    assert len(seeded.json("traces", "--limit", "100")) == before + 2
+    assert_one_line_error(seeded.cli("import-traces", "missing.jsonl", "--task", "triage"), 2, "no file")
+
+
+def test_import_traces_unregistered_task_and_with_app(project):
+    """An unregistered task takes any JSON object (text as {"text": ...}); with the app, its pydantic model checks."""
+    lines = [chat_line({"q": 1}, {"a": 1}),
+             json.dumps({"messages": [{"role": "user", "content": "plain words"},
+                                      {"role": "assistant", "content": '{"a": 2}'}]})]
+    (project.path / "new.jsonl").write_text("\n".join(lines))
+    result = project.cli("import-traces", "new.jsonl", "--task", "fresh")
+    assert result.exit_code == 0 and "not registered" in result.stderr
+    inputs = [t["input"] for t in project.json("traces", "--tier", "import")]
+    assert sorted(map(json.dumps, inputs)) == sorted([json.dumps({"q": 1}), json.dumps({"text": "plain words"})])
+    (project.path / "t.jsonl").write_text(chat_line({"ticket": {"sender": "a", "subject": "b"}},
+                                                    {"queue": "bug", "priority": "high"}))
+    assert_one_line_error(project.cli("--app", project.app, "import-traces", "t.jsonl", "--task", "triage"), 2,
+                          "line 1:", "priority")
+
+
+def test_import_traces_is_fast(project):
+    """20,000 lines are checked and stored in one go, in a few seconds."""
+    line = chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "other", "priority": 3})
+    (project.path / "big.jsonl").write_text((line + "\n") * 20_000)
+    report = project.json("import-traces", "big.jsonl", "--task", "bulk")
+    assert report["imported"] == 20_000 and report["elapsed_s"] < 30
+    assert project.json("tasks") == [] and project.json("traces", "--limit", "1")[0]["task_name"] == "bulk"
+
+
+# -- init --------------------------------------------------------------------------------------------------------
+
+def test_init_writes_a_runnable_starter(project):
+    """init makes the store, a starter app and the pyproject hint; the starter runs offline and the CLI finds it."""
+    (project.path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    out = project.ok("init").stdout
+    assert "store ready" in out and "protege_app.py" in out
+    assert (project.path / ".protege" / ".gitignore").read_text() == "*\n"
+    assert 'app = "protege_app:app"' in (project.path / "pyproject.toml").read_text()
+    proc = subprocess.run([sys.executable, "protege_app.py"], cwd=project.path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "queue='billing'" in proc.stdout and "priority=1" in proc.stdout, proc.stderr
+    assert project.json("tasks")[0]["name"] == "triage"
+    again = project.ok("init")
+    assert "exists; left as it is" in again.stderr and "already names app" in again.stderr
+    assert_one_line_error(project.cli("init", "--app-file", "bad-name.py"), 2, "Python identifier")
+
+
+def test_distill_report_formatting():
+    """The distill report flattens the trainer's nested metrics and formats shares, seconds and rates apart."""
+    from protege.cli_work import _flat, _metric_text
+
+    flat = _flat({"retention": 0.93, "train": {"wall_s": 300.0, "tokens_per_s": 812.0, "steps": 75},
+                  "per_field": [1, 2], "confidence": None})
+    assert flat == {"retention": 0.93, "train.wall_s": 300.0, "train.tokens_per_s": 812.0, "train.steps": 75}
+    shown = {k: _metric_text(k, v) for k, v in flat.items()}
+    assert shown == {"retention": "93.0%", "train.wall_s": "5.0 min", "train.tokens_per_s": "812",
+                     "train.steps": "75"}
