@@ -1,0 +1,156 @@
+"""Students: each fine-tuned candidate's metrics (retention, accuracy, latency, cost); promote and demote."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.widgets import DataTable, Footer, Static
+
+from protege.store import StudentRow
+from protege.tui.format import clip, pct, seconds, short_id, status_markup, usd, when
+from protege.tui.screens.base import ReviewScreen
+from protege.tui.screens.confirm import ConfirmScreen
+from protege.tui.widgets.nav_bar import NavBar
+
+# where each headline number lives in StudentRow.metrics (the first key present wins)
+METRIC_KEYS = {
+    "retention": ("retention",),
+    "accuracy": ("accuracy", "student_accuracy", "score"),
+    "latency": ("latency_s", "mean_latency_s", "p50_latency_s"),
+    "cost": ("cost_usd", "cost_per_call_usd", "mean_cost_usd"),
+}
+COLUMNS = (("Task", "task", 12), ("Student", "id", 8), ("State", "state", 9), ("Retain", "retention", 6),
+           ("Acc.", "accuracy", 6), ("Latency", "latency", 7), ("Cost/call", "cost", 9))
+
+
+def metric(row: StudentRow, name: str) -> Any:
+    metrics = row.metrics or {}
+    return next((metrics[k] for k in METRIC_KEYS[name] if metrics.get(k) is not None), None)
+
+
+class StudentsScreen(ReviewScreen):
+    """A table of students, newest first; the highlighted one's full record below."""
+
+    BINDINGS = [
+        Binding("p", "promote", "Promote"),
+        Binding("d", "demote", "Demote"),
+        Binding("f5,ctrl+r", "refresh", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, StudentRow] = {}
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("students")
+        yield DataTable(id="students", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="student-detail"):
+            yield Static(id="student-record")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#students", DataTable)
+        for title, key, width in COLUMNS:
+            table.add_column(title, width=width, key=key)
+        table.focus()
+        self.load()
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    @work(exclusive=True, group="students")
+    async def load(self) -> None:
+        try:
+            rows = await self.read(self.store.students)
+        except Exception as exc:
+            self.fail(exc)
+            return
+        table = self.query_one("#students", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        self.rows = {r.id: r for r in rows}
+        for r in rows:
+            table.add_row(*_cells(r), key=r.id)
+        if rows:
+            table.move_cursor(row=min(keep, len(rows) - 1), animate=False)
+        self.show(self.current)
+
+    @property
+    def current(self) -> StudentRow | None:
+        table = self.query_one("#students", DataTable)
+        if not table.row_count:
+            return None
+        return self.rows.get(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value or "")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show(self.rows.get(event.row_key.value or ""))
+
+    def show(self, row: StudentRow | None) -> None:
+        self.query_one("#student-record", Static).update(_record(row))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        row = self.current
+        if action == "promote":
+            return row is not None and row.state != "promoted" or None
+        if action == "demote":
+            return row is not None and row.state == "promoted" or None
+        return True
+
+    def action_promote(self) -> None:
+        row = self.current
+        if row is None or row.state == "promoted":
+            return
+        question = (f"Promote student {short_id(row.id)} for {row.task_name}? It will serve the task's calls "
+                    f"(retention {pct(metric(row, 'retention'), 1)}); a promoted one becomes a candidate.")
+
+        def promote(answer: str | None) -> None:
+            if answer is not None and self.act(self.protege.promote, row.id,
+                                               done=f"student {short_id(row.id)} promoted for {row.task_name}"):
+                self.load()
+
+        self.app.push_screen(ConfirmScreen(question, yes="Promote"), promote)
+
+    def action_demote(self) -> None:
+        row = self.current
+        if row is None or row.state != "promoted":
+            return
+        question = f"Demote student {short_id(row.id)}? Calls of {row.task_name} go back to replay and the teacher."
+
+        def demote(answer: str | None) -> None:
+            if answer is not None and self.act(self.protege.demote, row.task_name,
+                                               done=f"student {short_id(row.id)} demoted"):
+                self.load()
+
+        self.app.push_screen(ConfirmScreen(question, yes="Demote"), demote)
+
+
+def _cells(r: StudentRow) -> tuple[str, ...]:
+    latency = metric(r, "latency")
+    return (clip(r.task_name, 12), short_id(r.id), status_markup(r.state), pct(metric(r, "retention"), 1),
+            pct(metric(r, "accuracy"), 1), seconds(latency) if latency is not None else "—", usd(metric(r, "cost")))
+
+
+def _record(row: StudentRow | None) -> str:
+    if row is None:
+        return "[dim]No students yet: `protege distill TASK` trains one once a task has enough valid traces.[/]"
+    lines = [
+        f"[bold]{escape(row.task_name)}[/] student {row.id} {status_markup(row.state)}",
+        f"base {escape(row.base)} · adapter {escape(row.adapter_path)}",
+        f"dataset {short_id(row.dataset_id)} · created {when(row.created_at)}"
+        + (f" · promoted {when(row.promoted_at)}" if row.promoted_at else ""),
+        "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items()))
+                       or "none recorded"),
+    ]
+    return "\n".join(lines)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return escape(str(v))
