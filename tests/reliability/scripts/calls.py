@@ -1,0 +1,78 @@
+"""Worker: M calls of the triage task from T threads against one store; reports every outcome as JSON.
+
+    python calls.py URL CALLS THREADS OUT_JSON GO_FILE [--capped N --budget USD] [--tag NAME]
+
+With --capped, N more calls go to "triage_capped", the same task under Policy(teacher_budget_usd=USD), interleaved
+with the others.
+
+Writes OUT_JSON + ".ready" once the app is open and registered, then waits for GO_FILE (so every worker starts
+calling at the same moment), then calls. Each outcome is {"run_id", "trace_ids", "tier"} or {"error", "message"}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from pathlib import Path
+
+from common import OPUS, oracle, register_triage
+
+from protege import Policy, Protege
+from protege.agents import FunctionModel
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("calls", type=int)
+    p.add_argument("threads", type=int)
+    p.add_argument("out")
+    p.add_argument("go")
+    p.add_argument("--capped", type=int, default=0)
+    p.add_argument("--budget", type=float, default=None)
+    p.add_argument("--tag", default="w")
+    a = p.parse_args()
+
+    app = Protege(db=a.url, teacher=FunctionModel(oracle, price_as=OPUS), project_dir=Path(a.out).parent / a.tag)
+    register_triage(app)
+    app.task(name="triage_capped", policy=Policy(teacher_budget_usd=a.budget))(app.tasks["triage"].spec.fn)
+    Path(a.out + ".ready").touch()
+    while not Path(a.go).exists():
+        time.sleep(0.01)
+
+    outcomes: list[dict] = []
+    lock = threading.Lock()
+    started = time.perf_counter()
+
+    plan = ["triage"] * a.calls + ["triage_capped"] * a.capped
+    random.Random(a.tag).shuffle(plan)  # interleave the two tasks
+
+    def work(thread: int) -> None:
+        for i in range(thread, len(plan), a.threads):
+            task = plan[i]
+            subject = f"{a.tag}-{i} refund" if i % 2 else f"{a.tag}-{i} crash"
+            try:
+                res = app.run(task, {"ticket": {"subject": subject}})
+                out = {"task": task, "run_id": res.run_id, "trace_ids": res.trace_ids, "tier": res.tier,
+                       "subject": subject, "output": res.output.model_dump()}
+            except Exception as exc:  # reported, and judged by the test
+                out = {"task": task, "error": type(exc).__name__, "message": str(exc)[:500], "subject": subject,
+                       "run_id": getattr(exc, "run_id", None)}
+            with lock:
+                outcomes.append(out)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(a.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    app.close()
+    Path(a.out).write_text(json.dumps({"outcomes": outcomes, "wall_s": wall}))
+
+
+if __name__ == "__main__":
+    main()
