@@ -1,0 +1,89 @@
+"""`python -m bench [--quick] [--only NAME[,NAME]] [--data FILE]`: run the benchmarks, write BENCHMARKS.md.
+
+Each benchmark's result goes to bench/results/<name>.json; the report is then rendered from every result file
+there, so `--only overhead` refreshes one section and keeps the others (each says when and how it was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, Context, NotRun, machine_info
+
+BENCHMARKS = ("overhead", "store", "dataset", "quality", "stream", "training", "inference", "tui_bench")
+"""In run order: later ones reuse what earlier ones built (the quality benchmark's students).
+`tui_bench` (the review console at 100k traces) is another engineer's module, run here like the rest."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    names = _selected(args.only)
+    if args.data is not None and not args.data.is_file():
+        raise SystemExit(f"--data {str(args.data)!r} is not a file; give a JSONL file of {{'input', 'output'}} pairs")
+    ctx = Context(quick=args.quick, data=args.data)
+    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        record = run_one(name, ctx, command)
+        (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
+        ctx.log(f"[bench] {name}: {record['status']}" + (f" ({record['reason']})" if record.get("reason") else ""))
+    from bench.report import write_report
+
+    path = write_report()
+    ctx.log(f"[bench] wrote {path}")
+    return 0
+
+
+def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
+    """Run one benchmark; a missing piece or a failure becomes a 'not run' record instead of an exception."""
+    started = datetime.now(timezone.utc)
+    clock = time.perf_counter()
+    record: dict[str, Any] = {"name": name, "quick": ctx.quick, "command": command, "started_at": started.isoformat(),
+                              "machine": machine_info()}
+    try:
+        module = importlib.import_module(f"bench.{name}")
+        record["title"] = getattr(module, "TITLE", name)
+        ctx.log(f"[bench] {name} ...")
+        result = module.run(ctx)
+        record.update(status="ok", **asdict(result))
+    except NotRun as exc:
+        record.update(status="not_run", reason=str(exc))
+    except (ImportError, NotImplementedError) as exc:  # a piece another engineer is still finishing
+        record.update(status="not_run", reason=f"{type(exc).__name__}: {exc or 'not implemented yet'}")
+    except Exception as exc:  # noqa: BLE001 — one broken benchmark must not stop the others
+        record.update(status="not_run", reason=f"failed: {type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc(limit=8))
+    record["wall_s"] = time.perf_counter() - clock
+    return record
+
+
+def _selected(only: str | None) -> list[str]:
+    if not only:
+        return list(BENCHMARKS)
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown!r}; choose from {', '.join(BENCHMARKS)}")
+    return [n for n in BENCHMARKS if n in names]  # keep run order: later ones reuse earlier ones' work
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes: the whole run takes minutes")
+    ap.add_argument("--only", metavar="NAME[,NAME]", help=f"run only these ({', '.join(BENCHMARKS)})")
+    ap.add_argument("--data", type=Path, metavar="FILE",
+                    help="extra quality workload: JSONL of {'input': {...}, 'output': {...}} pairs")
+    return ap
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""What every benchmark shares: the run context, the result shape, timing statistics and the machine description.
+
+A benchmark module exposes `TITLE` and `run(ctx) -> Result`. It raises `NotRun` when something it needs is not
+here (a piece not landed yet, an unreachable server); any other exception is reported as a failure. Figures are
+ratios against a baseline measured in the same run, and latencies are quoted as medians (p50) and p99, because
+the machines these run on are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SCRATCH = RESULTS / "tmp"  # git-ignored: stores, datasets, adapters made while benchmarking
+
+
+class NotRun(Exception):
+    """The benchmark cannot run here (yet): the message says why."""
+
+
+@dataclass
+class Context:
+    """One `python -m bench` run: its mode, inputs and where to put things."""
+
+    quick: bool = False
+    data: Path | None = None
+    scratch: Path = SCRATCH
+    cache_dir: Path = ROOT / ".protege" / "cache"  # converted base models, shared with `protege demo`
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)
+    shared: dict[str, Any] = field(default_factory=dict)  # artifacts one benchmark hands the next (students)
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        return quick if self.quick else full
+
+    def folder(self, *parts: str) -> Path:
+        path = self.scratch.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass
+class Headline:
+    """One headline figure: a value, the baseline it is measured against, and the target it must meet."""
+
+    metric: str
+    value: float | None
+    unit: str = ""
+    baseline: float | None = None
+    baseline_label: str = ""
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.baseline:
+            return None
+        return self.value / self.baseline
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Result:
+    """What a benchmark produced; `data` holds the raw numbers the report's plot reads."""
+
+    headlines: list[Headline] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# -- statistics ------------------------------------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation between closest ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p99/mean in milliseconds, and how many samples."""
+    return {"n": len(seconds), "p50_ms": percentile(seconds, 50) * 1e3, "p99_ms": percentile(seconds, 99) * 1e3,
+            "mean_ms": statistics.fmean(seconds) * 1e3}
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: floats to `digits` significant figures, None as an en dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 10 ** digits:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+# -- the machine -----------------------------------------------------------------------------------------------------
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM, OS, Python and library versions (read without importing torch)."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": _ram_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "sqlalchemy": _version("sqlalchemy"),
+        "langgraph": _version("langgraph"),
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

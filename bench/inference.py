@@ -1,0 +1,125 @@
+"""Student inference on CPU: per-call latency and tokens/s of protege's LocalModel (the student tier's model),
+vs plain transformers `generate` (fp32, greedy, the chat template, no other help) with the same weights, on the
+same held-out prompts, in the same process.
+
+The student is the one `app.distill` trained in this run's quality benchmark (or, run alone, one trained here on
+the bundled workload). Calls are sequential, one at a time, as a single caller sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from statistics import fmean
+from typing import Any
+
+from bench.common import Context, Headline, NotRun, Result, Table, latency_summary
+
+TITLE = "Student inference on CPU"
+TARGET_S = 0.5
+
+
+def run(ctx: Context, n: int | None = None) -> Result:
+    from protege.agents.models.local import LocalModel  # ImportError: not landed yet → "not run"
+
+    p = _student(ctx)
+    app, w = p.app, p.workload
+    row = app.store.student(p.report.student_id)
+    base_dir = app.base_dir(row.base)
+    spec = app.handle(w.task_name).spec
+    n = n or ctx.pick(20, 100)
+    rows = w.heldout[:n]
+    model = LocalModel(base_dir, adapter=row.adapter_path, name=f"local:{row.id}")
+    ours = asyncio.run(_local_calls(model, spec, rows))
+    plain = _plain_generate(base_dir, row.adapter_path, spec, rows[: ctx.pick(5, 20)])
+    result = Result(data={"workload": w.name, "protege": ours, "plain": plain})
+    result.headlines.append(Headline(
+        metric=f"student latency per answer, p50 ({w.name})", value=ours["p50_ms"] / 1e3, unit="s",
+        baseline=plain["p50_ms"] / 1e3, baseline_label="plain transformers generate, s",
+        target=f"≤ {TARGET_S:g} s", met=ours["p50_ms"] / 1e3 <= TARGET_S))
+    result.tables.append(Table(
+        f"Per answer, {w.name} held-out prompts, 1 caller", ["path", "calls", "p50 s", "p99 s", "output tokens/s",
+                                                             "output tokens/answer"],
+        [[label, m["n"], m["p50_ms"] / 1e3, m["p99_ms"] / 1e3, m["tokens_per_s"], m["tokens_per_answer"]]
+         for label, m in (("protege LocalModel", ours), ("plain transformers generate", plain))]))
+    return result
+
+
+def _student(ctx: Context) -> Any:
+    from bench.data import orders
+    from bench.quality import prepare
+
+    prepared = [p for p in ctx.shared.get("prepared", {}).values() if p.report is not None]
+    if not prepared:
+        ctx.log("[bench] inference: no student from this run yet; distilling one on the bundled workload")
+        p = prepare(ctx, orders(ctx.quick))
+        if p.report is None:
+            raise NotRun(f"no student: app.distill failed ({p.distill_error})")
+        prepared = [p]
+    return next((p for p in prepared if p.workload.name.startswith("orders")), prepared[0])
+
+
+async def _local_calls(model: Any, spec: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from protege.agents.models.base import ModelRequest
+    from protege.agents.models.chat_format import student_messages
+
+    def request(row: dict[str, Any]) -> Any:
+        return ModelRequest(messages=student_messages(spec.instructions, row["input"]), output_schema=spec.output_schema,
+                            task_name=spec.name, task_input=row["input"])
+
+    for row in rows[:2]:  # warm-up: first calls load weights and build caches
+        await model.request(request(row))
+    latencies, tokens = [], []
+    for row in rows:
+        start = time.perf_counter()
+        resp = await model.request(request(row))
+        latencies.append(time.perf_counter() - start)
+        tokens.append(resp.usage.output_tokens)
+    return _summary(latencies, tokens)
+
+
+def _plain_generate(base_dir: Any, adapter: str, spec: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """transformers generate with the student's weights: fp32, greedy, until EOS (256 new tokens at most)."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from protege.agents.models.chat_format import student_messages, to_chat_dicts
+    from protege.distill.train import render_chat
+
+    if (Path(adapter) / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), adapter)
+    else:  # a fully fine-tuned student
+        model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch.float32)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base_dir)
+    latencies, tokens = [], []
+    with torch.inference_mode():
+        for i, row in enumerate([rows[0], *rows]):  # the first is a warm-up
+            ids = render_chat(tokenizer, to_chat_dicts(student_messages(spec.instructions, row["input"])),
+                              generation_prompt=True)
+            start = time.perf_counter()
+            out = model.generate(torch.tensor([ids]), max_new_tokens=256, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            if i:
+                latencies.append(time.perf_counter() - start)
+                tokens.append(out.shape[1] - len(ids))
+    return _summary(latencies, tokens)
+
+
+def _summary(latencies: list[float], tokens: list[int]) -> dict[str, Any]:
+    s = latency_summary(latencies)
+    return {**s, "tokens_per_s": sum(tokens) / sum(latencies), "tokens_per_answer": fmean(tokens)}
+
+
+def plot(ax: Any, record: dict[str, Any]) -> None:
+    d = record["data"]
+    ax.bar(["plain generate", "protege LocalModel"], [d["plain"]["p50_ms"] / 1e3, d["protege"]["p50_ms"] / 1e3],
+           color=["#999999", "#3b75af"])
+    ax.axhline(TARGET_S, color="red", linestyle="--", linewidth=1, label=f"target {TARGET_S:g} s")
+    ax.set_ylabel("seconds per answer (p50)")
+    ax.set_title(f"Student inference, CPU ({d['workload']})")
+    ax.legend(fontsize=8)

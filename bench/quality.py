@@ -1,0 +1,258 @@
+"""Quality and cost per tier on real workloads, on held-out inputs the student never trained on.
+
+Per workload (bench/data.py): the app's teacher is a ReferenceModel over the labelled examples, priced as
+claude-opus-4-5; the pool inputs are called through the app (teacher traces, and the teacher's exemplar skill);
+`app.distill` trains a student on those traces. Then each tier answers the held-out inputs with the tier forced
+(`app.run(..., tier=..., escalate=False)`): the student; replay by the local base model (`local:smollm2-135m`)
+without a skill and with the approved skill; the teacher. TF-IDF + logistic regression, trained on the same pool,
+stands beside them. Quality is exact match against the labels (the task's `score`); retention = tier / teacher.
+Order matters: held-out replay answers are valid traces, so they are made after distillation, never before.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from statistics import fmean
+from typing import Any
+
+from bench.common import Context, Headline, Result, Table, percentile
+from bench.data import Workload, output_of, workloads
+
+TITLE = "Quality and cost per tier"
+TEACHER_PRICE = "anthropic:claude-opus-4-5"
+REPLAY = "local:smollm2-135m"
+PROMOTE_AT = 0.95
+TIERS = ("teacher", "replay, no skill", "replay + skill", "student", "TF-IDF + LR")
+
+
+@dataclass
+class Prepared:
+    """A workload's app after warm-up and distillation (shared with the stream and inference benchmarks)."""
+
+    workload: Workload
+    app: Any
+    warmup: dict[str, Any]
+    report: Any = None
+    distill_error: str | None = None
+    distill_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def run(ctx: Context) -> Result:
+    result = Result(data={"workloads": {}})
+    for w in workloads(ctx):
+        ctx.log(f"[bench] quality: {w.name} ({len(w.pool)} pool, {len(w.heldout)} held out)")
+        tiers, p = evaluate(ctx, w)
+        result.data["workloads"][w.name] = tiers
+        result.tables.append(_tier_table(w, tiers))
+        result.notes.extend(f"{w.name}: {note}" for note in p.notes)
+        teacher, student = tiers["teacher"], tiers["student"]
+        if teacher.get("quality") and student.get("quality") is not None:
+            retention = student["quality"] / teacher["quality"]
+            result.headlines.append(Headline(
+                metric=f"student retention, {w.name}", value=student["quality"], unit="exact match",
+                baseline=teacher["quality"], baseline_label="teacher exact match", target=f"≥ {PROMOTE_AT:g}",
+                met=retention >= PROMOTE_AT))
+        else:
+            result.notes.append(f"{w.name}: student not evaluated: {student.get('error') or p.distill_error}")
+        with_skill, without = tiers["replay + skill"], tiers["replay, no skill"]
+        if with_skill.get("quality") is not None and without.get("quality") is not None:
+            result.headlines.append(Headline(
+                metric=f"value of the skill: replay quality with vs without, {w.name}", value=with_skill["quality"],
+                unit="exact match", baseline=without["quality"] or None, baseline_label="replay without skill"))
+        if p.report is not None:
+            result.tables.append(_distill_table(w, p))
+    result.notes.append(
+        f"Teacher: ReferenceModel answering from the labels, priced as {TEACHER_PRICE} on real token counts of its "
+        f"prompt and answer (so its quality is 1 by construction and its cost is what Opus would charge). Replay: "
+        f"{REPLAY}, the untrained local base model, with the teacher's approved skill in the prompt or without. "
+        f"Local tiers cost $0 (they run here). Invalid = the answer failed validation (counted as wrong).")
+    return result
+
+
+# -- preparation (shared) --------------------------------------------------------------------------------------------
+
+def prepare(ctx: Context, w: Workload) -> Prepared:
+    """Warm up the workload's app on its pool, then distill a student; cached per run."""
+    cache = ctx.shared.setdefault("prepared", {})
+    if w.name in cache:
+        return cache[w.name]
+    os.environ.setdefault("PROTEGE_CACHE_DIR", str(ctx.cache_dir))  # one converted base for every app
+    from protege import Policy, Protege
+    from protege.agents import ReferenceModel
+
+    folder = ctx.folder("quality", _slug(w.name), str(time.time_ns()))
+    teacher = ReferenceModel([(r["input"], output_of(r)) for r in w.pool + w.heldout], price_as=TEACHER_PRICE)
+    app = Protege(db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=REPLAY, project_dir=folder)
+    app.task(w.task, policy=Policy(min_traces=min(200, len(w.pool))))
+    calls = run_calls(app, w.task_name, w.pool, tier=None)
+    app.wait()
+    p = Prepared(w, app, warmup=calls)
+    start = time.perf_counter()
+    try:
+        _require_student_pieces()
+        p.report = app.distill(w.task_name)
+        ctx.shared.setdefault("distill", {})[w.name] = p.report.metrics
+    except Exception as exc:  # noqa: BLE001 — the other tiers still get measured
+        p.distill_error = f"{type(exc).__name__}: {exc}"
+    p.distill_s = time.perf_counter() - start
+    cache[w.name] = p
+    return p
+
+
+def _require_student_pieces() -> None:
+    """Fail fast (before minutes of training) when the local model or the evaluator has not landed yet."""
+    import importlib.util
+
+    for module in ("protege.agents.models.local", "protege.distill.evaluate"):
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"{module} is not there yet")
+
+
+def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | None) -> dict[str, Any]:
+    """Call the task on each row (tier forced, no escalation, when given); score against the labels."""
+    from protege.errors import AllTiersFailed, ModelError, ValidationFailed
+
+    spec = app.handle(task).spec
+    fields = list(spec.output_model.model_fields)
+    scores, field_hits, costs, latencies, invalid, served = [], [], [], [], 0, []
+    for row in rows:
+        expected = spec.output_model.model_validate(output_of(row))
+        start = time.perf_counter()
+        try:
+            res = app.run(task, row["input"], tier=tier, escalate=tier is None)
+            actual, cost, served_by = res.output, res.cost_usd, res.tier
+        except (ValidationFailed, AllTiersFailed, ModelError) as exc:  # a failed answer counts as wrong, and its cost still counts
+            attempts = getattr(exc, "attempts", None) or []
+            actual, cost, served_by, invalid = None, sum(a.cost_usd for a in attempts), "failed", invalid + 1
+        latencies.append(time.perf_counter() - start)
+        scores.append(float(spec.score(expected, actual)) if actual is not None else 0.0)
+        field_hits.append(fmean(getattr(expected, f) == getattr(actual, f) for f in fields) if actual else 0.0)
+        costs.append(cost)
+        served.append(served_by)
+    return {"n": len(rows), "quality": fmean(scores), "field_accuracy": fmean(field_hits), "invalid": invalid / len(rows),
+            "cost_per_1k_usd": fmean(costs) * 1000, "latency_p50_ms": percentile(latencies, 50) * 1e3,
+            "latency_p99_ms": percentile(latencies, 99) * 1e3, "scores": scores, "served": served}
+
+
+# -- evaluation ------------------------------------------------------------------------------------------------------
+
+def evaluate(ctx: Context, w: Workload) -> tuple[dict[str, dict[str, Any]], Prepared]:
+    p = prepare(ctx, w)
+    app, task = p.app, w.task_name
+    replay_n = min(len(w.heldout), ctx.pick(50, 200))  # the untrained base on a CPU: slow, and a sample will do
+    tiers: dict[str, dict[str, Any]] = {"TF-IDF + LR": _guard(lambda: tfidf_tier(w))}
+    if p.report is not None:
+        tiers["student"] = _guard(lambda: run_calls(app, task, w.heldout, tier="student"))
+        tiers["student"]["model"] = f"local:{p.report.student_id[:8]} (LoRA on smollm2-135m)"
+    else:
+        tiers["student"] = {"error": f"app.distill failed: {p.distill_error}"}
+    tiers["replay, no skill"] = _guard(lambda: run_calls(app, task, w.heldout[:replay_n], tier="replay"))
+    tiers["replay + skill"] = _guard(lambda: _with_skill(app, task, w.heldout[:replay_n], p))
+    tiers["teacher"] = _guard(lambda: run_calls(app, task, w.heldout, tier="teacher"))
+    for name, model in (("teacher", f"reference (priced as {TEACHER_PRICE})"), ("replay, no skill", REPLAY),
+                        ("replay + skill", REPLAY), ("TF-IDF + LR", "scikit-learn")):
+        tiers[name].setdefault("model", model)
+    return tiers, p
+
+
+def _with_skill(app: Any, task: str, rows: list[dict[str, Any]], p: Prepared) -> dict[str, Any]:
+    """Approve the teacher's newest skill, replay with it, then retire it (replay stays out of later routing)."""
+    app.wait()
+    skill = app.skill(task)
+    if skill is None:
+        raise RuntimeError("the teacher wrote no skill during warm-up")
+    app.approve_skill(task, reviewer="bench")
+    try:
+        out = run_calls(app, task, rows, tier="replay")
+    finally:
+        app.skills.retire(task, by="bench", note="benchmark: measured replay quality only")
+        app.tiers.invalidate(task)
+    out["skill"] = f"v{skill.version} ({skill.kind}, {len(skill.text.splitlines())} lines)"
+    p.notes.append(f"skill replayed: {out['skill']}, approved for the measurement and retired after it")
+    return out
+
+
+def tfidf_tier(w: Workload) -> dict[str, Any]:
+    from bench.tfidf import TfidfBaseline
+
+    base = TfidfBaseline().fit(w.pool, [output_of(r) for r in w.pool])
+    spec_model = _output_model(w)
+    scores, fields, latencies, invalid = [], [], [], 0
+    for row in w.heldout:
+        expected = spec_model.model_validate(output_of(row))
+        start = time.perf_counter()
+        predicted = base.predict(row["input"])
+        latencies.append(time.perf_counter() - start)
+        try:
+            actual = spec_model.model_validate(predicted)
+        except ValueError:
+            actual, invalid = None, invalid + 1
+        scores.append(1.0 if actual == expected else 0.0)
+        fields.append(fmean(predicted.get(f) == v for f, v in output_of(row).items()))
+    return {"n": len(w.heldout), "quality": fmean(scores), "field_accuracy": fmean(fields),
+            "invalid": invalid / len(w.heldout), "cost_per_1k_usd": 0.0,
+            "latency_p50_ms": percentile(latencies, 50) * 1e3, "latency_p99_ms": percentile(latencies, 99) * 1e3,
+            "train_s": base.train_s}
+
+
+def _output_model(w: Workload) -> Any:
+    from protege.tasks import TaskSpec
+
+    return TaskSpec(w.task).output_model
+
+
+def _guard(fn: Any) -> dict[str, Any]:
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 — a tier whose piece has not landed is reported, not fatal
+        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+
+
+# -- tables and plot -------------------------------------------------------------------------------------------------
+
+def _tier_table(w: Workload, tiers: dict[str, dict[str, Any]]) -> Table:
+    teacher = tiers["teacher"]
+    rows = []
+    for name in TIERS:
+        t = tiers.get(name, {})
+        if "error" in t:
+            rows.append([name, t.get("model", ""), f"not run: {t['error']}", None, None, None, None, None, None, None])
+            continue
+        retention = t["quality"] / teacher["quality"] if teacher.get("quality") else None
+        cost_ratio = t["cost_per_1k_usd"] / teacher["cost_per_1k_usd"] if teacher.get("cost_per_1k_usd") else None
+        rows.append([name, t.get("model", ""), t["n"], t["quality"], t["field_accuracy"], t["invalid"], retention,
+                     t["cost_per_1k_usd"], cost_ratio, t["latency_p50_ms"]])
+    return Table(f"{w.name}: held-out quality and cost per tier ({len(w.pool)} pool traces)",
+                 ["tier", "model", "held-out n", "exact match", "field accuracy", "invalid", "retention vs teacher",
+                  "$ per 1k calls", "cost vs teacher", "latency p50 ms"], rows)
+
+
+def _distill_table(w: Workload, p: Prepared) -> Table:
+    m = p.report.metrics
+    train = m.get("train", {})
+    return Table(f"{w.name}: app.distill", ["student", "promoted", "reason", "distill wall s", "train rows",
+                                            "train tokens/s", "its own eval retention"],
+                 [[p.report.student_id[:8], p.report.promoted, p.report.reason, p.distill_s, train.get("rows"),
+                   train.get("tokens_per_s"), m.get("retention")]])
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def plot(ax: Any, record: dict[str, Any]) -> None:
+    """Grouped bars: held-out exact match per tier, one group per workload."""
+    workloads_ = record["data"]["workloads"]
+    width = 0.8 / len(TIERS)
+    for j, tier in enumerate(TIERS):
+        values = [wl.get(tier, {}).get("quality") or 0.0 for wl in workloads_.values()]
+        ax.bar([i + (j - len(TIERS) / 2 + 0.5) * width for i in range(len(workloads_))], values, width=width,
+               label=tier)
+    ax.set_xticks(range(len(workloads_)), list(workloads_))
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("held-out exact match")
+    ax.set_title("Quality per tier (teacher = labels)")
+    ax.legend(fontsize=7)

@@ -1,0 +1,129 @@
+"""The benchmark harness works end to end on its cheapest benchmarks (small n): structure and sane values, not speed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `bench` is a top-level package beside src/, run as `python -m bench`
+    sys.path.insert(0, str(ROOT))
+
+from bench.__main__ import run_one  # noqa: E402
+from bench.common import Context, latency_summary, percentile  # noqa: E402
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return Context(quick=True, scratch=tmp_path / "scratch", cache_dir=tmp_path / "cache", log=lambda m: None)
+
+
+def test_percentiles_interpolate_between_ranks():
+    """p50 of an even-sized sample sits between the middle values; p99 near the top; ms conversion is right."""
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5.0], 99) == 5.0
+    s = latency_summary([0.001] * 99 + [0.101])
+    assert s["n"] == 100 and s["p50_ms"] == pytest.approx(1.0) and 1.0 < s["p99_ms"] < 101
+
+
+def test_overhead_measures_both_paths_against_their_baselines(ctx):
+    """The overhead benchmark times protege and bare calls on both paths and writes traces to a real store."""
+    from bench import overhead
+
+    result = overhead.run(ctx, n=20, rounds=2, profile=False)
+    for path in ("function", "sdk"):
+        m = result.data[path]
+        assert m["protege"]["n"] == m["bare"]["n"] > 0
+        assert 0 < m["bare"]["p50_ms"] <= m["bare"]["p99_ms"] < 10_000
+        assert 0 < m["protege"]["p50_ms"] <= m["protege"]["p99_ms"] < 10_000
+    assert len(result.headlines) == 2 and all(h.unit == "ms" and h.baseline > 0 for h in result.headlines)
+    dbs = list((ctx.scratch / "overhead").glob("*/protege.db"))
+    assert len(dbs) == 2  # one app per path, each on its own SQLite file
+
+
+def test_overhead_profile_accounts_for_the_call(ctx):
+    """The profiler's component rows add up to the measured app.run time, and cProfile finds langgraph frames."""
+    from bench import overhead
+    from bench.overhead_profile import profile_calls
+    from protege.agents import FunctionModel
+
+    model = FunctionModel(lambda req: json.dumps(overhead.ANSWER))
+    prof = profile_calls(ctx, overhead.make_app, model, 20)
+    breakdown = prof["tables"][0].rows
+    total = next(r for r in breakdown if r[0].startswith("= app.run"))[1]
+    parts = sum(r[1] for r in breakdown if not r[0].startswith(("=", "background")))
+    assert total > 0 and parts == pytest.approx(total, rel=0.02)
+    packages = [r[0] for r in prof["tables"][1].rows]
+    assert "langgraph" in packages and "protege" in packages
+
+
+def test_store_ingest_sqlite_rates_are_positive_and_rows_land(ctx):
+    """The ingest benchmark reports baseline, single and 4-process rates, and every trace is in the database."""
+    from bench import store as bench_store
+    from protege.store import Store
+
+    result = bench_store.run(ctx, n=400, postgres=False)
+    m = result.data["backends"]["SQLite (WAL)"]
+    assert all(m[k] > 0 for k in ("raw_per_s", "single_per_s", "concurrent_per_s"))
+    assert any("PostgreSQL not measured" in note for note in result.notes)
+    counts = []
+    for db in sorted((ctx.scratch / "store").glob("*.db")):
+        with Store(f"sqlite:///{db}", migrate=False) as s:
+            counts.append(s.count_traces())
+    assert sorted(counts) == [400, 400, 400]  # baseline, single writer, 4 writers x 100
+
+
+@pytest.mark.postgres
+def test_store_ingest_on_postgres_drops_its_scratch_databases(ctx):
+    """On PostgreSQL the benchmark measures all three rates and leaves no scratch database behind."""
+    from bench import store as bench_store
+
+    admin, why = bench_store.pg_admin_url()
+    if admin is None:
+        pytest.skip(why)
+    import psycopg
+
+    result = bench_store.run(ctx, n=200, sqlite=False)
+    assert result.data["backends"]["PostgreSQL"]["single_per_s"] > 0
+    with psycopg.connect(admin) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'protege_bench_%'").fetchone()[0]
+    assert left == 0
+
+
+def test_runner_reports_a_missing_piece_as_not_run_and_renders_the_report(ctx, tmp_path, monkeypatch):
+    """A benchmark that cannot import becomes a 'not run' record; the report renders it beside a real result."""
+    from bench import overhead
+    from bench import store as bench_store
+    from bench.report import write_report
+
+    small = bench_store.run
+    monkeypatch.setattr(bench_store, "run", lambda c: small(c, n=200, postgres=False))
+
+    missing = run_one("no_such_benchmark", ctx, "python -m bench --only no_such_benchmark")
+    assert missing["status"] == "not_run" and "no_such_benchmark" in missing["reason"]
+    ok = run_one("store", ctx, "python -m bench --only store")
+    assert ok["status"] == "ok" and ok["headlines"]
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "store.json").write_text(json.dumps(ok, default=str))
+    fake = {**missing, "name": "inference", "title": overhead.TITLE}
+    (results / "inference.json").write_text(json.dumps(fake, default=str))
+    out = write_report(results, tmp_path / "BENCHMARKS.md")
+    text = out.read_text()
+    assert "Trace ingest rate" in text and "**Not run:**" in text and "no_such_benchmark" in text
+    assert "python -m bench --only store" in text and "cores" in text
+    assert (results / "benchmarks.png").stat().st_size > 1000
+    assert "benchmarks.png" in text
+
+
+def test_headline_ratio_is_value_over_baseline():
+    """A headline's ratio divides its value by the same-run baseline (and is None without one)."""
+    from bench.common import Headline
+
+    assert Headline("x", 3.0, baseline=1.5).ratio == 2.0
+    assert Headline("x", 3.0).ratio is None
+    assert asdict(Headline("x", None, baseline=2.0))["value"] is None
