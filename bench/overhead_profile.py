@@ -21,7 +21,7 @@ from typing import Any
 from bench.common import Context, Table
 
 BACKGROUND = ("trace", "skill", "traces", "search_skills", "add_skill")  # lifecycle hooks' store reads/writes
-FOREGROUND = ("insert_run", "insert_trace", "finish_run")
+FOREGROUND = ("record_attempt",)  # the one store write of a one-attempt call
 PACKAGES = ("langgraph", "langchain_core", "pydantic", "pydantic_core", "sqlmodel", "sqlalchemy", "orjson",
             "anthropic", "httpx", "httpcore")
 
@@ -106,11 +106,9 @@ def _timed_components(app: Any, model: Any, wall: Counter):
         patch(app.store, name, f"background: store.{name}", False)
     patch(app.cascade, "run", "cascade.run", True)
     patch(app.cascade, "_attempt", "tier attempt", True)
-    patch(app.cascade, "_finish", "finish (result + finish_run)", True)
+    patch(app.cascade, "_finish", "finish (RunResult)", True)
     patch(model, "request", "model.request", True)
     patch(cascade, "validate_answer", "validate answer (pydantic)", False)
-    patch(cascade, "TraceRow", "TraceRow() (sqlmodel/pydantic)", False)
-    patch(cascade, "RunRow", "RunRow() (sqlmodel/pydantic)", False)
     patch(cascade, "run_loop", "agent loop (one turn, incl. model)", True)
     patch(app.cascade, "graph", "", False)  # recorded for restore; replaced by the timing proxy below
     app.cascade.graph = _GraphTimer(patches[-1][2], wall)
@@ -166,20 +164,16 @@ def _breakdown_rows(ms: dict[str, float]) -> list[list[Any]]:
     attempt = g("tier attempt", 0.0)
     derived = {
         "portal hop (sync app.run → event loop → back)": total - g("cascade.run", 0.0),
-        "store.insert_run (worker thread)": g("store.insert_run", 0.0),
         "LangGraph ainvoke (machinery)": g("graph.ainvoke", 0.0) - attempt,
         "model.request (FunctionModel)": g("model.request", 0.0),
         "agent loop minus model": g("agent loop (one turn, incl. model)", 0.0) - g("model.request", 0.0),
         "validate answer (pydantic)": g("validate answer (pydantic)", 0.0),
-        "TraceRow() (sqlmodel/pydantic)": g("TraceRow() (sqlmodel/pydantic)", 0.0),
-        "store.insert_trace (worker thread)": g("store.insert_trace", 0.0),
-        "rest of the attempt (prompt, dumps, thread hop)": attempt - sum(g(k, 0.0) for k in (
-            "agent loop (one turn, incl. model)", "validate answer (pydantic)", "TraceRow() (sqlmodel/pydantic)",
-            "store.insert_trace")),
-        "store.finish_run (worker thread)": g("store.finish_run", 0.0),
-        "rest of finish (RunResult, thread hop)": g("finish (result + finish_run)", 0.0) - g("store.finish_run", 0.0),
-        "rest of cascade.run (plan, RunRow, input dump, hop)": g("cascade.run", 0.0) - g("graph.ainvoke", 0.0)
-        - g("finish (result + finish_run)", 0.0) - g("store.insert_run", 0.0),
+        "store.record_attempt: run + trace + outcome, one transaction (worker thread)": g("store.record_attempt", 0.0),
+        "rest of the attempt (prompt, trace dict, thread hop)": attempt - sum(g(k, 0.0) for k in (
+            "agent loop (one turn, incl. model)", "validate answer (pydantic)", "store.record_attempt")),
+        "finish (RunResult)": g("finish (RunResult)", 0.0),
+        "rest of cascade.run (plan, input dump)": g("cascade.run", 0.0) - g("graph.ainvoke", 0.0)
+        - g("finish (RunResult)", 0.0),
     }
     rows = [[k, v, v / total if total else None] for k, v in derived.items()]
     rows.append(["= app.run total", total, 1.0 if total else None])

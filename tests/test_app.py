@@ -194,13 +194,13 @@ CRASH_SCRIPT = textwrap.dedent(
         answer: str
 
     app = Protege(db=sys.argv[1], teacher=FunctionModel(lambda r: {"answer": "paid for"}))
-    insert = app.store.insert_trace
+    record = app.store.record_attempt
 
-    def insert_then_die(trace):
-        insert(trace)
+    def record_then_die(trace, **kw):
+        record(trace, **kw)
         os.kill(os.getpid(), signal.SIGKILL)  # the process dies the instant the attempt is recorded
 
-    app.store.insert_trace = insert_then_die
+    app.store.record_attempt = record_then_die
 
     @app.task
     def solve(q: Q) -> A:
@@ -212,7 +212,8 @@ CRASH_SCRIPT = textwrap.dedent(
 
 
 def test_process_killed_after_teacher_answer_keeps_the_trace(tmp_path):
-    """SIGKILL right after the teacher answered: its trace is in the store, the run shows as unfinished."""
+    """SIGKILL right after the teacher's answer was recorded, before the caller got it: the trace and the run's
+    outcome are in the store (one transaction), so nothing paid for is lost and nothing is half-written."""
     url = f"sqlite:///{tmp_path}/crash.db"
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
@@ -223,4 +224,4 @@ def test_process_killed_after_teacher_answer_keeps_the_trace(tmp_path):
     store = Store(url)
     (trace,) = store.traces("solve")
     assert trace.valid and trace.output == {"answer": "paid for"} and trace.tier == "teacher"
-    assert store.run(trace.run_id).status == "running"
+    assert store.run(trace.run_id).status == "ok" and store.run(trace.run_id).output == {"answer": "paid for"}

@@ -31,24 +31,32 @@ class Lifecycle:
 
     # -- skills ------------------------------------------------------------------------------------------------
 
-    async def on_teacher_success(self, task: TaskRuntime, trace: TraceRow, rescued: Attempt | None) -> None:
+    async def on_teacher_success(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
         name = task.spec.name
-        if name in self._busy:  # one author per task at a time; concurrent successes would only repeat it
-            return
-        self._busy.add(name)
+        if self._nothing_to_do(task, rescued) or name in self._busy:
+            return  # the common case, decided from the tiers' cache without touching the store
+        self._busy.add(name)  # one author per task at a time; concurrent successes would only repeat it
         try:
-            await self._skill_step(task, trace, rescued)
+            await self._skill_step(task, trace_id, rescued)
         except Exception:  # background work must never take the app down; the trace is already safe
             log.exception("skill upkeep for task %r failed", name)
         finally:
             self._busy.discard(name)
 
-    async def _skill_step(self, task: TaskRuntime, trace: TraceRow, rescued: Attempt | None) -> None:
+    def _nothing_to_do(self, task: TaskRuntime, rescued: Attempt | None) -> bool:
+        """A replayable skill exists, no replay was rescued, and approval is not on evidence: no upkeep due."""
+        if rescued is not None or task.spec.policy.skill_approval == "evidence":
+            return False
+        return self.app.tiers.skill(task, forced=False) is not None
+
+    async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
         lib, name = self.app.skills, task.spec.name
         approved = await asyncio.to_thread(lib.approved, name)
         latest = await asyncio.to_thread(lib.latest, name)
         if rescued is not None and approved is not None:
-            await self._revise(task, approved, rescued, trace)
+            rescue = await asyncio.to_thread(self.app.store.trace, trace_id)
+            if rescue is not None:
+                await self._revise(task, approved, rescued, rescue)
         elif approved is None and (latest is None or latest.status in ("rejected", "retired")):
             await self._write(task)
         if task.spec.policy.skill_approval == "evidence":

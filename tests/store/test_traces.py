@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from protege.errors import UserError
 from protege.store import RunRow, TraceRow
@@ -163,3 +164,20 @@ def test_dict_rows_on_the_hot_path(store):
     run, trace = store.run("r1"), store.traces(run_id="r1")[0]
     assert (run.status, run.input, run.created_at.tzinfo is not None) == ("running", {"x": 1}, True)
     assert (trace.valid, trace.attempt, trace.messages, len(trace.id)) == (True, 0, None, 32)
+
+
+def test_record_attempt_writes_run_trace_and_outcome_in_one_transaction(store):
+    """A call's first attempt carries its run row, its last the outcome; a refused trace takes its run with it."""
+    run = {"id": "r1", "task_name": "t", "input": {"x": 1}, "input_hash": "h"}
+    store.record_attempt({"id": "a0", "run_id": "r1", "task_name": "t", "tier": "replay", "valid": False}, run=run)
+    assert store.run("r1").status == "running"
+    store.record_attempt({"id": "a1", "run_id": "r1", "task_name": "t", "tier": "teacher", "valid": True},
+                         finish={"status": "ok", "tier": "teacher", "output": {"y": 2}, "cost_usd": 0.5})
+    done = store.run("r1")
+    assert (done.status, done.tier, done.output, done.cost_usd) == ("ok", "teacher", {"y": 2}, 0.5)
+    assert done.finished_at is not None
+    assert sorted(t.id for t in store.traces("t", run_id="r1")) == ["a0", "a1"]
+    with pytest.raises(IntegrityError):  # the trace id already exists: the run row must not land without it
+        store.record_attempt({"id": "a1", "run_id": "r2", "task_name": "t", "tier": "teacher"},
+                             run={"id": "r2", "task_name": "t", "input": {}, "input_hash": "h2"})
+    assert store.run("r2") is None

@@ -25,7 +25,8 @@ from protege.agents.results import TIERS, Attempt, RunResult
 from protege.agents.tools import ToolBox
 from protege.agents.validate import validate_answer
 from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError, ValidationFailed
-from protege.store import RunRow, Store, TraceRow
+from protege.store import Store
+from protege.store.models import new_id
 from protege.tasks import TaskSpec, input_hash
 
 
@@ -68,13 +69,20 @@ class CascadeState(TypedDict, total=False):
     output: BaseModel | None
     failure: BaseException | None
     skill: tuple[str, int | None] | None  # a skill to replay instead of the approved one (evidence trials)
+    input_hash: str
+    run: dict[str, Any] | None  # the call's run row, written with its first attempt (None outside a call)
+    run_written: bool
+    finished: bool  # the run's outcome was written with its last attempt
+    started: float
+    latency_s: float
 
 
 @dataclass
 class Hooks:
     """Callbacks the app wires in; each runs in the background, never on the caller's path."""
 
-    on_teacher_success: Callable[[TaskRuntime, TraceRow, Attempt | None], Awaitable[None]] | None = None
+    # (task, the teacher's trace id, the replay attempt it rescued if any)
+    on_teacher_success: Callable[[TaskRuntime, str, Attempt | None], Awaitable[None]] | None = None
     on_shadow: Callable[[TaskRuntime, str, float], Awaitable[None]] | None = None
 
 
@@ -119,8 +127,9 @@ class Cascade:
         attempts = [*state["attempts"], attempt]
         if attempt.valid and tier == "teacher" and self.hooks.on_teacher_success:
             rescued = state["attempts"][-1] if state["attempts"] and state["attempts"][-1].tier == "replay" else None
-            self._spawn(self._teacher_success(state["task"], attempt.trace_id, rescued))
-        return {"attempts": attempts, "output": output if attempt.valid else state.get("output")}
+            self._spawn(self.hooks.on_teacher_success(state["task"], attempt.trace_id, rescued))
+        return {"attempts": attempts, "output": output if attempt.valid else state.get("output"), "run_written": True,
+                "finished": _is_last(state, attempt), "latency_s": time.perf_counter() - state["started"]}
 
     # -- a call ------------------------------------------------------------------------------------------------
 
@@ -138,41 +147,43 @@ class Cascade:
         return Plan(tiers=[*tiers, "teacher"], forced=False, escalate=escalate)
 
     async def run(self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True) -> RunResult:
+        started = time.perf_counter()
         plan = self.plan(task, tier=tier, escalate=escalate)
         data = inp.model_dump(mode="json")
-        run = RunRow(task_name=task.spec.name, task_version=task.version, input=data, input_hash=input_hash(data))
-        t0 = time.perf_counter()
-        await asyncio.to_thread(self.store.insert_run, run)
+        digest = input_hash(data)
+        run = {"id": new_id(), "task_name": task.spec.name, "task_version": task.version, "input": data,
+               "input_hash": digest}
         state: CascadeState = {
-            "task": task, "input": inp, "input_dict": data, "run_id": run.id, "plan": plan, "attempts": [],
+            "task": task, "input": inp, "input_dict": data, "input_hash": digest, "run_id": run["id"], "run": run,
+            "run_written": False, "finished": False, "started": started, "plan": plan, "attempts": [],
             "output": None, "failure": None,
         }
         out = await self.graph.ainvoke(state)
-        return await self._finish(out, time.perf_counter() - t0)
+        return await self._finish(out)
 
-    async def _finish(self, out: CascadeState, latency: float) -> RunResult:
+    async def _finish(self, out: CascadeState) -> RunResult:
         attempts: list[Attempt] = out["attempts"]
-        cost = sum(a.cost_usd for a in attempts)
         last = attempts[-1] if attempts else None
         if last is None or not last.valid or out.get("failure") is not None:
             error = out.get("failure") or _failure(out, attempts)
-            await asyncio.to_thread(
-                self.store.finish_run, out["run_id"], status="failed", error=str(error), cost_usd=cost,
-                latency_s=latency,
-            )
+            if not out["finished"]:  # refused by the budget: no attempt carried the outcome
+                await asyncio.to_thread(self._write_outcome, out, _outcome(out, attempts, None, error))
             raise error
         output = out["output"]
-        await asyncio.to_thread(
-            self.store.finish_run, out["run_id"], status="ok", tier=last.tier, output=output.model_dump(mode="json"),
-            cost_usd=cost, latency_s=latency,
-        )
         result = RunResult(
-            output=output, tier=last.tier, model=last.model, cost_usd=cost, latency_s=latency, run_id=out["run_id"],
-            trace_ids=[a.trace_id for a in attempts], attempts=attempts,
+            output=output, tier=last.tier, model=last.model, cost_usd=sum(a.cost_usd for a in attempts),
+            latency_s=out["latency_s"], run_id=out["run_id"], trace_ids=[a.trace_id for a in attempts],
+            attempts=attempts,
         )
         if last.tier != "teacher" and not out["plan"].forced:
             self._maybe_shadow(out, last, output)
         return result
+
+    def _write_outcome(self, state: CascadeState, outcome: dict[str, Any]) -> None:
+        if state["run_written"]:
+            self.store.finish_run(state["run_id"], **outcome)
+        else:
+            self.store.insert_run({**state["run"], **outcome})
 
     # -- one attempt -------------------------------------------------------------------------------------------
 
@@ -222,25 +233,40 @@ class Cascade:
         output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], result.text)
         errors += _confidence_errors(tier, result, spec)
         cost = sum(self.source.cost(model, r.usage) for r in result.responses)
-        trace = TraceRow(
-            run_id=state["run_id"], task_name=spec.name, task_version=task.version, tier=record_as or tier,
-            model=model.name,
-            attempt=len(state["attempts"]), shadow=shadow, input=state["input_dict"],
-            input_hash=input_hash(state["input_dict"]), messages=[m.model_dump(exclude_defaults=True) for m in result.messages],
-            tools=[t.model_dump() for t in task.tools.specs] or None,
-            output=output.model_dump(mode="json") if output is not None and not errors else None,
-            output_text=result.text, valid=not errors, errors=errors or None, input_tokens=result.usage.input_tokens,
-            output_tokens=result.usage.output_tokens, cache_read_tokens=result.usage.cache_read_tokens,
-            cache_write_tokens=result.usage.cache_write_tokens, cost_usd=cost, latency_s=latency,
-            confidence=result.confidence, raw=[r.raw for r in result.responses if r.raw is not None] or None,
-            **extra,
-        )
-        await asyncio.to_thread(self.store.insert_trace, trace)  # durable before anything else happens
+        valid = not errors
+        trace = {
+            "id": new_id(), "run_id": state["run_id"], "task_name": spec.name, "task_version": task.version,
+            "tier": record_as or tier, "model": model.name, "attempt": len(state["attempts"]), "shadow": shadow,
+            "input": state["input_dict"], "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
+            "messages": [m.model_dump(exclude_defaults=True) for m in result.messages],
+            "tools": [t.model_dump() for t in task.tools.specs] or None,
+            "output": output.model_dump(mode="json") if output is not None and valid else None,
+            "output_text": result.text, "valid": valid, "errors": errors or None,
+            "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
+            "cache_read_tokens": result.usage.cache_read_tokens, "cache_write_tokens": result.usage.cache_write_tokens,
+            "cost_usd": cost, "latency_s": latency, "confidence": result.confidence,
+            "raw": [r.raw for r in result.responses if r.raw is not None] or None, **extra,
+        }
         attempt = Attempt(
-            tier=tier, model=model.name, valid=not errors, errors=errors, text=result.text, cost_usd=cost,
-            latency_s=latency, trace_id=trace.id, confidence=result.confidence, **extra,
+            tier=tier, model=model.name, valid=valid, errors=errors, text=result.text, cost_usd=cost,
+            latency_s=latency, trace_id=trace["id"], confidence=result.confidence, **extra,
         )
+        run, outcome = self._call_writes(state, attempt, output, shadow)
+        # one transaction, durable before anything else happens: a crash after it loses nothing paid for
+        await asyncio.to_thread(self.store.record_attempt, trace, run=run, finish=outcome)
         return attempt, output
+
+    def _call_writes(self, state: CascadeState, attempt: Attempt, output: BaseModel | None, shadow: bool
+                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """What a call's attempt writes beside its trace: the run row (first attempt), the outcome (last)."""
+        if state.get("run") is None or shadow:
+            return None, None
+        run = None if state["run_written"] else state["run"]
+        if not _is_last(state, attempt):
+            return run, None
+        attempts = [*state["attempts"], attempt]
+        error = None if attempt.valid else _failure({**state, "attempts": attempts}, attempts)
+        return run, _outcome(state, attempts, output if attempt.valid else None, error)
 
     # -- background work ---------------------------------------------------------------------------------------
 
@@ -253,11 +279,6 @@ class Cascade:
         """Wait for shadow runs and skill writing still in flight."""
         while self.background:
             await asyncio.gather(*list(self.background), return_exceptions=True)
-
-    async def _teacher_success(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
-        trace = await asyncio.to_thread(self.store.trace, trace_id)
-        if trace is not None and self.hooks.on_teacher_success:
-            await self.hooks.on_teacher_success(task, trace, rescued)
 
     def _maybe_shadow(self, out: CascadeState, served: Attempt, output: BaseModel) -> None:
         rate = out["task"].spec.policy.shadow_rate
@@ -281,6 +302,21 @@ class Cascade:
         await asyncio.to_thread(self.store.add_shadow, row)
         if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
+
+
+def _is_last(state: CascadeState, attempt: Attempt) -> bool:
+    """Whether the call ends with this attempt (the graph's `_next` will route to END)."""
+    plan = state["plan"]
+    return attempt.valid or not plan.escalate or len(state["attempts"]) + 1 >= len(plan.tiers)
+
+
+def _outcome(state: CascadeState, attempts: list[Attempt], output: BaseModel | None, error: BaseException | None
+             ) -> dict[str, Any]:
+    """The run row's final fields."""
+    common = {"cost_usd": sum(a.cost_usd for a in attempts), "latency_s": time.perf_counter() - state["started"]}
+    if error is not None:
+        return {"status": "failed", "error": str(error), **common}
+    return {"status": "ok", "tier": attempts[-1].tier, "output": output.model_dump(mode="json"), **common}
 
 
 def _confidence_errors(tier: str, result: LoopResult, spec: TaskSpec) -> list[str]:
