@@ -1,7 +1,7 @@
 """Worker: do one piece of protege work and SIGKILL itself at a chosen point inside it.
 
-    python kill_at.py teacher URL PROVIDER BASE_URL   a call whose real-SDK teacher answers; dies before the run
-                                                      is finished (the trace is already written)
+    python kill_at.py teacher URL PROVIDER BASE_URL   a call whose real-SDK teacher answers; dies once the answer
+                                                      is written, before the caller gets it
     python kill_at.py dataset URL OUT_DIR              build_dataset; dies after 50 lines of the data files
     python kill_at.py export DATASET_DIR DEST WHEN     export_dataset; dies just before (WHEN=before) or just
                                                       after (WHEN=after) its switch (os.replace of the symlink,
@@ -65,7 +65,8 @@ def teacher(url: str, provider: str, base_url: str) -> None:
 
         model = OpenAIModel("gpt-4o", api_key=key, base_url=base_url, max_retries=0)
     app = Protege(db=url, teacher=model, project_dir=Path(url.removeprefix("sqlite:///")).parent / ".protege")
-    app.store.finish_run = before(1, app.store.finish_run)  # the answer is recorded; the run never finishes
+    # dies once the attempt's one write (trace + run outcome) is committed, before the caller gets the answer
+    app.store.record_attempt = after(1, app.store.record_attempt)
     register_triage(app)
     app.run("triage", {"ticket": {"subject": "refund please"}})
 
