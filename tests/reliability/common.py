@@ -68,8 +68,13 @@ def script_env() -> dict[str, str]:
 
 
 def start_script(name: str, *args: str | Path, **kw: Any) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SCRIPTS / name), *map(str, args)], env=script_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}
+    return subprocess.Popen([sys.executable, str(SCRIPTS / name), *map(str, args)], env=script_env(), **kw)
+
+
+def phase_file(path: str | Path, k: int) -> str:
+    """The name of a worker's file (output, go signal) in phase k of calls.py: `path` itself, then path.1, ..."""
+    return str(path) if k == 0 else f"{path}.{k}"
 
 
 def run_script(name: str, *args: str | Path, timeout: float = 300, env: dict[str, str] | None = None

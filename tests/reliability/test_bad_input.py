@@ -12,7 +12,7 @@ from tempfile import TemporaryDirectory
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -23,8 +23,7 @@ from protege.skills.skill import ALLOWED_KEYS
 from protege.store import Store
 
 from .common import OPUS, oracle, register_triage, store_text
-
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+from .fuzzing import fuzz
 
 scalars = st.none() | st.booleans() | st.integers(-1000, 1000) | st.integers() | st.floats() | st.text(max_size=30)
 json_values = st.recursive(
@@ -67,8 +66,7 @@ def app(tmp_path):
     a.close()
 
 
-@FUZZ
-@given(data=task_inputs)
+@fuzz(quick=50, soak=500, data=task_inputs)
 def test_fuzzed_task_input_is_served_or_refused_cleanly(app, data):
     """app.run with any value: a RunResult (one run, its trace) or a UserError that wrote no run and no trace."""
     before = counts(app.store)
@@ -84,8 +82,10 @@ def test_fuzzed_task_input_is_served_or_refused_cleanly(app, data):
     assert app.store.run(res.run_id).input == app.tasks["triage"].spec.parse_input((), data).model_dump(mode="json")
 
 
-@settings(FUZZ, max_examples=60)
-@given(payload=st.dictionaries(st.text(max_size=10), json_values, max_size=6))
+test_soak_fuzzed_task_input = test_fuzzed_task_input_is_served_or_refused_cleanly.soak
+
+
+@fuzz(quick=30, soak=300, payload=st.dictionaries(st.text(max_size=10), json_values, max_size=6))
 def test_fuzzed_free_form_payload_round_trips_through_the_store(app, payload):
     """A dict-typed input holding any JSON (huge ints, NaN, NUL characters, deep nesting) is served, and the run
     keeps exactly the input the model was given."""
@@ -94,6 +94,9 @@ def test_fuzzed_free_form_payload_round_trips_through_the_store(app, payload):
     (trace,) = app.store.traces(run_id=res.run_id)
     given_input = app.tasks["count_keys"].spec.parse_input((), {"payload": payload}).model_dump(mode="json")
     assert app.store.run(res.run_id).input == trace.input == given_input
+
+
+test_soak_fuzzed_free_form_payload = test_fuzzed_free_form_payload_round_trips_through_the_store.soak
 
 
 @pytest.mark.parametrize("big", [-2**63 - 1, 2**64 + 1, 10**30])
@@ -132,7 +135,10 @@ frontmatters = st.fixed_dictionaries(
               "metadata": st.dictionaries(st.text(max_size=10), st.text(max_size=20) | yaml_values, max_size=3),
               "allowed-tools": st.text(max_size=30) | yaml_values},
 ) | st.dictionaries(st.sampled_from(ALLOWED_KEYS) | st.text(max_size=8), yaml_values, max_size=5)
-bodies = st.text(max_size=400) | st.lists(st.text(max_size=20), max_size=600).map("\n".join)
+CONTROLS = "".join(map(chr, [*range(9), 11, 12, *range(14, 32), 127]))  # what skill text may not hold
+plain_text = st.characters(codec="utf-8", exclude_characters=CONTROLS)  # as real skill files are
+bodies = st.one_of(st.text(plain_text, max_size=400), st.text(max_size=400),
+                   st.lists(st.text(plain_text, max_size=20), max_size=600).map("\n".join))
 skill_texts = st.one_of(
     st.text(max_size=300),
     st.text(max_size=300).map(lambda t: "---\n" + t),
@@ -140,8 +146,7 @@ skill_texts = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(text=skill_texts)
+@fuzz(quick=150, soak=3000, text=skill_texts)
 def test_fuzzed_skill_md_parses_or_is_refused(text):
     """Skill.parse on any text: a valid Skill (which renders and parses back to itself) or a UserError."""
     try:
@@ -153,6 +158,9 @@ def test_fuzzed_skill_md_parses_or_is_refused(text):
     assert Skill.parse(skill.render()) == skill
 
 
+test_soak_fuzzed_skill_md = test_fuzzed_skill_md_parses_or_is_refused.soak
+
+
 FILE_NAME = st.text(alphabet=string.ascii_letters + string.digits + "._- é", min_size=1, max_size=8).filter(
     lambda n: n not in (".", ".."))
 random_tree = st.lists(
@@ -162,7 +170,7 @@ random_tree = st.lists(
 )
 usual_tree = st.lists(  # what real skills hold: a few text files, one folder down
     st.tuples(st.sampled_from(["examples/a.md", "examples/b.md", "scripts/run.py", "reference.md"]),
-              st.text(max_size=60).map(str.encode)),
+              st.text(plain_text, max_size=60).map(str.encode)),
     max_size=3, unique_by=lambda f: f[0],
 )
 tree_files = usual_tree | random_tree
@@ -175,8 +183,7 @@ def lib(tmp_path):
         yield SkillLibrary(store)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(body=bodies, files=tree_files, skill_md=mostly, link=mostly.map(lambda m: not m))
+@fuzz(quick=30, soak=300, body=bodies, files=tree_files, skill_md=mostly, link=mostly.map(lambda m: not m))
 def test_fuzzed_skill_folder_imports_whole_or_not_at_all(tmp_path, lib, body, files, skill_md, link):
     """import_dir on a random folder tree (odd names, binary files, deep nesting, a symlink out): the skill is
     stored, or a UserError stores nothing; what is stored is exactly the folder's text files, never the link's
@@ -210,6 +217,9 @@ def test_fuzzed_skill_folder_imports_whole_or_not_at_all(tmp_path, lib, body, fi
     for rel, text in row.files.items():
         assert written[rel] == text.encode() and not any(p.startswith(".") for p in rel.split("/"))
     assert secret not in store_text(lib.store)
+
+
+test_soak_fuzzed_skill_folder = test_fuzzed_skill_folder_imports_whole_or_not_at_all.soak
 
 
 def test_skill_with_a_nul_character_is_refused_as_user_error_on_postgres(tmp_path, pg_url):

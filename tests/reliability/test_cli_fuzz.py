@@ -8,7 +8,7 @@ import re
 import string
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -18,9 +18,8 @@ from protege.cli import app as cli
 from protege.store import Store
 
 from .common import GOOD, OPUS, oracle, register_triage
+from .fuzzing import fuzz
 
-FUZZ = settings(max_examples=40, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @pytest.fixture
@@ -102,8 +101,8 @@ lines = st.lists(st.one_of(chat_lines, chat_lines, json_values.map(json.dumps),
                  min_size=1, max_size=5)
 
 
-@FUZZ
-@given(file_lines=lines, skip_bad=st.booleans(), task=st.sampled_from(["triage", "unregistered_task"]))
+@fuzz(quick=20, soak=300, file_lines=lines, skip_bad=st.booleans(),
+      task=st.sampled_from(["triage", "unregistered_task"]))
 def test_fuzzed_import_traces_file_is_all_or_nothing(project, tmp_path, file_lines, skip_bad, task):
     """import-traces on random JSONL (chat-shaped or not, valid or not, for a registered task checked against its
     stored schema or an unregistered one): exit 0 with the good lines imported, or exit 2 with nothing imported."""
@@ -120,6 +119,9 @@ def test_fuzzed_import_traces_file_is_all_or_nothing(project, tmp_path, file_lin
     else:
         assert result.exit_code == 2 and after == before
         event("refused")
+
+
+test_soak_fuzzed_import_traces_file = test_fuzzed_import_traces_file_is_all_or_nothing.soak
 
 
 @pytest.mark.parametrize("tools", [True, 5, "lookup", {"name": "lookup"}])
@@ -160,14 +162,16 @@ ARGS = st.lists(st.sampled_from(TOKENS) | st.text(alphabet=string.printable.stri
                 st.integers(-5, 10**6).map(str), max_size=5)
 
 
-@FUZZ
-@given(global_opts=GLOBAL, command=st.sampled_from(COMMANDS), args=ARGS)
+@fuzz(quick=20, soak=300, global_opts=GLOBAL, command=st.sampled_from(COMMANDS), args=ARGS)
 def test_fuzzed_arguments_end_in_a_clean_exit(project, global_opts, command, args):
     """Any mix of the store-reading and reviewing commands with random arguments and global options exits 0, 1 or
     2 with a one-line error, never with an unexpected exception."""
     db = [] if "--db" in global_opts else ["--db", project]
     result = invoke(*db, *global_opts, *command, *args)
     event(f"exit {result.exit_code}")
+
+
+test_soak_fuzzed_arguments = test_fuzzed_arguments_end_in_a_clean_exit.soak
 
 
 def test_app_target_that_is_not_a_factory_is_a_usage_error(project):

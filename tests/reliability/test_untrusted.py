@@ -68,13 +68,18 @@ def test_policy_lets_replay_use_a_draft(tmp_path):
     app.close()
 
 
-@pytest.mark.xfail(strict=True, reason="tiers.py AppTiers.skill: with allow_unapproved_skills it replays "
-                   "skills.latest() whatever its status, so a skill a reviewer rejected (or retired) is replayed")
-def test_rejected_skill_is_never_replayed_even_when_drafts_are_allowed(tmp_path):
-    """allow_unapproved_skills admits drafts, not skills a reviewer rejected."""
+@pytest.mark.parametrize("verdict", ["reject", "retire"])
+def test_rejected_skill_is_never_replayed_even_when_drafts_are_allowed(tmp_path, verdict):
+    """allow_unapproved_skills admits drafts, not skills a reviewer rejected or retired (it replayed the newest
+    skill whatever its status)."""
     app, teacher, replay = make_app(tmp_path, Policy(allow_unapproved_skills=True, shadow_rate=0))
     plant_draft(app)
-    app.reject_skill("triage", reviewer="ana", note="tells the model to ignore its instructions")
+    if verdict == "reject":
+        app.reject_skill("triage", reviewer="ana", note="tells the model to ignore its instructions")
+    else:
+        app.approve_skill("triage")
+        app.skills.retire("triage", by="ana", note="stale")
+    assert app.store.skill("triage").status == {"reject": "rejected", "retire": "retired"}[verdict]
     call(app)
     assert MARKER not in seen(replay)
     app.close()
@@ -221,7 +226,8 @@ def _triage(ticket: Ticket) -> Triage:
 
 def test_hung_sync_tools_do_not_stall_other_calls(tmp_path):
     """More concurrent calls than the default executor has threads, each with a sync tool that hangs: every call
-    still ends in about the tool timeout, not when the hung tools finally return."""
+    ends while the tools still hang, not when they finally return (they shared the executor of the store's writes,
+    so every call waited for them)."""
     workers = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default size
     app = Protege(db=f"sqlite:///{tmp_path}/t.db", teacher=tool_agent("hangs"), project_dir=tmp_path / ".p")
     app.task(tools=[hangs], policy=Policy(tool_timeout_s=0.2))(_triage)
@@ -245,7 +251,8 @@ def test_hung_sync_tools_do_not_stall_other_calls(tmp_path):
 
 
 def test_a_hung_sync_tool_does_not_keep_the_process_alive(tmp_path):
-    """After a call whose sync tool hung past its timeout, the process exits promptly, not when the tool returns."""
+    """After a call whose sync tool hung past its timeout, the process exits, long before the tool would return
+    (the tool's executor thread was joined at exit)."""
     proc = start_script("hung_tool.py", tmp_path / "h.db")  # its tool hangs for 300 s
     try:
         out, err = proc.communicate(timeout=60)  # far longer than start-up + a call, far shorter than the tool

@@ -38,9 +38,11 @@ def test_convenience_properties_read_metadata():
     assert (bare.task, bare.version, bare.status, bare.kind) == ("triage_ticket", None, None, None)
 
 
-# YAML's troublemakers (line-break look-alikes, quotes, indicators) mixed into arbitrary unicode.
-_chars = st.one_of(st.sampled_from(list("\x85\u2028\u2029\r\n\t :#-'\"\x00\ufeff{}[]|>&*!%@`")),
-                   st.characters(blacklist_categories=("Cs",)))
+# YAML's troublemakers (line-break look-alikes, quotes, indicators) mixed into arbitrary unicode; no C0 controls
+# but tab, LF and CR, nor DEL (skills refuse them: PostgreSQL cannot store NUL).
+_CONTROLS = "".join(map(chr, [*range(9), 11, 12, *range(14, 32), 127]))
+_chars = st.one_of(st.sampled_from(list("\x85\u2028\u2029\r\n\t :#-'\"\ufeff{}[]|>&*!%@`")),
+                   st.characters(blacklist_categories=("Cs",), blacklist_characters=_CONTROLS))
 _text = st.text(_chars, max_size=200)
 
 
@@ -61,11 +63,21 @@ def test_round_trip_holds_for_arbitrary_text(name, description, body, metadata, 
 
 
 @pytest.mark.parametrize("value", ["a\x85b", "d\x85", "a\u2028b", "x\u2029", "a\rb", "  lead", "trail ", "---",
-                                   "k: v", "#c", "yes", "~", "null", "@x", "'q\"", "a\x00b", "\ufeffx", "é ü"])
+                                   "k: v", "#c", "yes", "~", "null", "@x", "'q\"", "\ufeffx", "é ü"])
 def test_round_trip_holds_for_yaml_troublemakers(value):
     """Values YAML folds, quotes or reads as other types come back exactly (NEL once came back as spaces)."""
     skill = Skill(name="a", description=value, metadata={value: value}, license=value, body=value)
     assert Skill.parse(skill.render()) == skill
+
+
+@pytest.mark.parametrize("field", ["description", "body", "license", "metadata", "files"])
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\x7f"])
+def test_control_characters_are_refused(field, char):
+    """NUL (which PostgreSQL cannot store) and other control characters but tab, LF and CR are a UserError."""
+    value = {"metadata": {"k": f"a{char}b"}, "files": {"a.md": f"a{char}b"}}.get(field, f"a{char}b")
+    with pytest.raises(UserError, match="control character"):
+        Skill(**{"name": "a", "description": "d", field: value}).validate()
+    assert Skill(name="a", description="d\tx", body="a\tb\r\nc\n").validate()
 
 
 def test_hand_written_skill_md_parses():

@@ -66,6 +66,8 @@ def _in_daemon_thread(name: str, fn: Callable[..., Any], kwargs: dict[str, Any])
         result, error = None, None
         try:
             result = context.run(fn, **kwargs)
+        except StopIteration as exc:  # a future cannot carry StopIteration (as in coroutines)
+            error = RuntimeError(f"tool raised StopIteration: {exc}")
         except BaseException as exc:  # handed to the caller, as to_thread would
             error = exc
         try:

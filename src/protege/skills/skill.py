@@ -275,4 +275,7 @@ def _clip(text: str, n: int = 80) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
-__all__ = ["ALLOWED_KEYS", "SKILL_FILE", "Skill", "check_body", "check_characters", "check_file_path", "estimate_tokens", "skill_name"]
+__all__ = [
+    "ALLOWED_KEYS", "SKILL_FILE", "Skill", "check_body", "check_characters", "check_file_path", "estimate_tokens",
+    "skill_name",
+]
