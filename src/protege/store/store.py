@@ -401,6 +401,7 @@ def _defaults(table: Any) -> dict[str, Any]:
 
 
 _DEFAULTS = {RunRow: _defaults(RunRow), TraceRow: _defaults(TraceRow)}
+_REQUIRED = {t: [n for n, f in t.model_fields.items() if f.is_required()] for t in (RunRow, TraceRow)}
 
 
 def _from_dict(table: Any, data: dict) -> dict:
@@ -409,7 +410,7 @@ def _from_dict(table: Any, data: dict) -> dict:
     unknown = data.keys() - fields.keys()
     if unknown:
         raise UserError(f"{table.__tablename__} fields {sorted(unknown)!r} are not columns; use {sorted(fields)!r}")
-    missing = [n for n, f in fields.items() if f.is_required() and n not in data]
+    missing = [n for n in _REQUIRED[table] if n not in data]
     if missing:
         raise UserError(f"{table.__tablename__} row with fields {sorted(data)!r} lacks required fields {missing!r}")
     row = _no_nul({**_DEFAULTS[table], **data}, _TEXT_FIELDS[table])
