@@ -15,7 +15,20 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Entry point of the `protege` script."""
+    quiet_model_libraries()
     app(prog_name="protege")
+
+
+def quiet_model_libraries() -> None:
+    """The CLI draws its own progress bars: keep transformers' and the hub's bars, advice and deprecation
+    warnings out of the terminal (set the variables yourself to see them)."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\b")
 
 
 if __name__ == "__main__":

@@ -194,8 +194,12 @@ def distill(
 
 
 def show_distill_report(report: Any, wall_s: float) -> None:
-    rows = [[name, _metric_text(name, value)] for name, value in _flat(report.metrics or {}).items()]
+    flat = _flat(report.metrics or {})
+    paths = {name: flat.pop(name) for name in ("train.adapter_path", "train.base") if name in flat}
+    rows = [[name, _metric_text(name, value)] for name, value in flat.items()]
     table(f"student {report.student_id} of {report.task}", ["metric", "value"], rows, right=("value",))
+    for name, path in paths.items():  # long paths would squeeze the table's value column out of view
+        console().print(f"{name.removeprefix('train.')}: {path}", soft_wrap=True)
     verdict = "[green]promoted[/]" if report.promoted else "[yellow]kept as a candidate[/]"
     console().print(f"{verdict}: {report.reason}  (dataset {report.dataset_id}, {secs(wall_s)})")
 
