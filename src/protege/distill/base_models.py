@@ -33,7 +33,8 @@ def resolve_base(spec: str | Path, cache_dir: Path) -> Path:
     local = Path(spec_str).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise UserError(f"student base {spec_str!r} is a path but holds no config.json; point it at a checkpoint dir")
+            raise UserError(f"student base {spec_str!r} is a path but holds no config.json; "
+                            f"point it at a checkpoint dir")
         return local
     key = spec_str.lower()
     target = Path(cache_dir) / "base" / re.sub(r"[^a-zA-Z0-9._-]+", "--", key)

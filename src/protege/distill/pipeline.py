@@ -82,7 +82,7 @@ def distill(
                            progress=lambda p: report("train", p.step, p.total_steps))
     metrics = _evaluate(app, spec, base_dir, result.adapter_path, student_id, eval_rows, report)
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
-        "final_loss": result.loss_history[-1][1] if result.loss_history else None}
+        "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss}
     store.add_student(StudentRow(
         id=student_id, task_name=spec.name, base=app.settings.student_base, adapter_path=str(result.adapter_path),
         adapter_hash=dir_hash(result.adapter_path), dataset_id=built.id, metrics=metrics,

@@ -2,7 +2,7 @@
 
 Rows are TRL conversational rows, ``{"messages": [{"role", "content"}, ...]}``; every assistant turn is a
 completion and the loss is on completions only. What makes it fast on a CPU (measurements:
-notes/student-measurements.md):
+docs/student.md):
 
 - shared-prefix batches: every prompt starts with the same system turn (the task's instructions), often most of
   the tokens. `_StudentTrainer` runs that prefix once per batch and lets every row attend to its key/value cache,
@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protege.agents.models.local import render_chat
 from protege.errors import TrainingError, UserError
 
 ADAPTER_DIR = "adapter"
@@ -37,7 +38,7 @@ METADATA_FILE = "protege_student.json"
 
 
 class TrainConfig(BaseModel):
-    """How a student is trained. Defaults are measured on the bundled base (notes/student-measurements.md)."""
+    """How a student is trained. Defaults are measured on the bundled base (docs/student.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +73,7 @@ class TrainResult(BaseModel):
     base: str
     method: str
     loss_history: list[tuple[int, float]] = Field(description="(step, training loss) as logged")
+    train_loss: float | None = Field(None, description="mean training loss over the run")
     eval_loss: float | None = None
     train_tokens: int = Field(description="tokens of the training rows processed, prompts included")
     tokens_per_s: float
@@ -139,12 +141,13 @@ def train_student(
     checkpoint = _last_checkpoint(out_dir / CHECKPOINT_DIR)
     started = time.perf_counter()
     try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training on {str(base_dir)!r} failed: {exc}") from exc
     wall = time.perf_counter() - started
     eval_loss = trainer.evaluate()["eval_loss"] if eval_examples else None
     result = _result(trainer, examples, skipped, base_dir, out_dir, config, wall, eval_loss)
+    result.train_loss = output.training_loss
     _save_atomically(trainer.model, tokenizer, out_dir / ADAPTER_DIR, config, result)
     return result
 
@@ -203,7 +206,8 @@ def _build_trainer(model, tokenizer, examples, eval_examples, out_dir: Path, con
     from trl import SFTConfig
 
     def as_dataset(items: list[TokenizedExample]) -> Dataset:
-        return Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids)} for e in items])
+        return Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids)}
+                                  for e in items])
 
     args = SFTConfig(
         output_dir=str(out_dir / CHECKPOINT_DIR),
@@ -227,6 +231,7 @@ def _build_trainer(model, tokenizer, examples, eval_examples, out_dir: Path, con
         save_steps=config.save_steps or 500,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
+        logging_first_step=True,
         report_to="none",
         disable_tqdm=True,
         dataset_kwargs={"skip_prepare_dataset": True},
@@ -234,15 +239,19 @@ def _build_trainer(model, tokenizer, examples, eval_examples, out_dir: Path, con
         dataloader_num_workers=0,
         use_cpu=not _has_accelerator(),
     )
-    return _trainer_class()(
+    callback = _progress_callback(progress) if progress else None
+    trainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=as_dataset(examples),
         eval_dataset=as_dataset(eval_examples) if eval_examples else None,
         processing_class=tokenizer,
-        callbacks=[_progress_callback(progress)] if progress else None,
+        callbacks=[callback] if callback else None,
         shared_prefix=config.shared_prefix,
     )
+    if callback:
+        callback.trainer = trainer
+    return trainer
 
 
 def _has_accelerator() -> bool:
@@ -317,12 +326,6 @@ def check_rows(rows: Sequence[dict[str, Any]], what: str) -> None:
             raise UserError(f"{what}[{i}] has no 'messages' list: {str(row)[:200]!r}")
         if messages[-1].get("role") != "assistant":
             raise UserError(f"{what}[{i}] does not end with an assistant turn (its answer): {messages[-1]!r}")
-
-
-def render_chat(tokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
-    """Token ids of `messages` in the base's chat template: the one rendering used in training and serving."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def tokenize_row(tokenizer, messages: list[dict[str, str]]) -> TokenizedExample:
@@ -427,14 +430,15 @@ def _progress_callback(progress: ProgressFn):
         def __init__(self):
             self.started = time.perf_counter()
             self.loss: float | None = None
+            self.trainer = None  # set once the trainer exists: it counts the tokens
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 self.loss = float(logs["loss"])
 
         def on_step_end(self, args, state, control, **kwargs):
-            tokens = kwargs.get("model") and 0
             progress(TrainProgress(step=state.global_step, total_steps=state.max_steps, epoch=state.epoch or 0.0,
-                                   loss=self.loss, tokens=tokens or 0, elapsed_s=time.perf_counter() - self.started))
+                                   loss=self.loss, tokens=getattr(self.trainer, "train_tokens", 0),
+                                   elapsed_s=time.perf_counter() - self.started))
 
     return ProgressCallback()

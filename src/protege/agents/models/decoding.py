@@ -21,6 +21,7 @@ DIGITS = frozenset("0123456789")
 HEX = frozenset("0123456789abcdefABCDEF")
 ESCAPES = frozenset('"\\/bfnrtu')
 DEFAULT_MAX_STRING = 400  # characters; a runaway string from an unsure model is closed here
+MAX_DIGITS = 18  # of an integer part: a runaway number is closed here too
 
 
 # -- schema nodes ---------------------------------------------------------------------------------------------------
@@ -301,7 +302,7 @@ def _number_step(node: Node, phase: str, text: str, c: str) -> str | None:
     if phase == "minus":
         return ("zero" if c == "0" else "int") if digit else None
     if phase in ("zero", "int"):
-        if digit and phase == "int" and len(text) < 18:
+        if digit and phase == "int" and len(text.lstrip("-")) < MAX_DIGITS:
             return "int"
         if node.integer:
             return None

@@ -46,7 +46,8 @@ class LocalModel:
         threads: int | None = None,
     ):
         self.base_path, self.adapter_path = _resolve_paths(Path(path), Path(adapter) if adapter else None)
-        self.name = f"local:{name or path}"
+        name = name or str(path)
+        self.name = name if name.startswith("local:") else f"local:{name}"
         self.device = device
         self.dtype = dtype
         self.threads = threads

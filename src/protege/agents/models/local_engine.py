@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protege.agents.models.decoding import Grammar, State
-from protege.errors import ModelError
+from protege.errors import ModelError, UserError
 
 TOP_K = 48
 BUDGET_RESERVE = 64  # tokens kept back so an answer that runs long can still be closed validly
@@ -93,7 +93,7 @@ class Engine:
         out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[0, -1].float()
 
-    # -- decoding -------------------------------------------------------------------------------------------------------
+    # -- decoding ----------------------------------------------------------------------------------------------------
 
     def _free(self, ids, logits, cache, reused, max_tokens) -> Generation:
         out: list[int] = []
@@ -198,6 +198,11 @@ def _load(base: Path, adapter: Path | None, device, dtype: str):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    if dtype == "int8":  # weights in int8, activations quantized on the fly: decoding is memory-bound on a CPU
+        if device.type != "cpu":
+            raise UserError(f"dtype='int8' runs on the CPU only; device is {device.type!r}: use 'auto' or 'bfloat16'")
+        model = torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        return tokenizer, model
     model = model.to(device=device, dtype=_inference_dtype(dtype, device)).eval()
     return tokenizer, model
 

@@ -1,0 +1,217 @@
+"""`local:` models: schema-constrained decoding (the grammar alone, then a real tiny model), confidence, the
+prompt-prefix cache, the process-wide engine cache, and clear errors for bad paths."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+from student_support import chat_row, smollm2_base, tiny_base  # noqa: F401 - fixtures
+
+from protege.agents.models.base import Message, ModelRequest, resolve_model
+from protege.agents.models.decoding import Grammar
+from protege.errors import UserError
+
+
+class Line(BaseModel):
+    sku: str = Field(min_length=1, max_length=12)
+    qty: int = Field(ge=1)
+    price: float
+
+
+class Invoice(BaseModel):
+    kind: Literal["order", "refund", "quote"]
+    customer: str | None
+    lines: list[Line]
+    tags: list[str] = Field(max_length=3)
+    priority: int
+    paid: bool
+    note: str | None = None
+    meta: dict = Field(default_factory=dict)
+
+
+SCHEMA = Invoice.model_json_schema()
+
+
+def compact(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def accepts(text: str, schema=SCHEMA) -> bool:
+    state = Grammar(schema).start().feed(text)
+    return state is not None and state.done
+
+
+texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+lines = st.builds(Line, sku=texts.filter(lambda s: len(s) >= 1), qty=st.integers(1, 10**6),
+                  price=st.floats(-1e6, 1e6, allow_nan=False))
+invoices = st.builds(
+    Invoice, kind=st.sampled_from(["order", "refund", "quote"]), customer=st.none() | texts,
+    lines=st.lists(lines, max_size=3), tags=st.lists(texts, max_size=3), priority=st.integers(-5, 5),
+    paid=st.booleans(), note=st.none() | texts,
+    meta=st.dictionaries(texts, st.none() | st.integers(-10**17, 10**18 - 1) | texts
+                         | st.lists(st.booleans(), max_size=2), max_size=2),
+)
+
+
+# -- the grammar on its own ----------------------------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(invoices)
+def test_grammar_accepts_every_valid_answer_in_compact_form(invoice):
+    """Whatever a valid answer holds (unicode, escapes, negative floats, nested lists, free dicts; integers of up
+    to 18 digits), its compact JSON — the form students are trained on — is a complete sentence of the grammar."""
+    assert accepts(compact(invoice.model_dump(mode="json")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(invoices, st.data())
+def test_finishing_any_prefix_gives_a_valid_answer(invoice, data):
+    """Cut a valid answer anywhere: `finish()` closes it into JSON that validates (the budget-exhausted path)."""
+    text = compact(invoice.model_dump(mode="json"))
+    cut = data.draw(st.integers(0, len(text)))
+    state = Grammar(SCHEMA).start().feed(text[:cut])
+    closed = text[:cut] + state.finish()
+    Invoice.model_validate_json(closed)
+
+
+@pytest.mark.parametrize("answer", [
+    {"kind": "invoice"},  # not one of the enum's values
+    {"kind": "order", "customer": 3},  # a number where a string or null goes
+    {"kind": "order", "customer": None, "lines": [{"sku": "", "qty": 1, "price": 1}]},  # minLength
+    {"kind": "order", "customer": None, "lines": [{"sku": "a", "qty": 0, "price": 1}]},  # minimum 1
+    {"kind": "order", "customer": None, "lines": [{"sku": "a", "qty": 1.5, "price": 1}]},  # not an integer
+    {"kind": "order", "customer": None, "lines": [], "tags": ["a", "b", "c", "d"]},  # maxItems
+])
+def test_grammar_rejects_what_the_schema_rules_out(answer):
+    """Enum values, types, string length, integer minimum and list length are all enforced character by
+    character: the first offending character is refused."""
+    assert Grammar(SCHEMA).start().feed(compact(answer)) is None
+
+
+def test_grammar_forces_keys_and_punctuation():
+    """Keys and punctuation the schema fixes are written without asking the model (they cost no choice)."""
+    state = Grammar(SCHEMA).start()
+    assert state.forced() == '{"kind":"'
+    state = state.feed('{"kind":"re')
+    assert state.forced() == 'fund","customer":'
+    assert state.feed(state.forced()).allowed() == frozenset('"n')  # a string or null: the model's choice
+
+
+# -- a real (tiny, random) model under the grammar ----------------------------------------------------------------
+
+def request(text: str, schema=SCHEMA, max_tokens: int = 2048, system: str = "Write the invoice.") -> ModelRequest:
+    return ModelRequest(messages=[Message(role="system", content=system), Message(role="user", content=text)],
+                        output_schema=schema, max_tokens=max_tokens)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_base):
+    from protege.agents.models.local import LocalModel
+
+    return LocalModel(tiny_base, threads=2)
+
+
+def test_an_untrained_model_still_answers_valid_json(tiny):
+    """A random model — the worst case for constrained decoding — always produces an answer that validates:
+    enums, nullable fields, ints, floats, nested lists of objects and free-form dicts included."""
+    for text in ["invoice 1", "refund for ACME", "ünïcode ✓"]:
+        response = tiny.generate(request(text, max_tokens=250))  # an unsure model's strings run long: cap them
+        Invoice.model_validate_json(response.text)
+        assert 0.0 <= response.confidence <= 1.0
+        assert response.usage.output_tokens > 0 and response.raw["forced_tokens"] > 0
+
+
+def test_a_short_budget_closes_the_answer_validly(tiny):
+    """When max_tokens runs out mid-answer the grammar's shortest completion closes it: still valid JSON."""
+    response = tiny.generate(request("invoice", max_tokens=70))
+    Invoice.model_validate_json(response.text)
+    assert response.stop_reason == "max_tokens"
+
+
+async def test_the_model_protocol_and_spec_strings(tiny_base):
+    """`local:<path>` resolves through the provider registry; `request` is the async Model protocol."""
+    model = resolve_model(f"local:{tiny_base}")
+
+    class Flag(BaseModel):
+        ok: bool
+
+    response = await model.request(request("x", Flag.model_json_schema()))
+    assert Flag.model_validate_json(response.text) in (Flag(ok=True), Flag(ok=False))
+    assert response.model == f"local:{tiny_base}"
+
+
+def test_the_shared_prompt_prefix_is_reused_and_changes_nothing(tiny):
+    """A call that shares the system turn with the previous one reuses its cached keys/values (reported as
+    cache-read tokens) and answers exactly what a cold call answers."""
+    tiny.generate(request("first input"))
+    warm = tiny.generate(request("second input"))
+    assert warm.usage.cache_read_tokens > 5
+    tiny.engine._prefix_ids = []  # forget the cache: a cold call
+    cold = tiny.generate(request("second input"))
+    assert cold.usage.cache_read_tokens == 0
+    assert cold.text == warm.text and cold.confidence == pytest.approx(warm.confidence, abs=1e-5)
+
+
+def test_free_text_without_a_schema(tiny):
+    """Without an output schema the model writes free text until end of turn or the token limit."""
+    response = tiny.generate(ModelRequest(messages=[Message(role="user", content="hi")], max_tokens=5))
+    assert response.usage.output_tokens == 5 and response.stop_reason == "max_tokens"
+    assert response.confidence is None
+
+
+def test_one_engine_per_process_and_paths(tiny_base):
+    """Two LocalModels of the same checkpoint share one loaded engine; the cache is keyed by what is loaded."""
+    from protege.agents.models.local import LocalModel
+
+    a, b = LocalModel(tiny_base), LocalModel(str(tiny_base), name="other")
+    assert a.engine is b.engine
+    assert LocalModel(tiny_base, dtype="bfloat16").engine is not a.engine
+
+
+def test_a_student_dir_finds_its_base_from_metadata(tiny_base, tmp_path):
+    """A trained student dir is enough: its metadata names the base, the adapter is merged in on load."""
+    from protege.agents.models.local import LocalModel
+    from protege.distill.train import TrainConfig, train_student
+
+    row = chat_row("Say the word.", {"w": "yes"}, {"word": "yes"})
+    result = train_student([row], tiny_base, tmp_path / "s", TrainConfig(max_steps=1, torch_threads=2))
+    model = LocalModel(result.adapter_path)
+    assert model.base_path == tiny_base and model.adapter_path == result.adapter_path
+
+    class Word(BaseModel):
+        word: str
+
+    Word.model_validate_json(model.generate(request("x", Word.model_json_schema())).text)
+
+
+def test_bad_paths_are_user_errors(tiny_base, tmp_path):
+    """A missing path, a dir that is no checkpoint, a wrong adapter dir, an adapter whose base is gone."""
+    from protege.agents.models.local import LocalModel
+
+    with pytest.raises(UserError, match="does not exist"):
+        LocalModel(tmp_path / "nope")
+    with pytest.raises(UserError, match="no config.json"):
+        LocalModel(tmp_path)
+    with pytest.raises(UserError, match="has no adapter_config.json"):
+        LocalModel(tiny_base, adapter=tmp_path)
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    (orphan / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/gone/base"}))
+    with pytest.raises(UserError, match="cannot find the base model"):
+        LocalModel(orphan)
+
+
+def test_int8_weights_still_answer_under_the_schema(tiny_base):
+    """dtype='int8' (dynamic int8 quantization of the linear layers, for CPU serving) loads and answers validly."""
+    from protege.agents.models.local import LocalModel
+
+    model = LocalModel(tiny_base, dtype="int8", threads=2)
+    response = model.generate(request("invoice", max_tokens=150))
+    Invoice.model_validate_json(response.text)
+    assert "Quantized" in type(model.engine.model.lm_head).__name__ or "quantized" in type(
+        model.engine.model.lm_head).__module__

@@ -1,0 +1,166 @@
+"""Student training (DESIGN §8 step 6) on a tiny random Llama: loss falls, the student is saved atomically with
+its metadata, an interrupted run resumes, bad input is a UserError — and, marked slow, the real bundled base."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from student_support import chat_row, smollm2_base, tiny_base  # noqa: F401 - fixtures
+
+from protege.distill.train import (
+    ADAPTER_DIR,
+    CHECKPOINT_DIR,
+    METADATA_FILE,
+    TrainConfig,
+    TrainResult,
+    _save_atomically,
+    read_metadata,
+    tokenize_row,
+    train_student,
+)
+from protege.errors import TrainingError, UserError
+
+INSTRUCTIONS = "Sort the message into a queue."
+MESSAGES = [("refund my card", "billing"), ("app crashes on start", "bug"), ("reset my password", "account"),
+            ("nice weather", "other")]
+ROWS = [chat_row(INSTRUCTIONS, {"text": text}, {"queue": queue}) for text, queue in MESSAGES]
+FAST = {"method": "full", "learning_rate": 1e-2, "batch_size": 4, "logging_steps": 1, "torch_threads": 2,
+        "warmup_ratio": 0.0, "lr_scheduler": "constant"}
+
+
+def test_loss_falls_on_a_tiny_overfit_set(tiny_base, tmp_path):
+    """A few steps on four rows: the logged training loss falls well below where it started."""
+    result = train_student(ROWS, tiny_base, tmp_path / "s", TrainConfig(**FAST, max_steps=12))
+    losses = [loss for _, loss in result.loss_history]
+    assert result.steps == 12 and len(losses) == 12
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert result.rows == 4 and result.train_tokens > 0 and result.tokens_per_s > 0
+
+
+def test_student_dir_holds_adapter_tokenizer_and_metadata(tiny_base, tmp_path):
+    """LoRA (the default method) saves an adapter; the student dir names its base and carries config and
+    metrics; no temp dir or half copy is left."""
+    out = tmp_path / "student"
+    result = train_student(ROWS, tiny_base, out, TrainConfig(**{**FAST, "method": "lora"}, max_steps=2))
+    assert result.adapter_path == out / ADAPTER_DIR
+    meta = read_metadata(result.adapter_path)
+    assert meta["base"] == str(tiny_base) and meta["method"] == "lora"
+    assert meta["config"]["max_steps"] == 2 and meta["metrics"]["steps"] == 2
+    assert (result.adapter_path / "tokenizer_config.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [ADAPTER_DIR, CHECKPOINT_DIR]
+    assert (result.adapter_path / "adapter_config.json").is_file()
+    assert not (result.adapter_path / "model.safetensors").exists()  # an adapter, not a copy of the base
+    assert read_metadata(tiny_base) is None  # a plain checkpoint has none
+
+
+def test_a_failed_save_leaves_the_previous_student_intact(tmp_path):
+    """Saving writes into a temp dir and swaps it in: a crash mid-save keeps the old student and no debris."""
+    target = tmp_path / ADAPTER_DIR
+    target.mkdir()
+    (target / METADATA_FILE).write_text('{"base": "old"}')
+
+    class CrashingModel:
+        def save_pretrained(self, folder):
+            (Path(folder) / "adapter_model.safetensors").write_bytes(b"half")
+            raise OSError("disk full")
+
+    result = TrainResult(adapter_path=target, base="new", method="lora", loss_history=[], train_tokens=0,
+                         tokens_per_s=0, wall_s=0, steps=0, rows=0)
+    with pytest.raises(TrainingError, match="disk full"):
+        _save_atomically(CrashingModel(), None, target, TrainConfig(), result)
+    assert json.loads((target / METADATA_FILE).read_text()) == {"base": "old"}
+    assert [p.name for p in tmp_path.iterdir()] == [ADAPTER_DIR]
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path):
+    """A second call into the same folder continues from the saved step instead of starting again."""
+    out = tmp_path / "s"
+    config = {**FAST, "save_steps": 1, "logging_steps": 1}
+    first = train_student(ROWS, tiny_base, out, TrainConfig(**config, max_steps=2))
+    assert (out / CHECKPOINT_DIR / "checkpoint-2").is_dir()
+    steps_run: list[int] = []
+    second = train_student(ROWS, tiny_base, out, TrainConfig(**config, max_steps=3),
+                           progress=lambda p: steps_run.append(p.step))
+    assert steps_run == [3]  # steps 1 and 2 came from the checkpoint
+    assert second.steps == 3 and second.loss_history[:2] == first.loss_history
+
+
+def test_labels_cover_exactly_the_answer(tiny_base):
+    """Loss is on the assistant's answer (and its end-of-turn token) only, never on the prompt."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    example = tokenize_row(tokenizer, ROWS[0]["messages"])
+    labelled = [t for t in example.labels if t != -100]
+    assert tokenizer.decode(labelled) == '{"queue":"billing"}<|im_end|>\n'
+    first = example.labels.index(labelled[0])
+    assert all(t == -100 for t in example.labels[:first]) and len(example.input_ids) == len(example.labels)
+
+
+def test_shared_prefix_gives_the_same_hidden_states(tiny_base):
+    """Running the shared prompt prefix once per batch is exact: every row's states match a full forward."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from protege.distill.train import _hidden_states, shared_prefix_len
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32).eval()
+    examples = [tokenize_row(tokenizer, row["messages"]) for row in ROWS]
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), tokenizer.pad_token_id)
+    labels = torch.full_like(ids, -100)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(examples):  # right padding, as the collator pads
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        mask[i, : len(e.input_ids)] = 1
+    prefix = shared_prefix_len(ids, labels)
+    assert prefix > 5  # the system turn at least
+    with torch.no_grad():
+        full = _hidden_states(model.get_decoder(), ids, mask, 0)[:, prefix:]
+        shared = _hidden_states(model.get_decoder(), ids, mask, prefix)
+    real = mask[:, prefix:].bool()
+    assert torch.allclose(full[real], shared[real], atol=1e-4)
+
+
+def test_bad_input_is_a_user_error(tiny_base, tmp_path):
+    """Empty rows, a row without an answer turn, a base that is not a checkpoint, rows longer than max_length."""
+    with pytest.raises(UserError, match="train_rows is empty"):
+        train_student([], tiny_base, tmp_path)
+    with pytest.raises(UserError, match="does not end with an assistant turn"):
+        train_student([{"messages": ROWS[0]["messages"][:-1]}], tiny_base, tmp_path)
+    with pytest.raises(UserError, match="not a checkpoint dir"):
+        train_student(ROWS, tmp_path, tmp_path / "s")
+    with pytest.raises(UserError, match="max_length=16"):
+        train_student(ROWS, tiny_base, tmp_path / "s", TrainConfig(max_length=16))
+
+
+@pytest.mark.slow
+def test_real_base_learns_and_its_adapter_answers(smollm2_base, tmp_path):
+    """The bundled SmolLM2 base: a few LoRA steps on a handful of rows lower the loss, and the saved adapter
+    loads as a `local:` model that answers a training input correctly under the output schema."""
+    from pydantic import BaseModel
+
+    from protege.agents.models.base import Message, ModelRequest
+    from protege.agents.models.local import LocalModel
+
+    class Queue(BaseModel):
+        queue: str
+
+    rows = [chat_row(INSTRUCTIONS, {"text": t}, {"queue": q}) for t, q in MESSAGES]
+    config = TrainConfig(learning_rate=2e-3, batch_size=4, max_steps=8, logging_steps=1, torch_threads=2,
+                         warmup_ratio=0.0, lr_scheduler="constant")
+    started = time.perf_counter()
+    result = train_student(rows, smollm2_base, tmp_path / "s", config)
+    losses = [loss for _, loss in result.loss_history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    model = LocalModel(result.adapter_path, threads=2)
+    prompt = [Message(role=m["role"], content=m["content"]) for m in rows[0]["messages"][:-1]]
+    answer = model.generate(ModelRequest(messages=prompt, output_schema=Queue.model_json_schema(), max_tokens=64))
+    assert Queue.model_validate_json(answer.text) == Queue(queue="billing")
+    assert 0.0 <= answer.confidence <= 1.0
+    print(f"real base: {result.steps} steps in {result.wall_s:.1f}s, total {time.perf_counter() - started:.1f}s")
