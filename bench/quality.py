@@ -93,13 +93,20 @@ def prepare(ctx: Context, w: Workload) -> Prepared:
     start = time.perf_counter()
     try:
         _require_student_pieces()
-        p.report = app.distill(w.task_name)
+        p.report = app.distill(w.task_name, config=quick_train_config() if ctx.quick else None)
         ctx.shared.setdefault("distill", {})[w.name] = p.report.metrics
     except Exception as exc:  # noqa: BLE001 — the other tiers still get measured
         p.distill_error = f"{type(exc).__name__}: {exc}"
     p.distill_s = time.perf_counter() - start
     cache[w.name] = p
     return p
+
+
+def quick_train_config() -> Any:
+    """Quick mode trains with the demo's recipe (one epoch, lr 2e-3): minutes on 2 cores, not the full run."""
+    from protege.demo import demo_train_config
+
+    return demo_train_config()
 
 
 def _require_student_pieces() -> None:
@@ -142,7 +149,7 @@ def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | No
 def evaluate(ctx: Context, w: Workload) -> tuple[dict[str, dict[str, Any]], Prepared]:
     p = prepare(ctx, w)
     app, task = p.app, w.task_name
-    replay_n = min(len(w.heldout), ctx.pick(50, 200))  # the untrained base on a CPU: slow, and a sample will do
+    replay_n = min(len(w.heldout), ctx.pick(10, 200))  # the untrained base on a CPU: slow, and a sample will do
     tiers: dict[str, dict[str, Any]] = {"TF-IDF + LR": _guard(lambda: tfidf_tier(w))}
     if p.report is not None:
         tiers["student"] = _guard(lambda: run_calls(app, task, w.heldout, tier="student"))

@@ -117,11 +117,21 @@ async def _until(pilot: Any, done: Any, timeout: float = 60.0, *, idle: bool = T
     """Let the app run until `done()` holds (and, with `idle`, no worker is pending), then let it repaint once."""
     deadline = time.perf_counter() + timeout
     busy = lambda: idle and any(w.is_running or w.state.name == "PENDING" for w in pilot.app.workers)  # noqa: E731
-    while not done() or busy():
+    while not _holds(done) or busy():
         if time.perf_counter() > deadline:
             raise TimeoutError("the console did not finish in time")
         await asyncio.sleep(0.001)
     await pilot.pause(0)  # pending messages (the repaint) are handled, without Pilot's idle-detection sleeps
+
+
+def _holds(done: Any) -> bool:
+    """`done()`, False while the widgets it asks about are not mounted yet (a screen still composing)."""
+    from textual.css.query import NoMatches
+
+    try:
+        return bool(done())
+    except NoMatches:
+        return False
 
 
 async def _key(pilot: Any, key: str, done: Any) -> float:

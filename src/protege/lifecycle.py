@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from protege.agents.cascade import TaskRuntime
@@ -22,12 +23,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("protege")
 AUTHOR_TRACES = 8
 MIN_SHADOWS = 10
+DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is seen within this
 
 
 class Lifecycle:
     def __init__(self, app: Protege):
         self.app = app
         self._busy: set[str] = set()
+        self._draft_seen: dict[str, float] = {}
 
     # -- skills ------------------------------------------------------------------------------------------------
 
@@ -44,9 +47,13 @@ class Lifecycle:
             self._busy.discard(name)
 
     def _nothing_to_do(self, task: TaskRuntime, rescued: Attempt | None) -> bool:
-        """A replayable skill exists, no replay was rescued, and approval is not on evidence: no upkeep due."""
+        """No rescue to learn from, approval not on evidence, and a skill is replayable or a draft awaits review
+        (seen within the last DRAFT_RECHECK_S): no upkeep due."""
         if rescued is not None or task.spec.policy.skill_approval == "evidence":
             return False
+        seen = self._draft_seen.get(task.spec.name)
+        if seen is not None and time.monotonic() - seen < DRAFT_RECHECK_S:
+            return True
         return self.app.tiers.skill(task, forced=False) is not None
 
     async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
@@ -59,6 +66,8 @@ class Lifecycle:
                 await self._revise(task, approved, rescued, rescue)
         elif approved is None and (latest is None or latest.status in ("rejected", "retired")):
             await self._write(task)
+        elif approved is None and latest.status == "draft":
+            self._draft_seen[name] = time.monotonic()  # a reviewer's turn: don't re-query on every teacher call
         if task.spec.policy.skill_approval == "evidence":
             await self._try_evidence(task)
 

@@ -251,6 +251,9 @@ def _build_trainer(model, tokenizer, examples, eval_examples, out_dir: Path, con
     )
     if callback:
         callback.trainer = trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; `progress` reports to the caller instead
     return trainer
 
 
