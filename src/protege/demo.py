@@ -174,7 +174,8 @@ class Demo:
             return
         self.app.promote(self.report.student_id)
         say(f"[yellow]the student fell short of the gate[/] ({self.report.reason}); {OPERATOR} promotes it anyway, "
-            f"so you can watch the cascade route: answers that fail validation escalate to the next tier")
+            f"so you can watch the cascade route: answers that fail validation escalate to the next tier, but a "
+            f"schema-valid wrong answer is served — which is why the gate exists (see the results below)")
 
     def serve(self, inputs: list[dict]) -> None:
         stage(7, "new calls: student first, escalating on failure")

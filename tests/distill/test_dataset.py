@@ -96,7 +96,7 @@ def test_exact_duplicates_keep_the_teacher_then_the_newest(db, tmp_path, example
     outs = [dict(ex["output"], quantity=q) for q in (91, 92, 93, 94)]
     db.insert_traces([trace(ex, 1, tier="replay", output=outs[0]), trace(ex, 2, output=outs[1]),
                       trace(ex, 3, output=outs[2]), trace(ex, 4, tier="replay", output=outs[3]), trace(other, 5)])
-    built = build(db, tmp_path, eval_fraction=0)
+    built = build(db, tmp_path, eval_fraction=0, tiers=("teacher", "replay"))
     rows = read(built.train_path)
     assert len(rows) == 2
     kept = next(r for r in rows if json.loads(r["messages"][1]["content"]) == ex["input"])
@@ -105,8 +105,9 @@ def test_exact_duplicates_keep_the_teacher_then_the_newest(db, tmp_path, example
     assert built.counts["exact_dup_conflicts"] == 3  # every later trace disagreed with the one kept before it
 
 
-def test_only_valid_unrejected_teacher_replay_import_traces_are_used(db, tmp_path, examples):
-    """Invalid, student-tier, other-task and reviewer-rejected traces never reach a file."""
+def test_only_valid_unrejected_teacher_import_traces_are_used(db, tmp_path, examples):
+    """Invalid, student-tier, other-task and reviewer-rejected traces never reach a file; replay traces only when
+    asked for (they are schema-valid, not known right)."""
     tiers = ["teacher", "replay", "import"] * 2
     good = [trace(ex, i, tier=tier) for i, (ex, tier) in enumerate(zip(examples[:6], tiers))]
     rejected = trace(examples[10], 20)
@@ -115,8 +116,11 @@ def test_only_valid_unrejected_teacher_replay_import_traces_are_used(db, tmp_pat
     db.add_label(rejected["id"], "bad", reviewer="ana")
     built = build(db, tmp_path, eval_fraction=0.3)
     seen = user_inputs(read(built.train_path)) + [r["input"] for r in read(built.eval_path)]
-    assert sorted(map(input_hash, seen)) == sorted(input_hash(ex["input"]) for ex in examples[:6])
-    assert built.counts["selected"] == 6
+    wanted = [ex for ex, tier in zip(examples[:6], tiers) if tier != "replay"]
+    assert sorted(map(input_hash, seen)) == sorted(input_hash(ex["input"]) for ex in wanted)
+    assert built.counts["selected"] == 4
+    with_replay = build(db, tmp_path, eval_fraction=0.3, tiers=("teacher", "replay", "import"))
+    assert with_replay.counts["selected"] == 6
 
 
 def near_copy(ex: dict, *, suffix: str, output: dict | None = None) -> dict:

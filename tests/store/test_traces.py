@@ -84,8 +84,8 @@ def test_trace_filters_paging_and_counts(store):
 
 
 def test_dataset_traces_selects_valid_unrejected_work(store):
-    """dataset_traces keeps valid teacher/replay/import traces (shadow ones too), drops invalid, student,
-    other-task and reviewer-rejected traces; a later 'good' label restores a rejected trace."""
+    """dataset_traces keeps valid teacher/import traces (shadow ones too; replay on request), drops invalid,
+    student, other-task and reviewer-rejected traces; a later 'good' label restores a rejected trace."""
     def add(**kw) -> TraceRow:
         row = TraceRow(task_name=kw.pop("task", "t"), tier=kw.pop("tier", "teacher"), valid=kw.pop("valid", True),
                        created_at=T0 + timedelta(seconds=len(added)), **kw)
@@ -94,7 +94,8 @@ def test_dataset_traces_selects_valid_unrejected_work(store):
         return row
 
     added: list[TraceRow] = []
-    keep = [add(), add(tier="replay"), add(tier="import"), add(shadow=True)]
+    keep = [add(), add(tier="import"), add(shadow=True)]
+    replay = add(tier="replay")
     add(valid=False)
     add(tier="student")
     add(task="other")
@@ -107,7 +108,7 @@ def test_dataset_traces_selects_valid_unrejected_work(store):
     got = list(store.dataset_traces("t"))
     assert [d["id"] for d in got] == [r.id for r in keep + [restored]]
     assert set(got[0]) >= {"id", "tier", "input", "messages", "output", "output_text", "input_hash", "created_at"}
-    assert [d["id"] for d in store.dataset_traces("t", tiers=("replay",))] == [keep[1].id]
+    assert [d["id"] for d in store.dataset_traces("t", tiers=("replay",))] == [replay.id]
 
 
 def test_add_label_checks_verdict_and_trace(store):

@@ -1,6 +1,6 @@
 """Build an SFT dataset from a task's traces (DESIGN §8, steps 1-5): select -> dedup -> redact -> split -> format.
 
-1. Select: `store.dataset_traces(task)`, streamed oldest first: valid teacher/replay/import traces, none a
+1. Select: `store.dataset_traces(task)`, streamed oldest first: valid teacher/import traces (replay on request), none a
    reviewer labelled bad.
 2. Exact dedup by input hash. One trace per input survives: the best tier (teacher > import > replay: the
    replay model is the cheap one, so when it disagrees with the teacher the teacher wins), and within a tier
@@ -36,6 +36,7 @@ from protege.distill.neardup import DEFAULT_THRESHOLD, NUM_PERM, NearDupIndex, i
 from protege.distill.redact import MODES, may_need_redaction, redact_json
 from protege.distill.redact import redact as redact_text
 from protege.errors import UserError
+from protege.store.store import DATASET_TIERS
 from protege.store.models import DatasetRow, new_id
 from protege.tasks import input_hash
 
@@ -91,13 +92,16 @@ def build_dataset(
     store: Any, task_name: str, *, instructions: str, out_dir: str | Path, redact: str = "secrets",
     eval_fraction: float = 0.2, seed: int = 0, near_dup_threshold: float | None = None,
     tools: list[ToolSpec | dict] | None = None, references: dict[str, dict] | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, tiers: tuple[str, ...] = DATASET_TIERS,
 ) -> BuiltDataset:
     """Build train/eval files for `task_name` under `out_dir/<task>/<dataset id>/` and record a DatasetRow.
 
     `tools`: the task's tool specs, shown in the system prompt of agentic rows (default: each trace's own).
     `references`: known right answers by input hash (`protege.tasks.input_hash`), carried into eval rows.
     `progress(stage, done, total)` is called now and then (stages: select, near_dups, write).
+    `tiers`: which traces count as right answers. Default teacher and import: a replay answer is only known to
+    be schema-valid, so training on it would teach the cheap model's mistakes; add "replay" once its shadow
+    agreement with the teacher says it is right.
     """
     threshold = DEFAULT_THRESHOLD if near_dup_threshold is None else near_dup_threshold
     _check_args(redact, eval_fraction, threshold, instructions)
@@ -106,9 +110,9 @@ def build_dataset(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    items = select_unique(store.dataset_traces(task_name), counts, report)
+    items = select_unique(store.dataset_traces(task_name, tiers=tiers), counts, report)
     if not items:
-        raise UserError(f"task {task_name!r} has no validated teacher/replay/import traces to build a dataset "
+        raise UserError(f"task {task_name!r} has no validated {'/'.join(tiers)} traces to build a dataset "
                         f"from; run the task first (or `protege import-traces`)")
     timings["select_s"], clock = time.perf_counter() - clock, time.perf_counter()
     kept = drop_near_dups(items, threshold, counts, report)

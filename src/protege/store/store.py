@@ -36,7 +36,7 @@ from protege.store.models import (
 )
 from protege.store.search import query_terms, search_statement
 
-DATASET_TIERS = ("teacher", "replay", "import")
+DATASET_TIERS = ("teacher", "import")  # replay answers are only schema-checked: opt in (build_dataset tiers=)
 COLLISION_RETRIES = 30  # version-numbering races: each round lets at least one concurrent writer through
 
 
