@@ -9,24 +9,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-from typing import Literal
 
 import pytest
-from pydantic import BaseModel
 
 from protege import AllTiersFailed, BudgetExceeded, Policy, Protege, RunResult, UserError
 from protege.agents import FunctionModel
 from protege.agents.models.base import ModelResponse, Usage
-
-
-class Ticket(BaseModel):
-    subject: str
-    body: str = ""
-
-
-class Triage(BaseModel):
-    queue: Literal["billing", "bug", "account", "other"]
-    priority: int
+from triage_support import Ticket, Triage
 
 
 def oracle(req):

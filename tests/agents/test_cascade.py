@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
 
 import pytest
-from pydantic import BaseModel
 
 from protege.agents.cascade import Cascade, TaskRuntime
 from protege.agents.models.base import ModelRequest, ModelResponse, Usage
@@ -14,16 +12,7 @@ from protege.agents.tools import ToolBox
 from protege.errors import AllTiersFailed, UserError, ValidationFailed
 from protege.store import Store
 from protege.tasks import Policy, TaskSpec
-
-
-class Ticket(BaseModel):
-    subject: str
-    body: str = ""
-
-
-class Triage(BaseModel):
-    queue: Literal["billing", "bug", "account", "other"]
-    priority: int
+from triage_support import Ticket, Triage
 
 
 def triage(ticket: Ticket) -> Triage:
