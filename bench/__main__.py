@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only NAME[,NAME]] [--data FILE]`: run the benchmarks, write BENCHMARKS.md.
+"""`python -m bench [--quick] [--only NAME[,NAME]] [--workloads NAME[,NAME]] [--data FILE]`: run the benchmarks, write BENCHMARKS.md.
 
 Each benchmark's result goes to bench/results/<name>.json; the report is then rendered from every result file
 there, so `--only overhead` refreshes one section and keeps the others (each says when and how it was run).
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     names = _selected(args.only)
     if args.data is not None and not args.data.is_file():
         raise SystemExit(f"--data {str(args.data)!r} is not a file; give a JSONL file of {{'input', 'output'}} pairs")
-    ctx = Context(quick=args.quick, data=args.data)
+    ctx = Context(quick=args.quick, data=args.data, workloads=_names(args.workloads))
     command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -66,10 +66,14 @@ def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
     return record
 
 
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
 def _selected(only: str | None) -> list[str]:
-    if not only:
+    names = _names(only)
+    if not names:
         return list(BENCHMARKS)
-    names = [n.strip() for n in only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown!r}; choose from {', '.join(BENCHMARKS)}")
@@ -80,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: the whole run takes minutes")
     ap.add_argument("--only", metavar="NAME[,NAME]", help=f"run only these ({', '.join(BENCHMARKS)})")
+    ap.add_argument("--workloads", metavar="NAME[,NAME]",
+                    help="quality workloads to measure (debian-sections, orders, or a --data file's name); default all")
     ap.add_argument("--data", type=Path, metavar="FILE",
                     help="extra quality workload: JSONL of {'input': {...}, 'output': {...}} pairs")
     return ap

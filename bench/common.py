@@ -33,6 +33,7 @@ class Context:
 
     quick: bool = False
     data: Path | None = None
+    workloads: tuple[str, ...] = ()  # --workloads: only these quality workloads (all when empty)
     scratch: Path = SCRATCH
     cache_dir: Path = ROOT / ".protege" / "cache"  # converted base models, shared with `protege demo`
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)

@@ -63,13 +63,23 @@ def workloads(ctx: Context) -> list[Workload]:
     out = [orders(ctx.quick)]
     if DEBIAN.is_file():
         out.insert(0, debian(ctx.quick))
-        if ctx.quick:  # a student answers an order in ~5 s on 2 cores: quick mode measures the short-answer task
+        if ctx.quick and not ctx.workloads:  # a student answers an order in ~5 s on 2 cores: quick mode measures the short-answer task
             out = out[:1]
     else:
         ctx.log(f"[bench] {DEBIAN} not found: the debian workload is left out")
     if ctx.data is not None:
         out.append(from_jsonl(ctx.data, ctx.quick))
-    return out
+    return _chosen(out, ctx.workloads)
+
+
+def _chosen(out: list[Workload], names: tuple[str, ...]) -> list[Workload]:
+    """Keep the workloads named by --workloads (a name matches a workload's name or its first word)."""
+    if not names:
+        return out
+    kept = [w for w in out if w.name in names or w.name.split()[0] in names]
+    if not kept:
+        raise NotRun(f"--workloads {','.join(names)!r} matches none of {[w.name for w in out]!r}")
+    return kept
 
 
 def debian(quick: bool) -> Workload:
