@@ -215,3 +215,47 @@ def test_int8_weights_still_answer_under_the_schema(tiny_base):
     Invoice.model_validate_json(response.text)
     assert "Quantized" in type(model.engine.model.lm_head).__name__ or "quantized" in type(
         model.engine.model.lm_head).__module__
+
+
+# -- drafting from the prompt ----------------------------------------------------------------------------------------
+
+def test_prompt_lookup_drafts_what_followed_the_longest_match():
+    """The draft is what followed the latest occurrence of the answer's longest suffix (up to 3 tokens) in the
+    prompt; nothing when no suffix occurs, and nothing past the prompt's end."""
+    from protege.agents.models.local_engine import PromptLookup
+
+    lookup = PromptLookup([1, 2, 3, 4, 5, 9, 3, 7, 8, 2, 3, 6], ngram=3, length=3)
+    assert lookup.draft([2, 3]) == [6]  # the later "2 3" wins, and the prompt ends after one token
+    assert lookup.draft([1, 2, 3]) == [4, 5, 9]  # a 3-token match beats the later 2-token one
+    assert lookup.draft([9, 3]) == [7, 8, 2]
+    assert lookup.draft([42, 3]) == [6]  # falls back to the last token alone
+    assert lookup.draft([42]) == [] and lookup.draft([]) == [] and lookup.draft([6]) == []
+
+
+def test_drafting_changes_no_answer_of_a_random_model(tiny):
+    """Drafts a random model would not have written are refused: answers, confidences and stop reasons are the
+    same with and without prompt lookup (inputs that repeat themselves, so drafts are proposed)."""
+    from protege.agents.models.local import LocalModel
+
+    plain = LocalModel(tiny.base_path, threads=2, prompt_lookup=False)
+    for text in ["sku A1 A1 A1 qty 2 qty 2", "refund refund refund ACME ACME", "ünïcode ✓ ünïcode ✓"]:
+        with_draft, without = tiny.generate(request(text, max_tokens=200)), plain.generate(request(text, max_tokens=200))
+        assert (with_draft.text, with_draft.stop_reason) == (without.text, without.stop_reason)
+        assert with_draft.confidence == pytest.approx(without.confidence, abs=1e-4)
+
+
+def test_a_real_model_copies_from_the_prompt_in_fewer_passes(smollm2_base):
+    """The bundled base copying a sentence into a JSON field takes most of it from drafts, and writes exactly
+    what it writes token by token."""
+    from protege.agents.models.local import LocalModel
+
+    class Copy(BaseModel):
+        text: str
+
+    sentence = "Please deliver 12 Glass Whiteboards to Isabel Zhang, 44 Riverside Avenue, Springfield."
+    req = request(sentence, Copy.model_json_schema(), max_tokens=110,
+                  system='Copy the user\'s message, word for word, into {"text": ...}.')
+    drafted = LocalModel(smollm2_base, threads=2).generate(req)
+    plain = LocalModel(smollm2_base, threads=2, prompt_lookup=False).generate(req)
+    assert drafted.text == plain.text and plain.raw["drafted_tokens"] == 0
+    assert drafted.raw["drafted_tokens"] >= 5, drafted.raw

@@ -8,6 +8,8 @@
   allows, so every answer parses. `confidence` is the mean probability of the tokens the model chose.
 - The key/value cache of the prompt prefix a call shares with the previous one (the task's instructions) is
   reused, so a call pays only for its own input.
+- Values copied from the input (names, products, addresses) are drafted from the prompt and checked several
+  tokens per forward pass (`prompt_lookup=True`, the default): the same answer in fewer passes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class LocalModel:
         name: str | None = None,
         dtype: str = "auto",
         threads: int | None = None,
+        prompt_lookup: bool = True,
     ):
         self.base_path, self.adapter_path = _resolve_paths(Path(path), Path(adapter) if adapter else None)
         name = name or str(path)
@@ -51,6 +54,7 @@ class LocalModel:
         self.device = device
         self.dtype = dtype
         self.threads = threads
+        self.prompt_lookup = prompt_lookup
 
     @property
     def engine(self):
@@ -74,7 +78,8 @@ class LocalModel:
         engine = self.engine
         messages = _chat_messages(req)
         schema = req.output_schema if not req.tools else None
-        result = engine.generate(messages, Grammar(schema) if schema is not None else None, req.max_tokens)
+        grammar = Grammar(schema) if schema is not None else None
+        result = engine.generate(messages, grammar, req.max_tokens, draft=self.prompt_lookup)
         calls = parse_tool_calls(result.text) if req.tools else []
         text = result.text.split("<tool_call>")[0].strip() if calls else result.text
         return ModelResponse(
@@ -83,6 +88,7 @@ class LocalModel:
             usage=Usage(input_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
                         cache_read_tokens=result.reused_tokens),
             raw={"forced_tokens": result.forced_tokens, "model_tokens": result.model_tokens,
+                 "drafted_tokens": result.drafted_tokens,
                  "latency_s": round(time.perf_counter() - started, 4)},
             model=self.name,
             stop_reason="tool_use" if calls else result.stop_reason,

@@ -4,7 +4,9 @@ Grammar-constrained decoding, cheaply: at each step the model's top-k tokens are
 one the grammar accepts is taken (a trained student's first choice almost always is). Text the grammar fixes
 (keys, punctuation) is tokenized and fed without a forward pass of its own — except its last token, which the
 model picks among the tokens that start with it, so a key's closing quote can still merge with the value's first
-characters the way the tokenizer merged them in training ("token healing").
+characters the way the tokenizer merged them in training ("token healing"). Values copied from the input are
+drafted from the prompt and verified several tokens per forward pass (`PromptLookup`): the answer is the one
+token-by-token decoding gives, in fewer passes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from protege.errors import ModelError, UserError
 
 TOP_K = 48
 BUDGET_RESERVE = 64  # tokens kept back so an answer that runs long can still be closed validly
+DRAFT_TOKENS = 8  # tokens a prompt lookup proposes; one forward pass scores them all
+DRAFT_NGRAM = 3  # the longest answer suffix looked up in the prompt
 
 
 @dataclass
@@ -32,6 +36,56 @@ class Generation:
     model_tokens: int
     confidence: float | None
     stop_reason: str
+    drafted_tokens: int  # tokens taken from prompt-lookup drafts (each saved a forward pass of its own)
+
+
+class _Answer:
+    """A constrained answer being decoded: grammar state, tokens and texts so far, the model's probability of
+    each token it chose (forced tokens have none)."""
+
+    def __init__(self, state: State):
+        self.state = state
+        self.pieces: list[str] = []
+        self.out: list[int] = []
+        self.probs: list[float] = []
+        self.forced = 0
+        self.drafted = 0
+
+    def take(self, token: int, text: str, prob: float | None) -> None:
+        self.state = self.state.feed(text)
+        self.pieces.append(text)
+        self.out.append(token)
+        if prob is None:
+            self.forced += 1
+        else:
+            self.probs.append(prob)
+
+    def take_forced(self, text: str, tokens: list[int]) -> None:
+        self.state = self.state.feed(text)
+        self.pieces.append(text)
+        self.out += tokens
+        self.forced += len(tokens)
+
+
+class PromptLookup:
+    """Drafts copied from the prompt ("prompt lookup decoding"): extraction answers mostly repeat the input, so
+    the tokens that followed the latest occurrence in the prompt of the answer's last few tokens are a good guess
+    at what comes next."""
+
+    def __init__(self, prompt: list[int], ngram: int = DRAFT_NGRAM, length: int = DRAFT_TOKENS):
+        self.prompt, self.ngram, self.length = prompt, ngram, length
+        self.after: dict[tuple[int, ...], int] = {}
+        for n in range(1, ngram + 1):
+            for i in range(len(prompt) - n):
+                self.after[tuple(prompt[i:i + n])] = i + n  # later occurrences win: the input comes last
+
+    def draft(self, out: list[int]) -> list[int]:
+        """Up to `length` tokens that followed the longest suffix of `out` found in the prompt; [] when none."""
+        for n in range(min(self.ngram, len(out)), 0, -1):
+            start = self.after.get(tuple(out[-n:]))
+            if start is not None:
+                return self.prompt[start:start + self.length]
+        return []
 
 
 class Engine:
@@ -55,7 +109,8 @@ class Engine:
 
     # -- public ----------------------------------------------------------------------------------------------------
 
-    def generate(self, messages: list[dict[str, str]], grammar: Grammar | None, max_tokens: int) -> Generation:
+    def generate(self, messages: list[dict[str, str]], grammar: Grammar | None, max_tokens: int,
+                 draft: bool = True) -> Generation:
         from protege.agents.models.local import render_chat
 
         ids = render_chat(self.tokenizer, messages, generation_prompt=True)
@@ -64,7 +119,7 @@ class Engine:
                 logits, cache, reused = self._prefill(ids)
                 if grammar is None:
                     return self._free(ids, logits, cache, reused, max_tokens)
-                return self._constrained(ids, logits, cache, reused, grammar, max_tokens)
+                return self._constrained(ids, logits, cache, reused, grammar, max_tokens, draft)
             except RuntimeError as exc:  # out of memory, a bad checkpoint: the cascade escalates on ModelError
                 raise ModelError(f"local model failed: {exc}", model=str(self.model.name_or_path)) from exc
 
@@ -88,10 +143,12 @@ class Engine:
         self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]  # decoding appends by concatenation
         return logits, cache, shared
 
-    def _forward(self, tokens: list[int], cache):
+    def _forward(self, tokens: list[int], cache, keep: int = 1):
+        """Run `tokens` through the model; the logits after the last token (or after each of the last `keep`)."""
         input_ids = self.torch.tensor([tokens], device=self.device)
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1].float()
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+        logits = out.logits[0].float()
+        return logits[-1] if keep == 1 else logits
 
     # -- decoding ----------------------------------------------------------------------------------------------------
 
@@ -106,52 +163,61 @@ class Engine:
             out.append(token)
             logits = self._forward([token], cache)
         text = self.tokenizer.decode(out, skip_special_tokens=True)
-        return Generation(text, len(ids), len(out), reused, 0, len(out), None, stop)
+        return Generation(text, len(ids), len(out), reused, 0, len(out), None, stop, 0)
 
-    def _constrained(self, ids, logits, cache, reused, grammar: Grammar, max_tokens: int) -> Generation:
-        state = grammar.start()
-        pieces: list[str] = []
-        out: list[int] = []
-        probs: list[float] = []
-        forced_count = 0
+    def _constrained(self, ids, logits, cache, reused, grammar: Grammar, max_tokens: int, draft: bool) -> Generation:
+        answer = _Answer(grammar.start())
+        lookup = PromptLookup(ids) if draft else None
         budget = max(max_tokens - BUDGET_RESERVE, 8)
         stop = "end_turn"
-        while not state.done:
-            if len(out) >= budget:
-                pieces.append(state.finish())
+        while not answer.state.done:
+            if len(answer.out) >= budget:
+                answer.pieces.append(answer.state.finish())
                 stop = "max_tokens"
                 break
-            forced = state.forced()
-            rest = state.feed(forced) if forced else None
+            forced = answer.state.forced()
+            rest = answer.state.feed(forced) if forced else None
             if rest is not None and rest.done:  # the grammar fixes everything that is left
-                tail = self.tokenizer(forced, add_special_tokens=False)["input_ids"]
-                pieces.append(forced)
-                out += tail
-                forced_count += len(tail)
+                answer.take_forced(forced, self.tokenizer(forced, add_special_tokens=False)["input_ids"])
                 break
             head = self._forced_head(forced) if forced else []
             if head:
-                head_text = "".join(self.texts[t] for t in head)
-                state = state.feed(head_text)
-                pieces.append(head_text)
-                out += head
-                forced_count += len(head)
+                answer.take_forced("".join(self.texts[t] for t in head), head)
                 logits = self._forward(head, cache)
-                if state.done:
+                if answer.state.done:
                     break
-            token = self._choose(logits, state)
-            if not forced:
-                probs.append(float(self.torch.softmax(logits, -1)[token]))
-            else:
-                forced_count += 1
-            state = state.feed(self.texts[token])
-            pieces.append(self.texts[token])
-            out.append(token)
-            if not state.done:
-                logits = self._forward([token], cache)
-        confidence = sum(probs) / len(probs) if probs else 1.0
-        model_tokens = len(out) - forced_count
-        return Generation("".join(pieces), len(ids), len(out), reused, forced_count, model_tokens, confidence, stop)
+            token = self._choose(logits, answer.state)
+            answer.take(token, self.texts[token], None if forced else self._prob(logits, token))
+            if not answer.state.done:
+                logits = self._next_logits(token, answer, lookup, cache, budget)
+        confidence = sum(answer.probs) / len(answer.probs) if answer.probs else 1.0
+        out = answer.out
+        return Generation("".join(answer.pieces), len(ids), len(out), reused, answer.forced,
+                          len(out) - answer.forced, confidence, stop, answer.drafted)
+
+    def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, cache, budget: int):
+        """Logits after `token`. With a draft from the prompt, one pass also scores the draft; the draft tokens the
+        model would have chosen itself (greedy, under the grammar) are taken, so the answer is the same as
+        without drafting, in fewer passes. The cache keeps only what was taken."""
+        draft = lookup.draft(answer.out) if lookup is not None else []
+        if not draft:
+            return self._forward([token], cache)
+        scored = self._forward([token, *draft], cache, keep=len(draft) + 1)
+        taken = 0
+        for proposed, logits in zip(draft, scored):
+            state = answer.state
+            if state.done or state.forced() or len(answer.out) >= budget:
+                break  # the main loop writes forced text and closes answers; leave both to it
+            if self._choose(logits, state) != proposed:
+                break
+            answer.take(proposed, self.texts[proposed], self._prob(logits, proposed))
+            taken += 1
+        cache.crop(taken - len(draft))  # drop the keys/values of the draft tokens not taken
+        answer.drafted += taken
+        return scored[taken]
+
+    def _prob(self, logits, token: int) -> float:
+        return float(self.torch.softmax(logits, -1)[token])
 
     def _forced_head(self, forced: str) -> list[int]:
         """All but the last token of the forced text (the last is left to the model: it may merge onward)."""
