@@ -123,6 +123,33 @@ def test_only_valid_unrejected_teacher_import_traces_are_used(db, tmp_path, exam
     assert with_replay.counts["selected"] == 6
 
 
+def test_traces_of_an_older_contract_stay_only_while_their_output_still_validates(db, tmp_path, examples):
+    """After a contract change (version 2), a version-1 trace whose output fits the new output model is kept (an
+    instructions edit changes nothing it teaches); one whose output does not fit is left out and counted."""
+    from pydantic import BaseModel, ConfigDict
+
+    class OrderV2(BaseModel):  # version 2 made the city required and dropped no field
+        model_config = ConfigDict(extra="forbid")
+        customer_name: str | None
+        order_id: str | None
+        product: str
+        quantity: int
+        deliver_by: str | None
+        city: str
+        contact_email: str | None
+        urgency: str
+
+    with_city = [ex for ex in examples if ex["output"]["city"]][:2]
+    without_city = [ex for ex in examples if not ex["output"]["city"]][:2]
+    rows = [trace(ex, i) | {"task_version": 1} for i, ex in enumerate(with_city + without_city)]
+    db.insert_traces(rows + [trace(examples[-1], 9) | {"task_version": 2}])
+    built = build(db, tmp_path, eval_fraction=0.0, contract=(2, OrderV2))
+    assert built.counts["stale_contract"] == 2 and built.counts["selected"] == 3
+    kept = {input_hash(i) for i in user_inputs(read(built.train_path))}
+    assert kept == {input_hash(ex["input"]) for ex in [*with_city, examples[-1]]}
+    assert build(db, tmp_path, eval_fraction=0.0).counts["selected"] == 5  # no contract given: every version
+
+
 def near_copy(ex: dict, *, suffix: str, output: dict | None = None) -> dict:
     """The same email with a line added (and a typo), as a repeated real email picks up."""
     ex = copy.deepcopy(ex)

@@ -1,7 +1,8 @@
 """Build an SFT dataset from a task's traces (DESIGN §8, steps 1-5): select -> dedup -> redact -> split -> format.
 
 1. Select: `store.dataset_traces(task)`, streamed oldest first: valid teacher/import traces (replay on request), none a
-   reviewer labelled bad.
+   reviewer labelled bad. Traces of an earlier contract version stay only if their output still validates
+   against the current output model (an instructions edit keeps them; a changed output schema drops them).
 2. Exact dedup by input hash. One trace per input survives: the best tier (teacher > import > replay: the
    replay model is the cheap one, so when it disagrees with the teacher the teacher wins), and within a tier
    the newest (it was made under the newest instructions and skill). Inputs keep the order they first appeared.
@@ -24,10 +25,12 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 from protege.agents.models.base import FINAL_TOOL, Message, ToolSpec
 from protege.agents.models.chat_format import compact_json, render_answer, student_messages, to_chat_dicts
@@ -43,7 +46,7 @@ from protege.tasks import input_hash
 TIER_RANK = {"teacher": 3, "import": 2, "replay": 1}
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # a JSON string literal, ensure_ascii=False
 PROGRESS_EVERY = 5000
-COUNT_KEYS = ("selected", "exact_dups", "exact_dup_conflicts", "near_dups", "near_dup_variants", "train", "eval",
+COUNT_KEYS = ("stale_contract", "selected", "exact_dups", "exact_dup_conflicts", "near_dups", "near_dup_variants", "train", "eval",
               "tool_rows", "redacted_rows")
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -93,12 +96,15 @@ def build_dataset(
     eval_fraction: float = 0.2, seed: int = 0, near_dup_threshold: float | None = None,
     tools: list[ToolSpec | dict] | None = None, references: dict[str, dict] | None = None,
     progress: Progress | None = None, tiers: tuple[str, ...] = DATASET_TIERS,
+    contract: tuple[int, type[BaseModel]] | None = None,
 ) -> BuiltDataset:
     """Build train/eval files for `task_name` under `out_dir/<task>/<dataset id>/` and record a DatasetRow.
 
     `tools`: the task's tool specs, shown in the system prompt of agentic rows (default: each trace's own).
     `references`: known right answers by input hash (`protege.tasks.input_hash`), carried into eval rows.
     `progress(stage, done, total)` is called now and then (stages: select, near_dups, write).
+    `contract`: the task's current (version, output model): traces of other versions whose output does not
+    validate against it are left out (counted as `stale_contract`).
     `tiers`: which traces count as right answers. Default teacher and import: a replay answer is only known to
     be schema-valid, so training on it would teach the cheap model's mistakes; add "replay" once its shadow
     agreement with the teacher says it is right.
@@ -110,7 +116,8 @@ def build_dataset(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    items = select_unique(store.dataset_traces(task_name, tiers=tiers), counts, report)
+    rows = store.dataset_traces(task_name, tiers=tiers)
+    items = select_unique(current_contract(rows, contract, counts) if contract else rows, counts, report)
     if not items:
         raise UserError(f"task {task_name!r} has no validated {'/'.join(tiers)} traces to build a dataset "
                         f"from; run the task first (or `protege import-traces`)")
@@ -156,6 +163,25 @@ def _check_args(mode: str, eval_fraction: float, threshold: float, instructions:
 
 
 # -- 1-2: select and exact dedup -------------------------------------------------------------------------------------
+
+def current_contract(rows: Iterable[dict], contract: tuple[int, type[BaseModel]], counts: Counter[str]
+                     ) -> Iterator[dict]:
+    """The rows of the current contract version, and those of earlier ones whose output still validates."""
+    version, output_model = contract
+    for row in rows:
+        if row.get("task_version", version) != version and not _validates(output_model, row["output"]):
+            counts["stale_contract"] += 1
+            continue
+        yield row
+
+
+def _validates(model: type[BaseModel], output: Any) -> bool:
+    try:
+        model.model_validate(output)
+    except ValidationError:
+        return False
+    return True
+
 
 def select_unique(rows: Iterable[dict], counts: Counter[str], report: Progress) -> list[_Item]:
     """One item per distinct input: best tier, then newest (rows arrive oldest first); first-seen order."""

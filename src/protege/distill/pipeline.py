@@ -69,6 +69,7 @@ def distill(
         store, spec.name, instructions=spec.instructions, out_dir=app.settings.project_dir / "datasets",
         redact=spec.policy.redact, eval_fraction=eval_fraction, seed=seed,
         tools=handle.runtime.tools.specs or None, references=references, progress=report,
+        contract=(handle.runtime.version, spec.output_model),
     )
     train_rows, eval_rows = read_jsonl(built.train_path), read_jsonl(built.eval_path)
     if not train_rows or not eval_rows:

@@ -184,7 +184,7 @@ class Store(StoreBase):
         """
         latest_label = select(func.max(LabelRow.id)).group_by(LabelRow.trace_id)
         rejected = select(LabelRow.trace_id).where(LabelRow.id.in_(latest_label), LabelRow.verdict == "bad")
-        cols = [TraceRow.id, TraceRow.tier, TraceRow.model, TraceRow.input, TraceRow.input_hash, TraceRow.messages,
+        cols = [TraceRow.id, TraceRow.task_version, TraceRow.tier, TraceRow.model, TraceRow.input, TraceRow.input_hash, TraceRow.messages,
                 TraceRow.tools, TraceRow.output, TraceRow.output_text, TraceRow.created_at]
         stmt = (
             select(*cols)
