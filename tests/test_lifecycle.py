@@ -127,3 +127,25 @@ def test_prose_teacher_writes_the_skill_and_its_cost_is_on_the_ledger(tmp_path):
     assert author.cost_usd == pytest.approx(3000 * 5e-6 + 400 * 25e-6)
     assert app.ledger("shout").spend_by_tier["author"] == pytest.approx(author.cost_usd)
     app.close()
+
+
+@pytest.mark.parametrize(("gate", "demoted"), [(None, True), ({"coverage": 0.4}, False)])
+def test_a_gated_students_shadow_agreement_counts_end_to_end(tmp_path, gate, demoted):
+    """Shadow agreement 0.8 on the answers a student keeps demotes an ungated student (0.8 < 0.9), but not one
+    whose gate keeps 40% of calls and escalates the rest to the teacher (0.4 × 0.8 + 0.6 = 0.92 end to end)."""
+    from protege.distill.pipeline import promote
+    from protege.store import StudentRow
+    from protege.store.models import ShadowRow
+
+    app, _ = make(tmp_path, right, wrong, Policy(shadow_window=10, demote_below=0.9))
+    gate = gate and {"min_confidence": 0.9, "retention": 0.96, "kept_quality": 0.9, **gate}
+    row = app.store.add_student(StudentRow(task_name="shout", base="b", adapter_path="a", metrics={"gate": gate}))
+    promote(app.store, row.id)
+    for i in range(10):
+        app.store.add_shadow(ShadowRow(task_name="shout", run_id=f"r{i}", tier="student", trace_id=f"s{i}",
+                                       teacher_trace_id=f"t{i}", agreement=0.8))
+    app.lifecycle._check_agreement(app.handle("shout").runtime, "student")
+    assert (app.store.promoted_student("shout") is None) == demoted
+    if demoted:
+        assert "shadow agreement 0.800 over 10 calls" in app.store.student(row.id).metrics["demoted_reason"]
+    app.close()

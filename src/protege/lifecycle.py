@@ -165,9 +165,16 @@ class Lifecycle:
         if row is None:
             return
         mean, n = store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
-        if mean is None or n < min(policy.shadow_window, MIN_SHADOWS) or mean >= policy.demote_below:
+        if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
             return
-        why = f"shadow agreement {mean:.3f} over {n} calls < Policy.demote_below {policy.demote_below:.3f}"
+        coverage = _gate_coverage(row, policy) if tier == "student" else 1.0
+        end_to_end = coverage * mean + (1 - coverage)  # calls a gate escalates get the teacher's answer
+        if end_to_end >= policy.demote_below:
+            return
+        why = f"shadow agreement {mean:.3f} over {n} calls"
+        if coverage < 1:
+            why += f" on the ~{coverage:.0%} of calls its gate keeps, {end_to_end:.3f} end to end,"
+        why += f" < Policy.demote_below {policy.demote_below:.3f}"
         log.warning("task %r: %s; taking the %s tier out of service", name, why, tier)
         if tier == "student":
             from protege.distill.pipeline import demote
@@ -176,3 +183,11 @@ class Lifecycle:
         else:
             self.app.skills.send_back(name, by="policy:shadow", note=why)
         self.app.tiers.invalidate(name)
+
+
+def _gate_coverage(row: StudentRow, policy: Any) -> float:
+    """Share of calls a gated student keeps (by its calibration); 1 when it has no gate or the policy sets one."""
+    from protege.distill.gate import stored_gate
+
+    gate = stored_gate(row.metrics)
+    return gate.coverage if gate is not None and policy.min_confidence is None else 1.0

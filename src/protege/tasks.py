@@ -35,7 +35,13 @@ class Policy(BaseModel):
     evidence_k: int = Field(20, ge=1, description="solved inputs the replay model answers as skill evidence")
     allow_unapproved_skills: bool = Field(False, description="let replay use draft skills (untrusted text!)")
     min_confidence: float | None = Field(
-        None, ge=0, le=1, description="student answers below this mean token probability escalate"
+        None, ge=0, le=1,
+        description="student answers below this mean token probability escalate (None: the floor app.distill "
+                    "calibrated for the student, if it needed one)",
+    )
+    min_coverage: float = Field(
+        0.5, ge=0, le=1, description="a student that needs a confidence floor to pass promote_at is promoted only "
+                                     "if it keeps at least this share of calls",
     )
     redact: Literal["secrets", "pii"] = Field("secrets", description="what distillation redacts from traces")
     teacher_budget_usd: float | None = Field(None, ge=0, description="cap on this task's teacher spend per day")

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from protege.agents.budget import ALL_TASKS, BudgetedModel
-from protege.agents.cascade import TaskRuntime
+from protege.agents.cascade import StudentPick, TaskRuntime
 from protege.agents.models.base import Model, resolve_model
 from protege.errors import UserError
 
@@ -76,7 +76,7 @@ class AppTiers:
     def replay(self, task: TaskRuntime) -> Model:
         return self.model(self.app.replay_spec)
 
-    def student(self, task: TaskRuntime, *, forced: bool) -> tuple[Model, str] | None:
+    def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None:
         name = task.spec.name
         row = self._cached(("student", name), lambda: self.app.store.promoted_student(name))
         if row is None and forced:
@@ -84,7 +84,10 @@ class AppTiers:
             row = rows[0] if rows else None
         if row is None:
             return None
-        return self.model(f"local:{row.id}"), row.id
+        from protege.distill.gate import stored_gate  # pydantic only: cheap
+
+        gate = stored_gate(row.metrics)
+        return StudentPick(self.model(f"local:{row.id}"), row.id, gate.min_confidence if gate else None)
 
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None:
         name, policy = task.spec.name, task.spec.policy

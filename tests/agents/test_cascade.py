@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from protege.agents.cascade import Cascade, TaskRuntime
+from protege.agents.cascade import Cascade, StudentPick, TaskRuntime
 from protege.agents.models.base import ModelRequest, ModelResponse, Usage
 from protege.agents.tools import ToolBox
 from protege.errors import AllTiersFailed, UserError, ValidationFailed
@@ -25,14 +25,14 @@ class Scripted:
     price_as = None
     writes_prose = False
 
-    def __init__(self, name: str, answer, usage=(100, 20)):
-        self.name, self.answer, self.calls = name, answer, 0
+    def __init__(self, name: str, answer, usage=(100, 20), confidence: float | None = None):
+        self.name, self.answer, self.calls, self.confidence = name, answer, 0, confidence
         self.usage = Usage(input_tokens=usage[0], output_tokens=usage[1])
 
     async def request(self, req: ModelRequest) -> ModelResponse:
         self.calls += 1
         text = self.answer(req) if callable(self.answer) else self.answer
-        return ModelResponse(text=text, usage=self.usage, model=self.name)
+        return ModelResponse(text=text, usage=self.usage, model=self.name, confidence=self.confidence)
 
 
 GOOD = '{"queue": "billing", "priority": 2}'
@@ -40,8 +40,8 @@ BAD = '{"queue": "sales", "priority": 2}'
 
 
 class Tiers:
-    def __init__(self, teacher, replay=None, student=None, skill=None):
-        self._t, self._r, self._s, self._skill = teacher, replay, student, skill
+    def __init__(self, teacher, replay=None, student=None, skill=None, gate=None):
+        self._t, self._r, self._s, self._skill, self._gate = teacher, replay, student, skill, gate
 
     def teacher(self, task):
         return self._t
@@ -50,7 +50,7 @@ class Tiers:
         return self._r
 
     def student(self, task, *, forced):
-        return (self._s, "stu-1") if self._s else None
+        return StudentPick(self._s, "stu-1", self._gate) if self._s else None
 
     def skill(self, task, *, forced):
         return self._skill
@@ -114,6 +114,22 @@ def test_promoted_student_serves_and_invalid_answer_escalates(store):
     assert good.tier == "student" and good.attempts[0].student_id == "stu-1"
     bad = call(Cascade(store, Tiers(Scripted("t", GOOD), student=Scripted("s", "not json"))), runtime())
     assert [a.tier for a in bad.attempts] == ["student", "teacher"]
+
+
+def test_the_students_confidence_gate_escalates_unsure_answers(store):
+    """A student promoted with a gate keeps the answers it is sure of and escalates the others (recorded as
+    invalid, with the reason); Policy.min_confidence, when set, overrides the student's own floor."""
+    def run(confidence, gate, policy=None):
+        tiers = Tiers(Scripted("t", GOOD), student=Scripted("s", GOOD, confidence=confidence), gate=gate)
+        return call(Cascade(store, tiers), runtime(policy=policy or Policy(shadow_rate=0)))
+
+    assert run(0.9, gate=0.8).tier == "student"
+    unsure = run(0.7, gate=0.8)
+    assert [a.tier for a in unsure.attempts] == ["student", "teacher"]
+    assert "low confidence: 0.700" in store.trace(unsure.trace_ids[0]).errors[0]
+    assert run(0.7, gate=None).tier == "student"  # no gate: every valid answer stands
+    assert run(0.7, gate=0.8, policy=Policy(min_confidence=0.6, shadow_rate=0)).tier == "student"
+    assert run(0.9, gate=None, policy=Policy(min_confidence=0.95, shadow_rate=0)).tier == "teacher"
 
 
 def test_check_failure_escalates(store):

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypedDict
+from typing import Any, NamedTuple, Protocol, TypedDict
 
 from pydantic import BaseModel
 
@@ -48,12 +48,20 @@ class Plan:
     escalate: bool
 
 
+class StudentPick(NamedTuple):
+    """The student that serves a task, and the confidence floor it was promoted with (None: no gate)."""
+
+    model: Model
+    id: str
+    min_confidence: float | None = None
+
+
 class TierSource(Protocol):
     """Where the cascade gets each tier's model and context (the app implements it)."""
 
     def teacher(self, task: TaskRuntime) -> Model: ...
     def replay(self, task: TaskRuntime) -> Model: ...
-    def student(self, task: TaskRuntime, *, forced: bool) -> tuple[Model, str] | None: ...
+    def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None: ...
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None: ...
     def prior_art(self, task: TaskRuntime) -> list[str]: ...
     def cost(self, model: Model, usage: Any) -> float: ...
@@ -187,24 +195,26 @@ class Cascade:
 
     # -- one attempt -------------------------------------------------------------------------------------------
 
-    def _prepare(self, tier: str, state: CascadeState) -> tuple[Model, list[Message], dict[str, Any]]:
+    def _prepare(self, tier: str, state: CascadeState) -> tuple[Model, list[Message], dict[str, Any], float | None]:
+        """The tier's model, its prompt, the trace fields it adds, and the confidence floor its answers must meet."""
         task, data, spec = state["task"], state["input_dict"], state["task"].spec
         forced = state["plan"].forced
         if tier == "student":
-            found = self.source.student(task, forced=forced)
-            if found is None:
+            pick = self.source.student(task, forced=forced)
+            if pick is None:
                 raise UserError(f"task {spec.name!r} has no student; run app.distill({spec.name!r}) first")
-            model, student_id = found
-            return model, student_messages(spec.instructions, data, task.tools.specs or None), {"student_id": student_id}
+            floor = spec.policy.min_confidence if spec.policy.min_confidence is not None else pick.min_confidence
+            messages = student_messages(spec.instructions, data, task.tools.specs or None)
+            return pick.model, messages, {"student_id": pick.id}, floor
         if tier == "replay":
             skill = state.get("skill") or self.source.skill(task, forced=forced)
             text, version = skill if skill else ("", None)
             msgs = replay_messages(spec.name, spec.instructions, spec.output_schema, data, text) if skill else \
                 teacher_messages(spec.name, spec.instructions, spec.output_schema, data)
-            return self.source.replay(task), msgs, {"skill_version": version}
+            return self.source.replay(task), msgs, {"skill_version": version}, None
         prior = self.source.prior_art(task)
         msgs = teacher_messages(spec.name, spec.instructions, spec.output_schema, data, prior)
-        return self.source.teacher(task), msgs, {}
+        return self.source.teacher(task), msgs, {}, None
 
     async def trial(self, task: TaskRuntime, inp: BaseModel, tier: str, *, skill: tuple[str, int | None] | None = None,
                     record_as: str) -> tuple[Attempt, BaseModel | None]:
@@ -219,7 +229,7 @@ class Cascade:
     async def _attempt(self, tier: str, state: CascadeState, *, shadow: bool = False, record_as: str | None = None
                        ) -> tuple[Attempt, BaseModel | None]:
         task, spec = state["task"], state["task"].spec
-        model, messages, extra = self._prepare(tier, state)
+        model, messages, extra, floor = self._prepare(tier, state)
         req = ModelRequest(
             messages=messages, tools=task.tools.specs, output_schema=spec.output_schema, task_name=spec.name,
             task_input=state["input_dict"],
@@ -231,7 +241,7 @@ class Cascade:
             result = LoopResult(messages=messages, error=f"{type(exc).__name__}: {exc}")
         latency = time.perf_counter() - t0
         output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], result.text)
-        errors += _confidence_errors(tier, result, spec)
+        errors += _confidence_errors(result, floor)
         cost = sum(self.source.cost(model, r.usage) for r in result.responses)
         valid = not errors
         trace = {
@@ -319,12 +329,11 @@ def _outcome(state: CascadeState, attempts: list[Attempt], output: BaseModel | N
     return {"status": "ok", "tier": attempts[-1].tier, "output": output.model_dump(mode="json"), **common}
 
 
-def _confidence_errors(tier: str, result: LoopResult, spec: TaskSpec) -> list[str]:
-    floor = spec.policy.min_confidence
+def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
     conf = result.confidence
-    if tier != "student" or floor is None or conf is None or result.error or conf >= floor:
+    if floor is None or conf is None or result.error or conf >= floor:
         return []
-    return [f"low confidence: {conf:.3f} < Policy.min_confidence {floor:.3f}"]
+    return [f"low confidence: {conf:.3f} < the student's floor {floor:.3f} (Policy.min_confidence or its gate)"]
 
 
 def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:

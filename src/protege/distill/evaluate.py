@@ -48,6 +48,8 @@ class EvalReport(BaseModel):
     median_latency_s: float = 0.0
     tokens_per_s: float = Field(0.0, description="output tokens per second of generation")
     mismatches: list[Mismatch] = Field(default_factory=list)
+    scores: list[float] = Field(default_factory=list, description="each answer's score vs the teacher, in row order")
+    confidences: list[float | None] = Field(default_factory=list, description="each answer's confidence, row order")
 
 
 def exact_score(expected: Any, actual: Any) -> float:
@@ -180,6 +182,8 @@ def _report(rows, responses, output_model, score, reference_key, wall) -> EvalRe
         median_latency_s=statistics.median(latencies),
         tokens_per_s=tokens / wall if wall > 0 else 0.0,
         mismatches=mismatches,
+        scores=scores,
+        confidences=[response.confidence for response, _ in responses],
     )
 
 

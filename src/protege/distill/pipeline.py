@@ -84,19 +84,43 @@ def distill(
     metrics = _evaluate(app, spec, base_dir, result.adapter_path, student_id, eval_rows, report)
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
         "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss}
+    passed, reason = promotion_verdict(metrics, spec.policy)
     store.add_student(StudentRow(
         id=student_id, task_name=spec.name, base=app.settings.student_base, adapter_path=str(result.adapter_path),
         adapter_hash=dir_hash(result.adapter_path), dataset_id=built.id, metrics=metrics,
         params=config.model_dump(mode="json"),
     ))
-    retention = metrics["retention"]
-    passed = retention >= spec.policy.promote_at
     if passed and auto_promote:
         promote(store, student_id)
-    verdict = "≥" if passed else "<"
-    reason = f"retention {retention:.3f} {verdict} Policy.promote_at {spec.policy.promote_at:.3f}"
     return DistillReport(task=spec.name, student_id=student_id, dataset_id=built.id, metrics=metrics,
                          promoted=passed and auto_promote, reason=reason)
+
+
+def promotion_verdict(metrics: dict[str, Any], policy: Any) -> tuple[bool, str]:
+    """Promote on retention; failing that, on the end-to-end retention of a confidence gate (which then goes into
+    `metrics["gate"]` and serves with the student). A floor set in the policy is measured, not calibrated."""
+    from protege.distill.gate import calibrate, gated
+
+    retention, target = metrics["retention"], policy.promote_at
+    if policy.min_confidence is not None:
+        gate = gated(metrics["confidences"], metrics["scores"], policy.min_confidence)
+        passed = gate.retention >= target
+        return passed, (f"with Policy.min_confidence {gate.min_confidence:.3f} the student keeps {gate.coverage:.0%} "
+                        f"of eval answers; end-to-end retention {gate.retention:.3f} "
+                        f"{'≥' if passed else '<'} Policy.promote_at {target:.3f}")
+    if retention >= target:
+        return True, f"retention {retention:.3f} ≥ Policy.promote_at {target:.3f}"
+    reason = f"retention {retention:.3f} < Policy.promote_at {target:.3f}"
+    gate = calibrate(metrics["confidences"], metrics["scores"], target=target)
+    if gate is None:
+        return False, f"{reason}, and no confidence floor reaches it"
+    if gate.coverage < policy.min_coverage:
+        return False, (f"{reason}; a confidence floor of {gate.min_confidence:.3f} would reach it but keep only "
+                       f"{gate.coverage:.0%} of answers < Policy.min_coverage {policy.min_coverage:.0%}")
+    metrics["gate"] = gate.model_dump()
+    return True, (f"{reason} alone; gated at confidence ≥ {gate.min_confidence:.3f} it keeps {gate.coverage:.0%} "
+                  f"of eval answers (their quality {gate.kept_quality:.3f}) and escalates the rest: end-to-end "
+                  f"retention {gate.retention:.3f} ≥ {target:.3f}")
 
 
 def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> None:
