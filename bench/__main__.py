@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only NAME[,NAME]] [--workloads NAME[,NAME]] [--data FILE]`: run the benchmarks, write BENCHMARKS.md.
+"""`python -m bench [--quick] [--only NAME[,NAME]] [--workloads NAME[,NAME]] [--reuse] [--data FILE]`: run the benchmarks, write BENCHMARKS.md.
 
 Each benchmark's result goes to bench/results/<name>.json; the report is then rendered from every result file
 there, so `--only overhead` refreshes one section and keeps the others (each says when and how it was run).
@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     names = _selected(args.only)
     if args.data is not None and not args.data.is_file():
         raise SystemExit(f"--data {str(args.data)!r} is not a file; give a JSONL file of {{'input', 'output'}} pairs")
-    ctx = Context(quick=args.quick, data=args.data, workloads=_names(args.workloads))
+    ctx = Context(quick=args.quick, data=args.data, workloads=_names(args.workloads),
+                  reuse=args.reuse)
     command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--only", metavar="NAME[,NAME]", help=f"run only these ({', '.join(BENCHMARKS)})")
     ap.add_argument("--workloads", metavar="NAME[,NAME]",
                     help="quality workloads to measure (debian-sections, orders, or a --data file's name); default all")
+    ap.add_argument("--reuse", action="store_true",
+                    help="measure the students the newest earlier run trained (under bench/results/tmp) instead of "
+                         "warming up and training new ones; their promotion is decided again by the current rules")
     ap.add_argument("--data", type=Path, metavar="FILE",
                     help="extra quality workload: JSONL of {'input': {...}, 'output': {...}} pairs")
     return ap

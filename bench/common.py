@@ -34,6 +34,7 @@ class Context:
     quick: bool = False
     data: Path | None = None
     workloads: tuple[str, ...] = ()  # --workloads: only these quality workloads (all when empty)
+    reuse: bool = False  # --reuse: the students of the newest earlier run, not new ones
     scratch: Path = SCRATCH
     cache_dir: Path = ROOT / ".protege" / "cache"  # converted base models, shared with `protege demo`
     log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
-from bench.common import Context, Headline, Result, Table, percentile
+from bench.common import Context, Headline, NotRun, Result, Table, percentile
 from bench.data import Workload, output_of, workloads
 
 TITLE = "Quality and cost per tier"
@@ -80,13 +80,10 @@ def prepare(ctx: Context, w: Workload) -> Prepared:
     if w.name in cache:
         return cache[w.name]
     os.environ.setdefault("PROTEGE_CACHE_DIR", str(ctx.cache_dir))  # one converted base for every app
-    from protege import Policy, Protege
-    from protege.agents import ReferenceModel
-
-    folder = ctx.folder("quality", _slug(w.name), str(time.time_ns()))
-    teacher = ReferenceModel([(r["input"], output_of(r)) for r in w.pool + w.heldout], price_as=TEACHER_PRICE)
-    app = Protege(db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=REPLAY, project_dir=folder)
-    app.task(w.task, policy=Policy(min_traces=min(200, len(w.pool))))
+    if ctx.reuse:
+        cache[w.name] = reuse(ctx, w)
+        return cache[w.name]
+    app = _app(w, ctx.folder("quality", _slug(w.name), str(time.time_ns())))
     calls = run_calls(app, w.task_name, w.pool, tier=None)
     app.wait()
     p = Prepared(w, app, warmup=calls)
@@ -99,6 +96,44 @@ def prepare(ctx: Context, w: Workload) -> Prepared:
         p.distill_error = f"{type(exc).__name__}: {exc}"
     p.distill_s = time.perf_counter() - start
     cache[w.name] = p
+    return p
+
+
+def _app(w: Workload, folder: Any) -> Any:
+    from protege import Policy, Protege
+    from protege.agents import ReferenceModel
+
+    teacher = ReferenceModel([(r["input"], output_of(r)) for r in w.pool + w.heldout], price_as=TEACHER_PRICE)
+    app = Protege(db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=REPLAY, project_dir=folder)
+    app.task(w.task, policy=Policy(min_traces=min(200, len(w.pool))))
+    return app
+
+
+def reuse(ctx: Context, w: Workload) -> Prepared:
+    """--reuse: the newest earlier run of this workload that trained a student, its promotion decided again by
+    the current rules (`promotion_verdict`), instead of warming up and training anew."""
+    from protege.distill.pipeline import DistillReport, promote, promotion_verdict
+
+    runs = sorted((ctx.scratch / "quality" / _slug(w.name)).glob("*/protege.db"), key=lambda db: db.parent.name)
+    for db in reversed(runs):
+        app = _app(w, db.parent)
+        students = app.store.students(w.task_name)
+        if students:
+            break
+        app.close()
+    else:
+        raise NotRun(f"--reuse: no earlier run of {w.name} trained a student under {ctx.scratch}; run without it")
+    row = students[0]
+    metrics = dict(row.metrics or {})
+    passed, reason = promotion_verdict(metrics, app.handle(w.task_name).spec.policy)
+    app.store.update_student(row.id, metrics=metrics, state="candidate")
+    if passed:
+        promote(app.store, row.id)
+    ctx.log(f"[bench] reusing student {row.id[:8]} of {db.parent}: {reason}")
+    report = DistillReport(task=w.task_name, student_id=row.id, dataset_id=row.dataset_id or "", metrics=metrics,
+                           promoted=passed, reason=reason)
+    p = Prepared(w, app, warmup={}, report=report, notes=[f"reused the student of {db.parent.name} (--reuse)"])
+    ctx.shared.setdefault("distill", {})[w.name] = metrics
     return p
 
 

@@ -2,9 +2,10 @@
 — each against teacher-only, measured in the same run on the same calls.
 
 Warm-up is the quality benchmark's preparation (the pool called through the teacher, `app.distill`, the student
-promoted when its retention passes `Policy.promote_at`). The stream then calls held-out inputs (drawn with
-replacement, seeded) with normal routing: the student when one is promoted (escalating answers that fail
-validation or, when the distill report suggests one, the confidence gate), the teacher otherwise. Replay is not
+promoted when its retention passes `Policy.promote_at`, alone or behind the confidence gate `app.distill`
+calibrated). The stream then calls held-out inputs (drawn with replacement, seeded) with normal routing: the
+student when one is promoted (escalating answers that fail validation or fall under its gate), the teacher
+otherwise. Replay is not
 eligible: the teacher's skill is not approved (the default review policy; the quality benchmark measures replay
 on its own). Total cost is every trace the stream caused, shadow runs and skill upkeep included. Teacher-only is
 a fresh app with only the teacher, on the same calls.
@@ -55,10 +56,10 @@ def run(ctx: Context, calls: int | None = None) -> Result:
 def stream(ctx: Context, p: Any, w: Workload, n: int) -> dict[str, Any]:
     from bench.quality import run_calls
 
+    from protege.distill.gate import stored_gate
+
     app, task = p.app, w.task_name
-    gate = confidence_gate(p.report.metrics)
-    if gate is not None:
-        _set_gate(app, w, gate)
+    gate = stored_gate(p.report.metrics)  # applied by the cascade itself: the student was promoted with it
     rng = random.Random(0)
     rows = [rng.choice(w.heldout) for _ in range(n)]
     before = {t.id for t in app.store.traces(task, limit=None)}
@@ -72,7 +73,8 @@ def stream(ctx: Context, p: Any, w: Workload, n: int) -> dict[str, Any]:
             spent["shadow" if t.shadow else t.tier] += t.cost_usd
     baseline = teacher_only(ctx, w, rows)
     return {"served": served, "spend_by_tier": dict(spent), "total_usd": sum(spent.values()), "wall_s": wall,
-            "teacher_only": baseline, "promoted": p.report.promoted, "gate": gate}
+            "teacher_only": baseline, "promoted": p.report.promoted,
+            "gate": gate.model_dump() if gate is not None else None}
 
 
 def teacher_only(ctx: Context, w: Workload, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,24 +93,6 @@ def teacher_only(ctx: Context, w: Workload, rows: list[dict[str, Any]]) -> dict[
         return out
     finally:
         app.close()
-
-
-def confidence_gate(metrics: dict[str, Any]) -> float | None:
-    """The confidence threshold the distill report suggests, if it suggests one."""
-    for key in ("min_confidence", "confidence_threshold", "suggested_min_confidence"):
-        if isinstance(metrics.get(key), (int, float)):
-            return float(metrics[key])
-    nested = metrics.get("confidence")
-    if isinstance(nested, dict) and isinstance(nested.get("threshold"), (int, float)):
-        return float(nested["threshold"])
-    return None
-
-
-def _set_gate(app: Any, w: Workload, gate: float) -> None:
-    from protege import Policy
-
-    policy = app.handle(w.task_name).spec.policy
-    app.task(w.task, policy=Policy(**{**policy.model_dump(), "min_confidence": gate}))
 
 
 def _report(result: Result, w: Workload, d: dict[str, Any]) -> None:
@@ -135,11 +119,18 @@ def _report(result: Result, w: Workload, d: dict[str, Any]) -> None:
     rows.append(["= protege total", n, 1.0, served["quality"], d["total_usd"]])
     rows.append(["teacher-only (baseline)", n, None, base["quality"], base["total_usd"]])
     result.tables.append(Table(
-        f"{w.name}: {n} calls after warm-up (student promoted: {d['promoted']}; confidence gate: {d['gate']})",
+        f"{w.name}: {n} calls after warm-up (student promoted: {d['promoted']}; {_gate_text(d['gate'])})",
         ["served by", "calls", "share", "quality of its answers", "spend USD"], rows))
     result.notes.append(f"{w.name}: tier mix {dict(tiers)}; latency p50 {served['latency_p50_ms']:.0f} ms, p99 "
                         f"{served['latency_p99_ms']:.0f} ms (teacher-only p50 {base['latency_p50_ms']:.1f} ms, "
                         f"a local reference model, not a network call).")
+
+
+def _gate_text(gate: dict[str, Any] | None) -> str:
+    if not gate:
+        return "no confidence gate"
+    return (f"confidence gate ≥ {gate['min_confidence']:.3f}, which kept {gate['coverage']:.0%} of the eval split at "
+            f"end-to-end retention {gate['retention']:.3f}")
 
 
 def plot(ax: Any, record: dict[str, Any]) -> None:

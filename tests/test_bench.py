@@ -127,3 +127,21 @@ def test_headline_ratio_is_value_over_baseline():
     assert Headline("x", 3.0, baseline=1.5).ratio == 2.0
     assert Headline("x", 3.0).ratio is None
     assert asdict(Headline("x", None, baseline=2.0))["value"] is None
+
+
+def test_workloads_are_picked_by_name_and_reuse_needs_an_earlier_run(ctx, monkeypatch):
+    """--workloads keeps the named workloads (quick mode included) and refuses a name that matches none;
+    --reuse without an earlier run of the workload says so instead of training."""
+    from dataclasses import replace
+
+    from bench.common import NotRun
+    from bench.data import workloads
+    from bench.quality import prepare
+
+    picked = workloads(replace(ctx, workloads=("orders",)))
+    assert [w.name for w in picked] == ["orders (bundled)"] and len(picked[0].pool) == 200
+    with pytest.raises(NotRun, match="matches none"):
+        workloads(replace(ctx, workloads=("nope",)))
+    monkeypatch.setenv("PROTEGE_CACHE_DIR", str(ctx.cache_dir))  # prepare() would set it for the whole process
+    with pytest.raises(NotRun, match="no earlier run of orders"):
+        prepare(replace(ctx, reuse=True), picked[0])

@@ -1,0 +1,88 @@
+"""`python -m bench.recipe NAME [--train N] [--eval M] [--config JSON]`: one training recipe on the bundled order
+workload, measured — how docs/student.md's runs are made.
+
+Trains `train_student` on the first N rows of the workload's pool (the reference answers as the teacher's, so exact
+match = retention) with `TrainConfig(**config)`, then answers the first M held-out rows with the student
+(`LocalModel`, constrained decoding, prompt-lookup drafts) and writes exact match, per-field accuracy, latency and
+the training figures to bench/results/recipes/NAME.json. The first 20 held-out rows are answered again without
+drafts (token by token), for the latency that drafting saves. Not part of `python -m bench`: one run is tens of
+minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from bench.common import RESULTS, Context, machine_info
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from protege.agents.models.local import LocalModel
+    from protege.distill.base_models import resolve_base
+    from protege.distill.evaluate import evaluate_student
+    from protege.distill.train import TrainConfig, train_student
+    from protege.examples_data import Order
+
+    config = TrainConfig(**json.loads(args.config))
+    ctx = Context()
+    base = resolve_base("smollm2-135m", ctx.cache_dir)
+    train_rows, eval_rows = order_rows("pool", args.train), order_rows("heldout", args.eval)
+    out = ctx.folder("recipes", args.name)
+    ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
+    trained = train_student(train_rows, base, out / "student", config)
+    ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s; answering {len(eval_rows)} held-out rows")
+    report = evaluate_student(LocalModel(trained.adapter_path), eval_rows, output_model=Order)
+    ctx.log("[recipe] the first 20 again, token by token")
+    plain = evaluate_student(LocalModel(trained.adapter_path, prompt_lookup=False), eval_rows[:20], output_model=Order)
+    record = {"name": args.name, "command": " ".join(["python -m bench.recipe", *(argv or sys.argv[1:])]),
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
+              "config": config.model_dump(mode="json"), "train": _train_figures(trained),
+              "eval": report.model_dump(mode="json", exclude={"mismatches"}),
+              "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
+              "mismatches": [m.model_dump(mode="json") for m in report.mismatches[:5]]}
+    path = RESULTS / "recipes" / f"{args.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    ctx.log(f"[recipe] exact match {report.exact_match:.3f}, median {report.median_latency_s:.2f} s per answer; "
+            f"wrote {path}")
+    return 0
+
+
+def order_rows(split: str, n: int) -> list[dict[str, Any]]:
+    """The first n rows of a split of the bundled workload, as `build_dataset` writes them (reference = teacher)."""
+    import inspect
+
+    from protege.agents.models.chat_format import render_answer, student_messages, to_chat_dicts
+    from protege.examples_data import extract_order, load_examples
+
+    instructions = inspect.getdoc(extract_order) or ""  # what TaskSpec makes of the docstring
+    rows = []
+    for ex in load_examples(split)[:n]:
+        chat = to_chat_dicts(student_messages(instructions, ex["input"]))
+        chat.append({"role": "assistant", "content": render_answer(ex["output"])})
+        rows.append({"messages": chat, "input": ex["input"], "output": ex["output"]})
+    return rows
+
+
+def _train_figures(trained: Any) -> dict[str, Any]:
+    return {"rows": trained.rows, "steps": trained.steps, "wall_s": trained.wall_s, "tokens": trained.train_tokens,
+            "tokens_per_s": trained.tokens_per_s, "loss_first": trained.loss_history[0][1] if trained.loss_history
+            else None, "loss_last": trained.loss_history[-1][1] if trained.loss_history else None}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench.recipe", description=__doc__.splitlines()[0])
+    ap.add_argument("name", help="the run's name (its result file and scratch folder)")
+    ap.add_argument("--train", type=int, default=300, help="training rows: the first N of the pool (default 300)")
+    ap.add_argument("--eval", type=int, default=100, help="held-out rows answered (default 100)")
+    ap.add_argument("--config", default="{}", help='TrainConfig fields as JSON, e.g. \'{"epochs": 3}\'')
+    return ap
+
+
+if __name__ == "__main__":
+    sys.exit(main())
