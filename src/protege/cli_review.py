@@ -159,12 +159,20 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         return emit_json([row_dict(r) for r in rows])
     if not rows:
         return typer.echo("no students yet: distill one with `protege distill TASK`")
-    table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "created"], [
+    table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "gate",
+                                      "created"], [
         [r.id, r.task_name, r.state, r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
-         _metric(r, "n", "eval_n", "eval_rows"), when(r.created_at)]
+         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), when(r.created_at)]
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
-                                                        "traces; promote with `protege promote ID`")
+                                                        "traces; gate = the confidence floor a student serves behind "
+                                                        "and the share of calls it keeps; promote with "
+                                                        "`protege promote ID`")
+
+
+def _gate(row: Any) -> str:
+    gate = (row.metrics or {}).get("gate")
+    return f"≥ {gate['min_confidence']:.3f}, keeps {pct(gate['coverage'])}" if gate else "—"
 
 
 def _metric(row: Any, *names: str) -> Any:

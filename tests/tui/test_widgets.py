@@ -83,3 +83,18 @@ def test_formats_fit_their_columns():
         ["$0.00002", "$0.0123", "$12.35", "$12,345", "—"]
     assert pct(0.9123, 1) == "91.2%" and pct(None) == "—"
     assert when(datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)) == "2026-03-01 09:30"
+
+
+def test_a_students_record_shows_its_gate_and_leaves_per_answer_lists_out():
+    """The students screen's record names a gated student's floor, coverage and end-to-end retention; the
+    per-answer score and confidence lists (hundreds of numbers) stay out of it."""
+    from protege.store import StudentRow
+    from protege.tui.screens.students import _record
+
+    gate = {"min_confidence": 0.912, "coverage": 0.64, "retention": 0.953, "kept_quality": 0.93}
+    row = StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/a", metrics={
+        "retention": 0.81, "scores": [1.0, 0.0] * 200, "confidences": [0.9] * 400, "gate": gate})
+    text = _record(row)
+    assert "confidence gate ≥ 0.912: keeps 64% of calls (their quality 93.0%)" in text
+    assert "end-to-end retention 95.3%" in text and "retention=0.81" in text
+    assert "scores" not in text and "confidences" not in text and len(text) < 1000

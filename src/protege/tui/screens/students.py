@@ -144,10 +144,21 @@ def _record(row: StudentRow | None) -> str:
         f"base {escape(row.base)} · adapter {escape(row.adapter_path)}",
         f"dataset {short_id(row.dataset_id)} · created {when(row.created_at)}"
         + (f" · promoted {when(row.promoted_at)}" if row.promoted_at else ""),
-        "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items()))
+        *_gate_line(row),
+        "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items())
+                                 if not isinstance(v, list) and k != "gate")  # per-answer lists: --json
                        or "none recorded"),
     ]
     return "\n".join(lines)
+
+
+def _gate_line(row: StudentRow) -> list[str]:
+    gate = (row.metrics or {}).get("gate")
+    if not gate:
+        return []
+    return [f"confidence gate ≥ {gate['min_confidence']:.3f}: keeps {pct(gate['coverage'], 0)} of calls (their "
+            f"quality {pct(gate['kept_quality'], 1)}), escalates the rest · end-to-end retention "
+            f"{pct(gate['retention'], 1)} on the eval split"]
 
 
 def _value(v: Any) -> str:
