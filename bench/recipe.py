@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from protege.examples_data import Order
 
     config = TrainConfig(**json.loads(args.config))
+    Recording = _recording_model()
     ctx = Context()
     base = resolve_base("smollm2-135m", ctx.cache_dir)
     train_rows, eval_rows = order_rows("pool", args.train), order_rows("heldout", args.eval)
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
     trained = train_student(train_rows, base, out / "student", config)
     ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s; answering {len(eval_rows)} held-out rows")
-    report = evaluate_student(LocalModel(trained.adapter_path), eval_rows, output_model=Order)
+    student = Recording(trained.adapter_path)
+    report = evaluate_student(student, eval_rows, output_model=Order)
     ctx.log("[recipe] the first 20 again, token by token")
     plain = evaluate_student(LocalModel(trained.adapter_path, prompt_lookup=False), eval_rows[:20], output_model=Order)
     record = {"name": args.name, "command": " ".join(["python -m bench.recipe", *(argv or sys.argv[1:])]),
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
               "config": config.model_dump(mode="json"), "train": _train_figures(trained),
               "eval": report.model_dump(mode="json", exclude={"mismatches"}),
               "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
+              "gates": _gates(report, student.min_probs),
               "mismatches": [m.model_dump(mode="json") for m in report.mismatches[:5]]}
     path = RESULTS / "recipes" / f"{args.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +54,36 @@ def main(argv: list[str] | None = None) -> int:
     ctx.log(f"[recipe] exact match {report.exact_match:.3f}, median {report.median_latency_s:.2f} s per answer; "
             f"wrote {path}")
     return 0
+
+
+def _recording_model() -> Any:
+    from protege.agents.models.local import LocalModel
+
+    class Recording(LocalModel):
+        """A LocalModel that keeps each answer's least-sure token probability (an alternative confidence)."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.min_probs: list[float | None] = []
+
+        def generate(self, req: Any) -> Any:
+            response = super().generate(req)
+            self.min_probs.append(response.raw.get("min_prob"))
+            return response
+
+    return Recording
+
+
+def _gates(report: Any, min_probs: list[float | None]) -> dict[str, Any]:
+    """What a confidence gate calibrated on these answers would keep, per confidence measure and target (in-sample)."""
+    from protege.distill.gate import calibrate
+
+    out = {}
+    for measure, values in (("mean_prob", report.confidences), ("min_prob", min_probs)):
+        for target in (0.9, 0.95, 0.99):
+            gate = calibrate(values, report.scores, target=target)
+            out[f"{measure}@{target}"] = gate.model_dump() if gate else None
+    return out
 
 
 def order_rows(split: str, n: int) -> list[dict[str, Any]]:

@@ -232,6 +232,21 @@ def test_prompt_lookup_drafts_what_followed_the_longest_match():
     assert lookup.draft([42]) == [] and lookup.draft([]) == [] and lookup.draft([6]) == []
 
 
+def test_the_draft_grows_while_taken_whole_and_shrinks_when_refused():
+    """A model that copies gets longer drafts (up to DRAFT_MAX); one that does not is soon offered single tokens."""
+    from protege.agents.models.local_engine import DRAFT_MAX, PromptLookup
+
+    lookup = PromptLookup(list(range(100)), length=4)
+    lookup.taken(4, 4)
+    assert len(lookup.draft([10])) == 6
+    for _ in range(20):
+        lookup.taken(lookup.length, lookup.length)
+    assert lookup.length == DRAFT_MAX
+    for _ in range(30):
+        lookup.taken(0, lookup.length)
+    assert lookup.draft([10]) == [11]
+
+
 def test_drafting_changes_no_answer_of_a_random_model(tiny):
     """Drafts a random model would not have written are refused: answers, confidences and stop reasons are the
     same with and without prompt lookup (inputs that repeat themselves, so drafts are proposed)."""

@@ -88,7 +88,7 @@ class LocalModel:
             usage=Usage(input_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
                         cache_read_tokens=result.reused_tokens),
             raw={"forced_tokens": result.forced_tokens, "model_tokens": result.model_tokens,
-                 "drafted_tokens": result.drafted_tokens,
+                 "drafted_tokens": result.drafted_tokens, "min_prob": result.min_prob,
                  "latency_s": round(time.perf_counter() - started, 4)},
             model=self.name,
             stop_reason="tool_use" if calls else result.stop_reason,

@@ -20,7 +20,7 @@ from protege.errors import ModelError, UserError
 
 TOP_K = 48
 BUDGET_RESERVE = 64  # tokens kept back so an answer that runs long can still be closed validly
-DRAFT_TOKENS = 8  # tokens a prompt lookup proposes; one forward pass scores them all
+DRAFT_START, DRAFT_MAX = 4, 16  # tokens a prompt lookup proposes (adaptive); one forward pass scores them all
 DRAFT_NGRAM = 3  # the longest answer suffix looked up in the prompt
 
 
@@ -37,6 +37,7 @@ class Generation:
     confidence: float | None
     stop_reason: str
     drafted_tokens: int  # tokens taken from prompt-lookup drafts (each saved a forward pass of its own)
+    min_prob: float | None  # the probability of the model's least sure choice
 
 
 class _Answer:
@@ -70,9 +71,10 @@ class _Answer:
 class PromptLookup:
     """Drafts copied from the prompt ("prompt lookup decoding"): extraction answers mostly repeat the input, so
     the tokens that followed the latest occurrence in the prompt of the answer's last few tokens are a good guess
-    at what comes next."""
+    at what comes next. The draft length adapts: it grows while drafts are taken whole and shrinks when they are
+    not, so a model that does not copy pays little for the guesses."""
 
-    def __init__(self, prompt: list[int], ngram: int = DRAFT_NGRAM, length: int = DRAFT_TOKENS):
+    def __init__(self, prompt: list[int], ngram: int = DRAFT_NGRAM, length: int = DRAFT_START):
         self.prompt, self.ngram, self.length = prompt, ngram, length
         self.after: dict[tuple[int, ...], int] = {}
         for n in range(1, ngram + 1):
@@ -86,6 +88,13 @@ class PromptLookup:
             if start is not None:
                 return self.prompt[start:start + self.length]
         return []
+
+    def taken(self, taken: int, proposed: int) -> None:
+        """Feedback: how much of the last draft the model took."""
+        if taken == proposed:
+            self.length = min(self.length + 2, DRAFT_MAX)
+        else:
+            self.length = max(self.length - 1, 1)
 
 
 class Engine:
@@ -163,7 +172,7 @@ class Engine:
             out.append(token)
             logits = self._forward([token], cache)
         text = self.tokenizer.decode(out, skip_special_tokens=True)
-        return Generation(text, len(ids), len(out), reused, 0, len(out), None, stop, 0)
+        return Generation(text, len(ids), len(out), reused, 0, len(out), None, stop, 0, None)
 
     def _constrained(self, ids, logits, cache, reused, grammar: Grammar, max_tokens: int, draft: bool) -> Generation:
         answer = _Answer(grammar.start())
@@ -193,13 +202,13 @@ class Engine:
         confidence = sum(answer.probs) / len(answer.probs) if answer.probs else 1.0
         out = answer.out
         return Generation("".join(answer.pieces), len(ids), len(out), reused, answer.forced,
-                          len(out) - answer.forced, confidence, stop, answer.drafted)
+                          len(out) - answer.forced, confidence, stop, answer.drafted, min(answer.probs, default=1.0))
 
     def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, cache, budget: int):
         """Logits after `token`. With a draft from the prompt, one pass also scores the draft; the draft tokens the
         model would have chosen itself (greedy, under the grammar) are taken, so the answer is the same as
         without drafting, in fewer passes. The cache keeps only what was taken."""
-        draft = lookup.draft(answer.out) if lookup is not None else []
+        draft = self._grammatical(lookup.draft(answer.out), answer.state) if lookup is not None else []
         if not draft:
             return self._forward([token], cache)
         scored = self._forward([token, *draft], cache, keep=len(draft) + 1)
@@ -214,7 +223,21 @@ class Engine:
             taken += 1
         cache.crop(taken - len(draft))  # drop the keys/values of the draft tokens not taken
         answer.drafted += taken
+        lookup.taken(taken, len(draft))
         return scored[taken]
+
+    def _grammatical(self, draft: list[int], state: State) -> list[int]:
+        """The part of a draft the grammar allows, up to where the grammar would force text (not worth scoring)."""
+        kept = []
+        for token in draft:
+            following = state.feed(self.texts[token]) if self.texts[token] and not state.forced() else None
+            if following is None:
+                break
+            kept.append(token)
+            if following.done:
+                break
+            state = following
+        return kept
 
     def _prob(self, logits, token: int) -> float:
         return float(self.torch.softmax(logits, -1)[token])
