@@ -224,12 +224,15 @@ def test_prompt_lookup_drafts_what_followed_the_longest_match():
     prompt; nothing when no suffix occurs, and nothing past the prompt's end."""
     from protege.agents.models.local_engine import PromptLookup
 
-    lookup = PromptLookup([1, 2, 3, 4, 5, 9, 3, 7, 8, 2, 3, 6], ngram=3, length=3)
+    prompt = [1, 2, 3, 4, 5, 9, 3, 7, 8, 2, 3, 6]
+    lookup = PromptLookup(prompt, ngram=3, length=3, min_ngram=1)
     assert lookup.draft([2, 3]) == [6]  # the later "2 3" wins, and the prompt ends after one token
     assert lookup.draft([1, 2, 3]) == [4, 5, 9]  # a 3-token match beats the later 2-token one
     assert lookup.draft([9, 3]) == [7, 8, 2]
     assert lookup.draft([42, 3]) == [6]  # falls back to the last token alone
     assert lookup.draft([42]) == [] and lookup.draft([]) == [] and lookup.draft([6]) == []
+    pairs_only = PromptLookup(prompt, ngram=3, length=3, min_ngram=2)  # the default: no one-token matches
+    assert pairs_only.draft([42, 3]) == [] and pairs_only.draft([9, 3]) == [7, 8, 2]
 
 
 def test_the_draft_grows_while_taken_whole_and_shrinks_when_refused():
@@ -238,13 +241,13 @@ def test_the_draft_grows_while_taken_whole_and_shrinks_when_refused():
 
     lookup = PromptLookup(list(range(100)), length=4)
     lookup.taken(4, 4)
-    assert len(lookup.draft([10])) == 6
+    assert len(lookup.draft([9, 10])) == 6
     for _ in range(20):
         lookup.taken(lookup.length, lookup.length)
     assert lookup.length == DRAFT_MAX
     for _ in range(30):
         lookup.taken(0, lookup.length)
-    assert lookup.draft([10]) == [11]
+    assert lookup.draft([9, 10]) == [11]
 
 
 def test_drafting_changes_no_answer_of_a_random_model(tiny):

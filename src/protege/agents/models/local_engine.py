@@ -22,6 +22,7 @@ TOP_K = 48
 BUDGET_RESERVE = 64  # tokens kept back so an answer that runs long can still be closed validly
 DRAFT_START, DRAFT_MAX = 4, 16  # tokens a prompt lookup proposes (adaptive); one forward pass scores them all
 DRAFT_NGRAM = 3  # the longest answer suffix looked up in the prompt
+DRAFT_MIN_NGRAM = 2  # the shortest: a one-token match proposes more drafts than it lands (docs/student.md)
 
 
 @dataclass
@@ -70,20 +71,22 @@ class _Answer:
 
 class PromptLookup:
     """Drafts copied from the prompt ("prompt lookup decoding"): extraction answers mostly repeat the input, so
-    the tokens that followed the latest occurrence in the prompt of the answer's last few tokens are a good guess
+    the tokens that followed the latest occurrence in the prompt of the answer's last 2-3 tokens are a good guess
     at what comes next. The draft length adapts: it grows while drafts are taken whole and shrinks when they are
     not, so a model that does not copy pays little for the guesses."""
 
-    def __init__(self, prompt: list[int], ngram: int = DRAFT_NGRAM, length: int = DRAFT_START):
-        self.prompt, self.ngram, self.length = prompt, ngram, length
+    def __init__(self, prompt: list[int], ngram: int = DRAFT_NGRAM, length: int = DRAFT_START,
+                 min_ngram: int = DRAFT_MIN_NGRAM):
+        self.prompt, self.ngram, self.length, self.min_ngram = prompt, ngram, length, min_ngram
         self.after: dict[tuple[int, ...], int] = {}
         for n in range(1, ngram + 1):
             for i in range(len(prompt) - n):
                 self.after[tuple(prompt[i:i + n])] = i + n  # later occurrences win: the input comes last
 
     def draft(self, out: list[int]) -> list[int]:
-        """Up to `length` tokens that followed the longest suffix of `out` found in the prompt; [] when none."""
-        for n in range(min(self.ngram, len(out)), 0, -1):
+        """Up to `length` tokens that followed the longest suffix of `out` (at least `min_ngram` tokens) found in
+        the prompt; [] when none."""
+        for n in range(min(self.ngram, len(out)), self.min_ngram - 1, -1):
             start = self.after.get(tuple(out[-n:]))
             if start is not None:
                 return self.prompt[start:start + self.length]
