@@ -164,3 +164,27 @@ def test_real_base_learns_and_its_adapter_answers(smollm2_base, tmp_path):
     assert Queue.model_validate_json(answer.text) == Queue(queue="billing")
     assert 0.0 <= answer.confidence <= 1.0
     print(f"real base: {result.steps} steps in {result.wall_s:.1f}s, total {time.perf_counter() - started:.1f}s")
+
+
+def test_the_launch_script_trains_under_accelerate_launch(tiny_base, tmp_path):
+    """`accelerate launch -m protege.distill.launch DATASET OUT` (here one CPU process) trains a student from a
+    dataset folder and writes its adapter; a folder that is no dataset is a one-line error."""
+    import subprocess
+    import sys
+
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    rows = [chat_row("Say the word.", {"w": w}, {"word": w}) for w in ("yes", "no", "maybe", "never")]
+    (dataset / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
+              "protege.distill.launch"]
+    done = subprocess.run([*launch, str(dataset), str(tmp_path / "out"), "--base", str(tiny_base),
+                           "--config", '{"max_steps": 2, "torch_threads": 1}'], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["steps"] == 2 and (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
+    bad = subprocess.run([sys.executable, "-m", "protege.distill.launch", str(tmp_path), str(tmp_path / "o2")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "has no train.jsonl" in bad.stderr
