@@ -46,7 +46,10 @@ def render(records: list[dict[str, Any]], plot: Path | None) -> str:
              "baseline measured in the same run; latencies are medians (p50) unless marked p99, because these "
              "machines are shared and noisy. Reproduce with `make bench` (quick mode, `python -m bench --quick`: "
              "small sizes, a few minutes) or `make bench-full` (`python -m bench`); `python -m bench --only NAME` "
-             "re-runs one section, `--data FILE` adds a JSONL workload of `{\"input\", \"output\"}` pairs.", ""]
+             "re-runs one section, `--workloads NAME` picks the quality workloads, `--reuse` measures the students "
+             "of the newest earlier run again, `--data FILE` adds a JSONL workload of `{\"input\", \"output\"}` "
+             "pairs. Single training recipes on the order workload: `python -m bench.recipe` "
+             "(results in bench/results/recipes/).", ""]
     if not records:
         return "\n".join([*lines, "No results yet: run `python -m bench --quick`.", ""])
     lines += _machine(records), ""
@@ -61,7 +64,9 @@ def render(records: list[dict[str, Any]], plot: Path | None) -> str:
 def _machine(records: list[dict[str, Any]]) -> str:
     newest = max(records, key=lambda r: r.get("started_at", ""))
     m = newest.get("machine", {})
-    parts = [f"**Machine**: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('os')}",
+    cpus = {r.get("machine", {}).get("cpu") for r in records}
+    label = "**Machine**" if len(cpus) == 1 else "**Machine** (of the newest section; each section names its CPU)"
+    parts = [f"{label}: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('os')}",
              f"Python {m.get('python')}", f"torch {m.get('torch')}", f"transformers {m.get('transformers')}",
              f"SQLAlchemy {m.get('sqlalchemy')}", f"LangGraph {m.get('langgraph')}"]
     return "; ".join(parts) + "."
@@ -90,7 +95,8 @@ def _section(i: int, r: dict[str, Any]) -> list[str]:
     mode = "quick" if r.get("quick") else "full"
     lines = [f"## {i}. {r.get('title', r['name'])}", "",
              f"`{r.get('command')}` ({mode} mode; started {r.get('started_at', '')[:19].replace('T', ' ')} UTC; "
-             f"{fmt(r.get('wall_s'))} s; 1-minute load average at start {fmt(r.get('machine', {}).get('load_avg_1m'))})"]
+             f"{fmt(r.get('wall_s'))} s; 1-minute load average at start {fmt(r.get('machine', {}).get('load_avg_1m'))}; "
+             f"{r.get('machine', {}).get('cpu')})"]
     if r["status"] != "ok":
         return [*lines, "", f"**Not run:** {r.get('reason')}"]
     for table in r.get("tables", []):
