@@ -63,8 +63,8 @@ def workloads(ctx: Context) -> list[Workload]:
     out = [orders(ctx.quick)]
     if DEBIAN.is_file():
         out.insert(0, debian(ctx.quick))
-        if ctx.quick and not ctx.workloads:  # a student answers an order in ~5 s on 2 cores: quick mode measures the short-answer task
-            out = out[:1]
+        if ctx.quick and not ctx.workloads:  # an order answer takes seconds on 2 cores: quick mode measures the
+            out = out[:1]                      # short-answer task unless --workloads names others
     else:
         ctx.log(f"[bench] {DEBIAN} not found: the debian workload is left out")
     if ctx.data is not None:

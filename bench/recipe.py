@@ -18,18 +18,17 @@ import time
 from typing import Any
 
 from bench.common import RESULTS, Context, machine_info
+from protege.agents.models.local import LocalModel  # torch loads on first answer, not here
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from protege.agents.models.local import LocalModel
     from protege.distill.base_models import resolve_base
     from protege.distill.evaluate import evaluate_student
     from protege.distill.train import TrainConfig, train_student
     from protege.examples_data import Order
 
     config = TrainConfig(**json.loads(args.config))
-    Recording = _recording_model()
     ctx = Context()
     base = resolve_base("smollm2-135m", ctx.cache_dir)
     train_rows, eval_rows = order_rows("pool", args.train), order_rows("heldout", args.eval)
@@ -56,22 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _recording_model() -> Any:
-    from protege.agents.models.local import LocalModel
+class Recording(LocalModel):
+    """A LocalModel that keeps each answer's least-sure token probability (an alternative confidence)."""
 
-    class Recording(LocalModel):
-        """A LocalModel that keeps each answer's least-sure token probability (an alternative confidence)."""
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.min_probs: list[float | None] = []
 
-        def __init__(self, *args: Any, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            self.min_probs: list[float | None] = []
-
-        def generate(self, req: Any) -> Any:
-            response = super().generate(req)
-            self.min_probs.append(response.raw.get("min_prob"))
-            return response
-
-    return Recording
+    def generate(self, req: Any) -> Any:
+        response = super().generate(req)
+        self.min_probs.append(response.raw.get("min_prob"))
+        return response
 
 
 def _gates(report: Any, min_probs: list[float | None]) -> dict[str, Any]:

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 from protege.agents.budget import ALL_TASKS, BudgetedModel
 from protege.agents.cascade import StudentPick, TaskRuntime
 from protege.agents.models.base import Model, resolve_model
+from protege.distill.gate import stored_gate
 from protege.errors import UserError
 
 if TYPE_CHECKING:
     from protege.app import Protege
+    from protege.store import StudentRow
 
 TTL_S = 2.0
 
@@ -78,14 +80,16 @@ class AppTiers:
 
     def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None:
         name = task.spec.name
-        row = self._cached(("student", name), lambda: self.app.store.promoted_student(name))
-        if row is None and forced:
+        pick = self._cached(("student", name), lambda: self._pick(self.app.store.promoted_student(name)))
+        if pick is None and forced:
             rows = self.app.store.students(name)
-            row = rows[0] if rows else None
+            pick = self._pick(rows[0] if rows else None)
+        return pick
+
+    def _pick(self, row: StudentRow | None) -> StudentPick | None:
+        """The student's model and its gate, read once per cache period rather than on every call."""
         if row is None:
             return None
-        from protege.distill.gate import stored_gate  # pydantic only: cheap
-
         gate = stored_gate(row.metrics)
         return StudentPick(self.model(f"local:{row.id}"), row.id, gate.min_confidence if gate else None)
 

@@ -46,8 +46,8 @@ from protege.tasks import input_hash
 TIER_RANK = {"teacher": 3, "import": 2, "replay": 1}
 _encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # a JSON string literal, ensure_ascii=False
 PROGRESS_EVERY = 5000
-COUNT_KEYS = ("stale_contract", "selected", "exact_dups", "exact_dup_conflicts", "near_dups", "near_dup_variants", "train", "eval",
-              "tool_rows", "redacted_rows")
+COUNT_KEYS = ("stale_contract", "selected", "exact_dups", "exact_dup_conflicts", "near_dups", "near_dup_variants",
+              "train", "eval", "tool_rows", "redacted_rows")
 Progress = Callable[[str, int, "int | None"], None]
 
 

@@ -17,6 +17,7 @@ from protege.store.models import new_id, utcnow
 
 if TYPE_CHECKING:
     from protege.app import Protege, TaskHandle
+    from protege.tasks import Policy
 
 
 class DistillReport(BaseModel):
@@ -96,7 +97,7 @@ def distill(
                          promoted=passed and auto_promote, reason=reason)
 
 
-def promotion_verdict(metrics: dict[str, Any], policy: Any) -> tuple[bool, str]:
+def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, str]:
     """Promote on retention; failing that, on the end-to-end retention of a confidence gate (which then goes into
     `metrics["gate"]` and serves with the student). A floor set in the policy is measured, not calibrated."""
     from protege.distill.gate import calibrate, gated

@@ -216,11 +216,8 @@ class Engine:
             return self._forward([token], cache)
         scored = self._forward([token, *draft], cache, keep=len(draft) + 1)
         taken = 0
-        for proposed, logits in zip(draft, scored):
-            state = answer.state
-            if state.done or state.forced() or len(answer.out) >= budget:
-                break  # the main loop writes forced text and closes answers; leave both to it
-            if self._choose(logits, state) != proposed:
+        for proposed, logits in zip(draft, scored):  # the draft already ends where the grammar forces or closes
+            if len(answer.out) >= budget or self._choose(logits, answer.state) != proposed:
                 break
             answer.take(proposed, self.texts[proposed], self._prob(logits, proposed))
             taken += 1
