@@ -3,7 +3,8 @@ vs plain transformers `generate` (fp32, greedy, the chat template, no other help
 same held-out prompts, in the same process.
 
 The student is the one `app.distill` trained in this run's quality benchmark (or, run alone, one trained here on
-the bundled workload). Calls are sequential, one at a time, as a single caller sees them.
+the bundled workload). Latency: calls one at a time, as a single caller sees them. Throughput: the same prompts
+one at a time, as one `generate_batch`, and from 8 concurrent callers (whose calls the engine batches).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def run(ctx: Context, n: int | None = None) -> Result:
     rows = w.heldout[:n]
     model = LocalModel(base_dir, adapter=row.adapter_path, name=f"local:{row.id}")
     ours = asyncio.run(_local_calls(model, spec, rows))
+    throughput = asyncio.run(_throughput(model, spec, rows, ours))
     plain = _plain_generate(base_dir, row.adapter_path, spec, rows[: ctx.pick(5, 20)])
-    result = Result(data={"workload": w.name, "protege": ours, "plain": plain})
+    result = Result(data={"workload": w.name, "protege": ours, "plain": plain, "throughput": throughput})
     result.headlines.append(Headline(
         metric=f"student latency per answer, p50 ({w.name})", value=ours["p50_ms"] / 1e3, unit="s",
         baseline=plain["p50_ms"] / 1e3, baseline_label="plain transformers generate, s",
@@ -42,6 +44,11 @@ def run(ctx: Context, n: int | None = None) -> Result:
                                                              "output tokens/answer"],
         [[label, m["n"], m["p50_ms"] / 1e3, m["p99_ms"] / 1e3, m["tokens_per_s"], m["tokens_per_answer"]]
          for label, m in (("protege LocalModel", ours), ("plain transformers generate", plain))]))
+    result.tables.append(Table(
+        f"Throughput, {len(rows)} {w.name} held-out prompts (batch size {model.engine.batch_size})",
+        ["path", "answers/s", "× one at a time", "answers as one at a time"],
+        [[label, t["answers_per_s"], t["answers_per_s"] / throughput["one at a time"]["answers_per_s"], t["same"]]
+         for label, t in throughput.items()]))
     return result
 
 
@@ -60,22 +67,50 @@ def _student(ctx: Context) -> Any:
 
 
 async def _local_calls(model: Any, spec: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    for row in rows[:2]:  # warm-up: first calls load weights and build caches
+        await model.request(_request(spec, row))
+    latencies, tokens, texts = [], [], []
+    for row in rows:
+        start = time.perf_counter()
+        resp = await model.request(_request(spec, row))
+        latencies.append(time.perf_counter() - start)
+        tokens.append(resp.usage.output_tokens)
+        texts.append(resp.text)
+    return {**_summary(latencies, tokens), "latencies": latencies, "texts": texts}
+
+
+async def _throughput(model: Any, spec: Any, rows: list[dict[str, Any]], sequential: dict[str, Any]) -> dict:
+    """Answers per second one at a time (the latency run), as one batch, and from 8 concurrent callers; and the
+    share of answers equal to the one-at-a-time ones (batching should change none)."""
+    requests = [_request(spec, row) for row in rows]
+    alone = sequential.pop("texts")
+    start = time.perf_counter()
+    batched = await asyncio.to_thread(model.generate_batch, requests)
+    batch_s = time.perf_counter() - start
+    gate = asyncio.Semaphore(8)
+
+    async def call(req: Any) -> Any:
+        async with gate:
+            return await model.request(req)
+
+    start = time.perf_counter()
+    concurrent = await asyncio.gather(*(call(req) for req in requests))
+    concurrent_s = time.perf_counter() - start
+
+    def same(responses: list[Any]) -> float:
+        return sum(r.text == a for r, a in zip(responses, alone)) / len(alone)
+
+    return {"one at a time": {"answers_per_s": len(rows) / sum(sequential.pop("latencies")), "same": 1.0},
+            "generate_batch": {"answers_per_s": len(rows) / batch_s, "same": same(batched)},
+            "8 concurrent callers": {"answers_per_s": len(rows) / concurrent_s, "same": same(concurrent)}}
+
+
+def _request(spec: Any, row: dict[str, Any]) -> Any:
     from protege.agents.models.base import ModelRequest
     from protege.agents.models.chat_format import student_messages
 
-    def request(row: dict[str, Any]) -> Any:
-        return ModelRequest(messages=student_messages(spec.instructions, row["input"]), output_schema=spec.output_schema,
-                            task_name=spec.name, task_input=row["input"])
-
-    for row in rows[:2]:  # warm-up: first calls load weights and build caches
-        await model.request(request(row))
-    latencies, tokens = [], []
-    for row in rows:
-        start = time.perf_counter()
-        resp = await model.request(request(row))
-        latencies.append(time.perf_counter() - start)
-        tokens.append(resp.usage.output_tokens)
-    return _summary(latencies, tokens)
+    return ModelRequest(messages=student_messages(spec.instructions, row["input"]), output_schema=spec.output_schema,
+                        task_name=spec.name, task_input=row["input"])
 
 
 def _plain_generate(base_dir: Any, adapter: str, spec: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def test_the_shared_prompt_prefix_is_reused_and_changes_nothing(tiny):
     tiny.generate(request("first input"))
     warm = tiny.generate(request("second input"))
     assert warm.usage.cache_read_tokens > 5
-    tiny.engine._prefix_ids = []  # forget the cache: a cold call
+    tiny.engine.prefix.ids = []  # forget the cache: a cold call
     cold = tiny.generate(request("second input"))
     assert cold.usage.cache_read_tokens == 0
     assert cold.text == warm.text and cold.confidence == pytest.approx(warm.confidence, abs=1e-5)
@@ -277,3 +277,98 @@ def test_a_real_model_copies_from_the_prompt_in_fewer_passes(smollm2_base):
     plain = LocalModel(smollm2_base, threads=2, prompt_lookup=False).generate(req)
     assert drafted.text == plain.text and plain.raw["drafted_tokens"] == 0
     assert drafted.raw["drafted_tokens"] >= 5, drafted.raw
+
+
+# -- batched decoding --------------------------------------------------------------------------------------------
+
+BATCH_INPUTS = ["sku A1 A1 A1 qty 2 qty 2", "refund", "ünïcode ✓ ünïcode ✓ and a much longer input than the rest",
+                "quote for ACME ACME", "x"]
+
+
+def test_a_batch_answers_what_each_call_answers_alone(tiny):
+    """Prompts of different lengths (left-padded), rows finishing at different steps (dropped), a free-text row
+    among schema rows: each answer is the one a lone call gives."""
+    from protege.agents.models.local import LocalModel
+
+    free = ModelRequest(messages=[Message(role="user", content="hi there")], max_tokens=7)
+    requests = [request(text, max_tokens=150 + 20 * i) for i, text in enumerate(BATCH_INPUTS)] + [free]
+    alone = [tiny.generate(req) for req in requests]
+    together = LocalModel(tiny.base_path, batch_size=4).generate_batch(requests)
+    for one, batched in zip(alone, together):
+        assert (batched.text, batched.stop_reason) == (one.text, one.stop_reason)
+        assert batched.usage.output_tokens == one.usage.output_tokens
+        assert batched.confidence == pytest.approx(one.confidence, abs=1e-4) if one.confidence else True
+    tiny.engine.batch_size = 8
+
+
+def test_concurrent_calls_are_decoded_together(tiny):
+    """Calls from several threads that wait for the model are decoded in one batch, each getting its own
+    answer (the cascade's concurrent calls share forward passes)."""
+    import threading
+
+    engine = tiny.engine
+    requests = [request(text, max_tokens=120) for text in BATCH_INPUTS[:4]]
+    alone = [tiny.generate(req).text for req in requests]
+    sizes, decode_batch = [], engine._decode_batch
+    engine._decode_batch = lambda batch: (sizes.append(len(batch)), decode_batch(batch))
+    answers: dict[int, str] = {}
+    try:
+        with engine.lock:  # the model is busy: the calls queue up
+            threads = [threading.Thread(target=lambda i=i: answers.update({i: tiny.generate(requests[i]).text}))
+                       for i in range(4)]
+            for thread in threads:
+                thread.start()
+            while len(engine._queue) < 4:
+                threading.Event().wait(0.01)
+        for thread in threads:
+            thread.join()
+    finally:
+        del engine._decode_batch
+    assert sizes == [4]
+    assert [answers[i] for i in range(4)] == alone
+
+
+def test_one_failing_answer_leaves_the_rest_of_its_batch(tiny):
+    """An answer that raises mid-batch gets its error; the other rows finish and match their lone answers."""
+    from protege.agents.models.local_batch import Batch, Feed, PrefixCache, decode
+
+    engine = tiny.engine
+    jobs = [engine.job([{"role": "user", "content": text}], Grammar(SCHEMA), 150) for text in BATCH_INPUTS[:3]]
+
+    def failing():
+        yield Feed(jobs[0].ids)
+        yield Feed([1, 2])
+        raise ValueError("this answer broke")
+
+    import torch
+
+    with torch.inference_mode():
+        results = decode(Batch(engine.model, PrefixCache()), [engine._decode(jobs[0]), failing(),
+                                                                 engine._decode(jobs[2])])
+    alone = engine.run([jobs[0], jobs[2]])
+    assert isinstance(results[1], ValueError)
+    assert [results[0].text, results[2].text] == [alone[0].text, alone[1].text]
+
+
+def test_a_real_model_drafts_in_a_batch_as_it_does_alone(smollm2_base, monkeypatch):
+    """The bundled base copying three sentences in one batch: drafts are taken and refused row by row (refused
+    ones masked out of the row's context) and every answer is the one it writes alone, token by token."""
+    from protege.agents.models.local import LocalModel
+    from protege.agents.models.local_batch import Batch
+
+    class Copy(BaseModel):
+        text: str
+
+    masked, forget = [], Batch.forget
+    monkeypatch.setattr(Batch, "forget", lambda self, row, n: (masked.append(len(self.positions) > 1),
+                                                               forget(self, row, n)))
+    sentences = ["Please deliver 12 Glass Whiteboards to Isabel Zhang, 44 Riverside Avenue, Springfield.",
+                 "Refund order A-7731 for Marek Nowak; the blender arrived cracked.",
+                 "Quote 3 standing desks, oak, for ACME GmbH in Köln by Friday."]
+    requests = [request(s, Copy.model_json_schema(), max_tokens=110,
+                        system='Copy the user\'s message, word for word, into {"text": ...}.') for s in sentences]
+    plain = LocalModel(smollm2_base, threads=2, prompt_lookup=False)
+    alone = [plain.generate(req).text for req in requests]
+    together = LocalModel(smollm2_base, threads=2).generate_batch(requests)
+    assert [r.text for r in together] == alone
+    assert all(r.raw["drafted_tokens"] >= 5 for r in together) and any(masked)

@@ -1,7 +1,7 @@
 """Held-out evaluation of a student against the teacher (DESIGN §8 step 7).
 
 The student answers every eval input with the same prompt it was trained on (the row's messages minus the
-answer). Its parsed answers are scored against the teacher's validated outputs and, when rows carry reference
+answer), in batches when the model decodes several at once (`LocalModel`). Its parsed answers are scored against the teacher's validated outputs and, when rows carry reference
 labels, against those too. `retention` = student score / teacher score, where the teacher score is the
 teacher's own agreement with the references (1.0 when there are none: the teacher is then the reference).
 """
@@ -22,6 +22,7 @@ from protege.errors import UserError
 
 ScoreFn = Callable[[Any, Any], float]
 MAX_EXAMPLES = 20
+EVAL_CHUNK = 32  # requests handed to a batching model at once: it sorts them by length, so batches pad little
 
 
 class Mismatch(BaseModel):
@@ -44,7 +45,7 @@ class EvalReport(BaseModel):
     field_accuracy: dict[str, float] = Field(default_factory=dict, description="per output field, vs the teacher")
     parse_failure_rate: float = 0.0
     mean_confidence: float | None = None
-    mean_latency_s: float = 0.0
+    mean_latency_s: float = Field(0.0, description="seconds per answer (batched: a chunk's wall time / its answers)")
     median_latency_s: float = 0.0
     tokens_per_s: float = Field(0.0, description="output tokens per second of generation")
     mismatches: list[Mismatch] = Field(default_factory=list)
@@ -91,20 +92,33 @@ def _request(row: dict[str, Any], schema: dict[str, Any], index: int) -> ModelRe
     )
 
 
-def _answer_all(model: Model, requests: list[ModelRequest], progress) -> list[tuple[ModelResponse | None, float]]:
-    """(response or None on a model error, seconds) per request; a batch-capable model gets them in chunks."""
-    out: list[tuple[ModelResponse | None, float]] = []
+def _answer_all(model: Model, requests: list[ModelRequest], progress) -> list[tuple[ModelResponse, float]]:
+    """(response, seconds per answer) per request; a failed answer gets an empty response. A model that can
+    batch (`LocalModel.generate_batch`) gets EVAL_CHUNK requests at a time, and each answer's seconds are then
+    its chunk's wall time shared among the chunk's answers."""
     batch = getattr(model, "generate_batch", None)
-    for i, req in enumerate(requests):
+    size = EVAL_CHUNK if batch else 1
+    out: list[tuple[ModelResponse, float]] = []
+    for start in range(0, len(requests), size):
+        chunk = requests[start:start + size]
         started = time.perf_counter()
-        try:
-            response = batch([req])[0] if batch else _run_sync(model.request(req))
-        except Exception as exc:  # noqa: BLE001 - a failed answer is a failed answer; the report counts it
-            response = ModelResponse(text="", raw={"error": repr(exc)})
-        out.append((response, time.perf_counter() - started))
+        answers = batch(chunk, return_exceptions=True) if batch else [_answer_one(model, chunk[0])]
+        each = (time.perf_counter() - started) / len(chunk)
+        out += [(_failed(answer) if isinstance(answer, Exception) else answer, each) for answer in answers]
         if progress:
-            progress(i + 1, len(requests))
+            progress(len(out), len(requests))
     return out
+
+
+def _answer_one(model: Model, request: ModelRequest) -> ModelResponse | Exception:
+    try:
+        return _run_sync(model.request(request))
+    except Exception as exc:  # noqa: BLE001 - a failed answer is a failed answer; the report counts it
+        return exc
+
+
+def _failed(exc: Exception) -> ModelResponse:
+    return ModelResponse(text="", raw={"error": repr(exc)})
 
 
 def _run_sync(coro):

@@ -10,6 +10,9 @@
   reused, so a call pays only for its own input.
 - Values copied from the input (names, products, addresses) are drafted from the prompt and checked several
   tokens per forward pass (`prompt_lookup=True`, the default): the same answer in fewer passes.
+- Requests are decoded in batches (`local_batch.py`): `generate_batch` answers many at once, and calls that
+  arrive together from several threads (the cascade's concurrent calls) share forward passes. `batch_size`
+  defaults to 8 on a CPU and 32 on a GPU; it is the engine's, so the last LocalModel to set it wins.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class LocalModel:
         dtype: str = "auto",
         threads: int | None = None,
         prompt_lookup: bool = True,
+        batch_size: int | None = None,
     ):
         self.base_path, self.adapter_path = _resolve_paths(Path(path), Path(adapter) if adapter else None)
         name = name or str(path)
@@ -55,6 +59,7 @@ class LocalModel:
         self.dtype = dtype
         self.threads = threads
         self.prompt_lookup = prompt_lookup
+        self.batch_size = batch_size
 
     @property
     def engine(self):
@@ -73,13 +78,35 @@ class LocalModel:
         return await asyncio.to_thread(self.generate, req)
 
     def generate(self, req: ModelRequest) -> ModelResponse:
-        """Answer one request (blocking)."""
+        """Answer one request (blocking; decoded together with other threads' concurrent calls)."""
+        result = self.generate_batch([req], return_exceptions=True)[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def generate_batch(self, requests: list[ModelRequest], *,
+                       return_exceptions: bool = False) -> list[ModelResponse | Exception]:
+        """Answer many requests, `batch_size` at a time in one forward pass per step. With `return_exceptions`,
+        a request that fails gets its exception in its place; otherwise the first failure is raised."""
         started = time.perf_counter()
         engine = self.engine
-        messages = _chat_messages(req)
+        if self.batch_size:
+            engine.batch_size = self.batch_size
+        results = engine.run([self._job(engine, req) for req in requests])
+        elapsed = time.perf_counter() - started
+        out = [r if isinstance(r, Exception) else self._response(req, r, elapsed) for req, r in zip(requests, results)]
+        if not return_exceptions:
+            for result in out:
+                if isinstance(result, Exception):
+                    raise result
+        return out
+
+    def _job(self, engine, req: ModelRequest):
         schema = req.output_schema if not req.tools else None
         grammar = Grammar(schema) if schema is not None else None
-        result = engine.generate(messages, grammar, req.max_tokens, draft=self.prompt_lookup)
+        return engine.job(_chat_messages(req), grammar, req.max_tokens, draft=self.prompt_lookup)
+
+    def _response(self, req: ModelRequest, result, elapsed: float) -> ModelResponse:
         calls = parse_tool_calls(result.text) if req.tools else []
         text = result.text.split("<tool_call>")[0].strip() if calls else result.text
         return ModelResponse(
@@ -89,15 +116,11 @@ class LocalModel:
                         cache_read_tokens=result.reused_tokens),
             raw={"forced_tokens": result.forced_tokens, "model_tokens": result.model_tokens,
                  "drafted_tokens": result.drafted_tokens, "min_prob": result.min_prob,
-                 "latency_s": round(time.perf_counter() - started, 4)},
+                 "latency_s": round(elapsed, 4)},
             model=self.name,
             stop_reason="tool_use" if calls else result.stop_reason,
             confidence=result.confidence,
         )
-
-    def generate_batch(self, requests: list[ModelRequest]) -> list[ModelResponse]:
-        """Answer many requests; they share the prompt-prefix cache, so a batch of one task's inputs is cheap."""
-        return [self.generate(req) for req in requests]
 
 
 def _chat_messages(req: ModelRequest) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protege.agents.models.decoding import Grammar, State
+from protege.agents.models.local_batch import Answer, Batch, Feed, Forget, PrefixCache, decode
 from protege.errors import ModelError, UserError
 
 TOP_K = 48
@@ -23,6 +24,7 @@ BUDGET_RESERVE = 64  # tokens kept back so an answer that runs long can still be
 DRAFT_START, DRAFT_MAX = 4, 16  # tokens a prompt lookup proposes (adaptive); one forward pass scores them all
 DRAFT_NGRAM = 3  # the longest answer suffix looked up in the prompt
 DRAFT_MIN_NGRAM = 2  # the shortest: a one-token match proposes more drafts than it lands (docs/student.md)
+BATCH_CPU, BATCH_GPU = 8, 32  # answers decoded together: on 2 CPU cores a step of 8 costs ~2x a step of 1
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Generation:
     text: str
     prompt_tokens: int
     output_tokens: int
-    reused_tokens: int
+    reused_tokens: int  # prompt tokens not run for this answer: from the prefix cache, or shared with its batch
     forced_tokens: int
     model_tokens: int
     confidence: float | None
@@ -100,71 +102,94 @@ class PromptLookup:
             self.length = max(self.length - 1, 1)
 
 
-class Engine:
-    """One model in memory: weights (LoRA merged), tokenizer, vocabulary texts, the prompt-prefix cache."""
+@dataclass
+class Job:
+    """One answer to decode: the prompt's token ids, the output grammar (None: free text), the token budget."""
 
-    def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None):
+    ids: list[int]
+    grammar: Grammar | None
+    max_tokens: int
+    draft: bool = True
+
+
+class _Pending:
+    """A job waiting in the engine's queue, and where its result goes."""
+
+    def __init__(self, job: Job):
+        self.job, self.result, self.done = job, None, threading.Event()
+
+
+class Engine:
+    """One model in memory: weights (LoRA merged), tokenizer, vocabulary texts, the prompt-prefix cache.
+
+    Calls from several threads are decoded together: a caller queues its jobs and, once it holds the model,
+    decodes up to `batch_size` queued jobs — its own and whoever else's are waiting — in one batch."""
+
+    def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None,
+                 batch_size: int | None = None):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_size = batch_size or (BATCH_GPU if self.device.type == "cuda" else BATCH_CPU)
         self.tokenizer, self.model = _load(base, adapter, self.device, dtype)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # held while the model runs
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
         self.texts = _vocab_texts(self.tokenizer)
         self.single_char = _single_char_tokens(self.texts)
         self.string_safe = torch.tensor([_string_safe(t) for t in self.texts], device=self.device)
         self.stop_ids = _stop_ids(self.tokenizer, self.model)
-        self._prefix_ids: list[int] = []
-        self._prefix_kv: list = []
+        self.prefix = PrefixCache()
 
     # -- public ----------------------------------------------------------------------------------------------------
 
-    def generate(self, messages: list[dict[str, str]], grammar: Grammar | None, max_tokens: int,
-                 draft: bool = True) -> Generation:
+    def job(self, messages: list[dict[str, str]], grammar: Grammar | None, max_tokens: int, draft: bool = True) -> Job:
         from protege.agents.models.local import render_chat
 
-        ids = render_chat(self.tokenizer, messages, generation_prompt=True)
-        with self.lock, self.torch.inference_mode():
-            try:
-                logits, cache, reused = self._prefill(ids)
-                if grammar is None:
-                    return self._free(ids, logits, cache, reused, max_tokens)
-                return self._constrained(ids, logits, cache, reused, grammar, max_tokens, draft)
-            except RuntimeError as exc:  # out of memory, a bad checkpoint: the cascade escalates on ModelError
-                raise ModelError(f"local model failed: {exc}", model=str(self.model.name_or_path)) from exc
+        return Job(render_chat(self.tokenizer, messages, generation_prompt=True), grammar, max_tokens, draft)
 
-    # -- forward passes ------------------------------------------------------------------------------------------------
-
-    def _prefill(self, ids: list[int]):
-        """Logits after the prompt; reuses the cached keys/values of the prefix shared with the previous prompt."""
-        from transformers import DynamicCache
-
-        shared = 0
-        for a, b in zip(self._prefix_ids, ids[:-1]):
-            if a != b:
-                break
-            shared += 1
-        cache = DynamicCache(config=self.model.config)
-        if shared:
-            for layer, (keys, values) in enumerate(self._prefix_kv):
-                cache.update(keys[..., :shared, :], values[..., :shared, :], layer)
-        logits = self._forward(ids[shared:], cache)
-        self._prefix_ids = list(ids)
-        self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]  # decoding appends by concatenation
-        return logits, cache, shared
-
-    def _forward(self, tokens: list[int], cache, keep: int = 1):
-        """Run `tokens` through the model; the logits after the last token (or after each of the last `keep`)."""
-        input_ids = self.torch.tensor([tokens], device=self.device)
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=keep)
-        logits = out.logits[0].float()
-        return logits[-1] if keep == 1 else logits
+    def run(self, jobs: list[Job]) -> list[Generation | Exception]:
+        """Decode `jobs` (batched with any other thread's waiting jobs); a result or the error, per job, in order.
+        Jobs are queued shortest prompt first, so a batch pads little."""
+        pending = [_Pending(job) for job in jobs]
+        with self._queue_lock:
+            self._queue += sorted(pending, key=lambda p: len(p.job.ids))
+        while not all(p.done.is_set() for p in pending):
+            with self.lock:
+                with self._queue_lock:
+                    batch, self._queue = self._queue[:self.batch_size], self._queue[self.batch_size:]
+                if batch:
+                    self._decode_batch(batch)
+        return [p.result for p in pending]
 
     # -- decoding ----------------------------------------------------------------------------------------------------
 
-    def _free(self, ids, logits, cache, reused, max_tokens) -> Generation:
+    def _decode_batch(self, batch: list[_Pending]) -> None:
+        try:
+            with self.torch.inference_mode():
+                rows = Batch(self.model, self.prefix)
+                results = decode(rows, [self._decode(p.job) for p in batch])
+            for result, reused in zip(results, rows.reused):
+                if isinstance(result, Generation):
+                    result.reused_tokens = reused
+        except RuntimeError as exc:  # out of memory, a bad checkpoint: the cascade escalates on ModelError
+            self.prefix = PrefixCache()  # it may hold a half-written prefix
+            error = ModelError(f"local model failed: {exc}", model=str(self.model.name_or_path))
+            results = [error] * len(batch)
+        for p, result in zip(batch, results):
+            p.result = result
+            p.done.set()
+
+    def _decode(self, job: Job) -> Answer:
+        if job.grammar is None:
+            return self._free(job.ids, job.max_tokens)
+        return self._constrained(job.ids, job.grammar, job.max_tokens, job.draft)
+
+    def _free(self, ids, max_tokens) -> Answer:
+        logits = yield Feed(ids)
         out: list[int] = []
         stop = "max_tokens"
         while len(out) < max_tokens:
@@ -173,11 +198,12 @@ class Engine:
                 stop = "end_turn"
                 break
             out.append(token)
-            logits = self._forward([token], cache)
+            logits = yield Feed([token])
         text = self.tokenizer.decode(out, skip_special_tokens=True)
-        return Generation(text, len(ids), len(out), reused, 0, len(out), None, stop, 0, None)
+        return Generation(text, len(ids), len(out), 0, 0, len(out), None, stop, 0, None)
 
-    def _constrained(self, ids, logits, cache, reused, grammar: Grammar, max_tokens: int, draft: bool) -> Generation:
+    def _constrained(self, ids, grammar: Grammar, max_tokens: int, draft: bool) -> Answer:
+        logits = yield Feed(ids)
         answer = _Answer(grammar.start())
         lookup = PromptLookup(ids) if draft else None
         budget = max(max_tokens - BUDGET_RESERVE, 8)
@@ -195,33 +221,34 @@ class Engine:
             head = self._forced_head(forced) if forced else []
             if head:
                 answer.take_forced("".join(self.texts[t] for t in head), head)
-                logits = self._forward(head, cache)
+                logits = yield Feed(head)
                 if answer.state.done:
                     break
             token = self._choose(logits, answer.state)
             answer.take(token, self.texts[token], None if forced else self._prob(logits, token))
             if not answer.state.done:
-                logits = self._next_logits(token, answer, lookup, cache, budget)
+                logits = yield from self._next_logits(token, answer, lookup, budget)
         confidence = sum(answer.probs) / len(answer.probs) if answer.probs else 1.0
         out = answer.out
-        return Generation("".join(answer.pieces), len(ids), len(out), reused, answer.forced,
+        return Generation("".join(answer.pieces), len(ids), len(out), 0, answer.forced,
                           len(out) - answer.forced, confidence, stop, answer.drafted, min(answer.probs, default=1.0))
 
-    def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, cache, budget: int):
+    def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, budget: int):
         """Logits after `token`. With a draft from the prompt, one pass also scores the draft; the draft tokens the
         model would have chosen itself (greedy, under the grammar) are taken, so the answer is the same as
-        without drafting, in fewer passes. The cache keeps only what was taken."""
+        without drafting, in fewer passes. The context keeps only what was taken."""
         draft = self._grammatical(lookup.draft(answer.out), answer.state) if lookup is not None else []
         if not draft:
-            return self._forward([token], cache)
-        scored = self._forward([token, *draft], cache, keep=len(draft) + 1)
+            return (yield Feed([token]))
+        scored = yield Feed([token, *draft], keep=len(draft) + 1)
         taken = 0
         for proposed, logits in zip(draft, scored):  # the draft already ends where the grammar forces or closes
             if len(answer.out) >= budget or self._choose(logits, answer.state) != proposed:
                 break
             answer.take(proposed, self.texts[proposed], self._prob(logits, proposed))
             taken += 1
-        cache.crop(taken - len(draft))  # drop the keys/values of the draft tokens not taken
+        if taken < len(draft):
+            yield Forget(len(draft) - taken)
         answer.drafted += taken
         lookup.taken(taken, len(draft))
         return scored[taken]
