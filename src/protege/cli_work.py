@@ -174,12 +174,14 @@ def distill(
     epochs: Annotated[float | None, typer.Option(min=0.01, help="training epochs (default: measured default)")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
     method: Annotated[str | None, typer.Option(help="lora or full")] = None,
+    adapter: Annotated[Path | None, typer.Option(
+        help="don't train: evaluate and record this student, trained by `python -m protege.distill.launch`")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a dataset, train a student, evaluate it against the teacher, promote it if it passes (needs the app)."""
     protege_app = app_of(ctx)
     protege_app.handle(task)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"adapter": adapter} if adapter else {}
     overrides = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps, "method": method}.items() if v is not None}
     if overrides:
         from protege.distill.train import TrainConfig

@@ -98,3 +98,41 @@ def test_too_few_traces_is_a_user_error_unless_forced(app):
     with pytest.raises(UserError, match=r"has 6 validated traces and Policy.min_traces is 50.*force=True"):
         app.distill("triage")
     assert app.distill("triage", force=True, config=CONFIG, auto_promote=False).student_id
+
+
+def test_a_student_trained_by_the_launch_script_is_adopted(app, tmp_path):
+    """`python -m protege.distill.launch DATASET OUT` (what `accelerate launch` runs on several GPUs), then
+    `app.distill(task, adapter=OUT)`: no training here; the student is copied into the project, evaluated on the
+    held-out split, recorded with its training run, promoted by the gate and served."""
+    from protege.distill.dataset import build_dataset
+    from protege.distill.launch import main as launch
+
+    triage = register(app, promote_at=0.0)
+    built = build_dataset(app.store, "triage", instructions=triage.spec.instructions, out_dir=tmp_path / "ds")
+    out = tmp_path / "launched"
+    assert launch([str(built.path), str(out), "--base", app.settings.student_base,
+                   "--config", '{"max_steps": 2, "batch_size": 4, "torch_threads": 2}']) == 0
+    report = app.distill("triage", adapter=out)
+    row = app.store.student(report.student_id)
+    assert report.promoted and Path(row.adapter_path).is_relative_to(app.settings.project_dir)
+    assert row.adapter_hash == dir_hash(out / "adapter") == dir_hash(Path(row.adapter_path))
+    assert report.metrics["train"]["steps"] == 2 and report.metrics["train"]["trained_elsewhere"] == str(out)
+    assert row.params["batch_size"] == 4 and report.metrics["n"] >= 1
+    result = app.run("triage", {"ticket": {"subject": "refund again"}}, tier="student", escalate=False)
+    assert result.model == f"local:{report.student_id}"
+
+
+def test_an_adapter_that_is_no_student_or_on_another_base_is_refused(app, tmp_path):
+    """Before anything is recorded: a folder without protege's metadata, a student of another base, and
+    adapter= together with config= are user errors that say what to do."""
+    register(app)
+    with pytest.raises(UserError, match="not a student protege trained.*protege.distill.launch"):
+        app.distill("triage", adapter=tmp_path)
+    other = tmp_path / "other" / "adapter"
+    other.mkdir(parents=True)
+    (other / "protege_student.json").write_text(json.dumps({"base": "/models/llama-3-8b", "metrics": {}}))
+    with pytest.raises(UserError, match="trained on base '/models/llama-3-8b'"):
+        app.distill("triage", adapter=other.parent)
+    with pytest.raises(UserError, match="either adapter= .* or config="):
+        app.distill("triage", adapter=other.parent, config=CONFIG)
+    assert app.store.students("triage") == []

@@ -7,9 +7,12 @@ the form `accelerate launch` needs to train on several GPUs:
 
 Every process runs this module; `train_student` trains with TRL's own loss under several processes (DDP needs one
 forward per backward, so the shared-prefix loss is a single-process speed-up) and the main process writes
-OUT_DIR/adapter. Evaluate it with `protege.distill.evaluate.evaluate_student(LocalModel(OUT_DIR/"adapter"), ...)`;
-it loads as `local:OUT_DIR/adapter` wherever a model spec goes. (Registering an adapter trained this way as a
-task's student, without `app.distill` training one itself, is not built yet.)
+OUT_DIR/adapter. Then make it the task's student — evaluated on the held-out split, recorded, promoted if it
+passes, exactly as if `app.distill` had trained it:
+
+    protege distill TASK --adapter OUT_DIR           # or app.distill(TASK, adapter=OUT_DIR)
+
+It also loads as `local:OUT_DIR/adapter` wherever a model spec goes.
 """
 
 from __future__ import annotations

@@ -58,11 +58,19 @@ Progress = Callable[[str, int, "int | None"], None]
 def distill(
     app: Protege, handle: TaskHandle, *, force: bool = False, config: Any = None, progress: Progress | None = None,
     references: dict[str, dict] | None = None, auto_promote: bool = True, eval_fraction: float = 0.2, seed: int = 0,
+    adapter: str | Path | None = None,
 ) -> DistillReport:
-    """Dataset → train → evaluate → record the student → promote when retention ≥ Policy.promote_at."""
+    """Dataset → train → evaluate → record the student → promote when retention ≥ Policy.promote_at.
+
+    `adapter`: a student trained elsewhere (`python -m protege.distill.launch`, e.g. under `accelerate launch` on
+    several GPUs) is evaluated and recorded instead of training one. It is evaluated on this build's eval split;
+    the split is by input hash, so a build with the same `eval_fraction` and `seed` never holds out an input the
+    adapter trained on."""
     from protege.distill.dataset import build_dataset
     from protege.distill.train import TrainConfig, train_student
 
+    if adapter is not None and config is not None:
+        raise UserError("pass either adapter= (a student trained elsewhere) or config= (train one here), not both")
     spec, store = handle.spec, app.store
     _check_enough_traces(store, spec.name, spec.policy.min_traces, force)
     report = progress or (lambda stage, done, total: None)
@@ -79,12 +87,17 @@ def distill(
     base_dir = app.base_dir(app.settings.student_base)
     student_id = new_id()
     folder = app.settings.project_dir / "students" / spec.name / student_id
-    config = config or TrainConfig()
-    result = train_student(train_rows, base_dir, folder, config,
-                           progress=lambda p: report("train", p.step, p.total_steps))
+    if adapter is not None:
+        result, config = adopt_student(Path(adapter), base_dir, folder)
+    else:
+        config = config or TrainConfig()
+        result = train_student(train_rows, base_dir, folder, config,
+                               progress=lambda p: report("train", p.step, p.total_steps))
     metrics = _evaluate(app, spec, base_dir, result.adapter_path, student_id, eval_rows, report)
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
         "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss}
+    if adapter is not None:
+        metrics["train"]["trained_elsewhere"] = str(adapter)
     passed, reason = promotion_verdict(metrics, spec.policy)
     store.add_student(StudentRow(
         id=student_id, task_name=spec.name, base=app.settings.student_base, adapter_path=str(result.adapter_path),
@@ -95,6 +108,28 @@ def distill(
         promote(store, student_id)
     return DistillReport(task=spec.name, student_id=student_id, dataset_id=built.id, metrics=metrics,
                          promoted=passed and auto_promote, reason=reason)
+
+
+def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any]:
+    """Copy a student trained elsewhere into `folder`/adapter; its TrainResult and TrainConfig from its metadata.
+    `trained`: the launch script's OUT dir or its adapter dir. Its base must be this app's student base."""
+    import shutil
+
+    from protege.distill.train import ADAPTER_DIR, TrainConfig, TrainResult, read_metadata
+
+    if (trained / ADAPTER_DIR).is_dir() and read_metadata(trained) is None:
+        trained = trained / ADAPTER_DIR
+    meta = read_metadata(trained) if trained.is_dir() else None
+    if meta is None:
+        raise UserError(f"{str(trained)!r} is not a student protege trained (no protege_student.json); train one with "
+                        f"`python -m protege.distill.launch DATASET OUT` and pass OUT")
+    if Path(meta["base"]).name != Path(base_dir).name:
+        raise UserError(f"{str(trained)!r} was trained on base {meta['base']!r}, but this app's student base is "
+                        f"{str(base_dir)!r}; train it on the same base (launch --base) or set student_base to match")
+    target = folder / ADAPTER_DIR
+    shutil.copytree(trained, target)
+    result = TrainResult(**{**meta["metrics"], "adapter_path": target})
+    return result, TrainConfig(**meta["config"])
 
 
 def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, str]:
