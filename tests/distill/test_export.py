@@ -105,6 +105,28 @@ def test_re_export_switches_the_pair_at_once_and_cleans_up(built, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(["current", dest.resolve().name])
 
 
+def test_a_killed_exports_leftovers_are_swept_once_stale(built, tmp_path):
+    """Hidden stages, links and old folders a killed export left beside `dest` are removed by the next export once
+    an hour old; a young one (an export running now) and unrelated hidden files stay."""
+    import os
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".current.0123456789ab", out / ".current.0123456789ab.old", out / ".current.aaaaaaaaaaaa.link"]
+    young, unrelated = out / ".current.bbbbbbbbbbbb", out / ".current.notes"
+    for folder in (stale[0], stale[1], young, unrelated):
+        folder.mkdir()
+        (folder / "train.jsonl").write_text("{}\n")
+    os.symlink(stale[0].name, stale[2])
+    hour_ago = time.time() - export.STALE_AFTER_S - 60
+    for path in stale:
+        os.utime(path, (hour_ago, hour_ago), follow_symlinks=False)
+    export.export_dataset(built.row, out / "current", fmt="trl")
+    assert not any(os.path.lexists(path) for path in stale)
+    assert young.is_dir() and unrelated.is_dir() and (out / "current" / "train.jsonl").is_file()
+
+
 def test_export_into_an_existing_real_folder_replaces_files(built, tmp_path):
     """A folder the user made keeps its other files; the two dataset files are replaced in it."""
     dest = tmp_path / "mine"

@@ -16,8 +16,10 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ OPENAI_FILE, OPENAI_EVAL_FILE = "openai.jsonl", "openai_eval.jsonl"
 MANIFEST_FILE = "manifest.json"
 DATA_FILES = (TRAIN_FILE, EVAL_FILE, OPENAI_FILE, OPENAI_EVAL_FILE)
 EVAL_ONLY_KEYS = ("input", "output", "reference", "trace_id", "input_hash")
+STALE_AFTER_S = 3600  # a hidden export stage this old is a killed export's leftover, not one running now
 
 
 # -- formats ---------------------------------------------------------------------------------------------------------
@@ -195,6 +198,7 @@ def export_dataset(dataset_row: Any, dest: str | Path, fmt: Literal["openai", "t
     load_manifest(folder)
     dest = Path(dest)
     sources = {"openai": (OPENAI_FILE, OPENAI_EVAL_FILE), "trl": (TRAIN_FILE, EVAL_FILE)}[fmt]
+    _sweep_stale_stages(dest)
     if dest.is_dir() and not dest.is_symlink():
         _replace_real_folder(folder, sources, dest)
         return [dest / TRAIN_FILE, dest / EVAL_FILE]
@@ -215,6 +219,25 @@ def export_dataset(dataset_row: Any, dest: str | Path, fmt: Literal["openai", "t
     if previous and Path(previous).name.startswith(f".{dest.name}.") and not Path(previous).is_absolute():
         shutil.rmtree(dest.parent / previous, ignore_errors=True)
     return [dest / TRAIN_FILE, dest / EVAL_FILE]
+
+
+def _sweep_stale_stages(dest: Path) -> None:
+    """Remove what an export killed mid-way left beside `dest` (hidden stages, links, old folders) once it is
+    STALE_AFTER_S old: younger ones may belong to an export running now; `dest`'s own target is kept."""
+    if not dest.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.[0-9a-f]{{12}}(\.link|\.old)?")
+    current = os.readlink(dest) if dest.is_symlink() else None
+    cutoff = time.time() - STALE_AFTER_S
+    with os.scandir(dest.parent) as entries:
+        for entry in entries:
+            if not pattern.fullmatch(entry.name) or entry.name == current:
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
 
 
 def _new_stage(dest: Path) -> Path:
