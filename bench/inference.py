@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from statistics import fmean
+from statistics import fmean, median
 from typing import Any
 
 from bench.common import Context, Headline, NotRun, Result, Table, latency_summary
 
 TITLE = "Student inference on CPU"
 TARGET_S = 0.5
+STEP_CONTEXT = 400  # tokens of context in the step-cost measurement: a task's instructions plus one input
 
 
 def run(ctx: Context, n: int | None = None) -> Result:
@@ -33,8 +34,10 @@ def run(ctx: Context, n: int | None = None) -> Result:
     model = LocalModel(base_dir, adapter=row.adapter_path, name=f"local:{row.id}")
     ours = asyncio.run(_local_calls(model, spec, rows))
     throughput = asyncio.run(_throughput(model, spec, rows, ours))
+    steps = step_costs(model.engine)
     plain = _plain_generate(base_dir, row.adapter_path, spec, rows[: ctx.pick(5, 20)])
-    result = Result(data={"workload": w.name, "protege": ours, "plain": plain, "throughput": throughput})
+    result = Result(data={"workload": w.name, "protege": ours, "plain": plain, "throughput": throughput,
+                          "step_ms": steps})
     result.headlines.append(Headline(
         metric=f"student latency per answer, p50 ({w.name})", value=ours["p50_ms"] / 1e3, unit="s",
         baseline=plain["p50_ms"] / 1e3, baseline_label="plain transformers generate, s",
@@ -49,7 +52,34 @@ def run(ctx: Context, n: int | None = None) -> Result:
         ["path", "answers/s", "× one at a time", "answers as one at a time"],
         [[label, t["answers_per_s"], t["answers_per_s"] / throughput["one at a time"]["answers_per_s"], t["same"]]
          for label, t in throughput.items()]))
+    result.tables.append(Table(
+        f"One decoding step (a token per row, {STEP_CONTEXT}-token context), by rows in the batch",
+        ["rows", "ms per step", "ms per row"], [[rows_, ms, ms / rows_] for rows_, ms in steps.items()]))
     return result
+
+
+def step_costs(engine: Any, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), reps: int = 9) -> dict[int, float]:
+    """Median ms of one forward pass feeding one token to each of `rows` rows over a STEP_CONTEXT-token cache:
+    what a decoding step costs as the batch grows (memory-bound steps cost little more with more rows)."""
+    import torch
+    from transformers import DynamicCache
+
+    model, device, out = engine.model, engine.device, {}
+    with torch.inference_mode():
+        for rows in sizes:
+            cache = DynamicCache(config=model.config)
+            model(input_ids=torch.randint(100, 10_000, (1, STEP_CONTEXT), device=device), past_key_values=cache,
+                  use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(rows)
+            times = []
+            for step in range(reps):
+                position = torch.full((rows, 1), STEP_CONTEXT + step, device=device)
+                started = time.perf_counter()
+                model(input_ids=torch.randint(100, 10_000, (rows, 1), device=device), position_ids=position,
+                      past_key_values=cache, use_cache=True, logits_to_keep=1)
+                times.append(time.perf_counter() - started)
+            out[rows] = median(times) * 1e3
+    return out
 
 
 def _student(ctx: Context) -> Any:

@@ -14,7 +14,7 @@ from student_support import chat_row, smollm2_base, tiny_base  # noqa: F401 - fi
 
 from protege.agents.models.base import Message, ModelRequest, resolve_model
 from protege.agents.models.decoding import Grammar
-from protege.errors import UserError
+from protege.errors import ModelError, UserError
 
 
 class Line(BaseModel):
@@ -347,6 +347,7 @@ def test_one_failing_answer_leaves_the_rest_of_its_batch(tiny):
                                                                  engine._decode(jobs[2])])
     alone = engine.run([jobs[0], jobs[2]])
     assert isinstance(results[1], ValueError)
+    assert isinstance(engine._as_model_error(results[1]), ModelError)  # what its caller gets: the cascade escalates
     assert [results[0].text, results[2].text] == [alone[0].text, alone[1].text]
 
 

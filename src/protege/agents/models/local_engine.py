@@ -17,7 +17,7 @@ from pathlib import Path
 
 from protege.agents.models.decoding import Grammar, State
 from protege.agents.models.local_batch import Answer, Batch, Feed, Forget, PrefixCache, decode
-from protege.errors import ModelError, UserError
+from protege.errors import ModelError, ProtegeError, UserError
 
 TOP_K = 48
 BUDGET_RESERVE = 64  # tokens kept back so an answer that runs long can still be closed validly
@@ -168,6 +168,8 @@ class Engine:
     # -- decoding ----------------------------------------------------------------------------------------------------
 
     def _decode_batch(self, batch: list[_Pending]) -> None:
+        """Decode `batch` and hand each job its result; every job gets one, whatever happens (its caller waits)."""
+        results: list = [ModelError("local model: decoding was interrupted")] * len(batch)
         try:
             with self.torch.inference_mode():
                 rows = Batch(self.model, self.prefix)
@@ -175,13 +177,21 @@ class Engine:
             for result, reused in zip(results, rows.reused):
                 if isinstance(result, Generation):
                     result.reused_tokens = reused
-        except RuntimeError as exc:  # out of memory, a bad checkpoint: the cascade escalates on ModelError
+        except Exception as exc:  # out of memory, a bad checkpoint: every answer of the batch failed
             self.prefix = PrefixCache()  # it may hold a half-written prefix
-            error = ModelError(f"local model failed: {exc}", model=str(self.model.name_or_path))
-            results = [error] * len(batch)
-        for p, result in zip(batch, results):
-            p.result = result
-            p.done.set()
+            results = [exc] * len(batch)
+        finally:
+            for p, result in zip(batch, results):
+                p.result = self._as_model_error(result)
+                p.done.set()
+
+    def _as_model_error(self, result):
+        """Failures as ModelError (the cascade escalates on it); user errors and results as they are."""
+        if not isinstance(result, Exception) or isinstance(result, ProtegeError):
+            return result
+        error = ModelError(f"local model failed: {result!r}", model=str(self.model.name_or_path))
+        error.__cause__ = result
+        return error
 
     def _decode(self, job: Job) -> Answer:
         if job.grammar is None:
