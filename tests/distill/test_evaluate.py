@@ -3,6 +3,7 @@ per-field accuracy, parse failures, reference labels and retention."""
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import pytest
@@ -10,6 +11,7 @@ from pydantic import BaseModel
 from student_support import chat_row
 
 from protege.agents import FunctionModel
+from protege.agents.models.base import ModelResponse
 from protege.distill.evaluate import evaluate_student
 from protege.errors import UserError
 
@@ -34,6 +36,15 @@ def student(answers: dict):
     return FunctionModel(lambda req: answers[req.task_input["subject"]], name="function:student")
 
 
+def sure(answers: dict):
+    """`student`, answering with confidence 0.9."""
+    def answer(req):
+        text = answers[req.task_input["subject"]]
+        return ModelResponse(text=text if isinstance(text, str) else json.dumps(text), confidence=0.9)
+
+    return FunctionModel(answer, name="function:sure")
+
+
 def test_a_perfect_student_retains_everything():
     """Answers equal to the teacher's: every score is 1, nothing fails to parse, all fields right."""
     report = evaluate_student(student(TEACHER), rows(), output_model=Triage)
@@ -54,6 +65,8 @@ def test_wrong_and_unparseable_answers_are_counted_apart():
     assert report.field_accuracy == {"queue": 0.5, "priority": 0.25}
     assert [m.input["subject"] for m in report.mismatches] == ["crash", "hello", "invoice"]
     assert report.mismatches[1].actual == "I think it's other"
+    # for the confidence gate an invalid answer has confidence 0: the cascade escalates it whatever it was
+    assert evaluate_student(sure(answers), rows(), output_model=Triage).confidences == [0.9, 0.9, 0.0, 0.0]
 
 
 def test_a_custom_score_gives_partial_credit():

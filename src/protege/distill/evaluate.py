@@ -50,7 +50,9 @@ class EvalReport(BaseModel):
     tokens_per_s: float = Field(0.0, description="output tokens per second of generation")
     mismatches: list[Mismatch] = Field(default_factory=list)
     scores: list[float] = Field(default_factory=list, description="each answer's score vs the teacher, in row order")
-    confidences: list[float | None] = Field(default_factory=list, description="each answer's confidence, row order")
+    confidences: list[float | None] = Field(default_factory=list, description=(
+        "each answer's confidence, row order; 0.0 for an answer that fails validation (the cascade escalates it "
+        "whatever its confidence, so a confidence gate must not count it as kept)"))
 
 
 def exact_score(expected: Any, actual: Any) -> float:
@@ -155,7 +157,7 @@ def _parse(output_model: type[BaseModel], data: Any) -> BaseModel | None:
 def _report(rows, responses, output_model, score, reference_key, wall) -> EvalReport:
     scores, exact, ref_scores, teacher_scores, confidences, latencies = [], [], [], [], [], []
     field_hits: dict[str, list[float]] = {}
-    failures, tokens, mismatches = 0, 0, []
+    failures, tokens, mismatches, gate_confidences = 0, 0, [], []
     for row, (response, latency) in zip(rows, responses):
         teacher = _parse(output_model, row["output"])
         student = _parse(output_model, response.text)
@@ -165,6 +167,7 @@ def _report(rows, responses, output_model, score, reference_key, wall) -> EvalRe
             confidences.append(response.confidence)
         if student is None:
             failures += 1
+        gate_confidences.append(response.confidence if student is not None else 0.0)
         value = score(teacher, student) if student is not None else 0.0
         scores.append(value)
         exact.append(1.0 if student is not None and student == teacher else 0.0)
@@ -197,7 +200,7 @@ def _report(rows, responses, output_model, score, reference_key, wall) -> EvalRe
         tokens_per_s=tokens / wall if wall > 0 else 0.0,
         mismatches=mismatches,
         scores=scores,
-        confidences=[response.confidence for response, _ in responses],
+        confidences=gate_confidences,
     )
 
 
