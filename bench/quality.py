@@ -166,16 +166,18 @@ def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | No
 
     spec = app.handle(task).spec
     fields = list(spec.output_model.model_fields)
-    scores, field_hits, costs, latencies, invalid, served = [], [], [], [], 0, []
+    scores, field_hits, costs, latencies, invalid, served, confidences = [], [], [], [], 0, [], []
     for row in rows:
         expected = spec.output_model.model_validate(output_of(row))
         start = time.perf_counter()
         try:
             res = app.run(task, row["input"], tier=tier, escalate=tier is None)
             actual, cost, served_by = res.output, res.cost_usd, res.tier
+            confidences.append(res.confidence)
         except (ValidationFailed, AllTiersFailed, ModelError) as exc:  # a failed answer counts as wrong, and its cost still counts
             attempts = getattr(exc, "attempts", None) or []
             actual, cost, served_by, invalid = None, sum(a.cost_usd for a in attempts), "failed", invalid + 1
+            confidences.append(0.0)  # for a gate: a failed answer escalates whatever its confidence
         latencies.append(time.perf_counter() - start)
         scores.append(float(spec.score(expected, actual)) if actual is not None else 0.0)
         field_hits.append(fmean(getattr(expected, f) == getattr(actual, f) for f in fields) if actual else 0.0)
@@ -183,7 +185,8 @@ def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | No
         served.append(served_by)
     return {"n": len(rows), "quality": fmean(scores), "field_accuracy": fmean(field_hits), "invalid": invalid / len(rows),
             "cost_per_1k_usd": fmean(costs) * 1000, "latency_p50_ms": percentile(latencies, 50) * 1e3,
-            "latency_p99_ms": percentile(latencies, 99) * 1e3, "scores": scores, "served": served}
+            "latency_p99_ms": percentile(latencies, 99) * 1e3, "scores": scores, "served": served,
+            "confidences": confidences}
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
@@ -197,7 +200,7 @@ def evaluate(ctx: Context, w: Workload) -> tuple[dict[str, dict[str, Any]], Prep
     if same and len(same) < len(w.pool):
         tiers["TF-IDF + LR, whole pool"] = _guard(lambda: tfidf_tier(w, w.pool))
     if p.report is not None:
-        tiers["student"] = _guard(lambda: run_calls(app, task, w.heldout, tier="student"))
+        tiers["student"] = _guard(lambda: _student_alone(app, task, w.heldout, p))
         tiers["student"]["model"] = f"local:{p.report.student_id[:8]} (LoRA on smollm2-135m)"
     else:
         tiers["student"] = {"error": f"app.distill failed: {p.distill_error}"}
@@ -210,6 +213,29 @@ def evaluate(ctx: Context, w: Workload) -> tuple[dict[str, dict[str, Any]], Prep
         if name in tiers:
             tiers[name].setdefault("model", model)
     return tiers, p
+
+
+def _student_alone(app: Any, task: str, rows: list[dict[str, Any]], p: Prepared) -> dict[str, Any]:
+    """The student's own answers to every held-out input: a confidence gate it was promoted behind is lifted for
+    the measurement (the stream measures the gate at work); what that gate would have done here is noted."""
+    from protege.distill.gate import gated, stored_gate
+
+    spec = app.handle(task).spec
+    policy = spec.policy
+    spec.policy = policy.model_copy(update={"min_confidence": 0.0})
+    try:
+        out = run_calls(app, task, rows, tier="student")
+    finally:
+        spec.policy = policy
+    gate = stored_gate(p.report.metrics)
+    if gate is not None:
+        held_out = gated(out["confidences"], out["scores"], gate.min_confidence)
+        p.notes.append(
+            f"the student's gate on the held-out inputs: confidence ≥ {gate.min_confidence:.3f} keeps "
+            f"{held_out.coverage:.0%} of them at quality {held_out.kept_quality:.3f}, end to end "
+            f"{held_out.retention:.3f} with the teacher answering the rest (on its eval split: {gate.coverage:.0%}, "
+            f"{gate.retention:.3f})")
+    return out
 
 
 def _with_skill(app: Any, task: str, rows: list[dict[str, Any]], p: Prepared) -> dict[str, Any]:

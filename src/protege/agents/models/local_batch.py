@@ -86,10 +86,44 @@ class Batch:
             self.step([prompts[0][shared:common]])
         if common:
             self.prefix.save(prompts[0][:common], self.cache)
+        self.reused = [common] * len(prompts)
+        suffixes = [p[common:] for p in prompts]
+        if self.device.type == "cpu":  # compute-bound here: padding would cost as much as real tokens
+            return self._prefill_each(suffixes, common)
         self.cache.batch_repeat_interleave(len(prompts))
         self.positions *= len(prompts)
-        self.reused = [common] * len(prompts)
-        return self.step([p[common:] for p in prompts])
+        return self.step(suffixes)
+
+    def _prefill_each(self, suffixes: list[list[int]], common: int):
+        """Run each row's own tokens alone after the shared prefix, then join the rows' keys/values into the
+        batch's cache, left-padded (the padding masked out)."""
+        torch = self.torch
+        from transformers import DynamicCache
+
+        prefix = [(layer.keys, layer.values) for layer in self.cache.layers] if common else []
+        logits, rows = [], []
+        for tokens in suffixes:
+            cache = DynamicCache(config=self.model.config)
+            for layer, (keys, values) in enumerate(prefix):
+                cache.update(keys, values, layer)
+            out = self.model(input_ids=torch.tensor([tokens], device=self.device), past_key_values=cache,
+                             position_ids=torch.arange(common, common + len(tokens), device=self.device)[None],
+                             use_cache=True, logits_to_keep=1)
+            logits.append(out.logits.float())
+            rows.append([(layer.keys[..., common:, :], layer.values[..., common:, :]) for layer in cache.layers])
+        width = max(len(tokens) for tokens in suffixes)
+        self.cache = DynamicCache(config=self.model.config)
+        for layer in range(len(rows[0])):
+            keys = torch.cat([_left_pad(row[layer][0], width) for row in rows])
+            values = torch.cat([_left_pad(row[layer][1], width) for row in rows])
+            if prefix:
+                keys = torch.cat([prefix[layer][0].expand(len(rows), -1, -1, -1), keys], dim=2)
+                values = torch.cat([prefix[layer][1].expand(len(rows), -1, -1, -1), values], dim=2)
+            self.cache.update(keys, values, layer)
+        self.mask = torch.tensor([[1] * common + [0] * (width - len(tokens)) + [1] * len(tokens)
+                                  for tokens in suffixes], device=self.device)
+        self.positions = [common + len(tokens) for tokens in suffixes]
+        return torch.cat(logits)
 
     def step(self, feeds: list[list[int]], keep: int = 1):
         """Run each row's tokens (at least one per row); logits [rows, keep, vocab] after each row's last `keep`."""
@@ -158,6 +192,16 @@ def decode(batch: Batch, answers: list[Answer]) -> list[Any]:
             keeps = [feeds[index].keep for index in active]
             logits = batch.step([feeds[index].tokens for index in active], keep=max(keeps))
     return results
+
+
+def _left_pad(tensor, width: int):
+    """[1, heads, n, dim] keys or values, zero-padded on the left to `width` positions."""
+    import torch
+
+    pad = width - tensor.shape[2]
+    if not pad:
+        return tensor
+    return torch.cat([tensor.new_zeros(tensor.shape[0], tensor.shape[1], pad, tensor.shape[3]), tensor], dim=2)
 
 
 def _first_feed(answer: Answer) -> list[int]:

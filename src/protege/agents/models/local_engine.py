@@ -159,6 +159,8 @@ class Engine:
             self._queue += sorted(pending, key=lambda p: len(p.job.ids))
         while not all(p.done.is_set() for p in pending):
             with self.lock:
+                if all(p.done.is_set() for p in pending):
+                    break  # decoded by the previous holder: leave newer arrivals to their own callers, together
                 with self._queue_lock:
                     batch, self._queue = self._queue[:self.batch_size], self._queue[self.batch_size:]
                 if batch:
