@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `bench` is a top-level package beside src/, run as `python -m bench`
@@ -145,3 +146,39 @@ def test_workloads_are_picked_by_name_and_reuse_needs_an_earlier_run(ctx, monkey
     monkeypatch.setenv("PROTEGE_CACHE_DIR", str(ctx.cache_dir))  # prepare() would set it for the whole process
     with pytest.raises(NotRun, match="no earlier run of orders"):
         prepare(replace(ctx, reuse=True), picked[0])
+
+
+class Word(BaseModel):
+    text: str
+
+
+class Upper(BaseModel):
+    value: str
+
+
+def test_run_calls_scores_each_call_and_keeps_its_confidence(tmp_path):
+    """The quality and stream benchmarks' caller: per-call scores against the labels, the serving tier, and each
+    answer's confidence (what a gate would see); a call that fails counts as wrong with confidence 0."""
+    from bench.quality import run_calls
+    from protege import Protege
+    from protege.agents import FunctionModel
+    from protege.agents.models.base import ModelResponse
+
+    def shout(req):
+        text = req.task_input["word"]["text"]
+        return ModelResponse(text="not json" if text == "bad" else json.dumps({"value": text.upper()}),
+                             confidence=0.8)
+
+    app = Protege(db=f"sqlite:///{tmp_path}/app.db", teacher=FunctionModel(shout), project_dir=tmp_path / "p")
+    try:
+        @app.task
+        def upper(word: Word) -> Upper:
+            """Upper-case the word."""
+
+        rows = [{"input": {"word": {"text": t}}, "output": {"value": v}}
+                for t, v in (("a", "A"), ("b", "wrong"), ("bad", "BAD"))]
+        out = run_calls(app, "upper", rows, tier="teacher")
+    finally:
+        app.close()
+    assert out["scores"] == [1.0, 0.0, 0.0] and out["invalid"] == pytest.approx(1 / 3)
+    assert out["confidences"] == [0.8, 0.8, 0.0] and out["served"] == ["teacher", "teacher", "failed"]
