@@ -153,7 +153,7 @@ class Engine:
 
     def run(self, jobs: list[Job]) -> list[Generation | Exception]:
         """Decode `jobs` (batched with any other thread's waiting jobs); a result or the error, per job, in order.
-        Jobs are queued shortest prompt first, so a batch pads little."""
+        Jobs are queued shortest prompt first, so the rows of a batch are alike in length."""
         pending = [_Pending(job) for job in jobs]
         with self._queue_lock:
             self._queue += sorted(pending, key=lambda p: len(p.job.ids))
