@@ -62,10 +62,10 @@ class Recording(LocalModel):
         super().__init__(*args, **kwargs)
         self.min_probs: list[float | None] = []
 
-    def generate(self, req: Any) -> Any:
-        response = super().generate(req)
-        self.min_probs.append(response.raw.get("min_prob"))
-        return response
+    def generate_batch(self, requests: list[Any], **options: Any) -> list[Any]:
+        responses = super().generate_batch(requests, **options)  # evaluate_student and generate both come here
+        self.min_probs += [None if isinstance(r, Exception) else r.raw.get("min_prob") for r in responses]
+        return responses
 
 
 def _gates(report: Any, min_probs: list[float | None]) -> dict[str, Any]:

@@ -297,8 +297,8 @@ def test_a_batch_answers_what_each_call_answers_alone(tiny):
     for one, batched in zip(alone, together):
         assert (batched.text, batched.stop_reason) == (one.text, one.stop_reason)
         assert batched.usage.output_tokens == one.usage.output_tokens
-        assert batched.confidence == pytest.approx(one.confidence, abs=1e-4) if one.confidence else True
-    tiny.engine.batch_size = 8
+        if one.confidence is not None:  # the free-text row has none
+            assert batched.confidence == pytest.approx(one.confidence, abs=1e-4)
 
 
 def test_concurrent_calls_are_decoded_together(tiny):

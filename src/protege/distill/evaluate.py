@@ -1,8 +1,8 @@
 """Held-out evaluation of a student against the teacher (DESIGN §8 step 7).
 
 The student answers every eval input with the same prompt it was trained on (the row's messages minus the
-answer), in batches when the model decodes several at once (`LocalModel`). Its parsed answers are scored against the teacher's validated outputs and, when rows carry reference
-labels, against those too. `retention` = student score / teacher score, where the teacher score is the
+answer), in batches when the model decodes several at once (`LocalModel`). Its parsed answers are scored
+against the teacher's validated outputs and, when rows carry reference labels, against those too. `retention` = student score / teacher score, where the teacher score is the
 teacher's own agreement with the references (1.0 when there are none: the teacher is then the reference).
 """
 

@@ -12,7 +12,7 @@
   tokens per forward pass (`prompt_lookup=True`, the default): the same answer in fewer passes.
 - Requests are decoded in batches (`local_batch.py`): `generate_batch` answers many at once, and calls that
   arrive together from several threads (the cascade's concurrent calls) share forward passes. `batch_size`
-  defaults to 8 on a CPU and 32 on a GPU; it is the engine's, so the last LocalModel to set it wins.
+  (the most answers one batch decodes) defaults to 8 on a CPU and 32 on a GPU.
 """
 
 from __future__ import annotations
@@ -90,9 +90,7 @@ class LocalModel:
         a request that fails gets its exception in its place; otherwise the first failure is raised."""
         started = time.perf_counter()
         engine = self.engine
-        if self.batch_size:
-            engine.batch_size = self.batch_size
-        results = engine.run([self._job(engine, req) for req in requests])
+        results = engine.run([self._job(engine, req) for req in requests], batch_size=self.batch_size)
         elapsed = time.perf_counter() - started
         out = [r if isinstance(r, Exception) else self._response(req, r, elapsed) for req, r in zip(requests, results)]
         if not return_exceptions:

@@ -114,8 +114,9 @@ class Batch:
         width = max(len(tokens) for tokens in suffixes)
         self.cache = DynamicCache(config=self.model.config)
         for layer in range(len(rows[0])):
-            keys = torch.cat([_left_pad(row[layer][0], width) for row in rows])
-            values = torch.cat([_left_pad(row[layer][1], width) for row in rows])
+            pad = torch.nn.functional.pad  # (0, 0, n, 0): n zero positions before the sequence dimension
+            keys = torch.cat([pad(row[layer][0], (0, 0, width - row[layer][0].shape[2], 0)) for row in rows])
+            values = torch.cat([pad(row[layer][1], (0, 0, width - row[layer][1].shape[2], 0)) for row in rows])
             if prefix:
                 keys = torch.cat([prefix[layer][0].expand(len(rows), -1, -1, -1), keys], dim=2)
                 values = torch.cat([prefix[layer][1].expand(len(rows), -1, -1, -1), values], dim=2)
@@ -192,16 +193,6 @@ def decode(batch: Batch, answers: list[Answer]) -> list[Any]:
             keeps = [feeds[index].keep for index in active]
             logits = batch.step([feeds[index].tokens for index in active], keep=max(keeps))
     return results
-
-
-def _left_pad(tensor, width: int):
-    """[1, heads, n, dim] keys or values, zero-padded on the left to `width` positions."""
-    import torch
-
-    pad = width - tensor.shape[2]
-    if not pad:
-        return tensor
-    return torch.cat([tensor.new_zeros(tensor.shape[0], tensor.shape[1], pad, tensor.shape[3]), tensor], dim=2)
 
 
 def _first_feed(answer: Answer) -> list[int]:

@@ -125,15 +125,14 @@ class Engine:
     Calls from several threads are decoded together: a caller queues its jobs and, once it holds the model,
     decodes up to `batch_size` queued jobs — its own and whoever else's are waiting — in one batch."""
 
-    def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None,
-                 batch_size: int | None = None):
+    def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.batch_size = batch_size or (BATCH_GPU if self.device.type == "cuda" else BATCH_CPU)
+        self.batch_size = BATCH_GPU if self.device.type == "cuda" else BATCH_CPU
         self.tokenizer, self.model = _load(base, adapter, self.device, dtype)
         self.lock = threading.Lock()  # held while the model runs
         self._queue: list[_Pending] = []
@@ -151,9 +150,11 @@ class Engine:
 
         return Job(render_chat(self.tokenizer, messages, generation_prompt=True), grammar, max_tokens, draft)
 
-    def run(self, jobs: list[Job]) -> list[Generation | Exception]:
-        """Decode `jobs` (batched with any other thread's waiting jobs); a result or the error, per job, in order.
-        Jobs are queued shortest prompt first, so the rows of a batch are alike in length."""
+    def run(self, jobs: list[Job], batch_size: int | None = None) -> list[Generation | Exception]:
+        """Decode `jobs` (batched with any other thread's waiting jobs, up to `batch_size` rows, default the
+        engine's); a result or the error, per job, in order. Jobs are queued shortest prompt first, so the rows
+        of a batch are alike in length."""
+        size = batch_size or self.batch_size
         pending = [_Pending(job) for job in jobs]
         with self._queue_lock:
             self._queue += sorted(pending, key=lambda p: len(p.job.ids))
@@ -162,7 +163,7 @@ class Engine:
                 if all(p.done.is_set() for p in pending):
                     break  # decoded by the previous holder: leave newer arrivals to their own callers, together
                 with self._queue_lock:
-                    batch, self._queue = self._queue[:self.batch_size], self._queue[self.batch_size:]
+                    batch, self._queue = self._queue[:size], self._queue[size:]
                 if batch:
                     self._decode_batch(batch)
         return [p.result for p in pending]
