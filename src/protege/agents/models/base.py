@@ -51,7 +51,9 @@ class ModelRequest(BaseModel):
     """What a model is asked: the transcript, offered tools, the answer's JSON schema, and the task context.
 
     `task_name` and `task_input` are structured copies of what the prompt says, so a test double or an oracle
-    (FunctionModel, ReferenceModel) can answer without parsing prompts.
+    (FunctionModel, ReferenceModel) can answer without parsing prompts. `fixed_output` holds top-level output
+    fields whose values are already decided (by a verified program): a model that decodes under a grammar writes
+    them as given and chooses only the rest; the cascade puts them into any other model's answer.
     """
 
     messages: list[Message]
@@ -61,6 +63,7 @@ class ModelRequest(BaseModel):
     task_input: dict[str, Any] | None = None
     max_tokens: int = 2048
     temperature: float = 0.0
+    fixed_output: dict[str, Any] | None = None
 
 
 class Usage(BaseModel):
@@ -84,7 +87,8 @@ class ModelResponse(BaseModel):
     """A model's answer: final text (JSON for structured output) or tool calls, usage and the raw payload.
 
     `confidence` is the mean token probability of the answer where the model can tell (local models), used by
-    the student's confidence gate; `None` elsewhere.
+    the student's confidence gate; `None` elsewhere. `field_confidences` maps each top-level output field the
+    model chose to the probability of its least-sure token there (fields it was given are absent).
     """
 
     text: str = ""
@@ -94,6 +98,7 @@ class ModelResponse(BaseModel):
     model: str = ""
     stop_reason: str | None = None
     confidence: float | None = None
+    field_confidences: dict[str, float] | None = None
 
 
 @runtime_checkable
