@@ -188,3 +188,19 @@ def test_bad_author_settings_are_user_errors(sandbox) -> None:
         ProgramAuthor(code_author(CORRECT), sandbox, candidates=0)
     with pytest.raises(UserError, match=r"code_author needs"):
         code_author()
+
+
+def test_a_served_call_keeps_only_verified_fields(sandbox) -> None:
+    from protege.skills.program_run import run_program
+
+    text = {"invoice": {"text": "Customer: Ada Park\n2 x Gear @ 3.25\nurgent"}}
+    fields = ["customer", "items", "total", "priority"]
+    whole = run_program(sandbox, CORRECT, text, fields, fields)
+    assert whole.ok and whole.complete
+    assert whole.fields == {"customer": "Ada Park", "items": 1, "total": 6.5, "priority": "high"}
+    partial = run_program(sandbox, WRONG_ITEMS, text, ["customer", "total", "priority"], fields)
+    assert partial.ok and not partial.complete and "items" not in partial.fields  # the student fills `items`
+    failed = run_program(sandbox, LOOPS, text, fields, fields, timeout_s=0.2)
+    assert (failed.ok, failed.kind, failed.fields) == (False, "timeout", {})
+    listed = run_program(sandbox, "def solve(invoice):\n    return [1]\n", text, fields, fields)
+    assert (listed.ok, listed.kind) == (False, "invalid_answer")
