@@ -132,6 +132,8 @@ async def test_a_field_the_program_leaves_out_is_not_verified_the_others_are(san
     result = await ProgramAuthor(code_author(NO_PRIORITY), sandbox, shown=6, rounds=0).write(spec, invoice_traces(30))
     assert not result.promoted and result.agreement == 0.0  # the whole answer is invalid without `priority`
     assert result.fields_verified == ["customer", "items", "total"] and result.field_agreement["priority"] == 0.0
+    assert result.fields_left_out == ["priority"] and result.failures == []  # leaving a field out is no failure
+    assert "left out" in result.report()
 
 
 async def test_per_field_agreement_uses_the_tasks_score(sandbox) -> None:

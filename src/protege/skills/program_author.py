@@ -45,6 +45,7 @@ class ProgramResult(BaseModel):
     field_agreement: dict[str, float] = Field(default_factory=dict)
     promote_at: float = 0.95
     fields_verified: list[str] = Field(default_factory=list)
+    fields_left_out: list[str] = Field(default_factory=list)
     promoted: bool = False
     failures: list[FailingCase] = Field(default_factory=list)
     held_out: int = 0
@@ -85,7 +86,8 @@ class ProgramResult(BaseModel):
             "", f"{'field':<24} {'agreement':>9}  verified",
         ]
         for name, value in self.field_agreement.items():
-            lines.append(f"{name:<24} {value:>9.1%}  {'yes' if name in self.fields_verified else 'no'}")
+            verdict = "yes" if name in self.fields_verified else "left out" if name in self.fields_left_out else "no"
+            lines.append(f"{name:<24} {value:>9.1%}  {verdict}")
         if self.failures:
             lines += ["", f"Failing cases: {len(self.failures)}"]
             for case in self.failures[:3]:
@@ -177,6 +179,7 @@ class ProgramAuthor:
         best = max(scored, key=lambda v: v.rank)
         result.source, result.agreement = best.source, best.agreement
         result.field_agreement, result.failures = best.field_agreement, best.failures
+        result.fields_left_out = best.left_out
         result.fields_verified = [f for f, v in best.field_agreement.items() if v >= promote_at]
         result.promoted = best.agreement >= promote_at
         return result

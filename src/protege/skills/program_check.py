@@ -24,7 +24,8 @@ CLIP = 2000  # characters of a failing case's values kept for the report and the
 
 
 class FailingCase(BaseModel):
-    """A held-out input the program got wrong: what it answered (or the error) and which fields were wrong."""
+    """A held-out input the program got wrong: what it answered (or the error) and which of the fields it
+    returned were wrong (a field it left out is the next tier's, not a failure)."""
 
     trace_id: str | None = None
     input: Any = None
@@ -45,6 +46,7 @@ class Verification(BaseModel):
     failures: list[FailingCase] = Field(default_factory=list)
     errors: dict[str, int] = Field(default_factory=dict)  # sandbox failure kind -> count
     failed_at: list[int] = Field(default_factory=list, exclude=True)  # index of each failure's case
+    left_out: list[str] = Field(default_factory=list)  # fields the program did not return on some case
 
     @property
     def rank(self) -> tuple[float, float]:
@@ -93,7 +95,7 @@ def verify(sandbox: Any, source: str, examples: list[Example], scorer: Scorer, *
            round_no: int = 0) -> Verification:
     """Score `source` on `examples` (each run in the sandbox); every case counts, a failed run scores 0."""
     totals = {name: 0.0 for name in scorer.fields}
-    overall, failures, failed_at, errors, fatal = 0.0, [], [], {}, 0
+    overall, failures, failed_at, errors, fatal, left_out = 0.0, [], [], {}, 0, set()
     for index, example in enumerate(examples):
         expected = scorer.parse(example.output)
         if fatal >= MAX_FATAL:
@@ -109,20 +111,23 @@ def verify(sandbox: Any, source: str, examples: list[Example], scorer: Scorer, *
             continue
         score, problem = scorer.whole(example, expected, result.value)
         overall += score
+        returned = set(result.value) if isinstance(result.value, dict) else set()
+        left_out.update(name for name in scorer.fields if name not in returned)
         wrong = []
         for name in scorer.fields:
             field_score = scorer.field(name, expected, result.value)
             totals[name] += field_score
-            if field_score < 1.0:
+            if field_score < 1.0 and name in returned:
                 wrong.append(name)
-        if score < 1.0 or wrong:
+        whole = returned.issuperset(scorer.fields)  # a partial answer is judged on the fields it gave
+        if wrong or (whole and score < 1.0) or not isinstance(result.value, dict):
             failed_at.append(index)
-            failures.append(_case(example, result.value, problem, wrong))
+            failures.append(_case(example, result.value, problem if whole else None, wrong))
     n = max(len(examples), 1)
     return Verification(
         source=source, round=round_no, cases=len(examples), agreement=overall / n,
         field_agreement={name: total / n for name, total in totals.items()}, failures=failures, errors=errors,
-        failed_at=failed_at,
+        failed_at=failed_at, left_out=[name for name in scorer.fields if name in left_out],
     )
 
 
