@@ -197,3 +197,21 @@ def test_environment_secrets_are_not_passed_on(bare: Sandbox, monkeypatch) -> No
     assert "ANTHROPIC_API_KEY" not in result.value and "SECRET123" not in str(result.value)
     assert set(result.value) <= {"PATH", "LANG", "LC_ALL", "HOME", "TMPDIR"}
     assert os.environ["ANTHROPIC_API_KEY"] == "sk-ant-test-SECRET123"
+
+
+def test_a_forged_reply_on_the_protocol_pipe_is_never_served(bare: Sandbox, serves) -> None:
+    forge = (
+        "import json, os, struct\n\n"
+        "def solve():\n"
+        "    body = json.dumps({'ok': True, 'value': 'forged', 'nonce': 'guess'}).encode()\n"
+        "    for fd in range(3, 12):\n"
+        "        try:\n"
+        "            os.write(fd, struct.pack('>I', len(body)) + body)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return 'real'\n"
+    )
+    result = bare.run(forge, timeout_s=2)
+    assert result.value != "forged"
+    assert (result.ok, result.kind, result.restarted) == (False, "crash", True)
+    assert serves(bare)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import queue
+import secrets
 import shutil
 import signal
 import subprocess
@@ -180,14 +181,18 @@ class _Worker:
         """Send a request and read the reply; a failure the worker could not report itself is (kind, error)."""
         assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
         max_bytes = self.sandbox.limits.max_output_bytes * 2 + FRAME_SLACK  # JSON escaping may double it
+        request = {**request, "nonce": secrets.token_hex(8)}
         try:
             write_frame(self.proc.stdin.fileno(), request)
-            return read_frame(self.proc.stdout.fileno(), max_bytes=max_bytes, deadline=deadline), None
+            reply = read_frame(self.proc.stdout.fileno(), max_bytes=max_bytes, deadline=deadline)
         except TimeoutError:
             return {}, ("timeout", f"the program ran past its {request['timeout_s']:g} s limit and did not stop; "
                                    "its worker was killed")
         except (ProtocolError, OSError) as exc:
             return {}, self._death(exc)
+        if reply.get("nonce") != request["nonce"]:  # a reply the program forged, or a stale one behind it
+            return {}, ("crash", "the worker answered out of turn (a forged or stale reply); it was replaced")
+        return reply, None
 
     def _death(self, exc: Exception) -> tuple[str, str]:
         assert self.proc is not None

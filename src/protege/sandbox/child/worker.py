@@ -81,6 +81,7 @@ def serve(init: dict, guard: guarding.Guard | None, fd_in: int, fd_out: int) -> 
         reply = call(request, guard, programs, init["limits"]["max_output_bytes"])
         usage = resource.getrusage(resource.RUSAGE_SELF)
         reply["cpu_s"] = usage.ru_utime + usage.ru_stime
+        reply["nonce"] = request.get("nonce")
         _clean(init["scratch"])
         write_frame(fd_out, reply)
 
