@@ -7,6 +7,7 @@ selection, revision and the sandbox, not a model's authoring.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from typing import Literal
@@ -206,3 +207,22 @@ def test_a_served_call_keeps_only_verified_fields(sandbox) -> None:
     assert (failed.ok, failed.kind, failed.fields) == (False, "timeout", {})
     listed = run_program(sandbox, "def solve(invoice):\n    return [1]\n", text, fields, fields)
     assert (listed.ok, listed.kind) == (False, "invalid_answer")
+
+
+async def test_a_real_sdk_author_writes_the_program_and_its_usage_is_kept(sandbox, spec) -> None:
+    """The Anthropic SDK against the fake server: the prompt goes out as text, the code comes back in a reply
+    with chatter around it, and the call's token usage is there for the caller to record as a paid trace."""
+    from protege.agents.models.anthropic import AnthropicModel
+    from protege.testing import FakeProvider
+
+    with FakeProvider() as fake:
+        fake.add_text(f"Here are two approaches.\n\n```python\n{WRONG_ITEMS}```\n\nAnd:\n\n```py\n{CORRECT}```\n",
+                      usage={"input_tokens": 2400, "output_tokens": 600})
+        model = AnthropicModel("claude-opus-4-5", api_key="test-key", base_url=fake.anthropic_base_url)
+        author = ProgramAuthor(model, sandbox, rounds=1)
+        result = await author.write(spec, invoice_traces(30))
+        sent = fake.requests[0].body
+    assert result.promoted and result.source.strip() == CORRECT.strip() and result.candidates == 2
+    assert result.written_by == "model" and result.author_model == model.name
+    assert [r.usage.output_tokens for r in author.last_responses] == [600]
+    assert "solve(invoice)" in json.dumps(sent)
