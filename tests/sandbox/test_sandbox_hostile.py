@@ -215,3 +215,51 @@ def test_a_forged_reply_on_the_protocol_pipe_is_never_served(bare: Sandbox, serv
     assert result.value != "forged"
     assert (result.ok, result.kind, result.restarted) == (False, "crash", True)
     assert serves(bare)
+
+
+def test_crashing_programs_among_concurrent_calls_never_disturb_the_others(serves) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    square = "def solve(n):\n    return n * n\n"
+    crash = "import os\n\ndef solve(n):\n    os._exit(3)\n"
+    with Sandbox(workers=2, guard=False) as sandbox:
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(
+                lambda n: (n, sandbox.run(crash if n % 5 == 0 else square, "solve", {"n": n}, timeout_s=5)),
+                range(40)))
+        for n, result in results:
+            if n % 5 == 0:
+                assert (result.ok, result.kind, result.restarted) == (False, "crash", True)
+            else:
+                assert result.ok and result.value == n * n, (n, result)
+        assert sandbox.restarts == 8 and len(sandbox.pids) == 2
+        assert serves(sandbox)
+
+
+def test_workers_exit_when_the_app_is_killed(tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    app = ("import sys, time\nfrom protege.sandbox import Sandbox\n"
+           "box = Sandbox(workers=2).start()\nprint(*box.pids, flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", app], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30  # generous: a loaded box; they exit as soon as their pipe closes
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has exited (its parent is gone too)
+    except FileNotFoundError:
+        return False

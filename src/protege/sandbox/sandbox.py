@@ -126,6 +126,11 @@ class Sandbox:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers (for operators and tests)."""
+        return [w.proc.pid for w in self._all if w.proc is not None and w.proc.poll() is None]
+
     def __enter__(self) -> Sandbox:
         return self
 
