@@ -1,7 +1,7 @@
 """The program sandbox: what a sandboxed program call costs, and what a program verifies on the order workload.
 
 - Latency per call including the hop (app → worker pipe → program → back), on the order workload's emails with
-  the offline author's program (bench/workloads/order_solve.py), against the same function called in-process in
+  the offline author's program (`protege.examples_data.order_program()`), against the same function called in-process in
   the same run (blocks alternate, so machine noise lands on both); and a trivial program (the hop alone).
 - Worker start (an interpreter start plus confinement) and a restart after the worker is killed.
 - Authoring on the order workload with `code_author` (a function returning that program: it measures
@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.common import Context, Headline, Result, Table, latency_summary, median
 
 TITLE = "Program sandbox"
 TARGET_MS = 5.0
-PROGRAM = Path(__file__).parent / "workloads" / "order_solve.py"
 HOP_ONLY = "def solve(n):\n    return n + 1\n"
 
 
 def run(ctx: Context, calls: int | None = None, starts: int | None = None, traces: int | None = None) -> Result:
-    from protege.examples_data import extract_order, load_examples
+    from protege.examples_data import extract_order, load_examples, order_program
     from protege.sandbox import Sandbox
     from protege.tasks import Policy, TaskSpec
 
-    source = PROGRAM.read_text()
+    source = order_program()
     pool = load_examples("pool")
     calls, rounds = calls or ctx.pick(1000, 5000), ctx.pick(4, 8)
     emails = [e["input"] for e in pool][:calls] * (1 + calls // len(pool))

@@ -1,4 +1,5 @@
-"""The offline stand-in author's program for `extract_order` (bench/sandbox.py hands it to `code_author`).
+"""The offline stand-in author's program for `extract_order` (`protege.examples_data.order_program()`; the demo
+and bench/sandbox.py hand it to `code_author`).
 
 Written from the task's instructions, like a teacher would, for the fields rules can decide; it leaves out the
 fields that need reading comprehension (product, quantity, delivery date, city), as the authoring prompt asks.
