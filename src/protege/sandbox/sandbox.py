@@ -119,7 +119,8 @@ class Sandbox:
         with self._lock:
             self._closed = True
         for worker in self._all:
-            worker.stop()
+            with worker.lock:  # waits for a call in flight (bounded by its timeout and the kill grace)
+                worker.stop()
         shutil.rmtree(self._root, ignore_errors=True)
 
     @property
@@ -169,7 +170,7 @@ class _Worker:
             raise UserError("this Sandbox is closed; make a new Sandbox() to run programs")
         self.ensure()
         start = time.perf_counter()
-        reply, failure = self._exchange(request, start + timeout_s + self.sandbox.kill_grace_s)
+        reply, failure = self._exchange(request, time.monotonic() + timeout_s + self.sandbox.kill_grace_s)
         elapsed = time.perf_counter() - start
         if failure is not None:
             kind, error = failure
@@ -212,12 +213,17 @@ class _Worker:
         return "crash", f"the worker exited with status {code} during the call"
 
     def _replace(self) -> bool:
-        """Kill this slot's process and start a fresh one (unless the sandbox is closing)."""
+        """Kill this slot's process and start a fresh one (unless the sandbox is closing). A failed start leaves the
+        slot empty: this call still returns its result, and the next call tries again (and says why it can't)."""
         self.stop()
         if self.sandbox.closed:
             return False
-        self._start()
-        self.sandbox.restarts += 1
+        try:
+            self._start()
+        except SandboxUnavailable:
+            return False
+        with self.sandbox._lock:
+            self.sandbox.restarts += 1
         return True
 
     def _start(self) -> None:
