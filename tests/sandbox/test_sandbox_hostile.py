@@ -263,3 +263,18 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"  # a zombie has exited (its parent is gone too)
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_that_cannot_be_restarted_fails_clearly_then_recovers(monkeypatch, tmp_path, serves) -> None:
+    from protege.sandbox import SandboxUnavailable
+    from protege.sandbox import sandbox as sandbox_module
+
+    with Sandbox(guard=False) as box:
+        box.start()
+        monkeypatch.setattr(sandbox_module, "WORKER", tmp_path / "missing_worker.py")  # the next start fails
+        crash = box.run("import os\n\ndef solve():\n    os._exit(1)\n", timeout_s=2)
+        assert (crash.ok, crash.kind, crash.restarted) == (False, "crash", False)  # the result is still there
+        with pytest.raises(SandboxUnavailable, match="did not start"):
+            box.run("def solve():\n    return 1\n")
+        monkeypatch.undo()
+        assert serves(box)
