@@ -278,3 +278,17 @@ def test_a_worker_that_cannot_be_restarted_fails_clearly_then_recovers(monkeypat
             box.run("def solve():\n    return 1\n")
         monkeypatch.undo()
         assert serves(box)
+
+
+def test_the_worker_holds_no_capabilities_even_when_the_app_is_root(bare: Sandbox) -> None:
+    source = (
+        "import ctypes\n\n"
+        "def solve():\n"
+        "    header = (ctypes.c_uint32 * 2)(0x20080522, 0)\n"
+        "    data = (ctypes.c_uint32 * 6)()\n"
+        "    assert ctypes.CDLL(None).capget(header, data) == 0\n"
+        "    return list(data)\n"
+    )
+    result = bare.run(source, timeout_s=2)
+    assert result.ok and result.value == [0] * 6, result
+    assert bare.isolation["capabilities_dropped"] is (os.geteuid() == 0)

@@ -110,6 +110,31 @@ def apply_seccomp() -> int:
     return count + 2
 
 
+CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_capabilities() -> bool:
+    """Empty the effective, permitted and inheritable capability sets (they are only non-empty when the app runs as
+    root): root without capabilities cannot override permissions, raise limits or escape RLIMIT_NPROC. Returns
+    whether there were any to drop."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(CAPABILITY_VERSION_3, 0), (Data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise ConfineError(f"capget failed: {os.strerror(ctypes.get_errno())}")
+    had = any(d.effective or d.permitted or d.inheritable for d in data)
+    if had and libc.capset(ctypes.byref(header), (Data * 2)()) != 0:
+        raise ConfineError(f"capset failed: {os.strerror(ctypes.get_errno())}")
+    return had
+
+
 def isolate_fds(protocol_in: int, protocol_out: int) -> None:
     """Close every descriptor the worker inherited but its protocol pipes, then point stdout/stderr at /dev/null
     (a program's prints go nowhere instead of into the protocol)."""

@@ -58,6 +58,7 @@ def setup(init: dict, fd_in: int, fd_out: int) -> tuple[guarding.Guard | None, d
     confine.isolate_fds(fd_in, fd_out)
     report: dict = {"guard": guard is not None, "missing": []}
     report["rlimits"] = confine.apply_rlimits(limits)
+    report["capabilities_dropped"] = confine.drop_capabilities()  # after the limits: without them, no raising
     for layer, apply in (("landlock", lambda: confine.apply_landlock(scratch)), ("seccomp", confine.apply_seccomp)):
         try:
             confine.ensure_linux()
