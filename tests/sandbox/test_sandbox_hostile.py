@@ -292,3 +292,14 @@ def test_the_worker_holds_no_capabilities_even_when_the_app_is_root(bare: Sandbo
     result = bare.run(source, timeout_s=2)
     assert result.ok and result.value == [0] * 6, result
     assert bare.isolation["capabilities_dropped"] is (os.geteuid() == 0)
+
+
+def test_system_v_shared_memory_is_out_of_reach(bare: Sandbox) -> None:
+    source = (
+        "import ctypes\n\n"
+        "def solve():\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    return [libc.shmget(0, 4096, 0o1666), ctypes.get_errno()]\n"  # IPC_PRIVATE, IPC_CREAT | 0666
+    )
+    result = bare.run(source, timeout_s=2)
+    assert result.ok and result.value == [-1, 1], result  # EPERM from seccomp

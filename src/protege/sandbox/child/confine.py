@@ -83,6 +83,12 @@ DENIED_SYSCALLS = (
     "ioperm", "name_to_handle_at", "open_by_handle_at", "lookup_dcookie", "move_pages", "migrate_pages",
     "mbind", "set_mempolicy", "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
     "setfsuid", "setfsgid", "capset", "memfd_create", "memfd_secret",
+    # System V and POSIX IPC, which Landlock does not cover: another process's shared memory or queues
+    "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl", "semget", "semop", "semtimedop",
+    "semctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    # the new mount API, watching other files, comparing other processes' kernel objects
+    "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "quotactl_fd",
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark", "kcmp",
 )
 CLONE_THREAD = 0x00010000
 
