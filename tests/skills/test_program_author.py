@@ -226,3 +226,26 @@ async def test_a_real_sdk_author_writes_the_program_and_its_usage_is_kept(sandbo
     assert result.written_by == "model" and result.author_model == model.name
     assert [r.usage.output_tokens for r in author.last_responses] == [600]
     assert "solve(invoice)" in json.dumps(sent)
+
+
+async def test_a_program_that_memorised_the_shown_examples_is_not_promoted(sandbox, spec) -> None:
+    """The author answers with a lookup table of the examples in its prompt: perfect on what it was shown,
+    and the held-out verification finds it out."""
+    import re
+
+    def memoriser(request):
+        prompt = request.messages[0].content
+        block = r"Keyword arguments:\n\n```json\n(.*?)\n```\n\nAnswer:\n\n```json\n(.*?)\n```"
+        pairs = re.findall(block, prompt, re.S)
+        table = {json.loads(k)["invoice"]["text"]: json.loads(v) for k, v in pairs}
+        fallback = {"customer": "?", "items": 1, "total": 0.0, "priority": "low"}
+        return f"```python\nTABLE = {table!r}\n\ndef solve(invoice):\n    return TABLE.get(invoice['text'], {fallback!r})\n```"
+
+    author = ProgramAuthor(FunctionModel(memoriser, name="function:memoriser", writes_prose=True), sandbox,
+                           shown=6, rounds=0)
+    traces = invoice_traces(30)
+    result = await author.write(spec, traces)
+    assert not result.promoted and result.agreement < 0.5
+    shown = [t for t in traces if t["id"] in result.shown_trace_ids]
+    on_shown = [sandbox.run(result.source, "solve", t["input"]).value == t["output"] for t in shown]
+    assert len(on_shown) == 6 and all(on_shown)  # it really was perfect on the examples it saw
