@@ -239,7 +239,8 @@ async def test_a_program_that_memorised_the_shown_examples_is_not_promoted(sandb
         pairs = re.findall(block, prompt, re.S)
         table = {json.loads(k)["invoice"]["text"]: json.loads(v) for k, v in pairs}
         fallback = {"customer": "?", "items": 1, "total": 0.0, "priority": "low"}
-        return f"```python\nTABLE = {table!r}\n\ndef solve(invoice):\n    return TABLE.get(invoice['text'], {fallback!r})\n```"
+        program = f"TABLE = {table!r}\n\ndef solve(invoice):\n    return TABLE.get(invoice['text'], {fallback!r})\n"
+        return f"```python\n{program}```"
 
     author = ProgramAuthor(FunctionModel(memoriser, name="function:memoriser", writes_prose=True), sandbox,
                            shown=6, rounds=0)
