@@ -17,15 +17,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from protege.telemetry import genai as g
 
 CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _CONTENT_ON = {"true", "1", "yes", "on", "span_only", "span_and_event"}
 SCOPE = "protege"
+T = TypeVar("T")
 
 
 def content_from_env() -> bool:
@@ -68,6 +69,22 @@ _ATTEMPT: ContextVar[Any] = ContextVar("protege_attempt_spans", default=NOOP)
 def current_attempt() -> Any:
     """The attempt whose model requests and tool calls are being traced (a no-op outside one, or when off)."""
     return _ATTEMPT.get()
+
+
+def carry_context(coro: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+    """`coro`, run under the caller's OpenTelemetry context wherever it runs (the portal's loop thread), so a call
+    made inside an app's span nests under it. Unchanged when the caller has no context (or OpenTelemetry is absent)."""
+    context = sys.modules.get("opentelemetry.context")
+    current = context.get_current() if context is not None else None
+    return _attached(coro, current, context) if current else coro
+
+
+async def _attached(coro: Coroutine[Any, Any, T], current: Any, context: Any) -> T:
+    token = context.attach(current)
+    try:
+        return await coro
+    finally:
+        context.detach(token)
 
 
 class Telemetry:
