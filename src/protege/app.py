@@ -101,6 +101,9 @@ class Protege:
         self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
         self.teacher_spec: str | Model = teacher if teacher is not None else self.settings.teacher
         self.replay_spec: str | Model = replay if replay is not None else self.settings.replay
+        from protege.telemetry.exporter import make_telemetry
+
+        self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)  # checked first
         self.store = Store(self.settings.db_url)
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
@@ -113,9 +116,6 @@ class Protege:
 
         self.lifecycle = Lifecycle(self)
         hooks = Hooks(on_teacher_success=self.lifecycle.on_teacher_success, on_shadow=self.lifecycle.on_shadow)
-        from protege.telemetry.exporter import make_telemetry
-
-        self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)
         self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed), telemetry=self.telemetry)
         self.portal = Portal()
         atexit.register(self.close)
