@@ -57,7 +57,7 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
     sdk = sdk_paths(ctx, max(rounds, n // 2 if ctx.quick else n // 3), rounds)
     from bench.overhead_otel import NOTE, run_tracing, table
 
-    tracing = run_tracing(ctx, make_app, model, n, rounds, protege_block, ticket)
+    tracing = run_tracing(ctx, make_app, model, n, rounds * 5, protege_block, ticket)  # short blocks: less drift
     result = Result(data={"function": fn, "sdk": sdk, "tracing": tracing, "n": n, "rounds": rounds})
     for label, m in (("FunctionModel", fn), ("Anthropic SDK → fake server", sdk)):
         over = m["protege"]["p50_ms"] - m["bare"]["p50_ms"]

@@ -86,7 +86,8 @@ def test_round_trip_export_then_import_gives_equal_traces(tmp_path, env):
     def key(t):
         return json.dumps(t.input, sort_keys=True)
 
-    fields = ("task_name", "input", "output", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    fields = ("task_name", "input", "output", "input_tokens", "output_tokens", "cache_read_tokens",
+              "cache_write_tokens")
     before = {key(t): {f: getattr(t, f) for f in fields} for t in originals}
     after = {key(t): {f: getattr(t, f) for f in fields} for t in imported}
     assert after == before

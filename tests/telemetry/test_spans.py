@@ -156,7 +156,8 @@ def test_escalated_call_span_tree_has_the_right_parents_names_and_genai_attribut
 
     tool = by_name["execute_tool lookup_account"].attributes
     assert tool["gen_ai.operation.name"] == "execute_tool" and tool["gen_ai.tool.call.id"] == "toolu_1"
-    assert tool["gen_ai.tool.name"] == "lookup_account" and tool["gen_ai.tool.description"] == "Find the customer's plan."
+    assert tool["gen_ai.tool.name"] == "lookup_account"
+    assert tool["gen_ai.tool.description"] == "Find the customer's plan."
 
 
 def test_message_content_is_off_by_default(store, provider, exporter, monkeypatch):

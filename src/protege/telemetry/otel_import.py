@@ -104,7 +104,8 @@ def _spans_of(doc: dict, line: int) -> Any:
             for s in _get(scope, "spans") or []:
                 if isinstance(s, dict):
                     yield Span(
-                        trace_id=str(_get(s, "traceId", "trace_id") or ""), span_id=str(_get(s, "spanId", "span_id") or ""),
+                        trace_id=str(_get(s, "traceId", "trace_id") or ""),
+                        span_id=str(_get(s, "spanId", "span_id") or ""),
                         parent_id=str(_get(s, "parentSpanId", "parent_span_id") or ""), name=str(s.get("name") or ""),
                         start=_int(_get(s, "startTimeUnixNano", "start_time_unix_nano")),
                         end=_int(_get(s, "endTimeUnixNano", "end_time_unix_nano")),

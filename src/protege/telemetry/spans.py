@@ -267,7 +267,8 @@ class RequestSpan(_Span):
             # the conventions count cache reads and writes inside the input tokens; protege keeps them apart
             g.INPUT_TOKENS: usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
             g.OUTPUT_TOKENS: usage.output_tokens,
-            g.CACHE_READ_TOKENS: usage.cache_read_tokens or None, g.CACHE_WRITE_TOKENS: usage.cache_write_tokens or None,
+            g.CACHE_READ_TOKENS: usage.cache_read_tokens or None,
+            g.CACHE_WRITE_TOKENS: usage.cache_write_tokens or None,
             g.COST_USD: self.attempt.cost(self.model, usage), g.CONFIDENCE: resp.confidence,
         }
         if self.attempt.redact is not None:
