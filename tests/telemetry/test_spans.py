@@ -242,3 +242,20 @@ def test_global_provider_is_used_and_nothing_loads_without_one(tmp_path):
     assert "tracer None" in lines  # no provider: every span helper is the shared no-op
     assert "spans ['chat t', 'handler', 'protege.attempt teacher', 'protege.run']" in lines
     assert "run parent handler" in lines  # the call nests under the app's current span (across the portal thread)
+
+
+def test_a_provider_error_marks_the_request_span_with_its_type_and_status(store, provider, exporter):
+    spec = TaskSpec(triage, policy=Policy(shadow_rate=0))
+    task = TaskRuntime(spec=spec, version=1, tools=ToolBox([]))
+    with FakeProvider() as fake:
+        fake.add_fault(400, message=f"bad request for key {SECRET}")
+        teacher = AnthropicModel("claude-opus-4-5", api_key="test-key", base_url=fake.anthropic_base_url)
+        cascade = Cascade(store, Tiers(teacher), telemetry=Telemetry(provider, capture_content=True))
+        with pytest.raises(AllTiersFailed):
+            asyncio.run(cascade.run(task, spec.parse_input((), {"ticket": {"subject": "x"}})))
+    chat = next(s for s in exporter.get_finished_spans() if s.name == "chat claude-opus-4-5")
+    assert chat.status.status_code == StatusCode.ERROR
+    assert chat.attributes["http.response.status_code"] == 400 and chat.attributes["error.type"].endswith("Error")
+    assert not any(SECRET in str(v) for s in exporter.get_finished_spans() for v in s.attributes.values())
+    assert all(not e.attributes or SECRET not in str(dict(e.attributes)) for s in exporter.get_finished_spans()
+               for e in s.events)
