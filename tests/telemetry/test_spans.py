@@ -259,3 +259,25 @@ def test_a_provider_error_marks_the_request_span_with_its_type_and_status(store,
     assert not any(SECRET in str(v) for s in exporter.get_finished_spans() for v in s.attributes.values())
     assert all(not e.attributes or SECRET not in str(dict(e.attributes)) for s in exporter.get_finished_spans()
                for e in s.events)
+
+
+def test_a_broken_span_processor_never_fails_a_call(store, monkeypatch):
+    """A processor that raises when spans start and end: the call is served and recorded all the same, with a
+    warning that says what broke."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Broken(SpanProcessor):
+        def on_start(self, span, parent_context=None):
+            raise RuntimeError("processor bug")
+
+        def on_end(self, span):
+            raise RuntimeError("processor bug")
+
+    broken = TracerProvider()
+    broken.add_span_processor(Broken())
+    from protege.telemetry import spans
+
+    monkeypatch.setattr(spans, "_WARNED", False)
+    with pytest.warns(UserWarning, match="OpenTelemetry failed .*processor bug.* calls go on"):
+        res = escalated_call(store, broken)
+    assert res.tier == "teacher" and store.trace(res.trace_ids[1]).valid

@@ -152,19 +152,28 @@ class _Span:
         self.span: Any = None
 
     def __enter__(self) -> Any:
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace import INVALID_SPAN, SpanKind
 
-        self._cm = self.tracer.start_as_current_span(
-            self.name, kind=getattr(SpanKind, self.kind), attributes=_clean(self.attributes),
-            record_exception=False, set_status_on_exception=False,  # exception messages can quote content
-        )
-        self.span = self._cm.__enter__()
+        try:
+            self._cm = self.tracer.start_as_current_span(
+                self.name, kind=getattr(SpanKind, self.kind), attributes=_clean(self.attributes),
+                record_exception=False, set_status_on_exception=False,  # exception messages can quote content
+            )
+            self.span = self._cm.__enter__()
+        except Exception as exc:  # a broken provider or processor must not fail the call: trace nothing here
+            _broken(exc)
+            self._cm, self.span = None, INVALID_SPAN
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is not None:
             self.fail(type(exc).__name__)
-        return self._cm.__exit__(exc_type, exc, tb)
+        if self._cm is None:
+            return
+        try:
+            self._cm.__exit__(exc_type, exc, tb)  # the body's own exception propagates after this, unchanged
+        except Exception as error:
+            _broken(error)
 
     def set(self, **attributes: Any) -> None:
         if self.span.is_recording():
@@ -189,13 +198,13 @@ class CallSpan(_Span):
                     g.ESCALATIONS: len(result.attempts) - 1, g.STATUS: "ok"})
         return result
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is not None:
             attempts = getattr(exc, "attempts", None) or []
             self.set(**{g.STATUS: "failed", g.ATTEMPTS: len(attempts),
                         g.ESCALATIONS: max(len(attempts) - 1, 0),
                         g.COST_USD: sum(getattr(a, "cost_usd", 0.0) for a in attempts)})
-        return super().__exit__(exc_type, exc, tb)
+        super().__exit__(exc_type, exc, tb)
 
 
 class AttemptSpan(_Span):
@@ -211,9 +220,9 @@ class AttemptSpan(_Span):
         self._token = _ATTEMPT.set(self)
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         _ATTEMPT.reset(self._token)
-        return super().__exit__(exc_type, exc, tb)
+        super().__exit__(exc_type, exc, tb)
 
     def done(self, attempt: Any) -> None:
         """Record the attempt as the store has it (its trace id leads to `protege trace ID` and the TUI)."""
@@ -278,10 +287,10 @@ class RequestSpan(_Span):
             attributes[g.OUTPUT_MESSAGES] = self.attempt.content([message])
         self.set(**attributes)
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is not None and getattr(exc, "status", None):
             self.set(**{"http.response.status_code": exc.status})
-        return super().__exit__(exc_type, exc, tb)
+        super().__exit__(exc_type, exc, tb)
 
 
 class ToolSpan(_Span):
@@ -301,6 +310,20 @@ class ToolSpan(_Span):
             self.set(**{g.TOOL_CALL_RESULT: self.attempt.content(text)})
         if not ok:
             self.fail("tool_error")
+
+
+def _broken(exc: Exception) -> None:
+    """Say once per process that the tracing pipeline failed (calls go on untraced where it does)."""
+    global _WARNED
+    if not _WARNED:
+        _WARNED = True
+        import warnings
+
+        warnings.warn(f"OpenTelemetry failed while protege made a span ({type(exc).__name__}: {exc}); calls go on, "
+                      f"untraced where it fails — check the app's TracerProvider and span processors", stacklevel=3)
+
+
+_WARNED = False
 
 
 def _clean(attributes: dict[str, Any]) -> dict[str, Any]:
