@@ -98,10 +98,10 @@ def read_spans(path: Path) -> tuple[list[Span], list[tuple[int, str]]]:
 
 
 def _spans_of(doc: dict, line: int) -> Any:
-    for resource in _get(doc, "resourceSpans", "resource_spans") or []:
-        scopes = _get(resource, "scopeSpans", "scope_spans") or _get(resource, "instrumentationLibrarySpans") or []
-        for scope in scopes:
-            for s in _get(scope, "spans") or []:
+    for resource in _list(_get(doc, "resourceSpans", "resource_spans")):
+        scopes = _get(resource, "scopeSpans", "scope_spans") or _get(resource, "instrumentationLibrarySpans")
+        for scope in _list(scopes):
+            for s in _list(_get(scope, "spans")):
                 if isinstance(s, dict):
                     yield Span(
                         trace_id=str(_get(s, "traceId", "trace_id") or ""),
@@ -109,26 +109,32 @@ def _spans_of(doc: dict, line: int) -> Any:
                         parent_id=str(_get(s, "parentSpanId", "parent_span_id") or ""), name=str(s.get("name") or ""),
                         start=_int(_get(s, "startTimeUnixNano", "start_time_unix_nano")),
                         end=_int(_get(s, "endTimeUnixNano", "end_time_unix_nano")),
-                        attrs={a.get("key"): _value(a.get("value")) for a in s.get("attributes") or []
-                               if isinstance(a, dict)},
+                        attrs={a["key"]: _value(a.get("value")) for a in _list(s.get("attributes"))
+                               if isinstance(a, dict) and isinstance(a.get("key"), str)},
                         line=line,
                     )
 
 
 def _value(v: Any) -> Any:
-    """An OTLP AnyValue ({"stringValue": ...}, {"intValue": "3"}, arrays, key-value lists) as a plain value."""
+    """An OTLP AnyValue ({"stringValue": ...}, {"intValue": "3"}, arrays, key-value lists) as a plain value;
+    None for anything else."""
     if not isinstance(v, dict) or not v:
         return None
     kind, inner = next(iter(v.items()))
     if kind in ("intValue", "int_value"):
         return _int(inner)
     if kind in ("doubleValue", "double_value"):
-        return float(inner)
+        try:
+            return float(inner)
+        except (TypeError, ValueError):
+            return None
+    values = _list(inner.get("values")) if isinstance(inner, dict) else []
     if kind in ("arrayValue", "array_value"):
-        return [_value(x) for x in (inner or {}).get("values", [])]
+        return [_value(x) for x in values]
     if kind in ("kvlistValue", "kvlist_value"):
-        return {x.get("key"): _value(x.get("value")) for x in (inner or {}).get("values", [])}
-    return inner
+        return {x["key"]: _value(x.get("value")) for x in values
+                if isinstance(x, dict) and isinstance(x.get("key"), str)}
+    return inner if isinstance(inner, (str, bool, int, float)) else None
 
 
 def llm_calls(spans: list[Span]) -> list[Call]:
@@ -209,17 +215,16 @@ def _openinference(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     """Flattened `llm.input_messages.0.message.role` keys as OpenAI chat messages."""
     tree = _unflatten({k[len(prefix) + 1:]: v for k, v in attrs.items() if k.startswith(prefix + ".")})
     turns = []
-    for _, item in sorted(tree.items(), key=lambda kv: _int(kv[0])):
-        m = item.get("message", {}) if isinstance(item, dict) else {}
+    for _, item in _indexed(tree):
+        m = _dict(_dict(item).get("message"))
         content = m.get("content")
         if content is None and isinstance(m.get("contents"), dict):  # content parts
-            content = "".join(str(p.get("message_content", {}).get("text") or "") for _, p in
-                              sorted(m["contents"].items(), key=lambda kv: _int(kv[0])))
+            content = "".join(str(_dict(_dict(p).get("message_content")).get("text") or "")
+                              for _, p in _indexed(m["contents"]))
         turn: dict[str, Any] = {"role": m.get("role", "user"), "content": content or ""}
-        calls = [c.get("tool_call", {}) for _, c in sorted((m.get("tool_calls") or {}).items(),
-                                                            key=lambda kv: _int(kv[0]))]
+        calls = [_dict(_dict(c).get("tool_call")) for _, c in _indexed(_dict(m.get("tool_calls")))]
         if calls:
-            turn["tool_calls"] = [{"id": c.get("id"), "type": "function", "function": c.get("function", {})}
+            turn["tool_calls"] = [{"id": c.get("id"), "type": "function", "function": _dict(c.get("function"))}
                                   for c in calls]
         if m.get("tool_call_id"):
             turn.update(tool_call_id=m["tool_call_id"], name=m.get("name"))
@@ -256,7 +261,7 @@ def _model(s: Span) -> str:
         return a[g.MODEL]
     provider = a.get(g.PROVIDER) or a.get("llm.provider") or a.get("llm.system")
     name = a.get(g.REQUEST_MODEL) or a.get(g.RESPONSE_MODEL) or a.get("llm.model_name")
-    return g.join_model(provider, name) or "import"
+    return g.join_model(str(provider) if provider else None, str(name) if name else None) or "import"
 
 
 def _usage(requests: list[Span]) -> dict[str, int]:
@@ -280,12 +285,25 @@ def _cost(requests: list[Span], model: str, usage: dict[str, int]) -> float:
     """The recorded cost when every request carries one (protege's, or OpenInference's llm.cost.total), else the
     price table's for the model."""
     recorded = [_first(s.attrs, g.COST_USD, "llm.cost.total") for s in requests]
-    if all(isinstance(c, (int, float)) for c in recorded):
+    if all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in recorded):
         return float(sum(recorded))
     from protege.agents.models.base import Usage
     from protege.agents.pricing import default_table
 
     return default_table().cost(model, Usage(**usage))
+
+
+def _indexed(tree: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The items of a flattened list ({"0": ..., "1": ...}) in index order."""
+    return sorted(tree.items(), key=lambda kv: _int(kv[0]))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _first(attrs: dict[str, Any], *keys: str) -> Any:
