@@ -74,3 +74,18 @@ def test_traces_url():
     assert traces_url("http://collector:4318") == "http://collector:4318/v1/traces"
     assert traces_url("https://c.example/otlp/") == "https://c.example/otlp/v1/traces"
     assert traces_url("http://c:4318/v1/traces") == "http://c:4318/v1/traces"
+
+
+def test_closing_with_the_collector_down_does_not_hang(tmp_path):
+    """Nothing listens at the endpoint: the call is served, and closing stops waiting for the exporter's retries
+    with a warning that names the endpoint (the spans are lost, and said so)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    app = make_app(tmp_path, otel=f"http://127.0.0.1:{port}")
+    assert app.run("triage", {"ticket": {"subject": "a"}}).tier == "teacher"
+    with pytest.warns(UserWarning, match=f"not delivered within 0.2 s .*127.0.0.1:{port}/v1/traces"):
+        app.telemetry.shutdown(timeout_s=0.2)
+    app.close()  # the provider is already stopped: nothing more to wait for

@@ -44,9 +44,11 @@ def otlp_provider(endpoint: str, *, service_name: str = "protege", processor: An
             f"the OTLP exporter is not installed ({exc.name}); install it with `pip install 'protege[otel]'`, "
             f"or configure OpenTelemetry in your app and leave the endpoint unset"
         ) from None
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    # shut down by app.close() (registered at exit too), with a bounded wait, not by the SDK's own exit hook
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}), shutdown_on_exit=False)
     provider.add_span_processor(processor or BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
     provider._protege_owned = True  # type: ignore[attr-defined]  # Telemetry.shutdown flushes only its own
+    provider._protege_endpoint = url  # type: ignore[attr-defined]
     return provider
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -121,11 +122,23 @@ class Telemetry:
         return AttemptSpan(tracer, tier, run_id=run_id, shadow=shadow, cost=cost,
                            redact=redact if self.capture_content else None)
 
-    def shutdown(self) -> None:
-        """Flush and stop a provider protege configured itself (an app's own provider is the app's to stop)."""
-        if getattr(self.provider, "_protege_owned", False) and not getattr(self.provider, "_protege_closed", False):
-            self.provider._protege_closed = True
-            self.provider.shutdown()
+    def shutdown(self, timeout_s: float = 3.0) -> None:
+        """Flush and stop a provider protege configured itself (an app's own provider is the app's to stop).
+
+        Waits at most `timeout_s`: with the collector down the exporter retries for up to 10 s, and closing an
+        app must not hang on telemetry (the spans it could not deliver are lost, and said so)."""
+        if not getattr(self.provider, "_protege_owned", False) or getattr(self.provider, "_protege_closed", False):
+            return
+        self.provider._protege_closed = True
+        stopping = threading.Thread(target=self.provider.shutdown, name="protege-otel-shutdown", daemon=True)
+        stopping.start()
+        stopping.join(timeout_s)
+        if stopping.is_alive():
+            import warnings
+
+            warnings.warn(f"OpenTelemetry: the last spans were not delivered within {timeout_s:g} s (is the collector "
+                          f"at {getattr(self.provider, '_protege_endpoint', '?')} up?); protege stopped waiting",
+                          stacklevel=2)
 
 
 def _global_provider() -> Any:
