@@ -88,13 +88,22 @@ class Protege:
         prices: dict | str | Path | None = None,
         teacher_budget_usd_per_day: float | None = None,
         seed: int | None = None,
+        otel: str | Any | None = None,
+        otel_content: bool | None = None,
     ):
+        """`otel`: an OTLP/HTTP collector URL (or PROTEGE_OTEL_ENDPOINT) to export spans to, or a TracerProvider;
+        by default spans go to the global TracerProvider, if the app configured one. `otel_content`: record
+        prompts and answers on spans (redacted by each task's policy); default: the conventions' environment switch
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off."""
         overrides = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
                      "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
         self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
         self.teacher_spec: str | Model = teacher if teacher is not None else self.settings.teacher
         self.replay_spec: str | Model = replay if replay is not None else self.settings.replay
+        from protege.telemetry.exporter import make_telemetry
+
+        self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)  # checked first
         self.store = Store(self.settings.db_url)
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
@@ -107,7 +116,7 @@ class Protege:
 
         self.lifecycle = Lifecycle(self)
         hooks = Hooks(on_teacher_success=self.lifecycle.on_teacher_success, on_shadow=self.lifecycle.on_shadow)
-        self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed))
+        self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed), telemetry=self.telemetry)
         self.portal = Portal()
         atexit.register(self.close)
 
@@ -232,3 +241,4 @@ class Protege:
         finally:
             self.portal.close()
             self.store.close()
+            self.telemetry.shutdown()

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     prices: Path | None = Field(default=None, description="JSON/TOML file of price overrides per model")
     teacher_budget_usd_per_day: float | None = Field(default=None, description="cap on teacher spend per day")
     app: str | None = Field(default=None, description="'module:attr' of the Protege app for the CLI/TUI")
+    otel_endpoint: str | None = Field(default=None, description="OTLP/HTTP collector URL to export spans to "
+                                                                "(needs protege[otel])")
 
     @property
     def db_url(self) -> str:

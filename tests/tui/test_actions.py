@@ -357,3 +357,29 @@ async def test_every_section_loads_on_postgres(pg_url, settle):
             counts[table] = pilot.app.screen.query_one(table, DataTable).row_count
         assert pilot.app.screen.query_one("#student-record").render()  # the detail pane was filled
     assert counts == {"#tasks": 2, "#skills": 4, "#traces": min(traces, traces_screen.PAGE_SIZE), "#students": 3}
+
+
+# -- opening on a trace ----------------------------------------------------------------------------------------------
+
+async def test_console_opens_on_a_trace_given_by_id(seeded_url, settle):
+    """`protege tui --trace ID` (a span's protege.trace_id): the trace opens first, over the traces section."""
+    wanted = trace_id("triage", 0, 0)
+    console = make_app(db=seeded_url, reviewer="alice", trace=wanted)
+    async with console.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, TraceScreen) and pilot.app.screen.trace_id == wanted
+        assert wanted[:8] in str(pilot.app.screen.query_one("#trace-title").render())
+        await pilot.press("escape")
+        await settle(pilot)
+        assert pilot.app.current_mode == "traces" and not isinstance(pilot.app.screen, TraceScreen)
+
+
+def test_tui_refuses_an_unknown_trace_id(seeded_url, monkeypatch):
+    from typer.testing import CliRunner
+
+    from protege.cli import app as cli
+
+    monkeypatch.setenv("PROTEGE_DB", seeded_url)
+    monkeypatch.delenv("PROTEGE_APP", raising=False)
+    result = CliRunner().invoke(cli, ["tui", "--trace", "no-such-trace"])
+    assert result.exit_code == 2 and "no trace 'no-such-trace'" in result.stderr

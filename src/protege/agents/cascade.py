@@ -28,6 +28,7 @@ from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError
 from protege.store import Store
 from protege.store.models import new_id
 from protege.tasks import TaskSpec, input_hash
+from protege.telemetry import Telemetry
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Cascade:
     hooks: Hooks = field(default_factory=Hooks)
     rng: random.Random = field(default_factory=random.Random)
     background: set[asyncio.Task] = field(default_factory=set)
+    telemetry: Telemetry = field(default_factory=Telemetry)  # OpenTelemetry spans (no-op unless configured)
 
     def __post_init__(self) -> None:
         self.graph = self._build_graph()
@@ -166,8 +168,9 @@ class Cascade:
             "run_written": False, "finished": False, "started": started, "plan": plan, "attempts": [],
             "output": None, "failure": None,
         }
-        out = await self.graph.ainvoke(state)
-        return await self._finish(out)
+        with self.telemetry.call(task.spec.name, run["id"]) as span:
+            out = await self.graph.ainvoke(state)
+            return span.served(await self._finish(out))
 
     async def _finish(self, out: CascadeState) -> RunResult:
         attempts: list[Attempt] = out["attempts"]
@@ -228,6 +231,15 @@ class Cascade:
 
     async def _attempt(self, tier: str, state: CascadeState, *, shadow: bool = False, record_as: str | None = None
                        ) -> tuple[Attempt, BaseModel | None]:
+        spec = state["task"].spec
+        with self.telemetry.attempt(tier, run_id=state["run_id"], redact=spec.policy.redact, shadow=shadow,
+                                    cost=self.source.cost) as span:  # the loop's requests and tools nest under it
+            attempt, output = await self._try_tier(tier, state, shadow=shadow, record_as=record_as)
+            span.done(attempt)
+            return attempt, output
+
+    async def _try_tier(self, tier: str, state: CascadeState, *, shadow: bool, record_as: str | None
+                        ) -> tuple[Attempt, BaseModel | None]:
         task, spec = state["task"], state["task"].spec
         model, messages, extra, floor = self._prepare(tier, state)
         req = ModelRequest(
