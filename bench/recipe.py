@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     train_rows, eval_rows = order_rows("pool", args.train), order_rows("heldout", args.eval)
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
-    trained = train_student(train_rows, base, out / "student", config)
+    trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
     ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s; answering {len(eval_rows)} held-out rows")
     student = Recording(trained.adapter_path)
     report = evaluate_student(student, eval_rows, output_model=Order)
@@ -98,7 +98,8 @@ def order_rows(split: str, n: int) -> list[dict[str, Any]]:
 
 def _train_figures(trained: Any) -> dict[str, Any]:
     return {"rows": trained.rows, "steps": trained.steps, "wall_s": trained.wall_s, "tokens": trained.train_tokens,
-            "tokens_per_s": trained.tokens_per_s, "loss_first": trained.loss_history[0][1] if trained.loss_history
+            "tokens_per_s": trained.tokens_per_s, "epoch_scores": [s.model_dump() for s in trained.epoch_scores],
+            "best_epoch": trained.best_epoch, "stopped_early": trained.stopped_early, "loss_first": trained.loss_history[0][1] if trained.loss_history
             else None, "loss_last": trained.loss_history[-1][1] if trained.loss_history else None}
 
 

@@ -97,7 +97,7 @@ def distill(
         result, config = adopt_student(Path(adapter), base_dir, folder)
     else:
         config = config or TrainConfig()
-        result = train_student(train_rows, base_dir, folder, config,
+        result = train_student(train_rows, base_dir, folder, config, output_schema=spec.output_schema,
                                progress=lambda p: report("train", p.step, p.total_steps))
     metrics = _evaluate(app, spec, base_dir, result.adapter_path, student_id, eval_rows, report)
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from protege.agents.models.local import render_chat
+from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
 from protege.errors import TrainingError, UserError
 
 ADAPTER_DIR = "adapter"
@@ -64,6 +65,10 @@ class TrainConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(5, ge=1)
     torch_threads: int | None = Field(None, description="CPU threads for torch; None = torch's default")
+    early_stopping_patience: int | None = Field(None, ge=1, description=(
+        "after each epoch score exact match on rows held out of training; keep the best epoch and stop after "
+        "this many epochs without a better one (None: off, train every epoch)"))
+    early_stopping_rows: int = Field(32, ge=1, description="training rows held out to pick the epoch by")
 
 
 class TrainResult(BaseModel):
@@ -81,6 +86,10 @@ class TrainResult(BaseModel):
     steps: int
     rows: int
     skipped_rows: int = 0
+    epoch_scores: list[EpochScore] = Field(default_factory=list, description="early stopping: each epoch's exact "
+                                           "match on the rows held out to choose it")
+    best_epoch: float | None = Field(None, description="early stopping: the epoch whose weights were kept")
+    stopped_early: bool = False
 
 
 class TokenizedExample(BaseModel):
@@ -112,17 +121,23 @@ def train_student(
     *,
     eval_rows: Sequence[dict[str, Any]] | None = None,
     progress: ProgressFn | None = None,
+    output_schema: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a student on `train_rows` from the checkpoint at `base_dir`; write it to `out_dir`/adapter.
 
     An interrupted run resumes from the newest checkpoint in `out_dir`/checkpoints. The saved dir holds the
-    adapter (or full weights), the tokenizer and `protege_student.json` (base, config, metrics).
+    adapter (or full weights), the tokenizer and `protege_student.json` (base, config, metrics). With
+    `config.early_stopping_patience`, `early_stopping_rows` of `train_rows` are held out and answered after every
+    epoch (under `output_schema`'s grammar, when given) to keep the best epoch (`early_stop.py`).
     """
     config = config or TrainConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     check_rows(train_rows, "train_rows")
     if eval_rows:
         check_rows(eval_rows, "eval_rows")
+    select_rows: list[dict[str, Any]] = []
+    if config.early_stopping_patience:
+        train_rows, select_rows = _hold_out_selection(train_rows, config)
     if not (base_dir / "config.json").is_file():
         raise UserError(f"base {str(base_dir)!r} is not a checkpoint dir; resolve it with resolve_base() first")
 
@@ -138,6 +153,12 @@ def train_student(
         )
     eval_examples = tokenize_rows(tokenizer, eval_rows, config.max_length)[0] if eval_rows else None
     trainer = _build_trainer(model, tokenizer, examples, eval_examples, out_dir, config, progress)
+    stopper = None
+    if select_rows:
+        stopper = early_stopping_callback(select_rows, base_dir, tokenizer, out_dir / "selection",
+                                          patience=config.early_stopping_patience, output_schema=output_schema,
+                                          threads=config.torch_threads)
+        trainer.add_callback(stopper)
     checkpoint = _last_checkpoint(out_dir / CHECKPOINT_DIR)
     started = time.perf_counter()
     try:
@@ -145,11 +166,25 @@ def train_student(
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training on {str(base_dir)!r} failed: {exc}") from exc
     wall = time.perf_counter() - started
+    if stopper is not None:
+        stopper.restore_best(trainer.model)
+        shutil.rmtree(out_dir / "selection", ignore_errors=True)
     eval_loss = trainer.evaluate()["eval_loss"] if eval_examples else None
     result = _result(trainer, examples, skipped, base_dir, out_dir, config, wall, eval_loss)
     result.train_loss = output.training_loss
+    if stopper is not None:
+        result.epoch_scores, result.stopped_early = stopper.scores, stopper.stopped_early
+        result.best_epoch = stopper.best.epoch if stopper.best else None
     _save_atomically(trainer.model, tokenizer, out_dir / ADAPTER_DIR, config, result)
     return result
+
+
+def _hold_out_selection(rows: Sequence[dict[str, Any]], config: TrainConfig) -> tuple[list[dict], list[dict]]:
+    n = config.early_stopping_rows
+    if len(rows) < 2 * n:
+        raise UserError(f"early stopping holds out early_stopping_rows={n} of the {len(rows)} training rows, which "
+                        f"leaves too few to train on; lower early_stopping_rows or set early_stopping_patience=None")
+    return split_selection(rows, n, config.seed)
 
 
 def _load_for_training(base_dir: Path, config: TrainConfig):
