@@ -11,6 +11,9 @@ docs/student.md):
 - batches of similar lengths (`group_by_length`) instead of padding to the longest row of a random batch;
 - bf16 autocast where the hardware has bf16 matrix units (CPUs with AMX/AVX512-BF16, recent GPUs).
 
+With `TrainConfig.early_stopping_patience` the epoch is chosen by exact match on rows held out of training
+(`early_stop.py`), not by loss.
+
 Several GPUs: launch the same call under ``accelerate launch`` (``accelerate config`` once; DDP, or FSDP/DeepSpeed
 for bigger bases). Under several processes the trainer falls back to TRL's own loss (no shared prefix), because
 DDP needs exactly one forward per backward.
@@ -29,8 +32,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protege.agents.models.local import render_chat
+from protege.agents.models.local import render_chat  # noqa: F401 - bench imports it from here
 from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
+from protege.distill.sft_rows import (  # noqa: F401 - tokenize_row: re-exported, its old home
+    TokenizedExample,
+    check_rows,
+    shared_prefix_len,
+    tokenize_row,
+    tokenize_rows,
+)
 from protege.errors import TrainingError, UserError
 
 ADAPTER_DIR = "adapter"
@@ -90,13 +100,6 @@ class TrainResult(BaseModel):
                                            "match on the rows held out to choose it")
     best_epoch: float | None = Field(None, description="early stopping: the epoch whose weights were kept")
     stopped_early: bool = False
-
-
-class TokenizedExample(BaseModel):
-    """One training sequence: token ids and labels (-100 where no loss: prompts, tool results)."""
-
-    input_ids: list[int]
-    labels: list[int]
 
 
 class TrainProgress(BaseModel):
@@ -350,56 +353,6 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     """The metadata a trained student dir carries, or None for a plain checkpoint."""
     meta = Path(path) / METADATA_FILE
     return json.loads(meta.read_text()) if meta.is_file() else None
-
-
-# -- rows -> token ids --------------------------------------------------------------------------------------------
-
-def check_rows(rows: Sequence[dict[str, Any]], what: str) -> None:
-    """Rows must be TRL conversational rows whose last turn is the assistant's answer."""
-    if not rows:
-        raise UserError(f"{what} is empty; build a dataset of validated traces first (`protege dataset build`)")
-    for i, row in enumerate(rows):
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not messages or not isinstance(messages, list):
-            raise UserError(f"{what}[{i}] has no 'messages' list: {str(row)[:200]!r}")
-        if messages[-1].get("role") != "assistant":
-            raise UserError(f"{what}[{i}] does not end with an assistant turn (its answer): {messages[-1]!r}")
-
-
-def tokenize_row(tokenizer, messages: list[dict[str, str]]) -> TokenizedExample:
-    """One sequence per conversation, with loss on every assistant turn (tool calls and the final answer)."""
-    messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
-    ids = render_chat(tokenizer, messages, generation_prompt=False)
-    labels = [-100] * len(ids)
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        start = len(render_chat(tokenizer, messages[:i], generation_prompt=True))
-        upto = render_chat(tokenizer, messages[: i + 1], generation_prompt=False)
-        if ids[: len(upto)] != upto or start > len(upto):
-            raise UserError("the base's chat template renders a conversation prefix differently from the whole; "
-                            "use a base whose template appends turns (ChatML and most instruct models do)")
-        labels[start : len(upto)] = upto[start:]
-    return TokenizedExample(input_ids=ids, labels=labels)
-
-
-def tokenize_rows(tokenizer, rows, max_length: int) -> tuple[list[TokenizedExample], int]:
-    """Tokenized rows and how many were skipped for being longer than `max_length` (a cut answer teaches nothing)."""
-    examples = [tokenize_row(tokenizer, row["messages"]) for row in rows]
-    kept = [e for e in examples if len(e.input_ids) <= max_length]
-    return kept, len(examples) - len(kept)
-
-
-def shared_prefix_len(input_ids, labels) -> int:
-    """Length of the token prefix every row of a batch shares and none is trained on (labels start after it)."""
-    import torch
-
-    same = (input_ids == input_ids[:1]).all(dim=0)
-    differs = (~same).nonzero()
-    common = int(differs[0]) if len(differs) else input_ids.shape[1]
-    labelled = (labels != -100).any(dim=0).nonzero()
-    first_label = int(labelled[0]) if len(labelled) else input_ids.shape[1]
-    return max(0, min(common, first_label - 1, input_ids.shape[1] - 1)) if torch.is_tensor(input_ids) else 0
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------
