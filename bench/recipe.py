@@ -69,13 +69,15 @@ class Recording(LocalModel):
 
 
 def _gates(report: Any, min_probs: list[float | None]) -> dict[str, Any]:
-    """What a confidence gate calibrated on these answers would keep, per confidence measure and target (in-sample)."""
-    from protege.distill.gate import calibrate
+    """What a confidence gate calibrated on these answers would keep, per confidence measure and target: the
+    cascade's own measure (least-sure field, else mean probability) and the answer's least-sure token. Figures
+    are cross-fitted (`measured_on`), the in-sample ones beside them."""
+    from protege.distill.gate import cross_fitted
 
     out = {}
-    for measure, values in (("mean_prob", report.confidences), ("min_prob", min_probs)):
+    for measure, values in (("gate_confidence", report.confidences), ("min_prob", min_probs)):
         for target in (0.9, 0.95, 0.99):
-            gate = calibrate(values, report.scores, target=target)
+            gate = cross_fitted(values, report.scores, target=target)
             out[f"{measure}@{target}"] = gate.model_dump() if gate else None
     return out
 
