@@ -200,6 +200,21 @@ def test_students_promote_demote(seeded):
     assert_one_line_error(seeded.cli("promote", "nope-nope"), 2, "no student 'nope-nope'")
 
 
+def test_students_of_a_task_show_exact_match_per_field(seeded):
+    """`protege students TASK` adds the newest student's per-field exact match, worst first, with field kinds
+    where known — a table for people, no raw dicts."""
+    with Store(seeded.db) as store:
+        store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x", metrics={
+            "retention": 0.9, "field_accuracy": {"queue": 0.985, "priority": 0.5},
+            "field_kinds": {"queue": "copied"}, "kind_accuracy": {"copied": 0.985}}))
+    out = seeded.ok("students", "triage").stdout
+    assert "exact match per field" in out and "{" not in out
+    priority, queue = out.index("priority"), out.index("queue")
+    assert priority < queue and "50.0%" in out and "98.5%" in out and "copied" in out
+    assert "per field kind: copied 98.5%" in out
+    assert "exact match per field" not in seeded.ok("students").stdout
+
+
 # -- datasets and distillation -----------------------------------------------------------------------------------
 
 def test_dataset_build_from_the_store(seeded):

@@ -150,7 +150,8 @@ def skill_import(ctx: typer.Context,
 
 @app.command(rich_help_panel=REVIEW)
 def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False) -> None:
-    """List distilled students with their evaluation and state."""
+    """List distilled students with their evaluation and state; with TASK, also the newest one's exact match per
+    output field (worst first)."""
     store = store_of(ctx)
     if task:
         require_task(store, task)
@@ -166,8 +167,27 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
                                                         "traces; gate = the confidence floor a student serves behind "
-                                                        "and the share of calls it keeps; promote with "
-                                                        "`protege promote ID`")
+                                                        "and the share of calls it keeps (on eval answers the floor "
+                                                        "was not chosen on); promote with `protege promote ID`")
+    if task:
+        _field_table(rows[0])
+
+
+def _field_table(row: Any) -> None:
+    """Exact match per output field of the task's newest student, worst first: where its misses are."""
+    metrics = row.metrics or {}
+    fields = metrics.get("field_accuracy") or {}
+    if not fields:
+        return
+    kinds = metrics.get("field_kinds") or {}
+    table(f"student {row.id}: exact match per field (eval split, vs the teacher)", ["field", "kind", "exact match"],
+          [[name, kinds.get(name, "—"), pct(value)] for name, value in sorted(fields.items(), key=lambda kv: kv[1])],
+          right=("exact match",), caption=_kinds_caption(metrics.get("kind_accuracy") or {}))
+
+
+def _kinds_caption(kind_accuracy: dict[str, float]) -> str | None:
+    return "per field kind: " + " · ".join(f"{k} {pct(v)}" for k, v in kind_accuracy.items()) if kind_accuracy \
+        else None
 
 
 def _gate(row: Any) -> str:

@@ -36,8 +36,10 @@ class Policy(BaseModel):
     allow_unapproved_skills: bool = Field(False, description="let replay use draft skills (untrusted text!)")
     min_confidence: float | None = Field(
         None, ge=0, le=1,
-        description="student answers below this mean token probability escalate (None: the floor app.distill "
-                    "calibrated for the student, if it needed one)",
+        description="student answers below this confidence escalate: the least-sure output field's confidence "
+                    "(its least-sure token's probability), or the answer's mean token probability for a model "
+                    "that gives none per field (None: the floor app.distill calibrated for the student, if it "
+                    "needed one)",
     )
     min_coverage: float = Field(
         0.5, ge=0, le=1, description="a student that needs a confidence floor to pass promote_at is promoted only "

@@ -71,6 +71,9 @@ def test_distill_trains_evaluates_records_and_promotes(app):
     assert 0.0 <= metrics["retention"] <= 1.0 and metrics["n"] >= 1
     assert metrics["parse_failure_rate"] == 0.0  # constrained decoding: even a random student answers valid JSON
     assert metrics["train"]["steps"] == 2 and metrics["train"]["final_loss"] > 0
+    assert (report.retention, report.coverage, report.measured_on) == (metrics["retention"], 1.0,
+                                                                       "eval split, no gate")
+    assert metrics["headline"]["measured_on"] == "eval split, no gate"
     assert row.params["max_steps"] == 2
     result = app.run("triage", {"ticket": {"subject": "refund again"}}, tier="student", escalate=False)
     assert result.tier == "student" and isinstance(result.output, Triage)

@@ -21,7 +21,7 @@ from protege.agents.loop import LoopResult, run_loop
 from protege.agents.models.base import Message, Model, ModelRequest
 from protege.agents.models.chat_format import student_messages
 from protege.agents.prompts import replay_messages, teacher_messages
-from protege.agents.results import TIERS, Attempt, RunResult
+from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
 from protege.agents.tools import ToolBox
 from protege.agents.validate import validate_answer
 from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError, ValidationFailed
@@ -271,7 +271,8 @@ class Cascade:
         }
         attempt = Attempt(
             tier=tier, model=model.name, valid=valid, errors=errors, text=result.text, cost_usd=cost,
-            latency_s=latency, trace_id=trace["id"], confidence=result.confidence, **extra,
+            latency_s=latency, trace_id=trace["id"], confidence=result.confidence,
+            field_confidences=result.field_confidences, **extra,
         )
         run, outcome = self._call_writes(state, attempt, output, shadow)
         # one transaction, durable before anything else happens: a crash after it loses nothing paid for
@@ -342,10 +343,13 @@ def _outcome(state: CascadeState, attempts: list[Attempt], output: BaseModel | N
 
 
 def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
-    conf = result.confidence
+    """The gate goes by the least-sure field (one unsure field escalates the call), else the whole answer."""
+    conf = gate_confidence(result.confidence, result.field_confidences)
     if floor is None or conf is None or result.error or conf >= floor:
         return []
-    return [f"low confidence: {conf:.3f} < the student's floor {floor:.3f} (Policy.min_confidence or its gate)"]
+    field = least_sure_field(result.field_confidences)
+    what = f"field {field!r}" if field else "answer"
+    return [f"low confidence: {what} {conf:.3f} < the student's floor {floor:.3f} (Policy.min_confidence or its gate)"]
 
 
 def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:

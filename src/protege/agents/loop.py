@@ -30,6 +30,10 @@ class LoopResult(BaseModel):
     def confidence(self) -> float | None:
         return self.responses[-1].confidence if self.responses else None
 
+    @property
+    def field_confidences(self) -> dict[str, float] | None:
+        return self.responses[-1].field_confidences if self.responses else None
+
 
 class LoopState(TypedDict, total=False):
     model: Model

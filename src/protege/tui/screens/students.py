@@ -145,8 +145,9 @@ def _record(row: StudentRow | None) -> str:
         f"dataset {short_id(row.dataset_id)} · created {when(row.created_at)}"
         + (f" · promoted {when(row.promoted_at)}" if row.promoted_at else ""),
         *_gate_line(row),
+        *_fields_line(row),
         "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items())
-                                 if not isinstance(v, list) and k != "gate")  # per-answer lists: --json
+                                 if not isinstance(v, list | dict))  # per-answer lists, tables: above or --json
                        or "none recorded"),
     ]
     return "\n".join(lines)
@@ -156,9 +157,27 @@ def _gate_line(row: StudentRow) -> list[str]:
     gate = (row.metrics or {}).get("gate")
     if not gate:
         return []
-    return [f"confidence gate ≥ {gate['min_confidence']:.3f}: keeps {pct(gate['coverage'], 0)} of calls (their "
-            f"quality {pct(gate['kept_quality'], 1)}), escalates the rest · end-to-end retention "
-            f"{pct(gate['retention'], 1)} on the eval split"]
+    measured = gate.get("measured_on", "in-sample")
+    line = (f"confidence gate ≥ {gate['min_confidence']:.3f} (least-sure field): keeps {pct(gate['coverage'], 0)} "
+            f"of calls (their quality {pct(gate['kept_quality'], 1)}), escalates the rest · end-to-end retention "
+            f"{pct(gate['retention'], 1)} on the eval split ({escape(measured)})")
+    if gate.get("in_sample"):
+        line += f"; {pct(gate['in_sample']['retention'], 1)} on the answers the floor was chosen on"
+    return [line]
+
+
+def _fields_line(row: StudentRow) -> list[str]:
+    """Exact match per output field (and per field kind when known), worst first: where the misses are."""
+    metrics = row.metrics or {}
+    fields = metrics.get("field_accuracy") or {}
+    kinds = metrics.get("kind_accuracy") or {}
+    lines = []
+    if fields:
+        lines.append("exact match per field: " + " · ".join(
+            f"{escape(name)} {pct(value, 1)}" for name, value in sorted(fields.items(), key=lambda kv: kv[1])))
+    if kinds:
+        lines.append("per field kind: " + " · ".join(f"{escape(k)} {pct(v, 1)}" for k, v in kinds.items()))
+    return lines
 
 
 def _value(v: Any) -> str:
