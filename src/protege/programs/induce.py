@@ -1,0 +1,228 @@
+"""Induction: for each output field, the simplest program consistent with every training trace.
+
+Candidates are read off examples (candidates.py), in rounds: the first example with a value gives candidates,
+each is run on every training example and dropped at its first wrong answer (a refusal is allowed, a wrong value
+never), then the first example no surviving candidate explains gives the next round's candidates — so a workload
+that mixes formats (forms and prose) gets the program for the format that has one. The winner covers the most
+training examples, then is the smallest; it must cover at least `MIN_COVERAGE` of them. Where one program
+cannot cover a mixed workload, up to `MAX_ALTERNATIVES` partial ones are chained: the first that applies answers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from protege.programs import candidates as cand
+from protege.programs.interpret import REFUSED, run_on_text, source_text
+from protege.programs.language import Program
+
+MIN_COVERAGE = 0.1   # share of training examples a program must answer (right) to be kept
+MIN_RIGHT = 5
+MAX_ALTERNATIVES = 3  # partial programs tried in order, for workloads that mix formats
+ROUNDS = 6
+PROBE_TEXTS = 20  # texts that line shapes and section headers are read from
+
+
+@dataclass
+class Fit:
+    """A candidate that was never wrong on the training examples, and what it covered."""
+
+    program: Program
+    right: int
+    refused: int
+    n: int
+    covered: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def coverage(self) -> float:
+        return self.right / self.n if self.n else 0.0
+
+
+class Corpus:
+    """Training examples with each input's string leaves looked up once."""
+
+    def __init__(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]):
+        self.inputs, self.outputs, self.n = inputs, outputs, len(inputs)
+        self.sources = sorted({p for data in inputs[:PROBE_TEXTS] for p in string_leaves(data)})
+        self.texts = {p: [source_text(data, p) for data in inputs] for p in self.sources}
+
+    def values(self, name: str) -> list[Any]:
+        return [out.get(name) for out in self.outputs]
+
+
+def string_leaves(data: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
+    """Paths of the string leaves of a nested input dict (lists are not descended: no stable path)."""
+    if isinstance(data, str):
+        yield path
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str):
+                yield from string_leaves(value, (*path, key))
+
+
+def same(value: Any, expected: Any) -> bool:
+    """Equality after the field's JSON type: 3 is not "3", True is not 1, lists compare item by item."""
+    if isinstance(value, list) and isinstance(expected, list):
+        return len(value) == len(expected) and all(same(v, e) for v, e in zip(value, expected))
+    if isinstance(value, bool) or isinstance(expected, bool):
+        return type(value) is type(expected) and value == expected
+    if isinstance(expected, (int, float)) and isinstance(value, (int, float)):
+        return value == expected
+    return type(value) is type(expected) and value == expected
+
+
+def evaluate(program: Program, corpus: Corpus, name: str) -> Fit | None:
+    """Run on every training example; None at the first wrong value."""
+    texts = corpus.texts.get(program.source) if program.op != "const" else None
+    right, refused, covered = 0, 0, []
+    for k, out in enumerate(corpus.outputs):
+        expected = out.get(name)
+        if program.op == "const":
+            value = program.value
+        else:
+            text = texts[k] if texts is not None else None
+            value = REFUSED if text is None else run_on_text(program, text)
+        if value is REFUSED:
+            refused += 1
+        elif same(value, expected):
+            right += 1
+            covered.append(k)
+        else:
+            return None
+    return Fit(program, right, refused, corpus.n, frozenset(covered))
+
+
+def field_kind(values: list[Any]) -> str | None:
+    """str, int, float or list (of scalars) when every non-null value is one; None otherwise."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if all(isinstance(v, str) for v in present):
+        return "str"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return "int"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return "float"
+    if all(isinstance(v, list) and all(isinstance(i, (str, int, float)) and not isinstance(i, bool) for i in v)
+           for v in present):
+        return "list"
+    return None
+
+
+def induce_field(corpus: Corpus, name: str) -> list[Fit]:
+    """The consistent programs chosen for one output field, tried in order (empty: none)."""
+    values = corpus.values(name)
+    kind = field_kind(values)
+    fits: list[Fit] = []
+    if values and all(same(v, values[0]) for v in values) and corpus.n >= 2:
+        fits.append(Fit(Program("const", value=values[0]), corpus.n, 0, corpus.n, frozenset(range(corpus.n))))
+    if kind in ("str", "int", "float"):
+        fits += _span_search(corpus, name, values)
+    if kind == "int":
+        fits += _count_search(corpus, name, values)
+    if kind == "list":
+        fits += _list_search(corpus, name, values)
+    need = max(MIN_RIGHT, MIN_COVERAGE * corpus.n)
+    return _cover([f for f in fits if f.right >= need], need)
+
+
+def _cover(fits: list[Fit], need: float) -> list[Fit]:
+    """Greedy set cover: the fit covering most examples (then the smallest), then the one covering most of what
+    is left, up to MAX_ALTERNATIVES. Tried in order, the first that applies answers — never wrong on training,
+    since each alternative is never wrong there."""
+    chosen: list[Fit] = []
+    left: set[int] = set().union(*(f.covered for f in fits)) if fits else set()
+    while fits and left and len(chosen) < MAX_ALTERNATIVES:
+        best = min(fits, key=lambda f: (-len(f.covered & left), f.program.size))
+        gain = len(best.covered & left)
+        if gain < (need if not chosen else MIN_RIGHT):
+            break
+        chosen.append(best)
+        left -= best.covered
+    return chosen
+
+
+def _span_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
+    nullable = any(v is None for v in values)
+    seen: set[Program] = set()
+    fits: list[Fit] = []
+    covered: set[int] = set()
+    for _ in range(ROUNDS):
+        k = next((i for i, v in enumerate(values) if v is not None and i not in covered), None)
+        if k is None:
+            break
+        covered.add(k)  # even when nothing explains it, move on
+        for source in corpus.sources:
+            text = corpus.texts[source][k]
+            if text is None:
+                continue
+            for program in cand.span_candidates(source, text, values[k]):
+                for variant in _null_variants(program, nullable):
+                    if variant in seen:
+                        continue
+                    seen.add(variant)
+                    fit = evaluate(variant, corpus, name)
+                    if fit is not None and fit.right:
+                        fits.append(fit)
+                        covered |= fit.covered
+                        fits += _absent_null(fit, corpus, name, nullable)
+    return fits
+
+
+def _null_variants(program: Program, nullable: bool) -> list[Program]:
+    return [program, replace(program, empty_null=True)] if nullable and program.map in ("id", "strip") else [program]
+
+
+def _absent_null(fit: Fit, corpus: Corpus, name: str, nullable: bool) -> list[Fit]:
+    """The same span answering null where it finds nothing, when the traces say null there."""
+    if not nullable or not fit.refused:
+        return []
+    better = evaluate(replace(fit.program, absent_null=True), corpus, name)
+    return [better] if better is not None and better.right > fit.right else []
+
+
+def _count_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
+    never_zero = all(v != 0 for v in values if v is not None)
+    fits = []
+    for source in corpus.sources:
+        probes = [t for t in corpus.texts[source][:PROBE_TEXTS] if t is not None]
+        for region in cand.regions(probes):
+            for pattern in cand.line_patterns(probes[:8]):
+                program = Program("count", source, pattern, region=region, empty_refuses=never_zero)
+                fit = evaluate(program, corpus, name)
+                if fit is not None and fit.right:
+                    fits.append(fit)
+    return fits
+
+
+def _list_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
+    never_empty = all(v for v in values if v is not None)
+    seen: set[Program] = set()
+    fits = []
+    for k in [i for i, v in enumerate(values) if v][:2]:
+        for source in corpus.sources:
+            text = corpus.texts[source][k]
+            if text is None:
+                continue
+            probes = [t for t in corpus.texts[source][:PROBE_TEXTS] if t is not None]
+            for pattern, map_name in cand.item_patterns(text, values[k]):
+                for region in cand.regions(probes):
+                    program = Program("all", source, pattern, region=region, map=map_name, empty_refuses=never_empty)
+                    if program in seen:
+                        continue
+                    seen.add(program)
+                    fit = evaluate(program, corpus, name)
+                    if fit is not None and fit.right:
+                        fits.append(fit)
+    return fits
+
+
+def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: list[str]) -> tuple[dict[str, list[Fit]], float]:
+    """Each field's chosen training fits (empty: no program), and the seconds it took."""
+    started = time.perf_counter()
+    corpus = Corpus(inputs, outputs)
+    found = {name: induce_field(corpus, name) for name in fields}
+    return found, time.perf_counter() - started

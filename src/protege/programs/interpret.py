@@ -1,0 +1,115 @@
+"""protege's interpreter for field programs: a program and a task input give a value or `REFUSED`.
+
+A program refuses — and leaves its field to the next tier — whenever it cannot stand behind a value: its source
+text is missing, a region's delimiter is absent, a span has no match (unless the traces showed null then), a
+matched text does not parse as the field's number, or a list/count comes out empty where no trace ever was.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from protege.programs.language import Program
+
+
+class _Refused:
+    """The one value a program returns when it does not apply to an input."""
+
+    def __repr__(self) -> str:
+        return "REFUSED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+REFUSED: Any = _Refused()
+_INT = re.compile(r"-?\d+")
+_FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
+_SPACES = re.compile(r"\s+")
+
+
+def source_text(data: Any, path: tuple[str, ...]) -> str | None:
+    """The string leaf of a task input at `path` (None when absent or not text)."""
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data if isinstance(data, str) else None
+
+
+def region_of(text: str, start: str, end: str) -> str | None:
+    """The text after the first `start` and before the next `end`; None when a delimiter is missing."""
+    if start:
+        i = text.find(start)
+        if i < 0:
+            return None
+        text = text[i + len(start):]
+    if end:
+        j = text.find(end)
+        if j < 0:
+            return None
+        text = text[:j]
+    return text
+
+
+def apply_map(name: str, text: str) -> Any:
+    """A matched text through a value map; REFUSED when it does not parse."""
+    if name == "id":
+        return text
+    if name == "strip":
+        return text.strip()
+    if name == "lower":
+        return text.strip().lower()
+    if name == "upper":
+        return text.strip().upper()
+    if name == "squash":
+        return _SPACES.sub(" ", text).strip()
+    t = text.strip()
+    if name == "int":
+        return int(t) if _INT.fullmatch(t) else REFUSED
+    if name == "float":
+        return float(t.replace(",", ".")) if _FLOAT.fullmatch(t) else REFUSED
+    raise ValueError(f"unknown map {name!r}")
+
+
+def run(program: Program, data: dict[str, Any]) -> Any:
+    """The program's value on a task input (a JSON dict), or REFUSED."""
+    if program.op == "const":
+        return program.value
+    text = source_text(data, program.source)
+    if text is None:
+        return REFUSED
+    return run_on_text(program, text)
+
+
+def run_on_text(program: Program, text: str) -> Any:
+    """The program's value on its source text (induction calls this with texts it has already looked up)."""
+    region = region_of(text, program.region.start, program.region.end)
+    if region is None:
+        return REFUSED
+    regex = program.pattern.regex  # type: ignore[union-attr]
+    if program.op == "count":
+        n = sum(1 for _ in regex.finditer(region))
+        return REFUSED if n == 0 and program.empty_refuses else n
+    if program.op == "all":
+        items = [apply_map(program.map, m.group(1)) for m in regex.finditer(region)]
+        if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
+            return REFUSED
+        return items
+    return _span(program, regex, region)
+
+
+def _span(program: Program, regex: re.Pattern[str], text: str) -> Any:
+    if program.occurrence == 0:
+        match = regex.search(text)
+    else:
+        matches = list(regex.finditer(text))
+        k = program.occurrence
+        match = matches[k] if -len(matches) <= k < len(matches) else None
+    if match is None:
+        return None if program.absent_null else REFUSED
+    raw = match.group(1)
+    if program.empty_null and not raw.strip():
+        return None
+    return apply_map(program.map, raw)

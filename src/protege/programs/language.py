@@ -1,0 +1,148 @@
+"""The field-program language: small typed expressions over one input text, built only by protege.
+
+A program computes one top-level output field from one string leaf of the input (or is a constant):
+
+- `span`:  the `occurrence`-th match of a pattern (left context, a token class, right context), mapped
+           (strip, case, int/float parsing) — a name after `Name: `, the n-th line, the first email address;
+- `all`:   every match of a pattern inside a region (between two literal delimiters), each mapped — a list;
+- `count`: how many matches of a pattern a region holds — lines that start with `- `, numbers after `#`;
+- `const`: a value every trace agreed on.
+
+Every pattern is a regular expression protege assembles from escaped literals and a fixed table of token
+classes, so running a program executes no code anyone wrote: the interpreter (interpret.py) is protege's own.
+A program is JSON (`to_json`/`from_json`) so it is stored with the task's skill and reloaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+CLASSES: dict[str, str] = {
+    "int": r"\d+",
+    "number": r"-?\d+(?:[.,]\d+)?",
+    "word": r"\w+",
+    "token": r"\S+",
+    "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    "rest": r"[^\n]*",           # the rest of the line
+    "lazy": r"[^\n]*?",          # up to the right context, on one line
+    "line": r"[^\n]*\S[^\n]*",   # a non-blank line
+}
+"""Token classes, most specific first: the only regex fragments that are not escaped literals."""
+
+MAPS = ("id", "strip", "lower", "upper", "squash", "int", "float")
+"""Value maps applied to a matched text (after which the field's JSON type is compared)."""
+
+OPS = ("span", "all", "count", "const")
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """`left` (a literal), then a `cls` token (captured), then `right` (a literal); `line`: `left` starts a line
+    (after optional indentation)."""
+
+    left: str = ""
+    cls: str = "rest"
+    right: str = ""
+    line: bool = False
+    keep: bool = False   # the left literal is part of the value (`SKU` of `SKU1234`)
+    pre: str = ""        # a token class right before the left literal (the number before ` EUR`)
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        head = r"(?m)^[ \t]*" if self.line else ""
+        if self.pre:
+            head += r"(?<![\w.,])(?:" + CLASSES[self.pre] + ")"
+        left, cls, right = re.escape(self.left), CLASSES[self.cls], re.escape(self.right)
+        return re.compile(head + ("(" + left + cls + ")" if self.keep else left + "(" + cls + ")") + right)
+
+    @property
+    def size(self) -> float:
+        """Simplicity cost: a class, plus a little per context character (shorter contexts generalise)."""
+        return 1 + 0.02 * (len(self.left) + len(self.right)) + (0.1 if self.right else 0) + (0.3 if self.pre else 0)
+
+
+@dataclass(frozen=True)
+class Region:
+    """The text after the first `start` and before the next `end` (either literal may be empty: from the start,
+    to the end). A literal that is missing makes the program refuse the input."""
+
+    start: str = ""
+    end: str = ""
+
+    @property
+    def size(self) -> float:
+        return (0.5 if self.start else 0) + (0.5 if self.end else 0)
+
+
+@dataclass(frozen=True)
+class Program:
+    """One output field's program (see the module docstring)."""
+
+    op: str
+    source: tuple[str, ...] = ()
+    pattern: Pattern | None = None
+    region: Region = field(default_factory=Region)
+    occurrence: int = 0          # span: which match (0 first, -1 last)
+    map: str = "id"
+    empty_null: bool = False     # span: an empty match means null
+    absent_null: bool = False    # span: no match means null (the traces showed null whenever it was absent)
+    empty_refuses: bool = False  # all/count: no match refuses (every trace had one, so none is a new format)
+    value: Any = None            # const
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS or self.map not in MAPS:
+            raise ValueError(f"not a field program: op {self.op!r}, map {self.map!r}")
+        if self.op != "const" and (self.pattern is None or self.pattern.cls not in CLASSES
+                                   or self.pattern.pre not in ("", *CLASSES)):
+            raise ValueError(f"a {self.op!r} program needs a pattern of a known token class")
+
+    @property
+    def size(self) -> float:
+        if self.op == "const":
+            return 1.0
+        extra = (0.2 if self.map != "id" else 0) + (0.3 * abs(self.occurrence)) + 0.2 * (self.empty_null + self.absent_null)
+        extra -= 0.05 * self.empty_refuses  # the safer of two equal programs
+        return 1 + self.pattern.size + self.region.size + extra  # type: ignore[union-attr]
+
+    @property
+    def source_path(self) -> str:
+        return ".".join(self.source)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["source"] = list(self.source)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Program:
+        data = dict(data)
+        pattern = data.pop("pattern", None)
+        region = data.pop("region", None) or {}
+        return cls(source=tuple(data.pop("source", ())), pattern=Pattern(**pattern) if pattern else None,
+                   region=Region(**region), **data)
+
+    def describe(self) -> str:
+        """One line a reviewer reads: what the program does."""
+        if self.op == "const":
+            return f"always {self.value!r}"
+        p = self.pattern
+        assert p is not None
+        where = f" of {self.source_path}" if self.source else ""
+        ctx = (f"line starting {p.left!r}" if p.line else (f"after {p.left!r}" if p.left else ""))
+        if p.pre:
+            ctx = f"after a {p.pre}" + (f" and {p.left!r}" if p.left else "")
+        what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "") + (f" before {p.right!r}" if p.right else "")
+        region = ""
+        if self.region.start or self.region.end:
+            region = f" between {self.region.start or 'start'!r} and {self.region.end or 'end'!r}"
+        mapped = f", {self.map}" if self.map != "id" else ""
+        if self.op == "count":
+            return f"count of {what}{region}{where}"
+        if self.op == "all":
+            return f"every {what}{region}{where}{mapped}"
+        nth = {0: "first", -1: "last"}.get(self.occurrence, f"match #{self.occurrence + 1}")
+        nulls = (", empty→null" if self.empty_null else "") + (", absent→null" if self.absent_null else "")
+        return f"{nth} {what}{where}{mapped}{nulls}"

@@ -1,0 +1,130 @@
+"""The Python rendering of a task's field programs: `scripts/fields.py` in the task's skill, for reviewers.
+
+It is a plain module (standard library only) a person can read and run: one function per field, each trying its
+programs in order, and `solve(data)` giving every field that applied. protege never executes it — it serves
+through its own interpreter — but a test checks that the two agree on every trace.
+"""
+
+from __future__ import annotations
+
+from protege.programs.language import Program
+from protege.programs.verify import FieldProgram, ProgramSet
+
+HELPERS = '''import re
+
+class REFUSED:
+    """A marker no field value can be: the program does not apply to this input."""
+
+
+def _source(data, path):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data if isinstance(data, str) else None
+
+
+def _region(text, start, end):
+    if start:
+        i = text.find(start)
+        if i < 0:
+            return None
+        text = text[i + len(start):]
+    if end:
+        j = text.find(end)
+        if j < 0:
+            return None
+        text = text[:j]
+    return text
+
+
+def _map(name, text):
+    t = text.strip()
+    if name == "id":
+        return text
+    if name == "strip":
+        return t
+    if name in ("lower", "upper"):
+        return t.lower() if name == "lower" else t.upper()
+    if name == "squash":
+        return re.sub(r"\\s+", " ", text).strip()
+    if name == "int":
+        return int(t) if re.fullmatch(r"-?\\d+", t) else REFUSED
+    return float(t.replace(",", ".")) if re.fullmatch(r"-?\\d+(?:[.,]\\d+)?", t) else REFUSED
+
+
+def _span(text, regex, nth, map_name, empty_null, absent_null):
+    matches = list(re.finditer(regex, text))
+    if not -len(matches) <= nth < len(matches):
+        return None if absent_null else REFUSED
+    raw = matches[nth].group(1)
+    if empty_null and not raw.strip():
+        return None
+    return _map(map_name, raw)
+
+
+def _all(text, regex, map_name, empty_refuses):
+    items = [_map(map_name, m.group(1)) for m in re.finditer(regex, text)]
+    if REFUSED in items or (not items and empty_refuses):
+        return REFUSED
+    return items
+
+
+def _count(text, regex, empty_refuses):
+    n = len(re.findall(regex, text))
+    return REFUSED if n == 0 and empty_refuses else n
+'''
+
+
+def render(programs: ProgramSet) -> str:
+    """The module text for a task's program set (promoted fields only; the others are listed, unserved)."""
+    served = programs.served
+    head = [
+        f'"""Field programs of task {programs.task!r}, induced by protege from {programs.traces} traces.',
+        "",
+        "Each field's function tries its programs in order and returns the first value that applies, or REFUSED",
+        "(the field is then left to the next tier). Fields without a verified program:",
+        f"{', '.join(n for n in programs.fields if n not in served) or 'none'}.",
+        '"""',
+        "",
+    ]
+    body = [_field_function(fp) for fp in served.values()]
+    solve = ["def solve(data):", '    """Every field whose program applies to `data` (the task input as a dict)."""',
+             "    out = {}"]
+    for name in served:
+        solve += [f"    value = field_{name}(data)", "    if value is not REFUSED:", f"        out[{name!r}] = value"]
+    solve.append("    return out")
+    return "\n".join(head) + HELPERS + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
+
+
+def _field_function(fp: FieldProgram) -> str:
+    lines = [f"def field_{fp.field}(data):", f'    """{_doc(fp)}"""']
+    for program in fp.programs:
+        lines.append(f"    # {program.describe()}")
+        lines += ["    " + line for line in _program_lines(program)]
+    lines.append("    return REFUSED")
+    return "\n".join(lines) + "\n"
+
+
+def _doc(fp: FieldProgram) -> str:
+    acc = f"{fp.accuracy:.1%}" if fp.accuracy is not None else "n/a"
+    return f"{fp.field}: held-out accuracy {acc} on {fp.right + fp.wrong} answered, {fp.refused} refused."
+
+
+def _program_lines(p: Program) -> list[str]:
+    if p.op == "const":
+        return [f"return {p.value!r}"]
+    regex = p.pattern.regex.pattern  # type: ignore[union-attr]
+    call = {
+        "span": f"_span(region, {regex!r}, {p.occurrence}, {p.map!r}, {p.empty_null}, {p.absent_null})",
+        "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses})",
+        "count": f"_count(region, {regex!r}, {p.empty_refuses})",
+    }[p.op]
+    return [
+        f"text = _source(data, {p.source!r})",
+        f"region = _region(text, {p.region.start!r}, {p.region.end!r}) if text is not None else None",
+        "if region is not None:",
+        f"    value = {call}",
+        "    if value is not REFUSED:",
+        "        return value",
+    ]
