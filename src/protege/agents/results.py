@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-TIERS = ("student", "replay", "teacher")
+TIERS = ("program", "student", "replay", "teacher")
 """Cheapest first: the order calls escalate in."""
 
 
@@ -24,6 +24,7 @@ class Attempt(BaseModel):
     skill_version: int | None = None
     student_id: str | None = None
     confidence: float | None = None
+    program_fields: list[str] = Field(default_factory=list)  # output fields a verified program decided
 
 
 class RunResult(BaseModel):
@@ -39,6 +40,11 @@ class RunResult(BaseModel):
     run_id: str
     trace_ids: list[str]
     attempts: list[Attempt]
+
+    @property
+    def program_fields(self) -> list[str]:
+        """The output fields that came from a verified field program (not from a model)."""
+        return list(self.attempts[-1].program_fields) if self.attempts else []
 
     @property
     def escalated(self) -> bool:

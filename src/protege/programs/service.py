@@ -1,0 +1,125 @@
+"""The app's field-program service: induce a task's programs from its teacher traces, store them as a skill
+version (scripts/fields.py for reviewers, scripts/fields.json for protege), reload and serve them.
+
+Programs are induced from teacher traces only: the teacher never gets program values fixed (it is the authority
+of last resort), so its traces are independent evidence; cheaper tiers' answers carry the programs' own values.
+Induction runs in the background once `Policy.program_min_traces` teacher traces exist, and again each time they
+have grown by half since the last induction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from protege.programs.render import render
+from protege.programs.verify import ProgramSet, build
+
+if TYPE_CHECKING:
+    from protege.agents.cascade import TaskRuntime
+    from protege.app import Protege
+
+log = logging.getLogger("protege")
+PROGRAMS_FILE = "scripts/fields.json"
+RENDERED_FILE = "scripts/fields.py"
+REGROW = 1.5        # induce again when the teacher traces have grown by this factor
+MAX_TRACES = 2000   # newest teacher traces induction reads
+TTL_S = 2.0
+
+
+class ProgramService:
+    def __init__(self, app: Protege):
+        self.app = app
+        self._cache: dict[str, tuple[float, ProgramSet | None]] = {}
+        self._busy: set[str] = set()
+        self._last_n: dict[str, int] = {}  # teacher traces at each task's last induction in this process
+
+    # -- serving -----------------------------------------------------------------------------------------------
+
+    def current(self, task: str) -> ProgramSet | None:
+        """The task's newest stored program set (from its newest skill version that carries one), or None."""
+        hit = self._cache.get(task)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < TTL_S:
+            return hit[1]
+        found = stored_programs(self.app.store, task)
+        self._cache[task] = (now, found)
+        return found
+
+    def invalidate(self, task: str) -> None:
+        self._cache.pop(task, None)
+
+    # -- induction ---------------------------------------------------------------------------------------------
+
+    def induce(self, task: str) -> ProgramSet:
+        """Induce and verify the task's field programs from its valid teacher traces; store them as a new skill
+        version when any field has a verified program. Returns the set (every field, with or without one)."""
+        handle = self.app.handle(task)
+        rows = self.app.store.traces(task, tier="teacher", valid=True, limit=MAX_TRACES, oldest_first=False)
+        examples = [(r.input, r.output) for r in rows if isinstance(r.input, dict) and isinstance(r.output, dict)]
+        fields = list(handle.spec.output_model.model_fields)
+        programs = build(task, examples, fields, promote_at=handle.spec.policy.promote_at)
+        if programs.served:
+            save_programs(self.app, task, programs, source_trace_ids=[r.id for r in rows[:50]])
+        self._last_n[task] = len(examples)
+        self.invalidate(task)
+        return programs
+
+    def due(self, task: TaskRuntime) -> bool:
+        """Whether enough new teacher traces exist for an induction."""
+        policy = task.spec.policy
+        if not policy.program:
+            return False
+        n = self.app.store.count_traces(task.spec.name, tier="teacher", valid=True)
+        last = self._last_n.get(task.spec.name)
+        if last is None:
+            stored = self.current(task.spec.name)
+            last = stored.traces if stored is not None else 0
+        return n >= policy.program_min_traces and (last == 0 or n >= last * REGROW)
+
+    async def maybe_induce(self, task: TaskRuntime) -> None:
+        """Background induction when due; failures are logged, never raised into the app."""
+        name = task.spec.name
+        if name in self._busy:
+            return
+        self._busy.add(name)
+        try:
+            if await asyncio.to_thread(self.due, task):
+                await asyncio.to_thread(self.induce, name)
+        except Exception:
+            log.exception("program induction for task %r failed", name)
+        finally:
+            self._busy.discard(name)
+
+
+def stored_programs(store: Any, task: str) -> ProgramSet | None:
+    for row in store.skills(task):
+        if row.status in ("rejected", "retired"):
+            continue
+        text = (row.files or {}).get(PROGRAMS_FILE)
+        if text:
+            return ProgramSet.from_json(json.loads(text))
+    return None
+
+
+def save_programs(app: Protege, task: str, programs: ProgramSet, *, source_trace_ids: list[str]) -> Any:
+    """A new skill version: the task's newest skill (or a minimal one) with the programs as extra files."""
+    from protege.skills.library import SkillLibrary
+    from protege.skills.skill import Skill
+
+    latest = app.skills.latest(task)
+    if latest is not None:
+        skill = SkillLibrary.to_skill(latest)
+    else:
+        spec = app.handle(task).spec
+        skill = Skill(name=task.replace("_", "-").lower()[:64], description=spec.instructions[:1000] or task,
+                      body=f"# {task}\n\n{spec.instructions}\n")
+    files = {**skill.files, RENDERED_FILE: render(programs),
+             PROGRAMS_FILE: json.dumps(programs.to_json(), indent=1, ensure_ascii=False)}
+    row = app.skills.add(task, skill.model_copy(update={"files": files}), kind="induced",
+                         source_trace_ids=source_trace_ids)
+    app.tiers.invalidate(task)
+    return row
