@@ -52,6 +52,9 @@ def rights(text: str, j: int) -> list[str]:
         m = re.match(r"[^\w\n]*\w*", text[j:j + MAX_CONTEXT])
         if m and len(m.group(0)) > 1:
             out.append(m.group(0))
+        blank = re.match(r"[ \t]*\n\s*\n", text[j:j + MAX_CONTEXT])  # a paragraph's end
+        if blank:
+            out.append(blank.group(0))
     return out
 
 
@@ -114,10 +117,12 @@ def patterns_at(text: str, i: int, j: int) -> Iterator[Pattern]:
     for pre in ("number", "word"):
         before = re.search("(?:" + CLASSES[pre] + ")$", text[max(0, k - 20):k])
         if before and before.group(0):
+            leads = [lead for lead, line in lefts(text, k - len(before.group(0))) if not line]
             for cls in classes_for(text, i, j):
                 for right in rights(text, j):
                     if not (cls == "lazy" and not right or cls == "rest" and right):
-                        yield Pattern(left=text[k:i], cls=cls, right=right, pre=pre)
+                        for lead in leads[:4]:
+                            yield Pattern(left=text[k:i], cls=cls, right=right, pre=pre, lead=lead)
 
 
 def span_candidates(source: tuple[str, ...], text: str, value: Any) -> Iterator[Program]:

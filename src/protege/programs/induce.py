@@ -225,4 +225,16 @@ def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: 
     started = time.perf_counter()
     corpus = Corpus(inputs, outputs)
     found = {name: induce_field(corpus, name) for name in fields}
+    lists = [f.program for fits in found.values() for f in fits if f.program.op == "all"]
+    for name in fields:  # a count is often the length of a list another field extracts
+        if lists and field_kind(corpus.values(name)) == "int" and _short(found[name], corpus):
+            more = [evaluate(replace(p, op="count", map="id"), corpus, name) for p in lists]
+            pool = [f for f in [*found[name], *more] if f is not None]
+            found[name] = _cover([f for f in pool if f.right >= max(MIN_RIGHT, MIN_COVERAGE * corpus.n)],
+                                 max(MIN_RIGHT, MIN_COVERAGE * corpus.n))
     return found, time.perf_counter() - started
+
+
+def _short(fits: list[Fit], corpus: Corpus) -> bool:
+    """Whether a field's chosen programs leave training examples unexplained."""
+    return len(set().union(*(f.covered for f in fits))) < corpus.n if fits else True

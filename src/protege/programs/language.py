@@ -49,19 +49,20 @@ class Pattern:
     line: bool = False
     keep: bool = False   # the left literal is part of the value (`SKU` of `SKU1234`)
     pre: str = ""        # a token class right before the left literal (the number before ` EUR`)
+    lead: str = ""       # a literal right before that token (`due: ` in `due: 12.50 EUR`)
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
         head = r"(?m)^[ \t]*" if self.line else ""
         if self.pre:
-            head += r"(?<![\w.,])(?:" + CLASSES[self.pre] + ")"
+            head += re.escape(self.lead) + r"(?<![\w.,])(?:" + CLASSES[self.pre] + ")"
         left, cls, right = re.escape(self.left), CLASSES[self.cls], re.escape(self.right)
         return re.compile(head + ("(" + left + cls + ")" if self.keep else left + "(" + cls + ")") + right)
 
     @property
     def size(self) -> float:
         """Simplicity cost: a class, plus a little per context character (shorter contexts generalise)."""
-        return 1 + 0.02 * (len(self.left) + len(self.right)) + (0.1 if self.right else 0) + (0.3 if self.pre else 0)
+        return 1 + 0.02 * (len(self.left) + len(self.right)) + (0.1 if self.right else 0) + (0.3 if self.pre else 0) + 0.02 * len(self.lead)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ class Program:
         where = f" of {self.source_path}" if self.source else ""
         ctx = (f"line starting {p.left!r}" if p.line else (f"after {p.left!r}" if p.left else ""))
         if p.pre:
-            ctx = f"after a {p.pre}" + (f" and {p.left!r}" if p.left else "")
+            ctx = f"after {p.lead!r}+{p.pre}" if p.lead else f"after a {p.pre}"
+            ctx += f"+{p.left!r}" if p.left else ""
         what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "") + (f" before {p.right!r}" if p.right else "")
         region = ""
         if self.region.start or self.region.end:

@@ -101,7 +101,10 @@ def _field_function(fp: FieldProgram) -> str:
     lines = [f"def field_{fp.field}(data):", f'    """{_doc(fp)}"""']
     for program in fp.programs:
         lines.append(f"    # {program.describe()}")
-        lines += ["    " + line for line in _program_lines(program)]
+        anchors = fp.anchors.get(program.source_path, [])
+        if anchors:
+            lines.append(f"    # applies only to texts containing {', '.join(map(repr, anchors))} (as every trace did)")
+        lines += ["    " + line for line in _program_lines(program, anchors)]
     lines.append("    return REFUSED")
     return "\n".join(lines) + "\n"
 
@@ -111,7 +114,7 @@ def _doc(fp: FieldProgram) -> str:
     return f"{fp.field}: held-out accuracy {acc} on {fp.right + fp.wrong} answered, {fp.refused} refused."
 
 
-def _program_lines(p: Program) -> list[str]:
+def _program_lines(p: Program, anchors: list[str]) -> list[str]:
     if p.op == "const":
         return [f"return {p.value!r}"]
     regex = p.pattern.regex.pattern  # type: ignore[union-attr]
@@ -122,6 +125,7 @@ def _program_lines(p: Program) -> list[str]:
     }[p.op]
     return [
         f"text = _source(data, {p.source!r})",
+        f"text = text if text is not None and all(a in text for a in {anchors!r}) else None",
         f"region = _region(text, {p.region.start!r}, {p.region.end!r}) if text is not None else None",
         "if region is not None:",
         f"    value = {call}",

@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from protege.programs.induce import induce, same
-from protege.programs.interpret import REFUSED, run
+from protege.programs.interpret import REFUSED, run, source_text
 from protege.programs.language import Program
 
 MIN_HELDOUT = 10
 HELDOUT_EVERY = 3
+MAX_ANCHORS = 4
 
 
 @dataclass
@@ -33,6 +34,7 @@ class FieldProgram:
     refused: int = 0
     promoted: bool = False
     reason: str = ""
+    anchors: dict[str, list[str]] = field(default_factory=dict)  # source path -> literals every training text had
 
     @property
     def accuracy(self) -> float | None:
@@ -44,8 +46,11 @@ class FieldProgram:
         return self.refused / self.heldout if self.heldout else None
 
     def apply(self, data: dict[str, Any]) -> Any:
-        """The first program's value that applies, else REFUSED."""
+        """The first program's value that applies, else REFUSED. An input whose text lacks a literal every
+        training text of that source had is not of the kind the program was verified on: refused."""
         for program in self.programs:
+            if not has_anchors(data, program.source, self.anchors.get(program.source_path, ())):
+                continue
             value = run(program, data)
             if value is not REFUSED:
                 return value
@@ -57,7 +62,8 @@ class FieldProgram:
     def to_json(self) -> dict[str, Any]:
         return {"field": self.field, "programs": [p.to_json() for p in self.programs],
                 "train_coverage": self.train_coverage, "heldout": self.heldout, "right": self.right,
-                "wrong": self.wrong, "refused": self.refused, "promoted": self.promoted, "reason": self.reason}
+                "wrong": self.wrong, "refused": self.refused, "promoted": self.promoted, "reason": self.reason,
+                "anchors": self.anchors}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FieldProgram:
@@ -126,8 +132,10 @@ def build(task: str, examples: list[tuple[dict[str, Any], dict[str, Any]]], fiel
     out = {}
     for name in fields:
         fits = found.get(name) or []
+        sources = {f.program.source for f in fits if f.program.op != "const"}
         fp = FieldProgram(name, [f.program for f in fits],
-                          train_coverage=len(frozenset().union(*(f.covered for f in fits))) / len(train) if fits else 0.0)
+                          train_coverage=len(frozenset().union(*(f.covered for f in fits))) / len(train) if fits else 0.0,
+                          anchors={".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources})
         _score(fp, held, promote_at)
         out[name] = fp
     return ProgramSet(task, out, traces=len(train) + len(held), induce_s=seconds)
@@ -154,3 +162,25 @@ def _score(fp: FieldProgram, held: list[tuple[dict[str, Any], dict[str, Any]]], 
         fp.reason = f"held-out accuracy {acc:.1%} < promote_at {promote_at:.0%}"
     else:
         fp.promoted, fp.reason = True, f"held-out accuracy {acc:.1%} on {answered} answered"
+
+
+def common_literals(texts: list[str | None]) -> list[str]:
+    """Up to MAX_ANCHORS whitespace-delimited tokens every text contains (structural ones first: with punctuation,
+    then longer): what the inputs a program was induced on all look like."""
+    common: set[str] | None = None
+    for text in texts:
+        if text is None:
+            return []
+        tokens = {t for t in text.split() if len(t) >= 2 and not t.isdigit()}
+        common = tokens if common is None else common & tokens
+        if not common:
+            return []
+    ranked = sorted(common or (), key=lambda t: (t.isalnum(), -len(t), t))
+    return ranked[:MAX_ANCHORS]
+
+
+def has_anchors(data: dict[str, Any], source: tuple[str, ...], anchors: Any) -> bool:
+    if not anchors:
+        return True
+    text = source_text(data, source)
+    return text is not None and all(a in text for a in anchors)
