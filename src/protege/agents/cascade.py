@@ -161,7 +161,9 @@ class Cascade:
     async def run(self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True) -> RunResult:
         started = time.perf_counter()
         data = inp.model_dump(mode="json")
-        programs = getattr(self.source, "programs", None)  # optional in TierSource: older sources have none
+        # programs serve the cascade's own routing (and a forced program tier); a forced model tier answers alone,
+        # so evaluating it measures that tier. `programs` is optional in a TierSource: older ones have none.
+        programs = getattr(self.source, "programs", None) if tier in (None, "program") else None
         fixed = program_values(programs(task) if programs else None, data)
         plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed)
         digest = input_hash(data)

@@ -36,6 +36,7 @@ class ProgramService:
         self._cache: dict[str, tuple[float, ProgramSet | None]] = {}
         self._busy: set[str] = set()
         self._last_n: dict[str, int] = {}  # teacher traces at each task's last induction in this process
+        self.background = True  # induce after teacher successes when due (off: only `induce` calls do)
 
     # -- serving -----------------------------------------------------------------------------------------------
 
@@ -83,7 +84,7 @@ class ProgramService:
     async def maybe_induce(self, task: TaskRuntime) -> None:
         """Background induction when due; failures are logged, never raised into the app."""
         name = task.spec.name
-        if name in self._busy:
+        if not self.background or name in self._busy:
             return
         self._busy.add(name)
         try:

@@ -80,6 +80,8 @@ class ProgramSet:
     fields: dict[str, FieldProgram]
     traces: int = 0
     induce_s: float = 0.0
+    train: int = 0      # traces induced on
+    heldout: int = 0    # traces held out for verification
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -99,13 +101,15 @@ class ProgramSet:
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "traces": self.traces, "induce_s": self.induce_s, "created_at": self.created_at,
+                "train": self.train, "heldout": self.heldout,
                 "fields": [fp.to_json() for fp in self.fields.values()]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProgramSet:
         fields = [FieldProgram.from_json(f) for f in data.get("fields", [])]
         return cls(task=data["task"], fields={f.field: f for f in fields}, traces=data.get("traces", 0),
-                   induce_s=data.get("induce_s", 0.0), created_at=data.get("created_at", ""))
+                   induce_s=data.get("induce_s", 0.0), created_at=data.get("created_at", ""),
+                   train=data.get("train", 0), heldout=data.get("heldout", 0))
 
 
 def split(examples: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list, list]:
@@ -138,7 +142,7 @@ def build(task: str, examples: list[tuple[dict[str, Any], dict[str, Any]]], fiel
                           anchors={".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources})
         _score(fp, held, promote_at)
         out[name] = fp
-    return ProgramSet(task, out, traces=len(train) + len(held), induce_s=seconds)
+    return ProgramSet(task, out, traces=len(train) + len(held), induce_s=seconds, train=len(train), heldout=len(held))
 
 
 def _score(fp: FieldProgram, held: list[tuple[dict[str, Any], dict[str, Any]]], promote_at: float) -> None:
