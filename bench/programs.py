@@ -1,7 +1,8 @@
 """Field programs induced from traces (issue 22): per field, whether a program was found, its held-out accuracy and
 refusal rate, induction time, and what programs change end to end on unseen calls.
 
-Per workload (the bundled orders, debian-sections, a generated count-heavy invoice workload, and any --data file):
+Per workload (the bundled orders, debian-sections, two generated count-heavy workloads — invoices with line items,
+meeting invites with attendees and agenda items — and any --data file):
 300 pool examples become valid teacher traces of a teacher that only answers (a ReferenceModel priced as
 claude-opus-4-5) in a fresh SQLite store; `app.programs.induce` induces and verifies the programs (a third of the
 traces held out by input hash); then every unseen held-out example is called through the app's cascade. No
@@ -52,7 +53,7 @@ def run(ctx: Context) -> Result:
 
 
 def _workloads(ctx: Context) -> list[Workload]:
-    out = [orders(False), invoices()]
+    out = [orders(False), generated("make_invoices", "invoices"), generated("make_invites", "invites")]
     if DEBIAN.is_file():
         out.insert(1, debian(False))
     if ctx.data is not None:
@@ -66,18 +67,19 @@ def _workloads(ctx: Context) -> list[Workload]:
     return out
 
 
-def invoices() -> Workload:
-    """The generated count-heavy workload (bench/workloads/make_invoices.py, seed 5): 600 pool, 300 held out."""
+def generated(module: str, name: str) -> Workload:
+    """A generated count-heavy workload (bench/workloads/<module>.py, its default seed): 600 pool, 300 held out."""
+    import importlib
+
     from bench.data import task_from_example
 
     sys.path.insert(0, str(WORKLOADS_DIR))
     try:
-        import make_invoices
+        rows = importlib.import_module(module).generate(900)
     finally:
         sys.path.remove(str(WORKLOADS_DIR))
-    rows = make_invoices.generate(900, seed=5)
-    return Workload("invoices (generated)", task_from_example(rows[0], name="invoices"), rows[:600], rows[600:],
-                    "bench/workloads/make_invoices.py")
+    return Workload(f"{name} (generated)", task_from_example(rows[0], name=name), rows[:600], rows[600:],
+                    f"bench/workloads/{module}.py")
 
 
 def measure(ctx: Context, w: Workload) -> dict[str, Any]:

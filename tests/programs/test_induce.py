@@ -112,3 +112,17 @@ def test_program_set_round_trips_through_json(changelog_set):
     again = ProgramSet.from_json(changelog_set.to_json())
     inp = _examples(3, seed=11)[0][0]
     assert again.apply(inp) == changelog_set.apply(inp)
+
+
+def test_delimited_list_in_prose_and_its_count():
+    import make_invites
+
+    rows = make_invites.generate(200, seed=4)
+    programs = build("invites", [(r["input"], r["output"]) for r in rows], ["attendees", "attendee_count"],
+                     promote_at=0.95)
+    assert programs.served["attendees"].programs[0].op == "split"
+    assert programs.served["attendee_count"].programs[0].op == "nsplit"
+    inp = {"invite": {"subject": "Invitation: x", "body": rows[0]["input"]["invite"]["body"].replace(
+        rows[0]["input"]["invite"]["body"].split("Attendees: ")[1].split(".")[0], "Zoë Ødegård, Li Na & Bo Chen")}}
+    values, _ = programs.apply(inp)
+    assert values == {"attendees": ["Zoë Ødegård", "Li Na", "Bo Chen"], "attendee_count": 3}

@@ -192,3 +192,27 @@ def regions(texts: list[str]) -> list[Region]:
         out.append(Region(start=h, end="\n\n"))
         out += [Region(start=h, end=other) for other in headers if other != h]
     return out
+
+
+def list_regions(text: str, items: list[Any]) -> set[Region]:
+    """Regions that could hold a delimited list of `items`: from a left context of the first item to the end of
+    its line, the punctuation after the last item, or the end of the text."""
+    first, last = occurrences(text, items[0]), occurrences(text, items[-1])
+    if not first or not last:
+        return set()
+    i = first[0][0]
+    j = next((e for s, e, _ in last if s >= i), None)
+    if j is None:
+        return set()
+    ends = {"\n", ""} | ({text[j]} if j < len(text) and text[j] in ".;)!?" else set())
+    return {Region(start=left, end=end) for left, line in lefts(text, i) if left.strip() and not line for end in ends}
+
+
+_KEY = re.compile(r"^[ \t]*([^\n:]{1,30}:[ \t]*)", re.M)
+
+
+def key_regions(texts: list[str]) -> set[Region]:
+    """`Key: value` lines and recurring headers: where a delimited list to count may be."""
+    out = {Region(start=m.group(1).lstrip(), end=end) for text in texts for m in _KEY.finditer(text)
+           for end in ("\n", ".")}
+    return out | {r for r in regions(texts) if r.start}

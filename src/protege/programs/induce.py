@@ -195,6 +195,10 @@ def _count_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
                 fit = evaluate(program, corpus, name)
                 if fit is not None and fit.right:
                     fits.append(fit)
+        for region in cand.key_regions(probes[:8]):
+            fit = evaluate(Program("nsplit", source, region=region, empty_refuses=never_zero), corpus, name)
+            if fit is not None and fit.right:
+                fits.append(fit)
     return fits
 
 
@@ -208,6 +212,15 @@ def _list_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
             if text is None:
                 continue
             probes = [t for t in corpus.texts[source][:PROBE_TEXTS] if t is not None]
+            item_map = next((m for _, _, m in cand.occurrences(text, values[k][0])), "id")
+            for region in cand.list_regions(text, values[k]):
+                for map_name in {item_map, "strip"} if item_map == "id" else {item_map}:
+                    program = Program("split", source, region=region, map=map_name, empty_refuses=never_empty)
+                    if program not in seen:
+                        seen.add(program)
+                        fit = evaluate(program, corpus, name)
+                        if fit is not None and fit.right:
+                            fits.append(fit)
             for pattern, map_name in cand.item_patterns(text, values[k]):
                 for region in cand.regions(probes):
                     program = Program("all", source, pattern, region=region, map=map_name, empty_refuses=never_empty)
@@ -225,10 +238,11 @@ def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: 
     started = time.perf_counter()
     corpus = Corpus(inputs, outputs)
     found = {name: induce_field(corpus, name) for name in fields}
-    lists = [f.program for fits in found.values() for f in fits if f.program.op == "all"]
+    lists = [f.program for fits in found.values() for f in fits if f.program.op in ("all", "split")]
     for name in fields:  # a count is often the length of a list another field extracts
         if lists and field_kind(corpus.values(name)) == "int" and _short(found[name], corpus):
-            more = [evaluate(replace(p, op="count", map="id"), corpus, name) for p in lists]
+            more = [evaluate(replace(p, op="count" if p.op == "all" else "nsplit", map="id"), corpus, name)
+                    for p in lists]
             pool = [f for f in [*found[name], *more] if f is not None]
             found[name] = _cover([f for f in pool if f.right >= max(MIN_RIGHT, MIN_COVERAGE * corpus.n)],
                                  max(MIN_RIGHT, MIN_COVERAGE * corpus.n))

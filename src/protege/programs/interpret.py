@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from protege.programs.language import Program
+from protege.programs.language import SEPARATORS, Program
 
 
 class _Refused:
@@ -27,6 +27,7 @@ REFUSED: Any = _Refused()
 _INT = re.compile(r"-?\d+")
 _FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
 _SPACES = re.compile(r"\s+")
+_SEPARATORS = re.compile(SEPARATORS)
 
 
 def source_text(data: Any, path: tuple[str, ...]) -> str | None:
@@ -88,6 +89,8 @@ def run_on_text(program: Program, text: str) -> Any:
     region = region_of(text, program.region.start, program.region.end)
     if region is None:
         return REFUSED
+    if program.op in ("split", "nsplit"):
+        return _split(program, region)
     regex = program.pattern.regex  # type: ignore[union-attr]
     if program.op == "count":
         n = sum(1 for _ in regex.finditer(region))
@@ -113,3 +116,15 @@ def _span(program: Program, regex: re.Pattern[str], text: str) -> Any:
     if program.empty_null and not raw.strip():
         return None
     return apply_map(program.map, raw)
+
+
+def list_items(text: str) -> list[str]:
+    """The items of a delimited list (`Ana, Bo and Cy`): split at the separators, blanks dropped."""
+    return [part for part in (p.strip() for p in _SEPARATORS.split(text.strip())) if part]
+
+
+def _split(program: Program, region: str) -> Any:
+    items = [apply_map(program.map, item) for item in list_items(region)]
+    if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
+        return REFUSED
+    return len(items) if program.op == "nsplit" else items

@@ -6,6 +6,8 @@ A program computes one top-level output field from one string leaf of the input 
            (strip, case, int/float parsing) — a name after `Name: `, the n-th line, the first email address;
 - `all`:   every match of a pattern inside a region (between two literal delimiters), each mapped — a list;
 - `count`: how many matches of a pattern a region holds — lines that start with `- `, numbers after `#`;
+- `split` / `nsplit`: the items of a delimited list in a region (`Attendees: Ana, Bo and Cy` → 3 names), or
+           how many there are; separators are a fixed set (commas, semicolons, `and`, `&`, line breaks);
 - `const`: a value every trace agreed on.
 
 Every pattern is a regular expression protege assembles from escaped literals and a fixed table of token
@@ -35,7 +37,9 @@ CLASSES: dict[str, str] = {
 MAPS = ("id", "strip", "lower", "upper", "squash", "int", "float")
 """Value maps applied to a matched text (after which the field's JSON type is compared)."""
 
-OPS = ("span", "all", "count", "const")
+OPS = ("span", "all", "count", "split", "nsplit", "const")
+SEPARATORS = r"\s*(?:,\s*(?:and|&)\s+|,|;|\band\b|&|\n)\s*"
+"""What separates the items of a delimited list (`split`, `nsplit`)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,10 @@ class Program:
     def __post_init__(self) -> None:
         if self.op not in OPS or self.map not in MAPS:
             raise ValueError(f"not a field program: op {self.op!r}, map {self.map!r}")
-        if self.op != "const" and (self.pattern is None or self.pattern.cls not in CLASSES
-                                   or self.pattern.pre not in ("", *CLASSES)):
+        if self.op in ("split", "nsplit") and not self.region.start:
+            raise ValueError(f"a {self.op!r} program needs a region that starts at a literal")
+        if self.op in ("span", "all", "count") and (self.pattern is None or self.pattern.cls not in CLASSES
+                                                    or self.pattern.pre not in ("", *CLASSES)):
             raise ValueError(f"a {self.op!r} program needs a pattern of a known token class")
 
     @property
@@ -106,7 +112,8 @@ class Program:
             return 1.0
         extra = (0.2 if self.map != "id" else 0) + (0.3 * abs(self.occurrence)) + 0.2 * (self.empty_null + self.absent_null)
         extra -= 0.05 * self.empty_refuses  # the safer of two equal programs
-        return 1 + self.pattern.size + self.region.size + extra  # type: ignore[union-attr]
+        pattern = self.pattern.size if self.pattern is not None else 1.5  # a split: its separators are a guess
+        return 1 + pattern + self.region.size + extra
 
     @property
     def source_path(self) -> str:
@@ -129,6 +136,11 @@ class Program:
         """One line a reviewer reads: what the program does."""
         if self.op == "const":
             return f"always {self.value!r}"
+        if self.op in ("split", "nsplit"):
+            what = "number of items" if self.op == "nsplit" else "items"
+            mapped = f", {self.map}" if self.map != "id" else ""
+            return (f"{what} of the list between {self.region.start!r} and {self.region.end or 'end'!r} "
+                    f"of {self.source_path}{mapped}")
         p = self.pattern
         assert p is not None
         where = f" of {self.source_path}" if self.source else ""

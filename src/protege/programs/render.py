@@ -7,10 +7,12 @@ through its own interpreter — but a test checks that the two agree on every tr
 
 from __future__ import annotations
 
-from protege.programs.language import Program
+from protege.programs.language import SEPARATORS, Program
 from protege.programs.verify import FieldProgram, ProgramSet
 
 HELPERS = '''import re
+
+SEPARATORS = SEPARATORS_REGEX  # what separates the items of a delimited list
 
 class REFUSED:
     """A marker no field value can be: the program does not apply to this input."""
@@ -70,6 +72,14 @@ def _all(text, regex, map_name, empty_refuses):
     return items
 
 
+def _split(text, map_name, empty_refuses, count):
+    parts = [p.strip() for p in re.split(SEPARATORS, text.strip())]
+    items = [_map(map_name, p) for p in parts if p]
+    if REFUSED in items or (not items and empty_refuses):
+        return REFUSED
+    return len(items) if count else items
+
+
 def _count(text, regex, empty_refuses):
     n = len(re.findall(regex, text))
     return REFUSED if n == 0 and empty_refuses else n
@@ -94,7 +104,7 @@ def render(programs: ProgramSet) -> str:
     for name in served:
         solve += [f"    value = field_{name}(data)", "    if value is not REFUSED:", f"        out[{name!r}] = value"]
     solve.append("    return out")
-    return "\n".join(head) + HELPERS + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
+    return "\n".join(head) + HELPERS.replace("SEPARATORS_REGEX", repr(SEPARATORS)) + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
 
 
 def _field_function(fp: FieldProgram) -> str:
@@ -117,11 +127,13 @@ def _doc(fp: FieldProgram) -> str:
 def _program_lines(p: Program, anchors: list[str]) -> list[str]:
     if p.op == "const":
         return [f"return {p.value!r}"]
-    regex = p.pattern.regex.pattern  # type: ignore[union-attr]
+    regex = p.pattern.regex.pattern if p.pattern is not None else None
     call = {
         "span": f"_span(region, {regex!r}, {p.occurrence}, {p.map!r}, {p.empty_null}, {p.absent_null})",
         "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses})",
         "count": f"_count(region, {regex!r}, {p.empty_refuses})",
+        "split": f"_split(region, {p.map!r}, {p.empty_refuses}, False)",
+        "nsplit": f"_split(region, {p.map!r}, {p.empty_refuses}, True)",
     }[p.op]
     return [
         f"text = _source(data, {p.source!r})",
