@@ -101,7 +101,15 @@ def test_python_rendering_agrees_with_the_interpreter_on_every_trace(changelog_s
     invoices = make_invoices.generate(240, seed=2)
     inv_set = build("invoices", [(r["input"], r["output"]) for r in invoices], list(invoices[0]["output"]),
                     promote_at=0.95)
-    for programs, inputs in ((changelog_set, [i for i, _ in _examples(150)]), (inv_set, [r["input"] for r in invoices])):
+    import make_invites
+
+    invites = make_invites.generate(150, seed=1)
+    invite_set = build("invites", [(r["input"], r["output"]) for r in invites], list(invites[0]["output"]),
+                       promote_at=0.95)
+    assert {p.op for fp in invite_set.served.values() for p in fp.programs} >= {"split", "nsplit", "span", "count"}
+    cases = ((changelog_set, [i for i, _ in _examples(150)]), (inv_set, [r["input"] for r in invoices]),
+             (invite_set, [r["input"] for r in invites]))
+    for programs, inputs in cases:
         namespace: dict = {}
         exec(compile(render(programs), "fields.py", "exec"), namespace)  # the reviewer's copy, run as they would
         for inp in inputs:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -58,15 +59,11 @@ class ProgramService:
     def induce(self, task: str) -> ProgramSet:
         """Induce and verify the task's field programs from its valid teacher traces; store them as a new skill
         version when any field has a verified program. Returns the set (every field, with or without one)."""
-        handle = self.app.handle(task)
-        rows = self.app.store.traces(task, tier="teacher", valid=True, limit=MAX_TRACES, oldest_first=False)
-        examples = [(r.input, r.output) for r in rows if isinstance(r.input, dict) and isinstance(r.output, dict)]
-        fields = list(handle.spec.output_model.model_fields)
-        programs = build(task, examples, fields, promote_at=handle.spec.policy.promote_at)
-        if programs.served:
-            save_programs(self.app, task, programs, source_trace_ids=[r.id for r in rows[:50]])
-        self._last_n[task] = len(examples)
-        self.invalidate(task)
+        spec = self.app.handle(task).spec
+        programs = induce_stored(self.app.store, task, list(spec.output_model.model_fields),
+                                 promote_at=spec.policy.promote_at, instructions=spec.instructions)
+        self._last_n[task] = programs.traces
+        self.app.tiers.invalidate(task)
         return programs
 
     def due(self, task: TaskRuntime) -> bool:
@@ -106,21 +103,32 @@ def stored_programs(store: Any, task: str) -> ProgramSet | None:
     return None
 
 
-def save_programs(app: Protege, task: str, programs: ProgramSet, *, source_trace_ids: list[str]) -> Any:
+def induce_stored(store: Any, task: str, fields: list[str], *, promote_at: float, instructions: str) -> ProgramSet:
+    """Induction from the store alone (the app, or the CLI on imported traces): build, and store when any field
+    has a verified program."""
+    rows = store.traces(task, tier="teacher", valid=True, limit=MAX_TRACES)
+    examples = [(r.input, r.output) for r in rows if isinstance(r.input, dict) and isinstance(r.output, dict)]
+    programs = build(task, examples, fields, promote_at=promote_at)
+    if programs.served:
+        save_programs(store, task, programs, instructions=instructions, source_trace_ids=[r.id for r in rows[:50]])
+    return programs
+
+
+def save_programs(store: Any, task: str, programs: ProgramSet, *, instructions: str,
+                  source_trace_ids: list[str]) -> Any:
     """A new skill version: the task's newest skill (or a minimal one) with the programs as extra files."""
     from protege.skills.library import SkillLibrary
     from protege.skills.skill import Skill
 
-    latest = app.skills.latest(task)
+    library = SkillLibrary(store)
+    latest = library.latest(task)
     if latest is not None:
         skill = SkillLibrary.to_skill(latest)
     else:
-        spec = app.handle(task).spec
-        skill = Skill(name=task.replace("_", "-").lower()[:64], description=spec.instructions[:1000] or task,
-                      body=f"# {task}\n\n{spec.instructions}\n")
+        name = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:64].strip("-") or "task"
+        skill = Skill(name=name, description=instructions[:1000] or task,
+                      body=f"# {task}\n\n{instructions}\n")
     files = {**skill.files, RENDERED_FILE: render(programs),
              PROGRAMS_FILE: json.dumps(programs.to_json(), indent=1, ensure_ascii=False)}
-    row = app.skills.add(task, skill.model_copy(update={"files": files}), kind="induced",
-                         source_trace_ids=source_trace_ids)
-    app.tiers.invalidate(task)
-    return row
+    return library.add(task, skill.model_copy(update={"files": files}), kind="induced",
+                       source_trace_ids=source_trace_ids)
