@@ -144,3 +144,19 @@ def _program_lines(p: Program, anchors: list[str]) -> list[str]:
         "    if value is not REFUSED:",
         "        return value",
     ]
+
+
+def markdown_table(programs: ProgramSet) -> str:
+    """The per-field record as a markdown table (the TUI's skill preview)."""
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.1%}"
+
+    lines = [f"### Field programs: {len(programs.served)} of {len(programs.fields)} fields served", "",
+             f"Induced on {programs.train} traces, verified on {programs.heldout} held out "
+             f"({programs.induce_s:.2f} s).", "",
+             "| field | program | served | held-out accuracy | refused |", "|---|---|---|---|---|"]
+    for fp in programs.fields.values():
+        program = (fp.describe() if fp.programs else "none").replace("|", "\\|")
+        lines.append(f"| {fp.field} | {program} | {'yes' if fp.promoted else 'no'} | {pct(fp.accuracy)} | "
+                     f"{pct(fp.refusal_rate)} |")
+    return "\n".join(lines) + "\n"
