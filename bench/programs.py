@@ -1,8 +1,9 @@
 """Field programs induced from traces (issue 22): per field, whether a program was found, its held-out accuracy and
 refusal rate, induction time, and what programs change end to end on unseen calls.
 
-Per workload (the bundled orders, debian-sections, two generated count-heavy workloads — invoices with line items,
-meeting invites with attendees and agenda items — and any --data file):
+Per workload (the bundled orders, debian-sections, three generated count-heavy workloads — invoices with line
+items, meeting invites with attendees and agenda items, Debian changelog entries with nested items and bug lists —
+and any --data file):
 300 pool examples become valid teacher traces of a teacher that only answers (a ReferenceModel priced as
 claude-opus-4-5) in a fresh SQLite store; `app.programs.induce` induces and verifies the programs (a third of the
 traces held out by input hash); then every unseen held-out example is called through the app's cascade. No
@@ -25,6 +26,7 @@ TRACES = 300
 TEACHER_PRICE = "anthropic:claude-opus-4-5"
 INDUCE_TARGET_S = 10.0
 TEACHER_SAMPLE = 20
+GENERATED = (("make_invoices", "invoices"), ("make_invites", "invites"), ("make_changelogs", "changelogs"))
 
 
 def run(ctx: Context) -> Result:
@@ -53,7 +55,7 @@ def run(ctx: Context) -> Result:
 
 
 def _workloads(ctx: Context) -> list[Workload]:
-    out = [orders(False), generated("make_invoices", "invoices"), generated("make_invites", "invites")]
+    out = [orders(False), *(generated(m, n) for m, n in GENERATED)]
     if DEBIAN.is_file():
         out.insert(1, debian(False))
     if ctx.data is not None:

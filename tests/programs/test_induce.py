@@ -134,3 +134,17 @@ def test_delimited_list_in_prose_and_its_count():
         rows[0]["input"]["invite"]["body"].split("Attendees: ")[1].split(".")[0], "Zoë Ødegård, Li Na & Bo Chen")}}
     values, _ = programs.apply(inp)
     assert values == {"attendees": ["Zoë Ødegård", "Li Na", "Bo Chen"], "attendee_count": 3}
+
+
+def test_numbers_in_every_closes_list_and_none_where_the_traces_say_none():
+    import make_changelogs
+
+    rows = make_changelogs.generate(240, seed=3)
+    programs = build("changelogs", [(r["input"], r["output"]) for r in rows], ["closes", "changes"], promote_at=0.95)
+    closes = programs.served["closes"]
+    assert closes.programs[0].op == "all" and closes.programs[0].region.each and closes.refusal_rate == 0
+    entry = ("vim (9.1-2) unstable; urgency=low\n\n  * Fix it (Closes: #101, #202)\n    - a sub-item\n"
+             "  * Also (LP: #99) and (Closes: #303)\n  * Polish\n\n -- Ana Lima <ana@debian.org>  Mon, 01 Jan 2024")
+    assert programs.apply({"entry": entry})[0] == {"closes": [101, 202, 303], "changes": 3}
+    no_bugs = entry.replace("(Closes: #101, #202)", "").replace("(Closes: #303)", "")
+    assert programs.apply({"entry": no_bugs})[0]["closes"] == []

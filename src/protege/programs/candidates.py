@@ -52,6 +52,9 @@ def rights(text: str, j: int) -> list[str]:
         m = re.match(r"[^\w\n]*\w*", text[j:j + MAX_CONTEXT])
         if m and len(m.group(0)) > 1:
             out.append(m.group(0))
+        punct = re.match(r"[^\w\n]+", text[j:j + MAX_CONTEXT])  # ` <` before an address, `) ` after a version
+        if punct and len(punct.group(0)) > 1 and punct.group(0) not in out:
+            out.append(punct.group(0))
         blank = re.match(r"[ \t]*\n\s*\n", text[j:j + MAX_CONTEXT])  # a paragraph's end
         if blank:
             out.append(blank.group(0))
@@ -162,11 +165,13 @@ def line_patterns(texts: list[str]) -> set[Pattern]:
             lead = (m.group(1) or "")
             if not lead.strip():
                 continue
+            indent = m.group(0)[: len(m.group(0)) - len(lead)]
             if lead[0].isdigit():
                 out.add(Pattern(cls="int", right=lead.strip().lstrip("0123456789")[:1], line=True))
             else:
                 out.add(Pattern(left=lead, cls="rest", line=True))
                 out.add(Pattern(left=lead.strip(), cls="rest", line=True))
+                out.add(Pattern(left=indent + lead.strip(), cls="rest", line=True, strict=True))
         for m in re.finditer(r"([^\w\s]{1,2})(\d+)", text):
             out.add(Pattern(left=m.group(1), cls="int"))
     return out
@@ -205,7 +210,9 @@ def list_regions(text: str, items: list[Any]) -> set[Region]:
     if j is None:
         return set()
     ends = {"\n", ""} | ({text[j]} if j < len(text) and text[j] in ".;)!?" else set())
-    return {Region(start=left, end=end) for left, line in lefts(text, i) if left.strip() and not line for end in ends}
+    starts = [left for left, line in lefts(text, i) if left.strip() and not line]
+    return ({Region(start=left, end=end) for left in starts for end in ends}
+            | {Region(start=left, end=end, each=True) for left in starts for end in ends if end})
 
 
 _KEY = re.compile(r"^[ \t]*([^\n:]{1,30}:[ \t]*)", re.M)

@@ -177,7 +177,8 @@ def _null_variants(program: Program, nullable: bool) -> list[Program]:
 
 
 def _absent_null(fit: Fit, corpus: Corpus, name: str, nullable: bool) -> list[Fit]:
-    """The same span answering null where it finds nothing, when the traces say null there."""
+    """The same program answering null (a span) or [] / 0 (a list, a count) where it finds nothing, when the
+    traces say so there."""
     if not nullable or not fit.refused:
         return []
     better = evaluate(replace(fit.program, absent_null=True), corpus, name)
@@ -195,10 +196,12 @@ def _count_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
                 fit = evaluate(program, corpus, name)
                 if fit is not None and fit.right:
                     fits.append(fit)
+                    fits += _absent_null(fit, corpus, name, region.start != "" and not never_zero)
         for region in cand.key_regions(probes[:8]):
             fit = evaluate(Program("nsplit", source, region=region, empty_refuses=never_zero), corpus, name)
             if fit is not None and fit.right:
                 fits.append(fit)
+                fits += _absent_null(fit, corpus, name, not never_zero)
     return fits
 
 
@@ -221,8 +224,9 @@ def _list_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
                         fit = evaluate(program, corpus, name)
                         if fit is not None and fit.right:
                             fits.append(fit)
+                            fits += _absent_null(fit, corpus, name, not never_empty)
             for pattern, map_name in cand.item_patterns(text, values[k]):
-                for region in cand.regions(probes):
+                for region in [*cand.regions(probes), *cand.list_regions(text, values[k])]:
                     program = Program("all", source, pattern, region=region, map=map_name, empty_refuses=never_empty)
                     if program in seen:
                         continue
@@ -230,6 +234,7 @@ def _list_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
                     fit = evaluate(program, corpus, name)
                     if fit is not None and fit.right:
                         fits.append(fit)
+                        fits += _absent_null(fit, corpus, name, region.start != "" and not never_empty)
     return fits
 
 

@@ -28,6 +28,8 @@ _INT = re.compile(r"-?\d+")
 _FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
 _SPACES = re.compile(r"\s+")
 _SEPARATORS = re.compile(SEPARATORS)
+EMPTY: dict[str, Any] = {"all": [], "split": [], "count": 0, "nsplit": 0}
+"""What a list or count program answers for an input without its region, when its `absent_null` is set."""
 
 
 def source_text(data: Any, path: tuple[str, ...]) -> str | None:
@@ -39,19 +41,28 @@ def source_text(data: Any, path: tuple[str, ...]) -> str | None:
     return data if isinstance(data, str) else None
 
 
-def region_of(text: str, start: str, end: str) -> str | None:
-    """The text after the first `start` and before the next `end`; None when a delimiter is missing."""
-    if start:
-        i = text.find(start)
-        if i < 0:
-            return None
-        text = text[i + len(start):]
-    if end:
-        j = text.find(end)
-        if j < 0:
-            return None
-        text = text[:j]
-    return text
+def region_of(text: str, start: str, end: str, each: bool = False) -> str | None:
+    """The text after the first `start` and before the next `end`; None when a delimiter is missing. With `each`,
+    every such piece, one per line (`Closes: #1, #2` wherever it occurs)."""
+    if not each:
+        return _piece(text, 0, start, end)[0]
+    pieces, at = [], 0
+    while True:
+        piece, at = _piece(text, at, start, end)
+        if piece is None:
+            return "\n".join(pieces) if pieces else None
+        pieces.append(piece)
+
+
+def _piece(text: str, at: int, start: str, end: str) -> tuple[str | None, int]:
+    i = text.find(start, at) if start else at
+    if i < 0:
+        return None, len(text)
+    i += len(start)
+    if not end:
+        return text[i:], len(text) + 1
+    j = text.find(end, i)
+    return (None, len(text)) if j < 0 else (text[i:j], max(j, i + 1))
 
 
 def apply_map(name: str, text: str) -> Any:
@@ -86,9 +97,9 @@ def run(program: Program, data: dict[str, Any]) -> Any:
 
 def run_on_text(program: Program, text: str) -> Any:
     """The program's value on its source text (induction calls this with texts it has already looked up)."""
-    region = region_of(text, program.region.start, program.region.end)
-    if region is None:
-        return REFUSED
+    region = region_of(text, program.region.start, program.region.end, program.region.each)
+    if region is None:  # no region: refuse, unless the traces said "none" whenever it was missing
+        return EMPTY.get(program.op, None) if program.absent_null and program.op != "span" else REFUSED
     if program.op in ("split", "nsplit"):
         return _split(program, region)
     regex = program.pattern.regex  # type: ignore[union-attr]

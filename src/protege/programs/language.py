@@ -51,13 +51,14 @@ class Pattern:
     cls: str = "rest"
     right: str = ""
     line: bool = False
+    strict: bool = False  # with `line`: `left` starts the line exactly (its indentation included), no more
     keep: bool = False   # the left literal is part of the value (`SKU` of `SKU1234`)
     pre: str = ""        # a token class right before the left literal (the number before ` EUR`)
     lead: str = ""       # a literal right before that token (`due: ` in `due: 12.50 EUR`)
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
-        head = r"(?m)^[ \t]*" if self.line else ""
+        head = (r"(?m)^" if self.strict else r"(?m)^[ \t]*") if self.line else ""
         if self.pre:
             head += re.escape(self.lead) + r"(?<![\w.,])(?:" + CLASSES[self.pre] + ")"
         left, cls, right = re.escape(self.left), CLASSES[self.cls], re.escape(self.right)
@@ -76,10 +77,11 @@ class Region:
 
     start: str = ""
     end: str = ""
+    each: bool = False  # every start..end piece, not only the first (all/count/split only)
 
     @property
     def size(self) -> float:
-        return (0.5 if self.start else 0) + (0.5 if self.end else 0)
+        return (0.5 if self.start else 0) + (0.5 if self.end else 0) + (0.3 if self.each else 0)
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class Program:
     occurrence: int = 0          # span: which match (0 first, -1 last)
     map: str = "id"
     empty_null: bool = False     # span: an empty match means null
-    absent_null: bool = False    # span: no match means null (the traces showed null whenever it was absent)
+    absent_null: bool = False    # no match (span) or no region (list, count) means null / [] / 0: the traces
+                                 # showed that whenever it was absent
     empty_refuses: bool = False  # all/count: no match refuses (every trace had one, so none is a new format)
     value: Any = None            # const
 
@@ -139,24 +142,28 @@ class Program:
         if self.op in ("split", "nsplit"):
             what = "number of items" if self.op == "nsplit" else "items"
             mapped = f", {self.map}" if self.map != "id" else ""
-            return (f"{what} of the list between {self.region.start!r} and {self.region.end or 'end'!r} "
-                    f"of {self.source_path}{mapped}")
+            each = "each " if self.region.each else ""
+            none = (", 0" if self.op == "nsplit" else ", []") + " without it" if self.absent_null else ""
+            return (f"{what} of {each}list between {self.region.start!r} and {self.region.end or 'end'!r} "
+                    f"of {self.source_path}{mapped}{none}")
         p = self.pattern
         assert p is not None
         where = f" of {self.source_path}" if self.source else ""
-        ctx = (f"line starting {p.left!r}" if p.line else (f"after {p.left!r}" if p.left else ""))
+        ctx = (f"line starting {'exactly ' if p.strict else ''}{p.left!r}" if p.line
+               else (f"after {p.left!r}" if p.left else ""))
         if p.pre:
             ctx = f"after {p.lead!r}+{p.pre}" if p.lead else f"after a {p.pre}"
             ctx += f"+{p.left!r}" if p.left else ""
         what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "") + (f" before {p.right!r}" if p.right else "")
         region = ""
         if self.region.start or self.region.end:
-            region = f" between {self.region.start or 'start'!r} and {self.region.end or 'end'!r}"
+            region = (f" {'in each piece' if self.region.each else ''} between {self.region.start or 'start'!r} and "
+                      f"{self.region.end or 'end'!r}").replace("  ", " ")
         mapped = f", {self.map}" if self.map != "id" else ""
         if self.op == "count":
-            return f"count of {what}{region}{where}"
+            return f"count of {what}{region}{where}" + (", 0 without it" if self.absent_null else "")
         if self.op == "all":
-            return f"every {what}{region}{where}{mapped}"
+            return f"every {what}{region}{where}{mapped}" + (", [] without it" if self.absent_null else "")
         nth = {0: "first", -1: "last"}.get(self.occurrence, f"match #{self.occurrence + 1}")
         nulls = (", empty→null" if self.empty_null else "") + (", absent→null" if self.absent_null else "")
         return f"{nth} {what}{where}{mapped}{nulls}"

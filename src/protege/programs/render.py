@@ -7,6 +7,7 @@ through its own interpreter — but a test checks that the two agree on every tr
 
 from __future__ import annotations
 
+from protege.programs.interpret import EMPTY as _EMPTY
 from protege.programs.language import SEPARATORS, Program
 from protege.programs.verify import FieldProgram, ProgramSet
 
@@ -26,18 +27,26 @@ def _source(data, path):
     return data if isinstance(data, str) else None
 
 
-def _region(text, start, end):
-    if start:
-        i = text.find(start)
-        if i < 0:
-            return None
-        text = text[i + len(start):]
-    if end:
-        j = text.find(end)
-        if j < 0:
-            return None
-        text = text[:j]
-    return text
+def _piece(text, at, start, end):
+    i = text.find(start, at) if start else at
+    if i < 0:
+        return None, len(text)
+    i += len(start)
+    if not end:
+        return text[i:], len(text) + 1
+    j = text.find(end, i)
+    return (None, len(text)) if j < 0 else (text[i:j], max(j, i + 1))
+
+
+def _region(text, start, end, each):
+    if not each:
+        return _piece(text, 0, start, end)[0]
+    pieces, at = [], 0
+    while True:
+        piece, at = _piece(text, at, start, end)
+        if piece is None:
+            return "\\n".join(pieces) if pieces else None
+        pieces.append(piece)
 
 
 def _map(name, text):
@@ -138,7 +147,9 @@ def _program_lines(p: Program, anchors: list[str]) -> list[str]:
     return [
         f"text = _source(data, {p.source!r})",
         f"text = text if text is not None and all(a in text for a in {anchors!r}) else None",
-        f"region = _region(text, {p.region.start!r}, {p.region.end!r}) if text is not None else None",
+        f"region = _region(text, {p.region.start!r}, {p.region.end!r}, {p.region.each}) if text is not None else None",
+        *([f"if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
+          if p.absent_null and p.op != "span" else []),
         "if region is not None:",
         f"    value = {call}",
         "    if value is not REFUSED:",

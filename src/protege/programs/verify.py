@@ -175,7 +175,7 @@ def common_literals(texts: list[str | None]) -> list[str]:
     for text in texts:
         if text is None:
             return []
-        tokens = {t for t in text.split() if len(t) >= 2 and not t.isdigit()}
+        tokens = {t for t in text.split() if len(t) >= 2 and not any(c.isdigit() for c in t)}  # dates, ids vary
         common = tokens if common is None else common & tokens
         if not common:
             return []
