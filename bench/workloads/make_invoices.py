@@ -2,10 +2,10 @@
 
     python bench/workloads/make_invoices.py --n 600 --out /tmp/invoices.jsonl
 
-Eight output fields: invoice_id, vendor, customer_email, issued (as written), currency, item_count (the number of
+Eight output fields: invoice_id, vendor, customer_email, overdue (yes/no), currency, item_count (the number of
 item lines: the input never spells it out), skus (the item codes, in order), total (a number). Layouts vary
-(bulleted, numbered, table-like rows, a notes section that sometimes mentions codes that are not items), so a
-program has to find the structure rather than a fixed offset.
+(bulleted, numbered, a table with a header row, a notes section that sometimes mentions codes that are not
+items), so a program has to find the structure rather than a fixed offset.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def one(rng: random.Random) -> dict:
         items.append((sku, rng.choice(PRODUCTS), qty, price))
     total = round(sum(q * p for _, _, q, p in items), 2)
     style = rng.choice(["bullet", "numbered", "table"])
-    lines = []
+    lines = ["| code | item | qty | price |"] if style == "table" and items else []
     for k, (sku, name, qty, price) in enumerate(items, 1):
         if style == "bullet":
             lines.append(f"  - {sku} {name} x{qty} @ {price:.2f}")
@@ -51,13 +51,15 @@ def one(rng: random.Random) -> dict:
     notes = rng.choice(["", "Note: SKU1234 is back-ordered and was not shipped.", "Thanks for your business!",
                         "- payment within 30 days", "Questions? Reply to this email."])
     greeting = rng.choice(["Hello,", "Dear customer,", "Hi there,"])
+    overdue = rng.random() < 0.3
+    reminder = "Reminder: this invoice is OVERDUE.\n" if overdue else ""
     items_text = "\n".join(lines) if lines else "(no billable items this period)"
     body = (f"{greeting}\n\nPlease find invoice {inv} from {vendor} below.\nIssued: {issued}\n"
-            f"Bill to: {email}\n\nItems:\n{items_text}\n\nTotal due: {total:.2f} {currency}\n\n{notes}\n"
+            f"Bill to: {email}\n{reminder}\nItems:\n{items_text}\n\nTotal due: {total:.2f} {currency}\n\n{notes}\n"
             f"-- \n{vendor} accounts team")
     subject = rng.choice([f"Invoice {inv}", f"Your invoice {inv} from {vendor}", f"{vendor}: invoice {inv}"])
     return {"input": {"subject": subject, "body": body},
-            "output": {"invoice_id": inv, "vendor": vendor, "customer_email": email, "issued": issued,
+            "output": {"invoice_id": inv, "vendor": vendor, "customer_email": email, "overdue": overdue,
                        "currency": currency, "item_count": n, "skus": [s for s, *_ in items], "total": total}}
 
 

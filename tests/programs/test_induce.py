@@ -148,3 +148,20 @@ def test_numbers_in_every_closes_list_and_none_where_the_traces_say_none():
     assert programs.apply({"entry": entry})[0] == {"closes": [101, 202, 303], "changes": 3}
     no_bugs = entry.replace("(Closes: #101, #202)", "").replace("(Closes: #303)", "")
     assert programs.apply({"entry": no_bugs})[0]["closes"] == []
+
+
+def test_yes_no_field_and_a_count_off_by_a_header_row():
+    rows = make_invoices.generate(240, seed=6)
+    programs = build("invoices", [(r["input"], r["output"]) for r in rows], ["overdue", "item_count"],
+                     promote_at=0.95)
+    assert programs.served["overdue"].programs[0].op == "has"
+    table = ("Hello,\n\nPlease find invoice INV-1 from Acme Tools Ltd below.\nIssued: 1 Jan 2024\nBill to: a@b.org\n"
+             "Reminder: this invoice is OVERDUE.\n\nItems:\n| code | item | qty | price |\n| SKU1 | pen | 2 | 1.00 |\n"
+             "| SKU2 | ink | 1 | 3.00 |\n\nTotal due: 5.00 EUR\n\n\n-- \nAcme Tools Ltd accounts team")
+    values, _ = programs.apply({"subject": "Invoice INV-1", "body": table})
+    assert values == {"overdue": True, "item_count": 2}
+    from protege.programs import Pattern, Program, run
+
+    header_aware = Program("count", ("body",), Pattern(left="| SKU", cls="rest", line=True), offset=0)
+    assert run(header_aware, {"body": table}) == 2
+    assert run(Program("count", ("body",), Pattern(left="|", cls="rest", line=True), offset=-1), {"body": table}) == 2

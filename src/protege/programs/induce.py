@@ -17,13 +17,15 @@ from typing import Any
 
 from protege.programs import candidates as cand
 from protege.programs.interpret import REFUSED, run_on_text, source_text
-from protege.programs.language import Program
+from protege.programs.language import Pattern, Program
 
 MIN_COVERAGE = 0.1   # share of training examples a program must answer (right) to be kept
 MIN_RIGHT = 5
 MAX_ALTERNATIVES = 3  # partial programs tried in order, for workloads that mix formats
 ROUNDS = 6
 PROBE_TEXTS = 20  # texts that line shapes and section headers are read from
+MAX_OFFSET = 2     # a count may be off its matches by this much (header rows)
+MAX_LITERALS = 400  # literals a yes/no field tries from one example
 
 
 @dataclass
@@ -100,6 +102,8 @@ def field_kind(values: list[Any]) -> str | None:
     present = [v for v in values if v is not None]
     if not present:
         return None
+    if all(isinstance(v, bool) for v in present):
+        return "bool"
     if all(isinstance(v, str) for v in present):
         return "str"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
@@ -125,6 +129,8 @@ def induce_field(corpus: Corpus, name: str) -> list[Fit]:
         fits += _count_search(corpus, name, values)
     if kind == "list":
         fits += _list_search(corpus, name, values)
+    if kind == "bool":
+        fits += _has_search(corpus, name, values)
     need = max(MIN_RIGHT, MIN_COVERAGE * corpus.n)
     return _cover([f for f in fits if f.right >= need], need)
 
@@ -194,6 +200,8 @@ def _count_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
             for pattern in cand.line_patterns(probes[:8]):
                 program = Program("count", source, pattern, region=region, empty_refuses=never_zero)
                 fit = evaluate(program, corpus, name)
+                if fit is None:
+                    fit = _offset(program, corpus, name, values)
                 if fit is not None and fit.right:
                     fits.append(fit)
                     fits += _absent_null(fit, corpus, name, region.start != "" and not never_zero)
@@ -202,6 +210,38 @@ def _count_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
             if fit is not None and fit.right:
                 fits.append(fit)
                 fits += _absent_null(fit, corpus, name, not never_zero)
+    return fits
+
+
+def _offset(program: Program, corpus: Corpus, name: str, values: list[Any]) -> Fit | None:
+    """The count off by a constant (a header row, a total line), when the first example says by how much."""
+    texts = corpus.texts[program.source]
+    k = next((i for i, v in enumerate(values) if v is not None and texts[i] is not None), None)
+    if k is None:
+        return None
+    n = run_on_text(program, texts[k])
+    if n is REFUSED or not isinstance(n, int) or not 0 < abs(values[k] - n) <= MAX_OFFSET:
+        return None
+    return evaluate(replace(program, offset=values[k] - n), corpus, name)
+
+
+def _has_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
+    """Yes/no fields: whether a token or a short line of the first yes (or no) example occurs."""
+    fits = []
+    for target, negate in ((True, False), (False, True)):
+        k = next((i for i, v in enumerate(values) if v is target), None)
+        if k is None:
+            continue
+        for source in corpus.sources:
+            text = corpus.texts[source][k]
+            if text is None:
+                continue
+            literals = {t for t in text.split() if len(t) >= 3} | {ln.strip() for ln in text.splitlines()
+                                                                     if 3 <= len(ln.strip()) <= 40}
+            for literal in sorted(literals)[:MAX_LITERALS]:
+                fit = evaluate(Program("has", source, Pattern(left=literal, cls="empty"), negate=negate), corpus, name)
+                if fit is not None and fit.right:
+                    fits.append(fit)
     return fits
 
 
@@ -245,7 +285,7 @@ def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: 
     found = {name: induce_field(corpus, name) for name in fields}
     lists = [f.program for fits in found.values() for f in fits if f.program.op in ("all", "split")]
     for name in fields:  # a count is often the length of a list another field extracts
-        if lists and field_kind(corpus.values(name)) == "int" and _short(found[name], corpus):
+        if lists and field_kind(corpus.values(name)) == "int":
             more = [evaluate(replace(p, op="count" if p.op == "all" else "nsplit", map="id"), corpus, name)
                     for p in lists]
             pool = [f for f in [*found[name], *more] if f is not None]
@@ -254,6 +294,4 @@ def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: 
     return found, time.perf_counter() - started
 
 
-def _short(fits: list[Fit], corpus: Corpus) -> bool:
-    """Whether a field's chosen programs leave training examples unexplained."""
-    return len(set().union(*(f.covered for f in fits))) < corpus.n if fits else True
+

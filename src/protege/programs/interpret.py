@@ -103,9 +103,11 @@ def run_on_text(program: Program, text: str) -> Any:
     if program.op in ("split", "nsplit"):
         return _split(program, region)
     regex = program.pattern.regex  # type: ignore[union-attr]
+    if program.op == "has":
+        return (regex.search(region) is None) if program.negate else (regex.search(region) is not None)
     if program.op == "count":
         n = sum(1 for _ in regex.finditer(region))
-        return REFUSED if n == 0 and program.empty_refuses else n
+        return REFUSED if n == 0 and program.empty_refuses or n + program.offset < 0 else n + program.offset
     if program.op == "all":
         items = [apply_map(program.map, m.group(1)) for m in regex.finditer(region)]
         if any(item is REFUSED for item in items) or (not items and program.empty_refuses):

@@ -8,6 +8,7 @@ A program computes one top-level output field from one string leaf of the input 
 - `count`: how many matches of a pattern a region holds — lines that start with `- `, numbers after `#`;
 - `split` / `nsplit`: the items of a delimited list in a region (`Attendees: Ana, Bo and Cy` → 3 names), or
            how many there are; separators are a fixed set (commas, semicolons, `and`, `&`, line breaks);
+- `has`:   whether a literal occurs (a yes/no field: `URGENT` in the subject), or does not (`negate`);
 - `const`: a value every trace agreed on.
 
 Every pattern is a regular expression protege assembles from escaped literals and a fixed table of token
@@ -31,13 +32,14 @@ CLASSES: dict[str, str] = {
     "rest": r"[^\n]*",           # the rest of the line
     "lazy": r"[^\n]*?",          # up to the right context, on one line
     "line": r"[^\n]*\S[^\n]*",   # a non-blank line
+    "empty": r"",                # nothing: the pattern is its literal (`has`)
 }
 """Token classes, most specific first: the only regex fragments that are not escaped literals."""
 
 MAPS = ("id", "strip", "lower", "upper", "squash", "int", "float")
 """Value maps applied to a matched text (after which the field's JSON type is compared)."""
 
-OPS = ("span", "all", "count", "split", "nsplit", "const")
+OPS = ("span", "all", "count", "split", "nsplit", "has", "const")
 SEPARATORS = r"\s*(?:,\s*(?:and|&)\s+|,|;|\band\b|&|\n)\s*"
 """What separates the items of a delimited list (`split`, `nsplit`)."""
 
@@ -81,7 +83,7 @@ class Region:
 
     @property
     def size(self) -> float:
-        return (0.5 if self.start else 0) + (0.5 if self.end else 0) + (0.3 if self.each else 0)
+        return (0.3 if self.start else 0) + (0.3 if self.end else 0) + (0.3 if self.each else 0)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Program:
     absent_null: bool = False    # no match (span) or no region (list, count) means null / [] / 0: the traces
                                  # showed that whenever it was absent
     empty_refuses: bool = False  # all/count: no match refuses (every trace had one, so none is a new format)
+    offset: int = 0              # count: added to the number of matches (a table's header row: -1)
+    negate: bool = False         # has: true when the literal is absent
     value: Any = None            # const
 
     def __post_init__(self) -> None:
@@ -105,7 +109,7 @@ class Program:
             raise ValueError(f"not a field program: op {self.op!r}, map {self.map!r}")
         if self.op in ("split", "nsplit") and not self.region.start:
             raise ValueError(f"a {self.op!r} program needs a region that starts at a literal")
-        if self.op in ("span", "all", "count") and (self.pattern is None or self.pattern.cls not in CLASSES
+        if self.op in ("span", "all", "count", "has") and (self.pattern is None or self.pattern.cls not in CLASSES
                                                     or self.pattern.pre not in ("", *CLASSES)):
             raise ValueError(f"a {self.op!r} program needs a pattern of a known token class")
 
@@ -115,6 +119,7 @@ class Program:
             return 1.0
         extra = (0.2 if self.map != "id" else 0) + (0.3 * abs(self.occurrence)) + 0.2 * (self.empty_null + self.absent_null)
         extra -= 0.05 * self.empty_refuses  # the safer of two equal programs
+        extra += 0.8 * abs(self.offset) + 0.2 * self.negate  # an offset is a guess about the layout
         pattern = self.pattern.size if self.pattern is not None else 1.5  # a split: its separators are a guess
         return 1 + pattern + self.region.size + extra
 
@@ -161,7 +166,10 @@ class Program:
                       f"{self.region.end or 'end'!r}").replace("  ", " ")
         mapped = f", {self.map}" if self.map != "id" else ""
         if self.op == "count":
-            return f"count of {what}{region}{where}" + (", 0 without it" if self.absent_null else "")
+            off = f" {self.offset:+d}" if self.offset else ""
+            return f"count of {what}{region}{where}{off}" + (", 0 without it" if self.absent_null else "")
+        if self.op == "has":
+            return f"{'no' if self.negate else 'has'} {p.left!r}{region}{where}"
         if self.op == "all":
             return f"every {what}{region}{where}{mapped}" + (", [] without it" if self.absent_null else "")
         nth = {0: "first", -1: "last"}.get(self.occurrence, f"match #{self.occurrence + 1}")

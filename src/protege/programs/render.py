@@ -89,9 +89,9 @@ def _split(text, map_name, empty_refuses, count):
     return len(items) if count else items
 
 
-def _count(text, regex, empty_refuses):
+def _count(text, regex, empty_refuses, offset):
     n = len(re.findall(regex, text))
-    return REFUSED if n == 0 and empty_refuses else n
+    return REFUSED if n == 0 and empty_refuses or n + offset < 0 else n + offset
 '''
 
 
@@ -140,7 +140,8 @@ def _program_lines(p: Program, anchors: list[str]) -> list[str]:
     call = {
         "span": f"_span(region, {regex!r}, {p.occurrence}, {p.map!r}, {p.empty_null}, {p.absent_null})",
         "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses})",
-        "count": f"_count(region, {regex!r}, {p.empty_refuses})",
+        "count": f"_count(region, {regex!r}, {p.empty_refuses}, {p.offset})",
+        "has": f"(re.search({regex!r}, region) is {'' if p.negate else 'not '}None)",
         "split": f"_split(region, {p.map!r}, {p.empty_refuses}, False)",
         "nsplit": f"_split(region, {p.map!r}, {p.empty_refuses}, True)",
     }[p.op]
