@@ -138,8 +138,12 @@ def _calls(app: Any, name: str, w: Workload) -> dict[str, Any]:
         served.append(res.tier)
         scores.append(float(spec.score(expected, res.output)))
         costs.append(res.cost_usd)
-    sample = w.heldout[:TEACHER_SAMPLE]  # what the same calls cost the teacher alone (its price per call)
-    per_teacher_call = fmean(app.run(name, row["input"], tier="teacher", escalate=False).cost_usd for row in sample)
+    # what the same calls cost the teacher alone: its calls here, or (when programs served them all) a sample
+    teacher_costs = [c for c, t in zip(costs, served) if t == "teacher"]
+    if len(teacher_costs) < TEACHER_SAMPLE:
+        teacher_costs += [app.run(name, row["input"], tier="teacher", escalate=False).cost_usd
+                          for row in w.heldout[:TEACHER_SAMPLE]]
+    per_teacher_call = fmean(teacher_costs)
     return {"calls": len(served), "program_share": served.count("program") / len(served), "quality": fmean(scores),
             "cost_per_1k_usd": fmean(costs) * 1000,
             "teacher_only_per_1k_usd": per_teacher_call * 1000 if per_teacher_call is not None else None}

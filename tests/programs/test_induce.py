@@ -165,3 +165,10 @@ def test_yes_no_field_and_a_count_off_by_a_header_row():
     header_aware = Program("count", ("body",), Pattern(left="| SKU", cls="rest", line=True), offset=0)
     assert run(header_aware, {"body": table}) == 2
     assert run(Program("count", ("body",), Pattern(left="|", cls="rest", line=True), offset=-1), {"body": table}) == 2
+
+
+def test_an_input_far_longer_than_any_trace_is_refused(changelog_set):
+    fp = changelog_set.served["changes"]
+    assert fp.max_chars >= 2000
+    huge = {"entry": {"text": "vim (1.0-1) unstable; urgency=low\n\n  * x\n\n -- A B  " + "é " * fp.max_chars}}
+    assert fp.apply(huge) is REFUSED

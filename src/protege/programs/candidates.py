@@ -110,6 +110,8 @@ def patterns_at(text: str, i: int, j: int) -> Iterator[Pattern]:
             for right in rights(text, j):
                 if cls == "lazy" and not right or cls == "rest" and right:
                     continue
+                if cls == "lazy" and not left and not line:
+                    continue  # unanchored lazy spans rescan each line from every position: slow on long lines
                 yield Pattern(left=left, cls=cls, right=right, line=line)
     piece = text[i:j]
     for m in range(1, min(len(piece), 12)):

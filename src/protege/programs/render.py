@@ -123,7 +123,7 @@ def _field_function(fp: FieldProgram) -> str:
         anchors = fp.anchors.get(program.source_path, [])
         if anchors:
             lines.append(f"    # applies only to texts containing {', '.join(map(repr, anchors))} (as every trace did)")
-        lines += ["    " + line for line in _program_lines(program, anchors)]
+        lines += ["    " + line for line in _program_lines(program, anchors, fp.max_chars)]
     lines.append("    return REFUSED")
     return "\n".join(lines) + "\n"
 
@@ -133,7 +133,7 @@ def _doc(fp: FieldProgram) -> str:
     return f"{fp.field}: held-out accuracy {acc} on {fp.right + fp.wrong} answered, {fp.refused} refused."
 
 
-def _program_lines(p: Program, anchors: list[str]) -> list[str]:
+def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
     if p.op == "const":
         return [f"return {p.value!r}"]
     regex = p.pattern.regex.pattern if p.pattern is not None else None
@@ -148,6 +148,7 @@ def _program_lines(p: Program, anchors: list[str]) -> list[str]:
     return [
         f"text = _source(data, {p.source!r})",
         f"text = text if text is not None and all(a in text for a in {anchors!r}) else None",
+        *([f"text = text if text is not None and len(text) <= {max_chars} else None"] if max_chars else []),
         f"region = _region(text, {p.region.start!r}, {p.region.end!r}, {p.region.each}) if text is not None else None",
         *([f"if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
           if p.absent_null and p.op != "span" else []),

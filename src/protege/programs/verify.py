@@ -19,6 +19,7 @@ from protege.programs.language import Program
 MIN_HELDOUT = 10
 HELDOUT_EVERY = 3
 MAX_ANCHORS = 4
+MIN_MAX_CHARS = 2000
 
 
 @dataclass
@@ -35,6 +36,7 @@ class FieldProgram:
     promoted: bool = False
     reason: str = ""
     anchors: dict[str, list[str]] = field(default_factory=dict)  # source path -> literals every training text had
+    max_chars: int = 0  # longest input text served: twice the longest training text (0: no limit)
 
     @property
     def accuracy(self) -> float | None:
@@ -49,7 +51,7 @@ class FieldProgram:
         """The first program's value that applies, else REFUSED. An input whose text lacks a literal every
         training text of that source had is not of the kind the program was verified on: refused."""
         for program in self.programs:
-            if not has_anchors(data, program.source, self.anchors.get(program.source_path, ())):
+            if not has_anchors(data, program.source, self.anchors.get(program.source_path, ()), self.max_chars):
                 continue
             value = run(program, data)
             if value is not REFUSED:
@@ -63,7 +65,7 @@ class FieldProgram:
         return {"field": self.field, "programs": [p.to_json() for p in self.programs],
                 "train_coverage": self.train_coverage, "heldout": self.heldout, "right": self.right,
                 "wrong": self.wrong, "refused": self.refused, "promoted": self.promoted, "reason": self.reason,
-                "anchors": self.anchors}
+                "anchors": self.anchors, "max_chars": self.max_chars}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FieldProgram:
@@ -139,7 +141,8 @@ def build(task: str, examples: list[tuple[dict[str, Any], dict[str, Any]]], fiel
         sources = {f.program.source for f in fits if f.program.op != "const"}
         fp = FieldProgram(name, [f.program for f in fits],
                           train_coverage=len(frozenset().union(*(f.covered for f in fits))) / len(train) if fits else 0.0,
-                          anchors={".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources})
+                          anchors={".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources},
+                          max_chars=_max_chars(train, sources))
         _score(fp, held, promote_at)
         out[name] = fp
     return ProgramSet(task, out, traces=len(train) + len(held), induce_s=seconds, train=len(train), heldout=len(held))
@@ -183,8 +186,18 @@ def common_literals(texts: list[str | None]) -> list[str]:
     return ranked[:MAX_ANCHORS]
 
 
-def has_anchors(data: dict[str, Any], source: tuple[str, ...], anchors: Any) -> bool:
-    if not anchors:
+def has_anchors(data: dict[str, Any], source: tuple[str, ...], anchors: Any, max_chars: int = 0) -> bool:
+    """Whether the input's text looks like the training texts: every anchor in it, and not far longer."""
+    if not anchors and not max_chars:
         return True
     text = source_text(data, source)
-    return text is not None and all(a in text for a in anchors)
+    if text is None or (max_chars and len(text) > max_chars):
+        return False
+    return all(a in text for a in anchors)
+
+
+def _max_chars(train: list[tuple[dict[str, Any], dict[str, Any]]], sources: set[tuple[str, ...]]) -> int:
+    """Twice the longest training text of the program's sources (at least MIN_MAX_CHARS): a far longer input is
+    not the kind the programs were verified on, and it bounds the work a pattern does on hostile input."""
+    lengths = [len(t) for i, _ in train for s in sources if (t := source_text(i, s)) is not None]
+    return max(MIN_MAX_CHARS, 2 * max(lengths)) if lengths else 0
