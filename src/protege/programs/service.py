@@ -29,6 +29,7 @@ RENDERED_FILE = "scripts/fields.py"
 REGROW = 1.5        # induce again when the teacher traces have grown by this factor
 MAX_TRACES = 2000   # newest teacher traces induction reads
 TTL_S = 2.0
+CHECK_EVERY = 10    # teacher successes between looks at whether an induction is due
 
 
 class ProgramService:
@@ -38,6 +39,7 @@ class ProgramService:
         self._busy: set[str] = set()
         self._last_n: dict[str, int] = {}  # teacher traces at each task's last induction in this process
         self.background = True  # induce after teacher successes when due (off: only `induce` calls do)
+        self._successes: dict[str, int] = {}  # teacher successes seen per task in this process
 
     # -- serving -----------------------------------------------------------------------------------------------
 
@@ -81,7 +83,11 @@ class ProgramService:
     async def maybe_induce(self, task: TaskRuntime) -> None:
         """Background induction when due; failures are logged, never raised into the app."""
         name = task.spec.name
-        if not self.background or name in self._busy:
+        if not self.background or not task.spec.policy.program or name in self._busy:
+            return
+        seen = self._successes.get(name, -1) + 1
+        self._successes[name] = seen
+        if seen and (seen + 1) % CHECK_EVERY:  # count the store's traces now and then, not on every success
             return
         self._busy.add(name)
         try:
