@@ -52,6 +52,9 @@ def rights(text: str, j: int) -> list[str]:
         m = re.match(r"[^\w\n]*\w*", text[j:j + MAX_CONTEXT])
         if m and len(m.group(0)) > 1:
             out.append(m.group(0))
+        token = re.match(r"[^\w\n]*\w+[^\w\n]", text[j:j + MAX_CONTEXT])  # `x ` of `3x Desk`, ` x ` of `3 x Desk`
+        if token and token.group(0) not in out:
+            out.append(token.group(0))
         punct = re.match(r"[^\w\n]+", text[j:j + MAX_CONTEXT])  # ` <` before an address, `) ` after a version
         if punct and len(punct.group(0)) > 1 and punct.group(0) not in out:
             out.append(punct.group(0))
@@ -159,8 +162,8 @@ def item_patterns(text: str, items: list[Any]) -> set[tuple[Pattern, str]]:
 
 
 def line_patterns(texts: list[str]) -> set[Pattern]:
-    """Patterns for counting: each line's leading shape (bullet, number, `Key:`), non-blank lines, and tokens
-    after the punctuation that precedes numbers (`#123`)."""
+    """Patterns for counting: each line's leading shape (bullet, number, `Key:`), non-blank lines, numbers after
+    punctuation (`#123`) or before a multiplier or punctuation (`2 x`, `3)`), and coded tokens (`SKU1234`)."""
     out: set[Pattern] = {Pattern(cls="line", line=True)}
     for text in texts:
         for m in _LEAD.finditer(text):
@@ -176,6 +179,10 @@ def line_patterns(texts: list[str]) -> set[Pattern]:
                 out.add(Pattern(left=indent + lead.strip(), cls="rest", line=True, strict=True))
         for m in re.finditer(r"([^\w\s]{1,2})(\d+)", text):
             out.add(Pattern(left=m.group(1), cls="int"))
+        for m in re.finditer(r"(?<![\w.,])\d+( ?[^\w\s]| ?x\b| ?[*×])", text):  # `2 x Lamp`, `3x`, `4)`
+            out.add(Pattern(cls="int", right=m.group(1)))
+        for m in re.finditer(r"\b([A-Za-z]{2,5}[-#]?)\d+\b", text):  # codes: SKU1234, ORD-5
+            out.add(Pattern(left=m.group(1), cls="int", keep=True))
     return out
 
 

@@ -50,9 +50,29 @@ class Corpus:
         self.inputs, self.outputs, self.n = inputs, outputs, len(inputs)
         self.sources = sorted({p for data in inputs[:PROBE_TEXTS] for p in string_leaves(data)})
         self.texts = {p: [source_text(data, p) for data in inputs] for p in self.sources}
+        self._lacks: dict[tuple[tuple[str, ...], str], frozenset[int]] = {}
 
     def values(self, name: str) -> list[Any]:
         return [out.get(name) for out in self.outputs]
+
+    def lacking(self, program: Program) -> frozenset[int]:
+        """Examples a span program certainly finds nothing in: their text lacks one of its literals."""
+        if program.op != "span" or program.pattern is None or program.region.start or program.region.end:
+            return frozenset()  # (a missing region refuses even where a missing match would mean null)
+        p = program.pattern
+        out: frozenset[int] = frozenset()
+        for literal in (p.left, p.right, p.lead):
+            if literal:
+                out = out | self._lacking(program.source, literal)
+        return out
+
+    def _lacking(self, source: tuple[str, ...], literal: str) -> frozenset[int]:
+        key = (source, literal)
+        hit = self._lacks.get(key)
+        if hit is None:
+            texts = self.texts[source]
+            hit = self._lacks[key] = frozenset(k for k, t in enumerate(texts) if t is None or literal not in t)
+        return hit
 
 
 def string_leaves(data: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
@@ -76,25 +96,37 @@ def same(value: Any, expected: Any) -> bool:
     return type(value) is type(expected) and value == expected
 
 
-def evaluate(program: Program, corpus: Corpus, name: str) -> Fit | None:
-    """Run on every training example; None at the first wrong value."""
-    texts = corpus.texts.get(program.source) if program.op != "const" else None
-    right, refused, covered = 0, 0, []
+def evaluate(program: Program, corpus: Corpus, name: str, *, first: int | None = None, need: float = 0
+             ) -> Fit | None:
+    """Run on every training example; None at the first wrong value, or once it can no longer answer `need`
+    examples (counting refusals where the trace said none: a null / [] / 0 variant may still get those).
+    `first`: the example the program was read off, tried before the rest (most candidates fail there)."""
+    if first is not None and _value(program, corpus, name, first) is REFUSED:
+        return None
+    right, refused, hopeful, covered = 0, 0, 0, []
+    lacking = corpus.lacking(program)
+    nothing = None if program.absent_null else REFUSED  # what the span gives where its literal is missing
     for k, out in enumerate(corpus.outputs):
         expected = out.get(name)
-        if program.op == "const":
-            value = program.value
-        else:
-            text = texts[k] if texts is not None else None
-            value = REFUSED if text is None else run_on_text(program, text)
+        value = nothing if k in lacking else _value(program, corpus, name, k)
         if value is REFUSED:
             refused += 1
+            hopeful += expected in (None, [], 0)
+            if right + hopeful + (corpus.n - k - 1) < need:
+                return None
         elif same(value, expected):
             right += 1
             covered.append(k)
         else:
             return None
     return Fit(program, right, refused, corpus.n, frozenset(covered))
+
+
+def _value(program: Program, corpus: Corpus, name: str, k: int) -> Any:
+    if program.op == "const":
+        return program.value
+    text = corpus.texts[program.source][k] if program.source in corpus.texts else None
+    return REFUSED if text is None else run_on_text(program, text)
 
 
 def field_kind(values: list[Any]) -> str | None:
@@ -131,7 +163,7 @@ def induce_field(corpus: Corpus, name: str) -> list[Fit]:
         fits += _list_search(corpus, name, values)
     if kind == "bool":
         fits += _has_search(corpus, name, values)
-    need = max(MIN_RIGHT, MIN_COVERAGE * corpus.n)
+    need = _need(corpus)
     return _cover([f for f in fits if f.right >= need], need)
 
 
@@ -170,7 +202,7 @@ def _span_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
                     if variant in seen:
                         continue
                     seen.add(variant)
-                    fit = evaluate(variant, corpus, name)
+                    fit = evaluate(variant, corpus, name, first=k, need=_need(corpus))
                     if fit is not None and fit.right:
                         fits.append(fit)
                         covered |= fit.covered
@@ -199,14 +231,15 @@ def _count_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
         for region in cand.regions(probes):
             for pattern in cand.line_patterns(probes[:8]):
                 program = Program("count", source, pattern, region=region, empty_refuses=never_zero)
-                fit = evaluate(program, corpus, name)
+                fit = evaluate(program, corpus, name, need=_need(corpus))
                 if fit is None:
                     fit = _offset(program, corpus, name, values)
                 if fit is not None and fit.right:
                     fits.append(fit)
                     fits += _absent_null(fit, corpus, name, region.start != "" and not never_zero)
         for region in cand.key_regions(probes[:8]):
-            fit = evaluate(Program("nsplit", source, region=region, empty_refuses=never_zero), corpus, name)
+            fit = evaluate(Program("nsplit", source, region=region, empty_refuses=never_zero), corpus, name,
+                           need=_need(corpus))
             if fit is not None and fit.right:
                 fits.append(fit)
                 fits += _absent_null(fit, corpus, name, not never_zero)
@@ -222,7 +255,7 @@ def _offset(program: Program, corpus: Corpus, name: str, values: list[Any]) -> F
     n = run_on_text(program, texts[k])
     if n is REFUSED or not isinstance(n, int) or not 0 < abs(values[k] - n) <= MAX_OFFSET:
         return None
-    return evaluate(replace(program, offset=values[k] - n), corpus, name)
+    return evaluate(replace(program, offset=values[k] - n), corpus, name, first=k, need=_need(corpus))
 
 
 def _has_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
@@ -239,43 +272,57 @@ def _has_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
             literals = {t for t in text.split() if len(t) >= 3} | {ln.strip() for ln in text.splitlines()
                                                                      if 3 <= len(ln.strip()) <= 40}
             for literal in sorted(literals)[:MAX_LITERALS]:
-                fit = evaluate(Program("has", source, Pattern(left=literal, cls="empty"), negate=negate), corpus, name)
+                fit = evaluate(Program("has", source, Pattern(left=literal, cls="empty"), negate=negate), corpus, name,
+                               first=k, need=_need(corpus))
                 if fit is not None and fit.right:
                     fits.append(fit)
     return fits
 
 
 def _list_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
+    """Lists: a delimited list in a region (`split`), or every match of an item pattern in a region (`all`); in
+    rounds, like spans, so each format of a mixed workload gets its generator example."""
     never_empty = all(v for v in values if v is not None)
+    need = _need(corpus)
     seen: set[Program] = set()
-    fits = []
-    for k in [i for i, v in enumerate(values) if v][:2]:
-        for source in corpus.sources:
-            text = corpus.texts[source][k]
-            if text is None:
+    fits: list[Fit] = []
+    covered: set[int] = set()
+    for _ in range(ROUNDS):
+        k = next((i for i, v in enumerate(values) if v and i not in covered), None)
+        if k is None:
+            break
+        covered.add(k)
+        for program in _list_candidates(corpus, k, values[k], never_empty):
+            if program in seen:
                 continue
-            probes = [t for t in corpus.texts[source][:PROBE_TEXTS] if t is not None]
-            item_map = next((m for _, _, m in cand.occurrences(text, values[k][0])), "id")
-            for region in cand.list_regions(text, values[k]):
-                for map_name in {item_map, "strip"} if item_map == "id" else {item_map}:
-                    program = Program("split", source, region=region, map=map_name, empty_refuses=never_empty)
-                    if program not in seen:
-                        seen.add(program)
-                        fit = evaluate(program, corpus, name)
-                        if fit is not None and fit.right:
-                            fits.append(fit)
-                            fits += _absent_null(fit, corpus, name, not never_empty)
-            for pattern, map_name in cand.item_patterns(text, values[k]):
-                for region in [*cand.regions(probes), *cand.list_regions(text, values[k])]:
-                    program = Program("all", source, pattern, region=region, map=map_name, empty_refuses=never_empty)
-                    if program in seen:
-                        continue
-                    seen.add(program)
-                    fit = evaluate(program, corpus, name)
-                    if fit is not None and fit.right:
-                        fits.append(fit)
-                        fits += _absent_null(fit, corpus, name, region.start != "" and not never_empty)
+            seen.add(program)
+            fit = evaluate(program, corpus, name, first=k, need=need)
+            if fit is not None and fit.right:
+                fits.append(fit)
+                covered |= fit.covered
+                fits += _absent_null(fit, corpus, name, program.region.start != "" and not never_empty)
     return fits
+
+
+def _list_candidates(corpus: Corpus, k: int, items: list[Any], never_empty: bool) -> Iterable[Program]:
+    for source in corpus.sources:
+        text = corpus.texts[source][k]
+        if text is None:
+            continue
+        probes = [t for t in corpus.texts[source][:PROBE_TEXTS] if t is not None]
+        item_map = next((m for _, _, m in cand.occurrences(text, items[0])), "id")
+        near = cand.list_regions(text, items)
+        for region in near:
+            for map_name in {item_map, "strip"} if item_map == "id" else {item_map}:
+                yield Program("split", source, region=region, map=map_name, empty_refuses=never_empty)
+        for pattern, map_name in cand.item_patterns(text, items):
+            for region in [*cand.regions(probes), *near]:
+                yield Program("all", source, pattern, region=region, map=map_name, empty_refuses=never_empty)
+
+
+def _need(corpus: Corpus) -> float:
+    """Training examples a program must answer right to be kept."""
+    return max(MIN_RIGHT, MIN_COVERAGE * corpus.n)
 
 
 def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: list[str]) -> tuple[dict[str, list[Fit]], float]:
@@ -289,8 +336,7 @@ def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: 
             more = [evaluate(replace(p, op="count" if p.op == "all" else "nsplit", map="id"), corpus, name)
                     for p in lists]
             pool = [f for f in [*found[name], *more] if f is not None]
-            found[name] = _cover([f for f in pool if f.right >= max(MIN_RIGHT, MIN_COVERAGE * corpus.n)],
-                                 max(MIN_RIGHT, MIN_COVERAGE * corpus.n))
+            found[name] = _cover([f for f in pool if f.right >= _need(corpus)], _need(corpus))
     return found, time.perf_counter() - started
 
 

@@ -64,6 +64,8 @@ class Pattern:
         if self.pre:
             head += re.escape(self.lead) + r"(?<![\w.,])(?:" + CLASSES[self.pre] + ")"
         left, cls, right = re.escape(self.left), CLASSES[self.cls], re.escape(self.right)
+        if self.cls in ("int", "number") and not (self.left and self.left[-1].isalnum()):
+            cls = r"(?<![\w.,])" + cls  # a whole number: not the tail of 90x60's 60, 12.50's 50 or a code's digits
         return re.compile(head + ("(" + left + cls + ")" if self.keep else left + "(" + cls + ")") + right)
 
     @property
