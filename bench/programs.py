@@ -1,9 +1,9 @@
 """Field programs induced from traces (issue 22): per field, whether a program was found, its held-out accuracy and
 refusal rate, induction time, and what programs change end to end on unseen calls.
 
-Per workload (the bundled orders, debian-sections, three generated count-heavy workloads — invoices with line
-items, meeting invites with attendees and agenda items, Debian changelog entries with nested items and bug lists —
-and any --data file):
+Per workload (the bundled orders, debian-sections, four generated count-heavy workloads — invoices with line
+items, meeting invites with attendees and agenda items, Debian changelog entries with nested items and bug lists,
+order emails that list several items in prose (the hard case) — and any --data file):
 300 pool examples become valid teacher traces of a teacher that only answers (a ReferenceModel priced as
 claude-opus-4-5) in a fresh SQLite store; `app.programs.induce` induces and verifies the programs (a third of the
 traces held out by input hash); then every unseen held-out example is called through the app's cascade. No
@@ -26,7 +26,8 @@ TRACES = 300
 TEACHER_PRICE = "anthropic:claude-opus-4-5"
 INDUCE_TARGET_S = 10.0
 TEACHER_SAMPLE = 20
-GENERATED = (("make_invoices", "invoices"), ("make_invites", "invites"), ("make_changelogs", "changelogs"))
+GENERATED = (("make_invoices", "invoices"), ("make_invites", "invites"), ("make_changelogs", "changelogs"),
+             ("make_prose_orders", "prose-orders"))
 
 
 def run(ctx: Context) -> Result:

@@ -172,3 +172,23 @@ def test_an_input_far_longer_than_any_trace_is_refused(changelog_set):
     assert fp.max_chars >= 2000
     huge = {"entry": {"text": "vim (1.0-1) unstable; urgency=low\n\n  * x\n\n -- A B  " + "é " * fp.max_chars}}
     assert fp.apply(huge) is REFUSED
+
+
+def test_number_words_and_a_count_of_the_list_another_field_is_in():
+    import make_prose_orders
+
+    rows = make_prose_orders.generate(300, seed=2)
+    programs = build("prose", [(r["input"], r["output"]) for r in rows], ["quantities", "item_count", "po_number"],
+                     promote_at=0.95)
+    count = programs.served["item_count"]
+    assert count.programs[0].op == "nsplit" and count.accuracy == 1.0
+    with_po = next(r for r in rows if r["output"]["po_number"])
+    body = with_po["input"]["email"]["body"]
+    no_po = body.replace(f" Please reference PO {with_po['output']['po_number']} on the invoice.", "")
+    po = programs.served["po_number"]
+    assert po.apply(with_po["input"]) == with_po["output"]["po_number"]
+    assert po.apply({"email": {"subject": "Order", "body": no_po}}) is None  # the traces say null without one
+    from protege.programs import Pattern, Program, run
+
+    seven = Program("span", ("t",), Pattern(left="order ", cls="word"), map="int")
+    assert run(seven, {"t": "please order Seven lamps"}) == 7 and run(seven, {"t": "please order lamps"}) is REFUSED

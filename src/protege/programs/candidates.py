@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from protege.programs.interpret import NUMBER_WORDS
 from protege.programs.language import CLASSES, Pattern, Program, Region
 
 MAX_CONTEXT = 32          # characters of left context at most
@@ -86,7 +87,10 @@ def occurrences(text: str, value: Any) -> list[tuple[int, int, str]]:
     if isinstance(value, (int, float)):
         found = [(m.start(), m.end(), "int" if isinstance(value, int) else "float")
                  for m in _NUMBERISH.finditer(text) if _same_number(m.group(0), value)]
-        return found[:MAX_OCCURRENCES]
+        if isinstance(value, int) and 0 <= value < len(NUMBER_WORDS):  # `seven Meeting Tables`
+            word = re.compile(r"\b" + NUMBER_WORDS[value] + r"\b", re.I)
+            found += [(m.start(), m.end(), "int") for m in word.finditer(text)]
+        return sorted(found)[:MAX_OCCURRENCES]
     if not isinstance(value, str) or not value.strip():
         return []
     found = [(m.start(), m.end(), "id") for m in re.finditer(re.escape(value), text)]
@@ -219,6 +223,7 @@ def list_regions(text: str, items: list[Any]) -> set[Region]:
     if j is None:
         return set()
     ends = {"\n", ""} | ({text[j]} if j < len(text) and text[j] in ".;)!?" else set())
+    ends |= {r for r in rights(text, j) if r.strip() and len(r) <= 6}  # ` to our office`, ` - can you`
     starts = [left for left, line in lefts(text, i) if left.strip() and not line]
     return ({Region(start=left, end=end) for left in starts for end in ends}
             | {Region(start=left, end=end, each=True) for left in starts for end in ends if end})

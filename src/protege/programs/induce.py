@@ -21,7 +21,7 @@ from protege.programs.language import Pattern, Program
 
 MIN_COVERAGE = 0.1   # share of training examples a program must answer (right) to be kept
 MIN_RIGHT = 5
-MAX_ALTERNATIVES = 3  # partial programs tried in order, for workloads that mix formats
+MAX_ALTERNATIVES = 4  # partial programs tried in order, for workloads that mix formats
 ROUNDS = 6
 PROBE_TEXTS = 20  # texts that line shapes and section headers are read from
 MAX_OFFSET = 2     # a count may be off its matches by this much (header rows)
@@ -279,6 +279,27 @@ def _has_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
     return fits
 
 
+def _counts_of_lists(corpus: Corpus, name: str, list_fields: list[str]) -> list[Fit]:
+    """Counts of the delimited list another list field's items are written in (`order for 6 x A, seven B and C`:
+    the quantities' list is the items' list), read off a few examples of each list field."""
+    values = corpus.values(name)
+    never_zero = all(v != 0 for v in values if v is not None)
+    seen: set[Program] = set()
+    fits = []
+    for other in list_fields:
+        items = corpus.values(other)
+        for k in [i for i, v in enumerate(items) if v and values[i]][:3]:
+            for source in corpus.sources:
+                text = corpus.texts[source][k]
+                for region in cand.list_regions(text, items[k]) if text is not None else ():
+                    program = Program("nsplit", source, region=region, empty_refuses=never_zero)
+                    if program not in seen:
+                        seen.add(program)
+                        fit = evaluate(program, corpus, name, first=k, need=_need(corpus))
+                        fits += [fit] if fit is not None and fit.right else []
+    return fits
+
+
 def _list_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
     """Lists: a delimited list in a region (`split`), or every match of an item pattern in a region (`all`); in
     rounds, like spans, so each format of a mixed workload gets its generator example."""
@@ -331,10 +352,12 @@ def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: 
     corpus = Corpus(inputs, outputs)
     found = {name: induce_field(corpus, name) for name in fields}
     lists = [f.program for fits in found.values() for f in fits if f.program.op in ("all", "split")]
-    for name in fields:  # a count is often the length of a list another field extracts
-        if lists and field_kind(corpus.values(name)) == "int":
+    list_fields = [n for n in fields if field_kind(corpus.values(n)) == "list"]
+    for name in fields:  # a count is often the length of a list another field extracts, or of the list it is in
+        if (lists or list_fields) and field_kind(corpus.values(name)) == "int":
             more = [evaluate(replace(p, op="count" if p.op == "all" else "nsplit", map="id"), corpus, name)
                     for p in lists]
+            more += _counts_of_lists(corpus, name, list_fields)
             pool = [f for f in [*found[name], *more] if f is not None]
             found[name] = _cover([f for f in pool if f.right >= _need(corpus)], _need(corpus))
     return found, time.perf_counter() - started

@@ -25,6 +25,9 @@ class _Refused:
 
 REFUSED: Any = _Refused()
 _INT = re.compile(r"-?\d+")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+"""English number words the `int` map reads (`seven Meeting Tables`)."""
 _FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
 _SPACES = re.compile(r"\s+")
 _SEPARATORS = re.compile(SEPARATORS)
@@ -79,7 +82,9 @@ def apply_map(name: str, text: str) -> Any:
         return _SPACES.sub(" ", text).strip()
     t = text.strip()
     if name == "int":
-        return int(t) if _INT.fullmatch(t) else REFUSED
+        if _INT.fullmatch(t):
+            return int(t)
+        return NUMBER_WORDS.index(t.lower()) if t.lower() in NUMBER_WORDS else REFUSED
     if name == "float":
         return float(t.replace(",", ".")) if _FLOAT.fullmatch(t) else REFUSED
     raise ValueError(f"unknown map {name!r}")

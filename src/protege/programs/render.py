@@ -8,12 +8,14 @@ through its own interpreter — but a test checks that the two agree on every tr
 from __future__ import annotations
 
 from protege.programs.interpret import EMPTY as _EMPTY
+from protege.programs.interpret import NUMBER_WORDS
 from protege.programs.language import SEPARATORS, Program
 from protege.programs.verify import FieldProgram, ProgramSet
 
 HELPERS = '''import re
 
 SEPARATORS = SEPARATORS_REGEX  # what separates the items of a delimited list
+NUMBER_WORDS = NUMBER_WORDS_TUPLE  # the int map reads these too
 
 class REFUSED:
     """A marker no field value can be: the program does not apply to this input."""
@@ -60,7 +62,9 @@ def _map(name, text):
     if name == "squash":
         return re.sub(r"\\s+", " ", text).strip()
     if name == "int":
-        return int(t) if re.fullmatch(r"-?\\d+", t) else REFUSED
+        if re.fullmatch(r"-?\\d+", t):
+            return int(t)
+        return NUMBER_WORDS.index(t.lower()) if t.lower() in NUMBER_WORDS else REFUSED
     return float(t.replace(",", ".")) if re.fullmatch(r"-?\\d+(?:[.,]\\d+)?", t) else REFUSED
 
 
@@ -113,7 +117,8 @@ def render(programs: ProgramSet) -> str:
     for name in served:
         solve += [f"    value = field_{name}(data)", "    if value is not REFUSED:", f"        out[{name!r}] = value"]
     solve.append("    return out")
-    return "\n".join(head) + HELPERS.replace("SEPARATORS_REGEX", repr(SEPARATORS)) + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
+    helpers = HELPERS.replace("SEPARATORS_REGEX", repr(SEPARATORS)).replace("NUMBER_WORDS_TUPLE", repr(NUMBER_WORDS))
+    return "\n".join(head) + helpers + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
 
 
 def _field_function(fp: FieldProgram) -> str:
