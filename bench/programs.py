@@ -74,15 +74,15 @@ def generated(module: str, name: str) -> Workload:
     """A generated count-heavy workload (bench/workloads/<module>.py, its default seed): 600 pool, 300 held out."""
     import importlib
 
-    from bench.data import task_from_example
+    from bench.data import nullable_fields, task_from_example
 
     sys.path.insert(0, str(WORKLOADS_DIR))
     try:
         rows = importlib.import_module(module).generate(900)
     finally:
         sys.path.remove(str(WORKLOADS_DIR))
-    return Workload(f"{name} (generated)", task_from_example(rows[0], name=name), rows[:600], rows[600:],
-                    f"bench/workloads/{module}.py")
+    task = task_from_example(rows[0], name=name.replace("-", "_"), nullable=nullable_fields(rows))
+    return Workload(f"{name} (generated)", task, rows[:600], rows[600:], f"bench/workloads/{module}.py")
 
 
 def measure(ctx: Context, w: Workload) -> dict[str, Any]:
@@ -133,9 +133,17 @@ def _fields(programs: Any, w: Workload) -> dict[str, Any]:
 def _calls(app: Any, name: str, w: Workload) -> dict[str, Any]:
     spec = app.handle(name).spec
     served, scores, costs = [], [], []
+    from protege.errors import ProtegeError
+
     for row in w.heldout:
-        res = app.run(name, row["input"])
         expected = spec.output_model.model_validate(output_of(row))
+        try:
+            res = app.run(name, row["input"])
+        except ProtegeError as exc:  # a call every tier failed counts as wrong, at what it cost
+            served.append("failed")
+            scores.append(0.0)
+            costs.append(sum(a.cost_usd for a in getattr(exc, "attempts", None) or []))
+            continue
         served.append(res.tier)
         scores.append(float(spec.score(expected, res.output)))
         costs.append(res.cost_usd)
@@ -146,6 +154,7 @@ def _calls(app: Any, name: str, w: Workload) -> dict[str, Any]:
                           for row in w.heldout[:TEACHER_SAMPLE]]
     per_teacher_call = fmean(teacher_costs)
     return {"calls": len(served), "program_share": served.count("program") / len(served), "quality": fmean(scores),
+            "failed": served.count("failed"),
             "cost_per_1k_usd": fmean(costs) * 1000,
             "teacher_only_per_1k_usd": per_teacher_call * 1000 if per_teacher_call is not None else None}
 

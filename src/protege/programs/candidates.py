@@ -215,13 +215,23 @@ def regions(texts: list[str]) -> list[Region]:
 def list_regions(text: str, items: list[Any]) -> set[Region]:
     """Regions that could hold a delimited list of `items`: from a left context of the first item to the end of
     its line, the punctuation after the last item, or the end of the text."""
+    bounds = list_bounds(text, items)
+    return regions_around(text, *bounds) if bounds else set()
+
+
+def list_bounds(text: str, items: list[Any]) -> tuple[int, int] | None:
+    """Where a list's items are written: from its first item's start to its last item's end."""
     first, last = occurrences(text, items[0]), occurrences(text, items[-1])
     if not first or not last:
-        return set()
+        return None
     i = first[0][0]
     j = next((e for s, e, _ in last if s >= i), None)
-    if j is None:
-        return set()
+    return (i, j) if j is not None else None
+
+
+def regions_around(text: str, i: int, j: int) -> set[Region]:
+    """Regions that hold text[i:j]: a left context of i to the end of its line, the punctuation or words after j,
+    or the end of the text; the first such piece, and every one."""
     ends = {"\n", ""} | ({text[j]} if j < len(text) and text[j] in ".;)!?" else set())
     ends |= {r for r in rights(text, j) if r.strip() and len(r) <= 6}  # ` to our office`, ` - can you`
     starts = [left for left, line in lefts(text, i) if left.strip() and not line]

@@ -286,17 +286,29 @@ def _counts_of_lists(corpus: Corpus, name: str, list_fields: list[str]) -> list[
     never_zero = all(v != 0 for v in values if v is not None)
     seen: set[Program] = set()
     fits = []
-    for other in list_fields:
-        items = corpus.values(other)
-        for k in [i for i, v in enumerate(items) if v and values[i]][:3]:
-            for source in corpus.sources:
-                text = corpus.texts[source][k]
-                for region in cand.list_regions(text, items[k]) if text is not None else ():
+    lists = [corpus.values(other) for other in list_fields]
+    covered: set[int] = set()
+    rounds = 0
+    for k in [i for i, v in enumerate(values) if v and any(items[i] for items in lists)]:
+        if k in covered:
+            continue
+        rounds += 1
+        if rounds > ROUNDS:
+            break
+        for source in corpus.sources:
+            text = corpus.texts[source][k]
+            bounds = [b for items in lists if items[k] and text is not None
+                      and (b := cand.list_bounds(text, items[k])) is not None]
+            if bounds:  # the span every list field's items cover: `6 x A, seven B` holds quantities and products
+                around = cand.regions_around(text, min(b[0] for b in bounds), max(b[1] for b in bounds))
+                for region in around:
                     program = Program("nsplit", source, region=region, empty_refuses=never_zero)
                     if program not in seen:
                         seen.add(program)
                         fit = evaluate(program, corpus, name, first=k, need=_need(corpus))
-                        fits += [fit] if fit is not None and fit.right else []
+                        if fit is not None and fit.right:
+                            fits.append(fit)
+                            covered |= fit.covered
     return fits
 
 
