@@ -150,6 +150,9 @@ class Lifecycle:
     # -- shadows -----------------------------------------------------------------------------------------------
 
     async def on_shadow(self, task: TaskRuntime, tier: str, agreement: float) -> None:
+        if tier == "program":  # field programs keep their own record (protege.programs.service)
+            await asyncio.to_thread(self.app.programs.check_shadows, task)
+            return
         try:
             await asyncio.to_thread(self._check_agreement, task, tier)
         except Exception:

@@ -121,3 +121,37 @@ def test_programs_off_by_policy(tmp_path):
     assert app.programs.current("counted") is None
     assert app.run("counted", examples[70][0]).tier == "teacher"
     app.close()
+
+
+def test_programs_the_teacher_disagrees_with_in_shadow_are_demoted(tmp_path):
+    from protege.tasks import input_hash
+
+    examples = _data(140, seed=12)
+    answers = {input_hash(i): {"package": o["package"], "changes": o["changes"]} for i, o in examples}
+    drift = {"on": False}
+
+    def teacher(req) -> ModelResponse:
+        out = dict(answers[input_hash(req.task_input)])
+        out["changes"] += 1 if drift["on"] else 0  # the workload's meaning moved: the programs are now wrong
+        return ModelResponse(text=json.dumps(out), usage=Usage(input_tokens=900, output_tokens=40))
+
+    app = Protege(db=f"sqlite:///{tmp_path}/d.db", seed=3,
+                  teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5"),
+                  replay=FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"))
+
+    @app.task(policy=Policy(program_min_traces=60, shadow_rate=1.0, shadow_window=10))
+    def counted(entry: Entry) -> Counted:
+        """Name the package and count its change items."""
+
+    _warm(app, "counted", examples[:61])
+    assert app.run("counted", examples[61][0]).tier == "program"
+    app.wait()
+    drift["on"] = True
+    tiers = []
+    for inp, _ in examples[62:80]:
+        tiers.append(app.run("counted", inp).tier)
+        app.wait()
+    assert tiers[0] == "program" and tiers[-1] == "teacher"
+    newest = app.programs.current("counted")
+    assert not newest.served and all("demoted: shadow agreement" in f.reason for f in newest.fields.values())
+    app.close()

@@ -342,7 +342,7 @@ class Cascade:
         row = ShadowRow(task_name=spec.name, run_id=out["run_id"], tier=served.tier, trace_id=served.trace_id,
                         teacher_trace_id=teacher.trace_id, agreement=agreement)
         await asyncio.to_thread(self.store.add_shadow, row)
-        if self.hooks.on_shadow and served.tier != "program":  # recorded; program demotion is not built yet
+        if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
 
 

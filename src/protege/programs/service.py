@@ -80,6 +80,15 @@ class ProgramService:
             last = stored.traces if stored is not None else 0
         return n >= policy.program_min_traces and (last == 0 or n >= last * REGROW)
 
+    def check_shadows(self, task: TaskRuntime) -> None:
+        """After a shadow of a program-served call: demote the programs if the teacher disagrees too often."""
+        try:
+            current = self.current(task.spec.name)
+            if current is not None and current.served and demote_if_disagreeing(self.app.store, task, current):
+                self.app.tiers.invalidate(task.spec.name)
+        except Exception:
+            log.exception("shadow check of the field programs of task %r failed", task.spec.name)
+
     async def maybe_induce(self, task: TaskRuntime) -> None:
         """Background induction when due; failures are logged, never raised into the app."""
         name = task.spec.name
@@ -107,6 +116,30 @@ def stored_programs(store: Any, task: str) -> ProgramSet | None:
         if text:
             return ProgramSet.from_json(json.loads(text))
     return None
+
+
+MIN_SHADOWS = 10
+
+
+def demote_if_disagreeing(store: Any, task: Any, programs: ProgramSet) -> ProgramSet | None:
+    """Take a task's programs out of service (a new skill version with no field served) when the teacher's
+    shadow answers on program-served calls agree less than `Policy.demote_below`; None when they hold."""
+    from datetime import datetime, timezone
+
+    policy = task.spec.policy
+    since = datetime.fromisoformat(programs.created_at) if programs.created_at else None
+    mean, n = store.shadow_agreement(task.spec.name, "program", window=policy.shadow_window, since=since)
+    if mean is None or n < min(policy.shadow_window, MIN_SHADOWS) or mean >= policy.demote_below:
+        return None
+    why = f"demoted: shadow agreement {mean:.3f} over {n} calls < Policy.demote_below {policy.demote_below:.3f}"
+    log.warning("task %r: field programs %s", task.spec.name, why)
+    demoted = ProgramSet.from_json(programs.to_json())
+    demoted.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for fp in demoted.fields.values():
+        if fp.promoted:
+            fp.promoted, fp.reason = False, why
+    save_programs(store, task.spec.name, demoted, instructions=task.spec.instructions, source_trace_ids=[])
+    return demoted
 
 
 def induce_stored(store: Any, task: str, fields: list[str], *, promote_at: float, instructions: str) -> ProgramSet:
