@@ -148,9 +148,16 @@ def induce_stored(store: Any, task: str, fields: list[str], *, promote_at: float
     rows = store.traces(task, tier="teacher", valid=True, limit=MAX_TRACES)
     examples = [(r.input, r.output) for r in rows if isinstance(r.input, dict) and isinstance(r.output, dict)]
     programs = build(task, examples, fields, promote_at=promote_at)
-    if programs.served:
+    if programs.served and _served_programs(programs) != _served_programs(stored_programs(store, task)):
         save_programs(store, task, programs, instructions=instructions, source_trace_ids=[r.id for r in rows[:50]])
     return programs
+
+
+def _served_programs(programs: ProgramSet | None) -> dict[str, list[Any]]:
+    """What a set serves: a new version is stored only when this changes (not for new held-out counts alone)."""
+    if programs is None:
+        return {}
+    return {name: [p.to_json() for p in fp.programs] for name, fp in programs.served.items()}
 
 
 def save_programs(store: Any, task: str, programs: ProgramSet, *, instructions: str,
