@@ -45,6 +45,13 @@ def run(ctx: Context) -> Result:
             metric=f"unseen calls served by programs alone, {w.name}", value=m["program_share"], unit="share",
             baseline=m["quality"], baseline_label="end-to-end exact (programs + teacher fallback)"))
     result.tables.insert(0, _summary_table(result.data["workloads"]))
+    counts = [f"{w}: {name} {_pct(f['unseen_right'] / (f['unseen_right'] + f['unseen_wrong']))} right on the "
+              f"{f['unseen_right'] + f['unseen_wrong']} unseen calls it answered, {f['unseen_refused']} refused"
+              for w, m in result.data["workloads"].items() for name, f in m["fields"].items()
+              if f["promoted"] and f["program"] and f["program"].startswith(("count", "number of items"))
+              and f["unseen_right"] + f["unseen_wrong"]]
+    if counts:
+        result.notes.append("Count fields (what a small student gets wrong): " + "; ".join(counts) + ".")
     result.notes.append(
         f"Traces: the first {TRACES} pool examples of each workload as valid teacher traces; unseen calls: its "
         "held-out examples, called through the cascade with no student and no approved skill, so a call that "
