@@ -192,3 +192,13 @@ def test_number_words_and_a_count_of_the_list_another_field_is_in():
 
     seven = Program("span", ("t",), Pattern(left="order ", cls="word"), map="int")
     assert run(seven, {"t": "please order Seven lamps"}) == 7 and run(seven, {"t": "please order lamps"}) is REFUSED
+
+
+def test_a_few_teacher_slips_do_not_hide_the_right_program():
+    rows = make_invoices.generate(300, seed=9)
+    examples = [(r["input"], dict(r["output"])) for r in rows]
+    for _, out in examples[:300:60]:  # 5 of 300 traces (under 2%) miscount, as a real teacher sometimes does
+        out["item_count"] += 1
+    programs = build("invoices", examples, ["item_count"], promote_at=0.95)
+    fp = programs.served["item_count"]
+    assert fp.programs[0].op == "count" and fp.accuracy >= 0.95

@@ -1,8 +1,8 @@
 """Induction: for each output field, the simplest program consistent with every training trace.
 
 Candidates are read off examples (candidates.py), in rounds: the first example with a value gives candidates,
-each is run on every training example and dropped at its first wrong answer (a refusal is allowed, a wrong value
-never), then the first example no surviving candidate explains gives the next round's candidates — so a workload
+each is run on every training example and dropped once it disagrees with more than `NOISE` of them (a refusal is
+allowed; a few disagreements are the teacher's slips, which a right program must survive), then the first example no surviving candidate explains gives the next round's candidates — so a workload
 that mixes formats (forms and prose) gets the program for the format that has one. The winner covers the most
 training examples, then is the smallest; it must cover at least `MIN_COVERAGE` of them. Where one program
 cannot cover a mixed workload, up to `MAX_ALTERNATIVES` partial ones are chained: the first that applies answers.
@@ -21,6 +21,8 @@ from protege.programs.language import Pattern, Program
 
 MIN_COVERAGE = 0.1   # share of training examples a program must answer (right) to be kept
 MIN_RIGHT = 5
+NOISE = 0.02         # share of training traces a program may disagree with (the teacher's own slips)
+PENALTY = 3          # a disagreement costs this many answered examples when programs are ranked
 MAX_ALTERNATIVES = 4  # partial programs tried in order, for workloads that mix formats
 ROUNDS = 6
 PROBE_TEXTS = 20  # texts that line shapes and section headers are read from
@@ -30,13 +32,14 @@ MAX_LITERALS = 400  # literals a yes/no field tries from one example
 
 @dataclass
 class Fit:
-    """A candidate that was never wrong on the training examples, and what it covered."""
+    """A candidate that was (almost) never wrong on the training examples, and what it covered."""
 
     program: Program
     right: int
     refused: int
     n: int
     covered: frozenset[int] = field(default_factory=frozenset)
+    wrong: int = 0
 
     @property
     def coverage(self) -> float:
@@ -48,6 +51,7 @@ class Corpus:
 
     def __init__(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]):
         self.inputs, self.outputs, self.n = inputs, outputs, len(inputs)
+        self.max_wrong = int(NOISE * self.n)  # a teacher's slips: a right program may disagree with a few traces
         self.sources = sorted({p for data in inputs[:PROBE_TEXTS] for p in string_leaves(data)})
         self.texts = {p: [source_text(data, p) for data in inputs] for p in self.sources}
         self._lacks: dict[tuple[tuple[str, ...], str], frozenset[int]] = {}
@@ -98,12 +102,12 @@ def same(value: Any, expected: Any) -> bool:
 
 def evaluate(program: Program, corpus: Corpus, name: str, *, first: int | None = None, need: float = 0
              ) -> Fit | None:
-    """Run on every training example; None at the first wrong value, or once it can no longer answer `need`
-    examples (counting refusals where the trace said none: a null / [] / 0 variant may still get those).
-    `first`: the example the program was read off, tried before the rest (most candidates fail there)."""
-    if first is not None and _value(program, corpus, name, first) is REFUSED:
+    """Run on every training example; None once it is wrong on more than `corpus.max_wrong` of them, or can no
+    longer answer `need` (counting refusals where the trace said none: a null / [] / 0 variant may still get
+    those). `first`: the example the program was read off, tried before the rest (most candidates fail there)."""
+    if first is not None and not same(_value(program, corpus, name, first), corpus.outputs[first].get(name)):
         return None
-    right, refused, hopeful, covered = 0, 0, 0, []
+    right, refused, hopeful, wrong, covered = 0, 0, 0, 0, []
     lacking = corpus.lacking(program)
     nothing = None if program.absent_null else REFUSED  # what the span gives where its literal is missing
     for k, out in enumerate(corpus.outputs):
@@ -118,8 +122,10 @@ def evaluate(program: Program, corpus: Corpus, name: str, *, first: int | None =
             right += 1
             covered.append(k)
         else:
-            return None
-    return Fit(program, right, refused, corpus.n, frozenset(covered))
+            wrong += 1
+            if wrong > corpus.max_wrong:
+                return None
+    return Fit(program, right, refused, corpus.n, frozenset(covered), wrong)
 
 
 def _value(program: Program, corpus: Corpus, name: str, k: int) -> Any:
@@ -169,12 +175,12 @@ def induce_field(corpus: Corpus, name: str) -> list[Fit]:
 
 def _cover(fits: list[Fit], need: float) -> list[Fit]:
     """Greedy set cover: the fit covering most examples (then the smallest), then the one covering most of what
-    is left, up to MAX_ALTERNATIVES. Tried in order, the first that applies answers — never wrong on training,
-    since each alternative is never wrong there."""
+    is left, up to MAX_ALTERNATIVES (a disagreement with a trace costs PENALTY answered ones). Tried in order, the
+    first that applies answers — wrong on training at most where an alternative was."""
     chosen: list[Fit] = []
     left: set[int] = set().union(*(f.covered for f in fits)) if fits else set()
     while fits and left and len(chosen) < MAX_ALTERNATIVES:
-        best = min(fits, key=lambda f: (-len(f.covered & left), f.program.size))
+        best = min(fits, key=lambda f: (-(len(f.covered & left) - PENALTY * f.wrong), f.program.size))
         gain = len(best.covered & left)
         if gain < (need if not chosen else MIN_RIGHT):
             break
