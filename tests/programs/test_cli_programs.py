@@ -1,4 +1,4 @@
-"""`protege programs TASK [--induce]` on a store alone: induction from stored (e.g. imported) teacher traces, the
+"""`protege programs TASK [--induce]` on a store alone: induction from imported traces (tier "import"), the
 per-field table a person reads, JSON for scripts, and a clear error before any programs exist."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _store_with_traces(tmp_path) -> str:
     for _ in range(90):
         inp, out = _changelog(rng)
         out = {"package": out["package"], "changes": out["changes"]}
-        rows.append({"task_name": "counted", "task_version": 1, "tier": "teacher", "model": "imported",
+        rows.append({"task_name": "counted", "task_version": 1, "tier": "import", "model": "gpt-4o",
                      "input": inp, "input_hash": input_hash(inp), "output": out, "output_text": json.dumps(out),
                      "valid": True})
     app.store.insert_traces(rows)

@@ -1,7 +1,7 @@
 """The app's field-program service: induce a task's programs from its teacher traces, store them as a skill
 version (scripts/fields.py for reviewers, scripts/fields.json for protege), reload and serve them.
 
-Programs are induced from teacher traces only: the teacher never gets program values fixed (it is the authority
+Programs are induced from teacher (and imported) traces only: the teacher never gets program values fixed (it is the authority
 of last resort), so its traces are independent evidence; cheaper tiers' answers carry the programs' own values.
 Induction runs in the background once `Policy.program_min_traces` teacher traces exist, and again each time they
 have grown by half since the last induction.
@@ -27,9 +27,9 @@ log = logging.getLogger("protege")
 PROGRAMS_FILE = "scripts/fields.json"
 RENDERED_FILE = "scripts/fields.py"
 REGROW = 1.5        # induce again when the teacher traces have grown by this factor
-MAX_TRACES = 2000   # newest teacher traces induction reads
+MAX_TRACES = 1000   # newest teacher traces induction reads (time grows with them; 1,000 is plenty)
 TTL_S = 2.0
-CHECK_EVERY = 10    # teacher successes between looks at whether an induction is due
+SOURCE_TIERS = ("teacher", "import")  # the answers programs are induced from: the teacher's, and imported logsCHECK_EVERY = 10    # teacher successes between looks at whether an induction is due
 
 
 class ProgramService:
@@ -73,7 +73,7 @@ class ProgramService:
         policy = task.spec.policy
         if not policy.program:
             return False
-        n = self.app.store.count_traces(task.spec.name, tier="teacher", valid=True)
+        n = sum(self.app.store.count_traces(task.spec.name, tier=tier, valid=True) for tier in SOURCE_TIERS)
         last = self._last_n.get(task.spec.name)
         if last is None:
             stored = self.current(task.spec.name)
@@ -145,7 +145,8 @@ def demote_if_disagreeing(store: Any, task: Any, programs: ProgramSet) -> Progra
 def induce_stored(store: Any, task: str, fields: list[str], *, promote_at: float, instructions: str) -> ProgramSet:
     """Induction from the store alone (the app, or the CLI on imported traces): build, and store when any field
     has a verified program."""
-    rows = store.traces(task, tier="teacher", valid=True, limit=MAX_TRACES)
+    rows = [r for tier in SOURCE_TIERS for r in store.traces(task, tier=tier, valid=True, limit=MAX_TRACES)]
+    rows = sorted(rows, key=lambda r: r.created_at, reverse=True)[:MAX_TRACES]
     examples = [(r.input, r.output) for r in rows if isinstance(r.input, dict) and isinstance(r.output, dict)]
     programs = build(task, examples, fields, promote_at=promote_at)
     if programs.served and _served_programs(programs) != _served_programs(stored_programs(store, task)):
