@@ -29,7 +29,8 @@ RENDERED_FILE = "scripts/fields.py"
 REGROW = 1.5        # induce again when the teacher traces have grown by this factor
 MAX_TRACES = 1000   # newest teacher traces induction reads (time grows with them; 1,000 is plenty)
 TTL_S = 2.0
-SOURCE_TIERS = ("teacher", "import")  # the answers programs are induced from: the teacher's, and imported logsCHECK_EVERY = 10    # teacher successes between looks at whether an induction is due
+SOURCE_TIERS = ("teacher", "import")  # the answers programs are induced from: the teacher's, and imported logs
+CHECK_EVERY = 10    # teacher successes between looks at whether an induction is due
 
 
 class ProgramService:
