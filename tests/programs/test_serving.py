@@ -155,3 +155,22 @@ def test_programs_the_teacher_disagrees_with_in_shadow_are_demoted(tmp_path):
     newest = app.programs.current("counted")
     assert not newest.served and all("demoted: shadow agreement" in f.reason for f in newest.fields.values())
     app.close()
+
+
+def test_a_fault_in_the_programs_never_fails_a_call(tmp_path, monkeypatch):
+    examples = _data(10, seed=14)
+    app = _app(tmp_path, [(i, {"package": o["package"], "changes": o["changes"]}) for i, o in examples])
+
+    @app.task
+    def counted(entry: Entry) -> Counted:
+        """Name the package and count its change items."""
+
+    class Broken:
+        def apply(self, data):
+            raise RuntimeError("a bug in a program")
+
+    monkeypatch.setattr(app.programs, "current", lambda task: Broken())
+    inp, out = examples[0]
+    res = app.run("counted", inp)
+    assert res.tier == "teacher" and res.output.changes == out["changes"] and res.program_fields == []
+    app.close()

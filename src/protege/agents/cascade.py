@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -350,7 +351,11 @@ def program_values(programs: Any, data: dict[str, Any]) -> dict[str, Any]:
     """The output fields verified programs decide for this input (a program that refuses decides nothing)."""
     if programs is None:
         return {}
-    values, _refused = programs.apply(data)
+    try:
+        values, _refused = programs.apply(data)
+    except Exception:  # a fault in a program must never fail the call: the models answer every field instead
+        logging.getLogger("protege").exception("field programs failed on an input; the models answer it")
+        return {}
     return values
 
 
