@@ -47,3 +47,13 @@ def test_programs_command_induces_shows_and_emits_json(tmp_path):
     assert "2 of 2 fields served" in shown.output and "100.0%" in shown.output and "{" not in shown.output
     data = json.loads(runner.invoke(cli, ["--db", url, "programs", "counted", "--json"]).output)
     assert {f["field"]: f["promoted"] for f in data["fields"]} == {"package": True, "changes": True}
+
+
+def test_skills_list_and_skill_show_carry_the_field_programs(tmp_path):
+    url = _store_with_traces(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", url, "programs", "counted", "--induce"]).exit_code == 0
+    listed = runner.invoke(cli, ["--db", url, "skills", "counted"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "2/2 fields" in listed.output
+    shown = runner.invoke(cli, ["--db", url, "skill", "show", "counted"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "field programs of 'counted'" in shown.output and "count of" in shown.output
