@@ -38,7 +38,8 @@ def run(ctx: Context) -> Result:
         result.data["workloads"][w.name] = m
         result.tables.append(_field_table(w, m))
         result.headlines.append(Headline(
-            metric=f"induction, {w.name} ({m['train']} + {m['heldout_traces']} held-out traces × {len(m['fields'])} fields)",
+            metric=f"induction, {w.name} ({m['train']} + {m['heldout_traces']} held-out traces × "
+                   f"{len(m['fields'])} fields)",
             value=m["induce_s"], unit="s", target=f"≤ {INDUCE_TARGET_S:g} s for 300 traces × 8 fields",
             met=m["induce_s"] <= INDUCE_TARGET_S))
         result.headlines.append(Headline(

@@ -24,7 +24,8 @@ def _changelog(rng: random.Random, n_items: int | None = None) -> tuple[dict, di
     pkg = rng.choice(["zlib", "curl", "bash", "vim", "gawk", "sed"])
     items = "\n".join(f"  * Fix crash in {rng.choice(['parser', 'io', 'ui'])} (Closes: #{b})" for b in bugs)
     who = rng.choice(["Ana Lima", "Bo Chen", "Émile Zoë", "Jürgen Groß"])
-    text = f"{pkg} (1.{rng.randint(0, 9)}-{rng.randint(1, 5)}) unstable; urgency=low\n\n{items}\n\n -- {who}  Mon, 01 Jan 2024"
+    head = f"{pkg} (1.{rng.randint(0, 9)}-{rng.randint(1, 5)}) unstable; urgency=low"
+    text = f"{head}\n\n{items}\n\n -- {who}  Mon, 01 Jan 2024"
     summary = rng.choice(["a calm release", "security fixes", "routine upkeep", "big rewrite"])
     return {"entry": {"text": text}}, {"package": pkg, "maintainer": who, "bugs": bugs, "changes": n,
                                        "summary": summary}

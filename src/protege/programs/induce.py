@@ -2,7 +2,8 @@
 
 Candidates are read off examples (candidates.py), in rounds: the first example with a value gives candidates,
 each is run on every training example and dropped once it disagrees with more than `NOISE` of them (a refusal is
-allowed; a few disagreements are the teacher's slips, which a right program must survive), then the first example no surviving candidate explains gives the next round's candidates — so a workload
+allowed; a few disagreements are the teacher's slips, which a right program must survive), then the first
+example no surviving candidate explains gives the next round's candidates — so a workload
 that mixes formats (forms and prose) gets the program for the format that has one. The winner covers the most
 training examples, then is the smallest; it must cover at least `MIN_COVERAGE` of them. Where one program
 cannot cover a mixed workload, up to `MAX_ALTERNATIVES` partial ones are chained: the first that applies answers.
@@ -364,7 +365,8 @@ def _need(corpus: Corpus) -> float:
     return max(MIN_RIGHT, MIN_COVERAGE * corpus.n)
 
 
-def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: list[str]) -> tuple[dict[str, list[Fit]], float]:
+def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: list[str]
+           ) -> tuple[dict[str, list[Fit]], float]:
     """Each field's chosen training fits (empty: no program), and the seconds it took."""
     started = time.perf_counter()
     corpus = Corpus(inputs, outputs)

@@ -71,7 +71,8 @@ class Pattern:
     @property
     def size(self) -> float:
         """Simplicity cost: a class, plus a little per context character (shorter contexts generalise)."""
-        return 1 + 0.02 * (len(self.left) + len(self.right)) + (0.1 if self.right else 0) + (0.3 if self.pre else 0) + 0.02 * len(self.lead)
+        context = 0.02 * (len(self.left) + len(self.right) + len(self.lead))
+        return 1 + context + (0.1 if self.right else 0) + (0.3 if self.pre else 0)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ class Program:
     def size(self) -> float:
         if self.op == "const":
             return 1.0
-        extra = (0.2 if self.map != "id" else 0) + (0.3 * abs(self.occurrence)) + 0.2 * (self.empty_null + self.absent_null)
+        extra = (0.2 if self.map != "id" else 0) + 0.3 * abs(self.occurrence)
+        extra += 0.2 * (self.empty_null + self.absent_null)
         extra -= 0.05 * self.empty_refuses  # the safer of two equal programs
         extra += 0.8 * abs(self.offset) + 0.2 * self.negate  # an offset is a guess about the layout
         pattern = self.pattern.size if self.pattern is not None else 1.5  # a split: its separators are a guess
@@ -161,7 +163,8 @@ class Program:
         if p.pre:
             ctx = f"after {p.lead!r}+{p.pre}" if p.lead else f"after a {p.pre}"
             ctx += f"+{p.left!r}" if p.left else ""
-        what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "") + (f" before {p.right!r}" if p.right else "")
+        what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "")
+        what += f" before {p.right!r}" if p.right else ""
         region = ""
         if self.region.start or self.region.end:
             region = (f" {'in each piece' if self.region.each else ''} between {self.region.start or 'start'!r} and "

@@ -1,8 +1,9 @@
 """The app's field-program service: induce a task's programs from its teacher traces, store them as a skill
 version (scripts/fields.py for reviewers, scripts/fields.json for protege), reload and serve them.
 
-Programs are induced from teacher (and imported) traces only: the teacher never gets program values fixed (it is the authority
-of last resort), so its traces are independent evidence; cheaper tiers' answers carry the programs' own values.
+Programs are induced from teacher (and imported) traces only: the teacher never gets program values fixed (it is
+the authority of last resort), so its traces are independent evidence; cheaper tiers' answers carry the programs'
+own values.
 Induction runs in the background once `Policy.program_min_traces` teacher traces exist, and again each time they
 have grown by half since the last induction.
 """

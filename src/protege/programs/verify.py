@@ -139,9 +139,9 @@ def build(task: str, examples: list[tuple[dict[str, Any], dict[str, Any]]], fiel
     for name in fields:
         fits = found.get(name) or []
         sources = {f.program.source for f in fits if f.program.op != "const"}
-        fp = FieldProgram(name, [f.program for f in fits],
-                          train_coverage=len(frozenset().union(*(f.covered for f in fits))) / len(train) if fits else 0.0,
-                          anchors={".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources},
+        covered = len(frozenset().union(*(f.covered for f in fits))) / len(train) if fits else 0.0
+        anchors = {".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources}
+        fp = FieldProgram(name, [f.program for f in fits], train_coverage=covered, anchors=anchors,
                           max_chars=_max_chars(train, sources))
         _score(fp, held, promote_at)
         out[name] = fp
