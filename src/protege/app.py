@@ -115,6 +115,9 @@ class Protege:
         from protege.lifecycle import Lifecycle
 
         self.lifecycle = Lifecycle(self)
+        from protege.programs.service import ProgramService
+
+        self.programs = ProgramService(self)
         hooks = Hooks(on_teacher_success=self.lifecycle.on_teacher_success, on_shadow=self.lifecycle.on_shadow)
         self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed), telemetry=self.telemetry)
         self.portal = Portal()

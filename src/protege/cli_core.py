@@ -139,8 +139,8 @@ def _savings(ledger: Any) -> str:
 def _ledger_detail(ledger: Any) -> None:
     served = ledger.calls_by_tier
     failed = ledger.calls - sum(served.values())
-    tiers = sorted(set(served) | set(ledger.spend_by_tier), key=lambda t: ("student", "replay", "teacher").index(t)
-                   if t in ("student", "replay", "teacher") else 9)
+    order = ("program", "student", "replay", "teacher")
+    tiers = sorted(set(served) | set(ledger.spend_by_tier), key=lambda t: order.index(t) if t in order else 9)
     rows = [[t, served.get(t, 0), pct(served.get(t, 0) / ledger.calls if ledger.calls else None),
              usd(ledger.spend_by_tier.get(t, 0.0))] for t in tiers]
     if failed:

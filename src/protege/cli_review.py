@@ -40,12 +40,25 @@ def skills(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False
     if not rows:
         return typer.echo("no skills yet: one is written after the teacher's first valid answer")
     table("skills (newest version first)", ["task", "v", "status", "kind", "name", "author", "reviewed by", "created",
-                                             "lines"], [
+                                             "lines", "programs"], [
         [r.task_name, r.version, _status(r.status), r.kind, r.name, r.author_model or "—", r.reviewed_by,
-         when(r.created_at), len(r.text.splitlines())]
+         when(r.created_at), len(r.text.splitlines()), _programs_cell(r)]
         for r in rows
     ], right=("v", "lines"), optional=("name", "created", "lines", "author"),
         caption="`protege skill show TASK` prints one; `protege skill approve|reject TASK` reviews a draft")
+
+
+def _programs_cell(row: Any) -> str:
+    """'3/8 fields' for a version that carries induced field programs (`protege programs TASK` shows them)."""
+    from protege.programs.service import PROGRAMS_FILE
+
+    text = (row.files or {}).get(PROGRAMS_FILE)
+    if not text:
+        return "—"
+    import json
+
+    fields = json.loads(text).get("fields", [])
+    return f"{sum(1 for f in fields if f.get('promoted'))}/{len(fields)} fields"
 
 
 def _status(status: str) -> Any:
@@ -77,6 +90,15 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
                   f"(gate {pct(ev.get('promote_at'))}) → {'passed' if ev.get('passed') else 'not passed'}")
     if row.review_note:
         out.print(f"review note: {row.review_note}")
+    from protege.programs.service import PROGRAMS_FILE
+
+    if (row.files or {}).get(PROGRAMS_FILE):
+        import json
+
+        from protege.cli_programs import show
+        from protege.programs import ProgramSet
+
+        show(ProgramSet.from_json(json.loads(row.files[PROGRAMS_FILE])))
 
 
 @skill_app.command("approve")

@@ -30,7 +30,7 @@ def run(
     task: TaskArg,
     input_: Annotated[str, typer.Option("--input", "-i", help="JSON object of the task's parameters, @file.json, "
                                                                "or - for stdin")],
-    tier: Annotated[str | None, typer.Option(help="start at this tier: student, replay or teacher")] = None,
+    tier: Annotated[str | None, typer.Option(help="start at this tier: program, student, replay or teacher")] = None,
     no_escalate: Annotated[bool, typer.Option("--no-escalate", help="fail instead of trying the next tier")] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -36,6 +36,7 @@ class Lifecycle:
 
     async def on_teacher_success(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
         name = task.spec.name
+        await self.app.programs.maybe_induce(task)  # field programs learn from every teacher success
         if self._nothing_to_do(task, rescued) or name in self._busy:
             return  # the common case, decided from the tiers' cache without touching the store
         self._busy.add(name)  # one author per task at a time; concurrent successes would only repeat it
@@ -149,6 +150,9 @@ class Lifecycle:
     # -- shadows -----------------------------------------------------------------------------------------------
 
     async def on_shadow(self, task: TaskRuntime, tier: str, agreement: float) -> None:
+        if tier == "program":  # field programs keep their own record (protege.programs.service)
+            await asyncio.to_thread(self.app.programs.check_shadows, task)
+            return
         try:
             await asyncio.to_thread(self._check_agreement, task, tier)
         except Exception:

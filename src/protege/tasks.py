@@ -49,6 +49,9 @@ class Policy(BaseModel):
     teacher_budget_usd: float | None = Field(None, ge=0, description="cap on this task's teacher spend per day")
     max_steps: int = Field(8, ge=1, description="model turns per attempt (tool calls included)")
     tool_timeout_s: float = Field(30.0, gt=0, description="seconds a tool call may take")
+    program: bool = Field(True, description="induce field programs from the teacher's traces and serve the "
+                                            "fields they are verified for (no model, no cost)")
+    program_min_traces: int = Field(50, ge=4, description="valid teacher traces before programs are induced")
 
 
 def _default_score(expected: Any, actual: Any) -> float:

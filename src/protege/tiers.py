@@ -46,6 +46,9 @@ class AppTiers:
 
     def invalidate(self, task: str | None = None) -> None:
         self._cache = {k: v for k, v in self._cache.items() if task is not None and k[1] != task}
+        programs = getattr(self.app, "programs", None)
+        if programs is not None and task is not None:
+            programs.invalidate(task)
 
     # -- models ------------------------------------------------------------------------------------------------
 
@@ -100,6 +103,10 @@ class AppTiers:
             # drafts only: a skill a reviewer rejected or retired is never replayed, whatever the policy
             row = self._cached(("draft", name), lambda: self.app.store.skill(name, status="draft"))
         return (row.text, row.version) if row is not None else None
+
+    def programs(self, task: TaskRuntime) -> Any:
+        """The task's stored field programs (a ProgramSet) when its policy serves them, else None."""
+        return self.app.programs.current(task.spec.name) if task.spec.policy.program else None
 
     def prior_art(self, task: TaskRuntime) -> list[str]:
         name = task.spec.name

@@ -8,6 +8,8 @@ escalation — so a crash never loses a paid answer. Shadow runs and skill writi
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +67,7 @@ class TierSource(Protocol):
     def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None: ...
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None: ...
     def prior_art(self, task: TaskRuntime) -> list[str]: ...
+    def programs(self, task: TaskRuntime) -> Any: ...  # a ProgramSet (protege.programs) or None
     def cost(self, model: Model, usage: Any) -> float: ...
 
 
@@ -84,6 +87,7 @@ class CascadeState(TypedDict, total=False):
     finished: bool  # the run's outcome was written with its last attempt
     started: float
     latency_s: float
+    fixed: dict[str, Any]  # output fields verified programs decided for this input (cheaper tiers keep them)
 
 
 @dataclass
@@ -131,7 +135,7 @@ class Cascade:
 
     async def _tier_node(self, tier: str, state: CascadeState) -> dict[str, Any]:
         try:
-            attempt, output = await self._attempt(tier, state)
+            attempt, output = await (self._program_attempt(state) if tier == "program" else self._attempt(tier, state))
         except BudgetExceeded as exc:
             return {"failure": exc}
         attempts = [*state["attempts"], attempt]
@@ -143,13 +147,14 @@ class Cascade:
 
     # -- a call ------------------------------------------------------------------------------------------------
 
-    def plan(self, task: TaskRuntime, *, tier: str | None, escalate: bool) -> Plan:
+    def plan(self, task: TaskRuntime, *, tier: str | None, escalate: bool, fixed: dict[str, Any] | None = None
+             ) -> Plan:
         if tier is not None:
             if tier not in TIERS:
                 raise UserError(f"tier {tier!r} is not one of {list(TIERS)}")
             start = TIERS.index(tier)
             return Plan(tiers=list(TIERS[start:]) if escalate else [tier], forced=True, escalate=escalate)
-        tiers = []
+        tiers = ["program"] if fixed and set(fixed) >= set(task.spec.output_model.model_fields) else []
         if self.source.student(task, forced=False) is not None:
             tiers.append("student")
         if self.source.skill(task, forced=False) is not None:
@@ -158,15 +163,19 @@ class Cascade:
 
     async def run(self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True) -> RunResult:
         started = time.perf_counter()
-        plan = self.plan(task, tier=tier, escalate=escalate)
         data = inp.model_dump(mode="json")
+        # programs serve the cascade's own routing (and a forced program tier); a forced model tier answers alone,
+        # so evaluating it measures that tier. `programs` is optional in a TierSource: older ones have none.
+        programs = getattr(self.source, "programs", None) if tier in (None, "program") else None
+        fixed = program_values(programs(task) if programs else None, data)
+        plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed)
         digest = input_hash(data)
         run = {"id": new_id(), "task_name": task.spec.name, "task_version": task.version, "input": data,
                "input_hash": digest}
         state: CascadeState = {
             "task": task, "input": inp, "input_dict": data, "input_hash": digest, "run_id": run["id"], "run": run,
             "run_written": False, "finished": False, "started": started, "plan": plan, "attempts": [],
-            "output": None, "failure": None,
+            "output": None, "failure": None, "fixed": fixed,
         }
         with self.telemetry.call(task.spec.name, run["id"]) as span:
             out = await self.graph.ainvoke(state)
@@ -229,6 +238,27 @@ class Cascade:
         }
         return await self._attempt(tier, state, record_as=record_as)
 
+    async def _program_attempt(self, state: CascadeState) -> tuple[Attempt, BaseModel | None]:
+        """The program tier: every output field from a verified program — no model, no cost, no arbitrary code."""
+        task, spec, fixed = state["task"], state["task"].spec, state.get("fixed") or {}
+        t0 = time.perf_counter()
+        text = json.dumps(fixed, ensure_ascii=False)
+        output, errors = validate_answer(spec, state["input"], text) if fixed else (None, ["no program applies"])
+        valid = not errors
+        latency = time.perf_counter() - t0
+        trace = {
+            "id": new_id(), "run_id": state["run_id"], "task_name": spec.name, "task_version": task.version,
+            "tier": "program", "model": "program", "attempt": len(state["attempts"]), "shadow": False,
+            "input": state["input_dict"], "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
+            "messages": [], "output": output.model_dump(mode="json") if output is not None and valid else None,
+            "output_text": text, "valid": valid, "errors": errors or None, "cost_usd": 0.0, "latency_s": latency,
+        }
+        attempt = Attempt(tier="program", model="program", valid=valid, errors=errors, text=text, latency_s=latency,
+                          trace_id=trace["id"], program_fields=sorted(fixed) if valid else [])
+        run, outcome = self._call_writes(state, attempt, output, False)
+        await asyncio.to_thread(self.store.record_attempt, trace, run=run, finish=outcome)
+        return attempt, output
+
     async def _attempt(self, tier: str, state: CascadeState, *, shadow: bool = False, record_as: str | None = None
                        ) -> tuple[Attempt, BaseModel | None]:
         spec = state["task"].spec
@@ -242,9 +272,10 @@ class Cascade:
                         ) -> tuple[Attempt, BaseModel | None]:
         task, spec = state["task"], state["task"].spec
         model, messages, extra, floor = self._prepare(tier, state)
+        fixed = state.get("fixed") if tier in ("student", "replay") else None  # the teacher answers for itself
         req = ModelRequest(
             messages=messages, tools=task.tools.specs, output_schema=spec.output_schema, task_name=spec.name,
-            task_input=state["input_dict"],
+            task_input=state["input_dict"], fixed_output=fixed or None,
         )
         t0 = time.perf_counter()
         try:
@@ -252,7 +283,8 @@ class Cascade:
         except ModelError as exc:
             result = LoopResult(messages=messages, error=f"{type(exc).__name__}: {exc}")
         latency = time.perf_counter() - t0
-        output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], result.text)
+        text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
+        output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
         errors += _confidence_errors(result, floor)
         cost = sum(self.source.cost(model, r.usage) for r in result.responses)
         valid = not errors
@@ -272,7 +304,8 @@ class Cascade:
         attempt = Attempt(
             tier=tier, model=model.name, valid=valid, errors=errors, text=result.text, cost_usd=cost,
             latency_s=latency, trace_id=trace["id"], confidence=result.confidence,
-            field_confidences=result.field_confidences, **extra,
+            field_confidences=result.field_confidences, program_fields=sorted(fixed or {}) if valid else [],
+            **extra,
         )
         run, outcome = self._call_writes(state, attempt, output, shadow)
         # one transaction, durable before anything else happens: a crash after it loses nothing paid for
@@ -325,6 +358,38 @@ class Cascade:
         await asyncio.to_thread(self.store.add_shadow, row)
         if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
+
+
+def program_values(programs: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The output fields verified programs decide for this input (a program that refuses decides nothing)."""
+    if programs is None:
+        return {}
+    try:
+        values, _refused = programs.apply(data)
+    except Exception:  # a fault in a program must never fail the call: the models answer every field instead
+        logging.getLogger("protege").exception("field programs failed on an input; the models answer it")
+        return {}
+    return values
+
+
+def with_fixed(text: str, fixed: dict[str, Any]) -> str:
+    """A model's JSON answer with the program-decided fields put in (a model that did not honour them is
+    overruled: the programs are verified, the model's guess for those fields is not). Non-JSON stays as is."""
+    try:
+        answer = json.loads(_unfenced(text))
+    except ValueError:
+        return text
+    if not isinstance(answer, dict):
+        return text
+    return json.dumps({**answer, **fixed}, ensure_ascii=False)
+
+
+def _unfenced(text: str) -> str:
+    t = text.strip()
+    if t.startswith("```") and t.endswith("```"):
+        t = t[3:-3].strip()
+        t = t[4:] if t.startswith("json") else t
+    return t
 
 
 def _is_last(state: CascadeState, attempt: Attempt) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-TIERS = ("student", "replay", "teacher")
+TIERS = ("program", "student", "replay", "teacher")
 """Cheapest first: the order calls escalate in."""
 
 
@@ -43,6 +43,7 @@ class Attempt(BaseModel):
     def gate_confidence(self) -> float | None:
         """What the confidence gate went by: the least-sure field's confidence, else `confidence`."""
         return gate_confidence(self.confidence, self.field_confidences)
+    program_fields: list[str] = Field(default_factory=list)  # output fields a verified program decided
 
 
 class RunResult(BaseModel):
@@ -58,6 +59,11 @@ class RunResult(BaseModel):
     run_id: str
     trace_ids: list[str]
     attempts: list[Attempt]
+
+    @property
+    def program_fields(self) -> list[str]:
+        """The output fields that came from a verified field program (not from a model)."""
+        return list(self.attempts[-1].program_fields) if self.attempts else []
 
     @property
     def escalated(self) -> bool:
