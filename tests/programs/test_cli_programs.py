@@ -12,8 +12,8 @@ from protege import Protege
 from protege.agents import FunctionModel
 from protege.cli import app as cli
 from protege.tasks import input_hash
-from test_induce import _changelog
-from test_serving import Counted, Entry
+from programs.test_induce import _changelog
+from programs.test_serving import Counted, Entry
 
 
 def _store_with_traces(tmp_path) -> str:

@@ -7,7 +7,7 @@ from protege.programs import build
 from protege.programs.service import save_programs
 from protege.store import Store
 from protege.tui.screens.skills import _as_markdown
-from test_induce import _examples
+from programs.test_induce import _examples
 
 
 def test_skill_preview_lists_field_programs(sqlite_url):

@@ -12,7 +12,7 @@ from protege import Policy, Protege
 from protege.agents import FunctionModel, ReferenceModel
 from protege.agents.models.base import ModelResponse, Usage
 from protege.programs.service import PROGRAMS_FILE, RENDERED_FILE
-from test_induce import _changelog
+from programs.test_induce import _changelog
 
 
 class Entry(BaseModel):
