@@ -103,13 +103,14 @@ class Protege:
         self.skills = SkillLibrary(self.store)
         self.tasks: dict[str, TaskHandle] = {}
         self.tiers = AppTiers(self)
+        self.portal = Portal()
         from protege.lifecycle import Lifecycle
 
         self.lifecycle = Lifecycle(self)
         hooks = Hooks(on_teacher_success=self.lifecycle.on_teacher_success, on_shadow=self.lifecycle.on_shadow)
         self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed))
-        self.portal = Portal()
-        atexit.register(self.close)
+        self._closed = False
+        at_exit(self.close)
 
     # -- tasks -------------------------------------------------------------------------------------------------
 
@@ -129,6 +130,7 @@ class Protege:
             runtime = TaskRuntime(spec=spec, version=row.version, tools=ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s))
             handle = TaskHandle(self, runtime)
             self.tasks[spec.name] = handle
+            self.lifecycle.work.resume(runtime)  # background work an earlier process left unfinished
             return handle
 
         return register(fn) if fn is not None else register
@@ -156,10 +158,11 @@ class Protege:
         inp = h.spec.parse_input((), input)
         return await self.portal.acall(self.cascade.run(h.runtime, inp, tier=tier, escalate=escalate))
 
-    def wait(self) -> None:
-        """Block until background work (shadow runs, skill writing) is done."""
-        if self.portal._loop is not None:
-            self.portal.call(self.cascade.drain())
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until background work (shadow runs, skill writing) is done, or `timeout_s` passes; True if done."""
+        if self.portal._loop is None:
+            return True
+        return not self.portal.call(self.lifecycle.work.drain(self.cascade.background, timeout_s))
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -225,10 +228,40 @@ class Protege:
         self.tiers.invalidate(task)
         return row
 
-    def close(self) -> None:
-        """Finish background work and release the loop and the store's connections."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Finish background work (for up to `timeout_s`, default `Settings.drain_timeout_s`), then release the
+        loop and the store's connections. Work still running then is stopped and left pending in the store, for
+        the next process that opens it. Runs by itself at interpreter exit; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         try:
-            self.wait()
+            if self.portal._loop is not None:
+                work = self.lifecycle.work
+                left = self.portal.call(work.drain(self.cascade.background, timeout))
+                if left:
+                    self.portal.call(work.abandon(left, timeout))
         finally:
             self.portal.close()
             self.store.close()
+
+    def __enter__(self) -> Protege:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def at_exit(fn: Callable[[], None]) -> None:
+    """Run `fn` at interpreter exit while threads can still be started: before concurrent.futures shuts its
+    executors down (after which asyncio.to_thread raises "cannot schedule new futures after shutdown"), so
+    background work can still finish. Falls back to atexit where threading's hook is missing."""
+    import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours: ours runs first)
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        (register or atexit.register)(fn)
+    except RuntimeError:  # the interpreter is already shutting down
+        atexit.register(fn)

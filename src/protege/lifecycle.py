@@ -28,9 +28,13 @@ DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is
 
 class Lifecycle:
     def __init__(self, app: Protege):
+        from protege.background import BackgroundWork
+
         self.app = app
         self._busy: set[str] = set()
         self._draft_seen: dict[str, float] = {}
+        self.work = BackgroundWork(app.store, app.portal)
+        self.work.register("skill", self._skill_job)
 
     # -- skills ------------------------------------------------------------------------------------------------
 
@@ -40,11 +44,14 @@ class Lifecycle:
             return  # the common case, decided from the tiers' cache without touching the store
         self._busy.add(name)  # one author per task at a time; concurrent successes would only repeat it
         try:
-            await self._skill_step(task, trace_id, rescued)
-        except Exception:  # background work must never take the app down; the trace is already safe
-            log.exception("skill upkeep for task %r failed", name)
+            payload = {"trace_id": trace_id, "rescued_trace_id": rescued.trace_id if rescued else None}
+            await self.work.run(task, "skill", payload)  # a job row first: paid work survives an early exit
         finally:
             self._busy.discard(name)
+
+    async def _skill_job(self, task: TaskRuntime, payload: dict[str, Any]) -> None:
+        """The "skill" job: write, revise or approve the task's skill as its state calls for (safe to re-run)."""
+        await self._skill_step(task, payload["trace_id"], payload.get("rescued_trace_id"))
 
     def _nothing_to_do(self, task: TaskRuntime, rescued: Attempt | None) -> bool:
         """No rescue to learn from, approval not on evidence, and a skill is replayable or a draft awaits review
@@ -56,7 +63,7 @@ class Lifecycle:
             return True
         return self.app.tiers.skill(task, forced=False) is not None
 
-    async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
+    async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: str | None) -> None:
         lib, name = self.app.skills, task.spec.name
         approved = await asyncio.to_thread(lib.approved, name)
         latest = await asyncio.to_thread(lib.latest, name)
@@ -95,11 +102,11 @@ class Lifecycle:
         )
         self.app.tiers.invalidate(name)
 
-    async def _revise(self, task: TaskRuntime, approved: Any, rescued: Attempt, rescue: TraceRow) -> None:
+    async def _revise(self, task: TaskRuntime, approved: Any, rescued: str, rescue: TraceRow) -> None:
         from protege.skills.author import SkillAuthor
         from protege.skills.library import SkillLibrary
 
-        failed = await asyncio.to_thread(self.app.store.trace, rescued.trace_id)
+        failed = await asyncio.to_thread(self.app.store.trace, rescued)
         if failed is None:
             return
         author = SkillAuthor(self.app.tiers.teacher(task))

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from sqlmodel.sql.sqltypes import AutoString
 
 from protege.errors import StoreError, UserError
-from protege.store.base import StoreBase
+from protege.store.background import BackgroundQueries
 from protege.store.engine import SQLITE_BUSY_TIMEOUT_MS, require_aware
 from protege.store.models import (
     BudgetRow,
@@ -53,7 +53,7 @@ class Ledger(BaseModel):
     savings_ratio: float | None
 
 
-class Store(StoreBase):
+class Store(BackgroundQueries):
     """The protege store. Open with a SQLAlchemy URL; migrations run on open unless `migrate=False`."""
 
     # -- tasks -------------------------------------------------------------------------------------------------
