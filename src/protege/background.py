@@ -49,9 +49,15 @@ class BackgroundWork:
 
     async def run(self, task: TaskRuntime, kind: str, payload: dict[str, Any]) -> None:
         """Record a job (claimed by this process), run it now, and delete it when done."""
-        job = await asyncio.to_thread(self.store.add_job, task.spec.name, kind, payload, owner=self.owner,
-                                      lease_s=LEASE_S)
-        await self._execute(task, job)
+        me = asyncio.current_task()
+        if me is not None:
+            self.running[me] = f"{kind} for {task.spec.name!r}"
+        try:
+            job = await asyncio.to_thread(self.store.add_job, task.spec.name, kind, payload, owner=self.owner,
+                                          lease_s=LEASE_S)
+            await self._execute(task, job)
+        finally:
+            self.running.pop(me, None)  # type: ignore[arg-type]
 
     def submit(self, task: TaskRuntime, kind: str, payload: dict[str, Any]) -> None:
         """`run` in the background, from any thread (the job row is written before this returns)."""
@@ -110,7 +116,7 @@ class BackgroundWork:
         returns what is still running."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        while pending := [t for t in [*self.running, *others] if not t.done()]:
+        while pending := list({t for t in [*self.running, *others] if not t.done()}):
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
                 return pending
@@ -119,12 +125,12 @@ class BackgroundWork:
 
     async def abandon(self, pending: list[asyncio.Task], timeout_s: float) -> None:
         """Out of time: cancel what still runs, hand its jobs back to the queue, and say so."""
-        labels = Counter(self.running.get(t, "a shadow check") for t in pending)
+        labels = Counter(self.running.get(t, "a shadow run") for t in pending)
         for t in pending:
             t.cancel()
         await asyncio.wait(pending, timeout=5)
         released = await asyncio.to_thread(self.store.release_jobs, self.owner)
         what = ", ".join(f"{n} × {label}" if n > 1 else label for label, n in labels.items())
-        log.warning("protege: background work still running after %.0f s at exit (%s): stopped; %d job(s) left "
+        log.warning("protege: background work still running after %.3g s at exit (%s): stopped; %d job(s) left "
                     "pending in the store for the next process that opens it (raise PROTEGE_DRAIN_TIMEOUT_S to "
                     "wait longer)", timeout_s, what, released)
