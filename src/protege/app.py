@@ -107,7 +107,9 @@ class Protege:
         from protege.lifecycle import Lifecycle
 
         self.lifecycle = Lifecycle(self)
-        hooks = Hooks(on_teacher_success=self.lifecycle.on_teacher_success, on_shadow=self.lifecycle.on_shadow)
+        lc = self.lifecycle
+        hooks = Hooks(on_teacher_success=lc.on_teacher_success, on_shadow=lc.on_shadow, on_call=lc.drift.on_call,
+                      shadow_rate=lc.drift.shadow_rate)
         self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed))
         self._closed = False
         at_exit(self.close)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("protege")
 AUTHOR_TRACES = 8
 MIN_SHADOWS = 10
+SEQUENTIAL_SHADOWS = 500  # the newest shadows the sequential test reads (its CUSUM forgets older ones anyway)
 DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is seen within this
 
 
@@ -33,8 +34,11 @@ class Lifecycle:
         self.app = app
         self._busy: set[str] = set()
         self._draft_seen: dict[str, float] = {}
+        from protege.drift_monitor import DriftMonitor
+
         self.work = BackgroundWork(app.store, app.portal)
         self.work.register("skill", self._skill_job)
+        self.drift = DriftMonitor(app)
 
     # -- skills ------------------------------------------------------------------------------------------------
 
@@ -162,6 +166,8 @@ class Lifecycle:
             log.exception("shadow check for task %r failed", task.spec.name)
 
     def _check_agreement(self, task: TaskRuntime, tier: str) -> None:
+        """Take the tier out of service when its shadow agreement is below the bar: at once when the sequential
+        test (protege.sequential) says so, or when the rolling `shadow_window` mean does (the older rule)."""
         store, policy, name = self.app.store, task.spec.policy, task.spec.name
         if tier == "student":
             row: StudentRow | Any = store.promoted_student(name)
@@ -171,17 +177,11 @@ class Lifecycle:
             since = row.reviewed_at if row else None
         if row is None:
             return
-        mean, n = store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
-        if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
-            return
         coverage = _gate_coverage(row, policy) if tier == "student" else 1.0
-        end_to_end = coverage * mean + (1 - coverage)  # calls a gate escalates get the teacher's answer
-        if end_to_end >= policy.demote_below:
+        why = self._sequential_verdict(name, tier, since, coverage, policy) or \
+            self._window_verdict(name, tier, since, coverage, policy)
+        if why is None:
             return
-        why = f"shadow agreement {mean:.3f} over {n} calls"
-        if coverage < 1:
-            why += f" on the ~{coverage:.0%} of calls its gate keeps, {end_to_end:.3f} end to end,"
-        why += f" < Policy.demote_below {policy.demote_below:.3f}"
         log.warning("task %r: %s; taking the %s tier out of service", name, why, tier)
         if tier == "student":
             from protege.distill.pipeline import demote
@@ -190,6 +190,31 @@ class Lifecycle:
         else:
             self.app.skills.send_back(name, by="policy:shadow", note=why)
         self.app.tiers.invalidate(name)
+
+    def _sequential_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
+        from protege.sequential import ALPHA, below_bar
+
+        # calls a gate escalates get the teacher's answer: the answers it keeps need only this much agreement
+        bar = (policy.demote_below - (1 - coverage)) / coverage if coverage > 0 else 0.0
+        scores = self.app.store.shadow_scores(name, tier, since=since, limit=SEQUENTIAL_SHADOWS)
+        if bar <= 0 or not below_bar(scores, bar):
+            return None
+        mean = sum(scores) / len(scores)
+        return (f"shadow agreement {mean:.3f} over {len(scores)} calls is below {bar:.3f} by a sequential test "
+                f"(e-detector, α={ALPHA:g})" + (f" on the ~{coverage:.0%} of calls its gate keeps" if coverage < 1
+                                                 else "") + f"; Policy.demote_below {policy.demote_below:.3f}")
+
+    def _window_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
+        mean, n = self.app.store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
+        if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
+            return None
+        end_to_end = coverage * mean + (1 - coverage)
+        if end_to_end >= policy.demote_below:
+            return None
+        why = f"shadow agreement {mean:.3f} over {n} calls"
+        if coverage < 1:
+            why += f" on the ~{coverage:.0%} of calls its gate keeps, {end_to_end:.3f} end to end,"
+        return why + f" < Policy.demote_below {policy.demote_below:.3f}"
 
 
 def _gate_coverage(row: StudentRow, policy: Any) -> float:

@@ -47,6 +47,18 @@ class Policy(BaseModel):
     teacher_budget_usd: float | None = Field(None, ge=0, description="cap on this task's teacher spend per day")
     max_steps: int = Field(8, ge=1, description="model turns per attempt (tool calls included)")
     tool_timeout_s: float = Field(30.0, gt=0, description="seconds a tool call may take")
+    drift_shadow_rate: float = Field(
+        1.0, ge=0, le=1, description="shadow rate while a promoted student's inputs or confidence have moved from "
+                                     "their distribution at promotion (0: no early signal)",
+    )
+    drift_shadow_calls: int = Field(50, ge=1, description="calls the raised shadow rate lasts after a drift signal")
+    auto_distill: bool = Field(
+        False, description="distill again by itself (a separate process) once a task without a promoted student "
+                           "has auto_distill_traces new validated traces",
+    )
+    auto_distill_traces: int = Field(
+        100, ge=1, description="new validated traces (since the last student) that start an automatic distill",
+    )
 
 
 def _default_score(expected: Any, actual: Any) -> float:

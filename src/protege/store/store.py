@@ -161,10 +161,12 @@ class Store(BackgroundQueries):
     def traces(
         self, task: str | None = None, *, tier: str | None = None, valid: bool | None = None,
         run_id: str | None = None, shadow: bool | None = None, limit: int | None = 100, offset: int = 0,
-        oldest_first: bool = False,
+        oldest_first: bool = False, created_before: datetime | None = None,
     ) -> list[TraceRow]:
         """Traces, newest first (or oldest first), filtered; paged with limit/offset."""
         stmt = _trace_filter(select(TraceRow), task, tier, valid, run_id, shadow)
+        if created_before is not None:
+            stmt = stmt.where(TraceRow.created_at < require_aware(created_before, "created_before"))
         order = TraceRow.created_at.asc() if oldest_first else TraceRow.created_at.desc()
         stmt = stmt.order_by(order, TraceRow.id).offset(offset)
         return self._all(stmt.limit(limit) if limit is not None else stmt)
@@ -315,6 +317,14 @@ class Store(BackgroundQueries):
         stmt = stmt.order_by(ShadowRow.created_at.desc(), ShadowRow.id.desc()).limit(window)
         values = [v for (v,) in self._rows(stmt)]
         return (sum(values) / len(values) if values else None), len(values)
+
+    def shadow_scores(self, task: str, tier: str, *, since: datetime | None = None, limit: int = 500) -> list[float]:
+        """The agreements of a tier's last `limit` shadow comparisons (after `since`), oldest first."""
+        stmt = select(ShadowRow.agreement).where(ShadowRow.task_name == task, ShadowRow.tier == tier)
+        if since is not None:
+            stmt = stmt.where(ShadowRow.created_at >= require_aware(since, "since"))
+        stmt = stmt.order_by(ShadowRow.created_at.desc(), ShadowRow.id.desc()).limit(limit)
+        return [v for (v,) in reversed(self._rows(stmt))]
 
     # -- teacher budget ----------------------------------------------------------------------------------------
 
