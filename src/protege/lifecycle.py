@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("protege")
 AUTHOR_TRACES = 8
 MIN_SHADOWS = 10
+FAILED_DISTILL_BACKOFF_S = 3600.0
 SEQUENTIAL_SHADOWS = 500  # the newest shadows the sequential test reads (its CUSUM forgets older ones anyway)
 DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is seen within this
 
@@ -34,6 +36,7 @@ class Lifecycle:
         self.app = app
         self._busy: set[str] = set()
         self._draft_seen: dict[str, float] = {}
+        self._distill_wait: dict[str, tuple[int, float]] = {}  # task -> (traces missing, when checked)
         from protege.drift_monitor import DriftMonitor
 
         self.work = BackgroundWork(app.store, app.portal)
@@ -44,6 +47,8 @@ class Lifecycle:
 
     async def on_teacher_success(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
         name = task.spec.name
+        if task.spec.policy.auto_distill:
+            await self.maybe_auto_distill(task)
         if self._nothing_to_do(task, rescued) or name in self._busy:
             return  # the common case, decided from the tiers' cache without touching the store
         self._busy.add(name)  # one author per task at a time; concurrent successes would only repeat it
@@ -157,6 +162,44 @@ class Lifecycle:
                                 spec.policy.promote_at)
         self.app.tiers.invalidate(spec.name)
 
+    # -- re-distillation ---------------------------------------------------------------------------------------
+
+    async def maybe_auto_distill(self, task: TaskRuntime, *, now: bool = False) -> Any:
+        """With Policy(auto_distill=True): start a distill in another process when one is due; returns the worker
+        process, if one was started. Counts are read again only when they may have changed enough (or `now`)."""
+        from protege.auto_distill import RECHECK_S, WORKER_ENV
+
+        name = task.spec.name
+        if os.environ.get(WORKER_ENV):
+            return None
+        missing, checked = self._distill_wait.get(name, (0, -1e9))
+        if not now and missing > 1 and time.monotonic() - checked < RECHECK_S:
+            self._distill_wait[name] = (missing - 1, checked)  # this success is one of the missing traces
+            return None
+        self._distill_wait[name] = (1 << 30, time.monotonic())  # concurrent successes wait for this check
+        try:
+            missing, proc = await asyncio.to_thread(self._auto_distill_step, task)
+        except Exception:  # optional background work: never the caller's problem
+            log.exception("auto_distill check for task %r failed", name)
+            missing, proc = None, None
+        self._distill_wait[name] = (missing if missing else 1 << 30, time.monotonic())
+        return proc
+
+    def _auto_distill_step(self, task: TaskRuntime) -> tuple[int | None, Any]:
+        from protege.auto_distill import distill_gap, launch, lease_name
+
+        store, name = self.app.store, task.spec.name
+        held = store.lease(lease_name(name))
+        if store.lease_live(held):
+            return None, None  # a distill of this task is running somewhere
+        last = (held.info or {}) if held else {}
+        if last.get("outcome") == "failed" and time.time() - last.get("ended_at", 0) < FAILED_DISTILL_BACKOFF_S:
+            return None, None  # it failed lately (see PROJECT_DIR/logs): not again on every check
+        missing, why = distill_gap(store, name, task.spec.policy)
+        if missing != 0:
+            return missing, None
+        return None, launch(self.app, self.app.handle(name), why)
+
     # -- shadows -----------------------------------------------------------------------------------------------
 
     async def on_shadow(self, task: TaskRuntime, tier: str, agreement: float) -> None:
@@ -187,6 +230,7 @@ class Lifecycle:
             from protege.distill.pipeline import demote
 
             demote(store, name, reason=why)
+            self._distill_wait.pop(name, None)  # the next teacher success looks at once
         else:
             self.app.skills.send_back(name, by="policy:shadow", note=why)
         self.app.tiers.invalidate(name)

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     prices: Path | None = Field(default=None, description="JSON/TOML file of price overrides per model")
     teacher_budget_usd_per_day: float | None = Field(default=None, description="cap on teacher spend per day")
     app: str | None = Field(default=None, description="'module:attr' of the Protege app for the CLI/TUI")
+    auto_distill_config: dict | None = Field(
+        default=None, description="TrainConfig fields (JSON) for distills started by Policy(auto_distill=True)")
     drain_timeout_s: float = Field(
         default=60.0, ge=0, description="seconds close() and interpreter exit wait for background work; what is "
                                         "left then stays pending in the store for the next process")

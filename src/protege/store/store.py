@@ -178,6 +178,15 @@ class Store(BackgroundQueries):
         stmt = _trace_filter(select(func.count()).select_from(TraceRow), task, tier, valid, run_id, shadow)
         return int(self._scalar(stmt))
 
+    def count_dataset_traces(self, task: str, *, since: datetime | None = None,
+                             tiers: tuple[str, ...] = DATASET_TIERS) -> int:
+        """Valid traces of the tiers a dataset is built from (created after `since`): what a distill would see."""
+        stmt = select(func.count()).select_from(TraceRow).where(
+            TraceRow.task_name == task, TraceRow.valid.is_(True), TraceRow.tier.in_(tiers))
+        if since is not None:
+            stmt = stmt.where(TraceRow.created_at > require_aware(since, "since"))
+        return int(self._scalar(stmt))
+
     def dataset_traces(self, task: str, *, tiers: tuple[str, ...] = DATASET_TIERS) -> Iterator[dict]:
         """Stream a task's valid traces of `tiers` as plain dicts (oldest first), for the dataset builder.
 
