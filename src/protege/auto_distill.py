@@ -65,6 +65,38 @@ def distill_gap(store: Store, task: str, policy: Any) -> tuple[int | None, str]:
     return max(need - n, 0), why
 
 
+def describe_lease(row: Any, live: bool, now: float | None = None) -> str:
+    """A distill lease for people: what is running now, or how the last automatic distill ended."""
+    info, task = row.info or {}, row.name.split(":", 1)[-1]
+    now = time.time() if now is None else now
+    if live:
+        step = f" {info['done']}/{info['total']}" if info.get("total") else ""
+        return (f"distilling {task!r} now: {info.get('phase', 'starting')}{step}, started "
+                f"{_ago(now - info.get('started_at', now))} (pid {info.get('pid', '?')})")
+    ended = _ago(now - info.get("ended_at", now))
+    outcome = info.get("outcome")
+    if outcome in ("promoted", "candidate"):
+        retention = info.get("retention")
+        kept = f", retention {retention:.1%}" if isinstance(retention, float) else ""
+        return f"last distill of {task!r}, {ended}: student {str(info.get('student_id'))[:12]} {outcome}{kept}"
+    if outcome == "failed":
+        return (f"last distill of {task!r} failed {ended}: {info.get('error', '?')} — see logs/distill-{task}.log "
+                f"under the project dir")
+    if outcome is None:
+        return f"a distill of {task!r} stopped during {info.get('phase', '?')} (its process ended); a later check " \
+               f"starts another"
+    return f"last distill check of {task!r}, {ended}: {outcome}"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(seconds, 0)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
 # -- the serving process's side ----------------------------------------------------------------------------------
 
 

@@ -157,8 +157,10 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
     rows = store.students(task)
     if as_json:
         return emit_json([row_dict(r) for r in rows])
+    distills = _distill_lines(store, task)
     if not rows:
-        return typer.echo("no students yet: distill one with `protege distill TASK`")
+        typer.echo("no students yet: distill one with `protege distill TASK`")
+        return typer.echo("\n".join(distills)) if distills else None
     table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "gate",
                                       "created"], [
         [r.id, r.task_name, r.state, r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
@@ -168,6 +170,16 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
                                                         "traces; gate = the confidence floor a student serves behind "
                                                         "and the share of calls it keeps; promote with "
                                                         "`protege promote ID`")
+    if distills:
+        typer.echo("\n".join(distills))
+
+
+def _distill_lines(store: Any, task: str | None) -> list[str]:
+    """Automatic distills (Policy(auto_distill=True)): the one running, or how the last one ended, per task."""
+    from protege.auto_distill import describe_lease, lease_name
+
+    leases = store.leases(lease_name(task) if task else lease_name(""))
+    return [describe_lease(r, store.lease_live(r)) for r in leases if not task or r.name == lease_name(task)]
 
 
 def _gate(row: Any) -> str:
