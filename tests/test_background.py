@@ -151,7 +151,7 @@ def test_close_is_bounded_by_its_timeout_and_leaves_the_job_pending(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="protege"):
         app.close(timeout_s=0.5)
     assert time.monotonic() - started < 10
-    assert "still running after 0.5 s at exit (skill for 'shout')" in caplog.text
+    assert "still running after 0.5 s at exit (skill for 'shout') was stopped" in caplog.text
     assert "1 job(s) left pending" in caplog.text
     with Store(db) as store:
         [job] = store.jobs("shout")

@@ -240,10 +240,14 @@ class Protege:
         timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         try:
             if self.portal._loop is not None:
-                work = self.lifecycle.work
-                left = self.portal.call(work.drain(self.cascade.background, timeout))
-                if left:
-                    self.portal.call(work.abandon(left, timeout))
+                work, others = self.lifecycle.work, self.cascade.background
+                try:
+                    done = not self.portal.call(work.drain(others, timeout))
+                    why = f"after {timeout:.3g} s at exit"
+                except KeyboardInterrupt:  # a second Ctrl-C while waiting: stop waiting, keep the work queued
+                    done, why = False, "when exit was interrupted"
+                if not done:
+                    self.portal.call(work.abandon(others, why))
         finally:
             self.portal.close()
             self.store.close()

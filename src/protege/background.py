@@ -111,26 +111,32 @@ class BackgroundWork:
 
     # -- exit --------------------------------------------------------------------------------------------------
 
+    def still_running(self, others: set[asyncio.Task]) -> list[asyncio.Task]:
+        return list({t for t in [*self.running, *others] if not t.done()})
+
     async def drain(self, others: set[asyncio.Task], timeout_s: float | None) -> list[asyncio.Task]:
         """Wait for this runner's jobs and `others` (shadow runs) until none is left or `timeout_s` passes;
         returns what is still running."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        while pending := list({t for t in [*self.running, *others] if not t.done()}):
+        while pending := self.still_running(others):
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
                 return pending
             await asyncio.wait(pending, timeout=left)
         return []
 
-    async def abandon(self, pending: list[asyncio.Task], timeout_s: float) -> None:
-        """Out of time: cancel what still runs, hand its jobs back to the queue, and say so."""
+    async def abandon(self, others: set[asyncio.Task], why: str) -> None:
+        """Out of time (or interrupted): cancel what still runs, hand its jobs back to the queue, and say so."""
+        pending = self.still_running(others)
+        if not pending:
+            return
         labels = Counter(self.running.get(t, "a shadow run") for t in pending)
         for t in pending:
             t.cancel()
         await asyncio.wait(pending, timeout=5)
         released = await asyncio.to_thread(self.store.release_jobs, self.owner)
         what = ", ".join(f"{n} × {label}" if n > 1 else label for label, n in labels.items())
-        log.warning("protege: background work still running after %.3g s at exit (%s): stopped; %d job(s) left "
-                    "pending in the store for the next process that opens it (raise PROTEGE_DRAIN_TIMEOUT_S to "
-                    "wait longer)", timeout_s, what, released)
+        log.warning("protege: background work still running %s (%s) was stopped; %d job(s) left pending in the "
+                    "store for the next process that opens it%s", why, what, released,
+                    "; raise PROTEGE_DRAIN_TIMEOUT_S to wait longer" if "interrupted" not in why else "")
