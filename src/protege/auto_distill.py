@@ -2,7 +2,8 @@
 validated traces, a separate process distills it — never the process serving calls, never on a call's path.
 
 The serving process only checks (`distill_gap`, a few counts, in the background: again once it has itself seen
-as many teacher successes as traces were missing, or after `RECHECK_S` for those other processes added) and starts `python -m protege.auto_distill` detached, so training outlives a short script. The worker
+as many teacher successes as traces were missing, or after `RECHECK_S` for those other processes added) and
+starts `python -m protege.auto_distill` detached, so training outlives a short script. The worker
 takes the lease `distill:<task>` in the store before anything else: one distill per task at a time across
 processes and machines. It renews the lease while it works (with its progress, which `protege students` and the
 TUI show) and releases it with the outcome; if it dies, the lease lapses after `LEASE_TTL_S` (at once on the same

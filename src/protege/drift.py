@@ -8,10 +8,10 @@ What is compared, on the last `WINDOW` calls the student was tried on:
 - the share of calls its answer was escalated (gate or validation), against the eval's 1 − gate coverage.
 
 Continuous features use a two-sample Kolmogorov–Smirnov test, shares an exact one-sided binomial test; each at
-level `ALPHA`, small enough that the five together rarely fire on an unchanged stream. When one fires, the task's shadow rate is
-raised to `Policy.drift_shadow_rate` for `Policy.drift_shadow_calls` calls, so the sequential agreement test
-(protege.sequential) gets its evidence within tens of calls instead of hundreds. A boost that ends without a
-demotion was a benign shift: what the boost saw becomes the reference, so the same shift does not fire again.
+level `ALPHA`, small enough that the five together rarely fire on an unchanged stream. When one fires, the task's
+shadow rate is raised to `Policy.drift_shadow_rate` for `Policy.drift_shadow_calls` calls, so the sequential
+agreement test (protege.sequential) gets its evidence within tens of calls instead of hundreds. A boost that ends
+without a demotion was a benign shift: what the boost saw becomes the reference, so the same shift does not fire again.
 """
 
 from __future__ import annotations
