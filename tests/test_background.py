@@ -186,3 +186,43 @@ def test_context_manager_drains_background_work(tmp_path):
     assert app._closed
     with Store(store.url) as again:
         assert len(again.skills("shout")) == 1 and again.jobs(state=None) == []
+
+
+def test_a_failing_job_is_retried_by_later_processes_then_kept_as_failed(tmp_path, caplog):
+    """A handler that raises: the job is released for a retry (its error kept), and after MAX_ATTEMPTS runs it is
+    kept as failed rather than retried forever. A kind this app has no handler for stays pending, untouched."""
+    from protege.background import MAX_ATTEMPTS
+
+    def teacher(req):
+        return ModelResponse(text=json.dumps({"label": "X"}), usage=Usage(input_tokens=10, output_tokens=10))
+
+    app = Protege(db=f"sqlite:///{tmp_path / 'p.db'}", teacher=FunctionModel(teacher), replay=FunctionModel(teacher))
+
+    @app.task
+    def shout(text: str) -> Out:
+        """Upper-case the text."""
+
+    async def boom(task, payload):
+        raise RuntimeError(f"no luck with {payload['n']}")
+
+    work = app.lifecycle.work
+    work.register("boom", boom)
+    with caplog.at_level(logging.ERROR, logger="protege"):
+        app.portal.call(work.run(shout.runtime, "boom", {"n": 7}))
+    [job] = app.store.jobs("shout")
+    assert job.owner is None and job.attempts == 1 and job.error == "RuntimeError: no luck with 7"
+    assert "boom work for task 'shout' failed (run 1 of 3); a later process retries it" in caplog.text
+    for _ in range(MAX_ATTEMPTS - 1):  # as later processes would: claim and run again
+        assert work.resume(shout.runtime) == 1
+        app.wait()
+    assert app.store.jobs("shout") == []
+    [failed] = app.store.jobs("shout", state="failed")
+    assert failed.attempts == MAX_ATTEMPTS
+    assert work.resume(shout.runtime) == 0
+
+    app.store.add_job("shout", "from-a-newer-protege", {}, owner="another-host:1:x", lease_s=0)
+    assert work.resume(shout.runtime) == 1
+    app.wait()
+    [kept] = app.store.jobs("shout")
+    assert kept.kind == "from-a-newer-protege" and kept.owner is None
+    app.close()
