@@ -160,9 +160,12 @@ class LeaseKeeper:
         while not self._stop.wait(RENEW_S):
             self.store.renew_lease(self.name, owner=self.owner, ttl_s=LEASE_TTL_S, info=self.info)
 
-    def release(self, **outcome: Any) -> None:
+    def release(self, *, previous: dict | None = None, **outcome: Any) -> None:
+        """Let go with this run's outcome, or (`previous`) put back the info of the run before, when this one did
+        nothing."""
         self._stop.set()
-        self.store.release_lease(self.name, owner=self.owner, info={**self.info, **outcome, "ended_at": time.time()})
+        info = previous if previous is not None else {**self.info, **outcome, "ended_at": time.time()}
+        self.store.release_lease(self.name, owner=self.owner, info=info)
 
 
 def load_app(args: argparse.Namespace) -> Protege:
@@ -186,13 +189,17 @@ def work(app: Protege, task: str, config: dict | None = None) -> dict[str, Any]:
     from protege.store.background import process_owner
 
     handle = app.handle(task)
+    previous = app.store.lease(lease_name(task))  # how the last distill ended: kept if there is nothing to do
     keeper = LeaseKeeper(app.store, lease_name(task), process_owner())
     if not keeper.acquire():
         return {"outcome": "skipped", "why": "another process holds the distill lease"}
     try:
         reason = distill_due(app.store, task, handle.spec.policy)
-        if reason is None:
-            keeper.release(phase="done", outcome="not due")
+        if reason is None:  # another process distilled it just before
+            if previous is not None and previous.info:
+                keeper.release(previous=previous.info)
+            else:
+                keeper.release(phase="done", outcome="not due")
             return {"outcome": "not due"}
         options: dict[str, Any] = {"progress": keeper.progress}
         if config:

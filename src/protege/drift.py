@@ -132,7 +132,7 @@ class TaskDrift:
     student_id: str
     ref: Reference | None = None
     recent: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
-    inputs: deque = field(default_factory=lambda: deque(maxlen=WINDOW))
+    pending: deque = field(default_factory=lambda: deque(maxlen=WINDOW))  # calls seen before the reference was ready
     calls: int = 0
     boost_left: int = 0
     during_boost: list[tuple[Observation, dict]] = field(default_factory=list)

@@ -38,7 +38,7 @@ class DriftMonitor:
         st.calls += 1
         raw = (inp, first.confidence, not first.valid)
         if st.ref is None:
-            st.inputs.append(raw)  # observed once the reference is ready
+            st.pending.append(raw)  # observed once the reference is ready
             return
         self._observe(task, st, raw)
 
@@ -77,8 +77,8 @@ class DriftMonitor:
         except Exception:  # the early signal is optional: without a reference the task is shadowed as its policy says
             log.exception("drift reference for task %r could not be built", name)
             return
-        pending = list(st.inputs)
-        st.inputs.clear()
+        pending = list(st.pending)
+        st.pending.clear()
         task = self.app.tasks.get(name)
         for raw in pending:
             if task is not None:
