@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 from protege.auto_distill import distill_due, lease_name
@@ -49,6 +50,10 @@ if __name__ == "__main__":
     for subject in sys.argv[1:]:
         triage(Ticket(subject=subject))
 """
+class Out(BaseModel):
+    label: str
+
+
 SUBJECTS = ["refund please", "app crashes", "double charge", "login broken", "refund my order", "screen is blank",
             "charged twice", "error 500", "refund for May", "crash on save", "invoice wrong", "button missing"]
 
@@ -111,3 +116,46 @@ def test_the_serving_process_starts_the_worker_in_the_background(project):
             time.sleep(1)
         assert lease.info["phase"] == "done", log.read_text()[-3000:]
         assert len(store.students("triage")) == 1
+
+
+def test_due_counts_new_traces_since_the_last_student_and_a_worker_with_nothing_to_do_keeps_the_last_outcome(
+        tmp_path):
+    """distill_gap: min_traces before any student, auto_distill_traces new ones after one, nothing while one is
+    promoted. A worker that finds nothing due leaves the last distill's outcome on the lease for people to read."""
+    from protege import Policy, Protege
+    from protege.agents import FunctionModel
+    from protege.auto_distill import distill_gap, work
+    from protege.distill.pipeline import demote, promote
+    from protege.store import StudentRow
+    from protege.store.background import process_owner
+
+    teacher = FunctionModel(lambda req: {"label": "x"})
+    app = Protege(db=f"sqlite:///{tmp_path / 'p.db'}", teacher=teacher, replay=teacher)
+    policy = Policy(min_traces=4, auto_distill=True, auto_distill_traces=2)
+
+    @app.task(policy=policy)
+    def tag(text: str) -> Out:
+        """Tag the text."""
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROTEGE_AUTO_DISTILL_WORKER", "1")  # no worker started from these calls
+        for i in range(3):
+            tag(f"t{i}")
+        app.wait()
+        assert distill_gap(app.store, "tag", policy) == (1, "3 validated traces and no student yet")
+        row = app.store.add_student(StudentRow(task_name="tag", base="b", adapter_path="a"))
+        promote(app.store, row.id)
+        assert distill_gap(app.store, "tag", policy) == (None, "a student is promoted")
+        demote(app.store, "tag", reason="drift")
+        assert distill_gap(app.store, "tag", policy)[0] == 2  # none new since that student
+        tag("t9")
+        app.wait()
+        assert distill_gap(app.store, "tag", policy) == (1, f"1 new validated traces since student {row.id[:8]} "
+                                                             "(demoted)")
+
+    last = {"phase": "done", "outcome": "promoted", "student_id": row.id, "ended_at": 1.0}
+    app.store.acquire_lease("distill:tag", owner=process_owner(), ttl_s=60, info=last)
+    app.store.release_lease("distill:tag", owner=process_owner(), info=last)
+    assert work(app, "tag") == {"outcome": "not due"}
+    assert app.store.lease("distill:tag").info == last
+    app.close()
