@@ -112,7 +112,8 @@ class Protege:
                       shadow_rate=lc.drift.shadow_rate)
         self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed))
         self._closed = False
-        at_exit(self.close)
+        at_exit(self._settle_at_exit)  # drains while threads can still be started...
+        atexit.register(self.close)  # ...and this closes, after the threads of the program have ended
 
     # -- tasks -------------------------------------------------------------------------------------------------
 
@@ -237,20 +238,30 @@ class Protege:
         if self._closed:
             return
         self._closed = True
-        timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         try:
-            if self.portal._loop is not None:
-                work, others = self.lifecycle.work, self.cascade.background
-                try:
-                    done = not self.portal.call(work.drain(others, timeout))
-                    why = f"after {timeout:.3g} s at exit"
-                except KeyboardInterrupt:  # a second Ctrl-C while waiting: stop waiting, keep the work queued
-                    done, why = False, "when exit was interrupted"
-                if not done:
-                    self.portal.call(work.abandon(others, why))
+            self._settle(self.settings.drain_timeout_s if timeout_s is None else timeout_s)
         finally:
             self.portal.close()
             self.store.close()
+
+    def _settle_at_exit(self) -> None:
+        """The first exit hook: drain while worker threads can still start (`close` follows at atexit)."""
+        if not self._closed:
+            self._settle(self.settings.drain_timeout_s)
+
+    def _settle(self, timeout: float) -> None:
+        """Wait for background work; past `timeout` (or on Ctrl-C) stop it and hand its jobs back to the queue."""
+        if self.portal._loop is None:
+            return
+        work, others = self.lifecycle.work, self.cascade.background
+        try:
+            if not self.portal.call(work.drain(others, timeout)):
+                return
+            why = f"after {timeout:.3g} s at exit"
+        except KeyboardInterrupt:  # a second Ctrl-C while waiting: stop waiting, keep the work queued
+            why = "when exit was interrupted"
+        stopped = self.portal.call(work.abandon(others))
+        work.hand_back(stopped, why)
 
     def __enter__(self) -> Protege:
         return self
@@ -262,7 +273,8 @@ class Protege:
 def at_exit(fn: Callable[[], None]) -> None:
     """Run `fn` at interpreter exit while threads can still be started: before concurrent.futures shuts its
     executors down (after which asyncio.to_thread raises "cannot schedule new futures after shutdown"), so
-    background work can still finish. Falls back to atexit where threading's hook is missing."""
+    background work can still finish. Falls back to atexit where threading's hook is missing (the fallback drains
+    what needs no new thread)."""
     import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours: ours runs first)
     import threading
 

@@ -126,17 +126,22 @@ class BackgroundWork:
             await asyncio.wait(pending, timeout=left)
         return []
 
-    async def abandon(self, others: set[asyncio.Task], why: str) -> None:
-        """Out of time (or interrupted): cancel what still runs, hand its jobs back to the queue, and say so."""
+    async def abandon(self, others: set[asyncio.Task]) -> Counter[str]:
+        """Cancel what still runs (its jobs stay in the store); returns what was stopped, by label."""
         pending = self.still_running(others)
-        if not pending:
-            return
         labels = Counter(self.running.get(t, "a shadow run") for t in pending)
         for t in pending:
             t.cancel()
-        await asyncio.wait(pending, timeout=5)
-        released = await asyncio.to_thread(self.store.release_jobs, self.owner)
-        what = ", ".join(f"{n} × {label}" if n > 1 else label for label, n in labels.items())
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return labels
+
+    def hand_back(self, stopped: Counter[str], why: str) -> None:
+        """Release this process's claims on stopped jobs so the next process takes them at once, and say so."""
+        released = self.store.release_jobs(self.owner)  # sync: at exit no worker thread may be started
+        if not stopped and not released:
+            return
+        what = ", ".join(f"{n} × {label}" if n > 1 else label for label, n in stopped.items())
         log.warning("protege: background work still running %s (%s) was stopped; %d job(s) left pending in the "
                     "store for the next process that opens it%s", why, what, released,
                     "; raise PROTEGE_DRAIN_TIMEOUT_S to wait longer" if "interrupted" not in why else "")
