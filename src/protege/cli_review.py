@@ -150,7 +150,8 @@ def skill_import(ctx: typer.Context,
 
 @app.command(rich_help_panel=REVIEW)
 def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False) -> None:
-    """List distilled students with their evaluation and state."""
+    """List distilled students with their evaluation and state, and automatic distills (running, or how the last
+    one ended)."""
     store = store_of(ctx)
     if task:
         require_task(store, task)
