@@ -1,5 +1,11 @@
 """What happens around calls, off the caller's path: skills are written and revised after teacher successes,
-approved on evidence when the policy says so, and cheaper tiers are demoted when shadow agreement drops.
+approved on evidence when the policy says so, cheaper tiers are demoted when shadow agreement drops (a sequential
+test, protege.sequential; the early drift signal raises the shadow rate, protege.drift_monitor), and a task is
+distilled again by itself when the policy opts in (protege.auto_distill).
+
+Skill upkeep runs as a durable job (protege.background): a row in the store before it starts, finished by the next
+process if this one exits or dies first. Another kind of background work registers its own handler:
+`self.work.register("kind", handler)`, then `await self.work.run(task, "kind", payload)` from a hook.
 
 Every model call made here is paid for and recorded as a trace (tier "author" or "evidence"), so the ledger
 shows the whole cost of the loop, and none of these traces ever reaches a training set.
@@ -32,13 +38,12 @@ DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is
 class Lifecycle:
     def __init__(self, app: Protege):
         from protege.background import BackgroundWork
+        from protege.drift_monitor import DriftMonitor
 
         self.app = app
         self._busy: set[str] = set()
         self._draft_seen: dict[str, float] = {}
         self._distill_wait: dict[str, tuple[int, float]] = {}  # task -> (traces missing, when checked)
-        from protege.drift_monitor import DriftMonitor
-
         self.work = BackgroundWork(app.store, app.portal)
         self.work.register("skill", self._skill_job)
         self.drift = DriftMonitor(app)
