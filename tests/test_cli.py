@@ -215,6 +215,22 @@ def test_students_of_a_task_show_exact_match_per_field(seeded):
     assert "exact match per field" not in seeded.ok("students").stdout
 
 
+def test_students_shows_automatic_distills(seeded):
+    """A distill running under its lease shows its phase and progress; a finished one its outcome."""
+    from protege.store.background import process_owner
+
+    with Store(seeded.db) as store:
+        store.acquire_lease("distill:triage", owner=process_owner(), ttl_s=60,
+                            info={"phase": "train", "done": 12, "total": 40, "pid": 4321, "started_at": 0})
+    out = seeded.ok("students").stdout
+    assert "no students yet" in out and "distilling 'triage' now: train 12/40" in out and "(pid 4321)" in out
+    with Store(seeded.db) as store:
+        store.release_lease("distill:triage", owner=process_owner(),
+                            info={"phase": "done", "outcome": "promoted", "student_id": "abc123", "retention": 0.97})
+    assert "last distill of 'triage'" in (out := seeded.ok("students", "triage").stdout)
+    assert "student abc123 promoted, retention 97.0%" in out
+
+
 # -- datasets and distillation -----------------------------------------------------------------------------------
 
 def test_dataset_build_from_the_store(seeded):

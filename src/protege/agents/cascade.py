@@ -97,6 +97,9 @@ class Hooks:
     # (task, the teacher's trace id, the replay attempt it rescued if any)
     on_teacher_success: Callable[[TaskRuntime, str, Attempt | None], Awaitable[None]] | None = None
     on_shadow: Callable[[TaskRuntime, str, float], Awaitable[None]] | None = None
+    # (task, the call's input, its attempts): sync and cheap, it runs on the caller's path after a served call
+    on_call: Callable[[TaskRuntime, dict[str, Any], list[Attempt]], None] | None = None
+    shadow_rate: Callable[[TaskRuntime], float] | None = None  # the task's shadow rate now (default: its policy's)
 
 
 @dataclass
@@ -195,6 +198,8 @@ class Cascade:
             latency_s=out["latency_s"], run_id=out["run_id"], trace_ids=[a.trace_id for a in attempts],
             attempts=attempts,
         )
+        if self.hooks.on_call and not out["plan"].forced:
+            self.hooks.on_call(out["task"], out["input_dict"], attempts)
         if last.tier != "teacher" and not out["plan"].forced:
             self._maybe_shadow(out, last, output)
         return result
@@ -337,7 +342,7 @@ class Cascade:
             await asyncio.gather(*list(self.background), return_exceptions=True)
 
     def _maybe_shadow(self, out: CascadeState, served: Attempt, output: BaseModel) -> None:
-        rate = out["task"].spec.policy.shadow_rate
+        rate = self.hooks.shadow_rate(out["task"]) if self.hooks.shadow_rate else out["task"].spec.policy.shadow_rate
         if rate > 0 and self.rng.random() < rate:
             self._spawn(self._shadow(out, served, output))
 

@@ -45,6 +45,7 @@ class StudentsScreen(ReviewScreen):
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[str, StudentRow] = {}
+        self.distills: list[str] = []  # automatic distills: running now, or how the last one ended
 
     def compose(self) -> ComposeResult:
         yield NavBar("students")
@@ -67,6 +68,7 @@ class StudentsScreen(ReviewScreen):
     async def load(self) -> None:
         try:
             rows = await self.read(self.store.students)
+            self.distills = await self.read(_distill_lines, self.store)
         except Exception as exc:
             self.fail(exc)
             return
@@ -91,7 +93,10 @@ class StudentsScreen(ReviewScreen):
         self.show(self.rows.get(event.row_key.value or ""))
 
     def show(self, row: StudentRow | None) -> None:
-        self.query_one("#student-record", Static).update(_record(row))
+        text = _record(row)
+        if self.distills:
+            text += "\n\n" + "\n".join(f"[b]auto distill[/] {escape(line)}" for line in self.distills)
+        self.query_one("#student-record", Static).update(text)
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -128,6 +133,12 @@ class StudentsScreen(ReviewScreen):
                 self.load()
 
         self.app.push_screen(ConfirmScreen(question, yes="Demote"), demote)
+
+
+def _distill_lines(store: Any) -> list[str]:
+    from protege.auto_distill import describe_lease, lease_name
+
+    return [describe_lease(r, store.lease_live(r)) for r in store.leases(lease_name(""))]
 
 
 def _cells(r: StudentRow) -> tuple[str, ...]:
