@@ -54,7 +54,7 @@ def make_app(tmp_path, student_fn=student, **policy) -> tuple[Protege, object, S
     app = Protege(db=f"sqlite:///{tmp_path / 'd.db'}", seed=3, teacher=FunctionModel(teacher),
                   replay=FunctionModel(teacher))
 
-    @app.task(policy=Policy(**policy))
+    @app.task(policy=Policy(program=False, **policy))
     def extract(email: Email) -> Order:
         """The item and quantity ordered."""
 
