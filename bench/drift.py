@@ -112,7 +112,8 @@ def make_app(arm: str, seed: int) -> tuple[Any, Any]:
     folder = Path(tempfile.mkdtemp(prefix="drift-"))
     app = Protege(db=f"sqlite:///{folder / 'd.db'}", project_dir=folder, seed=seed, teacher=FunctionModel(teacher),
                   replay=FunctionModel(teacher))
-    policy = Policy(program=False, shadow_rate=0.05, demote_below=0.9, shadow_window=50,  # a student's drift: no field programs
+    # a student's drift: field programs (on by default) would serve this synthetic task instead
+    policy = Policy(program=False, shadow_rate=0.05, demote_below=0.9, shadow_window=50,
                     drift_shadow_rate=1.0 if arm == "early+sequential" else 0.0)
 
     @app.task(policy=policy)
