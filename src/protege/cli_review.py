@@ -159,14 +159,19 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         return emit_json([row_dict(r) for r in rows])
     if not rows:
         return typer.echo("no students yet: distill one with `protege distill TASK`")
+    from protege.agents.models.answer_profile import kinds_summary
+
     table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "gate",
-                                      "created"], [
+                                      "field kinds", "created"], [
         [r.id, r.task_name, r.state, r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
-         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), when(r.created_at)]
+         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), kinds_summary(_metric(r, "field_kinds")),
+         when(r.created_at)]
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
                                                         "traces; gate = the confidence floor a student serves behind "
-                                                        "and the share of calls it keeps; promote with "
+                                                        "and the share of calls it keeps; field kinds = what the "
+                                                        "training traces show of each output field (copied fields "
+                                                        "are decoded from the input's text only); promote with "
                                                         "`protege promote ID`")
 
 

@@ -145,8 +145,9 @@ def _record(row: StudentRow | None) -> str:
         f"dataset {short_id(row.dataset_id)} · created {when(row.created_at)}"
         + (f" · promoted {when(row.promoted_at)}" if row.promoted_at else ""),
         *_gate_line(row),
+        *_kinds_line(row),
         "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items())
-                                 if not isinstance(v, list) and k != "gate")  # per-answer lists: --json
+                                 if not isinstance(v, list) and k not in ("gate", "field_kinds"))  # lists: --json
                        or "none recorded"),
     ]
     return "\n".join(lines)
@@ -159,6 +160,14 @@ def _gate_line(row: StudentRow) -> list[str]:
     return [f"confidence gate ≥ {gate['min_confidence']:.3f}: keeps {pct(gate['coverage'], 0)} of calls (their "
             f"quality {pct(gate['kept_quality'], 1)}), escalates the rest · end-to-end retention "
             f"{pct(gate['retention'], 1)} on the eval split"]
+
+
+def _kinds_line(row: StudentRow) -> list[str]:
+    kinds = (row.metrics or {}).get("field_kinds")
+    if not kinds:
+        return []
+    return ["field kinds (from the training traces; copied fields are decoded from the input's text only): "
+            + ", ".join(f"{escape(name)} [b]{escape(kind)}[/]" for name, kind in kinds.items())]
 
 
 def _value(v: Any) -> str:
