@@ -1,9 +1,10 @@
 """String `pattern` and `format` as automata the answer grammar steps one character at a time.
 
 A small regex compiler for the subset JSON-schema patterns use: literals and escapes, `.`, classes `[a-z_]`
-and `[^...]`, `\\d \\w \\s` (and negations), groups `( )` `(?: )`, `|`, and `* + ? {m} {m,} {m,n}`, with `^`/`$`
-at the ends (a pattern without them matches anywhere, as JSON Schema says). It builds a Thompson NFA and steps
-sets of its states (memoized). Lookarounds, backreferences and word boundaries are not compiled: such a pattern
+and `[^...]`, `\\d \\w \\s` and their negations (ASCII only: a subset of what validation accepts, so never a
+wrong answer), groups `( )` `(?: )`, `|`, and `* + ? {m} {m,} {m,n}`, with `^`/`$` at the ends (a pattern
+without them matches anywhere, as JSON Schema says). It builds a Thompson NFA and steps sets of its states
+(memoized). Lookarounds, backreferences and word boundaries are not compiled: such a pattern
 is left to validation and named in the grammar's notes. Formats date, date-time, time, email and uuid are
 patterns here; any other format is left to validation too.
 """
