@@ -11,6 +11,7 @@ traces (`MIN_EVIDENCE`), so a small dataset does not make a legal answer impossi
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,20 +116,27 @@ def _count_trace(stats: _PathStats, values: list[Any], source: str) -> None:
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if numbers:
         stats.numbers += 1
-        stats.numbers_read += all(str(n) in source for n in numbers)
+        stats.numbers_read += all(_written_in(n, source) for n in numbers)
+
+
+def _written_in(number: int | float, source: str) -> bool:
+    """The number appears in the text as a whole number (not as part of a longer one)."""
+    return re.search(rf"(?<![0-9.]){re.escape(str(number))}(?![0-9])", source) is not None
 
 
 def _bounds(stats: _PathStats, copy_threshold: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if len(stats.list_lengths) >= MIN_EVIDENCE:
+    if stats.traces < MIN_EVIDENCE:
+        return out
+    if stats.list_lengths:
         seen = max(stats.list_lengths)
         out["max_items"] = max(math.ceil(seen * ITEMS_MARGIN), seen + ITEMS_SLACK)
         if stats.unique_lists >= MIN_UNIQUE_EVIDENCE and not stats.repeated_lists:
             out["unique_items"] = True
-    if len(stats.string_lengths) >= MIN_EVIDENCE:
+    if stats.string_lengths:
         seen = max(stats.string_lengths)
         out["max_length"] = max(math.ceil(seen * LENGTH_MARGIN), seen + LENGTH_SLACK)
-    if stats.strings >= MIN_EVIDENCE and stats.strings == stats.traces and _rate(stats) >= copy_threshold:
+    if stats.strings == stats.traces and _rate(stats) >= copy_threshold:
         out["copy"] = True
     return out
 
