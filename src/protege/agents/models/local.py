@@ -61,6 +61,7 @@ class LocalModel:
         prompt_lookup: bool = True,
         batch_size: int | None = None,
         copy_constraint: bool = True,
+        profile: AnswerProfile | None = None,
     ):
         self.base_path, self.adapter_path = _resolve_paths(Path(path), Path(adapter) if adapter else None)
         name = name or str(path)
@@ -71,7 +72,8 @@ class LocalModel:
         self.prompt_lookup = prompt_lookup
         self.batch_size = batch_size
         self.copy_constraint = copy_constraint
-        self.profile: AnswerProfile | None = read_profile(self.adapter_path)
+        # what the training traces showed about answers (bounds, copied fields): given, or stored with the student
+        self.profile: AnswerProfile | None = profile if profile is not None else read_profile(self.adapter_path)
 
     @property
     def engine(self):
