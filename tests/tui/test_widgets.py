@@ -98,3 +98,14 @@ def test_a_students_record_shows_its_gate_and_leaves_per_answer_lists_out():
     assert "confidence gate ≥ 0.912: keeps 64% of calls (their quality 93.0%)" in text
     assert "end-to-end retention 95.3%" in text and "retention=0.81" in text
     assert "scores" not in text and "confidences" not in text and len(text) < 1000
+
+
+def test_a_students_record_shows_the_field_kinds_learned_from_its_traces():
+    from protege.store import StudentRow
+    from protege.tui.screens.students import _record
+
+    row = StudentRow(task_name="orders", base="smollm2-135m", adapter_path="/a", metrics={
+        "retention": 0.9, "field_kinds": {"order_id": "free", "city": "copied", "urgency": "enum"}})
+    text = _record(row)
+    assert "field kinds" in text and "city [b]copied[/]" in text and "urgency [b]enum[/]" in text
+    assert "field_kinds=" not in text
