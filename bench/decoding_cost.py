@@ -84,7 +84,8 @@ def main(n: int = 8, rounds: int = 2) -> None:
                 latency[name].append(time.perf_counter() - t0)
                 per_step[name].append((timers["choose"] / max(timers["steps"], 1),
                                        timers["forward"] / max(timers["steps"], 1)))
-            print(f"  {name}: last answer {response.text[:120]} ({response.stop_reason})")
+            print(f"  {name}: last answer {response.text[:120]} ({response.stop_reason}, "
+                  f"{response.usage.output_tokens} tokens)", flush=True)
     print("| decoder | p50 s per answer | grammar ms per chosen token | forward ms per step | grammar share |")
     print("|---|---|---|---|---|")
     for name in models:

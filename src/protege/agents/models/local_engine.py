@@ -6,7 +6,8 @@ one the grammar accepts is taken (a trained student's first choice almost always
 model picks among the tokens that start with it, so a key's closing quote can still merge with the value's first
 characters the way the tokenizer merged them in training ("token healing"). Values copied from the input are
 drafted from the prompt and verified several tokens per forward pass (`PromptLookup`): the answer is the one
-token-by-token decoding gives, in fewer passes.
+token-by-token decoding gives, in fewer passes. An answer that runs out of tokens is left cut (`max_tokens`):
+closing it would hand the cascade a runaway answer that validates.
 """
 
 from __future__ import annotations
