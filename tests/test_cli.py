@@ -189,12 +189,14 @@ def test_students_promote_demote(seeded):
     """students lists rows; promote by id prefix, demote by task; unknown ids and tasks fail clearly."""
     with Store(seeded.db) as store:
         row = store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x",
-                                           metrics={"retention": 0.97}))
+                                           metrics={"retention": 0.97, "field_kinds": {"queue": "enum",
+                                                                                       "priority": "computed"}}))
     listed = seeded.json("students", "triage")
     assert [(s["id"], s["state"]) for s in listed] == [(row.id, "candidate")]
     assert seeded.json("promote", row.id[:8])["state"] == "promoted"
     assert seeded.json("tasks")[0]["student"] == row.id
-    assert "97.0%" in seeded.ok("students").stdout
+    listing = seeded.ok("students").stdout
+    assert "97.0%" in listing and "enum 1 · computed 1" in listing  # the field kinds learned from its traces
     assert seeded.json("demote", "triage")["state"] == "demoted"
     assert_one_line_error(seeded.cli("demote", "triage"), 2, "no promoted student")
     assert_one_line_error(seeded.cli("promote", "nope-nope"), 2, "no student 'nope-nope'")

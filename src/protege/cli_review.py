@@ -184,15 +184,20 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
     if not rows:
         typer.echo("no students yet: distill one with `protege distill TASK`")
         return typer.echo("\n".join(distills)) if distills else None
+    from protege.agents.models.answer_profile import kinds_summary
+
     table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "gate",
-                                      "created"], [
+                                      "field kinds", "created"], [
         [r.id, r.task_name, r.state, r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
-         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), when(r.created_at)]
+         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), kinds_summary(_metric(r, "field_kinds")),
+         when(r.created_at)]
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
                                                         "traces; gate = the confidence floor a student serves behind "
                                                         "and the share of calls it keeps (on eval answers the floor "
-                                                        "was not chosen on); promote with `protege promote ID`")
+                                                        "was not chosen on); field kinds = what the training traces "
+                                                        "show of each output field (copied fields are decoded from "
+                                                        "the input's text only); promote with `protege promote ID`")
     if task:
         _field_table(rows[0])
     if distills:

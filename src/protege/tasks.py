@@ -45,6 +45,10 @@ class Policy(BaseModel):
         0.5, ge=0, le=1, description="a student that needs a confidence floor to pass promote_at is promoted only "
                                      "if it keeps at least this share of calls",
     )
+    copy_constraint: bool = Field(
+        True, description="a student writes fields the traces show copied from the input only as substrings of "
+                          "the call's input (False: as free text)",
+    )
     redact: Literal["secrets", "pii"] = Field("secrets", description="what distillation redacts from traces")
     teacher_budget_usd: float | None = Field(None, ge=0, description="cap on this task's teacher spend per day")
     max_steps: int = Field(8, ge=1, description="model turns per attempt (tool calls included)")

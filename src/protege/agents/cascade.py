@@ -290,7 +290,7 @@ class Cascade:
         latency = time.perf_counter() - t0
         text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
         output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
-        errors += _confidence_errors(result, floor)
+        errors = _stop_errors(result) + errors + _confidence_errors(result, floor)
         cost = sum(self.source.cost(model, r.usage) for r in result.responses)
         valid = not errors
         trace = {
@@ -420,6 +420,21 @@ def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
     field = least_sure_field(result.field_confidences)
     what = f"field {field!r}" if field else "answer"
     return [f"low confidence: {what} {conf:.3f} < the student's floor {floor:.3f} (Policy.min_confidence or its gate)"]
+
+
+def _stop_errors(result: LoopResult) -> list[str]:
+    """A cut-off answer (token limit) or a runaway one (a bound learned from the traces) is never served, even
+    when what it wrote parses."""
+    last = result.responses[-1] if result.responses else None
+    if last is None or last.stop_reason not in ("max_tokens", "bound"):
+        return []
+    raw = last.raw if isinstance(last.raw, dict) else {}
+    if last.stop_reason == "max_tokens":
+        limit = raw.get("max_tokens")
+        return [f"the answer was cut off at its token limit{f' ({limit} tokens)' if limit else ''}: "
+                f"a truncated answer is not served"]
+    return [f"the answer reached a bound learned from the training traces ({'; '.join(raw.get('bounds', []))}): "
+            f"a runaway answer is not served"]
 
 
 def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:

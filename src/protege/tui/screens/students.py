@@ -157,6 +157,7 @@ def _record(row: StudentRow | None) -> str:
         + (f" · promoted {when(row.promoted_at)}" if row.promoted_at else ""),
         *_gate_line(row),
         *_fields_line(row),
+        *_kinds_line(row),
         "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items())
                                  if not isinstance(v, list | dict))  # per-answer lists, tables: above or --json
                        or "none recorded"),
@@ -189,6 +190,14 @@ def _fields_line(row: StudentRow) -> list[str]:
     if kinds:
         lines.append("per field kind: " + " · ".join(f"{escape(k)} {pct(v, 1)}" for k, v in kinds.items()))
     return lines
+
+
+def _kinds_line(row: StudentRow) -> list[str]:
+    kinds = (row.metrics or {}).get("field_kinds")
+    if not kinds:
+        return []
+    return ["field kinds (from the training traces; copied fields are decoded from the input's text only): "
+            + ", ".join(f"{escape(name)} [b]{escape(kind)}[/]" for name, kind in kinds.items())]
 
 
 def _value(v: Any) -> str:
