@@ -10,6 +10,8 @@
 
 Use `store` for anything that should hold on both databases; take `sqlite_url` / `pg_url` directly when a test
 needs an empty database or a second `Store` on the same one.
+
+Hypothesis runs derandomized (profile "repeatable"): a property test is as repeatable as any other test.
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run, so `make test` cannot pass once and fail the next time
+# (HYPOTHESIS_PROFILE=explore draws fresh ones, e.g. when hunting bugs).
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 PG_HOST = "127.0.0.1:5432"
 PG_ADMIN_CANDIDATES = [
