@@ -90,11 +90,14 @@ class Protege:
         seed: int | None = None,
         otel: str | Any | None = None,
         otel_content: bool | None = None,
+        program_author: str | Model | None = None,
     ):
         """`otel`: an OTLP/HTTP collector URL (or PROTEGE_OTEL_ENDPOINT) to export spans to, or a TracerProvider;
         by default spans go to the global TracerProvider, if the app configured one. `otel_content`: record
         prompts and answers on spans (redacted by each task's policy); default: the conventions' environment switch
-        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off."""
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off. `program_author`: who writes programs for tasks
+        with Policy(program=True) once they have program_min_traces teacher traces — "teacher", a model spec or a
+        Model; default None: off, since authoring spends teacher money (induced programs need no author)."""
         overrides = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
                      "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
@@ -118,6 +121,9 @@ class Protege:
         from protege.programs.service import ProgramService
 
         self.programs = ProgramService(self)
+        from protege.programs.authored import AuthoredPrograms
+
+        self.authored = AuthoredPrograms(self, program_author)
         hooks = Hooks(on_teacher_success=self.lifecycle.on_teacher_success, on_shadow=self.lifecycle.on_shadow)
         self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed), telemetry=self.telemetry)
         self.portal = Portal()
@@ -242,6 +248,7 @@ class Protege:
         try:
             self.wait()
         finally:
+            self.authored.close()
             self.portal.close()
             self.store.close()
             self.telemetry.shutdown()
