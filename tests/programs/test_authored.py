@@ -186,3 +186,37 @@ def test_each_field_goes_to_the_program_that_verified_better():
     assert choose(induced, authored) == {"a": "induced", "b": "authored", "c": "authored", "d": "induced"}
     assert choose(None, authored) == {"a": "authored", "b": "authored", "c": "authored"}
     assert choose(induced, None) == {"a": "induced", "b": "induced", "d": "induced"}
+
+
+def test_cli_tui_and_skill_folders_show_and_carry_the_authored_program(tmp_path):
+    from typer.testing import CliRunner
+
+    from protege.cli import app as cli
+    from protege.tui.screens.skills import _programs_markdown
+
+    examples = invoices(40, seed=5)
+    app = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(app)
+    _warm(app, examples)
+    app.approve_skill("summarize")
+    files = dict(app.skill("summarize").files)
+    app.close()
+    url, runner, env = f"sqlite:///{tmp_path}/p.db", CliRunner(), {"COLUMNS": "220"}
+    shown = runner.invoke(cli, ["--db", url, "programs", "summarize"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "written by function:code-author (a function)" in shown.output and "scripts/solve.py" in shown.output
+    assert "4 of 4 fields served" in shown.output and "0 sandbox failures" in shown.output
+    data = json.loads(runner.invoke(cli, ["--db", url, "programs", "summarize", "--json"]).output)
+    assert "total" in data["authored"]["serves"] and data["authored"]["field_agreement"]["total"] == 1.0
+    skill = runner.invoke(cli, ["--db", url, "skill", "show", "summarize"], env=env)
+    assert skill.exit_code == 0 and "written by function:code-author" in skill.output
+    assert "Authored program (scripts/solve.py)" in _programs_markdown(files)
+    # export and import carry scripts/solve.py and its record; the importing store serves it
+    assert runner.invoke(cli, ["--db", url, "skill", "export", str(tmp_path / "out")]).exit_code == 0
+    folder = next((tmp_path / "out").iterdir())
+    assert (folder / PROGRAM_FILE).read_text() == files[PROGRAM_FILE] and (folder / RECORD_FILE).exists()
+    other = Protege(db=f"sqlite:///{tmp_path}/q.db", teacher=FunctionModel(lambda req: "{}"))
+    _register(other)
+    other.import_skills(tmp_path / "out")
+    assert other.authored.current("summarize").source == files[PROGRAM_FILE]
+    other.close()

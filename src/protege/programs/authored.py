@@ -128,6 +128,19 @@ class FieldChoice:
         return {**values, **answer.fields}, []
 
 
+def authored_markdown(induced: ProgramSet | None, authored: AuthoredProgram) -> str:
+    """The authored program's per-field record as markdown (the TUI's skill preview)."""
+    choice = choose(induced, authored)
+    lines = [f"### Authored program (scripts/solve.py), {authored.by}", "",
+             f"Verified on {authored.held_out} teacher traces the author was not shown; {authored.failed_cases} "
+             "held-out cases wrong or failed.", "",
+             "| field | held-out accuracy | verified | served by |", "|---|---|---|---|"]
+    for name, value in authored.field_agreement.items():
+        lines.append(f"| {name} | {value:.1%} | {'yes' if name in authored.verified else 'no'} | "
+                     f"{choice.get(name, '–')} |")
+    return "\n".join(lines) + "\n"
+
+
 class AuthoredPrograms:
     """The app's authored-program service: one lazily started Sandbox, background writing, per-field serving."""
 
@@ -265,4 +278,4 @@ class AuthoredPrograms:
         self.app.tiers.invalidate(task.spec.name)
 
 
-__all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "choose", "stored_authored"]
+__all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "authored_markdown", "choose", "stored_authored"]
