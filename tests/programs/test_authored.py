@@ -220,3 +220,29 @@ def test_cli_tui_and_skill_folders_show_and_carry_the_authored_program(tmp_path)
     other.import_skills(tmp_path / "out")
     assert other.authored.current("summarize").source == files[PROGRAM_FILE]
     other.close()
+
+
+def test_where_no_sandbox_can_start_authored_programs_are_skipped_and_calls_still_served(tmp_path, monkeypatch,
+                                                                                          caplog):
+    from protege.sandbox import Sandbox, SandboxUnavailable
+
+    examples = invoices(50, seed=6)
+    app = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(app)
+    _warm(app, examples[:40])
+    assert app.authored.current("summarize") is not None
+    app.close()
+
+    def refuse(self):  # a kernel without Landlock/seccomp, simulated: the real start is what raises this
+        raise SandboxUnavailable("Landlock is not available on this kernel")
+
+    monkeypatch.setattr(Sandbox, "start", refuse)
+    again = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(again)
+    with caplog.at_level("WARNING", logger="protege"):
+        results = [again.run("summarize", inp) for inp, _ in examples[40:43]]
+    # the authored fields are ineligible: the induced ones cannot answer every field, so the teacher does
+    assert [r.tier for r in results] == ["teacher"] * 3
+    assert [r.output.model_dump() for r in results] == [o for _, o in examples[40:43]]
+    assert sum("not served or written" in m for m in caplog.messages) == 1
+    again.close()
