@@ -176,27 +176,36 @@ def skill_import(ctx: typer.Context,
 
 @app.command(rich_help_panel=REVIEW)
 def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False) -> None:
-    """List distilled students with their evaluation and state; with TASK, also the newest one's exact match per
-    output field (worst first)."""
+    """List distilled students with their evaluation and state, and automatic distills (running, or how the last
+    one ended); with TASK, also the newest student's exact match per output field (worst first)."""
     store = store_of(ctx)
     if task:
         require_task(store, task)
     rows = store.students(task)
     if as_json:
         return emit_json([row_dict(r) for r in rows])
+    distills = _distill_lines(store, task)
     if not rows:
-        return typer.echo("no students yet: distill one with `protege distill TASK`")
+        typer.echo("no students yet: distill one with `protege distill TASK`")
+        return typer.echo("\n".join(distills)) if distills else None
+    from protege.agents.models.answer_profile import kinds_summary
+
     table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "gate",
-                                      "created"], [
+                                      "field kinds", "created"], [
         [r.id, r.task_name, r.state, r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
-         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), when(r.created_at)]
+         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), kinds_summary(_metric(r, "field_kinds")),
+         when(r.created_at)]
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
                                                         "traces; gate = the confidence floor a student serves behind "
                                                         "and the share of calls it keeps (on eval answers the floor "
-                                                        "was not chosen on); promote with `protege promote ID`")
+                                                        "was not chosen on); field kinds = what the training traces "
+                                                        "show of each output field (copied fields are decoded from "
+                                                        "the input's text only); promote with `protege promote ID`")
     if task:
         _field_table(rows[0])
+    if distills:
+        typer.echo("\n".join(distills))
 
 
 def _field_table(row: Any) -> None:
@@ -214,6 +223,14 @@ def _field_table(row: Any) -> None:
 def _kinds_caption(kind_accuracy: dict[str, float]) -> str | None:
     return "per field kind: " + " · ".join(f"{k} {pct(v)}" for k, v in kind_accuracy.items()) if kind_accuracy \
         else None
+
+
+def _distill_lines(store: Any, task: str | None) -> list[str]:
+    """Automatic distills (Policy(auto_distill=True)): the one running, or how the last one ended, per task."""
+    from protege.auto_distill import describe_lease, lease_name
+
+    leases = store.leases(lease_name(task) if task else lease_name(""))
+    return [describe_lease(r, store.lease_live(r)) for r in leases if not task or r.name == lease_name(task)]
 
 
 def _gate(row: Any) -> str:

@@ -45,6 +45,10 @@ class Policy(BaseModel):
         0.5, ge=0, le=1, description="a student that needs a confidence floor to pass promote_at is promoted only "
                                      "if it keeps at least this share of calls",
     )
+    copy_constraint: bool = Field(
+        True, description="a student writes fields the traces show copied from the input only as substrings of "
+                          "the call's input (False: as free text)",
+    )
     redact: Literal["secrets", "pii"] = Field("secrets", description="what distillation redacts from traces")
     teacher_budget_usd: float | None = Field(None, ge=0, description="cap on this task's teacher spend per day")
     max_steps: int = Field(8, ge=1, description="model turns per attempt (tool calls included)")
@@ -52,6 +56,18 @@ class Policy(BaseModel):
     program: bool = Field(True, description="induce field programs from the teacher's traces and serve the "
                                             "fields they are verified for (no model, no cost)")
     program_min_traces: int = Field(50, ge=4, description="valid teacher traces before programs are induced")
+    drift_shadow_rate: float = Field(
+        1.0, ge=0, le=1, description="shadow rate while a promoted student's inputs or confidence have moved from "
+                                     "their distribution at promotion (0: no early signal)",
+    )
+    drift_shadow_calls: int = Field(50, ge=1, description="calls the raised shadow rate lasts after a drift signal")
+    auto_distill: bool = Field(
+        False, description="distill again by itself (a separate process) once a task without a promoted student "
+                           "has auto_distill_traces new validated traces",
+    )
+    auto_distill_traces: int = Field(
+        100, ge=1, description="new validated traces (since the last student) that start an automatic distill",
+    )
 
 
 def _default_score(expected: Any, actual: Any) -> float:

@@ -68,7 +68,10 @@ class AppTiers:
         target = spec.removeprefix("local:")
         row = self.app.store.student(target)
         if row is not None:
-            return LocalModel(self.app.base_dir(row.base), adapter=row.adapter_path, name=f"local:{row.id}")
+            handle = self.app.tasks.get(row.task_name)
+            copy = handle.spec.policy.copy_constraint if handle is not None else True
+            return LocalModel(self.app.base_dir(row.base), adapter=row.adapter_path, name=f"local:{row.id}",
+                              copy_constraint=copy)
         return LocalModel(self.app.base_dir(target), name=spec)
 
     def teacher(self, task: TaskRuntime) -> Model:

@@ -253,6 +253,19 @@ async def test_promote_then_demote_with_confirm(console, seeded_store, settle):
     assert seeded_store.student(student_id("triage-a")).state == "demoted"
 
 
+async def test_students_screen_shows_a_running_distill(console, seeded_store, settle):
+    """An automatic distill holding its lease is shown under the student record, with its progress."""
+    from protege.store.background import process_owner
+
+    seeded_store.acquire_lease("distill:triage", owner=process_owner(), ttl_s=60,
+                               info={"phase": "train", "done": 3, "total": 8, "pid": 99, "started_at": 0})
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        record = str(pilot.app.screen.query_one("#student-record").render())
+    assert "distilling 'triage' now: train 3/8" in record
+
+
 # -- the app -------------------------------------------------------------------------------------------------------
 
 async def test_dashboard_rows_come_from_the_ledger(console, seeded_store, settle):

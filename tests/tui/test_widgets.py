@@ -104,3 +104,14 @@ def test_a_students_record_shows_its_gate_and_leaves_per_answer_lists_out():
     assert "exact match per field: priority 62.0% · queue 97.0%" in text and "copied 97.0%" in text
     assert "{" not in text  # no raw dicts
     assert "scores" not in text and "confidences" not in text and len(text) < 1000
+
+
+def test_a_students_record_shows_the_field_kinds_learned_from_its_traces():
+    from protege.store import StudentRow
+    from protege.tui.screens.students import _record
+
+    row = StudentRow(task_name="orders", base="smollm2-135m", adapter_path="/a", metrics={
+        "retention": 0.9, "field_kinds": {"order_id": "free", "city": "copied", "urgency": "enum"}})
+    text = _record(row)
+    assert "field kinds" in text and "city [b]copied[/]" in text and "urgency [b]enum[/]" in text
+    assert "field_kinds=" not in text

@@ -98,6 +98,9 @@ class Hooks:
     # (task, the teacher's trace id, the replay attempt it rescued if any)
     on_teacher_success: Callable[[TaskRuntime, str, Attempt | None], Awaitable[None]] | None = None
     on_shadow: Callable[[TaskRuntime, str, float], Awaitable[None]] | None = None
+    # (task, the call's input, its attempts): sync and cheap, it runs on the caller's path after a served call
+    on_call: Callable[[TaskRuntime, dict[str, Any], list[Attempt]], None] | None = None
+    shadow_rate: Callable[[TaskRuntime], float] | None = None  # the task's shadow rate now (default: its policy's)
 
 
 @dataclass
@@ -198,6 +201,8 @@ class Cascade:
             latency_s=out["latency_s"], run_id=out["run_id"], trace_ids=[a.trace_id for a in attempts],
             attempts=attempts,
         )
+        if self.hooks.on_call and not out["plan"].forced:
+            self.hooks.on_call(out["task"], out["input_dict"], attempts)
         if last.tier != "teacher" and not out["plan"].forced:
             self._maybe_shadow(out, last, output)
         return result
@@ -290,7 +295,7 @@ class Cascade:
         latency = time.perf_counter() - t0
         text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
         output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
-        errors += _confidence_errors(result, floor)
+        errors = _stop_errors(result) + errors + _confidence_errors(result, floor)
         cost = sum(self.source.cost(model, r.usage) for r in result.responses)
         valid = not errors
         trace = {
@@ -342,7 +347,7 @@ class Cascade:
             await asyncio.gather(*list(self.background), return_exceptions=True)
 
     def _maybe_shadow(self, out: CascadeState, served: Attempt, output: BaseModel) -> None:
-        rate = out["task"].spec.policy.shadow_rate
+        rate = self.hooks.shadow_rate(out["task"]) if self.hooks.shadow_rate else out["task"].spec.policy.shadow_rate
         if rate > 0 and self.rng.random() < rate:
             self._spawn(self._shadow(out, served, output))
 
@@ -433,6 +438,21 @@ def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
     field = least_sure_field(result.field_confidences)
     what = f"field {field!r}" if field else "answer"
     return [f"low confidence: {what} {conf:.3f} < the student's floor {floor:.3f} (Policy.min_confidence or its gate)"]
+
+
+def _stop_errors(result: LoopResult) -> list[str]:
+    """A cut-off answer (token limit) or a runaway one (a bound learned from the traces) is never served, even
+    when what it wrote parses."""
+    last = result.responses[-1] if result.responses else None
+    if last is None or last.stop_reason not in ("max_tokens", "bound"):
+        return []
+    raw = last.raw if isinstance(last.raw, dict) else {}
+    if last.stop_reason == "max_tokens":
+        limit = raw.get("max_tokens")
+        return [f"the answer was cut off at its token limit{f' ({limit} tokens)' if limit else ''}: "
+                f"a truncated answer is not served"]
+    return [f"the answer reached a bound learned from the training traces ({'; '.join(raw.get('bounds', []))}): "
+            f"a runaway answer is not served"]
 
 
 def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:

@@ -72,6 +72,7 @@ def distill(
     several GPUs) is evaluated and recorded instead of training one. It is evaluated on this build's eval split;
     the split is by input hash, so a build with the same `eval_fraction` and `seed` never holds out an input the
     adapter trained on."""
+    from protege.distill.answer_kinds import learn_for_student
     from protege.distill.dataset import build_dataset
     from protege.distill.train import TrainConfig, train_student
 
@@ -99,7 +100,10 @@ def distill(
         config = config or TrainConfig()
         result = train_student(train_rows, base_dir, folder, config, output_schema=spec.output_schema,
                                progress=lambda p: report("train", p.step, p.total_steps))
+    profile = learn_for_student(train_rows, spec.output_schema, Path(result.adapter_path),
+                                copy_constraint=spec.policy.copy_constraint)  # read by LocalModel from here on
     metrics = _evaluate(app, spec, base_dir, result.adapter_path, student_id, eval_rows, report)
+    metrics["field_kinds"] = profile.kinds()
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
         "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss}
     if adapter is not None:

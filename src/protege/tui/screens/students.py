@@ -45,6 +45,7 @@ class StudentsScreen(ReviewScreen):
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[str, StudentRow] = {}
+        self.distills: list[str] = []  # automatic distills: running now, or how the last one ended
 
     def compose(self) -> ComposeResult:
         yield NavBar("students")
@@ -67,6 +68,7 @@ class StudentsScreen(ReviewScreen):
     async def load(self) -> None:
         try:
             rows = await self.read(self.store.students)
+            self.distills = await self.read(_distill_lines, self.store)
         except Exception as exc:
             self.fail(exc)
             return
@@ -91,7 +93,10 @@ class StudentsScreen(ReviewScreen):
         self.show(self.rows.get(event.row_key.value or ""))
 
     def show(self, row: StudentRow | None) -> None:
-        self.query_one("#student-record", Static).update(_record(row))
+        text = _record(row)
+        if self.distills:
+            text += "\n\n" + "\n".join(f"[b]auto distill[/] {escape(line)}" for line in self.distills)
+        self.query_one("#student-record", Static).update(text)
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -130,6 +135,12 @@ class StudentsScreen(ReviewScreen):
         self.app.push_screen(ConfirmScreen(question, yes="Demote"), demote)
 
 
+def _distill_lines(store: Any) -> list[str]:
+    from protege.auto_distill import describe_lease, lease_name
+
+    return [describe_lease(r, store.lease_live(r)) for r in store.leases(lease_name(""))]
+
+
 def _cells(r: StudentRow) -> tuple[str, ...]:
     latency = metric(r, "latency")
     return (clip(r.task_name, 12), short_id(r.id), status_markup(r.state), pct(metric(r, "retention"), 1),
@@ -146,6 +157,7 @@ def _record(row: StudentRow | None) -> str:
         + (f" · promoted {when(row.promoted_at)}" if row.promoted_at else ""),
         *_gate_line(row),
         *_fields_line(row),
+        *_kinds_line(row),
         "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items())
                                  if not isinstance(v, list | dict))  # per-answer lists, tables: above or --json
                        or "none recorded"),
@@ -178,6 +190,14 @@ def _fields_line(row: StudentRow) -> list[str]:
     if kinds:
         lines.append("per field kind: " + " · ".join(f"{escape(k)} {pct(v, 1)}" for k, v in kinds.items()))
     return lines
+
+
+def _kinds_line(row: StudentRow) -> list[str]:
+    kinds = (row.metrics or {}).get("field_kinds")
+    if not kinds:
+        return []
+    return ["field kinds (from the training traces; copied fields are decoded from the input's text only): "
+            + ", ".join(f"{escape(name)} [b]{escape(kind)}[/]" for name, kind in kinds.items())]
 
 
 def _value(v: Any) -> str:
