@@ -70,11 +70,11 @@ def run(ctx: Context, calls: int | None = None) -> Result:
         baseline_label="induced programs alone, in-process, p50 (ms)", target=f"≤ {TARGET_MS:g} ms",
         met=bool(a["latency"]) and a["latency"]["p50_ms"] <= TARGET_MS))
     result.headlines.append(Headline(
-        metric="calls with program-fixed fields (induced + authored)", value=a["filled"], unit="share",
+        metric="calls with program-fixed fields (induced + authored)", value=a["filled"], unit="of calls",
         baseline=induced["filled"], baseline_label="induced programs alone"))
     result.headlines.append(Headline(
         metric="exact match with programs fixing fields for replay (induced + authored)", value=a["exact"],
-        unit="share", baseline=data["off/replay"]["exact"], baseline_label="program tier off, same replay"))
+        unit="exact match", baseline=data["off/replay"]["exact"], baseline_label="program tier off, same replay"))
     result.notes.append(
         f"Quality: exact match of the served answer vs the labels; teacher-only (program tier off) is "
         f"{off['exact']:.1%} at ${off['cost_per_1k']:.2f} per 1k calls. The teacher here is a ReferenceModel "
