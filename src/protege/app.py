@@ -90,11 +90,14 @@ class Protege:
         seed: int | None = None,
         otel: str | Any | None = None,
         otel_content: bool | None = None,
+        program_author: str | Model | None = None,
     ):
         """`otel`: an OTLP/HTTP collector URL (or PROTEGE_OTEL_ENDPOINT) to export spans to, or a TracerProvider;
         by default spans go to the global TracerProvider, if the app configured one. `otel_content`: record
         prompts and answers on spans (redacted by each task's policy); default: the conventions' environment switch
-        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off."""
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off. `program_author`: who writes programs for tasks
+        with Policy(program=True) once they have program_min_traces teacher traces — "teacher", a model spec or a
+        Model; default None: off, since authoring spends teacher money (induced programs need no author)."""
         overrides = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
                      "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
@@ -119,6 +122,9 @@ class Protege:
         from protege.programs.service import ProgramService
 
         self.programs = ProgramService(self)
+        from protege.programs.authored import AuthoredPrograms
+
+        self.authored = AuthoredPrograms(self, program_author)
         lc = self.lifecycle
         hooks = Hooks(on_teacher_success=lc.on_teacher_success, on_shadow=lc.on_shadow, on_call=lc.drift.on_call,
                       shadow_rate=lc.drift.shadow_rate)
@@ -253,6 +259,7 @@ class Protege:
         try:
             self._settle(self.settings.drain_timeout_s if timeout_s is None else timeout_s)
         finally:
+            self.authored.close()
             self.portal.close()
             self.store.close()
             self.telemetry.shutdown()

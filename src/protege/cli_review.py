@@ -92,13 +92,17 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
         out.print(f"review note: {row.review_note}")
     from protege.programs.service import PROGRAMS_FILE
 
-    if (row.files or {}).get(PROGRAMS_FILE):
-        import json
+    import json
 
-        from protege.cli_programs import show
-        from protege.programs import ProgramSet
+    from protege.cli_programs import show
+    from protege.programs import ProgramSet
+    from protege.programs.authored import AuthoredProgram
 
-        show(ProgramSet.from_json(json.loads(row.files[PROGRAMS_FILE])))
+    files = row.files or {}
+    induced = ProgramSet.from_json(json.loads(files[PROGRAMS_FILE])) if files.get(PROGRAMS_FILE) else None
+    authored = AuthoredProgram.from_files(files)
+    if induced is not None or authored is not None:
+        show(induced, authored, task=task)
 
 
 @skill_app.command("approve")

@@ -108,8 +108,9 @@ class AppTiers:
         return (row.text, row.version) if row is not None else None
 
     def programs(self, task: TaskRuntime) -> Any:
-        """The task's stored field programs (a ProgramSet) when its policy serves them, else None."""
-        return self.app.programs.current(task.spec.name) if task.spec.policy.program else None
+        """The task's field programs (induced, and authored ones where they verify better) when its policy serves
+        them, else None."""
+        return self.app.programs.serving(task.spec.name) if task.spec.policy.program else None
 
     def prior_art(self, task: TaskRuntime) -> list[str]:
         name = task.spec.name

@@ -88,6 +88,7 @@ class CascadeState(TypedDict, total=False):
     started: float
     latency_s: float
     fixed: dict[str, Any]  # output fields verified programs decided for this input (cheaper tiers keep them)
+    program_errors: list[str]  # a program's failure on this input (sandbox timeout, crash, ...), if any
 
 
 @dataclass
@@ -150,14 +151,16 @@ class Cascade:
 
     # -- a call ------------------------------------------------------------------------------------------------
 
-    def plan(self, task: TaskRuntime, *, tier: str | None, escalate: bool, fixed: dict[str, Any] | None = None
-             ) -> Plan:
+    def plan(self, task: TaskRuntime, *, tier: str | None, escalate: bool, fixed: dict[str, Any] | None = None,
+             failed: bool = False) -> Plan:
+        """`failed`: a program failed on this input; the program tier's attempt records it, then escalates."""
         if tier is not None:
             if tier not in TIERS:
                 raise UserError(f"tier {tier!r} is not one of {list(TIERS)}")
             start = TIERS.index(tier)
             return Plan(tiers=list(TIERS[start:]) if escalate else [tier], forced=True, escalate=escalate)
-        tiers = ["program"] if fixed and set(fixed) >= set(task.spec.output_model.model_fields) else []
+        complete = fixed and set(fixed) >= set(task.spec.output_model.model_fields)
+        tiers = ["program"] if complete or (failed and escalate) else []
         if self.source.student(task, forced=False) is not None:
             tiers.append("student")
         if self.source.skill(task, forced=False) is not None:
@@ -170,15 +173,15 @@ class Cascade:
         # programs serve the cascade's own routing (and a forced program tier); a forced model tier answers alone,
         # so evaluating it measures that tier. `programs` is optional in a TierSource: older ones have none.
         programs = getattr(self.source, "programs", None) if tier in (None, "program") else None
-        fixed = program_values(programs(task) if programs else None, data)
-        plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed)
+        fixed, program_errors = await decide_fields(programs(task) if programs else None, data)
+        plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed, failed=bool(program_errors))
         digest = input_hash(data)
         run = {"id": new_id(), "task_name": task.spec.name, "task_version": task.version, "input": data,
                "input_hash": digest}
         state: CascadeState = {
             "task": task, "input": inp, "input_dict": data, "input_hash": digest, "run_id": run["id"], "run": run,
             "run_written": False, "finished": False, "started": started, "plan": plan, "attempts": [],
-            "output": None, "failure": None, "fixed": fixed,
+            "output": None, "failure": None, "fixed": fixed, "program_errors": program_errors,
         }
         with self.telemetry.call(task.spec.name, run["id"]) as span:
             out = await self.graph.ainvoke(state)
@@ -249,6 +252,8 @@ class Cascade:
         t0 = time.perf_counter()
         text = json.dumps(fixed, ensure_ascii=False)
         output, errors = validate_answer(spec, state["input"], text) if fixed else (None, ["no program applies"])
+        if state.get("program_errors"):  # a program failed on this input: recorded here, the next tier answers
+            output, errors = None, list(state["program_errors"])
         valid = not errors
         latency = time.perf_counter() - t0
         trace = {
@@ -363,6 +368,19 @@ class Cascade:
         await asyncio.to_thread(self.store.add_shadow, row)
         if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
+
+
+async def decide_fields(programs: Any, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The fields programs decide for this input, and any program failure to record (authored programs run in a
+    sandbox, asynchronously: `adecide`; an induced ProgramSet applies in-process)."""
+    adecide = getattr(programs, "adecide", None)
+    if adecide is None:
+        return program_values(programs, data), []
+    try:
+        return await adecide(data)
+    except Exception as exc:  # never fail the call: the models answer every field instead
+        logging.getLogger("protege").exception("field programs failed on an input; the models answer it")
+        return {}, [f"field programs failed: {type(exc).__name__}: {exc}"[:500]]
 
 
 def program_values(programs: Any, data: dict[str, Any]) -> dict[str, Any]:

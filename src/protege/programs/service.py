@@ -55,8 +55,17 @@ class ProgramService:
         self._cache[task] = (now, found)
         return found
 
+    def serving(self, task: str) -> Any:
+        """What the program tier serves: the induced set, or per field the better of it and an authored program."""
+        induced = self.current(task)
+        authored = getattr(self.app, "authored", None)
+        return authored.serving(task, induced) if authored is not None else induced
+
     def invalidate(self, task: str) -> None:
         self._cache.pop(task, None)
+        authored = getattr(self.app, "authored", None)
+        if authored is not None:
+            authored.invalidate(task)
 
     # -- induction ---------------------------------------------------------------------------------------------
 
@@ -104,6 +113,9 @@ class ProgramService:
         try:
             if await asyncio.to_thread(self.due, task):
                 await asyncio.to_thread(self.induce, name)
+            authored = getattr(self.app, "authored", None)
+            if authored is not None:
+                await authored.maybe_write(task)  # teacher-written programs, when the app has an author
         except Exception:
             log.exception("program induction for task %r failed", name)
         finally:
@@ -167,17 +179,22 @@ def save_programs(store: Any, task: str, programs: ProgramSet, *, instructions: 
                   source_trace_ids: list[str]) -> Any:
     """A new skill version: the task's newest skill (or a minimal one) with the programs as extra files."""
     from protege.skills.library import SkillLibrary
-    from protege.skills.skill import Skill
 
     library = SkillLibrary(store)
-    latest = library.latest(task)
-    if latest is not None:
-        skill = SkillLibrary.to_skill(latest)
-    else:
-        name = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:64].strip("-") or "task"
-        skill = Skill(name=name, description=instructions[:1000] or task,
-                      body=f"# {task}\n\n{instructions}\n")
+    skill = base_skill(library, task, instructions)
     files = {**skill.files, RENDERED_FILE: render(programs),
              PROGRAMS_FILE: json.dumps(programs.to_json(), indent=1, ensure_ascii=False)}
     return library.add(task, skill.model_copy(update={"files": files}), kind="induced",
                        source_trace_ids=source_trace_ids)
+
+
+def base_skill(library: Any, task: str, instructions: str) -> Any:
+    """The skill a program version builds on: the task's newest (its files carry over), or a minimal one."""
+    from protege.skills.library import SkillLibrary
+    from protege.skills.skill import Skill
+
+    latest = library.latest(task)
+    if latest is not None:
+        return SkillLibrary.to_skill(latest)
+    name = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:64].strip("-") or "task"
+    return Skill(name=name, description=instructions[:1000] or task, body=f"# {task}\n\n{instructions}\n")

@@ -253,16 +253,20 @@ def _as_markdown(text: str, files: dict | None = None) -> str:
 
 
 def _programs_markdown(files: dict[str, str]) -> str:
-    """Per field: the induced program, whether it is served, its held-out accuracy and refusals (if any)."""
-    text = files.get("scripts/fields.json")
-    if not text:
-        return ""
+    """Per field: the induced program, whether it is served, its held-out accuracy and refusals (if any); then
+    the authored program's per-field record and which source serves each field."""
     import json
 
     from protege.programs import ProgramSet
+    from protege.programs.authored import AuthoredProgram, authored_markdown
     from protege.programs.render import markdown_table
 
-    try:
-        return "\n---\n\n" + markdown_table(ProgramSet.from_json(json.loads(text)))
-    except (ValueError, KeyError, TypeError):
-        return "\n---\n\nscripts/fields.json could not be read\n"
+    text, induced, out = files.get("scripts/fields.json"), None, ""
+    if text:
+        try:
+            induced = ProgramSet.from_json(json.loads(text))
+            out += "\n---\n\n" + markdown_table(induced)
+        except (ValueError, KeyError, TypeError):
+            out += "\n---\n\nscripts/fields.json could not be read\n"
+    authored = AuthoredProgram.from_files(files)
+    return out + ("\n---\n\n" + authored_markdown(induced, authored) if authored is not None else "")

@@ -1,0 +1,281 @@
+"""Teacher-written programs in the program tier (issue 17 wired into issue 22's tier).
+
+Once a task with `Policy(program=True)` has `program_min_traces` validated teacher traces and the app has an author
+(`Protege(program_author="teacher" | spec | Model)`, off by default: authoring spends teacher money), the author
+writes `solve(**inputs)` in the background; protege verifies it per field on traces the author never saw
+(skills.program_author) and stores it as a skill version: scripts/solve.py plus scripts/solve.json (its record).
+
+Serving, per output field, whichever program verified better on held-out traces: the induced one (in-process, no
+arbitrary code) or the authored one (in the app's sandbox); ties go to the induced program. The sandbox is asked
+only for the fields the authored program wins. A sandbox failure (exception, timeout, crash, bad answer) leaves
+those fields to the next tier and is recorded on the call's program attempt; the app keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from protege.errors import UserError
+from protege.skills.program_author import PROGRAM_FILE
+
+if TYPE_CHECKING:
+    from protege.agents.cascade import TaskRuntime
+    from protege.app import Protege
+    from protege.programs.verify import ProgramSet
+
+log = logging.getLogger("protege")
+RECORD_FILE = "scripts/solve.json"
+SERVE_TIMEOUT_S = 1.0  # a verified program answers in milliseconds; a call past this is a failure, not slowness
+REGROW = 2.0           # write again when the teacher traces have doubled and some field is still unverified
+MAX_TRACES = 400       # newest teacher traces the author is shown a sample of and verified on
+TTL_S = 2.0
+
+
+@dataclass
+class AuthoredProgram:
+    """A stored authored program and its held-out record, per field."""
+
+    source: str
+    field_agreement: dict[str, float]
+    verified: list[str]
+    held_out: int = 0
+    failed_cases: int = 0  # held-out cases the kept program got wrong or failed on
+    author: str = ""
+    written_by: str = "model"
+    traces: int = 0        # valid teacher traces when it was written
+    created_at: str = ""
+
+    @property
+    def by(self) -> str:
+        """Who wrote it, as people read it (a FunctionModel author is never passed off as a model)."""
+        kind = "function" if self.written_by == "function" else "model"
+        return f"written by {self.author or 'an unnamed author'}" + (" (a function)" if kind == "function" else "")
+
+    def record(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "source"}, indent=1)
+
+    @classmethod
+    def from_files(cls, files: dict[str, str]) -> AuthoredProgram | None:
+        source, record = files.get(PROGRAM_FILE), files.get(RECORD_FILE)
+        if not source or not record:
+            return None
+        try:
+            data = json.loads(record)
+            return cls(source=source, **{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except (ValueError, TypeError):
+            log.warning("%s could not be read; the authored program is not served", RECORD_FILE)
+            return None
+
+
+def stored_authored(store: Any, task: str) -> AuthoredProgram | None:
+    """The authored program of the task's newest skill version that is neither rejected nor retired."""
+    for row in store.skills(task):
+        if row.status in ("rejected", "retired"):
+            continue
+        found = AuthoredProgram.from_files(row.files or {})
+        if found is not None:
+            return found
+    return None
+
+
+def choose(induced: ProgramSet | None, authored: AuthoredProgram | None) -> dict[str, str]:
+    """Per served field, its source: "induced" or "authored" (the better held-out accuracy; ties: induced)."""
+    choice = {name: "induced" for name in (induced.served if induced is not None else {})}
+    for name in authored.verified if authored is not None else ():
+        mine = authored.field_agreement.get(name, 0.0)
+        theirs = induced.fields.get(name) if induced is not None else None
+        if theirs is None or not theirs.promoted or (theirs.accuracy or 0.0) < mine:
+            choice[name] = "authored"
+    return choice
+
+
+@dataclass
+class FieldChoice:
+    """What the cascade asks once per call: the fields programs decide, and any sandbox failure to record."""
+
+    induced: ProgramSet | None
+    authored: AuthoredProgram
+    sandbox: Any
+    choice: dict[str, str]
+    output_fields: list[str]
+    timeout_s: float = SERVE_TIMEOUT_S
+    sandbox_fields: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sandbox_fields = [f for f, src in self.choice.items() if src == "authored"]
+
+    async def adecide(self, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        from protege.skills.program_run import arun_program
+
+        values: dict[str, Any] = {}
+        if self.induced is not None:
+            found, _refused = self.induced.apply(data)
+            values = {k: v for k, v in found.items() if self.choice.get(k) == "induced"}
+        try:
+            answer = await arun_program(self.sandbox, self.authored.source, data, self.sandbox_fields,
+                                        self.output_fields, timeout_s=self.timeout_s)
+        except Exception as exc:  # the sandbox itself broke (closed, could not restart): the models answer
+            return values, [f"authored program: sandbox error {type(exc).__name__}: {exc}"[:500]]
+        if not answer.ok:
+            fields = ", ".join(self.sandbox_fields)
+            return values, [f"authored program {answer.kind or 'failed'}: {answer.error or ''}"[:400]
+                            + f" (fields {fields} left to the next tier)"]
+        return {**values, **answer.fields}, []
+
+
+def authored_markdown(induced: ProgramSet | None, authored: AuthoredProgram) -> str:
+    """The authored program's per-field record as markdown (the TUI's skill preview)."""
+    choice = choose(induced, authored)
+    lines = [f"### Authored program (scripts/solve.py), {authored.by}", "",
+             f"Verified on {authored.held_out} teacher traces the author was not shown; {authored.failed_cases} "
+             "held-out cases wrong or failed.", "",
+             "| field | held-out accuracy | verified | served by |", "|---|---|---|---|"]
+    for name, value in authored.field_agreement.items():
+        lines.append(f"| {name} | {value:.1%} | {'yes' if name in authored.verified else 'no'} | "
+                     f"{choice.get(name, '–')} |")
+    return "\n".join(lines) + "\n"
+
+
+class AuthoredPrograms:
+    """The app's authored-program service: one lazily started Sandbox, background writing, per-field serving."""
+
+    def __init__(self, app: Protege, author: Any = None):
+        if author is not None and not isinstance(author, str) and not hasattr(author, "request"):
+            raise UserError(f"Protege(program_author={author!r}) must be None (off), 'teacher', a model spec "
+                            f"string like 'anthropic:claude-opus-4-5', or a Model object")
+        self.app, self.author = app, author
+        self._sandbox: Any = None
+        self._unavailable: str | None = None
+        self._cache: dict[str, tuple[float, AuthoredProgram | None]] = {}
+        self._busy: set[str] = set()
+        self._written: dict[str, int] = {}  # teacher traces at each task's last authoring in this process
+
+    # -- sandbox -----------------------------------------------------------------------------------------------
+
+    def sandbox(self) -> Any:
+        """The app's Sandbox, started on first use; None where it cannot run here (logged once)."""
+        if self._sandbox is not None or self._unavailable is not None:
+            return self._sandbox
+        from protege.sandbox import Sandbox, SandboxUnavailable
+
+        try:
+            self._sandbox = Sandbox().start()
+        except SandboxUnavailable as exc:
+            self._unavailable = str(exc)
+            log.warning("authored programs are not served or written in this process: %s", exc)
+        return self._sandbox
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+            self._sandbox = None
+
+    # -- serving -----------------------------------------------------------------------------------------------
+
+    def current(self, task: str) -> AuthoredProgram | None:
+        hit, now = self._cache.get(task), time.monotonic()
+        if hit is not None and now - hit[0] < TTL_S:
+            return hit[1]
+        found = stored_authored(self.app.store, task)
+        self._cache[task] = (now, found)
+        return found
+
+    def invalidate(self, task: str) -> None:
+        self._cache.pop(task, None)
+
+    def serving(self, task: str, induced: ProgramSet | None) -> Any:
+        """What the program tier serves for a task: the induced set alone, or a FieldChoice with the sandbox."""
+        authored = self.current(task)
+        if authored is None:
+            return induced
+        choice = choose(induced, authored)
+        if "authored" not in choice.values() or self.sandbox() is None:
+            return induced
+        fields = list(self.app.handle(task).spec.output_model.model_fields)
+        return FieldChoice(induced, authored, self._sandbox, choice, fields)
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    def due(self, task: TaskRuntime) -> bool:
+        policy, name = task.spec.policy, task.spec.name
+        if self.author is None or not policy.program or self._unavailable is not None:
+            return False
+        n = self.app.store.count_traces(name, tier="teacher", valid=True, shadow=False)
+        if n < policy.program_min_traces:
+            return False
+        last = self._written.get(name)
+        if last is None:
+            stored = self.current(name)
+            if stored is None:
+                return True
+            if set(stored.verified) >= set(task.spec.output_model.model_fields):
+                return False
+            last = stored.traces
+        return n >= max(last, 1) * REGROW
+
+    async def maybe_write(self, task: TaskRuntime) -> None:
+        """Write when due (the program service calls this beside induction); failures are logged, never raised."""
+        name = task.spec.name
+        if self.author is None or name in self._busy:
+            return
+        self._busy.add(name)
+        try:
+            if await asyncio.to_thread(self.due, task):
+                await self.write(task)
+        except Exception:
+            log.exception("program authoring for task %r failed", name)
+        finally:
+            self._busy.discard(name)
+
+    async def write(self, task: TaskRuntime) -> Any:
+        """Author, verify and store (when any field verifies); every author call is recorded as a paid trace."""
+        from protege.skills.program_author import ProgramAuthor
+
+        name, store = task.spec.name, self.app.store
+        sandbox = await asyncio.to_thread(self.sandbox)
+        if sandbox is None:
+            raise UserError(f"no sandbox for authored programs here: {self._unavailable}")
+        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False,
+                                         limit=MAX_TRACES)
+        self._written[name] = len(traces)
+        author = ProgramAuthor(self._model(task), sandbox)
+        latest = await asyncio.to_thread(self.app.skills.latest, name)
+        try:
+            result = await author.write(task.spec, traces, skill=latest.text if latest else None,
+                                        promote_at=task.spec.policy.promote_at)
+        finally:
+            await self.app.lifecycle._record_author(task, author)  # paid work, recorded whatever happened next
+        log.info("task %r: %s", name, result.report().splitlines()[0])
+        if result.source and result.fields_verified:
+            await asyncio.to_thread(self._save, task, result, len(traces))
+        return result
+
+    def _model(self, task: TaskRuntime) -> Any:
+        if self.author == "teacher":
+            return self.app.tiers.teacher(task)  # budgeted like any teacher call
+        return self.app.tiers.model(self.author)
+
+    def _save(self, task: TaskRuntime, result: Any, traces: int) -> None:
+        from datetime import datetime, timezone
+
+        from protege.programs.service import base_skill
+        from protege.skills.program_author import with_program
+
+        program = AuthoredProgram(
+            source=result.source, field_agreement=result.field_agreement, verified=result.fields_verified,
+            held_out=result.held_out, failed_cases=len(result.failures), author=result.author_model,
+            written_by=result.written_by, traces=traces,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        skill = with_program(base_skill(self.app.skills, task.spec.name, task.spec.instructions), result)
+        skill = skill.model_copy(update={"files": {**skill.files, RECORD_FILE: program.record()}})
+        self.app.skills.add(task.spec.name, skill, kind="authored", author_model=result.author_model,
+                            source_trace_ids=result.shown_trace_ids)
+        self.app.tiers.invalidate(task.spec.name)
+
+
+__all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "authored_markdown", "choose", "stored_authored"]

@@ -1,0 +1,248 @@
+"""Teacher-written programs in the program tier: written in the background once enough teacher traces exist,
+verified per field in the real sandbox, stored as a skill version, served per field (the better of induced and
+authored), contained when they misbehave at serving time. The author is `code_author` (fixed code, offline): these
+tests measure the wiring, verification and the sandbox, not a model's authoring.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+
+from protege import Policy, Protege
+from protege.agents import FunctionModel, ReferenceModel
+from protege.agents.models.base import ModelResponse, Usage
+from protege.errors import UserError
+from protege.programs.authored import RECORD_FILE, AuthoredProgram, choose
+from protege.programs.verify import FieldProgram, ProgramSet
+from protege.skills.program_author import PROGRAM_FILE, code_author
+from protege.tasks import input_hash
+
+
+class Invoice(BaseModel):
+    text: str
+
+
+class Summary(BaseModel):
+    customer: str
+    items: int
+    total: float
+    priority: Literal["low", "high"]
+
+
+CORRECT = '''
+import re
+
+def solve(invoice):
+    text = invoice["text"]
+    lines = re.findall(r"^(\\d+) x .+ @ ([\\d.]+)$", text, flags=re.M)
+    return {
+        "customer": re.search(r"^Customer: (.+)$", text, flags=re.M).group(1).strip(),
+        "items": len(lines),
+        "total": round(sum(int(q) * float(p) for q, p in lines), 2),
+        "priority": "high" if "urgent" in text.lower() else "low",
+    }
+'''
+# ignores quantities: the total is right only when every quantity is 1
+WRONG_TOTAL = CORRECT.replace("sum(int(q) * float(p) for q, p in lines)", "sum(float(p) for _, p in lines)")
+# right on every trace it is verified on; loops forever on an input marked HANG (none of the traces are)
+HANGS = CORRECT.replace('    text = invoice["text"]\n',
+                        '    text = invoice["text"]\n    while "HANG" in text:\n        pass\n')
+
+
+def invoices(n: int, seed: int, *, mark: str = "") -> list[tuple[dict, dict]]:
+    rng = random.Random(seed)
+    names = ["Ada Park", "Bo Chen", "Cy Diaz", "Di Evans", "Ed Fox", "Flo Gray", "Gus Hill", "Ida Jones"]
+    goods = ["Widget", "Gear", "Bolt pack", "Cable 2m", "Lamp"]
+    out = []
+    for i in range(n):
+        lines = [(rng.choice([1, 1, 2, 3]), rng.choice(goods), rng.choice([1.5, 3.25, 10.0, 99.99]))
+                 for _ in range(rng.randint(1, 4))]
+        urgent = rng.random() < 0.3
+        name = rng.choice(names)
+        text = "\n".join([f"Invoice {seed * 1000 + i} {mark}".strip(), f"Customer: {name}",
+                          *[f"{q} x {g} @ {p}" for q, g, p in lines], "URGENT please" if urgent else "Thanks"])
+        answer = {"customer": name, "items": len(lines), "total": round(sum(q * p for q, _, p in lines), 2),
+                  "priority": "high" if urgent else "low"}
+        out.append(({"invoice": {"text": text}}, answer))
+    return out
+
+
+def _app(tmp_path, examples, *, author=None, replay=None) -> Protege:
+    teacher = ReferenceModel([{"input": i, "output": o} for i, o in examples], price_as="anthropic:claude-opus-4-5")
+    return Protege(db=f"sqlite:///{tmp_path}/p.db", seed=1, teacher=teacher, program_author=author,
+                   replay=replay or FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"))
+
+
+def _register(app: Protege):
+    @app.task(policy=Policy(program_min_traces=30))
+    def summarize(invoice: Invoice) -> Summary:
+        """Summarize an invoice: customer name, number of line items, total amount, priority (high if urgent)."""
+
+    return summarize
+
+
+def _warm(app: Protege, examples) -> None:
+    for inp, _ in examples:
+        app.run("summarize", inp)
+        app.wait()
+
+
+def test_a_verified_authored_program_serves_calls_through_the_program_tier(tmp_path):
+    examples = invoices(60, seed=1)
+    app = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(app)
+    _warm(app, examples[:40])
+    authored = app.authored.current("summarize")
+    assert authored is not None and set(authored.verified) == set(Summary.model_fields)
+    assert authored.held_out >= 5 and authored.author == "function:code-author"
+    row = app.skill("summarize")
+    assert row.kind == "authored" and row.files[PROGRAM_FILE] == authored.source and RECORD_FILE in row.files
+    # every author call is a recorded trace of tier "author"
+    assert [t.model for t in app.traces("summarize", tier="author")] == ["function:code-author"]
+    # the total (a sum of products) has no induced program: the sandbox serves it
+    choice = choose(app.programs.current("summarize"), authored)
+    assert choice["total"] == "authored" and set(choice) == set(Summary.model_fields)
+    for inp, out in examples[40:50]:
+        res = app.run("summarize", inp)
+        assert res.tier == "program" and res.cost_usd == 0 and res.output.model_dump() == out
+    sandbox = app.authored._sandbox
+    app.close()
+    assert sandbox.closed and app.authored._sandbox is None
+
+
+def test_fields_an_authored_program_gets_wrong_are_left_to_the_next_tier(tmp_path):
+    examples = invoices(60, seed=2)
+    answers = {input_hash(i): o for i, o in examples}
+    fixed_seen: list[dict | None] = []
+
+    def replay(req) -> ModelResponse:
+        fixed_seen.append(req.fixed_output)
+        answer = {**answers[input_hash(req.task_input)], "customer": "a guess"}
+        return ModelResponse(text=json.dumps(answer), usage=Usage(input_tokens=100, output_tokens=20))
+
+    app = _app(tmp_path, examples, author=code_author(WRONG_TOTAL),
+               replay=FunctionModel(replay, price_as="anthropic:claude-haiku-4-5"))
+    _register(app)
+    _warm(app, examples[:40])
+    authored = app.authored.current("summarize")
+    assert authored is not None and "total" not in authored.verified and authored.field_agreement["total"] < 0.95
+    app.approve_skill("summarize")
+    inp, out = examples[45]
+    res = app.run("summarize", inp)
+    # the replay fills the total; the fields programs decided (customer among them) are fixed, its guess overruled
+    assert res.tier == "replay" and res.output.model_dump() == out
+    assert "total" not in fixed_seen[-1] and fixed_seen[-1]["customer"] == out["customer"]
+    assert "total" not in res.program_fields
+    app.close()
+
+
+def test_a_program_that_hangs_at_serving_time_is_contained_recorded_and_escalated(tmp_path):
+    examples = invoices(60, seed=3)
+    hang_in, hang_out = invoices(1, seed=99, mark="HANG")[0]
+    app = _app(tmp_path, [*examples, (hang_in, hang_out)], author=code_author(HANGS))
+    _register(app)
+    _warm(app, examples[:40])
+    assert app.authored.current("summarize") is not None
+    res = app.run("summarize", hang_in)
+    first = res.attempts[0]
+    assert first.tier == "program" and not first.valid and "timeout" in " ".join(first.errors)
+    assert res.tier == "teacher" and res.output.model_dump() == hang_out
+    stored = app.store.trace(first.trace_id)
+    assert stored.tier == "program" and not stored.valid and "timeout" in json.dumps(stored.errors)
+    # the worker was replaced: the next call is served by the program tier again
+    inp, out = examples[50]
+    res = app.run("summarize", inp)
+    assert res.tier == "program" and res.output.model_dump() == out
+    app.close()
+
+
+def test_paid_authoring_is_off_unless_the_app_opts_in(tmp_path):
+    examples = invoices(40, seed=4)
+    app = _app(tmp_path, examples)
+    _register(app)
+    _warm(app, examples[:40])
+    assert app.authored.current("summarize") is None and app.traces("summarize", tier="author") == []
+    assert app.authored._sandbox is None  # nothing to run: no worker was started
+    app.close()
+    with pytest.raises(UserError, match="program_author=42"):
+        Protege(db=f"sqlite:///{tmp_path}/q.db", program_author=42)
+
+
+def _field(name: str, right: int, wrong: int, promoted: bool = True) -> FieldProgram:
+    return FieldProgram(name, [], heldout=right + wrong, right=right, wrong=wrong, promoted=promoted)
+
+
+def test_each_field_goes_to_the_program_that_verified_better():
+    induced = ProgramSet("t", {"a": _field("a", 100, 0), "b": _field("b", 96, 4), "c": _field("c", 50, 50, False),
+                               "d": _field("d", 99, 1)})
+    authored = AuthoredProgram(source="def solve(**kw): ...", verified=["a", "b", "c"],
+                               field_agreement={"a": 1.0, "b": 1.0, "c": 0.97, "d": 0.5})
+    # a tie goes to the induced program (no arbitrary code); a better authored one wins; unverified never serves
+    assert choose(induced, authored) == {"a": "induced", "b": "authored", "c": "authored", "d": "induced"}
+    assert choose(None, authored) == {"a": "authored", "b": "authored", "c": "authored"}
+    assert choose(induced, None) == {"a": "induced", "b": "induced", "d": "induced"}
+
+
+def test_cli_tui_and_skill_folders_show_and_carry_the_authored_program(tmp_path):
+    from typer.testing import CliRunner
+
+    from protege.cli import app as cli
+    from protege.tui.screens.skills import _programs_markdown
+
+    examples = invoices(40, seed=5)
+    app = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(app)
+    _warm(app, examples)
+    app.approve_skill("summarize")
+    files = dict(app.skill("summarize").files)
+    app.close()
+    url, runner, env = f"sqlite:///{tmp_path}/p.db", CliRunner(), {"COLUMNS": "220"}
+    shown = runner.invoke(cli, ["--db", url, "programs", "summarize"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "written by function:code-author (a function)" in shown.output and "scripts/solve.py" in shown.output
+    assert "4 of 4 fields served" in shown.output and "0 sandbox failures" in shown.output
+    data = json.loads(runner.invoke(cli, ["--db", url, "programs", "summarize", "--json"]).output)
+    assert "total" in data["authored"]["serves"] and data["authored"]["field_agreement"]["total"] == 1.0
+    skill = runner.invoke(cli, ["--db", url, "skill", "show", "summarize"], env=env)
+    assert skill.exit_code == 0 and "written by function:code-author" in skill.output
+    assert "Authored program (scripts/solve.py)" in _programs_markdown(files)
+    # export and import carry scripts/solve.py and its record; the importing store serves it
+    assert runner.invoke(cli, ["--db", url, "skill", "export", str(tmp_path / "out")]).exit_code == 0
+    folder = next((tmp_path / "out").iterdir())
+    assert (folder / PROGRAM_FILE).read_text() == files[PROGRAM_FILE] and (folder / RECORD_FILE).exists()
+    other = Protege(db=f"sqlite:///{tmp_path}/q.db", teacher=FunctionModel(lambda req: "{}"))
+    _register(other)
+    other.import_skills(tmp_path / "out")
+    assert other.authored.current("summarize").source == files[PROGRAM_FILE]
+    other.close()
+
+
+def test_where_no_sandbox_can_start_authored_programs_are_skipped_and_calls_still_served(tmp_path, monkeypatch,
+                                                                                          caplog):
+    from protege.sandbox import Sandbox, SandboxUnavailable
+
+    examples = invoices(50, seed=6)
+    app = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(app)
+    _warm(app, examples[:40])
+    assert app.authored.current("summarize") is not None
+    app.close()
+
+    def refuse(self):  # a kernel without Landlock/seccomp, simulated: the real start is what raises this
+        raise SandboxUnavailable("Landlock is not available on this kernel")
+
+    monkeypatch.setattr(Sandbox, "start", refuse)
+    again = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(again)
+    with caplog.at_level("WARNING", logger="protege"):
+        results = [again.run("summarize", inp) for inp, _ in examples[40:43]]
+    # the authored fields are ineligible: the induced ones cannot answer every field, so the teacher does
+    assert [r.tier for r in results] == ["teacher"] * 3
+    assert [r.output.model_dump() for r in results] == [o for _, o in examples[40:43]]
+    assert sum("not served or written" in m for m in caplog.messages) == 1
+    again.close()
