@@ -99,7 +99,8 @@ class Protege:
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
 
-        self.prices = load_prices(prices if prices is not None else self.settings.prices)
+        self.prices = load_prices(prices if prices is not None else self.settings.prices,
+                                  local_cost_per_hour=self.settings.local_cost_per_hour)
         self.skills = SkillLibrary(self.store)
         self.tasks: dict[str, TaskHandle] = {}
         self.tiers = AppTiers(self)

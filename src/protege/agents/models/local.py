@@ -93,6 +93,9 @@ class LocalModel:
         results = engine.run([self._job(engine, req) for req in requests], batch_size=self.batch_size)
         elapsed = time.perf_counter() - started
         out = [r if isinstance(r, Exception) else self._response(req, r, elapsed) for req, r in zip(requests, results)]
+        for result in out:  # serving: machine time priced per answer (a batch's wall time shared by its answers)
+            if not isinstance(result, Exception):
+                result.usage.compute_s = elapsed / len(requests)
         if not return_exceptions:
             for result in out:
                 if isinstance(result, Exception):
