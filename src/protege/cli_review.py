@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from protege.cli_base import JsonOpt, OptTaskArg, ReviewerOpt, TaskArg, app, reviewer_default, store_of
 from protege.cli_load import require_task
@@ -17,6 +18,19 @@ from protege.cli_output import console, emit_json, pct, row_dict, short_id, tabl
 from protege.errors import UserError
 
 REVIEW = "Review"
+
+
+class _ListByDefault(TyperGroup):
+    """`protege students [TASK]` lists (the `list` command); `protege students export|serve ...` are commands."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+students_app = typer.Typer(cls=_ListByDefault, help="List students (`protege students [TASK]`), export and serve them.")
+app.add_typer(students_app, name="students", rich_help_panel=REVIEW)
 skill_app = typer.Typer(help="Show, approve, reject, edit, export and import skills.", no_args_is_help=True)
 app.add_typer(skill_app, name="skill", rich_help_panel=REVIEW)
 VersionOpt = Annotated[int | None, typer.Option("--version", "-v", min=1, help="skill version (default: newest)")]
@@ -148,7 +162,7 @@ def skill_import(ctx: typer.Context,
         typer.echo(f"imported {row.task_name} v{row.version} ({row.status})")
 
 
-@app.command(rich_help_panel=REVIEW)
+@students_app.command("list")
 def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False) -> None:
     """List distilled students with their evaluation and state."""
     store = store_of(ctx)
@@ -159,15 +173,21 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         return emit_json([row_dict(r) for r in rows])
     if not rows:
         return typer.echo("no students yet: distill one with `protege distill TASK`")
-    table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "gate",
+    table("students (newest first)", ["id", "task", "state", "served by", "base", "retention", "score", "eval n", "gate",
                                       "created"], [
-        [r.id, r.task_name, r.state, r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
+        [r.id, r.task_name, r.state, _served(r), r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
          _metric(r, "n", "eval_n", "eval_rows"), _gate(r), when(r.created_at)]
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
                                                         "traces; gate = the confidence floor a student serves behind "
                                                         "and the share of calls it keeps; promote with "
                                                         "`protege promote ID`")
+
+
+def _served(row: Any) -> str:
+    from protege.serving import describe
+
+    return describe(row)
 
 
 def _gate(row: Any) -> str:

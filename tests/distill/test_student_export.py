@@ -54,7 +54,9 @@ def test_gguf_export_writes_the_model_a_modelfile_and_the_serving_manifest(serve
 
     app, student_id = served
     out = app.export_student(student_id, tmp_path / "gguf")
-    assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "protege_serving.json", "student-q8_0.gguf"]
+    names = {p.name for p in out.iterdir()}
+    assert {"Modelfile", "protege_serving.json", "student-q8_0.gguf", "tokenizer.json"} <= names
+    assert not any(name.startswith(".") or name.endswith(".safetensors") for name in names)
     reader = gguf.GGUFReader(out / "student-q8_0.gguf")
     fields = {k: f.contents() for k, f in reader.fields.items() if k != "tokenizer.ggml.merges"}
     assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 2

@@ -88,9 +88,15 @@ def _check_architecture(config: dict[str, Any], checkpoint: Path) -> None:
     if archs[0] not in ("LlamaForCausalLM", "llama"):
         raise UserError(f"GGUF export supports Llama-architecture students (like SmolLM2); {str(checkpoint)!r} is "
                         f"{archs[0]!r}. Export --format hf and convert it with llama.cpp's convert_hf_to_gguf.py")
-    if config.get("rope_scaling"):
-        raise UserError(f"{str(checkpoint)!r} uses rope_scaling {config['rope_scaling']!r}, which this exporter does "
-                        f"not write; export --format hf and convert with llama.cpp's convert_hf_to_gguf.py")
+    scaling = config.get("rope_scaling") or _rope(config).get("rope_type", "default")
+    if scaling not in ("default", None):
+        raise UserError(f"{str(checkpoint)!r} uses rope scaling {scaling!r}, which this exporter does not write; "
+                        f"export --format hf and convert with llama.cpp's convert_hf_to_gguf.py")
+
+
+def _rope(config: dict[str, Any]) -> dict[str, Any]:
+    """RoPE settings: transformers 5 keeps them under `rope_parameters`, older versions at the top level."""
+    return {**{k: v for k, v in config.items() if k.startswith("rope_")}, **(config.get("rope_parameters") or {})}
 
 
 def _write_hyperparameters(writer: Any, config: dict[str, Any], quant: str) -> None:
@@ -105,7 +111,7 @@ def _write_hyperparameters(writer: Any, config: dict[str, Any], quant: str) -> N
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.get("num_key_value_heads", heads))
     writer.add_rope_dimension_count(config.get("head_dim") or hidden // heads)
-    writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+    writer.add_rope_freq_base(float(_rope(config).get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_vocab_size(config["vocab_size"])
     ftype = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant]

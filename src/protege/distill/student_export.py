@@ -3,7 +3,8 @@
 `export_student(...)` writes one new folder:
     --format hf     the adapter merged into its base: config.json, model.safetensors, tokenizer with its chat
                     template (loads in transformers, vLLM, TGI, and llama.cpp's own converter)
-    --format gguf   student-<quant>.gguf (llama.cpp, Ollama, LM Studio) and an Ollama `Modelfile` beside it
+    --format gguf   student-<quant>.gguf (llama.cpp, Ollama, LM Studio), an Ollama `Modelfile`, and the tokenizer
+                    files (protege's llama.cpp engine renders prompts with them)
 and, in both, `protege_serving.json`: what a server-side caller needs to reproduce a call exactly — the messages
 and the rendered prompt template (with the task's instructions), the output JSON schema, its GBNF grammar, the
 stop strings, and an OpenAI-style request body. The student's files are checked against the hash recorded when
@@ -88,7 +89,8 @@ def _write(stage: Path, row: Any, task: Any, adapter: Path, base: Path, fmt: str
     if fmt == "gguf":
         gguf_file = _write_gguf(checkpoint, stage, quant, name=f"protege-{row.task_name}")
         shutil.rmtree(checkpoint)
-        files = [gguf_file.name, MODELFILE]
+        tokenizer.save_pretrained(stage)  # protege's llama.cpp engine renders prompts and forced text with it
+        files = [p.name for p in sorted(stage.iterdir()) if p.is_file()] + [MODELFILE]
         prompt = serving_prompt(tokenizer, task.instructions)
         (stage / MODELFILE).write_text(modelfile(gguf_file.name, prompt, task.instructions, _stops(tokenizer)),
                                        encoding="utf-8")

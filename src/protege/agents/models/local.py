@@ -40,6 +40,13 @@ class LocalModel:
     price_as: str | None = None
     writes_prose = False
 
+    def __new__(cls, *args: Any, engine: str = "torch", **kwargs: Any):  # serving: engine="llama.cpp" selects
+        if cls is LocalModel and engine == "llama.cpp":                   # the GGUF engine (llama_cpp.py)
+            from protege.agents.models.llama_cpp import LlamaCppModel
+
+            return super().__new__(LlamaCppModel)
+        return super().__new__(cls)
+
     def __init__(
         self,
         path: str | Path,
@@ -51,7 +58,10 @@ class LocalModel:
         threads: int | None = None,
         prompt_lookup: bool = True,
         batch_size: int | None = None,
+        engine: str = "torch",  # serving: "torch" (this class) or "llama.cpp" (see __new__)
     ):
+        if engine != "torch":
+            raise UserError(f"engine {engine!r} is not 'torch' or 'llama.cpp'")
         self.base_path, self.adapter_path = _resolve_paths(Path(path), Path(adapter) if adapter else None)
         name = name or str(path)
         self.name = name if name.startswith("local:") else f"local:{name}"
