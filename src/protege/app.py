@@ -229,7 +229,7 @@ class Protege:
     def export_student(self, student_id: str, out: str | Path, *, format: str = "gguf",
                        quant: str | None = None) -> Path:
         """Write a student to the new folder `out`: "hf" (merged checkpoint) or "gguf" (+ Ollama Modelfile), each
-        with protege_serving.json (prompt template, output schema, GBNF grammar). See docs/serving.md."""
+        with protege_serving.json (prompt template, output schema, GBNF grammar). README: Serving a student."""
         from protege.distill.student_export import export_student
 
         return export_student(self.store, student_id, out, fmt=format, quant=quant, base_dir=self.base_dir)
