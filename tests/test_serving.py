@@ -60,6 +60,18 @@ def test_the_student_tier_calls_the_server_with_its_training_prompt(hosted):
     assert trace.model == "openai:route-student" and trace.cost_usd > 0
 
 
+def test_json_object_style_for_llama_cpp_python_servers(hosted):
+    """llama-cpp-python's server rejects `json_schema`: the schema goes beside `json_object` instead."""
+    app, student_id, fake = hosted
+    app.serve_student(student_id, "openai:route-student", base_url=fake.openai_base_url, response_format="json_object")
+    fake.add_final({"queue": "bug"})
+    assert app.run("route", INPUT).tier == "student"
+    assert fake.requests[0].body["response_format"] == {"type": "json_object",
+                                                        "schema": app.store.task("route").output_schema}
+    with pytest.raises(UserError, match="response_format 'xml'"):
+        app.serve_student(student_id, "openai:x", base_url=fake.openai_base_url, response_format="xml")
+
+
 def test_a_server_without_logprobs_gives_no_confidence(hosted):
     """Where the server sends no logprobs the answer carries no confidence (the gate cannot calibrate on it)."""
     app, student_id, fake = hosted

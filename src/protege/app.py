@@ -234,13 +234,14 @@ class Protege:
 
         return export_student(self.store, student_id, out, fmt=format, quant=quant, base_dir=self.base_dir)
 
-    def serve_student(self, student_id: str, host: str, *, base_url: str | None = None,
-                      quant: str = "q8_0") -> dict[str, Any]:
+    def serve_student(self, student_id: str, host: str, *, base_url: str | None = None, quant: str = "q8_0",
+                      response_format: str = "json_schema") -> dict[str, Any]:
         """Serve a student with "torch" (default), "llama.cpp" (its GGUF, exported once), or an OpenAI-compatible
-        server: "openai:<served model name>" with base_url=... (vLLM, llama.cpp's server, Ollama)."""
+        server: "openai:<served model name>" with base_url=... (vLLM, llama.cpp's server, Ollama;
+        response_format="json_object" for llama-cpp-python's server)."""
         from protege.serving import serve_student
 
-        return serve_student(self, student_id, host, base_url=base_url, quant=quant)
+        return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
 
     def close(self) -> None:
         """Finish background work and release the loop and the store's connections."""

@@ -59,6 +59,8 @@ def students_serve(
     base_url: Annotated[str | None, typer.Option(help="the OpenAI-compatible server, e.g. "
                                                       "http://127.0.0.1:8000/v1")] = None,
     quant: Annotated[str, typer.Option(help="llama.cpp: the GGUF's weights (q8_0, f16, q4_k_m)")] = "q8_0",
+    response_format: Annotated[str, typer.Option(help="json_schema (vLLM, llama-server, Ollama) or json_object "
+                                                      "(llama-cpp-python's server)")] = "json_schema",
     as_json: JsonOpt = False,
 ) -> None:
     """Choose where a student's calls are answered: protege's torch engine, llama.cpp, or a server you run."""
@@ -66,7 +68,7 @@ def students_serve(
 
     protege_app = _app(ctx)
     sid = _student_id(protege_app.store, student_id)
-    record = protege_app.serve_student(sid, host, base_url=base_url, quant=quant)
+    record = protege_app.serve_student(sid, host, base_url=base_url, quant=quant, response_format=response_format)
     if as_json:
         return emit_json({"student_id": sid, **record})
     typer.echo(f"student {sid} is served by {describe(protege_app.store.student(sid))} "

@@ -38,7 +38,7 @@ def describe(row: Any) -> str:
 
 
 def serve_student(app: Protege, student_id: str, host: str, *, base_url: str | None = None,
-                  quant: str = "q8_0") -> dict[str, Any]:
+                  quant: str = "q8_0", response_format: str = "json_schema") -> dict[str, Any]:
     """Record where `student_id` is served (see the module docstring) and return the record."""
     row = app.store.student(student_id)
     if row is None:
@@ -47,8 +47,9 @@ def serve_student(app: Protege, student_id: str, host: str, *, base_url: str | N
     if host.startswith("openai:"):
         from protege.agents.models.hosted import HostedStudent
 
-        HostedStudent(host, student_id=row.id, base_url=base_url)  # checks the URL before anything is recorded
-        record["base_url"] = base_url
+        # built once to check the URL and format before anything is recorded
+        HostedStudent(host, student_id=row.id, base_url=base_url, response_format=response_format)
+        record.update(base_url=base_url, response_format=response_format)
     elif host == "llama.cpp":
         record.update(quant=quant, gguf=str(_exported_gguf(app, row, quant)))
     elif host != "torch":
@@ -77,7 +78,8 @@ def student_model(app: Protege, row: Any) -> Model:
     if host.startswith("openai:"):
         from protege.agents.models.hosted import HostedStudent
 
-        return HostedStudent(host, student_id=row.id, base_url=serving.get("base_url"))
+        return HostedStudent(host, student_id=row.id, base_url=serving.get("base_url"),
+                             response_format=serving.get("response_format", "json_schema"))
     from protege.agents.models.local import LocalModel
 
     if host == "llama.cpp":
