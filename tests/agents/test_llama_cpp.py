@@ -143,3 +143,15 @@ def test_the_cascade_serves_from_a_real_llama_cpp_server_and_escalates_when_it_s
     proc.wait(timeout=30)
     result = app.run("route", {"message": {"text": "nice weather"}})
     assert result.tier == "teacher" and not result.attempts[0].valid
+
+
+def test_q4_k_m_is_made_by_llama_cpps_quantizer_and_answers(exported, tmp_path):
+    """k-quants come from llama.cpp's own quantizer (the gguf package cannot write them)."""
+    import gguf
+
+    app, student_id = exported
+    out = app.export_student(student_id, tmp_path / "q4", quant="q4_k_m")
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["student-q4_k_m.gguf"]
+    assert gguf.GGUFReader(out / "student-q4_k_m.gguf").fields["general.file_type"].contents() == 15
+    answer = LocalModel(out, engine="llama.cpp").generate(requests(app)[0])
+    assert json.loads(answer.text)["queue"] in ("billing", "bug", "account", "other")

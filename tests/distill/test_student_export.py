@@ -109,3 +109,18 @@ def test_what_cannot_be_exported_is_a_user_error(served, tmp_path):
     with pytest.raises(UserError, match="files are missing"):
         app.export_student(student_id, tmp_path / "a")
     assert not (tmp_path / "a").exists() and not (tmp_path / ".a.tmp").exists()
+
+
+def test_the_cli_exports_and_refuses_an_existing_folder(served, tmp_path):
+    from typer.testing import CliRunner
+
+    from protege.cli import app as cli_app
+
+    app, student_id = served
+    base = ["--db", f"sqlite:///{tmp_path}/app.db", "--project-dir", str(tmp_path / ".protege")]
+    done = CliRunner().invoke(cli_app, [*base, "students", "export", student_id[:8], "--format", "hf",
+                                        "--out", str(tmp_path / "cli-hf")])
+    assert done.exit_code == 0, done.output
+    assert "exported student" in done.output and (tmp_path / "cli-hf" / "model.safetensors").is_file()
+    again = CliRunner().invoke(cli_app, [*base, "students", "export", student_id, "--out", str(tmp_path / "cli-hf")])
+    assert again.exit_code == 2 and "already exists" in again.output
