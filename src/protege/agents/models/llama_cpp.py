@@ -13,6 +13,7 @@ Loads a GGUF written by `protege students export ID --format gguf` (the tokenize
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from pathlib import Path
@@ -88,6 +89,7 @@ class LlamaCppEngine(Engine):
         threads = threads or max((os.cpu_count() or 2) // 2, 1)
         self.llm = llama_cpp.Llama(str(gguf), n_ctx=context, n_batch=512, n_threads=threads,
                                    n_threads_batch=threads, verbose=False, logits_all=False)
+        atexit.register(self.llm.close)  # freed while llama.cpp is loaded: at interpreter teardown its free fails
         self.model = SimpleNamespace(name_or_path=str(gguf), generation_config=SimpleNamespace(eos_token_id=None))
         self.lock = threading.Lock()
         self._queue, self._queue_lock = [], threading.Lock()
