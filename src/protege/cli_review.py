@@ -173,10 +173,11 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         return emit_json([row_dict(r) for r in rows])
     if not rows:
         return typer.echo("no students yet: distill one with `protege distill TASK`")
-    table("students (newest first)", ["id", "task", "state", "served by", "base", "retention", "score", "eval n", "gate",
-                                      "created"], [
-        [r.id, r.task_name, r.state, _served(r), r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
-         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), when(r.created_at)]
+    table("students (newest first)", ["id", "task", "state", "served by", "base", "retention", "score", "eval n",
+                                      "gate", "created"], [
+        [r.id, r.task_name, r.state, _served(r), r.base, pct(_metric(r, "retention")),
+         pct(_metric(r, "score", "student_score")), _metric(r, "n", "eval_n", "eval_rows"), _gate(r),
+         when(r.created_at)]
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
                                                         "traces; gate = the confidence floor a student serves behind "

@@ -127,7 +127,8 @@ class PriceTable:
 
 
 def _on_gpu() -> bool:
-    """Whether local models run on CUDA; asked only once torch is loaded (a local model loads it), never importing it."""
+    """Whether local models run on CUDA; asked only once torch is loaded (a local model loads it), never importing
+    it."""
     torch = sys.modules.get("torch")
     try:
         return bool(torch is not None and torch.cuda.is_available())

@@ -6,9 +6,10 @@ temperature 0, and asks for `logprobs`. The confidence is the mean probability o
 report the model's own probability of every token, the schema's keys and punctuation included (the torch engine
 leaves text the grammar forces out of its mean), so the scale differs from the torch engine's and a gate floor
 calibrated there does not carry over as is. A server that returns no logprobs gives no confidence, so the
-student's confidence gate cannot apply there (the answer is still validated, and an invalid one escalates). A server that is down fails
-fast (no retries, a short timeout) so the call escalates instead of waiting. Its calls are priced as machine
-time (wall time x `local_cost_per_hour`): the server is hardware you run, not a metered API.
+student's confidence gate cannot apply there (the answer is still validated, and an invalid one escalates).
+A server that is down fails fast (no retries, a short timeout) so the call escalates instead of waiting. Its
+calls are priced as machine time (wall time x `local_cost_per_hour`): the server is hardware you run, not a
+metered API.
 """
 
 from __future__ import annotations
