@@ -100,7 +100,7 @@ def from_jsonl(path: Path, quick: bool) -> Workload:
     if len(rows) < 3:
         raise NotRun(f"--data {str(path)!r} has {len(rows)} examples; give at least 3 (2/3 pool, 1/3 held out)")
     cut = len(rows) * 2 // 3
-    task = task_from_example(rows[0], name=_identifier(path.stem))
+    task = task_from_example(rows[0], name=_identifier(path.stem), nullable=nullable_fields(rows))
     return _sized(Workload(path.name, task, rows[:cut], rows[cut:], str(path)), quick)
 
 
@@ -126,14 +126,17 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 # -- a task from an example ----------------------------------------------------------------------------------------
 
-def task_from_example(example: dict[str, Any], *, name: str) -> Callable[..., Any]:
+def task_from_example(example: dict[str, Any], *, name: str, nullable: frozenset[str] = frozenset()
+                      ) -> Callable[..., Any]:
     """A typed task function whose parameters are the example input's keys and whose output model has the
-    example output's fields (types read off the values; a null value makes the field optional)."""
+    example output's fields (types read off the values; a null value, or a field in `nullable`, makes it
+    optional)."""
     inp, out = example["input"], example["output"]
     if not isinstance(out, dict):
         out = {"value": out}  # a bare output becomes {"value": ...}
     output_model = create_model(f"{name.title().replace('_', '')}Output",
-                                **{k: (_annotation(v), ...) for k, v in out.items()})
+                                **{k: (Optional[_annotation(v)] if k in nullable else _annotation(v), ...)
+                                   for k, v in out.items()})
     params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(v)) for k, v in inp.items()]
 
     def task(**kwargs: Any) -> Any:
@@ -145,6 +148,11 @@ def task_from_example(example: dict[str, Any], *, name: str) -> Callable[..., An
     task.__signature__ = inspect.Signature(params, return_annotation=output_model)  # type: ignore[attr-defined]
     task.__annotations__ = {**{p.name: p.annotation for p in params}, "return": output_model}
     return task
+
+
+def nullable_fields(rows: list[dict[str, Any]]) -> frozenset[str]:
+    """Output fields that are null in some example (their type must allow it)."""
+    return frozenset(k for row in rows for k, v in output_of(row).items() if v is None)
 
 
 def _annotation(value: Any) -> Any:

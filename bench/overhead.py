@@ -5,6 +5,7 @@ Two paths, each a ratio against its own baseline:
   vs a bare asyncio loop that builds the same request, awaits the model and parses the answer;
 - the Anthropic SDK against the local fake server (`protege.testing.FakeProvider`): protege's AnthropicModel
   via `app.run` vs the raw `anthropic.AsyncAnthropic().messages.create` call with the same prompt and tool.
+Then OpenTelemetry's share (`overhead_otel`): tracing off vs an SDK provider vs the OTLP exporter, ratios to off.
 Blocks of the two alternate, so background noise on a shared machine lands on both. When the overhead is over
 the 1 ms target, `overhead_profile` breaks one call down by component and profiles the event-loop thread.
 """
@@ -54,7 +55,10 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
     model = FunctionModel(lambda req: json.dumps(ANSWER), name="function:zero_latency")
     fn = compare(ctx, model, n, rounds)
     sdk = sdk_paths(ctx, max(rounds, n // 2 if ctx.quick else n // 3), rounds)
-    result = Result(data={"function": fn, "sdk": sdk, "n": n, "rounds": rounds})
+    from bench.overhead_otel import NOTE, run_tracing, table
+
+    tracing = run_tracing(ctx, make_app, model, n, rounds * 5, protege_block, ticket)  # short blocks: less drift
+    result = Result(data={"function": fn, "sdk": sdk, "tracing": tracing, "n": n, "rounds": rounds})
     for label, m in (("FunctionModel", fn), ("Anthropic SDK → fake server", sdk)):
         over = m["protege"]["p50_ms"] - m["bare"]["p50_ms"]
         result.headlines.append(Headline(
@@ -75,6 +79,16 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
         "lifecycle hooks on (skill upkeep after each teacher success, in the background). Bare path: an asyncio "
         "loop that builds the same request, awaits the model and parses the answer with pydantic."
     )
+    if "off" in tracing:
+        off = tracing["off"]["p50_ms"]
+        for mode in ("provider + no-op exporter", "OTLP/HTTP exporter, batching"):
+            result.headlines.append(Headline(
+                metric=f"tracing overhead per call, p50 ({mode})", value=tracing[mode]["p50_ms"] - off, unit="ms",
+                baseline=off, baseline_label="tracing off p50 (ms)", target="≤ 0.3 ms",
+                met=tracing[mode]["p50_ms"] - off <= 0.3,
+            ))
+        result.tables.append(table(tracing))
+        result.notes.append(NOTE)
     if profile and fn["protege"]["p50_ms"] - fn["bare"]["p50_ms"] > TARGET_MS:
         from bench.overhead_profile import profile_calls
 
@@ -88,12 +102,13 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
 
 # -- apps and paths --------------------------------------------------------------------------------------------------
 
-def make_app(ctx: Context, teacher: Any) -> Any:
-    """A fresh app on its own SQLite file, with the triage task registered."""
+def make_app(ctx: Context, teacher: Any, otel: Any = None) -> Any:
+    """A fresh app on its own SQLite file, with the triage task registered (`otel`: where its spans go)."""
     from protege import Protege
 
     folder = ctx.folder("overhead", uuid.uuid4().hex[:8])
-    app = Protege(db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=teacher, project_dir=folder)
+    app = Protege(db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=teacher, project_dir=folder,
+                  otel=otel)
     app.task(triage)
     return app
 

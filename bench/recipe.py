@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     train_rows, eval_rows = order_rows("pool", args.train), order_rows("heldout", args.eval)
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
-    trained = train_student(train_rows, base, out / "student", config)
+    trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
     ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s; answering {len(eval_rows)} held-out rows")
     student = Recording(trained.adapter_path)
     report = evaluate_student(student, eval_rows, output_model=Order)
@@ -69,13 +69,15 @@ class Recording(LocalModel):
 
 
 def _gates(report: Any, min_probs: list[float | None]) -> dict[str, Any]:
-    """What a confidence gate calibrated on these answers would keep, per confidence measure and target (in-sample)."""
-    from protege.distill.gate import calibrate
+    """What a confidence gate calibrated on these answers would keep, per confidence measure and target: the
+    cascade's own measure (least-sure field, else mean probability) and the answer's least-sure token. Figures
+    are cross-fitted (`measured_on`), the in-sample ones beside them."""
+    from protege.distill.gate import cross_fitted
 
     out = {}
-    for measure, values in (("mean_prob", report.confidences), ("min_prob", min_probs)):
+    for measure, values in (("gate_confidence", report.confidences), ("min_prob", min_probs)):
         for target in (0.9, 0.95, 0.99):
-            gate = calibrate(values, report.scores, target=target)
+            gate = cross_fitted(values, report.scores, target=target)
             out[f"{measure}@{target}"] = gate.model_dump() if gate else None
     return out
 
@@ -98,7 +100,8 @@ def order_rows(split: str, n: int) -> list[dict[str, Any]]:
 
 def _train_figures(trained: Any) -> dict[str, Any]:
     return {"rows": trained.rows, "steps": trained.steps, "wall_s": trained.wall_s, "tokens": trained.train_tokens,
-            "tokens_per_s": trained.tokens_per_s, "loss_first": trained.loss_history[0][1] if trained.loss_history
+            "tokens_per_s": trained.tokens_per_s, "epoch_scores": [s.model_dump() for s in trained.epoch_scores],
+            "best_epoch": trained.best_epoch, "stopped_early": trained.stopped_early, "loss_first": trained.loss_history[0][1] if trained.loss_history
             else None, "loss_last": trained.loss_history[-1][1] if trained.loss_history else None}
 
 

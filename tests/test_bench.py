@@ -34,6 +34,7 @@ def test_percentiles_interpolate_between_ranks():
 def test_overhead_measures_both_paths_against_their_baselines(ctx):
     """The overhead benchmark times protege and bare calls on both paths and writes traces to a real store."""
     from bench import overhead
+    from bench.overhead_otel import MODES
 
     result = overhead.run(ctx, n=20, rounds=2, profile=False)
     for path in ("function", "sdk"):
@@ -41,9 +42,12 @@ def test_overhead_measures_both_paths_against_their_baselines(ctx):
         assert m["protege"]["n"] == m["bare"]["n"] > 0
         assert 0 < m["bare"]["p50_ms"] <= m["bare"]["p99_ms"] < 10_000
         assert 0 < m["protege"]["p50_ms"] <= m["protege"]["p99_ms"] < 10_000
-    assert len(result.headlines) == 2 and all(h.unit == "ms" and h.baseline > 0 for h in result.headlines)
+    assert len(result.headlines) == 4 and all(h.unit == "ms" and h.baseline > 0 for h in result.headlines)
+    tracing = result.data["tracing"]  # off, an SDK provider, the OTLP exporter: each timed on the same calls
+    assert [tracing[mode]["n"] for mode in MODES] == [20, 20, 20]
+    assert 0 < tracing["spans_only_us"]["off"] < tracing["spans_only_us"]["provider + no-op exporter"]
     dbs = list((ctx.scratch / "overhead").glob("*/protege.db"))
-    assert len(dbs) == 2  # one app per path, each on its own SQLite file
+    assert len(dbs) == 5  # one app per path and per tracing mode, each on its own SQLite file
 
 
 def test_overhead_profile_accounts_for_the_call(ctx):

@@ -189,15 +189,48 @@ def test_students_promote_demote(seeded):
     """students lists rows; promote by id prefix, demote by task; unknown ids and tasks fail clearly."""
     with Store(seeded.db) as store:
         row = store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x",
-                                           metrics={"retention": 0.97}))
+                                           metrics={"retention": 0.97, "field_kinds": {"queue": "enum",
+                                                                                       "priority": "computed"}}))
     listed = seeded.json("students", "triage")
     assert [(s["id"], s["state"]) for s in listed] == [(row.id, "candidate")]
     assert seeded.json("promote", row.id[:8])["state"] == "promoted"
     assert seeded.json("tasks")[0]["student"] == row.id
-    assert "97.0%" in seeded.ok("students").stdout
+    listing = seeded.ok("students").stdout
+    assert "97.0%" in listing and "enum 1 · computed 1" in listing  # the field kinds learned from its traces
     assert seeded.json("demote", "triage")["state"] == "demoted"
     assert_one_line_error(seeded.cli("demote", "triage"), 2, "no promoted student")
     assert_one_line_error(seeded.cli("promote", "nope-nope"), 2, "no student 'nope-nope'")
+
+
+def test_students_of_a_task_show_exact_match_per_field(seeded):
+    """`protege students TASK` adds the newest student's per-field exact match, worst first, with field kinds
+    where known — a table for people, no raw dicts."""
+    with Store(seeded.db) as store:
+        store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x", metrics={
+            "retention": 0.9, "field_accuracy": {"queue": 0.985, "priority": 0.5},
+            "field_kinds": {"queue": "copied"}, "kind_accuracy": {"copied": 0.985}}))
+    out = seeded.ok("students", "triage").stdout
+    assert "exact match per field" in out and "{" not in out
+    priority, queue = out.index("priority"), out.index("queue")
+    assert priority < queue and "50.0%" in out and "98.5%" in out and "copied" in out
+    assert "per field kind: copied 98.5%" in out
+    assert "exact match per field" not in seeded.ok("students").stdout
+
+
+def test_students_shows_automatic_distills(seeded):
+    """A distill running under its lease shows its phase and progress; a finished one its outcome."""
+    from protege.store.background import process_owner
+
+    with Store(seeded.db) as store:
+        store.acquire_lease("distill:triage", owner=process_owner(), ttl_s=60,
+                            info={"phase": "train", "done": 12, "total": 40, "pid": 4321, "started_at": 0})
+    out = seeded.ok("students").stdout
+    assert "no students yet" in out and "distilling 'triage' now: train 12/40" in out and "(pid 4321)" in out
+    with Store(seeded.db) as store:
+        store.release_lease("distill:triage", owner=process_owner(),
+                            info={"phase": "done", "outcome": "promoted", "student_id": "abc123", "retention": 0.97})
+    assert "last distill of 'triage'" in (out := seeded.ok("students", "triage").stdout)
+    assert "student abc123 promoted, retention 97.0%" in out
 
 
 # -- datasets and distillation -----------------------------------------------------------------------------------

@@ -100,7 +100,8 @@ def test_teacher_rescue_of_a_failed_replay_revises_the_skill(tmp_path):
 
 
 def test_low_shadow_agreement_sends_the_skill_back_to_review(tmp_path):
-    """Every replay call shadowed by the teacher; after 10 disagreements the skill leaves service."""
+    """Every replay call shadowed by the teacher; the sequential test takes the skill out of service after 4
+    straight disagreements, without waiting for the 10-shadow window."""
     app, shout = make(tmp_path, right, wrong, Policy(shadow_rate=1.0, shadow_window=10, demote_below=0.9))
     shout(Q(text="a"))
     app.wait()
@@ -109,10 +110,11 @@ def test_low_shadow_agreement_sends_the_skill_back_to_review(tmp_path):
     for i in range(14):
         tiers.append(app.run("shout", {"q": {"text": f"w{i}"}}).tier)
         app.wait()
-    assert tiers[:10] == ["replay"] * 10 and tiers[-1] == "teacher"
+    assert tiers == ["replay"] * 4 + ["teacher"] * 10
     assert app.skills.approved("shout") is None and app.skill("shout").status == "draft"
     agreement, n = app.store.shadow_agreement("shout", "replay", window=10)
-    assert n == 10 and agreement == 0.0
+    assert n == 4 and agreement == 0.0
+    assert "by a sequential test" in app.skill("shout").review_note
     app.close()
 
 

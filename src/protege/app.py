@@ -88,13 +88,22 @@ class Protege:
         prices: dict | str | Path | None = None,
         teacher_budget_usd_per_day: float | None = None,
         seed: int | None = None,
+        otel: str | Any | None = None,
+        otel_content: bool | None = None,
     ):
+        """`otel`: an OTLP/HTTP collector URL (or PROTEGE_OTEL_ENDPOINT) to export spans to, or a TracerProvider;
+        by default spans go to the global TracerProvider, if the app configured one. `otel_content`: record
+        prompts and answers on spans (redacted by each task's policy); default: the conventions' environment switch
+        OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off."""
         overrides = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
                      "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
         self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
         self.teacher_spec: str | Model = teacher if teacher is not None else self.settings.teacher
         self.replay_spec: str | Model = replay if replay is not None else self.settings.replay
+        from protege.telemetry.exporter import make_telemetry
+
+        self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)  # checked first
         self.store = Store(self.settings.db_url)
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
@@ -104,13 +113,20 @@ class Protege:
         self.skills = SkillLibrary(self.store)
         self.tasks: dict[str, TaskHandle] = {}
         self.tiers = AppTiers(self)
+        self.portal = Portal()
         from protege.lifecycle import Lifecycle
 
         self.lifecycle = Lifecycle(self)
-        hooks = Hooks(on_teacher_success=self.lifecycle.on_teacher_success, on_shadow=self.lifecycle.on_shadow)
-        self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed))
-        self.portal = Portal()
-        atexit.register(self.close)
+        from protege.programs.service import ProgramService
+
+        self.programs = ProgramService(self)
+        lc = self.lifecycle
+        hooks = Hooks(on_teacher_success=lc.on_teacher_success, on_shadow=lc.on_shadow, on_call=lc.drift.on_call,
+                      shadow_rate=lc.drift.shadow_rate)
+        self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed), telemetry=self.telemetry)
+        self._closed = False
+        at_exit(self._settle_at_exit)  # drains while threads can still be started...
+        atexit.register(self.close)  # ...and this closes, after the threads of the program have ended
 
     # -- tasks -------------------------------------------------------------------------------------------------
 
@@ -130,6 +146,7 @@ class Protege:
             runtime = TaskRuntime(spec=spec, version=row.version, tools=ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s))
             handle = TaskHandle(self, runtime)
             self.tasks[spec.name] = handle
+            self.lifecycle.work.resume(runtime)  # background work an earlier process left unfinished
             return handle
 
         return register(fn) if fn is not None else register
@@ -157,10 +174,11 @@ class Protege:
         inp = h.spec.parse_input((), input)
         return await self.portal.acall(self.cascade.run(h.runtime, inp, tier=tier, escalate=escalate))
 
-    def wait(self) -> None:
-        """Block until background work (shadow runs, skill writing) is done."""
-        if self.portal._loop is not None:
-            self.portal.call(self.cascade.drain())
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until background work (shadow runs, skill writing) is done, or `timeout_s` passes; True if done."""
+        if self.portal._loop is None:
+            return True
+        return not self.portal.call(self.lifecycle.work.drain(self.cascade.background, timeout_s))
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -243,10 +261,56 @@ class Protege:
 
         return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
 
-    def close(self) -> None:
-        """Finish background work and release the loop and the store's connections."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Finish background work (for up to `timeout_s`, default `Settings.drain_timeout_s`), then release the
+        loop and the store's connections. Work still running then is stopped and left pending in the store, for
+        the next process that opens it. Runs by itself at interpreter exit; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            self.wait()
+            self._settle(self.settings.drain_timeout_s if timeout_s is None else timeout_s)
         finally:
             self.portal.close()
             self.store.close()
+            self.telemetry.shutdown()
+
+    def _settle_at_exit(self) -> None:
+        """The first exit hook: drain while worker threads can still start (`close` follows at atexit)."""
+        if not self._closed:
+            self._settle(self.settings.drain_timeout_s)
+
+    def _settle(self, timeout: float) -> None:
+        """Wait for background work; past `timeout` (or on Ctrl-C) stop it and hand its jobs back to the queue."""
+        if self.portal._loop is None:
+            return
+        work, others = self.lifecycle.work, self.cascade.background
+        try:
+            if not self.portal.call(work.drain(others, timeout)):
+                return
+            why = f"after {timeout:.3g} s at exit"
+        except KeyboardInterrupt:  # a second Ctrl-C while waiting: stop waiting, keep the work queued
+            why = "when exit was interrupted"
+        stopped = self.portal.call(work.abandon(others))
+        work.hand_back(stopped, why)
+
+    def __enter__(self) -> Protege:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def at_exit(fn: Callable[[], None]) -> None:
+    """Run `fn` at interpreter exit while threads can still be started: before concurrent.futures shuts its
+    executors down (after which asyncio.to_thread raises "cannot schedule new futures after shutdown"), so
+    background work can still finish. Falls back to atexit where threading's hook is missing (the fallback drains
+    what needs no new thread)."""
+    import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered before ours: ours runs first)
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        (register or atexit.register)(fn)
+    except RuntimeError:  # the interpreter is already shutting down
+        atexit.register(fn)

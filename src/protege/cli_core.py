@@ -139,8 +139,8 @@ def _savings(ledger: Any) -> str:
 def _ledger_detail(ledger: Any) -> None:
     served = ledger.calls_by_tier
     failed = ledger.calls - sum(served.values())
-    tiers = sorted(set(served) | set(ledger.spend_by_tier), key=lambda t: ("student", "replay", "teacher").index(t)
-                   if t in ("student", "replay", "teacher") else 9)
+    order = ("program", "student", "replay", "teacher")
+    tiers = sorted(set(served) | set(ledger.spend_by_tier), key=lambda t: order.index(t) if t in order else 9)
     rows = [[t, served.get(t, 0), pct(served.get(t, 0) / ledger.calls if ledger.calls else None),
              usd(ledger.spend_by_tier.get(t, 0.0))] for t in tiers]
     if failed:
@@ -154,12 +154,19 @@ def _ledger_detail(ledger: Any) -> None:
 
 
 @app.command(rich_help_panel=READ)
-def tui(ctx: typer.Context) -> None:
+def tui(
+    ctx: typer.Context,
+    trace: Annotated[str | None, typer.Option("--trace", help="open on this trace, e.g. the protege.trace_id "
+                                                              "attribute of an OpenTelemetry span")] = None,
+) -> None:
     """Open the review dashboard (tasks, skills, traces, students) on the store."""
     try:
         from protege.tui.app import make_app
     except ImportError as exc:
         raise UserError(f"the TUI is not available in this installation ({exc}); the CLI commands cover the same "
                         f"reviews: `protege skills`, `protege traces`, `protege students`") from exc
-    store_of(ctx)  # a clear error when there is no store, before the screen takes over
-    make_app(db=config(ctx).db_url).run()
+    store = store_of(ctx)  # a clear error when there is no store, before the screen takes over
+    if trace is not None and store.trace(trace) is None:
+        raise UserError(f"no trace {trace!r} in {config(ctx).db_url!r}; copy the protege.trace_id attribute of a "
+                        f"protege.attempt span, or list traces with `protege traces TASK`")
+    make_app(db=config(ctx).db_url, trace=trace).run()

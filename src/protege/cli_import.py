@@ -146,6 +146,12 @@ def trace_from_line(line: str, contract: Contract, *, model: str | None = None) 
     data = _json_or_none(line)
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list) or not data["messages"]:
         raise BadLine('not a JSON object with a non-empty "messages" list')
+    return trace_from_chat(data, contract, model=model)
+
+
+def trace_from_chat(data: dict[str, Any], contract: Contract, *, model: str | None = None) -> dict[str, Any]:
+    """An OpenAI chat record ({"messages", "tools"?, "model"?}) as a trace dict (raises BadLine); shared by the
+    OpenAI log import and the OpenTelemetry one."""
     messages = convert_messages(data["messages"])
     answer_at = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if answer_at is None or messages[answer_at].get("tool_calls") or not messages[answer_at].get("content"):

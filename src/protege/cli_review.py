@@ -54,12 +54,25 @@ def skills(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False
     if not rows:
         return typer.echo("no skills yet: one is written after the teacher's first valid answer")
     table("skills (newest version first)", ["task", "v", "status", "kind", "name", "author", "reviewed by", "created",
-                                             "lines"], [
+                                             "lines", "programs"], [
         [r.task_name, r.version, _status(r.status), r.kind, r.name, r.author_model or "—", r.reviewed_by,
-         when(r.created_at), len(r.text.splitlines())]
+         when(r.created_at), len(r.text.splitlines()), _programs_cell(r)]
         for r in rows
     ], right=("v", "lines"), optional=("name", "created", "lines", "author"),
         caption="`protege skill show TASK` prints one; `protege skill approve|reject TASK` reviews a draft")
+
+
+def _programs_cell(row: Any) -> str:
+    """'3/8 fields' for a version that carries induced field programs (`protege programs TASK` shows them)."""
+    from protege.programs.service import PROGRAMS_FILE
+
+    text = (row.files or {}).get(PROGRAMS_FILE)
+    if not text:
+        return "—"
+    import json
+
+    fields = json.loads(text).get("fields", [])
+    return f"{sum(1 for f in fields if f.get('promoted'))}/{len(fields)} fields"
 
 
 def _status(status: str) -> Any:
@@ -91,6 +104,15 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
                   f"(gate {pct(ev.get('promote_at'))}) → {'passed' if ev.get('passed') else 'not passed'}")
     if row.review_note:
         out.print(f"review note: {row.review_note}")
+    from protege.programs.service import PROGRAMS_FILE
+
+    if (row.files or {}).get(PROGRAMS_FILE):
+        import json
+
+        from protege.cli_programs import show
+        from protege.programs import ProgramSet
+
+        show(ProgramSet.from_json(json.loads(row.files[PROGRAMS_FILE])))
 
 
 @skill_app.command("approve")
@@ -164,25 +186,62 @@ def skill_import(ctx: typer.Context,
 
 @students_app.command("list")
 def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False) -> None:
-    """List distilled students with their evaluation and state."""
+    """List distilled students with their evaluation and state, and automatic distills (running, or how the last
+    one ended); with TASK, also the newest student's exact match per output field (worst first)."""
     store = store_of(ctx)
     if task:
         require_task(store, task)
     rows = store.students(task)
     if as_json:
         return emit_json([row_dict(r) for r in rows])
+    distills = _distill_lines(store, task)
     if not rows:
-        return typer.echo("no students yet: distill one with `protege distill TASK`")
+        typer.echo("no students yet: distill one with `protege distill TASK`")
+        return typer.echo("\n".join(distills)) if distills else None
+    from protege.agents.models.answer_profile import kinds_summary
+
     table("students (newest first)", ["id", "task", "state", "served by", "base", "retention", "score", "eval n",
-                                      "gate", "created"], [
+                                      "gate", "field kinds", "created"], [
         [r.id, r.task_name, r.state, _served(r), r.base, pct(_metric(r, "retention")),
          pct(_metric(r, "score", "student_score")), _metric(r, "n", "eval_n", "eval_rows"), _gate(r),
+         kinds_summary(_metric(r, "field_kinds")),
          when(r.created_at)]
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
                                                         "traces; gate = the confidence floor a student serves behind "
-                                                        "and the share of calls it keeps; promote with "
-                                                        "`protege promote ID`")
+                                                        "and the share of calls it keeps (on eval answers the floor "
+                                                        "was not chosen on); field kinds = what the training traces "
+                                                        "show of each output field (copied fields are decoded from "
+                                                        "the input's text only); promote with `protege promote ID`")
+    if task:
+        _field_table(rows[0])
+    if distills:
+        typer.echo("\n".join(distills))
+
+
+def _field_table(row: Any) -> None:
+    """Exact match per output field of the task's newest student, worst first: where its misses are."""
+    metrics = row.metrics or {}
+    fields = metrics.get("field_accuracy") or {}
+    if not fields:
+        return
+    kinds = metrics.get("field_kinds") or {}
+    table(f"student {row.id}: exact match per field (eval split, vs the teacher)", ["field", "kind", "exact match"],
+          [[name, kinds.get(name, "—"), pct(value)] for name, value in sorted(fields.items(), key=lambda kv: kv[1])],
+          right=("exact match",), caption=_kinds_caption(metrics.get("kind_accuracy") or {}))
+
+
+def _kinds_caption(kind_accuracy: dict[str, float]) -> str | None:
+    return "per field kind: " + " · ".join(f"{k} {pct(v)}" for k, v in kind_accuracy.items()) if kind_accuracy \
+        else None
+
+
+def _distill_lines(store: Any, task: str | None) -> list[str]:
+    """Automatic distills (Policy(auto_distill=True)): the one running, or how the last one ended, per task."""
+    from protege.auto_distill import describe_lease, lease_name
+
+    leases = store.leases(lease_name(task) if task else lease_name(""))
+    return [describe_lease(r, store.lease_live(r)) for r in leases if not task or r.name == lease_name(task)]
 
 
 def _served(row: Any) -> str:

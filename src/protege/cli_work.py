@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +30,7 @@ def run(
     task: TaskArg,
     input_: Annotated[str, typer.Option("--input", "-i", help="JSON object of the task's parameters, @file.json, "
                                                                "or - for stdin")],
-    tier: Annotated[str | None, typer.Option(help="start at this tier: student, replay or teacher")] = None,
+    tier: Annotated[str | None, typer.Option(help="start at this tier: program, student, replay or teacher")] = None,
     no_escalate: Annotated[bool, typer.Option("--no-escalate", help="fail instead of trying the next tier")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -229,23 +230,37 @@ def _metric_text(name: str, value: Any) -> str:
 
 # -- import-traces ---------------------------------------------------------------------------------------------------
 
+class ImportFormat(str, Enum):
+    openai = "openai"
+    otel = "otel"
+
+
 @app.command("import-traces", rich_help_panel=WORK)
 def import_traces(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="JSONL of OpenAI chat-format lines: {\"messages\": [...]}")],
+    file: Annotated[Path, typer.Argument(help="JSONL of OpenAI chat-format lines ({\"messages\": [...]}), or with "
+                                              "--format otel an OTLP JSON export of spans")],
     task: Annotated[str, typer.Option("--task", help="the task the traces belong to")],
+    fmt: Annotated[ImportFormat, typer.Option("--format", help="openai: chat logs; otel: OpenTelemetry spans "
+                                                               "(GenAI conventions or OpenInference, as Phoenix "
+                                                               "writes)")] = ImportFormat.openai,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good lines even if some are bad")] = False,
     model: Annotated[str | None, typer.Option(help="model name to record (default: each line's \"model\", or "
                                                    "'import')")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Bring existing chat logs in as a task's traces (tier "import"), checked line by line."""
+    """Bring existing chat logs or OpenTelemetry spans in as a task's traces (tier "import"), checked one by one."""
     from protege.cli_import import Contract, describe_bad, plan_import
 
     started = time.perf_counter()
     store, spec = _import_target(ctx, task)
     contract = Contract.of(task, store.task(task), spec)
-    plan = plan_import(file, contract, model=model)
+    if fmt == ImportFormat.otel:
+        from protege.telemetry.otel_import import plan_otel_import
+
+        plan, unit = plan_otel_import(file, contract, model=model), "LLM call(s)"
+    else:
+        plan, unit = plan_import(file, contract, model=model), "line(s)"
     if plan.bad and not skip_bad:
         raise UserError(f"{describe_bad(plan.bad, file)} — nothing was imported; fix those lines, or pass "
                         f"--skip-bad to import the {len(plan.rows)} good one(s)")
@@ -260,7 +275,7 @@ def import_traces(
                           "registered": contract.registered, "elapsed_s": elapsed})
     if plan.bad:
         warn(f"partial import: skipped {describe_bad(plan.bad, file)}")
-    typer.echo(f"imported {imported} of {plan.lines} line(s) as traces of {task!r} (tier import) in {secs(elapsed)}")
+    typer.echo(f"imported {imported} of {plan.lines} {unit} as traces of {task!r} (tier import) in {secs(elapsed)}")
     if not contract.registered:
         warn(f"task {task!r} is not registered: inputs and outputs were only checked to be JSON; register it with "
              f"@app.task before distilling")

@@ -154,6 +154,11 @@ class Demo:
         self._calls("traffic", inputs, tier="teacher")
         self.app.wait()
         say(f"{self.app.store.count_traces(TASK, valid=True)} valid traces of {TASK} in the store")
+        programs = self.app.programs.current(TASK)
+        if programs is not None:  # induced in the background from the teacher's traces, no model involved
+            served = ", ".join(programs.served) or "none"
+            say(f"field programs induced from the traces: {len(programs.served)} of {len(programs.fields)} fields "
+                f"served ({served}), each verified on held-out traces; `protege programs {TASK}` shows them")
 
     def distill(self) -> None:
         stage(5, "distill: dataset → train → evaluate against the teacher")

@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-TIER_ORDER = ("student", "replay", "teacher", "failed")
+TIER_ORDER = ("program", "student", "replay", "teacher", "failed")
 
 
 @dataclass

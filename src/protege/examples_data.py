@@ -102,4 +102,10 @@ def load_examples(split: str | None = None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-__all__ = ["Email", "Order", "POOL_SIZE", "extract_order", "load_examples"]
+def order_program() -> str:
+    """Source of a `solve(email)` for `extract_order`, written from its instructions for the fields rules can
+    decide (order_id, contact_email, urgency; the rest left out): what an offline `code_author` hands in."""
+    return resources.files("protege").joinpath("data", "order_solve.py").read_text(encoding="utf-8")
+
+
+__all__ = ["Email", "Order", "POOL_SIZE", "extract_order", "load_examples", "order_program"]

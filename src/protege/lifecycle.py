@@ -1,5 +1,11 @@
 """What happens around calls, off the caller's path: skills are written and revised after teacher successes,
-approved on evidence when the policy says so, and cheaper tiers are demoted when shadow agreement drops.
+approved on evidence when the policy says so, cheaper tiers are demoted when shadow agreement drops (a sequential
+test, protege.sequential; the early drift signal raises the shadow rate, protege.drift_monitor), and a task is
+distilled again by itself when the policy opts in (protege.auto_distill).
+
+Skill upkeep runs as a durable job (protege.background): a row in the store before it starts, finished by the next
+process if this one exits or dies first. Another kind of background work registers its own handler:
+`self.work.register("kind", handler)`, then `await self.work.run(task, "kind", payload)` from a hook.
 
 Every model call made here is paid for and recorded as a trace (tier "author" or "evidence"), so the ledger
 shows the whole cost of the loop, and none of these traces ever reaches a training set.
@@ -9,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,28 +30,43 @@ if TYPE_CHECKING:
 log = logging.getLogger("protege")
 AUTHOR_TRACES = 8
 MIN_SHADOWS = 10
+FAILED_DISTILL_BACKOFF_S = 3600.0
+SEQUENTIAL_SHADOWS = 500  # the newest shadows the sequential test reads (its CUSUM forgets older ones anyway)
 DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is seen within this
 
 
 class Lifecycle:
     def __init__(self, app: Protege):
+        from protege.background import BackgroundWork
+        from protege.drift_monitor import DriftMonitor
+
         self.app = app
         self._busy: set[str] = set()
         self._draft_seen: dict[str, float] = {}
+        self._distill_wait: dict[str, tuple[int, float]] = {}  # task -> (traces missing, when checked)
+        self.work = BackgroundWork(app.store, app.portal)
+        self.work.register("skill", self._skill_job)
+        self.drift = DriftMonitor(app)
 
     # -- skills ------------------------------------------------------------------------------------------------
 
     async def on_teacher_success(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
         name = task.spec.name
+        await self.app.programs.maybe_induce(task)  # field programs learn from every teacher success
+        if task.spec.policy.auto_distill:
+            await self.maybe_auto_distill(task)
         if self._nothing_to_do(task, rescued) or name in self._busy:
             return  # the common case, decided from the tiers' cache without touching the store
         self._busy.add(name)  # one author per task at a time; concurrent successes would only repeat it
         try:
-            await self._skill_step(task, trace_id, rescued)
-        except Exception:  # background work must never take the app down; the trace is already safe
-            log.exception("skill upkeep for task %r failed", name)
+            payload = {"trace_id": trace_id, "rescued_trace_id": rescued.trace_id if rescued else None}
+            await self.work.run(task, "skill", payload)  # a job row first: paid work survives an early exit
         finally:
             self._busy.discard(name)
+
+    async def _skill_job(self, task: TaskRuntime, payload: dict[str, Any]) -> None:
+        """The "skill" job: write, revise or approve the task's skill as its state calls for (safe to re-run)."""
+        await self._skill_step(task, payload["trace_id"], payload.get("rescued_trace_id"))
 
     def _nothing_to_do(self, task: TaskRuntime, rescued: Attempt | None) -> bool:
         """No rescue to learn from, approval not on evidence, and a skill is replayable or a draft awaits review
@@ -56,7 +78,7 @@ class Lifecycle:
             return True
         return self.app.tiers.skill(task, forced=False) is not None
 
-    async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: Attempt | None) -> None:
+    async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: str | None) -> None:
         lib, name = self.app.skills, task.spec.name
         approved = await asyncio.to_thread(lib.approved, name)
         latest = await asyncio.to_thread(lib.latest, name)
@@ -95,11 +117,11 @@ class Lifecycle:
         )
         self.app.tiers.invalidate(name)
 
-    async def _revise(self, task: TaskRuntime, approved: Any, rescued: Attempt, rescue: TraceRow) -> None:
+    async def _revise(self, task: TaskRuntime, approved: Any, rescued: str, rescue: TraceRow) -> None:
         from protege.skills.author import SkillAuthor
         from protege.skills.library import SkillLibrary
 
-        failed = await asyncio.to_thread(self.app.store.trace, rescued.trace_id)
+        failed = await asyncio.to_thread(self.app.store.trace, rescued)
         if failed is None:
             return
         author = SkillAuthor(self.app.tiers.teacher(task))
@@ -146,15 +168,58 @@ class Lifecycle:
                                 spec.policy.promote_at)
         self.app.tiers.invalidate(spec.name)
 
+    # -- re-distillation ---------------------------------------------------------------------------------------
+
+    async def maybe_auto_distill(self, task: TaskRuntime, *, now: bool = False) -> Any:
+        """With Policy(auto_distill=True): start a distill in another process when one is due; returns the worker
+        process, if one was started. Counts are read again only when they may have changed enough (or `now`)."""
+        from protege.auto_distill import RECHECK_S, WORKER_ENV
+
+        name = task.spec.name
+        if os.environ.get(WORKER_ENV):
+            return None
+        missing, checked = self._distill_wait.get(name, (0, -1e9))
+        if not now and missing > 1 and time.monotonic() - checked < RECHECK_S:
+            self._distill_wait[name] = (missing - 1, checked)  # this success is one of the missing traces
+            return None
+        self._distill_wait[name] = (1 << 30, time.monotonic())  # concurrent successes wait for this check
+        try:
+            missing, proc = await asyncio.to_thread(self._auto_distill_step, task)
+        except Exception:  # optional background work: never the caller's problem
+            log.exception("auto_distill check for task %r failed", name)
+            missing, proc = None, None
+        self._distill_wait[name] = (missing if missing else 1 << 30, time.monotonic())
+        return proc
+
+    def _auto_distill_step(self, task: TaskRuntime) -> tuple[int | None, Any]:
+        from protege.auto_distill import distill_gap, launch, lease_name
+
+        store, name = self.app.store, task.spec.name
+        held = store.lease(lease_name(name))
+        if store.lease_live(held):
+            return None, None  # a distill of this task is running somewhere
+        last = (held.info or {}) if held else {}
+        if last.get("outcome") == "failed" and time.time() - last.get("ended_at", 0) < FAILED_DISTILL_BACKOFF_S:
+            return None, None  # it failed lately (see PROJECT_DIR/logs): not again on every check
+        missing, why = distill_gap(store, name, task.spec.policy)
+        if missing != 0:
+            return missing, None
+        return None, launch(self.app, self.app.handle(name), why)
+
     # -- shadows -----------------------------------------------------------------------------------------------
 
     async def on_shadow(self, task: TaskRuntime, tier: str, agreement: float) -> None:
+        if tier == "program":  # field programs keep their own record (protege.programs.service)
+            await asyncio.to_thread(self.app.programs.check_shadows, task)
+            return
         try:
             await asyncio.to_thread(self._check_agreement, task, tier)
         except Exception:
             log.exception("shadow check for task %r failed", task.spec.name)
 
     def _check_agreement(self, task: TaskRuntime, tier: str) -> None:
+        """Take the tier out of service when its shadow agreement is below the bar: at once when the sequential
+        test (protege.sequential) says so, or when the rolling `shadow_window` mean does (the older rule)."""
         store, policy, name = self.app.store, task.spec.policy, task.spec.name
         if tier == "student":
             row: StudentRow | Any = store.promoted_student(name)
@@ -164,25 +229,45 @@ class Lifecycle:
             since = row.reviewed_at if row else None
         if row is None:
             return
-        mean, n = store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
-        if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
-            return
         coverage = _gate_coverage(row, policy) if tier == "student" else 1.0
-        end_to_end = coverage * mean + (1 - coverage)  # calls a gate escalates get the teacher's answer
-        if end_to_end >= policy.demote_below:
+        why = self._sequential_verdict(name, tier, since, coverage, policy) or \
+            self._window_verdict(name, tier, since, coverage, policy)
+        if why is None:
             return
-        why = f"shadow agreement {mean:.3f} over {n} calls"
-        if coverage < 1:
-            why += f" on the ~{coverage:.0%} of calls its gate keeps, {end_to_end:.3f} end to end,"
-        why += f" < Policy.demote_below {policy.demote_below:.3f}"
         log.warning("task %r: %s; taking the %s tier out of service", name, why, tier)
         if tier == "student":
             from protege.distill.pipeline import demote
 
             demote(store, name, reason=why)
+            self._distill_wait.pop(name, None)  # the next teacher success looks at once
         else:
             self.app.skills.send_back(name, by="policy:shadow", note=why)
         self.app.tiers.invalidate(name)
+
+    def _sequential_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
+        from protege.sequential import ALPHA, below_bar
+
+        # calls a gate escalates get the teacher's answer: the answers it keeps need only this much agreement
+        bar = (policy.demote_below - (1 - coverage)) / coverage if coverage > 0 else 0.0
+        scores = self.app.store.shadow_scores(name, tier, since=since, limit=SEQUENTIAL_SHADOWS)
+        if bar <= 0 or not below_bar(scores, bar):
+            return None
+        mean = sum(scores) / len(scores)
+        return (f"shadow agreement {mean:.3f} over {len(scores)} calls is below {bar:.3f} by a sequential test "
+                f"(e-detector, α={ALPHA:g})" + (f" on the ~{coverage:.0%} of calls its gate keeps" if coverage < 1
+                                                 else "") + f"; Policy.demote_below {policy.demote_below:.3f}")
+
+    def _window_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
+        mean, n = self.app.store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
+        if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
+            return None
+        end_to_end = coverage * mean + (1 - coverage)
+        if end_to_end >= policy.demote_below:
+            return None
+        why = f"shadow agreement {mean:.3f} over {n} calls"
+        if coverage < 1:
+            why += f" on the ~{coverage:.0%} of calls its gate keeps, {end_to_end:.3f} end to end,"
+        return why + f" < Policy.demote_below {policy.demote_below:.3f}"
 
 
 def _gate_coverage(row: StudentRow, policy: Any) -> float:

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from protege.telemetry.spans import carry_context
+
 T = TypeVar("T")
 
 
@@ -50,13 +52,13 @@ class Portal:
         if self._on_portal():
             coro.close()
             raise RuntimeError("sync protege calls cannot be made from inside the portal loop; use `await task.acall()`")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(carry_context(coro), self.loop).result()
 
     async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await a coroutine run on the portal loop, from any event loop."""
         if self._on_portal():
             return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(carry_context(coro), self.loop))
 
     def close(self) -> None:
         loop, thread = self._loop, self._thread

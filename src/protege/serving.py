@@ -71,8 +71,8 @@ def _exported_gguf(app: Protege, row: Any, quant: str) -> Path:
     return gguf
 
 
-def student_model(app: Protege, row: Any) -> Model:
-    """The model that answers as this student, per its serving record."""
+def student_model(app: Protege, row: Any, *, copy_constraint: bool = True) -> Model:
+    """The model that answers as this student, per its serving record (`copy_constraint`: the task's policy)."""
     serving = serving_of(row)
     host, name = serving["host"], f"local:{row.id}"
     if host.startswith("openai:"):
@@ -85,5 +85,8 @@ def student_model(app: Protege, row: Any) -> Model:
     if host == "llama.cpp":
         from protege.agents.models.llama_cpp import LlamaCppModel
 
-        return LlamaCppModel(serving["gguf"], name=name)
-    return LocalModel(app.base_dir(row.base), adapter=row.adapter_path, name=name)
+        from protege.agents.models.answer_profile import read_profile
+
+        return LlamaCppModel(serving["gguf"], name=name, copy_constraint=copy_constraint,
+                             profile=read_profile(row.adapter_path))
+    return LocalModel(app.base_dir(row.base), adapter=row.adapter_path, name=name, copy_constraint=copy_constraint)

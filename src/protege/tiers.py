@@ -46,6 +46,9 @@ class AppTiers:
 
     def invalidate(self, task: str | None = None) -> None:
         self._cache = {k: v for k, v in self._cache.items() if task is not None and k[1] != task}
+        programs = getattr(self.app, "programs", None)
+        if programs is not None and task is not None:
+            programs.invalidate(task)
 
     # -- models ------------------------------------------------------------------------------------------------
 
@@ -67,7 +70,9 @@ class AppTiers:
         if row is not None:  # torch, llama.cpp or an OpenAI-compatible server, per the student's serving record
             from protege.serving import student_model
 
-            return student_model(self.app, row)
+            handle = self.app.tasks.get(row.task_name)
+            copy = handle.spec.policy.copy_constraint if handle is not None else True
+            return student_model(self.app, row, copy_constraint=copy)
         return LocalModel(self.app.base_dir(target), name=spec)
 
     def forget_student(self, row: StudentRow) -> None:
@@ -108,6 +113,10 @@ class AppTiers:
             # drafts only: a skill a reviewer rejected or retired is never replayed, whatever the policy
             row = self._cached(("draft", name), lambda: self.app.store.skill(name, status="draft"))
         return (row.text, row.version) if row is not None else None
+
+    def programs(self, task: TaskRuntime) -> Any:
+        """The task's stored field programs (a ProgramSet) when its policy serves them, else None."""
+        return self.app.programs.current(task.spec.name) if task.spec.policy.program else None
 
     def prior_art(self, task: TaskRuntime) -> list[str]:
         name = task.spec.name

@@ -25,14 +25,17 @@ class Scripted:
     price_as = None
     writes_prose = False
 
-    def __init__(self, name: str, answer, usage=(100, 20), confidence: float | None = None):
+    def __init__(self, name: str, answer, usage=(100, 20), confidence: float | None = None,
+                 field_confidences: dict[str, float] | None = None):
         self.name, self.answer, self.calls, self.confidence = name, answer, 0, confidence
+        self.field_confidences = field_confidences
         self.usage = Usage(input_tokens=usage[0], output_tokens=usage[1])
 
     async def request(self, req: ModelRequest) -> ModelResponse:
         self.calls += 1
         text = self.answer(req) if callable(self.answer) else self.answer
-        return ModelResponse(text=text, usage=self.usage, model=self.name, confidence=self.confidence)
+        return ModelResponse(text=text, usage=self.usage, model=self.name, confidence=self.confidence,
+                             field_confidences=self.field_confidences)
 
 
 GOOD = '{"queue": "billing", "priority": 2}'
@@ -126,10 +129,28 @@ def test_the_students_confidence_gate_escalates_unsure_answers(store):
     assert run(0.9, gate=0.8).tier == "student"
     unsure = run(0.7, gate=0.8)
     assert [a.tier for a in unsure.attempts] == ["student", "teacher"]
-    assert "low confidence: 0.700" in store.trace(unsure.trace_ids[0]).errors[0]
+    assert "low confidence: answer 0.700" in store.trace(unsure.trace_ids[0]).errors[0]
     assert run(0.7, gate=None).tier == "student"  # no gate: every valid answer stands
     assert run(0.7, gate=0.8, policy=Policy(min_confidence=0.6, shadow_rate=0)).tier == "student"
     assert run(0.9, gate=None, policy=Policy(min_confidence=0.95, shadow_rate=0)).tier == "teacher"
+
+
+def test_one_unsure_field_escalates_the_call(store):
+    """The gate goes by the least-sure field: a sure answer (mean 0.98) with one unsure field escalates, and the
+    reason names the field; the attempts and RunResult carry the per-field confidences."""
+    def run(fields):
+        student = Scripted("s", GOOD, confidence=0.98, field_confidences=fields)
+        return call(Cascade(store, Tiers(Scripted("t", GOOD), student=student, gate=0.8)),
+                    runtime(policy=Policy(shadow_rate=0)))
+
+    sure = run({"queue": 0.99, "priority": 0.95})
+    assert sure.tier == "student" and sure.field_confidences == {"queue": 0.99, "priority": 0.95}
+    assert sure.confidence == 0.98 and sure.attempts[0].gate_confidence == 0.95
+    unsure = run({"queue": 0.99, "priority": 0.41})
+    assert [a.tier for a in unsure.attempts] == ["student", "teacher"]
+    assert unsure.attempts[0].field_confidences == {"queue": 0.99, "priority": 0.41}
+    assert "low confidence: field 'priority' 0.410 < the student's floor 0.800" in unsure.attempts[0].errors[0]
+    assert unsure.field_confidences is None  # the teacher served it and gives none
 
 
 def test_check_failure_escalates(store):

@@ -68,17 +68,6 @@ def test_grammar_accepts_every_valid_answer_in_compact_form(invoice):
     assert accepts(compact(invoice.model_dump(mode="json")))
 
 
-@settings(max_examples=60, deadline=None)
-@given(invoices, st.data())
-def test_finishing_any_prefix_gives_a_valid_answer(invoice, data):
-    """Cut a valid answer anywhere: `finish()` closes it into JSON that validates (the budget-exhausted path)."""
-    text = compact(invoice.model_dump(mode="json"))
-    cut = data.draw(st.integers(0, len(text)))
-    state = Grammar(SCHEMA).start().feed(text[:cut])
-    closed = text[:cut] + state.finish()
-    Invoice.model_validate_json(closed)
-
-
 @pytest.mark.parametrize("answer", [
     {"kind": "invoice"},  # not one of the enum's values
     {"kind": "order", "customer": 3},  # a number where a string or null goes
@@ -126,11 +115,13 @@ def test_an_untrained_model_still_answers_valid_json(tiny):
         assert response.usage.output_tokens > 0 and response.raw["forced_tokens"] > 0
 
 
-def test_a_short_budget_closes_the_answer_validly(tiny):
-    """When max_tokens runs out mid-answer the grammar's shortest completion closes it: still valid JSON."""
-    response = tiny.generate(request("invoice", max_tokens=70))
-    Invoice.model_validate_json(response.text)
-    assert response.stop_reason == "max_tokens"
+def test_a_cut_answer_is_left_cut_and_says_so(tiny):
+    """When max_tokens runs out mid-answer the answer is not closed into valid JSON (a runaway answer closed at
+    the limit once passed validation with confidence 0.99): it stays unparseable and says `max_tokens`."""
+    response = tiny.generate(request("invoice", max_tokens=40))
+    assert response.stop_reason == "max_tokens" and response.usage.output_tokens == 40
+    with pytest.raises(ValueError):
+        json.loads(response.text)
 
 
 async def test_the_model_protocol_and_spec_strings(tiny_base):
@@ -366,7 +357,7 @@ def test_a_real_model_drafts_in_a_batch_as_it_does_alone(smollm2_base, monkeypat
     sentences = ["Please deliver 12 Glass Whiteboards to Isabel Zhang, 44 Riverside Avenue, Springfield.",
                  "Refund order A-7731 for Marek Nowak; the blender arrived cracked.",
                  "Quote 3 standing desks, oak, for ACME GmbH in Köln by Friday."]
-    requests = [request(s, Copy.model_json_schema(), max_tokens=110,
+    requests = [request(s, Copy.model_json_schema(), max_tokens=46,  # cut mid-draft: a refused tail
                         system='Copy the user\'s message, word for word, into {"text": ...}.') for s in sentences]
     plain = LocalModel(smollm2_base, threads=2, prompt_lookup=False)
     alone = [plain.generate(req).text for req in requests]

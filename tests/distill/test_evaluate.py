@@ -69,6 +69,24 @@ def test_wrong_and_unparseable_answers_are_counted_apart():
     assert evaluate_student(sure(answers), rows(), output_model=Triage).confidences == [0.9, 0.9, 0.0, 0.0]
 
 
+def test_the_gate_goes_by_the_least_sure_field_and_accuracy_is_given_per_kind():
+    """Per-field confidences are kept per answer; the gate's figure is the least-sure field's (the answer's
+    own confidence only where a model gives none per field); field accuracy is pooled per field kind."""
+    def answer(req):
+        subject = req.task_input["subject"]
+        fields = None if subject == "hello" else {"queue": 0.99, "priority": 0.3 if subject == "crash" else 0.8}
+        return ModelResponse(text=json.dumps({**TEACHER[subject], "priority": 1}), confidence=0.95,
+                             field_confidences=fields)
+
+    report = evaluate_student(FunctionModel(answer), rows(), output_model=Triage,
+                              field_kinds={"queue": "copied", "priority": "computed"})
+    assert report.confidences == [0.8, 0.3, 0.95, 0.8]
+    assert report.field_confidences[1] == {"queue": 0.99, "priority": 0.3} and report.field_confidences[2] is None
+    assert report.field_accuracy == {"queue": 1.0, "priority": 0.25}
+    assert report.kind_accuracy == {"computed": 0.25, "copied": 1.0}
+    assert evaluate_student(FunctionModel(answer), rows(), output_model=Triage).kind_accuracy == {}
+
+
 def test_a_custom_score_gives_partial_credit():
     """The task's `score` decides quality (here: half a point per right field); exact match stays strict."""
     def per_field(expected: Triage, actual: Triage) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 from protege import Policy, Protege, UserError
@@ -28,7 +28,7 @@ class Ticket(BaseModel):
 
 class Triage(BaseModel):
     queue: Literal["billing", "bug"]
-    priority: int
+    priority: int = Field(ge=1, le=5)  # a bounded range: a random student cannot run away into an 18-digit number
 
 
 def oracle(req):
@@ -71,10 +71,15 @@ def test_distill_trains_evaluates_records_and_promotes(app):
     assert 0.0 <= metrics["retention"] <= 1.0 and metrics["n"] >= 1
     assert metrics["parse_failure_rate"] == 0.0  # constrained decoding: even a random student answers valid JSON
     assert metrics["train"]["steps"] == 2 and metrics["train"]["final_loss"] > 0
+    assert (report.retention, report.coverage, report.measured_on) == (metrics["retention"], 1.0,
+                                                                       "eval split, no gate")
+    assert metrics["headline"]["measured_on"] == "eval split, no gate"
     assert row.params["max_steps"] == 2
     result = app.run("triage", {"ticket": {"subject": "refund again"}}, tier="student", escalate=False)
     assert result.tier == "student" and isinstance(result.output, Triage)
     assert result.model == f"local:{report.student_id}"
+    assert json.loads((Path(row.adapter_path) / "protege_answers.json").read_text())["fields"]["queue"]["kind"] == "enum"
+    assert metrics["field_kinds"] == {"queue": "enum", "priority": "enum"}
 
 
 def test_a_student_below_the_gate_stays_a_candidate(app):
@@ -115,7 +120,9 @@ def test_a_student_trained_by_the_launch_script_is_adopted(app, tmp_path):
     report = app.distill("triage", adapter=out)
     row = app.store.student(report.student_id)
     assert report.promoted and Path(row.adapter_path).is_relative_to(app.settings.project_dir)
-    assert row.adapter_hash == dir_hash(out / "adapter") == dir_hash(Path(row.adapter_path))
+    assert row.adapter_hash == dir_hash(Path(row.adapter_path))  # the copy, with the answer profile learned here
+    copied = {p.name for p in Path(row.adapter_path).iterdir()}
+    assert copied == {p.name for p in (out / "adapter").iterdir()} | {"protege_answers.json"}
     assert report.metrics["train"]["steps"] == 2 and report.metrics["train"]["trained_elsewhere"] == str(out)
     assert row.params["batch_size"] == 4 and report.metrics["n"] >= 1
     result = app.run("triage", {"ticket": {"subject": "refund again"}}, tier="student", escalate=False)

@@ -142,7 +142,12 @@ def test_bad_input_is_a_user_error(tiny_base, tmp_path):
 @pytest.mark.slow
 def test_real_base_learns_and_its_adapter_answers(smollm2_base, tmp_path):
     """The bundled SmolLM2 base: a few LoRA steps on a handful of rows lower the loss, and the saved adapter
-    loads as a `local:` model that answers a training input correctly under the output schema."""
+    loads as a `local:` model that answers a training input correctly under the output schema.
+
+    Deterministic by construction, with margins the numerics cannot cross: float32 (bf16 autocast rounds
+    differently by CPU and kernel choice) and a learning rate that decays to zero (a constant 2e-3 made the
+    loss bounce, 0.03 → 0.18, so the last step's weights were a matter of luck). Measured on 2 loaded cores:
+    the loss goes 4.37 → 0.006 and the answer's least-sure token has probability 0.997."""
     from pydantic import BaseModel
 
     from protege.agents.models.base import Message, ModelRequest
@@ -153,11 +158,11 @@ def test_real_base_learns_and_its_adapter_answers(smollm2_base, tmp_path):
 
     rows = [chat_row(INSTRUCTIONS, {"text": t}, {"queue": q}) for t, q in MESSAGES]
     config = TrainConfig(learning_rate=2e-3, batch_size=4, max_steps=8, logging_steps=1, torch_threads=2,
-                         warmup_ratio=0.0, lr_scheduler="constant")
+                         warmup_ratio=0.0, lr_scheduler="linear", bf16=False)
     started = time.perf_counter()
     result = train_student(rows, smollm2_base, tmp_path / "s", config)
     losses = [loss for _, loss in result.loss_history]
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert losses[-1] < 0.2 * losses[0], losses  # measured: 0.0014 of the first
     model = LocalModel(result.adapter_path, threads=2)
     prompt = [Message(role=m["role"], content=m["content"]) for m in rows[0]["messages"][:-1]]
     answer = model.generate(ModelRequest(messages=prompt, output_schema=Queue.model_json_schema(), max_tokens=64))

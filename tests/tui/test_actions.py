@@ -253,6 +253,19 @@ async def test_promote_then_demote_with_confirm(console, seeded_store, settle):
     assert seeded_store.student(student_id("triage-a")).state == "demoted"
 
 
+async def test_students_screen_shows_a_running_distill(console, seeded_store, settle):
+    """An automatic distill holding its lease is shown under the student record, with its progress."""
+    from protege.store.background import process_owner
+
+    seeded_store.acquire_lease("distill:triage", owner=process_owner(), ttl_s=60,
+                               info={"phase": "train", "done": 3, "total": 8, "pid": 99, "started_at": 0})
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        record = str(pilot.app.screen.query_one("#student-record").render())
+    assert "distilling 'triage' now: train 3/8" in record
+
+
 # -- the app -------------------------------------------------------------------------------------------------------
 
 async def test_dashboard_rows_come_from_the_ledger(console, seeded_store, settle):
@@ -357,3 +370,29 @@ async def test_every_section_loads_on_postgres(pg_url, settle):
             counts[table] = pilot.app.screen.query_one(table, DataTable).row_count
         assert pilot.app.screen.query_one("#student-record").render()  # the detail pane was filled
     assert counts == {"#tasks": 2, "#skills": 4, "#traces": min(traces, traces_screen.PAGE_SIZE), "#students": 3}
+
+
+# -- opening on a trace ----------------------------------------------------------------------------------------------
+
+async def test_console_opens_on_a_trace_given_by_id(seeded_url, settle):
+    """`protege tui --trace ID` (a span's protege.trace_id): the trace opens first, over the traces section."""
+    wanted = trace_id("triage", 0, 0)
+    console = make_app(db=seeded_url, reviewer="alice", trace=wanted)
+    async with console.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, TraceScreen) and pilot.app.screen.trace_id == wanted
+        assert wanted[:8] in str(pilot.app.screen.query_one("#trace-title").render())
+        await pilot.press("escape")
+        await settle(pilot)
+        assert pilot.app.current_mode == "traces" and not isinstance(pilot.app.screen, TraceScreen)
+
+
+def test_tui_refuses_an_unknown_trace_id(seeded_url, monkeypatch):
+    from typer.testing import CliRunner
+
+    from protege.cli import app as cli
+
+    monkeypatch.setenv("PROTEGE_DB", seeded_url)
+    monkeypatch.delenv("PROTEGE_APP", raising=False)
+    result = CliRunner().invoke(cli, ["tui", "--trace", "no-such-trace"])
+    assert result.exit_code == 2 and "no trace 'no-such-trace'" in result.stderr

@@ -91,12 +91,18 @@ def test_a_students_record_shows_its_gate_and_leaves_per_answer_lists_out():
     from protege.store import StudentRow
     from protege.tui.screens.students import _record
 
-    gate = {"min_confidence": 0.912, "coverage": 0.64, "retention": 0.953, "kept_quality": 0.93}
+    gate = {"min_confidence": 0.912, "coverage": 0.64, "retention": 0.953, "kept_quality": 0.93,
+            "measured_on": "cross-fitted, 5 folds", "in_sample": {"coverage": 0.7, "retention": 0.97,
+                                                                  "kept_quality": 0.95}}
     row = StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/a", metrics={
-        "retention": 0.81, "scores": [1.0, 0.0] * 200, "confidences": [0.9] * 400, "gate": gate})
+        "retention": 0.81, "scores": [1.0, 0.0] * 200, "confidences": [0.9] * 400, "gate": gate,
+        "field_accuracy": {"queue": 0.97, "priority": 0.62}, "kind_accuracy": {"copied": 0.97}})
     text = _record(row)
-    assert "confidence gate ≥ 0.912: keeps 64% of calls (their quality 93.0%)" in text
-    assert "end-to-end retention 95.3%" in text and "retention=0.81" in text
+    assert "confidence gate ≥ 0.912 (least-sure field): keeps 64% of calls (their quality 93.0%)" in text
+    assert "end-to-end retention 95.3% on the eval split (cross-fitted, 5 folds); 97.0% on the answers" in text
+    assert "retention=0.81" in text
+    assert "exact match per field: priority 62.0% · queue 97.0%" in text and "copied 97.0%" in text
+    assert "{" not in text  # no raw dicts
     assert "scores" not in text and "confidences" not in text and len(text) < 1000
 
 
@@ -110,3 +116,14 @@ def test_a_students_record_says_where_it_is_served():
     text = _record(row)
     assert "served by openai:route-student @ http://127.0.0.1:8000/v1" in text and "serving=" not in text
     assert "served by" not in _record(StudentRow(task_name="route", base="b", adapter_path="/a", metrics={}))
+
+
+def test_a_students_record_shows_the_field_kinds_learned_from_its_traces():
+    from protege.store import StudentRow
+    from protege.tui.screens.students import _record
+
+    row = StudentRow(task_name="orders", base="smollm2-135m", adapter_path="/a", metrics={
+        "retention": 0.9, "field_kinds": {"order_id": "free", "city": "copied", "urgency": "enum"}})
+    text = _record(row)
+    assert "field kinds" in text and "city [b]copied[/]" in text and "urgency [b]enum[/]" in text
+    assert "field_kinds=" not in text

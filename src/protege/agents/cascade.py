@@ -8,6 +8,8 @@ escalation — so a crash never loses a paid answer. Shadow runs and skill writi
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -21,13 +23,14 @@ from protege.agents.loop import LoopResult, run_loop
 from protege.agents.models.base import Message, Model, ModelRequest
 from protege.agents.models.chat_format import student_messages
 from protege.agents.prompts import replay_messages, teacher_messages
-from protege.agents.results import TIERS, Attempt, RunResult
+from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
 from protege.agents.tools import ToolBox
 from protege.agents.validate import validate_answer
 from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError, ValidationFailed
 from protege.store import Store
 from protege.store.models import new_id
 from protege.tasks import TaskSpec, input_hash
+from protege.telemetry import Telemetry
 
 
 @dataclass
@@ -64,6 +67,7 @@ class TierSource(Protocol):
     def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None: ...
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None: ...
     def prior_art(self, task: TaskRuntime) -> list[str]: ...
+    def programs(self, task: TaskRuntime) -> Any: ...  # a ProgramSet (protege.programs) or None
     def cost(self, model: Model, usage: Any) -> float: ...
 
 
@@ -83,6 +87,7 @@ class CascadeState(TypedDict, total=False):
     finished: bool  # the run's outcome was written with its last attempt
     started: float
     latency_s: float
+    fixed: dict[str, Any]  # output fields verified programs decided for this input (cheaper tiers keep them)
 
 
 @dataclass
@@ -92,6 +97,9 @@ class Hooks:
     # (task, the teacher's trace id, the replay attempt it rescued if any)
     on_teacher_success: Callable[[TaskRuntime, str, Attempt | None], Awaitable[None]] | None = None
     on_shadow: Callable[[TaskRuntime, str, float], Awaitable[None]] | None = None
+    # (task, the call's input, its attempts): sync and cheap, it runs on the caller's path after a served call
+    on_call: Callable[[TaskRuntime, dict[str, Any], list[Attempt]], None] | None = None
+    shadow_rate: Callable[[TaskRuntime], float] | None = None  # the task's shadow rate now (default: its policy's)
 
 
 @dataclass
@@ -101,6 +109,7 @@ class Cascade:
     hooks: Hooks = field(default_factory=Hooks)
     rng: random.Random = field(default_factory=random.Random)
     background: set[asyncio.Task] = field(default_factory=set)
+    telemetry: Telemetry = field(default_factory=Telemetry)  # OpenTelemetry spans (no-op unless configured)
 
     def __post_init__(self) -> None:
         self.graph = self._build_graph()
@@ -129,7 +138,7 @@ class Cascade:
 
     async def _tier_node(self, tier: str, state: CascadeState) -> dict[str, Any]:
         try:
-            attempt, output = await self._attempt(tier, state)
+            attempt, output = await (self._program_attempt(state) if tier == "program" else self._attempt(tier, state))
         except BudgetExceeded as exc:
             return {"failure": exc}
         attempts = [*state["attempts"], attempt]
@@ -141,13 +150,14 @@ class Cascade:
 
     # -- a call ------------------------------------------------------------------------------------------------
 
-    def plan(self, task: TaskRuntime, *, tier: str | None, escalate: bool) -> Plan:
+    def plan(self, task: TaskRuntime, *, tier: str | None, escalate: bool, fixed: dict[str, Any] | None = None
+             ) -> Plan:
         if tier is not None:
             if tier not in TIERS:
                 raise UserError(f"tier {tier!r} is not one of {list(TIERS)}")
             start = TIERS.index(tier)
             return Plan(tiers=list(TIERS[start:]) if escalate else [tier], forced=True, escalate=escalate)
-        tiers = []
+        tiers = ["program"] if fixed and set(fixed) >= set(task.spec.output_model.model_fields) else []
         if self.source.student(task, forced=False) is not None:
             tiers.append("student")
         if self.source.skill(task, forced=False) is not None:
@@ -156,18 +166,23 @@ class Cascade:
 
     async def run(self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True) -> RunResult:
         started = time.perf_counter()
-        plan = self.plan(task, tier=tier, escalate=escalate)
         data = inp.model_dump(mode="json")
+        # programs serve the cascade's own routing (and a forced program tier); a forced model tier answers alone,
+        # so evaluating it measures that tier. `programs` is optional in a TierSource: older ones have none.
+        programs = getattr(self.source, "programs", None) if tier in (None, "program") else None
+        fixed = program_values(programs(task) if programs else None, data)
+        plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed)
         digest = input_hash(data)
         run = {"id": new_id(), "task_name": task.spec.name, "task_version": task.version, "input": data,
                "input_hash": digest}
         state: CascadeState = {
             "task": task, "input": inp, "input_dict": data, "input_hash": digest, "run_id": run["id"], "run": run,
             "run_written": False, "finished": False, "started": started, "plan": plan, "attempts": [],
-            "output": None, "failure": None,
+            "output": None, "failure": None, "fixed": fixed,
         }
-        out = await self.graph.ainvoke(state)
-        return await self._finish(out)
+        with self.telemetry.call(task.spec.name, run["id"]) as span:
+            out = await self.graph.ainvoke(state)
+            return span.served(await self._finish(out))
 
     async def _finish(self, out: CascadeState) -> RunResult:
         attempts: list[Attempt] = out["attempts"]
@@ -183,6 +198,8 @@ class Cascade:
             latency_s=out["latency_s"], run_id=out["run_id"], trace_ids=[a.trace_id for a in attempts],
             attempts=attempts,
         )
+        if self.hooks.on_call and not out["plan"].forced:
+            self.hooks.on_call(out["task"], out["input_dict"], attempts)
         if last.tier != "teacher" and not out["plan"].forced:
             self._maybe_shadow(out, last, output)
         return result
@@ -226,13 +243,44 @@ class Cascade:
         }
         return await self._attempt(tier, state, record_as=record_as)
 
+    async def _program_attempt(self, state: CascadeState) -> tuple[Attempt, BaseModel | None]:
+        """The program tier: every output field from a verified program — no model, no cost, no arbitrary code."""
+        task, spec, fixed = state["task"], state["task"].spec, state.get("fixed") or {}
+        t0 = time.perf_counter()
+        text = json.dumps(fixed, ensure_ascii=False)
+        output, errors = validate_answer(spec, state["input"], text) if fixed else (None, ["no program applies"])
+        valid = not errors
+        latency = time.perf_counter() - t0
+        trace = {
+            "id": new_id(), "run_id": state["run_id"], "task_name": spec.name, "task_version": task.version,
+            "tier": "program", "model": "program", "attempt": len(state["attempts"]), "shadow": False,
+            "input": state["input_dict"], "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
+            "messages": [], "output": output.model_dump(mode="json") if output is not None and valid else None,
+            "output_text": text, "valid": valid, "errors": errors or None, "cost_usd": 0.0, "latency_s": latency,
+        }
+        attempt = Attempt(tier="program", model="program", valid=valid, errors=errors, text=text, latency_s=latency,
+                          trace_id=trace["id"], program_fields=sorted(fixed) if valid else [])
+        run, outcome = self._call_writes(state, attempt, output, False)
+        await asyncio.to_thread(self.store.record_attempt, trace, run=run, finish=outcome)
+        return attempt, output
+
     async def _attempt(self, tier: str, state: CascadeState, *, shadow: bool = False, record_as: str | None = None
                        ) -> tuple[Attempt, BaseModel | None]:
+        spec = state["task"].spec
+        with self.telemetry.attempt(tier, run_id=state["run_id"], redact=spec.policy.redact, shadow=shadow,
+                                    cost=self.source.cost) as span:  # the loop's requests and tools nest under it
+            attempt, output = await self._try_tier(tier, state, shadow=shadow, record_as=record_as)
+            span.done(attempt)
+            return attempt, output
+
+    async def _try_tier(self, tier: str, state: CascadeState, *, shadow: bool, record_as: str | None
+                        ) -> tuple[Attempt, BaseModel | None]:
         task, spec = state["task"], state["task"].spec
         model, messages, extra, floor = self._prepare(tier, state)
+        fixed = state.get("fixed") if tier in ("student", "replay") else None  # the teacher answers for itself
         req = ModelRequest(
             messages=messages, tools=task.tools.specs, output_schema=spec.output_schema, task_name=spec.name,
-            task_input=state["input_dict"],
+            task_input=state["input_dict"], fixed_output=fixed or None,
         )
         t0 = time.perf_counter()
         try:
@@ -240,8 +288,9 @@ class Cascade:
         except ModelError as exc:
             result = LoopResult(messages=messages, error=f"{type(exc).__name__}: {exc}")
         latency = time.perf_counter() - t0
-        output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], result.text)
-        errors += _confidence_errors(result, floor)
+        text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
+        output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
+        errors = _stop_errors(result) + errors + _confidence_errors(result, floor)
         cost = sum(self.source.cost(model, r.usage) for r in result.responses)
         valid = not errors
         trace = {
@@ -259,7 +308,9 @@ class Cascade:
         }
         attempt = Attempt(
             tier=tier, model=model.name, valid=valid, errors=errors, text=result.text, cost_usd=cost,
-            latency_s=latency, trace_id=trace["id"], confidence=result.confidence, **extra,
+            latency_s=latency, trace_id=trace["id"], confidence=result.confidence,
+            field_confidences=result.field_confidences, program_fields=sorted(fixed or {}) if valid else [],
+            **extra,
         )
         run, outcome = self._call_writes(state, attempt, output, shadow)
         # one transaction, durable before anything else happens: a crash after it loses nothing paid for
@@ -291,7 +342,7 @@ class Cascade:
             await asyncio.gather(*list(self.background), return_exceptions=True)
 
     def _maybe_shadow(self, out: CascadeState, served: Attempt, output: BaseModel) -> None:
-        rate = out["task"].spec.policy.shadow_rate
+        rate = self.hooks.shadow_rate(out["task"]) if self.hooks.shadow_rate else out["task"].spec.policy.shadow_rate
         if rate > 0 and self.rng.random() < rate:
             self._spawn(self._shadow(out, served, output))
 
@@ -314,6 +365,38 @@ class Cascade:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
 
 
+def program_values(programs: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The output fields verified programs decide for this input (a program that refuses decides nothing)."""
+    if programs is None:
+        return {}
+    try:
+        values, _refused = programs.apply(data)
+    except Exception:  # a fault in a program must never fail the call: the models answer every field instead
+        logging.getLogger("protege").exception("field programs failed on an input; the models answer it")
+        return {}
+    return values
+
+
+def with_fixed(text: str, fixed: dict[str, Any]) -> str:
+    """A model's JSON answer with the program-decided fields put in (a model that did not honour them is
+    overruled: the programs are verified, the model's guess for those fields is not). Non-JSON stays as is."""
+    try:
+        answer = json.loads(_unfenced(text))
+    except ValueError:
+        return text
+    if not isinstance(answer, dict):
+        return text
+    return json.dumps({**answer, **fixed}, ensure_ascii=False)
+
+
+def _unfenced(text: str) -> str:
+    t = text.strip()
+    if t.startswith("```") and t.endswith("```"):
+        t = t[3:-3].strip()
+        t = t[4:] if t.startswith("json") else t
+    return t
+
+
 def _is_last(state: CascadeState, attempt: Attempt) -> bool:
     """Whether the call ends with this attempt (the graph's `_next` will route to END)."""
     plan = state["plan"]
@@ -330,10 +413,28 @@ def _outcome(state: CascadeState, attempts: list[Attempt], output: BaseModel | N
 
 
 def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
-    conf = result.confidence
+    """The gate goes by the least-sure field (one unsure field escalates the call), else the whole answer."""
+    conf = gate_confidence(result.confidence, result.field_confidences)
     if floor is None or conf is None or result.error or conf >= floor:
         return []
-    return [f"low confidence: {conf:.3f} < the student's floor {floor:.3f} (Policy.min_confidence or its gate)"]
+    field = least_sure_field(result.field_confidences)
+    what = f"field {field!r}" if field else "answer"
+    return [f"low confidence: {what} {conf:.3f} < the student's floor {floor:.3f} (Policy.min_confidence or its gate)"]
+
+
+def _stop_errors(result: LoopResult) -> list[str]:
+    """A cut-off answer (token limit) or a runaway one (a bound learned from the traces) is never served, even
+    when what it wrote parses."""
+    last = result.responses[-1] if result.responses else None
+    if last is None or last.stop_reason not in ("max_tokens", "bound"):
+        return []
+    raw = last.raw if isinstance(last.raw, dict) else {}
+    if last.stop_reason == "max_tokens":
+        limit = raw.get("max_tokens")
+        return [f"the answer was cut off at its token limit{f' ({limit} tokens)' if limit else ''}: "
+                f"a truncated answer is not served"]
+    return [f"the answer reached a bound learned from the training traces ({'; '.join(raw.get('bounds', []))}): "
+            f"a runaway answer is not served"]
 
 
 def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:

@@ -12,8 +12,9 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, Field
 
-from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse, Usage
+from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from protege.agents.tools import ToolBox
+from protege.telemetry import current_attempt
 
 
 class LoopResult(BaseModel):
@@ -29,6 +30,10 @@ class LoopResult(BaseModel):
     def confidence(self) -> float | None:
         return self.responses[-1].confidence if self.responses else None
 
+    @property
+    def field_confidences(self) -> dict[str, float] | None:
+        return self.responses[-1].field_confidences if self.responses else None
+
 
 class LoopState(TypedDict, total=False):
     model: Model
@@ -42,7 +47,7 @@ class LoopState(TypedDict, total=False):
 
 async def _call_model(state: LoopState) -> dict[str, Any]:
     req = state["request"].model_copy(update={"messages": state["messages"]})
-    resp = await state["model"].request(req)
+    resp = await _request(state["model"], req)
     turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
     return {"messages": [*state["messages"], turn], "responses": [*state.get("responses", []), resp]}
 
@@ -52,9 +57,24 @@ async def _call_tools(state: LoopState) -> dict[str, Any]:
     box = state["tools"]
     if box is None:
         return {"error": f"the model called {[c.name for c in calls]!r} but the task has no tools"}
-    results = await asyncio.gather(*(box.call(c) for c in calls))
+    results = await asyncio.gather(*(_call_tool(box, c) for c in calls))
     turns = [Message(role="tool", content=text, tool_call_id=c.id, name=c.name) for c, (text, _) in zip(calls, results)]
     return {"messages": [*state["messages"], *turns]}
+
+
+async def _request(model: Model, req: ModelRequest) -> ModelResponse:
+    with current_attempt().model_request(model, req) as span:  # a `chat <model>` span when tracing is on
+        resp = await model.request(req)
+        span.response(resp)
+        return resp
+
+
+async def _call_tool(box: ToolBox, call: ToolCall) -> tuple[str, bool]:
+    tool = box.tools.get(call.name)
+    with current_attempt().tool(call, tool.spec.description if tool else "") as span:  # `execute_tool <name>`
+        text, ok = await box.call(call)
+        span.result(text, ok)
+        return text, ok
 
 
 def _after_model(state: LoopState) -> str:
@@ -107,7 +127,7 @@ async def run_loop(
 
 
 async def _one_turn(model: Model, request: ModelRequest) -> LoopResult:
-    resp = await model.request(request)
+    resp = await _request(model, request)
     turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
     error = f"the model called {[c.name for c in resp.tool_calls]!r} but the task has no tools" if resp.tool_calls else None
     return LoopResult(

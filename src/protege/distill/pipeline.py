@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from protege.errors import UserError
 from protege.store import Store, StudentRow
@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 
 class DistillReport(BaseModel):
-    """What `app.distill` did: the dataset, the student, its metrics, and whether it was promoted."""
+    """What `app.distill` did: the dataset, the student, its metrics, and whether it was promoted.
+
+    `retention` and `coverage` are the headline: end-to-end quality and the share of calls the student keeps, on
+    eval answers nothing was tuned on (`measured_on` says how); the in-sample gate figures are in metrics."""
 
     task: str
     student_id: str
@@ -29,6 +32,9 @@ class DistillReport(BaseModel):
     metrics: dict[str, Any]
     promoted: bool
     reason: str
+    retention: float | None = Field(None, description="end-to-end retention on answers nothing was tuned on")
+    coverage: float | None = Field(None, description="share of calls the student keeps (1.0 without a gate)")
+    measured_on: str | None = Field(None, description="what the headline figures were counted on")
 
 
 def promote(store: Store, student_id: str) -> StudentRow:
@@ -66,6 +72,7 @@ def distill(
     several GPUs) is evaluated and recorded instead of training one. It is evaluated on this build's eval split;
     the split is by input hash, so a build with the same `eval_fraction` and `seed` never holds out an input the
     adapter trained on."""
+    from protege.distill.answer_kinds import learn_for_student
     from protege.distill.dataset import build_dataset
     from protege.distill.train import TrainConfig, train_student
 
@@ -91,14 +98,18 @@ def distill(
         result, config = adopt_student(Path(adapter), base_dir, folder)
     else:
         config = config or TrainConfig()
-        result = train_student(train_rows, base_dir, folder, config,
+        result = train_student(train_rows, base_dir, folder, config, output_schema=spec.output_schema,
                                progress=lambda p: report("train", p.step, p.total_steps))
+    profile = learn_for_student(train_rows, spec.output_schema, Path(result.adapter_path),
+                                copy_constraint=spec.policy.copy_constraint)  # read by LocalModel from here on
     metrics = _evaluate(app, spec, base_dir, result.adapter_path, student_id, eval_rows, report)
+    metrics["field_kinds"] = profile.kinds()
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
         "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss}
     if adapter is not None:
         metrics["train"]["trained_elsewhere"] = str(adapter)
     passed, reason = promotion_verdict(metrics, spec.policy)
+    metrics["headline"] = headline(metrics, spec.policy)
     store.add_student(StudentRow(
         id=student_id, task_name=spec.name, base=app.settings.student_base, adapter_path=str(result.adapter_path),
         adapter_hash=dir_hash(result.adapter_path), dataset_id=built.id, metrics=metrics,
@@ -107,7 +118,21 @@ def distill(
     if passed and auto_promote:
         promote(store, student_id)
     return DistillReport(task=spec.name, student_id=student_id, dataset_id=built.id, metrics=metrics,
-                         promoted=passed and auto_promote, reason=reason)
+                         promoted=passed and auto_promote, reason=reason, **metrics["headline"])
+
+
+def headline(metrics: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    """The figures to quote: the gate's held-out ones when a calibrated gate serves, a policy floor's measured
+    ones, else the ungated student's on the eval split (which it never trained on)."""
+    from protege.distill.gate import gated, stored_gate
+
+    gate = stored_gate(metrics)
+    if gate is None and policy.min_confidence is not None:
+        gate = gated(metrics["confidences"], metrics["scores"], policy.min_confidence)
+        gate.measured_on = "fixed floor (Policy.min_confidence), eval split"
+    if gate is not None:
+        return {"retention": gate.retention, "coverage": gate.coverage, "measured_on": gate.measured_on}
+    return {"retention": metrics["retention"], "coverage": 1.0, "measured_on": "eval split, no gate"}
 
 
 def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any]:
@@ -134,8 +159,9 @@ def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any
 
 def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, str]:
     """Promote on retention; failing that, on the end-to-end retention of a confidence gate (which then goes into
-    `metrics["gate"]` and serves with the student). A floor set in the policy is measured, not calibrated."""
-    from protege.distill.gate import calibrate, gated
+    `metrics["gate"]` and serves with the student). A calibrated floor is judged by its cross-fitted figures (on
+    eval answers it was not chosen on), never by the in-sample ones; a floor set in the policy is measured."""
+    from protege.distill.gate import cross_fitted, gated
 
     retention, target = metrics["retention"], policy.promote_at
     if policy.min_confidence is not None:
@@ -147,16 +173,19 @@ def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, st
     if retention >= target:
         return True, f"retention {retention:.3f} ≥ Policy.promote_at {target:.3f}"
     reason = f"retention {retention:.3f} < Policy.promote_at {target:.3f}"
-    gate = calibrate(metrics["confidences"], metrics["scores"], target=target)
+    gate = cross_fitted(metrics["confidences"], metrics["scores"], target=target)
     if gate is None:
         return False, f"{reason}, and no confidence floor reaches it"
+    honest = (f"gated at confidence ≥ {gate.min_confidence:.3f} it keeps {gate.coverage:.0%} of eval answers "
+              f"(their quality {gate.kept_quality:.3f}) and escalates the rest: end-to-end retention "
+              f"{gate.retention:.3f} ({gate.measured_on}; {gate.in_sample.retention:.3f} on the answers the floor "
+              f"was chosen on)")
+    if gate.retention < target:
+        return False, f"{reason}; {honest} < {target:.3f}"
     if gate.coverage < policy.min_coverage:
-        return False, (f"{reason}; a confidence floor of {gate.min_confidence:.3f} would reach it but keep only "
-                       f"{gate.coverage:.0%} of answers < Policy.min_coverage {policy.min_coverage:.0%}")
+        return False, f"{reason}; {honest}, but {gate.coverage:.0%} < Policy.min_coverage {policy.min_coverage:.0%}"
     metrics["gate"] = gate.model_dump()
-    return True, (f"{reason} alone; gated at confidence ≥ {gate.min_confidence:.3f} it keeps {gate.coverage:.0%} "
-                  f"of eval answers (their quality {gate.kept_quality:.3f}) and escalates the rest: end-to-end "
-                  f"retention {gate.retention:.3f} ≥ {target:.3f}")
+    return True, f"{reason} alone; {honest} ≥ {target:.3f}"
 
 
 def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> None:

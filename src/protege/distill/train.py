@@ -11,6 +11,9 @@ docs/student.md):
 - batches of similar lengths (`group_by_length`) instead of padding to the longest row of a random batch;
 - bf16 autocast where the hardware has bf16 matrix units (CPUs with AMX/AVX512-BF16, recent GPUs).
 
+With `TrainConfig.early_stopping_patience` the epoch is chosen by exact match on rows held out of training
+(`early_stop.py`), not by loss.
+
 Several GPUs: launch the same call under ``accelerate launch`` (``accelerate config`` once; DDP, or FSDP/DeepSpeed
 for bigger bases). Under several processes the trainer falls back to TRL's own loss (no shared prefix), because
 DDP needs exactly one forward per backward.
@@ -29,7 +32,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protege.agents.models.local import render_chat
+from protege.agents.models.local import render_chat  # noqa: F401 - bench imports it from here
+from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
+from protege.distill.sft_rows import (  # noqa: F401 - tokenize_row: re-exported, its old home
+    TokenizedExample,
+    check_rows,
+    shared_prefix_len,
+    tokenize_row,
+    tokenize_rows,
+)
 from protege.errors import TrainingError, UserError
 
 ADAPTER_DIR = "adapter"
@@ -64,6 +75,10 @@ class TrainConfig(BaseModel):
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(5, ge=1)
     torch_threads: int | None = Field(None, description="CPU threads for torch; None = torch's default")
+    early_stopping_patience: int | None = Field(None, ge=1, description=(
+        "after each epoch score exact match on rows held out of training; keep the best epoch and stop after "
+        "this many epochs without a better one (None: off, train every epoch)"))
+    early_stopping_rows: int = Field(32, ge=1, description="training rows held out to pick the epoch by")
 
 
 class TrainResult(BaseModel):
@@ -81,13 +96,10 @@ class TrainResult(BaseModel):
     steps: int
     rows: int
     skipped_rows: int = 0
-
-
-class TokenizedExample(BaseModel):
-    """One training sequence: token ids and labels (-100 where no loss: prompts, tool results)."""
-
-    input_ids: list[int]
-    labels: list[int]
+    epoch_scores: list[EpochScore] = Field(default_factory=list, description="early stopping: each epoch's exact "
+                                           "match on the rows held out to choose it")
+    best_epoch: float | None = Field(None, description="early stopping: the epoch whose weights were kept")
+    stopped_early: bool = False
 
 
 class TrainProgress(BaseModel):
@@ -112,17 +124,23 @@ def train_student(
     *,
     eval_rows: Sequence[dict[str, Any]] | None = None,
     progress: ProgressFn | None = None,
+    output_schema: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train a student on `train_rows` from the checkpoint at `base_dir`; write it to `out_dir`/adapter.
 
     An interrupted run resumes from the newest checkpoint in `out_dir`/checkpoints. The saved dir holds the
-    adapter (or full weights), the tokenizer and `protege_student.json` (base, config, metrics).
+    adapter (or full weights), the tokenizer and `protege_student.json` (base, config, metrics). With
+    `config.early_stopping_patience`, `early_stopping_rows` of `train_rows` are held out and answered after every
+    epoch (under `output_schema`'s grammar, when given) to keep the best epoch (`early_stop.py`).
     """
     config = config or TrainConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     check_rows(train_rows, "train_rows")
     if eval_rows:
         check_rows(eval_rows, "eval_rows")
+    select_rows: list[dict[str, Any]] = []
+    if config.early_stopping_patience:
+        train_rows, select_rows = _hold_out_selection(train_rows, config)
     if not (base_dir / "config.json").is_file():
         raise UserError(f"base {str(base_dir)!r} is not a checkpoint dir; resolve it with resolve_base() first")
 
@@ -138,6 +156,12 @@ def train_student(
         )
     eval_examples = tokenize_rows(tokenizer, eval_rows, config.max_length)[0] if eval_rows else None
     trainer = _build_trainer(model, tokenizer, examples, eval_examples, out_dir, config, progress)
+    stopper = None
+    if select_rows:
+        stopper = early_stopping_callback(select_rows, base_dir, tokenizer, out_dir / "selection",
+                                          patience=config.early_stopping_patience, output_schema=output_schema,
+                                          threads=config.torch_threads)
+        trainer.add_callback(stopper)
     checkpoint = _last_checkpoint(out_dir / CHECKPOINT_DIR)
     started = time.perf_counter()
     try:
@@ -145,11 +169,25 @@ def train_student(
     except (RuntimeError, ValueError) as exc:
         raise TrainingError(f"training on {str(base_dir)!r} failed: {exc}") from exc
     wall = time.perf_counter() - started
+    if stopper is not None:
+        stopper.restore_best(trainer.model)
+        shutil.rmtree(out_dir / "selection", ignore_errors=True)
     eval_loss = trainer.evaluate()["eval_loss"] if eval_examples else None
     result = _result(trainer, examples, skipped, base_dir, out_dir, config, wall, eval_loss)
     result.train_loss = output.training_loss
+    if stopper is not None:
+        result.epoch_scores, result.stopped_early = stopper.scores, stopper.stopped_early
+        result.best_epoch = stopper.best.epoch if stopper.best else None
     _save_atomically(trainer.model, tokenizer, out_dir / ADAPTER_DIR, config, result)
     return result
+
+
+def _hold_out_selection(rows: Sequence[dict[str, Any]], config: TrainConfig) -> tuple[list[dict], list[dict]]:
+    n = config.early_stopping_rows
+    if len(rows) < 2 * n:
+        raise UserError(f"early stopping holds out early_stopping_rows={n} of the {len(rows)} training rows, which "
+                        f"leaves too few to train on; lower early_stopping_rows or set early_stopping_patience=None")
+    return split_selection(rows, n, config.seed)
 
 
 def _load_for_training(base_dir: Path, config: TrainConfig):
@@ -315,56 +353,6 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     """The metadata a trained student dir carries, or None for a plain checkpoint."""
     meta = Path(path) / METADATA_FILE
     return json.loads(meta.read_text()) if meta.is_file() else None
-
-
-# -- rows -> token ids --------------------------------------------------------------------------------------------
-
-def check_rows(rows: Sequence[dict[str, Any]], what: str) -> None:
-    """Rows must be TRL conversational rows whose last turn is the assistant's answer."""
-    if not rows:
-        raise UserError(f"{what} is empty; build a dataset of validated traces first (`protege dataset build`)")
-    for i, row in enumerate(rows):
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not messages or not isinstance(messages, list):
-            raise UserError(f"{what}[{i}] has no 'messages' list: {str(row)[:200]!r}")
-        if messages[-1].get("role") != "assistant":
-            raise UserError(f"{what}[{i}] does not end with an assistant turn (its answer): {messages[-1]!r}")
-
-
-def tokenize_row(tokenizer, messages: list[dict[str, str]]) -> TokenizedExample:
-    """One sequence per conversation, with loss on every assistant turn (tool calls and the final answer)."""
-    messages = [{"role": m["role"], "content": m.get("content") or ""} for m in messages]
-    ids = render_chat(tokenizer, messages, generation_prompt=False)
-    labels = [-100] * len(ids)
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        start = len(render_chat(tokenizer, messages[:i], generation_prompt=True))
-        upto = render_chat(tokenizer, messages[: i + 1], generation_prompt=False)
-        if ids[: len(upto)] != upto or start > len(upto):
-            raise UserError("the base's chat template renders a conversation prefix differently from the whole; "
-                            "use a base whose template appends turns (ChatML and most instruct models do)")
-        labels[start : len(upto)] = upto[start:]
-    return TokenizedExample(input_ids=ids, labels=labels)
-
-
-def tokenize_rows(tokenizer, rows, max_length: int) -> tuple[list[TokenizedExample], int]:
-    """Tokenized rows and how many were skipped for being longer than `max_length` (a cut answer teaches nothing)."""
-    examples = [tokenize_row(tokenizer, row["messages"]) for row in rows]
-    kept = [e for e in examples if len(e.input_ids) <= max_length]
-    return kept, len(examples) - len(kept)
-
-
-def shared_prefix_len(input_ids, labels) -> int:
-    """Length of the token prefix every row of a batch shares and none is trained on (labels start after it)."""
-    import torch
-
-    same = (input_ids == input_ids[:1]).all(dim=0)
-    differs = (~same).nonzero()
-    common = int(differs[0]) if len(differs) else input_ids.shape[1]
-    labelled = (labels != -100).any(dim=0).nonzero()
-    first_label = int(labelled[0]) if len(labelled) else input_ids.shape[1]
-    return max(0, min(common, first_label - 1, input_ids.shape[1] - 1)) if torch.is_tensor(input_ids) else 0
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from protege.skills.folders import read_skill_folder, skill_folders, write_skill
 from protege.skills.skill import Skill
 from protege.store.models import SkillRow, utcnow
 
-KINDS = ("authored", "exemplar", "revised", "edited", "imported")
+KINDS = ("authored", "exemplar", "revised", "edited", "imported", "induced")
 TRANSITIONS = {("draft", "approved"), ("draft", "rejected"), ("approved", "retired")}
 ALLOWED = "draft -> approved | rejected, approved -> retired"
 

@@ -2,7 +2,9 @@
 
 from protege.store.models import (
     DatasetRow,
+    JobRow,
     LabelRow,
+    LeaseRow,
     RunRow,
     ShadowRow,
     SkillRow,
@@ -13,6 +15,6 @@ from protege.store.models import (
 from protege.store.store import Ledger, Store
 
 __all__ = [
-    "DatasetRow", "LabelRow", "Ledger", "RunRow", "ShadowRow", "SkillRow", "Store", "StudentRow", "TaskRow",
-    "TraceRow",
+    "DatasetRow", "JobRow", "LabelRow", "LeaseRow", "Ledger", "RunRow", "ShadowRow", "SkillRow", "Store",
+    "StudentRow", "TaskRow", "TraceRow",
 ]

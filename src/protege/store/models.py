@@ -209,4 +209,39 @@ class BudgetRow(SQLModel, table=True):
     spent_usd: float = 0.0
 
 
-ALL_TABLES = [TaskRow, RunRow, TraceRow, SkillRow, LabelRow, DatasetRow, StudentRow, ShadowRow, BudgetRow]
+class JobRow(SQLModel, table=True):
+    """Background work owed to a task (skill writing, evidence runs, ...), durable until done.
+
+    A process claims a job by writing its owner id and a lease; a job whose owner died (its process is gone, or
+    its lease ran out) is claimed by the next process that opens the store, so paid work is never dropped.
+    """
+
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_state_task", "state", "task_name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    task_name: str
+    kind: str  # a key of the lifecycle's job handlers: "skill", ...
+    payload: dict | None = _json()
+    state: str = "pending"  # pending | failed (done jobs are deleted)
+    owner: str | None = None  # "host:pid:token" of the process running it; None: free to claim
+    lease_until: datetime | None = None
+    attempts: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LeaseRow(SQLModel, table=True):
+    """A named lease ("distill:<task>"): one holder at a time across processes; it lapses if the holder dies."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True)
+    owner: str
+    expires_at: datetime
+    acquired_at: datetime = Field(default_factory=utcnow)
+    info: dict | None = _json()  # the holder's progress, for `protege students` and the TUI
+
+
+ALL_TABLES = [TaskRow, RunRow, TraceRow, SkillRow, LabelRow, DatasetRow, StudentRow, ShadowRow, BudgetRow, JobRow,
+              LeaseRow]

@@ -19,7 +19,7 @@ from sqlmodel import Session
 from sqlmodel.sql.sqltypes import AutoString
 
 from protege.errors import StoreError, UserError
-from protege.store.base import StoreBase
+from protege.store.background import BackgroundQueries
 from protege.store.engine import SQLITE_BUSY_TIMEOUT_MS, require_aware
 from protege.store.models import (
     BudgetRow,
@@ -53,7 +53,7 @@ class Ledger(BaseModel):
     savings_ratio: float | None
 
 
-class Store(StoreBase):
+class Store(BackgroundQueries):
     """The protege store. Open with a SQLAlchemy URL; migrations run on open unless `migrate=False`."""
 
     # -- tasks -------------------------------------------------------------------------------------------------
@@ -161,10 +161,12 @@ class Store(StoreBase):
     def traces(
         self, task: str | None = None, *, tier: str | None = None, valid: bool | None = None,
         run_id: str | None = None, shadow: bool | None = None, limit: int | None = 100, offset: int = 0,
-        oldest_first: bool = False,
+        oldest_first: bool = False, created_before: datetime | None = None,
     ) -> list[TraceRow]:
         """Traces, newest first (or oldest first), filtered; paged with limit/offset."""
         stmt = _trace_filter(select(TraceRow), task, tier, valid, run_id, shadow)
+        if created_before is not None:
+            stmt = stmt.where(TraceRow.created_at < require_aware(created_before, "created_before"))
         order = TraceRow.created_at.asc() if oldest_first else TraceRow.created_at.desc()
         stmt = stmt.order_by(order, TraceRow.id).offset(offset)
         return self._all(stmt.limit(limit) if limit is not None else stmt)
@@ -174,6 +176,15 @@ class Store(StoreBase):
         shadow: bool | None = None, run_id: str | None = None,
     ) -> int:
         stmt = _trace_filter(select(func.count()).select_from(TraceRow), task, tier, valid, run_id, shadow)
+        return int(self._scalar(stmt))
+
+    def count_dataset_traces(self, task: str, *, since: datetime | None = None,
+                             tiers: tuple[str, ...] = DATASET_TIERS) -> int:
+        """Valid traces of the tiers a dataset is built from (created after `since`): what a distill would see."""
+        stmt = select(func.count()).select_from(TraceRow).where(
+            TraceRow.task_name == task, TraceRow.valid.is_(True), TraceRow.tier.in_(tiers))
+        if since is not None:
+            stmt = stmt.where(TraceRow.created_at > require_aware(since, "since"))
         return int(self._scalar(stmt))
 
     def dataset_traces(self, task: str, *, tiers: tuple[str, ...] = DATASET_TIERS) -> Iterator[dict]:
@@ -315,6 +326,14 @@ class Store(StoreBase):
         stmt = stmt.order_by(ShadowRow.created_at.desc(), ShadowRow.id.desc()).limit(window)
         values = [v for (v,) in self._rows(stmt)]
         return (sum(values) / len(values) if values else None), len(values)
+
+    def shadow_scores(self, task: str, tier: str, *, since: datetime | None = None, limit: int = 500) -> list[float]:
+        """The agreements of a tier's last `limit` shadow comparisons (after `since`), oldest first."""
+        stmt = select(ShadowRow.agreement).where(ShadowRow.task_name == task, ShadowRow.tier == tier)
+        if since is not None:
+            stmt = stmt.where(ShadowRow.created_at >= require_aware(since, "since"))
+        stmt = stmt.order_by(ShadowRow.created_at.desc(), ShadowRow.id.desc()).limit(limit)
+        return [v for (v,) in reversed(self._rows(stmt))]
 
     # -- teacher budget ----------------------------------------------------------------------------------------
 

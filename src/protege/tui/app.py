@@ -39,14 +39,22 @@ class ProtegeConsole(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, protege: Protege, *, reviewer: str, owns_protege: bool = False) -> None:
+    def __init__(self, protege: Protege, *, reviewer: str, owns_protege: bool = False, trace: str | None = None
+                 ) -> None:
         super().__init__()
         self.protege = protege
         self.reviewer = reviewer
         self.owns_protege = owns_protege
+        self.open_trace = trace  # opened over the traces section (a span's protege.trace_id leads here)
 
     def on_mount(self) -> None:
-        self.switch_mode("dashboard")
+        if self.open_trace is None:
+            self.switch_mode("dashboard")
+            return
+        from protege.tui.screens.trace_detail import TraceScreen
+
+        self.switch_mode("traces")
+        self.push_screen(TraceScreen(self.open_trace))
 
     def action_goto(self, mode: str) -> None:
         if self.current_mode != mode:
@@ -68,10 +76,12 @@ class ProtegeConsole(App[None]):
             self.protege.close()
 
 
-def make_app(app: Protege | None = None, *, db: str | None = None, reviewer: str | None = None) -> ProtegeConsole:
+def make_app(app: Protege | None = None, *, db: str | None = None, reviewer: str | None = None,
+             trace: str | None = None) -> ProtegeConsole:
     """The console over `app` (a Protege) or, given only `db`, over `Protege(db=db)` (no tasks needed to review).
 
     `reviewer` is the name recorded on approvals, rejections and labels; default: $PROTEGE_REVIEWER or the OS user.
+    `trace`: open on that trace (e.g. the `protege.trace_id` of an OpenTelemetry span).
     """
     if app is not None and db is not None:
         raise UserError(f"make_app got both an app and db={db!r}; pass one (the app already has its store)")
@@ -80,7 +90,7 @@ def make_app(app: Protege | None = None, *, db: str | None = None, reviewer: str
         from protege.app import Protege
 
         app = Protege(db=db)
-    return ProtegeConsole(app, reviewer=reviewer or _default_reviewer(), owns_protege=owns)
+    return ProtegeConsole(app, reviewer=reviewer or _default_reviewer(), owns_protege=owns, trace=trace)
 
 
 def _default_reviewer() -> str:

@@ -20,7 +20,7 @@ TRACE_SORTS: dict[str, Any] = {
     "task": TraceRow.task_name, "tier": TraceRow.tier, "model": TraceRow.model, "valid": TraceRow.valid,
     "date": TraceRow.created_at, "cost": TraceRow.cost_usd,
 }
-CHEAP_TIERS = ("replay", "student")
+CHEAP_TIERS = ("replay", "student", "program")
 HOURLY_UP_TO = timedelta(hours=48)  # a shorter history is charted per hour, a longer one per day
 
 
@@ -72,7 +72,7 @@ class TierSeries:
     @property
     def tiers(self) -> list[str]:
         seen = {tier for bucket in self.counts for tier in bucket}
-        order = ["student", "replay", "teacher", "import", "failed"]
+        order = ["program", "student", "replay", "teacher", "import", "failed"]
         return [t for t in order if t in seen] + sorted(seen - set(order))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from protege.agents.models.answer_profile import AnswerProfile
 from protege.agents.models.local import _ENGINES, _ENGINES_LOCK, LocalModel
 from protege.agents.models.local_engine import BATCH_CPU, Engine, _single_char_tokens, _stop_ids, _string_safe, \
     _vocab_texts
@@ -34,7 +35,8 @@ class LlamaCppModel(LocalModel):
 
     def __init__(self, path: str | Path, *, name: str | None = None, threads: int | None = None,
                  context: int = DEFAULT_CONTEXT, prompt_lookup: bool = True, batch_size: int | None = None,
-                 engine: str = "llama.cpp", **ignored: Any):
+                 engine: str = "llama.cpp", copy_constraint: bool = True, profile: AnswerProfile | None = None,
+                 **ignored: Any):
         self.gguf = _find_gguf(Path(path).expanduser())
         self.base_path, self.adapter_path = self.gguf, None
         name = name or str(path)
@@ -42,6 +44,7 @@ class LlamaCppModel(LocalModel):
         self.device, self.dtype = "cpu", "gguf"
         self.threads, self.context = threads, context
         self.prompt_lookup, self.batch_size = prompt_lookup, batch_size
+        self.copy_constraint, self.profile = copy_constraint, profile  # the student's, from its adapter dir
 
     @property
     def engine(self):
@@ -52,8 +55,8 @@ class LlamaCppModel(LocalModel):
                 engine = _ENGINES[key] = LlamaCppEngine(self.gguf, self.threads, self.context)
         return engine
 
-    def _response(self, req, result, elapsed: float):
-        response = super()._response(req, result, elapsed)
+    def _response(self, req, job, result, elapsed: float):
+        response = super()._response(req, job, result, elapsed)
         response.raw["engine"] = "llama.cpp"
         return response
 

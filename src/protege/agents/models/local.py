@@ -10,6 +10,13 @@
   reused, so a call pays only for its own input.
 - Values copied from the input (names, products, addresses) are drafted from the prompt and checked several
   tokens per forward pass (`prompt_lookup=True`, the default): the same answer in fewer passes.
+- A trained student's `protege_answers.json` (`answer_profile.py`, learned from its training traces) bounds
+  its answers: at most the learned number of tokens, list items and string characters (an answer that reaches
+  one is reported as `stop_reason` "max_tokens" or "bound", and the cascade escalates it), no repeated item in
+  a list the traces show unique, and copied fields only as substrings of the call's input
+  (`copy_constraint=True`, the default; Policy.copy_constraint turns it off for a task).
+- `fixed_output` fields (decided by a program) are written exactly as given; the model chooses the rest, and
+  `field_confidences` gives each field it chose its least sure token's probability.
 - Requests are decoded in batches (`local_batch.py`): `generate_batch` answers many at once, and calls that
   arrive together from several threads (the cascade's concurrent calls) share forward passes. `batch_size`
   (the most answers one batch decodes) defaults to 8 on a CPU and 32 on a GPU.
@@ -24,8 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protege.agents.models.answer_profile import AnswerProfile, read_profile
 from protege.agents.models.base import Message, ModelRequest, ModelResponse, Usage
 from protege.agents.models.chat_format import parse_tool_calls, render_tools, to_chat_dicts
+from protege.agents.models.copy_index import input_text
 from protege.agents.models.decoding import Grammar, State
 from protege.errors import UserError
 
@@ -59,6 +68,8 @@ class LocalModel:
         prompt_lookup: bool = True,
         batch_size: int | None = None,
         engine: str = "torch",  # serving: "torch" (this class) or "llama.cpp" (see __new__)
+        copy_constraint: bool = True,
+        profile: AnswerProfile | None = None,
     ):
         if engine != "torch":
             raise UserError(f"engine {engine!r} is not 'torch' or 'llama.cpp'")
@@ -70,6 +81,9 @@ class LocalModel:
         self.threads = threads
         self.prompt_lookup = prompt_lookup
         self.batch_size = batch_size
+        self.copy_constraint = copy_constraint
+        # what the training traces showed about answers (bounds, copied fields): given, or stored with the student
+        self.profile: AnswerProfile | None = profile if profile is not None else read_profile(self.adapter_path)
 
     @property
     def engine(self):
@@ -100,9 +114,11 @@ class LocalModel:
         a request that fails gets its exception in its place; otherwise the first failure is raised."""
         started = time.perf_counter()
         engine = self.engine
-        results = engine.run([self._job(engine, req) for req in requests], batch_size=self.batch_size)
+        jobs = [self._job(engine, req) for req in requests]
+        results = engine.run(jobs, batch_size=self.batch_size)
         elapsed = time.perf_counter() - started
-        out = [r if isinstance(r, Exception) else self._response(req, r, elapsed) for req, r in zip(requests, results)]
+        out = [r if isinstance(r, Exception) else self._response(req, job, r, elapsed)
+               for req, job, r in zip(requests, jobs, results)]
         for result in out:  # serving: machine time priced per answer (a batch's wall time shared by its answers)
             if not isinstance(result, Exception):
                 result.usage.compute_s = elapsed / len(requests)
@@ -114,12 +130,30 @@ class LocalModel:
 
     def _job(self, engine, req: ModelRequest):
         schema = req.output_schema if not req.tools else None
-        grammar = Grammar(schema) if schema is not None else None
-        return engine.job(_chat_messages(req), grammar, req.max_tokens, draft=self.prompt_lookup)
+        grammar = self._grammar(req, schema) if schema is not None else None
+        max_tokens = req.max_tokens
+        if self.profile is not None and self.profile.max_answer_tokens and grammar is not None:
+            max_tokens = min(max_tokens, self.profile.max_answer_tokens)
+        return engine.job(_chat_messages(req), grammar, max_tokens, draft=self.prompt_lookup)
 
-    def _response(self, req: ModelRequest, result, elapsed: float) -> ModelResponse:
+    def _grammar(self, req: ModelRequest, schema: dict[str, Any]) -> Grammar:
+        """The request's answer grammar: its schema, the student's learned bounds, the fields a program fixed,
+        and (for copied fields) this call's input."""
+        profile, copy = self.profile, self.copy_constraint
+        bounds = profile.grammar_bounds(copy=copy) if profile is not None else None
+        copies = bounds is not None and any(b.get("copy") for b in bounds.values())
+        source = input_text(_task_input(req)) if copies else None
+        return Grammar(schema, fixed=req.fixed_output, bounds=bounds, source=source)
+
+    def _response(self, req: ModelRequest, job, result, elapsed: float) -> ModelResponse:
         calls = parse_tool_calls(result.text) if req.tools else []
         text = result.text.split("<tool_call>")[0].strip() if calls else result.text
+        stop, hits = result.stop_reason, []
+        if stop == "end_turn" and job.grammar is not None:
+            hits = job.grammar.bound_hits(text)
+            stop = "bound" if hits else stop
+        fixed = req.fixed_output or {}
+        fields = {k: v for k, v in (result.field_confidences or {}).items() if k not in fixed}
         return ModelResponse(
             text=text,
             tool_calls=calls,
@@ -127,11 +161,23 @@ class LocalModel:
                         cache_read_tokens=result.reused_tokens),
             raw={"forced_tokens": result.forced_tokens, "model_tokens": result.model_tokens,
                  "drafted_tokens": result.drafted_tokens, "min_prob": result.min_prob,
-                 "latency_s": round(elapsed, 4)},
+                 "latency_s": round(elapsed, 4), "max_tokens": job.max_tokens, **({"bounds": hits} if hits else {})},
             model=self.name,
-            stop_reason="tool_use" if calls else result.stop_reason,
+            stop_reason="tool_use" if calls else stop,
             confidence=result.confidence,
+            field_confidences=fields if job.grammar is not None else None,
         )
+
+
+def _task_input(req: ModelRequest) -> Any:
+    """The call's input: `task_input`, else the last user turn (as JSON when it is JSON)."""
+    if req.task_input is not None:
+        return req.task_input
+    user = next((m.content for m in reversed(req.messages) if m.role == "user"), "")
+    try:
+        return json.loads(user)
+    except ValueError:
+        return user
 
 
 def _chat_messages(req: ModelRequest) -> list[dict[str, str]]:

@@ -6,11 +6,13 @@ one the grammar accepts is taken (a trained student's first choice almost always
 model picks among the tokens that start with it, so a key's closing quote can still merge with the value's first
 characters the way the tokenizer merged them in training ("token healing"). Values copied from the input are
 drafted from the prompt and verified several tokens per forward pass (`PromptLookup`): the answer is the one
-token-by-token decoding gives, in fewer passes.
+token-by-token decoding gives, in fewer passes. An answer that runs out of tokens is left cut (`max_tokens`):
+closing it would hand the cascade a runaway answer that validates.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,6 @@ from protege.agents.models.local_batch import Answer, Batch, Feed, Forget, Prefi
 from protege.errors import ModelError, ProtegeError, UserError
 
 TOP_K = 48
-BUDGET_RESERVE = 64  # tokens kept back so an answer that runs long can still be closed validly
 DRAFT_START, DRAFT_MAX = 4, 16  # tokens a prompt lookup proposes (adaptive); one forward pass scores them all
 DRAFT_NGRAM = 3  # the longest answer suffix looked up in the prompt
 DRAFT_MIN_NGRAM = 2  # the shortest: a one-token match proposes more drafts than it lands (docs/student.md)
@@ -41,6 +42,7 @@ class Generation:
     stop_reason: str
     drafted_tokens: int  # tokens taken from prompt-lookup drafts (each saved a forward pass of its own)
     min_prob: float | None  # the probability of the model's least sure choice
+    field_confidences: dict[str, float] | None = None  # top-level field -> its least sure token's probability
 
 
 class _Answer:
@@ -54,8 +56,10 @@ class _Answer:
         self.probs: list[float] = []
         self.forced = 0
         self.drafted = 0
+        self.chosen: list[tuple[int, int, float]] = []  # (start, end) in the text and probability of each choice
 
     def take(self, token: int, text: str, prob: float | None) -> None:
+        start = len(self.state.text)
         self.state = self.state.feed(text)
         self.pieces.append(text)
         self.out.append(token)
@@ -63,6 +67,13 @@ class _Answer:
             self.forced += 1
         else:
             self.probs.append(prob)
+            self.chosen.append((start, start + len(text), prob))
+
+    def field_confidences(self) -> dict[str, float]:
+        """Each top-level field's least sure chosen token (1.0 for a field the grammar wrote alone)."""
+        spans = top_level_spans("".join(self.pieces))
+        return {key: min((p for s, e, p in self.chosen if s < end and e > start), default=1.0)
+                for key, (start, end) in spans.items()}
 
     def take_forced(self, text: str, tokens: list[int]) -> None:
         self.state = self.state.feed(text)
@@ -219,11 +230,10 @@ class Engine:
         logits = yield Feed(ids)
         answer = _Answer(grammar.start())
         lookup = PromptLookup(ids) if draft else None
-        budget = max(max_tokens - BUDGET_RESERVE, 8)
+        budget = max_tokens
         stop = "end_turn"
         while not answer.state.done:
-            if len(answer.out) >= budget:
-                answer.pieces.append(answer.state.finish())
+            if len(answer.out) >= budget:  # left unclosed: a cut answer never parses, so it is never served
                 stop = "max_tokens"
                 break
             forced = answer.state.forced()
@@ -244,7 +254,8 @@ class Engine:
         confidence = sum(answer.probs) / len(answer.probs) if answer.probs else 1.0
         out = answer.out
         return Generation("".join(answer.pieces), len(ids), len(out), 0, answer.forced,
-                          len(out) - answer.forced, confidence, stop, answer.drafted, min(answer.probs, default=1.0))
+                          len(out) - answer.forced, confidence, stop, answer.drafted, min(answer.probs, default=1.0),
+                          answer.field_confidences())
 
     def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, budget: int):
         """Logits after `token`. With a draft from the prompt, one pass also scores the draft; the draft tokens the
@@ -314,7 +325,25 @@ class Engine:
                 break
             if state.feed(self.texts[token]) is not None:
                 return token
-        raise ModelError("no token of the vocabulary can continue the answer under its schema")
+        raise ModelError(f"no token of the vocabulary can continue the answer under its schema after "
+                         f"{state.text[-60:]!r}: a copied field may have nothing in this input to copy")
+
+
+def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
+    """Where each top-level field's value sits in a compact JSON object (as far as the text goes)."""
+    decoder, spans = json.JSONDecoder(), {}
+    if not text.startswith("{"):
+        return spans
+    pos = 1
+    try:
+        while pos < len(text) and text[pos] != "}":
+            key, pos = decoder.raw_decode(text, pos)
+            _, end = decoder.raw_decode(text, pos + 1)
+            spans[key] = (pos + 1, end)
+            pos = end + (text[end:end + 1] == ",")
+    except (ValueError, IndexError):
+        pass  # a cut answer: the fields it completed
+    return spans
 
 
 def _load(base: Path, adapter: Path | None, device, dtype: str):

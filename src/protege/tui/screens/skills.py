@@ -249,4 +249,20 @@ def _as_markdown(text: str, files: dict | None = None) -> str:
         lines.append("- **metadata**: " + ", ".join(f"{k}={v}" for k, v in skill.metadata.items()))
     if skill.files:
         lines.append("- **files**: " + ", ".join(sorted(skill.files)))
-    return "\n".join(lines) + "\n\n---\n\n" + skill.body
+    return "\n".join(lines) + "\n\n---\n\n" + skill.body + _programs_markdown(skill.files)
+
+
+def _programs_markdown(files: dict[str, str]) -> str:
+    """Per field: the induced program, whether it is served, its held-out accuracy and refusals (if any)."""
+    text = files.get("scripts/fields.json")
+    if not text:
+        return ""
+    import json
+
+    from protege.programs import ProgramSet
+    from protege.programs.render import markdown_table
+
+    try:
+        return "\n---\n\n" + markdown_table(ProgramSet.from_json(json.loads(text)))
+    except (ValueError, KeyError, TypeError):
+        return "\n---\n\nscripts/fields.json could not be read\n"

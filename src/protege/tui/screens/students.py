@@ -45,6 +45,7 @@ class StudentsScreen(ReviewScreen):
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[str, StudentRow] = {}
+        self.distills: list[str] = []  # automatic distills: running now, or how the last one ended
 
     def compose(self) -> ComposeResult:
         yield NavBar("students")
@@ -67,6 +68,7 @@ class StudentsScreen(ReviewScreen):
     async def load(self) -> None:
         try:
             rows = await self.read(self.store.students)
+            self.distills = await self.read(_distill_lines, self.store)
         except Exception as exc:
             self.fail(exc)
             return
@@ -91,7 +93,10 @@ class StudentsScreen(ReviewScreen):
         self.show(self.rows.get(event.row_key.value or ""))
 
     def show(self, row: StudentRow | None) -> None:
-        self.query_one("#student-record", Static).update(_record(row))
+        text = _record(row)
+        if self.distills:
+            text += "\n\n" + "\n".join(f"[b]auto distill[/] {escape(line)}" for line in self.distills)
+        self.query_one("#student-record", Static).update(text)
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -130,6 +135,12 @@ class StudentsScreen(ReviewScreen):
         self.app.push_screen(ConfirmScreen(question, yes="Demote"), demote)
 
 
+def _distill_lines(store: Any) -> list[str]:
+    from protege.auto_distill import describe_lease, lease_name
+
+    return [describe_lease(r, store.lease_live(r)) for r in store.leases(lease_name(""))]
+
+
 def _cells(r: StudentRow) -> tuple[str, ...]:
     latency = metric(r, "latency")
     return (clip(r.task_name, 12), short_id(r.id), status_markup(r.state), pct(metric(r, "retention"), 1),
@@ -146,8 +157,10 @@ def _record(row: StudentRow | None) -> str:
         + (f" · promoted {when(row.promoted_at)}" if row.promoted_at else ""),
         *_serving_line(row),
         *_gate_line(row),
+        *_fields_line(row),
+        *_kinds_line(row),
         "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items())
-                                 if not isinstance(v, list) and k not in ("gate", "serving"))  # per-answer lists: --json
+                                 if not isinstance(v, list | dict))  # per-answer lists, tables: above or --json
                        or "none recorded"),
     ]
     return "\n".join(lines)
@@ -166,9 +179,35 @@ def _gate_line(row: StudentRow) -> list[str]:
     gate = (row.metrics or {}).get("gate")
     if not gate:
         return []
-    return [f"confidence gate ≥ {gate['min_confidence']:.3f}: keeps {pct(gate['coverage'], 0)} of calls (their "
-            f"quality {pct(gate['kept_quality'], 1)}), escalates the rest · end-to-end retention "
-            f"{pct(gate['retention'], 1)} on the eval split"]
+    measured = gate.get("measured_on", "in-sample")
+    line = (f"confidence gate ≥ {gate['min_confidence']:.3f} (least-sure field): keeps {pct(gate['coverage'], 0)} "
+            f"of calls (their quality {pct(gate['kept_quality'], 1)}), escalates the rest · end-to-end retention "
+            f"{pct(gate['retention'], 1)} on the eval split ({escape(measured)})")
+    if gate.get("in_sample"):
+        line += f"; {pct(gate['in_sample']['retention'], 1)} on the answers the floor was chosen on"
+    return [line]
+
+
+def _fields_line(row: StudentRow) -> list[str]:
+    """Exact match per output field (and per field kind when known), worst first: where the misses are."""
+    metrics = row.metrics or {}
+    fields = metrics.get("field_accuracy") or {}
+    kinds = metrics.get("kind_accuracy") or {}
+    lines = []
+    if fields:
+        lines.append("exact match per field: " + " · ".join(
+            f"{escape(name)} {pct(value, 1)}" for name, value in sorted(fields.items(), key=lambda kv: kv[1])))
+    if kinds:
+        lines.append("per field kind: " + " · ".join(f"{escape(k)} {pct(v, 1)}" for k, v in kinds.items()))
+    return lines
+
+
+def _kinds_line(row: StudentRow) -> list[str]:
+    kinds = (row.metrics or {}).get("field_kinds")
+    if not kinds:
+        return []
+    return ["field kinds (from the training traces; copied fields are decoded from the input's text only): "
+            + ", ".join(f"{escape(name)} [b]{escape(kind)}[/]" for name, kind in kinds.items())]
 
 
 def _value(v: Any) -> str:

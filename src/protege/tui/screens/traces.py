@@ -23,7 +23,7 @@ from protege.tui.widgets.nav_bar import NavBar
 from protege.tui.widgets.paged_table import PagedTable
 
 PAGE_SIZE = 100
-TIERS = ("teacher", "replay", "student", "import")
+TIERS = ("teacher", "replay", "student", "program", "import")
 COLUMNS = (("Task", "task", 11), ("Tier", "tier", 7), ("Model", "model", 12), ("Valid", "valid", 5),
            ("Date (UTC)", "date", 16), ("Cost", "cost", 8), ("Lbl", "label", 3))
 SORT_ORDER = list(TRACE_SORTS)

@@ -1,0 +1,148 @@
+"""protege's interpreter for field programs: a program and a task input give a value or `REFUSED`.
+
+A program refuses — and leaves its field to the next tier — whenever it cannot stand behind a value: its source
+text is missing, a region's delimiter is absent, a span has no match (unless the traces showed null then), a
+matched text does not parse as the field's number, or a list/count comes out empty where no trace ever was.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from protege.programs.language import SEPARATORS, Program
+
+
+class _Refused:
+    """The one value a program returns when it does not apply to an input."""
+
+    def __repr__(self) -> str:
+        return "REFUSED"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+REFUSED: Any = _Refused()
+_INT = re.compile(r"-?\d+")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty")
+"""English number words the `int` map reads (`seven Meeting Tables`)."""
+_FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
+_SPACES = re.compile(r"\s+")
+_SEPARATORS = re.compile(SEPARATORS)
+EMPTY: dict[str, Any] = {"all": [], "split": [], "count": 0, "nsplit": 0}
+"""What a list or count program answers for an input without its region, when its `absent_null` is set."""
+
+
+def source_text(data: Any, path: tuple[str, ...]) -> str | None:
+    """The string leaf of a task input at `path` (None when absent or not text)."""
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data if isinstance(data, str) else None
+
+
+def region_of(text: str, start: str, end: str, each: bool = False) -> str | None:
+    """The text after the first `start` and before the next `end`; None when a delimiter is missing. With `each`,
+    every such piece, one per line (`Closes: #1, #2` wherever it occurs)."""
+    if not each:
+        return _piece(text, 0, start, end)[0]
+    pieces, at = [], 0
+    while True:
+        piece, at = _piece(text, at, start, end)
+        if piece is None:
+            return "\n".join(pieces) if pieces else None
+        pieces.append(piece)
+
+
+def _piece(text: str, at: int, start: str, end: str) -> tuple[str | None, int]:
+    i = text.find(start, at) if start else at
+    if i < 0:
+        return None, len(text)
+    i += len(start)
+    if not end:
+        return text[i:], len(text) + 1
+    j = text.find(end, i)
+    return (None, len(text)) if j < 0 else (text[i:j], max(j, i + 1))
+
+
+def apply_map(name: str, text: str) -> Any:
+    """A matched text through a value map; REFUSED when it does not parse."""
+    if name == "id":
+        return text
+    if name == "strip":
+        return text.strip()
+    if name == "lower":
+        return text.strip().lower()
+    if name == "upper":
+        return text.strip().upper()
+    if name == "squash":
+        return _SPACES.sub(" ", text).strip()
+    t = text.strip()
+    if name == "int":
+        if _INT.fullmatch(t):
+            return int(t)
+        return NUMBER_WORDS.index(t.lower()) if t.lower() in NUMBER_WORDS else REFUSED
+    if name == "float":
+        return float(t.replace(",", ".")) if _FLOAT.fullmatch(t) else REFUSED
+    raise ValueError(f"unknown map {name!r}")
+
+
+def run(program: Program, data: dict[str, Any]) -> Any:
+    """The program's value on a task input (a JSON dict), or REFUSED."""
+    if program.op == "const":
+        return program.value
+    text = source_text(data, program.source)
+    if text is None:
+        return REFUSED
+    return run_on_text(program, text)
+
+
+def run_on_text(program: Program, text: str) -> Any:
+    """The program's value on its source text (induction calls this with texts it has already looked up)."""
+    region = region_of(text, program.region.start, program.region.end, program.region.each)
+    if region is None:  # no region: refuse, unless the traces said "none" whenever it was missing
+        return EMPTY.get(program.op, None) if program.absent_null and program.op != "span" else REFUSED
+    if program.op in ("split", "nsplit"):
+        return _split(program, region)
+    regex = program.pattern.regex  # type: ignore[union-attr]
+    if program.op == "has":
+        return (regex.search(region) is None) if program.negate else (regex.search(region) is not None)
+    if program.op == "count":
+        n = sum(1 for _ in regex.finditer(region))
+        return REFUSED if n == 0 and program.empty_refuses or n + program.offset < 0 else n + program.offset
+    if program.op == "all":
+        items = [apply_map(program.map, m.group(1)) for m in regex.finditer(region)]
+        if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
+            return REFUSED
+        return items
+    return _span(program, regex, region)
+
+
+def _span(program: Program, regex: re.Pattern[str], text: str) -> Any:
+    if program.occurrence == 0:
+        match = regex.search(text)
+    else:
+        matches = list(regex.finditer(text))
+        k = program.occurrence
+        match = matches[k] if -len(matches) <= k < len(matches) else None
+    if match is None:
+        return None if program.absent_null else REFUSED
+    raw = match.group(1)
+    if program.empty_null and not raw.strip():
+        return None
+    return apply_map(program.map, raw)
+
+
+def list_items(text: str) -> list[str]:
+    """The items of a delimited list (`Ana, Bo and Cy`): split at the separators, blanks dropped."""
+    return [part for part in (p.strip() for p in _SEPARATORS.split(text.strip())) if part]
+
+
+def _split(program: Program, region: str) -> Any:
+    items = [apply_map(program.map, item) for item in list_items(region)]
+    if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
+        return REFUSED
+    return len(items) if program.op == "nsplit" else items

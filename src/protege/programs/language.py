@@ -1,0 +1,182 @@
+"""The field-program language: small typed expressions over one input text, built only by protege.
+
+A program computes one top-level output field from one string leaf of the input (or is a constant):
+
+- `span`:  the `occurrence`-th match of a pattern (left context, a token class, right context), mapped
+           (strip, case, int/float parsing) — a name after `Name: `, the n-th line, the first email address;
+- `all`:   every match of a pattern inside a region (between two literal delimiters), each mapped — a list;
+- `count`: how many matches of a pattern a region holds — lines that start with `- `, numbers after `#`;
+- `split` / `nsplit`: the items of a delimited list in a region (`Attendees: Ana, Bo and Cy` → 3 names), or
+           how many there are; separators are a fixed set (commas, semicolons, `and`, `&`, line breaks);
+- `has`:   whether a literal occurs (a yes/no field: `URGENT` in the subject), or does not (`negate`);
+- `const`: a value every trace agreed on.
+
+Every pattern is a regular expression protege assembles from escaped literals and a fixed table of token
+classes, so running a program executes no code anyone wrote: the interpreter (interpret.py) is protege's own.
+A program is JSON (`to_json`/`from_json`) so it is stored with the task's skill and reloaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+CLASSES: dict[str, str] = {
+    "int": r"\d+",
+    "number": r"-?\d+(?:[.,]\d+)?",
+    "word": r"\w+",
+    "token": r"\S+",
+    "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    "rest": r"[^\n]*",           # the rest of the line
+    "lazy": r"[^\n]*?",          # up to the right context, on one line
+    "line": r"[^\n]*\S[^\n]*",   # a non-blank line
+    "empty": r"",                # nothing: the pattern is its literal (`has`)
+}
+"""Token classes, most specific first: the only regex fragments that are not escaped literals."""
+
+MAPS = ("id", "strip", "lower", "upper", "squash", "int", "float")
+"""Value maps applied to a matched text (after which the field's JSON type is compared)."""
+
+OPS = ("span", "all", "count", "split", "nsplit", "has", "const")
+SEPARATORS = r"\s*(?:,\s*(?:and|&)\s+|,|;|\band\b|&|\n)\s*"
+"""What separates the items of a delimited list (`split`, `nsplit`)."""
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """`left` (a literal), then a `cls` token (captured), then `right` (a literal); `line`: `left` starts a line
+    (after optional indentation)."""
+
+    left: str = ""
+    cls: str = "rest"
+    right: str = ""
+    line: bool = False
+    strict: bool = False  # with `line`: `left` starts the line exactly (its indentation included), no more
+    keep: bool = False   # the left literal is part of the value (`SKU` of `SKU1234`)
+    pre: str = ""        # a token class right before the left literal (the number before ` EUR`)
+    lead: str = ""       # a literal right before that token (`due: ` in `due: 12.50 EUR`)
+
+    @cached_property
+    def regex(self) -> re.Pattern[str]:
+        head = (r"(?m)^" if self.strict else r"(?m)^[ \t]*") if self.line else ""
+        if self.pre:
+            head += re.escape(self.lead) + r"(?<![\w.,])(?:" + CLASSES[self.pre] + ")"
+        left, cls, right = re.escape(self.left), CLASSES[self.cls], re.escape(self.right)
+        if self.cls in ("int", "number") and not (self.left and self.left[-1].isalnum()):
+            cls = r"(?<![\w.,])" + cls  # a whole number: not the tail of 90x60's 60, 12.50's 50 or a code's digits
+        return re.compile(head + ("(" + left + cls + ")" if self.keep else left + "(" + cls + ")") + right)
+
+    @property
+    def size(self) -> float:
+        """Simplicity cost: a class, plus a little per context character (shorter contexts generalise)."""
+        context = 0.02 * (len(self.left) + len(self.right) + len(self.lead))
+        return 1 + context + (0.1 if self.right else 0) + (0.3 if self.pre else 0)
+
+
+@dataclass(frozen=True)
+class Region:
+    """The text after the first `start` and before the next `end` (either literal may be empty: from the start,
+    to the end). A literal that is missing makes the program refuse the input."""
+
+    start: str = ""
+    end: str = ""
+    each: bool = False  # every start..end piece, not only the first (all/count/split only)
+
+    @property
+    def size(self) -> float:
+        return (0.3 if self.start else 0) + (0.3 if self.end else 0) + (0.3 if self.each else 0)
+
+
+@dataclass(frozen=True)
+class Program:
+    """One output field's program (see the module docstring)."""
+
+    op: str
+    source: tuple[str, ...] = ()
+    pattern: Pattern | None = None
+    region: Region = field(default_factory=Region)
+    occurrence: int = 0          # span: which match (0 first, -1 last)
+    map: str = "id"
+    empty_null: bool = False     # span: an empty match means null
+    absent_null: bool = False    # no match (span) or no region (list, count) means null / [] / 0: the traces
+                                 # showed that whenever it was absent
+    empty_refuses: bool = False  # all/count: no match refuses (every trace had one, so none is a new format)
+    offset: int = 0              # count: added to the number of matches (a table's header row: -1)
+    negate: bool = False         # has: true when the literal is absent
+    value: Any = None            # const
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS or self.map not in MAPS:
+            raise ValueError(f"not a field program: op {self.op!r}, map {self.map!r}")
+        if self.op in ("split", "nsplit") and not self.region.start:
+            raise ValueError(f"a {self.op!r} program needs a region that starts at a literal")
+        if self.op in ("span", "all", "count", "has") and (self.pattern is None or self.pattern.cls not in CLASSES
+                                                    or self.pattern.pre not in ("", *CLASSES)):
+            raise ValueError(f"a {self.op!r} program needs a pattern of a known token class")
+
+    @property
+    def size(self) -> float:
+        if self.op == "const":
+            return 1.0
+        extra = (0.2 if self.map != "id" else 0) + 0.3 * abs(self.occurrence)
+        extra += 0.2 * (self.empty_null + self.absent_null)
+        extra -= 0.05 * self.empty_refuses  # the safer of two equal programs
+        extra += 0.8 * abs(self.offset) + 0.2 * self.negate  # an offset is a guess about the layout
+        pattern = self.pattern.size if self.pattern is not None else 1.5  # a split: its separators are a guess
+        return 1 + pattern + self.region.size + extra
+
+    @property
+    def source_path(self) -> str:
+        return ".".join(self.source)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["source"] = list(self.source)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Program:
+        data = dict(data)
+        pattern = data.pop("pattern", None)
+        region = data.pop("region", None) or {}
+        return cls(source=tuple(data.pop("source", ())), pattern=Pattern(**pattern) if pattern else None,
+                   region=Region(**region), **data)
+
+    def describe(self) -> str:
+        """One line a reviewer reads: what the program does."""
+        if self.op == "const":
+            return f"always {self.value!r}"
+        if self.op in ("split", "nsplit"):
+            what = "number of items" if self.op == "nsplit" else "items"
+            mapped = f", {self.map}" if self.map != "id" else ""
+            each = "each " if self.region.each else ""
+            none = (", 0" if self.op == "nsplit" else ", []") + " without it" if self.absent_null else ""
+            return (f"{what} of {each}list between {self.region.start!r} and {self.region.end or 'end'!r} "
+                    f"of {self.source_path}{mapped}{none}")
+        p = self.pattern
+        assert p is not None
+        where = f" of {self.source_path}" if self.source else ""
+        ctx = (f"line starting {'exactly ' if p.strict else ''}{p.left!r}" if p.line
+               else (f"after {p.left!r}" if p.left else ""))
+        if p.pre:
+            ctx = f"after {p.lead!r}+{p.pre}" if p.lead else f"after a {p.pre}"
+            ctx += f"+{p.left!r}" if p.left else ""
+        what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "")
+        what += f" before {p.right!r}" if p.right else ""
+        region = ""
+        if self.region.start or self.region.end:
+            region = (f" {'in each piece' if self.region.each else ''} between {self.region.start or 'start'!r} and "
+                      f"{self.region.end or 'end'!r}").replace("  ", " ")
+        mapped = f", {self.map}" if self.map != "id" else ""
+        if self.op == "count":
+            off = f" {self.offset:+d}" if self.offset else ""
+            return f"count of {what}{region}{where}{off}" + (", 0 without it" if self.absent_null else "")
+        if self.op == "has":
+            return f"{'no' if self.negate else 'has'} {p.left!r}{region}{where}"
+        if self.op == "all":
+            return f"every {what}{region}{where}{mapped}" + (", [] without it" if self.absent_null else "")
+        nth = {0: "first", -1: "last"}.get(self.occurrence, f"match #{self.occurrence + 1}")
+        nulls = (", empty→null" if self.empty_null else "") + (", absent→null" if self.absent_null else "")
+        return f"{nth} {what}{where}{mapped}{nulls}"

@@ -1,0 +1,180 @@
+"""The Python rendering of a task's field programs: `scripts/fields.py` in the task's skill, for reviewers.
+
+It is a plain module (standard library only) a person can read and run: one function per field, each trying its
+programs in order, and `solve(data)` giving every field that applied. protege never executes it — it serves
+through its own interpreter — but a test checks that the two agree on every trace.
+"""
+
+from __future__ import annotations
+
+from protege.programs.interpret import EMPTY as _EMPTY
+from protege.programs.interpret import NUMBER_WORDS
+from protege.programs.language import SEPARATORS, Program
+from protege.programs.verify import FieldProgram, ProgramSet
+
+HELPERS = '''import re
+
+SEPARATORS = SEPARATORS_REGEX  # what separates the items of a delimited list
+NUMBER_WORDS = NUMBER_WORDS_TUPLE  # the int map reads these too
+
+class REFUSED:
+    """A marker no field value can be: the program does not apply to this input."""
+
+
+def _source(data, path):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data if isinstance(data, str) else None
+
+
+def _piece(text, at, start, end):
+    i = text.find(start, at) if start else at
+    if i < 0:
+        return None, len(text)
+    i += len(start)
+    if not end:
+        return text[i:], len(text) + 1
+    j = text.find(end, i)
+    return (None, len(text)) if j < 0 else (text[i:j], max(j, i + 1))
+
+
+def _region(text, start, end, each):
+    if not each:
+        return _piece(text, 0, start, end)[0]
+    pieces, at = [], 0
+    while True:
+        piece, at = _piece(text, at, start, end)
+        if piece is None:
+            return "\\n".join(pieces) if pieces else None
+        pieces.append(piece)
+
+
+def _map(name, text):
+    t = text.strip()
+    if name == "id":
+        return text
+    if name == "strip":
+        return t
+    if name in ("lower", "upper"):
+        return t.lower() if name == "lower" else t.upper()
+    if name == "squash":
+        return re.sub(r"\\s+", " ", text).strip()
+    if name == "int":
+        if re.fullmatch(r"-?\\d+", t):
+            return int(t)
+        return NUMBER_WORDS.index(t.lower()) if t.lower() in NUMBER_WORDS else REFUSED
+    return float(t.replace(",", ".")) if re.fullmatch(r"-?\\d+(?:[.,]\\d+)?", t) else REFUSED
+
+
+def _span(text, regex, nth, map_name, empty_null, absent_null):
+    matches = list(re.finditer(regex, text))
+    if not -len(matches) <= nth < len(matches):
+        return None if absent_null else REFUSED
+    raw = matches[nth].group(1)
+    if empty_null and not raw.strip():
+        return None
+    return _map(map_name, raw)
+
+
+def _all(text, regex, map_name, empty_refuses):
+    items = [_map(map_name, m.group(1)) for m in re.finditer(regex, text)]
+    if REFUSED in items or (not items and empty_refuses):
+        return REFUSED
+    return items
+
+
+def _split(text, map_name, empty_refuses, count):
+    parts = [p.strip() for p in re.split(SEPARATORS, text.strip())]
+    items = [_map(map_name, p) for p in parts if p]
+    if REFUSED in items or (not items and empty_refuses):
+        return REFUSED
+    return len(items) if count else items
+
+
+def _count(text, regex, empty_refuses, offset):
+    n = len(re.findall(regex, text))
+    return REFUSED if n == 0 and empty_refuses or n + offset < 0 else n + offset
+'''
+
+
+def render(programs: ProgramSet) -> str:
+    """The module text for a task's program set (promoted fields only; the others are listed, unserved)."""
+    served = programs.served
+    head = [
+        f'"""Field programs of task {programs.task!r}, induced by protege from {programs.traces} traces.',
+        "",
+        "Each field's function tries its programs in order and returns the first value that applies, or REFUSED",
+        "(the field is then left to the next tier). Fields without a verified program:",
+        f"{', '.join(n for n in programs.fields if n not in served) or 'none'}.",
+        '"""',
+        "",
+    ]
+    body = [_field_function(fp) for fp in served.values()]
+    solve = ["def solve(data):", '    """Every field whose program applies to `data` (the task input as a dict)."""',
+             "    out = {}"]
+    for name in served:
+        solve += [f"    value = field_{name}(data)", "    if value is not REFUSED:", f"        out[{name!r}] = value"]
+    solve.append("    return out")
+    helpers = HELPERS.replace("SEPARATORS_REGEX", repr(SEPARATORS)).replace("NUMBER_WORDS_TUPLE", repr(NUMBER_WORDS))
+    return "\n".join(head) + helpers + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
+
+
+def _field_function(fp: FieldProgram) -> str:
+    lines = [f"def field_{fp.field}(data):", f'    """{_doc(fp)}"""']
+    for program in fp.programs:
+        lines.append(f"    # {program.describe()}")
+        anchors = fp.anchors.get(program.source_path, [])
+        if anchors:
+            lines.append(f"    # applies only to texts containing {', '.join(map(repr, anchors))} (as every trace did)")
+        lines += ["    " + line for line in _program_lines(program, anchors, fp.max_chars)]
+    lines.append("    return REFUSED")
+    return "\n".join(lines) + "\n"
+
+
+def _doc(fp: FieldProgram) -> str:
+    acc = f"{fp.accuracy:.1%}" if fp.accuracy is not None else "n/a"
+    return f"{fp.field}: held-out accuracy {acc} on {fp.right + fp.wrong} answered, {fp.refused} refused."
+
+
+def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
+    if p.op == "const":
+        return [f"return {p.value!r}"]
+    regex = p.pattern.regex.pattern if p.pattern is not None else None
+    call = {
+        "span": f"_span(region, {regex!r}, {p.occurrence}, {p.map!r}, {p.empty_null}, {p.absent_null})",
+        "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses})",
+        "count": f"_count(region, {regex!r}, {p.empty_refuses}, {p.offset})",
+        "has": f"(re.search({regex!r}, region) is {'' if p.negate else 'not '}None)",
+        "split": f"_split(region, {p.map!r}, {p.empty_refuses}, False)",
+        "nsplit": f"_split(region, {p.map!r}, {p.empty_refuses}, True)",
+    }[p.op]
+    return [
+        f"text = _source(data, {p.source!r})",
+        f"text = text if text is not None and all(a in text for a in {anchors!r}) else None",
+        *([f"text = text if text is not None and len(text) <= {max_chars} else None"] if max_chars else []),
+        f"region = _region(text, {p.region.start!r}, {p.region.end!r}, {p.region.each}) if text is not None else None",
+        *([f"if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
+          if p.absent_null and p.op != "span" else []),
+        "if region is not None:",
+        f"    value = {call}",
+        "    if value is not REFUSED:",
+        "        return value",
+    ]
+
+
+def markdown_table(programs: ProgramSet) -> str:
+    """The per-field record as a markdown table (the TUI's skill preview)."""
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.1%}"
+
+    lines = [f"### Field programs: {len(programs.served)} of {len(programs.fields)} fields served", "",
+             f"Induced on {programs.train} traces, verified on {programs.heldout} held out "
+             f"({programs.induce_s:.2f} s).", "",
+             "| field | program | served | held-out accuracy | refused |", "|---|---|---|---|---|"]
+    for fp in programs.fields.values():
+        program = (fp.describe() if fp.programs else "none").replace("|", "\\|")
+        lines.append(f"| {fp.field} | {program} | {'yes' if fp.promoted else 'no'} | {pct(fp.accuracy)} | "
+                     f"{pct(fp.refusal_rate)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,183 @@
+"""The app's field-program service: induce a task's programs from its teacher traces, store them as a skill
+version (scripts/fields.py for reviewers, scripts/fields.json for protege), reload and serve them.
+
+Programs are induced from teacher (and imported) traces only: the teacher never gets program values fixed (it is
+the authority of last resort), so its traces are independent evidence; cheaper tiers' answers carry the programs'
+own values.
+Induction runs in the background once `Policy.program_min_traces` teacher traces exist, and again each time they
+have grown by half since the last induction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from protege.programs.render import render
+from protege.programs.verify import ProgramSet, build
+
+if TYPE_CHECKING:
+    from protege.agents.cascade import TaskRuntime
+    from protege.app import Protege
+
+log = logging.getLogger("protege")
+PROGRAMS_FILE = "scripts/fields.json"
+RENDERED_FILE = "scripts/fields.py"
+REGROW = 1.5        # induce again when the teacher traces have grown by this factor
+MAX_TRACES = 1000   # newest teacher traces induction reads (time grows with them; 1,000 is plenty)
+TTL_S = 2.0
+SOURCE_TIERS = ("teacher", "import")  # the answers programs are induced from: the teacher's, and imported logs
+CHECK_EVERY = 10    # teacher successes between looks at whether an induction is due
+
+
+class ProgramService:
+    def __init__(self, app: Protege):
+        self.app = app
+        self._cache: dict[str, tuple[float, ProgramSet | None]] = {}
+        self._busy: set[str] = set()
+        self._last_n: dict[str, int] = {}  # teacher traces at each task's last induction in this process
+        self.background = True  # induce after teacher successes when due (off: only `induce` calls do)
+        self._successes: dict[str, int] = {}  # teacher successes seen per task in this process
+
+    # -- serving -----------------------------------------------------------------------------------------------
+
+    def current(self, task: str) -> ProgramSet | None:
+        """The task's newest stored program set (from its newest skill version that carries one), or None."""
+        hit = self._cache.get(task)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < TTL_S:
+            return hit[1]
+        found = stored_programs(self.app.store, task)
+        self._cache[task] = (now, found)
+        return found
+
+    def invalidate(self, task: str) -> None:
+        self._cache.pop(task, None)
+
+    # -- induction ---------------------------------------------------------------------------------------------
+
+    def induce(self, task: str) -> ProgramSet:
+        """Induce and verify the task's field programs from its valid teacher traces; store them as a new skill
+        version when any field has a verified program. Returns the set (every field, with or without one)."""
+        spec = self.app.handle(task).spec
+        programs = induce_stored(self.app.store, task, list(spec.output_model.model_fields),
+                                 promote_at=spec.policy.promote_at, instructions=spec.instructions)
+        self._last_n[task] = programs.traces
+        self.app.tiers.invalidate(task)
+        return programs
+
+    def due(self, task: TaskRuntime) -> bool:
+        """Whether enough new teacher traces exist for an induction."""
+        policy = task.spec.policy
+        if not policy.program:
+            return False
+        n = sum(self.app.store.count_traces(task.spec.name, tier=tier, valid=True) for tier in SOURCE_TIERS)
+        last = self._last_n.get(task.spec.name)
+        if last is None:
+            stored = self.current(task.spec.name)
+            last = stored.traces if stored is not None else 0
+        return n >= policy.program_min_traces and (last == 0 or n >= last * REGROW)
+
+    def check_shadows(self, task: TaskRuntime) -> None:
+        """After a shadow of a program-served call: demote the programs if the teacher disagrees too often."""
+        try:
+            current = self.current(task.spec.name)
+            if current is not None and current.served and demote_if_disagreeing(self.app.store, task, current):
+                self.app.tiers.invalidate(task.spec.name)
+        except Exception:
+            log.exception("shadow check of the field programs of task %r failed", task.spec.name)
+
+    async def maybe_induce(self, task: TaskRuntime) -> None:
+        """Background induction when due; failures are logged, never raised into the app."""
+        name = task.spec.name
+        if not self.background or not task.spec.policy.program or name in self._busy:
+            return
+        seen = self._successes.get(name, -1) + 1
+        self._successes[name] = seen
+        if seen and (seen + 1) % CHECK_EVERY:  # count the store's traces now and then, not on every success
+            return
+        self._busy.add(name)
+        try:
+            if await asyncio.to_thread(self.due, task):
+                await asyncio.to_thread(self.induce, name)
+        except Exception:
+            log.exception("program induction for task %r failed", name)
+        finally:
+            self._busy.discard(name)
+
+
+def stored_programs(store: Any, task: str) -> ProgramSet | None:
+    for row in store.skills(task):
+        if row.status in ("rejected", "retired"):
+            continue
+        text = (row.files or {}).get(PROGRAMS_FILE)
+        if text:
+            return ProgramSet.from_json(json.loads(text))
+    return None
+
+
+MIN_SHADOWS = 10
+
+
+def demote_if_disagreeing(store: Any, task: Any, programs: ProgramSet) -> ProgramSet | None:
+    """Take a task's programs out of service (a new skill version with no field served) when the teacher's
+    shadow answers on program-served calls agree less than `Policy.demote_below`; None when they hold."""
+    from datetime import datetime, timezone
+
+    policy = task.spec.policy
+    since = datetime.fromisoformat(programs.created_at) if programs.created_at else None
+    mean, n = store.shadow_agreement(task.spec.name, "program", window=policy.shadow_window, since=since)
+    if mean is None or n < min(policy.shadow_window, MIN_SHADOWS) or mean >= policy.demote_below:
+        return None
+    why = f"demoted: shadow agreement {mean:.3f} over {n} calls < Policy.demote_below {policy.demote_below:.3f}"
+    log.warning("task %r: field programs %s", task.spec.name, why)
+    demoted = ProgramSet.from_json(programs.to_json())
+    demoted.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for fp in demoted.fields.values():
+        if fp.promoted:
+            fp.promoted, fp.reason = False, why
+    save_programs(store, task.spec.name, demoted, instructions=task.spec.instructions, source_trace_ids=[])
+    return demoted
+
+
+def induce_stored(store: Any, task: str, fields: list[str], *, promote_at: float, instructions: str) -> ProgramSet:
+    """Induction from the store alone (the app, or the CLI on imported traces): build, and store when any field
+    has a verified program."""
+    rows = [r for tier in SOURCE_TIERS for r in store.traces(task, tier=tier, valid=True, limit=MAX_TRACES)]
+    rows = sorted(rows, key=lambda r: r.created_at, reverse=True)[:MAX_TRACES]
+    examples = [(r.input, r.output) for r in rows if isinstance(r.input, dict) and isinstance(r.output, dict)]
+    programs = build(task, examples, fields, promote_at=promote_at)
+    if programs.served and _served_programs(programs) != _served_programs(stored_programs(store, task)):
+        save_programs(store, task, programs, instructions=instructions, source_trace_ids=[r.id for r in rows[:50]])
+    return programs
+
+
+def _served_programs(programs: ProgramSet | None) -> dict[str, list[Any]]:
+    """What a set serves: a new version is stored only when this changes (not for new held-out counts alone)."""
+    if programs is None:
+        return {}
+    return {name: [p.to_json() for p in fp.programs] for name, fp in programs.served.items()}
+
+
+def save_programs(store: Any, task: str, programs: ProgramSet, *, instructions: str,
+                  source_trace_ids: list[str]) -> Any:
+    """A new skill version: the task's newest skill (or a minimal one) with the programs as extra files."""
+    from protege.skills.library import SkillLibrary
+    from protege.skills.skill import Skill
+
+    library = SkillLibrary(store)
+    latest = library.latest(task)
+    if latest is not None:
+        skill = SkillLibrary.to_skill(latest)
+    else:
+        name = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:64].strip("-") or "task"
+        skill = Skill(name=name, description=instructions[:1000] or task,
+                      body=f"# {task}\n\n{instructions}\n")
+    files = {**skill.files, RENDERED_FILE: render(programs),
+             PROGRAMS_FILE: json.dumps(programs.to_json(), indent=1, ensure_ascii=False)}
+    return library.add(task, skill.model_copy(update={"files": files}), kind="induced",
+                       source_trace_ids=source_trace_ids)

@@ -1,0 +1,203 @@
+"""Induce on part of the traces, verify on the rest: what a field's program must show to be served.
+
+Examples are split by input hash (a third held out), so the split is stable as traces grow and no input is on
+both sides. A field's program is promoted when, on held-out examples it never saw, it answered at least
+`MIN_HELDOUT` of them and was right on at least `promote_at` of those it answered; the cases it refused are
+counted apart — a refusal leaves the field to the next tier, which is safe, a wrong value is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from protege.programs.induce import induce, same
+from protege.programs.interpret import REFUSED, run, source_text
+from protege.programs.language import Program
+
+MIN_HELDOUT = 10
+HELDOUT_EVERY = 3
+MAX_ANCHORS = 4
+MIN_MAX_CHARS = 2000
+
+
+@dataclass
+class FieldProgram:
+    """One output field's programs (tried in order) and how they did on held-out traces."""
+
+    field: str
+    programs: list[Program]
+    train_coverage: float = 0.0
+    heldout: int = 0
+    right: int = 0
+    wrong: int = 0
+    refused: int = 0
+    promoted: bool = False
+    reason: str = ""
+    anchors: dict[str, list[str]] = field(default_factory=dict)  # source path -> literals every training text had
+    max_chars: int = 0  # longest input text served: twice the longest training text (0: no limit)
+
+    @property
+    def accuracy(self) -> float | None:
+        answered = self.right + self.wrong
+        return self.right / answered if answered else None
+
+    @property
+    def refusal_rate(self) -> float | None:
+        return self.refused / self.heldout if self.heldout else None
+
+    def apply(self, data: dict[str, Any]) -> Any:
+        """The first program's value that applies, else REFUSED. An input whose text lacks a literal every
+        training text of that source had is not of the kind the program was verified on: refused."""
+        for program in self.programs:
+            if not has_anchors(data, program.source, self.anchors.get(program.source_path, ()), self.max_chars):
+                continue
+            value = run(program, data)
+            if value is not REFUSED:
+                return value
+        return REFUSED
+
+    def describe(self) -> str:
+        return " | else ".join(p.describe() for p in self.programs) or "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"field": self.field, "programs": [p.to_json() for p in self.programs],
+                "train_coverage": self.train_coverage, "heldout": self.heldout, "right": self.right,
+                "wrong": self.wrong, "refused": self.refused, "promoted": self.promoted, "reason": self.reason,
+                "anchors": self.anchors, "max_chars": self.max_chars}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FieldProgram:
+        data = dict(data)
+        data["programs"] = [Program.from_json(p) for p in data.get("programs", [])]
+        return cls(**data)
+
+
+@dataclass
+class ProgramSet:
+    """A task's field programs: every output field with its programs (or none) and its held-out record."""
+
+    task: str
+    fields: dict[str, FieldProgram]
+    traces: int = 0
+    induce_s: float = 0.0
+    train: int = 0      # traces induced on
+    heldout: int = 0    # traces held out for verification
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def served(self) -> dict[str, FieldProgram]:
+        return {name: fp for name, fp in self.fields.items() if fp.promoted}
+
+    def apply(self, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The promoted fields' values on an input, and the promoted fields that refused it."""
+        values, refused = {}, []
+        for name, fp in self.served.items():
+            value = fp.apply(data)
+            if value is REFUSED:
+                refused.append(name)
+            else:
+                values[name] = value
+        return values, refused
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.task, "traces": self.traces, "induce_s": self.induce_s, "created_at": self.created_at,
+                "train": self.train, "heldout": self.heldout,
+                "fields": [fp.to_json() for fp in self.fields.values()]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProgramSet:
+        fields = [FieldProgram.from_json(f) for f in data.get("fields", [])]
+        return cls(task=data["task"], fields={f.field: f for f in fields}, traces=data.get("traces", 0),
+                   induce_s=data.get("induce_s", 0.0), created_at=data.get("created_at", ""),
+                   train=data.get("train", 0), heldout=data.get("heldout", 0))
+
+
+def split(examples: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list, list]:
+    """(train, held-out) by input hash, duplicates dropped."""
+    from protege.tasks import input_hash
+
+    train, held, seen = [], [], set()
+    for inp, out in examples:
+        digest = input_hash(inp)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        (held if int(digest[:8], 16) % HELDOUT_EVERY == 0 else train).append((inp, out))
+    return train, held
+
+
+def build(task: str, examples: list[tuple[dict[str, Any], dict[str, Any]]], fields: list[str], *,
+          promote_at: float) -> ProgramSet:
+    """Induce each field's programs on the training part, score them on the held-out part, promote per field."""
+    train, held = split(examples)
+    if not train:
+        return ProgramSet(task, {f: FieldProgram(f, [], reason="no training traces") for f in fields}, len(examples))
+    found, seconds = induce([i for i, _ in train], [o for _, o in train], fields)
+    out = {}
+    for name in fields:
+        fits = found.get(name) or []
+        sources = {f.program.source for f in fits if f.program.op != "const"}
+        covered = len(frozenset().union(*(f.covered for f in fits))) / len(train) if fits else 0.0
+        anchors = {".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources}
+        fp = FieldProgram(name, [f.program for f in fits], train_coverage=covered, anchors=anchors,
+                          max_chars=_max_chars(train, sources))
+        _score(fp, held, promote_at)
+        out[name] = fp
+    return ProgramSet(task, out, traces=len(train) + len(held), induce_s=seconds, train=len(train), heldout=len(held))
+
+
+def _score(fp: FieldProgram, held: list[tuple[dict[str, Any], dict[str, Any]]], promote_at: float) -> None:
+    if not fp.programs:
+        fp.reason = "no program fits every training trace"
+        return
+    for inp, out in held:
+        value = fp.apply(inp)
+        fp.heldout += 1
+        if value is REFUSED:
+            fp.refused += 1
+        elif same(value, out.get(fp.field)):
+            fp.right += 1
+        else:
+            fp.wrong += 1
+    answered = fp.right + fp.wrong
+    acc = fp.accuracy
+    if answered < MIN_HELDOUT:
+        fp.reason = f"answered {answered} held-out traces; needs {MIN_HELDOUT}"
+    elif acc is not None and acc < promote_at:
+        fp.reason = f"held-out accuracy {acc:.1%} < promote_at {promote_at:.0%}"
+    else:
+        fp.promoted, fp.reason = True, f"held-out accuracy {acc:.1%} on {answered} answered"
+
+
+def common_literals(texts: list[str | None]) -> list[str]:
+    """Up to MAX_ANCHORS whitespace-delimited tokens every text contains (structural ones first: with punctuation,
+    then longer): what the inputs a program was induced on all look like."""
+    common: set[str] | None = None
+    for text in texts:
+        if text is None:
+            return []
+        tokens = {t for t in text.split() if len(t) >= 2 and not any(c.isdigit() for c in t)}  # dates, ids vary
+        common = tokens if common is None else common & tokens
+        if not common:
+            return []
+    ranked = sorted(common or (), key=lambda t: (t.isalnum(), -len(t), t))
+    return ranked[:MAX_ANCHORS]
+
+
+def has_anchors(data: dict[str, Any], source: tuple[str, ...], anchors: Any, max_chars: int = 0) -> bool:
+    """Whether the input's text looks like the training texts: every anchor in it, and not far longer."""
+    if not anchors and not max_chars:
+        return True
+    text = source_text(data, source)
+    if text is None or (max_chars and len(text) > max_chars):
+        return False
+    return all(a in text for a in anchors)
+
+
+def _max_chars(train: list[tuple[dict[str, Any], dict[str, Any]]], sources: set[tuple[str, ...]]) -> int:
+    """Twice the longest training text of the program's sources (at least MIN_MAX_CHARS): a far longer input is
+    not the kind the programs were verified on, and it bounds the work a pattern does on hostile input."""
+    lengths = [len(t) for i, _ in train for s in sources if (t := source_text(i, s)) is not None]
+    return max(MIN_MAX_CHARS, 2 * max(lengths)) if lengths else 0

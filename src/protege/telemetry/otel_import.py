@@ -1,0 +1,332 @@
+"""`protege import-traces --format otel FILE`: LLM calls recorded as OpenTelemetry spans become traces of a task.
+
+The file is an OTLP JSON export: one `{"resourceSpans": [...]}` document, or one per line (what the collector's
+file exporter writes). Two attribute conventions are read:
+- the OpenTelemetry GenAI conventions (`gen_ai.input.messages` / `gen_ai.output.messages`, `gen_ai.usage.*`),
+  as protege itself writes them when message content is captured;
+- OpenInference, as Arize Phoenix writes it (`llm.input_messages.N.message.*`, `llm.output_messages.*`,
+  `llm.token_count.*`, `llm.model_name`, `llm.cost.total`).
+An LLM call is the model requests under one parent span up to the first that answers in text (not tool calls):
+its last request's input and answer make the trace, its requests' usage and cost are summed. Inputs and outputs are
+checked like the OpenAI log import's (`cli_import.Contract`); a call protege itself recorded as invalid is a bad
+item. Bad items are reported by line and span; nothing is imported on a bad file unless `--skip-bad`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from protege.cli_import import BadLine, Contract, ImportPlan, convert_tools, trace_from_chat
+from protege.errors import UserError
+from protege.store.models import utcnow
+from protege.telemetry import genai as g
+
+
+@dataclass
+class Span:
+    """One span of the file, its attributes decoded to plain values."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    start: int
+    end: int
+    attrs: dict[str, Any]
+    line: int
+
+    @property
+    def is_llm(self) -> bool:
+        kind = str(self.attrs.get("openinference.span.kind", "")).upper()
+        return kind == "LLM" or self.attrs.get(g.OPERATION) in g.INFERENCE_OPERATIONS
+
+    @property
+    def where(self) -> str:
+        return f"span {self.span_id or '?'} ({self.name!r})"
+
+
+@dataclass
+class Call:
+    """The requests of one LLM call, oldest first; the last one holds the final answer."""
+
+    requests: list[Span] = field(default_factory=list)
+    parent: Span | None = None
+
+
+def plan_otel_import(path: Path, contract: Contract, *, model: str | None = None) -> ImportPlan:
+    """Read and check every LLM call in `path`; nothing is written. `lines` counts the calls found."""
+    if not path.is_file():
+        raise UserError(f"no file {str(path)!r}; give an OTLP JSON export of spans ({{\"resourceSpans\": [...]}})")
+    spans, bad = read_spans(path)
+    rows, found, start = [], len(bad), utcnow()
+    for call in llm_calls(spans):
+        found += 1
+        final = call.requests[-1]
+        try:
+            row = trace_from_call(call, contract, model=model)
+        except BadLine as exc:
+            bad.append((final.line, f"{final.where}: {exc}"))
+            continue
+        row["created_at"] = start + timedelta(microseconds=len(rows))  # file order survives ordering by time
+        rows.append(row)
+    if not found:
+        raise UserError(f"{str(path)!r} holds no LLM spans (gen_ai.operation.name 'chat' or OpenInference span kind "
+                        f"'LLM'); export the spans of your model calls")
+    return ImportPlan(rows=rows, bad=sorted(bad), lines=found)
+
+
+# -- reading the file ------------------------------------------------------------------------------------------------
+
+def read_spans(path: Path) -> tuple[list[Span], list[tuple[int, str]]]:
+    """Every span in the file, and (line, why) for the lines that are not OTLP JSON."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    whole = _json(text)
+    documents = [(1, whole)] if isinstance(whole, dict) else \
+        [(n, _json(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    spans, bad = [], []
+    for number, doc in documents:
+        if not isinstance(doc, dict) or not isinstance(_get(doc, "resourceSpans", "resource_spans"), list):
+            bad.append((number, 'not an OTLP JSON object with a "resourceSpans" list'))
+            continue
+        spans += list(_spans_of(doc, number))
+    return spans, bad
+
+
+def _spans_of(doc: dict, line: int) -> Any:
+    for resource in _list(_get(doc, "resourceSpans", "resource_spans")):
+        scopes = _get(resource, "scopeSpans", "scope_spans") or _get(resource, "instrumentationLibrarySpans")
+        for scope in _list(scopes):
+            for s in _list(_get(scope, "spans")):
+                if isinstance(s, dict):
+                    yield Span(
+                        trace_id=str(_get(s, "traceId", "trace_id") or ""),
+                        span_id=str(_get(s, "spanId", "span_id") or ""),
+                        parent_id=str(_get(s, "parentSpanId", "parent_span_id") or ""), name=str(s.get("name") or ""),
+                        start=_int(_get(s, "startTimeUnixNano", "start_time_unix_nano")),
+                        end=_int(_get(s, "endTimeUnixNano", "end_time_unix_nano")),
+                        attrs={a["key"]: _value(a.get("value")) for a in _list(s.get("attributes"))
+                               if isinstance(a, dict) and isinstance(a.get("key"), str)},
+                        line=line,
+                    )
+
+
+def _value(v: Any) -> Any:
+    """An OTLP AnyValue ({"stringValue": ...}, {"intValue": "3"}, arrays, key-value lists) as a plain value;
+    None for anything else."""
+    if not isinstance(v, dict) or not v:
+        return None
+    kind, inner = next(iter(v.items()))
+    if kind in ("intValue", "int_value"):
+        return _int(inner)
+    if kind in ("doubleValue", "double_value"):
+        try:
+            return float(inner)
+        except (TypeError, ValueError):
+            return None
+    values = _list(inner.get("values")) if isinstance(inner, dict) else []
+    if kind in ("arrayValue", "array_value"):
+        return [_value(x) for x in values]
+    if kind in ("kvlistValue", "kvlist_value"):
+        return {x["key"]: _value(x.get("value")) for x in values
+                if isinstance(x, dict) and isinstance(x.get("key"), str)}
+    return inner if isinstance(inner, (str, bool, int, float)) else None
+
+
+def llm_calls(spans: list[Span]) -> list[Call]:
+    """LLM spans grouped by parent, in time order, cut after each request that answers in text."""
+    by_id = {s.span_id: s for s in spans}
+    groups: dict[tuple[str, str], list[Span]] = defaultdict(list)
+    for s in spans:
+        if s.is_llm:
+            groups[(s.trace_id, s.parent_id or s.span_id)].append(s)
+    calls = []
+    for (_, parent_id), group in groups.items():
+        call = Call(parent=by_id.get(parent_id))
+        for s in sorted(group, key=lambda s: s.start):
+            call.requests.append(s)
+            if not _output_turn(s).get("tool_calls"):
+                calls.append(call)
+                call = Call(parent=call.parent)
+        if call.requests:
+            calls.append(call)  # ends in tool calls: reported as having no final answer
+    return sorted(calls, key=lambda c: (c.requests[-1].line, c.requests[0].start))
+
+
+# -- one call as a trace ---------------------------------------------------------------------------------------------
+
+def trace_from_call(call: Call, contract: Contract, *, model: str | None = None) -> dict[str, Any]:
+    """One LLM call as a trace dict for `Store.insert_traces` (raises BadLine)."""
+    parent, final = call.parent, call.requests[-1]
+    if parent is not None and parent.attrs.get(g.VALID) is False:
+        raise BadLine(f"protege recorded this attempt ({parent.attrs.get(g.TIER)} tier) as invalid")
+    messages = _input_turns(final)
+    if not messages:
+        raise BadLine("no input messages (record content: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true)")
+    output = _output_turn(final)
+    if output.get("tool_calls") or not output.get("content"):
+        raise BadLine("no final answer: the call's last request asked for tools or returned no text")
+    record = {"messages": [*messages, output], "tools": _tools(final)}
+    row = trace_from_chat(record, contract, model=model or _model(final))
+    usage = _usage(call.requests)
+    return {**row, **usage, "cost_usd": _cost(call.requests, row["model"], usage),
+            "latency_s": max(0, final.end - call.requests[0].start) / 1e9}
+
+
+def _input_turns(s: Span) -> list[dict[str, Any]]:
+    a = s.attrs
+    if g.INPUT_MESSAGES in a:
+        system = _loaded(a.get(g.SYSTEM_INSTRUCTIONS)) or []
+        turns = [{"role": "system", "content": p.get("content", "")} for p in system if isinstance(p, dict)]
+        return turns + _genai(a[g.INPUT_MESSAGES])
+    if any(k.startswith("llm.input_messages.") for k in a):
+        return _openinference(a, "llm.input_messages")
+    raw = _loaded(a.get("input.value"))
+    return raw["messages"] if isinstance(raw, dict) and isinstance(raw.get("messages"), list) else []
+
+
+def _output_turn(s: Span) -> dict[str, Any]:
+    a = s.attrs
+    if g.OUTPUT_MESSAGES in a:
+        turns = _genai(a[g.OUTPUT_MESSAGES])
+    elif any(k.startswith("llm.output_messages.") for k in a):
+        turns = _openinference(a, "llm.output_messages")
+    else:
+        text = a.get("output.value")
+        turns = [{"role": "assistant", "content": text}] if isinstance(text, str) else []
+    return turns[0] if turns else {}
+
+
+def _genai(value: Any) -> list[dict[str, Any]]:
+    messages = _loaded(value)
+    if not isinstance(messages, list):
+        raise BadLine(f"{g.INPUT_MESSAGES} / {g.OUTPUT_MESSAGES} is not a JSON list of messages")
+    try:
+        return g.from_genai(messages)
+    except ValueError as exc:
+        raise BadLine(str(exc)) from None
+
+
+def _openinference(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
+    """Flattened `llm.input_messages.0.message.role` keys as OpenAI chat messages."""
+    tree = _unflatten({k[len(prefix) + 1:]: v for k, v in attrs.items() if k.startswith(prefix + ".")})
+    turns = []
+    for _, item in _indexed(tree):
+        m = _dict(_dict(item).get("message"))
+        content = m.get("content")
+        if content is None and isinstance(m.get("contents"), dict):  # content parts
+            content = "".join(str(_dict(_dict(p).get("message_content")).get("text") or "")
+                              for _, p in _indexed(m["contents"]))
+        turn: dict[str, Any] = {"role": m.get("role", "user"), "content": content or ""}
+        calls = [_dict(_dict(c).get("tool_call")) for _, c in _indexed(_dict(m.get("tool_calls")))]
+        if calls:
+            turn["tool_calls"] = [{"id": c.get("id"), "type": "function", "function": _dict(c.get("function"))}
+                                  for c in calls]
+        if m.get("tool_call_id"):
+            turn.update(tool_call_id=m["tool_call_id"], name=m.get("name"))
+        turns.append(turn)
+    return turns
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"0.message.role": "user"} -> {"0": {"message": {"role": "user"}}}; OpenInference keys are dotted paths
+    whose leaves are known names, so `function.name` under a tool call nests like the rest."""
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[leaf] = value
+    return tree
+
+
+def _tools(s: Span) -> list[dict[str, Any]] | None:
+    a = s.attrs
+    raw = _loaded(a.get(g.TOOL_DEFINITIONS)) if g.TOOL_DEFINITIONS in a else \
+        [_loaded(v) for k, v in sorted(a.items()) if k.startswith("llm.tools.") and k.endswith(".tool.json_schema")]
+    return convert_tools(raw) if raw else None
+
+
+def _model(s: Span) -> str:
+    a = s.attrs
+    if isinstance(a.get(g.MODEL), str):
+        return a[g.MODEL]
+    provider = a.get(g.PROVIDER) or a.get("llm.provider") or a.get("llm.system")
+    name = a.get(g.REQUEST_MODEL) or a.get(g.RESPONSE_MODEL) or a.get("llm.model_name")
+    return g.join_model(str(provider) if provider else None, str(name) if name else None) or "import"
+
+
+def _usage(requests: list[Span]) -> dict[str, int]:
+    """Summed usage in protege's convention: input_tokens are the uncached ones (the conventions count the cache's
+    reads and writes inside gen_ai.usage.input_tokens, as OpenInference does inside llm.token_count.prompt)."""
+    total = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0}
+    for s in requests:
+        a = s.attrs
+        read = _int(_first(a, g.CACHE_READ_TOKENS, "llm.token_count.prompt_details.cache_read"))
+        write = _int(_first(a, g.CACHE_WRITE_TOKENS, "llm.token_count.prompt_details.cache_write"))
+        prompt = _int(_first(a, g.INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"))
+        total["input_tokens"] += max(prompt - read - write, 0)
+        total["output_tokens"] += _int(_first(a, g.OUTPUT_TOKENS, "gen_ai.usage.completion_tokens",
+                                              "llm.token_count.completion"))
+        total["cache_read_tokens"] += read
+        total["cache_write_tokens"] += write
+    return total
+
+
+def _cost(requests: list[Span], model: str, usage: dict[str, int]) -> float:
+    """The recorded cost when every request carries one (protege's, or OpenInference's llm.cost.total), else the
+    price table's for the model."""
+    recorded = [_first(s.attrs, g.COST_USD, "llm.cost.total") for s in requests]
+    if all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in recorded):
+        return float(sum(recorded))
+    from protege.agents.models.base import Usage
+    from protege.agents.pricing import default_table
+
+    return default_table().cost(model, Usage(**usage))
+
+
+def _indexed(tree: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The items of a flattened list ({"0": ..., "1": ...}) in index order."""
+    return sorted(tree.items(), key=lambda kv: _int(kv[0]))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _first(attrs: dict[str, Any], *keys: str) -> Any:
+    return next((attrs[k] for k in keys if attrs.get(k) is not None), None)
+
+
+def _get(d: Any, *keys: str) -> Any:
+    return next((d[k] for k in keys if isinstance(d, dict) and k in d), None)
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _loaded(value: Any) -> Any:
+    return _json(value) if isinstance(value, str) else value

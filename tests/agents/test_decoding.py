@@ -1,0 +1,219 @@
+"""The answer grammar on its own (no model): learned bounds, unique list items, copied fields under the input's
+substrings, fixed fields, and the schema keywords — each enforced character by character or named as left to
+validation."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Literal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+
+from protege.agents.models.copy_index import SEPARATOR, SubstringIndex, input_text
+from protege.agents.models.decoding import Grammar
+from protege.errors import UserError
+
+
+def compact(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def accepts(grammar: Grammar, value) -> bool:
+    state = grammar.start().feed(compact(value) if not isinstance(value, str) else value)
+    return state is not None and state.done
+
+
+class Changes(BaseModel):
+    numbers: list[int]
+    names: list[str]
+    who: str | None
+    changes: int
+
+
+SCHEMA = Changes.model_json_schema()
+GOOD = {"numbers": [932474, 931954], "names": ["Ana", "Bo"], "who": "Ana Lima", "changes": 2}
+
+
+# -- unique items and learned bounds ------------------------------------------------------------------------------
+
+def test_a_unique_list_refuses_a_repeated_item_at_the_character_that_would_complete_it():
+    """Numbers are refused at the delimiter after the repeat (a longer number may still follow), strings at the
+    closing quote; a list the traces did not show unique may repeat."""
+    unique = Grammar(SCHEMA, bounds={"numbers": {"unique_items": True}, "names": {"unique_items": True}})
+    assert accepts(unique, GOOD)
+    assert not accepts(unique, {**GOOD, "numbers": [932474, 931954, 932474]})
+    assert not accepts(unique, {**GOOD, "names": ["Ana", "Bo", "Ana"]})
+    state = unique.start().feed('{"numbers":[900000,900000')
+    assert state.feed(",") is None and state.feed("]") is None and state.feed("1") is not None
+    assert unique.start().feed('{"numbers":[],"names":["Ana","Ana"') is None  # refused at its closing quote
+    assert accepts(Grammar(SCHEMA), {**GOOD, "numbers": [900000, 900000, 900000]})
+
+
+def test_a_learned_item_bound_closes_the_list_and_is_reported_as_reached():
+    """At the learned maxItems only `]` may follow; an answer that reached it is flagged, one below it is not,
+    and a bound the schema itself sets is no sign of a runaway answer."""
+    grammar = Grammar(SCHEMA, bounds={"numbers": {"max_items": 3}})
+    state = grammar.start().feed('{"numbers":[1,2,3')
+    assert state.feed(",") is None and state.feed("]") is not None
+    assert grammar.bound_hits(compact({**GOOD, "numbers": [1, 2, 3]})) == [
+        "numbers: 3 items, the most the training traces allow"]
+    assert grammar.bound_hits(compact(GOOD)) == []
+
+    class Tagged(BaseModel):
+        tags: list[str] = Field(max_length=2)
+
+    assert Grammar(Tagged.model_json_schema()).bound_hits('{"tags":["a","b"]}') == []
+
+
+def test_a_learned_string_bound_and_the_runaway_guards_are_reported():
+    grammar = Grammar(SCHEMA, bounds={"who": {"max_length": 4}})
+    assert grammar.start().feed('{"numbers":[],"names":[],"who":"Ana L') is None
+    assert grammar.bound_hits(compact({**GOOD, "who": "Ana "})) == ["who: a string of 4 characters, the longest allowed"]
+    runaway = compact({**GOOD, "changes": 10 ** 17})
+    assert Grammar(SCHEMA).bound_hits(runaway) == ["changes: a number of 18 digits, the most allowed"]
+
+
+# -- copied fields ----------------------------------------------------------------------------------------------
+
+EMAIL = {"sender": "Zhang Wěi <wei@shop.example>", "body": "Hi,\nplease send 3 lamps to Köln.\tThanks — 张伟"}
+COPIED = Grammar(SCHEMA, bounds={"who": {"copy": True}, "names[]": {"copy": True}}, source=input_text(EMAIL))
+
+
+def copied_who(value) -> bool:
+    return accepts(COPIED, {**GOOD, "names": [], "who": value})
+
+
+@pytest.mark.parametrize("value", ["Zhang Wěi", "Köln", "张伟", "wei@shop.example", "please send 3 lamps",
+                                   "Hi,\nplease", "Köln.\tThanks — 张"])
+def test_a_copied_field_can_write_any_span_of_the_input(value):
+    """Multi-character and unicode spans, and spans across escaped characters (newline, tab), of any input value."""
+    assert copied_who(value)
+
+
+@pytest.mark.parametrize("value", ["Zhang Wei", "Cologne", "ORD-123456", "Köln, Germany", "Wěi <wei@shop.example>Hi"])
+def test_a_value_absent_from_the_input_cannot_be_written(value):
+    """An invented value, a near miss, and a value joining two input fields (across the separator) are refused
+    at their first character that leaves the input."""
+    assert not copied_who(value)
+
+
+def test_null_stays_possible_and_an_empty_copy_is_not():
+    assert copied_who(None)
+    assert not copied_who("")
+
+
+def test_copied_list_items_are_each_a_span():
+    assert accepts(COPIED, {**GOOD, "names": ["Zhang", "lamps"], "who": None})
+    assert not accepts(COPIED, {**GOOD, "names": ["Zhang", "Li"], "who": None})
+
+
+def test_an_input_with_no_span_leaves_null_or_nothing():
+    """With nothing to copy, a nullable copied field can only be null; a required one has no way on (the engine
+    then refuses the answer with a ModelError and the cascade escalates)."""
+    empty = Grammar(SCHEMA, bounds={"who": {"copy": True}}, source="")
+    state = empty.start().feed('{"numbers":[],"names":[],"who":')
+    assert state.feed("null") is not None
+    quoted = state.feed('"')
+    assert quoted.allowed() == frozenset() and quoted.feed('"') is None
+
+    class Named(BaseModel):
+        name: str
+
+    stuck = Grammar(Named.model_json_schema(), bounds={"name": {"copy": True}}, source="").start().feed('{"name":"')
+    assert stuck.allowed() == frozenset()
+
+
+def test_the_allowed_characters_of_a_copied_string_are_the_inputs_continuations():
+    state = COPIED.start().feed('{"numbers":[],"names":[],"who":"Kö')
+    assert state.allowed() == frozenset('l"')
+    assert state.feed("l").forced() == ""  # 'n' or a close: still the model's choice
+
+
+def test_without_the_source_copied_fields_are_free_text():
+    """The switch off (no source given): the same bounds decode any string."""
+    free = Grammar(SCHEMA, bounds={"who": {"copy": True}})
+    assert accepts(free, {**GOOD, "who": "Cologne"})
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(min_size=1, max_size=40), st.data())
+def test_the_substring_index_accepts_exactly_the_substrings(text, data):
+    index = SubstringIndex(text)
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, len(text)))
+    assert index.contains(text[start:end])
+    other = data.draw(st.text(max_size=6))
+    assert index.contains(other) == (other in text and SEPARATOR not in other)
+
+
+# -- fixed fields ------------------------------------------------------------------------------------------------
+
+def test_fixed_fields_are_written_as_given_and_only_so():
+    grammar = Grammar(SCHEMA, fixed={"who": "Bo Li", "changes": 7})
+    state = grammar.start().feed('{"numbers":[1],"names":[]')
+    assert state.forced() == ',"who":"Bo Li","changes":7}'
+    assert not accepts(grammar, {**GOOD, "who": "Bo Li", "changes": 8})
+    assert accepts(grammar, {**GOOD, "who": "Bo Li", "changes": 7})
+    with pytest.raises(UserError, match=r"\['count'\]"):
+        Grammar(SCHEMA, fixed={"count": 1})
+
+
+# -- schema keywords ---------------------------------------------------------------------------------------------
+
+class Record(BaseModel):
+    code: str = Field(pattern=r"^ORD-\d{6}$")
+    slug: str = Field(pattern=r"[a-z]+(-[a-z]+)*")
+    day: str = Field(json_schema_extra={"format": "date"})
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    mail: str = Field(json_schema_extra={"format": "email"})
+    key: str = Field(json_schema_extra={"format": "uuid"})
+    name: str = Field(min_length=2, max_length=5)
+    stars: int = Field(ge=1, le=5)
+    mixed: Literal[1, "two", None, True]
+    pairs: list[list[int]] = Field(min_length=1, max_length=2)
+
+
+RECORD = {"code": "ORD-123456", "slug": "x-ab-cd!", "day": "2026-12-05", "at": "2026-12-05T01:48:35Z",
+          "mail": "ana@shop.example", "key": "123e4567-e89b-12d3-a456-426614174000", "name": "Ana",
+          "stars": 5, "mixed": "two", "pairs": [[1, 2], []]}
+RECORD_GRAMMAR = Grammar(Record.model_json_schema())
+
+
+@pytest.mark.parametrize("change", [
+    {"code": "ORD-12345"}, {"code": "ord-123456"}, {"code": "ORD-1234567"},  # pattern, anchored
+    {"slug": "X-Y"},  # unanchored pattern: some part must match
+    {"day": "2026-12-5"}, {"at": "2026-12-05 01:48"}, {"mail": "ana.shop.example"}, {"key": "123e4567"},
+    {"name": "A"}, {"name": "Ana Li"},  # min/maxLength
+    {"stars": 0}, {"stars": 6},  # minimum/maximum
+    {"mixed": 2}, {"mixed": False},  # an enum of mixed JSON types
+    {"pairs": []}, {"pairs": [[1], [2], [3]]},  # minItems/maxItems of a nested array
+])
+def test_every_schema_keyword_is_enforced(change):
+    assert accepts(RECORD_GRAMMAR, RECORD)
+    assert Record.model_validate(RECORD)
+    assert not accepts(RECORD_GRAMMAR, {**RECORD, **change})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.from_regex(r"\AORD-[0-9]{6}\Z"), st.dates(), st.uuids(), st.sampled_from([1, "two", None, True]))
+def test_valid_values_of_patterns_and_formats_are_accepted(code, day, key, mixed):
+    value = {**RECORD, "code": code, "day": day.isoformat(), "key": str(key), "mixed": mixed}
+    assert accepts(RECORD_GRAMMAR, value)
+
+
+def test_a_keyword_the_grammar_cannot_enforce_is_named_and_logged(caplog):
+    class Odd(BaseModel):
+        even: int = Field(multiple_of=2)
+        word: str = Field(pattern=r"^\w+\b$")
+        big: float = Field(ge=10.5)
+        site: str = Field(json_schema_extra={"format": "uri"})
+
+    with caplog.at_level(logging.WARNING, logger="protege.decoding"):
+        grammar = Grammar(Odd.model_json_schema())
+    assert "multipleOf" in grammar.notes and "minimum" in grammar.notes and "format" in grammar.notes
+    assert any(note.startswith("pattern '^\\\\w+\\\\b$'") for note in grammar.notes)
+    assert "validation checks them" in caplog.text

@@ -1,0 +1,203 @@
+"""A real model under the learned answer bounds: the loop defect reproduced and fixed end to end (a model steered
+to repeat a list item, served through the real cascade and store), fixed fields, per-field confidence, and the
+copy constraint on a model that would rather invent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from pydantic import BaseModel
+from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
+
+from protege.agents.cascade import Cascade, StudentPick, TaskRuntime
+from protege.agents.models.answer_profile import AnswerProfile
+from protege.agents.models.base import Message, ModelRequest, ModelResponse, Usage
+from protege.agents.tools import ToolBox
+from protege.store import Store
+from protege.tasks import Policy, TaskSpec
+
+
+class Note(BaseModel):
+    text: str
+
+
+class Readings(BaseModel):
+    numbers: list[int]
+    who: str | None
+    changes: int
+
+
+def read_note(note: Note) -> Readings:
+    """List the meter readings in the note, who sent it, and how many readings changed."""
+
+
+SCHEMA = Readings.model_json_schema()
+NOTE = {"note": {"text": "Readings from Ana Lima: 932474, 931954, 933247. Two changed."}}
+LEARNED = AnswerProfile(max_answer_tokens=90, bounds={"numbers": {"max_items": 6, "unique_items": True},
+                                                      "who": {"copy": True}})
+
+
+class Steered:
+    """A real model whose logits get a fixed bias: it prefers to write "9" then "," forever — the held-out loop
+    (`[932474, 931954, 932474, …, 900000, 900000, …]`) in its simplest form."""
+
+    def __init__(self, model, bias):
+        self.inner, self.bias = model, bias
+        self.device, self.config, self.name_or_path = model.device, model.config, model.name_or_path
+        self.generation_config = model.generation_config
+
+    def __call__(self, **kwargs):
+        out = self.inner(**kwargs)
+        out.logits = out.logits + self.bias
+        return out
+
+
+def steer(monkeypatch, model, preferred: dict[str, float]):
+    import torch
+
+    engine = model.engine
+    bias = torch.zeros(len(engine.texts))
+    for text, boost in preferred.items():
+        bias[engine.tokenizer.convert_tokens_to_ids(text)] = boost
+    monkeypatch.setattr(engine, "model", Steered(engine.model, bias))
+    monkeypatch.setattr(engine, "prefix", type(engine.prefix)())  # nothing cached from another test's calls
+
+
+def student(tiny_base, **kw):
+    from protege.agents.models.local import LocalModel
+
+    return LocalModel(tiny_base, threads=2, prompt_lookup=False, **kw)
+
+
+class Tiers:
+    def __init__(self, student_model, teacher):
+        self.s, self.t = student_model, teacher
+
+    def teacher(self, task):
+        return self.t
+
+    def replay(self, task):
+        return self.t
+
+    def student(self, task, *, forced):
+        return StudentPick(self.s, "stu-loop", None)
+
+    def skill(self, task, *, forced):
+        return None
+
+    def prior_art(self, task):
+        return []
+
+    def cost(self, model, usage):
+        return 0.0
+
+
+class Teacher:
+    name, price_as, writes_prose = "t", None, False
+
+    async def request(self, req: ModelRequest) -> ModelResponse:
+        text = '{"numbers":[932474,931954,933247],"who":"Ana Lima","changes":2}'
+        return ModelResponse(text=text, usage=Usage(input_tokens=10, output_tokens=10), model=self.name)
+
+
+def serve(tmp_path, model):
+    store = Store(f"sqlite:///{tmp_path}/loop.db")
+    try:
+        task = TaskRuntime(TaskSpec(read_note, policy=Policy(shadow_rate=0)), 1, ToolBox([]))
+        inp = task.spec.parse_input((), NOTE)
+        result = asyncio.run(Cascade(store, Tiers(model, Teacher())).run(task, inp))
+        return result, [store.trace(t) for t in result.trace_ids]
+    finally:
+        store.close()
+
+
+NINES = {"9": 30.0, ",": 40.0}  # "9" where a digit must come, "," wherever it may
+
+
+def test_a_looping_student_runs_to_the_limit_and_the_cascade_escalates(tiny_base, tmp_path, monkeypatch):
+    """Without bounds the steered student writes `[9,9,9,…` until the request's token limit; the answer is left
+    cut (the old decoder closed it into JSON that validated) and the cascade escalates it with the reason."""
+    model = student(tiny_base)
+    steer(monkeypatch, model, NINES)
+    cut = model.generate(ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))],
+                                      output_schema=SCHEMA, max_tokens=120))
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 120
+    assert cut.text.startswith('{"numbers":[9,9,9,9,9,')
+    result, traces = serve(tmp_path, model)
+    assert [a.tier for a in result.attempts] == ["student", "teacher"] and result.tier == "teacher"
+    assert not traces[0].valid and traces[0].output is None
+    assert "cut off at its token limit (2048 tokens)" in traces[0].errors[0]
+
+
+def test_learned_bounds_make_the_loop_impossible_and_flag_the_answer(tiny_base, tmp_path, monkeypatch):
+    """With the bounds learned from traces the same model cannot repeat an item (the list is unique), stops at
+    the learned maxItems, and the answer — though it parses — is reported as having reached a bound; the cascade
+    escalates it."""
+    model = student(tiny_base, profile=LEARNED)
+    steer(monkeypatch, model, NINES)
+    response = model.generate(ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))],
+                                           output_schema=SCHEMA, task_input=NOTE))
+    answer = Readings.model_validate_json(response.text)
+    assert len(set(answer.numbers)) == len(answer.numbers) == 6
+    assert response.stop_reason == "bound" and response.usage.output_tokens <= 90
+    assert response.raw["bounds"][0] == "numbers: 6 items, the most the training traces allow"
+    result, traces = serve(tmp_path, model)
+    assert result.tier == "teacher" and not traces[0].valid
+    assert "reached a bound learned from the training traces (numbers: 6 items" in traces[0].errors[0]
+
+
+def test_the_learned_token_bound_cuts_a_long_answer(tiny_base, monkeypatch):
+    model = student(tiny_base, profile=AnswerProfile(max_answer_tokens=20))
+    steer(monkeypatch, model, NINES)
+    response = model.generate(ModelRequest(messages=[Message(role="user", content="x")], output_schema=SCHEMA))
+    assert response.stop_reason == "max_tokens" and response.usage.output_tokens == 20
+    assert response.raw["max_tokens"] == 20
+
+
+def test_fixed_fields_are_never_written_otherwise_and_get_no_confidence(tiny_base, monkeypatch):
+    """A program decided `changes` and `who`: the student writes those values even when steered to write 9s,
+    chooses only `numbers`, and reports per-field confidence for what it chose."""
+    model = student(tiny_base, profile=LEARNED)
+    steer(monkeypatch, model, NINES)
+    fixed = {"changes": 2, "who": "Ana Lima"}
+    response = model.generate(ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))],
+                                           output_schema=SCHEMA, task_input=NOTE, fixed_output=fixed))
+    answer = json.loads(response.text)
+    assert answer["changes"] == 2 and answer["who"] == "Ana Lima"
+    assert set(response.field_confidences) == {"numbers"}
+    assert 0.0 < response.field_confidences["numbers"] <= 1.0
+
+
+def test_field_confidence_is_each_fields_least_sure_token(tiny_base):
+    """On an unsteered random model: one confidence per top-level field it chose, each at least the answer's
+    least sure token (which is the least of them), the same in a batch as alone."""
+    model = student(tiny_base)
+    requests = [ModelRequest(messages=[Message(role="user", content=f"note {i}")], output_schema=SCHEMA,
+                             max_tokens=300) for i in range(3)]
+    alone = [model.generate(r) for r in requests]
+    together = model.generate_batch(requests)
+    for one, batched in zip(alone, together):
+        if one.stop_reason != "end_turn":
+            continue  # a random model may run long: a cut answer still has confidences for the fields it finished
+        assert set(one.field_confidences) == {"numbers", "who", "changes"}
+        assert min(one.field_confidences.values()) == pytest.approx(one.raw["min_prob"])
+        assert batched.field_confidences == pytest.approx(one.field_confidences, abs=1e-5)
+
+
+def test_a_copied_field_never_says_what_the_input_does_not(tiny_base, monkeypatch):
+    """Steered to write "Z" (in no input), the student's copied `who` is still a span of this call's input or
+    null; with copy_constraint=False the same model writes the invented value."""
+    preferred = {"Z": 40.0, '"': 35.0, "]": 20.0}  # an empty list, then a string of Zs
+    profile = AnswerProfile(bounds={"who": {"copy": True, "max_length": 5}})
+    for text in ["Readings from Ana Lima: 932474.", "Köln, 3 lamps — 张伟", "Hi"]:
+        note = {"note": {"text": text}}
+        req = ModelRequest(messages=[Message(role="user", content=json.dumps(note))], output_schema=SCHEMA,
+                           task_input=note, max_tokens=200)
+        model = student(tiny_base, profile=profile)
+        steer(monkeypatch, model, preferred)
+        who = json.loads(model.generate(req).text)["who"]
+        assert who is None or (who and who in text)
+        free = student(tiny_base, profile=profile, copy_constraint=False)
+        assert json.loads(free.generate(req).text)["who"] == "ZZZZZ"

@@ -1,0 +1,196 @@
+"""`protege import-traces --format otel`: spans exported by protege over OTLP/HTTP and imported back make traces
+equal in task, input, output and usage; OpenInference spans (as Phoenix writes them) become traces with usage and
+cost; bad files get per-line errors and import nothing unless --skip-bad."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+
+from otlp_receiver import Receiver  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from protege import Protege  # noqa: E402
+from protege.agents import FunctionModel  # noqa: E402
+from protege.agents.models.base import ModelResponse, ToolCall, Usage  # noqa: E402
+from protege.cli import app as cli  # noqa: E402
+from protege.store import Store  # noqa: E402
+from triage_support import Ticket, Triage  # noqa: E402
+
+
+def plan_of(email: str) -> str:
+    """The customer's plan by email address."""
+    return "enterprise" if email.startswith("vip") else "free"
+
+
+def teacher(req):
+    """Looks the plan up with the tool, then answers; the answer's usage has prompt-cache reads."""
+    if not any(m.role == "tool" for m in req.messages):
+        call = ToolCall(id="c1", name="plan_of", arguments={"email": req.task_input["ticket"]["subject"]})
+        return ModelResponse(tool_calls=[call], usage=Usage(input_tokens=400, output_tokens=20))
+    priority = 1 if req.messages[-1].content == "enterprise" else 3
+    return ModelResponse(text=json.dumps({"queue": "billing", "priority": priority}),
+                         usage=Usage(input_tokens=500, output_tokens=30, cache_read_tokens=200))
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("PROTEGE_APP", "PROTEGE_PROJECT_DIR", "PROTEGE_OTEL_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    db = f"sqlite:///{tmp_path / 'protege.db'}"
+    monkeypatch.setenv("PROTEGE_DB", db)
+    return db
+
+
+def cli_run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def export_calls(tmp_path, db) -> tuple[list, object]:
+    """Three calls of an app exporting to a loopback receiver with content on (one escalates from an invalid
+    replay); returns the teacher traces and the OTLP JSON file the receiver wrote."""
+    with Receiver() as receiver:
+        app = Protege(db=db, project_dir=tmp_path, otel=receiver.url, otel_content=True,
+                      teacher=FunctionModel(teacher, name="function:teacher", price_as="anthropic:claude-opus-4-5"),
+                      replay=FunctionModel(lambda req: '{"queue": "sales"}', name="function:replay"))
+
+        @app.task(tools=[plan_of])
+        def triage(ticket: Ticket) -> Triage:
+            """Route a support ticket to a queue and set its priority; look the customer's plan up first."""
+
+        app.run("triage", {"ticket": {"subject": "vip@x: refund"}})
+        app.run("triage", {"ticket": {"subject": "ann@x: refund", "body": "charged twice"}})
+        app.run("triage", {"ticket": {"subject": "bob@x: refund"}}, tier="replay")  # replay fails, teacher answers
+        originals = app.store.traces("triage", tier="teacher")
+        app.close()
+        return originals, receiver.write_json_lines(tmp_path / "spans.jsonl")
+
+
+def test_round_trip_export_then_import_gives_equal_traces(tmp_path, env):
+    originals, path = export_calls(tmp_path, env)
+    refused = cli_run("import-traces", path, "--task", "triage", "--format", "otel")
+    assert refused.exit_code == 2 and "nothing was imported" in refused.stderr
+    assert "protege recorded this attempt (replay tier) as invalid" in refused.stderr
+
+    report = json.loads(cli_run("import-traces", path, "--task", "triage", "--format", "otel", "--skip-bad",
+                                "--json").stdout)
+    assert (report["imported"], report["lines"], len(report["skipped"])) == (3, 4, 1)
+    with Store(env) as store:
+        imported = store.traces("triage", tier="import")
+    assert len(originals) == len(imported) == 3
+
+    def key(t):
+        return json.dumps(t.input, sort_keys=True)
+
+    fields = ("task_name", "input", "output", "input_tokens", "output_tokens", "cache_read_tokens",
+              "cache_write_tokens")
+    before = {key(t): {f: getattr(t, f) for f in fields} for t in originals}
+    after = {key(t): {f: getattr(t, f) for f in fields} for t in imported}
+    assert after == before
+    assert before[key(originals[0])]["cache_read_tokens"] == 200  # the cache arithmetic was exercised
+    for t in imported:
+        original = next(o for o in originals if key(o) == key(t))
+        assert t.cost_usd == pytest.approx(original.cost_usd) and t.cost_usd > 0
+        assert t.model == "function:teacher"
+        assert [m["role"] for m in t.messages] == ["system", "user", "assistant", "tool", "assistant"]
+
+
+def _attr(key, value):
+    if isinstance(value, bool):
+        return {"key": key, "value": {"boolValue": value}}
+    if isinstance(value, int):
+        return {"key": key, "value": {"intValue": str(value)}}
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def _span(span_id, name, attrs, *, parent="", start=1):
+    return {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": span_id, "parentSpanId": parent, "name": name,
+            "kind": 1, "startTimeUnixNano": str(start * 10**9), "endTimeUnixNano": str(start * 10**9 + 5 * 10**8),
+            "attributes": [_attr(k, v) for k, v in attrs.items()]}
+
+
+def _doc(spans):
+    return {"resourceSpans": [{"resource": {"attributes": [_attr("service.name", "support-bot")]},
+                               "scopeSpans": [{"scope": {"name": "openinference.instrumentation.openai"},
+                                               "spans": spans}]}]}
+
+
+def phoenix_spans(subject="refund please"):
+    """An agent chain with two OpenInference LLM spans: a tool call, then the final answer."""
+    user = json.dumps({"ticket": {"subject": subject}})
+    first = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
+             "llm.input_messages.0.message.role": "system", "llm.input_messages.0.message.content": "Route tickets.",
+             "llm.input_messages.1.message.role": "user", "llm.input_messages.1.message.content": user,
+             "llm.output_messages.0.message.role": "assistant",
+             "llm.output_messages.0.message.tool_calls.0.tool_call.id": "call_1",
+             "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "plan_of",
+             "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": '{"email": "a@x"}',
+             "llm.token_count.prompt": 120, "llm.token_count.completion": 15}
+    second = {k: v for k, v in first.items() if not k.startswith("llm.output_messages")}
+    second.update({
+        "llm.input_messages.2.message.role": "assistant",
+        "llm.input_messages.2.message.tool_calls.0.tool_call.id": "call_1",
+        "llm.input_messages.2.message.tool_calls.0.tool_call.function.name": "plan_of",
+        "llm.input_messages.2.message.tool_calls.0.tool_call.function.arguments": '{"email": "a@x"}',
+        "llm.input_messages.3.message.role": "tool", "llm.input_messages.3.message.content": "free",
+        "llm.input_messages.3.message.tool_call_id": "call_1",
+        "llm.output_messages.0.message.role": "assistant",
+        "llm.output_messages.0.message.content": '{"queue": "billing", "priority": 3}',
+        "llm.token_count.prompt": 180, "llm.token_count.completion": 12,
+        "llm.token_count.prompt_details.cache_read": 100,
+    })
+    return [_span("aaaaaaaaaaaaaaa1", "agent", {"openinference.span.kind": "AGENT"}),
+            _span("aaaaaaaaaaaaaaa2", "ChatCompletion", first, parent="aaaaaaaaaaaaaaa1", start=2),
+            _span("aaaaaaaaaaaaaaa3", "ChatCompletion", second, parent="aaaaaaaaaaaaaaa1", start=3)]
+
+
+def test_openinference_spans_become_one_trace_with_usage_and_cost(tmp_path, env):
+    path = tmp_path / "phoenix.json"
+    path.write_text(json.dumps(_doc(phoenix_spans()), indent=2))  # one pretty-printed document
+    report = json.loads(cli_run("import-traces", path, "--task", "support", "--format", "otel", "--json").stdout)
+    assert (report["imported"], report["lines"], report["skipped"]) == (1, 1, [])
+    with Store(env) as store:
+        (trace,) = store.traces("support", tier="import")
+    assert trace.input == {"ticket": {"subject": "refund please"}}
+    assert trace.output == {"queue": "billing", "priority": 3}
+    assert trace.model == "openai:gpt-4o-mini"
+    assert (trace.input_tokens, trace.output_tokens, trace.cache_read_tokens) == (120 + 80, 27, 100)
+    expected = (200 * 0.15 + 27 * 0.6 + 100 * 0.075) / 1e6  # the price table's gpt-4o-mini, USD per 1M tokens
+    assert trace.cost_usd == pytest.approx(expected)
+    assert [m["role"] for m in trace.messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert trace.messages[2]["tool_calls"][0] == {"id": "call_1", "name": "plan_of", "arguments": {"email": "a@x"}}
+
+
+def test_bad_lines_are_reported_and_nothing_is_imported_unless_skip_bad(tmp_path, env):
+    no_content = _span("bbbbbbbbbbbbbbb1", "chat gpt-4o", {"gen_ai.operation.name": "chat",
+                                                           "gen_ai.provider.name": "openai",
+                                                           "gen_ai.request.model": "gpt-4o",
+                                                           "gen_ai.usage.input_tokens": 10})
+    lines = [json.dumps(_doc(phoenix_spans("a"))), "{not json", json.dumps(_doc([no_content])),
+             json.dumps(_doc(phoenix_spans("b")))]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    refused = cli_run("import-traces", path, "--task", "support", "--format", "otel")
+    assert refused.exit_code == 2
+    message = refused.stderr
+    assert "2 bad line(s)" in message and "line 2: not an OTLP JSON object" in message
+    assert "line 3: span bbbbbbbbbbbbbbb1 ('chat gpt-4o'): no input messages" in message
+    assert "nothing was imported" in message and "--skip-bad" in message
+    with Store(env) as store:
+        assert store.traces("support") == []
+    partial = cli_run("import-traces", path, "--task", "support", "--format", "otel", "--skip-bad")
+    assert partial.exit_code == 0 and "partial import" in partial.stderr
+    assert "imported 2 of 4 LLM call(s)" in partial.stdout
+
+
+def test_a_file_without_llm_spans_is_a_clear_error(tmp_path, env):
+    path = tmp_path / "http.json"
+    path.write_text(json.dumps(_doc([_span("ccccccccccccccc1", "GET /", {"http.method": "GET"})])))
+    result = cli_run("import-traces", path, "--task", "support", "--format", "otel")
+    assert result.exit_code == 2 and "holds no LLM spans" in result.stderr
+    missing = cli_run("import-traces", tmp_path / "nope.json", "--task", "support", "--format", "otel")
+    assert missing.exit_code == 2 and "no file" in missing.stderr
