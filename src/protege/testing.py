@@ -60,11 +60,14 @@ class Reply:
     malformed: bool = False
     truncated: bool = False
     message: str | None = None
+    logprobs: list[float] | None = None  # per answer token; sent only to OpenAI requests that ask for logprobs
 
     @classmethod
-    def final(cls, obj: Any, *, usage: UsageLike = None, delay: float = 0.0) -> Reply:
-        """A structured answer: Anthropic's FINAL_TOOL tool_use, OpenAI's JSON content."""
-        return cls("final", answer=obj, usage=usage, delay=delay)
+    def final(cls, obj: Any, *, usage: UsageLike = None, delay: float = 0.0,
+              logprobs: list[float] | None = None) -> Reply:
+        """A structured answer: Anthropic's FINAL_TOOL tool_use, OpenAI's JSON content (with the chosen tokens'
+        log-probabilities when given and the request asks for them, as vLLM and llama.cpp's server send them)."""
+        return cls("final", answer=obj, usage=usage, delay=delay, logprobs=logprobs)
 
     @classmethod
     def tool_calls(cls, calls: list[tuple[str, dict[str, Any] | str]], *, ids: list[str] | None = None,
@@ -189,9 +192,10 @@ class FakeProvider:
         """Several tool calls in one reply (parallel tool use)."""
         self.add_reply(Reply.tool_calls(calls, ids=ids, usage=usage, delay=delay))
 
-    def add_final(self, obj: Any, *, usage: UsageLike = None, delay: float = 0.0) -> None:
+    def add_final(self, obj: Any, *, usage: UsageLike = None, delay: float = 0.0,
+                  logprobs: list[float] | None = None) -> None:
         """A structured answer: Anthropic's FINAL_TOOL tool_use, OpenAI's JSON content."""
-        self.add_reply(Reply.final(obj, usage=usage, delay=delay))
+        self.add_reply(Reply.final(obj, usage=usage, delay=delay, logprobs=logprobs))
 
     def add_fault(self, status: int = 429, *, retry_after: float | None = 0.0, slow: float | None = None,
                   malformed: bool = False, truncated: bool = False, message: str | None = None) -> None:
@@ -382,11 +386,19 @@ def _openai_completion(reply: Reply, body: dict, usage: Usage, n: int) -> dict[s
     return {
         "id": f"chatcmpl-fake-{n}", "object": "chat.completion", "created": 1_700_000_000 + n,
         "model": body.get("model", "fake"),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": _logprobs(reply, body)}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": usage.output_tokens,
                   "total_tokens": prompt + usage.output_tokens,
                   "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens}},
     }
+
+
+def _logprobs(reply: Reply, body: dict) -> dict[str, Any] | None:
+    """OpenAI's `choices[0].logprobs`: one entry per answer token, only when asked for and scripted."""
+    if not body.get("logprobs") or reply.logprobs is None:
+        return None
+    return {"content": [{"token": f"t{i}", "logprob": lp, "bytes": None, "top_logprobs": []}
+                        for i, lp in enumerate(reply.logprobs)], "refusal": None}
 
 
 __all__ = ["FakeProvider", "FunctionModel", "RecordedRequest", "ReferenceModel", "Reply", "ScriptedModel"]

@@ -67,12 +67,19 @@ class AppTiers:
 
         target = spec.removeprefix("local:")
         row = self.app.store.student(target)
-        if row is not None:
+        if row is not None:  # torch, llama.cpp or an OpenAI-compatible server, per the student's serving record
+            from protege.serving import student_model
+
             handle = self.app.tasks.get(row.task_name)
             copy = handle.spec.policy.copy_constraint if handle is not None else True
-            return LocalModel(self.app.base_dir(row.base), adapter=row.adapter_path, name=f"local:{row.id}",
-                              copy_constraint=copy)
+            return student_model(self.app, row, copy_constraint=copy)
         return LocalModel(self.app.base_dir(target), name=spec)
+
+    def forget_student(self, row: StudentRow) -> None:
+        """Drop the student's loaded model and cached pick: its serving host changed."""
+        with self._lock:
+            self._models.pop(f"local:{row.id}", None)
+        self.invalidate(row.task_name)
 
     def teacher(self, task: TaskRuntime) -> Model:
         model = self.model(self.app.teacher_spec)

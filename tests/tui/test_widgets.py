@@ -106,6 +106,18 @@ def test_a_students_record_shows_its_gate_and_leaves_per_answer_lists_out():
     assert "scores" not in text and "confidences" not in text and len(text) < 1000
 
 
+def test_a_students_record_says_where_it_is_served():
+    """A student set to a server shows its host and URL; the record is unchanged for the default engine."""
+    from protege.store import StudentRow
+    from protege.tui.screens.students import _record
+
+    serving = {"host": "openai:route-student", "base_url": "http://127.0.0.1:8000/v1", "since": "2026-01-01"}
+    row = StudentRow(task_name="route", base="smollm2-135m", adapter_path="/a", metrics={"serving": serving})
+    text = _record(row)
+    assert "served by openai:route-student @ http://127.0.0.1:8000/v1" in text and "serving=" not in text
+    assert "served by" not in _record(StudentRow(task_name="route", base="b", adapter_path="/a", metrics={}))
+
+
 def test_a_students_record_shows_the_field_kinds_learned_from_its_traces():
     from protege.store import StudentRow
     from protege.tui.screens.students import _record

@@ -3,12 +3,18 @@
 Prices are USD per million tokens. `Usage.input_tokens` counts *uncached* input only (Anthropic's convention;
 the OpenAI adapter subtracts cached tokens to match), so a call's cost is simply
 input x input price + output x output price + cache reads x cache_read price + cache writes x cache_write price.
+
+Models that run on our own hardware (`local:` students and base models, and a student on a self-hosted server,
+which prices itself as `local:`) cost their machine time: `Usage.compute_s` x the machine's price per hour
+(`local_cost_per_hour`; by default a 2-vCPU cloud instance, or a GPU instance when the model ran on CUDA).
+Counting them at $0 would flatter every saving the cheaper tiers claim.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import tomllib
 import warnings
 from functools import lru_cache
@@ -21,8 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from protege.agents.models.base import Model, Usage
 from protege.errors import UserError
 
-FREE_PROVIDERS = frozenset({"local", "function", "reference", "scripted"})
-"""Models that run here or answer from data: their calls cost nothing."""
+FREE_PROVIDERS = frozenset({"function", "reference", "scripted"})
+"""Models that answer from data or code: their calls cost nothing."""
+
+MACHINE_PRICED_PROVIDERS = frozenset({"local"})
+"""Models that run on our own hardware: their calls cost machine time (`Usage.compute_s`)."""
+
+CPU_INSTANCE_PER_HOUR = 0.0893
+"""USD per hour of a 2-vCPU cloud instance: AWS c7i.large (2 vCPU, 4 GiB), on-demand, us-east-1, 2025 list price."""
+
+GPU_INSTANCE_PER_HOUR = 0.805
+"""USD per hour of a one-GPU cloud instance: AWS g6.xlarge (1x NVIDIA L4, 4 vCPU), on-demand, us-east-1, 2025."""
 
 PRICED_PROVIDERS = frozenset({"anthropic", "openai"})
 
@@ -61,9 +76,13 @@ class Price(BaseModel):
 class PriceTable:
     """Prices by model name: "provider:model" keys, found by full spec, bare name or dated snapshot."""
 
-    def __init__(self, prices: dict[str, Price], *, as_of: str = ""):
+    def __init__(self, prices: dict[str, Price], *, as_of: str = "", local_cost_per_hour: float | None = None):
+        if local_cost_per_hour is not None and not local_cost_per_hour >= 0:
+            raise UserError(f"local_cost_per_hour={local_cost_per_hour!r} must be a price in USD per hour >= 0, e.g. "
+                            f"{CPU_INSTANCE_PER_HOUR} for a 2-vCPU instance or {GPU_INSTANCE_PER_HOUR} for a GPU one")
         self.prices = dict(prices)
         self.as_of = as_of
+        self.local_cost_per_hour = local_cost_per_hour
         self._by_bare = {_bare(key): p for key, p in self.prices.items()}
         self._warned: set[str] = set()
 
@@ -79,8 +98,12 @@ class PriceTable:
         return None
 
     def cost(self, model: str, usage: Usage) -> float:
-        """Dollars for `usage` on `model`; free models cost 0, an unpriced paid model 0 with a one-time warning."""
-        if _provider(model) in FREE_PROVIDERS:
+        """Dollars for `usage` on `model`: machine time for local models, 0 for free ones, tokens x price for the
+        rest (an unpriced paid model costs 0, with a one-time warning)."""
+        provider = _provider(model)
+        if provider in MACHINE_PRICED_PROVIDERS:
+            return usage.compute_s * self.machine_price_per_hour() / 3600
+        if provider in FREE_PROVIDERS:
             return 0.0
         price = self.price(model)
         if price is not None:
@@ -96,7 +119,25 @@ class PriceTable:
         return 0.0
 
 
-def load_prices(overrides: dict[str, Any] | str | Path | None = None) -> PriceTable:
+    def machine_price_per_hour(self) -> float:
+        """The configured machine price, else the GPU instance's when torch runs on CUDA here, else the CPU one's."""
+        if self.local_cost_per_hour is not None:
+            return self.local_cost_per_hour
+        return GPU_INSTANCE_PER_HOUR if _on_gpu() else CPU_INSTANCE_PER_HOUR
+
+
+def _on_gpu() -> bool:
+    """Whether local models run on CUDA; asked only once torch is loaded (a local model loads it), never importing
+    it."""
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_available())
+    except Exception:  # a broken CUDA install: price as the CPU it falls back to
+        return False
+
+
+def load_prices(overrides: dict[str, Any] | str | Path | None = None, *,
+                local_cost_per_hour: float | None = None) -> PriceTable:
     """The packaged price table, with `overrides` (a dict, or a JSON/TOML file) merged over it field by field.
 
     Overrides look like the packaged file — {"models": {"openai:my-model": {"input": 0.2, "output": 0.8}}} —
@@ -118,7 +159,7 @@ def load_prices(overrides: dict[str, Any] | str | Path | None = None) -> PriceTa
                 f"bad price for model {name!r}: {exc.errors()[0]['msg']}; a price is "
                 f"{{'input': <USD per 1M tokens>, 'output': ..., 'cache_read': ..., 'cache_write': ...}}"
             ) from exc
-    return PriceTable(prices, as_of=as_of)
+    return PriceTable(prices, as_of=as_of, local_cost_per_hour=local_cost_per_hour)
 
 
 @lru_cache(maxsize=1)

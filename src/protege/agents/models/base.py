@@ -67,12 +67,17 @@ class ModelRequest(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token counts of one model response; cache tokens are the provider's prompt-cache reads and writes."""
+    """Token counts of one model response; cache tokens are the provider's prompt-cache reads and writes.
+
+    `compute_s` is the machine time a model that runs on our own hardware (a local student, a self-hosted server)
+    spent on the response; the price table charges it at the machine's hourly price.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    compute_s: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -80,6 +85,7 @@ class Usage(BaseModel):
             output_tokens=self.output_tokens + other.output_tokens,
             cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            compute_s=self.compute_s + other.compute_s,
         )
 
 

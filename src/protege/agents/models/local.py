@@ -49,6 +49,13 @@ class LocalModel:
     price_as: str | None = None
     writes_prose = False
 
+    def __new__(cls, *args: Any, engine: str = "torch", **kwargs: Any):  # serving: engine="llama.cpp" selects
+        if cls is LocalModel and engine == "llama.cpp":                   # the GGUF engine (llama_cpp.py)
+            from protege.agents.models.llama_cpp import LlamaCppModel
+
+            return super().__new__(LlamaCppModel)
+        return super().__new__(cls)
+
     def __init__(
         self,
         path: str | Path,
@@ -60,9 +67,12 @@ class LocalModel:
         threads: int | None = None,
         prompt_lookup: bool = True,
         batch_size: int | None = None,
+        engine: str = "torch",  # serving: "torch" (this class) or "llama.cpp" (see __new__)
         copy_constraint: bool = True,
         profile: AnswerProfile | None = None,
     ):
+        if engine != "torch":
+            raise UserError(f"engine {engine!r} is not 'torch' or 'llama.cpp'")
         self.base_path, self.adapter_path = _resolve_paths(Path(path), Path(adapter) if adapter else None)
         name = name or str(path)
         self.name = name if name.startswith("local:") else f"local:{name}"
@@ -109,6 +119,9 @@ class LocalModel:
         elapsed = time.perf_counter() - started
         out = [r if isinstance(r, Exception) else self._response(req, job, r, elapsed)
                for req, job, r in zip(requests, jobs, results)]
+        for result in out:  # serving: machine time priced per answer (a batch's wall time shared by its answers)
+            if not isinstance(result, Exception):
+                result.usage.compute_s = elapsed / len(requests)
         if not return_exceptions:
             for result in out:
                 if isinstance(result, Exception):

@@ -155,6 +155,7 @@ def _record(row: StudentRow | None) -> str:
         f"base {escape(row.base)} · adapter {escape(row.adapter_path)}",
         f"dataset {short_id(row.dataset_id)} · created {when(row.created_at)}"
         + (f" · promoted {when(row.promoted_at)}" if row.promoted_at else ""),
+        *_serving_line(row),
         *_gate_line(row),
         *_fields_line(row),
         *_kinds_line(row),
@@ -163,6 +164,15 @@ def _record(row: StudentRow | None) -> str:
                        or "none recorded"),
     ]
     return "\n".join(lines)
+
+
+def _serving_line(row: StudentRow) -> list[str]:
+    """Where the student answers, once it was set (`protege students serve`); the torch engine otherwise."""
+    from protege.serving import SERVING_KEY, describe
+
+    if not (row.metrics or {}).get(SERVING_KEY):
+        return []
+    return [f"served by {escape(describe(row))}"]
 
 
 def _gate_line(row: StudentRow) -> list[str]:

@@ -1,0 +1,170 @@
+"""The llama.cpp engine: a student's exported GGUF run by llama.cpp, decoded by protege's own grammar automaton.
+
+llama.cpp computes the forward passes (quantized weights, fast CPU kernels); everything else is the torch engine's
+code, unchanged — the same prompt rendering and tokenizer, the same grammar (`decoding.py`), the same choice of
+tokens (`Engine._constrained`: forced text fed without asking the model, the top-k token the grammar accepts,
+prompt-lookup drafts verified in one pass), the same confidence from the chosen tokens' probabilities. So the
+answers are the torch engine's, up to the rounding of the quantized weights. llama.cpp's own grammar sampling is
+not used: it checks the whole vocabulary at every step, which can cost more than the forward pass.
+
+Loads a GGUF written by `protege students export ID --format gguf` (the tokenizer files sit beside it). Needs the
+`llama` extra (`pip install 'protege[llama]'`, which builds llama-cpp-python from source with cmake).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from protege.agents.models.answer_profile import AnswerProfile
+from protege.agents.models.local import _ENGINES, _ENGINES_LOCK, LocalModel
+from protege.agents.models.local_engine import BATCH_CPU, Engine, _single_char_tokens, _stop_ids, _string_safe, \
+    _vocab_texts
+from protege.agents.models.local_batch import PrefixCache, common_length, decode
+from protege.errors import UserError
+
+DEFAULT_CONTEXT = 4096
+
+
+class LlamaCppModel(LocalModel):
+    """`LocalModel(path, engine="llama.cpp")`: a GGUF file, or an export folder holding one."""
+
+    def __init__(self, path: str | Path, *, name: str | None = None, threads: int | None = None,
+                 context: int = DEFAULT_CONTEXT, prompt_lookup: bool = True, batch_size: int | None = None,
+                 engine: str = "llama.cpp", copy_constraint: bool = True, profile: AnswerProfile | None = None,
+                 **ignored: Any):
+        self.gguf = _find_gguf(Path(path).expanduser())
+        self.base_path, self.adapter_path = self.gguf, None
+        name = name or str(path)
+        self.name = name if name.startswith("local:") else f"local:{name}"
+        self.device, self.dtype = "cpu", "gguf"
+        self.threads, self.context = threads, context
+        self.prompt_lookup, self.batch_size = prompt_lookup, batch_size
+        self.copy_constraint, self.profile = copy_constraint, profile  # the student's, from its adapter dir
+
+    @property
+    def engine(self):
+        key = ("llama.cpp", str(self.gguf), self.threads, self.context)
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                engine = _ENGINES[key] = LlamaCppEngine(self.gguf, self.threads, self.context)
+        return engine
+
+    def _response(self, req, job, result, elapsed: float):
+        response = super()._response(req, job, result, elapsed)
+        response.raw["engine"] = "llama.cpp"
+        return response
+
+
+def _find_gguf(path: Path) -> Path:
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    found = sorted(path.glob("*.gguf")) if path.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    raise UserError(f"engine='llama.cpp' needs a GGUF file or a folder with one; {str(path)!r} is neither. Export "
+                    f"the student first: `protege students export ID --format gguf --out DIR`")
+
+
+class LlamaCppEngine(Engine):
+    """The torch engine's decoding over llama.cpp's forward passes (one answer at a time, prompt prefix reused)."""
+
+    def __init__(self, gguf: Path, threads: int | None, context: int):
+        try:
+            import llama_cpp
+        except ImportError:
+            raise UserError("engine='llama.cpp' needs llama-cpp-python: pip install 'protege[llama]' (it builds "
+                            "from source with cmake and a C++ compiler)") from None
+        import torch
+        from transformers import AutoTokenizer
+
+        self.torch = torch
+        self.device = torch.device("cpu")
+        self.batch_size = BATCH_CPU
+        self.tokenizer = _tokenizer(AutoTokenizer, gguf)
+        # llama.cpp's threads spin while they wait for each other: more threads than free cores costs 10-60x
+        # (measured on a loaded 2-core box), so by default one per two cores, prompt and decoding alike
+        threads = threads or max((os.cpu_count() or 2) // 2, 1)
+        self.llm = llama_cpp.Llama(str(gguf), n_ctx=context, n_batch=512, n_threads=threads,
+                                   n_threads_batch=threads, verbose=False, logits_all=False)
+        atexit.register(self.llm.close)  # freed while llama.cpp is loaded: at interpreter teardown its free fails
+        self.model = SimpleNamespace(name_or_path=str(gguf), generation_config=SimpleNamespace(eos_token_id=None))
+        self.lock = threading.Lock()
+        self._queue, self._queue_lock = [], threading.Lock()
+        self.texts = _vocab_texts(self.tokenizer)
+        self.single_char = _single_char_tokens(self.texts)
+        self.string_safe = torch.tensor([_string_safe(t) for t in self.texts])
+        self.stop_ids = _stop_ids(self.tokenizer, self.model)
+        self.prefix = PrefixCache()
+        self.context_ids: list[int] = []  # what llama.cpp's key/value cache holds now
+
+    def _decode_batch(self, batch) -> None:
+        for pending in batch:
+            try:
+                row = _LlamaRow(self)
+                result = decode(row, [self._decode(pending.job)])[0]
+                if not isinstance(result, Exception):
+                    result.reused_tokens = row.reused[0]
+            except Exception as exc:  # noqa: BLE001 - the caller gets it as its answer's failure
+                self.context_ids = []
+                result = exc
+            pending.result = self._as_model_error(result)
+            pending.done.set()
+
+
+def _tokenizer(auto: Any, gguf: Path) -> Any:
+    """The student's tokenizer: saved beside the GGUF by the export, else rebuilt from the GGUF's own metadata."""
+    if (gguf.parent / "tokenizer.json").is_file():
+        return auto.from_pretrained(gguf.parent)
+    return auto.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+class _LlamaRow:
+    """`local_batch.decode`'s batch interface, for one row, over llama.cpp's context."""
+
+    def __init__(self, engine: LlamaCppEngine):
+        self.engine, self.llm = engine, engine.llm
+        self.reused: list[int] = [0]
+
+    def prefill(self, prompts: list[list[int]]):
+        (ids,) = prompts
+        if len(ids) >= self.llm.n_ctx():
+            raise UserError(f"the prompt is {len(ids)} tokens, more than the llama.cpp context of {self.llm.n_ctx()}; "
+                            f"pass LlamaCppModel(..., context=...) larger")
+        shared = common_length([self.engine.context_ids, ids[:-1]]) if self.engine.context_ids else 0
+        self.engine.context_ids = self.engine.context_ids[:shared]
+        self.reused = [shared]
+        return self.step([ids[shared:]])
+
+    def step(self, feeds: list[list[int]], keep: int = 1):
+        """Run the row's tokens; logits [1, keep, vocab] after its last `keep` tokens."""
+        import numpy as np
+
+        (tokens,) = feeds
+        llm, ctx, batch = self.llm, self.llm._ctx, self.llm._batch
+        past = len(self.engine.context_ids)
+        ctx.kv_cache_seq_rm(-1, past, -1)
+        rows = []
+        for start in range(0, len(tokens), llm.n_batch):
+            chunk = tokens[start:start + llm.n_batch]
+            batch.set_batch(batch=chunk, n_past=past + start, logits_all=False)
+            wanted = [i for i in range(len(chunk)) if start + i >= len(tokens) - keep]
+            for i in wanted:
+                batch.batch.logits[i] = True
+            ctx.decode(batch)  # raises on failure: the answer fails as a ModelError, and the call escalates
+            vocab = llm._n_vocab
+            rows += [np.ctypeslib.as_array(ctx.get_logits_ith(i), shape=(vocab,)).copy() for i in wanted]
+        self.engine.context_ids += tokens
+        return self.engine.torch.from_numpy(np.stack(rows))[None]
+
+    def forget(self, row: int, count: int) -> None:
+        if count > 0:
+            del self.engine.context_ids[-count:]
+
+    def keep_rows(self, rows: list[int]) -> None:
+        """Nothing to drop: this batch has one row."""

@@ -1,0 +1,75 @@
+"""Serving students: `protege students export ID` and `protege students serve ID HOST`.
+
+Neither runs task code, so neither needs `--app`: without one they open the store and project dir directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from protege.cli_base import JsonOpt, app_of, config
+from protege.cli_output import emit_json, note
+from protege.cli_review import _student_id, students_app
+
+StudentArg = Annotated[str, typer.Argument(metavar="STUDENT_ID", help="a student id, or a unique prefix of one")]
+
+
+def _app(ctx: typer.Context) -> Any:
+    """The user's app when one is configured, else a bare one on the configured store and project dir."""
+    conf = config(ctx)
+    if conf.app:
+        return app_of(ctx)
+    from protege.app import Protege
+
+    bare = Protege(db=conf.db_url, project_dir=conf.project_dir)
+    ctx.call_on_close(bare.close)
+    return bare
+
+
+@students_app.command("export")
+def students_export(
+    ctx: typer.Context, student_id: StudentArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="new folder to write (must not exist)")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="hf (merged checkpoint) or gguf (+ Ollama Modelfile)")]
+    = "gguf",
+    quant: Annotated[str | None, typer.Option(help="gguf weights: f16, q8_0 (default) or q4_k_m (needs the llama "
+                                                   "extra)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a student to serve it elsewhere: llama.cpp, Ollama, vLLM (see README, Serving a student)."""
+    protege_app = _app(ctx)
+    sid = _student_id(protege_app.store, student_id)
+    folder = protege_app.export_student(sid, out, format=fmt, quant=quant)
+    files = sorted(p.name for p in folder.iterdir())
+    if as_json:
+        return emit_json({"student_id": sid, "out": str(folder), "files": files})
+    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
+    typer.echo(f"exported student {sid} to {folder} ({size:,.1f} MB): {', '.join(files)}")
+    if fmt == "gguf":
+        note(f"Ollama: cd {folder} && ollama create protege-student -f Modelfile")
+
+
+@students_app.command("serve")
+def students_serve(
+    ctx: typer.Context, student_id: StudentArg,
+    host: Annotated[str, typer.Argument(help="torch, llama.cpp, or openai:<served model name> with --base-url")],
+    base_url: Annotated[str | None, typer.Option(help="the OpenAI-compatible server, e.g. "
+                                                      "http://127.0.0.1:8000/v1")] = None,
+    quant: Annotated[str, typer.Option(help="llama.cpp: the GGUF's weights (q8_0, f16, q4_k_m)")] = "q8_0",
+    response_format: Annotated[str, typer.Option(help="json_schema (vLLM, llama-server, Ollama) or json_object "
+                                                      "(llama-cpp-python's server)")] = "json_schema",
+    as_json: JsonOpt = False,
+) -> None:
+    """Choose where a student's calls are answered: protege's torch engine, llama.cpp, or a server you run."""
+    from protege.serving import describe
+
+    protege_app = _app(ctx)
+    sid = _student_id(protege_app.store, student_id)
+    record = protege_app.serve_student(sid, host, base_url=base_url, quant=quant, response_format=response_format)
+    if as_json:
+        return emit_json({"student_id": sid, **record})
+    typer.echo(f"student {sid} is served by {describe(protege_app.store.student(sid))} "
+               f"(running processes pick it up within seconds)")

@@ -1,0 +1,92 @@
+"""Where a student is served: protege's torch engine, llama.cpp on its exported GGUF, or any OpenAI-compatible
+server (vLLM, llama.cpp's server, Ollama). Recorded on the student row (`metrics["serving"]`), so every process
+and the TUI see it; the student tier builds the student's model from it.
+
+    app.serve_student(student_id, "openai:my-student", base_url="http://127.0.0.1:8000/v1")
+    app.serve_student(student_id, "llama.cpp")      # exports a GGUF under the project dir once, then loads it
+    app.serve_student(student_id, "torch")          # back to the default engine
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from protege.errors import UserError
+
+if TYPE_CHECKING:
+    from protege.agents.models.base import Model
+    from protege.app import Protege
+
+SERVING_KEY = "serving"
+ENGINES = ("torch", "llama.cpp")
+
+
+def serving_of(row: Any) -> dict[str, Any]:
+    """The student's serving record; `{"host": "torch"}` when none was set."""
+    return dict((row.metrics or {}).get(SERVING_KEY) or {"host": "torch"})
+
+
+def describe(row: Any) -> str:
+    """Where the student is served, in a few words for tables: 'torch', 'llama.cpp q8_0', 'openai:x @ url'."""
+    serving = serving_of(row)
+    host = serving["host"]
+    if host.startswith("openai:"):
+        return f"{host} @ {serving.get('base_url', '?')}"
+    return f"{host} {serving['quant']}" if serving.get("quant") else host
+
+
+def serve_student(app: Protege, student_id: str, host: str, *, base_url: str | None = None,
+                  quant: str = "q8_0", response_format: str = "json_schema") -> dict[str, Any]:
+    """Record where `student_id` is served (see the module docstring) and return the record."""
+    row = app.store.student(student_id)
+    if row is None:
+        raise UserError(f"no student {student_id!r}; list students with `protege students`")
+    record: dict[str, Any] = {"host": host, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if host.startswith("openai:"):
+        from protege.agents.models.hosted import HostedStudent
+
+        # built once to check the URL and format before anything is recorded
+        HostedStudent(host, student_id=row.id, base_url=base_url, response_format=response_format)
+        record.update(base_url=base_url, response_format=response_format)
+    elif host == "llama.cpp":
+        record.update(quant=quant, gguf=str(_exported_gguf(app, row, quant)))
+    elif host != "torch":
+        raise UserError(f"serving host {host!r} is not 'torch', 'llama.cpp' or 'openai:<served model name>' "
+                        f"(with base_url=...)")
+    elif base_url:
+        raise UserError(f"base_url={base_url!r} applies to an 'openai:<name>' host, not {host!r}")
+    app.store.update_student(row.id, metrics={**(row.metrics or {}), SERVING_KEY: record})
+    app.tiers.forget_student(row)
+    return record
+
+
+def _exported_gguf(app: Protege, row: Any, quant: str) -> Path:
+    """The student's GGUF under the project dir, exported on first use."""
+    folder = Path(app.settings.project_dir) / "served" / f"{row.id}-{quant}"
+    gguf = folder / f"student-{quant}.gguf"
+    if not gguf.is_file():
+        app.export_student(row.id, folder, format="gguf", quant=quant)
+    return gguf
+
+
+def student_model(app: Protege, row: Any, *, copy_constraint: bool = True) -> Model:
+    """The model that answers as this student, per its serving record (`copy_constraint`: the task's policy)."""
+    serving = serving_of(row)
+    host, name = serving["host"], f"local:{row.id}"
+    if host.startswith("openai:"):
+        from protege.agents.models.hosted import HostedStudent
+
+        return HostedStudent(host, student_id=row.id, base_url=serving.get("base_url"),
+                             response_format=serving.get("response_format", "json_schema"))
+    from protege.agents.models.local import LocalModel
+
+    if host == "llama.cpp":
+        from protege.agents.models.llama_cpp import LlamaCppModel
+
+        from protege.agents.models.answer_profile import read_profile
+
+        return LlamaCppModel(serving["gguf"], name=name, copy_constraint=copy_constraint,
+                             profile=read_profile(row.adapter_path))
+    return LocalModel(app.base_dir(row.base), adapter=row.adapter_path, name=name, copy_constraint=copy_constraint)

@@ -1,0 +1,157 @@
+"""The llama.cpp engine on an exported GGUF: the torch engine's answers and confidences on the same inputs, the
+engine named in each answer, the GBNF grammar accepted by llama.cpp, and a student served by llama.cpp's own
+OpenAI-compatible server process on loopback (escalation included). Skipped without llama-cpp-python."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from serving_support import MESSAGES, make_app, trained_adapter
+from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
+
+from protege.agents import FunctionModel
+from protege.agents.models.base import ModelRequest
+from protege.agents.models.chat_format import student_messages
+from protege.agents.models.local import LocalModel
+from protege.errors import UserError
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="needs the llama extra: pip install 'protege[llama]'")
+
+INSTRUCTIONS = "Sort the message into a queue."
+TEXTS = [text for text, _ in MESSAGES] + ["my invoice is wrong", "the button does nothing"]
+
+
+@pytest.fixture
+def exported(tmp_path, tiny_base, tmp_path_factory):
+    app, student_id = make_app(tmp_path, tiny_base, trained_adapter(tiny_base, tmp_path_factory),
+                               teacher=FunctionModel(lambda req: json.dumps({"queue": "other"})))
+    yield app, student_id
+    app.close()
+
+
+def requests(app, max_tokens: int = 64) -> list[ModelRequest]:
+    schema = app.store.task("route").output_schema
+    return [ModelRequest(messages=student_messages(INSTRUCTIONS, {"message": {"text": t}}), output_schema=schema,
+                         max_tokens=max_tokens) for t in TEXTS]
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_llama_cpp_answers_as_the_torch_engine(exported, tmp_path, tiny_base, quant):
+    """Same answers token for token, confidences within rounding, on a handful of inputs."""
+    app, student_id = exported
+    out = app.export_student(student_id, tmp_path / quant, quant=quant)
+    row = app.store.student(student_id)
+    torch_model = LocalModel(tiny_base, adapter=row.adapter_path)
+    llama_model = LocalModel(out, engine="llama.cpp")
+    assert type(llama_model).__name__ == "LlamaCppModel"
+    for req in requests(app):
+        ours, theirs = llama_model.generate(req), torch_model.generate(req)
+        assert ours.text == theirs.text
+        assert ours.confidence == pytest.approx(theirs.confidence, abs=0.02)
+        assert ours.raw["engine"] == "llama.cpp" and ours.usage.compute_s > 0
+
+
+def test_a_batch_and_concurrent_calls_answer_as_single_calls(exported, tmp_path):
+    app, student_id = exported
+    model = LocalModel(app.export_student(student_id, tmp_path / "g"), engine="llama.cpp")
+    reqs = requests(app)
+    alone = [model.generate(r).text for r in reqs]
+    assert [r.text for r in model.generate_batch(reqs)] == alone
+
+
+def test_a_bad_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="needs a GGUF file"):
+        LocalModel(tmp_path, engine="llama.cpp")
+    with pytest.raises(UserError, match="engine 'onnx'"):
+        LocalModel(tmp_path, engine="onnx")
+
+
+def test_serve_student_on_llama_cpp_answers_through_the_cascade(exported):
+    """app.serve_student(id, "llama.cpp") exports the GGUF once and the student tier answers with it."""
+    app, student_id = exported
+    record = app.serve_student(student_id, "llama.cpp")
+    assert record["gguf"].endswith("student-q8_0.gguf")
+    result = app.run("route", {"message": {"text": "refund my card"}}, tier="student", escalate=False)
+    assert result.tier == "student"
+    trace = app.store.trace(result.trace_ids[0])
+    assert trace.raw[0]["engine"] == "llama.cpp" and trace.model == f"local:{student_id}"
+
+
+def test_llama_cpp_accepts_the_exported_gbnf_and_samples_valid_answers(exported, tmp_path):
+    """The grammar in protege_serving.json parses in llama.cpp, and answers sampled under it validate."""
+    app, student_id = exported
+    out = app.export_student(student_id, tmp_path / "g")
+    manifest = json.loads((out / "protege_serving.json").read_text())
+    grammar = llama_cpp.LlamaGrammar.from_string(manifest["grammar_gbnf"], verbose=False)
+    llm = llama_cpp.Llama(str(out / "student-q8_0.gguf"), n_ctx=512, verbose=False)
+    try:
+        for text in TEXTS[:3]:
+            prompt = manifest["prompt_template"].replace("{input}", json.dumps({"message": {"text": text}},
+                                                                             separators=(",", ":")))
+            done = llm.create_completion(prompt, grammar=grammar, max_tokens=32, temperature=0)
+            answer = json.loads(done["choices"][0]["text"])
+            assert answer["queue"] in ("billing", "bug", "account", "other")
+    finally:
+        llm.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def llama_server(exported, tmp_path):
+    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+    app, student_id = exported
+    out = app.export_student(student_id, tmp_path / "served")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(out / "student-q8_0.gguf"), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "1024", "--logits_all", "true", "--model_alias", "route-student"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(600):
+            if proc.poll() is not None:
+                pytest.fail(f"llama.cpp server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield app, student_id, url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_cascade_serves_from_a_real_llama_cpp_server_and_escalates_when_it_stops(llama_server):
+    app, student_id, url, proc = llama_server
+    app.serve_student(student_id, "openai:route-student", base_url=url, response_format="json_object")
+    result = app.run("route", {"message": {"text": "refund my card"}})
+    assert result.tier == "student", result.attempts
+    assert 0 < result.attempts[0].confidence <= 1  # from the server's logprobs
+    proc.terminate()
+    proc.wait(timeout=30)
+    result = app.run("route", {"message": {"text": "nice weather"}})
+    assert result.tier == "teacher" and not result.attempts[0].valid
+
+
+def test_q4_k_m_is_made_by_llama_cpps_quantizer_and_answers(exported, tmp_path):
+    """k-quants come from llama.cpp's own quantizer (the gguf package cannot write them)."""
+    import gguf
+
+    app, student_id = exported
+    out = app.export_student(student_id, tmp_path / "q4", quant="q4_k_m")
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["student-q4_k_m.gguf"]
+    assert gguf.GGUFReader(out / "student-q4_k_m.gguf").fields["general.file_type"].contents() == 15
+    answer = LocalModel(out, engine="llama.cpp").generate(requests(app)[0])
+    assert json.loads(answer.text)["queue"] in ("billing", "bug", "account", "other")

@@ -1,0 +1,126 @@
+"""Exporting a trained student: a merged checkpoint that answers as the student does, a GGUF with its Modelfile,
+the serving manifest (prompt template, schema, grammar), and clear errors for what cannot be exported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from serving_support import MESSAGES, make_app, trained_adapter
+from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
+
+from protege.agents.models.base import ModelRequest
+from protege.agents.models.chat_format import student_messages
+from protege.errors import UserError
+
+
+@pytest.fixture
+def served(tmp_path, tiny_base, tmp_path_factory):
+    app, student_id = make_app(tmp_path, tiny_base, trained_adapter(tiny_base, tmp_path_factory))
+    yield app, student_id
+    app.close()
+
+
+def requests(app) -> list[ModelRequest]:
+    schema = app.store.task("route").output_schema
+    return [ModelRequest(messages=student_messages("Sort the message into a queue.", {"message": {"text": text}}),
+                         output_schema=schema, max_tokens=64) for text, _ in MESSAGES]
+
+
+def test_hf_export_is_a_plain_checkpoint_that_answers_as_the_student(served, tmp_path, tiny_base):
+    """The merged checkpoint loads without the adapter, differs from the base, and gives the student's answers."""
+    from safetensors.numpy import load_file
+
+    from protege.agents.models.local import LocalModel
+
+    app, student_id = served
+    out = app.export_student(student_id, tmp_path / "hf", format="hf")
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "protege_serving.json"} <= names
+    assert "adapter_config.json" not in names
+    row = app.store.student(student_id)
+    student = LocalModel(tiny_base, adapter=row.adapter_path)
+    merged = LocalModel(out)
+    for req in requests(app):
+        assert merged.generate(req).text == student.generate(req).text
+    base_q = load_file(tiny_base / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
+    merged_q = load_file(out / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
+    assert abs(merged_q - base_q).max() > 1e-4  # the adapter is in the weights, not beside them
+
+
+def test_gguf_export_writes_the_model_a_modelfile_and_the_serving_manifest(served, tmp_path):
+    """The GGUF holds llama hyperparameters, the BPE vocabulary and chat template, q8_0 weights and f32 norms."""
+    import gguf
+
+    app, student_id = served
+    out = app.export_student(student_id, tmp_path / "gguf")
+    names = {p.name for p in out.iterdir()}
+    assert {"Modelfile", "protege_serving.json", "student-q8_0.gguf", "tokenizer.json"} <= names
+    assert not any(name.startswith(".") or name.endswith(".safetensors") for name in names)
+    reader = gguf.GGUFReader(out / "student-q8_0.gguf")
+    fields = {k: f.contents() for k, f in reader.fields.items() if k != "tokenizer.ggml.merges"}
+    assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 2
+    assert fields["tokenizer.ggml.model"] == "gpt2" and fields["tokenizer.ggml.pre"] == "smollm"
+    assert "<|im_start|>" in fields["tokenizer.chat_template"]
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == "Q8_0" and types["blk.0.attn_norm.weight"] == "F32"
+    assert "output.weight" not in types  # tied embeddings: llama.cpp reuses token_embd
+
+    modelfile = (out / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./student-q8_0.gguf\n")
+    assert "{{ .System }}" in modelfile and "{{ .Prompt }}" in modelfile and 'SYSTEM """Sort the message' in modelfile
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile
+
+    manifest = json.loads((out / "protege_serving.json").read_text())
+    assert manifest["student_id"] == student_id and manifest["quant"] == "q8_0"
+    assert manifest["output_schema"]["properties"]["queue"]["enum"] == ["billing", "bug", "account", "other"]
+    assert '"\\"billing\\""' in manifest["grammar_gbnf"]
+    prompt = manifest["prompt_template"].replace("{input}", '{"message":{"text":"hi"}}')
+    assert prompt.endswith('<|im_start|>user\n{"message":{"text":"hi"}}<|im_end|>\n<|im_start|>assistant\n')
+    assert manifest["openai_request"]["response_format"]["json_schema"]["schema"] == manifest["output_schema"]
+
+
+def test_f16_export_keeps_weights_in_half_precision(served, tmp_path):
+    import gguf
+
+    app, student_id = served
+    out = app.export_student(student_id, tmp_path / "f16", format="gguf", quant="f16")
+    reader = gguf.GGUFReader(out / "student-f16.gguf")
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {"F16"}
+
+
+def test_what_cannot_be_exported_is_a_user_error(served, tmp_path):
+    """Unknown id, bad format or quant, an existing folder, files altered or missing since training."""
+    app, student_id = served
+    with pytest.raises(UserError, match="no student 'nope'"):
+        app.export_student("nope", tmp_path / "a")
+    with pytest.raises(UserError, match="export format 'onnx'"):
+        app.export_student(student_id, tmp_path / "a", format="onnx")
+    with pytest.raises(UserError, match="quant 'q3'"):
+        app.export_student(student_id, tmp_path / "a", quant="q3")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(UserError, match="already exists"):
+        app.export_student(student_id, tmp_path / "taken")
+    row = app.store.student(student_id)
+    app.store.update_student(student_id, adapter_hash="0" * 64)
+    with pytest.raises(UserError, match="do not match the hash"):
+        app.export_student(student_id, tmp_path / "a")
+    app.store.update_student(student_id, adapter_path=str(tmp_path / "gone"), adapter_hash=row.adapter_hash)
+    with pytest.raises(UserError, match="files are missing"):
+        app.export_student(student_id, tmp_path / "a")
+    assert not (tmp_path / "a").exists() and not (tmp_path / ".a.tmp").exists()
+
+
+def test_the_cli_exports_and_refuses_an_existing_folder(served, tmp_path):
+    from typer.testing import CliRunner
+
+    from protege.cli import app as cli_app
+
+    app, student_id = served
+    base = ["--db", f"sqlite:///{tmp_path}/app.db", "--project-dir", str(tmp_path / ".protege")]
+    done = CliRunner().invoke(cli_app, [*base, "students", "export", student_id[:8], "--format", "hf",
+                                        "--out", str(tmp_path / "cli-hf")])
+    assert done.exit_code == 0, done.output
+    assert "exported student" in done.output and (tmp_path / "cli-hf" / "model.safetensors").is_file()
+    again = CliRunner().invoke(cli_app, [*base, "students", "export", student_id, "--out", str(tmp_path / "cli-hf")])
+    assert again.exit_code == 2 and "already exists" in again.output
