@@ -246,3 +246,39 @@ def test_where_no_sandbox_can_start_authored_programs_are_skipped_and_calls_stil
     assert [r.output.model_dump() for r in results] == [o for _, o in examples[40:43]]
     assert sum("not served or written" in m for m in caplog.messages) == 1
     again.close()
+
+
+def test_an_authored_program_the_teacher_disagrees_with_in_shadow_is_taken_out_of_service(tmp_path):
+    """Shadowing and demotion work for authored programs as for induced ones and students: once the workload's
+    meaning moves (the teacher now adds 1 to every total), shadow disagreement takes the program out of service,
+    and calls go back to the teacher."""
+    examples = invoices(100, seed=5)
+    answers = {input_hash(i): o for i, o in examples}
+    moved = {"on": False}
+
+    def teacher(req) -> ModelResponse:
+        out = dict(answers[input_hash(req.task_input)])
+        out["total"] = round(out["total"] + (1 if moved["on"] else 0), 2)
+        return ModelResponse(text=json.dumps(out), usage=Usage(input_tokens=900, output_tokens=40))
+
+    app = Protege(db=f"sqlite:///{tmp_path}/p.db", seed=1, program_author=code_author(CORRECT),
+                  teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5"),
+                  replay=FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"))
+
+    @app.task(policy=Policy(program_min_traces=30, shadow_rate=1.0, shadow_window=10))
+    def summarize(invoice: Invoice) -> Summary:
+        """Summarize an invoice: customer name, number of line items, total amount, priority (high if urgent)."""
+
+    _warm(app, examples[:40])
+    assert app.authored.current("summarize").verified and app.run("summarize", examples[40][0]).tier == "program"
+    app.wait()
+    moved["on"] = True
+    tiers = []
+    for inp, _ in examples[41:70]:
+        tiers.append(app.run("summarize", inp).tier)
+        app.wait()
+    assert tiers[0] == "program" and tiers[-1] == "teacher"
+    demoted = app.authored.current("summarize")
+    assert demoted.verified == [] and demoted.reason.startswith("demoted: shadow agreement")
+    assert app.skills.to_skill(app.skill("summarize")).metadata["program-fields"] == ""
+    app.close()

@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from protege.errors import UserError
@@ -49,6 +49,7 @@ class AuthoredProgram:
     written_by: str = "model"
     traces: int = 0        # valid teacher traces when it was written
     created_at: str = ""
+    reason: str = ""       # why no field is served any more (shadow disagreement), when so
 
     @property
     def by(self) -> str:
@@ -199,6 +200,26 @@ class AuthoredPrograms:
         fields = list(self.app.handle(task).spec.output_model.model_fields)
         return FieldChoice(induced, authored, self._sandbox, choice, fields)
 
+    def demote_if_disagreeing(self, task: TaskRuntime) -> bool:
+        """Take the authored program out of service when the teacher's shadow answers on program-served calls
+        since it was written agree less than `Policy.demote_below` (the rule induced programs and students
+        follow): a new skill version whose record verifies no field, the reason kept beside it."""
+        from protege.programs.service import base_skill, shadow_verdict
+
+        name = task.spec.name
+        program = self.current(name)
+        why = shadow_verdict(self.app.store, task, program.created_at) if program and program.verified else None
+        if why is None:
+            return False
+        log.warning("task %r: the authored program is %s", name, why)
+        demoted = replace(program, verified=[], reason=why, created_at=_now())
+        skill = base_skill(self.app.skills, name, task.spec.instructions)
+        skill = skill.model_copy(update={"files": {**skill.files, RECORD_FILE: demoted.record()},
+                                         "metadata": {**skill.metadata, "program-fields": ""}})
+        self.app.skills.add(name, skill, kind="authored", author_model=program.author)
+        self.invalidate(name)
+        return True
+
     # -- writing -----------------------------------------------------------------------------------------------
 
     def due(self, task: TaskRuntime) -> bool:
@@ -261,21 +282,24 @@ class AuthoredPrograms:
         return self.app.tiers.model(self.author)
 
     def _save(self, task: TaskRuntime, result: Any, traces: int) -> None:
-        from datetime import datetime, timezone
-
         from protege.programs.service import base_skill
         from protege.skills.program_author import with_program
 
         program = AuthoredProgram(
             source=result.source, field_agreement=result.field_agreement, verified=result.fields_verified,
             held_out=result.held_out, failed_cases=len(result.failures), author=result.author_model,
-            written_by=result.written_by, traces=traces,
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            written_by=result.written_by, traces=traces, created_at=_now())
         skill = with_program(base_skill(self.app.skills, task.spec.name, task.spec.instructions), result)
         skill = skill.model_copy(update={"files": {**skill.files, RECORD_FILE: program.record()}})
         self.app.skills.add(task.spec.name, skill, kind="authored", author_model=result.author_model,
                             source_trace_ids=result.shown_trace_ids)
         self.app.tiers.invalidate(task.spec.name)
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 __all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "authored_markdown", "choose", "stored_authored"]

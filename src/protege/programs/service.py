@@ -95,7 +95,11 @@ class ProgramService:
         """After a shadow of a program-served call: demote the programs if the teacher disagrees too often."""
         try:
             current = self.current(task.spec.name)
-            if current is not None and current.served and demote_if_disagreeing(self.app.store, task, current):
+            demoted = current is not None and current.served and demote_if_disagreeing(self.app.store, task, current)
+            authored = getattr(self.app, "authored", None)  # a program-served call may hold authored fields too
+            if authored is not None and authored.demote_if_disagreeing(task):
+                demoted = True
+            if demoted:
                 self.app.tiers.invalidate(task.spec.name)
         except Exception:
             log.exception("shadow check of the field programs of task %r failed", task.spec.name)
@@ -140,12 +144,9 @@ def demote_if_disagreeing(store: Any, task: Any, programs: ProgramSet) -> Progra
     shadow answers on program-served calls agree less than `Policy.demote_below`; None when they hold."""
     from datetime import datetime, timezone
 
-    policy = task.spec.policy
-    since = datetime.fromisoformat(programs.created_at) if programs.created_at else None
-    mean, n = store.shadow_agreement(task.spec.name, "program", window=policy.shadow_window, since=since)
-    if mean is None or n < min(policy.shadow_window, MIN_SHADOWS) or mean >= policy.demote_below:
+    why = shadow_verdict(store, task, programs.created_at)
+    if why is None:
         return None
-    why = f"demoted: shadow agreement {mean:.3f} over {n} calls < Policy.demote_below {policy.demote_below:.3f}"
     log.warning("task %r: field programs %s", task.spec.name, why)
     demoted = ProgramSet.from_json(programs.to_json())
     demoted.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -154,6 +155,19 @@ def demote_if_disagreeing(store: Any, task: Any, programs: ProgramSet) -> Progra
             fp.promoted, fp.reason = False, why
     save_programs(store, task.spec.name, demoted, instructions=task.spec.instructions, source_trace_ids=[])
     return demoted
+
+
+def shadow_verdict(store: Any, task: Any, created_at: str | None) -> str | None:
+    """Why programs written at `created_at` should leave service — the teacher's shadow answers on program-served
+    calls since then agree less than `Policy.demote_below` over enough calls — or None while they hold."""
+    from datetime import datetime
+
+    policy = task.spec.policy
+    since = datetime.fromisoformat(created_at) if created_at else None
+    mean, n = store.shadow_agreement(task.spec.name, "program", window=policy.shadow_window, since=since)
+    if mean is None or n < min(policy.shadow_window, MIN_SHADOWS) or mean >= policy.demote_below:
+        return None
+    return f"demoted: shadow agreement {mean:.3f} over {n} calls < Policy.demote_below {policy.demote_below:.3f}"
 
 
 def induce_stored(store: Any, task: str, fields: list[str], *, promote_at: float, instructions: str) -> ProgramSet:
