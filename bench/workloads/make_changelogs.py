@@ -9,10 +9,7 @@ Eight output fields: package, version, distribution, urgency, maintainer, email,
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-from pathlib import Path
 
 PACKAGES = ["zlib", "curl", "bash", "vim", "gawk", "sed", "libxml2", "openssl", "nginx", "python3.12", "tzdata"]
 DISTS = ["unstable", "experimental", "bookworm-security", "trixie"]
@@ -57,16 +54,7 @@ def generate(n: int, seed: int = 13) -> list[dict]:
     return [one(rng) for _ in range(n)]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=600)
-    ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
-    with args.out.open("w", encoding="utf-8") as f:
-        for row in generate(args.n, args.seed):
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    from jsonl_cli import write_jsonl_main
+
+    write_jsonl_main(generate, __doc__, seed=13)

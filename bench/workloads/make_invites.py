@@ -9,10 +9,7 @@ order), attendee_count, agenda_count.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-from pathlib import Path
 
 FIRST = ["Ana", "Bo", "Chiara", "Dmitri", "Eun-ji", "Farah", "Gustavo", "Hélène", "Ivo", "Jana", "Kofi", "Lena",
          "Mateo", "Nia", "Oskar", "Priya", "Quentin", "Rosa", "Søren", "Tariq"]
@@ -57,16 +54,7 @@ def generate(n: int, seed: int = 9) -> list[dict]:
     return [one(rng) for _ in range(n)]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=600)
-    ap.add_argument("--seed", type=int, default=9)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
-    with args.out.open("w", encoding="utf-8") as f:
-        for row in generate(args.n, args.seed):
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    from jsonl_cli import write_jsonl_main
+
+    write_jsonl_main(generate, __doc__, seed=9)

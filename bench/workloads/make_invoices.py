@@ -10,10 +10,7 @@ items), so a program has to find the structure rather than a fixed offset.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-from pathlib import Path
 
 VENDORS = ["Acme Tools Ltd", "Borealis Paper Co", "Cobalt Networks", "Delta Office GmbH", "Eastwind Foods",
            "Fjord Logistics AS", "Granite Hardware", "Helios Lighting", "Iris Medical Supply", "Juniper Textiles"]
@@ -68,16 +65,7 @@ def generate(n: int, seed: int = 5) -> list[dict]:
     return [one(rng) for _ in range(n)]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=600)
-    ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
-    with args.out.open("w", encoding="utf-8") as f:
-        for row in generate(args.n, args.seed):
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    from jsonl_cli import write_jsonl_main
+
+    write_jsonl_main(generate, __doc__, seed=5)

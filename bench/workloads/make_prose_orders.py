@@ -9,10 +9,7 @@ item_count (never written), po_number (null when absent).
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
-from pathlib import Path
 
 PRODUCTS = ["Laser Printer LX-500", "Silent Mouse M220", "Water Filter Jug", "ErgoChair Pro", "Privacy Screen 24",
             "Desk Lamp", "USB Hub 7-Port", "Whiteboard 90x60", "Label Tape 12mm", "Monitor Arm"]
@@ -54,16 +51,7 @@ def generate(n: int, seed: int = 21) -> list[dict]:
     return [one(rng) for _ in range(n)]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=600)
-    ap.add_argument("--seed", type=int, default=21)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args()
-    with args.out.open("w", encoding="utf-8") as f:
-        for row in generate(args.n, args.seed):
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 if __name__ == "__main__":
-    main()
+    from jsonl_cli import write_jsonl_main
+
+    write_jsonl_main(generate, __doc__, seed=21)

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from protege.agents.validate import strip_fences
 from protege.cli_schema import schema_errors
 from protege.errors import UserError
 from protege.store.models import new_id, utcnow
@@ -98,7 +99,7 @@ class Contract:
             if errors:
                 raise BadLine(f"the answer is not a valid output of task {self.task!r}: {'; '.join(errors[:3])}")
             return output.model_dump(mode="json")
-        value = _json_or_none(_strip_fences(text))
+        value = _json_or_none(strip_fences(text))
         if not isinstance(value, dict):
             raise BadLine("the last assistant turn is not a JSON object (a task's output is one)")
         errors = schema_errors(value, self.output_schema) if self.output_schema else []
@@ -234,14 +235,6 @@ def _json_or_none(text: str) -> Any:
         return _loads(text)
     except (ValueError, TypeError):  # orjson's JSONDecodeError is a ValueError too
         return None
-
-
-def _strip_fences(text: str) -> str:
-    t = text.strip()
-    if t.startswith("```") and t.endswith("```"):
-        t = t[3:-3].strip()
-        t = t[4:] if t.startswith("json") else t
-    return t
 
 
 def describe_bad(bad: list[tuple[int, str]], path: Path, *, show: int = 10) -> str:

@@ -25,7 +25,7 @@ from protege.agents.models.chat_format import student_messages
 from protege.agents.prompts import replay_messages, teacher_messages
 from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
 from protege.agents.tools import ToolBox
-from protege.agents.validate import validate_answer
+from protege.agents.validate import strip_fences, validate_answer
 from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError, ValidationFailed
 from protege.store import Store
 from protege.store.models import new_id
@@ -399,20 +399,12 @@ def with_fixed(text: str, fixed: dict[str, Any]) -> str:
     """A model's JSON answer with the program-decided fields put in (a model that did not honour them is
     overruled: the programs are verified, the model's guess for those fields is not). Non-JSON stays as is."""
     try:
-        answer = json.loads(_unfenced(text))
+        answer = json.loads(strip_fences(text))
     except ValueError:
         return text
     if not isinstance(answer, dict):
         return text
     return json.dumps({**answer, **fixed}, ensure_ascii=False)
-
-
-def _unfenced(text: str) -> str:
-    t = text.strip()
-    if t.startswith("```") and t.endswith("```"):
-        t = t[3:-3].strip()
-        t = t[4:] if t.startswith("json") else t
-    return t
 
 
 def _is_last(state: CascadeState, attempt: Attempt) -> bool:

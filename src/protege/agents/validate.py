@@ -14,7 +14,7 @@ def validate_answer(spec: TaskSpec, task_input: BaseModel, text: str) -> tuple[B
     if not text.strip():
         return None, ["empty answer: the model gave no final JSON"]
     try:
-        output = spec.parse_output(_strip_fences(text))
+        output = spec.parse_output(strip_fences(text))
     except ValidationError as exc:
         return None, [_describe(e) for e in exc.errors(include_url=False)[:8]]
     if spec.check is None:
@@ -31,7 +31,7 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{loc}: {err.get('msg', 'invalid')}"
 
 
-def _strip_fences(text: str) -> str:
+def strip_fences(text: str) -> str:
     """Models sometimes wrap JSON in ```json fences; accept that, nothing looser."""
     t = text.strip()
     if t.startswith("```") and t.endswith("```"):
