@@ -104,7 +104,8 @@ class AppTiers:
         if row is None:
             return None
         gate = stored_gate(row.metrics)
-        return StudentPick(self.model(f"local:{row.id}"), row.id, gate.min_confidence if gate else None)
+        return StudentPick(self.model(f"local:{row.id}"), row.id, gate.min_confidence if gate else None,
+                           (row.metrics or {}).get("field_accuracy"))
 
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None:
         name, policy = task.spec.name, task.spec.policy

@@ -174,3 +174,21 @@ def test_a_fault_in_the_programs_never_fails_a_call(tmp_path, monkeypatch):
     res = app.run("counted", inp)
     assert res.tier == "teacher" and res.output.changes == out["changes"] and res.program_fields == []
     app.close()
+
+
+def test_a_field_the_student_gets_right_more_often_than_its_program_is_left_to_the_student():
+    """A program right on 98% of held-out traces must not overrule a promoted student right on 100% of its eval
+    split; a field where the program is the better (or the student has no figure) stays fixed."""
+    from protege.agents.cascade import StudentPick, defer_to_student
+    from protege.programs.verify import FieldProgram, ProgramSet
+
+    programs = ProgramSet("t", {
+        "package": FieldProgram("package", [], right=98, wrong=2, promoted=True),
+        "changes": FieldProgram("changes", [], right=100, wrong=0, promoted=True),
+        "bugs": FieldProgram("bugs", [], right=90, wrong=10, promoted=True),
+    })
+    fixed = {"package": "zlib", "changes": 3, "bugs": [1]}
+    student = StudentPick(model=None, id="s", field_accuracy={"package": 1.0, "changes": 0.4})
+    assert defer_to_student(fixed, programs, student) == {"changes": 3, "bugs": [1]}
+    assert defer_to_student(fixed, programs, None) == fixed
+    assert defer_to_student(fixed, programs, StudentPick(model=None, id="s")) == fixed

@@ -57,6 +57,7 @@ class StudentPick(NamedTuple):
     model: Model
     id: str
     min_confidence: float | None = None
+    field_accuracy: dict[str, float] | None = None  # exact match per output field on its eval split
 
 
 class TierSource(Protocol):
@@ -173,7 +174,10 @@ class Cascade:
         # programs serve the cascade's own routing (and a forced program tier); a forced model tier answers alone,
         # so evaluating it measures that tier. `programs` is optional in a TierSource: older ones have none.
         programs = getattr(self.source, "programs", None) if tier in (None, "program") else None
-        fixed, program_errors = await decide_fields(programs(task) if programs else None, data)
+        source = programs(task) if programs else None
+        fixed, program_errors = await decide_fields(source, data)
+        if tier is None and fixed:
+            fixed = defer_to_student(fixed, source, self.source.student(task, forced=False))
         plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed, failed=bool(program_errors))
         digest = input_hash(data)
         run = {"id": new_id(), "task_name": task.spec.name, "task_version": task.version, "input": data,
@@ -381,6 +385,17 @@ async def decide_fields(programs: Any, data: dict[str, Any]) -> tuple[dict[str, 
     except Exception as exc:  # never fail the call: the models answer every field instead
         logging.getLogger("protege").exception("field programs failed on an input; the models answer it")
         return {}, [f"field programs failed: {type(exc).__name__}: {exc}"[:500]]
+
+
+def defer_to_student(fixed: dict[str, Any], programs: Any, pick: StudentPick | None) -> dict[str, Any]:
+    """Leave to the promoted student the fields it got right more often (exact match on its eval split) than their
+    program did on held-out traces: a program right 98% of the time must not overrule a student right 100%."""
+    student = pick.field_accuracy if pick is not None else None
+    accuracy = getattr(programs, "field_accuracy", None)
+    if not student or accuracy is None:
+        return fixed
+    programs_right = accuracy()
+    return {f: v for f, v in fixed.items() if student.get(f, 0.0) <= programs_right.get(f, 1.0)}
 
 
 def program_values(programs: Any, data: dict[str, Any]) -> dict[str, Any]:

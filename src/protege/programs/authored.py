@@ -110,6 +110,12 @@ class FieldChoice:
     def __post_init__(self) -> None:
         self.sandbox_fields = [f for f, src in self.choice.items() if src == "authored"]
 
+    def field_accuracy(self) -> dict[str, float]:
+        """Held-out accuracy of the program serving each field (induced or authored, as chosen)."""
+        induced = self.induced.field_accuracy() if self.induced is not None else {}
+        return {f: self.authored.field_agreement.get(f, 0.0) if src == "authored" else induced.get(f, 0.0)
+                for f, src in self.choice.items()}
+
     async def adecide(self, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         from protege.skills.program_run import arun_program
 

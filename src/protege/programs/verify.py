@@ -90,6 +90,10 @@ class ProgramSet:
     def served(self) -> dict[str, FieldProgram]:
         return {name: fp for name, fp in self.fields.items() if fp.promoted}
 
+    def field_accuracy(self) -> dict[str, float]:
+        """Held-out accuracy of each served field's program."""
+        return {name: fp.accuracy for name, fp in self.served.items() if fp.accuracy is not None}
+
     def apply(self, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The promoted fields' values on an input, and the promoted fields that refused it."""
         values, refused = {}, []
