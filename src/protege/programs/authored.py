@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from protege.errors import UserError
+from protege.programs.interpret import REFUSED
 from protege.skills.program_author import PROGRAM_FILE
 
 if TYPE_CHECKING:
@@ -106,9 +107,11 @@ class FieldChoice:
     output_fields: list[str]
     timeout_s: float = SERVE_TIMEOUT_S
     sandbox_fields: list[str] = field(init=False)
+    induced_fields: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self.sandbox_fields = [f for f, src in self.choice.items() if src == "authored"]
+        self.induced_fields = [f for f, src in self.choice.items() if src == "induced"]
 
     def field_accuracy(self) -> dict[str, float]:
         """Held-out accuracy of the program serving each field (induced or authored, as chosen)."""
@@ -120,9 +123,10 @@ class FieldChoice:
         from protege.skills.program_run import arun_program
 
         values: dict[str, Any] = {}
-        if self.induced is not None:
-            found, _refused = self.induced.apply(data)
-            values = {k: v for k, v in found.items() if self.choice.get(k) == "induced"}
+        for name in self.induced_fields:  # only the fields the induced programs serve: no work thrown away
+            value = self.induced.fields[name].apply(data)
+            if value is not REFUSED:
+                values[name] = value
         try:
             answer = await arun_program(self.sandbox, self.authored.source, data, self.sandbox_fields,
                                         self.output_fields, timeout_s=self.timeout_s)
