@@ -129,8 +129,8 @@ class ProgramAuthor:
         if not getattr(self.model, "writes_prose", False):
             result.note = f"author model {self.model_name!r} answers tasks but cannot write code (writes_prose=False)"
             return result
-        sources, held = await self._rounds(contract, skill, shown, held, scorer)
-        return self._result(result, sources, held, scorer, promote_at)
+        sources, held, scored = await self._rounds(contract, skill, shown, held, scorer)
+        return self._result(result, sources, held, scorer, promote_at, scored)
 
     def _split(self, contract: TaskContract, examples: list[Example]) -> tuple[list[Example], list[Example]]:
         """A diverse sample to show the author; the rest (capped) is held out for verification."""
@@ -145,14 +145,17 @@ class ProgramAuthor:
         return shown, [e for e in examples if id(e) not in chosen][: self.max_held_out]
 
     async def _rounds(self, contract: TaskContract, skill: Any, shown: list[Example], held: list[Example],
-                      scorer: Scorer) -> tuple[list[str], list[Example]]:
-        """Ask, verify, revise from the best candidate's failures; returns every candidate and the final held-out."""
+                      scorer: Scorer) -> tuple[list[str], list[Example], dict[str, Verification]]:
+        """Ask, verify, revise from the best candidate's failures; returns every candidate, the final held-out and
+        the last round's verifications (made on that same held-out set)."""
         sources = _programs(await self._ask(self._write_prompt(contract, skill, shown), WRITE_ACTION, contract))
         tried = list(dict.fromkeys(sources[: self.candidates]))
         best: Verification | None = None
         for round_no in range(self.rounds + 1):
+            scored: dict[str, Verification] = {}
             for source in sources[: self.candidates]:
-                v = verify(self.sandbox, source, held, scorer, timeout_s=self.timeout_s, round_no=round_no)
+                v = scored[source] = verify(self.sandbox, source, held, scorer, timeout_s=self.timeout_s,
+                                            round_no=round_no)
                 best = v if best is None or v.rank > best.rank else best
             if best is None or best.agreement >= 1.0 or round_no == self.rounds:
                 break
@@ -165,18 +168,19 @@ class ProgramAuthor:
             sources = _programs(await self._ask(prompt, REVISE_ACTION, contract))
             tried += [s for s in sources[: self.candidates] if s not in tried]
             best = None  # scored again on the smaller held-out set next round
-        return tried, held
+        return tried, held, scored
 
     def _result(self, result: ProgramResult, sources: list[str], held: list[Example], scorer: Scorer,
-                promote_at: float) -> ProgramResult:
-        """Score every candidate on the final held-out set (no author call saw it) and keep the best."""
+                promote_at: float, scored: dict[str, Verification]) -> ProgramResult:
+        """Score every candidate on the final held-out set (no author call saw it; `scored` already are) and keep
+        the best."""
         result.candidates, result.author_calls = len(sources), len(self.last_responses)
         result.held_out, result.held_out_trace_ids = len(held), [e.trace_id for e in held if e.trace_id]
         if not sources:
             result.note = "the author's replies held no ```python program"
             return result
-        scored = [verify(self.sandbox, s, held, scorer, timeout_s=self.timeout_s) for s in sources]
-        best = max(scored, key=lambda v: v.rank)
+        final = [scored.get(s) or verify(self.sandbox, s, held, scorer, timeout_s=self.timeout_s) for s in sources]
+        best = max(final, key=lambda v: v.rank)
         result.source, result.agreement = best.source, best.agreement
         result.field_agreement, result.failures = best.field_agreement, best.failures
         result.fields_left_out = best.left_out

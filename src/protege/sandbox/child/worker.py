@@ -47,8 +47,9 @@ def main() -> int:
 def setup(init: dict, fd_in: int, fd_out: int) -> tuple[guarding.Guard | None, dict]:
     """Preload what programs may import, then apply the layers; strict mode fails on a missing kernel layer."""
     scratch, strict, limits = init["scratch"], init["strict"], init["limits"]
-    guard = guarding.Guard(frozenset(init["allowed_imports"])) if init["guard"] else None
-    guarding.Guard(frozenset(init["allowed_imports"])).preload()  # warm either way: the files are unreadable later
+    preloaded = guarding.Guard(frozenset(init["allowed_imports"]))
+    preloaded.preload()  # warm either way: the files are unreadable later
+    guard = preloaded if init["guard"] else None
     for module in ("landlockpy", "pyseccomp"):  # import before Landlock hides site-packages
         try:
             __import__(module)
