@@ -10,8 +10,9 @@ import json
 import pytest
 from pydantic import BaseModel
 from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
+from test_cascade import Tiers
 
-from protege.agents.cascade import Cascade, StudentPick, TaskRuntime
+from protege.agents.cascade import Cascade, TaskRuntime
 from protege.agents.models.answer_profile import AnswerProfile
 from protege.agents.models.base import Message, ModelRequest, ModelResponse, Usage
 from protege.agents.tools import ToolBox
@@ -71,29 +72,6 @@ def student(tiny_base, **kw):
     return LocalModel(tiny_base, threads=2, prompt_lookup=False, **kw)
 
 
-class Tiers:
-    def __init__(self, student_model, teacher):
-        self.s, self.t = student_model, teacher
-
-    def teacher(self, task):
-        return self.t
-
-    def replay(self, task):
-        return self.t
-
-    def student(self, task, *, forced):
-        return StudentPick(self.s, "stu-loop", None)
-
-    def skill(self, task, *, forced):
-        return None
-
-    def prior_art(self, task):
-        return []
-
-    def cost(self, model, usage):
-        return 0.0
-
-
 class Teacher:
     name, price_as, writes_prose = "t", None, False
 
@@ -107,7 +85,7 @@ def serve(tmp_path, model):
     try:
         task = TaskRuntime(TaskSpec(read_note, policy=Policy(shadow_rate=0)), 1, ToolBox([]))
         inp = task.spec.parse_input((), NOTE)
-        result = asyncio.run(Cascade(store, Tiers(model, Teacher())).run(task, inp))
+        result = asyncio.run(Cascade(store, Tiers(Teacher(), student=model)).run(task, inp))
         return result, [store.trace(t) for t in result.trace_ids]
     finally:
         store.close()

@@ -255,9 +255,10 @@ class Cascade:
         task, spec, fixed = state["task"], state["task"].spec, state.get("fixed") or {}
         t0 = time.perf_counter()
         text = json.dumps(fixed, ensure_ascii=False)
-        output, errors = validate_answer(spec, state["input"], text) if fixed else (None, ["no program applies"])
         if state.get("program_errors"):  # a program failed on this input: recorded here, the next tier answers
             output, errors = None, list(state["program_errors"])
+        else:
+            output, errors = validate_answer(spec, state["input"], text) if fixed else (None, ["no program applies"])
         valid = not errors
         latency = time.perf_counter() - t0
         trace = {

@@ -38,12 +38,12 @@ class Attempt(BaseModel):
     confidence: float | None = Field(None, description="the answer's mean token probability (local models)")
     field_confidences: dict[str, float] | None = Field(
         None, description="each output field the model chose → the probability of its least-sure token")
+    program_fields: list[str] = Field(default_factory=list)  # output fields a verified program decided
 
     @property
     def gate_confidence(self) -> float | None:
         """What the confidence gate went by: the least-sure field's confidence, else `confidence`."""
         return gate_confidence(self.confidence, self.field_confidences)
-    program_fields: list[str] = Field(default_factory=list)  # output fields a verified program decided
 
 
 class RunResult(BaseModel):
