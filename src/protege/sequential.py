@@ -45,14 +45,6 @@ def path(scores: Iterable[float], bar: float) -> Iterator[float]:
         yield sum(m) / len(m)
 
 
-def detector(scores: Iterable[float], bar: float) -> float:
-    """The statistic after all of `scores` (1.0 before any)."""
-    last = 1.0
-    for last in path(scores, bar):
-        pass
-    return last
-
-
 def first_alarm(scores: Iterable[float], bar: float, alpha: float = ALPHA) -> int | None:
     """1-based index of the shadow at which the test first alarms, or None."""
     return next((i for i, stat in enumerate(path(scores, bar), 1) if stat >= 1.0 / alpha), None)
