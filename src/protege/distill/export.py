@@ -119,11 +119,12 @@ def content_hash(file_hashes: dict[str, str]) -> str:
 
 
 @contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
+def atomic_dir(final: Path, *, what: str = "dataset folder", advice: str = "build into a new folder"
+               ) -> Iterator[Path]:
     """Yield a hidden temporary sibling of `final`; on success rename it to `final` (atomic on one file system),
     on any error remove it. A crash mid-write leaves at most a `.<name>.tmp` folder, never `final`."""
     if final.exists():
-        raise UserError(f"dataset folder {str(final)!r} already exists; build into a new folder")
+        raise UserError(f"{what} {str(final)!r} already exists; {advice}")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from protege.distill.export import atomic_dir
 from protege.errors import UserError
 
 SERVING_FILE = "protege_serving.json"
@@ -42,17 +43,8 @@ def export_student(store: Any, student_id: str, out: str | Path, *, fmt: str = "
     if task is None:
         raise UserError(f"student {row.id!r} belongs to task {row.task_name!r}, which is not in this store")
     adapter = _verified_files(row)
-    if out.exists():
-        raise UserError(f"output folder {str(out)!r} already exists; export into a new folder (or remove it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
+    with atomic_dir(out, what="output folder", advice="export into a new folder (or remove it)") as stage:
         _write(stage, row, task, adapter, base_dir(row.base), fmt, quant)
-        stage.rename(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out
 
 
@@ -82,7 +74,6 @@ def _verified_files(row: Any) -> Path:
 
 
 def _write(stage: Path, row: Any, task: Any, adapter: Path, base: Path, fmt: str, quant: str) -> None:
-    stage.mkdir(parents=True)
     checkpoint = stage if fmt == "hf" else stage / ".merged"
     tokenizer = merge_student(base, adapter, checkpoint, half=quant == "f16")
     files = [p.name for p in sorted(checkpoint.iterdir()) if p.is_file()]
