@@ -104,7 +104,7 @@ class ToolBox:
             return await tool(call.arguments, self.timeout), True
         except ValidationError as exc:
             return f"error: bad arguments for {call.name!r}: {exc.errors(include_url=False)}", False
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return f"error: tool {call.name!r} timed out after {self.timeout:g}s", False
         except Exception as exc:  # a tool's bug must not take the call down
             return f"error: tool {call.name!r} raised {type(exc).__name__}: {exc}", False

@@ -39,8 +39,8 @@ from protege.distill.neardup import DEFAULT_THRESHOLD, NUM_PERM, NearDupIndex, i
 from protege.distill.redact import MODES, may_need_redaction, redact_json
 from protege.distill.redact import redact as redact_text
 from protege.errors import UserError
-from protege.store.store import DATASET_TIERS
 from protege.store.models import DatasetRow, new_id
+from protege.store.store import DATASET_TIERS
 from protege.tasks import input_hash
 
 TIER_RANK = {"teacher": 3, "import": 2, "replay": 1}

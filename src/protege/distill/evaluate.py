@@ -2,8 +2,9 @@
 
 The student answers every eval input with the same prompt it was trained on (the row's messages minus the
 answer), in batches when the model decodes several at once (`LocalModel`). Its parsed answers are scored
-against the teacher's validated outputs and, when rows carry reference labels, against those too. `retention` = student score / teacher score, where the teacher score is the
-teacher's own agreement with the references (1.0 when there are none: the teacher is then the reference).
+against the teacher's validated outputs and, when rows carry reference labels, against those too. `retention` =
+student score / teacher score, where the teacher score is the teacher's own agreement with the references (1.0
+when there are none: the teacher is then the reference).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _answer_all(model: Model, requests: list[ModelRequest], progress) -> list[tu
 def _answer_one(model: Model, request: ModelRequest) -> ModelResponse | Exception:
     try:
         return _run_sync(model.request(request))
-    except Exception as exc:  # noqa: BLE001 - a failed answer is a failed answer; the report counts it
+    except Exception as exc:  # a failed answer is a failed answer; the report counts it
         return exc
 
 
@@ -156,7 +157,7 @@ def _run_sync(coro):
     def runner():
         try:
             result["value"] = asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as exc:  # re-raised in the caller's thread
             result["error"] = exc
 
     thread = threading.Thread(target=runner)

@@ -9,7 +9,7 @@ counted apart — a refusal leaves the field to the next tier, which is safe, a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from protege.programs.induce import induce, same
@@ -84,7 +84,7 @@ class ProgramSet:
     induce_s: float = 0.0
     train: int = 0      # traces induced on
     heldout: int = 0    # traces held out for verification
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def served(self) -> dict[str, FieldProgram]:

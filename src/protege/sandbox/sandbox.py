@@ -141,7 +141,7 @@ class Sandbox:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 (interpreter shutdown)
+        except Exception:  # interpreter shutdown
             pass
 
     def _take(self) -> _Worker:

@@ -21,7 +21,9 @@ def compact_json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def student_messages(instructions: str, task_input: dict[str, Any], tools: list[ToolSpec] | None = None) -> list[Message]:
+def student_messages(
+    instructions: str, task_input: dict[str, Any], tools: list[ToolSpec] | None = None
+) -> list[Message]:
     """The student's prompt: instructions (+ tool list) as system, the input as compact JSON."""
     system = instructions.strip()
     if tools:

@@ -183,7 +183,7 @@ def decode(batch: Batch, answers: list[Answer]) -> list[Any]:
                 feeds[index] = _advance(answers[index], _row_logits(logits, row, keeps[row]), batch, row)
             except StopIteration as done:
                 results[index] = done.value
-            except Exception as exc:  # noqa: BLE001 - one answer's failure is that answer's, not the batch's
+            except Exception as exc:  # one answer's failure is that answer's, not the batch's
                 results[index] = exc
         if len(feeds) < len(active):
             if feeds:

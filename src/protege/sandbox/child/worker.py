@@ -17,9 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import confine  # noqa: E402  (the sibling modules, found through the line above)
-import guard as guarding  # noqa: E402
-from protocol import ProtocolError, read_frame, write_frame  # noqa: E402
+import confine  # the sibling modules, found through the line above
+import guard as guarding
+from protocol import ProtocolError, read_frame, write_frame
 
 MAX_REQUEST = 64 * 1024 * 1024
 MAX_ERROR_CHARS = 2000
@@ -106,7 +106,7 @@ def _run(request: dict, guard: guarding.Guard | None, programs: dict, max_output
     try:
         code = _compiled(request["source"], guard, programs)
         namespace = guard.globals() if guard else {"__name__": "program"}
-        exec(code, namespace)  # noqa: S102 (the point of the sandbox)
+        exec(code, namespace)  # the point of the sandbox
         entry = namespace.get(request["entry"])
         if not callable(entry):
             return _fail("invalid_program", f"the program defines no function {request['entry']!r}")
@@ -119,7 +119,7 @@ def _run(request: dict, guard: guarding.Guard | None, programs: dict, max_output
         return _fail("invalid_program", f"SyntaxError: {exc}")
     except MemoryError:
         return _fail("memory", "the program ran out of its memory limit")
-    except BaseException as exc:  # noqa: BLE001 (SystemExit and friends are a failed call, not a dead worker)
+    except BaseException as exc:  # SystemExit and friends are a failed call, not a dead worker
         return _fail("exception", _describe(exc))
     return _encoded(value, max_output)
 
@@ -156,7 +156,7 @@ def _describe(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
     except CallTimeout:
         raise
-    except BaseException:  # noqa: BLE001 (a hostile __str__)
+    except BaseException:  # a hostile __str__
         return type(exc).__name__
 
 
