@@ -63,7 +63,8 @@ def _in_daemon_thread(name: str, fn: Callable[..., Any], kwargs: dict[str, Any])
             future.set_result(result)
 
     def work() -> None:
-        result, error = None, None
+        result: Any = None
+        error: BaseException | None = None
         try:
             result = context.run(fn, **kwargs)
         except StopIteration as exc:  # a future cannot carry StopIteration (as in coroutines)

@@ -57,8 +57,9 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
         except json.JSONDecodeError:
             continue
         if isinstance(body, dict) and isinstance(body.get("name"), str):
-            args = body.get("arguments") if isinstance(body.get("arguments"), dict) else {}
-            calls.append(ToolCall(id=f"call_{i}", name=body["name"], arguments=args))
+            arguments = body.get("arguments")
+            calls.append(ToolCall(id=f"call_{i}", name=body["name"],
+                                  arguments=arguments if isinstance(arguments, dict) else {}))
     return calls
 
 
