@@ -95,7 +95,11 @@ def verify(sandbox: Any, source: str, examples: list[Example], scorer: Scorer, *
            round_no: int = 0) -> Verification:
     """Score `source` on `examples` (each run in the sandbox); every case counts, a failed run scores 0."""
     totals = {name: 0.0 for name in scorer.fields}
-    overall, failures, failed_at, errors, fatal, left_out = 0.0, [], [], {}, 0, set()
+    overall, fatal = 0.0, 0
+    failures: list[FailingCase] = []
+    failed_at: list[int] = []
+    errors: dict[str, int] = {}  # failed runs by kind
+    left_out: set[str] = set()
     for index, example in enumerate(examples):
         expected = scorer.parse(example.output)
         if fatal >= MAX_FATAL:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import time
+from types import CodeType
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,7 +74,7 @@ def setup(init: dict, fd_in: int, fd_out: int) -> tuple[guarding.Guard | None, d
 
 
 def serve(init: dict, guard: guarding.Guard | None, fd_in: int, fd_out: int) -> None:
-    programs: dict[str, object] = {}
+    programs: dict[str, CodeType] = {}
     signal.signal(signal.SIGALRM, _on_alarm)
     while True:
         try:
@@ -88,7 +89,7 @@ def serve(init: dict, guard: guarding.Guard | None, fd_in: int, fd_out: int) -> 
         write_frame(fd_out, reply)
 
 
-def call(request: dict, guard: guarding.Guard | None, programs: dict, max_output: int) -> dict:
+def call(request: dict, guard: guarding.Guard | None, programs: dict[str, CodeType], max_output: int) -> dict:
     """Run `entry(**kwargs)` of the program under a wall-clock alarm; every outcome is a reply, never a raise."""
     start = time.perf_counter()
     signal.setitimer(signal.ITIMER_REAL, max(float(request["timeout_s"]), 0.001))
@@ -102,7 +103,7 @@ def call(request: dict, guard: guarding.Guard | None, programs: dict, max_output
     return reply
 
 
-def _run(request: dict, guard: guarding.Guard | None, programs: dict, max_output: int) -> dict:
+def _run(request: dict, guard: guarding.Guard | None, programs: dict[str, CodeType], max_output: int) -> dict:
     try:
         code = _compiled(request["source"], guard, programs)
         namespace = guard.globals() if guard else {"__name__": "program"}
@@ -136,7 +137,7 @@ def _encoded(value: object, max_output: int) -> dict:
     return {"ok": True, "value": value}
 
 
-def _compiled(source: str, guard: guarding.Guard | None, programs: dict) -> object:
+def _compiled(source: str, guard: guarding.Guard | None, programs: dict[str, CodeType]) -> CodeType:
     code = programs.get(source)
     if code is None:
         tree = guarding.check_source(source, guard.allowed) if guard else source
