@@ -58,7 +58,7 @@ def run(ctx: Context) -> Result:
         try:
             stand_in = warm_up(app)
             records, events = stream(app, stand_in, ctx, folder / "logs" / f"distill-{TASK}.log", distills)
-            mark_shadowed(app, records)
+            mark_shadows(app, records)
             new_id = events.get("promoted", {}).get("student_id")
             evaluation = evaluate_new_inputs(app, new_id, ctx) if new_id else None
             students = {d["student_id"]: _student_facts(app.store.student(d["student_id"]))
@@ -98,7 +98,8 @@ def stream(app: Any, stand_in: Any, ctx: Context, log_path: Path, distills: list
     """Call the task once per second — layout a for BEFORE calls, then layout b — until AFTER_PROMOTION calls have
     followed a re-distilled student's promotion (or LIMIT_S). Returns the calls and the milestones (first call at
     which each was seen); `distills` gets each distill's lease info."""
-    rng, records, events = random.Random(1), [], {}
+    rng, records = random.Random(1), []
+    events: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
     i = 0
     while True:
@@ -130,11 +131,10 @@ def call_record(i: int, t: float, inp: dict, res: Any) -> dict[str, Any]:
     """One call: who served it, whether the served answer is right, and what the student itself answered (its
     attempt comes first when it is tried, and is kept when the call escalates)."""
     first = res.attempts[0] if res.attempts else None
-    tried = first is not None and first.tier == "student"
     return {"i": i, "t": t, "run_id": res.run_id, "layout": "b" if inp["email"]["headers"] else "a", "tier": res.tier,
             "student_id": res.attempts[-1].student_id if res.tier == "student" else None,
             "right": res.output.model_dump() == truth(inp),
-            "student_right": answer_right(first.text, inp) if tried else None,
+            "student_right": answer_right(first.text, inp) if first is not None and first.tier == "student" else None,
             "cost_usd": res.cost_usd, "latency_s": res.latency_s}
 
 
@@ -185,16 +185,15 @@ def observe(app: Any, stand_in_id: str, log_path: Path, events: dict[str, dict[s
     return seen
 
 
-def mark_shadowed(app: Any, records: list[dict[str, Any]]) -> None:
-    """Note the calls the teacher shadowed (a check of the student that costs a teacher call, off the call's path)."""
-    from sqlalchemy import select
-
-    from protege.store.models import ShadowRow
-
-    with app.store.engine.connect() as conn:
-        runs = {run for (run,) in conn.execute(select(ShadowRow.run_id).where(ShadowRow.task_name == TASK))}
+def mark_shadows(app: Any, records: list[dict[str, Any]]) -> None:
+    """Note the calls the teacher shadowed, and what that cost: a shadow checks the student off the call's path, so
+    its teacher call is not in the call's RunResult.cost_usd."""
+    cost: dict[str, float] = {}
+    for trace in app.store.traces(TASK, tier="teacher", shadow=True, limit=None):
+        cost[trace.run_id] = cost.get(trace.run_id, 0.0) + trace.cost_usd
     for r in records:
-        r["shadowed"] = r.pop("run_id") in runs
+        run = r.pop("run_id")
+        r["shadowed"], r["shadow_usd"] = run in cost, cost.get(run, 0.0)
 
 
 def _failed(distills: list[dict[str, Any]]) -> bool:
@@ -271,10 +270,9 @@ def summarize(records: list[dict[str, Any]], events: dict[str, dict[str, Any]], 
 
 def segment_cost(records: list[dict[str, Any]], teacher_per_call: float) -> dict[str, Any]:
     """What these calls cost: served (RunResult.cost_usd) plus the teacher's shadows, against teacher-only."""
-    shadows = sum(bool(r.get("shadowed")) for r in records)
-    served = sum(r["cost_usd"] for r in records)
-    return {"calls": len(records), "served_usd": served, "shadows": shadows, "shadow_usd": shadows * teacher_per_call,
-            "usd": served + shadows * teacher_per_call, "teacher_only_usd": len(records) * teacher_per_call}
+    served, shadow = sum(r["cost_usd"] for r in records), sum(r.get("shadow_usd", 0.0) for r in records)
+    return {"calls": len(records), "served_usd": served, "shadows": sum(bool(r.get("shadowed")) for r in records),
+            "shadow_usd": shadow, "usd": served + shadow, "teacher_only_usd": len(records) * teacher_per_call}
 
 
 def after_promotion(after: list[dict[str, Any]]) -> dict[str, Any] | None:

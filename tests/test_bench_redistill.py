@@ -29,7 +29,7 @@ def calls(tiers: str, *, wrong: set[int] = frozenset(), student_id: str = "new")
 
 def test_summary_counts_milestones_after_the_shift_and_prices_the_stream_against_the_teacher():
     records = calls("ss" + "t" * 6 + "ssts", wrong={9})
-    records[10]["shadowed"] = True  # a shadow costs a teacher call, off the call's path
+    records[10].update(shadowed=True, shadow_usd=0.01)  # a shadow costs a teacher call, off the call's path
     events = {"demoted": {"call": 3, "t": 4.0}, "promoted": {"call": 7, "t": 8.0, "student_id": "new"},
               "served": {"call": 8, "t": 9.0}}
     s = redistill.summarize(records, events, [], before=2)
