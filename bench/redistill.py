@@ -24,7 +24,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, median
 from typing import Any
 
 from bench.common import Context, Headline, Result, Table
@@ -63,12 +63,13 @@ def run(ctx: Context) -> Result:
             evaluation = evaluate_new_inputs(app, new_id, ctx) if new_id else None
             students = {d["student_id"]: _student_facts(app.store.student(d["student_id"]))
                         for d in distills if d.get("student_id")}
+            drift = drift_after_promotion(app, new_id)
             machine_per_hour = app.prices.machine_price_per_hour()
         finally:
             app.close()
             _stop_worker(distills)
     summary = summarize(records, events, distills, before=BEFORE)
-    summary.update(evaluation=evaluation, students=students, new_student=new_id,
+    summary.update(evaluation=evaluation, students=students, new_student=new_id, drift_after_promotion=drift,
                    distill_cost_usd=sum(d.get("wall_s") or 0.0 for d in distills) * machine_per_hour / 3600)
     return build_result(summary, records)
 
@@ -135,6 +136,7 @@ def call_record(i: int, t: float, inp: dict, res: Any) -> dict[str, Any]:
             "student_id": res.attempts[-1].student_id if res.tier == "student" else None,
             "right": res.output.model_dump() == truth(inp),
             "student_right": answer_right(first.text, inp) if first is not None and first.tier == "student" else None,
+            "student_confidence": first.confidence if first is not None and first.tier == "student" else None,
             "cost_usd": res.cost_usd, "latency_s": res.latency_s}
 
 
@@ -183,6 +185,18 @@ def observe(app: Any, stand_in_id: str, log_path: Path, events: dict[str, dict[s
     if new_id is not None and record["tier"] == "student" and record["student_id"] == new_id:
         mark("served")
     return seen
+
+
+def drift_after_promotion(app: Any, student_id: str | None) -> dict[str, Any] | None:
+    """What the drift monitor made of the re-distilled student: its alerts (each shadows the next
+    `drift_shadow_calls` calls), and whether the student is still promoted."""
+    status = app.lifecycle.drift.status(TASK) or {}
+    row = app.store.student(student_id) if student_id else None
+    if row is None:
+        return None
+    mine = status.get("student_id") == student_id
+    return {"alerts": status.get("alerts", 0) if mine else 0, "last_alert": status.get("last_alert") if mine else None,
+            "state": row.state}
 
 
 def mark_shadows(app: Any, records: list[dict[str, Any]]) -> None:
@@ -236,7 +250,9 @@ def _student_facts(row: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     metrics, train = row.metrics or {}, (row.metrics or {}).get("train", {})
+    confidences = [c for c in metrics.get("confidences") or [] if c is not None]
     return {"id": row.id, "retention": metrics.get("retention"), "exact_match": metrics.get("exact_match"),
+            "eval_confidence_p50": median(confidences) if confidences else None,
             "eval_rows": metrics.get("n"), "train_rows": train.get("rows"), "train_s": train.get("wall_s"),
             "train_tokens_per_s": train.get("tokens_per_s"), "headline": metrics.get("headline"),
             "params": row.params}
@@ -281,9 +297,11 @@ def after_promotion(after: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not after:
         return None
     tried = [r["student_right"] for r in after if r["student_right"] is not None]
+    confidences = [r["student_confidence"] for r in after if r.get("student_confidence") is not None]
     return {"calls": len(after), "student_share": sum(r["tier"] == "student" for r in after) / len(after),
             "served_quality": sum(r["right"] for r in after) / len(after),
-            "student_tried": len(tried), "student_quality": sum(tried) / len(tried) if tried else None}
+            "student_tried": len(tried), "student_quality": sum(tried) / len(tried) if tried else None,
+            "confidence_p50": median(confidences) if confidences else None}
 
 
 def build_result(summary: dict[str, Any], records: list[dict[str, Any]]) -> Result:
@@ -327,7 +345,26 @@ def build_result(summary: dict[str, Any], records: list[dict[str, Any]]) -> Resu
         + " Cost: RunResult.cost_usd of every served call (teacher priced as Opus, a local student its wall time at "
         "the machine price, the stand-in student $0) plus one teacher call per shadow, against the same calls at the "
         "teacher's price; the distill's compute is priced apart, at the machine price.")
+    drift_note = _drift_note(summary)
+    if drift_note:
+        result.notes.append(drift_note)
     return result
+
+
+def _drift_note(summary: dict[str, Any]) -> str | None:
+    """Say so when the early signal fired on the re-distilled student: its shadows are most of the cost after it."""
+    drift, post = summary.get("drift_after_promotion") or {}, summary.get("after_promotion") or {}
+    if not drift.get("alerts"):
+        return None
+    facts = (summary.get("students") or {}).get(summary.get("new_student")) or {}
+    at_eval, serving = facts.get("eval_confidence_p50"), post.get("confidence_p50")
+    compare = (f" (median confidence {serving:.4f} serving vs {at_eval:.4f} on its eval split at promotion)"
+               if at_eval is not None and serving is not None else "")
+    return (f"After the promotion the drift monitor's early signal fired on the re-distilled student {drift['alerts']} "
+            f"time(s) — {drift['last_alert']}{compare} — and shadowed the next calls at 100%: hence the shadows after "
+            f"the promotion. "
+            + ("The shadows agreed: the student is still promoted at the end." if drift["state"] == "promoted"
+               else f"The student is {drift['state']} at the end."))
 
 
 def milestone_table(summary: dict[str, Any]) -> Table:

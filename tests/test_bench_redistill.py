@@ -72,6 +72,11 @@ def test_the_report_names_each_distill_and_the_new_students_quality():
     assert result.tables[1].rows[0][:6] == ["promoted", "new", "300", 130, "120", "97.0%"]
     assert result.tables[2].rows[0][1:3] == ["93.0% of 100", "0.0%"]
     assert result.tables[3].rows[-1][4] == "0.0074"
+    assert len(result.notes) == 1  # no drift alert on the new student: no note about it
+    s["drift_after_promotion"] = {"alerts": 1, "last_alert": "confidence (KS 0.71)", "state": "promoted"}
+    s["students"]["new"]["eval_confidence_p50"], s["after_promotion"]["confidence_p50"] = 0.9968, 0.9992
+    note = redistill.build_result(s, records).notes[-1]
+    assert "confidence (KS 0.71)" in note and "0.9992 serving vs 0.9968" in note and "still promoted" in note
 
 
 def test_call_record_keeps_the_students_own_answer_even_when_the_call_escalated():
