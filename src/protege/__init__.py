@@ -14,8 +14,7 @@ from protege.errors import (
     ValidationFailed,
 )
 from protege.tasks import Policy
-
-__version__ = "0.1.0"
+from protege.version import __version__
 
 __all__ = [
     "AllTiersFailed",

@@ -15,11 +15,11 @@ from protege.agents.models.base import Model
 from protege.agents.results import Attempt, RunResult
 from protege.agents.tools import ToolBox
 from protege.errors import UserError
-from protege.portal import Portal
+from protege.services.portal import Portal
+from protege.services.tiers import AppTiers
 from protege.settings import Settings
 from protege.store import Ledger, Store, TraceRow
 from protege.tasks import CheckFn, Policy, ScoreFn, TaskSpec
-from protege.tiers import AppTiers
 
 __all__ = ["Attempt", "Protege", "RunResult", "TaskHandle", "TraceRecord"]
 
@@ -117,7 +117,7 @@ class Protege:
         self.tasks: dict[str, TaskHandle] = {}
         self.tiers = AppTiers(self)
         self.portal = Portal()
-        from protege.lifecycle import Lifecycle
+        from protege.services.lifecycle import Lifecycle
 
         self.lifecycle = Lifecycle(self)
         from protege.programs.service import ProgramService
@@ -232,7 +232,7 @@ class Protege:
         """Build a dataset from the task's validated traces, train a student, evaluate it, promote if it passes."""
         from protege.distill.pipeline import distill
 
-        report = distill(self, self.handle(task), **options)
+        report = distill(self.store, self.handle(task).runtime, self.settings, self.base_dir, **options)
         self.tiers.invalidate(task)
         return report
 
@@ -263,7 +263,7 @@ class Protege:
         """Serve a student with "torch" (default), "llama.cpp" (its GGUF, exported once), or an OpenAI-compatible
         server: "openai:<served model name>" with base_url=... (vLLM, llama.cpp's server, Ollama;
         response_format="json_object" for llama-cpp-python's server)."""
-        from protege.serving import serve_student
+        from protege.services.serving import serve_student
 
         return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
 

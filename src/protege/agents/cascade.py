@@ -30,7 +30,7 @@ from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError
 from protege.store import Store
 from protege.store.models import new_id
 from protege.tasks import TaskSpec, input_hash
-from protege.telemetry import Telemetry
+from protege.telemetry.spans import Telemetry
 
 
 @dataclass
@@ -40,6 +40,17 @@ class TaskRuntime:
     spec: TaskSpec
     version: int
     tools: ToolBox
+
+
+class TaskEntry(Protocol):
+    """A registered task as the app's parts see it (the facade's TaskHandle): they never import the facade."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> TaskSpec: ...
+    @property
+    def runtime(self) -> TaskRuntime: ...
 
 
 @dataclass

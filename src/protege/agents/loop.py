@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from protege.agents.tools import ToolBox
-from protege.telemetry import current_attempt
+from protege.telemetry.spans import current_attempt
 
 
 class LoopResult(BaseModel):

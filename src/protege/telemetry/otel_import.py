@@ -24,7 +24,7 @@ from typing import Any
 from protege.cli_import import BadLine, Contract, ImportPlan, convert_tools, trace_from_chat
 from protege.errors import UserError
 from protege.store.models import utcnow
-from protege.telemetry import genai as g
+import protege.telemetry.genai as g
 
 
 @dataclass

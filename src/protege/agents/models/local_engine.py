@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from protege.agents.models.chat_render import render_chat
 from protege.agents.models.decoding import Grammar, State
 from protege.agents.models.local_batch import Answer, Batch, Feed, Forget, PrefixCache, decode
 from protege.errors import ModelError, ProtegeError, UserError
@@ -157,8 +158,6 @@ class Engine:
     # -- public ----------------------------------------------------------------------------------------------------
 
     def job(self, messages: list[dict[str, str]], grammar: Grammar | None, max_tokens: int, draft: bool = True) -> Job:
-        from protege.agents.models.local import render_chat
-
         return Job(render_chat(self.tokenizer, messages, generation_prompt=True), grammar, max_tokens, draft)
 
     def run(self, jobs: list[Job], batch_size: int | None = None) -> list[Generation | Exception]:
