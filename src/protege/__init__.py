@@ -3,6 +3,8 @@
 Public API re-exports only; nothing heavy is imported here (torch, transformers and textual load lazily).
 """
 
+from typing import Any
+
 from protege.errors import (
     AllTiersFailed,
     BudgetExceeded,
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # the facade pulls in langgraph; load it on first use
+def __getattr__(name: str) -> Any:  # the facade pulls in langgraph; load it on first use
     if name in ("Protege", "RunResult"):
         from protege import app
 

@@ -98,7 +98,7 @@ class Protege:
         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off. `program_author`: who writes programs for tasks
         with Policy(program=True) once they have program_min_traces teacher traces — "teacher", a model spec or a
         Model; default None: off, since authoring spends teacher money (induced programs need no author)."""
-        overrides = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
+        overrides: dict[str, Any] = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
                      "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
         self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
@@ -106,7 +106,8 @@ class Protege:
         self.replay_spec: str | Model = replay if replay is not None else self.settings.replay
         from protege.telemetry.exporter import make_telemetry
 
-        self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)  # checked first
+        # checked first: a bad endpoint fails before anything is opened
+        self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)
         self.store = Store(self.settings.db_url)
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
@@ -149,7 +150,8 @@ class Protege:
                 output_schema=spec.output_schema, instructions=spec.instructions,
                 policy=spec.policy.model_dump(mode="json"),
             )
-            runtime = TaskRuntime(spec=spec, version=row.version, tools=ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s))
+            toolbox = ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s)
+            runtime = TaskRuntime(spec=spec, version=row.version, tools=toolbox)
             handle = TaskHandle(self, runtime)
             self.tasks[spec.name] = handle
             self.lifecycle.work.resume(runtime)  # background work an earlier process left unfinished
@@ -171,7 +173,8 @@ class Protege:
         h = self.handle(task)
         data = input.model_dump() if isinstance(input, BaseModel) else input
         if not isinstance(data, dict):
-            raise UserError(f"input for task {h.name!r} must be a dict of its parameters {h.spec.params!r}, got {data!r}")
+            raise UserError(f"input for task {h.name!r} must be a dict of its parameters {h.spec.params!r}, "
+                            f"got {data!r}")
         return h.run_args((), data, tier=tier, escalate=escalate)
 
     async def arun(self, task: str | TaskHandle, input: dict[str, Any], *, tier: str | None = None,

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protege.errors import UserError
@@ -91,7 +92,9 @@ def stored_authored(store: Any, task: str) -> AuthoredProgram | None:
 def choose(induced: ProgramSet | None, authored: AuthoredProgram | None) -> dict[str, str]:
     """Per served field, its source: "induced" or "authored" (the better held-out accuracy; ties: induced)."""
     choice = {name: "induced" for name in (induced.served if induced is not None else {})}
-    for name in authored.verified if authored is not None else ():
+    if authored is None:
+        return choice
+    for name in authored.verified:
         mine = authored.field_agreement.get(name, 0.0)
         theirs = induced.fields.get(name) if induced is not None else None
         if theirs is None or not theirs.promoted or (theirs.accuracy or 0.0) < mine:
@@ -126,8 +129,9 @@ class FieldChoice:
         from protege.skills.program_run import arun_program
 
         values: dict[str, Any] = {}
+        induced = self.induced.fields if self.induced is not None else {}
         for name in self.induced_fields:  # only the fields the induced programs serve: no work thrown away
-            value = self.induced.fields[name].apply(data)
+            value = induced[name].apply(data)
             if value is not REFUSED:
                 values[name] = value
         try:
@@ -246,7 +250,9 @@ class AuthoredPrograms:
         follow): a new skill version whose record verifies no field, the reason kept beside it."""
         name = task.spec.name
         program = self.current(name)
-        why = shadow_verdict(self.app.store, task, program.created_at) if program and program.verified else None
+        if program is None or not program.verified:
+            return False
+        why = shadow_verdict(self.app.store, task, program.created_at)
         if why is None:
             return False
         log.warning("task %r: the authored program is %s", name, why)
@@ -334,9 +340,10 @@ class AuthoredPrograms:
 
 
 def _now() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "authored_markdown", "choose", "stored_authored"]
+__all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "authored_markdown", "choose",
+           "stored_authored"]

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protege.programs.render import render
@@ -114,7 +115,8 @@ class ProgramService:
         """After a shadow of a program-served call: demote the programs if the teacher disagrees too often."""
         try:
             current = self.current(task.spec.name)
-            demoted = current is not None and current.served and demote_if_disagreeing(self.app.store, task, current)
+            demoted = bool(current is not None and current.served
+                           and demote_if_disagreeing(self.app.store, task, current))
             authored = getattr(self.app, "authored", None)  # a program-served call may hold authored fields too
             if authored is not None and authored.demote_if_disagreeing(task):
                 demoted = True
@@ -158,14 +160,14 @@ def stored_programs(store: Any, task: str) -> ProgramSet | None:
 def demote_if_disagreeing(store: Any, task: Any, programs: ProgramSet) -> ProgramSet | None:
     """Take a task's programs out of service (a new skill version with no field served) when the teacher's
     shadow answers on program-served calls agree less than `Policy.demote_below`; None when they hold."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     why = shadow_verdict(store, task, programs.created_at)
     if why is None:
         return None
     log.warning("task %r: field programs %s", task.spec.name, why)
     demoted = ProgramSet.from_json(programs.to_json())
-    demoted.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    demoted.created_at = datetime.now(UTC).isoformat(timespec="seconds")
     for fp in demoted.fields.values():
         if fp.promoted:
             fp.promoted, fp.reason = False, why

@@ -9,8 +9,15 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from protege.services.drift import REFERENCE_INPUTS, CHECK_EVERY, MIN_RECENT, Reference, TaskDrift, build_reference, \
-    shifts
+from protege.services.drift import (
+    CHECK_EVERY,
+    MIN_RECENT,
+    REFERENCE_INPUTS,
+    Reference,
+    TaskDrift,
+    build_reference,
+    shifts,
+)
 from protege.store.models import utcnow
 
 if TYPE_CHECKING:

@@ -103,7 +103,7 @@ class Lifecycle:
                 await self._revise(task, approved, rescued, rescue)
         elif approved is None and (latest is None or latest.status in ("rejected", "retired")):
             await self._write(task)
-        elif approved is None and latest.status == "draft":
+        elif approved is None and latest is not None and latest.status == "draft":
             self._draft_seen[name] = time.monotonic()  # a reviewer's turn: don't re-query on every teacher call
         if task.spec.policy.skill_approval == "evidence":
             await self._try_evidence(task)
@@ -119,7 +119,8 @@ class Lifecycle:
         from protege.skills.author import SkillAuthor
 
         store, name = self.app.store, task.spec.name
-        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False, limit=AUTHOR_TRACES)
+        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False,
+                                         limit=AUTHOR_TRACES)
         if not traces:
             return
         prior = self.app.tiers.prior_art(task)
@@ -198,12 +199,13 @@ class Lifecycle:
             self._distill_wait[name] = (missing - 1, checked)  # this success is one of the missing traces
             return None
         self._distill_wait[name] = (1 << 30, time.monotonic())  # concurrent successes wait for this check
+        gap: int | None = None
+        proc = None
         try:
-            missing, proc = await asyncio.to_thread(self._auto_distill_step, task)
+            gap, proc = await asyncio.to_thread(self._auto_distill_step, task)
         except Exception:  # optional background work: never the caller's problem
             log.exception("auto_distill check for task %r failed", name)
-            missing, proc = None, None
-        self._distill_wait[name] = (missing if missing else 1 << 30, time.monotonic())
+        self._distill_wait[name] = (gap if gap else 1 << 30, time.monotonic())
         return proc
 
     def _auto_distill_step(self, task: TaskRuntime) -> tuple[int | None, Any]:

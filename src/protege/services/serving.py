@@ -10,7 +10,7 @@ and the TUI see it; the student tier builds the student's model from it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,7 +63,7 @@ def serve_student(app: ServingHost, student_id: str, host: str, *, base_url: str
     row = app.store.student(student_id)
     if row is None:
         raise UserError(f"no student {student_id!r}; list students with `protege students`")
-    record: dict[str, Any] = {"host": host, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record: dict[str, Any] = {"host": host, "since": datetime.now(UTC).isoformat(timespec="seconds")}
     if host.startswith("openai:"):
         from protege.agents.models.hosted import HostedStudent
 
@@ -104,9 +104,8 @@ def student_model(row: Any, base_dir: Callable[[str], Path], *, copy_constraint:
     from protege.agents.models.local import LocalModel
 
     if host == "llama.cpp":
-        from protege.agents.models.llama_cpp import LlamaCppModel
-
         from protege.agents.models.answer_profile import read_profile
+        from protege.agents.models.llama_cpp import LlamaCppModel
 
         return LlamaCppModel(serving["gguf"], name=name, copy_constraint=copy_constraint,
                              profile=read_profile(row.adapter_path))

@@ -106,7 +106,8 @@ class AppTiers:
 
     def teacher(self, task: TaskRuntime) -> Model:
         model = self.model(self.app.teacher_spec)
-        caps = {task.spec.name: task.spec.policy.teacher_budget_usd, ALL_TASKS: self.app.settings.teacher_budget_usd_per_day}
+        caps = {task.spec.name: task.spec.policy.teacher_budget_usd,
+                ALL_TASKS: self.app.settings.teacher_budget_usd_per_day}
         if all(cap is None for cap in caps.values()):
             return model
         return BudgetedModel(model, self.app.store, task.spec.name, caps, self.app.prices)
@@ -150,7 +151,8 @@ class AppTiers:
             if self.app.store.skill(name) is not None:
                 return []
             try:
-                return [row.text for row, _ in self.app.store.search_skills(task.spec.instructions, exclude_task=name, limit=2)]
+                found = self.app.store.search_skills(task.spec.instructions, exclude_task=name, limit=2)
+                return [row.text for row, _ in found]
             except UserError:
                 return []
 

@@ -144,11 +144,13 @@ class Telemetry:
 def _global_provider() -> Any:
     """The global TracerProvider if the app configured one; None otherwise. An app that set a provider has
     imported opentelemetry.trace, so when the module is not loaded there is nothing to look up (or import)."""
-    trace = sys.modules.get("opentelemetry.trace")
+    trace: Any = sys.modules.get("opentelemetry.trace")
     if trace is None:
         if not os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"):
             return None
-        from opentelemetry import trace
+        import importlib
+
+        trace = importlib.import_module("opentelemetry.trace")
     provider = trace.get_tracer_provider()
     return None if isinstance(provider, trace.ProxyTracerProvider) else provider
 
