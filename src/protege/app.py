@@ -98,8 +98,8 @@ class Protege:
         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off. `program_author`: who writes programs for tasks
         with Policy(program=True) once they have program_min_traces teacher traces — "teacher", a model spec or a
         Model; default None: off, since authoring spends teacher money (induced programs need no author)."""
-        overrides: dict[str, Any] = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
-                     "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
+        overrides: dict[str, Any] = {"db": db, "project_dir": project_dir, "student_base": student_base,
+                                     "prices": prices, "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
         self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
         self.teacher_spec: str | Model = teacher if teacher is not None else self.settings.teacher
