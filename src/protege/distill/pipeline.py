@@ -88,7 +88,7 @@ def distill(
     built = build_dataset(
         store, spec.name, instructions=spec.instructions, out_dir=settings.project_dir / "datasets",
         redact=spec.policy.redact, eval_fraction=eval_fraction, seed=seed,
-        tools=task.tools.specs or None, references=references, progress=report,
+        tools=[*task.tools.specs] or None, references=references, progress=report,
         contract=(task.version, spec.output_model),
     )
     train_rows, eval_rows = read_jsonl(built.train_path), read_jsonl(built.eval_path)
@@ -177,18 +177,19 @@ def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, st
     if retention >= target:
         return True, f"retention {retention:.3f} ≥ Policy.promote_at {target:.3f}"
     reason = f"retention {retention:.3f} < Policy.promote_at {target:.3f}"
-    gate = cross_fitted(metrics["confidences"], metrics["scores"], target=target)
-    if gate is None:
+    floor = cross_fitted(metrics["confidences"], metrics["scores"], target=target)
+    if floor is None:
         return False, f"{reason}, and no confidence floor reaches it"
-    honest = (f"gated at confidence ≥ {gate.min_confidence:.3f} it keeps {gate.coverage:.0%} of eval answers "
-              f"(their quality {gate.kept_quality:.3f}) and escalates the rest: end-to-end retention "
-              f"{gate.retention:.3f} ({gate.measured_on}; {gate.in_sample.retention:.3f} on the answers the floor "
-              f"was chosen on)")
-    if gate.retention < target:
+    chosen_on = (f"; {floor.in_sample.retention:.3f} on the answers the floor was chosen on"
+                 if floor.in_sample is not None else "")
+    honest = (f"gated at confidence ≥ {floor.min_confidence:.3f} it keeps {floor.coverage:.0%} of eval answers "
+              f"(their quality {floor.kept_quality:.3f}) and escalates the rest: end-to-end retention "
+              f"{floor.retention:.3f} ({floor.measured_on}{chosen_on})")
+    if floor.retention < target:
         return False, f"{reason}; {honest} < {target:.3f}"
-    if gate.coverage < policy.min_coverage:
-        return False, f"{reason}; {honest}, but {gate.coverage:.0%} < Policy.min_coverage {policy.min_coverage:.0%}"
-    metrics["gate"] = gate.model_dump()
+    if floor.coverage < policy.min_coverage:
+        return False, f"{reason}; {honest}, but {floor.coverage:.0%} < Policy.min_coverage {policy.min_coverage:.0%}"
+    metrics["gate"] = floor.model_dump()
     return True, f"{reason} alone; {honest} ≥ {target:.3f}"
 
 

@@ -368,8 +368,8 @@ def _load(base: Path, adapter: Path | None, device, dtype: str):
         if device.type != "cpu":
             raise UserError(f"dtype='int8' runs on the CPU only; device is {device.type!r}: use 'auto' or 'bfloat16'")
         # torch's stubs type quantize_dynamic through its decorator, which hides the real signature
-        model = torch.ao.quantization.quantize_dynamic(  # type: ignore[call-arg]
-            model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
+        model = torch.ao.quantization.quantize_dynamic(
+            model.eval(), {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[call-arg]
         return tokenizer, model
     model = model.to(device=device, dtype=_inference_dtype(dtype, device)).eval()
     return tokenizer, model
