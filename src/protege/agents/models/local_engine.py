@@ -367,11 +367,10 @@ def _load(base: Path, adapter: Path | None, device, dtype: str):
     if dtype == "int8":  # weights in int8, activations quantized on the fly: decoding is memory-bound on a CPU
         if device.type != "cpu":
             raise UserError(f"dtype='int8' runs on the CPU only; device is {device.type!r}: use 'auto' or 'bfloat16'")
-        # torch's stubs type quantize_dynamic through its decorator, which hides the real signature
-        model = torch.ao.quantization.quantize_dynamic(
-            model.eval(), {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[call-arg]
+        model = torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
         return tokenizer, model
-    model = model.to(device=device, dtype=_inference_dtype(dtype, device)).eval()
+    # transformers types PreTrainedModel.to through a decorator that hides its signature
+    model = model.to(device=device, dtype=_inference_dtype(dtype, device)).eval()  # type: ignore[call-arg]
     return tokenizer, model
 
 
