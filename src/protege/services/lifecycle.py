@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from protege.agents.cascade import TaskEntry, TaskRuntime
 from protege.agents.models.base import Usage
 from protege.agents.results import Attempt
-from protege.services.drift_monitor import DriftHost
+from protege.services.drift_monitor import DriftHost, DriftMonitor
 from protege.services.redistill import LaunchHost
 from protege.store import StudentRow, TraceRow
 
@@ -53,7 +53,6 @@ class LifecycleHost(DriftHost, LaunchHost, Protocol):
 class Lifecycle:
     def __init__(self, app: LifecycleHost):
         from protege.services.background import BackgroundWork
-        from protege.services.drift_monitor import DriftMonitor
 
         self.app = app
         self._busy: set[str] = set()
