@@ -21,10 +21,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import protege.telemetry.genai as g
 from protege.cli_import import BadLine, Contract, ImportPlan, convert_tools, trace_from_chat
 from protege.errors import UserError
 from protege.store.models import utcnow
-from protege.telemetry import genai as g
 
 
 @dataclass
