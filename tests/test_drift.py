@@ -30,6 +30,9 @@ def test_sequential_test_alarms_fast_below_the_bar_and_not_above_it():
 def test_ks_statistic():
     assert ks_statistic([1, 2, 3], [1, 2, 3]) == 0
     assert ks_statistic([1, 2, 3], [10, 11, 12]) == 1
+    assert ks_statistic([1, 2, 3], [10, 11, 12], side=-1) == 0  # b rose: not a fall
+    assert ks_statistic([10, 11, 12], [1, 2, 3], side=-1) == 1
+    assert ks_statistic([1, 2, 3], [10, 11, 12], side=1) == 1
 
 
 def test_early_signal_fires_on_the_shifted_layout_and_not_on_more_of_the_same():
@@ -44,6 +47,7 @@ def test_early_signal_fires_on_the_shifted_layout_and_not_on_more_of_the_same():
     moved = " ".join(shifts(ref, observed("b", (0.93, 0.99))))
     assert "input length" in moved and "unseen words" in moved and "inputs with unseen fields 100%" in moved
     assert shifts(ref, observed("a", (0.5, 0.8))) == ["confidence (KS 1.00)"]
+    assert shifts(ref, observed("a", (0.999, 1.0))) == []  # surer than at promotion: no reason for shadows
     assert shifts(ref, observed("a", (0.93, 0.99), escalated=True)) == ["escalated 100% vs 0%"]
 
 

@@ -7,7 +7,9 @@ What is compared, on the last `WINDOW` calls the student was tried on:
 - the share of calls whose input has a field (JSON path) none of those inputs had;
 - the share of calls its answer was escalated (gate or validation), against the eval's 1 − gate coverage.
 
-Continuous features use a two-sample Kolmogorov–Smirnov test, shares an exact one-sided binomial test; each at
+Continuous features use a two-sample Kolmogorov–Smirnov test — one-sided where only one direction is trouble:
+confidence alarms when it falls, the unseen-word share when it rises (a student surer than at promotion, or inputs
+closer to its training set, is no reason to spend shadows) — shares an exact one-sided binomial test; each at
 level `ALPHA`, small enough that the five together rarely fire on an unchanged stream. When one fires, the task's
 shadow rate is raised to `Policy.drift_shadow_rate` for `Policy.drift_shadow_calls` calls, so the sequential
 agreement test (.sequential) gets its evidence within tens of calls instead of hundreds. A boost that ends
@@ -33,6 +35,8 @@ CHECK_EVERY = 2  # compare every this many calls (a KS test costs O(n log n): ~0
 ALPHA = 1e-4  # each test's level per check: five tests every 2 calls rarely fire on an unchanged stream
 SHARE_FLOOR = 0.005  # a share measured as 0% at promotion is taken as this: 3 hits in 20 are a shift, 1 is not
 KS_C_ALPHA = math.sqrt(-math.log(ALPHA / 2) / 2)  # the two-sample KS critical constant c(α)
+KS_C_ALPHA_ONE_SIDED = math.sqrt(-math.log(ALPHA) / 2)
+FALL, EITHER, RISE = -1, 0, 1  # which way a feature must move to count as drift
 REFERENCE_INPUTS = 400  # newest distilled-on inputs kept as the reference
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -99,11 +103,13 @@ def shifts(ref: Reference, recent: list[Observation]) -> list[str]:
     """What moved, in words (empty if nothing did)."""
     out = []
     conf = [o.confidence for o in recent if o.confidence is not None]
-    for name, a, b in (("confidence", ref.confidences, conf), ("input length", ref.lengths, [o.length for o in recent]),
-                       ("unseen words", ref.unseen_words, [o.unseen_words for o in recent])):
+    for name, a, b, side in (("confidence", ref.confidences, conf, FALL),
+                             ("input length", ref.lengths, [o.length for o in recent], EITHER),
+                             ("unseen words", ref.unseen_words, [o.unseen_words for o in recent], RISE)):
         if len(a) >= MIN_RECENT and len(b) >= MIN_RECENT:
-            d = ks_statistic(a, b)
-            if d > KS_C_ALPHA * math.sqrt((len(a) + len(b)) / (len(a) * len(b))):
+            d = ks_statistic(a, b, side)
+            c = KS_C_ALPHA if side == EITHER else KS_C_ALPHA_ONE_SIDED
+            if d > c * math.sqrt((len(a) + len(b)) / (len(a) * len(b))):
                 out.append(f"{name} (KS {d:.2f})")
     n = len(recent)
     for name, hits, p0 in (("inputs with unseen fields", sum(o.unseen_field for o in recent), ref.unseen_fields),
@@ -119,10 +125,14 @@ def binomial_tail(n: int, k: int, p: float) -> float:
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
 
 
-def ks_statistic(a: list[float] | list[int], b: list[float] | list[int]) -> float:
-    """Two-sample Kolmogorov–Smirnov statistic: the largest gap between the two empirical CDFs."""
+def ks_statistic(a: list[float] | list[int], b: list[float] | list[int], side: int = EITHER) -> float:
+    """Two-sample Kolmogorov–Smirnov statistic: the largest gap between the two empirical CDFs. `side` FALL counts
+    only gaps where `b` lies below `a` (its CDF above), RISE only where it lies above, EITHER both."""
     sa, sb = sorted(a), sorted(b)
-    return max(abs(bisect.bisect_right(sa, x) / len(sa) - bisect.bisect_right(sb, x) / len(sb)) for x in sa + sb)
+    gaps = (bisect.bisect_right(sb, x) / len(sb) - bisect.bisect_right(sa, x) / len(sa) for x in sa + sb)
+    if side == EITHER:
+        return max(abs(g) for g in gaps)
+    return max(0.0, max(g * -side for g in gaps))
 
 
 @dataclass
