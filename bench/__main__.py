@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
     """Run one benchmark; a missing piece or a failure becomes a 'not run' record instead of an exception."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     clock = time.perf_counter()
     record: dict[str, Any] = {"name": name, "quick": ctx.quick, "command": command, "started_at": started.isoformat(),
                               "machine": machine_info()}
@@ -61,7 +61,7 @@ def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
         record.update(status="not_run", reason=str(exc))
     except (ImportError, NotImplementedError) as exc:  # a piece another engineer is still finishing
         record.update(status="not_run", reason=f"{type(exc).__name__}: {exc or 'not implemented yet'}")
-    except Exception as exc:  # noqa: BLE001 — one broken benchmark must not stop the others
+    except Exception as exc:  # one broken benchmark must not stop the others
         record.update(status="not_run", reason=f"failed: {type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc(limit=8))
     record["wall_s"] = time.perf_counter() - clock
