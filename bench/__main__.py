@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only NAME[,NAME]] [--workloads NAME[,NAME]] [--reuse] [--data FILE]`: run the benchmarks, write BENCHMARKS.md.
+"""`python -m bench [--quick] [--only NAME[,NAME]] [--workloads NAME[,NAME]] [--reuse] [--data FILE]`: run the
+benchmarks, write BENCHMARKS.md.
 
 Each benchmark's result goes to bench/results/<name>.json; the report is then rendered from every result file
 there, so `--only overhead` refreshes one section and keeps the others (each says when and how it was run).

@@ -176,7 +176,8 @@ def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | No
             res = app.run(task, row["input"], tier=tier, escalate=tier is None)
             actual, cost, served_by = res.output, res.cost_usd, res.tier
             confidences.append(res.attempts[-1].confidence)
-        except (ValidationFailed, AllTiersFailed, ModelError) as exc:  # a failed answer counts as wrong, and its cost still counts
+        except (ValidationFailed, AllTiersFailed, ModelError) as exc:
+            # a failed answer counts as wrong, and its cost still counts
             attempts = getattr(exc, "attempts", None) or []
             actual, cost, served_by, invalid = None, sum(a.cost_usd for a in attempts), "failed", invalid + 1
             confidences.append(0.0)  # for a gate: a failed answer escalates whatever its confidence

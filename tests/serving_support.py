@@ -31,7 +31,8 @@ class Routing(BaseModel):
 
 
 def trained_adapter(tiny_base: Path, factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter on the tiny base, trained a few steps once per session (its weights moved: merging it changes the model)."""
+    """A LoRA adapter on the tiny base, trained a few steps once per session (its weights moved: merging it
+    changes the model)."""
     if "adapter" not in _MEMO:
         from protege.distill.train import TrainConfig, train_student
 

@@ -36,7 +36,8 @@ class Triage(BaseModel):
 def oracle(req):
     subject = req.task_input["ticket"]["subject"]
     queue = "billing" if any(w in subject for w in ("refund", "charge", "invoice")) else "bug"
-    return ModelResponse(text=json.dumps({"queue": queue, "priority": 2}), usage=Usage(input_tokens=200, output_tokens=20))
+    return ModelResponse(text=json.dumps({"queue": queue, "priority": 2}),
+                         usage=Usage(input_tokens=200, output_tokens=20))
 
 teacher = FunctionModel(oracle)
 app = Protege(teacher=teacher, replay=teacher)
