@@ -18,12 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, Context, NotRun, machine_info
-
-BENCHMARKS = ("overhead", "store", "dataset", "programs", "quality", "stream", "training", "inference", "engines",
-              "tui_bench", "sandbox", "drift", "authored")
-"""In run order: later ones reuse what earlier ones built (the quality benchmark's students).
-`tui_bench` (the review console at 100k traces) is another engineer's module, run here like the rest."""
+from bench.common import BENCHMARKS, RESULTS, Context, NotRun, machine_info
 
 
 def main(argv: list[str] | None = None) -> int:
