@@ -76,8 +76,9 @@ def run(ctx: Context) -> Result:
         f"Teacher: ReferenceModel answering from the labels, priced as {TEACHER_PRICE} on real token counts of its "
         f"prompt and answer (so its quality is 1 by construction and its cost is what Opus would charge). Replay: "
         f"{REPLAY}, the untrained local base model, with the teacher's approved skill in the prompt or without. "
-        f"Local tiers (and the TF-IDF baseline) cost their wall time at the machine price (settings.local_cost_per_hour; "
-        f"default a 2-vCPU cloud instance at $0.0893/h). Invalid = the answer failed validation (counted as wrong).")
+        f"Local tiers (and the TF-IDF baseline) cost their wall time at the machine price "
+        f"(settings.local_cost_per_hour; default a 2-vCPU cloud instance at $0.0893/h). Invalid = the answer failed "
+        f"validation (counted as wrong).")
     return result
 
 
