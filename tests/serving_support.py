@@ -1,6 +1,6 @@
 """A trained tiny student in a real store, for the export and serving tests.
 
-The tiny random Llama (student_support.tiny_base) is LoRA-trained a few steps on four rows, then recorded as
+The tiny random Llama (the `tiny_base` fixture) is LoRA-trained a few steps on four rows, then recorded as
 a student of a registered task, with the hash of its files, as `app.distill` would record it.
 """
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 from protege.auto_distill import distill_due, lease_name
 from protege.store import Store

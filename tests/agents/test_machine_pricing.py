@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 from protege import Protege
 from protege.agents import Usage
