@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only NAME[,NAME]] [--workloads NAME[,NAME]] [--reuse] [--data FILE]`: run the benchmarks, write BENCHMARKS.md.
+"""`python -m bench [--quick] [--only NAME[,NAME]] [--workloads NAME[,NAME]] [--reuse] [--data FILE]`: run the
+benchmarks, write BENCHMARKS.md.
 
 Each benchmark's result goes to bench/results/<name>.json; the report is then rendered from every result file
 there, so `--only overhead` refreshes one section and keeps the others (each says when and how it was run).
@@ -13,16 +14,11 @@ import sys
 import time
 import traceback
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, Context, NotRun, machine_info
-
-BENCHMARKS = ("overhead", "store", "dataset", "programs", "quality", "stream", "training", "inference", "engines",
-              "tui_bench", "sandbox", "drift", "redistill", "authored")
-"""In run order: later ones reuse what earlier ones built (the quality benchmark's students).
-`tui_bench` (the review console at 100k traces) is another engineer's module, run here like the rest."""
+from bench.common import BENCHMARKS, RESULTS, Context, NotRun, machine_info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
     """Run one benchmark; a missing piece or a failure becomes a 'not run' record instead of an exception."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     clock = time.perf_counter()
     record: dict[str, Any] = {"name": name, "quick": ctx.quick, "command": command, "started_at": started.isoformat(),
                               "machine": machine_info()}
@@ -61,7 +57,7 @@ def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
         record.update(status="not_run", reason=str(exc))
     except (ImportError, NotImplementedError) as exc:  # a piece another engineer is still finishing
         record.update(status="not_run", reason=f"{type(exc).__name__}: {exc or 'not implemented yet'}")
-    except Exception as exc:  # noqa: BLE001 — one broken benchmark must not stop the others
+    except Exception as exc:  # one broken benchmark must not stop the others
         record.update(status="not_run", reason=f"failed: {type(exc).__name__}: {exc}",
                       traceback=traceback.format_exc(limit=8))
     record["wall_s"] = time.perf_counter() - clock

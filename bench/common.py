@@ -1,4 +1,5 @@
-"""What every benchmark shares: the run context, the result shape, timing statistics and the machine description.
+"""What every benchmark shares: the run order, the run context, the result shape, timing statistics, the
+machine description.
 
 A benchmark module exposes `TITLE` and `run(ctx) -> Result`. It raises `NotRun` when something it needs is not
 here (a piece not landed yet, an unreachable server); any other exception is reported as a failure. Figures are
@@ -21,6 +22,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 SCRATCH = RESULTS / "tmp"  # git-ignored: stores, datasets, adapters made while benchmarking
+
+BENCHMARKS = ("overhead", "store", "dataset", "programs", "quality", "stream", "training", "inference",
+              "student_programs", "engines", "tui_bench", "sandbox", "drift", "redistill", "authored")
+"""In run order: later ones reuse what earlier ones built (the quality benchmark's students).
+`tui_bench` (the review console at 100k traces) is another engineer's module, run here like the rest."""
 
 
 class NotRun(Exception):
@@ -123,6 +129,13 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+# -- shared inputs ---------------------------------------------------------------------------------------------------
+
+def ticket(i: int) -> dict[str, Any]:
+    """The i-th support ticket of the overhead benchmarks (`overhead`, `overhead_otel`, `overhead_profile`)."""
+    return {"subject": f"ticket {i}: the export button does nothing", "body": f"Since update {i % 7} it fails."}
 
 
 # -- the machine -----------------------------------------------------------------------------------------------------

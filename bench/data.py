@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
@@ -135,7 +135,7 @@ def task_from_example(example: dict[str, Any], *, name: str, nullable: frozenset
     if not isinstance(out, dict):
         out = {"value": out}  # a bare output becomes {"value": ...}
     output_model = create_model(f"{name.title().replace('_', '')}Output",
-                                **{k: (Optional[_annotation(v)] if k in nullable else _annotation(v), ...)
+                                **{k: (_annotation(v) | None if k in nullable else _annotation(v), ...)
                                    for k, v in out.items()})
     params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(v)) for k, v in inp.items()]
 
@@ -157,7 +157,7 @@ def nullable_fields(rows: list[dict[str, Any]]) -> frozenset[str]:
 
 def _annotation(value: Any) -> Any:
     if value is None:
-        return Optional[Any]
+        return Any | None
     if isinstance(value, bool):
         return bool
     if isinstance(value, int):

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from bench.common import Context, Headline, Result, Table, latency_summary
+from bench.common import Context, Headline, Result, Table, latency_summary, ticket
 
 TITLE = "Framework overhead per call"
 TARGET_MS = 1.0
@@ -42,10 +42,6 @@ class Triage(BaseModel):
 def triage(ticket: Ticket) -> Triage:
     """Route a support ticket to a queue and set its priority (1 = urgent)."""
     raise NotImplementedError  # the body never runs: protege answers through its tiers
-
-
-def ticket(i: int) -> dict[str, Any]:
-    return {"subject": f"ticket {i}: the export button does nothing", "body": f"Since update {i % 7} it fails."}
 
 
 def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: bool = True) -> Result:

@@ -22,7 +22,7 @@ MODES = ("off", "provider + no-op exporter", "OTLP/HTTP exporter, batching")
 class _Sink(BaseHTTPRequestHandler):
     """An OTLP/HTTP endpoint that reads each export and answers 200 (an empty ExportTraceServiceResponse)."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
@@ -50,7 +50,7 @@ def run_tracing(ctx: Context, make_app: Callable[..., Any], model: Any, n: int, 
                 block: Callable[[Any, list], list[float]], ticket: Callable[[int], dict]) -> dict[str, Any]:
     """Latency summaries per mode, and (title, table, notes) for the report."""
     try:
-        import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+        import opentelemetry.exporter.otlp.proto.http
         import opentelemetry.sdk  # noqa: F401
     except ImportError:
         return {"skipped": "install protege[otel] to measure tracing overhead"}
@@ -85,12 +85,11 @@ def span_cost(n: int) -> dict[str, float]:
     """The span machinery alone, µs per call (median of 5 repeats): the three spans of a call made and ended with
     their attributes, in-thread, without the call itself, off and with an SDK provider (its processor hands each
     span to a no-op exporter in-thread, so a flood of spans is not dropped by a full batch queue)."""
-    from protege.telemetry import Telemetry
-
     import statistics
 
     from protege.agents.models.base import ModelRequest, ModelResponse, Usage
     from protege.agents.results import Attempt, RunResult
+    from protege.telemetry import Telemetry
 
     req = ModelRequest(messages=[], output_schema={})
     resp = ModelResponse(text="{}", usage=Usage(input_tokens=300, output_tokens=20), stop_reason="end_turn")

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
-from bench.common import Context, Table
+from bench.common import Context, Table, ticket
 
 BACKGROUND = ("trace", "skill", "traces", "search_skills", "add_skill")  # lifecycle hooks' store reads/writes
 FOREGROUND = ("record_attempt",)  # the one store write of a one-attempt call
@@ -60,8 +60,6 @@ def profile_calls(ctx: Context, make_app: Callable[[Context, Any], Any], model: 
 
 
 def _warm(app: Any) -> None:
-    from bench.overhead import ticket
-
     for i in range(50):  # first calls compile graphs, open connections, write the skill
         app.run("triage", {"ticket": ticket(-i - 1)})
     app.wait()
@@ -69,7 +67,6 @@ def _warm(app: Any) -> None:
 
 def _breakdown(ctx: Context, make_app: Callable[[Context, Any], Any], model: Any, n: int, *, hooks: bool
                ) -> dict[str, float]:
-    from bench.overhead import ticket
     from protege.agents.cascade import Hooks
 
     app = make_app(ctx, model)
@@ -182,8 +179,6 @@ def _breakdown_rows(ms: dict[str, float]) -> list[list[Any]]:
 
 
 def _profile_loop_thread(app: Any, n: int) -> pstats.Stats:
-    from bench.overhead import ticket
-
     prof = cProfile.Profile()
 
     async def switch(on: bool) -> None:

@@ -76,8 +76,9 @@ def run(ctx: Context) -> Result:
         f"Teacher: ReferenceModel answering from the labels, priced as {TEACHER_PRICE} on real token counts of its "
         f"prompt and answer (so its quality is 1 by construction and its cost is what Opus would charge). Replay: "
         f"{REPLAY}, the untrained local base model, with the teacher's approved skill in the prompt or without. "
-        f"Local tiers (and the TF-IDF baseline) cost their wall time at the machine price (settings.local_cost_per_hour; "
-        f"default a 2-vCPU cloud instance at $0.0893/h). Invalid = the answer failed validation (counted as wrong).")
+        f"Local tiers (and the TF-IDF baseline) cost their wall time at the machine price "
+        f"(settings.local_cost_per_hour; default a 2-vCPU cloud instance at $0.0893/h). Invalid = the answer failed "
+        f"validation (counted as wrong).")
     return result
 
 
@@ -101,7 +102,7 @@ def prepare(ctx: Context, w: Workload) -> Prepared:
         _require_student_pieces()
         p.report = app.distill(w.task_name, config=quick_train_config() if ctx.quick else None)
         ctx.shared.setdefault("distill", {})[w.name] = p.report.metrics
-    except Exception as exc:  # noqa: BLE001 — the other tiers still get measured
+    except Exception as exc:  # the other tiers still get measured
         p.distill_error = f"{type(exc).__name__}: {exc}"
     p.distill_s = time.perf_counter() - start
     cache[w.name] = p
@@ -176,7 +177,8 @@ def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | No
             res = app.run(task, row["input"], tier=tier, escalate=tier is None)
             actual, cost, served_by = res.output, res.cost_usd, res.tier
             confidences.append(res.attempts[-1].confidence)
-        except (ValidationFailed, AllTiersFailed, ModelError) as exc:  # a failed answer counts as wrong, and its cost still counts
+        except (ValidationFailed, AllTiersFailed, ModelError) as exc:
+            # a failed answer counts as wrong, and its cost still counts
             attempts = getattr(exc, "attempts", None) or []
             actual, cost, served_by, invalid = None, sum(a.cost_usd for a in attempts), "failed", invalid + 1
             confidences.append(0.0)  # for a gate: a failed answer escalates whatever its confidence
@@ -305,7 +307,7 @@ def _output_model(w: Workload) -> Any:
 def _guard(fn: Any) -> dict[str, Any]:
     try:
         return fn()
-    except Exception as exc:  # noqa: BLE001 — a tier whose piece has not landed is reported, not fatal
+    except Exception as exc:  # a tier whose piece has not landed is reported, not fatal
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
 
 

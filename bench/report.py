@@ -13,15 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, ROOT, fmt
+from bench.common import BENCHMARKS, RESULTS, ROOT, fmt
 
 REPORT = ROOT / "BENCHMARKS.md"
 PLOT = RESULTS / "benchmarks.png"
 
 
 def load_records(folder: Path = RESULTS) -> list[dict[str, Any]]:
-    from bench.__main__ import BENCHMARKS
-
     records = {}
     for path in folder.glob("*.json"):
         try:

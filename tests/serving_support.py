@@ -1,6 +1,6 @@
 """A trained tiny student in a real store, for the export and serving tests.
 
-The tiny random Llama (student_support.tiny_base) is LoRA-trained a few steps on four rows, then recorded as
+The tiny random Llama (the `tiny_base` fixture) is LoRA-trained a few steps on four rows, then recorded as
 a student of a registered task, with the hash of its files, as `app.distill` would record it.
 """
 
@@ -31,7 +31,8 @@ class Routing(BaseModel):
 
 
 def trained_adapter(tiny_base: Path, factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter on the tiny base, trained a few steps once per session (its weights moved: merging it changes the model)."""
+    """A LoRA adapter on the tiny base, trained a few steps once per session (its weights moved: merging it
+    changes the model)."""
     if "adapter" not in _MEMO:
         from protege.distill.train import TrainConfig, train_student
 

@@ -11,11 +11,11 @@ import textwrap
 import threading
 
 import pytest
+from triage_support import Ticket, Triage
 
 from protege import AllTiersFailed, BudgetExceeded, Policy, Protege, RunResult, UserError
 from protege.agents import FunctionModel
 from protege.agents.models.base import ModelResponse, Usage
-from triage_support import Ticket, Triage
 
 
 def oracle(req):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 from protege.services.redistill import distill_due, lease_name
 from protege.store import Store
@@ -36,7 +35,8 @@ class Triage(BaseModel):
 def oracle(req):
     subject = req.task_input["ticket"]["subject"]
     queue = "billing" if any(w in subject for w in ("refund", "charge", "invoice")) else "bug"
-    return ModelResponse(text=json.dumps({"queue": queue, "priority": 2}), usage=Usage(input_tokens=200, output_tokens=20))
+    return ModelResponse(text=json.dumps({"queue": queue, "priority": 2}),
+                         usage=Usage(input_tokens=200, output_tokens=20))
 
 teacher = FunctionModel(oracle)
 app = Protege(teacher=teacher, replay=teacher)

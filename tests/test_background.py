@@ -59,7 +59,8 @@ from protege.agents import FunctionModel
 from protege.agents.models.base import ModelResponse, Usage
 
 MARK = Path(sys.argv[2])
-SKILL = "---\\nname: shout\\ndescription: Upper-cases the text. Use for the shout task.\\n---\\n# Procedure\\nUpper-case it.\\n"
+SKILL = ("---\\nname: shout\\ndescription: Upper-cases the text. Use for the shout task.\\n---\\n"
+         "# Procedure\\nUpper-case it.\\n")
 
 async def teacher(req):
     if req.task_name.startswith("protege:"):  # the skill author's call

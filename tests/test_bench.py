@@ -31,6 +31,16 @@ def test_percentiles_interpolate_between_ranks():
     assert s["n"] == 100 and s["p50_ms"] == pytest.approx(1.0) and 1.0 < s["p99_ms"] < 101
 
 
+def test_bench_has_no_import_cycle():
+    """No bench module imports, even lazily, one that leads back to it: shared pieces live in lower modules."""
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("bench", cache_dir=None)
+    cycles = sorted({tuple(sorted((module, imported))) for module in graph.modules
+                     for imported in graph.find_modules_directly_imported_by(module)
+                     if graph.chain_exists(importer=imported, imported=module)})
+    assert not cycles, f"import cycles in bench: {cycles}"
+
+
 def test_overhead_measures_both_paths_against_their_baselines(ctx):
     """The overhead benchmark times protege and bare calls on both paths and writes traces to a real store."""
     from bench import overhead

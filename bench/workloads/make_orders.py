@@ -23,7 +23,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path from tests
-from order_vocab import (  # noqa: E402
+from order_vocab import (
     CITIES,
     CLOSINGS,
     COMPANIES,

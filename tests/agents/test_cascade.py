@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from triage_support import Ticket, Triage
 
 from protege.agents.cascade import Cascade, StudentPick, TaskRuntime
 from protege.agents.models.base import ModelRequest, ModelResponse, Usage
@@ -12,7 +13,6 @@ from protege.agents.tools import ToolBox
 from protege.errors import AllTiersFailed, UserError, ValidationFailed
 from protege.store import Store
 from protege.tasks import Policy, TaskSpec
-from triage_support import Ticket, Triage
 
 
 def triage(ticket: Ticket) -> Triage:

@@ -9,7 +9,6 @@ import json
 
 import pytest
 from pydantic import BaseModel
-from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 from test_cascade import Tiers
 
 from protege.agents.cascade import Cascade, TaskRuntime

@@ -13,7 +13,6 @@ import urllib.request
 
 import pytest
 from serving_support import MESSAGES, make_app, trained_adapter
-from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 from protege.agents import FunctionModel
 from protege.agents.models.base import ModelRequest

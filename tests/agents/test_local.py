@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
-from student_support import chat_row, smollm2_base, tiny_base  # noqa: F401 - fixtures
+from student_support import chat_row
 
 from protege.agents.models.base import Message, ModelRequest, resolve_model
 from protege.agents.models.decoding import Grammar

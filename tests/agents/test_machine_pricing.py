@@ -8,7 +8,6 @@ from protege import Protege
 from protege.agents import Usage
 from protege.agents.pricing import CPU_INSTANCE_PER_HOUR, GPU_INSTANCE_PER_HOUR, load_prices
 from protege.errors import UserError
-from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 
 def test_a_local_call_costs_its_compute_time_at_the_machine_price():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from pydantic import BaseModel
-from student_support import chat_row, order_rows, smollm2_base  # noqa: F401 - fixture
+from student_support import chat_row, order_rows
 
 from protege.agents.models.answer_profile import AnswerProfile, kinds_summary, read_profile
 from protege.distill.answer_kinds import MIN_EVIDENCE, learn_answer_profile

@@ -5,7 +5,7 @@ after `patience` epochs without a better score, and too few rows is a UserError.
 from __future__ import annotations
 
 import pytest
-from student_support import chat_row, smollm2_base, tiny_base  # noqa: F401 - fixtures
+from student_support import chat_row
 
 from protege.distill.early_stop import expected_answer, snapshot_exact_match, split_selection
 from protege.distill.train import ADAPTER_DIR, CHECKPOINT_DIR, TrainConfig, train_student

@@ -9,7 +9,6 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
-from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 from protege import Policy, Protege, UserError
 from protege.agents import FunctionModel

@@ -7,7 +7,6 @@ import json
 
 import pytest
 from serving_support import MESSAGES, make_app, trained_adapter
-from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
 from protege.agents.models.base import ModelRequest
 from protege.agents.models.chat_format import student_messages

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from student_support import chat_row, smollm2_base, tiny_base  # noqa: F401 - fixtures
+from student_support import chat_row
 
 from protege.distill.train import (
     ADAPTER_DIR,

@@ -14,7 +14,7 @@ from protege.programs.induce import Corpus, induce_field
 from protege.programs.render import render
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "workloads"))
-import make_invoices  # noqa: E402
+import make_invoices
 
 
 def _changelog(rng: random.Random, n_items: int | None = None) -> tuple[dict, dict]:

@@ -3,11 +3,11 @@ is served, held-out accuracy and refusals; a skill without programs shows none."
 
 from __future__ import annotations
 
+from programs.test_induce import _examples
 from protege.programs import build
 from protege.programs.service import save_programs
 from protege.store import Store
 from protege.tui.screens.skills import _as_markdown
-from programs.test_induce import _examples
 
 
 def test_skill_preview_lists_field_programs(sqlite_url):

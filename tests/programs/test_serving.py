@@ -8,11 +8,11 @@ import random
 
 from pydantic import BaseModel
 
+from programs.test_induce import _changelog
 from protege import Policy, Protege
 from protege.agents import FunctionModel, ReferenceModel
 from protege.agents.models.base import ModelResponse, Usage
 from protege.programs.service import PROGRAMS_FILE, RENDERED_FILE
-from programs.test_induce import _changelog
 
 
 class Entry(BaseModel):

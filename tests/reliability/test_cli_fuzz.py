@@ -21,7 +21,6 @@ from .common import GOOD, OPUS, oracle, register_triage
 from .fuzzing import fuzz
 
 
-
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project dir (the cwd) whose store has the triage task, a few runs, and a draft skill."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel
@@ -11,7 +11,7 @@ from protege.skills.examples import Example, choice_fields, examples_from, selec
 from protege.store.models import TraceRow
 
 
-class Color(str, Enum):
+class Color(StrEnum):
     red = "red"
     blue = "blue"
 

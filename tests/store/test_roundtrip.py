@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ def test_task_round_trip(store):
     row = store.register_task(name="triage", contract_hash="c1", input_schema=NESTED, output_schema={"type": "object"},
                               instructions="Route tickets.\nCarefully.", policy={"min_traces": 200})
     _assert_same(store.task("triage"), row)
-    assert store.task("triage").created_at.tzinfo == timezone.utc
+    assert store.task("triage").created_at.tzinfo == UTC
 
 
 def test_run_round_trip(store):
@@ -47,7 +47,7 @@ def test_run_round_trip(store):
     expected = run.model_copy(update={"status": "ok", "tier": "replay", "output": {"queue": "bug"}, "cost_usd": 0.25,
                                       "latency_s": 1.5, "error": "none", "finished_at": WHEN + timedelta(seconds=3)})
     _assert_same(got, expected)
-    assert got.created_at == WHEN and got.created_at.tzinfo == timezone.utc
+    assert got.created_at == WHEN and got.created_at.tzinfo == UTC
 
 
 def test_trace_round_trip(store):

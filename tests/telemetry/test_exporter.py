@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
 
-from otlp_receiver import Receiver, attributes  # noqa: E402
+from otlp_receiver import Receiver, attributes
+from triage_support import Ticket, Triage
 
-from protege import Protege, UserError  # noqa: E402
-from protege.agents import FunctionModel  # noqa: E402
-from protege.telemetry.exporter import traces_url  # noqa: E402
-from triage_support import Ticket, Triage  # noqa: E402
+from protege import Protege, UserError
+from protege.agents import FunctionModel
+from protege.telemetry.exporter import traces_url
 
 
 def make_app(tmp_path, **kw) -> Protege:

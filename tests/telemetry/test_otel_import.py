@@ -10,15 +10,15 @@ import pytest
 
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
 
-from otlp_receiver import Receiver  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+from otlp_receiver import Receiver
+from triage_support import Ticket, Triage
+from typer.testing import CliRunner
 
-from protege import Protege  # noqa: E402
-from protege.agents import FunctionModel  # noqa: E402
-from protege.agents.models.base import ModelResponse, ToolCall, Usage  # noqa: E402
-from protege.cli import app as cli  # noqa: E402
-from protege.store import Store  # noqa: E402
-from triage_support import Ticket, Triage  # noqa: E402
+from protege import Protege
+from protege.agents import FunctionModel
+from protege.agents.models.base import ModelResponse, ToolCall, Usage
+from protege.cli import app as cli
+from protege.store import Store
 
 
 def plan_of(email: str) -> str:

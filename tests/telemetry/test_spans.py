@@ -15,21 +15,21 @@ import pytest
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from triage_support import Ticket, Triage
 
-from protege.agents.cascade import Cascade, StudentPick, TaskRuntime  # noqa: E402
-from protege.agents.models.anthropic import AnthropicModel  # noqa: E402
-from protege.agents.models.base import ModelRequest, ModelResponse, Usage  # noqa: E402
-from protege.agents.tools import ToolBox  # noqa: E402
-from protege.errors import AllTiersFailed  # noqa: E402
-from protege.store import Store  # noqa: E402
-from protege.tasks import Policy, TaskSpec  # noqa: E402
-from protege.telemetry import Telemetry  # noqa: E402
-from protege.testing import FakeProvider  # noqa: E402
-from triage_support import Ticket, Triage  # noqa: E402
+from protege.agents.cascade import Cascade, StudentPick, TaskRuntime
+from protege.agents.models.anthropic import AnthropicModel
+from protege.agents.models.base import ModelRequest, ModelResponse, Usage
+from protege.agents.tools import ToolBox
+from protege.errors import AllTiersFailed
+from protege.store import Store
+from protege.tasks import Policy, TaskSpec
+from protege.telemetry import Telemetry
+from protege.testing import FakeProvider
 
 GOOD = {"queue": "billing", "priority": 2}
 SECRET = "sk-ant-api03-" + "Zq7" * 12  # an Anthropic-shaped key planted in the input

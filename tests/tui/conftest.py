@@ -9,9 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tui_seed, shared with the screenshot script
 
-from tui_seed import seed  # noqa: E402
+from tui_seed import seed
 
-from protege.store import Store  # noqa: E402
+from protege.store import Store
 
 
 @pytest.fixture

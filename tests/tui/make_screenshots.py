@@ -12,9 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tui_seed import seed, student_id, trace_id  # noqa: E402
+from tui_seed import seed, student_id, trace_id
 
-from protege.store import Store  # noqa: E402
+from protege.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 

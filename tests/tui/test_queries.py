@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tui_seed import seed
@@ -61,7 +61,7 @@ def test_calls_over_time_hourly_for_short_history_and_capped(seeded):
 
 def test_failed_runs_chart_as_failed(store):
     """A run that no tier could serve (tier None) shows up as 'failed'."""
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     store.insert_run(RunRow(task_name="t", tier=None, status="failed", created_at=at))
     store.insert_run(RunRow(task_name="t", tier="teacher", status="ok", created_at=at + timedelta(minutes=5)))
     assert calls_over_time(store, "t").counts == [{"failed": 1, "teacher": 1}]
@@ -108,7 +108,7 @@ def test_latest_label_wins(seeded):
 @pytest.mark.parametrize("descending", [True, False])
 def test_far_pages_read_backwards_equal_forward_pages(seeded, sort, descending):
     """Pages past the middle, read from the other end, hold exactly the rows forward paging gives, ties included."""
-    tie = datetime(2026, 3, 5, tzinfo=timezone.utc)
+    tie = datetime(2026, 3, 5, tzinfo=UTC)
     seeded.insert_traces([TraceRow(task_name="triage", tier="replay", cost_usd=0.5, created_at=tie) for _ in range(9)])
     q = TraceQuery(task="triage", sort=sort, descending=descending)
     total = count_traces(seeded, q)

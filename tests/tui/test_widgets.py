@@ -77,12 +77,12 @@ def test_transcript_shows_roles_tool_calls_and_results():
 
 def test_formats_fit_their_columns():
     """Money, percentages and times render short and absolute."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     assert [usd(0.00002), usd(0.0123), usd(12.345), usd(12345.0), usd(None)] == \
         ["$0.00002", "$0.0123", "$12.35", "$12,345", "—"]
     assert pct(0.9123, 1) == "91.2%" and pct(None) == "—"
-    assert when(datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)) == "2026-03-01 09:30"
+    assert when(datetime(2026, 3, 1, 9, 30, tzinfo=UTC)) == "2026-03-01 09:30"
 
 
 def test_a_students_record_shows_its_gate_and_leaves_per_answer_lists_out():

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from protege.skills import Skill
 from protege.store import LabelRow, RunRow, ShadowRow, SkillRow, Store, StudentRow
 
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PRICE = {"teacher": 0.0120, "replay": 0.0008, "student": 0.00002}
 MODEL = {"teacher": "anthropic:claude-opus-4-5", "replay": "anthropic:claude-haiku-4-5",
          "student": "local:smollm2-135m+lora"}

@@ -1,0 +1,151 @@
+"""Programs + student against the student alone (issues 22 and 15): a student trained with the default recipe on
+300 traces of a teacher that only answers, measured on unseen held-out calls with and without the induced programs.
+
+Per workload (the bundled orders and the generated Debian changelogs — a count field and a list of bug numbers,
+the kind of fields a small student gets wrong): 300 pool examples become valid teacher traces in a fresh SQLite
+store; `app.programs.induce` finds the fields' programs; `app.distill` trains the student (default TrainConfig, the
+bundled SmolLM2-135M base) and gates it. Then each unseen call is answered twice, with no teacher to fall back on:
+- student alone: `app.run(task, input, tier="student", escalate=False)` — a forced model tier answers alone;
+- programs + student: the cascade's own routing with the student promoted and `escalate=False` — programs fill
+  the fields they are verified for (or serve the call alone when they decide every field) and the student decodes
+  the rest with those values fixed.
+Per field accuracy, exact match, invalid answers, latency and cost (local compute priced by the machine's price per
+hour) for both. The students it trains are handed to the `engines` benchmark when it runs in the same process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from statistics import fmean
+from typing import Any
+
+from bench.common import Context, Headline, Result, Table, percentile
+from bench.data import Workload, orders, output_of, teacher_trace
+
+TITLE = "Programs + student vs the student alone"
+TRACES = 300
+TEACHER_PRICE = "anthropic:claude-opus-4-5"
+CONFIGS = ("student alone", "programs + student")
+
+
+def run(ctx: Context) -> Result:
+    from bench.programs import generated
+
+    chosen = [orders(False), generated("make_changelogs", "changelogs")]
+    if ctx.workloads:
+        chosen = [w for w in chosen if w.name.split()[0] in ctx.workloads or w.name in ctx.workloads]
+    result = Result(data={"workloads": {}})
+    for w in chosen:
+        w.heldout = w.heldout[: ctx.pick(20, 80)]
+        ctx.log(f"[bench] student_programs: {w.name} ({TRACES} traces, {len(w.heldout)} unseen calls)")
+        m = measure(ctx, w)
+        result.data["workloads"][w.name] = m
+        result.tables.extend([_summary_table(w, m), _field_table(w, m)])
+        both = m["configs"]
+        result.headlines.append(Headline(
+            metric=f"exact match on unseen calls, programs + student, {w.name}",
+            value=both["programs + student"]["exact"], unit="exact match",
+            baseline=both["student alone"]["exact"], baseline_label="the student alone", target="≥ 0.95",
+            met=both["programs + student"]["exact"] >= 0.95))
+    result.notes.append(
+        f"Traces: the first {TRACES} pool examples as valid teacher traces (a ReferenceModel priced as "
+        f"{TEACHER_PRICE}); the student is distilled from them with the default recipe and promoted for the "
+        "measurement whatever its gate said (the gate's verdict is in the table). Unseen calls: held-out examples, "
+        "answered with no teacher fallback, so a wrong or invalid answer counts as wrong. Cost is the local "
+        "compute priced at the machine's price per hour (settings.local_cost_per_hour).")
+    return result
+
+
+def measure(ctx: Context, w: Workload) -> dict[str, Any]:
+    from protege import Policy, Protege
+    from protege.agents import FunctionModel, ReferenceModel
+
+    os.environ.setdefault("PROTEGE_CACHE_DIR", str(ctx.cache_dir))
+    folder = ctx.folder("student_programs", "".join(c if c.isalnum() else "-" for c in w.name), str(time.time_ns()))
+    teacher = ReferenceModel([*w.pool, *w.heldout], price_as=TEACHER_PRICE)
+    app = Protege(db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=FunctionModel(lambda req: "{}"),
+                  project_dir=folder, seed=1)
+    app.task(policy=Policy(min_traces=200, program_min_traces=50, shadow_rate=0.0))(w.task)
+    app.programs.background = False  # the unseen calls' traces must not feed a new induction mid-measurement
+    name, spec = w.task_name, app.handle(w.task_name).spec
+    app.store.insert_traces([teacher_trace(row, name, spec.instructions) for row in w.pool[:TRACES]])
+    started = time.perf_counter()
+    programs = app.programs.induce(name)
+    induce_s = time.perf_counter() - started
+    started = time.perf_counter()
+    report = app.distill(name)
+    distill_s = time.perf_counter() - started
+    ctx.log(f"[bench] student_programs: {w.name}: distilled in {distill_s / 60:.1f} min ({report.reason})")
+    gate_promoted = report.promoted
+    if not report.promoted:
+        app.promote(report.student_id)
+    configs = {label: _calls(app, name, w.heldout, tier) for label, tier in zip(CONFIGS, ("student", None))}
+    _hand_to_engines(ctx, w, app, report)
+    return {"induce_s": induce_s, "distill_s": distill_s, "student_id": report.student_id,
+            "gate_promoted": gate_promoted, "gate_reason": report.reason, "metrics": report.metrics,
+            "programs": {f: fp.describe() if fp.promoted and fp.programs else None
+                         for f, fp in programs.fields.items()},
+            "configs": configs}
+
+
+def _calls(app: Any, task: str, rows: list[dict[str, Any]], tier: str | None) -> dict[str, Any]:
+    """Answer each row with no teacher fallback; per-field hits, exact match, cost, latency, who served."""
+    from protege.errors import AllTiersFailed, ModelError, ValidationFailed
+    from protege.programs.induce import same
+
+    fields = list(app.handle(task).spec.output_model.model_fields)
+    hits: dict[str, list[bool]] = {f: [] for f in fields}
+    exact, costs, latencies, served, program_fields = [], [], [], [], []
+    for row in rows:
+        expected = output_of(row)
+        start = time.perf_counter()
+        try:
+            res = app.run(task, row["input"], tier=tier, escalate=False)
+            actual, cost = res.output.model_dump(mode="json"), res.cost_usd
+            served.append(res.tier)
+            program_fields.append(len(getattr(res, "program_fields", None) or []))
+        except (ValidationFailed, AllTiersFailed, ModelError) as exc:  # invalid: wrong, and its cost still counts
+            actual, cost = None, sum(a.cost_usd for a in getattr(exc, "attempts", None) or [])
+            served.append("invalid")
+            program_fields.append(0)
+        latencies.append(time.perf_counter() - start)
+        costs.append(cost)
+        right = {f: actual is not None and same(actual.get(f), expected.get(f)) for f in fields}
+        for f in fields:
+            hits[f].append(right[f])
+        exact.append(all(right.values()))
+    return {"n": len(rows), "exact": fmean(exact), "field_accuracy": {f: fmean(h) for f, h in hits.items()},
+            "invalid": served.count("invalid") / len(rows), "served": {t: served.count(t) for t in set(served)},
+            "program_fields_mean": fmean(program_fields), "cost_per_1k_usd": fmean(costs) * 1000,
+            "latency_p50_s": percentile(latencies, 50), "latency_p99_s": percentile(latencies, 99)}
+
+
+def _hand_to_engines(ctx: Context, w: Workload, app: Any, report: Any) -> None:
+    """The engines benchmark measures every student this run trained (bench/quality.Prepared shape)."""
+    from bench.quality import Prepared
+
+    ctx.shared.setdefault("prepared", {})[w.name] = Prepared(w, app, warmup={}, report=report)
+
+
+def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
+    rows = []
+    for label in CONFIGS:
+        c = m["configs"][label]
+        rows.append([label, c["n"], _pct(c["exact"]), _pct(fmean(c["field_accuracy"].values())), _pct(c["invalid"]),
+                     f"{c['program_fields_mean']:.1f}", f"{c['latency_p50_s']:.2f}", f"${c['cost_per_1k_usd']:.3f}"])
+    verdict = "promoted by its gate" if m["gate_promoted"] else "not promoted by its gate (promoted for this run)"
+    return Table(f"{w.name}: unseen calls, no teacher fallback (student {m['student_id'][:8]}, distilled in "
+                 f"{m['distill_s'] / 60:.1f} min, {verdict})",
+                 ["configuration", "calls", "exact match", "field accuracy", "invalid", "fields by programs (mean)",
+                  "p50 s", "cost / 1k calls"], rows)
+
+
+def _field_table(w: Workload, m: dict[str, Any]) -> Table:
+    alone, both = (m["configs"][label]["field_accuracy"] for label in CONFIGS)
+    rows = [[f, m["programs"].get(f) or "none", _pct(alone[f]), _pct(both[f])] for f in alone]
+    return Table(f"{w.name}: per field accuracy on the unseen calls", ["field", "program (verified)", *CONFIGS], rows)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
