@@ -20,7 +20,7 @@ from typing import Any
 from bench.common import RESULTS, Context, NotRun, machine_info
 
 BENCHMARKS = ("overhead", "store", "dataset", "programs", "quality", "stream", "training", "inference", "engines",
-              "tui_bench", "sandbox", "drift", "authored")
+              "tui_bench", "sandbox", "drift", "redistill", "authored")
 """In run order: later ones reuse what earlier ones built (the quality benchmark's students).
 `tui_bench` (the review console at 100k traces) is another engineer's module, run here like the rest."""
 

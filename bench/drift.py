@@ -6,7 +6,7 @@ the sequential test alone, and the early signal with the sequential test (the de
 
 The student is a FunctionModel standing in for a distilled one (no training on shared CPUs), the teacher an
 oracle, so teacher-only quality is 1.0 by construction. The re-distilled student's recovery (`auto_distill`)
-needs real training and is not measured here.
+needs real training: bench/redistill.py measures it (the next section of BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def run(ctx: Context) -> Result:
         "Teacher calls = shadows + escalations after the shift (cost). The window rule is today's: demote when the "
         "mean of the last `shadow_window` shadows (at least 10) is below `demote_below`; it is measured with the "
         "sequential test switched off. After the fall-back every call is the teacher's (hence the default's teacher "
-        "calls): that lasts until a re-distilled student serves again (`auto_distill`, not measured here: it trains)."
+        "calls): that lasts until a re-distilled student serves again (`auto_distill`: measured with real "
+        "training in the next section, bench/redistill.py)."
     )
     return result
 

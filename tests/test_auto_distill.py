@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 from student_support import smollm2_base, tiny_base  # noqa: F401 - fixtures
 
-from protege.auto_distill import distill_due, lease_name
+from protege.services.redistill import distill_due, lease_name
 from protege.store import Store
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -124,8 +124,9 @@ def test_due_counts_new_traces_since_the_last_student_and_a_worker_with_nothing_
     promoted. A worker that finds nothing due leaves the last distill's outcome on the lease for people to read."""
     from protege import Policy, Protege
     from protege.agents import FunctionModel
-    from protege.auto_distill import distill_gap, work
+    from protege.auto_distill import work
     from protege.distill.pipeline import demote, promote
+    from protege.services.redistill import distill_gap
     from protege.store import StudentRow
     from protege.store.background import process_owner
 

@@ -191,7 +191,7 @@ def test_context_manager_drains_background_work(tmp_path):
 def test_a_failing_job_is_retried_by_later_processes_then_kept_as_failed(tmp_path, caplog):
     """A handler that raises: the job is released for a retry (its error kept), and after MAX_ATTEMPTS runs it is
     kept as failed rather than retried forever. A kind this app has no handler for stays pending, untouched."""
-    from protege.background import MAX_ATTEMPTS
+    from protege.services.background import MAX_ATTEMPTS
 
     def teacher(req):
         return ModelResponse(text=json.dumps({"label": "X"}), usage=Usage(input_tokens=10, output_tokens=10))

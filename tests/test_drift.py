@@ -9,8 +9,8 @@ from drift_support import Email, Order, eval_confidences, make_input, student, t
 
 from protege import Policy, Protege
 from protege.agents import FunctionModel
-from protege.drift import build_reference, ks_statistic, shifts
-from protege.sequential import below_bar, first_alarm
+from protege.services.drift import build_reference, ks_statistic, shifts
+from protege.services.sequential import below_bar, first_alarm
 from protege.store import StudentRow
 
 

@@ -3,6 +3,8 @@
 Public API re-exports only; nothing heavy is imported here (torch, transformers and textual load lazily).
 """
 
+from typing import Any
+
 from protege.errors import (
     AllTiersFailed,
     BudgetExceeded,
@@ -14,8 +16,7 @@ from protege.errors import (
     ValidationFailed,
 )
 from protege.tasks import Policy
-
-__version__ = "0.1.0"
+from protege.version import __version__
 
 __all__ = [
     "AllTiersFailed",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # the facade pulls in langgraph; load it on first use
+def __getattr__(name: str) -> Any:  # the facade pulls in langgraph; load it on first use
     if name in ("Protege", "RunResult"):
         from protege import app
 

@@ -15,11 +15,11 @@ from protege.agents.models.base import Model
 from protege.agents.results import Attempt, RunResult
 from protege.agents.tools import ToolBox
 from protege.errors import UserError
-from protege.portal import Portal
+from protege.services.portal import Portal
+from protege.services.tiers import AppTiers
 from protege.settings import Settings
 from protege.store import Ledger, Store, TraceRow
 from protege.tasks import CheckFn, Policy, ScoreFn, TaskSpec
-from protege.tiers import AppTiers
 
 __all__ = ["Attempt", "Protege", "RunResult", "TaskHandle", "TraceRecord"]
 
@@ -98,15 +98,16 @@ class Protege:
         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off. `program_author`: who writes programs for tasks
         with Policy(program=True) once they have program_min_traces teacher traces — "teacher", a model spec or a
         Model; default None: off, since authoring spends teacher money (induced programs need no author)."""
-        overrides = {"db": db, "project_dir": project_dir, "student_base": student_base, "prices": prices,
-                     "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
+        overrides: dict[str, Any] = {"db": db, "project_dir": project_dir, "student_base": student_base,
+                                     "prices": prices, "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
         self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
         self.teacher_spec: str | Model = teacher if teacher is not None else self.settings.teacher
         self.replay_spec: str | Model = replay if replay is not None else self.settings.replay
         from protege.telemetry.exporter import make_telemetry
 
-        self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)  # checked first
+        # checked first: a bad endpoint fails before anything is opened
+        self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)
         self.store = Store(self.settings.db_url)
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
@@ -117,7 +118,7 @@ class Protege:
         self.tasks: dict[str, TaskHandle] = {}
         self.tiers = AppTiers(self)
         self.portal = Portal()
-        from protege.lifecycle import Lifecycle
+        from protege.services.lifecycle import Lifecycle
 
         self.lifecycle = Lifecycle(self)
         from protege.programs.service import ProgramService
@@ -149,7 +150,8 @@ class Protege:
                 output_schema=spec.output_schema, instructions=spec.instructions,
                 policy=spec.policy.model_dump(mode="json"),
             )
-            runtime = TaskRuntime(spec=spec, version=row.version, tools=ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s))
+            toolbox = ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s)
+            runtime = TaskRuntime(spec=spec, version=row.version, tools=toolbox)
             handle = TaskHandle(self, runtime)
             self.tasks[spec.name] = handle
             self.lifecycle.work.resume(runtime)  # background work an earlier process left unfinished
@@ -171,7 +173,8 @@ class Protege:
         h = self.handle(task)
         data = input.model_dump() if isinstance(input, BaseModel) else input
         if not isinstance(data, dict):
-            raise UserError(f"input for task {h.name!r} must be a dict of its parameters {h.spec.params!r}, got {data!r}")
+            raise UserError(f"input for task {h.name!r} must be a dict of its parameters {h.spec.params!r}, "
+                            f"got {data!r}")
         return h.run_args((), data, tier=tier, escalate=escalate)
 
     async def arun(self, task: str | TaskHandle, input: dict[str, Any], *, tier: str | None = None,
@@ -232,7 +235,7 @@ class Protege:
         """Build a dataset from the task's validated traces, train a student, evaluate it, promote if it passes."""
         from protege.distill.pipeline import distill
 
-        report = distill(self, self.handle(task), **options)
+        report = distill(self.store, self.handle(task).runtime, self.settings, self.base_dir, **options)
         self.tiers.invalidate(task)
         return report
 
@@ -263,7 +266,7 @@ class Protege:
         """Serve a student with "torch" (default), "llama.cpp" (its GGUF, exported once), or an OpenAI-compatible
         server: "openai:<served model name>" with base_url=... (vLLM, llama.cpp's server, Ollama;
         response_format="json_object" for llama-cpp-python's server)."""
-        from protege.serving import serve_student
+        from protege.services.serving import serve_student
 
         return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
 

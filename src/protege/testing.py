@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from protege.agents.models.base import FINAL_TOOL, Usage
 from protege.agents.models.function import FunctionModel, ScriptedModel
@@ -34,7 +34,7 @@ from protege.agents.tokens import count_tokens
 
 Provider = Literal["anthropic", "openai"]
 PATHS: dict[str, Provider] = {"/v1/messages": "anthropic", "/v1/chat/completions": "openai"}
-UsageLike = Union[Usage, dict, None]
+UsageLike = Usage | dict | None
 _CALL_IDS = count(1)
 
 _ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -291,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client went away (a timed-out request)
 
-    def do_POST(self) -> None:  # noqa: N802 (stdlib naming)
+    def do_POST(self) -> None:  # the stdlib's name
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         status, headers, payload = self.server.fake._serve(self.path, self.headers, raw)  # type: ignore[attr-defined]
         try:
@@ -303,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True  # the client gave up waiting
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output quiet
 
 

@@ -30,7 +30,7 @@ from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError
 from protege.store import Store
 from protege.store.models import new_id
 from protege.tasks import TaskSpec, input_hash
-from protege.telemetry import Telemetry
+from protege.telemetry.spans import Telemetry
 
 
 @dataclass
@@ -40,6 +40,17 @@ class TaskRuntime:
     spec: TaskSpec
     version: int
     tools: ToolBox
+
+
+class TaskEntry(Protocol):
+    """A registered task as the app's parts see it (the facade's TaskHandle): they never import the facade."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> TaskSpec: ...
+    @property
+    def runtime(self) -> TaskRuntime: ...
 
 
 @dataclass
@@ -76,7 +87,7 @@ class CascadeState(TypedDict, total=False):
     task: TaskRuntime
     input: BaseModel
     input_dict: dict[str, Any]
-    run_id: str
+    run_id: str | None  # None for a trial outside any call
     plan: Plan
     attempts: list[Attempt]
     output: BaseModel | None
@@ -168,7 +179,8 @@ class Cascade:
             tiers.append("replay")
         return Plan(tiers=[*tiers, "teacher"], forced=False, escalate=escalate)
 
-    async def run(self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True) -> RunResult:
+    async def run(self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None,
+                  escalate: bool = True) -> RunResult:
         started = time.perf_counter()
         data = inp.model_dump(mode="json")
         # programs serve the cascade's own routing (and a forced program tier); a forced model tier answers alone,
@@ -180,7 +192,7 @@ class Cascade:
             fixed = defer_to_student(fixed, source, self.source.student(task, forced=False))
         plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed, failed=bool(program_errors))
         digest = input_hash(data)
-        run = {"id": new_id(), "task_name": task.spec.name, "task_version": task.version, "input": data,
+        run: dict[str, Any] = {"id": new_id(), "task_name": task.spec.name, "task_version": task.version, "input": data,
                "input_hash": digest}
         state: CascadeState = {
             "task": task, "input": inp, "input_dict": data, "input_hash": digest, "run_id": run["id"], "run": run,
@@ -202,20 +214,20 @@ class Cascade:
         output = out["output"]
         result = RunResult(
             output=output, tier=last.tier, model=last.model, cost_usd=sum(a.cost_usd for a in attempts),
-            latency_s=out["latency_s"], run_id=out["run_id"], trace_ids=[a.trace_id for a in attempts],
+            latency_s=out["latency_s"], run_id=_run_id(out), trace_ids=[a.trace_id for a in attempts],
             attempts=attempts,
         )
         if self.hooks.on_call and not out["plan"].forced:
             self.hooks.on_call(out["task"], out["input_dict"], attempts)
-        if last.tier != "teacher" and not out["plan"].forced:
+        if last.tier != "teacher" and not out["plan"].forced and output is not None:
             self._maybe_shadow(out, last, output)
         return result
 
     def _write_outcome(self, state: CascadeState, outcome: dict[str, Any]) -> None:
         if state["run_written"]:
-            self.store.finish_run(state["run_id"], **outcome)
+            self.store.finish_run(_run_id(state), **outcome)
         else:
-            self.store.insert_run({**state["run"], **outcome})
+            self.store.insert_run({**(state["run"] or {}), **outcome})
 
     # -- one attempt -------------------------------------------------------------------------------------------
 
@@ -261,7 +273,7 @@ class Cascade:
             output, errors = validate_answer(spec, state["input"], text) if fixed else (None, ["no program applies"])
         valid = not errors
         latency = time.perf_counter() - t0
-        trace = {
+        trace: dict[str, Any] = {
             "id": new_id(), "run_id": state["run_id"], "task_name": spec.name, "task_version": task.version,
             "tier": "program", "model": "program", "attempt": len(state["attempts"]), "shadow": False,
             "input": state["input_dict"], "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
@@ -359,7 +371,7 @@ class Cascade:
     async def _shadow(self, out: CascadeState, served: Attempt, output: BaseModel) -> None:
         from protege.store import ShadowRow
 
-        state = {**out, "attempts": [served]}
+        state: CascadeState = {**out, "attempts": [served]}
         try:
             teacher, teacher_output = await self._attempt("teacher", state, shadow=True)
         except BudgetExceeded:
@@ -368,7 +380,7 @@ class Cascade:
             return
         spec = out["task"].spec
         agreement = float(spec.score(teacher_output, output))
-        row = ShadowRow(task_name=spec.name, run_id=out["run_id"], tier=served.tier, trace_id=served.trace_id,
+        row = ShadowRow(task_name=spec.name, run_id=_run_id(out), tier=served.tier, trace_id=served.trace_id,
                         teacher_trace_id=teacher.trace_id, agreement=agreement)
         await asyncio.to_thread(self.store.add_shadow, row)
         if self.hooks.on_shadow:
@@ -429,13 +441,22 @@ def _is_last(state: CascadeState, attempt: Attempt) -> bool:
     return attempt.valid or not plan.escalate or len(state["attempts"]) + 1 >= len(plan.tiers)
 
 
+def _run_id(state: CascadeState) -> str:
+    """The call's run id: only calls finish, shadow or fail a run (a trial outside any call has none)."""
+    run_id = state["run_id"]
+    if run_id is None:
+        raise RuntimeError("a run outcome was asked of a trial outside any call")
+    return run_id
+
+
 def _outcome(state: CascadeState, attempts: list[Attempt], output: BaseModel | None, error: BaseException | None
              ) -> dict[str, Any]:
     """The run row's final fields."""
     common = {"cost_usd": sum(a.cost_usd for a in attempts), "latency_s": time.perf_counter() - state["started"]}
     if error is not None:
         return {"status": "failed", "error": str(error), **common}
-    return {"status": "ok", "tier": attempts[-1].tier, "output": output.model_dump(mode="json"), **common}
+    answer = output.model_dump(mode="json") if output is not None else None
+    return {"status": "ok", "tier": attempts[-1].tier, "output": answer, **common}
 
 
 def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
@@ -476,6 +497,7 @@ def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:
         err.attempts = attempts  # type: ignore[attr-defined]
         return err
     return AllTiersFailed(
-        f"task {spec.name!r}: every tier failed ({lines}); see `protege trace` for the transcripts (run {out['run_id']})",
-        run_id=out["run_id"], attempts=attempts,
+        f"task {spec.name!r}: every tier failed ({lines}); see `protege trace` for the transcripts "
+        f"(run {out['run_id']})",
+        run_id=_run_id(out), attempts=attempts,
     )

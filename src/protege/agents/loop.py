@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from protege.agents.tools import ToolBox
-from protege.telemetry import current_attempt
+from protege.telemetry.spans import current_attempt
 
 
 class LoopResult(BaseModel):
@@ -129,7 +129,8 @@ async def run_loop(
 async def _one_turn(model: Model, request: ModelRequest) -> LoopResult:
     resp = await _request(model, request)
     turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
-    error = f"the model called {[c.name for c in resp.tool_calls]!r} but the task has no tools" if resp.tool_calls else None
+    called = [c.name for c in resp.tool_calls]
+    error = f"the model called {called!r} but the task has no tools" if called else None
     return LoopResult(
         text="" if resp.tool_calls else resp.text, messages=[*request.messages, turn], responses=[resp],
         usage=resp.usage, error=error,

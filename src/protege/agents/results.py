@@ -35,7 +35,7 @@ class Attempt(BaseModel):
     trace_id: str
     skill_version: int | None = None
     student_id: str | None = None
-    confidence: float | None = Field(None, description="the answer's mean token probability (local models)")
+    confidence: float | None = Field(default=None, description="the answer's mean token probability (local models)")
     field_confidences: dict[str, float] | None = Field(
         None, description="each output field the model chose → the probability of its least-sure token")
     program_fields: list[str] = Field(default_factory=list)  # output fields a verified program decided

@@ -63,7 +63,8 @@ def _in_daemon_thread(name: str, fn: Callable[..., Any], kwargs: dict[str, Any])
             future.set_result(result)
 
     def work() -> None:
-        result, error = None, None
+        result: Any = None
+        error: BaseException | None = None
         try:
             result = context.run(fn, **kwargs)
         except StopIteration as exc:  # a future cannot carry StopIteration (as in coroutines)
@@ -104,7 +105,7 @@ class ToolBox:
             return await tool(call.arguments, self.timeout), True
         except ValidationError as exc:
             return f"error: bad arguments for {call.name!r}: {exc.errors(include_url=False)}", False
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             return f"error: tool {call.name!r} timed out after {self.timeout:g}s", False
         except Exception as exc:  # a tool's bug must not take the call down
             return f"error: tool {call.name!r} raised {type(exc).__name__}: {exc}", False

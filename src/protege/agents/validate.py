@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from protege.tasks import TaskSpec
 
@@ -26,7 +25,7 @@ def validate_answer(spec: TaskSpec, task_input: BaseModel, text: str) -> tuple[B
     return output, ([] if ok else [f"check {getattr(spec.check, '__name__', 'check')!r} rejected the answer"])
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ())) or "<answer>"
     return f"{loc}: {err.get('msg', 'invalid')}"
 

@@ -241,14 +241,14 @@ def _kinds_caption(kind_accuracy: dict[str, float]) -> str | None:
 
 def _distill_lines(store: Any, task: str | None) -> list[str]:
     """Automatic distills (Policy(auto_distill=True)): the one running, or how the last one ended, per task."""
-    from protege.auto_distill import describe_lease, lease_name
+    from protege.services.redistill import describe_lease, lease_name
 
     leases = store.leases(lease_name(task) if task else lease_name(""))
     return [describe_lease(r, store.lease_live(r)) for r in leases if not task or r.name == lease_name(task)]
 
 
 def _served(row: Any) -> str:
-    from protege.serving import describe
+    from protege.services.serving import describe
 
     return describe(row)
 

@@ -65,7 +65,7 @@ def students_serve(
     as_json: JsonOpt = False,
 ) -> None:
     """Choose where a student's calls are answered: protege's torch engine, llama.cpp, or a server you run."""
-    from protege.serving import describe
+    from protege.services.serving import describe
 
     protege_app = _app(ctx)
     sid = find_student_id(protege_app.store, student_id)

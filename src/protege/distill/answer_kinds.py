@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from protege.agents.models.answer_profile import AnswerProfile, FieldProfile
+from protege.agents.models.answer_profile import AnswerProfile, FieldKind, FieldProfile
 from protege.agents.models.copy_index import input_text
 from protege.agents.models.schema_nodes import Node, compile_schema
 
@@ -31,7 +31,7 @@ LENGTH_MARGIN, LENGTH_SLACK = 1.5, 16
 class _PathStats:
     """What one path of the answers held across the traces."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.list_lengths: list[int] = []
         self.unique_lists = 0  # lists of 2+ items with no repeat
         self.repeated_lists = 0
@@ -158,7 +158,7 @@ def _field(node: Node, own: _PathStats | None, items: _PathStats | None, copy_th
         return FieldProfile(kind="copied" if copied else "free", traces=values.traces, copy_rate=round(rate, 4))
     if values.numbers:
         rate = values.numbers_read / values.numbers
-        kind = "number" if rate >= copy_threshold else "computed"
+        kind: FieldKind = "number" if rate >= copy_threshold else "computed"
         return FieldProfile(kind=kind, traces=values.traces, copy_rate=round(rate, 4))
     return FieldProfile(kind="free", traces=values.traces)
 

@@ -39,12 +39,12 @@ from protege.distill.neardup import DEFAULT_THRESHOLD, NUM_PERM, NearDupIndex, i
 from protege.distill.redact import MODES, may_need_redaction, redact_json
 from protege.distill.redact import redact as redact_text
 from protege.errors import UserError
-from protege.store.store import DATASET_TIERS
 from protege.store.models import DatasetRow, new_id
+from protege.store.store import DATASET_TIERS
 from protege.tasks import input_hash
 
 TIER_RANK = {"teacher": 3, "import": 2, "replay": 1}
-_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # a JSON string literal, ensure_ascii=False
+_encode_str = json.encoder.encode_basestring  # a JSON string literal, ensure_ascii=False
 PROGRESS_EVERY = 5000
 COUNT_KEYS = ("stale_contract", "selected", "exact_dups", "exact_dup_conflicts", "near_dups", "near_dup_variants",
               "train", "eval", "tool_rows", "redacted_rows")
@@ -127,7 +127,7 @@ def build_dataset(
     train, evals = split(kept, eval_fraction, seed)
 
     params = {"redact": redact, "eval_fraction": eval_fraction, "seed": seed, "near_dup_threshold": threshold,
-              "num_perm": NUM_PERM, "shingles": "word 3-grams", "tiers": sorted(TIER_RANK, key=TIER_RANK.get),
+              "num_perm": NUM_PERM, "shingles": "word 3-grams", "tiers": sorted(TIER_RANK, key=TIER_RANK.__getitem__),
               "exact_dup_keep": "best tier (teacher > import > replay), then newest",
               "instructions_sha256": hashlib.sha256(instructions.encode()).hexdigest()}
     dataset_id = new_id()
@@ -293,7 +293,7 @@ class _Formatter:
             self.counts.update({f"redacted_{k}": n for k, n in found.items()})
             self.counts["redacted_rows"] += bool(found)
             user, answer = compact_json(inp), render_answer(out)
-        specs = self.tools or (self._specs(tools) if _offers_tools(tools) else None)
+        specs = self.tools or (self._specs(tools) if tools and _offers_tools(tools) else None)
         if messages or specs:  # a tool task: tools in the prompt even when this answer needed none (as served)
             return self._agentic_rows(item, inp, out, messages or [], specs or [], reference, with_eval_fields)
         # a plain task's row, assembled from pre-encoded parts: the system prompt is the same in every row and

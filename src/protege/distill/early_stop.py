@@ -94,7 +94,7 @@ def early_stopping_callback(select_rows: Sequence[dict[str, Any]], base_dir: Pat
     from transformers import TrainerCallback
 
     class EarlyStopping(TrainerCallback):
-        def __init__(self):
+        def __init__(self) -> None:
             self.scores: list[EpochScore] = []
             self.best: EpochScore | None = None
             self.best_state: dict[str, Any] | None = None

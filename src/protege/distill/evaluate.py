@@ -2,8 +2,9 @@
 
 The student answers every eval input with the same prompt it was trained on (the row's messages minus the
 answer), in batches when the model decodes several at once (`LocalModel`). Its parsed answers are scored
-against the teacher's validated outputs and, when rows carry reference labels, against those too. `retention` = student score / teacher score, where the teacher score is the
-teacher's own agreement with the references (1.0 when there are none: the teacher is then the reference).
+against the teacher's validated outputs and, when rows carry reference labels, against those too. `retention` =
+student score / teacher score, where the teacher score is the teacher's own agreement with the references (1.0
+when there are none: the teacher is then the reference).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import asyncio
 import statistics
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -24,6 +25,7 @@ from protege.errors import UserError
 ScoreFn = Callable[[Any, Any], float]
 MAX_EXAMPLES = 20
 EVAL_CHUNK = 32  # requests handed to a batching model at once: it sorts them by length, so batches pad little
+T = TypeVar("T")
 
 
 class Mismatch(BaseModel):
@@ -40,8 +42,8 @@ class EvalReport(BaseModel):
     n: int
     student_score: float = Field(description="mean score against the teacher's outputs")
     exact_match: float = Field(description="share of answers equal to the teacher's")
-    reference_score: float | None = Field(None, description="mean score against reference labels, when present")
-    teacher_score: float = Field(1.0, description="teacher's agreement with the references (1.0 without them)")
+    reference_score: float | None = Field(default=None, description="mean score against reference labels, when present")
+    teacher_score: float = Field(default=1.0, description="teacher's agreement with the references (1.0 without them)")
     retention: float = Field(description="student score / teacher score, on references when present")
     field_accuracy: dict[str, float] = Field(default_factory=dict, description=(
         "per output field: share of answers whose field equals the teacher's (an unparseable answer misses all)"))
@@ -49,9 +51,11 @@ class EvalReport(BaseModel):
         "per field kind (e.g. copied / computed, when the kinds are known): share of right fields of that kind"))
     parse_failure_rate: float = 0.0
     mean_confidence: float | None = None
-    mean_latency_s: float = Field(0.0, description="seconds per answer (batched: a chunk's wall time / its answers)")
+    mean_latency_s: float = Field(
+        default=0.0, description="seconds per answer (batched: a chunk's wall time / its answers)"
+    )
     median_latency_s: float = 0.0
-    tokens_per_s: float = Field(0.0, description="output tokens per second of generation")
+    tokens_per_s: float = Field(default=0.0, description="output tokens per second of generation")
     mismatches: list[Mismatch] = Field(default_factory=list)
     scores: list[float] = Field(default_factory=list, description="each answer's score vs the teacher, in row order")
     confidences: list[float | None] = Field(default_factory=list, description=(
@@ -137,7 +141,7 @@ def _answer_all(model: Model, requests: list[ModelRequest], progress) -> list[tu
 def _answer_one(model: Model, request: ModelRequest) -> ModelResponse | Exception:
     try:
         return _run_sync(model.request(request))
-    except Exception as exc:  # noqa: BLE001 - a failed answer is a failed answer; the report counts it
+    except Exception as exc:  # a failed answer is a failed answer; the report counts it
         return exc
 
 
@@ -145,7 +149,7 @@ def _failed(exc: Exception) -> ModelResponse:
     return ModelResponse(text="", raw={"error": repr(exc)})
 
 
-def _run_sync(coro):
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion, also when called from inside a running event loop (in a helper thread)."""
     try:
         asyncio.get_running_loop()
@@ -153,10 +157,10 @@ def _run_sync(coro):
         return asyncio.run(coro)
     result: dict[str, Any] = {}
 
-    def runner():
+    def runner() -> None:
         try:
             result["value"] = asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as exc:  # re-raised in the caller's thread
             result["error"] = exc
 
     thread = threading.Thread(target=runner)
@@ -179,7 +183,8 @@ def _parse(output_model: type[BaseModel], data: Any) -> BaseModel | None:
 def _report(rows, responses, output_model, score, reference_key, wall) -> EvalReport:
     scores, exact, ref_scores, teacher_scores, confidences, latencies = [], [], [], [], [], []
     field_hits: dict[str, list[float]] = {}
-    failures, tokens, mismatches, gate_confidences, per_field = 0, 0, [], [], []
+    failures, tokens, gate_confidences, per_field = 0, 0, [], []
+    mismatches: list[Mismatch] = []
     for row, (response, latency) in zip(rows, responses):
         teacher = _parse(output_model, row["output"])
         student = _parse(output_model, response.text)

@@ -82,7 +82,7 @@ class JsonlWriter:
         self.path = path
         self.lines = 0
         self._sha = hashlib.sha256()
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "wb")  # closed in close()
 
     def write(self, line: str | bytes) -> None:
         """Write one line (without its newline); pass bytes to write the same line to several files cheaply."""

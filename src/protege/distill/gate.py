@@ -37,18 +37,25 @@ class Gate(GateFigures):
     figures on the answers it was chosen on."""
 
     min_confidence: float = Field(description="student answers below this confidence escalate")
-    measured_on: str = Field("in-sample", description=(
+    measured_on: str = Field(default="in-sample", description=(
         "what coverage/retention were counted on: 'in-sample' (the answers the floor was chosen on), "
         "'cross-fitted, K folds' (each answer gated by a floor chosen without it), or 'fixed floor' (not tuned)"))
-    in_sample: GateFigures | None = Field(None, description="the figures on the answers the floor was chosen on")
+    in_sample: GateFigures | None = Field(
+        default=None, description="the figures on the answers the floor was chosen on"
+    )
 
 
 def gated(confidences: Sequence[float | None], scores: Sequence[float], floor: float) -> Gate:
     """What a given floor does on the eval answers (a missing confidence passes, as in the cascade)."""
-    kept = [s for c, s in zip(confidences, scores, strict=True) if c is None or c >= floor]
+    kept = [s for c, s in zip(confidences, scores, strict=True) if _passes(c, floor)]
     n = len(scores)
     return Gate(min_confidence=floor, coverage=len(kept) / n, retention=(sum(kept) + n - len(kept)) / n,
                 kept_quality=sum(kept) / len(kept) if kept else 0.0)
+
+
+def _passes(confidence: float | None, floor: float) -> bool:
+    """Whether an answer is kept under `floor` (a missing confidence passes, as in the cascade)."""
+    return confidence is None or confidence >= floor
 
 
 def calibrate(confidences: Sequence[float | None], scores: Sequence[float], *, target: float) -> Gate | None:
@@ -84,7 +91,7 @@ def cross_fitted(confidences: Sequence[float | None], scores: Sequence[float], *
         floor = calibrate([confidences[i] for i in outside], [scores[i] for i in outside], target=target)
         if floor is None:
             continue
-        served = [scores[i] for i in inside if confidences[i] is None or confidences[i] >= floor.min_confidence]
+        served = [scores[i] for i in inside if _passes(confidences[i], floor.min_confidence)]
         kept, kept_sum = kept + len(served), kept_sum + sum(served)
     return Gate(min_confidence=serving.min_confidence, coverage=kept / n, retention=(kept_sum + n - kept) / n,
                 kept_quality=kept_sum / kept if kept else 0.0, measured_on=f"cross-fitted, {min(folds, n)} folds",

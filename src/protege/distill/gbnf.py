@@ -54,7 +54,7 @@ def _literal(text: str) -> str:
 class _Writer:
     """Turns schema nodes into GBNF expressions, giving compound values rules of their own."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.rules: list[str] = []
 
     def rule(self, body: str) -> str:

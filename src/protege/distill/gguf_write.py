@@ -155,7 +155,8 @@ def _token_list(tokenizer: Any, vocab_size: int) -> tuple[list[str], list[int]]:
     by_id = {i: text for text, i in tokenizer.get_vocab().items()}
     added = tokenizer.get_added_vocab()
     decoder = tokenizer.added_tokens_decoder
-    tokens, types = [], []
+    tokens: list[str] = []
+    types: list[int] = []  # gguf.TokenType values (an IntEnum)
     for i in range(vocab_size):
         text = by_id.get(i)
         if text is None:

@@ -16,8 +16,9 @@ from protege.store import Store, StudentRow
 from protege.store.models import new_id, utcnow
 
 if TYPE_CHECKING:
-    from protege.app import Protege, TaskHandle
-    from protege.tasks import Policy
+    from protege.agents.cascade import TaskRuntime
+    from protege.settings import Settings
+    from protege.tasks import Policy, TaskSpec
 
 
 class DistillReport(BaseModel):
@@ -62,11 +63,14 @@ Progress = Callable[[str, int, "int | None"], None]
 
 
 def distill(
-    app: Protege, handle: TaskHandle, *, force: bool = False, config: Any = None, progress: Progress | None = None,
-    references: dict[str, dict] | None = None, auto_promote: bool = True, eval_fraction: float = 0.2, seed: int = 0,
-    adapter: str | Path | None = None,
+    store: Store, task: TaskRuntime, settings: Settings, base_dir: Callable[[str], Path], *, force: bool = False,
+    config: Any = None, progress: Progress | None = None, references: dict[str, dict] | None = None,
+    auto_promote: bool = True, eval_fraction: float = 0.2, seed: int = 0, adapter: str | Path | None = None,
 ) -> DistillReport:
     """Dataset → train → evaluate → record the student → promote when retention ≥ Policy.promote_at.
+
+    Handed what it uses: the `store`, the registered `task`, the app's `settings` (project dir, student base) and
+    `base_dir`, which turns a student base into a local checkpoint dir (`Protege.base_dir`).
 
     `adapter`: a student trained elsewhere (`python -m protege.distill.launch`, e.g. under `accelerate launch` on
     several GPUs) is evaluated and recorded instead of training one. It is evaluated on this build's eval split;
@@ -78,31 +82,31 @@ def distill(
 
     if adapter is not None and config is not None:
         raise UserError("pass either adapter= (a student trained elsewhere) or config= (train one here), not both")
-    spec, store = handle.spec, app.store
+    spec = task.spec
     _check_enough_traces(store, spec.name, spec.policy.min_traces, force)
     report = progress or (lambda stage, done, total: None)
     built = build_dataset(
-        store, spec.name, instructions=spec.instructions, out_dir=app.settings.project_dir / "datasets",
+        store, spec.name, instructions=spec.instructions, out_dir=settings.project_dir / "datasets",
         redact=spec.policy.redact, eval_fraction=eval_fraction, seed=seed,
-        tools=handle.runtime.tools.specs or None, references=references, progress=report,
-        contract=(handle.runtime.version, spec.output_model),
+        tools=[*task.tools.specs] or None, references=references, progress=report,
+        contract=(task.version, spec.output_model),
     )
     train_rows, eval_rows = read_jsonl(built.train_path), read_jsonl(built.eval_path)
     if not train_rows or not eval_rows:
         raise UserError(f"task {spec.name!r}: {built.counts} — too few distinct inputs to train and evaluate; "
                         f"run more calls first")
-    base_dir = app.base_dir(app.settings.student_base)
+    base = base_dir(settings.student_base)
     student_id = new_id()
-    folder = app.settings.project_dir / "students" / spec.name / student_id
+    folder = settings.project_dir / "students" / spec.name / student_id
     if adapter is not None:
-        result, config = adopt_student(Path(adapter), base_dir, folder)
+        result, config = adopt_student(Path(adapter), base, folder)
     else:
         config = config or TrainConfig()
-        result = train_student(train_rows, base_dir, folder, config, output_schema=spec.output_schema,
+        result = train_student(train_rows, base, folder, config, output_schema=spec.output_schema,
                                progress=lambda p: report("train", p.step, p.total_steps))
     profile = learn_for_student(train_rows, spec.output_schema, Path(result.adapter_path),
                                 copy_constraint=spec.policy.copy_constraint)  # read by LocalModel from here on
-    metrics = _evaluate(app, spec, base_dir, result.adapter_path, student_id, eval_rows, report)
+    metrics = _evaluate(spec, base, result.adapter_path, student_id, eval_rows, report)
     metrics["field_kinds"] = profile.kinds()
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
         "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss}
@@ -111,7 +115,7 @@ def distill(
     passed, reason = promotion_verdict(metrics, spec.policy)
     metrics["headline"] = headline(metrics, spec.policy)
     store.add_student(StudentRow(
-        id=student_id, task_name=spec.name, base=app.settings.student_base, adapter_path=str(result.adapter_path),
+        id=student_id, task_name=spec.name, base=settings.student_base, adapter_path=str(result.adapter_path),
         adapter_hash=dir_hash(result.adapter_path), dataset_id=built.id, metrics=metrics,
         params=config.model_dump(mode="json"),
     ))
@@ -173,18 +177,19 @@ def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, st
     if retention >= target:
         return True, f"retention {retention:.3f} ≥ Policy.promote_at {target:.3f}"
     reason = f"retention {retention:.3f} < Policy.promote_at {target:.3f}"
-    gate = cross_fitted(metrics["confidences"], metrics["scores"], target=target)
-    if gate is None:
+    floor = cross_fitted(metrics["confidences"], metrics["scores"], target=target)
+    if floor is None:
         return False, f"{reason}, and no confidence floor reaches it"
-    honest = (f"gated at confidence ≥ {gate.min_confidence:.3f} it keeps {gate.coverage:.0%} of eval answers "
-              f"(their quality {gate.kept_quality:.3f}) and escalates the rest: end-to-end retention "
-              f"{gate.retention:.3f} ({gate.measured_on}; {gate.in_sample.retention:.3f} on the answers the floor "
-              f"was chosen on)")
-    if gate.retention < target:
+    chosen_on = (f"; {floor.in_sample.retention:.3f} on the answers the floor was chosen on"
+                 if floor.in_sample is not None else "")
+    honest = (f"gated at confidence ≥ {floor.min_confidence:.3f} it keeps {floor.coverage:.0%} of eval answers "
+              f"(their quality {floor.kept_quality:.3f}) and escalates the rest: end-to-end retention "
+              f"{floor.retention:.3f} ({floor.measured_on}{chosen_on})")
+    if floor.retention < target:
         return False, f"{reason}; {honest} < {target:.3f}"
-    if gate.coverage < policy.min_coverage:
-        return False, f"{reason}; {honest}, but {gate.coverage:.0%} < Policy.min_coverage {policy.min_coverage:.0%}"
-    metrics["gate"] = gate.model_dump()
+    if floor.coverage < policy.min_coverage:
+        return False, f"{reason}; {honest}, but {floor.coverage:.0%} < Policy.min_coverage {policy.min_coverage:.0%}"
+    metrics["gate"] = floor.model_dump()
     return True, f"{reason} alone; {honest} ≥ {target:.3f}"
 
 
@@ -197,7 +202,7 @@ def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> N
         )
 
 
-def _evaluate(app: Protege, spec: Any, base_dir: Path, adapter: Path, student_id: str, eval_rows: list[dict],
+def _evaluate(spec: TaskSpec, base_dir: Path, adapter: Path, student_id: str, eval_rows: list[dict],
               report: Progress) -> dict[str, Any]:
     from protege.agents.models.local import LocalModel
     from protege.distill.evaluate import evaluate_student

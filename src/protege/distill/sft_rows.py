@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from protege.agents.models.local import render_chat
+from protege.agents.models.chat_render import render_chat
 from protege.errors import UserError
 
 

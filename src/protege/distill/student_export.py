@@ -103,7 +103,7 @@ def merge_student(base: Path, adapter: Path, out: Path, *, half: bool = False) -
     else:
         model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch.float32)
     if half:
-        model = model.to(torch.float16)
+        model = model.to(torch.float16)  # type: ignore[arg-type]  # transformers' stubs miss .to(dtype)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return tokenizer

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protege.agents.models.local import render_chat  # noqa: F401 - bench imports it from here
+from protege.agents.models.chat_render import render_chat  # noqa: F401 - bench imports it from here
 from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
 from protege.distill.sft_rows import (  # noqa: F401 - tokenize_row: re-exported, its old home
     TokenizedExample,
@@ -53,32 +53,34 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["lora", "full"] = Field("lora", description="LoRA adapters, or update every weight")
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: str | list[str] = Field("all-linear", description="PEFT target modules")
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: run all epochs)")
-    learning_rate: float = Field(1e-3, gt=0)
+    method: Literal["lora", "full"] = Field(default="lora", description="LoRA adapters, or update every weight")
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    target_modules: str | list[str] = Field(default="all-linear", description="PEFT target modules")
+    epochs: float = Field(default=3.0, gt=0)
+    max_steps: int = Field(default=-1, description="stop after this many optimizer steps (-1: run all epochs)")
+    learning_rate: float = Field(default=1e-3, gt=0)
     lr_scheduler: str = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(8, ge=1, description="rows per optimizer step (per device)")
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(2048, ge=16, description="rows longer than this (prompt + answer tokens) are skipped")
-    shared_prefix: bool = Field(True, description="run the prompt prefix all rows share once per batch")
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=8, ge=1, description="rows per optimizer step (per device)")
+    grad_accum: int = Field(default=1, ge=1)
+    max_length: int = Field(
+        default=2048, ge=16, description="rows longer than this (prompt + answer tokens) are skipped"
+    )
+    shared_prefix: bool = Field(default=True, description="run the prompt prefix all rows share once per batch")
     group_by_length: bool = True
-    bf16: bool | None = Field(None, description="bf16 autocast; None = where the hardware supports it")
+    bf16: bool | None = Field(default=None, description="bf16 autocast; None = where the hardware supports it")
     seed: int = 0
-    save_steps: int | None = Field(None, description="checkpoint every N steps; None = once per epoch")
-    save_total_limit: int = Field(2, ge=1)
-    logging_steps: int = Field(5, ge=1)
-    torch_threads: int | None = Field(None, description="CPU threads for torch; None = torch's default")
-    early_stopping_patience: int | None = Field(None, ge=1, description=(
+    save_steps: int | None = Field(default=None, description="checkpoint every N steps; None = once per epoch")
+    save_total_limit: int = Field(default=2, ge=1)
+    logging_steps: int = Field(default=5, ge=1)
+    torch_threads: int | None = Field(default=None, description="CPU threads for torch; None = torch's default")
+    early_stopping_patience: int | None = Field(default=None, ge=1, description=(
         "after each epoch score exact match on rows held out of training; keep the best epoch and stop after "
         "this many epochs without a better one (None: off, train every epoch)"))
-    early_stopping_rows: int = Field(32, ge=1, description="training rows held out to pick the epoch by")
+    early_stopping_rows: int = Field(default=32, ge=1, description="training rows held out to pick the epoch by")
 
 
 class TrainResult(BaseModel):
@@ -88,7 +90,7 @@ class TrainResult(BaseModel):
     base: str
     method: str
     loss_history: list[tuple[int, float]] = Field(description="(step, training loss) as logged")
-    train_loss: float | None = Field(None, description="mean training loss over the run")
+    train_loss: float | None = Field(default=None, description="mean training loss over the run")
     eval_loss: float | None = None
     train_tokens: int = Field(description="tokens of the training rows processed, prompts included")
     tokens_per_s: float
@@ -98,7 +100,7 @@ class TrainResult(BaseModel):
     skipped_rows: int = 0
     epoch_scores: list[EpochScore] = Field(default_factory=list, description="early stopping: each epoch's exact "
                                            "match on the rows held out to choose it")
-    best_epoch: float | None = Field(None, description="early stopping: the epoch whose weights were kept")
+    best_epoch: float | None = Field(default=None, description="early stopping: the epoch whose weights were kept")
     stopped_early: bool = False
 
 
@@ -157,7 +159,7 @@ def train_student(
     eval_examples = tokenize_rows(tokenizer, eval_rows, config.max_length)[0] if eval_rows else None
     trainer = _build_trainer(model, tokenizer, examples, eval_examples, out_dir, config, progress)
     stopper = None
-    if select_rows:
+    if select_rows and config.early_stopping_patience:
         stopper = early_stopping_callback(select_rows, base_dir, tokenizer, out_dir / "selection",
                                           patience=config.early_stopping_patience, output_schema=output_schema,
                                           threads=config.torch_threads)
@@ -203,21 +205,27 @@ def _load_for_training(base_dir: Path, config: TrainConfig):
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16 if frozen_bf16 else torch.float32)
     model.config.use_cache = False
     if config.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
-        if frozen_bf16:  # autocast runs the adapters in bf16 too; PEFT's own fp32 cast of x would only add copies
-            for module in model.modules():
-                if hasattr(module, "lora_A"):
-                    module.cast_input_dtype_enabled = False
+        return tokenizer, _with_lora(model, config, frozen_bf16)
     return tokenizer, model
+
+
+def _with_lora(model: Any, config: TrainConfig, frozen_bf16: bool) -> Any:
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, lora)
+    if frozen_bf16:  # autocast runs the adapters in bf16 too; PEFT's own fp32 cast of x would only add copies
+        for module in peft_model.modules():
+            if isinstance(module, LoraLayer):
+                module.cast_input_dtype_enabled = False
+    return peft_model
 
 
 def use_bf16(config: TrainConfig) -> bool:
@@ -418,10 +426,10 @@ def _progress_callback(progress: ProgressFn):
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
-        def __init__(self):
+        def __init__(self) -> None:
             self.started = time.perf_counter()
             self.loss: float | None = None
-            self.trainer = None  # set once the trainer exists: it counts the tokens
+            self.trainer: Any = None  # set once the trainer exists: it counts the tokens
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:

@@ -18,16 +18,20 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protege.errors import UserError
 from protege.programs.interpret import REFUSED
+from protege.programs.stored import base_skill, shadow_verdict
 from protege.skills.program_author import PROGRAM_FILE
 
 if TYPE_CHECKING:
-    from protege.agents.cascade import TaskRuntime
-    from protege.app import Protege
+    from protege.agents.cascade import TaskEntry, TaskRuntime
+    from protege.agents.models.base import Model
     from protege.programs.verify import ProgramSet
+    from protege.skills.library import SkillLibrary
+    from protege.store import Store
 
 log = logging.getLogger("protege")
 RECORD_FILE = "scripts/solve.json"
@@ -88,7 +92,9 @@ def stored_authored(store: Any, task: str) -> AuthoredProgram | None:
 def choose(induced: ProgramSet | None, authored: AuthoredProgram | None) -> dict[str, str]:
     """Per served field, its source: "induced" or "authored" (the better held-out accuracy; ties: induced)."""
     choice = {name: "induced" for name in (induced.served if induced is not None else {})}
-    for name in authored.verified if authored is not None else ():
+    if authored is None:
+        return choice
+    for name in authored.verified:
         mine = authored.field_agreement.get(name, 0.0)
         theirs = induced.fields.get(name) if induced is not None else None
         if theirs is None or not theirs.promoted or (theirs.accuracy or 0.0) < mine:
@@ -123,8 +129,9 @@ class FieldChoice:
         from protege.skills.program_run import arun_program
 
         values: dict[str, Any] = {}
+        induced = self.induced.fields if self.induced is not None else {}
         for name in self.induced_fields:  # only the fields the induced programs serve: no work thrown away
-            value = self.induced.fields[name].apply(data)
+            value = induced[name].apply(data)
             if value is not REFUSED:
                 values[name] = value
         try:
@@ -152,10 +159,37 @@ def authored_markdown(induced: ProgramSet | None, authored: AuthoredProgram) -> 
     return "\n".join(lines) + "\n"
 
 
+class AuthorModels(Protocol):
+    """The tiers: the models an author writes with, and the cache that forgets a task's programs."""
+
+    def teacher(self, task: TaskRuntime) -> Model: ...
+    def model(self, spec: str | Model) -> Model: ...
+    def invalidate(self, task: str | None = None) -> None: ...
+
+
+class AuthorLedger(Protocol):
+    """The lifecycle, which records an author's model calls as paid traces."""
+
+    async def record_author(self, task: TaskRuntime, author: Any) -> None: ...
+
+
+class AuthorHost(Protocol):
+    """What the authored-program service uses of the app (the facade; programs never import it)."""
+
+    store: Store
+    skills: SkillLibrary
+
+    @property
+    def tiers(self) -> AuthorModels: ...
+    @property
+    def lifecycle(self) -> AuthorLedger: ...
+    def handle(self, task: str) -> TaskEntry: ...
+
+
 class AuthoredPrograms:
     """The app's authored-program service: one lazily started Sandbox, background writing, per-field serving."""
 
-    def __init__(self, app: Protege, author: Any = None):
+    def __init__(self, app: AuthorHost, author: Any = None):
         if author is not None and not isinstance(author, str) and not hasattr(author, "request"):
             raise UserError(f"Protege(program_author={author!r}) must be None (off), 'teacher', a model spec "
                             f"string like 'anthropic:claude-opus-4-5', or a Model object")
@@ -214,11 +248,11 @@ class AuthoredPrograms:
         """Take the authored program out of service when the teacher's shadow answers on program-served calls
         since it was written agree less than `Policy.demote_below` (the rule induced programs and students
         follow): a new skill version whose record verifies no field, the reason kept beside it."""
-        from protege.programs.service import base_skill, shadow_verdict
-
         name = task.spec.name
         program = self.current(name)
-        why = shadow_verdict(self.app.store, task, program.created_at) if program and program.verified else None
+        if program is None or not program.verified:
+            return False
+        why = shadow_verdict(self.app.store, task, program.created_at)
         if why is None:
             return False
         log.warning("task %r: the authored program is %s", name, why)
@@ -280,7 +314,7 @@ class AuthoredPrograms:
             result = await author.write(task.spec, traces, skill=latest.text if latest else None,
                                         promote_at=task.spec.policy.promote_at)
         finally:
-            await self.app.lifecycle._record_author(task, author)  # paid work, recorded whatever happened next
+            await self.app.lifecycle.record_author(task, author)  # paid work, recorded whatever happened next
         log.info("task %r: %s", name, result.report().splitlines()[0])
         if result.source and result.fields_verified:
             await asyncio.to_thread(self._save, task, result, len(traces))
@@ -292,7 +326,6 @@ class AuthoredPrograms:
         return self.app.tiers.model(self.author)
 
     def _save(self, task: TaskRuntime, result: Any, traces: int) -> None:
-        from protege.programs.service import base_skill
         from protege.skills.program_author import with_program
 
         program = AuthoredProgram(
@@ -307,9 +340,10 @@ class AuthoredPrograms:
 
 
 def _now() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "authored_markdown", "choose", "stored_authored"]
+__all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "authored_markdown", "choose",
+           "stored_authored"]

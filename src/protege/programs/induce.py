@@ -257,9 +257,10 @@ def _offset(program: Program, corpus: Corpus, name: str, values: list[Any]) -> F
     """The count off by a constant (a header row, a total line), when the first example says by how much."""
     texts = corpus.texts[program.source]
     k = next((i for i, v in enumerate(values) if v is not None and texts[i] is not None), None)
-    if k is None:
+    text = texts[k] if k is not None else None
+    if k is None or text is None:
         return None
-    n = run_on_text(program, texts[k])
+    n = run_on_text(program, text)
     if n is REFUSED or not isinstance(n, int) or not 0 < abs(values[k] - n) <= MAX_OFFSET:
         return None
     return evaluate(replace(program, offset=values[k] - n), corpus, name, first=k, need=_need(corpus))
@@ -304,8 +305,9 @@ def _counts_of_lists(corpus: Corpus, name: str, list_fields: list[str]) -> list[
             break
         for source in corpus.sources:
             text = corpus.texts[source][k]
-            bounds = [b for items in lists if items[k] and text is not None
-                      and (b := cand.list_bounds(text, items[k])) is not None]
+            if text is None:
+                continue
+            bounds = [b for items in lists if items[k] and (b := cand.list_bounds(text, items[k])) is not None]
             if bounds:  # the span every list field's items cover: `6 x A, seven B` holds quantities and products
                 around = cand.regions_around(text, min(b[0] for b in bounds), max(b[1] for b in bounds))
                 for region in around:

@@ -49,7 +49,8 @@ def region_of(text: str, start: str, end: str, each: bool = False) -> str | None
     every such piece, one per line (`Closes: #1, #2` wherever it occurs)."""
     if not each:
         return _piece(text, 0, start, end)[0]
-    pieces, at = [], 0
+    pieces: list[str] = []
+    at = 0
     while True:
         piece, at = _piece(text, at, start, end)
         if piece is None:

@@ -155,7 +155,7 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
         f"text = text if text is not None and all(a in text for a in {anchors!r}) else None",
         *([f"text = text if text is not None and len(text) <= {max_chars} else None"] if max_chars else []),
         f"region = _region(text, {p.region.start!r}, {p.region.end!r}, {p.region.each}) if text is not None else None",
-        *([f"if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
+        *(["if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
           if p.absent_null and p.op != "span" else []),
         "if region is not None:",
         f"    value = {call}",

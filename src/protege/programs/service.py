@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
-from typing import TYPE_CHECKING, Any
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protege.programs.render import render
+from protege.programs.stored import base_skill, shadow_verdict
 from protege.programs.verify import ProgramSet, build
 
 if TYPE_CHECKING:
-    from protege.agents.cascade import TaskRuntime
-    from protege.app import Protege
+    from protege.agents.cascade import TaskEntry, TaskRuntime
+    from protege.programs.authored import AuthoredPrograms
+    from protege.store import Store
 
 log = logging.getLogger("protege")
 PROGRAMS_FILE = "scripts/fields.json"
@@ -34,8 +36,26 @@ SOURCE_TIERS = ("teacher", "import")  # the answers programs are induced from: t
 CHECK_EVERY = 10    # teacher successes between looks at whether an induction is due
 
 
+class Invalidates(Protocol):
+    """The tiers' cache, which forgets a task's eligibility when its programs change."""
+
+    def invalidate(self, task: str | None = None) -> None: ...
+
+
+class ProgramHost(Protocol):
+    """What the program service uses of the app (the facade; programs never import it)."""
+
+    store: Store
+
+    @property
+    def tiers(self) -> Invalidates: ...
+    @property
+    def authored(self) -> AuthoredPrograms: ...  # made after the service: read with getattr
+    def handle(self, task: str) -> TaskEntry: ...
+
+
 class ProgramService:
-    def __init__(self, app: Protege):
+    def __init__(self, app: ProgramHost):
         self.app = app
         self._cache: dict[str, tuple[float, ProgramSet | None]] = {}
         self._busy: set[str] = set()
@@ -95,7 +115,8 @@ class ProgramService:
         """After a shadow of a program-served call: demote the programs if the teacher disagrees too often."""
         try:
             current = self.current(task.spec.name)
-            demoted = current is not None and current.served and demote_if_disagreeing(self.app.store, task, current)
+            demoted = bool(current is not None and current.served
+                           and demote_if_disagreeing(self.app.store, task, current))
             authored = getattr(self.app, "authored", None)  # a program-served call may hold authored fields too
             if authored is not None and authored.demote_if_disagreeing(task):
                 demoted = True
@@ -136,38 +157,22 @@ def stored_programs(store: Any, task: str) -> ProgramSet | None:
     return None
 
 
-MIN_SHADOWS = 10
-
-
 def demote_if_disagreeing(store: Any, task: Any, programs: ProgramSet) -> ProgramSet | None:
     """Take a task's programs out of service (a new skill version with no field served) when the teacher's
     shadow answers on program-served calls agree less than `Policy.demote_below`; None when they hold."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     why = shadow_verdict(store, task, programs.created_at)
     if why is None:
         return None
     log.warning("task %r: field programs %s", task.spec.name, why)
     demoted = ProgramSet.from_json(programs.to_json())
-    demoted.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    demoted.created_at = datetime.now(UTC).isoformat(timespec="seconds")
     for fp in demoted.fields.values():
         if fp.promoted:
             fp.promoted, fp.reason = False, why
     save_programs(store, task.spec.name, demoted, instructions=task.spec.instructions, source_trace_ids=[])
     return demoted
-
-
-def shadow_verdict(store: Any, task: Any, created_at: str | None) -> str | None:
-    """Why programs written at `created_at` should leave service — the teacher's shadow answers on program-served
-    calls since then agree less than `Policy.demote_below` over enough calls — or None while they hold."""
-    from datetime import datetime
-
-    policy = task.spec.policy
-    since = datetime.fromisoformat(created_at) if created_at else None
-    mean, n = store.shadow_agreement(task.spec.name, "program", window=policy.shadow_window, since=since)
-    if mean is None or n < min(policy.shadow_window, MIN_SHADOWS) or mean >= policy.demote_below:
-        return None
-    return f"demoted: shadow agreement {mean:.3f} over {n} calls < Policy.demote_below {policy.demote_below:.3f}"
 
 
 def induce_stored(store: Any, task: str, fields: list[str], *, promote_at: float, instructions: str) -> ProgramSet:
@@ -200,15 +205,3 @@ def save_programs(store: Any, task: str, programs: ProgramSet, *, instructions: 
              PROGRAMS_FILE: json.dumps(programs.to_json(), indent=1, ensure_ascii=False)}
     return library.add(task, skill.model_copy(update={"files": files}), kind="induced",
                        source_trace_ids=source_trace_ids)
-
-
-def base_skill(library: Any, task: str, instructions: str) -> Any:
-    """The skill a program version builds on: the task's newest (its files carry over), or a minimal one."""
-    from protege.skills.library import SkillLibrary
-    from protege.skills.skill import Skill
-
-    latest = library.latest(task)
-    if latest is not None:
-        return SkillLibrary.to_skill(latest)
-    name = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:64].strip("-") or "task"
-    return Skill(name=name, description=instructions[:1000] or task, body=f"# {task}\n\n{instructions}\n")

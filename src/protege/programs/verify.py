@@ -8,8 +8,9 @@ counted apart — a refusal leaves the field to the next tier, which is safe, a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from dataclasses import field as dc_field  # FieldProgram has a `field` attribute
+from datetime import UTC, datetime
 from typing import Any
 
 from protege.programs.induce import induce, same
@@ -35,7 +36,7 @@ class FieldProgram:
     refused: int = 0
     promoted: bool = False
     reason: str = ""
-    anchors: dict[str, list[str]] = field(default_factory=dict)  # source path -> literals every training text had
+    anchors: dict[str, list[str]] = dc_field(default_factory=dict)  # source path -> literals every training text had
     max_chars: int = 0  # longest input text served: twice the longest training text (0: no limit)
 
     @property
@@ -84,7 +85,7 @@ class ProgramSet:
     induce_s: float = 0.0
     train: int = 0      # traces induced on
     heldout: int = 0    # traces held out for verification
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = dc_field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
     def served(self) -> dict[str, FieldProgram]:
@@ -118,11 +119,16 @@ class ProgramSet:
                    train=data.get("train", 0), heldout=data.get("heldout", 0))
 
 
-def split(examples: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list, list]:
+Pair = tuple[dict[str, Any], dict[str, Any]]  # (input, output) of one trace
+
+
+def split(examples: list[Pair]) -> tuple[list[Pair], list[Pair]]:
     """(train, held-out) by input hash, duplicates dropped."""
     from protege.tasks import input_hash
 
-    train, held, seen = [], [], set()
+    train: list[Pair] = []
+    held: list[Pair] = []
+    seen: set[str] = set()
     for inp, out in examples:
         digest = input_hash(inp)
         if digest in seen:

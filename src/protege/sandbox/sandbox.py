@@ -141,7 +141,7 @@ class Sandbox:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 (interpreter shutdown)
+        except Exception:  # interpreter shutdown
             pass
 
     def _take(self) -> _Worker:
@@ -229,19 +229,20 @@ class _Worker:
     def _start(self) -> None:
         sandbox = self.sandbox
         self.scratch = tempfile.mkdtemp(prefix=f"w{self.index}-", dir=sandbox._root)
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             [sys.executable, "-I", "-B", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, cwd=self.scratch, env=_clean_env(self.scratch), close_fds=True,
             start_new_session=True,  # the app's terminal signals and process-group kills don't reach it
         )
+        assert proc.stdin is not None and proc.stdout is not None  # both piped above
         init = {
             "scratch": self.scratch, "strict": sandbox.strict, "guard": sandbox.guard,
             "allowed_imports": sorted(sandbox.allowed_imports), "limits": sandbox.limits.as_dict(),
             "sys_path": [p for p in sys.path if p and os.path.isdir(p)],
         }
         try:
-            write_frame(self.proc.stdin.fileno(), init)
-            ready = read_frame(self.proc.stdout.fileno(), max_bytes=FRAME_SLACK,
+            write_frame(proc.stdin.fileno(), init)
+            ready = read_frame(proc.stdout.fileno(), max_bytes=FRAME_SLACK,
                                deadline=time.monotonic() + sandbox.start_timeout_s)
         except (TimeoutError, ProtocolError, OSError) as exc:
             self.stop()

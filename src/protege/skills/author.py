@@ -114,7 +114,7 @@ class SkillAuthor:
     async def _ask(self, prompt: str, action: str, task: str, finish: Callable[[Skill], Skill]) -> Skill | None:
         """Ask for a SKILL.md; send an invalid reply back once with the error; None if it stays invalid."""
         messages = [Message(role="user", content=prompt)]
-        for attempt in range(2):
+        for _attempt in range(2):
             request = ModelRequest(messages=messages, task_name=action, task_input={"task": task}, max_tokens=8192)
             response = await self.model.request(request)
             self.last_responses.append(response)

@@ -84,9 +84,10 @@ def _example_of(trace: Any) -> Example | None:
     if get("valid", True) is False:
         return None
     inp, out = get("input"), get("output")
-    if out is None and get("output_text"):
+    output_text = get("output_text")
+    if out is None and output_text:
         try:
-            out = json.loads(get("output_text"))
+            out = json.loads(output_text)
         except json.JSONDecodeError:
             return None
     if inp is None or out is None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from protege.errors import StoreError, UserError
 from protege.skills.exemplar import ROW_KEYS
@@ -218,7 +219,7 @@ class SkillLibrary:
             values["evidence"] = evidence
         with self.store.engine.begin() as conn:  # one transaction: the check-and-set and the retirement
             done = conn.execute(
-                update(SkillRow).where(SkillRow.id == row.id, SkillRow.status == row.status).values(**values)
+                update(SkillRow).where(col(SkillRow.id) == row.id, col(SkillRow.status) == row.status).values(**values)
             ).rowcount
             if done != 1:
                 raise StoreError(f"skill {row.task_name!r} v{row.version} changed while being reviewed; reload, retry")
@@ -246,7 +247,7 @@ def _trace_ids(skill: Skill) -> list[str]:
 def _retire_approved(task: str, keep_id: int | None, *, by: str, note: str) -> Any:
     return (
         update(SkillRow)
-        .where(SkillRow.task_name == task, SkillRow.status == "approved", SkillRow.id != keep_id)
+        .where(col(SkillRow.task_name) == task, col(SkillRow.status) == "approved", col(SkillRow.id) != keep_id)
         .values(status="retired", reviewed_by=by, reviewed_at=utcnow(), review_note=note)
     )
 
@@ -255,8 +256,8 @@ def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str
     task = skill.task
     stored = _stored(skill, {"task": task})
     text, files = stored.render(), dict(stored.files)
-    existing = list(session.scalars(select(SkillRow).where(SkillRow.task_name == task)
-                                    .order_by(SkillRow.version.desc())))
+    existing = list(session.scalars(select(SkillRow).where(col(SkillRow.task_name) == task)
+                                    .order_by(col(SkillRow.version).desc())))
     approve = trust and skill.status == "approved"
     same = next((r for r in existing if r.text == text and dict(r.files or {}) == files), None)
     if same is not None:  # already here: importing twice adds nothing

@@ -77,7 +77,7 @@ class Scorer:
             try:
                 if not self.check(self.input_model.model_validate(example.input), parsed):
                     return 0.0, "the task's check rejected the answer"
-            except Exception as exc:  # noqa: BLE001 (a buggy check fails the case, not the verification)
+            except Exception as exc:  # a buggy check fails the case, not the verification
                 return 0.0, f"check raised {type(exc).__name__}: {exc}"
         return _clamp(self.score(expected, parsed)), None
 
@@ -95,7 +95,11 @@ def verify(sandbox: Any, source: str, examples: list[Example], scorer: Scorer, *
            round_no: int = 0) -> Verification:
     """Score `source` on `examples` (each run in the sandbox); every case counts, a failed run scores 0."""
     totals = {name: 0.0 for name in scorer.fields}
-    overall, failures, failed_at, errors, fatal, left_out = 0.0, [], [], {}, 0, set()
+    overall, fatal = 0.0, 0
+    failures: list[FailingCase] = []
+    failed_at: list[int] = []
+    errors: dict[str, int] = {}  # failed runs by kind
+    left_out: set[str] = set()
     for index, example in enumerate(examples):
         expected = scorer.parse(example.output)
         if fatal >= MAX_FATAL:

@@ -203,7 +203,8 @@ def check_characters(text: str, what: str) -> str:
     try:
         text.encode()
     except UnicodeEncodeError as exc:
-        raise UserError(f"{what} holds {exc.object[exc.start]!r}, a lone surrogate (not valid Unicode): remove it")
+        bad_char = exc.object[exc.start]
+        raise UserError(f"{what} holds {bad_char!r}, a lone surrogate (not valid Unicode): remove it") from exc
     return text
 
 

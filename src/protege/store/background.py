@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from protege.store.base import StoreBase
 from protege.store.models import JobRow, LeaseRow, utcnow
@@ -75,10 +76,10 @@ class BackgroundQueries(StoreBase):
     def jobs(self, task: str | None = None, *, state: str | None = "pending") -> list[JobRow]:
         stmt = select(JobRow)
         if task is not None:
-            stmt = stmt.where(JobRow.task_name == task)
+            stmt = stmt.where(col(JobRow.task_name) == task)
         if state is not None:
-            stmt = stmt.where(JobRow.state == state)
-        return self._all(stmt.order_by(JobRow.created_at, JobRow.id))
+            stmt = stmt.where(col(JobRow.state) == state)
+        return self._all(stmt.order_by(col(JobRow.created_at), col(JobRow.id)))
 
     def claim_jobs(self, task: str, *, owner: str, lease_s: float) -> list[JobRow]:
         """Claim the task's pending jobs nobody is running (free, lapsed, or of a dead owner); returns those won."""
@@ -86,32 +87,32 @@ class BackgroundQueries(StoreBase):
         for job in self.jobs(task):
             if not _free(job.owner, job.lease_until, now):
                 continue
-            prev = JobRow.owner.is_(None) if job.owner is None else JobRow.owner == job.owner
-            stmt = update(JobRow).where(JobRow.id == job.id, JobRow.state == "pending", prev).values(
-                owner=owner, lease_until=now + timedelta(seconds=lease_s), attempts=JobRow.attempts + 1)
+            prev = col(JobRow.owner).is_(None) if job.owner is None else col(JobRow.owner) == job.owner
+            stmt = update(JobRow).where(col(JobRow.id) == job.id, col(JobRow.state) == "pending", prev).values(
+                owner=owner, lease_until=now + timedelta(seconds=lease_s), attempts=col(JobRow.attempts) + 1)
             if self._exec(stmt) == 1:
                 job.owner, job.attempts = owner, job.attempts + 1
                 won.append(job)
         return won
 
     def renew_jobs(self, owner: str, *, lease_s: float) -> int:
-        stmt = update(JobRow).where(JobRow.owner == owner, JobRow.state == "pending").values(
+        stmt = update(JobRow).where(col(JobRow.owner) == owner, col(JobRow.state) == "pending").values(
             lease_until=utcnow() + timedelta(seconds=lease_s))
         return self._exec(stmt)
 
     def finish_job(self, job_id: str) -> None:
-        self._exec(delete(JobRow).where(JobRow.id == job_id))
+        self._exec(delete(JobRow).where(col(JobRow.id) == job_id))
 
     def fail_job(self, job_id: str, error: str, *, final: bool) -> None:
         """A failed run: released for a later retry, or (final) kept as failed for a person to look at."""
         values: dict[str, Any] = {"owner": None, "lease_until": None, "error": error[:4000]}
         if final:
             values["state"] = "failed"
-        self._exec(update(JobRow).where(JobRow.id == job_id).values(**values))
+        self._exec(update(JobRow).where(col(JobRow.id) == job_id).values(**values))
 
     def release_jobs(self, owner: str) -> int:
         """Hand an owner's unfinished jobs back to the queue (at exit, when time ran out)."""
-        stmt = update(JobRow).where(JobRow.owner == owner, JobRow.state == "pending").values(
+        stmt = update(JobRow).where(col(JobRow.owner) == owner, col(JobRow.state) == "pending").values(
             owner=None, lease_until=None)
         return self._exec(stmt)
 
@@ -131,7 +132,7 @@ class BackgroundQueries(StoreBase):
             return self.acquire_lease(name, owner=owner, ttl_s=ttl_s, info=info)
         if held.owner != owner and not _free(held.owner, held.expires_at, now):
             return False
-        stmt = update(LeaseRow).where(LeaseRow.name == name, LeaseRow.owner == held.owner).values(
+        stmt = update(LeaseRow).where(col(LeaseRow.name) == name, col(LeaseRow.owner) == held.owner).values(
             owner=owner, expires_at=until, acquired_at=now, info=info)
         return self._exec(stmt) == 1
 
@@ -140,20 +141,21 @@ class BackgroundQueries(StoreBase):
         values: dict[str, Any] = {"expires_at": utcnow() + timedelta(seconds=ttl_s)}
         if info is not None:
             values["info"] = info
-        return self._exec(update(LeaseRow).where(LeaseRow.name == name, LeaseRow.owner == owner).values(**values)) == 1
+        stmt = update(LeaseRow).where(col(LeaseRow.name) == name, col(LeaseRow.owner) == owner).values(**values)
+        return self._exec(stmt) == 1
 
     def release_lease(self, name: str, *, owner: str, info: dict | None = None) -> None:
         """Let go of a lease; the row stays (expired) with its last info, so the outcome remains visible."""
         values: dict[str, Any] = {"expires_at": utcnow()}
         if info is not None:
             values["info"] = info
-        self._exec(update(LeaseRow).where(LeaseRow.name == name, LeaseRow.owner == owner).values(**values))
+        self._exec(update(LeaseRow).where(col(LeaseRow.name) == name, col(LeaseRow.owner) == owner).values(**values))
 
     def lease(self, name: str) -> LeaseRow | None:
-        return self._first(select(LeaseRow).where(LeaseRow.name == name))
+        return self._first(select(LeaseRow).where(col(LeaseRow.name) == name))
 
     def leases(self, prefix: str = "") -> list[LeaseRow]:
-        return self._all(select(LeaseRow).where(LeaseRow.name.startswith(prefix)).order_by(LeaseRow.name))
+        return self._all(select(LeaseRow).where(col(LeaseRow.name).startswith(prefix)).order_by(col(LeaseRow.name)))
 
     @staticmethod
     def lease_live(row: LeaseRow | None) -> bool:

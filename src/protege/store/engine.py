@@ -26,7 +26,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 try:  # orjson comes with langgraph; it writes JSON ~5x faster than the json module
     import orjson
 except ImportError:  # pragma: no cover - exercised only without orjson
-    orjson = None
+    orjson = None  # type: ignore[assignment]  # the usual optional-import idiom: callers test `is None`
 
 
 def json_dumps(value: Any) -> str:
@@ -48,8 +48,8 @@ def json_loads(text: str | bytes | memoryview) -> Any:
     if isinstance(text, memoryview):  # psycopg hands over buffers; json.loads takes only str/bytes
         text = bytes(text)
     if orjson is not None:
-        long_digits = _LONG_DIGITS_STR if isinstance(text, str) else _LONG_DIGITS_BYTES
-        if not long_digits.search(text):
+        long_digits = _LONG_DIGITS_STR.search(text) if isinstance(text, str) else _LONG_DIGITS_BYTES.search(text)
+        if long_digits is None:
             try:
                 return orjson.loads(text)
             except orjson.JSONDecodeError:  # e.g. NaN written by the json module: json reads it

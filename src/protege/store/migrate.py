@@ -64,11 +64,11 @@ def target_metadata() -> Any:
     """A MetaData of protege's tables only (SQLModel.metadata may also hold an application's own tables)."""
     from sqlalchemy import MetaData
 
-    from protege.store.models import ALL_TABLES
+    from protege.store.models import ALL_TABLES, table_of
 
     metadata = MetaData()
     for table in ALL_TABLES:
-        table.__table__.to_metadata(metadata)
+        table_of(table).to_metadata(metadata)
     return metadata
 
 

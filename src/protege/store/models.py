@@ -7,10 +7,10 @@ written before its run row is committed and bulk ingest needs no round trip per 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -19,7 +19,12 @@ def new_id() -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The SQLAlchemy table of a table model."""
+    return model.__table__  # type: ignore[attr-defined]  # set by SQLAlchemy; SQLModel's stubs don't declare it
 
 
 def _json(**kw: Any) -> Any:
@@ -243,5 +248,6 @@ class LeaseRow(SQLModel, table=True):
     info: dict | None = _json()  # the holder's progress, for `protege students` and the TUI
 
 
-ALL_TABLES = [TaskRow, RunRow, TraceRow, SkillRow, LabelRow, DatasetRow, StudentRow, ShadowRow, BudgetRow, JobRow,
-              LeaseRow]
+ALL_TABLES: list[type[SQLModel]] = [
+    TaskRow, RunRow, TraceRow, SkillRow, LabelRow, DatasetRow, StudentRow, ShadowRow, BudgetRow, JobRow, LeaseRow,
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import Float, bindparam, column, func, literal_column, select, table, text
+from sqlalchemy import ColumnClause, Float, bindparam, column, func, literal_column, select, table, text
 from sqlalchemy.sql import Select
 
 from protege.store.models import SkillRow
@@ -66,7 +66,7 @@ def _postgres(terms: list[str]) -> Select[Any]:
 
     to_tsquery sees only letter/digit words joined by '|': no operator or quote from the user survives.
     """
-    vector = literal_column(PG_VECTOR)
+    vector: ColumnClause[Any] = literal_column(PG_VECTOR)
     tsquery = func.to_tsquery(literal_column("'english'"), bindparam("tsq", " | ".join(terms)))
     # weights for D, C, B, A: name hits (A) count, but not so much that one word in a name beats the rest
     rank = func.ts_rank(literal_column(f"'{PG_WEIGHTS}'::float4[]"), vector, tsquery, 1)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import String, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session
+from sqlalchemy.sql import Select
+from sqlmodel import Session, SQLModel, col
 from sqlmodel.sql.sqltypes import AutoString
 
 from protege.errors import StoreError, UserError
@@ -32,11 +33,13 @@ from protege.store.models import (
     TaskRow,
     TraceRow,
     new_id,
+    table_of,
     utcnow,
 )
 from protege.store.search import query_terms, search_statement
 
 DATASET_TIERS = ("teacher", "import")  # replay answers are only schema-checked: opt in (build_dataset tiers=)
+_Select = TypeVar("_Select", bound="Select[Any]")
 COLLISION_RETRIES = 30  # version-numbering races: each round lets at least one concurrent writer through
 
 
@@ -68,7 +71,7 @@ class Store(BackgroundQueries):
             latest = self.task(name)
             if latest is not None and latest.contract_hash == contract_hash:
                 if latest.policy != policy:
-                    self._exec(update(TaskRow).where(TaskRow.id == latest.id).values(policy=policy))
+                    self._exec(update(TaskRow).where(col(TaskRow.id) == latest.id).values(policy=policy))
                     latest.policy = policy
                 return latest
             row = TaskRow(
@@ -82,15 +85,16 @@ class Store(BackgroundQueries):
         raise StoreError(f"could not register task {name!r}: concurrent registrations kept colliding")
 
     def task(self, name: str, version: int | None = None) -> TaskRow | None:
-        stmt = select(TaskRow).where(TaskRow.name == name)
-        stmt = stmt.where(TaskRow.version == version) if version else stmt.order_by(TaskRow.version.desc())
+        stmt = select(TaskRow).where(col(TaskRow.name) == name)
+        stmt = stmt.where(col(TaskRow.version) == version) if version else stmt.order_by(col(TaskRow.version).desc())
         return self._first(stmt.limit(1))
 
     def tasks(self) -> list[TaskRow]:
         """The newest version of every registered task, by name."""
-        newest = select(TaskRow.name, func.max(TaskRow.version).label("v")).group_by(TaskRow.name).subquery()
-        stmt = select(TaskRow).join(newest, (TaskRow.name == newest.c.name) & (TaskRow.version == newest.c.v))
-        return self._all(stmt.order_by(TaskRow.name))
+        name, version = col(TaskRow.name), col(TaskRow.version)
+        newest = select(name, func.max(version).label("v")).group_by(name).subquery()
+        stmt = select(TaskRow).join(newest, (name == newest.c.name) & (version == newest.c.v))
+        return self._all(stmt.order_by(col(TaskRow.name)))
 
     # -- runs and traces ---------------------------------------------------------------------------------------
 
@@ -100,16 +104,16 @@ class Store(BackgroundQueries):
 
     def finish_run(self, run_id: str, **fields: Any) -> None:
         fields.setdefault("finished_at", utcnow())
-        self._exec(update(RunRow).where(RunRow.id == run_id).values(**_no_nul(fields, _TEXT_FIELDS[RunRow])))
+        self._exec(update(RunRow).where(col(RunRow.id) == run_id).values(**_no_nul(fields, _TEXT_FIELDS[RunRow])))
 
     def run(self, run_id: str) -> RunRow | None:
-        return self._first(select(RunRow).where(RunRow.id == run_id))
+        return self._first(select(RunRow).where(col(RunRow.id) == run_id))
 
     def runs(self, task: str | None = None, *, limit: int = 100, offset: int = 0) -> list[RunRow]:
         stmt = select(RunRow)
         if task:
-            stmt = stmt.where(RunRow.task_name == task)
-        return self._all(stmt.order_by(RunRow.created_at.desc(), RunRow.id).offset(offset).limit(limit))
+            stmt = stmt.where(col(RunRow.task_name) == task)
+        return self._all(stmt.order_by(col(RunRow.created_at).desc(), col(RunRow.id)).offset(offset).limit(limit))
 
     def insert_trace(self, trace: TraceRow | dict) -> None:
         """Write one attempt and commit it at once: a crash after this line loses nothing.
@@ -132,7 +136,7 @@ class Store(BackgroundQueries):
                 if run_row is not None:
                     conn.execute(insert(RunRow), {**run_row, **(finish or {})})
                 elif finish is not None:
-                    conn.execute(update(RunRow).where(RunRow.id == trace_row["run_id"]).values(**finish))
+                    conn.execute(update(RunRow).where(col(RunRow.id) == trace_row["run_id"]).values(**finish))
                 conn.execute(insert(TraceRow), trace_row)
 
         self._retry(write)
@@ -156,7 +160,7 @@ class Store(BackgroundQueries):
         return len(rows)
 
     def trace(self, trace_id: str) -> TraceRow | None:
-        return self._first(select(TraceRow).where(TraceRow.id == trace_id))
+        return self._first(select(TraceRow).where(col(TraceRow.id) == trace_id))
 
     def traces(
         self, task: str | None = None, *, tier: str | None = None, valid: bool | None = None,
@@ -166,9 +170,9 @@ class Store(BackgroundQueries):
         """Traces, newest first (or oldest first), filtered; paged with limit/offset."""
         stmt = _trace_filter(select(TraceRow), task, tier, valid, run_id, shadow)
         if created_before is not None:
-            stmt = stmt.where(TraceRow.created_at < require_aware(created_before, "created_before"))
-        order = TraceRow.created_at.asc() if oldest_first else TraceRow.created_at.desc()
-        stmt = stmt.order_by(order, TraceRow.id).offset(offset)
+            stmt = stmt.where(col(TraceRow.created_at) < require_aware(created_before, "created_before"))
+        order = col(TraceRow.created_at).asc() if oldest_first else col(TraceRow.created_at).desc()
+        stmt = stmt.order_by(order, col(TraceRow.id)).offset(offset)
         return self._all(stmt.limit(limit) if limit is not None else stmt)
 
     def count_traces(
@@ -182,9 +186,9 @@ class Store(BackgroundQueries):
                              tiers: tuple[str, ...] = DATASET_TIERS) -> int:
         """Valid traces of the tiers a dataset is built from (created after `since`): what a distill would see."""
         stmt = select(func.count()).select_from(TraceRow).where(
-            TraceRow.task_name == task, TraceRow.valid.is_(True), TraceRow.tier.in_(tiers))
+            col(TraceRow.task_name) == task, col(TraceRow.valid).is_(True), col(TraceRow.tier).in_(tiers))
         if since is not None:
-            stmt = stmt.where(TraceRow.created_at > require_aware(since, "since"))
+            stmt = stmt.where(col(TraceRow.created_at) > require_aware(since, "since"))
         return int(self._scalar(stmt))
 
     def dataset_traces(self, task: str, *, tiers: tuple[str, ...] = DATASET_TIERS) -> Iterator[dict]:
@@ -193,15 +197,17 @@ class Store(BackgroundQueries):
         Left out: invalid attempts, and traces whose latest reviewer label is 'bad'. Shadow teacher traces stay:
         they are valid teacher work.
         """
-        latest_label = select(func.max(LabelRow.id)).group_by(LabelRow.trace_id)
-        rejected = select(LabelRow.trace_id).where(LabelRow.id.in_(latest_label), LabelRow.verdict == "bad")
-        cols = [TraceRow.id, TraceRow.task_version, TraceRow.tier, TraceRow.model, TraceRow.input, TraceRow.input_hash, TraceRow.messages,
-                TraceRow.tools, TraceRow.output, TraceRow.output_text, TraceRow.created_at]
+        latest_label = select(func.max(col(LabelRow.id))).group_by(col(LabelRow.trace_id))
+        rejected = select(col(LabelRow.trace_id)).where(
+            col(LabelRow.id).in_(latest_label), col(LabelRow.verdict) == "bad")
+        cols = [col(TraceRow.id), col(TraceRow.task_version), col(TraceRow.tier), col(TraceRow.model),
+                col(TraceRow.input), col(TraceRow.input_hash), col(TraceRow.messages), col(TraceRow.tools),
+                col(TraceRow.output), col(TraceRow.output_text), col(TraceRow.created_at)]
         stmt = (
             select(*cols)
-            .where(TraceRow.task_name == task, TraceRow.valid.is_(True), TraceRow.tier.in_(tiers))
-            .where(TraceRow.id.not_in(rejected))
-            .order_by(TraceRow.created_at, TraceRow.id)
+            .where(col(TraceRow.task_name) == task, col(TraceRow.valid).is_(True), col(TraceRow.tier).in_(tiers))
+            .where(col(TraceRow.id).not_in(rejected))
+            .order_by(col(TraceRow.created_at), col(TraceRow.id))
         )
         with self.engine.connect() as conn:
             for row in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
@@ -218,7 +224,7 @@ class Store(BackgroundQueries):
         return self._add(LabelRow(trace_id=trace_id, verdict=verdict, reviewer=reviewer, note=note))
 
     def labels(self, trace_id: str) -> list[LabelRow]:
-        return self._all(select(LabelRow).where(LabelRow.trace_id == trace_id).order_by(LabelRow.id))
+        return self._all(select(LabelRow).where(col(LabelRow.trace_id) == trace_id).order_by(col(LabelRow.id)))
 
     # -- skills ------------------------------------------------------------------------------------------------
 
@@ -236,20 +242,20 @@ class Store(BackgroundQueries):
 
     def skill(self, task: str, *, version: int | None = None, status: str | None = None) -> SkillRow | None:
         """The task's skill at `version`, or its newest (with `status`, if given)."""
-        stmt = select(SkillRow).where(SkillRow.task_name == task)
+        stmt = select(SkillRow).where(col(SkillRow.task_name) == task)
         if version is not None:
-            stmt = stmt.where(SkillRow.version == version)
+            stmt = stmt.where(col(SkillRow.version) == version)
         if status is not None:
-            stmt = stmt.where(SkillRow.status == status)
-        return self._first(stmt.order_by(SkillRow.version.desc()).limit(1))
+            stmt = stmt.where(col(SkillRow.status) == status)
+        return self._first(stmt.order_by(col(SkillRow.version).desc()).limit(1))
 
     def skills(self, task: str | None = None, *, status: str | None = None) -> list[SkillRow]:
         stmt = select(SkillRow)
         if task:
-            stmt = stmt.where(SkillRow.task_name == task)
+            stmt = stmt.where(col(SkillRow.task_name) == task)
         if status:
-            stmt = stmt.where(SkillRow.status == status)
-        return self._all(stmt.order_by(SkillRow.task_name, SkillRow.version.desc()))
+            stmt = stmt.where(col(SkillRow.status) == status)
+        return self._all(stmt.order_by(col(SkillRow.task_name), col(SkillRow.version).desc()))
 
     def update_skill(self, skill_id: int, **fields: Any) -> SkillRow:
         return self._update(SkillRow, skill_id, fields)
@@ -267,9 +273,9 @@ class Store(BackgroundQueries):
             return []
         stmt = search_statement(self.dialect, terms)
         if status is not None:
-            stmt = stmt.where(SkillRow.status == status)
+            stmt = stmt.where(col(SkillRow.status) == status)
         if exclude_task is not None:
-            stmt = stmt.where(SkillRow.task_name != exclude_task)
+            stmt = stmt.where(col(SkillRow.task_name) != exclude_task)
 
         def run() -> list[tuple[SkillRow, float]]:
             with Session(self._auto, expire_on_commit=False) as s:
@@ -283,31 +289,31 @@ class Store(BackgroundQueries):
         return self._add(row)
 
     def dataset(self, dataset_id: str) -> DatasetRow | None:
-        return self._first(select(DatasetRow).where(DatasetRow.id == dataset_id))
+        return self._first(select(DatasetRow).where(col(DatasetRow.id) == dataset_id))
 
     def datasets(self, task: str | None = None) -> list[DatasetRow]:
         stmt = select(DatasetRow)
-        stmt = stmt.where(DatasetRow.task_name == task) if task else stmt
-        return self._all(stmt.order_by(DatasetRow.created_at.desc()))
+        stmt = stmt.where(col(DatasetRow.task_name) == task) if task else stmt
+        return self._all(stmt.order_by(col(DatasetRow.created_at).desc()))
 
     def add_student(self, row: StudentRow) -> StudentRow:
         return self._add(row)
 
     def student(self, student_id: str) -> StudentRow | None:
-        return self._first(select(StudentRow).where(StudentRow.id == student_id))
+        return self._first(select(StudentRow).where(col(StudentRow.id) == student_id))
 
     def students(self, task: str | None = None, *, state: str | None = None) -> list[StudentRow]:
         stmt = select(StudentRow)
         if task:
-            stmt = stmt.where(StudentRow.task_name == task)
+            stmt = stmt.where(col(StudentRow.task_name) == task)
         if state:
-            stmt = stmt.where(StudentRow.state == state)
-        return self._all(stmt.order_by(StudentRow.created_at.desc()))
+            stmt = stmt.where(col(StudentRow.state) == state)
+        return self._all(stmt.order_by(col(StudentRow.created_at).desc()))
 
     def promoted_student(self, task: str) -> StudentRow | None:
         """The task's promoted student (the most recently promoted, should several be marked promoted)."""
-        stmt = select(StudentRow).where(StudentRow.task_name == task, StudentRow.state == "promoted")
-        return self._first(stmt.order_by(StudentRow.promoted_at.desc()).limit(1))
+        stmt = select(StudentRow).where(col(StudentRow.task_name) == task, col(StudentRow.state) == "promoted")
+        return self._first(stmt.order_by(col(StudentRow.promoted_at).desc()).limit(1))
 
     def update_student(self, student_id: str, **fields: Any) -> StudentRow:
         return self._update(StudentRow, student_id, fields)
@@ -320,19 +326,19 @@ class Store(BackgroundQueries):
     def shadow_agreement(self, task: str, tier: str, *, window: int = 50, since: datetime | None = None
                          ) -> tuple[float | None, int]:
         """Mean agreement of the last `window` shadow comparisons of a tier (after `since`), and how many."""
-        stmt = select(ShadowRow.agreement).where(ShadowRow.task_name == task, ShadowRow.tier == tier)
+        stmt = select(col(ShadowRow.agreement)).where(col(ShadowRow.task_name) == task, col(ShadowRow.tier) == tier)
         if since is not None:
-            stmt = stmt.where(ShadowRow.created_at >= require_aware(since, "since"))
-        stmt = stmt.order_by(ShadowRow.created_at.desc(), ShadowRow.id.desc()).limit(window)
+            stmt = stmt.where(col(ShadowRow.created_at) >= require_aware(since, "since"))
+        stmt = stmt.order_by(col(ShadowRow.created_at).desc(), col(ShadowRow.id).desc()).limit(window)
         values = [v for (v,) in self._rows(stmt)]
         return (sum(values) / len(values) if values else None), len(values)
 
     def shadow_scores(self, task: str, tier: str, *, since: datetime | None = None, limit: int = 500) -> list[float]:
         """The agreements of a tier's last `limit` shadow comparisons (after `since`), oldest first."""
-        stmt = select(ShadowRow.agreement).where(ShadowRow.task_name == task, ShadowRow.tier == tier)
+        stmt = select(col(ShadowRow.agreement)).where(col(ShadowRow.task_name) == task, col(ShadowRow.tier) == tier)
         if since is not None:
-            stmt = stmt.where(ShadowRow.created_at >= require_aware(since, "since"))
-        stmt = stmt.order_by(ShadowRow.created_at.desc(), ShadowRow.id.desc()).limit(limit)
+            stmt = stmt.where(col(ShadowRow.created_at) >= require_aware(since, "since"))
+        stmt = stmt.order_by(col(ShadowRow.created_at).desc(), col(ShadowRow.id).desc()).limit(limit)
         return [v for (v,) in reversed(self._rows(stmt))]
 
     # -- teacher budget ----------------------------------------------------------------------------------------
@@ -344,13 +350,14 @@ class Store(BackgroundQueries):
         can never pass the cap together. A negative `amount` releases or settles a reservation.
         """
         day = day or _today()
-        stmt = update(BudgetRow).where(BudgetRow.task_name == task, BudgetRow.day == day)
+        stmt = update(BudgetRow).where(col(BudgetRow.task_name) == task, col(BudgetRow.day) == day)
         if cap is not None:
-            stmt = stmt.where(BudgetRow.spent_usd + amount <= cap + 1e-12)
-        stmt = stmt.values(spent_usd=BudgetRow.spent_usd + amount)
+            stmt = stmt.where(col(BudgetRow.spent_usd) + amount <= cap + 1e-12)
+        stmt = stmt.values(spent_usd=col(BudgetRow.spent_usd) + amount)
         if self._exec(stmt) == 1:
             return True
-        if self._scalar(select(BudgetRow.id).where(BudgetRow.task_name == task, BudgetRow.day == day)) is not None:
+        day_row = select(col(BudgetRow.id)).where(col(BudgetRow.task_name) == task, col(BudgetRow.day) == day)
+        if self._scalar(day_row) is not None:
             return False  # the row exists: the cap said no
         try:
             self._exec(insert(BudgetRow), {"task_name": task, "day": day, "spent_usd": 0.0})
@@ -359,7 +366,8 @@ class Store(BackgroundQueries):
         return self._exec(stmt) == 1
 
     def spent(self, task: str, *, day: str | None = None) -> float:
-        stmt = select(BudgetRow.spent_usd).where(BudgetRow.task_name == task, BudgetRow.day == (day or _today()))
+        stmt = select(col(BudgetRow.spent_usd)).where(
+            col(BudgetRow.task_name) == task, col(BudgetRow.day) == (day or _today()))
         return float(self._scalar(stmt) or 0.0)
 
     # -- ledger ------------------------------------------------------------------------------------------------
@@ -371,18 +379,18 @@ class Store(BackgroundQueries):
         teacher has answered once).
         """
         by_tier = self._rows(
-            select(TraceRow.tier, func.sum(TraceRow.cost_usd)).where(TraceRow.task_name == task)
-            .group_by(TraceRow.tier)
+            select(col(TraceRow.tier), func.sum(col(TraceRow.cost_usd))).where(col(TraceRow.task_name) == task)
+            .group_by(col(TraceRow.tier))
         )
         served = self._rows(
-            select(RunRow.tier, func.count()).where(RunRow.task_name == task, RunRow.status == "ok")
-            .group_by(RunRow.tier)
+            select(col(RunRow.tier), func.count()).where(col(RunRow.task_name) == task, col(RunRow.status) == "ok")
+            .group_by(col(RunRow.tier))
         )
-        calls = self._scalar(select(func.count()).select_from(RunRow).where(RunRow.task_name == task))
+        calls = self._scalar(select(func.count()).select_from(RunRow).where(col(RunRow.task_name) == task))
         teacher_mean = self._scalar(
-            select(func.avg(TraceRow.cost_usd)).where(
-                TraceRow.task_name == task, TraceRow.tier == "teacher", TraceRow.valid.is_(True),
-                TraceRow.shadow.is_(False),
+            select(func.avg(col(TraceRow.cost_usd))).where(
+                col(TraceRow.task_name) == task, col(TraceRow.tier) == "teacher", col(TraceRow.valid).is_(True),
+                col(TraceRow.shadow).is_(False),
             )
         )
         spend = {tier: float(cost or 0.0) for tier, cost in by_tier}
@@ -396,34 +404,36 @@ class Store(BackgroundQueries):
         )
 
 
-def _trace_filter(stmt: Any, task: Any, tier: Any, valid: Any, run_id: Any, shadow: Any) -> Any:
+def _trace_filter(stmt: _Select, task: str | None, tier: str | None, valid: bool | None, run_id: str | None,
+                  shadow: bool | None) -> _Select:
     if task:
-        stmt = stmt.where(TraceRow.task_name == task)
+        stmt = stmt.where(col(TraceRow.task_name) == task)
     if tier:
-        stmt = stmt.where(TraceRow.tier == tier)
+        stmt = stmt.where(col(TraceRow.tier) == tier)
     if valid is not None:
-        stmt = stmt.where(TraceRow.valid.is_(valid))
+        stmt = stmt.where(col(TraceRow.valid).is_(valid))
     if run_id:
-        stmt = stmt.where(TraceRow.run_id == run_id)
+        stmt = stmt.where(col(TraceRow.run_id) == run_id)
     if shadow is not None:
-        stmt = stmt.where(TraceRow.shadow.is_(shadow))
+        stmt = stmt.where(col(TraceRow.shadow).is_(shadow))
     return stmt
 
 
-def _defaults(table: Any) -> dict[str, Any]:
+def _defaults(table: type[SQLModel]) -> dict[str, Any]:
     """Column defaults of a hot-path table, made once (id and created_at are made per row)."""
     return {
-        name: (f.default_factory() if f.default_factory else f.default)
+        name: f.get_default(call_default_factory=True)
         for name, f in table.model_fields.items()
         if name not in ("id", "created_at") and not f.is_required()
     }
 
 
-_DEFAULTS = {RunRow: _defaults(RunRow), TraceRow: _defaults(TraceRow)}
-_REQUIRED = {t: [n for n, f in t.model_fields.items() if f.is_required()] for t in (RunRow, TraceRow)}
+_HOT_TABLES: tuple[type[SQLModel], ...] = (RunRow, TraceRow)
+_DEFAULTS = {t: _defaults(t) for t in _HOT_TABLES}
+_REQUIRED = {t: [n for n, f in t.model_fields.items() if f.is_required()] for t in _HOT_TABLES}
 
 
-def _from_dict(table: Any, data: dict) -> dict:
+def _from_dict(table: type[SQLModel], data: dict[str, Any]) -> dict[str, Any]:
     """A plain dict row (bulk ingest, or a caller skipping the model's slow constructor), checked and completed."""
     fields = table.model_fields
     unknown = data.keys() - fields.keys()
@@ -442,16 +452,16 @@ def _from_dict(table: Any, data: dict) -> dict:
     return row
 
 
-def _row_dict(row: Any) -> dict:
+def _row_dict(row: SQLModel) -> dict[str, Any]:
     values = {name: getattr(row, name) for name in type(row).model_fields}
     return _no_nul(values, _TEXT_FIELDS[type(row)]) if type(row) in _TEXT_FIELDS else values
 
 
-def _text_fields(table: Any) -> frozenset[str]:
-    return frozenset(c.name for c in table.__table__.columns if isinstance(c.type, (String, AutoString)))
+def _text_fields(table: type[SQLModel]) -> frozenset[str]:
+    return frozenset(c.name for c in table_of(table).columns if isinstance(c.type, (String, AutoString)))
 
 
-_TEXT_FIELDS = {RunRow: _text_fields(RunRow), TraceRow: _text_fields(TraceRow)}
+_TEXT_FIELDS = {t: _text_fields(t) for t in _HOT_TABLES}
 
 
 def _no_nul(values: dict, text_fields: frozenset[str]) -> dict:
@@ -471,7 +481,7 @@ def _backoff(attempt: int) -> None:
 
 
 def _today() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 __all__ = ["DATASET_TIERS", "SQLITE_BUSY_TIMEOUT_MS", "Ledger", "OperationalError", "Store"]

@@ -21,10 +21,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import protege.telemetry.genai as g
 from protege.cli.imports import BadLine, Contract, ImportPlan, convert_tools, trace_from_chat
 from protege.errors import UserError
 from protege.store.models import utcnow
-from protege.telemetry import genai as g
 
 
 @dataclass
@@ -63,7 +63,8 @@ def plan_otel_import(path: Path, contract: Contract, *, model: str | None = None
     if not path.is_file():
         raise UserError(f"no file {str(path)!r}; give an OTLP JSON export of spans ({{\"resourceSpans\": [...]}})")
     spans, bad = read_spans(path)
-    rows, found, start = [], len(bad), utcnow()
+    rows: list[dict[str, Any]] = []
+    found, start = len(bad), utcnow()
     for call in llm_calls(spans):
         found += 1
         final = call.requests[-1]

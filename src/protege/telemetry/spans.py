@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from protege.telemetry import genai as g
+import protege.telemetry.genai as g
 
 CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _CONTENT_ON = {"true", "1", "yes", "on", "span_only", "span_and_event"}
@@ -103,7 +103,7 @@ class Telemetry:
         if provider is None:
             return None
         if provider is not self._tracer_of:
-            from protege import __version__
+            from protege.version import __version__
 
             self._tracer, self._tracer_of = provider.get_tracer(SCOPE, __version__), provider
         return self._tracer
@@ -144,11 +144,13 @@ class Telemetry:
 def _global_provider() -> Any:
     """The global TracerProvider if the app configured one; None otherwise. An app that set a provider has
     imported opentelemetry.trace, so when the module is not loaded there is nothing to look up (or import)."""
-    trace = sys.modules.get("opentelemetry.trace")
+    trace: Any = sys.modules.get("opentelemetry.trace")
     if trace is None:
         if not os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"):
             return None
-        from opentelemetry import trace
+        import importlib
+
+        trace = importlib.import_module("opentelemetry.trace")
     provider = trace.get_tracer_provider()
     return None if isinstance(provider, trace.ProxyTracerProvider) else provider
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 TIER_COLORS = {"teacher": "magenta", "replay": "yellow", "student": "green", "import": "cyan", "failed": "red"}
 STATUS_COLORS = {"draft": "yellow", "approved": "green", "rejected": "red", "retired": "bright_black",
@@ -34,7 +34,7 @@ def when(value: datetime | None) -> str:
     if value is None:
         return "—"
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%d %H:%M")
 
 

@@ -9,16 +9,18 @@ loads every trace, only a page of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Mapped
+from sqlmodel import col
 
 from protege.store import Ledger, RunRow, Store, TraceRow
 
-TRACE_SORTS: dict[str, Any] = {
-    "task": TraceRow.task_name, "tier": TraceRow.tier, "model": TraceRow.model, "valid": TraceRow.valid,
-    "date": TraceRow.created_at, "cost": TraceRow.cost_usd,
+TRACE_SORTS: dict[str, Mapped[Any]] = {
+    "task": col(TraceRow.task_name), "tier": col(TraceRow.tier), "model": col(TraceRow.model),
+    "valid": col(TraceRow.valid), "date": col(TraceRow.created_at), "cost": col(TraceRow.cost_usd),
 }
 CHEAP_TIERS = ("replay", "student", "program")
 HOURLY_UP_TO = timedelta(hours=48)  # a shorter history is charted per hour, a longer one per day
@@ -27,7 +29,7 @@ HOURLY_UP_TO = timedelta(hours=48)  # a shorter history is charted per hour, a l
 def task_names(store: Store) -> list[str]:
     """Registered tasks plus any task that only has traces (imports), sorted."""
     with store.engine.connect() as conn:
-        traced = {name for (name,) in conn.execute(select(TraceRow.task_name).distinct())}
+        traced = {name for (name,) in conn.execute(select(col(TraceRow.task_name)).distinct())}
     return sorted(traced | {t.name for t in store.tasks()})
 
 
@@ -78,15 +80,16 @@ class TierSeries:
 
 def calls_over_time(store: Store, task: str, *, max_buckets: int = 60) -> TierSeries:
     """Calls of `task` per serving tier per day (or hour, for a short history); the newest `max_buckets`."""
-    where = RunRow.task_name == task
+    where = col(RunRow.task_name) == task
     with store.engine.connect() as conn:
-        lo, hi = conn.execute(select(func.min(RunRow.created_at), func.max(RunRow.created_at)).where(where)).one()
+        created = col(RunRow.created_at)
+        lo, hi = conn.execute(select(func.min(created), func.max(created)).where(where)).one()
         if lo is None:
             return TierSeries("day", [], [])
         lo, hi = _aware(lo), _aware(hi)
         unit = "hour" if hi - lo <= HOURLY_UP_TO else "day"
         bucket = _bucket(store.dialect, unit).label("bucket")
-        stmt = select(bucket, RunRow.tier, func.count()).where(where).group_by(bucket, RunRow.tier)
+        stmt = select(bucket, col(RunRow.tier), func.count()).where(where).group_by(bucket, col(RunRow.tier))
         found: dict[str, dict[str, int]] = {}
         for label, tier, n in conn.execute(stmt):
             found.setdefault(str(label), {})[tier or "failed"] = int(n)
@@ -94,11 +97,11 @@ def calls_over_time(store: Store, task: str, *, max_buckets: int = 60) -> TierSe
     return TierSeries(unit, labels, [found.get(label, {}) for label in labels])
 
 
-def _bucket(dialect: str, unit: str) -> Any:
+def _bucket(dialect: str, unit: str) -> ColumnElement[str]:
     if dialect == "postgresql":
         fmt = "YYYY-MM-DD HH24:00" if unit == "hour" else "YYYY-MM-DD"
-        return func.to_char(func.timezone("UTC", RunRow.created_at), fmt)
-    return func.strftime("%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d", RunRow.created_at)
+        return func.to_char(func.timezone("UTC", col(RunRow.created_at)), fmt)
+    return func.strftime("%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d", col(RunRow.created_at))
 
 
 def _bucket_labels(lo: datetime, hi: datetime, unit: str, max_buckets: int) -> list[str]:
@@ -116,7 +119,7 @@ def _bucket_labels(lo: datetime, hi: datetime, unit: str, max_buckets: int) -> l
 def _aware(value: datetime | str) -> datetime:
     if isinstance(value, str):  # SQLite hands min()/max() of a datetime column back as text
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -160,10 +163,10 @@ def _page_ids(store: Store, q: TraceQuery, *, limit: int, offset: int, ids_desce
     """Ids of one page, ordered by the sort column, then the date (same direction), then the id (the tie-break
     `Store.traces` uses: ascending, or descending to walk the same order backwards)."""
     column = TRACE_SORTS[q.sort]
-    keys = [column] if q.sort == "date" else [column, TraceRow.created_at]
+    keys = [column] if q.sort == "date" else [column, col(TraceRow.created_at)]
     order = [k.desc() if q.descending else k.asc() for k in keys]
-    order.append(TraceRow.id.desc() if ids_descending else TraceRow.id.asc())
-    stmt = select(TraceRow.id)
+    order.append(col(TraceRow.id).desc() if ids_descending else col(TraceRow.id).asc())
+    stmt = select(col(TraceRow.id))
     for clause in _filters(q):
         stmt = stmt.where(clause)
     with store.engine.connect() as conn:
@@ -174,18 +177,18 @@ def _rows_by_id(store: Store, ids: list[str]) -> list[TraceRow]:
     if not ids:
         return []
     with store.session() as s:
-        rows = {row.id: row for row in s.scalars(select(TraceRow).where(TraceRow.id.in_(ids)))}
+        rows = {row.id: row for row in s.scalars(select(TraceRow).where(col(TraceRow.id).in_(ids)))}
     return [rows[i] for i in ids if i in rows]
 
 
-def _filters(q: TraceQuery) -> list[Any]:
-    clauses = []
+def _filters(q: TraceQuery) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
     if q.task:
-        clauses.append(TraceRow.task_name == q.task)
+        clauses.append(col(TraceRow.task_name) == q.task)
     if q.tier:
-        clauses.append(TraceRow.tier == q.tier)
+        clauses.append(col(TraceRow.tier) == q.tier)
     if q.valid is not None:
-        clauses.append(TraceRow.valid.is_(q.valid))
+        clauses.append(col(TraceRow.valid).is_(q.valid))
     return clauses
 
 
@@ -195,6 +198,7 @@ def latest_labels(store: Store, trace_ids: list[str]) -> dict[str, str]:
 
     if not trace_ids:
         return {}
-    stmt = select(LabelRow.trace_id, LabelRow.verdict).where(LabelRow.trace_id.in_(trace_ids)).order_by(LabelRow.id)
+    trace_id = col(LabelRow.trace_id)
+    stmt = select(trace_id, col(LabelRow.verdict)).where(trace_id.in_(trace_ids)).order_by(col(LabelRow.id))
     with store.engine.connect() as conn:
         return {tid: verdict for tid, verdict in conn.execute(stmt)}

@@ -28,8 +28,8 @@ class FieldProfile(BaseModel):
     """One top-level output field as the traces show it."""
 
     kind: FieldKind
-    traces: int = Field(0, description="training traces with a value (not null, not empty) for the field")
-    copy_rate: float | None = Field(None, description="share of those whose every value is a span of the input")
+    traces: int = Field(default=0, description="training traces with a value (not null, not empty) for the field")
+    copy_rate: float | None = Field(default=None, description="share of those whose every value is a span of the input")
 
 
 class AnswerProfile(BaseModel):
@@ -37,7 +37,7 @@ class AnswerProfile(BaseModel):
 
     traces: int = 0
     copy_threshold: float = 0.98
-    copy_constraint: bool = Field(True, description="decode copied fields under the input's substrings")
+    copy_constraint: bool = Field(default=True, description="decode copied fields under the input's substrings")
     longest_answer_tokens: int | None = None
     max_answer_tokens: int | None = None
     bounds: dict[str, dict[str, Any]] = Field(default_factory=dict)

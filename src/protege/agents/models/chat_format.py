@@ -21,7 +21,9 @@ def compact_json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def student_messages(instructions: str, task_input: dict[str, Any], tools: list[ToolSpec] | None = None) -> list[Message]:
+def student_messages(
+    instructions: str, task_input: dict[str, Any], tools: list[ToolSpec] | None = None
+) -> list[Message]:
     """The student's prompt: instructions (+ tool list) as system, the input as compact JSON."""
     system = instructions.strip()
     if tools:
@@ -55,8 +57,9 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
         except json.JSONDecodeError:
             continue
         if isinstance(body, dict) and isinstance(body.get("name"), str):
-            args = body.get("arguments") if isinstance(body.get("arguments"), dict) else {}
-            calls.append(ToolCall(id=f"call_{i}", name=body["name"], arguments=args))
+            arguments = body.get("arguments")
+            calls.append(ToolCall(id=f"call_{i}", name=body["name"],
+                                  arguments=arguments if isinstance(arguments, dict) else {}))
     return calls
 
 

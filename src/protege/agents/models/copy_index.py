@@ -34,11 +34,12 @@ class SubstringIndex:
         return [c for c in self.edges[state] if c != SEPARATOR]
 
     def contains(self, text: str) -> bool:
-        state: int | None = self.root
+        state = self.root
         for char in text:
-            state = self.step(state, char)
-            if state is None:
+            next_state = self.step(state, char)
+            if next_state is None:
                 return False
+            state = next_state
         return True
 
     def _extend(self, char: str) -> None:

@@ -114,9 +114,10 @@ class State:
     def feed(self, text: str) -> State | None:
         stack, written = self.stack, self.text
         for char in text:
-            stack = _feed(stack, char, written)
-            if stack is None:
+            fed = _feed(stack, char, written)
+            if fed is None:
                 return None
+            stack = fed
             written += char
             if stack and stack[-1][0] == "mark" and written[stack[-1][1]:] in stack[-2][4]:
                 return None  # the item just closed repeats an earlier one of a unique list
@@ -144,7 +145,7 @@ class State:
 
 def _push_value(rest: tuple, node: Node) -> tuple:
     """Frames that read one value of `node` (objects with properties unfold into literals and values)."""
-    frames = [("lit", "}", 0)]
+    frames: list[tuple] = [("lit", "}", 0)]
     for i in range(len(node.props) - 1, -1, -1):
         key, sub = node.props[i]
         frames.append(("value", sub))
@@ -206,7 +207,7 @@ def _start_value(rest: tuple, node: Node, c: str, written: str) -> tuple | None:
 
 
 def _string_frame(node: Node) -> tuple:
-    copy_state = node.copy.root if node.copy else None
+    copy_state = node.copy.root if isinstance(node.copy, SubstringIndex) else None
     return (("str", node, 0, "", copy_state, node.pattern.start if node.pattern else None),)
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Union
+from typing import Any
 
 from protege.agents.models.base import ModelRequest, ModelResponse, Usage
 from protege.agents.tokens import count_tokens, prompt_tokens
 from protege.errors import UserError
 
-Answer = Union[ModelResponse, str, dict]
-ModelFunction = Callable[[ModelRequest], Union[Answer, Awaitable[Answer]]]
+Answer = ModelResponse | str | dict
+ModelFunction = Callable[[ModelRequest], Answer | Awaitable[Answer]]
 
 
 def to_response(answer: Any, req: ModelRequest, model_name: str) -> ModelResponse:

@@ -22,7 +22,6 @@ from protege.agents.models.base import ModelRequest, ModelResponse
 from protege.agents.models.openai import OpenAIModel
 from protege.errors import UserError
 
-
 RESPONSE_FORMATS = ("json_schema", "json_object")
 """How the schema is sent: OpenAI's `json_schema` (vLLM, llama.cpp's llama-server, Ollama), or `json_object` with
 a `schema` beside it (llama-cpp-python's server, which rejects `json_schema`)."""

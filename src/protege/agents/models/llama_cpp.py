@@ -22,9 +22,15 @@ from typing import Any
 
 from protege.agents.models.answer_profile import AnswerProfile
 from protege.agents.models.local import _ENGINES, _ENGINES_LOCK, LocalModel
-from protege.agents.models.local_engine import BATCH_CPU, Engine, _single_char_tokens, _stop_ids, _string_safe, \
-    _vocab_texts
 from protege.agents.models.local_batch import PrefixCache, common_length, decode
+from protege.agents.models.local_engine import (
+    BATCH_CPU,
+    Engine,
+    _single_char_tokens,
+    _stop_ids,
+    _string_safe,
+    _vocab_texts,
+)
 from protege.errors import UserError
 
 DEFAULT_CONTEXT = 4096
@@ -107,10 +113,11 @@ class LlamaCppEngine(Engine):
         for pending in batch:
             try:
                 row = _LlamaRow(self)
-                result = decode(row, [self._decode(pending.job)])[0]
+                # a one-row Batch, duck-typed over llama.cpp's cache (local_batch types it as the torch Batch)
+                result = decode(row, [self._decode(pending.job)])[0]  # type: ignore[arg-type]
                 if not isinstance(result, Exception):
                     result.reused_tokens = row.reused[0]
-            except Exception as exc:  # noqa: BLE001 - the caller gets it as its answer's failure
+            except Exception as exc:  # the caller gets it as its answer's failure
                 self.context_ids = []
                 result = exc
             pending.result = self._as_model_error(result)

@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import threading
 import time
@@ -41,6 +42,8 @@ from protege.errors import UserError
 METADATA_FILE = "protege_student.json"
 _ENGINES: dict[tuple, Any] = {}
 _ENGINES_LOCK = threading.Lock()
+# other engines subclass LocalModel, so they are named here by module, not imported: the graph stays one-way
+_ENGINE_CLASSES = {"llama.cpp": ("protege.agents.models.llama_cpp", "LlamaCppModel")}
 
 
 class LocalModel:
@@ -50,10 +53,9 @@ class LocalModel:
     writes_prose = False
 
     def __new__(cls, *args: Any, engine: str = "torch", **kwargs: Any):  # serving: engine="llama.cpp" selects
-        if cls is LocalModel and engine == "llama.cpp":                   # the GGUF engine (llama_cpp.py)
-            from protege.agents.models.llama_cpp import LlamaCppModel
-
-            return super().__new__(LlamaCppModel)
+        if cls is LocalModel and engine in _ENGINE_CLASSES:              # the GGUF engine (llama_cpp.py)
+            module, name = _ENGINE_CLASSES[engine]
+            return super().__new__(getattr(importlib.import_module(module), name))
         return super().__new__(cls)
 
     def __init__(
@@ -222,10 +224,4 @@ def _base_of_adapter(adapter: Path) -> Path:
                     f"pass it explicitly: LocalModel(base_path, adapter={str(adapter)!r})")
 
 
-def render_chat(tokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
-    """Token ids of `messages` in the base's chat template: the one rendering used in training and serving."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-__all__ = ["LocalModel", "Message", "State", "render_chat"]
+__all__ = ["LocalModel", "Message", "State"]

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from transformers import DynamicCache
 
 PAD = 0  # any token id: padded columns are masked out
 
@@ -38,11 +42,11 @@ class PrefixCache:
     """Keys/values of the latest prompt prefix, so the next batch re-runs only what differs from it (one task's
     calls share their instructions)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.ids: list[int] = []
-        self.kv: list = []
+        self.kv: list[tuple[Tensor, Tensor]] = []
 
-    def restore(self, cache, ids: list[int]) -> int:
+    def restore(self, cache: DynamicCache, ids: list[int]) -> int:
         """Load the cached keys/values of the longest common prefix of `ids` into `cache`; its length."""
         shared = common_length([self.ids, ids])
         if shared:
@@ -50,10 +54,10 @@ class PrefixCache:
                 cache.update(keys[..., :shared, :], values[..., :shared, :], layer)
         return shared
 
-    def save(self, ids: list[int], cache) -> None:
+    def save(self, ids: list[int], cache: DynamicCache) -> None:
         """Remember `cache` (one row, holding exactly `ids`); decoding appends by concatenation, so it stays valid."""
         self.ids = list(ids)
-        self.kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self.kv = layer_key_values(cache)
 
 
 class Batch:
@@ -66,7 +70,7 @@ class Batch:
         self.torch, self.model, self.prefix = torch, model, prefix
         self.device = model.device
         self.cache = DynamicCache(config=model.config)
-        self.mask = None
+        self.mask: Tensor | None = None
         self.positions: list[int] = []
         self.reused: list[int] = []  # per prompt: tokens it did not run itself (cached, or shared with the batch)
 
@@ -100,7 +104,7 @@ class Batch:
         torch = self.torch
         from transformers import DynamicCache
 
-        prefix = [(layer.keys, layer.values) for layer in self.cache.layers] if common else []
+        prefix = layer_key_values(self.cache) if common else []
         logits, rows = [], []
         for tokens in suffixes:
             cache = DynamicCache(config=self.model.config)
@@ -110,7 +114,7 @@ class Batch:
                              position_ids=torch.arange(common, common + len(tokens), device=self.device)[None],
                              use_cache=True, logits_to_keep=1)
             logits.append(out.logits.float())
-            rows.append([(layer.keys[..., common:, :], layer.values[..., common:, :]) for layer in cache.layers])
+            rows.append([(keys[..., common:, :], values[..., common:, :]) for keys, values in layer_key_values(cache)])
         width = max(len(tokens) for tokens in suffixes)
         self.cache = DynamicCache(config=self.model.config)
         for layer in range(len(rows[0])):
@@ -152,8 +156,7 @@ class Batch:
         if self.mask is None and len(self.positions) == 1:
             self.cache.crop(-count)
         else:
-            self._ensure_mask()
-            self.mask[row, -count:] = 0
+            self._ensure_mask()[row, -count:] = 0
         self.positions[row] -= count
 
     def keep_rows(self, rows: list[int]) -> None:
@@ -164,10 +167,23 @@ class Batch:
             self.mask = self.mask[index]
         self.positions = [self.positions[row] for row in rows]
 
-    def _ensure_mask(self) -> None:
+    def _ensure_mask(self) -> Tensor:
         if self.mask is None:
             columns = self.cache.get_seq_length()
             self.mask = self.torch.ones(len(self.positions), columns, dtype=self.torch.long, device=self.device)
+        return self.mask
+
+
+def layer_key_values(cache: DynamicCache) -> list[tuple[Tensor, Tensor]]:
+    """Each layer's (keys, values). Every layer of the models decoded here is an attention layer that has run."""
+    from transformers.cache_utils import CacheLayerMixin
+
+    out = []
+    for index, layer in enumerate(cache.layers):
+        if not isinstance(layer, CacheLayerMixin) or layer.keys is None or layer.values is None:
+            raise TypeError(f"cache layer {index} ({type(layer).__name__}) holds no keys/values to reuse")
+        out.append((layer.keys, layer.values))
+    return out
 
 
 def decode(batch: Batch, answers: list[Answer]) -> list[Any]:
@@ -183,7 +199,7 @@ def decode(batch: Batch, answers: list[Answer]) -> list[Any]:
                 feeds[index] = _advance(answers[index], _row_logits(logits, row, keeps[row]), batch, row)
             except StopIteration as done:
                 results[index] = done.value
-            except Exception as exc:  # noqa: BLE001 - one answer's failure is that answer's, not the batch's
+            except Exception as exc:  # one answer's failure is that answer's, not the batch's
                 results[index] = exc
         if len(feeds) < len(active):
             if feeds:

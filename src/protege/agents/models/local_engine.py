@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from protege.agents.models.chat_render import render_chat
 from protege.agents.models.decoding import Grammar, State
 from protege.agents.models.local_batch import Answer, Batch, Feed, Forget, PrefixCache, decode
 from protege.errors import ModelError, ProtegeError, UserError
@@ -60,7 +61,7 @@ class _Answer:
 
     def take(self, token: int, text: str, prob: float | None) -> None:
         start = len(self.state.text)
-        self.state = self.state.feed(text)
+        self.state = _advance(self.state, text)
         self.pieces.append(text)
         self.out.append(token)
         if prob is None:
@@ -76,10 +77,18 @@ class _Answer:
                 for key, (start, end) in spans.items()}
 
     def take_forced(self, text: str, tokens: list[int]) -> None:
-        self.state = self.state.feed(text)
+        self.state = _advance(self.state, text)
         self.pieces.append(text)
         self.out += tokens
         self.forced += len(tokens)
+
+
+def _advance(state: State, text: str) -> State:
+    """The grammar's state after `text`, which it allowed when the text was chosen or forced."""
+    after = state.feed(text)
+    if after is None:
+        raise ModelError(f"the answer grammar refused {text!r} after {state.text[-60:]!r}, text it had allowed")
+    return after
 
 
 class PromptLookup:
@@ -127,7 +136,8 @@ class _Pending:
     """A job waiting in the engine's queue, and where its result goes."""
 
     def __init__(self, job: Job):
-        self.job, self.result, self.done = job, None, threading.Event()
+        self.job, self.done = job, threading.Event()
+        self.result: Generation | Exception = ModelError("the engine stopped before decoding this request")
 
 
 class Engine:
@@ -157,8 +167,6 @@ class Engine:
     # -- public ----------------------------------------------------------------------------------------------------
 
     def job(self, messages: list[dict[str, str]], grammar: Grammar | None, max_tokens: int, draft: bool = True) -> Job:
-        from protege.agents.models.local import render_chat
-
         return Job(render_chat(self.tokenizer, messages, generation_prompt=True), grammar, max_tokens, draft)
 
     def run(self, jobs: list[Job], batch_size: int | None = None) -> list[Generation | Exception]:
@@ -262,7 +270,7 @@ class Engine:
         model would have chosen itself (greedy, under the grammar) are taken, so the answer is the same as
         without drafting, in fewer passes. The context keeps only what was taken."""
         draft = self._grammatical(lookup.draft(answer.out), answer.state) if lookup is not None else []
-        if not draft:
+        if lookup is None or not draft:
             return (yield Feed([token]))
         scored = yield Feed([token, *draft], keep=len(draft) + 1)
         taken = 0
@@ -331,7 +339,7 @@ class Engine:
 
 def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
     """Where each top-level field's value sits in a compact JSON object (as far as the text goes)."""
-    decoder, spans = json.JSONDecoder(), {}
+    decoder, spans = json.JSONDecoder(), dict[str, tuple[int, int]]()
     if not text.startswith("{"):
         return spans
     pos = 1
@@ -361,7 +369,8 @@ def _load(base: Path, adapter: Path | None, device, dtype: str):
             raise UserError(f"dtype='int8' runs on the CPU only; device is {device.type!r}: use 'auto' or 'bfloat16'")
         model = torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
         return tokenizer, model
-    model = model.to(device=device, dtype=_inference_dtype(dtype, device)).eval()
+    # transformers types PreTrainedModel.to through a decorator that hides its signature
+    model = model.to(device=device, dtype=_inference_dtype(dtype, device)).eval()  # type: ignore[call-arg]
     return tokenizer, model
 
 

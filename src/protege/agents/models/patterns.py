@@ -229,6 +229,8 @@ class _Parser:
 
     def atom(self) -> tuple[int, int]:
         char = self.peek()
+        if char is None:  # `sequence` stops at the end, so only a bug gets here
+            raise Unsupported("the pattern ends where an atom is expected")
         if char == "(":
             return self.group()
         if char == "[":

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protege.agents.models.copy_index import SubstringIndex
 
 DIGITS = frozenset("0123456789")
 DEFAULT_MAX_STRING = 400  # characters; a runaway string from an unsure model is stopped here (a soft bound)
@@ -40,8 +43,14 @@ class Node:
     max_items: int | None = None
     soft_items: bool = False  # max_items was learned from the traces, not set by the schema
     unique: bool = False  # an item equal to an earlier one is refused
-    copy: bool = False  # a string that may only be a substring of the call's input
+    # a string that may only be a substring of the call's input: True as learned, the call's index once bound
+    copy: bool | SubstringIndex = False
     pattern: Any = None  # a compiled `patterns.Pattern` the string must match (None: any text)
+
+    @property
+    def item_node(self) -> Node:
+        """An array's item (ANY where the schema leaves it open)."""
+        return self.item if self.item is not None else ANY
 
 
 ANY = Node("any")
@@ -182,7 +191,7 @@ def with_bounds(node: Node, bounds: dict[str, dict[str, Any]], path: str = "") -
         props = tuple((key, with_bounds(sub, bounds, f"{path}.{key}" if path else key)) for key, sub in node.props)
         return replace(node, props=props)
     if node.kind == "array":
-        node = replace(node, item=with_bounds(node.item, bounds, f"{path}[]"))
+        node = replace(node, item=with_bounds(node.item_node, bounds, f"{path}[]"))
         learned = here.get("max_items")
         if learned is not None and (node.max_items is None or learned < node.max_items):
             node = replace(node, max_items=max(learned, node.min_items), soft_items=True)
@@ -207,7 +216,7 @@ def bound_hits(node: Node, value: Any, path: str = "") -> list[str]:
         return [hit for key, sub in node.props if key in value
                 for hit in bound_hits(sub, value[key], f"{path}.{key}" if path else key)]
     if node.kind == "array" and isinstance(value, list):
-        hits = [hit for item in value for hit in bound_hits(node.item, item, f"{path}[]")]
+        hits = [hit for item in value for hit in bound_hits(node.item_node, item, f"{path}[]")]
         if node.soft_items and node.max_items is not None and len(value) >= node.max_items:
             hits.insert(0, f"{name}: {len(value)} items, the most the training traces allow")
         return hits

@@ -103,7 +103,7 @@ class Guard:
             self._views[name] = view
         return self._views[name]
 
-    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):  # noqa: A002 (builtins' signature)
+    def _import(self, name, globals=None, locals=None, fromlist=(), level=0):  # builtins' signature
         if not level and name not in self.allowed and name in sys.modules:
             # the runtime's own imports (datetime.strptime -> _strptime, strftime -> time): a program cannot
             # name a module that is not allowed (the AST check) nor reach __import__, so only C code gets here

@@ -14,12 +14,13 @@ import shutil
 import signal
 import sys
 import time
+from types import CodeType
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import confine  # noqa: E402  (the sibling modules, found through the line above)
-import guard as guarding  # noqa: E402
-from protocol import ProtocolError, read_frame, write_frame  # noqa: E402
+import confine  # the sibling modules, found through the line above
+import guard as guarding
+from protocol import ProtocolError, read_frame, write_frame
 
 MAX_REQUEST = 64 * 1024 * 1024
 MAX_ERROR_CHARS = 2000
@@ -73,7 +74,7 @@ def setup(init: dict, fd_in: int, fd_out: int) -> tuple[guarding.Guard | None, d
 
 
 def serve(init: dict, guard: guarding.Guard | None, fd_in: int, fd_out: int) -> None:
-    programs: dict[str, object] = {}
+    programs: dict[str, CodeType] = {}
     signal.signal(signal.SIGALRM, _on_alarm)
     while True:
         try:
@@ -88,7 +89,7 @@ def serve(init: dict, guard: guarding.Guard | None, fd_in: int, fd_out: int) -> 
         write_frame(fd_out, reply)
 
 
-def call(request: dict, guard: guarding.Guard | None, programs: dict, max_output: int) -> dict:
+def call(request: dict, guard: guarding.Guard | None, programs: dict[str, CodeType], max_output: int) -> dict:
     """Run `entry(**kwargs)` of the program under a wall-clock alarm; every outcome is a reply, never a raise."""
     start = time.perf_counter()
     signal.setitimer(signal.ITIMER_REAL, max(float(request["timeout_s"]), 0.001))
@@ -102,11 +103,11 @@ def call(request: dict, guard: guarding.Guard | None, programs: dict, max_output
     return reply
 
 
-def _run(request: dict, guard: guarding.Guard | None, programs: dict, max_output: int) -> dict:
+def _run(request: dict, guard: guarding.Guard | None, programs: dict[str, CodeType], max_output: int) -> dict:
     try:
         code = _compiled(request["source"], guard, programs)
         namespace = guard.globals() if guard else {"__name__": "program"}
-        exec(code, namespace)  # noqa: S102 (the point of the sandbox)
+        exec(code, namespace)  # the point of the sandbox
         entry = namespace.get(request["entry"])
         if not callable(entry):
             return _fail("invalid_program", f"the program defines no function {request['entry']!r}")
@@ -119,7 +120,7 @@ def _run(request: dict, guard: guarding.Guard | None, programs: dict, max_output
         return _fail("invalid_program", f"SyntaxError: {exc}")
     except MemoryError:
         return _fail("memory", "the program ran out of its memory limit")
-    except BaseException as exc:  # noqa: BLE001 (SystemExit and friends are a failed call, not a dead worker)
+    except BaseException as exc:  # SystemExit and friends are a failed call, not a dead worker
         return _fail("exception", _describe(exc))
     return _encoded(value, max_output)
 
@@ -136,7 +137,7 @@ def _encoded(value: object, max_output: int) -> dict:
     return {"ok": True, "value": value}
 
 
-def _compiled(source: str, guard: guarding.Guard | None, programs: dict) -> object:
+def _compiled(source: str, guard: guarding.Guard | None, programs: dict[str, CodeType]) -> CodeType:
     code = programs.get(source)
     if code is None:
         tree = guarding.check_source(source, guard.allowed) if guard else source
@@ -156,7 +157,7 @@ def _describe(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
     except CallTimeout:
         raise
-    except BaseException:  # noqa: BLE001 (a hostile __str__)
+    except BaseException:  # a hostile __str__
         return type(exc).__name__
 
 

@@ -30,7 +30,10 @@ def run_online() -> None:
     if connection is not None:
         run_on(connection)
         return
-    engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+    url = context.config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise SystemExit("protege's migrations need a connection or a sqlalchemy.url: see protege.store.migrate")
+    engine = create_engine(url)
     try:
         with engine.connect() as conn:
             run_on(conn)

@@ -177,7 +177,7 @@ class SkillsScreen(ReviewScreen):
             if text is None:
                 return
             new = self.act(self.protege.skills.edit, row.task_name, text, by=self.reviewer)
-            if new is not None:
+            if isinstance(new, SkillRow):  # act() gives None when the edit failed
                 self.notify(f"saved as {new.task_name} v{new.version} (draft, awaiting review)", timeout=4)
                 self.select_after_load = _key(new)
                 self.load()

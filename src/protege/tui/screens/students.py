@@ -136,7 +136,7 @@ class StudentsScreen(ReviewScreen):
 
 
 def _distill_lines(store: Any) -> list[str]:
-    from protege.auto_distill import describe_lease, lease_name
+    from protege.services.redistill import describe_lease, lease_name
 
     return [describe_lease(r, store.lease_live(r)) for r in store.leases(lease_name(""))]
 
@@ -168,7 +168,7 @@ def _record(row: StudentRow | None) -> str:
 
 def _serving_line(row: StudentRow) -> list[str]:
     """Where the student answers, once it was set (`protege students serve`); the torch engine otherwise."""
-    from protege.serving import SERVING_KEY, describe
+    from protege.services.serving import SERVING_KEY, describe
 
     if not (row.metrics or {}).get(SERVING_KEY):
         return []

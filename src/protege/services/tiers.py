@@ -9,25 +9,48 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from protege.agents.budget import ALL_TASKS, BudgetedModel
-from protege.agents.cascade import StudentPick, TaskRuntime
+from protege.agents.cascade import StudentPick, TaskEntry, TaskRuntime
 from protege.agents.models.base import Model, resolve_model
 from protege.distill.gate import stored_gate
 from protege.errors import UserError
 
 if TYPE_CHECKING:
-    from protege.app import Protege
-    from protege.store import StudentRow
+    from protege.agents.pricing import PriceTable
+    from protege.programs.service import ProgramService
+    from protege.settings import Settings
+    from protege.skills.library import SkillLibrary
+    from protege.store import Store, StudentRow
 
 TTL_S = 2.0
+T = TypeVar("T")
+
+
+class TierHost(Protocol):
+    """What the tiers read of the app (the facade; they never import it)."""
+
+    settings: Settings
+    store: Store
+    skills: SkillLibrary
+    prices: PriceTable
+    teacher_spec: str | Model
+    replay_spec: str | Model
+
+    @property
+    def tasks(self) -> Mapping[str, TaskEntry]: ...
+    @property
+    def programs(self) -> ProgramService: ...  # made after the tiers: read only once calls run
+    def base_dir(self, base: str) -> Path: ...
 
 
 class AppTiers:
     """Resolves models lazily (a missing API key only matters when that tier is used) and caches them."""
 
-    def __init__(self, app: Protege):
+    def __init__(self, app: TierHost):
         self.app = app
         self._models: dict[str, Model] = {}
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
@@ -35,7 +58,7 @@ class AppTiers:
 
     # -- cache -------------------------------------------------------------------------------------------------
 
-    def _cached(self, key: tuple[str, str], load: Any) -> Any:
+    def _cached(self, key: tuple[str, str], load: Callable[[], T]) -> T:
         hit = self._cache.get(key)
         now = time.monotonic()
         if hit is not None and now - hit[0] < TTL_S:
@@ -68,11 +91,11 @@ class AppTiers:
         target = spec.removeprefix("local:")
         row = self.app.store.student(target)
         if row is not None:  # torch, llama.cpp or an OpenAI-compatible server, per the student's serving record
-            from protege.serving import student_model
+            from protege.services.serving import student_model
 
             handle = self.app.tasks.get(row.task_name)
             copy = handle.spec.policy.copy_constraint if handle is not None else True
-            return student_model(self.app, row, copy_constraint=copy)
+            return student_model(row, self.app.base_dir, copy_constraint=copy)
         return LocalModel(self.app.base_dir(target), name=spec)
 
     def forget_student(self, row: StudentRow) -> None:
@@ -83,7 +106,8 @@ class AppTiers:
 
     def teacher(self, task: TaskRuntime) -> Model:
         model = self.model(self.app.teacher_spec)
-        caps = {task.spec.name: task.spec.policy.teacher_budget_usd, ALL_TASKS: self.app.settings.teacher_budget_usd_per_day}
+        caps = {task.spec.name: task.spec.policy.teacher_budget_usd,
+                ALL_TASKS: self.app.settings.teacher_budget_usd_per_day}
         if all(cap is None for cap in caps.values()):
             return model
         return BudgetedModel(model, self.app.store, task.spec.name, caps, self.app.prices)
@@ -127,7 +151,8 @@ class AppTiers:
             if self.app.store.skill(name) is not None:
                 return []
             try:
-                return [row.text for row, _ in self.app.store.search_skills(task.spec.instructions, exclude_task=name, limit=2)]
+                found = self.app.store.search_skills(task.spec.instructions, exclude_task=name, limit=2)
+                return [row.text for row, _ in found]
             except UserError:
                 return []
 

@@ -1,9 +1,9 @@
 """What happens around calls, off the caller's path: skills are written and revised after teacher successes,
 approved on evidence when the policy says so, cheaper tiers are demoted when shadow agreement drops (a sequential
-test, protege.sequential; the early drift signal raises the shadow rate, protege.drift_monitor), and a task is
-distilled again by itself when the policy opts in (protege.auto_distill).
+test, .sequential; the early drift signal raises the shadow rate, .drift_monitor), and a task is distilled again
+by itself when the policy opts in (.redistill starts protege.auto_distill).
 
-Skill upkeep runs as a durable job (protege.background): a row in the store before it starts, finished by the next
+Skill upkeep runs as a durable job (.background): a row in the store before it starts, finished by the next
 process if this one exits or dies first. Another kind of background work registers its own handler:
 `self.work.register("kind", handler)`, then `await self.work.run(task, "kind", payload)` from a hook.
 
@@ -17,15 +17,19 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from protege.agents.cascade import TaskRuntime
+from protege.agents.cascade import TaskEntry, TaskRuntime
 from protege.agents.models.base import Usage
 from protege.agents.results import Attempt
+from protege.services.drift_monitor import DriftHost, DriftMonitor
+from protege.services.redistill import LaunchHost
 from protege.store import StudentRow, TraceRow
 
 if TYPE_CHECKING:
-    from protege.app import Protege
+    from protege.programs.service import ProgramService
+    from protege.services.portal import Portal
+    from protege.skills.library import SkillLibrary
 
 log = logging.getLogger("protege")
 AUTHOR_TRACES = 8
@@ -35,10 +39,20 @@ SEQUENTIAL_SHADOWS = 500  # the newest shadows the sequential test reads (its CU
 DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is seen within this
 
 
+class LifecycleHost(DriftHost, LaunchHost, Protocol):
+    """What the lifecycle uses of the app (the facade; this module never imports it)."""
+
+    skills: SkillLibrary
+    portal: Portal
+
+    @property
+    def programs(self) -> ProgramService: ...  # made after the lifecycle: read only once calls run
+    def handle(self, task: str) -> TaskEntry: ...
+
+
 class Lifecycle:
-    def __init__(self, app: Protege):
-        from protege.background import BackgroundWork
-        from protege.drift_monitor import DriftMonitor
+    def __init__(self, app: LifecycleHost):
+        from protege.services.background import BackgroundWork
 
         self.app = app
         self._busy: set[str] = set()
@@ -88,7 +102,7 @@ class Lifecycle:
                 await self._revise(task, approved, rescued, rescue)
         elif approved is None and (latest is None or latest.status in ("rejected", "retired")):
             await self._write(task)
-        elif approved is None and latest.status == "draft":
+        elif approved is None and latest is not None and latest.status == "draft":
             self._draft_seen[name] = time.monotonic()  # a reviewer's turn: don't re-query on every teacher call
         if task.spec.policy.skill_approval == "evidence":
             await self._try_evidence(task)
@@ -104,13 +118,14 @@ class Lifecycle:
         from protege.skills.author import SkillAuthor
 
         store, name = self.app.store, task.spec.name
-        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False, limit=AUTHOR_TRACES)
+        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False,
+                                         limit=AUTHOR_TRACES)
         if not traces:
             return
         prior = self.app.tiers.prior_art(task)
         author = SkillAuthor(self.app.tiers.teacher(task))
         skill = await author.write(self._contract(task), traces, prior_art=prior)
-        await self._record_author(task, author)
+        await self.record_author(task, author)
         await asyncio.to_thread(
             self.app.skills.add, name, skill, kind=skill.kind, source_trace_ids=[t.id for t in traces],
             author_model=author.model.name,
@@ -126,13 +141,13 @@ class Lifecycle:
             return
         author = SkillAuthor(self.app.tiers.teacher(task))
         skill = await author.revise(SkillLibrary.to_skill(approved), failed, rescue)
-        await self._record_author(task, author)
+        await self.record_author(task, author)
         await asyncio.to_thread(
             self.app.skills.add, task.spec.name, skill, kind="revised", source_trace_ids=[failed.id, rescue.id],
             author_model=author.model.name,
         )
 
-    async def _record_author(self, task: TaskRuntime, author: Any) -> None:
+    async def record_author(self, task: TaskRuntime, author: Any) -> None:
         """The author's model calls are paid teacher work: record them so the ledger shows them."""
         responses = author.last_responses
         if not responses:
@@ -173,7 +188,7 @@ class Lifecycle:
     async def maybe_auto_distill(self, task: TaskRuntime, *, now: bool = False) -> Any:
         """With Policy(auto_distill=True): start a distill in another process when one is due; returns the worker
         process, if one was started. Counts are read again only when they may have changed enough (or `now`)."""
-        from protege.auto_distill import RECHECK_S, WORKER_ENV
+        from protege.services.redistill import RECHECK_S, WORKER_ENV
 
         name = task.spec.name
         if os.environ.get(WORKER_ENV):
@@ -183,16 +198,17 @@ class Lifecycle:
             self._distill_wait[name] = (missing - 1, checked)  # this success is one of the missing traces
             return None
         self._distill_wait[name] = (1 << 30, time.monotonic())  # concurrent successes wait for this check
+        gap: int | None = None
+        proc = None
         try:
-            missing, proc = await asyncio.to_thread(self._auto_distill_step, task)
+            gap, proc = await asyncio.to_thread(self._auto_distill_step, task)
         except Exception:  # optional background work: never the caller's problem
             log.exception("auto_distill check for task %r failed", name)
-            missing, proc = None, None
-        self._distill_wait[name] = (missing if missing else 1 << 30, time.monotonic())
+        self._distill_wait[name] = (gap if gap else 1 << 30, time.monotonic())
         return proc
 
     def _auto_distill_step(self, task: TaskRuntime) -> tuple[int | None, Any]:
-        from protege.auto_distill import distill_gap, launch, lease_name
+        from protege.services.redistill import distill_gap, launch, lease_name
 
         store, name = self.app.store, task.spec.name
         held = store.lease(lease_name(name))
@@ -219,7 +235,7 @@ class Lifecycle:
 
     def _check_agreement(self, task: TaskRuntime, tier: str) -> None:
         """Take the tier out of service when its shadow agreement is below the bar: at once when the sequential
-        test (protege.sequential) says so, or when the rolling `shadow_window` mean does (the older rule)."""
+        test (.sequential) says so, or when the rolling `shadow_window` mean does (the older rule)."""
         store, policy, name = self.app.store, task.spec.policy, task.spec.name
         if tier == "student":
             row: StudentRow | Any = store.promoted_student(name)
@@ -245,7 +261,7 @@ class Lifecycle:
         self.app.tiers.invalidate(name)
 
     def _sequential_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
-        from protege.sequential import ALPHA, below_bar
+        from protege.services.sequential import ALPHA, below_bar
 
         # calls a gate escalates get the teacher's answer: the answers it keeps need only this much agreement
         bar = (policy.demote_below - (1 - coverage)) / coverage if coverage > 0 else 0.0

@@ -1,4 +1,4 @@
-"""`DriftMonitor`: watches each promoted student's calls (protege.drift) and raises its task's shadow rate when
+"""`DriftMonitor`: watches each promoted student's calls (.drift) and raises its task's shadow rate when
 they move. In memory, per process: each process serving a task watches its own calls; the reference is built
 once per promoted student, in the background, from the store."""
 
@@ -6,22 +6,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
-from protege.drift import REFERENCE_INPUTS, CHECK_EVERY, MIN_RECENT, Reference, TaskDrift, build_reference, shifts
+from protege.services.drift import (
+    CHECK_EVERY,
+    MIN_RECENT,
+    REFERENCE_INPUTS,
+    Reference,
+    TaskDrift,
+    build_reference,
+    shifts,
+)
 from protege.store.models import utcnow
 
 if TYPE_CHECKING:
-    from protege.agents.cascade import TaskRuntime
+    from protege.agents.cascade import Cascade, TaskEntry, TaskRuntime
     from protege.agents.results import Attempt
-    from protege.app import Protege
+    from protege.services.tiers import AppTiers
+    from protege.store import Store
 
 log = logging.getLogger("protege")
 REFERENCE_TIERS = ("teacher", "import")  # the tiers a student is distilled from
 
 
+class DriftHost(Protocol):
+    """What the monitor uses of the app (the facade; this module never imports it)."""
+
+    store: Store
+    tiers: AppTiers
+
+    @property
+    def tasks(self) -> Mapping[str, TaskEntry]: ...
+    @property
+    def cascade(self) -> Cascade: ...  # made after the monitor: read only once calls run
+
+
 class DriftMonitor:
-    def __init__(self, app: Protege):
+    def __init__(self, app: DriftHost):
         self.app = app
         self.tasks: dict[str, TaskDrift] = {}
 

@@ -9,18 +9,38 @@ and the TUI see it; the student tier builds the student's model from it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protege.errors import UserError
 
 if TYPE_CHECKING:
     from protege.agents.models.base import Model
-    from protege.app import Protege
+    from protege.settings import Settings
+    from protege.store import Store, StudentRow
 
 SERVING_KEY = "serving"
 ENGINES = ("torch", "llama.cpp")
+
+
+class StudentModels(Protocol):
+    """The tiers' cache of loaded student models."""
+
+    def forget_student(self, row: StudentRow) -> None: ...
+
+
+class ServingHost(Protocol):
+    """What recording where a student is served uses of the app (the facade; this module never imports it)."""
+
+    settings: Settings
+    store: Store
+
+    @property
+    def tiers(self) -> StudentModels: ...
+    def export_student(self, student_id: str, out: str | Path, *, format: str = "gguf",
+                       quant: str | None = None) -> Path: ...
 
 
 def serving_of(row: Any) -> dict[str, Any]:
@@ -37,13 +57,13 @@ def describe(row: Any) -> str:
     return f"{host} {serving['quant']}" if serving.get("quant") else host
 
 
-def serve_student(app: Protege, student_id: str, host: str, *, base_url: str | None = None,
+def serve_student(app: ServingHost, student_id: str, host: str, *, base_url: str | None = None,
                   quant: str = "q8_0", response_format: str = "json_schema") -> dict[str, Any]:
     """Record where `student_id` is served (see the module docstring) and return the record."""
     row = app.store.student(student_id)
     if row is None:
         raise UserError(f"no student {student_id!r}; list students with `protege students`")
-    record: dict[str, Any] = {"host": host, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    record: dict[str, Any] = {"host": host, "since": datetime.now(UTC).isoformat(timespec="seconds")}
     if host.startswith("openai:"):
         from protege.agents.models.hosted import HostedStudent
 
@@ -62,7 +82,7 @@ def serve_student(app: Protege, student_id: str, host: str, *, base_url: str | N
     return record
 
 
-def _exported_gguf(app: Protege, row: Any, quant: str) -> Path:
+def _exported_gguf(app: ServingHost, row: Any, quant: str) -> Path:
     """The student's GGUF under the project dir, exported on first use."""
     folder = Path(app.settings.project_dir) / "served" / f"{row.id}-{quant}"
     gguf = folder / f"student-{quant}.gguf"
@@ -71,8 +91,9 @@ def _exported_gguf(app: Protege, row: Any, quant: str) -> Path:
     return gguf
 
 
-def student_model(app: Protege, row: Any, *, copy_constraint: bool = True) -> Model:
-    """The model that answers as this student, per its serving record (`copy_constraint`: the task's policy)."""
+def student_model(row: Any, base_dir: Callable[[str], Path], *, copy_constraint: bool = True) -> Model:
+    """The model that answers as this student, per its serving record (`copy_constraint`: the task's policy;
+    `base_dir`: a student base as a local checkpoint dir, `Protege.base_dir`)."""
     serving = serving_of(row)
     host, name = serving["host"], f"local:{row.id}"
     if host.startswith("openai:"):
@@ -83,10 +104,9 @@ def student_model(app: Protege, row: Any, *, copy_constraint: bool = True) -> Mo
     from protege.agents.models.local import LocalModel
 
     if host == "llama.cpp":
-        from protege.agents.models.llama_cpp import LlamaCppModel
-
         from protege.agents.models.answer_profile import read_profile
+        from protege.agents.models.llama_cpp import LlamaCppModel
 
         return LlamaCppModel(serving["gguf"], name=name, copy_constraint=copy_constraint,
                              profile=read_profile(row.adapter_path))
-    return LocalModel(app.base_dir(row.base), adapter=row.adapter_path, name=name, copy_constraint=copy_constraint)
+    return LocalModel(base_dir(row.base), adapter=row.adapter_path, name=name, copy_constraint=copy_constraint)

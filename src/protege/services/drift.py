@@ -10,7 +10,7 @@ What is compared, on the last `WINDOW` calls the student was tried on:
 Continuous features use a two-sample Kolmogorov–Smirnov test, shares an exact one-sided binomial test; each at
 level `ALPHA`, small enough that the five together rarely fire on an unchanged stream. When one fires, the task's
 shadow rate is raised to `Policy.drift_shadow_rate` for `Policy.drift_shadow_calls` calls, so the sequential
-agreement test (protege.sequential) gets its evidence within tens of calls instead of hundreds. A boost that ends
+agreement test (.sequential) gets its evidence within tens of calls instead of hundreds. A boost that ends
 without a demotion was a benign shift: what the boost saw becomes the reference, so the same shift does not fire again.
 """
 

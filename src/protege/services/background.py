@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protege.agents.cascade import TaskRuntime
-from protege.portal import Portal
+from protege.services.portal import Portal
 from protege.store import JobRow, Store
 from protege.store.background import process_owner
 
