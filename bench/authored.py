@@ -96,7 +96,7 @@ def run(ctx: Context, calls: int | None = None) -> Result:
 def measure(ctx: Context, w: Any, stream: list[dict], mode: str, fallback: str) -> dict[str, Any]:
     from protege import Policy, Protege
     from protege.agents import FunctionModel, ReferenceModel
-    from protege.examples_data import order_program
+    from protege.demo.workload import order_program
     from protege.programs.service import base_skill
     from protege.skills.program_author import code_author
 

@@ -2,7 +2,7 @@
 
 - debian: ../shared/data/debian-sections.jsonl, a real classification workload (first 1,600 lines the pool,
   last 800 held out);
-- orders: the bundled example workload (`protege.examples_data`: 900 pool, 300 held out), 8-field extraction;
+- orders: the bundled example workload (`protege.demo.workload`: 900 pool, 300 held out), 8-field extraction;
 - any JSONL of {"input": {...}, "output": {...}} pairs given with --data (first 2/3 pool, last 1/3 held out),
   turned into a task whose parameters and output fields are read off the first example.
 Quick mode takes the first 200 of the pool and the first 100 held out (the files are already shuffled).
@@ -89,10 +89,10 @@ def debian(quick: bool) -> Workload:
 
 
 def orders(quick: bool) -> Workload:
-    from protege.examples_data import extract_order, load_examples
+    from protege.demo.workload import extract_order, load_examples
 
     return _sized(Workload("orders (bundled)", extract_order, load_examples("pool"), load_examples("heldout"),
-                           "protege.examples_data"), quick)
+                           "protege.demo.workload"), quick)
 
 
 def from_jsonl(path: Path, quick: bool) -> Workload:

@@ -29,9 +29,9 @@ def main(n: int = 8, rounds: int = 2) -> None:
     from protege.agents.models.chat_format import render_answer, student_messages, to_chat_dicts
     from protege.agents.models.copy_index import SubstringIndex, input_text
     from protege.agents.models.local import LocalModel
+    from protege.demo.workload import Order, extract_order, load_examples
     from protege.distill.answer_kinds import learn_answer_profile
     from protege.distill.base_models import resolve_base
-    from protege.examples_data import Order, extract_order, load_examples
 
     torch.set_num_threads(2)
     base = resolve_base("smollm2-135m", Path("/tmp/protege-bench-cache"))

@@ -149,7 +149,7 @@ def reuse(ctx: Context, w: Workload) -> Prepared:
 
 def quick_train_config() -> Any:
     """Quick mode trains with the demo's recipe (one epoch, lr 2e-3): minutes on 2 cores, not the full run."""
-    from protege.demo import demo_train_config
+    from protege.demo.run import demo_train_config
 
     return demo_train_config()
 

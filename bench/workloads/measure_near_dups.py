@@ -37,8 +37,8 @@ from scipy import sparse
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+from protege.demo.workload import load_examples  # noqa: E402
 from protege.distill.neardup import NearDupIndex, input_text, shingles, signatures  # noqa: E402
-from protege.examples_data import load_examples  # noqa: E402
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 

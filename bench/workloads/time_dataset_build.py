@@ -22,8 +22,8 @@ sys.path[:0] = [str(ROOT / "src"), str(Path(__file__).resolve().parent)]
 import make_orders  # noqa: E402
 
 from protege.agents.models.chat_format import compact_json  # noqa: E402
+from protege.demo.workload import extract_order  # noqa: E402
 from protege.distill.dataset import build_dataset  # noqa: E402
-from protege.examples_data import extract_order  # noqa: E402
 from protege.store import Store  # noqa: E402
 from protege.tasks import input_hash  # noqa: E402
 

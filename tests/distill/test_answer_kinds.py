@@ -9,8 +9,8 @@ from pydantic import BaseModel
 from student_support import chat_row, order_rows
 
 from protege.agents.models.answer_profile import AnswerProfile, kinds_summary, read_profile
+from protege.demo.workload import Order
 from protege.distill.answer_kinds import MIN_EVIDENCE, learn_answer_profile
-from protege.examples_data import Order
 
 
 class Found(BaseModel):

@@ -14,11 +14,11 @@ import pytest
 
 from protege.agents.models.base import ToolSpec
 from protege.agents.models.chat_format import compact_json, render_answer, render_tools
+from protege.demo.workload import extract_order, load_examples
 from protege.distill import dataset as dataset_mod
 from protege.distill.dataset import build_dataset
 from protege.distill.export import load_manifest
 from protege.errors import UserError
-from protege.examples_data import extract_order, load_examples
 from protege.store import Store
 from protege.store.models import new_id
 from protege.tasks import TaskSpec, input_hash

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from protege.agents.models.base import Message, ToolCall, ToolSpec
+from protege.demo.workload import extract_order, load_examples
 from protege.distill import export
 from protege.distill.dataset import build_dataset
 from protege.errors import UserError
-from protege.examples_data import extract_order, load_examples
 from protege.store import Store
 from protege.tasks import TaskSpec, input_hash
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from protege.demo.workload import load_examples
 from protege.distill import neardup
 from protege.distill.neardup import NearDupIndex, input_text, lsh_params, shingles, signatures
-from protege.examples_data import load_examples
 
 ODD_TEXTS = ["", "   ", "one", "Two words", "a b c", "Ünïcödé — straße 3x!", "x" * 5000, "line\nbreaks\tand, punct."]
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protege.demo.workload import load_examples
 from protege.distill.redact import may_need_redaction, redact, redact_json
 from protege.errors import UserError
-from protege.examples_data import load_examples
 
 # Each: (text containing a secret, the secret part that must vanish, the placeholder kind expected).
 SECRETS = [

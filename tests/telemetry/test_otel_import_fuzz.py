@@ -9,7 +9,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protege.cli_import import Contract
+from protege.cli.imports import Contract
 from protege.errors import UserError
 from protege.telemetry.otel_import import plan_otel_import
 

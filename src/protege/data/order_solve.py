@@ -1,4 +1,4 @@
-"""The offline stand-in author's program for `extract_order` (`protege.examples_data.order_program()`; the demo
+"""The offline stand-in author's program for `extract_order` (`protege.demo.workload.order_program()`; the demo
 and bench/sandbox.py hand it to `code_author`).
 
 Written from the task's instructions, like a teacher would, for the fields rules can decide; it leaves out the

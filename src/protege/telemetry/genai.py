@@ -95,7 +95,7 @@ def to_genai(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def from_genai(messages: list[Any]) -> list[dict[str, Any]]:
-    """Messages in the conventions' format as OpenAI-style chat messages (what `cli_import.convert_messages` reads).
+    """Messages in the conventions' format as OpenAI-style chat messages (what `cli.imports.convert_messages` reads).
 
     Raises ValueError on a message that is not an object with a role."""
     out: list[dict[str, Any]] = []

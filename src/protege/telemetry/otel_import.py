@@ -8,7 +8,7 @@ file exporter writes). Two attribute conventions are read:
   `llm.token_count.*`, `llm.model_name`, `llm.cost.total`).
 An LLM call is the model requests under one parent span up to the first that answers in text (not tool calls):
 its last request's input and answer make the trace, its requests' usage and cost are summed. Inputs and outputs are
-checked like the OpenAI log import's (`cli_import.Contract`); a call protege itself recorded as invalid is a bad
+checked like the OpenAI log import's (`cli.imports.Contract`); a call protege itself recorded as invalid is a bad
 item. Bad items are reported by line and span; nothing is imported on a bad file unless `--skip-bad`.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import protege.telemetry.genai as g
-from protege.cli_import import BadLine, Contract, ImportPlan, convert_tools, trace_from_chat
+from protege.cli.imports import BadLine, Contract, ImportPlan, convert_tools, trace_from_chat
 from protege.errors import UserError
 from protege.store.models import utcnow
 

@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
-from protege.cli_base import app, config, store_of
-from protege.cli_load import pyproject_settings
-from protege.cli_output import error, note
-from protege.demo import DemoOptions
+from protege.cli.base import app, config, store_of
+from protege.cli.load import pyproject_settings
+from protege.cli.output import error, note
+from protege.demo.run import DemoOptions
 from protege.errors import UserError
 
 STARTER = '''"""A protege app: one task with a tool. Runs offline as is; set PROTEGE_TEACHER (and the provider's
@@ -98,8 +98,8 @@ def init(
         app_file.write_text(STARTER.format(file=app_file.name), encoding="utf-8")
         typer.echo(f"wrote {app_file}: a task with a tool, runnable offline (python {app_file})")
     _point_pyproject(module)
-    typer.echo("next: `python {0}`, then `protege tasks`, `protege traces`, `protege tui`; "
-               "or see it all at once with `protege demo`".format(app_file))
+    typer.echo(f"next: `python {app_file}`, then `protege tasks`, `protege traces`, `protege tui`; "
+               "or see it all at once with `protege demo`")
 
 
 def _module_of(app_file: Path) -> str:
@@ -146,7 +146,7 @@ def demo(
 ) -> None:
     """The whole loop offline on the bundled order-extraction workload: teacher → skill → replay → distill →
     student, ending in a table of quality, cost and latency per tier."""
-    from protege.demo import run_demo
+    from protege.demo.run import run_demo
 
     cfg = config(ctx)
     opts = DemoOptions(project_dir=project_dir or cfg.project_dir, db=cfg.db, teacher=teacher, traces=traces,

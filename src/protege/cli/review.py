@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from protege.cli_base import JsonOpt, OptTaskArg, ReviewerOpt, TaskArg, app, reviewer_default, store_of
-from protege.cli_load import require_task
-from protege.cli_output import console, emit_json, pct, row_dict, short_id, table, when
+from protege.cli.base import JsonOpt, OptTaskArg, ReviewerOpt, TaskArg, app, reviewer_default, store_of
+from protege.cli.load import find_student_id, require_task
+from protege.cli.output import console, emit_json, pct, row_dict, table, when
 from protege.errors import UserError
 
 REVIEW = "Review"
@@ -104,13 +104,12 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
                   f"(gate {pct(ev.get('promote_at'))}) → {'passed' if ev.get('passed') else 'not passed'}")
     if row.review_note:
         out.print(f"review note: {row.review_note}")
-    from protege.programs.service import PROGRAMS_FILE
-
     import json
 
-    from protege.cli_programs import show
+    from protege.cli.programs import show
     from protege.programs import ProgramSet
     from protege.programs.authored import AuthoredProgram
+    from protege.programs.service import PROGRAMS_FILE
 
     files = row.files or {}
     induced = ProgramSet.from_json(json.loads(files[PROGRAMS_FILE])) if files.get(PROGRAMS_FILE) else None
@@ -271,7 +270,7 @@ def promote(ctx: typer.Context, student_id: Annotated[str, typer.Argument(metava
     from protege.distill.pipeline import promote as promote_student
 
     store = store_of(ctx)
-    row = promote_student(store, _student_id(store, student_id))
+    row = promote_student(store, find_student_id(store, student_id))
     if as_json:
         return emit_json(row_dict(row))
     typer.echo(f"student {row.id} now serves {row.task_name!r} (processes pick it up within seconds)")
@@ -290,16 +289,3 @@ def demote(ctx: typer.Context, task: TaskArg,
     if as_json:
         return emit_json(row_dict(row))
     typer.echo(f"student {row.id} of {task!r} demoted; calls go to replay/teacher again")
-
-
-def _student_id(store: Any, ref: str) -> str:
-    """A student id, or a unique prefix of one (listings show 12 characters)."""
-    if store.student(ref) is not None:
-        return ref
-    matches = [r.id for r in store.students() if r.id.startswith(ref)] if len(ref) >= 4 else []
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise UserError(f"student id prefix {ref!r} matches {len(matches)} students; give more characters")
-    raise UserError(f"no student {ref!r}; list students with `protege students` (ids: "
-                    f"{', '.join(short_id(r.id) for r in store.students()[:5]) or 'none yet'})")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 
+from programs.test_induce import _changelog
+from programs.test_serving import Counted, Entry
 from typer.testing import CliRunner
 
 from programs.test_induce import _changelog

@@ -16,20 +16,23 @@ bad ones (a partial import, said so). The good lines go in through `Store.insert
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from protege.agents.validate import strip_fences
-from protege.cli_schema import schema_errors
+from protege.cli.schema import schema_errors
 from protege.errors import UserError
 from protege.store.models import new_id, utcnow
 from protege.tasks import input_hash
 
+_loads: Callable[[str | bytes], Any]
 try:  # orjson comes with langgraph and parses ~3x faster; the json module is the fallback
-    from orjson import loads as _loads
+    import orjson
+
+    _loads = orjson.loads
 except ImportError:  # pragma: no cover
     _loads = json.loads
 
@@ -72,7 +75,7 @@ class Contract:
         candidates = [value] if isinstance(value, dict) else []
         if len(self.params) == 1:
             candidates.append({self.params[0]: value if value is not None else text})
-        problems = []
+        problems: list[str] = []
         for candidate in candidates:
             errors = self._input_errors(candidate)
             if not errors:
@@ -96,7 +99,7 @@ class Contract:
             from protege.agents.validate import validate_answer
 
             output, errors = validate_answer(self.spec, self.spec.parse_input((), task_input), text)
-            if errors:
+            if output is None or errors:
                 raise BadLine(f"the answer is not a valid output of task {self.task!r}: {'; '.join(errors[:3])}")
             return output.model_dump(mode="json")
         value = _json_or_none(strip_fences(text))

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from protege.cli_base import JsonOpt, OptTaskArg, app, config, store_of
-from protege.cli_load import find_trace, require_task
-from protege.cli_output import clip, emit_json, pct, row_dict, secs, short_id, table, usd, when
+from protege.cli.base import JsonOpt, OptTaskArg, app, config, store_of
+from protege.cli.load import find_trace, require_task
+from protege.cli.output import clip, emit_json, pct, row_dict, secs, short_id, table, usd, when
 from protege.errors import UserError
 
 READ = "Read the store"
@@ -94,7 +94,7 @@ def trace(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one trace as a transcript: turns, tool calls, output, validation errors, labels."""
-    from protege.cli_trace import render_trace
+    from protege.cli.trace import render_trace
 
     store = store_of(ctx)
     row = find_trace(store, trace_id)

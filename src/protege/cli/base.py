@@ -2,7 +2,7 @@
 
 Errors become one red line on stderr and an exit code: 2 for usage mistakes (UserError, bad flags), 1 for run
 failures (RunError and anything unexpected), 130 for Ctrl-C. `--debug` (or PROTEGE_DEBUG=1) shows tracebacks.
-Command modules (cli_core, cli_review, cli_work) import `app` from here and add their commands to it.
+Command modules (core, review, work, ...) import `app` from here and add their commands to it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from protege.cli_load import CliConfig, load_app, open_store, resolve_config
-from protege.cli_output import error
+from protege.cli.load import CliConfig, load_app, open_store, resolve_config
+from protege.cli.output import error
 from protege.errors import ProtegeError, UserError
 
 EXIT_RUN, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -28,7 +28,7 @@ class ProtegeGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
-        except Exception as exc:  # noqa: BLE001 - the CLI's one error boundary
+        except Exception as exc:  # the CLI's one error boundary
             if _debug(ctx):
                 raise
             raise typer.Exit(_report(exc)) from None

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from protege.demo.workload import DATA_FILE, POOL_SIZE, Email, Order, extract_order, load_examples
 from protege.errors import UserError
-from protege.examples_data import DATA_FILE, POOL_SIZE, Email, Order, extract_order, load_examples
 from protege.tasks import TaskSpec, input_hash
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from protege.cli_base import JsonOpt, TaskArg, app, app_of, config, store_of
-from protege.cli_load import require_task
-from protege.cli_output import console, emit_json, note, pct, secs, table, usd, warn
+from protege.cli.base import JsonOpt, TaskArg, app, app_of, config, store_of
+from protege.cli.load import require_task
+from protege.cli.output import console, emit_json, note, pct, secs, table, usd, warn
 from protege.errors import UserError
 
 WORK = "Run and distill"
@@ -187,7 +187,7 @@ def distill(
     if overrides:
         from protege.distill.train import TrainConfig
 
-        options["config"] = TrainConfig(**overrides)
+        options["config"] = TrainConfig.model_validate(overrides)
     started = time.perf_counter()
     with StageProgress(enabled=not as_json) as progress:
         report = protege_app.distill(task, progress=progress, **options)
@@ -230,7 +230,7 @@ def _metric_text(name: str, value: Any) -> str:
 
 # -- import-traces ---------------------------------------------------------------------------------------------------
 
-class ImportFormat(str, Enum):
+class ImportFormat(StrEnum):
     openai = "openai"
     otel = "otel"
 
@@ -250,7 +250,7 @@ def import_traces(
     as_json: JsonOpt = False,
 ) -> None:
     """Bring existing chat logs or OpenTelemetry spans in as a task's traces (tier "import"), checked one by one."""
-    from protege.cli_import import Contract, describe_bad, plan_import
+    from protege.cli.imports import Contract, describe_bad, plan_import
 
     started = time.perf_counter()
     store, spec = _import_target(ctx, task)

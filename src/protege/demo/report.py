@@ -84,7 +84,7 @@ def savings(calls: list[Call], teacher_cost_per_call: float | None) -> dict[str,
 
 def print_tier_table(title: str, calls: list[Call], teacher_cost_per_call: float | None) -> dict[str, Any]:
     """Print the table and the savings line; returns both as data."""
-    from protege.cli_output import console, pct, secs, table, usd
+    from protege.cli.output import console, pct, secs, table, usd
 
     rows = tier_rows(calls)
     table(title, ["served by", "calls", "exact match", "fields right", "cost / call", "p50 latency", "escalated"], [

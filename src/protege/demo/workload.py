@@ -8,7 +8,7 @@ as traffic), the last 300 are `"heldout"` (never shown to the teacher; for evalu
 
 Register it as a protege task::
 
-    from protege.examples_data import Email, Order, extract_order, load_examples
+    from protege.demo.workload import Email, Order, extract_order, load_examples
     task = app.task(extract_order)
     task(Email(**load_examples("heldout")[0]["input"]["email"]))
 """
@@ -52,7 +52,7 @@ class Order(BaseModel):
     urgency: Literal["low", "normal", "high"]
 
 
-def extract_order(email: Email) -> Order:
+def extract_order(email: Email) -> Order:  # type: ignore[empty-body]  # a task: the tiers answer, not this body
     """Extract the order a customer email to our sales inbox is about, as one record.
 
     Emails are new orders, changes to an existing order, or follow-ups on one. Read only the new message:

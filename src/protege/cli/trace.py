@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from protege.cli_output import console, secs, usd, when
+from protege.cli.output import console, secs, usd, when
 
 SYSTEM_LINES = 12  # a system prompt is long and the same on every trace: show its head unless --full
 TURN_CHARS = 4000

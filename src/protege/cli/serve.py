@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from protege.cli_base import JsonOpt, app_of, config
-from protege.cli_output import emit_json, note
-from protege.cli_review import _student_id, students_app
+from protege.cli.base import JsonOpt, app_of, config
+from protege.cli.load import find_student_id
+from protege.cli.output import emit_json, note
+from protege.cli.review import students_app
 
 StudentArg = Annotated[str, typer.Argument(metavar="STUDENT_ID", help="a student id, or a unique prefix of one")]
 
@@ -41,7 +42,7 @@ def students_export(
 ) -> None:
     """Export a student to serve it elsewhere: llama.cpp, Ollama, vLLM (see README, Serving a student)."""
     protege_app = _app(ctx)
-    sid = _student_id(protege_app.store, student_id)
+    sid = find_student_id(protege_app.store, student_id)
     folder = protege_app.export_student(sid, out, format=fmt, quant=quant)
     files = sorted(p.name for p in folder.iterdir())
     if as_json:
@@ -67,7 +68,7 @@ def students_serve(
     from protege.services.serving import describe
 
     protege_app = _app(ctx)
-    sid = _student_id(protege_app.store, student_id)
+    sid = find_student_id(protege_app.store, student_id)
     record = protege_app.serve_student(sid, host, base_url=base_url, quant=quant, response_format=response_format)
     if as_json:
         return emit_json({"student_id": sid, **record})

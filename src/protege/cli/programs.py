@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from protege.cli_base import JsonOpt, TaskArg, app, store_of
-from protege.cli_load import require_task
-from protege.cli_output import console, emit_json, pct, table
+from protege.cli.base import JsonOpt, TaskArg, app, store_of
+from protege.cli.load import require_task
+from protege.cli.output import console, emit_json, pct, table
 from protege.errors import UserError
 
 InduceOpt = Annotated[bool, typer.Option("--induce", help="induce now from the task's valid teacher traces and "
@@ -26,16 +26,11 @@ def programs(ctx: typer.Context, task: TaskArg, induce: InduceOpt = False, as_js
     """Show (or --induce) the programs of a task: per field, its source (induced or written by a model), the
     program, held-out accuracy, refusals, and the authored program's failures while serving."""
     from protege.programs.authored import stored_authored
-    from protege.programs.service import induce_stored, stored_programs
+    from protege.programs.service import stored_programs
 
     store = store_of(ctx)
     row = require_task(store, task)
-    if induce:
-        fields = list((row.output_schema or {}).get("properties", {}))
-        promote_at = float((row.policy or {}).get("promote_at", 0.95))
-        found = induce_stored(store, task, fields, promote_at=promote_at, instructions=row.instructions)
-    else:
-        found = stored_programs(store, task)
+    found = _induce(store, task, row) if induce else stored_programs(store, task)
     authored = stored_authored(store, task)
     if found is None and authored is None:
         raise UserError(f"task {task!r} has no field programs yet: they are induced in the background once "
@@ -46,6 +41,15 @@ def programs(ctx: typer.Context, task: TaskArg, induce: InduceOpt = False, as_js
         data = found.to_json() if found is not None else {"task": task, "fields": []}
         return emit_json({**data, "authored": _authored_json(found, authored, failures)})
     show(found, authored, failures, task=task)
+
+
+def _induce(store: Any, task: str, row: Any) -> Any:
+    """Induce the task's field programs now, from its stored traces (stored when any field gets one)."""
+    from protege.programs.service import induce_stored
+
+    fields = list((row.output_schema or {}).get("properties", {}))
+    promote_at = float((row.policy or {}).get("promote_at", 0.95))
+    return induce_stored(store, task, fields, promote_at=promote_at, instructions=row.instructions)
 
 
 def _serving_failures(store: Any, task: str) -> int:
@@ -106,5 +110,6 @@ def _caption(found: Any, authored: Any) -> str:
 
 
 def _authored_line(authored: Any, failures: int | None) -> str:
-    line = f"authored program {authored.by}: from {authored.traces} teacher traces, verified on {authored.held_out} held out"
+    line = (f"authored program {authored.by}: from {authored.traces} teacher traces, verified on "
+            f"{authored.held_out} held out")
     return line + (f"; {failures} sandbox failures while serving (each escalated)" if failures is not None else "")

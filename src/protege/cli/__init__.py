@@ -1,14 +1,15 @@
 """The `protege` command (DESIGN §9): typer app, rich output, `--json` on every listing.
 
-The commands live in small modules by what they do — cli_core (read the store), cli_review (skills, students),
-cli_work (run, dataset, distill, import), cli_start (init, demo) — and all add themselves to the one `app` of cli_base.
+The commands live in small modules by what they do — core (read the store), review (skills, students), programs,
+serve (export and serve students), work (run, dataset, distill, import), start (init, demo) — and all add themselves
+to the one `app` of cli.base. `main` is the `protege` console script (and `python -m protege`).
 """
 
 from __future__ import annotations
 
 # importing registers the commands, in this order (it is the order of the help panels)
-from protege import cli_start, cli_core, cli_review, cli_programs, cli_serve, cli_work  # noqa: F401, I001
-from protege.cli_base import app
+from protege.cli import start, core, review, programs, serve, work  # noqa: F401  # isort: skip
+from protege.cli.base import app
 
 __all__ = ["app", "main"]
 
@@ -31,6 +32,3 @@ def quiet_model_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\b")
 
-
-if __name__ == "__main__":
-    main()

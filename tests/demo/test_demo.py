@@ -5,13 +5,13 @@ trains the real base model) is left to the end-to-end run."""
 from __future__ import annotations
 
 import pytest
-from cli_support import assert_one_line_error, make_project
+from cli.cli_support import assert_one_line_error, make_project
 
 from protege.agents import FunctionModel
-from protege.demo import REVIEWER, TASK, Demo, DemoOptions
-from protege.demo_report import Call, field_accuracy, savings, tier_rows
+from protege.demo.report import Call, field_accuracy, savings, tier_rows
+from protege.demo.run import REVIEWER, TASK, Demo, DemoOptions
+from protege.demo.workload import load_examples
 from protege.errors import UserError
-from protege.examples_data import load_examples
 from protege.tasks import input_hash
 
 LABELS = {input_hash(ex["input"]): ex["output"] for ex in load_examples()}

@@ -13,11 +13,13 @@ import importlib
 import os
 import sys
 import tomllib
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from protege.cli.output import short_id
 from protege.errors import UserError
 
 DEFAULT_PROJECT_DIR = ".protege"
@@ -155,6 +157,7 @@ def _import(module_name: str, config: CliConfig) -> Any:
 def find_trace(store: Any, ref: str) -> Any:
     """A trace by id, or by a unique id prefix (listings show 12 characters)."""
     from sqlalchemy import select
+    from sqlmodel import col
 
     from protege.store import TraceRow
 
@@ -163,12 +166,25 @@ def find_trace(store: Any, ref: str) -> Any:
         return row
     if len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref.lower()):
         with store.session() as s:
-            rows = list(s.scalars(select(TraceRow).where(TraceRow.id.startswith(ref.lower())).limit(2)))
+            rows = list(s.scalars(select(TraceRow).where(col(TraceRow.id).startswith(ref.lower())).limit(2)))
         if len(rows) == 1:
             return rows[0]
         if len(rows) > 1:
             raise UserError(f"trace id prefix {ref!r} matches several traces; give more characters")
     raise UserError(f"no trace {ref!r}; list traces with `protege traces`")
+
+
+def find_student_id(store: Any, ref: str) -> str:
+    """A student id, or a unique prefix of one (listings show 12 characters)."""
+    if store.student(ref) is not None:
+        return ref
+    matches = [r.id for r in store.students() if r.id.startswith(ref)] if len(ref) >= 4 else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise UserError(f"student id prefix {ref!r} matches {len(matches)} students; give more characters")
+    raise UserError(f"no student {ref!r}; list students with `protege students` (ids: "
+                    f"{', '.join(short_id(r.id) for r in store.students()[:5]) or 'none yet'})")
 
 
 def require_task(store: Any, task: str) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from protege.demo_report import Call, failed, grade, print_tier_table
+from protege.demo.report import Call, failed, grade, print_tier_table
 from protege.errors import RunError, UserError
 
 TASK = "extract_order"
@@ -69,7 +69,7 @@ class Demo:
 
     def prepare(self) -> None:
         from protege import Policy, Protege
-        from protege.examples_data import extract_order, load_examples
+        from protege.demo.workload import extract_order, load_examples
         from protege.tasks import input_hash
 
         self.examples = load_examples()
@@ -97,7 +97,7 @@ class Demo:
 
     def _check_store(self) -> None:
         """Start clean: an earlier demo run is removed with --reset, and only from a store that holds nothing else."""
-        from protege.cli_load import CliConfig, open_store
+        from protege.cli.load import CliConfig, open_store
 
         config = CliConfig(app=None, db=self.opts.db, project_dir=Path(self.opts.project_dir))
         path = config.sqlite_path
@@ -113,7 +113,7 @@ class Demo:
             why = f"it also holds other tasks ({', '.join(others)})" if others else "it is not a SQLite file"
             raise UserError(f"--reset will not remove the store {config.db_url!r}: {why}; run the demo in its own "
                             f"project dir: `protege demo --project-dir demo-project`")
-        if ran:
+        if ran and path is not None:  # (a run in a store that is not a SQLite file was refused above)
             self._remove_earlier_run(path)
         elif others:
             say(f"the store also holds {', '.join(others)}; the demo adds {TASK} beside them")
@@ -162,7 +162,7 @@ class Demo:
 
     def distill(self) -> None:
         stage(5, "distill: dataset → train → evaluate against the teacher")
-        from protege.cli_work import StageProgress, show_distill_report
+        from protege.cli.work import StageProgress, show_distill_report
 
         options: dict[str, Any] = {"references": self.labels, "force": True, "seed": self.opts.seed,
                                    "eval_fraction": self.opts.eval_fraction,
@@ -202,7 +202,7 @@ class Demo:
     # -- helpers -----------------------------------------------------------------------------------------------
 
     def _calls(self, name: str, inputs: list[dict], *, tier: str | None = None, show_each: bool = False) -> None:
-        from protege.cli_work import StageProgress
+        from protege.cli.work import StageProgress
         from protege.tasks import input_hash
 
         with StageProgress(enabled=not show_each) as progress:
@@ -257,13 +257,13 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
 
 
 def stage(n: int, title: str) -> None:
-    from protege.cli_output import console
+    from protege.cli.output import console
 
     console().rule(f"[bold]{n}. {title}", align="left")
 
 
 def say(message: str) -> None:
-    from protege.cli_output import console
+    from protege.cli.output import console
 
     console().print(message)
 

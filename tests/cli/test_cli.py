@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from cli_support import assert_one_line_error, make_project
 
+from cli.cli_support import assert_one_line_error, make_project
 from protege.store import Store, StudentRow
 
 COMMANDS = ["init", "tasks", "run", "traces", "trace", "skills", "skill", "dataset", "distill", "students",
@@ -337,7 +337,7 @@ def test_init_writes_a_runnable_starter(project):
 
 def test_distill_report_formatting():
     """The distill report flattens the trainer's nested metrics and formats shares, seconds and rates apart."""
-    from protege.cli_work import _flat, _metric_text
+    from protege.cli.work import _flat, _metric_text
 
     flat = _flat({"retention": 0.93, "train": {"wall_s": 300.0, "tokens_per_s": 812.0, "steps": 75},
                   "per_field": [1, 2], "confidence": None})
