@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     names = _selected(args.only)
     if args.data is not None and not args.data.is_file():
         raise SystemExit(f"--data {str(args.data)!r} is not a file; give a JSONL file of {{'input', 'output'}} pairs")
-    ctx = Context(quick=args.quick, data=args.data, workloads=_names(args.workloads),
-                  reuse=args.reuse)
+    ctx = Context(quick=args.quick, data=args.data, workloads=_names(args.workloads), reuse=args.reuse)
     command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -45,8 +44,13 @@ def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
     """Run one benchmark; a missing piece or a failure becomes a 'not run' record instead of an exception."""
     started = datetime.now(UTC)
     clock = time.perf_counter()
-    record: dict[str, Any] = {"name": name, "quick": ctx.quick, "command": command, "started_at": started.isoformat(),
-                              "machine": machine_info()}
+    record: dict[str, Any] = {
+        "name": name,
+        "quick": ctx.quick,
+        "command": command,
+        "started_at": started.isoformat(),
+        "machine": machine_info(),
+    }
     try:
         module = importlib.import_module(f"bench.{name}")
         record["title"] = getattr(module, "TITLE", name)
@@ -58,8 +62,9 @@ def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
     except (ImportError, NotImplementedError) as exc:  # a piece another engineer is still finishing
         record.update(status="not_run", reason=f"{type(exc).__name__}: {exc or 'not implemented yet'}")
     except Exception as exc:  # one broken benchmark must not stop the others
-        record.update(status="not_run", reason=f"failed: {type(exc).__name__}: {exc}",
-                      traceback=traceback.format_exc(limit=8))
+        record.update(
+            status="not_run", reason=f"failed: {type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8)
+        )
     record["wall_s"] = time.perf_counter() - clock
     return record
 
@@ -82,13 +87,23 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes: the whole run takes minutes")
     ap.add_argument("--only", metavar="NAME[,NAME]", help=f"run only these ({', '.join(BENCHMARKS)})")
-    ap.add_argument("--workloads", metavar="NAME[,NAME]",
-                    help="quality workloads to measure (debian-sections, orders, or a --data file's name); default all")
-    ap.add_argument("--reuse", action="store_true",
-                    help="measure the students the newest earlier run trained (under bench/results/tmp) instead of "
-                         "warming up and training new ones; their promotion is decided again by the current rules")
-    ap.add_argument("--data", type=Path, metavar="FILE",
-                    help="extra quality workload: JSONL of {'input': {...}, 'output': {...}} pairs")
+    ap.add_argument(
+        "--workloads",
+        metavar="NAME[,NAME]",
+        help="quality workloads to measure (debian-sections, orders, or a --data file's name); default all",
+    )
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure the students the newest earlier run trained (under bench/results/tmp) instead of "
+        "warming up and training new ones; their promotion is decided again by the current rules",
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="extra quality workload: JSONL of {'input': {...}, 'output': {...}} pairs",
+    )
     return ap
 
 

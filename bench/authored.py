@@ -30,8 +30,10 @@ STREAM = 1000
 TEACHER_PRICE = "anthropic:claude-opus-4-5"
 TARGET_MS = 5.0
 REPLAY_PRICE = "anthropic:claude-haiku-4-5"
-FALLBACKS = {"teacher": "fallback: the teacher (it answers for itself: fixed fields unused)",
-             "replay": f"fallback: replay of an approved skill, priced as {REPLAY_PRICE}, with fixed fields"}
+FALLBACKS = {
+    "teacher": "fallback: the teacher (it answers for itself: fixed fields unused)",
+    "replay": f"fallback: replay of an approved skill, priced as {REPLAY_PRICE}, with fixed fields",
+}
 MODES = (("program tier off", "off"), ("induced programs", "induced"), ("induced + authored", "authored"))
 
 
@@ -46,50 +48,99 @@ def run(ctx: Context, calls: int | None = None) -> Result:
         for label, mode in MODES:
             ctx.log(f"[bench] authored: {label}, fallback {fallback}")
             m = data[f"{mode}/{fallback}"] = measure(ctx, w, stream, mode, fallback)
-            rows.append([label, m["fields_served"], f"{m['whole']:.1%}", f"{m['filled']:.1%}",
-                         f"{m['fields_per_call']:.2f}", _pct(m["fixed_right"]), f"{m['exact']:.1%}",
-                         f"${m['cost_per_1k']:.2f}", f"{m['failures']}", _ms(m, "p50_ms"), _ms(m, "p99_ms")])
+            rows.append(
+                [
+                    label,
+                    m["fields_served"],
+                    f"{m['whole']:.1%}",
+                    f"{m['filled']:.1%}",
+                    f"{m['fields_per_call']:.2f}",
+                    _pct(m["fixed_right"]),
+                    f"{m['exact']:.1%}",
+                    f"${m['cost_per_1k']:.2f}",
+                    f"{m['failures']}",
+                    _ms(m, "p50_ms"),
+                    _ms(m, "p99_ms"),
+                ]
+            )
         result_rows[fallback] = rows
     result = Result(data=data)
     for fallback, rows in result_rows.items():
-        result.tables.append(Table(
-            f"Order workload, a {len(stream):,}-call stream ({len(unseen)} distinct unseen emails) after {TRACES} "
-            f"teacher traces; {FALLBACKS[fallback]}",
-            ["program tier", "fields served", "calls served whole", "calls with fields fixed", "fields fixed / call",
-             "fixed fields right", "exact match", "cost / 1k calls", "program failures", "program p50 (ms)",
-             "program p99 (ms)"], rows))
+        result.tables.append(
+            Table(
+                f"Order workload, a {len(stream):,}-call stream ({len(unseen)} distinct unseen emails) after {TRACES} "
+                f"teacher traces; {FALLBACKS[fallback]}",
+                [
+                    "program tier",
+                    "fields served",
+                    "calls served whole",
+                    "calls with fields fixed",
+                    "fields fixed / call",
+                    "fixed fields right",
+                    "exact match",
+                    "cost / 1k calls",
+                    "program failures",
+                    "program p50 (ms)",
+                    "program p99 (ms)",
+                ],
+                rows,
+            )
+        )
     off, a, induced = data["off/teacher"], data["authored/replay"], data["induced/replay"]
-    result.tables.append(Table(
-        "Per field, induced + authored: who serves it and its held-out accuracy",
-        ["field", "served by", "induced held-out", "authored held-out"],
-        [[f, src["by"], _pct(src["induced"]), _pct(src["authored"])] for f, src in a["per_field"].items()]))
-    result.headlines.append(Headline(
-        metric="program decision per call incl. the sandbox hop, p50 (induced + authored)",
-        value=a["latency"]["p50_ms"] if a["latency"] else None, unit="ms",
-        baseline=induced["latency"]["p50_ms"] if induced["latency"] else None,
-        baseline_label="induced programs alone, in-process, p50 (ms)", target=f"≤ {TARGET_MS:g} ms",
-        met=bool(a["latency"]) and a["latency"]["p50_ms"] <= TARGET_MS))
-    result.headlines.append(Headline(
-        metric="calls with program-fixed fields (induced + authored)", value=a["filled"], unit="of calls",
-        baseline=induced["filled"], baseline_label="induced programs alone"))
-    result.headlines.append(Headline(
-        metric="exact match with programs fixing fields for replay (induced + authored)", value=a["exact"],
-        unit="exact match", baseline=data["off/replay"]["exact"], baseline_label="program tier off, same replay"))
+    result.tables.append(
+        Table(
+            "Per field, induced + authored: who serves it and its held-out accuracy",
+            ["field", "served by", "induced held-out", "authored held-out"],
+            [[f, src["by"], _pct(src["induced"]), _pct(src["authored"])] for f, src in a["per_field"].items()],
+        )
+    )
+    result.headlines.append(
+        Headline(
+            metric="program decision per call incl. the sandbox hop, p50 (induced + authored)",
+            value=a["latency"]["p50_ms"] if a["latency"] else None,
+            unit="ms",
+            baseline=induced["latency"]["p50_ms"] if induced["latency"] else None,
+            baseline_label="induced programs alone, in-process, p50 (ms)",
+            target=f"≤ {TARGET_MS:g} ms",
+            met=bool(a["latency"]) and a["latency"]["p50_ms"] <= TARGET_MS,
+        )
+    )
+    result.headlines.append(
+        Headline(
+            metric="calls with program-fixed fields (induced + authored)",
+            value=a["filled"],
+            unit="of calls",
+            baseline=induced["filled"],
+            baseline_label="induced programs alone",
+        )
+    )
+    result.headlines.append(
+        Headline(
+            metric="exact match with programs fixing fields for replay (induced + authored)",
+            value=a["exact"],
+            unit="exact match",
+            baseline=data["off/replay"]["exact"],
+            baseline_label="program tier off, same replay",
+        )
+    )
     result.notes.append(
         f"Quality: exact match of the served answer vs the labels; teacher-only (program tier off) is "
         f"{off['exact']:.1%} at ${off['cost_per_1k']:.2f} per 1k calls. The teacher here is a ReferenceModel "
         f"(answers from the labels) priced as {TEACHER_PRICE}; authoring was {a['author_calls']} call(s) of "
-        f"the offline author, recorded as tier 'author' (cost $0: a function, not a model).")
+        f"the offline author, recorded as tier 'author' (cost $0: a function, not a model)."
+    )
     result.notes.append(
         "With the replay fallback, the replay model is a ReferenceModel too (it answers from the labels) priced as "
         f"{REPLAY_PRICE}, replaying an approved skill: every quality loss in those rows is the programs' (a fixed "
         "field overrules the model's answer), and the cost is the replay's. Real replay or a student adds its own "
-        "errors on the fields programs leave to it.")
+        "errors on the fields programs leave to it."
+    )
     result.notes.append(
         "'Calls with fields fixed': calls where programs decided at least one field (served whole, or fixed for "
         "the next tier); 'fixed fields right' is over those fields, against the labels. With the teacher as the "
         "fallback the fixed fields are not used (the teacher answers for itself), so cost moves only with calls "
-        "served whole.")
+        "served whole."
+    )
     return result
 
 
@@ -105,8 +156,11 @@ def measure(ctx: Context, w: Any, stream: list[dict], mode: str, fallback: str) 
     db.unlink(missing_ok=True)
     teacher = ReferenceModel([*w.pool, *w.heldout], price_as=TEACHER_PRICE)
     author = code_author(order_program()) if mode == "authored" else None
-    replay = (ReferenceModel([*w.pool, *w.heldout], price_as=REPLAY_PRICE) if fallback == "replay"
-              else FunctionModel(lambda req: "{}"))
+    replay = (
+        ReferenceModel([*w.pool, *w.heldout], price_as=REPLAY_PRICE)
+        if fallback == "replay"
+        else FunctionModel(lambda req: "{}")
+    )
     app = Protege(db=f"sqlite:///{db}", teacher=teacher, replay=replay, seed=1, program_author=author)
     try:
         app.task(policy=Policy(program=mode != "off", program_min_traces=TRACES, shadow_rate=0.0))(w.task)
@@ -120,8 +174,12 @@ def measure(ctx: Context, w: Any, stream: list[dict], mode: str, fallback: str) 
             app.programs.induce(name)
         if mode == "authored":
             app.portal.call(app.authored.write(runtime))
-        return {**_stream(app, name, stream), **_decisions(app, runtime, stream), **_who(app, name),
-                "author_calls": len(app.traces(name, tier="author"))}
+        return {
+            **_stream(app, name, stream),
+            **_decisions(app, runtime, stream),
+            **_who(app, name),
+            "author_calls": len(app.traces(name, tier="author")),
+        }
     finally:
         app.close()
 
@@ -144,9 +202,16 @@ def _stream(app: Any, name: str, stream: list[dict]) -> dict[str, Any]:
         fixed += len(values)
         fixed_right += sum(values[k] == output_of(row).get(k) for k in values)
     n = len(stream)
-    return {"calls": n, "whole": whole / n, "filled": filled / n, "fields_per_call": fixed / n,
-            "fixed_right": fixed_right / fixed if fixed else None, "exact": exact / n,
-            "cost_per_1k": cost / n * 1000, "failures": failures}
+    return {
+        "calls": n,
+        "whole": whole / n,
+        "filled": filled / n,
+        "fields_per_call": fixed / n,
+        "fixed_right": fixed_right / fixed if fixed else None,
+        "exact": exact / n,
+        "cost_per_1k": cost / n * 1000,
+        "failures": failures,
+    }
 
 
 def _values(decided: Any, data: dict) -> dict[str, Any]:
@@ -183,10 +248,13 @@ def _who(app: Any, name: str) -> dict[str, Any]:
     per_field = {}
     for f in fields:
         fp = induced.fields.get(f) if induced is not None else None
-        per_field[f] = {"by": {"authored": "written by " + (authored.author if authored else ""),
-                               "induced": "induced"}.get(choice.get(f, ""), "next tier"),
-                        "induced": fp.accuracy if fp is not None and fp.promoted else None,
-                        "authored": authored.field_agreement.get(f) if authored and f in authored.verified else None}
+        per_field[f] = {
+            "by": {"authored": "written by " + (authored.author if authored else ""), "induced": "induced"}.get(
+                choice.get(f, ""), "next tier"
+            ),
+            "induced": fp.accuracy if fp is not None and fp.promoted else None,
+            "authored": authored.field_agreement.get(f) if authored and f in authored.verified else None,
+        }
     return {"fields_served": f"{len(choice)}/{len(fields)}", "per_field": per_field}
 
 

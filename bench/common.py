@@ -23,8 +23,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 SCRATCH = RESULTS / "tmp"  # git-ignored: stores, datasets, adapters made while benchmarking
 
-BENCHMARKS = ("overhead", "store", "dataset", "programs", "quality", "stream", "training", "inference",
-              "student_programs", "engines", "tui_bench", "sandbox", "drift", "redistill", "authored")
+BENCHMARKS = (
+    "overhead",
+    "store",
+    "dataset",
+    "programs",
+    "quality",
+    "stream",
+    "training",
+    "inference",
+    "student_programs",
+    "engines",
+    "tui_bench",
+    "sandbox",
+    "drift",
+    "redistill",
+    "authored",
+)
 """In run order: later ones reuse what earlier ones built (the quality benchmark's students).
 `tui_bench` (the review console at 100k traces) is another engineer's module, run here like the rest."""
 
@@ -93,6 +108,7 @@ class Result:
 
 # -- statistics ------------------------------------------------------------------------------------------------------
 
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100) by linear interpolation between closest ranks."""
     if not values:
@@ -106,8 +122,12 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     """p50/p99/mean in milliseconds, and how many samples."""
-    return {"n": len(seconds), "p50_ms": percentile(seconds, 50) * 1e3, "p99_ms": percentile(seconds, 99) * 1e3,
-            "mean_ms": statistics.fmean(seconds) * 1e3}
+    return {
+        "n": len(seconds),
+        "p50_ms": percentile(seconds, 50) * 1e3,
+        "p99_ms": percentile(seconds, 99) * 1e3,
+        "mean_ms": statistics.fmean(seconds) * 1e3,
+    }
 
 
 def median(values: Sequence[float]) -> float:
@@ -123,7 +143,7 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if value == 0:
             return "0"
-        if abs(value) >= 10 ** digits:
+        if abs(value) >= 10**digits:
             return f"{value:,.0f}"
         return f"{value:.{digits}g}"
     if isinstance(value, int):
@@ -133,12 +153,14 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 # -- shared inputs ---------------------------------------------------------------------------------------------------
 
+
 def ticket(i: int) -> dict[str, Any]:
     """The i-th support ticket of the overhead benchmarks (`overhead`, `overhead_otel`, `overhead_profile`)."""
     return {"subject": f"ticket {i}: the export button does nothing", "body": f"Since update {i % 7} it fails."}
 
 
 # -- the machine -----------------------------------------------------------------------------------------------------
+
 
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, RAM, OS, Python and library versions (read without importing torch)."""

@@ -28,8 +28,24 @@ DEBIAN_POOL = 1600
 QUICK_POOL, QUICK_HELDOUT = 200, 100
 WORKLOADS_DIR = ROOT / "bench" / "workloads"
 
-Section = Literal["admin", "net", "utils", "science", "games", "sound", "graphics", "text", "web", "mail", "editors",
-                  "video", "database", "electronics", "math", "x11"]
+Section = Literal[
+    "admin",
+    "net",
+    "utils",
+    "science",
+    "games",
+    "sound",
+    "graphics",
+    "text",
+    "web",
+    "mail",
+    "editors",
+    "video",
+    "database",
+    "electronics",
+    "math",
+    "x11",
+]
 
 
 class DebianSection(BaseModel):
@@ -64,7 +80,7 @@ def workloads(ctx: Context) -> list[Workload]:
     if DEBIAN.is_file():
         out.insert(0, debian(ctx.quick))
         if ctx.quick and not ctx.workloads:  # an order answer takes seconds on 2 cores: quick mode measures the
-            out = out[:1]                      # short-answer task unless --workloads names others
+            out = out[:1]  # short-answer task unless --workloads names others
     else:
         ctx.log(f"[bench] {DEBIAN} not found: the debian workload is left out")
     if ctx.data is not None:
@@ -91,8 +107,12 @@ def debian(quick: bool) -> Workload:
 def orders(quick: bool) -> Workload:
     from protege.demo.workload import extract_order, load_examples
 
-    return _sized(Workload("orders (bundled)", extract_order, load_examples("pool"), load_examples("heldout"),
-                           "protege.demo.workload"), quick)
+    return _sized(
+        Workload(
+            "orders (bundled)", extract_order, load_examples("pool"), load_examples("heldout"), "protege.demo.workload"
+        ),
+        quick,
+    )
 
 
 def from_jsonl(path: Path, quick: bool) -> Workload:
@@ -126,25 +146,30 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 # -- a task from an example ----------------------------------------------------------------------------------------
 
-def task_from_example(example: dict[str, Any], *, name: str, nullable: frozenset[str] = frozenset()
-                      ) -> Callable[..., Any]:
+
+def task_from_example(
+    example: dict[str, Any], *, name: str, nullable: frozenset[str] = frozenset()
+) -> Callable[..., Any]:
     """A typed task function whose parameters are the example input's keys and whose output model has the
     example output's fields (types read off the values; a null value, or a field in `nullable`, makes it
     optional)."""
     inp, out = example["input"], example["output"]
     if not isinstance(out, dict):
         out = {"value": out}  # a bare output becomes {"value": ...}
-    output_model = create_model(f"{name.title().replace('_', '')}Output",
-                                **{k: (_annotation(v) | None if k in nullable else _annotation(v), ...)
-                                   for k, v in out.items()})
+    output_model = create_model(
+        f"{name.title().replace('_', '')}Output",
+        **{k: (_annotation(v) | None if k in nullable else _annotation(v), ...) for k, v in out.items()},
+    )
     params = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(v)) for k, v in inp.items()]
 
     def task(**kwargs: Any) -> Any:
         raise NotImplementedError
 
     task.__name__ = task.__qualname__ = name
-    task.__doc__ = (f"Map the input ({', '.join(inp)}) to the output ({', '.join(out)}), the way the labelled "
-                    f"examples of the {name} workload do.")
+    task.__doc__ = (
+        f"Map the input ({', '.join(inp)}) to the output ({', '.join(out)}), the way the labelled "
+        f"examples of the {name} workload do."
+    )
     task.__signature__ = inspect.Signature(params, return_annotation=output_model)  # type: ignore[attr-defined]
     task.__annotations__ = {**{p.name: p.annotation for p in params}, "return": output_model}
     return task
@@ -183,19 +208,32 @@ def output_of(row: dict[str, Any]) -> dict[str, Any]:
 
 # -- traces --------------------------------------------------------------------------------------------------------
 
+
 def teacher_trace(row: dict[str, Any], task_name: str, instructions: str, **fields: Any) -> dict[str, Any]:
     """A valid teacher trace for a labelled example, shaped like the ones the cascade writes (bulk-ingest dict)."""
     from protege.tasks import input_hash
 
     text = json.dumps(output_of(row), ensure_ascii=False)
     return {
-        "task_name": task_name, "task_version": 1, "tier": "teacher", "model": "anthropic:claude-opus-4-5",
-        "input": row["input"], "input_hash": input_hash(row["input"]),
-        "messages": [{"role": "system", "content": instructions},
-                     {"role": "user", "content": json.dumps(row["input"], ensure_ascii=False)},
-                     {"role": "assistant", "content": text}],
-        "output": output_of(row), "output_text": text, "valid": True,
-        "input_tokens": 900, "output_tokens": 60, "cost_usd": 0.006, "latency_s": 2.5, **fields,
+        "task_name": task_name,
+        "task_version": 1,
+        "tier": "teacher",
+        "model": "anthropic:claude-opus-4-5",
+        "input": row["input"],
+        "input_hash": input_hash(row["input"]),
+        "messages": [
+            {"role": "system", "content": instructions},
+            {"role": "user", "content": json.dumps(row["input"], ensure_ascii=False)},
+            {"role": "assistant", "content": text},
+        ],
+        "output": output_of(row),
+        "output_text": text,
+        "valid": True,
+        "input_tokens": 900,
+        "output_tokens": 60,
+        "cost_usd": 0.006,
+        "latency_s": 2.5,
+        **fields,
     }
 
 

@@ -33,24 +33,48 @@ def run(ctx: Context, n: int | None = None) -> Result:
     finally:
         store.close()
     projected = wall * FULL_N / n
-    result = Result(data={"n": n, "wall_s": wall, "floor_s": floor_s, "ingest_s": ingest_s, "counts": built.counts,
-                          "timings": built.timings})
-    result.headlines.append(Headline(
-        metric=f"build_dataset, {n:,} traces" + ("" if n == FULL_N else f" (×{FULL_N // n} → 100k: {projected:.1f} s)"),
-        value=wall, unit="s", baseline=floor_s, baseline_label="read + write JSONL only, s",
-        target=f"≤ {TARGET_S:g} s at 100k", met=projected <= TARGET_S,
-    ))
-    result.tables.append(Table(
-        "Stages (s)", ["stage", "seconds", "share"],
-        [[stage.removesuffix("_s"), sec, sec / wall] for stage, sec in built.timings.items()] + [["total", wall, 1.0]],
-    ))
-    result.tables.append(Table("What the builder kept and dropped", ["count", "value"],
-                               [[k, v] for k, v in built.counts.items()]))
+    result = Result(
+        data={
+            "n": n,
+            "wall_s": wall,
+            "floor_s": floor_s,
+            "ingest_s": ingest_s,
+            "counts": built.counts,
+            "timings": built.timings,
+        }
+    )
+    result.headlines.append(
+        Headline(
+            metric=f"build_dataset, {n:,} traces"
+            + ("" if n == FULL_N else f" (×{FULL_N // n} → 100k: {projected:.1f} s)"),
+            value=wall,
+            unit="s",
+            baseline=floor_s,
+            baseline_label="read + write JSONL only, s",
+            target=f"≤ {TARGET_S:g} s at 100k",
+            met=projected <= TARGET_S,
+        )
+    )
+    result.tables.append(
+        Table(
+            "Stages (s)",
+            ["stage", "seconds", "share"],
+            [[stage.removesuffix("_s"), sec, sec / wall] for stage, sec in built.timings.items()]
+            + [["total", wall, 1.0]],
+        )
+    )
+    result.tables.append(
+        Table("What the builder kept and dropped", ["count", "value"], [[k, v] for k, v in built.counts.items()])
+    )
     result.notes.append(
         f"{n:,} traces ({int(n * REPEAT_SHARE):,} of them repeats of earlier inputs) ingested in {fmt(ingest_s)} s "
         f"(not counted); default settings (redact='secrets', near-dup threshold from the builder, 20% eval)."
-        + ("" if n == FULL_N else f" Quick mode measures {n:,} traces; the 100k figure is extrapolated linearly "
-           f"(near-dup search is close to linear with LSH, so treat it as an estimate).")
+        + (
+            ""
+            if n == FULL_N
+            else f" Quick mode measures {n:,} traces; the 100k figure is extrapolated linearly "
+            f"(near-dup search is close to linear with LSH, so treat it as an estimate)."
+        )
     )
     return result
 

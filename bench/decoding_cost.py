@@ -37,22 +37,39 @@ def main(n: int = 8, rounds: int = 2) -> None:
     base = resolve_base("smollm2-135m", Path("/tmp/protege-bench-cache"))
     instructions = inspect.getdoc(extract_order) or ""
     pool = load_examples("pool")[:300]
-    rows = [{"input": e["input"], "output": e["output"],
-             "messages": to_chat_dicts(student_messages(instructions, e["input"]))
-             + [{"role": "assistant", "content": render_answer(e["output"])}]} for e in pool]
+    rows = [
+        {
+            "input": e["input"],
+            "output": e["output"],
+            "messages": to_chat_dicts(student_messages(instructions, e["input"]))
+            + [{"role": "assistant", "content": render_answer(e["output"])}],
+        }
+        for e in pool
+    ]
     profile = learn_answer_profile(rows, Order.model_json_schema(), tokenizer=AutoTokenizer.from_pretrained(base))
-    print(f"profile: kinds {profile.kinds()}; max answer tokens {profile.max_answer_tokens} "
-          f"(longest {profile.longest_answer_tokens})")
+    print(
+        f"profile: kinds {profile.kinds()}; max answer tokens {profile.max_answer_tokens} "
+        f"(longest {profile.longest_answer_tokens})"
+    )
     emails = load_examples("heldout")[:n]
-    requests = [ModelRequest(messages=student_messages(instructions, e["input"]), output_schema=Order.model_json_schema(),
-                             task_input=e["input"], max_tokens=profile.max_answer_tokens) for e in emails]
+    requests = [
+        ModelRequest(
+            messages=student_messages(instructions, e["input"]),
+            output_schema=Order.model_json_schema(),
+            task_input=e["input"],
+            max_tokens=profile.max_answer_tokens,
+        )
+        for e in emails
+    ]
     builds = []
     for e in emails:
         t0 = time.perf_counter()
         SubstringIndex(input_text(e["input"]))
         builds.append(time.perf_counter() - t0)
-    print(f"index build per call: {statistics.median(builds) * 1e3:.2f} ms p50 "
-          f"({statistics.mean(len(input_text(e['input'])) for e in emails):.0f} input characters)")
+    print(
+        f"index build per call: {statistics.median(builds) * 1e3:.2f} ms p50 "
+        f"({statistics.mean(len(input_text(e['input'])) for e in emails):.0f} input characters)"
+    )
 
     timers = {"choose": 0.0, "forward": 0.0, "steps": 0}
     choose, step = local_engine.Engine._choose, local_batch.Batch.step
@@ -73,8 +90,10 @@ def main(n: int = 8, rounds: int = 2) -> None:
             timers["forward"] += time.perf_counter() - t0
 
     local_engine.Engine._choose, local_batch.Batch.step = timed_choose, timed_step
-    models = {"schema only": LocalModel(base, threads=2, prompt_lookup=False),
-              "learned bounds + copy": LocalModel(base, threads=2, prompt_lookup=False, profile=profile)}
+    models = {
+        "schema only": LocalModel(base, threads=2, prompt_lookup=False),
+        "learned bounds + copy": LocalModel(base, threads=2, prompt_lookup=False, profile=profile),
+    }
     latency: dict[str, list[float]] = {name: [] for name in models}
     per_step: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
     for _ in range(rounds):
@@ -84,12 +103,16 @@ def main(n: int = 8, rounds: int = 2) -> None:
                 t0 = time.perf_counter()
                 response = model.generate(req)
                 latency[name].append(time.perf_counter() - t0)
-                per_step[name].append((timers["choose"] / max(timers["steps"], 1),
-                                       timers["forward"] / max(timers["steps"], 1)))
-                print(f"  {name}: answer {response.text[:120]} ({response.stop_reason}, "
-                      f"{response.usage.output_tokens} tokens, {latency[name][-1]:.1f} s; grammar "
-                      f"{per_step[name][-1][0] * 1e3:.2f} ms per chosen token, forward "
-                      f"{per_step[name][-1][1] * 1e3:.0f} ms per step)", flush=True)
+                per_step[name].append(
+                    (timers["choose"] / max(timers["steps"], 1), timers["forward"] / max(timers["steps"], 1))
+                )
+                print(
+                    f"  {name}: answer {response.text[:120]} ({response.stop_reason}, "
+                    f"{response.usage.output_tokens} tokens, {latency[name][-1]:.1f} s; grammar "
+                    f"{per_step[name][-1][0] * 1e3:.2f} ms per chosen token, forward "
+                    f"{per_step[name][-1][1] * 1e3:.0f} ms per step)",
+                    flush=True,
+                )
     print("| decoder | p50 s per answer | grammar ms per chosen token | forward ms per step | grammar share |")
     print("|---|---|---|---|---|")
     for name in models:

@@ -37,29 +37,72 @@ def run(ctx: Context) -> Result:
     best, today = summary["early+sequential"], summary["window"]
     result = Result(data={"summary": summary, "control": control, "seeds": seeds, "before": before, "after": after})
     result.headlines += [
-        Headline(metric="calls after the shift until noticed (median)", value=best["noticed_p50"], unit="calls",
-                 baseline=today["noticed_p50"], baseline_label="today's fixed window (calls)",
-                 target=f"≤ {TARGET_NOTICED}", met=best["noticed_p50"] <= TARGET_NOTICED),
-        Headline(metric="wrong answers served before fall-back (median)", value=best["wrong_p50"], unit="answers",
-                 baseline=today["wrong_p50"], baseline_label="today's fixed window (answers)",
-                 target=f"≤ {TARGET_WRONG}", met=best["wrong_p50"] <= TARGET_WRONG),
+        Headline(
+            metric="calls after the shift until noticed (median)",
+            value=best["noticed_p50"],
+            unit="calls",
+            baseline=today["noticed_p50"],
+            baseline_label="today's fixed window (calls)",
+            target=f"≤ {TARGET_NOTICED}",
+            met=best["noticed_p50"] <= TARGET_NOTICED,
+        ),
+        Headline(
+            metric="wrong answers served before fall-back (median)",
+            value=best["wrong_p50"],
+            unit="answers",
+            baseline=today["wrong_p50"],
+            baseline_label="today's fixed window (answers)",
+            target=f"≤ {TARGET_WRONG}",
+            met=best["wrong_p50"] <= TARGET_WRONG,
+        ),
     ]
-    result.tables.append(Table(
-        f"After the shift ({seeds} streams of {before} + {after} calls; medians, worst in brackets)",
-        ["rule", "noticed after (calls)", "fell back after (calls)", "wrong answers served", "quality after shift",
-         "teacher calls after shift", "false alarms before shift"],
-        [[ARMS[arm], f"{s['noticed_p50']:g} [{s['noticed_max']:g}]", f"{s['fallback_p50']:g} [{s['fallback_max']:g}]",
-          f"{s['wrong_p50']:g} [{s['wrong_max']:g}]", f"{s['quality']:.1%}", f"{s['teacher_calls']:.0f}",
-          s["false_alarms"]] for arm, s in summary.items()],
-    ))
-    result.tables.append(Table(
-        f"Control: the same {seeds} streams with no shift (default rules)",
-        ["streams with an alert", "alerts (all streams)", "streams where the student fell back",
-         "right answers served", "teacher calls in the last " + str(after)],
-        [[sum(r["alerts"] > 0 for r in control), sum(r["alerts"] for r in control),
-          sum(r["fallback"] < after for r in control), f"{statistics.fmean(r['quality'] for r in control):.1%}",
-          f"{statistics.fmean(r['teacher_calls'] for r in control):.0f}"]],
-    ))
+    result.tables.append(
+        Table(
+            f"After the shift ({seeds} streams of {before} + {after} calls; medians, worst in brackets)",
+            [
+                "rule",
+                "noticed after (calls)",
+                "fell back after (calls)",
+                "wrong answers served",
+                "quality after shift",
+                "teacher calls after shift",
+                "false alarms before shift",
+            ],
+            [
+                [
+                    ARMS[arm],
+                    f"{s['noticed_p50']:g} [{s['noticed_max']:g}]",
+                    f"{s['fallback_p50']:g} [{s['fallback_max']:g}]",
+                    f"{s['wrong_p50']:g} [{s['wrong_max']:g}]",
+                    f"{s['quality']:.1%}",
+                    f"{s['teacher_calls']:.0f}",
+                    s["false_alarms"],
+                ]
+                for arm, s in summary.items()
+            ],
+        )
+    )
+    result.tables.append(
+        Table(
+            f"Control: the same {seeds} streams with no shift (default rules)",
+            [
+                "streams with an alert",
+                "alerts (all streams)",
+                "streams where the student fell back",
+                "right answers served",
+                "teacher calls in the last " + str(after),
+            ],
+            [
+                [
+                    sum(r["alerts"] > 0 for r in control),
+                    sum(r["alerts"] for r in control),
+                    sum(r["fallback"] < after for r in control),
+                    f"{statistics.fmean(r['quality'] for r in control):.1%}",
+                    f"{statistics.fmean(r['teacher_calls'] for r in control):.0f}",
+                ]
+            ],
+        )
+    )
     result.notes.append(
         "Quality = share of right answers served after the shift (teacher-only: 100%). A stream that never fell back "
         f"counts as {after} calls. 'Noticed' is the early signal's alert where it is on, else the fall-back itself. "
@@ -92,11 +135,15 @@ def one_stream(arm: str, seed: int, before: int, after: int, *, shift: bool = Tr
         app.close()
     post = served[before:]
     fallback = next((i for i, (tier, _) in enumerate(post) if tier != "student"), after)
-    return {"noticed": alert_at if alert_at is not None else fallback, "fallback": fallback,
-            "wrong": sum(1 for tier, right in post[:fallback] if tier == "student" and not right),
-            "quality": sum(right for _, right in post) / len(post),
-            "teacher_calls": shadows_after + sum(1 for tier, _ in post if tier == "teacher"),
-            "false_alarm": bool(pre_alerts or pre_demoted), "alerts": _alerts(app)}
+    return {
+        "noticed": alert_at if alert_at is not None else fallback,
+        "fallback": fallback,
+        "wrong": sum(1 for tier, right in post[:fallback] if tier == "student" and not right),
+        "quality": sum(right for _, right in post) / len(post),
+        "teacher_calls": shadows_after + sum(1 for tier, _ in post if tier == "teacher"),
+        "false_alarm": bool(pre_alerts or pre_demoted),
+        "alerts": _alerts(app),
+    }
 
 
 def _alerts(app: Any) -> int:
@@ -111,11 +158,21 @@ def make_app(arm: str, seed: int) -> tuple[Any, Any]:
     from protege.store import StudentRow
 
     folder = Path(tempfile.mkdtemp(prefix="drift-"))
-    app = Protege(db=f"sqlite:///{folder / 'd.db'}", project_dir=folder, seed=seed, teacher=FunctionModel(teacher),
-                  replay=FunctionModel(teacher))
+    app = Protege(
+        db=f"sqlite:///{folder / 'd.db'}",
+        project_dir=folder,
+        seed=seed,
+        teacher=FunctionModel(teacher),
+        replay=FunctionModel(teacher),
+    )
     # a student's drift: field programs (on by default) would serve this synthetic task instead
-    policy = Policy(program=False, shadow_rate=0.05, demote_below=0.9, shadow_window=50,
-                    drift_shadow_rate=1.0 if arm == "early+sequential" else 0.0)
+    policy = Policy(
+        program=False,
+        shadow_rate=0.05,
+        demote_below=0.9,
+        shadow_window=50,
+        drift_shadow_rate=1.0 if arm == "early+sequential" else 0.0,
+    )
 
     @app.task(policy=policy)
     def extract(email: Email) -> Order:
@@ -125,8 +182,11 @@ def make_app(arm: str, seed: int) -> tuple[Any, Any]:
     for _ in range(60):
         app.run("extract", make_input("a", rng))
     app.wait()
-    row = app.store.add_student(StudentRow(task_name="extract", base="b", adapter_path="a",
-                                           metrics={"confidences": eval_confidences(seed=seed)}))
+    row = app.store.add_student(
+        StudentRow(
+            task_name="extract", base="b", adapter_path="a", metrics={"confidences": eval_confidences(seed=seed)}
+        )
+    )
     promote(app.store, row.id)
     app.tiers._models[f"local:{row.id}"] = FunctionModel(student, name=f"local:{row.id}")  # the stand-in student
     app.tiers.invalidate("extract")
@@ -139,9 +199,14 @@ def summarize(runs: list[dict[str, Any]], after: int) -> dict[str, Any]:
     def med(key: str) -> float:
         return float(statistics.median(r[key] for r in runs))
 
-    return {"noticed_p50": med("noticed"), "noticed_max": max(r["noticed"] for r in runs),
-            "fallback_p50": med("fallback"), "fallback_max": max(r["fallback"] for r in runs),
-            "wrong_p50": med("wrong"), "wrong_max": max(r["wrong"] for r in runs),
-            "quality": statistics.fmean(r["quality"] for r in runs),
-            "teacher_calls": statistics.fmean(r["teacher_calls"] for r in runs),
-            "false_alarms": sum(r["false_alarm"] for r in runs)}
+    return {
+        "noticed_p50": med("noticed"),
+        "noticed_max": max(r["noticed"] for r in runs),
+        "fallback_p50": med("fallback"),
+        "fallback_max": max(r["fallback"] for r in runs),
+        "wrong_p50": med("wrong"),
+        "wrong_max": max(r["wrong"] for r in runs),
+        "quality": statistics.fmean(r["quality"] for r in runs),
+        "teacher_calls": statistics.fmean(r["teacher_calls"] for r in runs),
+        "false_alarms": sum(r["false_alarm"] for r in runs),
+    }

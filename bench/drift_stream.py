@@ -13,10 +13,50 @@ from pydantic import BaseModel
 
 from protege.agents.models.base import ModelResponse, Usage
 
-EN = ["please", "send", "order", "widgets", "invoice", "thanks", "box", "of", "the", "blue", "red", "ship", "today",
-      "need", "more", "bolts", "nuts", "for", "our", "shop"]
-DE = ["bitte", "senden", "sie", "uns", "die", "bestellung", "schrauben", "muttern", "heute", "noch", "danke",
-      "rechnung", "kiste", "blaue", "rote", "für", "unseren", "laden", "dringend", "lieferung"]
+EN = [
+    "please",
+    "send",
+    "order",
+    "widgets",
+    "invoice",
+    "thanks",
+    "box",
+    "of",
+    "the",
+    "blue",
+    "red",
+    "ship",
+    "today",
+    "need",
+    "more",
+    "bolts",
+    "nuts",
+    "for",
+    "our",
+    "shop",
+]
+DE = [
+    "bitte",
+    "senden",
+    "sie",
+    "uns",
+    "die",
+    "bestellung",
+    "schrauben",
+    "muttern",
+    "heute",
+    "noch",
+    "danke",
+    "rechnung",
+    "kiste",
+    "blaue",
+    "rote",
+    "für",
+    "unseren",
+    "laden",
+    "dringend",
+    "lieferung",
+]
 
 
 class Email(BaseModel):
@@ -35,8 +75,11 @@ def make_input(layout: str, rng: random.Random) -> dict:
     item = rng.choice(["widgets", "bolts", "nuts"])
     n = rng.randint(25, 40) if layout == "b" else rng.randint(6, 12)
     body = " ".join(rng.choice(words) for _ in range(n)) + f" {qty} {item}"
-    email = {"subject": " ".join(rng.choice(words) for _ in range(3)), "body": body,
-             "headers": {"content-language": "de"} if layout == "b" else {}}
+    email = {
+        "subject": " ".join(rng.choice(words) for _ in range(3)),
+        "body": body,
+        "headers": {"content-language": "de"} if layout == "b" else {},
+    }
     return {"email": email}
 
 

@@ -44,20 +44,27 @@ def _measure(ctx: Context, p: Any, n: int) -> dict[str, Any]:
     folder = ctx.scratch / "engines" / f"{w.name}-{row.id[:12]}"
     if not folder.is_dir():
         app.export_student(row.id, folder, format="gguf", quant="q8_0")
-    engines = {"torch": LocalModel(app.base_dir(row.base), adapter=row.adapter_path, name=f"local:{row.id}"),
-               "llama.cpp q8_0": LocalModel(folder, engine="llama.cpp", name=f"local:{row.id}")}
+    engines = {
+        "torch": LocalModel(app.base_dir(row.base), adapter=row.adapter_path, name=f"local:{row.id}"),
+        "llama.cpp q8_0": LocalModel(folder, engine="llama.cpp", name=f"local:{row.id}"),
+    }
     out: dict[str, Any] = {"n": len(rows), "fields": len(spec.output_schema.get("properties", {}))}
     texts: dict[str, list[str]] = {}
     for label, model in engines.items():
         calls = asyncio.run(_local_calls(model, spec, rows))
         texts[label] = list(calls["texts"])
-        out[label] = {**{k: v for k, v in calls.items() if k not in ("texts", "latencies")},
-                      "throughput": asyncio.run(_throughput(model, spec, rows, calls)),
-                      "weights_mb": _weights_mb(model)}
+        out[label] = {
+            **{k: v for k, v in calls.items() if k not in ("texts", "latencies")},
+            "throughput": asyncio.run(_throughput(model, spec, rows, calls)),
+            "weights_mb": _weights_mb(model),
+        }
     same = sum(a == b for a, b in zip(texts["torch"], texts["llama.cpp q8_0"])) / len(rows)
     out["identical_to_torch"] = same
-    out["differing"] = [{"input": r["input"], "torch": a, "llama.cpp": b}
-                        for r, a, b in zip(rows, texts["torch"], texts["llama.cpp q8_0"]) if a != b][:5]
+    out["differing"] = [
+        {"input": r["input"], "torch": a, "llama.cpp": b}
+        for r, a, b in zip(rows, texts["torch"], texts["llama.cpp q8_0"])
+        if a != b
+    ][:5]
     return out
 
 
@@ -73,30 +80,68 @@ def _report(result: Result, name: str, d: dict[str, Any]) -> None:
     kind = "one field" if d["fields"] == 1 else f"{d['fields']} fields"
     torch_, llama = d["torch"], d["llama.cpp q8_0"]
     target = TARGETS_S.get(kind)
-    result.headlines.append(Headline(
-        metric=f"llama.cpp student latency per answer, p50 ({name}, {kind})", value=llama["p50_ms"] / 1e3,
-        unit="s", baseline=torch_["p50_ms"] / 1e3, baseline_label="torch engine, s",
-        target=f"≤ {target:g} s" if target else "", met=llama["p50_ms"] / 1e3 <= target if target else None))
-    result.headlines.append(Headline(
-        metric=f"llama.cpp answers identical to torch's ({name})", value=d["identical_to_torch"], unit="share",
-        target="≥ 0.98", met=d["identical_to_torch"] >= 0.98))
-    result.tables.append(Table(
-        f"{name} ({kind}), {d['n']} held-out prompts: torch vs llama.cpp",
-        ["engine", "p50 s", "p99 s", "answers/s one at a time", "answers/s batch", "answers/s 8 callers",
-         "weights MB"],
-        [[label, m["p50_ms"] / 1e3, m["p99_ms"] / 1e3, m["throughput"]["one at a time"]["answers_per_s"],
-          m["throughput"]["generate_batch"]["answers_per_s"], m["throughput"]["8 concurrent callers"]["answers_per_s"],
-          m["weights_mb"]] for label, m in (("torch (fp32)", torch_), ("llama.cpp (q8_0)", llama))]))
+    result.headlines.append(
+        Headline(
+            metric=f"llama.cpp student latency per answer, p50 ({name}, {kind})",
+            value=llama["p50_ms"] / 1e3,
+            unit="s",
+            baseline=torch_["p50_ms"] / 1e3,
+            baseline_label="torch engine, s",
+            target=f"≤ {target:g} s" if target else "",
+            met=llama["p50_ms"] / 1e3 <= target if target else None,
+        )
+    )
+    result.headlines.append(
+        Headline(
+            metric=f"llama.cpp answers identical to torch's ({name})",
+            value=d["identical_to_torch"],
+            unit="share",
+            target="≥ 0.98",
+            met=d["identical_to_torch"] >= 0.98,
+        )
+    )
+    result.tables.append(
+        Table(
+            f"{name} ({kind}), {d['n']} held-out prompts: torch vs llama.cpp",
+            [
+                "engine",
+                "p50 s",
+                "p99 s",
+                "answers/s one at a time",
+                "answers/s batch",
+                "answers/s 8 callers",
+                "weights MB",
+            ],
+            [
+                [
+                    label,
+                    m["p50_ms"] / 1e3,
+                    m["p99_ms"] / 1e3,
+                    m["throughput"]["one at a time"]["answers_per_s"],
+                    m["throughput"]["generate_batch"]["answers_per_s"],
+                    m["throughput"]["8 concurrent callers"]["answers_per_s"],
+                    m["weights_mb"],
+                ]
+                for label, m in (("torch (fp32)", torch_), ("llama.cpp (q8_0)", llama))
+            ],
+        )
+    )
 
 
 def plot(ax: Any, record: dict[str, Any]) -> None:
     names = list(record["data"]["workloads"])
     data = record["data"]["workloads"]
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], [data[n]["torch"]["p50_ms"] / 1e3 for n in names], 0.4, label="torch",
-           color="#999999")
-    ax.bar([x + 0.2 for x in xs], [data[n]["llama.cpp q8_0"]["p50_ms"] / 1e3 for n in names], 0.4,
-           label="llama.cpp q8_0", color="#3b75af")
+    ax.bar(
+        [x - 0.2 for x in xs], [data[n]["torch"]["p50_ms"] / 1e3 for n in names], 0.4, label="torch", color="#999999"
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [data[n]["llama.cpp q8_0"]["p50_ms"] / 1e3 for n in names],
+        0.4,
+        label="llama.cpp q8_0",
+        color="#3b75af",
+    )
     ax.set_xticks(list(xs), names)
     ax.set_ylabel("seconds per answer (p50)")
     ax.set_title("Student engines, CPU")

@@ -36,25 +36,52 @@ def run(ctx: Context, n: int | None = None) -> Result:
     throughput = asyncio.run(_throughput(model, spec, rows, ours))
     steps = step_costs(model.engine)
     plain = _plain_generate(base_dir, row.adapter_path, spec, rows[: ctx.pick(5, 20)])
-    result = Result(data={"workload": w.name, "protege": ours, "plain": plain, "throughput": throughput,
-                          "step_ms": steps})
-    result.headlines.append(Headline(
-        metric=f"student latency per answer, p50 ({w.name})", value=ours["p50_ms"] / 1e3, unit="s",
-        baseline=plain["p50_ms"] / 1e3, baseline_label="plain transformers generate, s",
-        target=f"≤ {TARGET_S:g} s", met=ours["p50_ms"] / 1e3 <= TARGET_S))
-    result.tables.append(Table(
-        f"Per answer, {w.name} held-out prompts, 1 caller", ["path", "calls", "p50 s", "p99 s", "output tokens/s",
-                                                             "output tokens/answer"],
-        [[label, m["n"], m["p50_ms"] / 1e3, m["p99_ms"] / 1e3, m["tokens_per_s"], m["tokens_per_answer"]]
-         for label, m in (("protege LocalModel", ours), ("plain transformers generate", plain))]))
-    result.tables.append(Table(
-        f"Throughput, {len(rows)} {w.name} held-out prompts (batch size {model.engine.batch_size})",
-        ["path", "answers/s", "× one at a time", "answers as one at a time"],
-        [[label, t["answers_per_s"], t["answers_per_s"] / throughput["one at a time"]["answers_per_s"], t["same"]]
-         for label, t in throughput.items()]))
-    result.tables.append(Table(
-        f"One decoding step (a token per row, {STEP_CONTEXT}-token context), by rows in the batch",
-        ["rows", "ms per step", "ms per row"], [[rows_, ms, ms / rows_] for rows_, ms in steps.items()]))
+    result = Result(
+        data={"workload": w.name, "protege": ours, "plain": plain, "throughput": throughput, "step_ms": steps}
+    )
+    result.headlines.append(
+        Headline(
+            metric=f"student latency per answer, p50 ({w.name})",
+            value=ours["p50_ms"] / 1e3,
+            unit="s",
+            baseline=plain["p50_ms"] / 1e3,
+            baseline_label="plain transformers generate, s",
+            target=f"≤ {TARGET_S:g} s",
+            met=ours["p50_ms"] / 1e3 <= TARGET_S,
+        )
+    )
+    result.tables.append(
+        Table(
+            f"Per answer, {w.name} held-out prompts, 1 caller",
+            ["path", "calls", "p50 s", "p99 s", "output tokens/s", "output tokens/answer"],
+            [
+                [label, m["n"], m["p50_ms"] / 1e3, m["p99_ms"] / 1e3, m["tokens_per_s"], m["tokens_per_answer"]]
+                for label, m in (("protege LocalModel", ours), ("plain transformers generate", plain))
+            ],
+        )
+    )
+    result.tables.append(
+        Table(
+            f"Throughput, {len(rows)} {w.name} held-out prompts (batch size {model.engine.batch_size})",
+            ["path", "answers/s", "× one at a time", "answers as one at a time"],
+            [
+                [
+                    label,
+                    t["answers_per_s"],
+                    t["answers_per_s"] / throughput["one at a time"]["answers_per_s"],
+                    t["same"],
+                ]
+                for label, t in throughput.items()
+            ],
+        )
+    )
+    result.tables.append(
+        Table(
+            f"One decoding step (a token per row, {STEP_CONTEXT}-token context), by rows in the batch",
+            ["rows", "ms per step", "ms per row"],
+            [[rows_, ms, ms / rows_] for rows_, ms in steps.items()],
+        )
+    )
     return result
 
 
@@ -68,15 +95,24 @@ def step_costs(engine: Any, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), reps: int
     with torch.inference_mode():
         for rows in sizes:
             cache = DynamicCache(config=model.config)
-            model(input_ids=torch.randint(100, 10_000, (1, STEP_CONTEXT), device=device), past_key_values=cache,
-                  use_cache=True, logits_to_keep=1)
+            model(
+                input_ids=torch.randint(100, 10_000, (1, STEP_CONTEXT), device=device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             cache.batch_repeat_interleave(rows)
             times = []
             for step in range(reps):
                 position = torch.full((rows, 1), STEP_CONTEXT + step, device=device)
                 started = time.perf_counter()
-                model(input_ids=torch.randint(100, 10_000, (rows, 1), device=device), position_ids=position,
-                      past_key_values=cache, use_cache=True, logits_to_keep=1)
+                model(
+                    input_ids=torch.randint(100, 10_000, (rows, 1), device=device),
+                    position_ids=position,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
                 times.append(time.perf_counter() - started)
             out[rows] = median(times) * 1e3
     return out
@@ -130,17 +166,23 @@ async def _throughput(model: Any, spec: Any, rows: list[dict[str, Any]], sequent
     def same(responses: list[Any]) -> float:
         return sum(r.text == a for r, a in zip(responses, alone)) / len(alone)
 
-    return {"one at a time": {"answers_per_s": len(rows) / sum(sequential.pop("latencies")), "same": 1.0},
-            "generate_batch": {"answers_per_s": len(rows) / batch_s, "same": same(batched)},
-            "8 concurrent callers": {"answers_per_s": len(rows) / concurrent_s, "same": same(concurrent)}}
+    return {
+        "one at a time": {"answers_per_s": len(rows) / sum(sequential.pop("latencies")), "same": 1.0},
+        "generate_batch": {"answers_per_s": len(rows) / batch_s, "same": same(batched)},
+        "8 concurrent callers": {"answers_per_s": len(rows) / concurrent_s, "same": same(concurrent)},
+    }
 
 
 def _request(spec: Any, row: dict[str, Any]) -> Any:
     from protege.agents.models.base import ModelRequest
     from protege.agents.models.chat_format import student_messages
 
-    return ModelRequest(messages=student_messages(spec.instructions, row["input"]), output_schema=spec.output_schema,
-                        task_name=spec.name, task_input=row["input"])
+    return ModelRequest(
+        messages=student_messages(spec.instructions, row["input"]),
+        output_schema=spec.output_schema,
+        task_name=spec.name,
+        task_input=row["input"],
+    )
 
 
 def _plain_generate(base_dir: Any, adapter: str, spec: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -160,15 +202,22 @@ def _plain_generate(base_dir: Any, adapter: str, spec: Any, rows: list[dict[str,
     else:  # a fully fine-tuned student
         model = AutoModelForCausalLM.from_pretrained(adapter, dtype=torch.float32)
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base_dir)
+    tokenizer = AutoTokenizer.from_pretrained(
+        adapter if (Path(adapter) / "tokenizer_config.json").is_file() else base_dir
+    )
     latencies, tokens = [], []
     with torch.inference_mode():
         for i, row in enumerate([rows[0], *rows]):  # the first is a warm-up
-            ids = render_chat(tokenizer, to_chat_dicts(student_messages(spec.instructions, row["input"])),
-                              generation_prompt=True)
+            ids = render_chat(
+                tokenizer, to_chat_dicts(student_messages(spec.instructions, row["input"])), generation_prompt=True
+            )
             start = time.perf_counter()
-            out = model.generate(torch.tensor([ids]), max_new_tokens=256, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            out = model.generate(
+                torch.tensor([ids]),
+                max_new_tokens=256,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            )
             if i:
                 latencies.append(time.perf_counter() - start)
                 tokens.append(out.shape[1] - len(ids))
@@ -182,8 +231,11 @@ def _summary(latencies: list[float], tokens: list[int]) -> dict[str, Any]:
 
 def plot(ax: Any, record: dict[str, Any]) -> None:
     d = record["data"]
-    ax.bar(["plain generate", "protege LocalModel"], [d["plain"]["p50_ms"] / 1e3, d["protege"]["p50_ms"] / 1e3],
-           color=["#999999", "#3b75af"])
+    ax.bar(
+        ["plain generate", "protege LocalModel"],
+        [d["plain"]["p50_ms"] / 1e3, d["protege"]["p50_ms"] / 1e3],
+        color=["#999999", "#3b75af"],
+    )
     ax.axhline(TARGET_S, color="red", linestyle="--", linewidth=1, label=f"target {TARGET_S:g} s")
     ax.set_ylabel("seconds per answer (p50)")
     ax.set_title(f"Student inference, CPU ({d['workload']})")

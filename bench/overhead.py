@@ -57,18 +57,36 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
     result = Result(data={"function": fn, "sdk": sdk, "tracing": tracing, "n": n, "rounds": rounds})
     for label, m in (("FunctionModel", fn), ("Anthropic SDK → fake server", sdk)):
         over = m["protege"]["p50_ms"] - m["bare"]["p50_ms"]
-        result.headlines.append(Headline(
-            metric=f"overhead per call, p50 ({label})", value=over, unit="ms", baseline=m["bare"]["p50_ms"],
-            baseline_label="bare call p50 (ms)", target=f"≤ {TARGET_MS:g} ms", met=over <= TARGET_MS,
-        ))
-    result.tables.append(Table(
-        "Per-call latency (ms); overhead = protege − bare",
-        ["path", "calls", "bare p50", "protege p50", "overhead p50", "bare p99", "protege p99", "overhead p99"],
-        [[label, m["protege"]["n"], m["bare"]["p50_ms"], m["protege"]["p50_ms"],
-          m["protege"]["p50_ms"] - m["bare"]["p50_ms"], m["bare"]["p99_ms"], m["protege"]["p99_ms"],
-          m["protege"]["p99_ms"] - m["bare"]["p99_ms"]]
-         for label, m in (("FunctionModel (zero latency)", fn), ("Anthropic SDK → FakeProvider", sdk))],
-    ))
+        result.headlines.append(
+            Headline(
+                metric=f"overhead per call, p50 ({label})",
+                value=over,
+                unit="ms",
+                baseline=m["bare"]["p50_ms"],
+                baseline_label="bare call p50 (ms)",
+                target=f"≤ {TARGET_MS:g} ms",
+                met=over <= TARGET_MS,
+            )
+        )
+    result.tables.append(
+        Table(
+            "Per-call latency (ms); overhead = protege − bare",
+            ["path", "calls", "bare p50", "protege p50", "overhead p50", "bare p99", "protege p99", "overhead p99"],
+            [
+                [
+                    label,
+                    m["protege"]["n"],
+                    m["bare"]["p50_ms"],
+                    m["protege"]["p50_ms"],
+                    m["protege"]["p50_ms"] - m["bare"]["p50_ms"],
+                    m["bare"]["p99_ms"],
+                    m["protege"]["p99_ms"],
+                    m["protege"]["p99_ms"] - m["bare"]["p99_ms"],
+                ]
+                for label, m in (("FunctionModel (zero latency)", fn), ("Anthropic SDK → FakeProvider", sdk))
+            ],
+        )
+    )
     result.notes.append(
         "protege path: `app.run` (sync API → portal event loop → LangGraph cascade → one teacher attempt), with the "
         "run row, the trace and the run's result committed to SQLite (WAL) before it returns, and the default "
@@ -78,11 +96,17 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
     if "off" in tracing:
         off = tracing["off"]["p50_ms"]
         for mode in ("provider + no-op exporter", "OTLP/HTTP exporter, batching"):
-            result.headlines.append(Headline(
-                metric=f"tracing overhead per call, p50 ({mode})", value=tracing[mode]["p50_ms"] - off, unit="ms",
-                baseline=off, baseline_label="tracing off p50 (ms)", target="≤ 0.3 ms",
-                met=tracing[mode]["p50_ms"] - off <= 0.3,
-            ))
+            result.headlines.append(
+                Headline(
+                    metric=f"tracing overhead per call, p50 ({mode})",
+                    value=tracing[mode]["p50_ms"] - off,
+                    unit="ms",
+                    baseline=off,
+                    baseline_label="tracing off p50 (ms)",
+                    target="≤ 0.3 ms",
+                    met=tracing[mode]["p50_ms"] - off <= 0.3,
+                )
+            )
         result.tables.append(table(tracing))
         result.notes.append(NOTE)
     if profile and fn["protege"]["p50_ms"] - fn["bare"]["p50_ms"] > TARGET_MS:
@@ -98,13 +122,15 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
 
 # -- apps and paths --------------------------------------------------------------------------------------------------
 
+
 def make_app(ctx: Context, teacher: Any, otel: Any = None) -> Any:
     """A fresh app on its own SQLite file, with the triage task registered (`otel`: where its spans go)."""
     from protege import Protege
 
     folder = ctx.folder("overhead", uuid.uuid4().hex[:8])
-    app = Protege(db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=teacher, project_dir=folder,
-                  otel=otel)
+    app = Protege(
+        db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=teacher, project_dir=folder, otel=otel
+    )
     app.task(triage)
     return app
 
@@ -116,14 +142,16 @@ def compare(ctx: Context, model: Any, n: int, rounds: int) -> dict[str, Any]:
         return alternate(
             lambda inputs: protege_block(app, inputs),
             lambda inputs: asyncio.run(bare_block(model, inputs)),
-            n, rounds,
+            n,
+            rounds,
         )
     finally:
         app.close()
 
 
-def alternate(protege: Callable[[list], list[float]], bare: Callable[[list], list[float]], n: int,
-              rounds: int) -> dict[str, Any]:
+def alternate(
+    protege: Callable[[list], list[float]], bare: Callable[[list], list[float]], n: int, rounds: int
+) -> dict[str, Any]:
     """Warm both up, then run `rounds` pairs of blocks (order flipped each round); latency summaries of each."""
     warm = [ticket(-i) for i in range(1, 31)]
     protege(warm), bare(warm)
@@ -158,8 +186,12 @@ async def bare_block(model: Any, inputs: list[dict]) -> list[float]:
     for t in inputs:
         start = time.perf_counter()
         data = {"ticket": t}
-        req = ModelRequest(messages=teacher_messages("triage", instructions, schema, data), output_schema=schema,
-                           task_name="triage", task_input=data)
+        req = ModelRequest(
+            messages=teacher_messages("triage", instructions, schema, data),
+            output_schema=schema,
+            task_name="triage",
+            task_input=data,
+        )
         resp = await model.request(req)
         Triage.model_validate_json(resp.text)
         out.append(time.perf_counter() - start)
@@ -167,6 +199,7 @@ async def bare_block(model: Any, inputs: list[dict]) -> list[float]:
 
 
 # -- the SDK path ----------------------------------------------------------------------------------------------------
+
 
 def sdk_paths(ctx: Context, n: int, rounds: int) -> dict[str, Any]:
     """AnthropicModel via `app.run` vs the raw SDK call, both to the same FakeProvider on 127.0.0.1."""
@@ -177,8 +210,12 @@ def sdk_paths(ctx: Context, n: int, rounds: int) -> dict[str, Any]:
         model = AnthropicModel("claude-opus-4-5", api_key=FAKE_KEY, base_url=fake.anthropic_base_url)
         app = make_app(ctx, model)
         try:
-            return alternate(lambda inputs: protege_block(app, inputs),
-                             lambda inputs: asyncio.run(raw_sdk_block(fake.anthropic_base_url, inputs)), n, rounds)
+            return alternate(
+                lambda inputs: protege_block(app, inputs),
+                lambda inputs: asyncio.run(raw_sdk_block(fake.anthropic_base_url, inputs)),
+                n,
+                rounds,
+            )
         finally:
             app.close()
 
@@ -198,8 +235,11 @@ async def raw_sdk_block(base_url: str, inputs: list[dict]) -> list[float]:
             start = time.perf_counter()
             system, user = teacher_messages("triage", triage.__doc__ or "", schema, {"ticket": t})
             msg = await client.messages.create(
-                model="claude-opus-4-5", max_tokens=1024, system=[{"type": "text", "text": system.content}],
-                messages=[{"role": "user", "content": user.content}], tools=[tool],
+                model="claude-opus-4-5",
+                max_tokens=1024,
+                system=[{"type": "text", "text": system.content}],
+                messages=[{"role": "user", "content": user.content}],
+                tools=[tool],
                 tool_choice={"type": "tool", "name": FINAL_TOOL},
             )
             block = next(b for b in msg.content if b.type == "tool_use")

@@ -46,8 +46,15 @@ def _noop_provider(batch: bool = True) -> Any:
     return provider
 
 
-def run_tracing(ctx: Context, make_app: Callable[..., Any], model: Any, n: int, rounds: int,
-                block: Callable[[Any, list], list[float]], ticket: Callable[[int], dict]) -> dict[str, Any]:
+def run_tracing(
+    ctx: Context,
+    make_app: Callable[..., Any],
+    model: Any,
+    n: int,
+    rounds: int,
+    block: Callable[[Any, list], list[float]],
+    ticket: Callable[[int], dict],
+) -> dict[str, Any]:
     """Latency summaries per mode, and (title, table, notes) for the report."""
     try:
         import opentelemetry.exporter.otlp.proto.http
@@ -69,7 +76,7 @@ def run_tracing(ctx: Context, make_app: Callable[..., Any], model: Any, n: int, 
         lat: dict[str, list[float]] = {mode: [] for mode in MODES}
         for r in range(rounds):
             inputs = [ticket(r * size + i) for i in range(size)]
-            for mode in MODES[r % 3:] + MODES[: r % 3]:  # rotate the order each round
+            for mode in MODES[r % 3 :] + MODES[: r % 3]:  # rotate the order each round
                 lat[mode] += block(apps[mode], inputs)
         out = {mode: latency_summary(values) for mode, values in lat.items()}
         out["spans_only_us"] = span_cost(ctx.pick(2000, 10000))
@@ -94,8 +101,16 @@ def span_cost(n: int) -> dict[str, float]:
     req = ModelRequest(messages=[], output_schema={})
     resp = ModelResponse(text="{}", usage=Usage(input_tokens=300, output_tokens=20), stop_reason="end_turn")
     attempt = Attempt(tier="teacher", model="function:t", valid=True, trace_id="t1", cost_usd=0.01)
-    result = RunResult(output=None, tier="teacher", model="function:t", cost_usd=0.01, latency_s=0.0, run_id="r1",
-                       trace_ids=["t1"], attempts=[attempt])
+    result = RunResult(
+        output=None,
+        tier="teacher",
+        model="function:t",
+        cost_usd=0.01,
+        latency_s=0.0,
+        run_id="r1",
+        trace_ids=["t1"],
+        attempts=[attempt],
+    )
     model = type("M", (), {"name": "function:t", "price_as": None})()
     out = {}
     for mode, tel in ((MODES[0], Telemetry()), (MODES[1], Telemetry(_noop_provider(batch=False)))):
@@ -104,8 +119,9 @@ def span_cost(n: int) -> dict[str, float]:
             start = time.perf_counter()
             for _ in range(n):
                 with tel.call("triage", "r1") as call:
-                    with tel.attempt("teacher", run_id="r1", redact="secrets", shadow=False,
-                                     cost=lambda m, u: 0.01) as span:
+                    with tel.attempt(
+                        "teacher", run_id="r1", redact="secrets", shadow=False, cost=lambda m, u: 0.01
+                    ) as span:
                         with span.model_request(model, req) as request:
                             request.response(resp)
                         span.done(attempt)
@@ -122,11 +138,23 @@ def table(data: dict[str, Any]) -> Table:
         "Tracing overhead per call (FunctionModel path; ratio = p50 / p50 with tracing off, same run; spans only: "
         "the three spans' machinery timed alone, µs)",
         ["tracing", "calls", "p50 (ms)", "p99 (ms)", "p50 − off (ms)", "ratio to off", "spans only (µs)"],
-        [[mode, data[mode]["n"], data[mode]["p50_ms"], data[mode]["p99_ms"], data[mode]["p50_ms"] - off,
-          data[mode]["p50_ms"] / off, spans.get(mode)] for mode in MODES],
+        [
+            [
+                mode,
+                data[mode]["n"],
+                data[mode]["p50_ms"],
+                data[mode]["p99_ms"],
+                data[mode]["p50_ms"] - off,
+                data[mode]["p50_ms"] / off,
+                spans.get(mode),
+            ]
+            for mode in MODES
+        ],
     )
 
 
-NOTE = ("Tracing: each call makes 3 spans (protege.run, protege.attempt, chat); 'off' is protege with no "
-        "TracerProvider configured, where every span helper is a shared no-op. The OTLP receiver is a stdlib HTTP "
-        "server on 127.0.0.1 in the benchmark process, so its CPU counts against the exporter's row.")
+NOTE = (
+    "Tracing: each call makes 3 spans (protege.run, protege.attempt, chat); 'off' is protege with no "
+    "TracerProvider configured, where every span helper is a shared no-op. The OTLP receiver is a stdlib HTTP "
+    "server on 127.0.0.1 in the benchmark process, so its CPU counts against the exporter's row."
+)

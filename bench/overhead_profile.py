@@ -22,14 +22,26 @@ from bench.common import Context, Table, ticket
 
 BACKGROUND = ("trace", "skill", "traces", "search_skills", "add_skill")  # lifecycle hooks' store reads/writes
 FOREGROUND = ("record_attempt",)  # the one store write of a one-attempt call
-PACKAGES = ("langgraph", "langchain_core", "pydantic", "pydantic_core", "sqlmodel", "sqlalchemy", "orjson",
-            "anthropic", "httpx", "httpcore")
+PACKAGES = (
+    "langgraph",
+    "langchain_core",
+    "pydantic",
+    "pydantic_core",
+    "sqlmodel",
+    "sqlalchemy",
+    "orjson",
+    "anthropic",
+    "httpx",
+    "httpcore",
+)
 
 
 def profile_calls(ctx: Context, make_app: Callable[[Context, Any], Any], model: Any, n: int) -> dict[str, Any]:
     """Component breakdown with the default hooks and with them off, then cProfile of the loop thread."""
-    per_call = {"hooks on": _breakdown(ctx, make_app, model, n, hooks=True),
-                "hooks off": _breakdown(ctx, make_app, model, n, hooks=False)}
+    per_call = {
+        "hooks on": _breakdown(ctx, make_app, model, n, hooks=True),
+        "hooks off": _breakdown(ctx, make_app, model, n, hooks=False),
+    }
     app = make_app(ctx, model)
     try:
         _warm(app)
@@ -40,12 +52,21 @@ def profile_calls(ctx: Context, make_app: Callable[[Context, Any], Any], model: 
     rows = [[name, ms, off.get(name), share] for name, ms, share in on]
     return {
         "tables": [
-            Table("Where one protege call's time goes (FunctionModel path, ms per call, wall clock)",
-                  ["component", "ms/call (default app)", "ms/call (lifecycle hooks off)", "share (default)"], rows),
-            Table("cProfile of the event-loop thread: own time by package (ms per call)",
-                  ["package", "ms/call", "share"], _package_table(prof, n)),
-            Table("cProfile of the event-loop thread: top functions by own time",
-                  ["function", "calls/call", "own ms/call", "cumulative ms/call"], _top_functions(prof, n)),
+            Table(
+                "Where one protege call's time goes (FunctionModel path, ms per call, wall clock)",
+                ["component", "ms/call (default app)", "ms/call (lifecycle hooks off)", "share (default)"],
+                rows,
+            ),
+            Table(
+                "cProfile of the event-loop thread: own time by package (ms per call)",
+                ["package", "ms/call", "share"],
+                _package_table(prof, n),
+            ),
+            Table(
+                "cProfile of the event-loop thread: top functions by own time",
+                ["function", "calls/call", "own ms/call", "cumulative ms/call"],
+                _top_functions(prof, n),
+            ),
         ],
         "notes": [
             "Breakdown: each component is timed around the app's own objects; 'LangGraph ainvoke (machinery)' is "
@@ -65,8 +86,9 @@ def _warm(app: Any) -> None:
     app.wait()
 
 
-def _breakdown(ctx: Context, make_app: Callable[[Context, Any], Any], model: Any, n: int, *, hooks: bool
-               ) -> dict[str, float]:
+def _breakdown(
+    ctx: Context, make_app: Callable[[Context, Any], Any], model: Any, n: int, *, hooks: bool
+) -> dict[str, float]:
     from protege.agents.cascade import Hooks
 
     app = make_app(ctx, model)
@@ -166,10 +188,14 @@ def _breakdown_rows(ms: dict[str, float]) -> list[list[Any]]:
         "agent loop minus model": g("agent loop (one turn, incl. model)", 0.0) - g("model.request", 0.0),
         "validate answer (pydantic)": g("validate answer (pydantic)", 0.0),
         "store.record_attempt: run + trace + outcome, one transaction (worker thread)": g("store.record_attempt", 0.0),
-        "rest of the attempt (prompt, trace dict, thread hop)": attempt - sum(g(k, 0.0) for k in (
-            "agent loop (one turn, incl. model)", "validate answer (pydantic)", "store.record_attempt")),
+        "rest of the attempt (prompt, trace dict, thread hop)": attempt
+        - sum(
+            g(k, 0.0)
+            for k in ("agent loop (one turn, incl. model)", "validate answer (pydantic)", "store.record_attempt")
+        ),
         "finish (RunResult)": g("finish (RunResult)", 0.0),
-        "rest of cascade.run (plan, input dump)": g("cascade.run", 0.0) - g("graph.ainvoke", 0.0)
+        "rest of cascade.run (plan, input dump)": g("cascade.run", 0.0)
+        - g("graph.ainvoke", 0.0)
         - g("finish (RunResult)", 0.0),
     }
     rows = [[k, v, v / total if total else None] for k, v in derived.items()]

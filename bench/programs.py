@@ -26,8 +26,12 @@ TRACES = 300
 TEACHER_PRICE = "anthropic:claude-opus-4-5"
 INDUCE_TARGET_S = 10.0
 TEACHER_SAMPLE = 20
-GENERATED = (("make_invoices", "invoices"), ("make_invites", "invites"), ("make_changelogs", "changelogs"),
-             ("make_prose_orders", "prose-orders"))
+GENERATED = (
+    ("make_invoices", "invoices"),
+    ("make_invites", "invites"),
+    ("make_changelogs", "changelogs"),
+    ("make_prose_orders", "prose-orders"),
+)
 
 
 def run(ctx: Context) -> Result:
@@ -37,29 +41,48 @@ def run(ctx: Context) -> Result:
         m = measure(ctx, w)
         result.data["workloads"][w.name] = m
         result.tables.append(_field_table(w, m))
-        result.headlines.append(Headline(
-            metric=f"induction, {w.name} ({m['train']} + {m['heldout_traces']} held-out traces × "
-                   f"{len(m['fields'])} fields)",
-            value=m["induce_s"], unit="s", target=f"≤ {INDUCE_TARGET_S:g} s for 300 traces × 8 fields",
-            met=m["induce_s"] <= INDUCE_TARGET_S))
-        result.headlines.append(Headline(
-            metric=f"unseen calls served by programs alone, {w.name}", value=m["program_share"], unit="share",
-            baseline=m["quality"], baseline_label="end-to-end exact (programs + teacher fallback)"))
+        result.headlines.append(
+            Headline(
+                metric=f"induction, {w.name} ({m['train']} + {m['heldout_traces']} held-out traces × "
+                f"{len(m['fields'])} fields)",
+                value=m["induce_s"],
+                unit="s",
+                target=f"≤ {INDUCE_TARGET_S:g} s for 300 traces × 8 fields",
+                met=m["induce_s"] <= INDUCE_TARGET_S,
+            )
+        )
+        result.headlines.append(
+            Headline(
+                metric=f"unseen calls served by programs alone, {w.name}",
+                value=m["program_share"],
+                unit="share",
+                baseline=m["quality"],
+                baseline_label="end-to-end exact (programs + teacher fallback)",
+            )
+        )
     result.tables.insert(0, _summary_table(result.data["workloads"]))
-    counts = [f"{w}: {name} {_pct(f['unseen_right'] / (f['unseen_right'] + f['unseen_wrong']))} right on the "
-              f"{f['unseen_right'] + f['unseen_wrong']} unseen calls it answered, {f['unseen_refused']} refused"
-              for w, m in result.data["workloads"].items() for name, f in m["fields"].items()
-              if f["promoted"] and f["program"] and f["program"].startswith(("count", "number of items"))
-              and f["unseen_right"] + f["unseen_wrong"]]
+    counts = [
+        f"{w}: {name} {_pct(f['unseen_right'] / (f['unseen_right'] + f['unseen_wrong']))} right on the "
+        f"{f['unseen_right'] + f['unseen_wrong']} unseen calls it answered, {f['unseen_refused']} refused"
+        for w, m in result.data["workloads"].items()
+        for name, f in m["fields"].items()
+        if f["promoted"]
+        and f["program"]
+        and f["program"].startswith(("count", "number of items"))
+        and f["unseen_right"] + f["unseen_wrong"]
+    ]
     if counts:
         result.notes.append("Count fields (what a small student gets wrong): " + "; ".join(counts) + ".")
     result.notes.append(
         f"Traces: the first {TRACES} pool examples of each workload as valid teacher traces; unseen calls: its "
         "held-out examples, called through the cascade with no student and no approved skill, so a call that "
         "programs do not fully answer goes to the teacher (which answers exactly, being the labels). 'Answered' "
-        "counts the calls a field's program did not refuse; accuracy is over those.")
-    result.notes.append("Student columns (programs + student vs the student alone) are left to a run that trains "
-                        "students; here CPU is shared, and no student was trained.")
+        "counts the calls a field's program did not refuse; accuracy is over those."
+    )
+    result.notes.append(
+        "Student columns (programs + student vs the student alone) are left to a run that trains "
+        "students; here CPU is shared, and no student was trained."
+    )
     return result
 
 
@@ -110,8 +133,13 @@ def measure(ctx: Context, w: Workload) -> dict[str, Any]:
         started = time.perf_counter()
         programs = app.programs.induce(name)
         induce_wall = time.perf_counter() - started
-        return {**_fields(programs, w), **_calls(app, name, w), "induce_s": induce_wall,
-                "train": programs.train, "heldout_traces": programs.heldout}
+        return {
+            **_fields(programs, w),
+            **_calls(app, name, w),
+            "induce_s": induce_wall,
+            "train": programs.train,
+            "heldout_traces": programs.heldout,
+        }
     finally:
         app.close()
 
@@ -132,9 +160,16 @@ def _fields(programs: Any, w: Workload) -> dict[str, Any]:
                 right += 1
             else:
                 wrong += 1
-        fields[name] = {"program": fp.describe() if fp.programs else None, "promoted": fp.promoted,
-                        "heldout_accuracy": fp.accuracy, "heldout_refusal": fp.refusal_rate, "reason": fp.reason,
-                        "unseen_right": right, "unseen_wrong": wrong, "unseen_refused": refused}
+        fields[name] = {
+            "program": fp.describe() if fp.programs else None,
+            "promoted": fp.promoted,
+            "heldout_accuracy": fp.accuracy,
+            "heldout_refusal": fp.refusal_rate,
+            "reason": fp.reason,
+            "unseen_right": right,
+            "unseen_wrong": wrong,
+            "unseen_refused": refused,
+        }
     return {"fields": fields}
 
 
@@ -158,13 +193,18 @@ def _calls(app: Any, name: str, w: Workload) -> dict[str, Any]:
     # what the same calls cost the teacher alone: its calls here, or (when programs served them all) a sample
     teacher_costs = [c for c, t in zip(costs, served) if t == "teacher"]
     if len(teacher_costs) < TEACHER_SAMPLE:
-        teacher_costs += [app.run(name, row["input"], tier="teacher", escalate=False).cost_usd
-                          for row in w.heldout[:TEACHER_SAMPLE]]
+        teacher_costs += [
+            app.run(name, row["input"], tier="teacher", escalate=False).cost_usd for row in w.heldout[:TEACHER_SAMPLE]
+        ]
     per_teacher_call = fmean(teacher_costs)
-    return {"calls": len(served), "program_share": served.count("program") / len(served), "quality": fmean(scores),
-            "failed": served.count("failed"),
-            "cost_per_1k_usd": fmean(costs) * 1000,
-            "teacher_only_per_1k_usd": per_teacher_call * 1000 if per_teacher_call is not None else None}
+    return {
+        "calls": len(served),
+        "program_share": served.count("program") / len(served),
+        "quality": fmean(scores),
+        "failed": served.count("failed"),
+        "cost_per_1k_usd": fmean(costs) * 1000,
+        "teacher_only_per_1k_usd": per_teacher_call * 1000 if per_teacher_call is not None else None,
+    }
 
 
 def _pct(x: float | None) -> str:
@@ -177,23 +217,51 @@ def _field_table(w: Workload, m: dict[str, Any]) -> Table:
         answered = f["unseen_right"] + f["unseen_wrong"]
         n = answered + f["unseen_refused"]
         program = (f["program"] or "none")[:90]
-        rows.append([name, program, "yes" if f["promoted"] else "no", _pct(f["heldout_accuracy"]),
-                     _pct(f["heldout_refusal"]), _pct(f["unseen_right"] / answered) if answered else "–",
-                     _pct(f["unseen_refused"] / n) if n else "–"])
-    return Table(f"{w.name}: per field ({m['train']} training traces, {m['heldout_traces']} held out; "
-                 f"{m['calls']} unseen calls)",
-                 ["field", "program", "served", "held-out accuracy", "held-out refusals", "unseen accuracy",
-                  "unseen refusals"], rows)
+        rows.append(
+            [
+                name,
+                program,
+                "yes" if f["promoted"] else "no",
+                _pct(f["heldout_accuracy"]),
+                _pct(f["heldout_refusal"]),
+                _pct(f["unseen_right"] / answered) if answered else "–",
+                _pct(f["unseen_refused"] / n) if n else "–",
+            ]
+        )
+    return Table(
+        f"{w.name}: per field ({m['train']} training traces, {m['heldout_traces']} held out; "
+        f"{m['calls']} unseen calls)",
+        ["field", "program", "served", "held-out accuracy", "held-out refusals", "unseen accuracy", "unseen refusals"],
+        rows,
+    )
 
 
 def _summary_table(results: dict[str, dict[str, Any]]) -> Table:
     rows = []
     for name, m in results.items():
         served = sum(f["promoted"] for f in m["fields"].values())
-        rows.append([name, f"{served}/{len(m['fields'])}", f"{m['induce_s']:.2f} s", _pct(m["program_share"]),
-                     _pct(m["quality"]), f"${m['cost_per_1k_usd']:.2f}",
-                     f"${m['teacher_only_per_1k_usd']:.2f}" if m["teacher_only_per_1k_usd"] is not None else "–"])
-    return Table("Per workload: fields with a served program, induction time, unseen calls served by programs alone, "
-                 "end-to-end exact match (programs + teacher), cost per 1k calls vs the teacher alone",
-                 ["workload", "fields programmed", "induction", "served by programs", "exact match",
-                  "cost / 1k calls", "teacher alone / 1k"], rows)
+        rows.append(
+            [
+                name,
+                f"{served}/{len(m['fields'])}",
+                f"{m['induce_s']:.2f} s",
+                _pct(m["program_share"]),
+                _pct(m["quality"]),
+                f"${m['cost_per_1k_usd']:.2f}",
+                f"${m['teacher_only_per_1k_usd']:.2f}" if m["teacher_only_per_1k_usd"] is not None else "–",
+            ]
+        )
+    return Table(
+        "Per workload: fields with a served program, induction time, unseen calls served by programs alone, "
+        "end-to-end exact match (programs + teacher), cost per 1k calls vs the teacher alone",
+        [
+            "workload",
+            "fields programmed",
+            "induction",
+            "served by programs",
+            "exact match",
+            "cost / 1k calls",
+            "teacher alone / 1k",
+        ],
+        rows,
+    )

@@ -52,24 +52,43 @@ def run(ctx: Context) -> Result:
         teacher, student = tiers["teacher"], tiers["student"]
         if teacher.get("quality") and student.get("quality") is not None:
             retention = student["quality"] / teacher["quality"]
-            result.headlines.append(Headline(
-                metric=f"student retention, {w.name}", value=student["quality"], unit="exact match",
-                baseline=teacher["quality"], baseline_label="teacher exact match", target=f"≥ {PROMOTE_AT:g}",
-                met=retention >= PROMOTE_AT))
+            result.headlines.append(
+                Headline(
+                    metric=f"student retention, {w.name}",
+                    value=student["quality"],
+                    unit="exact match",
+                    baseline=teacher["quality"],
+                    baseline_label="teacher exact match",
+                    target=f"≥ {PROMOTE_AT:g}",
+                    met=retention >= PROMOTE_AT,
+                )
+            )
             tfidf = tiers["TF-IDF + LR"]
             if tfidf.get("quality") is not None:
-                result.headlines.append(Headline(
-                    metric=f"student vs TF-IDF + LR on the same training examples, {w.name}",
-                    value=student["quality"], unit="exact match", baseline=tfidf["quality"],
-                    baseline_label=f"TF-IDF + LR trained on the same {tfidf['train_rows']} rows",
-                    target="above the classic baseline", met=student["quality"] > tfidf["quality"]))
+                result.headlines.append(
+                    Headline(
+                        metric=f"student vs TF-IDF + LR on the same training examples, {w.name}",
+                        value=student["quality"],
+                        unit="exact match",
+                        baseline=tfidf["quality"],
+                        baseline_label=f"TF-IDF + LR trained on the same {tfidf['train_rows']} rows",
+                        target="above the classic baseline",
+                        met=student["quality"] > tfidf["quality"],
+                    )
+                )
         else:
             result.notes.append(f"{w.name}: student not evaluated: {student.get('error') or p.distill_error}")
         with_skill, without = tiers["replay + skill"], tiers["replay, no skill"]
         if with_skill.get("quality") is not None and without.get("quality") is not None:
-            result.headlines.append(Headline(
-                metric=f"value of the skill: replay quality with vs without, {w.name}", value=with_skill["quality"],
-                unit="exact match", baseline=without["quality"] or None, baseline_label="replay without skill"))
+            result.headlines.append(
+                Headline(
+                    metric=f"value of the skill: replay quality with vs without, {w.name}",
+                    value=with_skill["quality"],
+                    unit="exact match",
+                    baseline=without["quality"] or None,
+                    baseline_label="replay without skill",
+                )
+            )
         if p.report is not None:
             result.tables.append(_distill_table(w, p))
     result.notes.append(
@@ -78,11 +97,13 @@ def run(ctx: Context) -> Result:
         f"{REPLAY}, the untrained local base model, with the teacher's approved skill in the prompt or without. "
         f"Local tiers (and the TF-IDF baseline) cost their wall time at the machine price "
         f"(settings.local_cost_per_hour; default a 2-vCPU cloud instance at $0.0893/h). Invalid = the answer failed "
-        f"validation (counted as wrong).")
+        f"validation (counted as wrong)."
+    )
     return result
 
 
 # -- preparation (shared) --------------------------------------------------------------------------------------------
+
 
 def prepare(ctx: Context, w: Workload) -> Prepared:
     """Warm up the workload's app on its pool, then distill a student; cached per run."""
@@ -140,8 +161,14 @@ def reuse(ctx: Context, w: Workload) -> Prepared:
     if passed:
         promote(app.store, row.id)
     ctx.log(f"[bench] reusing student {row.id[:8]} of {db.parent}: {reason}")
-    report = DistillReport(task=w.task_name, student_id=row.id, dataset_id=row.dataset_id or "", metrics=metrics,
-                           promoted=passed, reason=reason)
+    report = DistillReport(
+        task=w.task_name,
+        student_id=row.id,
+        dataset_id=row.dataset_id or "",
+        metrics=metrics,
+        promoted=passed,
+        reason=reason,
+    )
     p = Prepared(w, app, warmup={}, report=report, notes=[f"reused the student of {db.parent.name} (--reuse)"])
     ctx.shared.setdefault("distill", {})[w.name] = metrics
     return p
@@ -187,13 +214,22 @@ def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | No
         field_hits.append(fmean(getattr(expected, f) == getattr(actual, f) for f in fields) if actual else 0.0)
         costs.append(cost)
         served.append(served_by)
-    return {"n": len(rows), "quality": fmean(scores), "field_accuracy": fmean(field_hits), "invalid": invalid / len(rows),
-            "cost_per_1k_usd": fmean(costs) * 1000, "latency_p50_ms": percentile(latencies, 50) * 1e3,
-            "latency_p99_ms": percentile(latencies, 99) * 1e3, "scores": scores, "served": served,
-            "confidences": confidences}
+    return {
+        "n": len(rows),
+        "quality": fmean(scores),
+        "field_accuracy": fmean(field_hits),
+        "invalid": invalid / len(rows),
+        "cost_per_1k_usd": fmean(costs) * 1000,
+        "latency_p50_ms": percentile(latencies, 50) * 1e3,
+        "latency_p99_ms": percentile(latencies, 99) * 1e3,
+        "scores": scores,
+        "served": served,
+        "confidences": confidences,
+    }
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
+
 
 def evaluate(ctx: Context, w: Workload) -> tuple[dict[str, dict[str, Any]], Prepared]:
     p = prepare(ctx, w)
@@ -211,9 +247,13 @@ def evaluate(ctx: Context, w: Workload) -> tuple[dict[str, dict[str, Any]], Prep
     tiers["replay, no skill"] = _guard(lambda: run_calls(app, task, w.heldout[:replay_n], tier="replay"))
     tiers["replay + skill"] = _guard(lambda: _with_skill(app, task, w.heldout[:replay_n], p))
     tiers["teacher"] = _guard(lambda: run_calls(app, task, w.heldout, tier="teacher"))
-    for name, model in (("teacher", f"reference (priced as {TEACHER_PRICE})"), ("replay, no skill", REPLAY),
-                        ("replay + skill", REPLAY), ("TF-IDF + LR", "scikit-learn, the student's train split"),
-                        ("TF-IDF + LR, whole pool", f"scikit-learn, all {len(w.pool)} pool rows")):
+    for name, model in (
+        ("teacher", f"reference (priced as {TEACHER_PRICE})"),
+        ("replay, no skill", REPLAY),
+        ("replay + skill", REPLAY),
+        ("TF-IDF + LR", "scikit-learn, the student's train split"),
+        ("TF-IDF + LR, whole pool", f"scikit-learn, all {len(w.pool)} pool rows"),
+    ):
         if name in tiers:
             tiers[name].setdefault("model", model)
     return tiers, p
@@ -238,7 +278,8 @@ def _student_alone(app: Any, task: str, rows: list[dict[str, Any]], p: Prepared)
             f"the student's gate on the held-out inputs: confidence ≥ {gate.min_confidence:.3f} keeps "
             f"{held_out.coverage:.0%} of them at quality {held_out.kept_quality:.3f}, end to end "
             f"{held_out.retention:.3f} with the teacher answering the rest (on its eval split: {gate.coverage:.0%}, "
-            f"{gate.retention:.3f})")
+            f"{gate.retention:.3f})"
+        )
     return out
 
 
@@ -291,11 +332,17 @@ def tfidf_tier(w: Workload, train: list[dict[str, Any]]) -> dict[str, Any]:
             actual, invalid = None, invalid + 1
         scores.append(1.0 if actual == expected else 0.0)
         fields.append(fmean(predicted.get(f) == v for f, v in output_of(row).items()))
-    return {"n": len(w.heldout), "quality": fmean(scores), "field_accuracy": fmean(fields),
-            "invalid": invalid / len(w.heldout),
-            "cost_per_1k_usd": fmean(latencies) * load_prices().machine_price_per_hour() / 3600 * 1000,
-            "latency_p50_ms": percentile(latencies, 50) * 1e3, "latency_p99_ms": percentile(latencies, 99) * 1e3,
-            "train_s": base.train_s, "train_rows": len(train)}
+    return {
+        "n": len(w.heldout),
+        "quality": fmean(scores),
+        "field_accuracy": fmean(fields),
+        "invalid": invalid / len(w.heldout),
+        "cost_per_1k_usd": fmean(latencies) * load_prices().machine_price_per_hour() / 3600 * 1000,
+        "latency_p50_ms": percentile(latencies, 50) * 1e3,
+        "latency_p99_ms": percentile(latencies, 99) * 1e3,
+        "train_s": base.train_s,
+        "train_rows": len(train),
+    }
 
 
 def _output_model(w: Workload) -> Any:
@@ -313,6 +360,7 @@ def _guard(fn: Any) -> dict[str, Any]:
 
 # -- tables and plot -------------------------------------------------------------------------------------------------
 
+
 def _tier_table(w: Workload, tiers: dict[str, dict[str, Any]]) -> Table:
     teacher = tiers["teacher"]
     rows = []
@@ -325,20 +373,56 @@ def _tier_table(w: Workload, tiers: dict[str, dict[str, Any]]) -> Table:
             continue
         retention = t["quality"] / teacher["quality"] if teacher.get("quality") else None
         cost_ratio = t["cost_per_1k_usd"] / teacher["cost_per_1k_usd"] if teacher.get("cost_per_1k_usd") else None
-        rows.append([name, t.get("model", ""), t["n"], t["quality"], t["field_accuracy"], t["invalid"], retention,
-                     t["cost_per_1k_usd"], cost_ratio, t["latency_p50_ms"]])
-    return Table(f"{w.name}: held-out quality and cost per tier ({len(w.pool)} pool traces)",
-                 ["tier", "model", "held-out n", "exact match", "field accuracy", "invalid", "retention vs teacher",
-                  "$ per 1k calls", "cost vs teacher", "latency p50 ms"], rows)
+        rows.append(
+            [
+                name,
+                t.get("model", ""),
+                t["n"],
+                t["quality"],
+                t["field_accuracy"],
+                t["invalid"],
+                retention,
+                t["cost_per_1k_usd"],
+                cost_ratio,
+                t["latency_p50_ms"],
+            ]
+        )
+    return Table(
+        f"{w.name}: held-out quality and cost per tier ({len(w.pool)} pool traces)",
+        [
+            "tier",
+            "model",
+            "held-out n",
+            "exact match",
+            "field accuracy",
+            "invalid",
+            "retention vs teacher",
+            "$ per 1k calls",
+            "cost vs teacher",
+            "latency p50 ms",
+        ],
+        rows,
+    )
 
 
 def _distill_table(w: Workload, p: Prepared) -> Table:
     m = p.report.metrics
     train = m.get("train", {})
-    return Table(f"{w.name}: app.distill", ["student", "promoted", "reason", "distill wall s", "train rows",
-                                            "train tokens/s", "its own eval retention"],
-                 [[p.report.student_id[:8], p.report.promoted, p.report.reason, p.distill_s, train.get("rows"),
-                   train.get("tokens_per_s"), m.get("retention")]])
+    return Table(
+        f"{w.name}: app.distill",
+        ["student", "promoted", "reason", "distill wall s", "train rows", "train tokens/s", "its own eval retention"],
+        [
+            [
+                p.report.student_id[:8],
+                p.report.promoted,
+                p.report.reason,
+                p.distill_s,
+                train.get("rows"),
+                train.get("tokens_per_s"),
+                m.get("retention"),
+            ]
+        ],
+    )
 
 
 def _slug(name: str) -> str:
@@ -351,8 +435,9 @@ def plot(ax: Any, record: dict[str, Any]) -> None:
     width = 0.8 / len(TIERS)
     for j, tier in enumerate(TIERS):
         values = [(wl.get(tier) or {}).get("quality") or 0.0 for wl in workloads_.values()]
-        ax.bar([i + (j - len(TIERS) / 2 + 0.5) * width for i in range(len(workloads_))], values, width=width,
-               label=tier)
+        ax.bar(
+            [i + (j - len(TIERS) / 2 + 0.5) * width for i in range(len(workloads_))], values, width=width, label=tier
+        )
     ax.set_xticks(range(len(workloads_)), list(workloads_))
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("held-out exact match")

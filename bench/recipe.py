@@ -40,18 +40,25 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate_student(student, eval_rows, output_model=Order)
     ctx.log("[recipe] the first 20 again, token by token")
     plain = evaluate_student(LocalModel(trained.adapter_path, prompt_lookup=False), eval_rows[:20], output_model=Order)
-    record = {"name": args.name, "command": " ".join(["python -m bench.recipe", *(argv or sys.argv[1:])]),
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
-              "config": config.model_dump(mode="json"), "train": _train_figures(trained),
-              "eval": report.model_dump(mode="json", exclude={"mismatches"}),
-              "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
-              "gates": _gates(report, student.min_probs),
-              "mismatches": [m.model_dump(mode="json") for m in report.mismatches[:5]]}
+    record = {
+        "name": args.name,
+        "command": " ".join(["python -m bench.recipe", *(argv or sys.argv[1:])]),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+        "config": config.model_dump(mode="json"),
+        "train": _train_figures(trained),
+        "eval": report.model_dump(mode="json", exclude={"mismatches"}),
+        "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
+        "gates": _gates(report, student.min_probs),
+        "mismatches": [m.model_dump(mode="json") for m in report.mismatches[:5]],
+    }
     path = RESULTS / "recipes" / f"{args.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
-    ctx.log(f"[recipe] exact match {report.exact_match:.3f}, median {report.median_latency_s:.2f} s per answer; "
-            f"wrote {path}")
+    ctx.log(
+        f"[recipe] exact match {report.exact_match:.3f}, median {report.median_latency_s:.2f} s per answer; "
+        f"wrote {path}"
+    )
     return 0
 
 
@@ -99,10 +106,18 @@ def order_rows(split: str, n: int) -> list[dict[str, Any]]:
 
 
 def _train_figures(trained: Any) -> dict[str, Any]:
-    return {"rows": trained.rows, "steps": trained.steps, "wall_s": trained.wall_s, "tokens": trained.train_tokens,
-            "tokens_per_s": trained.tokens_per_s, "epoch_scores": [s.model_dump() for s in trained.epoch_scores],
-            "best_epoch": trained.best_epoch, "stopped_early": trained.stopped_early, "loss_first": trained.loss_history[0][1] if trained.loss_history
-            else None, "loss_last": trained.loss_history[-1][1] if trained.loss_history else None}
+    return {
+        "rows": trained.rows,
+        "steps": trained.steps,
+        "wall_s": trained.wall_s,
+        "tokens": trained.train_tokens,
+        "tokens_per_s": trained.tokens_per_s,
+        "epoch_scores": [s.model_dump() for s in trained.epoch_scores],
+        "best_epoch": trained.best_epoch,
+        "stopped_early": trained.stopped_early,
+        "loss_first": trained.loss_history[0][1] if trained.loss_history else None,
+        "loss_last": trained.loss_history[-1][1] if trained.loss_history else None,
+    }
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("name", help="the run's name (its result file and scratch folder)")
     ap.add_argument("--train", type=int, default=300, help="training rows: the first N of the pool (default 300)")
     ap.add_argument("--eval", type=int, default=100, help="held-out rows answered (default 100)")
-    ap.add_argument("--config", default="{}", help='TrainConfig fields as JSON, e.g. \'{"epochs": 3}\'')
+    ap.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"epochs\": 3}'")
     return ap
 
 

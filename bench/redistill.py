@@ -61,20 +61,29 @@ def run(ctx: Context) -> Result:
             mark_shadows(app, records)
             new_id = events.get("promoted", {}).get("student_id")
             evaluation = evaluate_new_inputs(app, new_id, ctx) if new_id else None
-            students = {d["student_id"]: _student_facts(app.store.student(d["student_id"]))
-                        for d in distills if d.get("student_id")}
+            students = {
+                d["student_id"]: _student_facts(app.store.student(d["student_id"]))
+                for d in distills
+                if d.get("student_id")
+            }
             drift = drift_after_promotion(app, new_id)
             machine_per_hour = app.prices.machine_price_per_hour()
         finally:
             app.close()
             _stop_worker(distills)
     summary = summarize(records, events, distills, before=BEFORE)
-    summary.update(evaluation=evaluation, students=students, new_student=new_id, drift_after_promotion=drift,
-                   distill_cost_usd=sum(d.get("wall_s") or 0.0 for d in distills) * machine_per_hour / 3600)
+    summary.update(
+        evaluation=evaluation,
+        students=students,
+        new_student=new_id,
+        drift_after_promotion=drift,
+        distill_cost_usd=sum(d.get("wall_s") or 0.0 for d in distills) * machine_per_hour / 3600,
+    )
     return build_result(summary, records)
 
 
 # -- the stream ------------------------------------------------------------------------------------------------------
+
 
 def warm_up(app: Any) -> Any:
     """WARMUP teacher traces of layout a, then the stand-in student promoted (bench/drift.py's make_app)."""
@@ -86,16 +95,20 @@ def warm_up(app: Any) -> Any:
     for _ in range(WARMUP):
         app.run(TASK, make_input("a", rng))
     app.wait()
-    row = app.store.add_student(StudentRow(task_name=TASK, base="stand-in", adapter_path="stand-in",
-                                           metrics={"confidences": eval_confidences(seed=0)}))
+    row = app.store.add_student(
+        StudentRow(
+            task_name=TASK, base="stand-in", adapter_path="stand-in", metrics={"confidences": eval_confidences(seed=0)}
+        )
+    )
     promote(app.store, row.id)
     app.tiers._models[f"local:{row.id}"] = FunctionModel(student, name=f"local:{row.id}")
     app.tiers.invalidate(TASK)
     return row
 
 
-def stream(app: Any, stand_in: Any, ctx: Context, log_path: Path, distills: list[dict[str, Any]]
-           ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+def stream(
+    app: Any, stand_in: Any, ctx: Context, log_path: Path, distills: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Call the task once per second — layout a for BEFORE calls, then layout b — until AFTER_PROMOTION calls have
     followed a re-distilled student's promotion (or LIMIT_S). Returns the calls and the milestones (first call at
     which each was seen); `distills` gets each distill's lease info."""
@@ -115,8 +128,10 @@ def stream(app: Any, stand_in: Any, ctx: Context, log_path: Path, distills: list
         if "promoted" in events and i - events["promoted"]["call"] >= AFTER_PROMOTION:
             break
         if t > LIMIT_S or _failed(distills):
-            ctx.log(f"[bench] redistill: stopping at call {i} ({t:.0f} s): "
-                    f"{'the distill failed' if _failed(distills) else 'time limit'}")
+            ctx.log(
+                f"[bench] redistill: stopping at call {i} ({t:.0f} s): "
+                f"{'the distill failed' if _failed(distills) else 'time limit'}"
+            )
             break
         i += 1
     return records, events
@@ -132,12 +147,19 @@ def call_record(i: int, t: float, inp: dict, res: Any) -> dict[str, Any]:
     """One call: who served it, whether the served answer is right, and what the student itself answered (its
     attempt comes first when it is tried, and is kept when the call escalates)."""
     first = res.attempts[0] if res.attempts else None
-    return {"i": i, "t": t, "run_id": res.run_id, "layout": "b" if inp["email"]["headers"] else "a", "tier": res.tier,
-            "student_id": res.attempts[-1].student_id if res.tier == "student" else None,
-            "right": res.output.model_dump() == truth(inp),
-            "student_right": answer_right(first.text, inp) if first is not None and first.tier == "student" else None,
-            "student_confidence": first.confidence if first is not None and first.tier == "student" else None,
-            "cost_usd": res.cost_usd, "latency_s": res.latency_s}
+    return {
+        "i": i,
+        "t": t,
+        "run_id": res.run_id,
+        "layout": "b" if inp["email"]["headers"] else "a",
+        "tier": res.tier,
+        "student_id": res.attempts[-1].student_id if res.tier == "student" else None,
+        "right": res.output.model_dump() == truth(inp),
+        "student_right": answer_right(first.text, inp) if first is not None and first.tier == "student" else None,
+        "student_confidence": first.confidence if first is not None and first.tier == "student" else None,
+        "cost_usd": res.cost_usd,
+        "latency_s": res.latency_s,
+    }
 
 
 def answer_right(text: str, inp: dict) -> bool:
@@ -148,8 +170,14 @@ def answer_right(text: str, inp: dict) -> bool:
         return False
 
 
-def observe(app: Any, stand_in_id: str, log_path: Path, events: dict[str, dict[str, Any]],
-            distills: list[dict[str, Any]], record: dict[str, Any]) -> list[str]:
+def observe(
+    app: Any,
+    stand_in_id: str,
+    log_path: Path,
+    events: dict[str, dict[str, Any]],
+    distills: list[dict[str, Any]],
+    record: dict[str, Any],
+) -> list[str]:
     """Note the milestones first seen after the call `record` (names of MILESTONES), and keep the distills' lease
     info."""
     from protege.auto_distill import lease_name
@@ -174,9 +202,16 @@ def observe(app: Any, stand_in_id: str, log_path: Path, events: dict[str, dict[s
             distills.append(run)
             mark("leased")
         if info.get("outcome") and "outcome" not in run:
-            run.update(outcome=info["outcome"], ended_call=i, ended_t=t, student_id=info.get("student_id"),
-                       retention=info.get("retention"), verdict=info.get("verdict"), error=info.get("error"),
-                       wall_s=info.get("ended_at", time.time()) - info["started_at"])
+            run.update(
+                outcome=info["outcome"],
+                ended_call=i,
+                ended_t=t,
+                student_id=info.get("student_id"),
+                retention=info.get("retention"),
+                verdict=info.get("verdict"),
+                error=info.get("error"),
+                wall_s=info.get("ended_at", time.time()) - info["started_at"],
+            )
             mark("ended", outcome=info["outcome"])
     promoted = store.promoted_student(TASK)
     if promoted is not None and promoted.id != stand_in_id:
@@ -195,8 +230,11 @@ def drift_after_promotion(app: Any, student_id: str | None) -> dict[str, Any] | 
     if row is None:
         return None
     mine = status.get("student_id") == student_id
-    return {"alerts": status.get("alerts", 0) if mine else 0, "last_alert": status.get("last_alert") if mine else None,
-            "state": row.state}
+    return {
+        "alerts": status.get("alerts", 0) if mine else 0,
+        "last_alert": status.get("last_alert") if mine else None,
+        "state": row.state,
+    }
 
 
 def mark_shadows(app: Any, records: list[dict[str, Any]]) -> None:
@@ -223,6 +261,7 @@ def _stop_worker(distills: list[dict[str, Any]]) -> None:
 
 
 # -- the new student on new inputs --------------------------------------------------------------------------------
+
 
 def evaluate_new_inputs(app: Any, student_id: str, ctx: Context) -> dict[str, Any]:
     """The re-distilled student on EVAL_N layout-b inputs no call of the stream made (so it never trained on them),
@@ -251,32 +290,51 @@ def _student_facts(row: Any) -> dict[str, Any] | None:
         return None
     metrics, train = row.metrics or {}, (row.metrics or {}).get("train", {})
     confidences = [c for c in metrics.get("confidences") or [] if c is not None]
-    return {"id": row.id, "retention": metrics.get("retention"), "exact_match": metrics.get("exact_match"),
-            "eval_confidence_p50": median(confidences) if confidences else None,
-            "eval_rows": metrics.get("n"), "train_rows": train.get("rows"), "train_s": train.get("wall_s"),
-            "train_tokens_per_s": train.get("tokens_per_s"), "headline": metrics.get("headline"),
-            "params": row.params}
+    return {
+        "id": row.id,
+        "retention": metrics.get("retention"),
+        "exact_match": metrics.get("exact_match"),
+        "eval_confidence_p50": median(confidences) if confidences else None,
+        "eval_rows": metrics.get("n"),
+        "train_rows": train.get("rows"),
+        "train_s": train.get("wall_s"),
+        "train_tokens_per_s": train.get("tokens_per_s"),
+        "headline": metrics.get("headline"),
+        "params": row.params,
+    }
 
 
 # -- summary and report ------------------------------------------------------------------------------------------
 
-def summarize(records: list[dict[str, Any]], events: dict[str, dict[str, Any]], distills: list[dict[str, Any]], *,
-              before: int) -> dict[str, Any]:
+
+def summarize(
+    records: list[dict[str, Any]], events: dict[str, dict[str, Any]], distills: list[dict[str, Any]], *, before: int
+) -> dict[str, Any]:
     """The milestones as calls and wall seconds after the shift, the calls after the promotion, and the stream's
     cost against teacher-only (every call priced as the teacher's)."""
     shift_t = records[before - 1]["t"] if before else 0.0
-    milestones = {name: {"calls": e["call"] - before + 1, "seconds": e["t"] - shift_t}
-                  for name, e in events.items() if name in MILESTONES}
+    milestones = {
+        name: {"calls": e["call"] - before + 1, "seconds": e["t"] - shift_t}
+        for name, e in events.items()
+        if name in MILESTONES
+    }
     teacher_costs = [r["cost_usd"] for r in records if r["tier"] == "teacher"]
     per_call = fmean(teacher_costs) if teacher_costs else 0.0
     promoted_at = events.get("promoted", {}).get("call")
     after = [r for r in records if promoted_at is not None and r["i"] > promoted_at]
     until = promoted_at + 1 if promoted_at is not None else len(records)
-    segments = {"before the shift": records[:before], "shift → promotion": records[before:until],
-                "after the promotion": after, "whole stream": records}
+    segments = {
+        "before the shift": records[:before],
+        "shift → promotion": records[before:until],
+        "after the promotion": after,
+        "whole stream": records,
+    }
     served = events.get("served")
     return {
-        "calls": len(records), "before": before, "milestones": milestones, "distills": distills,
+        "calls": len(records),
+        "before": before,
+        "milestones": milestones,
+        "distills": distills,
         "teacher_cost_per_call": per_call,
         "first_served_latency_s": records[served["call"]]["latency_s"] if served else None,
         "cost": {name: segment_cost(rs, per_call) for name, rs in segments.items()},
@@ -287,8 +345,14 @@ def summarize(records: list[dict[str, Any]], events: dict[str, dict[str, Any]], 
 def segment_cost(records: list[dict[str, Any]], teacher_per_call: float) -> dict[str, Any]:
     """What these calls cost: served (RunResult.cost_usd) plus the teacher's shadows, against teacher-only."""
     served, shadow = sum(r["cost_usd"] for r in records), sum(r.get("shadow_usd", 0.0) for r in records)
-    return {"calls": len(records), "served_usd": served, "shadows": sum(bool(r.get("shadowed")) for r in records),
-            "shadow_usd": shadow, "usd": served + shadow, "teacher_only_usd": len(records) * teacher_per_call}
+    return {
+        "calls": len(records),
+        "served_usd": served,
+        "shadows": sum(bool(r.get("shadowed")) for r in records),
+        "shadow_usd": shadow,
+        "usd": served + shadow,
+        "teacher_only_usd": len(records) * teacher_per_call,
+    }
 
 
 def after_promotion(after: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -298,32 +362,57 @@ def after_promotion(after: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     tried = [r["student_right"] for r in after if r["student_right"] is not None]
     confidences = [r["student_confidence"] for r in after if r.get("student_confidence") is not None]
-    return {"calls": len(after), "student_share": sum(r["tier"] == "student" for r in after) / len(after),
-            "served_quality": sum(r["right"] for r in after) / len(after),
-            "student_tried": len(tried), "student_quality": sum(tried) / len(tried) if tried else None,
-            "confidence_p50": median(confidences) if confidences else None}
+    return {
+        "calls": len(after),
+        "student_share": sum(r["tier"] == "student" for r in after) / len(after),
+        "served_quality": sum(r["right"] for r in after) / len(after),
+        "student_tried": len(tried),
+        "student_quality": sum(tried) / len(tried) if tried else None,
+        "confidence_p50": median(confidences) if confidences else None,
+    }
 
 
 def build_result(summary: dict[str, Any], records: list[dict[str, Any]]) -> Result:
     m, post, ev = summary["milestones"], summary["after_promotion"], summary["evaluation"]
-    result = Result(data={"summary": summary, "calls": [{k: r[k] for k in ("i", "t", "layout", "tier", "right")}
-                                                        for r in records]})
+    result = Result(
+        data={"summary": summary, "calls": [{k: r[k] for k in ("i", "t", "layout", "tier", "right")} for r in records]}
+    )
     served = m.get("served")
-    result.headlines.append(Headline(
-        metric="calls after the shift (one a second) until a re-distilled student serves again",
-        value=served["calls"] if served else None, unit="calls"))
+    result.headlines.append(
+        Headline(
+            metric="calls after the shift (one a second) until a re-distilled student serves again",
+            value=served["calls"] if served else None,
+            unit="calls",
+        )
+    )
     if ev is not None:
-        result.headlines.append(Headline(
-            metric=f"re-distilled student's exact match on {ev['n']} new layout-b inputs (tier forced)",
-            value=ev["quality"], unit="exact match", baseline=1.0, baseline_label="teacher (oracle)"))
+        result.headlines.append(
+            Headline(
+                metric=f"re-distilled student's exact match on {ev['n']} new layout-b inputs (tier forced)",
+                value=ev["quality"],
+                unit="exact match",
+                baseline=1.0,
+                baseline_label="teacher (oracle)",
+            )
+        )
     if post is not None:
-        result.headlines.append(Headline(
-            metric=f"share of the {post['calls']} calls after the promotion that the student serves",
-            value=post["student_share"], unit="share of calls"))
+        result.headlines.append(
+            Headline(
+                metric=f"share of the {post['calls']} calls after the promotion that the student serves",
+                value=post["student_share"],
+                unit="share of calls",
+            )
+        )
     whole = summary["cost"]["whole stream"]
-    result.headlines.append(Headline(
-        metric="stream cost, served calls + shadows", value=whole["usd"], unit="USD",
-        baseline=whole["teacher_only_usd"] or None, baseline_label="teacher-only cost of the same calls (USD)"))
+    result.headlines.append(
+        Headline(
+            metric="stream cost, served calls + shadows",
+            value=whole["usd"],
+            unit="USD",
+            baseline=whole["teacher_only_usd"] or None,
+            baseline_label="teacher-only cost of the same calls (USD)",
+        )
+    )
     result.tables += [milestone_table(summary), distill_table(summary)]
     if post is not None or ev is not None:
         result.tables.append(student_table(summary))
@@ -344,7 +433,8 @@ def build_result(summary: dict[str, Any], records: list[dict[str, Any]]) -> Resu
         + (f" ({first:.0f} s here, hence the gap between calls and seconds)." if first is not None else ".")
         + " Cost: RunResult.cost_usd of every served call (teacher priced as Opus, a local student its wall time at "
         "the machine price, the stand-in student $0) plus one teacher call per shadow, against the same calls at the "
-        "teacher's price; the distill's compute is priced apart, at the machine price.")
+        "teacher's price; the distill's compute is priced apart, at the machine price."
+    )
     drift_note = _drift_note(summary)
     if drift_note:
         result.notes.append(drift_note)
@@ -358,23 +448,39 @@ def _drift_note(summary: dict[str, Any]) -> str | None:
         return None
     facts = (summary.get("students") or {}).get(summary.get("new_student")) or {}
     at_eval, serving = facts.get("eval_confidence_p50"), post.get("confidence_p50")
-    compare = (f" (median confidence {serving:.4f} serving vs {at_eval:.4f} on its eval split at promotion)"
-               if at_eval is not None and serving is not None else "")
-    return (f"After the promotion the drift monitor's early signal fired on the re-distilled student {drift['alerts']} "
-            f"time(s) — {drift['last_alert']}{compare} — and shadowed the next calls at 100%: hence the shadows after "
-            f"the promotion. "
-            + ("The shadows agreed: the student is still promoted at the end." if drift["state"] == "promoted"
-               else f"The student is {drift['state']} at the end."))
+    compare = (
+        f" (median confidence {serving:.4f} serving vs {at_eval:.4f} on its eval split at promotion)"
+        if at_eval is not None and serving is not None
+        else ""
+    )
+    return (
+        f"After the promotion the drift monitor's early signal fired on the re-distilled student {drift['alerts']} "
+        f"time(s) — {drift['last_alert']}{compare} — and shadowed the next calls at 100%: hence the shadows after "
+        f"the promotion. "
+        + (
+            "The shadows agreed: the student is still promoted at the end."
+            if drift["state"] == "promoted"
+            else f"The student is {drift['state']} at the end."
+        )
+    )
 
 
 def milestone_table(summary: dict[str, Any]) -> Table:
     m = summary["milestones"]
     outcome = next((d.get("outcome") for d in summary["distills"] if d.get("outcome")), None)
-    rows = [[label + (f" ({outcome})" if name == "ended" and outcome else ""),
-             m[name]["calls"] if name in m else "never", f"{m[name]['seconds']:.0f}" if name in m else "–"]
-            for name, label in MILESTONES.items()]
-    return Table("Milestones after the shift to layout b (the first call after which each was seen)",
-                 ["milestone", "calls after the shift", "wall s after the shift"], rows)
+    rows = [
+        [
+            label + (f" ({outcome})" if name == "ended" and outcome else ""),
+            m[name]["calls"] if name in m else "never",
+            f"{m[name]['seconds']:.0f}" if name in m else "–",
+        ]
+        for name, label in MILESTONES.items()
+    ]
+    return Table(
+        "Milestones after the shift to layout b (the first call after which each was seen)",
+        ["milestone", "calls after the shift", "wall s after the shift"],
+        rows,
+    )
 
 
 def distill_table(summary: dict[str, Any]) -> Table:
@@ -382,14 +488,22 @@ def distill_table(summary: dict[str, Any]) -> Table:
     rows = []
     for d in summary["distills"]:
         s = students.get(d.get("student_id")) or {}
-        rows.append([d.get("outcome") or "still running", (d.get("student_id") or "–")[:8],
-                     f"{d['wall_s']:.0f}" if d.get("wall_s") else "–", s.get("train_rows", "–"),
-                     f"{s['train_s']:.0f}" if s.get("train_s") else "–",
-                     f"{d['retention']:.1%}" if isinstance(d.get("retention"), float) else "–",
-                     d.get("verdict") or d.get("error") or "–"])
-    return Table("Automatic distills (from the distill lease and the student's record)",
-                 ["outcome", "student", "distill wall s", "train rows", "train wall s", "gate retention", "verdict"],
-                 rows or [["none", "–", "–", "–", "–", "–", "–"]])
+        rows.append(
+            [
+                d.get("outcome") or "still running",
+                (d.get("student_id") or "–")[:8],
+                f"{d['wall_s']:.0f}" if d.get("wall_s") else "–",
+                s.get("train_rows", "–"),
+                f"{s['train_s']:.0f}" if s.get("train_s") else "–",
+                f"{d['retention']:.1%}" if isinstance(d.get("retention"), float) else "–",
+                d.get("verdict") or d.get("error") or "–",
+            ]
+        )
+    return Table(
+        "Automatic distills (from the distill lease and the student's record)",
+        ["outcome", "student", "distill wall s", "train rows", "train wall s", "gate retention", "verdict"],
+        rows or [["none", "–", "–", "–", "–", "–", "–"]],
+    )
 
 
 def student_table(summary: dict[str, Any]) -> Table:
@@ -397,23 +511,48 @@ def student_table(summary: dict[str, Any]) -> Table:
     own = post.get("student_quality")
     return Table(
         "The re-distilled student on layout-b inputs it never trained on",
-        ["student", "exact match, new inputs (tier forced)", "invalid answers", "its own answers after promotion",
-         "calls it served after promotion", "served answers right after promotion"],
-        [[(summary.get("new_student") or "–")[:8], f"{ev['quality']:.1%} of {ev['n']}" if ev else "–",
-          f"{ev['invalid']:.1%}" if ev else "–", f"{own:.1%} of {post['student_tried']}" if own is not None else "–",
-          f"{post['student_share']:.1%} of {post['calls']}" if post else "–",
-          f"{post['served_quality']:.1%}" if post else "–"]])
+        [
+            "student",
+            "exact match, new inputs (tier forced)",
+            "invalid answers",
+            "its own answers after promotion",
+            "calls it served after promotion",
+            "served answers right after promotion",
+        ],
+        [
+            [
+                (summary.get("new_student") or "–")[:8],
+                f"{ev['quality']:.1%} of {ev['n']}" if ev else "–",
+                f"{ev['invalid']:.1%}" if ev else "–",
+                f"{own:.1%} of {post['student_tried']}" if own is not None else "–",
+                f"{post['student_share']:.1%} of {post['calls']}" if post else "–",
+                f"{post['served_quality']:.1%}" if post else "–",
+            ]
+        ],
+    )
 
 
 def cost_table(summary: dict[str, Any]) -> Table:
-    rows = [[name, c["calls"], f"{c['served_usd']:.4f}", c["shadows"], f"{c['usd']:.4f}",
-             f"{c['teacher_only_usd']:.4f}", _share(c["usd"], c["teacher_only_usd"])]
-            for name, c in summary["cost"].items()]
-    rows.append(["distill compute (machine price)", "–", "–", "–", f"{summary.get('distill_cost_usd', 0.0):.4f}", "–",
-                 "–"])
-    return Table(f"Cost against teacher-only (teacher ${summary['teacher_cost_per_call']:.4f} a call)",
-                 ["part of the stream", "calls", "served USD", "shadows", "USD with shadows", "teacher-only USD",
-                  "share"], rows)
+    rows = [
+        [
+            name,
+            c["calls"],
+            f"{c['served_usd']:.4f}",
+            c["shadows"],
+            f"{c['usd']:.4f}",
+            f"{c['teacher_only_usd']:.4f}",
+            _share(c["usd"], c["teacher_only_usd"]),
+        ]
+        for name, c in summary["cost"].items()
+    ]
+    rows.append(
+        ["distill compute (machine price)", "–", "–", "–", f"{summary.get('distill_cost_usd', 0.0):.4f}", "–", "–"]
+    )
+    return Table(
+        f"Cost against teacher-only (teacher ${summary['teacher_cost_per_call']:.4f} a call)",
+        ["part of the stream", "calls", "served USD", "shadows", "USD with shadows", "teacher-only USD", "share"],
+        rows,
+    )
 
 
 def _share(part: float, whole: float) -> str:
@@ -422,11 +561,16 @@ def _share(part: float, whole: float) -> str:
 
 # -- environment ----------------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _environment(folder: Path, ctx: Context) -> Iterator[None]:
     """What the worker process inherits: how to load the app, its folder, the training recipe, the base cache."""
-    values = {"PROTEGE_APP": APP_REF, FOLDER_ENV: str(folder), "PROTEGE_AUTO_DISTILL_CONFIG": json.dumps(TRAIN),
-              "PROTEGE_CACHE_DIR": os.environ.get("PROTEGE_CACHE_DIR", str(ctx.cache_dir))}
+    values = {
+        "PROTEGE_APP": APP_REF,
+        FOLDER_ENV: str(folder),
+        "PROTEGE_AUTO_DISTILL_CONFIG": json.dumps(TRAIN),
+        "PROTEGE_CACHE_DIR": os.environ.get("PROTEGE_CACHE_DIR", str(ctx.cache_dir)),
+    }
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:

@@ -27,8 +27,15 @@ def policy() -> Any:
     and no student would be needed."""
     from protege import Policy
 
-    return Policy(program=False, shadow_rate=0.05, demote_below=0.9, shadow_window=50, auto_distill=True,
-                  min_traces=MIN_TRACES, auto_distill_traces=MIN_TRACES)
+    return Policy(
+        program=False,
+        shadow_rate=0.05,
+        demote_below=0.9,
+        shadow_window=50,
+        auto_distill=True,
+        min_traces=MIN_TRACES,
+        auto_distill_traces=MIN_TRACES,
+    )
 
 
 def make_app(folder: Path) -> Any:

@@ -39,15 +39,19 @@ def write_report(folder: Path = RESULTS, out: Path = REPORT) -> Path:
 
 
 def render(records: list[dict[str, Any]], plot: Path | None) -> str:
-    lines = ["# protege benchmarks", "",
-             "What protege saves, what it keeps, and what it costs to run. Every figure is a ratio against a "
-             "baseline measured in the same run; latencies are medians (p50) unless marked p99, because these "
-             "machines are shared and noisy. Reproduce with `make bench` (quick mode, `python -m bench --quick`: "
-             "small sizes, a few minutes) or `make bench-full` (`python -m bench`); `python -m bench --only NAME` "
-             "re-runs one section, `--workloads NAME` picks the quality workloads, `--reuse` measures the students "
-             "of the newest earlier run again, `--data FILE` adds a JSONL workload of `{\"input\", \"output\"}` "
-             "pairs. Single training recipes on the order workload: `python -m bench.recipe` "
-             "(results in bench/results/recipes/).", ""]
+    lines = [
+        "# protege benchmarks",
+        "",
+        "What protege saves, what it keeps, and what it costs to run. Every figure is a ratio against a "
+        "baseline measured in the same run; latencies are medians (p50) unless marked p99, because these "
+        "machines are shared and noisy. Reproduce with `make bench` (quick mode, `python -m bench --quick`: "
+        "small sizes, a few minutes) or `make bench-full` (`python -m bench`); `python -m bench --only NAME` "
+        "re-runs one section, `--workloads NAME` picks the quality workloads, `--reuse` measures the students "
+        'of the newest earlier run again, `--data FILE` adds a JSONL workload of `{"input", "output"}` '
+        "pairs. Single training recipes on the order workload: `python -m bench.recipe` "
+        "(results in bench/results/recipes/).",
+        "",
+    ]
     if not records:
         return "\n".join([*lines, "No results yet: run `python -m bench --quick`.", ""])
     lines += _machine(records), ""
@@ -64,15 +68,24 @@ def _machine(records: list[dict[str, Any]]) -> str:
     m = newest.get("machine", {})
     cpus = {r.get("machine", {}).get("cpu") for r in records}
     label = "**Machine**" if len(cpus) == 1 else "**Machine** (of the newest section; each section names its CPU)"
-    parts = [f"{label}: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('os')}",
-             f"Python {m.get('python')}", f"torch {m.get('torch')}", f"transformers {m.get('transformers')}",
-             f"SQLAlchemy {m.get('sqlalchemy')}", f"LangGraph {m.get('langgraph')}"]
+    parts = [
+        f"{label}: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('os')}",
+        f"Python {m.get('python')}",
+        f"torch {m.get('torch')}",
+        f"transformers {m.get('transformers')}",
+        f"SQLAlchemy {m.get('sqlalchemy')}",
+        f"LangGraph {m.get('langgraph')}",
+    ]
     return "; ".join(parts) + "."
 
 
 def _summary(records: list[dict[str, Any]]) -> list[str]:
-    lines = ["## Summary", "", "| benchmark | figure | value | baseline (same run) | ratio | target | met |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Summary",
+        "",
+        "| benchmark | figure | value | baseline (same run) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         title = r.get("title", r["name"])
         if r["status"] != "ok":
@@ -84,22 +97,32 @@ def _summary(records: list[dict[str, Any]]) -> list[str]:
             base = f"{fmt(h.get('baseline'))} ({h.get('baseline_label')})" if h.get("baseline") is not None else "–"
             ratio = h["value"] / h["baseline"] if h.get("value") is not None and h.get("baseline") else None
             met = {True: "yes", False: "**no**", None: "–"}[h.get("met")]
-            lines.append(f"| {title} | {_cell(h['metric'])} | {fmt(h.get('value'))} {h.get('unit', '')} | {_cell(base)}"
-                         f" | {fmt(ratio)} | {_cell(h.get('target', ''))} | {met} |")
+            lines.append(
+                f"| {title} | {_cell(h['metric'])} | {fmt(h.get('value'))} {h.get('unit', '')} | {_cell(base)}"
+                f" | {fmt(ratio)} | {_cell(h.get('target', ''))} | {met} |"
+            )
     return lines
 
 
 def _section(i: int, r: dict[str, Any]) -> list[str]:
     mode = "quick" if r.get("quick") else "full"
-    lines = [f"## {i}. {r.get('title', r['name'])}", "",
-             f"`{r.get('command')}` ({mode} mode; started {r.get('started_at', '')[:19].replace('T', ' ')} UTC; "
-             f"{fmt(r.get('wall_s'))} s; 1-minute load average at start {fmt(r.get('machine', {}).get('load_avg_1m'))}; "
-             f"{r.get('machine', {}).get('cpu')})"]
+    lines = [
+        f"## {i}. {r.get('title', r['name'])}",
+        "",
+        f"`{r.get('command')}` ({mode} mode; started {r.get('started_at', '')[:19].replace('T', ' ')} UTC; "
+        f"{fmt(r.get('wall_s'))} s; 1-minute load average at start {fmt(r.get('machine', {}).get('load_avg_1m'))}; "
+        f"{r.get('machine', {}).get('cpu')})",
+    ]
     if r["status"] != "ok":
         return [*lines, "", f"**Not run:** {r.get('reason')}"]
     for table in r.get("tables", []):
-        lines += ["", f"**{table['title']}**", "", "| " + " | ".join(table["columns"]) + " |",
-                  "|" + "---|" * len(table["columns"])]
+        lines += [
+            "",
+            f"**{table['title']}**",
+            "",
+            "| " + " | ".join(table["columns"]) + " |",
+            "|" + "---|" * len(table["columns"]),
+        ]
         lines += ["| " + " | ".join(_cell(fmt(v)) for v in row) + " |" for row in table["rows"]]
     if r.get("notes"):
         lines += [""] + [f"- {note}" for note in r["notes"]]
@@ -134,7 +157,7 @@ def write_plot(records: list[dict[str, Any]], path: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
     for ax, (plot, record) in zip(axes.flat, panels):
         plot(ax, record)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

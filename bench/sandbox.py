@@ -40,43 +40,90 @@ def run(ctx: Context, calls: int | None = None, starts: int | None = None, trace
         authored, verify_s = _author(sandbox, source, spec, pool[: traces or ctx.pick(300, 900)])
         stream = _stream(sandbox, authored, spec, load_examples()[: traces or 1000])
         isolation = sandbox.isolation
-    result = Result(data={"latency": lat, "starts": starts, "authored": authored.model_dump(), "stream": stream,
-                          "isolation": isolation})
+    result = Result(
+        data={
+            "latency": lat,
+            "starts": starts,
+            "authored": authored.model_dump(),
+            "stream": stream,
+            "isolation": isolation,
+        }
+    )
     boxed = lat["sandboxed"]["p50_ms"]
-    result.headlines.append(Headline(
-        metric="sandboxed program call incl. hop, p50 (order program)", value=boxed, unit="ms",
-        baseline=lat["in_process"]["p50_ms"], baseline_label="same function in-process, p50 (ms)",
-        target=f"≤ {TARGET_MS:g} ms", met=boxed <= TARGET_MS,
-    ))
-    result.tables.append(Table(
-        "Latency per call (ms)", ["path", "calls", "p50", "p99", "mean"],
-        [[label, m["n"], m["p50_ms"], m["p99_ms"], m["mean_ms"]] for label, m in (
-            ("order program, sandboxed (incl. hop)", lat["sandboxed"]),
-            ("order program, in-process (no sandbox)", lat["in_process"]),
-            ("trivial program, sandboxed (the hop alone)", lat["hop_only"]))],
-    ))
-    result.tables.append(Table(
-        "Worker start and restart (s)", ["event", "count", "median", "max"],
-        [["start: interpreter + preload + rlimits + Landlock + seccomp", len(starts["start"]),
-          median(starts["start"]), max(starts["start"])],
-         ["call that kills its worker, incl. the restart", len(starts["restart"]), median(starts["restart"]),
-          max(starts["restart"])]],
-    ))
-    result.tables.append(Table(
-        f"Order program verified on {authored.held_out} held-out traces (promote_at 95%), {verify_s:.2f} s",
-        ["field", "held-out agreement", "verified"],
-        [[name, f"{value:.1%}", "yes" if name in authored.fields_verified else
-          ("left out" if name in authored.fields_left_out else "no")]
-         for name, value in authored.field_agreement.items()],
-    ))
-    result.tables.append(Table(
-        f"Over a {stream['calls']:,}-call stream (the order workload's first 1,000 emails)", ["figure", "value"],
-        [["calls the program serves whole", f"{stream['whole_share']:.1%}"],
-         ["verified fields fixed per call for the next tier", f"{stream['fields_per_call']:.2f} of 8"],
-         ["those fixed fields right (vs reference)", f"{stream['fixed_right']:.1%}"],
-         ["program failures (escalated)", stream["failures"]],
-         ["model cost of the program's share", "0 USD"]],
-    ))
+    result.headlines.append(
+        Headline(
+            metric="sandboxed program call incl. hop, p50 (order program)",
+            value=boxed,
+            unit="ms",
+            baseline=lat["in_process"]["p50_ms"],
+            baseline_label="same function in-process, p50 (ms)",
+            target=f"≤ {TARGET_MS:g} ms",
+            met=boxed <= TARGET_MS,
+        )
+    )
+    result.tables.append(
+        Table(
+            "Latency per call (ms)",
+            ["path", "calls", "p50", "p99", "mean"],
+            [
+                [label, m["n"], m["p50_ms"], m["p99_ms"], m["mean_ms"]]
+                for label, m in (
+                    ("order program, sandboxed (incl. hop)", lat["sandboxed"]),
+                    ("order program, in-process (no sandbox)", lat["in_process"]),
+                    ("trivial program, sandboxed (the hop alone)", lat["hop_only"]),
+                )
+            ],
+        )
+    )
+    result.tables.append(
+        Table(
+            "Worker start and restart (s)",
+            ["event", "count", "median", "max"],
+            [
+                [
+                    "start: interpreter + preload + rlimits + Landlock + seccomp",
+                    len(starts["start"]),
+                    median(starts["start"]),
+                    max(starts["start"]),
+                ],
+                [
+                    "call that kills its worker, incl. the restart",
+                    len(starts["restart"]),
+                    median(starts["restart"]),
+                    max(starts["restart"]),
+                ],
+            ],
+        )
+    )
+    result.tables.append(
+        Table(
+            f"Order program verified on {authored.held_out} held-out traces (promote_at 95%), {verify_s:.2f} s",
+            ["field", "held-out agreement", "verified"],
+            [
+                [
+                    name,
+                    f"{value:.1%}",
+                    "yes"
+                    if name in authored.fields_verified
+                    else ("left out" if name in authored.fields_left_out else "no"),
+                ]
+                for name, value in authored.field_agreement.items()
+            ],
+        )
+    )
+    result.tables.append(
+        Table(
+            f"Over a {stream['calls']:,}-call stream (the order workload's first 1,000 emails)",
+            ["figure", "value"],
+            [
+                ["calls the program serves whole", f"{stream['whole_share']:.1%}"],
+                ["verified fields fixed per call for the next tier", f"{stream['fields_per_call']:.2f} of 8"],
+                ["those fixed fields right (vs reference)", f"{stream['fixed_right']:.1%}"],
+                ["program failures (escalated)", stream["failures"]],
+                ["model cost of the program's share", "0 USD"],
+            ],
+        )
+    )
     result.notes.append(
         f"Author: {authored.report().splitlines()[0].split(', written by ')[1]}; "
         "it measures verification, the sandbox and routing, not a model's authoring. Isolation in force: "
@@ -98,7 +145,7 @@ def _latency(sandbox: Any, source: str, emails: list[dict], rounds: int) -> dict
     boxed, inproc, hop = [], [], []
     block = max(len(emails) // rounds, 1)
     for r in range(rounds):
-        chunk = emails[r * block:(r + 1) * block]
+        chunk = emails[r * block : (r + 1) * block]
         for kwargs in chunk:
             start = time.perf_counter()
             result = sandbox.run(source, "solve", kwargs, timeout_s=2.0)
@@ -113,8 +160,11 @@ def _latency(sandbox: Any, source: str, emails: list[dict], rounds: int) -> dict
             start = time.perf_counter()
             sandbox.run(HOP_ONLY, "solve", {"n": n}, timeout_s=2.0)
             hop.append(time.perf_counter() - start)
-    return {"sandboxed": latency_summary(boxed), "in_process": latency_summary(inproc),
-            "hop_only": latency_summary(hop)}
+    return {
+        "sandboxed": latency_summary(boxed),
+        "in_process": latency_summary(inproc),
+        "hop_only": latency_summary(hop),
+    }
 
 
 def _starts(n: int) -> dict[str, list[float]]:
@@ -158,5 +208,10 @@ def _stream(sandbox: Any, authored: Any, spec: Any, examples: list[dict]) -> dic
         fixed += len(answer.fields)
         right += sum(answer.fields[k] == e["output"][k] for k in answer.fields)
     n = len(examples)
-    return {"calls": n, "whole_share": whole / n, "fields_per_call": fixed / n,
-            "fixed_right": right / fixed if fixed else None, "failures": failures}
+    return {
+        "calls": n,
+        "whole_share": whole / n,
+        "fields_per_call": fixed / n,
+        "fixed_right": right / fixed if fixed else None,
+        "failures": failures,
+    }

@@ -20,8 +20,11 @@ TITLE = "Trace ingest rate"
 TARGET_PER_S = 20_000
 WRITERS = 4
 PG_HOST = "127.0.0.1:5432"
-PG_ADMIN_CANDIDATES = [os.environ.get("PROTEGE_TEST_PG", ""), f"postgresql://postgres@{PG_HOST}/postgres",
-                       f"postgresql://root@{PG_HOST}/postgres"]
+PG_ADMIN_CANDIDATES = [
+    os.environ.get("PROTEGE_TEST_PG", ""),
+    f"postgresql://postgres@{PG_HOST}/postgres",
+    f"postgresql://root@{PG_HOST}/postgres",
+]
 
 
 def run(ctx: Context, n: int | None = None, postgres: bool = True, sqlite: bool = True) -> Result:
@@ -37,19 +40,45 @@ def run(ctx: Context, n: int | None = None, postgres: bool = True, sqlite: bool 
     for label, make_url, pg_admin in backends:
         m = measure_backend(ctx, make_url, pg_admin, n)
         result.data["backends"][label] = m
-        rows.append([label, n, m["raw_per_s"], m["single_per_s"], m["single_per_s"] / m["raw_per_s"],
-                     m["concurrent_per_s"], m["concurrent_per_s"] / m["single_per_s"]])
+        rows.append(
+            [
+                label,
+                n,
+                m["raw_per_s"],
+                m["single_per_s"],
+                m["single_per_s"] / m["raw_per_s"],
+                m["concurrent_per_s"],
+                m["concurrent_per_s"] / m["single_per_s"],
+            ]
+        )
         for kind in ("single", "concurrent"):
             writers = "1 writer" if kind == "single" else f"{WRITERS} writer processes"
-            result.headlines.append(Headline(
-                metric=f"{label}, {writers}", value=m[f"{kind}_per_s"], unit="traces/s", baseline=m["raw_per_s"],
-                baseline_label="driver executemany, traces/s", target=f"≥ {TARGET_PER_S:,} traces/s",
-                met=m[f"{kind}_per_s"] >= TARGET_PER_S,
-            ))
-    result.tables.append(Table(
-        "Ingest rate (traces/s)",
-        ["store", "traces", "driver executemany (baseline)", "insert_traces, 1 writer", "vs baseline",
-         f"insert_traces, {WRITERS} processes", "vs 1 writer"], rows))
+            result.headlines.append(
+                Headline(
+                    metric=f"{label}, {writers}",
+                    value=m[f"{kind}_per_s"],
+                    unit="traces/s",
+                    baseline=m["raw_per_s"],
+                    baseline_label="driver executemany, traces/s",
+                    target=f"≥ {TARGET_PER_S:,} traces/s",
+                    met=m[f"{kind}_per_s"] >= TARGET_PER_S,
+                )
+            )
+    result.tables.append(
+        Table(
+            "Ingest rate (traces/s)",
+            [
+                "store",
+                "traces",
+                "driver executemany (baseline)",
+                "insert_traces, 1 writer",
+                "vs baseline",
+                f"insert_traces, {WRITERS} processes",
+                "vs 1 writer",
+            ],
+            rows,
+        )
+    )
     result.notes.append(
         f"Each trace is one of the bundled order emails as a teacher trace: ~{_mean_bytes(ctx):,} bytes of JSON "
         f"(input, 3-message transcript, output) plus usage columns. Rates are traces / wall seconds of the insert "
@@ -69,7 +98,8 @@ def measure_backend(ctx: Context, make_url: Any, pg_admin: str | None, n: int) -
 
             Store(url).close()  # migrate once, before any timing
             out[f"{kind}_per_s"] = {"raw": raw_rate, "single": single_rate, "concurrent": concurrent_rate}[kind](
-                ctx, url, n)
+                ctx, url, n
+            )
         finally:
             if pg_admin:
                 drop_pg_db(pg_admin, url)
@@ -82,16 +112,19 @@ def traces(ctx: Context, n: int, offset: int = 0) -> list[dict[str, Any]]:
     w = orders(quick=False)
     rows = w.pool + w.heldout
     instructions = w.task.__doc__ or ""
-    return [teacher_trace(rows[(offset + i) % len(rows)], w.task_name, instructions, id=uuid.uuid4().hex)
-            for i in range(n)]
+    return [
+        teacher_trace(rows[(offset + i) % len(rows)], w.task_name, instructions, id=uuid.uuid4().hex) for i in range(n)
+    ]
 
 
 def _mean_bytes(ctx: Context) -> int:
     import json
 
     sample = traces(ctx, 50)
-    return int(sum(len(json.dumps(t["input"])) + len(json.dumps(t["messages"])) + len(json.dumps(t["output"]))
-                   for t in sample) / len(sample))
+    return int(
+        sum(len(json.dumps(t["input"])) + len(json.dumps(t["messages"])) + len(json.dumps(t["output"])) for t in sample)
+        / len(sample)
+    )
 
 
 def single_rate(ctx: Context, url: str, n: int) -> float:
@@ -125,7 +158,7 @@ def raw_rate(ctx: Context, url: str, n: int, batch: int = 2000) -> float:
             start = time.perf_counter()
             for i in range(0, len(params), batch):
                 cur = conn.cursor()
-                cur.executemany(sql, params[i:i + batch])
+                cur.executemany(sql, params[i : i + batch])
                 conn.commit()
             return n / (time.perf_counter() - start)
         finally:
@@ -172,6 +205,7 @@ def _writer(url: str, n: int, offset: int, barrier: Any, done: Any) -> None:
 
 # -- databases -------------------------------------------------------------------------------------------------------
 
+
 def _sqlite_url(ctx: Context) -> str:
     return f"sqlite:///{ctx.folder('store') / uuid.uuid4().hex[:8]}.db"
 
@@ -213,11 +247,19 @@ def drop_pg_db(admin: str, url: str) -> None:
 def plot(ax: Any, record: dict[str, Any]) -> None:
     """Grouped bars per store: driver baseline, 1 writer, 4 writers; the target as a line."""
     backends = record["data"]["backends"]
-    kinds = [("raw_per_s", "driver executemany", "#999999"), ("single_per_s", "insert_traces, 1 writer", "#3b75af"),
-             ("concurrent_per_s", f"insert_traces, {WRITERS} processes", "#6aa84f")]
+    kinds = [
+        ("raw_per_s", "driver executemany", "#999999"),
+        ("single_per_s", "insert_traces, 1 writer", "#3b75af"),
+        ("concurrent_per_s", f"insert_traces, {WRITERS} processes", "#6aa84f"),
+    ]
     for j, (key, label, color) in enumerate(kinds):
-        ax.bar([i + (j - 1) * 0.27 for i in range(len(backends))], [m[key] for m in backends.values()], width=0.27,
-               color=color, label=label)
+        ax.bar(
+            [i + (j - 1) * 0.27 for i in range(len(backends))],
+            [m[key] for m in backends.values()],
+            width=0.27,
+            color=color,
+            label=label,
+        )
     ax.axhline(TARGET_PER_S, color="red", linestyle="--", linewidth=1, label="target")
     ax.set_xticks(range(len(backends)), list(backends))
     ax.set_ylabel("traces / s")

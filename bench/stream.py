@@ -50,7 +50,8 @@ def run(ctx: Context, calls: int | None = None) -> Result:
         "Quality = exact match against the labels of the called inputs; teacher-only answers from the labels, so "
         "its quality is 1. Costs are priced from the package's price table (teacher as claude-opus-4-5); local "
         "tiers cost their wall time at the machine price (settings.local_cost_per_hour; default a 2-vCPU cloud "
-        "instance at $0.0893/h). 'Total' includes shadow teacher runs (Policy.shadow_rate) and skill upkeep.")
+        "instance at $0.0893/h). 'Total' includes shadow teacher runs (Policy.shadow_rate) and skill upkeep."
+    )
     return result
 
 
@@ -72,9 +73,15 @@ def stream(ctx: Context, p: Any, w: Workload, n: int) -> dict[str, Any]:
         if t.id not in before:
             spent["shadow" if t.shadow else t.tier] += t.cost_usd
     baseline = teacher_only(ctx, w, rows)
-    return {"served": served, "spend_by_tier": dict(spent), "total_usd": sum(spent.values()), "wall_s": wall,
-            "teacher_only": baseline, "promoted": p.report.promoted,
-            "gate": gate.model_dump() if gate is not None else None}
+    return {
+        "served": served,
+        "spend_by_tier": dict(spent),
+        "total_usd": sum(spent.values()),
+        "wall_s": wall,
+        "teacher_only": baseline,
+        "promoted": p.report.promoted,
+        "gate": gate.model_dump() if gate is not None else None,
+    }
 
 
 def teacher_only(ctx: Context, w: Workload, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -101,36 +108,62 @@ def _report(result: Result, w: Workload, d: dict[str, Any]) -> None:
     quality_ratio = served["quality"] / base["quality"] if base["quality"] else None
     cost_ratio = d["total_usd"] / base["total_usd"] if base["total_usd"] else None
     result.headlines += [
-        Headline(metric=f"end-to-end quality, {n} calls, {w.name}", value=served["quality"], unit="exact match",
-                 baseline=base["quality"], baseline_label="teacher-only", target=f"≥ {TARGET_QUALITY:g}× teacher-only",
-                 met=quality_ratio is not None and quality_ratio >= TARGET_QUALITY),
-        Headline(metric=f"total cost per 1k calls, {w.name}", value=d["total_usd"] / n * 1000, unit="USD",
-                 baseline=base["total_usd"] / n * 1000, baseline_label="teacher-only, USD per 1k",
-                 target=f"≥ {TARGET_CUT:.0%} cut (ratio ≤ {1 - TARGET_CUT:.2f})",
-                 met=cost_ratio is not None and cost_ratio <= 1 - TARGET_CUT),
+        Headline(
+            metric=f"end-to-end quality, {n} calls, {w.name}",
+            value=served["quality"],
+            unit="exact match",
+            baseline=base["quality"],
+            baseline_label="teacher-only",
+            target=f"≥ {TARGET_QUALITY:g}× teacher-only",
+            met=quality_ratio is not None and quality_ratio >= TARGET_QUALITY,
+        ),
+        Headline(
+            metric=f"total cost per 1k calls, {w.name}",
+            value=d["total_usd"] / n * 1000,
+            unit="USD",
+            baseline=base["total_usd"] / n * 1000,
+            baseline_label="teacher-only, USD per 1k",
+            target=f"≥ {TARGET_CUT:.0%} cut (ratio ≤ {1 - TARGET_CUT:.2f})",
+            met=cost_ratio is not None and cost_ratio <= 1 - TARGET_CUT,
+        ),
     ]
     tiers = Counter(served["served"])
     rows = []
     for tier in ("student", "replay", "teacher", "failed"):
         idx = [i for i, s in enumerate(served["served"]) if s == tier]
-        rows.append([tier, len(idx), len(idx) / n, fmean(served["scores"][i] for i in idx) if idx else None,
-                     d["spend_by_tier"].get(tier, 0.0)])
+        rows.append(
+            [
+                tier,
+                len(idx),
+                len(idx) / n,
+                fmean(served["scores"][i] for i in idx) if idx else None,
+                d["spend_by_tier"].get(tier, 0.0),
+            ]
+        )
     rows.append(["shadow runs (teacher)", None, None, None, d["spend_by_tier"].get("shadow", 0.0)])
     rows.append(["= protege total", n, 1.0, served["quality"], d["total_usd"]])
     rows.append(["teacher-only (baseline)", n, None, base["quality"], base["total_usd"]])
-    result.tables.append(Table(
-        f"{w.name}: {n} calls after warm-up (student promoted: {d['promoted']}; {_gate_text(d['gate'])})",
-        ["served by", "calls", "share", "quality of its answers", "spend USD"], rows))
-    result.notes.append(f"{w.name}: tier mix {dict(tiers)}; latency p50 {served['latency_p50_ms']:.0f} ms, p99 "
-                        f"{served['latency_p99_ms']:.0f} ms (teacher-only p50 {base['latency_p50_ms']:.1f} ms, "
-                        f"a local reference model, not a network call).")
+    result.tables.append(
+        Table(
+            f"{w.name}: {n} calls after warm-up (student promoted: {d['promoted']}; {_gate_text(d['gate'])})",
+            ["served by", "calls", "share", "quality of its answers", "spend USD"],
+            rows,
+        )
+    )
+    result.notes.append(
+        f"{w.name}: tier mix {dict(tiers)}; latency p50 {served['latency_p50_ms']:.0f} ms, p99 "
+        f"{served['latency_p99_ms']:.0f} ms (teacher-only p50 {base['latency_p50_ms']:.1f} ms, "
+        f"a local reference model, not a network call)."
+    )
 
 
 def _gate_text(gate: dict[str, Any] | None) -> str:
     if not gate:
         return "no confidence gate"
-    return (f"confidence gate ≥ {gate['min_confidence']:.3f}, which kept {gate['coverage']:.0%} of the eval split at "
-            f"end-to-end retention {gate['retention']:.3f}")
+    return (
+        f"confidence gate ≥ {gate['min_confidence']:.3f}, which kept {gate['coverage']:.0%} of the eval split at "
+        f"end-to-end retention {gate['retention']:.3f}"
+    )
 
 
 def plot(ax: Any, record: dict[str, Any]) -> None:
@@ -138,10 +171,20 @@ def plot(ax: Any, record: dict[str, Any]) -> None:
     wls = record["data"]["workloads"]
     n = record["data"]["calls"]
     names = list(wls)
-    ax.bar([i - 0.2 for i in range(len(names))], [wls[k]["teacher_only"]["total_usd"] / n * 1000 for k in names],
-           width=0.4, color="#999999", label="teacher-only")
-    ax.bar([i + 0.2 for i in range(len(names))], [max(wls[k]["total_usd"], 1e-6) / n * 1000 for k in names],
-           width=0.4, color="#3b75af", label="protege cascade")
+    ax.bar(
+        [i - 0.2 for i in range(len(names))],
+        [wls[k]["teacher_only"]["total_usd"] / n * 1000 for k in names],
+        width=0.4,
+        color="#999999",
+        label="teacher-only",
+    )
+    ax.bar(
+        [i + 0.2 for i in range(len(names))],
+        [max(wls[k]["total_usd"], 1e-6) / n * 1000 for k in names],
+        width=0.4,
+        color="#3b75af",
+        label="protege cascade",
+    )
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("USD per 1k calls (log)")

@@ -43,17 +43,24 @@ def run(ctx: Context) -> Result:
         result.data["workloads"][w.name] = m
         result.tables.extend([_summary_table(w, m), _field_table(w, m)])
         both = m["configs"]
-        result.headlines.append(Headline(
-            metric=f"exact match on unseen calls, programs + student, {w.name}",
-            value=both["programs + student"]["exact"], unit="exact match",
-            baseline=both["student alone"]["exact"], baseline_label="the student alone", target="≥ 0.95",
-            met=both["programs + student"]["exact"] >= 0.95))
+        result.headlines.append(
+            Headline(
+                metric=f"exact match on unseen calls, programs + student, {w.name}",
+                value=both["programs + student"]["exact"],
+                unit="exact match",
+                baseline=both["student alone"]["exact"],
+                baseline_label="the student alone",
+                target="≥ 0.95",
+                met=both["programs + student"]["exact"] >= 0.95,
+            )
+        )
     result.notes.append(
         f"Traces: the first {TRACES} pool examples as valid teacher traces (a ReferenceModel priced as "
         f"{TEACHER_PRICE}); the student is distilled from them with the default recipe and promoted for the "
         "measurement whatever its gate said (the gate's verdict is in the table). Unseen calls: held-out examples, "
         "answered with no teacher fallback, so a wrong or invalid answer counts as wrong. Cost is the local "
-        "compute priced at the machine's price per hour (settings.local_cost_per_hour).")
+        "compute priced at the machine's price per hour (settings.local_cost_per_hour)."
+    )
     return result
 
 
@@ -64,8 +71,13 @@ def measure(ctx: Context, w: Workload) -> dict[str, Any]:
     os.environ.setdefault("PROTEGE_CACHE_DIR", str(ctx.cache_dir))
     folder = ctx.folder("student_programs", "".join(c if c.isalnum() else "-" for c in w.name), str(time.time_ns()))
     teacher = ReferenceModel([*w.pool, *w.heldout], price_as=TEACHER_PRICE)
-    app = Protege(db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=FunctionModel(lambda req: "{}"),
-                  project_dir=folder, seed=1)
+    app = Protege(
+        db=f"sqlite:///{folder / 'protege.db'}",
+        teacher=teacher,
+        replay=FunctionModel(lambda req: "{}"),
+        project_dir=folder,
+        seed=1,
+    )
     app.task(policy=Policy(min_traces=200, program_min_traces=50, shadow_rate=0.0))(w.task)
     app.programs.background = False  # the unseen calls' traces must not feed a new induction mid-measurement
     name, spec = w.task_name, app.handle(w.task_name).spec
@@ -82,11 +94,16 @@ def measure(ctx: Context, w: Workload) -> dict[str, Any]:
         app.promote(report.student_id)
     configs = {label: _calls(app, name, w.heldout, tier) for label, tier in zip(CONFIGS, ("student", None))}
     _hand_to_engines(ctx, w, app, report)
-    return {"induce_s": induce_s, "distill_s": distill_s, "student_id": report.student_id,
-            "gate_promoted": gate_promoted, "gate_reason": report.reason, "metrics": report.metrics,
-            "programs": {f: fp.describe() if fp.promoted and fp.programs else None
-                         for f, fp in programs.fields.items()},
-            "configs": configs}
+    return {
+        "induce_s": induce_s,
+        "distill_s": distill_s,
+        "student_id": report.student_id,
+        "gate_promoted": gate_promoted,
+        "gate_reason": report.reason,
+        "metrics": report.metrics,
+        "programs": {f: fp.describe() if fp.promoted and fp.programs else None for f, fp in programs.fields.items()},
+        "configs": configs,
+    }
 
 
 def _calls(app: Any, task: str, rows: list[dict[str, Any]], tier: str | None) -> dict[str, Any]:
@@ -115,10 +132,17 @@ def _calls(app: Any, task: str, rows: list[dict[str, Any]], tier: str | None) ->
         for f in fields:
             hits[f].append(right[f])
         exact.append(all(right.values()))
-    return {"n": len(rows), "exact": fmean(exact), "field_accuracy": {f: fmean(h) for f, h in hits.items()},
-            "invalid": served.count("invalid") / len(rows), "served": {t: served.count(t) for t in set(served)},
-            "program_fields_mean": fmean(program_fields), "cost_per_1k_usd": fmean(costs) * 1000,
-            "latency_p50_s": percentile(latencies, 50), "latency_p99_s": percentile(latencies, 99)}
+    return {
+        "n": len(rows),
+        "exact": fmean(exact),
+        "field_accuracy": {f: fmean(h) for f, h in hits.items()},
+        "invalid": served.count("invalid") / len(rows),
+        "served": {t: served.count(t) for t in set(served)},
+        "program_fields_mean": fmean(program_fields),
+        "cost_per_1k_usd": fmean(costs) * 1000,
+        "latency_p50_s": percentile(latencies, 50),
+        "latency_p99_s": percentile(latencies, 99),
+    }
 
 
 def _hand_to_engines(ctx: Context, w: Workload, app: Any, report: Any) -> None:
@@ -132,13 +156,34 @@ def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
     rows = []
     for label in CONFIGS:
         c = m["configs"][label]
-        rows.append([label, c["n"], _pct(c["exact"]), _pct(fmean(c["field_accuracy"].values())), _pct(c["invalid"]),
-                     f"{c['program_fields_mean']:.1f}", f"{c['latency_p50_s']:.2f}", f"${c['cost_per_1k_usd']:.3f}"])
+        rows.append(
+            [
+                label,
+                c["n"],
+                _pct(c["exact"]),
+                _pct(fmean(c["field_accuracy"].values())),
+                _pct(c["invalid"]),
+                f"{c['program_fields_mean']:.1f}",
+                f"{c['latency_p50_s']:.2f}",
+                f"${c['cost_per_1k_usd']:.3f}",
+            ]
+        )
     verdict = "promoted by its gate" if m["gate_promoted"] else "not promoted by its gate (promoted for this run)"
-    return Table(f"{w.name}: unseen calls, no teacher fallback (student {m['student_id'][:8]}, distilled in "
-                 f"{m['distill_s'] / 60:.1f} min, {verdict})",
-                 ["configuration", "calls", "exact match", "field accuracy", "invalid", "fields by programs (mean)",
-                  "p50 s", "cost / 1k calls"], rows)
+    return Table(
+        f"{w.name}: unseen calls, no teacher fallback (student {m['student_id'][:8]}, distilled in "
+        f"{m['distill_s'] / 60:.1f} min, {verdict})",
+        [
+            "configuration",
+            "calls",
+            "exact match",
+            "field accuracy",
+            "invalid",
+            "fields by programs (mean)",
+            "p50 s",
+            "cost / 1k calls",
+        ],
+        rows,
+    )
 
 
 def _field_table(w: Workload, m: dict[str, Any]) -> Table:

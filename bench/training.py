@@ -40,27 +40,51 @@ def run(ctx: Context, steps: int | None = None, rounds: int | None = None) -> Re
     ratio = rate["default"] / rate["plain"]
     default_cfg = TrainConfig()
     result = Result(data={"steps": steps, "rows": len(rows), "tokens": tokens, "runs": runs, "tokens_per_s": rate})
-    result.headlines.append(Headline(
-        metric="training tokens/s, protege default", value=rate["default"], unit="tokens/s", baseline=rate["plain"],
-        baseline_label="plain TRL+LoRA recipe, tokens/s", target=f"≥ {TARGET_RATIO:g}× the plain recipe",
-        met=ratio >= TARGET_RATIO,
-    ))
+    result.headlines.append(
+        Headline(
+            metric="training tokens/s, protege default",
+            value=rate["default"],
+            unit="tokens/s",
+            baseline=rate["plain"],
+            baseline_label="plain TRL+LoRA recipe, tokens/s",
+            target=f"≥ {TARGET_RATIO:g}× the plain recipe",
+            met=ratio >= TARGET_RATIO,
+        )
+    )
     pool_rows = int(900 * 0.8)  # the bundled pool's train split
     per_row = tokens / len(rows)
     table = [
-        ["plain recipe (DESIGN §8)", median(x["wall_s"] for x in runs["plain"]), rate["plain"], 1.0,
-         pool_rows * PLAIN["epochs"] * per_row / rate["plain"] / 60],
-        ["protege default", median(x["wall_s"] for x in runs["default"]), rate["default"], ratio,
-         pool_rows * default_cfg.epochs * per_row / rate["default"] / 60],
+        [
+            "plain recipe (DESIGN §8)",
+            median(x["wall_s"] for x in runs["plain"]),
+            rate["plain"],
+            1.0,
+            pool_rows * PLAIN["epochs"] * per_row / rate["plain"] / 60,
+        ],
+        [
+            "protege default",
+            median(x["wall_s"] for x in runs["default"]),
+            rate["default"],
+            ratio,
+            pool_rows * default_cfg.epochs * per_row / rate["default"] / 60,
+        ],
     ]
-    result.tables.append(Table(
-        f"Short runs: {steps} steps × batch {BATCH} = {len(rows)} rows, {tokens:,} tokens (prompts included)",
-        ["recipe", "wall s (median)", "tokens/s", "× plain", "projected full run, min"], table))
+    result.tables.append(
+        Table(
+            f"Short runs: {steps} steps × batch {BATCH} = {len(rows)} rows, {tokens:,} tokens (prompts included)",
+            ["recipe", "wall s (median)", "tokens/s", "× plain", "projected full run, min"],
+            table,
+        )
+    )
     measured = [(w, d["train"]) for w, d in ctx.shared.get("distill", {}).items() if d.get("train")]
     for workload, train in measured:
-        result.tables.append(Table(
-            f"Measured: app.distill's training on {workload} (this run)", ["rows", "tokens", "wall s", "tokens/s"],
-            [[train.get("rows"), train.get("train_tokens"), train.get("wall_s"), train.get("tokens_per_s")]]))
+        result.tables.append(
+            Table(
+                f"Measured: app.distill's training on {workload} (this run)",
+                ["rows", "tokens", "wall s", "tokens/s"],
+                [[train.get("rows"), train.get("train_tokens"), train.get("wall_s"), train.get("tokens_per_s")]],
+            )
+        )
     result.notes.append(
         f"Default config: {default_cfg.model_dump(exclude={'save_steps', 'save_total_limit', 'logging_steps'})}. "
         f"'Projected full run' = {pool_rows} rows (the bundled pool's train split) × epochs (plain 2, default "
@@ -94,8 +118,12 @@ def default_run(ctx: Context, base: Any, rows: list[dict[str, Any]], steps: int)
 
     out = ctx.folder("training", f"default-{time.time_ns()}")
     res = train_student(rows, base, out, TrainConfig(max_steps=steps, save_steps=10**6))
-    return {"wall_s": res.wall_s, "own_tokens": res.train_tokens, "own_tokens_per_s": res.tokens_per_s,
-            "loss": res.loss_history[-1][1] if res.loss_history else None}
+    return {
+        "wall_s": res.wall_s,
+        "own_tokens": res.train_tokens,
+        "own_tokens_per_s": res.tokens_per_s,
+        "loss": res.loss_history[-1][1] if res.loss_history else None,
+    }
 
 
 def plain_run(ctx: Context, base: Any, rows: list[dict[str, Any]], steps: int) -> dict[str, Any]:
@@ -108,14 +136,22 @@ def plain_run(ctx: Context, base: Any, rows: list[dict[str, Any]], steps: int) -
 
     data = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
     args = SFTConfig(
-        output_dir=str(ctx.folder("training", f"plain-{time.time_ns()}")), max_steps=steps,
-        per_device_train_batch_size=BATCH, learning_rate=PLAIN["learning_rate"], logging_steps=1, report_to="none",
-        save_strategy="no", disable_tqdm=True, use_cpu=not torch.cuda.is_available(), bf16=False,
+        output_dir=str(ctx.folder("training", f"plain-{time.time_ns()}")),
+        max_steps=steps,
+        per_device_train_batch_size=BATCH,
+        learning_rate=PLAIN["learning_rate"],
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
     )
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    lora = LoraConfig(r=PLAIN["lora_r"], lora_alpha=PLAIN["lora_alpha"], target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=PLAIN["lora_r"], lora_alpha=PLAIN["lora_alpha"], target_modules="all-linear", task_type="CAUSAL_LM"
+    )
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
     start = time.perf_counter()
     trainer.train()
@@ -126,8 +162,11 @@ def plain_run(ctx: Context, base: Any, rows: list[dict[str, Any]], steps: int) -
 
 def plot(ax: Any, record: dict[str, Any]) -> None:
     rate = record["data"]["tokens_per_s"]
-    ax.bar(["plain TRL + LoRA\n(DESIGN §8)", "protege default"], [rate["plain"], rate["default"]],
-           color=["#999999", "#3b75af"])
+    ax.bar(
+        ["plain TRL + LoRA\n(DESIGN §8)", "protege default"],
+        [rate["plain"], rate["default"]],
+        color=["#999999", "#3b75af"],
+    )
     ax.axhline(rate["plain"] * TARGET_RATIO, color="red", linestyle="--", linewidth=1, label="target: 2× plain")
     ax.set_ylabel("training tokens / s")
     ax.set_title("Student training speed (CPU)")

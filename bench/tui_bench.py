@@ -41,8 +41,9 @@ def build_store(url: str, n_traces: int, *, seed: int = 7) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     with Store(url) as store:
         for name in TASKS:
-            store.register_task(name=name, contract_hash=f"h-{name}", input_schema={}, output_schema={},
-                                instructions=name, policy={})
+            store.register_task(
+                name=name, contract_hash=f"h-{name}", input_schema={}, output_schema={}, instructions=name, policy={}
+            )
         runs, traces, shadows = [], [], []
         for i in range(n_traces):
             at = t0 + timedelta(seconds=DAYS * 86400 * (i / n_traces) ** 0.7)
@@ -51,17 +52,36 @@ def build_store(url: str, n_traces: int, *, seed: int = 7) -> None:
             valid = rng.random() > 0.04
             run_id = f"{i:032x}"
             traces.append(_trace(i, run_id, task, tier, cost, valid, at))
-            runs.append({"id": run_id, "task_name": task, "tier": tier if valid else None,
-                         "status": "ok" if valid else "failed", "cost_usd": cost, "latency_s": 1.0,
-                         "created_at": at, "finished_at": at, "input": {"q": i}, "input_hash": f"{i:x}"})
+            runs.append(
+                {
+                    "id": run_id,
+                    "task_name": task,
+                    "tier": tier if valid else None,
+                    "status": "ok" if valid else "failed",
+                    "cost_usd": cost,
+                    "latency_s": 1.0,
+                    "created_at": at,
+                    "finished_at": at,
+                    "input": {"q": i},
+                    "input_hash": f"{i:x}",
+                }
+            )
             if tier != "teacher" and i % 97 == 0:
-                shadows.append(ShadowRow(task_name=task, run_id=run_id, tier=tier, trace_id=f"t{i:031x}",
-                                         teacher_trace_id=f"t{i:031x}", agreement=1.0 if valid else 0.0,
-                                         created_at=at))
+                shadows.append(
+                    ShadowRow(
+                        task_name=task,
+                        run_id=run_id,
+                        tier=tier,
+                        trace_id=f"t{i:031x}",
+                        teacher_trace_id=f"t{i:031x}",
+                        agreement=1.0 if valid else 0.0,
+                        created_at=at,
+                    )
+                )
         store.insert_traces(traces)
         with store.engine.begin() as conn:
             for start in range(0, len(runs), 5000):
-                conn.execute(insert(RunRow), runs[start:start + 5000])
+                conn.execute(insert(RunRow), runs[start : start + 5000])
         with store.session() as s:
             s.add_all(shadows)
             s.commit()
@@ -80,15 +100,31 @@ def _trace(i: int, run_id: str, task: str, tier: str, cost: float, valid: bool, 
     question = f"Request #{i}: please look into order {10_000 + i} which arrived damaged and refund the customer."
     answer = '{"label": "refund", "priority": 2}'
     return {
-        "id": f"t{i:031x}", "run_id": run_id, "task_name": task, "tier": tier,
-        "model": {"teacher": "anthropic:claude-opus-4-5", "replay": "anthropic:claude-haiku-4-5",
-                  "student": "local:smollm2-135m+lora"}[tier],
-        "input": {"q": question}, "input_hash": f"{i:x}",
-        "messages": [{"role": "system", "content": "You label customer requests. " * 8},
-                     {"role": "user", "content": question}, {"role": "assistant", "content": answer}],
-        "output": {"label": "refund", "priority": 2} if valid else None, "output_text": answer, "valid": valid,
-        "errors": None if valid else ["priority: Input should be a valid integer"], "input_tokens": 310,
-        "output_tokens": 24, "cost_usd": cost, "latency_s": 0.5, "created_at": at,
+        "id": f"t{i:031x}",
+        "run_id": run_id,
+        "task_name": task,
+        "tier": tier,
+        "model": {
+            "teacher": "anthropic:claude-opus-4-5",
+            "replay": "anthropic:claude-haiku-4-5",
+            "student": "local:smollm2-135m+lora",
+        }[tier],
+        "input": {"q": question},
+        "input_hash": f"{i:x}",
+        "messages": [
+            {"role": "system", "content": "You label customer requests. " * 8},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "output": {"label": "refund", "priority": 2} if valid else None,
+        "output_text": answer,
+        "valid": valid,
+        "errors": None if valid else ["priority: Input should be a valid integer"],
+        "input_tokens": 310,
+        "output_tokens": 24,
+        "cost_usd": cost,
+        "latency_s": 0.5,
+        "created_at": at,
     }
 
 
@@ -112,6 +148,7 @@ def ensure_store(folder: Path, n_traces: int, log: Any = print) -> str:
 
 
 # -- measuring -------------------------------------------------------------------------------------------------------
+
 
 async def _until(pilot: Any, done: Any, timeout: float = 60.0, *, idle: bool = True) -> None:
     """Let the app run until `done()` holds (and, with `idle`, no worker is pending), then let it repaint once."""
@@ -191,8 +228,14 @@ async def measure_console(url: str, *, pages: int = 15, scroll: int = 60) -> dic
         out["sort_cost_next_page_s"] = await _key(pilot, "right_square_bracket", lambda: screen.page == 1)
         started = time.perf_counter()
         screen.query_one("#tier", Select).value = "replay"
-        await _until(pilot, lambda: screen.query_state.tier == "replay" and screen.page_rows
-                     and all(r.tier == "replay" for r in screen.page_rows.values()))
+        await _until(
+            pilot,
+            lambda: (
+                screen.query_state.tier == "replay"
+                and screen.page_rows
+                and all(r.tier == "replay" for r in screen.page_rows.values())
+            ),
+        )
         out["filter_tier_s"] = time.perf_counter() - started
         out["open_trace_s"] = await _key(pilot, "enter", lambda: getattr(app.screen, "trace", None) is not None)
         out["back_to_table_s"] = await _key(pilot, "escape", lambda: app.screen is screen)
@@ -210,8 +253,7 @@ def measure_queries(url: str) -> dict[str, float]:
         cases = {
             "count_all_ms": lambda: count_traces(store, TraceQuery()),
             "page_first_ms": lambda: trace_page(store, TraceQuery(), limit=100, offset=0),
-            "page_last_ms": lambda: trace_page(store, TraceQuery(), limit=100, offset=max(0, total - 100),
-                                               total=total),
+            "page_last_ms": lambda: trace_page(store, TraceQuery(), limit=100, offset=max(0, total - 100), total=total),
             "page_last_by_offset_ms": lambda: store.traces(limit=100, offset=max(0, total - 100)),
             "page_by_cost_ms": lambda: trace_page(store, TraceQuery(sort="cost"), limit=100, offset=0),
             "dashboard_stats_ms": lambda: [task_stats(store, t) for t in TASKS],
@@ -234,6 +276,7 @@ def measure(url: str) -> dict[str, Any]:
 
 # -- as a bench module -------------------------------------------------------------------------------------------------
 
+
 def run(ctx: Context) -> Result:
     folder = ctx.folder("tui")
     big_n = ctx.pick(20_000, 100_000)
@@ -244,13 +287,32 @@ def run(ctx: Context) -> Result:
     open_s, page_ms = bc["dashboard_all_tasks_s"] + bc["open_traces_s"], bc["next_page"]["p50_ms"]
     return Result(
         headlines=[
-            Headline("dashboard + trace table open", open_s, "s", sc["dashboard_all_tasks_s"] + sc["open_traces_s"],
-                     "1k-trace store", "< 1.5 s", open_s < 1.5),
-            Headline("next page of 100 traces (p50)", page_ms, "ms", sc["next_page"]["p50_ms"], "1k-trace store",
-                     "< 250 ms", page_ms < 250),
+            Headline(
+                "dashboard + trace table open",
+                open_s,
+                "s",
+                sc["dashboard_all_tasks_s"] + sc["open_traces_s"],
+                "1k-trace store",
+                "< 1.5 s",
+                open_s < 1.5,
+            ),
+            Headline(
+                "next page of 100 traces (p50)",
+                page_ms,
+                "ms",
+                sc["next_page"]["p50_ms"],
+                "1k-trace store",
+                "< 250 ms",
+                page_ms < 250,
+            ),
         ],
-        tables=[Table(f"Console actions, 1k vs {big_n:,} traces (80x24, headless Pilot)",
-                      ["action", "1k traces", f"{big_n:,} traces"], rows)],
+        tables=[
+            Table(
+                f"Console actions, 1k vs {big_n:,} traces (80x24, headless Pilot)",
+                ["action", "1k traces", f"{big_n:,} traces"],
+                rows,
+            )
+        ],
         data={"small": small, "big": big},
     )
 

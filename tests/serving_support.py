@@ -16,8 +16,12 @@ from student_support import chat_row
 from protege import Protege
 
 INSTRUCTIONS = "Sort the message into a queue."
-MESSAGES = [("refund my card", "billing"), ("app crashes on start", "bug"), ("reset my password", "account"),
-            ("nice weather", "other")]
+MESSAGES = [
+    ("refund my card", "billing"),
+    ("app crashes on start", "bug"),
+    ("reset my password", "account"),
+    ("nice weather", "other"),
+]
 ROWS = [chat_row(INSTRUCTIONS, {"message": {"text": text}}, {"queue": queue}) for text, queue in MESSAGES]
 _MEMO: dict[str, Path] = {}
 
@@ -36,8 +40,16 @@ def trained_adapter(tiny_base: Path, factory: pytest.TempPathFactory) -> Path:
     if "adapter" not in _MEMO:
         from protege.distill.train import TrainConfig, train_student
 
-        config = TrainConfig(method="lora", learning_rate=2e-2, batch_size=4, logging_steps=5, torch_threads=2,
-                             warmup_ratio=0.0, lr_scheduler="constant", max_steps=12)
+        config = TrainConfig(
+            method="lora",
+            learning_rate=2e-2,
+            batch_size=4,
+            logging_steps=5,
+            torch_threads=2,
+            warmup_ratio=0.0,
+            lr_scheduler="constant",
+            max_steps=12,
+        )
         _MEMO["adapter"] = train_student(ROWS, tiny_base, factory.mktemp("served") / "s", config).adapter_path
     return _MEMO["adapter"]
 
@@ -47,13 +59,21 @@ def make_app(tmp_path: Path, tiny_base: Path, adapter: Path, **options) -> tuple
     from protege.distill.pipeline import dir_hash
     from protege.store import StudentRow
 
-    app = Protege(db=f"sqlite:///{tmp_path}/app.db", project_dir=tmp_path / ".protege", student_base=str(tiny_base),
-                  **options)
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/app.db", project_dir=tmp_path / ".protege", student_base=str(tiny_base), **options
+    )
 
     @app.task
     def route(message: Message) -> Routing:
         """Sort the message into a queue."""
 
-    row = app.store.add_student(StudentRow(task_name="route", base=str(tiny_base), adapter_path=str(adapter),
-                                           adapter_hash=dir_hash(adapter), state="promoted"))
+    row = app.store.add_student(
+        StudentRow(
+            task_name="route",
+            base=str(tiny_base),
+            adapter_path=str(adapter),
+            adapter_hash=dir_hash(adapter),
+            state="promoted",
+        )
+    )
     return app, row.id

@@ -27,8 +27,12 @@ def oracle(req):
 
 @pytest.fixture
 def app(tmp_path):
-    a = Protege(db=f"sqlite:///{tmp_path}/app.db", teacher=FunctionModel(oracle, price_as="anthropic:claude-opus-4-5"),
-                replay=FunctionModel(oracle, price_as="anthropic:claude-haiku-4-5"), project_dir=tmp_path / ".protege")
+    a = Protege(
+        db=f"sqlite:///{tmp_path}/app.db",
+        teacher=FunctionModel(oracle, price_as="anthropic:claude-opus-4-5"),
+        replay=FunctionModel(oracle, price_as="anthropic:claude-haiku-4-5"),
+        project_dir=tmp_path / ".protege",
+    )
     yield a
     a.close()
 

@@ -50,31 +50,60 @@ if __name__ == "__main__":
     for subject in sys.argv[1:]:
         triage(Ticket(subject=subject))
 """
+
+
 class Out(BaseModel):
     label: str
 
 
-SUBJECTS = ["refund please", "app crashes", "double charge", "login broken", "refund my order", "screen is blank",
-            "charged twice", "error 500", "refund for May", "crash on save", "invoice wrong", "button missing"]
+SUBJECTS = [
+    "refund please",
+    "app crashes",
+    "double charge",
+    "login broken",
+    "refund my order",
+    "screen is blank",
+    "charged twice",
+    "error 500",
+    "refund for May",
+    "crash on save",
+    "invoice wrong",
+    "button missing",
+]
 
 
 @pytest.fixture
 def project(tmp_path, tiny_base) -> tuple[Path, dict]:
     (tmp_path / "autoapp.py").write_text(textwrap.dedent(APP))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROTEGE_")}
-    env.update(PYTHONPATH=SRC, PROTEGE_DB=f"sqlite:///{tmp_path / 'p.db'}", PROTEGE_PROJECT_DIR=str(tmp_path / ".p"),
-               PROTEGE_STUDENT_BASE=str(tiny_base),
-               PROTEGE_AUTO_DISTILL_CONFIG=json.dumps({"max_steps": 2, "batch_size": 4, "torch_threads": 1}))
+    env.update(
+        PYTHONPATH=SRC,
+        PROTEGE_DB=f"sqlite:///{tmp_path / 'p.db'}",
+        PROTEGE_PROJECT_DIR=str(tmp_path / ".p"),
+        PROTEGE_STUDENT_BASE=str(tiny_base),
+        PROTEGE_AUTO_DISTILL_CONFIG=json.dumps({"max_steps": 2, "batch_size": 4, "torch_threads": 1}),
+    )
     return tmp_path, env
 
 
 def test_two_workers_at_once_make_one_student(project):
     """The serving process finds the task due; two distill workers start together; the lease lets one train."""
     folder, env = project
-    serve = subprocess.run([sys.executable, "-c", "import runpy, sys; sys.argv = ['x', *sys.argv[1:]]; "
-                            "from protege.auto_distill import WORKER_ENV; import os; os.environ[WORKER_ENV] = '1'; "
-                            "runpy.run_path('autoapp.py', run_name='__main__')", *SUBJECTS],
-                           cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    serve = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import runpy, sys; sys.argv = ['x', *sys.argv[1:]]; "
+            "from protege.auto_distill import WORKER_ENV; import os; os.environ[WORKER_ENV] = '1'; "
+            "runpy.run_path('autoapp.py', run_name='__main__')",
+            *SUBJECTS,
+        ],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert serve.returncode == 0 and serve.stderr == "", serve.stderr  # (auto-distill held back in this one)
     with Store(env["PROTEGE_DB"]) as store:
         from protege import Policy
@@ -82,8 +111,10 @@ def test_two_workers_at_once_make_one_student(project):
         assert distill_due(store, "triage", Policy(min_traces=10)) == "12 validated traces and no student yet"
 
     cmd = [sys.executable, "-m", "protege.auto_distill", "--task", "triage", "--app-file", "autoapp.py"]
-    workers = [subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [w.communicate(timeout=540) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [err[-2000:] for _, err in outs]
     outcomes = [json.loads(out.strip().splitlines()[-1])["outcome"] for out, _ in outs]
@@ -101,8 +132,9 @@ def test_the_serving_process_starts_the_worker_in_the_background(project):
     """A short script with auto_distill on: its teacher successes find the task due and start a detached worker
     (its pid and log under the project dir); the script itself exits at once, with nothing on stderr."""
     folder, env = project
-    serve = subprocess.run([sys.executable, "autoapp.py", *SUBJECTS], cwd=folder, env=env, capture_output=True,
-                           text=True, timeout=300)
+    serve = subprocess.run(
+        [sys.executable, "autoapp.py", *SUBJECTS], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
     assert serve.returncode == 0 and serve.stderr == "", serve.stderr
     log = folder / ".p" / "logs" / "distill-triage.log"
     assert log.exists()
@@ -118,8 +150,7 @@ def test_the_serving_process_starts_the_worker_in_the_background(project):
         assert len(store.students("triage")) == 1
 
 
-def test_due_counts_new_traces_since_the_last_student_and_a_worker_with_nothing_to_do_keeps_the_last_outcome(
-        tmp_path):
+def test_due_counts_new_traces_since_the_last_student_and_a_worker_with_nothing_to_do_keeps_the_last_outcome(tmp_path):
     """distill_gap: min_traces before any student, auto_distill_traces new ones after one, nothing while one is
     promoted. A worker that finds nothing due leaves the last distill's outcome on the lease for people to read."""
     from protege import Policy, Protege
@@ -151,8 +182,10 @@ def test_due_counts_new_traces_since_the_last_student_and_a_worker_with_nothing_
         assert distill_gap(app.store, "tag", policy)[0] == 2  # none new since that student
         tag("t9")
         app.wait()
-        assert distill_gap(app.store, "tag", policy) == (1, f"1 new validated traces since student {row.id[:8]} "
-                                                             "(demoted)")
+        assert distill_gap(app.store, "tag", policy) == (
+            1,
+            f"1 new validated traces since student {row.id[:8]} (demoted)",
+        )
 
     last = {"phase": "done", "outcome": "promoted", "student_id": row.id, "ended_at": 1.0}
     app.store.acquire_lease("distill:tag", owner=process_owner(), ttl_s=60, info=last)

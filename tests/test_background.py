@@ -37,11 +37,18 @@ def child_env() -> dict[str, str]:
 def test_starter_app_gets_its_skill_with_nothing_on_stderr(tmp_path):
     """`protege init` then `python protege_app.py`, as a newcomer does: the skill is written before the process
     ends (the exit hook drains the author's job), no traceback, and no job left behind."""
-    init = subprocess.run([sys.executable, "-c", "from protege.cli import main; main()", "init"], cwd=tmp_path,
-                          env=child_env(), capture_output=True, text=True, timeout=120)
+    init = subprocess.run(
+        [sys.executable, "-c", "from protege.cli import main; main()", "init"],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert init.returncode == 0, init.stderr
-    run = subprocess.run([sys.executable, "protege_app.py"], cwd=tmp_path, env=child_env(), capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "protege_app.py"], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0 and run.stderr == "", run.stderr
     assert "queue=" in run.stdout
     with Store(f"sqlite:///{tmp_path / '.protege' / 'protege.db'}") as store:
@@ -93,8 +100,13 @@ def test_killed_mid_upkeep_the_next_process_finishes_the_work(tmp_path):
     process that registers the task claims it at once (same host, pid gone) and writes the skill."""
     script, mark, db = tmp_path / "app.py", tmp_path / "author-started", f"sqlite:///{tmp_path / 'p.db'}"
     script.write_text(textwrap.dedent(KILLABLE_APP))
-    first = subprocess.Popen([sys.executable, str(script), db, str(mark), "hang"], env=child_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, str(script), db, str(mark), "hang"],
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for _ in range(600):
             if mark.exists() or first.poll() is not None:
@@ -112,8 +124,13 @@ def test_killed_mid_upkeep_the_next_process_finishes_the_work(tmp_path):
     with Store(db) as store:
         assert store.skills("shout") == [] and len(store.jobs("shout")) == 1  # the work is owed, not lost
 
-    second = subprocess.run([sys.executable, str(script), db, str(mark), "resume"], env=child_env(),
-                            capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        [sys.executable, str(script), db, str(mark), "resume"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert second.returncode == 0 and second.stderr == "", second.stderr
     with Store(db) as store:
         assert [s.status for s in store.skills("shout")] == ["draft"]
@@ -131,8 +148,11 @@ def test_close_is_bounded_by_its_timeout_and_leaves_the_job_pending(tmp_path, ca
                 import asyncio
 
                 await asyncio.sleep(60)
-            return ModelResponse(text="---\nname: shout\ndescription: Upper-cases text. Use for shout.\n---\n"
-                                      "# Procedure\nUpper-case it.\n", usage=Usage(input_tokens=10, output_tokens=10))
+            return ModelResponse(
+                text="---\nname: shout\ndescription: Upper-cases text. Use for shout.\n---\n"
+                "# Procedure\nUpper-case it.\n",
+                usage=Usage(input_tokens=10, output_tokens=10),
+            )
         return ModelResponse(text=json.dumps({"label": "X"}), usage=Usage(input_tokens=10, output_tokens=10))
 
     db = f"sqlite:///{tmp_path / 'p.db'}"
@@ -171,12 +191,18 @@ def test_context_manager_drains_background_work(tmp_path):
 
     def teacher(req):
         if req.task_name.startswith("protege:"):
-            return ModelResponse(text="---\nname: shout\ndescription: Upper-cases text. Use for shout.\n---\n"
-                                      "# Procedure\nUpper-case it.\n", usage=Usage(input_tokens=10, output_tokens=10))
+            return ModelResponse(
+                text="---\nname: shout\ndescription: Upper-cases text. Use for shout.\n---\n"
+                "# Procedure\nUpper-case it.\n",
+                usage=Usage(input_tokens=10, output_tokens=10),
+            )
         return ModelResponse(text=json.dumps({"label": "X"}), usage=Usage(input_tokens=10, output_tokens=10))
 
-    with Protege(db=f"sqlite:///{tmp_path / 'p.db'}", teacher=FunctionModel(teacher, writes_prose=True),
-                 replay=FunctionModel(teacher)) as app:
+    with Protege(
+        db=f"sqlite:///{tmp_path / 'p.db'}",
+        teacher=FunctionModel(teacher, writes_prose=True),
+        replay=FunctionModel(teacher),
+    ) as app:
 
         @app.task
         def shout(text: str) -> Out:

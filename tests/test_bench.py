@@ -35,9 +35,14 @@ def test_bench_has_no_import_cycle():
     """No bench module imports, even lazily, one that leads back to it: shared pieces live in lower modules."""
     grimp = pytest.importorskip("grimp")
     graph = grimp.build_graph("bench", cache_dir=None)
-    cycles = sorted({tuple(sorted((module, imported))) for module in graph.modules
-                     for imported in graph.find_modules_directly_imported_by(module)
-                     if graph.chain_exists(importer=imported, imported=module)})
+    cycles = sorted(
+        {
+            tuple(sorted((module, imported)))
+            for module in graph.modules
+            for imported in graph.find_modules_directly_imported_by(module)
+            if graph.chain_exists(importer=imported, imported=module)
+        }
+    )
     assert not cycles, f"import cycles in bench: {cycles}"
 
 
@@ -180,17 +185,19 @@ def test_run_calls_scores_each_call_and_keeps_its_confidence(tmp_path):
 
     def shout(req):
         text = req.task_input["word"]["text"]
-        return ModelResponse(text="not json" if text == "bad" else json.dumps({"value": text.upper()}),
-                             confidence=0.8)
+        return ModelResponse(text="not json" if text == "bad" else json.dumps({"value": text.upper()}), confidence=0.8)
 
     app = Protege(db=f"sqlite:///{tmp_path}/app.db", teacher=FunctionModel(shout), project_dir=tmp_path / "p")
     try:
+
         @app.task
         def upper(word: Word) -> Upper:
             """Upper-case the word."""
 
-        rows = [{"input": {"word": {"text": t}}, "output": {"value": v}}
-                for t, v in (("a", "A"), ("b", "wrong"), ("bad", "BAD"))]
+        rows = [
+            {"input": {"word": {"text": t}}, "output": {"value": v}}
+            for t, v in (("a", "A"), ("b", "wrong"), ("bad", "BAD"))
+        ]
         out = run_calls(app, "upper", rows, tier="teacher")
     finally:
         app.close()

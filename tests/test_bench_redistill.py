@@ -21,17 +21,30 @@ from bench.drift_stream import make_input, truth  # noqa: E402
 
 def calls(tiers: str, *, wrong: set[int] = frozenset(), student_id: str = "new") -> list[dict]:
     """One record per letter: t(eacher) or s(tudent), a second apart; teacher calls cost 0.01, student ones 0.0001."""
-    return [{"i": i, "t": float(i + 1), "layout": "b", "tier": "teacher" if c == "t" else "student",
-             "student_id": student_id if c == "s" else None, "right": i not in wrong,
-             "student_right": (i not in wrong) if c == "s" else None,
-             "cost_usd": 0.01 if c == "t" else 0.0001, "latency_s": 0.01} for i, c in enumerate(tiers)]
+    return [
+        {
+            "i": i,
+            "t": float(i + 1),
+            "layout": "b",
+            "tier": "teacher" if c == "t" else "student",
+            "student_id": student_id if c == "s" else None,
+            "right": i not in wrong,
+            "student_right": (i not in wrong) if c == "s" else None,
+            "cost_usd": 0.01 if c == "t" else 0.0001,
+            "latency_s": 0.01,
+        }
+        for i, c in enumerate(tiers)
+    ]
 
 
 def test_summary_counts_milestones_after_the_shift_and_prices_the_stream_against_the_teacher():
     records = calls("ss" + "t" * 6 + "ssts", wrong={9})
     records[10].update(shadowed=True, shadow_usd=0.01)  # a shadow costs a teacher call, off the call's path
-    events = {"demoted": {"call": 3, "t": 4.0}, "promoted": {"call": 7, "t": 8.0, "student_id": "new"},
-              "served": {"call": 8, "t": 9.0}}
+    events = {
+        "demoted": {"call": 3, "t": 4.0},
+        "promoted": {"call": 7, "t": 8.0, "student_id": "new"},
+        "served": {"call": 8, "t": 9.0},
+    }
     s = redistill.summarize(records, events, [], before=2)
     assert s["milestones"]["demoted"] == {"calls": 2, "seconds": 2.0}  # call 3 is the 2nd after the shift
     assert s["milestones"]["served"] == {"calls": 7, "seconds": 7.0}
@@ -60,13 +73,28 @@ def test_a_stream_without_a_promotion_reports_never():
 
 def test_the_report_names_each_distill_and_the_new_students_quality():
     records = calls("ss" + "ttt" + "sss")
-    events = {"demoted": {"call": 2, "t": 3.0}, "promoted": {"call": 4, "t": 5.0, "student_id": "new"},
-              "served": {"call": 5, "t": 6.0}}
-    distills = [{"started_at": 1.0, "outcome": "promoted", "student_id": "new", "wall_s": 300.0, "retention": 0.97,
-                 "verdict": "retention 0.970 ≥ 0.950"}]
+    events = {
+        "demoted": {"call": 2, "t": 3.0},
+        "promoted": {"call": 4, "t": 5.0, "student_id": "new"},
+        "served": {"call": 5, "t": 6.0},
+    }
+    distills = [
+        {
+            "started_at": 1.0,
+            "outcome": "promoted",
+            "student_id": "new",
+            "wall_s": 300.0,
+            "retention": 0.97,
+            "verdict": "retention 0.970 ≥ 0.950",
+        }
+    ]
     s = redistill.summarize(records, events, distills, before=2)
-    s.update(evaluation={"n": 100, "quality": 0.93, "invalid": 0.0}, new_student="new", distill_cost_usd=0.0074,
-             students={"new": {"train_rows": 130, "train_s": 120.4}})
+    s.update(
+        evaluation={"n": 100, "quality": 0.93, "invalid": 0.0},
+        new_student="new",
+        distill_cost_usd=0.0074,
+        students={"new": {"train_rows": 130, "train_s": 120.4}},
+    )
     result = redistill.build_result(s, records)
     assert [h.value for h in result.headlines[:3]] == [4, 0.93, 1.0]  # served after 4 calls; all 3 calls after
     assert result.tables[1].rows[0][:6] == ["promoted", "new", "300", 130, "120", "97.0%"]
@@ -86,11 +114,26 @@ def test_call_record_keeps_the_students_own_answer_even_when_the_call_escalated(
     inp = make_input("b", random.Random(0))
     right = truth(inp)
     wrong = {**right, "quantity": right["quantity"] + 1}
-    res = RunResult(output=Order(**right), tier="teacher", model="t", cost_usd=0.01, latency_s=0.1, run_id="r",
-                    trace_ids=["a", "b"], attempts=[
-                        Attempt(tier="student", model="local:x", valid=True, text=Order(**wrong).model_dump_json(),
-                                trace_id="a", student_id="x"),
-                        Attempt(tier="teacher", model="t", valid=True, text="", trace_id="b")])
+    res = RunResult(
+        output=Order(**right),
+        tier="teacher",
+        model="t",
+        cost_usd=0.01,
+        latency_s=0.1,
+        run_id="r",
+        trace_ids=["a", "b"],
+        attempts=[
+            Attempt(
+                tier="student",
+                model="local:x",
+                valid=True,
+                text=Order(**wrong).model_dump_json(),
+                trace_id="a",
+                student_id="x",
+            ),
+            Attempt(tier="teacher", model="t", valid=True, text="", trace_id="b"),
+        ],
+    )
     record = redistill.call_record(3, 4.0, inp, res)
     assert record["tier"] == "teacher" and record["right"] and record["student_right"] is False
     assert record["student_id"] is None and record["layout"] == "b"

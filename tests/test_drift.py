@@ -55,8 +55,9 @@ def make_app(tmp_path, student_fn=student, **policy) -> tuple[Protege, object, S
     """An app whose task has 60 teacher traces of layout a and a promoted student (a FunctionModel)."""
     from protege.distill.pipeline import promote
 
-    app = Protege(db=f"sqlite:///{tmp_path / 'd.db'}", seed=3, teacher=FunctionModel(teacher),
-                  replay=FunctionModel(teacher))
+    app = Protege(
+        db=f"sqlite:///{tmp_path / 'd.db'}", seed=3, teacher=FunctionModel(teacher), replay=FunctionModel(teacher)
+    )
 
     @app.task(policy=Policy(program=False, **policy))
     def extract(email: Email) -> Order:
@@ -66,8 +67,9 @@ def make_app(tmp_path, student_fn=student, **policy) -> tuple[Protege, object, S
     for _ in range(60):
         app.run("extract", make_input("a", rng))
     app.wait()
-    row = app.store.add_student(StudentRow(task_name="extract", base="b", adapter_path="a",
-                                           metrics={"confidences": eval_confidences()}))
+    row = app.store.add_student(
+        StudentRow(task_name="extract", base="b", adapter_path="a", metrics={"confidences": eval_confidences()})
+    )
     promote(app.store, row.id)
     app.tiers._models[f"local:{row.id}"] = FunctionModel(student_fn, name=f"local:{row.id}")
     app.tiers.invalidate("extract")
@@ -121,8 +123,9 @@ def test_a_benign_shift_is_checked_once_then_learned(tmp_path):
     def steady(req):
         from protege.agents.models.base import ModelResponse
 
-        return ModelResponse(text=json.dumps(truth(req.task_input)), confidence=random.Random(str(req.task_input))
-                             .uniform(0.93, 0.99))
+        return ModelResponse(
+            text=json.dumps(truth(req.task_input)), confidence=random.Random(str(req.task_input)).uniform(0.93, 0.99)
+        )
 
     app, _, row = make_app(tmp_path, student_fn=steady, shadow_rate=0.0, drift_shadow_calls=30)
     calls = stream(app, 40, 100)

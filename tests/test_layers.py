@@ -20,4 +20,5 @@ def import_cycles(package: str = "protege") -> list[tuple[str, str]]:
 def test_no_module_imports_itself_back():
     cycles = import_cycles()
     assert not cycles, f"{len(cycles)} import cycles among protege's modules:\n" + "\n".join(
-        f"  {a} <-> {b}" for a, b in cycles)
+        f"  {a} <-> {b}" for a, b in cycles
+    )

@@ -22,8 +22,9 @@ class A(BaseModel):
 
 
 def right(req) -> ModelResponse:
-    return ModelResponse(text=json.dumps({"label": req.task_input["q"]["text"].upper()}),
-                         usage=Usage(input_tokens=500, output_tokens=50))
+    return ModelResponse(
+        text=json.dumps({"label": req.task_input["q"]["text"].upper()}), usage=Usage(input_tokens=500, output_tokens=50)
+    )
 
 
 def wrong(req) -> ModelResponse:
@@ -47,9 +48,12 @@ def prose_teacher(req) -> ModelResponse:
 
 
 def make(tmp_path, teacher, replay, policy: Policy, prose: bool = False) -> tuple[Protege, object]:
-    app = Protege(db=f"sqlite:///{tmp_path}/l.db", seed=7,
-                  teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5", writes_prose=prose),
-                  replay=FunctionModel(replay, price_as="anthropic:claude-haiku-4-5"))
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/l.db",
+        seed=7,
+        teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5", writes_prose=prose),
+        replay=FunctionModel(replay, price_as="anthropic:claude-haiku-4-5"),
+    )
 
     @app.task(policy=policy)
     def shout(q: Q) -> A:
@@ -144,8 +148,16 @@ def test_a_gated_students_shadow_agreement_counts_end_to_end(tmp_path, gate, dem
     row = app.store.add_student(StudentRow(task_name="shout", base="b", adapter_path="a", metrics={"gate": gate}))
     promote(app.store, row.id)
     for i in range(10):
-        app.store.add_shadow(ShadowRow(task_name="shout", run_id=f"r{i}", tier="student", trace_id=f"s{i}",
-                                       teacher_trace_id=f"t{i}", agreement=0.8))
+        app.store.add_shadow(
+            ShadowRow(
+                task_name="shout",
+                run_id=f"r{i}",
+                tier="student",
+                trace_id=f"s{i}",
+                teacher_trace_id=f"t{i}",
+                agreement=0.8,
+            )
+        )
     app.lifecycle._check_agreement(app.handle("shout").runtime, "student")
     assert (app.store.promoted_student("shout") is None) == demoted
     if demoted:

@@ -51,8 +51,10 @@ def test_the_student_tier_calls_the_server_with_its_training_prompt(hosted):
     assert result.tier == "student" and result.output.queue == "bug"
     body = fake.requests[0].body
     assert body["model"] == "route-student" and body["temperature"] == 0 and body["logprobs"] is True
-    assert body["messages"] == [{"role": "system", "content": "Sort the message into a queue."},
-                                {"role": "user", "content": '{"message":{"text":"refund my card"}}'}]
+    assert body["messages"] == [
+        {"role": "system", "content": "Sort the message into a queue."},
+        {"role": "user", "content": '{"message":{"text":"refund my card"}}'},
+    ]
     schema = body["response_format"]["json_schema"]["schema"]
     assert schema == app.store.task("route").output_schema
     assert result.attempts[0].confidence == pytest.approx(sum(math.exp(v) for v in (-0.01, -0.2, -0.05)) / 3)
@@ -66,8 +68,10 @@ def test_json_object_style_for_llama_cpp_python_servers(hosted):
     app.serve_student(student_id, "openai:route-student", base_url=fake.openai_base_url, response_format="json_object")
     fake.add_final({"queue": "bug"})
     assert app.run("route", INPUT).tier == "student"
-    assert fake.requests[0].body["response_format"] == {"type": "json_object",
-                                                        "schema": app.store.task("route").output_schema}
+    assert fake.requests[0].body["response_format"] == {
+        "type": "json_object",
+        "schema": app.store.task("route").output_schema,
+    }
     with pytest.raises(UserError, match="response_format 'xml'"):
         app.serve_student(student_id, "openai:x", base_url=fake.openai_base_url, response_format="xml")
 
@@ -118,8 +122,10 @@ def test_the_cli_serves_and_lists_where_each_student_is_served(hosted, tmp_path)
     app, student_id, fake = hosted
     base = ["--db", f"sqlite:///{tmp_path}/app.db", "--project-dir", str(tmp_path / ".protege")]
     runner = CliRunner()
-    done = runner.invoke(cli_app, [*base, "students", "serve", student_id[:8], "openai:route-student",
-                                   "--base-url", fake.openai_base_url])
+    done = runner.invoke(
+        cli_app,
+        [*base, "students", "serve", student_id[:8], "openai:route-student", "--base-url", fake.openai_base_url],
+    )
     assert done.exit_code == 0, done.output
     assert f"served by openai:route-student @ {fake.openai_base_url}" in done.output
     listed = runner.invoke(cli_app, [*base, "students", "route", "--json"])

@@ -13,11 +13,25 @@ import random
 
 PACKAGES = ["zlib", "curl", "bash", "vim", "gawk", "sed", "libxml2", "openssl", "nginx", "python3.12", "tzdata"]
 DISTS = ["unstable", "experimental", "bookworm-security", "trixie"]
-PEOPLE = [("Ana Lima", "ana@debian.org"), ("Bo Chen", "bo@example.com"), ("Émile Zoë", "emile@debian.org"),
-          ("Jürgen Groß", "jg@example.org"), ("Siobhán Ní Bhriain", "sio@debian.org")]
-CHANGES = ["New upstream release", "Fix FTBFS with GCC 14", "Update Standards-Version to 4.7.0", "Refresh patches",
-           "Drop obsolete Breaks", "Add autopkgtest", "Fix typo in package description", "Build with -O2",
-           "Harden the systemd unit", "Bump debhelper compat to 13"]
+PEOPLE = [
+    ("Ana Lima", "ana@debian.org"),
+    ("Bo Chen", "bo@example.com"),
+    ("Émile Zoë", "emile@debian.org"),
+    ("Jürgen Groß", "jg@example.org"),
+    ("Siobhán Ní Bhriain", "sio@debian.org"),
+]
+CHANGES = [
+    "New upstream release",
+    "Fix FTBFS with GCC 14",
+    "Update Standards-Version to 4.7.0",
+    "Refresh patches",
+    "Drop obsolete Breaks",
+    "Add autopkgtest",
+    "Fix typo in package description",
+    "Build with -O2",
+    "Harden the systemd unit",
+    "Bump debhelper compat to 13",
+]
 SUBS = ["Remove the old patch", "Adjust the test suite", "Document it in NEWS", "Thanks to the reporter"]
 
 
@@ -44,9 +58,19 @@ def one(rng: random.Random) -> dict:
     day = rng.randint(1, 28)
     trailer = f" -- {name} <{email}>  Mon, {day:02d} Jan 2024 12:00:00 +0000"
     entry = head + "\n\n" + "\n".join(lines) + "\n\n" + trailer
-    return {"input": {"entry": entry},
-            "output": {"package": pkg, "version": version, "distribution": dist, "urgency": urgency,
-                       "maintainer": name, "email": email, "closes": closes, "changes": n}}
+    return {
+        "input": {"entry": entry},
+        "output": {
+            "package": pkg,
+            "version": version,
+            "distribution": dist,
+            "urgency": urgency,
+            "maintainer": name,
+            "email": email,
+            "closes": closes,
+            "changes": n,
+        },
+    }
 
 
 def generate(n: int, seed: int = 13) -> list[dict]:

@@ -11,15 +11,55 @@ from __future__ import annotations
 
 import random
 
-FIRST = ["Ana", "Bo", "Chiara", "Dmitri", "Eun-ji", "Farah", "Gustavo", "Hélène", "Ivo", "Jana", "Kofi", "Lena",
-         "Mateo", "Nia", "Oskar", "Priya", "Quentin", "Rosa", "Søren", "Tariq"]
+FIRST = [
+    "Ana",
+    "Bo",
+    "Chiara",
+    "Dmitri",
+    "Eun-ji",
+    "Farah",
+    "Gustavo",
+    "Hélène",
+    "Ivo",
+    "Jana",
+    "Kofi",
+    "Lena",
+    "Mateo",
+    "Nia",
+    "Oskar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Søren",
+    "Tariq",
+]
 LAST = ["Lima", "Chen", "Rossi", "Ivanov", "Park", "Haddad", "Silva", "Moreau", "Novak", "Berg", "Mensah", "Nowak"]
-TITLES = ["Quarterly planning", "Design review", "Budget sync", "Release retro", "Hiring panel", "Vendor call",
-          "Roadmap workshop", "Incident review"]
+TITLES = [
+    "Quarterly planning",
+    "Design review",
+    "Budget sync",
+    "Release retro",
+    "Hiring panel",
+    "Vendor call",
+    "Roadmap workshop",
+    "Incident review",
+]
 ROOMS = ["Room 4.12", "Atlas", "the big kitchen", "Zoom", "Oslo office, floor 2", "Meeting room B"]
 AGENDA = ["status updates", "open questions", "budget", "next steps", "demo", "risks", "AOB", "timeline"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 def _names(rng: random.Random, k: int) -> list[str]:
@@ -41,12 +81,24 @@ def one(rng: random.Random) -> dict:
     agenda = rng.sample(AGENDA, rng.randint(0, 5))
     agenda_text = "\n".join(f"- {a}" for a in agenda) if agenda else "(no agenda yet)"
     opener = rng.choice(["Hi all,", "Hello team,", "Dear colleagues,"])
-    body = (f"{opener}\n\nYou are invited to {title}.\nWhen: {date}, {start}\nWhere: {room}\n"
-            f"Attendees: {_listed(attendees, rng)}.\n\nAgenda:\n{agenda_text}\n\n"
-            f"{rng.choice(['Thanks,', 'Best,', 'Cheers,'])}\n{organizer}")
-    return {"input": {"invite": {"subject": f"Invitation: {title}", "body": body}},
-            "output": {"title": title, "date": date, "start": start, "room": room, "organizer": organizer,
-                       "attendees": attendees, "attendee_count": len(attendees), "agenda_count": len(agenda)}}
+    body = (
+        f"{opener}\n\nYou are invited to {title}.\nWhen: {date}, {start}\nWhere: {room}\n"
+        f"Attendees: {_listed(attendees, rng)}.\n\nAgenda:\n{agenda_text}\n\n"
+        f"{rng.choice(['Thanks,', 'Best,', 'Cheers,'])}\n{organizer}"
+    )
+    return {
+        "input": {"invite": {"subject": f"Invitation: {title}", "body": body}},
+        "output": {
+            "title": title,
+            "date": date,
+            "start": start,
+            "room": room,
+            "organizer": organizer,
+            "attendees": attendees,
+            "attendee_count": len(attendees),
+            "agenda_count": len(agenda),
+        },
+    }
 
 
 def generate(n: int, seed: int = 9) -> list[dict]:

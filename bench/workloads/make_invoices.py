@@ -12,11 +12,36 @@ from __future__ import annotations
 
 import random
 
-VENDORS = ["Acme Tools Ltd", "Borealis Paper Co", "Cobalt Networks", "Delta Office GmbH", "Eastwind Foods",
-           "Fjord Logistics AS", "Granite Hardware", "Helios Lighting", "Iris Medical Supply", "Juniper Textiles"]
-PRODUCTS = ["stapler", "copy paper A4", "toner cartridge", "desk lamp", "USB-C cable", "whiteboard marker",
-            "office chair", "monitor arm", "label tape", "paper shredder", "ergonomic mouse", "file folder",
-            "laser pointer", "headset", "webcam", "power strip"]
+VENDORS = [
+    "Acme Tools Ltd",
+    "Borealis Paper Co",
+    "Cobalt Networks",
+    "Delta Office GmbH",
+    "Eastwind Foods",
+    "Fjord Logistics AS",
+    "Granite Hardware",
+    "Helios Lighting",
+    "Iris Medical Supply",
+    "Juniper Textiles",
+]
+PRODUCTS = [
+    "stapler",
+    "copy paper A4",
+    "toner cartridge",
+    "desk lamp",
+    "USB-C cable",
+    "whiteboard marker",
+    "office chair",
+    "monitor arm",
+    "label tape",
+    "paper shredder",
+    "ergonomic mouse",
+    "file folder",
+    "laser pointer",
+    "headset",
+    "webcam",
+    "power strip",
+]
 CUSTOMERS = ["ana", "ben.k", "carla", "d.osei", "emil", "fatima.r", "gus", "hana", "ivan.p", "jo"]
 DOMAINS = ["example.org", "riverside.edu", "mail.example.com", "northwind.test"]
 CURRENCIES = ["EUR", "USD", "GBP", "NOK"]
@@ -45,19 +70,38 @@ def one(rng: random.Random) -> dict:
             lines.append(f"{k}. {sku}: {qty} x {name}, {price:.2f} each")
         else:
             lines.append(f"| {sku} | {name} | {qty} | {price:.2f} |")
-    notes = rng.choice(["", "Note: SKU1234 is back-ordered and was not shipped.", "Thanks for your business!",
-                        "- payment within 30 days", "Questions? Reply to this email."])
+    notes = rng.choice(
+        [
+            "",
+            "Note: SKU1234 is back-ordered and was not shipped.",
+            "Thanks for your business!",
+            "- payment within 30 days",
+            "Questions? Reply to this email.",
+        ]
+    )
     greeting = rng.choice(["Hello,", "Dear customer,", "Hi there,"])
     overdue = rng.random() < 0.3
     reminder = "Reminder: this invoice is OVERDUE.\n" if overdue else ""
     items_text = "\n".join(lines) if lines else "(no billable items this period)"
-    body = (f"{greeting}\n\nPlease find invoice {inv} from {vendor} below.\nIssued: {issued}\n"
-            f"Bill to: {email}\n{reminder}\nItems:\n{items_text}\n\nTotal due: {total:.2f} {currency}\n\n{notes}\n"
-            f"-- \n{vendor} accounts team")
+    body = (
+        f"{greeting}\n\nPlease find invoice {inv} from {vendor} below.\nIssued: {issued}\n"
+        f"Bill to: {email}\n{reminder}\nItems:\n{items_text}\n\nTotal due: {total:.2f} {currency}\n\n{notes}\n"
+        f"-- \n{vendor} accounts team"
+    )
     subject = rng.choice([f"Invoice {inv}", f"Your invoice {inv} from {vendor}", f"{vendor}: invoice {inv}"])
-    return {"input": {"subject": subject, "body": body},
-            "output": {"invoice_id": inv, "vendor": vendor, "customer_email": email, "overdue": overdue,
-                       "currency": currency, "item_count": n, "skus": [s for s, *_ in items], "total": total}}
+    return {
+        "input": {"subject": subject, "body": body},
+        "output": {
+            "invoice_id": inv,
+            "vendor": vendor,
+            "customer_email": email,
+            "overdue": overdue,
+            "currency": currency,
+            "item_count": n,
+            "skus": [s for s, *_ in items],
+            "total": total,
+        },
+    }
 
 
 def generate(n: int, seed: int = 5) -> list[dict]:

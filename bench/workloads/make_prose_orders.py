@@ -11,8 +11,18 @@ from __future__ import annotations
 
 import random
 
-PRODUCTS = ["Laser Printer LX-500", "Silent Mouse M220", "Water Filter Jug", "ErgoChair Pro", "Privacy Screen 24",
-            "Desk Lamp", "USB Hub 7-Port", "Whiteboard 90x60", "Label Tape 12mm", "Monitor Arm"]
+PRODUCTS = [
+    "Laser Printer LX-500",
+    "Silent Mouse M220",
+    "Water Filter Jug",
+    "ErgoChair Pro",
+    "Privacy Screen 24",
+    "Desk Lamp",
+    "USB Hub 7-Port",
+    "Whiteboard 90x60",
+    "Label Tape 12mm",
+    "Monitor Arm",
+]
 NAMES = ["Sara Laurent", "Liam Moreno", "Lucia Garcia", "Noah Rahman", "Ingrid Holm", "Kenji Sato", "Ana Lima"]
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
 
@@ -33,17 +43,32 @@ def one(rng: random.Random) -> dict:
     parts = [_item(q, p, rng) for q, p in zip(qty, products)]
     listed = parts[0] if k == 1 else ", ".join(parts[:-1]) + rng.choice([" and ", ", and ", " & "]) + parts[-1]
     name = rng.choice(NAMES)
-    ask = rng.choice([f"I want to place an order for {listed}.", f"Please send {listed} to our office.",
-                      f"Looking to buy {listed} - can you put an order in?", f"We'd like to order {listed}."])
+    ask = rng.choice(
+        [
+            f"I want to place an order for {listed}.",
+            f"Please send {listed} to our office.",
+            f"Looking to buy {listed} - can you put an order in?",
+            f"We'd like to order {listed}.",
+        ]
+    )
     po = rng.choice([None, None, rng.randint(10000, 99999)])
-    filler = rng.choice(["We're a team of 269 people now.", "Thanks for the quick help last time.", "",
-                         "Happy to answer any questions."])
+    filler = rng.choice(
+        [
+            "We're a team of 269 people now.",
+            "Thanks for the quick help last time.",
+            "",
+            "Happy to answer any questions.",
+        ]
+    )
     po_text = f" Please reference PO {po} on the invoice." if po else ""
-    body = (f"{rng.choice(['Hi,', 'Hello Victor,', 'Dear Northwind team,'])}\n\n{ask}{po_text} {filler}\n\n"
-            f"{rng.choice(['Thanks,', 'Best regards,', 'Cheers,'])}\n{name}")
-    return {"input": {"email": {"subject": rng.choice(["Order", "order pls", "New order"]), "body": body}},
-            "output": {"customer_name": name, "products": products, "quantities": qty, "item_count": k,
-                       "po_number": po}}
+    body = (
+        f"{rng.choice(['Hi,', 'Hello Victor,', 'Dear Northwind team,'])}\n\n{ask}{po_text} {filler}\n\n"
+        f"{rng.choice(['Thanks,', 'Best regards,', 'Cheers,'])}\n{name}"
+    )
+    return {
+        "input": {"email": {"subject": rng.choice(["Order", "order pls", "New order"]), "body": body}},
+        "output": {"customer_name": name, "products": products, "quantities": qty, "item_count": k, "po_number": po},
+    }
 
 
 def generate(n: int, seed: int = 21) -> list[dict]:

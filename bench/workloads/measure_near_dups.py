@@ -66,7 +66,7 @@ def perturb(text: str, kind: str, rng: random.Random) -> str:
             return text + "."
         m = rng.choice(words)
         w = m.group(0)
-        return text[:m.start()] + w[1] + w[0] + w[2:] + text[m.end():]
+        return text[: m.start()] + w[1] + w[0] + w[2:] + text[m.end() :]
     if kind == "greeting/signature":
         i = rng.randrange(len(lines) + 1)
         return "\n".join(lines[:i] + [rng.choice(["Thanks!", "Best, J.", "Hi all,", "Sent from my phone"])] + lines[i:])
@@ -75,7 +75,7 @@ def perturb(text: str, kind: str, rng: random.Random) -> str:
         if not nums:
             return text + " 2"
         m = rng.choice(nums)
-        return text[:m.start()] + str(int(m.group(0)) + 1) + text[m.end():]
+        return text[: m.start()] + str(int(m.group(0)) + 1) + text[m.end() :]
     raise ValueError(kind)
 
 
@@ -91,9 +91,15 @@ def measure(name: str, texts: list[str], outputs: list[str]) -> dict:
     iu = np.triu_indices(n, 1)
     pair_j = jac[iu]
     same_out = np.array([outputs[i] == outputs[j] for i, j in zip(*iu)]) if n <= 3000 else None
-    report = {"corpus": name, "inputs": n,
-              "nearest_neighbour_jaccard": {p: round(float(np.percentile(nn, p)), 3) for p in (50, 90, 99, 100)},
-              "distinct_pairs_at_or_above": {}, "copy_jaccard_p5": {}, "lsh_recall": {}, "lsh_flagged_originals": {}}
+    report = {
+        "corpus": name,
+        "inputs": n,
+        "nearest_neighbour_jaccard": {p: round(float(np.percentile(nn, p)), 3) for p in (50, 90, 99, 100)},
+        "distinct_pairs_at_or_above": {},
+        "copy_jaccard_p5": {},
+        "lsh_recall": {},
+        "lsh_flagged_originals": {},
+    }
     for t in THRESHOLDS:
         hit = pair_j >= t
         same = int((hit & same_out).sum()) if same_out is not None else None
@@ -113,8 +119,9 @@ def measure(name: str, texts: list[str], outputs: list[str]) -> dict:
             else:
                 index.add(i)
         report["lsh_flagged_originals"][t] = int(found[:n].sum())
-        report["lsh_recall"][t] = {k: round(float(found[n * (j + 1):n * (j + 2)].mean()), 3)
-                                   for j, k in enumerate(KINDS)}
+        report["lsh_recall"][t] = {
+            k: round(float(found[n * (j + 1) : n * (j + 2)].mean()), 3) for j, k in enumerate(KINDS)
+        }
     return report
 
 
@@ -131,12 +138,22 @@ def main() -> None:
     ap.add_argument("--debian", type=Path, default=ROOT.parent / "shared" / "data" / "debian-sections.jsonl")
     args = ap.parse_args()
     orders = load_examples()
-    reports = [measure("orders (bundled)", [input_text(e["input"]) for e in orders],
-                       [json.dumps(e["output"], sort_keys=True) for e in orders])]
+    reports = [
+        measure(
+            "orders (bundled)",
+            [input_text(e["input"]) for e in orders],
+            [json.dumps(e["output"], sort_keys=True) for e in orders],
+        )
+    ]
     if args.debian.is_file():
         rows = [json.loads(line) for line in args.debian.read_text().splitlines() if line.strip()]
-        reports.append(measure("debian-sections", [input_text(r["input"]) for r in rows],
-                               [json.dumps(r["output"], sort_keys=True) for r in rows]))
+        reports.append(
+            measure(
+                "debian-sections",
+                [input_text(r["input"]) for r in rows],
+                [json.dumps(r["output"], sort_keys=True) for r in rows],
+            )
+        )
     print(json.dumps(reports, indent=1))
 
 

@@ -34,11 +34,21 @@ def fill(store: Store, n: int, instructions: str) -> None:
     def rows():
         for ex in make_orders.generate(n, seed=3):
             out, inp = ex["output"], ex["input"]
-            yield {"task_name": TASK, "tier": "teacher", "model": "anthropic:claude-opus-4-5", "valid": True,
-                   "input": inp, "input_hash": input_hash(inp), "output": out, "output_text": compact_json(out),
-                   "messages": [{"role": "system", "content": instructions},
-                                {"role": "user", "content": compact_json(inp)},
-                                {"role": "assistant", "content": compact_json(out)}]}
+            yield {
+                "task_name": TASK,
+                "tier": "teacher",
+                "model": "anthropic:claude-opus-4-5",
+                "valid": True,
+                "input": inp,
+                "input_hash": input_hash(inp),
+                "output": out,
+                "output_text": compact_json(out),
+                "messages": [
+                    {"role": "system", "content": instructions},
+                    {"role": "user", "content": compact_json(inp)},
+                    {"role": "assistant", "content": compact_json(out)},
+                ],
+            }
 
     store.insert_traces(rows())
 
@@ -61,10 +71,15 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="protege-ds-"))
     wall, cpu = time.perf_counter(), time.process_time()
     built = build_dataset(store, TASK, instructions=instructions, out_dir=out, redact=args.redact)
-    result = {"traces": args.n, "redact": args.redact, "wall_s": round(time.perf_counter() - wall, 2),
-              "cpu_s": round(time.process_time() - cpu, 2),
-              "stages_s": {k: round(v, 2) for k, v in built.timings.items()},
-              "counts": built.counts, "bytes": sum(p.stat().st_size for p in built.path.iterdir())}
+    result = {
+        "traces": args.n,
+        "redact": args.redact,
+        "wall_s": round(time.perf_counter() - wall, 2),
+        "cpu_s": round(time.process_time() - cpu, 2),
+        "stages_s": {k: round(v, 2) for k, v in built.timings.items()},
+        "counts": built.counts,
+        "bytes": sum(p.stat().st_size for p in built.path.iterdir()),
+    }
     print(json.dumps(result))
     shutil.rmtree(out, ignore_errors=True)
 

@@ -98,8 +98,13 @@ class Protege:
         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off. `program_author`: who writes programs for tasks
         with Policy(program=True) once they have program_min_traces teacher traces — "teacher", a model spec or a
         Model; default None: off, since authoring spends teacher money (induced programs need no author)."""
-        overrides: dict[str, Any] = {"db": db, "project_dir": project_dir, "student_base": student_base,
-                                     "prices": prices, "teacher_budget_usd_per_day": teacher_budget_usd_per_day}
+        overrides: dict[str, Any] = {
+            "db": db,
+            "project_dir": project_dir,
+            "student_base": student_base,
+            "prices": prices,
+            "teacher_budget_usd_per_day": teacher_budget_usd_per_day,
+        }
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
         self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
         self.teacher_spec: str | Model = teacher if teacher is not None else self.settings.teacher
@@ -112,8 +117,10 @@ class Protege:
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
 
-        self.prices = load_prices(prices if prices is not None else self.settings.prices,
-                                  local_cost_per_hour=self.settings.local_cost_per_hour)
+        self.prices = load_prices(
+            prices if prices is not None else self.settings.prices,
+            local_cost_per_hour=self.settings.local_cost_per_hour,
+        )
         self.skills = SkillLibrary(self.store)
         self.tasks: dict[str, TaskHandle] = {}
         self.tiers = AppTiers(self)
@@ -128,8 +135,12 @@ class Protege:
 
         self.authored = AuthoredPrograms(self, program_author)
         lc = self.lifecycle
-        hooks = Hooks(on_teacher_success=lc.on_teacher_success, on_shadow=lc.on_shadow, on_call=lc.drift.on_call,
-                      shadow_rate=lc.drift.shadow_rate)
+        hooks = Hooks(
+            on_teacher_success=lc.on_teacher_success,
+            on_shadow=lc.on_shadow,
+            on_call=lc.drift.on_call,
+            shadow_rate=lc.drift.shadow_rate,
+        )
         self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed), telemetry=self.telemetry)
         self._closed = False
         at_exit(self._settle_at_exit)  # drains while threads can still be started...
@@ -138,16 +149,25 @@ class Protege:
     # -- tasks -------------------------------------------------------------------------------------------------
 
     def task(
-        self, fn: Callable[..., Any] | None = None, *, name: str | None = None, check: CheckFn | None = None,
-        score: ScoreFn | None = None, tools: list[Callable[..., Any]] | None = None, policy: Policy | None = None,
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        check: CheckFn | None = None,
+        score: ScoreFn | None = None,
+        tools: list[Callable[..., Any]] | None = None,
+        policy: Policy | None = None,
     ) -> Any:
         """Register a typed function as a task (usable bare, `@app.task`, or with options, `@app.task(...)`)."""
 
         def register(f: Callable[..., Any]) -> TaskHandle:
             spec = TaskSpec(f, name=name, check=check, score=score, tools=tools, policy=policy)
             row = self.store.register_task(
-                name=spec.name, contract_hash=spec.contract_hash, input_schema=spec.input_schema,
-                output_schema=spec.output_schema, instructions=spec.instructions,
+                name=spec.name,
+                contract_hash=spec.contract_hash,
+                input_schema=spec.input_schema,
+                output_schema=spec.output_schema,
+                instructions=spec.instructions,
                 policy=spec.policy.model_dump(mode="json"),
             )
             toolbox = ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s)
@@ -167,18 +187,26 @@ class Protege:
             raise UserError(f"no task {task!r} in this app (tasks: {known}); register it with @app.task")
         return self.tasks[task]
 
-    def run(self, task: str | TaskHandle, input: dict[str, Any] | BaseModel, *, tier: str | None = None,
-            escalate: bool = True) -> RunResult:
+    def run(
+        self,
+        task: str | TaskHandle,
+        input: dict[str, Any] | BaseModel,
+        *,
+        tier: str | None = None,
+        escalate: bool = True,
+    ) -> RunResult:
         """Call a task with a dict of its parameters (or its input model); returns the full RunResult."""
         h = self.handle(task)
         data = input.model_dump() if isinstance(input, BaseModel) else input
         if not isinstance(data, dict):
-            raise UserError(f"input for task {h.name!r} must be a dict of its parameters {h.spec.params!r}, "
-                            f"got {data!r}")
+            raise UserError(
+                f"input for task {h.name!r} must be a dict of its parameters {h.spec.params!r}, got {data!r}"
+            )
         return h.run_args((), data, tier=tier, escalate=escalate)
 
-    async def arun(self, task: str | TaskHandle, input: dict[str, Any], *, tier: str | None = None,
-                   escalate: bool = True) -> RunResult:
+    async def arun(
+        self, task: str | TaskHandle, input: dict[str, Any], *, tier: str | None = None, escalate: bool = True
+    ) -> RunResult:
         h = self.handle(task)
         inp = h.spec.parse_input((), input)
         return await self.portal.acall(self.cascade.run(h.runtime, inp, tier=tier, escalate=escalate))
@@ -211,8 +239,9 @@ class Protege:
         self.tiers.invalidate(task)
         return row
 
-    def reject_skill(self, task: str, version: int | None = None, *, reviewer: str = "reviewer",
-                     note: str | None = None) -> Any:
+    def reject_skill(
+        self, task: str, version: int | None = None, *, reviewer: str = "reviewer", note: str | None = None
+    ) -> Any:
         row = self.skills.reject(task, version, by=reviewer, note=note)
         self.tiers.invalidate(task)
         return row
@@ -253,16 +282,24 @@ class Protege:
         self.tiers.invalidate(task)
         return row
 
-    def export_student(self, student_id: str, out: str | Path, *, format: str = "gguf",
-                       quant: str | None = None) -> Path:
+    def export_student(
+        self, student_id: str, out: str | Path, *, format: str = "gguf", quant: str | None = None
+    ) -> Path:
         """Write a student to the new folder `out`: "hf" (merged checkpoint) or "gguf" (+ Ollama Modelfile), each
         with protege_serving.json (prompt template, output schema, GBNF grammar). README: Serving a student."""
         from protege.distill.student_export import export_student
 
         return export_student(self.store, student_id, out, fmt=format, quant=quant, base_dir=self.base_dir)
 
-    def serve_student(self, student_id: str, host: str, *, base_url: str | None = None, quant: str = "q8_0",
-                      response_format: str = "json_schema") -> dict[str, Any]:
+    def serve_student(
+        self,
+        student_id: str,
+        host: str,
+        *,
+        base_url: str | None = None,
+        quant: str = "q8_0",
+        response_format: str = "json_schema",
+    ) -> dict[str, Any]:
         """Serve a student with "torch" (default), "llama.cpp" (its GGUF, exported once), or an OpenAI-compatible
         server: "openai:<served model name>" with base_url=... (vLLM, llama.cpp's server, Ollama;
         response_format="json_object" for llama-cpp-python's server)."""

@@ -111,8 +111,13 @@ def work(app: Protege, task: str, config: dict | None = None) -> dict[str, Any]:
     except BaseException as exc:
         keeper.release(phase="failed", outcome="failed", error=f"{type(exc).__name__}: {exc}"[:500])
         raise
-    outcome = {"outcome": "promoted" if report.promoted else "candidate", "student_id": report.student_id,
-               "retention": report.metrics.get("retention"), "why": reason, "verdict": report.reason}
+    outcome = {
+        "outcome": "promoted" if report.promoted else "candidate",
+        "student_id": report.student_id,
+        "retention": report.metrics.get("retention"),
+        "why": reason,
+        "verdict": report.reason,
+    }
     keeper.release(phase="done", **outcome)
     return outcome
 

@@ -29,17 +29,24 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(default=None, description="converted base models; default project_dir/cache")
     prices: Path | None = Field(default=None, description="JSON/TOML file of price overrides per model")
     local_cost_per_hour: float | None = Field(
-        default=None, description="USD per hour of the machine local models run on; default a 2-vCPU cloud "
-        "instance ($0.0893, AWS c7i.large), or a GPU one ($0.805, AWS g6.xlarge) when they run on CUDA")
+        default=None,
+        description="USD per hour of the machine local models run on; default a 2-vCPU cloud "
+        "instance ($0.0893, AWS c7i.large), or a GPU one ($0.805, AWS g6.xlarge) when they run on CUDA",
+    )
     teacher_budget_usd_per_day: float | None = Field(default=None, description="cap on teacher spend per day")
     app: str | None = Field(default=None, description="'module:attr' of the Protege app for the CLI/TUI")
-    otel_endpoint: str | None = Field(default=None, description="OTLP/HTTP collector URL to export spans to "
-                                                                "(needs protege[otel])")
+    otel_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector URL to export spans to (needs protege[otel])"
+    )
     auto_distill_config: dict | None = Field(
-        default=None, description="TrainConfig fields (JSON) for distills started by Policy(auto_distill=True)")
+        default=None, description="TrainConfig fields (JSON) for distills started by Policy(auto_distill=True)"
+    )
     drain_timeout_s: float = Field(
-        default=60.0, ge=0, description="seconds close() and interpreter exit wait for background work; what is "
-                                        "left then stays pending in the store for the next process")
+        default=60.0,
+        ge=0,
+        description="seconds close() and interpreter exit wait for background work; what is "
+        "left then stays pending in the store for the next process",
+    )
 
     @property
     def db_url(self) -> str:

@@ -25,11 +25,11 @@ class Policy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     min_traces: int = Field(default=200, ge=1, description="validated traces needed before distilling a student")
-    promote_at: float = Field(default=0.95, ge=0, le=1,
-                              description="retention (or skill agreement) needed to promote")
+    promote_at: float = Field(default=0.95, ge=0, le=1, description="retention (or skill agreement) needed to promote")
     demote_below: float = Field(default=0.90, ge=0, le=1, description="rolling shadow agreement that demotes")
-    shadow_rate: float = Field(default=0.05, ge=0, le=1,
-                               description="share of cheaper-tier calls also run on the teacher")
+    shadow_rate: float = Field(
+        default=0.05, ge=0, le=1, description="share of cheaper-tier calls also run on the teacher"
+    )
     shadow_window: int = Field(default=50, ge=1, description="shadow comparisons in the rolling agreement")
     skill_approval: Literal["review", "evidence"] = Field(
         default="review",
@@ -38,43 +38,55 @@ class Policy(BaseModel):
     evidence_k: int = Field(default=20, ge=1, description="solved inputs the replay model answers as skill evidence")
     allow_unapproved_skills: bool = Field(default=False, description="let replay use draft skills (untrusted text!)")
     min_confidence: float | None = Field(
-        default=None, ge=0, le=1,
+        default=None,
+        ge=0,
+        le=1,
         description="student answers below this confidence escalate: the least-sure output field's confidence "
-                    "(its least-sure token's probability), or the answer's mean token probability for a model "
-                    "that gives none per field (None: the floor app.distill calibrated for the student, if it "
-                    "needed one)",
+        "(its least-sure token's probability), or the answer's mean token probability for a model "
+        "that gives none per field (None: the floor app.distill calibrated for the student, if it "
+        "needed one)",
     )
     min_coverage: float = Field(
-        default=0.5, ge=0, le=1,
+        default=0.5,
+        ge=0,
+        le=1,
         description="a student that needs a confidence floor to pass promote_at is promoted only if it keeps at "
-                    "least this share of calls",
+        "least this share of calls",
     )
     copy_constraint: bool = Field(
         default=True,
         description="a student writes fields the traces show copied from the input only as substrings of the "
-                    "call's input (False: as free text)",
+        "call's input (False: as free text)",
     )
     redact: Literal["secrets", "pii"] = Field(default="secrets", description="what distillation redacts from traces")
     teacher_budget_usd: float | None = Field(default=None, ge=0, description="cap on this task's teacher spend per day")
     max_steps: int = Field(default=8, ge=1, description="model turns per attempt (tool calls included)")
     tool_timeout_s: float = Field(default=30.0, gt=0, description="seconds a tool call may take")
-    program: bool = Field(default=True, description="induce field programs from the teacher's traces and serve "
-                                                    "the fields they are verified for (no model, no cost)")
+    program: bool = Field(
+        default=True,
+        description="induce field programs from the teacher's traces and serve "
+        "the fields they are verified for (no model, no cost)",
+    )
     program_min_traces: int = Field(default=50, ge=4, description="valid teacher traces before programs are induced")
     drift_shadow_rate: float = Field(
-        default=1.0, ge=0, le=1,
+        default=1.0,
+        ge=0,
+        le=1,
         description="shadow rate while a promoted student's inputs or confidence have moved from their "
-                    "distribution at promotion (0: no early signal)",
+        "distribution at promotion (0: no early signal)",
     )
-    drift_shadow_calls: int = Field(default=50, ge=1,
-                                    description="calls the raised shadow rate lasts after a drift signal")
+    drift_shadow_calls: int = Field(
+        default=50, ge=1, description="calls the raised shadow rate lasts after a drift signal"
+    )
     auto_distill: bool = Field(
         default=False,
         description="distill again by itself (a separate process) once a task without a promoted student has "
-                    "auto_distill_traces new validated traces",
+        "auto_distill_traces new validated traces",
     )
     auto_distill_traces: int = Field(
-        default=100, ge=1, description="new validated traces (since the last student) that start an automatic distill",
+        default=100,
+        ge=1,
+        description="new validated traces (since the last student) that start an automatic distill",
     )
 
 

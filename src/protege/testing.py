@@ -37,11 +37,25 @@ PATHS: dict[str, Provider] = {"/v1/messages": "anthropic", "/v1/chat/completions
 UsageLike = Usage | dict | None
 _CALL_IDS = count(1)
 
-_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                          404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
-                          500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
-_OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-                       429: "rate_limit_exceeded", 500: "server_error", 503: "server_error"}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    500: "server_error",
+    503: "server_error",
+}
 
 
 @dataclass
@@ -63,26 +77,48 @@ class Reply:
     logprobs: list[float] | None = None  # per answer token; sent only to OpenAI requests that ask for logprobs
 
     @classmethod
-    def final(cls, obj: Any, *, usage: UsageLike = None, delay: float = 0.0,
-              logprobs: list[float] | None = None) -> Reply:
+    def final(
+        cls, obj: Any, *, usage: UsageLike = None, delay: float = 0.0, logprobs: list[float] | None = None
+    ) -> Reply:
         """A structured answer: Anthropic's FINAL_TOOL tool_use, OpenAI's JSON content (with the chosen tokens'
         log-probabilities when given and the request asks for them, as vLLM and llama.cpp's server send them)."""
         return cls("final", answer=obj, usage=usage, delay=delay, logprobs=logprobs)
 
     @classmethod
-    def tool_calls(cls, calls: list[tuple[str, dict[str, Any] | str]], *, ids: list[str] | None = None,
-                   usage: UsageLike = None, delay: float = 0.0) -> Reply:
+    def tool_calls(
+        cls,
+        calls: list[tuple[str, dict[str, Any] | str]],
+        *,
+        ids: list[str] | None = None,
+        usage: UsageLike = None,
+        delay: float = 0.0,
+    ) -> Reply:
         """Calls of (name, arguments); arguments given as a str are sent verbatim (e.g. broken JSON)."""
         ids = ids or [f"toolu_fake_{next(_CALL_IDS)}" for _ in calls]
         triples = [(i, name, args) for i, (name, args) in zip(ids, calls, strict=True)]
         return cls("tool_calls", calls=triples, usage=usage, delay=delay)
 
     @classmethod
-    def fault(cls, status: int = 429, *, retry_after: float | None = 0.0, slow: float | None = None,
-              malformed: bool = False, truncated: bool = False, message: str | None = None) -> Reply:
+    def fault(
+        cls,
+        status: int = 429,
+        *,
+        retry_after: float | None = 0.0,
+        slow: float | None = None,
+        malformed: bool = False,
+        truncated: bool = False,
+        message: str | None = None,
+    ) -> Reply:
         """A failure; see FakeProvider.add_fault."""
-        return cls("fault", status=status, retry_after=retry_after, slow=slow, malformed=malformed,
-                   truncated=truncated, message=message)
+        return cls(
+            "fault",
+            status=status,
+            retry_after=retry_after,
+            slow=slow,
+            malformed=malformed,
+            truncated=truncated,
+            message=message,
+        )
 
     @classmethod
     def coerce(cls, value: Reply | str | dict) -> Reply:
@@ -131,8 +167,9 @@ class FakeProvider:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="protege-fake-provider", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="protege-fake-provider", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -182,28 +219,53 @@ class FakeProvider:
     def add_text(self, text: str, *, usage: UsageLike = None, delay: float = 0.0) -> None:
         self.add_reply(Reply("text", text=text, usage=usage, delay=delay))
 
-    def add_tool_call(self, name: str, arguments: dict[str, Any] | str, *, id: str | None = None,
-                      usage: UsageLike = None, delay: float = 0.0) -> None:
+    def add_tool_call(
+        self,
+        name: str,
+        arguments: dict[str, Any] | str,
+        *,
+        id: str | None = None,
+        usage: UsageLike = None,
+        delay: float = 0.0,
+    ) -> None:
         """A call of tool `name`; `arguments` as a str is sent verbatim (e.g. broken JSON for OpenAI)."""
         self.add_reply(Reply.tool_calls([(name, arguments)], ids=[id] if id else None, usage=usage, delay=delay))
 
-    def add_tool_calls(self, calls: list[tuple[str, dict[str, Any] | str]], *, ids: list[str] | None = None,
-                       usage: UsageLike = None, delay: float = 0.0) -> None:
+    def add_tool_calls(
+        self,
+        calls: list[tuple[str, dict[str, Any] | str]],
+        *,
+        ids: list[str] | None = None,
+        usage: UsageLike = None,
+        delay: float = 0.0,
+    ) -> None:
         """Several tool calls in one reply (parallel tool use)."""
         self.add_reply(Reply.tool_calls(calls, ids=ids, usage=usage, delay=delay))
 
-    def add_final(self, obj: Any, *, usage: UsageLike = None, delay: float = 0.0,
-                  logprobs: list[float] | None = None) -> None:
+    def add_final(
+        self, obj: Any, *, usage: UsageLike = None, delay: float = 0.0, logprobs: list[float] | None = None
+    ) -> None:
         """A structured answer: Anthropic's FINAL_TOOL tool_use, OpenAI's JSON content."""
         self.add_reply(Reply.final(obj, usage=usage, delay=delay, logprobs=logprobs))
 
-    def add_fault(self, status: int = 429, *, retry_after: float | None = 0.0, slow: float | None = None,
-                  malformed: bool = False, truncated: bool = False, message: str | None = None) -> None:
+    def add_fault(
+        self,
+        status: int = 429,
+        *,
+        retry_after: float | None = 0.0,
+        slow: float | None = None,
+        malformed: bool = False,
+        truncated: bool = False,
+        message: str | None = None,
+    ) -> None:
         """A failure: an HTTP error `status` (429, 500, 529 overloaded, ...) with `message`, told to retry after
         `retry_after` seconds (None: no header; 0: at once), or `slow` seconds of silence then a 504, or a 200
         whose body is `malformed` JSON, or a `truncated` answer (stopped at max_tokens, no final answer)."""
-        self.add_reply(Reply.fault(status, retry_after=retry_after, slow=slow, malformed=malformed,
-                                   truncated=truncated, message=message))
+        self.add_reply(
+            Reply.fault(
+                status, retry_after=retry_after, slow=slow, malformed=malformed, truncated=truncated, message=message
+            )
+        )
 
     @property
     def pending(self) -> int:
@@ -361,11 +423,19 @@ def _anthropic_message(reply: Reply, body: dict, usage: Usage, n: int) -> dict[s
     elif reply.truncated:
         content, stop = [{"type": "text", "text": _reply_text(reply)}], "max_tokens"
     return {
-        "id": f"msg_fake_{n}", "type": "message", "role": "assistant", "model": body.get("model", "fake"),
-        "content": content, "stop_reason": stop, "stop_sequence": None,
-        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                  "cache_read_input_tokens": usage.cache_read_tokens,
-                  "cache_creation_input_tokens": usage.cache_write_tokens},
+        "id": f"msg_fake_{n}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "fake"),
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_input_tokens": usage.cache_read_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+        },
     }
 
 
@@ -384,12 +454,17 @@ def _openai_completion(reply: Reply, body: dict, usage: Usage, n: int) -> dict[s
         message["content"], finish = _reply_text(reply), "length"
     prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens  # OpenAI counts them all
     return {
-        "id": f"chatcmpl-fake-{n}", "object": "chat.completion", "created": 1_700_000_000 + n,
+        "id": f"chatcmpl-fake-{n}",
+        "object": "chat.completion",
+        "created": 1_700_000_000 + n,
         "model": body.get("model", "fake"),
         "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": _logprobs(reply, body)}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": usage.output_tokens,
-                  "total_tokens": prompt + usage.output_tokens,
-                  "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens}},
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": usage.output_tokens,
+            "total_tokens": prompt + usage.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+        },
     }
 
 
@@ -397,8 +472,12 @@ def _logprobs(reply: Reply, body: dict) -> dict[str, Any] | None:
     """OpenAI's `choices[0].logprobs`: one entry per answer token, only when asked for and scripted."""
     if not body.get("logprobs") or reply.logprobs is None:
         return None
-    return {"content": [{"token": f"t{i}", "logprob": lp, "bytes": None, "top_logprobs": []}
-                        for i, lp in enumerate(reply.logprobs)], "refusal": None}
+    return {
+        "content": [
+            {"token": f"t{i}", "logprob": lp, "bytes": None, "top_logprobs": []} for i, lp in enumerate(reply.logprobs)
+        ],
+        "refusal": None,
+    }
 
 
 __all__ = ["FakeProvider", "FunctionModel", "RecordedRequest", "ReferenceModel", "Reply", "ScriptedModel"]

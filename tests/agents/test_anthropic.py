@@ -14,10 +14,16 @@ from protege.errors import BadResponse, MissingKeyError, ModelError, ModelTimeou
 from protege.testing import FakeProvider
 
 KEY = "sk-ant-test-0123456789abcdef"
-SCHEMA = {"type": "object", "properties": {"queue": {"type": "string"}, "priority": {"type": "integer"}},
-          "required": ["queue", "priority"]}
-LOOKUP = ToolSpec(name="lookup_customer", description="Find a customer by email",
-                  parameters={"type": "object", "properties": {"email": {"type": "string"}}})
+SCHEMA = {
+    "type": "object",
+    "properties": {"queue": {"type": "string"}, "priority": {"type": "integer"}},
+    "required": ["queue", "priority"],
+}
+LOOKUP = ToolSpec(
+    name="lookup_customer",
+    description="Find a customer by email",
+    parameters={"type": "object", "properties": {"email": {"type": "string"}}},
+)
 
 
 @pytest.fixture
@@ -45,19 +51,23 @@ def triage_request(tools=(LOOKUP,)) -> ModelRequest:
 
 async def test_tool_using_exchange_ends_in_a_structured_answer(fake):
     """The model calls a tool, sees its result, then answers through the final tool; usage and cost add up."""
-    fake.add_tool_call("lookup_customer", {"email": "ann@example.com"}, id="toolu_1",
-                       usage={"input_tokens": 400, "output_tokens": 30})
+    fake.add_tool_call(
+        "lookup_customer", {"email": "ann@example.com"}, id="toolu_1", usage={"input_tokens": 400, "output_tokens": 30}
+    )
     fake.add_final({"queue": "billing", "priority": 2}, usage={"input_tokens": 450, "output_tokens": 20})
     model = model_for(fake)
     req = triage_request()
 
     first = await model.request(req)
     assert [(c.id, c.name, c.arguments) for c in first.tool_calls] == [
-        ("toolu_1", "lookup_customer", {"email": "ann@example.com"})]
+        ("toolu_1", "lookup_customer", {"email": "ann@example.com"})
+    ]
     assert first.text == "" and first.stop_reason == "tool_use"
 
-    req.messages += [Message(role="assistant", tool_calls=first.tool_calls),
-                     Message(role="tool", tool_call_id="toolu_1", name="lookup_customer", content='{"plan": "pro"}')]
+    req.messages += [
+        Message(role="assistant", tool_calls=first.tool_calls),
+        Message(role="tool", tool_call_id="toolu_1", name="lookup_customer", content='{"plan": "pro"}'),
+    ]
     final = await model.request(req)
     assert json.loads(final.text) == {"queue": "billing", "priority": 2} and final.tool_calls == []
     assert final.model == "anthropic:claude-haiku-4-5" and final.raw["usage"]["input_tokens"] == 450
@@ -75,8 +85,12 @@ async def test_tool_using_exchange_ends_in_a_structured_answer(fake):
         {"type": "text", "text": "SKILL: billing words mean billing.", "cache_control": {"type": "ephemeral"}},
     ]
     assert sent[1]["messages"][1:] == [
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup_customer",
-                                           "input": {"email": "ann@example.com"}}]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "lookup_customer", "input": {"email": "ann@example.com"}}
+            ],
+        },
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"plan": "pro"}'}]},
     ]
 
@@ -90,16 +104,19 @@ async def test_without_tools_the_final_tool_is_forced(fake):
 
 async def test_parallel_tool_results_merge_into_one_user_turn(fake):
     """Two tool results in a row go back as one user turn with two tool_result blocks."""
-    fake.add_tool_calls([("lookup_customer", {"email": "a@x"}), ("lookup_customer", {"email": "b@x"})],
-                        ids=["t1", "t2"])
+    fake.add_tool_calls(
+        [("lookup_customer", {"email": "a@x"}), ("lookup_customer", {"email": "b@x"})], ids=["t1", "t2"]
+    )
     fake.add_final({"queue": "account", "priority": 3})
     model = model_for(fake)
     req = triage_request()
     first = await model.request(req)
     assert [c.id for c in first.tool_calls] == ["t1", "t2"]
-    req.messages += [Message(role="assistant", content="Checking both.", tool_calls=first.tool_calls),
-                     Message(role="tool", tool_call_id="t1", content="A"),
-                     Message(role="tool", tool_call_id="t2", content="B")]
+    req.messages += [
+        Message(role="assistant", content="Checking both.", tool_calls=first.tool_calls),
+        Message(role="tool", tool_call_id="t1", content="A"),
+        Message(role="tool", tool_call_id="t2", content="B"),
+    ]
     await model.request(req)
     turns = fake.requests[1].body["messages"]
     assert [t["role"] for t in turns] == ["user", "assistant", "user"]
@@ -117,9 +134,10 @@ async def test_plain_text_answers_come_back_as_text(fake):
 
 async def test_cache_tokens_are_parsed_and_priced(fake):
     """Cache reads and writes reported by the API land in Usage and are charged at 0.1x and 1.25x input."""
-    fake.add_final({"queue": "billing", "priority": 2},
-                   usage={"input_tokens": 100, "output_tokens": 20, "cache_read_tokens": 3000,
-                          "cache_write_tokens": 1000})
+    fake.add_final(
+        {"queue": "billing", "priority": 2},
+        usage={"input_tokens": 100, "output_tokens": 20, "cache_read_tokens": 3000, "cache_write_tokens": 1000},
+    )
     model = model_for(fake)
     response = await model.request(triage_request())
     assert response.usage == Usage(input_tokens=100, output_tokens=20, cache_read_tokens=3000, cache_write_tokens=1000)
@@ -134,14 +152,17 @@ async def test_a_rate_limit_then_success_succeeds_through_sdk_retries(fake):
     assert json.loads(response.text)["queue"] == "bug" and len(fake.requests) == 2
 
 
-@pytest.mark.parametrize("fault, error, status", [
-    ({"status": 429}, RateLimited, 429),
-    ({"status": 529}, Overloaded, 529),
-    ({"status": 500}, ModelError, 500),
-    ({"slow": 2.0}, ModelTimeout, None),
-    ({"malformed": True}, BadResponse, None),
-    ({"truncated": True}, BadResponse, None),
-])
+@pytest.mark.parametrize(
+    "fault, error, status",
+    [
+        ({"status": 429}, RateLimited, 429),
+        ({"status": 529}, Overloaded, 529),
+        ({"status": 500}, ModelError, 500),
+        ({"slow": 2.0}, ModelTimeout, None),
+        ({"malformed": True}, BadResponse, None),
+        ({"truncated": True}, BadResponse, None),
+    ],
+)
 async def test_faults_map_to_model_errors_after_retries(fake, fault, error, status):
     """Each provider failure, once the SDK's retries are spent, is the matching ModelError subclass."""
     for _ in range(3):

@@ -25,8 +25,14 @@ class Scripted:
     price_as = None
     writes_prose = False
 
-    def __init__(self, name: str, answer, usage=(100, 20), confidence: float | None = None,
-                 field_confidences: dict[str, float] | None = None):
+    def __init__(
+        self,
+        name: str,
+        answer,
+        usage=(100, 20),
+        confidence: float | None = None,
+        field_confidences: dict[str, float] | None = None,
+    ):
         self.name, self.answer, self.calls, self.confidence = name, answer, 0, confidence
         self.field_confidences = field_confidences
         self.usage = Usage(input_tokens=usage[0], output_tokens=usage[1])
@@ -34,8 +40,13 @@ class Scripted:
     async def request(self, req: ModelRequest) -> ModelResponse:
         self.calls += 1
         text = self.answer(req) if callable(self.answer) else self.answer
-        return ModelResponse(text=text, usage=self.usage, model=self.name, confidence=self.confidence,
-                             field_confidences=self.field_confidences)
+        return ModelResponse(
+            text=text,
+            usage=self.usage,
+            model=self.name,
+            confidence=self.confidence,
+            field_confidences=self.field_confidences,
+        )
 
 
 GOOD = '{"queue": "billing", "priority": 2}'
@@ -122,6 +133,7 @@ def test_promoted_student_serves_and_invalid_answer_escalates(store):
 def test_the_students_confidence_gate_escalates_unsure_answers(store):
     """A student promoted with a gate keeps the answers it is sure of and escalates the others (recorded as
     invalid, with the reason); Policy.min_confidence, when set, overrides the student's own floor."""
+
     def run(confidence, gate, policy=None):
         tiers = Tiers(Scripted("t", GOOD), student=Scripted("s", GOOD, confidence=confidence), gate=gate)
         return call(Cascade(store, tiers), runtime(policy=policy or Policy(shadow_rate=0)))
@@ -138,10 +150,12 @@ def test_the_students_confidence_gate_escalates_unsure_answers(store):
 def test_one_unsure_field_escalates_the_call(store):
     """The gate goes by the least-sure field: a sure answer (mean 0.98) with one unsure field escalates, and the
     reason names the field; the attempts and RunResult carry the per-field confidences."""
+
     def run(fields):
         student = Scripted("s", GOOD, confidence=0.98, field_confidences=fields)
-        return call(Cascade(store, Tiers(Scripted("t", GOOD), student=student, gate=0.8)),
-                    runtime(policy=Policy(shadow_rate=0)))
+        return call(
+            Cascade(store, Tiers(Scripted("t", GOOD), student=student, gate=0.8)), runtime(policy=Policy(shadow_rate=0))
+        )
 
     sure = run({"queue": 0.99, "priority": 0.95})
     assert sure.tier == "student" and sure.field_confidences == {"queue": 0.99, "priority": 0.95}

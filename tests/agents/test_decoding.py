@@ -40,6 +40,7 @@ GOOD = {"numbers": [932474, 931954], "names": ["Ana", "Bo"], "who": "Ana Lima", 
 
 # -- unique items and learned bounds ------------------------------------------------------------------------------
 
+
 def test_a_unique_list_refuses_a_repeated_item_at_the_character_that_would_complete_it():
     """Numbers are refused at the delimiter after the repeat (a longer number may still follow), strings at the
     closing quote; a list the traces did not show unique may repeat."""
@@ -60,7 +61,8 @@ def test_a_learned_item_bound_closes_the_list_and_is_reported_as_reached():
     state = grammar.start().feed('{"numbers":[1,2,3')
     assert state.feed(",") is None and state.feed("]") is not None
     assert grammar.bound_hits(compact({**GOOD, "numbers": [1, 2, 3]})) == [
-        "numbers: 3 items, the most the training traces allow"]
+        "numbers: 3 items, the most the training traces allow"
+    ]
     assert grammar.bound_hits(compact(GOOD)) == []
 
     class Tagged(BaseModel):
@@ -72,8 +74,10 @@ def test_a_learned_item_bound_closes_the_list_and_is_reported_as_reached():
 def test_a_learned_string_bound_and_the_runaway_guards_are_reported():
     grammar = Grammar(SCHEMA, bounds={"who": {"max_length": 4}})
     assert grammar.start().feed('{"numbers":[],"names":[],"who":"Ana L') is None
-    assert grammar.bound_hits(compact({**GOOD, "who": "Ana "})) == ["who: a string of 4 characters, the longest allowed"]
-    runaway = compact({**GOOD, "changes": 10 ** 17})
+    assert grammar.bound_hits(compact({**GOOD, "who": "Ana "})) == [
+        "who: a string of 4 characters, the longest allowed"
+    ]
+    runaway = compact({**GOOD, "changes": 10**17})
     assert Grammar(SCHEMA).bound_hits(runaway) == ["changes: a number of 18 digits, the most allowed"]
 
 
@@ -87,8 +91,10 @@ def copied_who(value) -> bool:
     return accepts(COPIED, {**GOOD, "names": [], "who": value})
 
 
-@pytest.mark.parametrize("value", ["Zhang Wěi", "Köln", "张伟", "wei@shop.example", "please send 3 lamps",
-                                   "Hi,\nplease", "Köln.\tThanks — 张"])
+@pytest.mark.parametrize(
+    "value",
+    ["Zhang Wěi", "Köln", "张伟", "wei@shop.example", "please send 3 lamps", "Hi,\nplease", "Köln.\tThanks — 张"],
+)
 def test_a_copied_field_can_write_any_span_of_the_input(value):
     """Multi-character and unicode spans, and spans across escaped characters (newline, tab), of any input value."""
     assert copied_who(value)
@@ -152,6 +158,7 @@ def test_the_substring_index_accepts_exactly_the_substrings(text, data):
 
 # -- fixed fields ------------------------------------------------------------------------------------------------
 
+
 def test_fixed_fields_are_written_as_given_and_only_so():
     grammar = Grammar(SCHEMA, fixed={"who": "Bo Li", "changes": 7})
     state = grammar.start().feed('{"numbers":[1],"names":[]')
@@ -163,6 +170,7 @@ def test_fixed_fields_are_written_as_given_and_only_so():
 
 
 # -- schema keywords ---------------------------------------------------------------------------------------------
+
 
 class Record(BaseModel):
     code: str = Field(pattern=r"^ORD-\d{6}$")
@@ -177,21 +185,42 @@ class Record(BaseModel):
     pairs: list[list[int]] = Field(min_length=1, max_length=2)
 
 
-RECORD = {"code": "ORD-123456", "slug": "x-ab-cd!", "day": "2026-12-05", "at": "2026-12-05T01:48:35Z",
-          "mail": "ana@shop.example", "key": "123e4567-e89b-12d3-a456-426614174000", "name": "Ana",
-          "stars": 5, "mixed": "two", "pairs": [[1, 2], []]}
+RECORD = {
+    "code": "ORD-123456",
+    "slug": "x-ab-cd!",
+    "day": "2026-12-05",
+    "at": "2026-12-05T01:48:35Z",
+    "mail": "ana@shop.example",
+    "key": "123e4567-e89b-12d3-a456-426614174000",
+    "name": "Ana",
+    "stars": 5,
+    "mixed": "two",
+    "pairs": [[1, 2], []],
+}
 RECORD_GRAMMAR = Grammar(Record.model_json_schema())
 
 
-@pytest.mark.parametrize("change", [
-    {"code": "ORD-12345"}, {"code": "ord-123456"}, {"code": "ORD-1234567"},  # pattern, anchored
-    {"slug": "X-Y"},  # unanchored pattern: some part must match
-    {"day": "2026-12-5"}, {"at": "2026-12-05 01:48"}, {"mail": "ana.shop.example"}, {"key": "123e4567"},
-    {"name": "A"}, {"name": "Ana Li"},  # min/maxLength
-    {"stars": 0}, {"stars": 6},  # minimum/maximum
-    {"mixed": 2}, {"mixed": False},  # an enum of mixed JSON types
-    {"pairs": []}, {"pairs": [[1], [2], [3]]},  # minItems/maxItems of a nested array
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"code": "ORD-12345"},
+        {"code": "ord-123456"},
+        {"code": "ORD-1234567"},  # pattern, anchored
+        {"slug": "X-Y"},  # unanchored pattern: some part must match
+        {"day": "2026-12-5"},
+        {"at": "2026-12-05 01:48"},
+        {"mail": "ana.shop.example"},
+        {"key": "123e4567"},
+        {"name": "A"},
+        {"name": "Ana Li"},  # min/maxLength
+        {"stars": 0},
+        {"stars": 6},  # minimum/maximum
+        {"mixed": 2},
+        {"mixed": False},  # an enum of mixed JSON types
+        {"pairs": []},
+        {"pairs": [[1], [2], [3]]},  # minItems/maxItems of a nested array
+    ],
+)
 def test_every_schema_keyword_is_enforced(change):
     assert accepts(RECORD_GRAMMAR, RECORD)
     assert Record.model_validate(RECORD)

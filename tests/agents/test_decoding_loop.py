@@ -35,8 +35,9 @@ def read_note(note: Note) -> Readings:
 
 SCHEMA = Readings.model_json_schema()
 NOTE = {"note": {"text": "Readings from Ana Lima: 932474, 931954, 933247. Two changed."}}
-LEARNED = AnswerProfile(max_answer_tokens=90, bounds={"numbers": {"max_items": 6, "unique_items": True},
-                                                      "who": {"copy": True}})
+LEARNED = AnswerProfile(
+    max_answer_tokens=90, bounds={"numbers": {"max_items": 6, "unique_items": True}, "who": {"copy": True}}
+)
 
 
 class Steered:
@@ -98,8 +99,9 @@ def test_a_looping_student_runs_to_the_limit_and_the_cascade_escalates(tiny_base
     cut (the old decoder closed it into JSON that validated) and the cascade escalates it with the reason."""
     model = student(tiny_base)
     steer(monkeypatch, model, NINES)
-    cut = model.generate(ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))],
-                                      output_schema=SCHEMA, max_tokens=120))
+    cut = model.generate(
+        ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))], output_schema=SCHEMA, max_tokens=120)
+    )
     assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 120
     assert cut.text.startswith('{"numbers":[9,9,9,9,9,')
     result, traces = serve(tmp_path, model)
@@ -114,8 +116,9 @@ def test_learned_bounds_make_the_loop_impossible_and_flag_the_answer(tiny_base, 
     escalates it."""
     model = student(tiny_base, profile=LEARNED)
     steer(monkeypatch, model, NINES)
-    response = model.generate(ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))],
-                                           output_schema=SCHEMA, task_input=NOTE))
+    response = model.generate(
+        ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))], output_schema=SCHEMA, task_input=NOTE)
+    )
     answer = Readings.model_validate_json(response.text)
     assert len(set(answer.numbers)) == len(answer.numbers) == 6
     assert response.stop_reason == "bound" and response.usage.output_tokens <= 90
@@ -139,8 +142,14 @@ def test_fixed_fields_are_never_written_otherwise_and_get_no_confidence(tiny_bas
     model = student(tiny_base, profile=LEARNED)
     steer(monkeypatch, model, NINES)
     fixed = {"changes": 2, "who": "Ana Lima"}
-    response = model.generate(ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))],
-                                           output_schema=SCHEMA, task_input=NOTE, fixed_output=fixed))
+    response = model.generate(
+        ModelRequest(
+            messages=[Message(role="user", content=json.dumps(NOTE))],
+            output_schema=SCHEMA,
+            task_input=NOTE,
+            fixed_output=fixed,
+        )
+    )
     answer = json.loads(response.text)
     assert answer["changes"] == 2 and answer["who"] == "Ana Lima"
     assert set(response.field_confidences) == {"numbers"}
@@ -151,8 +160,10 @@ def test_field_confidence_is_each_fields_least_sure_token(tiny_base):
     """On an unsteered random model: one confidence per top-level field it chose, each at least the answer's
     least sure token (which is the least of them), the same in a batch as alone."""
     model = student(tiny_base)
-    requests = [ModelRequest(messages=[Message(role="user", content=f"note {i}")], output_schema=SCHEMA,
-                             max_tokens=300) for i in range(3)]
+    requests = [
+        ModelRequest(messages=[Message(role="user", content=f"note {i}")], output_schema=SCHEMA, max_tokens=300)
+        for i in range(3)
+    ]
     alone = [model.generate(r) for r in requests]
     together = model.generate_batch(requests)
     for one, batched in zip(alone, together):
@@ -170,8 +181,12 @@ def test_a_copied_field_never_says_what_the_input_does_not(tiny_base, monkeypatc
     profile = AnswerProfile(bounds={"who": {"copy": True, "max_length": 5}})
     for text in ["Readings from Ana Lima: 932474.", "Köln, 3 lamps — 张伟", "Hi"]:
         note = {"note": {"text": text}}
-        req = ModelRequest(messages=[Message(role="user", content=json.dumps(note))], output_schema=SCHEMA,
-                           task_input=note, max_tokens=200)
+        req = ModelRequest(
+            messages=[Message(role="user", content=json.dumps(note))],
+            output_schema=SCHEMA,
+            task_input=note,
+            max_tokens=200,
+        )
         model = student(tiny_base, profile=profile)
         steer(monkeypatch, model, preferred)
         who = json.loads(model.generate(req).text)["who"]

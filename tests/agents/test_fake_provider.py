@@ -37,7 +37,10 @@ def test_testing_module_reexports_the_model_doubles():
     from protege import agents
 
     assert (FunctionModel, ScriptedModel, ReferenceModel) == (
-        agents.FunctionModel, agents.ScriptedModel, agents.ReferenceModel)
+        agents.FunctionModel,
+        agents.ScriptedModel,
+        agents.ReferenceModel,
+    )
 
 
 def test_official_sync_clients_work_unmodified():
@@ -46,14 +49,17 @@ def test_official_sync_clients_work_unmodified():
         fake.add_text("hello")
         fake.add_text("hi there")
         claude = anthropic.Anthropic(api_key="k", base_url=fake.anthropic_base_url, max_retries=0)
-        message = claude.messages.create(model="claude-haiku-4-5", max_tokens=10,
-                                         messages=[{"role": "user", "content": "hi"}])
+        message = claude.messages.create(
+            model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
         gpt = openai.OpenAI(api_key="k", base_url=fake.openai_base_url, max_retries=0)
         completion = gpt.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert message.content[0].text == "hello" and message.usage.input_tokens > 0
     assert completion.choices[0].message.content == "hi there" and completion.usage.completion_tokens > 0
     assert [(r.provider, r.path) for r in fake.requests] == [
-        ("anthropic", "/v1/messages"), ("openai", "/v1/chat/completions")]
+        ("anthropic", "/v1/messages"),
+        ("openai", "/v1/chat/completions"),
+    ]
 
 
 async def test_handler_answers_dynamically_after_the_queue():
@@ -78,7 +84,8 @@ def tool_then_answer(provider: str, body: dict) -> Reply:
     """A handler that calls a tool first, then answers once the request carries the tool's result."""
     last = body["messages"][-1]
     has_result = last["role"] == "tool" or (
-        isinstance(last["content"], list) and last["content"][0].get("type") == "tool_result")
+        isinstance(last["content"], list) and last["content"][0].get("type") == "tool_result"
+    )
     if has_result:
         return Reply.final({"answered_by": provider}, usage={"input_tokens": 50, "output_tokens": 5})
     return Reply.tool_calls([("lookup", {"q": 1})], ids=["t1"])
@@ -92,8 +99,10 @@ async def test_a_handler_can_drive_a_whole_tool_exchange(model_class):
         model = model_class("some-model", api_key="k", base_url=base_url)
         req = ASK.model_copy(deep=True)
         first = await model.request(req)
-        req.messages += [Message(role="assistant", tool_calls=first.tool_calls),
-                         Message(role="tool", tool_call_id=first.tool_calls[0].id, content="42")]
+        req.messages += [
+            Message(role="assistant", tool_calls=first.tool_calls),
+            Message(role="tool", tool_call_id=first.tool_calls[0].id, content="42"),
+        ]
         final = await model.request(req)
     assert first.tool_calls[0].name == "lookup" and first.tool_calls[0].arguments == {"q": 1}
     provider = "anthropic" if model_class is AnthropicModel else "openai"
@@ -130,6 +139,7 @@ async def test_running_out_of_replies_fails_fast_and_clearly():
 
 async def test_a_failing_handler_is_reported_not_hung():
     """A handler that raises gives the client a 500 at once and keeps the exception in fake.errors."""
+
     def broken(provider: str, body: dict) -> str:
         raise RuntimeError("handler bug")
 

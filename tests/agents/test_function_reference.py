@@ -105,10 +105,12 @@ async def test_reference_refuses_unknown_inputs():
 
 async def test_reference_accepts_models_dicts_and_single_field_inputs():
     """Examples may be pydantic models, {"input","output"} dicts, and leave out a one-parameter task's field name."""
-    model = ReferenceModel([
-        {"input": {"ticket": Ticket(subject="A", body="a")}, "output": {"queue": "other", "priority": 3}},
-        (Ticket(subject="B", body="b"), {"queue": "account", "priority": 4}),
-    ])
+    model = ReferenceModel(
+        [
+            {"input": {"ticket": Ticket(subject="A", body="a")}, "output": {"queue": "other", "priority": 3}},
+            (Ticket(subject="B", body="b"), {"queue": "account", "priority": 4}),
+        ]
+    )
     first = await model.request(ask({"ticket": {"subject": "A", "body": "a"}}))
     second = await model.request(ask({"ticket": {"subject": "B", "body": "b"}}))
     assert json.loads(first.text)["queue"] == "other" and json.loads(second.text)["queue"] == "account"

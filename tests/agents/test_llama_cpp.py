@@ -28,16 +28,26 @@ TEXTS = [text for text, _ in MESSAGES] + ["my invoice is wrong", "the button doe
 
 @pytest.fixture
 def exported(tmp_path, tiny_base, tmp_path_factory):
-    app, student_id = make_app(tmp_path, tiny_base, trained_adapter(tiny_base, tmp_path_factory),
-                               teacher=FunctionModel(lambda req: json.dumps({"queue": "other"})))
+    app, student_id = make_app(
+        tmp_path,
+        tiny_base,
+        trained_adapter(tiny_base, tmp_path_factory),
+        teacher=FunctionModel(lambda req: json.dumps({"queue": "other"})),
+    )
     yield app, student_id
     app.close()
 
 
 def requests(app, max_tokens: int = 64) -> list[ModelRequest]:
     schema = app.store.task("route").output_schema
-    return [ModelRequest(messages=student_messages(INSTRUCTIONS, {"message": {"text": t}}), output_schema=schema,
-                         max_tokens=max_tokens) for t in TEXTS]
+    return [
+        ModelRequest(
+            messages=student_messages(INSTRUCTIONS, {"message": {"text": t}}),
+            output_schema=schema,
+            max_tokens=max_tokens,
+        )
+        for t in TEXTS
+    ]
 
 
 @pytest.mark.parametrize("quant", ["f16", "q8_0"])
@@ -91,8 +101,9 @@ def test_llama_cpp_accepts_the_exported_gbnf_and_samples_valid_answers(exported,
     llm = llama_cpp.Llama(str(out / "student-q8_0.gguf"), n_ctx=512, verbose=False)
     try:
         for text in TEXTS[:3]:
-            prompt = manifest["prompt_template"].replace("{input}", json.dumps({"message": {"text": text}},
-                                                                             separators=(",", ":")))
+            prompt = manifest["prompt_template"].replace(
+                "{input}", json.dumps({"message": {"text": text}}, separators=(",", ":"))
+            )
             done = llm.create_completion(prompt, grammar=grammar, max_tokens=32, temperature=0)
             answer = json.loads(done["choices"][0]["text"])
             assert answer["queue"] in ("billing", "bug", "account", "other")
@@ -113,9 +124,26 @@ def llama_server(exported, tmp_path):
     out = app.export_student(student_id, tmp_path / "served")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(out / "student-q8_0.gguf"), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "1024", "--logits_all", "true", "--model_alias", "route-student"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(out / "student-q8_0.gguf"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "1024",
+            "--logits_all",
+            "true",
+            "--model_alias",
+            "route-student",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         for _ in range(600):

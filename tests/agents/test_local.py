@@ -47,18 +47,29 @@ def accepts(text: str, schema=SCHEMA) -> bool:
 
 
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
-lines = st.builds(Line, sku=texts.filter(lambda s: len(s) >= 1), qty=st.integers(1, 10**6),
-                  price=st.floats(-1e6, 1e6, allow_nan=False))
+lines = st.builds(
+    Line,
+    sku=texts.filter(lambda s: len(s) >= 1),
+    qty=st.integers(1, 10**6),
+    price=st.floats(-1e6, 1e6, allow_nan=False),
+)
 invoices = st.builds(
-    Invoice, kind=st.sampled_from(["order", "refund", "quote"]), customer=st.none() | texts,
-    lines=st.lists(lines, max_size=3), tags=st.lists(texts, max_size=3), priority=st.integers(-5, 5),
-    paid=st.booleans(), note=st.none() | texts,
-    meta=st.dictionaries(texts, st.none() | st.integers(-10**17, 10**18 - 1) | texts
-                         | st.lists(st.booleans(), max_size=2), max_size=2),
+    Invoice,
+    kind=st.sampled_from(["order", "refund", "quote"]),
+    customer=st.none() | texts,
+    lines=st.lists(lines, max_size=3),
+    tags=st.lists(texts, max_size=3),
+    priority=st.integers(-5, 5),
+    paid=st.booleans(),
+    note=st.none() | texts,
+    meta=st.dictionaries(
+        texts, st.none() | st.integers(-(10**17), 10**18 - 1) | texts | st.lists(st.booleans(), max_size=2), max_size=2
+    ),
 )
 
 
 # -- the grammar on its own ----------------------------------------------------------------------------------------
+
 
 @settings(max_examples=150, deadline=None)
 @given(invoices)
@@ -68,14 +79,17 @@ def test_grammar_accepts_every_valid_answer_in_compact_form(invoice):
     assert accepts(compact(invoice.model_dump(mode="json")))
 
 
-@pytest.mark.parametrize("answer", [
-    {"kind": "invoice"},  # not one of the enum's values
-    {"kind": "order", "customer": 3},  # a number where a string or null goes
-    {"kind": "order", "customer": None, "lines": [{"sku": "", "qty": 1, "price": 1}]},  # minLength
-    {"kind": "order", "customer": None, "lines": [{"sku": "a", "qty": 0, "price": 1}]},  # minimum 1
-    {"kind": "order", "customer": None, "lines": [{"sku": "a", "qty": 1.5, "price": 1}]},  # not an integer
-    {"kind": "order", "customer": None, "lines": [], "tags": ["a", "b", "c", "d"]},  # maxItems
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"kind": "invoice"},  # not one of the enum's values
+        {"kind": "order", "customer": 3},  # a number where a string or null goes
+        {"kind": "order", "customer": None, "lines": [{"sku": "", "qty": 1, "price": 1}]},  # minLength
+        {"kind": "order", "customer": None, "lines": [{"sku": "a", "qty": 0, "price": 1}]},  # minimum 1
+        {"kind": "order", "customer": None, "lines": [{"sku": "a", "qty": 1.5, "price": 1}]},  # not an integer
+        {"kind": "order", "customer": None, "lines": [], "tags": ["a", "b", "c", "d"]},  # maxItems
+    ],
+)
 def test_grammar_rejects_what_the_schema_rules_out(answer):
     """Enum values, types, string length, integer minimum and list length are all enforced character by
     character: the first offending character is refused."""
@@ -93,9 +107,13 @@ def test_grammar_forces_keys_and_punctuation():
 
 # -- a real (tiny, random) model under the grammar ----------------------------------------------------------------
 
+
 def request(text: str, schema=SCHEMA, max_tokens: int = 2048, system: str = "Write the invoice.") -> ModelRequest:
-    return ModelRequest(messages=[Message(role="system", content=system), Message(role="user", content=text)],
-                        output_schema=schema, max_tokens=max_tokens)
+    return ModelRequest(
+        messages=[Message(role="system", content=system), Message(role="user", content=text)],
+        output_schema=schema,
+        max_tokens=max_tokens,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +222,14 @@ def test_int8_weights_still_answer_under_the_schema(tiny_base):
     model = LocalModel(tiny_base, dtype="int8", threads=2)
     response = model.generate(request("invoice", max_tokens=150))
     Invoice.model_validate_json(response.text)
-    assert "Quantized" in type(model.engine.model.lm_head).__name__ or "quantized" in type(
-        model.engine.model.lm_head).__module__
+    assert (
+        "Quantized" in type(model.engine.model.lm_head).__name__
+        or "quantized" in type(model.engine.model.lm_head).__module__
+    )
 
 
 # -- drafting from the prompt ----------------------------------------------------------------------------------------
+
 
 def test_prompt_lookup_drafts_what_followed_the_longest_match():
     """The draft is what followed the latest occurrence of the answer's longest suffix (up to 3 tokens) in the
@@ -248,7 +269,10 @@ def test_drafting_changes_no_answer_of_a_random_model(tiny):
 
     plain = LocalModel(tiny.base_path, threads=2, prompt_lookup=False)
     for text in ["sku A1 A1 A1 qty 2 qty 2", "refund refund refund ACME ACME", "ünïcode ✓ ünïcode ✓"]:
-        with_draft, without = tiny.generate(request(text, max_tokens=200)), plain.generate(request(text, max_tokens=200))
+        with_draft, without = (
+            tiny.generate(request(text, max_tokens=200)),
+            plain.generate(request(text, max_tokens=200)),
+        )
         assert (with_draft.text, with_draft.stop_reason) == (without.text, without.stop_reason)
         assert with_draft.confidence == pytest.approx(without.confidence, abs=1e-4)
 
@@ -262,8 +286,12 @@ def test_a_real_model_copies_from_the_prompt_in_fewer_passes(smollm2_base):
         text: str
 
     sentence = "Please deliver 12 Glass Whiteboards to Isabel Zhang, 44 Riverside Avenue, Springfield."
-    req = request(sentence, Copy.model_json_schema(), max_tokens=110,
-                  system='Copy the user\'s message, word for word, into {"text": ...}.')
+    req = request(
+        sentence,
+        Copy.model_json_schema(),
+        max_tokens=110,
+        system='Copy the user\'s message, word for word, into {"text": ...}.',
+    )
     drafted = LocalModel(smollm2_base, threads=2).generate(req)
     plain = LocalModel(smollm2_base, threads=2, prompt_lookup=False).generate(req)
     assert drafted.text == plain.text and plain.raw["drafted_tokens"] == 0
@@ -272,8 +300,13 @@ def test_a_real_model_copies_from_the_prompt_in_fewer_passes(smollm2_base):
 
 # -- batched decoding --------------------------------------------------------------------------------------------
 
-BATCH_INPUTS = ["sku A1 A1 A1 qty 2 qty 2", "refund", "ünïcode ✓ ünïcode ✓ and a much longer input than the rest",
-                "quote for ACME ACME", "x"]
+BATCH_INPUTS = [
+    "sku A1 A1 A1 qty 2 qty 2",
+    "refund",
+    "ünïcode ✓ ünïcode ✓ and a much longer input than the rest",
+    "quote for ACME ACME",
+    "x",
+]
 
 
 def test_a_batch_answers_what_each_call_answers_alone(tiny):
@@ -305,8 +338,10 @@ def test_concurrent_calls_are_decoded_together(tiny):
     answers: dict[int, str] = {}
     try:
         with engine.lock:  # the model is busy: the calls queue up
-            threads = [threading.Thread(target=lambda i=i: answers.update({i: tiny.generate(requests[i]).text}))
-                       for i in range(4)]
+            threads = [
+                threading.Thread(target=lambda i=i: answers.update({i: tiny.generate(requests[i]).text}))
+                for i in range(4)
+            ]
             for thread in threads:
                 thread.start()
             while len(engine._queue) < 4:
@@ -334,8 +369,9 @@ def test_one_failing_answer_leaves_the_rest_of_its_batch(tiny):
     import torch
 
     with torch.inference_mode():
-        results = decode(Batch(engine.model, PrefixCache()), [engine._decode(jobs[0]), failing(),
-                                                                 engine._decode(jobs[2])])
+        results = decode(
+            Batch(engine.model, PrefixCache()), [engine._decode(jobs[0]), failing(), engine._decode(jobs[2])]
+        )
     alone = engine.run([jobs[0], jobs[2]])
     assert isinstance(results[1], ValueError)
     assert isinstance(engine._as_model_error(results[1]), ModelError)  # what its caller gets: the cascade escalates
@@ -352,13 +388,23 @@ def test_a_real_model_drafts_in_a_batch_as_it_does_alone(smollm2_base, monkeypat
         text: str
 
     masked, forget = [], Batch.forget
-    monkeypatch.setattr(Batch, "forget", lambda self, row, n: (masked.append(len(self.positions) > 1),
-                                                               forget(self, row, n)))
-    sentences = ["Please deliver 12 Glass Whiteboards to Isabel Zhang, 44 Riverside Avenue, Springfield.",
-                 "Refund order A-7731 for Marek Nowak; the blender arrived cracked.",
-                 "Quote 3 standing desks, oak, for ACME GmbH in Köln by Friday."]
-    requests = [request(s, Copy.model_json_schema(), max_tokens=46,  # cut mid-draft: a refused tail
-                        system='Copy the user\'s message, word for word, into {"text": ...}.') for s in sentences]
+    monkeypatch.setattr(
+        Batch, "forget", lambda self, row, n: (masked.append(len(self.positions) > 1), forget(self, row, n))
+    )
+    sentences = [
+        "Please deliver 12 Glass Whiteboards to Isabel Zhang, 44 Riverside Avenue, Springfield.",
+        "Refund order A-7731 for Marek Nowak; the blender arrived cracked.",
+        "Quote 3 standing desks, oak, for ACME GmbH in Köln by Friday.",
+    ]
+    requests = [
+        request(
+            s,
+            Copy.model_json_schema(),
+            max_tokens=46,  # cut mid-draft: a refused tail
+            system='Copy the user\'s message, word for word, into {"text": ...}.',
+        )
+        for s in sentences
+    ]
     plain = LocalModel(smollm2_base, threads=2, prompt_lookup=False)
     alone = [plain.generate(req).text for req in requests]
     together = LocalModel(smollm2_base, threads=2).generate_batch(requests)

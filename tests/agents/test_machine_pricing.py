@@ -20,7 +20,9 @@ def test_a_local_call_costs_its_compute_time_at_the_machine_price():
 def test_the_default_machine_is_a_two_vcpu_instance_without_cuda():
     """Without a setting, a CPU-only process prices local compute as the documented 2-vCPU instance."""
     table = load_prices()
-    expected = GPU_INSTANCE_PER_HOUR if table.machine_price_per_hour() == GPU_INSTANCE_PER_HOUR else CPU_INSTANCE_PER_HOUR
+    expected = (
+        GPU_INSTANCE_PER_HOUR if table.machine_price_per_hour() == GPU_INSTANCE_PER_HOUR else CPU_INSTANCE_PER_HOUR
+    )
     assert table.cost("local:x", Usage(compute_s=3600)) == pytest.approx(expected)
     assert 0.05 < CPU_INSTANCE_PER_HOUR < GPU_INSTANCE_PER_HOUR
 

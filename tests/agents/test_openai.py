@@ -13,10 +13,16 @@ from protege.errors import BadResponse, MissingKeyError, ModelError, ModelTimeou
 from protege.testing import FakeProvider
 
 KEY = "sk-proj-test-0123456789abcdef"
-SCHEMA = {"type": "object", "properties": {"queue": {"type": "string"}, "priority": {"type": "integer"}},
-          "required": ["queue", "priority"]}
-LOOKUP = ToolSpec(name="lookup_customer", description="Find a customer by email",
-                  parameters={"type": "object", "properties": {"email": {"type": "string"}}})
+SCHEMA = {
+    "type": "object",
+    "properties": {"queue": {"type": "string"}, "priority": {"type": "integer"}},
+    "required": ["queue", "priority"],
+}
+LOOKUP = ToolSpec(
+    name="lookup_customer",
+    description="Find a customer by email",
+    parameters={"type": "object", "properties": {"email": {"type": "string"}}},
+)
 
 
 @pytest.fixture
@@ -31,8 +37,10 @@ def model_for(fake: FakeProvider, name: str = "gpt-4o-mini", **options) -> OpenA
 
 def triage_request(tools=(LOOKUP,)) -> ModelRequest:
     return ModelRequest(
-        messages=[Message(role="system", content="You triage support tickets.", cache=True),
-                  Message(role="user", content='{"subject": "Refund", "body": "charged twice, ann@example.com"}')],
+        messages=[
+            Message(role="system", content="You triage support tickets.", cache=True),
+            Message(role="user", content='{"subject": "Refund", "body": "charged twice, ann@example.com"}'),
+        ],
         tools=list(tools),
         output_schema=SCHEMA,
         max_tokens=512,
@@ -41,19 +49,23 @@ def triage_request(tools=(LOOKUP,)) -> ModelRequest:
 
 async def test_tool_using_exchange_ends_in_a_structured_answer(fake):
     """The model calls a tool, sees its result, then answers in JSON per response_format; usage and cost add up."""
-    fake.add_tool_call("lookup_customer", {"email": "ann@example.com"}, id="call_1",
-                       usage={"input_tokens": 300, "output_tokens": 25})
+    fake.add_tool_call(
+        "lookup_customer", {"email": "ann@example.com"}, id="call_1", usage={"input_tokens": 300, "output_tokens": 25}
+    )
     fake.add_final({"queue": "billing", "priority": 2}, usage={"input_tokens": 340, "output_tokens": 15})
     model = model_for(fake)
     req = triage_request()
 
     first = await model.request(req)
     assert [(c.id, c.name, c.arguments) for c in first.tool_calls] == [
-        ("call_1", "lookup_customer", {"email": "ann@example.com"})]
+        ("call_1", "lookup_customer", {"email": "ann@example.com"})
+    ]
     assert first.stop_reason == "tool_calls"
 
-    req.messages += [Message(role="assistant", tool_calls=first.tool_calls),
-                     Message(role="tool", tool_call_id="call_1", content='{"plan": "pro"}')]
+    req.messages += [
+        Message(role="assistant", tool_calls=first.tool_calls),
+        Message(role="tool", tool_call_id="call_1", content='{"plan": "pro"}'),
+    ]
     final = await model.request(req)
     assert json.loads(final.text) == {"queue": "billing", "priority": 2} and final.stop_reason == "stop"
     assert final.model == "openai:gpt-4o-mini" and final.raw["usage"]["prompt_tokens"] == 340
@@ -64,21 +76,41 @@ async def test_tool_using_exchange_ends_in_a_structured_answer(fake):
 
     sent = [r.body for r in fake.requests]
     assert sent[0]["response_format"] == {
-        "type": "json_schema", "json_schema": {"name": "final_answer", "schema": SCHEMA, "strict": False}}
-    assert sent[0]["tools"] == [{"type": "function", "function": {
-        "name": "lookup_customer", "description": "Find a customer by email", "parameters": LOOKUP.parameters}}]
+        "type": "json_schema",
+        "json_schema": {"name": "final_answer", "schema": SCHEMA, "strict": False},
+    }
+    assert sent[0]["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup_customer",
+                "description": "Find a customer by email",
+                "parameters": LOOKUP.parameters,
+            },
+        }
+    ]
     assert sent[0]["max_tokens"] == 512 and sent[0]["temperature"] == 0.0
     assert sent[1]["messages"][2:] == [
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": "lookup_customer", "arguments": '{"email": "ann@example.com"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "lookup_customer", "arguments": '{"email": "ann@example.com"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": '{"plan": "pro"}'},
     ]
 
 
 async def test_cached_prompt_tokens_are_split_out_and_priced(fake):
     """prompt_tokens includes cached ones: Usage keeps them apart and gpt-4o charges them at half price."""
-    fake.add_final({"queue": "bug", "priority": 1},
-                   usage={"input_tokens": 200, "output_tokens": 10, "cache_read_tokens": 1800})
+    fake.add_final(
+        {"queue": "bug", "priority": 1}, usage={"input_tokens": 200, "output_tokens": 10, "cache_read_tokens": 1800}
+    )
     model = model_for(fake, "gpt-4o")
     response = await model.request(triage_request())
     assert response.raw["usage"]["prompt_tokens"] == 2000
@@ -110,15 +142,18 @@ async def test_a_rate_limit_then_success_succeeds_through_sdk_retries(fake):
     assert json.loads(response.text)["queue"] == "bug" and len(fake.requests) == 2
 
 
-@pytest.mark.parametrize("fault, error, status", [
-    ({"status": 429}, RateLimited, 429),
-    ({"status": 529}, Overloaded, 529),
-    ({"status": 503}, Overloaded, 503),
-    ({"status": 500}, ModelError, 500),
-    ({"slow": 2.0}, ModelTimeout, None),
-    ({"malformed": True}, BadResponse, None),
-    ({"truncated": True}, BadResponse, None),
-])
+@pytest.mark.parametrize(
+    "fault, error, status",
+    [
+        ({"status": 429}, RateLimited, 429),
+        ({"status": 529}, Overloaded, 529),
+        ({"status": 503}, Overloaded, 503),
+        ({"status": 500}, ModelError, 500),
+        ({"slow": 2.0}, ModelTimeout, None),
+        ({"malformed": True}, BadResponse, None),
+        ({"truncated": True}, BadResponse, None),
+    ],
+)
 async def test_faults_map_to_model_errors_after_retries(fake, fault, error, status):
     """Each provider failure, once the SDK's retries are spent, is the matching ModelError subclass."""
     for _ in range(3):

@@ -40,13 +40,16 @@ def test_table_says_when_its_prices_were_taken():
     assert load_prices().as_of.startswith("20")
 
 
-@pytest.mark.parametrize("name, base", [
-    ("claude-haiku-4-5", "anthropic:claude-haiku-4-5"),
-    ("anthropic:claude-haiku-4-5-20251001", "anthropic:claude-haiku-4-5"),
-    ("claude-3-5-haiku-latest", "anthropic:claude-3-5-haiku"),
-    ("openai:gpt-4o-2024-08-06", "openai:gpt-4o"),
-    ("gpt-4o-mini-2024-07-18", "openai:gpt-4o-mini"),
-])
+@pytest.mark.parametrize(
+    "name, base",
+    [
+        ("claude-haiku-4-5", "anthropic:claude-haiku-4-5"),
+        ("anthropic:claude-haiku-4-5-20251001", "anthropic:claude-haiku-4-5"),
+        ("claude-3-5-haiku-latest", "anthropic:claude-3-5-haiku"),
+        ("openai:gpt-4o-2024-08-06", "openai:gpt-4o"),
+        ("gpt-4o-mini-2024-07-18", "openai:gpt-4o-mini"),
+    ],
+)
 def test_bare_names_and_dated_snapshots_find_their_base_price(name, base):
     """Bare names and dated snapshots resolve to the base model's price (and gpt-4o-mini is not gpt-4o)."""
     table = load_prices()

@@ -53,13 +53,21 @@ def test_prompt_tokens_count_messages_tool_calls_tools_and_schema():
     tool = ToolSpec(name="lookup", description="Find an order", parameters={"type": "object", "properties": {}})
     schema = {"type": "object", "properties": {"queue": {"type": "string"}}}
     call = ToolCall(id="c1", name="lookup", arguments={"order": 42})
-    full = base.model_copy(update={
-        "tools": [tool],
-        "output_schema": schema,
-        "messages": [*base.messages, Message(role="assistant", tool_calls=[call])],
-    })
-    expected = (prompt_tokens(base) + count_json_tokens(tool.model_dump()) + count_json_tokens(schema)
-                + MESSAGE_OVERHEAD + count_tokens("lookup") + count_json_tokens({"order": 42}))
+    full = base.model_copy(
+        update={
+            "tools": [tool],
+            "output_schema": schema,
+            "messages": [*base.messages, Message(role="assistant", tool_calls=[call])],
+        }
+    )
+    expected = (
+        prompt_tokens(base)
+        + count_json_tokens(tool.model_dump())
+        + count_json_tokens(schema)
+        + MESSAGE_OVERHEAD
+        + count_tokens("lookup")
+        + count_json_tokens({"order": 42})
+    )
     assert prompt_tokens(full) == expected
 
 

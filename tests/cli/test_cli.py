@@ -12,8 +12,24 @@ import pytest
 from cli.cli_support import assert_one_line_error, make_project
 from protege.store import Store, StudentRow
 
-COMMANDS = ["init", "tasks", "run", "traces", "trace", "skills", "skill", "dataset", "distill", "students",
-            "promote", "demote", "stats", "tui", "demo", "import-traces"]
+COMMANDS = [
+    "init",
+    "tasks",
+    "run",
+    "traces",
+    "trace",
+    "skills",
+    "skill",
+    "dataset",
+    "distill",
+    "students",
+    "promote",
+    "demote",
+    "stats",
+    "tui",
+    "demo",
+    "import-traces",
+]
 
 
 @pytest.fixture
@@ -39,6 +55,7 @@ def test_help_lists_every_command(project):
 
 # -- run ---------------------------------------------------------------------------------------------------------
 
+
 def test_run_prints_output_and_records_traces(project):
     """`run` goes through the cascade (tool call included); --json has the output and the trace ids in the store."""
     res = project.run_task(sender="vip@big.example", subject="refund")
@@ -46,8 +63,9 @@ def test_run_prints_output_and_records_traces(project):
     assert res["tier"] == "teacher" and res["cost_usd"] > 0 and len(res["trace_ids"]) == 1
     traces = project.json("traces", "triage")
     assert [t["id"] for t in traces] == res["trace_ids"] and traces[0]["tier"] == "teacher"
-    plain = project.ok("--app", project.app, "run", "triage", "--input",
-                       '{"ticket": {"sender": "a@b.example", "subject": "crash"}}')
+    plain = project.ok(
+        "--app", project.app, "run", "triage", "--input", '{"ticket": {"sender": "a@b.example", "subject": "crash"}}'
+    )
     assert json.loads(plain.stdout) == {"queue": "bug", "priority": 3}
     assert "served by teacher" in plain.stderr
 
@@ -56,8 +74,18 @@ def test_run_input_from_file_stdin_and_bare_value(project):
     """--input takes @file, - (stdin), and for a one-parameter task the parameter's bare value."""
     (project.path / "in.json").write_text('{"sender": "a@b.example", "subject": "refund"}')
     by_file = project.json("--app", project.app, "run", "triage", "--input", "@in.json")
-    by_stdin = json.loads(project.ok("--app", project.app, "run", "triage", "--input", "-", "--json",
-                                     input='{"ticket": {"sender": "a@b.example", "subject": "crash"}}').stdout)
+    by_stdin = json.loads(
+        project.ok(
+            "--app",
+            project.app,
+            "run",
+            "triage",
+            "--input",
+            "-",
+            "--json",
+            input='{"ticket": {"sender": "a@b.example", "subject": "crash"}}',
+        ).stdout
+    )
     assert by_file["output"]["queue"] == "billing" and by_stdin["output"]["queue"] == "bug"
 
 
@@ -69,8 +97,10 @@ def test_run_error_paths(project):
         (["triage", "--input", "@missing.json"], ("'missing.json'", "does not exist")),
         (["triage", "--input", "[1, 2]"], ("must be a JSON object",)),
         (["triage", "--input", '{"ticket": {"sender": "a"}}'], ("bad input for task 'triage'", "subject")),
-        (["triage", "--input", '{"ticket": {"sender": "a", "subject": "b"}}', "--tier", "student"],
-         ("has no student",)),
+        (
+            ["triage", "--input", '{"ticket": {"sender": "a", "subject": "b"}}', "--tier", "student"],
+            ("has no student",),
+        ),
         (["triage", "--input", '{"ticket": {"sender": "a", "subject": "b"}}', "--tier", "boss"], ("'boss'",)),
     ]
     for args, fragments in cases:
@@ -81,8 +111,9 @@ def test_run_failures_exit_1(project):
     """A teacher answer that fails validation is a run error (exit 1), with or without escalation."""
     bad = '{"ticket": {"sender": "a@b.example", "subject": "garbage"}}'
     assert_one_line_error(project.cli("--app", project.app, "run", "triage", "--input", bad), 1, "every tier failed")
-    assert_one_line_error(project.cli("--app", project.app, "run", "triage", "--input", bad, "--no-escalate"), 1,
-                          "escalate=False")
+    assert_one_line_error(
+        project.cli("--app", project.app, "run", "triage", "--input", bad, "--no-escalate"), 1, "escalate=False"
+    )
     assert project.json("traces", "--invalid")[0]["errors"]
 
 
@@ -90,14 +121,17 @@ def test_missing_or_broken_app(project):
     """run/distill without an app, or with one that does not import, say how to point at it (exit 2)."""
     assert_one_line_error(project.cli("run", "triage", "--input", "{}"), 2, "needs your app", "--app")
     assert_one_line_error(project.cli("distill", "triage"), 2, "needs your app")
-    assert_one_line_error(project.cli("--app", "no_such_module:app", "run", "t", "--input", "{}"), 2,
-                          "cannot import app module 'no_such_module'")
+    assert_one_line_error(
+        project.cli("--app", "no_such_module:app", "run", "t", "--input", "{}"),
+        2,
+        "cannot import app module 'no_such_module'",
+    )
     (project.path / "broken_app_mod.py").write_text("raise RuntimeError('boom at import')\n")
-    assert_one_line_error(project.cli("--app", "broken_app_mod:app", "run", "t", "--input", "{}"), 2,
-                          "RuntimeError: boom at import")
+    assert_one_line_error(
+        project.cli("--app", "broken_app_mod:app", "run", "t", "--input", "{}"), 2, "RuntimeError: boom at import"
+    )
     (project.path / "not_an_app.py").write_text("app = 42\n")
-    assert_one_line_error(project.cli("--app", "not_an_app:app", "run", "t", "--input", "{}"), 2,
-                          "not a Protege app")
+    assert_one_line_error(project.cli("--app", "not_an_app:app", "run", "t", "--input", "{}"), 2, "not a Protege app")
 
 
 def test_app_from_env_and_pyproject(project, monkeypatch):
@@ -117,6 +151,7 @@ def test_debug_shows_the_exception(project):
 
 
 # -- reading the store -------------------------------------------------------------------------------------------
+
 
 def test_read_commands_need_a_store(project):
     """Without a store, reading commands say where they looked and how to make one (exit 2)."""
@@ -160,6 +195,7 @@ def test_stats_ledger(seeded):
 
 # -- skills ------------------------------------------------------------------------------------------------------
 
+
 def test_skill_review_flow(seeded, tmp_path):
     """The teacher's success left a draft: show, approve, export, reject an edit, import it back."""
     skills = seeded.json("skills", "triage")
@@ -185,12 +221,18 @@ def test_skill_review_flow(seeded, tmp_path):
 
 # -- students ----------------------------------------------------------------------------------------------------
 
+
 def test_students_promote_demote(seeded):
     """students lists rows; promote by id prefix, demote by task; unknown ids and tasks fail clearly."""
     with Store(seeded.db) as store:
-        row = store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x",
-                                           metrics={"retention": 0.97, "field_kinds": {"queue": "enum",
-                                                                                       "priority": "computed"}}))
+        row = store.add_student(
+            StudentRow(
+                task_name="triage",
+                base="smollm2-135m",
+                adapter_path="/x",
+                metrics={"retention": 0.97, "field_kinds": {"queue": "enum", "priority": "computed"}},
+            )
+        )
     listed = seeded.json("students", "triage")
     assert [(s["id"], s["state"]) for s in listed] == [(row.id, "candidate")]
     assert seeded.json("promote", row.id[:8])["state"] == "promoted"
@@ -206,9 +248,19 @@ def test_students_of_a_task_show_exact_match_per_field(seeded):
     """`protege students TASK` adds the newest student's per-field exact match, worst first, with field kinds
     where known — a table for people, no raw dicts."""
     with Store(seeded.db) as store:
-        store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x", metrics={
-            "retention": 0.9, "field_accuracy": {"queue": 0.985, "priority": 0.5},
-            "field_kinds": {"queue": "copied"}, "kind_accuracy": {"copied": 0.985}}))
+        store.add_student(
+            StudentRow(
+                task_name="triage",
+                base="smollm2-135m",
+                adapter_path="/x",
+                metrics={
+                    "retention": 0.9,
+                    "field_accuracy": {"queue": 0.985, "priority": 0.5},
+                    "field_kinds": {"queue": "copied"},
+                    "kind_accuracy": {"copied": 0.985},
+                },
+            )
+        )
     out = seeded.ok("students", "triage").stdout
     assert "exact match per field" in out and "{" not in out
     priority, queue = out.index("priority"), out.index("queue")
@@ -222,18 +274,26 @@ def test_students_shows_automatic_distills(seeded):
     from protege.store.background import process_owner
 
     with Store(seeded.db) as store:
-        store.acquire_lease("distill:triage", owner=process_owner(), ttl_s=60,
-                            info={"phase": "train", "done": 12, "total": 40, "pid": 4321, "started_at": 0})
+        store.acquire_lease(
+            "distill:triage",
+            owner=process_owner(),
+            ttl_s=60,
+            info={"phase": "train", "done": 12, "total": 40, "pid": 4321, "started_at": 0},
+        )
     out = seeded.ok("students").stdout
     assert "no students yet" in out and "distilling 'triage' now: train 12/40" in out and "(pid 4321)" in out
     with Store(seeded.db) as store:
-        store.release_lease("distill:triage", owner=process_owner(),
-                            info={"phase": "done", "outcome": "promoted", "student_id": "abc123", "retention": 0.97})
+        store.release_lease(
+            "distill:triage",
+            owner=process_owner(),
+            info={"phase": "done", "outcome": "promoted", "student_id": "abc123", "retention": 0.97},
+        )
     assert "last distill of 'triage'" in (out := seeded.ok("students", "triage").stdout)
     assert "student abc123 promoted, retention 97.0%" in out
 
 
 # -- datasets and distillation -----------------------------------------------------------------------------------
+
 
 def test_dataset_build_from_the_store(seeded):
     """dataset build works from the store alone and writes train/eval files it reports in --json."""
@@ -250,20 +310,32 @@ def test_distill_refuses_too_few_traces(seeded):
 
 # -- import-traces -----------------------------------------------------------------------------------------------
 
+
 def chat_line(inp, out, *, tool: bool = False) -> str:
     messages = [{"role": "system", "content": "Route tickets."}, {"role": "user", "content": json.dumps(inp)}]
     if tool:
-        messages += [{"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c9", "type": "function", "function": {"name": "plan_of", "arguments": '{"email": "x"}'}}]},
-            {"role": "tool", "tool_call_id": "c9", "content": "free"}]
+        messages += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c9", "type": "function", "function": {"name": "plan_of", "arguments": '{"email": "x"}'}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c9", "content": "free"},
+        ]
     messages.append({"role": "assistant", "content": json.dumps(out)})
     return json.dumps({"messages": messages, "model": "gpt-4o-2024-08-06"})
 
 
 def test_import_traces_registered_task(seeded):
     """Good lines become import traces (input parsed from the user turn, tool turns kept, schema-checked)."""
-    lines = [chat_line({"ticket": {"sender": f"u{i}@x", "subject": "refund"}}, {"queue": "billing", "priority": 3},
-                       tool=i == 0) for i in range(5)]
+    lines = [
+        chat_line(
+            {"ticket": {"sender": f"u{i}@x", "subject": "refund"}}, {"queue": "billing", "priority": 3}, tool=i == 0
+        )
+        for i in range(5)
+    ]
     lines.append(chat_line({"sender": "bare@x", "subject": "crash"}, {"queue": "bug", "priority": 3}))
     (seeded.path / "logs.jsonl").write_text("\n".join(lines) + "\n\n")
     report = seeded.json("import-traces", "logs.jsonl", "--task", "triage")
@@ -278,13 +350,25 @@ def test_import_traces_registered_task(seeded):
 def test_import_traces_bad_lines_are_all_or_nothing(seeded):
     """Bad lines are reported by number and nothing is imported; --skip-bad imports the good ones."""
     good = chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "other", "priority": 3})
-    lines = [good, "{broken", chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "sales",
-                                                                                         "priority": 3}),
-             json.dumps({"messages": [{"role": "user", "content": "hi"}]}), good]
+    lines = [
+        good,
+        "{broken",
+        chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "sales", "priority": 3}),
+        json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
+        good,
+    ]
     (seeded.path / "bad.jsonl").write_text("\n".join(lines))
     before = len(seeded.json("traces", "--limit", "100"))
-    assert_one_line_error(seeded.cli("import-traces", "bad.jsonl", "--task", "triage"), 2,
-                          "3 bad line(s)", "line 2:", "line 3:", "queue", "line 4:", "nothing was imported")
+    assert_one_line_error(
+        seeded.cli("import-traces", "bad.jsonl", "--task", "triage"),
+        2,
+        "3 bad line(s)",
+        "line 2:",
+        "line 3:",
+        "queue",
+        "line 4:",
+        "nothing was imported",
+    )
     assert len(seeded.json("traces", "--limit", "100")) == before
     partial = seeded.cli("import-traces", "bad.jsonl", "--task", "triage", "--skip-bad")
     assert partial.exit_code == 0 and "partial import" in partial.stderr and "imported 2 of 5" in partial.stdout
@@ -294,18 +378,23 @@ def test_import_traces_bad_lines_are_all_or_nothing(seeded):
 
 def test_import_traces_unregistered_task_and_with_app(project):
     """An unregistered task takes any JSON object (text as {"text": ...}); with the app, its pydantic model checks."""
-    lines = [chat_line({"q": 1}, {"a": 1}),
-             json.dumps({"messages": [{"role": "user", "content": "plain words"},
-                                      {"role": "assistant", "content": '{"a": 2}'}]})]
+    lines = [
+        chat_line({"q": 1}, {"a": 1}),
+        json.dumps(
+            {"messages": [{"role": "user", "content": "plain words"}, {"role": "assistant", "content": '{"a": 2}'}]}
+        ),
+    ]
     (project.path / "new.jsonl").write_text("\n".join(lines))
     result = project.cli("import-traces", "new.jsonl", "--task", "fresh")
     assert result.exit_code == 0 and "not registered" in result.stderr
     inputs = [t["input"] for t in project.json("traces", "--tier", "import")]
     assert sorted(map(json.dumps, inputs)) == sorted([json.dumps({"q": 1}), json.dumps({"text": "plain words"})])
-    (project.path / "t.jsonl").write_text(chat_line({"ticket": {"sender": "a", "subject": "b"}},
-                                                    {"queue": "bug", "priority": "high"}))
-    assert_one_line_error(project.cli("--app", project.app, "import-traces", "t.jsonl", "--task", "triage"), 2,
-                          "line 1:", "priority")
+    (project.path / "t.jsonl").write_text(
+        chat_line({"ticket": {"sender": "a", "subject": "b"}}, {"queue": "bug", "priority": "high"})
+    )
+    assert_one_line_error(
+        project.cli("--app", project.app, "import-traces", "t.jsonl", "--task", "triage"), 2, "line 1:", "priority"
+    )
 
 
 def test_import_traces_is_fast(project):
@@ -319,6 +408,7 @@ def test_import_traces_is_fast(project):
 
 # -- init --------------------------------------------------------------------------------------------------------
 
+
 def test_init_writes_a_runnable_starter(project):
     """init makes the store, a starter app and the pyproject hint; the starter runs offline and the CLI finds it."""
     (project.path / "pyproject.toml").write_text('[project]\nname = "x"\n')
@@ -326,8 +416,9 @@ def test_init_writes_a_runnable_starter(project):
     assert "store ready" in out and "protege_app.py" in out
     assert (project.path / ".protege" / ".gitignore").read_text() == "*\n"
     assert 'app = "protege_app:app"' in (project.path / "pyproject.toml").read_text()
-    proc = subprocess.run([sys.executable, "protege_app.py"], cwd=project.path, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "protege_app.py"], cwd=project.path, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and "queue='billing'" in proc.stdout and "priority=1" in proc.stdout, proc.stderr
     assert project.json("tasks")[0]["name"] == "triage"
     again = project.ok("init")
@@ -339,9 +430,14 @@ def test_distill_report_formatting():
     """The distill report flattens the trainer's nested metrics and formats shares, seconds and rates apart."""
     from protege.cli.work import _flat, _metric_text
 
-    flat = _flat({"retention": 0.93, "train": {"wall_s": 300.0, "tokens_per_s": 812.0, "steps": 75},
-                  "per_field": [1, 2], "confidence": None})
+    flat = _flat(
+        {
+            "retention": 0.93,
+            "train": {"wall_s": 300.0, "tokens_per_s": 812.0, "steps": 75},
+            "per_field": [1, 2],
+            "confidence": None,
+        }
+    )
     assert flat == {"retention": 0.93, "train.wall_s": 300.0, "train.tokens_per_s": 812.0, "train.steps": 75}
     shown = {k: _metric_text(k, v) for k, v in flat.items()}
-    assert shown == {"retention": "93.0%", "train.wall_s": "5.0 min", "train.tokens_per_s": "812",
-                     "train.steps": "75"}
+    assert shown == {"retention": "93.0%", "train.wall_s": "5.0 min", "train.tokens_per_s": "812", "train.steps": "75"}

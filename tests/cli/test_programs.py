@@ -10,8 +10,6 @@ from programs.test_induce import _changelog
 from programs.test_serving import Counted, Entry
 from typer.testing import CliRunner
 
-from programs.test_induce import _changelog
-from programs.test_serving import Counted, Entry
 from protege import Protege
 from protege.agents import FunctionModel
 from protege.cli import app as cli
@@ -31,9 +29,19 @@ def _store_with_traces(tmp_path) -> str:
     for _ in range(90):
         inp, out = _changelog(rng)
         out = {"package": out["package"], "changes": out["changes"]}
-        rows.append({"task_name": "counted", "task_version": 1, "tier": "import", "model": "gpt-4o",
-                     "input": inp, "input_hash": input_hash(inp), "output": out, "output_text": json.dumps(out),
-                     "valid": True})
+        rows.append(
+            {
+                "task_name": "counted",
+                "task_version": 1,
+                "tier": "import",
+                "model": "gpt-4o",
+                "input": inp,
+                "input_hash": input_hash(inp),
+                "output": out,
+                "output_text": json.dumps(out),
+                "valid": True,
+            }
+        )
     app.store.insert_traces(rows)
     app.close()
     return url

@@ -98,8 +98,14 @@ def test_promote_stage_acts_as_operator_below_the_gate(tmp_path):
     demo = small_demo(tmp_path)
     try:
         row = demo.app.store.add_student(StudentRow(task_name=TASK, base="smollm2-135m", adapter_path="/x"))
-        demo.report = DistillReport(task=TASK, student_id=row.id, dataset_id="d", metrics={"retention": 0.8},
-                                    promoted=False, reason="retention 0.800 < Policy.promote_at 0.950")
+        demo.report = DistillReport(
+            task=TASK,
+            student_id=row.id,
+            dataset_id="d",
+            metrics={"retention": 0.8},
+            promoted=False,
+            reason="retention 0.800 < Policy.promote_at 0.950",
+        )
         demo.promote()
         assert demo.app.store.promoted_student(TASK).id == row.id
     finally:
@@ -108,8 +114,11 @@ def test_promote_stage_acts_as_operator_below_the_gate(tmp_path):
 
 def test_report_functions():
     """Tier rows, field accuracy and savings are computed from the calls as stated."""
-    calls = [Call("s", "student", 0.0, 0.5, True, 1.0), Call("s", "student", 0.0, 1.5, False, 0.5),
-             Call("s", "teacher", 0.01, 0.1, True, 1.0, escalated=True)]
+    calls = [
+        Call("s", "student", 0.0, 0.5, True, 1.0),
+        Call("s", "student", 0.0, 1.5, False, 0.5),
+        Call("s", "teacher", 0.01, 0.1, True, 1.0, escalated=True),
+    ]
     rows = {r.tier: r for r in tier_rows(calls)}
     assert rows["student"].calls == 2 and rows["student"].exact == 0.5 and rows["student"].fields == 0.75
     assert rows["student"].p50_latency_s == 1.0 and rows["all calls"].escalated == 1

@@ -16,10 +16,43 @@ from protege.errors import UserError
 from protege.tasks import TaskSpec, input_hash
 
 ROOT = Path(__file__).resolve().parents[2]
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
+]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +89,16 @@ def test_extract_order_is_a_valid_task_and_every_example_fits_it(examples):
     spec = TaskSpec(extract_order)
     assert spec.params == ["email"] and spec.output_model is Order
     assert "deliver_by" in spec.instructions and "YYYY-MM-DD" in spec.instructions
-    assert set(spec.output_schema["properties"]) == {"customer_name", "order_id", "product", "quantity",
-                                                     "deliver_by", "city", "contact_email", "urgency"}
+    assert set(spec.output_schema["properties"]) == {
+        "customer_name",
+        "order_id",
+        "product",
+        "quantity",
+        "deliver_by",
+        "city",
+        "contact_email",
+        "urgency",
+    }
     for ex in examples:
         parsed = spec.parse_input((), ex["input"])
         assert isinstance(parsed.email, Email)

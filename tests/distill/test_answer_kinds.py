@@ -30,16 +30,28 @@ def rows(n: int, *, ref_in_input: int | None = None) -> list[dict]:
         name = f"Client {chr(65 + i % 26)}{i}"
         text = f"From {name}. Readings {100 + i} and {200 + i}; ref abc{i:04d}; tags red, blue-{i % 3}."
         ref = f"abc{i:04d}" if ref_in_input is None or i < ref_in_input else f"ABC-{i:04d}"
-        answer = {"customer": name if i % 4 else None, "ref": ref, "kind": "meter" if i % 2 else "gauge",
-                  "readings": [100 + i, 200 + i], "count": 2, "tags": ["red", f"blue-{i % 3}"]}
+        answer = {
+            "customer": name if i % 4 else None,
+            "ref": ref,
+            "kind": "meter" if i % 2 else "gauge",
+            "readings": [100 + i, 200 + i],
+            "count": 2,
+            "tags": ["red", f"blue-{i % 3}"],
+        }
         out.append(chat_row("Read the note.", {"text": text}, answer))
     return out
 
 
 def test_field_kinds_are_learned_from_what_the_values_were():
     profile = learn_answer_profile(rows(40), Found.model_json_schema())
-    assert profile.kinds() == {"customer": "copied", "ref": "copied", "kind": "free", "readings": "number",
-                               "count": "computed", "tags": "copied"}
+    assert profile.kinds() == {
+        "customer": "copied",
+        "ref": "copied",
+        "kind": "free",
+        "readings": "number",
+        "count": "computed",
+        "tags": "copied",
+    }
     assert profile.fields["customer"].traces == 30  # nulls are no evidence either way
     assert profile.bounds["customer"]["copy"] and profile.bounds["tags[]"]["copy"]
     assert "copy" not in profile.bounds.get("kind", {})

@@ -30,12 +30,16 @@ def test_the_gemma_chat_template_appends_turns():
     from protege.distill.base_models import GEMMA_CHAT_TEMPLATE
 
     template = Environment().from_string(GEMMA_CHAT_TEMPLATE)
-    messages = [{"role": "system", "content": "Sort."}, {"role": "user", "content": "hi"},
-                {"role": "assistant", "content": '{"q":"a"}'}]
+    messages = [
+        {"role": "system", "content": "Sort."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": '{"q":"a"}'},
+    ]
     whole = template.render(messages=messages, bos_token="<bos>", add_generation_prompt=False)
     prompt = template.render(messages=messages[:2], bos_token="<bos>", add_generation_prompt=True)
-    assert whole == ('<bos><start_of_turn>user\nSort.\n\nhi<end_of_turn>\n<start_of_turn>model\n{"q":"a"}'
-                     '<end_of_turn>\n')
+    assert whole == (
+        '<bos><start_of_turn>user\nSort.\n\nhi<end_of_turn>\n<start_of_turn>model\n{"q":"a"}<end_of_turn>\n'
+    )
     assert whole.startswith(prompt) and prompt.endswith("<start_of_turn>model\n")
 
 
@@ -58,11 +62,25 @@ def test_gemma_resolves_trains_and_answers(tmp_path):
     class Queue(BaseModel):
         queue: str
 
-    rows = [chat_row("Sort the message into a queue.", {"text": t}, {"queue": q}) for t, q in
-            [("refund my card", "billing"), ("app crashes on start", "bug"), ("reset my password", "account"),
-             ("nice weather", "other")]]
-    config = TrainConfig(learning_rate=2e-3, batch_size=4, max_steps=8, logging_steps=1, torch_threads=2,
-                         warmup_ratio=0.0, lr_scheduler="linear", bf16=False)
+    rows = [
+        chat_row("Sort the message into a queue.", {"text": t}, {"queue": q})
+        for t, q in [
+            ("refund my card", "billing"),
+            ("app crashes on start", "bug"),
+            ("reset my password", "account"),
+            ("nice weather", "other"),
+        ]
+    ]
+    config = TrainConfig(
+        learning_rate=2e-3,
+        batch_size=4,
+        max_steps=8,
+        logging_steps=1,
+        torch_threads=2,
+        warmup_ratio=0.0,
+        lr_scheduler="linear",
+        bf16=False,
+    )
     result = train_student(rows, base, tmp_path / "s", config)
     losses = [loss for _, loss in result.loss_history]
     assert losses[-1] < 0.2 * losses[0], losses
@@ -70,5 +88,7 @@ def test_gemma_resolves_trains_and_answers(tmp_path):
     prompt = [Message(role=m["role"], content=m["content"]) for m in rows[0]["messages"][:-1]]
     answer = model.generate(ModelRequest(messages=prompt, output_schema=Queue.model_json_schema(), max_tokens=64))
     assert Queue.model_validate_json(answer.text) == Queue(queue="billing")
-    print(f"gemma: {result.steps} steps in {result.wall_s:.1f}s, losses {losses}, answer min prob "
-          f"{answer.raw['min_prob']:.4f}")
+    print(
+        f"gemma: {result.steps} steps in {result.wall_s:.1f}s, losses {losses}, answer min prob "
+        f"{answer.raw['min_prob']:.4f}"
+    )

@@ -27,8 +27,11 @@ TASK = "extract_order"
 INSTRUCTIONS = TaskSpec(extract_order).instructions
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 ANTHROPIC_KEY = "sk-ant-api03-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0FeDcBa"
-LOOKUP = {"name": "lookup_order", "description": "Look up an order by id",
-          "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}}}
+LOOKUP = {
+    "name": "lookup_order",
+    "description": "Look up an order by id",
+    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+}
 FINAL = {"name": "final_answer", "description": "", "parameters": {"type": "object"}}
 
 
@@ -44,13 +47,32 @@ def db(sqlite_url):
     s.close()
 
 
-def trace(ex: dict, n: int, *, tier: str = "teacher", output: dict | None = None, valid: bool = True,
-          messages: list | None = None, tools: list | None = None, task: str = TASK) -> dict:
+def trace(
+    ex: dict,
+    n: int,
+    *,
+    tier: str = "teacher",
+    output: dict | None = None,
+    valid: bool = True,
+    messages: list | None = None,
+    tools: list | None = None,
+    task: str = TASK,
+) -> dict:
     """A trace row for `ex`, created n minutes after T0 (so the order of traces is explicit)."""
-    return {"id": new_id(), "task_name": task, "tier": tier, "model": f"{tier}-model", "valid": valid,
-            "input": ex["input"], "input_hash": input_hash(ex["input"]), "output": output or ex["output"],
-            "output_text": compact_json(output or ex["output"]), "messages": messages, "tools": tools,
-            "created_at": T0 + timedelta(minutes=n)}
+    return {
+        "id": new_id(),
+        "task_name": task,
+        "tier": tier,
+        "model": f"{tier}-model",
+        "valid": valid,
+        "input": ex["input"],
+        "input_hash": input_hash(ex["input"]),
+        "output": output or ex["output"],
+        "output_text": compact_json(output or ex["output"]),
+        "messages": messages,
+        "tools": tools,
+        "created_at": T0 + timedelta(minutes=n),
+    }
 
 
 def build(store, tmp_path: Path, **kw):
@@ -77,9 +99,11 @@ def test_build_writes_chat_rows_and_records_the_dataset(store, tmp_path, example
     for row in train + evals:
         inp = json.loads(row["messages"][1]["content"])
         ex = by_hash[input_hash(inp)]
-        assert row["messages"] == [{"role": "system", "content": INSTRUCTIONS},
-                                   {"role": "user", "content": compact_json(ex["input"])},
-                                   {"role": "assistant", "content": render_answer(ex["output"])}]
+        assert row["messages"] == [
+            {"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content": compact_json(ex["input"])},
+            {"role": "assistant", "content": render_answer(ex["output"])},
+        ]
     assert evals[0]["output"] == by_hash[evals[0]["input_hash"]]["output"] and evals[0]["reference"] is None
     assert read(built.openai_path) == train  # a task without tools: OpenAI rows are the same rows
     row = store.dataset(built.id)
@@ -94,8 +118,15 @@ def test_exact_duplicates_keep_the_teacher_then_the_newest(db, tmp_path, example
     """For one input: teacher beats replay whatever the age; among teacher traces the newest wins."""
     ex, other = examples[0], examples[1]
     outs = [dict(ex["output"], quantity=q) for q in (91, 92, 93, 94)]
-    db.insert_traces([trace(ex, 1, tier="replay", output=outs[0]), trace(ex, 2, output=outs[1]),
-                      trace(ex, 3, output=outs[2]), trace(ex, 4, tier="replay", output=outs[3]), trace(other, 5)])
+    db.insert_traces(
+        [
+            trace(ex, 1, tier="replay", output=outs[0]),
+            trace(ex, 2, output=outs[1]),
+            trace(ex, 3, output=outs[2]),
+            trace(ex, 4, tier="replay", output=outs[3]),
+            trace(other, 5),
+        ]
+    )
     built = build(db, tmp_path, eval_fraction=0, tiers=("teacher", "replay"))
     rows = read(built.train_path)
     assert len(rows) == 2
@@ -111,8 +142,15 @@ def test_only_valid_unrejected_teacher_import_traces_are_used(db, tmp_path, exam
     tiers = ["teacher", "replay", "import"] * 2
     good = [trace(ex, i, tier=tier) for i, (ex, tier) in enumerate(zip(examples[:6], tiers))]
     rejected = trace(examples[10], 20)
-    db.insert_traces(good + [rejected, trace(examples[11], 21, valid=False), trace(examples[12], 22, tier="student"),
-                             trace(examples[13], 23, task="other_task")])
+    db.insert_traces(
+        good
+        + [
+            rejected,
+            trace(examples[11], 21, valid=False),
+            trace(examples[12], 22, tier="student"),
+            trace(examples[13], 23, task="other_task"),
+        ]
+    )
     db.add_label(rejected["id"], "bad", reviewer="ana")
     built = build(db, tmp_path, eval_fraction=0.3)
     seen = user_inputs(read(built.train_path)) + [r["input"] for r in read(built.eval_path)]
@@ -165,8 +203,9 @@ def test_near_duplicates_are_dropped_unless_their_output_differs(db, tmp_path, e
     base = examples[:40]
     same = [near_copy(ex, suffix="\n\nSent from my phone") for ex in base[:10]]
     originals = [ex for ex in base[10:20] if ex["output"]["urgency"] != "high"]
-    variants = [near_copy(ex, suffix="\n\nThis is urgent.", output=dict(ex["output"], urgency="high"))
-                for ex in originals]
+    variants = [
+        near_copy(ex, suffix="\n\nThis is urgent.", output=dict(ex["output"], urgency="high")) for ex in originals
+    ]
     db.insert_traces([trace(ex, i) for i, ex in enumerate(base + same + variants)])
     built = build(db, tmp_path, eval_fraction=0.5)
     assert built.counts["near_dups"] == 10 and built.counts["near_dup_variants"] == len(variants) > 5
@@ -201,14 +240,24 @@ def tool_transcript(ex: dict) -> list[dict]:
     return [
         {"role": "system", "content": "teacher prompt with the skill"},
         {"role": "user", "content": compact_json(ex["input"])},
-        {"role": "assistant", "content": "Checking the order.",
-         "tool_calls": [{"id": "c1", "name": "lookup_order", "arguments": {"order_id": "ORD-123456"}}]},
-        {"role": "tool", "tool_call_id": "c1", "name": "lookup_order",
-         "content": json.dumps({"status": "shipped", "debug": f"auth={ANTHROPIC_KEY}"})},
+        {
+            "role": "assistant",
+            "content": "Checking the order.",
+            "tool_calls": [{"id": "c1", "name": "lookup_order", "arguments": {"order_id": "ORD-123456"}}],
+        },
+        {
+            "role": "tool",
+            "tool_call_id": "c1",
+            "name": "lookup_order",
+            "content": json.dumps({"status": "shipped", "debug": f"auth={ANTHROPIC_KEY}"}),
+        },
         {"role": "assistant", "content": "{not json"},
         {"role": "user", "content": "Your answer was not valid JSON; answer again."},
-        {"role": "assistant", "content": "",
-         "tool_calls": [{"id": "c2", "name": "final_answer", "arguments": ex["output"]}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "c2", "name": "final_answer", "arguments": ex["output"]}],
+        },
     ]
 
 
@@ -222,14 +271,17 @@ def test_tool_traces_keep_their_tool_rounds_in_both_formats(db, tmp_path, exampl
     row = trl[input_hash(agentic["input"])]["messages"]
     assert row[0]["content"] == INSTRUCTIONS + "\n\n" + render_tools([ToolSpec(**LOOKUP)])
     assert [m["role"] for m in row] == ["system", "user", "assistant", "tool", "assistant"]
-    assert row[2]["content"] == ('Checking the order.<tool_call>{"name":"lookup_order","arguments":'
-                                 '{"order_id":"ORD-123456"}}</tool_call>')
+    assert row[2]["content"] == (
+        'Checking the order.<tool_call>{"name":"lookup_order","arguments":{"order_id":"ORD-123456"}}</tool_call>'
+    )
     assert "[REDACTED:api_key]" in row[3]["content"] and row[4]["content"] == render_answer(agentic["output"])
     native = oai[input_hash(agentic["input"])]
     assert native["tools"] == [{"type": "function", "function": LOOKUP}]
     assert native["messages"][0]["content"] == INSTRUCTIONS
-    assert native["messages"][2]["tool_calls"][0]["function"] == {"name": "lookup_order",
-                                                                  "arguments": '{"order_id": "ORD-123456"}'}
+    assert native["messages"][2]["tool_calls"][0]["function"] == {
+        "name": "lookup_order",
+        "arguments": '{"order_id": "ORD-123456"}',
+    }
     assert native["messages"][3]["tool_call_id"] == "c1"
     assert "tools" not in oai[input_hash(plain["input"])]
     assert built.counts["tool_rows"] == 1
@@ -251,7 +303,9 @@ def test_a_tool_task_answer_without_tool_calls_still_shows_the_tools(db, tmp_pat
 
 def with_secret(ex: dict) -> dict:
     ex = copy.deepcopy(ex)
-    ex["input"]["email"]["body"] += f"\n\nPS our integration key is {ANTHROPIC_KEY} and db postgres://app:pw123456@db:5432"
+    ex["input"]["email"]["body"] += (
+        f"\n\nPS our integration key is {ANTHROPIC_KEY} and db postgres://app:pw123456@db:5432"
+    )
     return ex
 
 
@@ -260,9 +314,11 @@ def test_redaction_reaches_every_output_file(db, tmp_path, examples, mode):
     """Secrets never reach any file in either mode; email addresses go only with mode='pii'."""
     secret_exs = [with_secret(ex) for ex in examples[:30]]
     tool_ex = examples[40]
-    db.insert_traces([trace(ex, i) for i, ex in enumerate(secret_exs)]
-                     + [trace(ex, 50 + i) for i, ex in enumerate(examples[30:40])]
-                     + [trace(tool_ex, 90, messages=tool_transcript(tool_ex), tools=[LOOKUP])])
+    db.insert_traces(
+        [trace(ex, i) for i, ex in enumerate(secret_exs)]
+        + [trace(ex, 50 + i) for i, ex in enumerate(examples[30:40])]
+        + [trace(tool_ex, 90, messages=tool_transcript(tool_ex), tools=[LOOKUP])]
+    )
     refs = {input_hash(ex["input"]): dict(ex["output"], contact_email="ops@northwind.example") for ex in secret_exs}
     built = build(db, tmp_path, redact=mode, eval_fraction=0.4, references=refs)
     files = sorted(p for p in built.path.iterdir())
@@ -339,8 +395,12 @@ def test_a_killed_build_leaves_nothing_that_looks_complete(sqlite_url, tmp_path,
     store = Store(sqlite_url)
     store.insert_traces([trace(ex, i) for i, ex in enumerate(examples[:60])])
     out = tmp_path / "datasets"
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, sqlite_url, str(out)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, sqlite_url, str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
+    )
     assert proc.returncode == 3, proc.stderr
     leftovers = list((out / TASK).iterdir())
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".") and leftovers[0].name.endswith(".tmp")
@@ -366,7 +426,11 @@ def test_bad_arguments_and_empty_tasks_are_user_errors(db, tmp_path, examples):
     with pytest.raises(UserError, match="'extract_order'"):
         build(db, tmp_path)
     db.insert_traces([trace(examples[0], 0)])
-    for kw, bad in [({"eval_fraction": 1.0}, "1.0"), ({"redact": "all"}, "'all'"),
-                    ({"near_dup_threshold": 0.0}, "0.0"), ({"instructions": "  "}, "instructions")]:
+    for kw, bad in [
+        ({"eval_fraction": 1.0}, "1.0"),
+        ({"redact": "all"}, "'all'"),
+        ({"near_dup_threshold": 0.0}, "0.0"),
+        ({"instructions": "  "}, "instructions"),
+    ]:
         with pytest.raises(UserError, match=bad):
             build(db, tmp_path, **kw)

@@ -12,12 +12,40 @@ from protege.distill.train import ADAPTER_DIR, CHECKPOINT_DIR, TrainConfig, trai
 from protege.errors import UserError
 
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
-WORDS = ["apple", "river", "stone", "cloud", "ember", "maple", "ocean", "pearl", "quartz", "raven", "tiger",
-         "violet", "willow", "amber", "cedar", "delta", "falcon", "garnet", "harbor", "iris"]
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "ember",
+    "maple",
+    "ocean",
+    "pearl",
+    "quartz",
+    "raven",
+    "tiger",
+    "violet",
+    "willow",
+    "amber",
+    "cedar",
+    "delta",
+    "falcon",
+    "garnet",
+    "harbor",
+    "iris",
+]
 # every input gets the same answer: a pattern even a 2-layer random model learns, so held-out rows can be right
 ROWS = [chat_row("Label the word.", {"word": w}, {"label": "yes"}) for w in WORDS]
-FAST = {"method": "full", "learning_rate": 1e-2, "batch_size": 4, "logging_steps": 1, "torch_threads": 2,
-        "warmup_ratio": 0.0, "lr_scheduler": "constant", "bf16": False}
+FAST = {
+    "method": "full",
+    "learning_rate": 1e-2,
+    "batch_size": 4,
+    "logging_steps": 1,
+    "torch_threads": 2,
+    "warmup_ratio": 0.0,
+    "lr_scheduler": "constant",
+    "bf16": False,
+}
 
 
 def test_the_best_epoch_is_kept_and_training_stops_when_it_stops_improving(tiny_base, tmp_path):

@@ -21,14 +21,24 @@ class Triage(BaseModel):
     priority: int
 
 
-TEACHER = {"refund": {"queue": "billing", "priority": 2}, "crash": {"queue": "bug", "priority": 1},
-           "hello": {"queue": "other", "priority": 3}, "invoice": {"queue": "billing", "priority": 3}}
+TEACHER = {
+    "refund": {"queue": "billing", "priority": 2},
+    "crash": {"queue": "bug", "priority": 1},
+    "hello": {"queue": "other", "priority": 3},
+    "invoice": {"queue": "billing", "priority": 3},
+}
 
 
 def rows(references: dict | None = None) -> list[dict]:
-    return [chat_row("Triage the ticket.", {"subject": s}, out,
-                     **({"reference": references[s]} if references and s in references else {}))
-            for s, out in TEACHER.items()]
+    return [
+        chat_row(
+            "Triage the ticket.",
+            {"subject": s},
+            out,
+            **({"reference": references[s]} if references and s in references else {}),
+        )
+        for s, out in TEACHER.items()
+    ]
 
 
 def student(answers: dict):
@@ -38,6 +48,7 @@ def student(answers: dict):
 
 def sure(answers: dict):
     """`student`, answering with confidence 0.9."""
+
     def answer(req):
         text = answers[req.task_input["subject"]]
         return ModelResponse(text=text if isinstance(text, str) else json.dumps(text), confidence=0.9)
@@ -57,8 +68,12 @@ def test_a_perfect_student_retains_everything():
 def test_wrong_and_unparseable_answers_are_counted_apart():
     """One answer with a wrong field, one that is not JSON, one that breaks the schema: exact match 1/4,
     two parse failures, field accuracy per field, and each miss kept as a mismatch with the raw text."""
-    answers = {**TEACHER, "crash": {"queue": "bug", "priority": 2}, "hello": "I think it's other",
-               "invoice": {"queue": "sales", "priority": 3}}
+    answers = {
+        **TEACHER,
+        "crash": {"queue": "bug", "priority": 2},
+        "hello": "I think it's other",
+        "invoice": {"queue": "sales", "priority": 3},
+    }
     report = evaluate_student(student(answers), rows(), output_model=Triage)
     assert report.exact_match == 0.25 and report.student_score == 0.25 and report.retention == 0.25
     assert report.parse_failure_rate == 0.5
@@ -72,14 +87,17 @@ def test_wrong_and_unparseable_answers_are_counted_apart():
 def test_the_gate_goes_by_the_least_sure_field_and_accuracy_is_given_per_kind():
     """Per-field confidences are kept per answer; the gate's figure is the least-sure field's (the answer's
     own confidence only where a model gives none per field); field accuracy is pooled per field kind."""
+
     def answer(req):
         subject = req.task_input["subject"]
         fields = None if subject == "hello" else {"queue": 0.99, "priority": 0.3 if subject == "crash" else 0.8}
-        return ModelResponse(text=json.dumps({**TEACHER[subject], "priority": 1}), confidence=0.95,
-                             field_confidences=fields)
+        return ModelResponse(
+            text=json.dumps({**TEACHER[subject], "priority": 1}), confidence=0.95, field_confidences=fields
+        )
 
-    report = evaluate_student(FunctionModel(answer), rows(), output_model=Triage,
-                              field_kinds={"queue": "copied", "priority": "computed"})
+    report = evaluate_student(
+        FunctionModel(answer), rows(), output_model=Triage, field_kinds={"queue": "copied", "priority": "computed"}
+    )
     assert report.confidences == [0.8, 0.3, 0.95, 0.8]
     assert report.field_confidences[1] == {"queue": 0.99, "priority": 0.3} and report.field_confidences[2] is None
     assert report.field_accuracy == {"queue": 1.0, "priority": 0.25}
@@ -89,6 +107,7 @@ def test_the_gate_goes_by_the_least_sure_field_and_accuracy_is_given_per_kind():
 
 def test_a_custom_score_gives_partial_credit():
     """The task's `score` decides quality (here: half a point per right field); exact match stays strict."""
+
     def per_field(expected: Triage, actual: Triage) -> float:
         return ((expected.queue == actual.queue) + (expected.priority == actual.priority)) / 2
 
@@ -109,6 +128,7 @@ def test_retention_is_measured_on_reference_labels_when_they_exist():
 
 def test_a_model_error_is_a_failed_answer_not_a_crash():
     """A student that raises on one input: that input counts as unparseable, the rest are still scored."""
+
     def flaky(req):
         if req.task_input["subject"] == "crash":
             raise RuntimeError("out of memory")

@@ -17,16 +17,27 @@ from protege.tasks import TaskSpec, input_hash
 
 def test_openai_row_uses_native_tool_calls_and_function_tools():
     """Tool calls carry JSON-text arguments and ids; tool results keep their call id; the final tool is hidden."""
-    messages = [Message(role="system", content="S"), Message(role="user", content="U"),
-                Message(role="assistant", tool_calls=[ToolCall(id="c1", name="lookup", arguments={"q": "é"})]),
-                Message(role="tool", content="R", tool_call_id="c1"), Message(role="assistant", content="{}")]
+    messages = [
+        Message(role="system", content="S"),
+        Message(role="user", content="U"),
+        Message(role="assistant", tool_calls=[ToolCall(id="c1", name="lookup", arguments={"q": "é"})]),
+        Message(role="tool", content="R", tool_call_id="c1"),
+        Message(role="assistant", content="{}"),
+    ]
     tools = [ToolSpec(name="lookup", description="d"), ToolSpec(name="final_answer")]
     row = export.openai_row(messages, tools)
-    assert row["messages"][2] == {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "é"}'}}]}
+    assert row["messages"][2] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "é"}'}}],
+    }
     assert row["messages"][3] == {"role": "tool", "tool_call_id": "c1", "content": "R"}
-    assert row["tools"] == [{"type": "function", "function": {"name": "lookup", "description": "d",
-                                                              "parameters": {"type": "object", "properties": {}}}}]
+    assert row["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "description": "d", "parameters": {"type": "object", "properties": {}}},
+        }
+    ]
     assert "tools" not in export.openai_row(messages[:2])
 
 
@@ -60,11 +71,21 @@ def test_jsonl_writer_counts_hashes_and_copies(tmp_path):
 @pytest.fixture
 def built(sqlite_url, tmp_path):
     store = Store(sqlite_url)
-    rows = [{"task_name": "extract_order", "tier": "teacher", "valid": True, "input": ex["input"],
-             "input_hash": input_hash(ex["input"]), "output": ex["output"]} for ex in load_examples()[:40]]
+    rows = [
+        {
+            "task_name": "extract_order",
+            "tier": "teacher",
+            "valid": True,
+            "input": ex["input"],
+            "input_hash": input_hash(ex["input"]),
+            "output": ex["output"],
+        }
+        for ex in load_examples()[:40]
+    ]
     store.insert_traces(rows)
-    result = build_dataset(store, "extract_order", instructions=TaskSpec(extract_order).instructions,
-                           out_dir=tmp_path / "datasets")
+    result = build_dataset(
+        store, "extract_order", instructions=TaskSpec(extract_order).instructions, out_dir=tmp_path / "datasets"
+    )
     yield result
     store.close()
 

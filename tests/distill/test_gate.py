@@ -20,9 +20,14 @@ def test_the_floor_keeps_the_most_answers_that_still_reach_the_target():
     """Retention 0.725 ungated; a floor at the 30th answer keeps 75% and escalates the 10 sure misses: 0.975.
     (At target 0.95 the floor goes one lower: the 31st answer is wrong and 0.95 still holds.)"""
     gate = calibrate(CONFIDENCES, SCORES, target=0.975)
-    assert gate.model_dump() == {"min_confidence": pytest.approx(0.71), "coverage": 0.75, "retention": 0.975,
-                                 "kept_quality": pytest.approx(29 / 30), "measured_on": "in-sample",
-                                 "in_sample": None}
+    assert gate.model_dump() == {
+        "min_confidence": pytest.approx(0.71),
+        "coverage": 0.75,
+        "retention": 0.975,
+        "kept_quality": pytest.approx(29 / 30),
+        "measured_on": "in-sample",
+        "in_sample": None,
+    }
     assert gated(CONFIDENCES, SCORES, gate.min_confidence) == gate  # measuring the floor gives the same figures
     assert calibrate(CONFIDENCES, SCORES, target=0.95).coverage == 31 / 40
     strict = calibrate(CONFIDENCES, SCORES, target=1.0)
@@ -80,8 +85,11 @@ def test_cross_fitted_figures_come_from_floors_chosen_without_the_answers_they_g
     for fold in range(5):
         rest = [i for i in range(60) if fold_of[i] != fold]
         floor = calibrate([NOISE_CONFIDENCES[i] for i in rest], [NOISE_SCORES[i] for i in rest], target=0.9)
-        kept += [NOISE_SCORES[i] for i in range(60) if fold_of[i] == fold and floor is not None
-                 and NOISE_CONFIDENCES[i] >= floor.min_confidence]
+        kept += [
+            NOISE_SCORES[i]
+            for i in range(60)
+            if fold_of[i] == fold and floor is not None and NOISE_CONFIDENCES[i] >= floor.min_confidence
+        ]
     assert gate.coverage == len(kept) / 60 and gate.retention == pytest.approx((sum(kept) + 60 - len(kept)) / 60)
     in_sample = calibrate(NOISE_CONFIDENCES, NOISE_SCORES, target=0.9)
     assert gate.min_confidence == in_sample.min_confidence and gate.measured_on == "cross-fitted, 5 folds"

@@ -34,8 +34,9 @@ def test_bulk_signatures_equal_datasketch_minhash(texts, monkeypatch):
 
 def test_similarity_ignores_case_and_spacing_but_not_content():
     """Case and whitespace changes give identical signatures; a different text does not."""
-    a, b, c = signatures(["Please SHIP  three chairs\nto Denver", "please ship three chairs to denver",
-                          "please ship nine lamps to Oslo"])
+    a, b, c = signatures(
+        ["Please SHIP  three chairs\nto Denver", "please ship three chairs to denver", "please ship nine lamps to Oslo"]
+    )
     assert np.array_equal(a, b)
     assert np.mean(a == c) < 0.2
 
@@ -53,8 +54,10 @@ def test_banded_index_finds_what_datasketch_lsh_finds(texts):
     corpus = base + copies
     sigs = signatures(corpus)
     threshold = 0.7
-    assert lsh_params(threshold) == (MinHashLSH(threshold=threshold, num_perm=64).b,
-                                     MinHashLSH(threshold=threshold, num_perm=64).r)
+    assert lsh_params(threshold) == (
+        MinHashLSH(threshold=threshold, num_perm=64).b,
+        MinHashLSH(threshold=threshold, num_perm=64).r,
+    )
     ours, theirs = _pairs_ours(sigs, threshold), _pairs_datasketch(sigs, threshold)
     assert ours == theirs
     found = {(i, 200 + i) for i in range(80)} & ours  # LSH is probabilistic: nearly every planted copy is found

@@ -16,8 +16,20 @@ from protege.agents.models.base import ModelResponse, Usage
 from protege.distill.pipeline import dir_hash
 from protege.distill.train import TrainConfig
 
-SUBJECTS = ["refund please", "app crashes", "double charge", "login broken", "refund my order", "screen is blank",
-            "charged twice", "error 500", "refund for May", "crash on save", "invoice wrong", "button missing"]
+SUBJECTS = [
+    "refund please",
+    "app crashes",
+    "double charge",
+    "login broken",
+    "refund my order",
+    "screen is blank",
+    "charged twice",
+    "error 500",
+    "refund for May",
+    "crash on save",
+    "invoice wrong",
+    "button missing",
+]
 CONFIG = TrainConfig(max_steps=2, batch_size=4, torch_threads=2)
 
 
@@ -32,16 +44,23 @@ class Triage(BaseModel):
 
 def oracle(req):
     subject = req.task_input["ticket"]["subject"]
-    answer = {"queue": "billing" if any(w in subject for w in ("refund", "charge", "invoice")) else "bug",
-              "priority": 2}
+    answer = {
+        "queue": "billing" if any(w in subject for w in ("refund", "charge", "invoice")) else "bug",
+        "priority": 2,
+    }
     return ModelResponse(text=json.dumps(answer), usage=Usage(input_tokens=200, output_tokens=20))
 
 
 @pytest.fixture
 def app(tmp_path, tiny_base):
     teacher = FunctionModel(oracle, price_as="anthropic:claude-opus-4-5")
-    a = Protege(db=f"sqlite:///{tmp_path}/app.db", teacher=teacher, replay=teacher, project_dir=tmp_path / ".protege",
-                student_base=str(tiny_base))
+    a = Protege(
+        db=f"sqlite:///{tmp_path}/app.db",
+        teacher=teacher,
+        replay=teacher,
+        project_dir=tmp_path / ".protege",
+        student_base=str(tiny_base),
+    )
     yield a
     a.close()
 
@@ -70,14 +89,15 @@ def test_distill_trains_evaluates_records_and_promotes(app):
     assert 0.0 <= metrics["retention"] <= 1.0 and metrics["n"] >= 1
     assert metrics["parse_failure_rate"] == 0.0  # constrained decoding: even a random student answers valid JSON
     assert metrics["train"]["steps"] == 2 and metrics["train"]["final_loss"] > 0
-    assert (report.retention, report.coverage, report.measured_on) == (metrics["retention"], 1.0,
-                                                                       "eval split, no gate")
+    assert (report.retention, report.coverage, report.measured_on) == (metrics["retention"], 1.0, "eval split, no gate")
     assert metrics["headline"]["measured_on"] == "eval split, no gate"
     assert row.params["max_steps"] == 2
     result = app.run("triage", {"ticket": {"subject": "refund again"}}, tier="student", escalate=False)
     assert result.tier == "student" and isinstance(result.output, Triage)
     assert result.model == f"local:{report.student_id}"
-    assert json.loads((Path(row.adapter_path) / "protege_answers.json").read_text())["fields"]["queue"]["kind"] == "enum"
+    assert (
+        json.loads((Path(row.adapter_path) / "protege_answers.json").read_text())["fields"]["queue"]["kind"] == "enum"
+    )
     assert metrics["field_kinds"] == {"queue": "enum", "priority": "enum"}
 
 
@@ -92,6 +112,7 @@ def test_a_student_below_the_gate_stays_a_candidate(app):
 
 def test_too_few_traces_is_a_user_error_unless_forced(app):
     """Below Policy.min_traces distillation refuses with the numbers and the way out; force=True goes ahead."""
+
     @app.task(policy=Policy(min_traces=50, promote_at=1.0))
     def triage(ticket: Ticket) -> Triage:
         """Route a support ticket to a queue and set its priority (1 = urgent)."""
@@ -114,8 +135,19 @@ def test_a_student_trained_by_the_launch_script_is_adopted(app, tmp_path):
     triage = register(app, promote_at=0.0)
     built = build_dataset(app.store, "triage", instructions=triage.spec.instructions, out_dir=tmp_path / "ds")
     out = tmp_path / "launched"
-    assert launch([str(built.path), str(out), "--base", app.settings.student_base,
-                   "--config", '{"max_steps": 2, "batch_size": 4, "torch_threads": 2}']) == 0
+    assert (
+        launch(
+            [
+                str(built.path),
+                str(out),
+                "--base",
+                app.settings.student_base,
+                "--config",
+                '{"max_steps": 2, "batch_size": 4, "torch_threads": 2}',
+            ]
+        )
+        == 0
+    )
     report = app.distill("triage", adapter=out)
     row = app.store.student(report.student_id)
     assert report.promoted and Path(row.adapter_path).is_relative_to(app.settings.project_dir)

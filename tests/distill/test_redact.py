@@ -24,18 +24,27 @@ SECRETS = [
     ("git clone https://ghp_0123456789abcdefghijABCDEFGHIJ012345@github.com/x", "ghp_0123456789abcdefghij", "api_key"),
     ("token github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "11ABCDEFG0123456789", "api_key"),
     ("SLACK_BOT_TOKEN=xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "1234567890123-AbCd", "token"),
-    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
-     "SflKxwRJSMeKKF2QT4fw", "token"),
+    (
+        "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        "SflKxwRJSMeKKF2QT4fw",
+        "token",
+    ),
     ("curl -H 'Authorization: Bearer abcDEF123456ghiJKL789mno'", "abcDEF123456ghiJKL789mno", "token"),
     ("DATABASE_URL=postgresql://admin:s3cr3t-pw@db.internal:5432/app", "s3cr3t-pw", "credentials"),
     ('{"password": "hunter2!x"}', "hunter2!x", "secret"),
     ("login with PASSWORD: Tr0ub4dor&3", "Tr0ub4dor", "secret"),
     ("--api-key ab12cd34ef56", "ab12cd34ef56", "secret"),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
-     "-----END OPENSSH PRIVATE KEY-----\n",
-     "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ", "private_key"),
-    ("truncated -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
-     "MIIEowIBAAKCAQEAu1SU1L", "private_key"),
+    (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+        "-----END OPENSSH PRIVATE KEY-----\n",
+        "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ",
+        "private_key",
+    ),
+    (
+        "truncated -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+        "MIIEowIBAAKCAQEAu1SU1L",
+        "private_key",
+    ),
 ]
 
 
@@ -57,22 +66,32 @@ def test_url_credentials_keep_the_host():
 
 def test_secrets_mode_keeps_personal_data():
     """Emails, phone numbers and card numbers stay by default: many tasks exist to extract them."""
-    text = ("Reach maria.lopez@gmail.com or +1 (415) 555-0132; card 4111 1111 1111 1111; "
-            "IBAN DE89 3704 0044 0532 0130 00")
+    text = (
+        "Reach maria.lopez@gmail.com or +1 (415) 555-0132; card 4111 1111 1111 1111; IBAN DE89 3704 0044 0532 0130 00"
+    )
     out, counts = redact(text, "secrets")
     assert out == text and not counts
 
 
 def test_pii_mode_redacts_personal_data_with_checksums():
     """Emails, phones, Luhn-valid cards and mod-97-valid IBANs go; dates, order ids, zips, bad checksums stay."""
-    text = ("mail maria.lopez@gmail.com, call +44 20 7946 0958 or 617-555-0123. Card 4111-1111-1111-1111, "
-            "IBAN GB82 WEST 1234 5698 7654 32. Not a card: 4111 1111 1111 1112. Not an IBAN: GB00WEST12345698765432. "
-            "Keep 2024-03-05, 18.08.2024, ORD-482913, order 482913 and Springfield, IL 62704.")
+    text = (
+        "mail maria.lopez@gmail.com, call +44 20 7946 0958 or 617-555-0123. Card 4111-1111-1111-1111, "
+        "IBAN GB82 WEST 1234 5698 7654 32. Not a card: 4111 1111 1111 1112. Not an IBAN: GB00WEST12345698765432. "
+        "Keep 2024-03-05, 18.08.2024, ORD-482913, order 482913 and Springfield, IL 62704."
+    )
     out, counts = redact(text, "pii")
     for gone in ("maria.lopez@gmail.com", "7946 0958", "617-555-0123", "4111-1111-1111-1111", "GB82 WEST"):
         assert gone not in out
-    for kept in ("4111 1111 1111 1112", "GB00WEST12345698765432", "2024-03-05", "18.08.2024", "ORD-482913",
-                 "order 482913", "IL 62704"):
+    for kept in (
+        "4111 1111 1111 1112",
+        "GB00WEST12345698765432",
+        "2024-03-05",
+        "18.08.2024",
+        "ORD-482913",
+        "order 482913",
+        "IL 62704",
+    ):
         assert kept in out
     assert counts == {"email": 1, "phone": 2, "card": 1, "iban": 1}
 
@@ -86,8 +105,12 @@ def test_ordinary_words_after_secret_names_are_kept():
 
 def test_redact_json_walks_values_and_replaces_secret_named_keys_whole():
     """Nested dicts/lists are walked; a value under 'password'/'api_key'/'authorization' goes whole; input untouched."""
-    value = {"headers": {"Authorization": "Basic dXNlcjpwYXNz", "Accept": "json"},
-             "config": [{"api_key": "short"}, {"note": "key sk-ant-abcdefghijklmnopqrstuvwx"}], "n": 3, "ok": None}
+    value = {
+        "headers": {"Authorization": "Basic dXNlcjpwYXNz", "Accept": "json"},
+        "config": [{"api_key": "short"}, {"note": "key sk-ant-abcdefghijklmnopqrstuvwx"}],
+        "n": 3,
+        "ok": None,
+    }
     before = copy.deepcopy(value)
     out, counts = redact_json(value)
     assert value == before
@@ -118,9 +141,13 @@ def test_bundled_workload_has_no_false_secrets_and_pii_finds_every_contact():
 
 
 KEY_MAKERS = [  # a legacy "sk-" key must start a token ("task-..." is a word), so it gets a space before it
-    lambda s: "sk-ant-api03-" + s, lambda s: "sk-proj-" + s, lambda s: " sk-" + s,
+    lambda s: "sk-ant-api03-" + s,
+    lambda s: "sk-proj-" + s,
+    lambda s: " sk-" + s,
     lambda s: "ghp_" + s.replace("-", "a"),
-    lambda s: "xoxp-" + s, lambda s: "hf_" + s.replace("-", "b").replace("_", "c"), lambda s: "glpat-" + s,
+    lambda s: "xoxp-" + s,
+    lambda s: "hf_" + s.replace("-", "b").replace("_", "c"),
+    lambda s: "glpat-" + s,
 ]
 TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=32, max_size=48)
 AROUND = st.sampled_from(["", " ", "\n", "=", ": ", '"', "'", "(", "[", "<", "key=", "Bearer ", "token: ", "url?k="])
@@ -139,8 +166,12 @@ def test_no_key_survives_in_any_surroundings(maker, token, before, after, left, 
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("skant-_ABCDEFGHIJKLMNOPQRSTUVWXYZeyJxob:/@=password token 0123456789")),
-               max_size=120))
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("skant-_ABCDEFGHIJKLMNOPQRSTUVWXYZeyJxob:/@=password token 0123456789")),
+        max_size=120,
+    )
+)
 def test_fast_path_is_sound(text):
     """Whenever redaction would change a text, `may_need_redaction` says so; redacting twice changes nothing more."""
     if redact(text)[0] != text:

@@ -22,8 +22,14 @@ def served(tmp_path, tiny_base, tmp_path_factory):
 
 def requests(app) -> list[ModelRequest]:
     schema = app.store.task("route").output_schema
-    return [ModelRequest(messages=student_messages("Sort the message into a queue.", {"message": {"text": text}}),
-                         output_schema=schema, max_tokens=64) for text, _ in MESSAGES]
+    return [
+        ModelRequest(
+            messages=student_messages("Sort the message into a queue.", {"message": {"text": text}}),
+            output_schema=schema,
+            max_tokens=64,
+        )
+        for text, _ in MESSAGES
+    ]
 
 
 def test_hf_export_is_a_plain_checkpoint_that_answers_as_the_student(served, tmp_path, tiny_base):
@@ -117,8 +123,9 @@ def test_the_cli_exports_and_refuses_an_existing_folder(served, tmp_path):
 
     app, student_id = served
     base = ["--db", f"sqlite:///{tmp_path}/app.db", "--project-dir", str(tmp_path / ".protege")]
-    done = CliRunner().invoke(cli_app, [*base, "students", "export", student_id[:8], "--format", "hf",
-                                        "--out", str(tmp_path / "cli-hf")])
+    done = CliRunner().invoke(
+        cli_app, [*base, "students", "export", student_id[:8], "--format", "hf", "--out", str(tmp_path / "cli-hf")]
+    )
     assert done.exit_code == 0, done.output
     assert "exported student" in done.output and (tmp_path / "cli-hf" / "model.safetensors").is_file()
     again = CliRunner().invoke(cli_app, [*base, "students", "export", student_id, "--out", str(tmp_path / "cli-hf")])

@@ -24,11 +24,22 @@ from protege.distill.train import (
 from protege.errors import TrainingError, UserError
 
 INSTRUCTIONS = "Sort the message into a queue."
-MESSAGES = [("refund my card", "billing"), ("app crashes on start", "bug"), ("reset my password", "account"),
-            ("nice weather", "other")]
+MESSAGES = [
+    ("refund my card", "billing"),
+    ("app crashes on start", "bug"),
+    ("reset my password", "account"),
+    ("nice weather", "other"),
+]
 ROWS = [chat_row(INSTRUCTIONS, {"text": text}, {"queue": queue}) for text, queue in MESSAGES]
-FAST = {"method": "full", "learning_rate": 1e-2, "batch_size": 4, "logging_steps": 1, "torch_threads": 2,
-        "warmup_ratio": 0.0, "lr_scheduler": "constant"}
+FAST = {
+    "method": "full",
+    "learning_rate": 1e-2,
+    "batch_size": 4,
+    "logging_steps": 1,
+    "torch_threads": 2,
+    "warmup_ratio": 0.0,
+    "lr_scheduler": "constant",
+}
 
 
 def test_loss_falls_on_a_tiny_overfit_set(tiny_base, tmp_path):
@@ -67,8 +78,17 @@ def test_a_failed_save_leaves_the_previous_student_intact(tmp_path):
             (Path(folder) / "adapter_model.safetensors").write_bytes(b"half")
             raise OSError("disk full")
 
-    result = TrainResult(adapter_path=target, base="new", method="lora", loss_history=[], train_tokens=0,
-                         tokens_per_s=0, wall_s=0, steps=0, rows=0)
+    result = TrainResult(
+        adapter_path=target,
+        base="new",
+        method="lora",
+        loss_history=[],
+        train_tokens=0,
+        tokens_per_s=0,
+        wall_s=0,
+        steps=0,
+        rows=0,
+    )
     with pytest.raises(TrainingError, match="disk full"):
         _save_atomically(CrashingModel(), None, target, TrainConfig(), result)
     assert json.loads((target / METADATA_FILE).read_text()) == {"base": "old"}
@@ -82,8 +102,9 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path
     first = train_student(ROWS, tiny_base, out, TrainConfig(**config, max_steps=2))
     assert (out / CHECKPOINT_DIR / "checkpoint-2").is_dir()
     steps_run: list[int] = []
-    second = train_student(ROWS, tiny_base, out, TrainConfig(**config, max_steps=3),
-                           progress=lambda p: steps_run.append(p.step))
+    second = train_student(
+        ROWS, tiny_base, out, TrainConfig(**config, max_steps=3), progress=lambda p: steps_run.append(p.step)
+    )
     assert steps_run == [3]  # steps 1 and 2 came from the checkpoint
     assert second.steps == 3 and second.loss_history[:2] == first.loss_history
 
@@ -157,8 +178,16 @@ def test_real_base_learns_and_its_adapter_answers(smollm2_base, tmp_path):
         queue: str
 
     rows = [chat_row(INSTRUCTIONS, {"text": t}, {"queue": q}) for t, q in MESSAGES]
-    config = TrainConfig(learning_rate=2e-3, batch_size=4, max_steps=8, logging_steps=1, torch_threads=2,
-                         warmup_ratio=0.0, lr_scheduler="linear", bf16=False)
+    config = TrainConfig(
+        learning_rate=2e-3,
+        batch_size=4,
+        max_steps=8,
+        logging_steps=1,
+        torch_threads=2,
+        warmup_ratio=0.0,
+        lr_scheduler="linear",
+        bf16=False,
+    )
     started = time.perf_counter()
     result = train_student(rows, smollm2_base, tmp_path / "s", config)
     losses = [loss for _, loss in result.loss_history]
@@ -181,15 +210,43 @@ def test_the_launch_script_trains_under_accelerate_launch(tiny_base, tmp_path):
     dataset.mkdir()
     rows = [chat_row("Say the word.", {"w": w}, {"word": w}) for w in ("yes", "no", "maybe", "never")]
     (dataset / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
-              "protege.distill.launch"]
-    done = subprocess.run([*launch, str(dataset), str(tmp_path / "out"), "--base", str(tiny_base),
-                           "--config", '{"max_steps": 2, "torch_threads": 1}'], capture_output=True, text=True,
-                          timeout=300)
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "protege.distill.launch",
+    ]
+    done = subprocess.run(
+        [
+            *launch,
+            str(dataset),
+            str(tmp_path / "out"),
+            "--base",
+            str(tiny_base),
+            "--config",
+            '{"max_steps": 2, "torch_threads": 1}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["steps"] == 2 and (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
-    bad = subprocess.run([sys.executable, "-m", "protege.distill.launch", str(tmp_path), str(tmp_path / "o2")],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "protege.distill.launch", str(tmp_path), str(tmp_path / "o2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "has no train.jsonl" in bad.stderr

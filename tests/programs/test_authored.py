@@ -34,7 +34,7 @@ class Summary(BaseModel):
     priority: Literal["low", "high"]
 
 
-CORRECT = '''
+CORRECT = """
 import re
 
 def solve(invoice):
@@ -46,12 +46,13 @@ def solve(invoice):
         "total": round(sum(int(q) * float(p) for q, p in lines), 2),
         "priority": "high" if "urgent" in text.lower() else "low",
     }
-'''
+"""
 # ignores quantities: the total is right only when every quantity is 1
 WRONG_TOTAL = CORRECT.replace("sum(int(q) * float(p) for q, p in lines)", "sum(float(p) for _, p in lines)")
 # right on every trace it is verified on; loops forever on an input marked HANG (none of the traces are)
-HANGS = CORRECT.replace('    text = invoice["text"]\n',
-                        '    text = invoice["text"]\n    while "HANG" in text:\n        pass\n')
+HANGS = CORRECT.replace(
+    '    text = invoice["text"]\n', '    text = invoice["text"]\n    while "HANG" in text:\n        pass\n'
+)
 
 
 def invoices(n: int, seed: int, *, mark: str = "") -> list[tuple[dict, dict]]:
@@ -60,22 +61,39 @@ def invoices(n: int, seed: int, *, mark: str = "") -> list[tuple[dict, dict]]:
     goods = ["Widget", "Gear", "Bolt pack", "Cable 2m", "Lamp"]
     out = []
     for i in range(n):
-        lines = [(rng.choice([1, 1, 2, 3]), rng.choice(goods), rng.choice([1.5, 3.25, 10.0, 99.99]))
-                 for _ in range(rng.randint(1, 4))]
+        lines = [
+            (rng.choice([1, 1, 2, 3]), rng.choice(goods), rng.choice([1.5, 3.25, 10.0, 99.99]))
+            for _ in range(rng.randint(1, 4))
+        ]
         urgent = rng.random() < 0.3
         name = rng.choice(names)
-        text = "\n".join([f"Invoice {seed * 1000 + i} {mark}".strip(), f"Customer: {name}",
-                          *[f"{q} x {g} @ {p}" for q, g, p in lines], "URGENT please" if urgent else "Thanks"])
-        answer = {"customer": name, "items": len(lines), "total": round(sum(q * p for q, _, p in lines), 2),
-                  "priority": "high" if urgent else "low"}
+        text = "\n".join(
+            [
+                f"Invoice {seed * 1000 + i} {mark}".strip(),
+                f"Customer: {name}",
+                *[f"{q} x {g} @ {p}" for q, g, p in lines],
+                "URGENT please" if urgent else "Thanks",
+            ]
+        )
+        answer = {
+            "customer": name,
+            "items": len(lines),
+            "total": round(sum(q * p for q, _, p in lines), 2),
+            "priority": "high" if urgent else "low",
+        }
         out.append(({"invoice": {"text": text}}, answer))
     return out
 
 
 def _app(tmp_path, examples, *, author=None, replay=None) -> Protege:
     teacher = ReferenceModel([{"input": i, "output": o} for i, o in examples], price_as="anthropic:claude-opus-4-5")
-    return Protege(db=f"sqlite:///{tmp_path}/p.db", seed=1, teacher=teacher, program_author=author,
-                   replay=replay or FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"))
+    return Protege(
+        db=f"sqlite:///{tmp_path}/p.db",
+        seed=1,
+        teacher=teacher,
+        program_author=author,
+        replay=replay or FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"),
+    )
 
 
 def _register(app: Protege):
@@ -125,8 +143,12 @@ def test_fields_an_authored_program_gets_wrong_are_left_to_the_next_tier(tmp_pat
         answer = {**answers[input_hash(req.task_input)], "customer": "a guess"}
         return ModelResponse(text=json.dumps(answer), usage=Usage(input_tokens=100, output_tokens=20))
 
-    app = _app(tmp_path, examples, author=code_author(WRONG_TOTAL),
-               replay=FunctionModel(replay, price_as="anthropic:claude-haiku-4-5"))
+    app = _app(
+        tmp_path,
+        examples,
+        author=code_author(WRONG_TOTAL),
+        replay=FunctionModel(replay, price_as="anthropic:claude-haiku-4-5"),
+    )
     _register(app)
     _warm(app, examples[:40])
     authored = app.authored.current("summarize")
@@ -178,10 +200,15 @@ def _field(name: str, right: int, wrong: int, promoted: bool = True) -> FieldPro
 
 
 def test_each_field_goes_to_the_program_that_verified_better():
-    induced = ProgramSet("t", {"a": _field("a", 100, 0), "b": _field("b", 96, 4), "c": _field("c", 50, 50, False),
-                               "d": _field("d", 99, 1)})
-    authored = AuthoredProgram(source="def solve(**kw): ...", verified=["a", "b", "c"],
-                               field_agreement={"a": 1.0, "b": 1.0, "c": 0.97, "d": 0.5})
+    induced = ProgramSet(
+        "t",
+        {"a": _field("a", 100, 0), "b": _field("b", 96, 4), "c": _field("c", 50, 50, False), "d": _field("d", 99, 1)},
+    )
+    authored = AuthoredProgram(
+        source="def solve(**kw): ...",
+        verified=["a", "b", "c"],
+        field_agreement={"a": 1.0, "b": 1.0, "c": 0.97, "d": 0.5},
+    )
     # a tie goes to the induced program (no arbitrary code); a better authored one wins; unverified never serves
     assert choose(induced, authored) == {"a": "induced", "b": "authored", "c": "authored", "d": "induced"}
     assert choose(None, authored) == {"a": "authored", "b": "authored", "c": "authored"}
@@ -222,8 +249,7 @@ def test_cli_tui_and_skill_folders_show_and_carry_the_authored_program(tmp_path)
     other.close()
 
 
-def test_where_no_sandbox_can_start_authored_programs_are_skipped_and_calls_still_served(tmp_path, monkeypatch,
-                                                                                          caplog):
+def test_where_no_sandbox_can_start_authored_programs_are_skipped_and_calls_still_served(tmp_path, monkeypatch, caplog):
     from protege.sandbox import Sandbox, SandboxUnavailable
 
     examples = invoices(50, seed=6)
@@ -261,9 +287,13 @@ def test_an_authored_program_the_teacher_disagrees_with_in_shadow_is_taken_out_o
         out["total"] = round(out["total"] + (1 if moved["on"] else 0), 2)
         return ModelResponse(text=json.dumps(out), usage=Usage(input_tokens=900, output_tokens=40))
 
-    app = Protege(db=f"sqlite:///{tmp_path}/p.db", seed=1, program_author=code_author(CORRECT),
-                  teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5"),
-                  replay=FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"))
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/p.db",
+        seed=1,
+        program_author=code_author(CORRECT),
+        teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5"),
+        replay=FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"),
+    )
 
     @app.task(policy=Policy(program_min_traces=30, shadow_rate=1.0, shadow_window=10))
     def summarize(invoice: Invoice) -> Summary:

@@ -39,8 +39,12 @@ def _data(n: int, seed: int) -> list[tuple[dict, dict]]:
 
 def _app(tmp_path, examples, replay=None) -> Protege:
     teacher = ReferenceModel([{"input": i, "output": o} for i, o in examples], price_as="anthropic:claude-opus-4-5")
-    return Protege(db=f"sqlite:///{tmp_path}/p.db", seed=1, teacher=teacher,
-                   replay=replay or FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"))
+    return Protege(
+        db=f"sqlite:///{tmp_path}/p.db",
+        seed=1,
+        teacher=teacher,
+        replay=replay or FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"),
+    )
 
 
 def _warm(app: Protege, name: str, examples) -> None:
@@ -135,9 +139,12 @@ def test_programs_the_teacher_disagrees_with_in_shadow_are_demoted(tmp_path):
         out["changes"] += 1 if drift["on"] else 0  # the workload's meaning moved: the programs are now wrong
         return ModelResponse(text=json.dumps(out), usage=Usage(input_tokens=900, output_tokens=40))
 
-    app = Protege(db=f"sqlite:///{tmp_path}/d.db", seed=3,
-                  teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5"),
-                  replay=FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"))
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/d.db",
+        seed=3,
+        teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5"),
+        replay=FunctionModel(lambda req: "{}", price_as="anthropic:claude-haiku-4-5"),
+    )
 
     @app.task(policy=Policy(program_min_traces=60, shadow_rate=1.0, shadow_window=10))
     def counted(entry: Entry) -> Counted:
@@ -182,11 +189,14 @@ def test_a_field_the_student_gets_right_more_often_than_its_program_is_left_to_t
     from protege.agents.cascade import StudentPick, defer_to_student
     from protege.programs.verify import FieldProgram, ProgramSet
 
-    programs = ProgramSet("t", {
-        "package": FieldProgram("package", [], right=98, wrong=2, promoted=True),
-        "changes": FieldProgram("changes", [], right=100, wrong=0, promoted=True),
-        "bugs": FieldProgram("bugs", [], right=90, wrong=10, promoted=True),
-    })
+    programs = ProgramSet(
+        "t",
+        {
+            "package": FieldProgram("package", [], right=98, wrong=2, promoted=True),
+            "changes": FieldProgram("changes", [], right=100, wrong=0, promoted=True),
+            "bugs": FieldProgram("bugs", [], right=90, wrong=10, promoted=True),
+        },
+    )
     fixed = {"package": "zlib", "changes": 3, "bugs": [1]}
     student = StudentPick(model=None, id="s", field_accuracy={"package": 1.0, "changes": 0.4})
     assert defer_to_student(fixed, programs, student) == {"changes": 3, "bugs": [1]}

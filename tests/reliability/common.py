@@ -59,6 +59,7 @@ def register_triage(app: Any, **options: Any) -> Any:
 
 # -- subprocesses ------------------------------------------------------------------------------------------------
 
+
 def script_env() -> dict[str, str]:
     """The environment for a worker script: protege importable from src, no inherited provider keys."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -77,10 +78,15 @@ def phase_file(path: str | Path, k: int) -> str:
     return str(path) if k == 0 else f"{path}.{k}"
 
 
-def run_script(name: str, *args: str | Path, timeout: float = 300, env: dict[str, str] | None = None
-               ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], env={**script_env(), **(env or {})},
-                          capture_output=True, timeout=timeout)
+def run_script(
+    name: str, *args: str | Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *map(str, args)],
+        env={**script_env(), **(env or {})},
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> None:
@@ -92,6 +98,7 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 
 # -- store dumps -------------------------------------------------------------------------------------------------
+
 
 def store_text(store: Any) -> str:
     """Every row of every table of the store as text: what a leak check searches."""

@@ -15,6 +15,7 @@ BASE = settings(deadline=None, suppress_health_check=[HealthCheck.function_scope
 def fuzz(*, quick: int, soak: int, **strategies: Any) -> Callable[[Callable[..., Any]], Any]:
     """`@given(**strategies)` with `quick` examples; the returned test's `.soak` is the same test with `soak`
     examples, marked soak: expose it as a module-level `test_..._soak` for pytest to collect."""
+
     def wrap(body: Callable[..., Any]) -> Any:
         test = settings(BASE, max_examples=quick)(given(**strategies)(body))
         test.soak = pytest.mark.soak(settings(BASE, max_examples=soak)(given(**strategies)(body)))

@@ -27,7 +27,8 @@ from .fuzzing import fuzz
 
 scalars = st.none() | st.booleans() | st.integers(-1000, 1000) | st.integers() | st.floats() | st.text(max_size=30)
 json_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
 ticket_like = st.fixed_dictionaries(
@@ -51,8 +52,11 @@ def counts(store: Store) -> tuple[int, int]:
 
 @pytest.fixture
 def app(tmp_path):
-    a = Protege(db=f"sqlite:///{tmp_path}/fuzz.db", teacher=FunctionModel(oracle, price_as=OPUS),
-                project_dir=tmp_path / ".protege")
+    a = Protege(
+        db=f"sqlite:///{tmp_path}/fuzz.db",
+        teacher=FunctionModel(oracle, price_as=OPUS),
+        project_dir=tmp_path / ".protege",
+    )
     register_triage(a)
 
     @a.task(name="count_keys")
@@ -60,8 +64,11 @@ def app(tmp_path):
         """Count the keys of the payload."""
 
     a.teacher_spec = FunctionModel(  # one teacher for both tasks: it answers whichever it is asked
-        lambda req: json.dumps({"keys": len(req.task_input["payload"])}) if req.task_name == "count_keys"
-        else oracle(req), price_as=OPUS)
+        lambda req: (
+            json.dumps({"keys": len(req.task_input["payload"])}) if req.task_name == "count_keys" else oracle(req)
+        ),
+        price_as=OPUS,
+    )
     yield a
     a.close()
 
@@ -99,7 +106,7 @@ def test_fuzzed_free_form_payload_round_trips_through_the_store(app, payload):
 test_soak_fuzzed_free_form_payload = test_fuzzed_free_form_payload_round_trips_through_the_store.soak
 
 
-@pytest.mark.parametrize("big", [-2**63 - 1, 2**64 + 1, 10**30])
+@pytest.mark.parametrize("big", [-(2**63) - 1, 2**64 + 1, 10**30])
 def test_integers_beyond_64_bits_survive_the_store(app, big):
     """An integer beyond 64 bits in an input is stored and read back as the same integer (orjson alone reads
     these back as floats: found by the fuzz test below, fixed in store/engine.py)."""
@@ -107,10 +114,13 @@ def test_integers_beyond_64_bits_survive_the_store(app, big):
     assert app.store.run(res.run_id).input == {"payload": {"id": big}}
 
 
-@pytest.mark.parametrize("task, data, field", [
-    ("triage", {"ticket": {"subject": json.loads('"refund \\ud800"')}}, "ticket.subject"),
-    ("count_keys", {"payload": {"a": [1, {json.loads('"k\\udc00"'): 2}]}}, "payload.a.1."),
-])
+@pytest.mark.parametrize(
+    "task, data, field",
+    [
+        ("triage", {"ticket": {"subject": json.loads('"refund \\ud800"')}}, "ticket.subject"),
+        ("count_keys", {"payload": {"a": [1, {json.loads('"k\\udc00"'): 2}]}}, "payload.a.1."),
+    ],
+)
 def test_input_with_a_lone_surrogate_is_a_user_error(app, task, data, field):
     """Text that is not valid Unicode (a lone surrogate, as JSON from the web can carry), in a value or a free-form
     key, is a UserError naming the field (this was a UnicodeEncodeError from hashing the input)."""
@@ -131,14 +141,20 @@ spec_names = st.from_regex(r"[a-z0-9]{1,10}(-[a-z0-9]{1,10}){0,2}", fullmatch=Tr
 names = st.one_of(spec_names, spec_names, st.text(max_size=70))
 frontmatters = st.fixed_dictionaries(
     {"name": names, "description": st.text(min_size=1, max_size=80) | st.text(max_size=1100)},
-    optional={"license": st.text(max_size=20) | yaml_values, "compatibility": st.text(max_size=600),
-              "metadata": st.dictionaries(st.text(max_size=10), st.text(max_size=20) | yaml_values, max_size=3),
-              "allowed-tools": st.text(max_size=30) | yaml_values},
+    optional={
+        "license": st.text(max_size=20) | yaml_values,
+        "compatibility": st.text(max_size=600),
+        "metadata": st.dictionaries(st.text(max_size=10), st.text(max_size=20) | yaml_values, max_size=3),
+        "allowed-tools": st.text(max_size=30) | yaml_values,
+    },
 ) | st.dictionaries(st.sampled_from(ALLOWED_KEYS) | st.text(max_size=8), yaml_values, max_size=5)
 CONTROLS = "".join(map(chr, [*range(9), 11, 12, *range(14, 32), 127]))  # what skill text may not hold
 plain_text = st.characters(codec="utf-8", exclude_characters=CONTROLS)  # as real skill files are
-bodies = st.one_of(st.text(plain_text, max_size=400), st.text(max_size=400),
-                   st.lists(st.text(plain_text, max_size=20), max_size=600).map("\n".join))
+bodies = st.one_of(
+    st.text(plain_text, max_size=400),
+    st.text(max_size=400),
+    st.lists(st.text(plain_text, max_size=20), max_size=600).map("\n".join),
+)
 skill_texts = st.one_of(
     st.text(max_size=300),
     st.text(max_size=300).map(lambda t: "---\n" + t),
@@ -162,16 +178,23 @@ test_soak_fuzzed_skill_md = test_fuzzed_skill_md_parses_or_is_refused.soak
 
 
 FILE_NAME = st.text(alphabet=string.ascii_letters + string.digits + "._- é", min_size=1, max_size=8).filter(
-    lambda n: n not in (".", ".."))
+    lambda n: n not in (".", "..")
+)
 random_tree = st.lists(
-    st.tuples(st.lists(FILE_NAME, min_size=1, max_size=3).map("/".join),
-              st.binary(max_size=60) | st.text(max_size=60).map(str.encode)),
-    max_size=4, unique_by=lambda f: f[0],
+    st.tuples(
+        st.lists(FILE_NAME, min_size=1, max_size=3).map("/".join),
+        st.binary(max_size=60) | st.text(max_size=60).map(str.encode),
+    ),
+    max_size=4,
+    unique_by=lambda f: f[0],
 )
 usual_tree = st.lists(  # what real skills hold: a few text files, one folder down
-    st.tuples(st.sampled_from(["examples/a.md", "examples/b.md", "scripts/run.py", "reference.md"]),
-              st.text(plain_text, max_size=60).map(str.encode)),
-    max_size=3, unique_by=lambda f: f[0],
+    st.tuples(
+        st.sampled_from(["examples/a.md", "examples/b.md", "scripts/run.py", "reference.md"]),
+        st.text(plain_text, max_size=60).map(str.encode),
+    ),
+    max_size=3,
+    unique_by=lambda f: f[0],
 )
 tree_files = usual_tree | random_tree
 mostly = st.sampled_from([True, True, True, False])

@@ -42,8 +42,9 @@ def check_books(store: Store, scope: str, cap: float, outcomes: list, cost_of_sc
 
 @pytest.fixture
 def app(tmp_path):
-    a = Protege(db=f"sqlite:///{tmp_path}/b.db", teacher=FunctionModel(oracle, price_as=OPUS),
-                project_dir=tmp_path / ".p")
+    a = Protege(
+        db=f"sqlite:///{tmp_path}/b.db", teacher=FunctionModel(oracle, price_as=OPUS), project_dir=tmp_path / ".p"
+    )
     yield a
     a.close()
 
@@ -65,8 +66,9 @@ def test_cap_holds_under_threads_and_asyncio_at_once(app):
                 outcomes.append(out)
 
     async def async_callers() -> list:
-        return await asyncio.gather(*(app.arun("triage", {"ticket": {"subject": f"async {i}"}}) for i in range(48)),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(app.arun("triage", {"ticket": {"subject": f"async {i}"}}) for i in range(48)), return_exceptions=True
+        )
 
     threads = [threading.Thread(target=sync_caller, args=(t,)) for t in range(16)]
     for t in threads:
@@ -77,8 +79,10 @@ def test_cap_holds_under_threads_and_asyncio_at_once(app):
     app.wait()
     served, refused = check_books(app.store, "triage", CAP, outcomes, recorded_cost(app.store, "triage"))
     assert served + refused == 112
-    print(f"threads+asyncio, 112 calls, cap ${CAP}: {served} served, {refused} refused, "
-          f"spent ${app.store.spent('triage'):.4f}")
+    print(
+        f"threads+asyncio, 112 calls, cap ${CAP}: {served} served, {refused} refused, "
+        f"spent ${app.store.spent('triage'):.4f}"
+    )
     with app.store.engine.connect() as conn:
         failed = conn.execute(select(RunRow.id).where(RunRow.status == "failed")).scalars().all()
         traced = conn.execute(select(TraceRow.run_id).where(TraceRow.run_id.in_(failed))).scalars().all()
@@ -87,8 +91,12 @@ def test_cap_holds_under_threads_and_asyncio_at_once(app):
 
 def test_daily_cap_across_tasks_holds_under_threads(tmp_path):
     """The all-tasks daily cap (teacher_budget_usd_per_day) holds when two tasks spend against it at once."""
-    app = Protege(db=f"sqlite:///{tmp_path}/d.db", teacher=FunctionModel(oracle, price_as=OPUS),
-                  project_dir=tmp_path / ".p", teacher_budget_usd_per_day=CAP)
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/d.db",
+        teacher=FunctionModel(oracle, price_as=OPUS),
+        project_dir=tmp_path / ".p",
+        teacher_budget_usd_per_day=CAP,
+    )
     register_triage(app)
     app.task(name="triage_two")(_triage)
     outcomes: list = []
@@ -122,6 +130,7 @@ def _triage(ticket: Ticket) -> Triage:
 
 def test_cancelled_call_releases_its_reservation(app):
     """A caller that gives up (asyncio timeout) while the teacher is still answering gets its reservation back."""
+
     async def slow(req):
         await asyncio.sleep(2)
         return ModelResponse(text='{"queue": "bug", "priority": 1}', usage=Usage(input_tokens=10, output_tokens=10))

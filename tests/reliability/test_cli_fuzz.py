@@ -55,54 +55,100 @@ def count_imported(url: str, task: str) -> int:
 
 # -- import-traces ---------------------------------------------------------------------------------------------------
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-10, 10) | st.floats() | st.text(max_size=12),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                       max_size=3), max_leaves=6)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10) | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 valid_ticket = st.builds(lambda s: json.dumps({"ticket": {"subject": s}}), st.text(max_size=20))
 user_contents = st.one_of(
-    valid_ticket, valid_ticket, valid_ticket,
+    valid_ticket,
+    valid_ticket,
+    valid_ticket,
     st.text(max_size=30),
     st.builds(lambda s: json.dumps({"subject": s}), st.text(max_size=20)),
     json_values.map(json.dumps),
-    st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]), "text": st.text(max_size=10)}),
-             max_size=2),
+    st.lists(
+        st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]), "text": st.text(max_size=10)}),
+        max_size=2,
+    ),
 )
 answers = st.one_of(
-    st.just(json.dumps(GOOD)), st.just(json.dumps(GOOD)), st.just(json.dumps(GOOD)),
-    st.builds(lambda q, p: json.dumps({"queue": q, "priority": p}),
-              st.sampled_from(["billing", "bug", "account", "other", "sales", ""]),
-              st.integers(-3, 3) | st.text(max_size=3)),
+    st.just(json.dumps(GOOD)),
+    st.just(json.dumps(GOOD)),
+    st.just(json.dumps(GOOD)),
+    st.builds(
+        lambda q, p: json.dumps({"queue": q, "priority": p}),
+        st.sampled_from(["billing", "bug", "account", "other", "sales", ""]),
+        st.integers(-3, 3) | st.text(max_size=3),
+    ),
     st.text(max_size=20),
     json_values.map(json.dumps),
     st.none(),
 )
-tool_calls = st.lists(st.fixed_dictionaries(
-    {"id": st.text(max_size=5), "type": st.just("function"),
-     "function": st.fixed_dictionaries({"name": st.text(max_size=6) | st.none(),
-                                        "arguments": st.text(max_size=10) | json_values.map(json.dumps)})}),
-    max_size=2)
+tool_calls = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": st.text(max_size=5),
+            "type": st.just("function"),
+            "function": st.fixed_dictionaries(
+                {
+                    "name": st.text(max_size=6) | st.none(),
+                    "arguments": st.text(max_size=10) | json_values.map(json.dumps),
+                }
+            ),
+        }
+    ),
+    max_size=2,
+)
 roles = st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "robot"])
 messages = st.one_of(
     st.tuples(st.just("system"), st.just("Route tickets.")).map(lambda t: {"role": t[0], "content": t[1]}),
-    st.fixed_dictionaries({"role": roles}, optional={"content": user_contents | st.none(), "tool_calls": tool_calls,
-                                                     "tool_call_id": st.text(max_size=4), "name": st.text(max_size=4)}),
+    st.fixed_dictionaries(
+        {"role": roles},
+        optional={
+            "content": user_contents | st.none(),
+            "tool_calls": tool_calls,
+            "tool_call_id": st.text(max_size=4),
+            "name": st.text(max_size=4),
+        },
+    ),
 )
 chat_lines = st.builds(
     lambda pre, user, answer, extra: json.dumps(
-        {"messages": [*pre, {"role": "user", "content": user}, {"role": "assistant", "content": answer}], **extra}),
-    st.lists(messages, max_size=3), user_contents, answers,
-    st.fixed_dictionaries({}, optional={"model": st.text(max_size=8) | json_values,
-                                        "tools": st.lists(json_values, max_size=2) | st.text(max_size=5)}),
+        {"messages": [*pre, {"role": "user", "content": user}, {"role": "assistant", "content": answer}], **extra}
+    ),
+    st.lists(messages, max_size=3),
+    user_contents,
+    answers,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "model": st.text(max_size=8) | json_values,
+            "tools": st.lists(json_values, max_size=2) | st.text(max_size=5),
+        },
+    ),
 )
-lines = st.lists(st.one_of(chat_lines, chat_lines, json_values.map(json.dumps),
-                           st.text(alphabet=st.characters(blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
-                                                 blacklist_categories=("Cs",)),  # a file holds no lone surrogate
-                                   max_size=40)),
-                 min_size=1, max_size=5)
+lines = st.lists(
+    st.one_of(
+        chat_lines,
+        chat_lines,
+        json_values.map(json.dumps),
+        st.text(
+            alphabet=st.characters(
+                blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", blacklist_categories=("Cs",)
+            ),  # a file holds no lone surrogate
+            max_size=40,
+        ),
+    ),
+    min_size=1,
+    max_size=5,
+)
 
 
-@fuzz(quick=20, soak=300, file_lines=lines, skip_bad=st.booleans(),
-      task=st.sampled_from(["triage", "unregistered_task"]))
+@fuzz(
+    quick=20, soak=300, file_lines=lines, skip_bad=st.booleans(), task=st.sampled_from(["triage", "unregistered_task"])
+)
 def test_fuzzed_import_traces_file_is_all_or_nothing(project, tmp_path, file_lines, skip_bad, task):
     """import-traces on random JSONL (chat-shaped or not, valid or not, for a registered task checked against its
     stored schema or an unregistered one): exit 0 with the good lines imported, or exit 2 with nothing imported."""
@@ -128,8 +174,10 @@ test_soak_fuzzed_import_traces_file = test_fuzzed_import_traces_file_is_all_or_n
 def test_import_line_with_non_list_tools_is_a_bad_line(project, tmp_path, tools):
     """A line whose "tools" is not a list is a bad line (exit 2, nothing imported), not an unexpected error."""
     path = tmp_path / "import.jsonl"
-    line = {"messages": [{"role": "user", "content": "refund"}, {"role": "assistant", "content": json.dumps(GOOD)}],
-            "tools": tools}
+    line = {
+        "messages": [{"role": "user", "content": "refund"}, {"role": "assistant", "content": json.dumps(GOOD)}],
+        "tools": tools,
+    }
     path.write_text(json.dumps(line) + "\n", encoding="utf-8")
     result = invoke("--db", project, "import-traces", path, "--task", "unregistered_task")
     assert result.exit_code == 2 and '"tools" must be a list' in result.output, result.output
@@ -149,17 +197,75 @@ def test_import_line_with_a_lone_surrogate_is_refused_cleanly(project, tmp_path)
 
 # -- arguments -------------------------------------------------------------------------------------------------------
 
-COMMANDS = [["tasks"], ["traces"], ["trace"], ["stats"], ["skills"], ["students"], ["promote"], ["demote"],
-            ["skill", "show"], ["skill", "approve"], ["skill", "reject"], ["skill", "export"], ["skill", "import"],
-            ["dataset", "build"], ["import-traces"], ["run"], ["nonsense"], []]
-TOKENS = ["triage", "unregistered", "--json", "--limit", "--tier", "teacher", "replay", "--task", "--version", "0",
-          "-1", "99999999999999999999", "--reviewer", "--note", "--full", "--skip-bad", "--trust", "--input", "{}",
-          "{\"ticket\": {}}", "--out", ".", "..", "/", "--help", "--valid", "--invalid", "--redact", "pii", "--seed"]
-GLOBAL = st.sampled_from([[], ["--json"], ["--app", "nope_module:app"], ["--app", "os:getcwd"], ["--app", ":"],
-                          ["--db", "not a url"], ["--db", "mysql://u@h/db"], ["--db", "sqlite:///relative/x.db"],
-                          ["--project-dir", "pdir"]])
-ARGS = st.lists(st.sampled_from(TOKENS) | st.text(alphabet=string.printable.strip(), max_size=10) |
-                st.integers(-5, 10**6).map(str), max_size=5)
+COMMANDS = [
+    ["tasks"],
+    ["traces"],
+    ["trace"],
+    ["stats"],
+    ["skills"],
+    ["students"],
+    ["promote"],
+    ["demote"],
+    ["skill", "show"],
+    ["skill", "approve"],
+    ["skill", "reject"],
+    ["skill", "export"],
+    ["skill", "import"],
+    ["dataset", "build"],
+    ["import-traces"],
+    ["run"],
+    ["nonsense"],
+    [],
+]
+TOKENS = [
+    "triage",
+    "unregistered",
+    "--json",
+    "--limit",
+    "--tier",
+    "teacher",
+    "replay",
+    "--task",
+    "--version",
+    "0",
+    "-1",
+    "99999999999999999999",
+    "--reviewer",
+    "--note",
+    "--full",
+    "--skip-bad",
+    "--trust",
+    "--input",
+    "{}",
+    '{"ticket": {}}',
+    "--out",
+    ".",
+    "..",
+    "/",
+    "--help",
+    "--valid",
+    "--invalid",
+    "--redact",
+    "pii",
+    "--seed",
+]
+GLOBAL = st.sampled_from(
+    [
+        [],
+        ["--json"],
+        ["--app", "nope_module:app"],
+        ["--app", "os:getcwd"],
+        ["--app", ":"],
+        ["--db", "not a url"],
+        ["--db", "mysql://u@h/db"],
+        ["--db", "sqlite:///relative/x.db"],
+        ["--project-dir", "pdir"],
+    ]
+)
+ARGS = st.lists(
+    st.sampled_from(TOKENS) | st.text(alphabet=string.printable.strip(), max_size=10) | st.integers(-5, 10**6).map(str),
+    max_size=5,
+)
 
 
 @fuzz(quick=20, soak=300, global_opts=GLOBAL, command=st.sampled_from(COMMANDS), args=ARGS)

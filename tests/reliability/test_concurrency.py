@@ -19,8 +19,16 @@ from .common import answer_for, phase_file, start_script, wait_for
 FIGURES: dict[str, str] = {}
 
 
-def run_workers(urls: list[str], tmp: Path, procs: int, calls: int, threads: int = 4, capped: int = 0,
-                budget: float | None = None, timeout: float = 600) -> list[tuple[list[dict], float]]:
+def run_workers(
+    urls: list[str],
+    tmp: Path,
+    procs: int,
+    calls: int,
+    threads: int = 4,
+    capped: int = 0,
+    budget: float | None = None,
+    timeout: float = 600,
+) -> list[tuple[list[dict], float]]:
     """Start `procs` worker processes once; for each store in turn, release them together and collect every call's
     outcome. One start-up serves every store (start-up, not the calls, is most of the cost on a small machine).
     Returns (outcomes, wall seconds of the calls) per store."""
@@ -30,8 +38,22 @@ def run_workers(urls: list[str], tmp: Path, procs: int, calls: int, threads: int
     extra = [a for url in urls[1:] for a in ("--then", url)]
     extra += ["--capped", str(capped), "--budget", str(budget)] if capped else []
     logs = [open(tmp / f"worker{i}.err", "wb") for i in range(procs)]  # files, not pipes: nobody reads mid-run
-    workers = [start_script("calls.py", urls[0], calls, threads, f"{out}{i}", go, "--tag", f"p{i}", *extra,
-                            stdout=subprocess.DEVNULL, stderr=log) for i, log in enumerate(logs)]
+    workers = [
+        start_script(
+            "calls.py",
+            urls[0],
+            calls,
+            threads,
+            f"{out}{i}",
+            go,
+            "--tag",
+            f"p{i}",
+            *extra,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        for i, log in enumerate(logs)
+    ]
     results = []
     try:
         for k in range(len(urls)):
@@ -55,6 +77,7 @@ def run_workers(urls: list[str], tmp: Path, procs: int, calls: int, threads: int
 
 def wait_workers(workers: list[subprocess.Popen], files: list[Path], timeout: float, what: str) -> None:
     """Wait until each worker wrote its file; fail at once if one exits without it."""
+
     def dead() -> list[int]:
         return [i for i, (w, f) in enumerate(zip(workers, files)) if w.poll() is not None and not f.exists()]
 
@@ -68,11 +91,21 @@ def check_consistent(url: str, outcomes: list[dict], task: str = "triage") -> di
     errors = [o for o in outcomes if "error" in o]
     assert not errors, f"{len(errors)} calls failed, e.g. {errors[:3]}"
     with Store(url) as store, store.engine.connect() as conn:
-        runs = {r.id: r for r in conn.execute(select(RunRow.id, RunRow.status, RunRow.tier, RunRow.output,
-                                                     RunRow.input, RunRow.input_hash).where(RunRow.task_name == task))}
-        traces = list(conn.execute(select(TraceRow.id, TraceRow.run_id, TraceRow.valid, TraceRow.tier,
-                                          TraceRow.input_hash)
-                                   .where(TraceRow.run_id.is_not(None), TraceRow.task_name == task)))
+        runs = {
+            r.id: r
+            for r in conn.execute(
+                select(RunRow.id, RunRow.status, RunRow.tier, RunRow.output, RunRow.input, RunRow.input_hash).where(
+                    RunRow.task_name == task
+                )
+            )
+        }
+        traces = list(
+            conn.execute(
+                select(TraceRow.id, TraceRow.run_id, TraceRow.valid, TraceRow.tier, TraceRow.input_hash).where(
+                    TraceRow.run_id.is_not(None), TraceRow.task_name == task
+                )
+            )
+        )
         stray = conn.execute(select(func.count()).select_from(TraceRow).where(TraceRow.run_id.is_(None))).scalar()
     by_run: dict[str, list] = {}
     for t in traces:
@@ -91,8 +124,10 @@ def check_consistent(url: str, outcomes: list[dict], task: str = "triage") -> di
 
 def _figure(name: str, procs: int, calls: int, backend: str, counts: dict[str, int], wall: float) -> None:
     n = procs * calls
-    FIGURES[name] = (f"{procs} processes x {calls} calls, {backend}: {counts['runs']:,} runs / {counts['traces']:,} "
-                     f"traces, 0 errors, {wall:.1f} s ({n / wall:.0f} calls/s)")
+    FIGURES[name] = (
+        f"{procs} processes x {calls} calls, {backend}: {counts['runs']:,} runs / {counts['traces']:,} "
+        f"traces, 0 errors, {wall:.1f} s ({n / wall:.0f} calls/s)"
+    )
     print(FIGURES[name])
 
 

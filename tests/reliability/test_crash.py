@@ -27,9 +27,11 @@ from protege.testing import FakeProvider
 from .common import GOOD, OPUS, answer_for, oracle, register_triage, run_script, start_script, wait_for
 
 KEY = "sk-test-crash-1111"
-WORDS = ("invoice refund crash login password card charge twice screen blank export report order late shipping "
-         "address account locked email change plan upgrade cancel renewal tax receipt missing item broken app "
-         "slow sync error timeout mobile desktop browser cookie session token reset phone verify code").split()
+WORDS = (
+    "invoice refund crash login password card charge twice screen blank export report order late shipping "
+    "address account locked email change plan upgrade cancel renewal tax receipt missing item broken app "
+    "slow sync error timeout mobile desktop browser cookie session token reset phone verify code"
+).split()
 
 
 def seed_traces(store: Store, n: int, seed: int) -> None:
@@ -39,8 +41,18 @@ def seed_traces(store: Store, n: int, seed: int) -> None:
     for i in range(n):
         inp = {"ticket": {"subject": " ".join(rng.choices(WORDS, k=12)) + f" #{seed}-{i}", "body": ""}}
         out = answer_for(inp)
-        rows.append({"task_name": "triage", "tier": "teacher", "model": OPUS, "input": inp,
-                     "input_hash": input_hash(inp), "output": out, "output_text": json.dumps(out), "valid": True})
+        rows.append(
+            {
+                "task_name": "triage",
+                "tier": "teacher",
+                "model": OPUS,
+                "input": inp,
+                "input_hash": input_hash(inp),
+                "output": out,
+                "output_text": json.dumps(out),
+                "valid": True,
+            }
+        )
     store.insert_traces(rows)
 
 
@@ -158,8 +170,10 @@ def two_datasets(tmp_path: Path):
 
 def exported_pair_is_one_dataset(dest: Path, *datasets) -> bool:
     pair = ((dest / export.TRAIN_FILE).read_bytes(), (dest / export.EVAL_FILE).read_bytes())
-    return any(pair == ((d.path / export.OPENAI_FILE).read_bytes(), (d.path / export.OPENAI_EVAL_FILE).read_bytes())
-               for d in datasets)
+    return any(
+        pair == ((d.path / export.OPENAI_FILE).read_bytes(), (d.path / export.OPENAI_EVAL_FILE).read_bytes())
+        for d in datasets
+    )
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

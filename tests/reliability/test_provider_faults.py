@@ -46,25 +46,35 @@ def fake():
 def sdk_model(fake: FakeProvider, provider: str, tier: str, timeout: float = 30.0):
     if provider == "anthropic":
         name = "claude-opus-4-5" if tier == "teacher" else "claude-haiku-4-5"
-        return AnthropicModel(name, api_key=KEY, base_url=fake.anthropic_base_url, max_retries=RETRIES,
-                              timeout=timeout)
+        return AnthropicModel(name, api_key=KEY, base_url=fake.anthropic_base_url, max_retries=RETRIES, timeout=timeout)
     name = "gpt-4o" if tier == "teacher" else "gpt-4o-mini"
     return OpenAIModel(name, api_key=KEY, base_url=fake.openai_base_url, max_retries=RETRIES, timeout=timeout)
 
 
 def make_app(tmp_path, fake, teacher: str, replay: str | None = None, timeout: float = 30.0) -> Protege:
-    app = Protege(db=f"sqlite:///{tmp_path}/faults.db", teacher=sdk_model(fake, teacher, "teacher", timeout),
-                  replay=sdk_model(fake, replay or teacher, "replay", timeout), project_dir=tmp_path / ".protege")
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/faults.db",
+        teacher=sdk_model(fake, teacher, "teacher", timeout),
+        replay=sdk_model(fake, replay or teacher, "replay", timeout),
+        project_dir=tmp_path / ".protege",
+    )
     register_triage(app, policy=Policy(shadow_rate=0))  # no background teacher call may take a scripted reply
     if replay is not None:  # an approved skill makes replay the first tier
-        app.skills.add("triage", Skill(name="triage", description="Route support tickets to a queue.",
-                                       body="# Triage\n\nRefunds and charges are billing."))
+        app.skills.add(
+            "triage",
+            Skill(
+                name="triage",
+                description="Route support tickets to a queue.",
+                body="# Triage\n\nRefunds and charges are billing.",
+            ),
+        )
         app.approve_skill("triage")
     return app
 
 
 def task_requests(fake: FakeProvider, provider: str | None = None) -> list:
     """Requests made for task attempts (not the skill author's): they carry the structured-answer contract."""
+
     def is_task(body: dict) -> bool:
         return "response_format" in body or any(t.get("name") == FINAL_TOOL for t in body.get("tools", []))
 
@@ -87,13 +97,26 @@ def call(app: Protege, subject: str = "refund please"):
 
 def matrix(faults: list[str], default: list[tuple[str, str]]) -> list:
     """Every (fault, provider) pair: `default` in the normal suite, the rest under `make soak`."""
-    return [pytest.param(f, p, marks=() if (f, p) in default else pytest.mark.soak)
-            for f in faults for p in ("anthropic", "openai")]
+    return [
+        pytest.param(f, p, marks=() if (f, p) in default else pytest.mark.soak)
+        for f in faults
+        for p in ("anthropic", "openai")
+    ]
 
 
-@pytest.mark.parametrize("fault, provider", matrix(
-    ["429", "500", "overloaded", "timeout"],
-    [("429", "anthropic"), ("429", "openai"), ("500", "openai"), ("overloaded", "anthropic"), ("timeout", "openai")]))
+@pytest.mark.parametrize(
+    "fault, provider",
+    matrix(
+        ["429", "500", "overloaded", "timeout"],
+        [
+            ("429", "anthropic"),
+            ("429", "openai"),
+            ("500", "openai"),
+            ("overloaded", "anthropic"),
+            ("timeout", "openai"),
+        ],
+    ),
+)
 def test_transient_fault_is_retried_by_the_sdk(tmp_path, fake, provider, fault):
     """One transient fault (429 with retry-after, 500, overloaded, timeout) is retried inside the SDK: the call
     succeeds on the teacher with a single valid trace, and the retry cost one extra request, no escalation."""
@@ -111,9 +134,20 @@ def test_transient_fault_is_retried_by_the_sdk(tmp_path, fake, provider, fault):
     app.close()
 
 
-@pytest.mark.parametrize("fault, provider", matrix(
-    list(FAULTS), [("429", "openai"), ("500", "anthropic"), ("overloaded", "openai"), ("timeout", "anthropic"),
-                   ("malformed", "openai"), ("truncated", "anthropic")]))
+@pytest.mark.parametrize(
+    "fault, provider",
+    matrix(
+        list(FAULTS),
+        [
+            ("429", "openai"),
+            ("500", "anthropic"),
+            ("overloaded", "openai"),
+            ("timeout", "anthropic"),
+            ("malformed", "openai"),
+            ("truncated", "anthropic"),
+        ],
+    ),
+)
 def test_teacher_fault_past_retries_is_one_all_tiers_failed(tmp_path, fake, provider, fault):
     """A fault that outlasts the SDK's retries (or is not retryable) ends the call in one AllTiersFailed that
     carries the attempt; the attempt is a trace holding the error class, and the run is marked failed."""
@@ -135,9 +169,14 @@ def test_teacher_fault_past_retries_is_one_all_tiers_failed(tmp_path, fake, prov
 
 
 ESCALATIONS = [  # (fault, replay provider, teacher provider): each SDK fails as replay in half of them by default
-    ("429", "anthropic", "openai"), ("500", "openai", "anthropic"), ("overloaded", "anthropic", "openai"),
-    ("timeout", "openai", "anthropic"), ("malformed", "anthropic", "openai"), ("truncated", "openai", "anthropic"),
-    ("schema", "anthropic", "openai"), ("schema", "openai", "anthropic"),
+    ("429", "anthropic", "openai"),
+    ("500", "openai", "anthropic"),
+    ("overloaded", "anthropic", "openai"),
+    ("timeout", "openai", "anthropic"),
+    ("malformed", "anthropic", "openai"),
+    ("truncated", "openai", "anthropic"),
+    ("schema", "anthropic", "openai"),
+    ("schema", "openai", "anthropic"),
 ]
 ESCALATIONS += [pytest.param(f, t, r, marks=pytest.mark.soak) for f, r, t in ESCALATIONS[:6]]  # the other way round
 
@@ -177,8 +216,10 @@ def test_every_tier_failing_is_one_error_carrying_every_attempt(tmp_path, fake):
     with pytest.raises(AllTiersFailed) as caught:
         call(app)
     err = caught.value
-    assert [(a.tier, a.errors[0].split(":")[0]) for a in err.attempts] == [("replay", "Overloaded"),
-                                                                           ("teacher", "RateLimited")]
+    assert [(a.tier, a.errors[0].split(":")[0]) for a in err.attempts] == [
+        ("replay", "Overloaded"),
+        ("teacher", "RateLimited"),
+    ]
     assert "replay (openai:gpt-4o-mini)" in str(err) and "teacher (anthropic:claude-opus-4-5)" in str(err)
     traces = {t.id: t for t in app.store.traces("triage", limit=None)}
     assert set(traces) == {a.trace_id for a in err.attempts}

@@ -41,13 +41,17 @@ def test_api_keys_never_reach_store_logs_errors_or_exports(tmp_path, caplog, cap
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
     errors: list[BaseException] = []
-    with FakeProvider(api_key=ANTHROPIC_KEY, handler=lambda p, b: "prose") as claude, \
-            FakeProvider(api_key=OPENAI_KEY, handler=lambda p, b: "prose") as gpt:
-        teacher = AnthropicModel("claude-opus-4-5", api_key=ANTHROPIC_KEY, base_url=claude.anthropic_base_url,
-                                 max_retries=1)
+    with (
+        FakeProvider(api_key=ANTHROPIC_KEY, handler=lambda p, b: "prose") as claude,
+        FakeProvider(api_key=OPENAI_KEY, handler=lambda p, b: "prose") as gpt,
+    ):
+        teacher = AnthropicModel(
+            "claude-opus-4-5", api_key=ANTHROPIC_KEY, base_url=claude.anthropic_base_url, max_retries=1
+        )
         replay = OpenAIModel("gpt-4o-mini", api_key=OPENAI_KEY, base_url=gpt.openai_base_url, max_retries=1)
-        app = Protege(db=f"sqlite:///{tmp_path}/keys.db", teacher=teacher, replay=replay,
-                      project_dir=tmp_path / ".protege")
+        app = Protege(
+            db=f"sqlite:///{tmp_path}/keys.db", teacher=teacher, replay=replay, project_dir=tmp_path / ".protege"
+        )
         register_triage(app, policy=Policy(shadow_rate=0))  # no background teacher call may take a scripted reply
         claude.add_final(GOOD)
         app.run("triage", {"ticket": {"subject": "first call: the teacher solves it"}})
@@ -83,16 +87,27 @@ def test_api_keys_never_reach_store_logs_errors_or_exports(tmp_path, caplog, cap
 
     attempts_text = json.dumps([a.model_dump() for a in caught.value.attempts])
     error_text = "\n".join(f"{e!s}\n{e!r}\n{json.dumps(getattr(e, 'body', None), default=str)}" for e in errors)
-    files_text = "\n".join(p.read_text() for root in (*exported, built.path) for p in Path(root).rglob("*")
-                           if p.is_file())
+    files_text = "\n".join(
+        p.read_text() for root in (*exported, built.path) for p in Path(root).rglob("*") if p.is_file()
+    )
     out, err = capfd.readouterr()
     assert "RateLimited" in attempts_text and "***" in dump  # the echoed key was seen, and scrubbed
-    assert any(r.name.startswith(("anthropic", "openai", "httpx")) and r.levelno == logging.DEBUG
-               for r in caplog.records)  # SDK debug logging was on and captured
-    print(f"keys checked in {len(dump):,} chars of store, {len(caplog.records)} log records, "
-          f"{len(files_text):,} chars of exports")
-    for where, text in {"store": dump, "logs": caplog.text, "stdout/stderr": out + err, "errors": error_text,
-                        "attempts": attempts_text, "exports": files_text, "fake's recorded requests": recorded}.items():
+    assert any(
+        r.name.startswith(("anthropic", "openai", "httpx")) and r.levelno == logging.DEBUG for r in caplog.records
+    )  # SDK debug logging was on and captured
+    print(
+        f"keys checked in {len(dump):,} chars of store, {len(caplog.records)} log records, "
+        f"{len(files_text):,} chars of exports"
+    )
+    for where, text in {
+        "store": dump,
+        "logs": caplog.text,
+        "stdout/stderr": out + err,
+        "errors": error_text,
+        "attempts": attempts_text,
+        "exports": files_text,
+        "fake's recorded requests": recorded,
+    }.items():
         assert not leaks(text), f"API key found in {where}"
 
 
@@ -108,8 +123,12 @@ SECRETS = {
     "password field": "Tr0ub4dor-and-3",
     "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
 }
-PII = {"email": "jane.doe@example.com", "phone": "+1 415-555-0132", "card": "4111 1111 1111 1111",
-       "iban": "DE89 3704 0044 0532 0130 00"}
+PII = {
+    "email": "jane.doe@example.com",
+    "phone": "+1 415-555-0132",
+    "card": "4111 1111 1111 1111",
+    "iban": "DE89 3704 0044 0532 0130 00",
+}
 
 
 class Note(BaseModel):
@@ -122,11 +141,13 @@ class Extracted(BaseModel):
 
 
 def planted_note(i: int) -> str:
-    return (f"Case {i}: customer {PII['email']} (phone {PII['phone']}, card {PII['card']}, IBAN {PII['iban']}) "
-            f"pasted their key {SECRETS['anthropic key']} and {SECRETS['openai key']}; AWS {SECRETS['aws key id']}; "
-            f"db postgres://admin:{SECRETS['url password']}@db.internal:5432/prod; "
-            f"password={SECRETS['password field']}; session {SECRETS['jwt']}\n"
-            f"-----BEGIN RSA PRIVATE KEY-----\n{SECRETS['private key']}\n-----END RSA PRIVATE KEY-----")
+    return (
+        f"Case {i}: customer {PII['email']} (phone {PII['phone']}, card {PII['card']}, IBAN {PII['iban']}) "
+        f"pasted their key {SECRETS['anthropic key']} and {SECRETS['openai key']}; AWS {SECRETS['aws key id']}; "
+        f"db postgres://admin:{SECRETS['url password']}@db.internal:5432/prod; "
+        f"password={SECRETS['password field']}; session {SECRETS['jwt']}\n"
+        f"-----BEGIN RSA PRIVATE KEY-----\n{SECRETS['private key']}\n-----END RSA PRIVATE KEY-----"
+    )
 
 
 def lookup_account(email: str) -> dict:
@@ -163,8 +184,14 @@ def test_planted_secrets_are_redacted_from_every_dataset_file(planted_app, mode)
     goes too with redact="pii" and stays with the default "secrets" (tasks may exist to extract it)."""
     app, tmp = planted_app
     assert SECRETS["github token"] in store_text(app.store)  # the store keeps the truth; files get redacted copies
-    built = build_dataset(app.store, "extract", instructions=app.tasks["extract"].spec.instructions,
-                          out_dir=tmp / mode, redact=mode, tools=app.tasks["extract"].runtime.tools.specs)
+    built = build_dataset(
+        app.store,
+        "extract",
+        instructions=app.tasks["extract"].spec.instructions,
+        out_dir=tmp / mode,
+        redact=mode,
+        tools=app.tasks["extract"].runtime.tools.specs,
+    )
     assert built.counts["train"] + built.counts["eval"] == 12 and built.counts["tool_rows"] == 12
     export.export_dataset(built.row, tmp / f"{mode}-openai", fmt="openai")
     export.export_dataset(built.row, tmp / f"{mode}-trl", fmt="trl")

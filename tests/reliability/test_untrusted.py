@@ -102,16 +102,33 @@ def test_unapproved_skills_of_other_tasks_are_not_prior_art(tmp_path):
 
 # -- folders ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["../escape.md", "/tmp/protege-abs-escape.md", "examples/../../escape.md",
-                                  "..\\escape.md", "examples/.hidden/../../../escape.md"])
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../escape.md",
+        "/tmp/protege-abs-escape.md",
+        "examples/../../escape.md",
+        "..\\escape.md",
+        "examples/.hidden/../../../escape.md",
+    ],
+)
 def test_tampered_skill_row_cannot_write_outside_the_export_folder(tmp_path, path):
     """An approved skill row whose extra file path escapes (a tampered database) is refused at export; nothing is
     written outside the destination."""
     app, _, _ = make_app(tmp_path)
     text = Skill(name="triage", description="Route tickets.", body="# Triage\n").render()
     with app.store.session() as s:
-        s.add(SkillRow(task_name="triage", name="triage", status="approved", description="Route tickets.", text=text,
-                       files={path: "pwned"}))
+        s.add(
+            SkillRow(
+                task_name="triage",
+                name="triage",
+                status="approved",
+                description="Route tickets.",
+                text=text,
+                files={path: "pwned"},
+            )
+        )
         s.commit()
     dest = tmp_path / "out" / "skills"
     before = {p for p in tmp_path.rglob("*")}
@@ -166,8 +183,10 @@ def test_import_refuses_symlinks_out_of_the_folder(tmp_path, where):
 
 # -- tools -----------------------------------------------------------------------------------------------------------
 
+
 def tool_agent(tool: str):
     """A teacher that calls `tool` once, then answers (whatever the tool said)."""
+
     def answer(req):
         if req.messages[-1].role != "tool":
             return ModelResponse(tool_calls=[ToolCall(id="c1", name=tool, arguments={"query": "acct 7"})])
@@ -203,8 +222,14 @@ def raises(query: str) -> str:
     raise ConnectionError(f"backend down while looking up {query!r}")
 
 
-@pytest.mark.parametrize("tool, shown", [(hangs, "timed out after 0.2s"), (hangs_async, "timed out after 0.2s"),
-                                         (raises, "raised ConnectionError: backend down")])
+@pytest.mark.parametrize(
+    "tool, shown",
+    [
+        (hangs, "timed out after 0.2s"),
+        (hangs_async, "timed out after 0.2s"),
+        (raises, "raised ConnectionError: backend down"),
+    ],
+)
 def test_tool_that_hangs_or_raises_is_contained(tmp_path, tool, shown):
     """A tool that sleeps past Policy.tool_timeout_s (sync or async) or raises: the call still completes in about
     the timeout, and the trace's transcript shows the tool's error to the model."""
@@ -235,8 +260,9 @@ def test_hung_sync_tools_do_not_stall_other_calls(tmp_path):
     unhang.start()
 
     async def many():
-        return await asyncio.gather(*(app.arun("_triage", {"ticket": {"subject": f"s{i}"}})
-                                      for i in range(workers + 2)))
+        return await asyncio.gather(
+            *(app.arun("_triage", {"ticket": {"subject": f"s{i}"}}) for i in range(workers + 2))
+        )
 
     t0 = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ import pytest
 from protege.errors import UserError
 from protege.sandbox import Sandbox, SandboxLimits
 
-ORDER = '''
+ORDER = """
 import re
 from collections import Counter
 
@@ -20,7 +20,7 @@ def solve(order):
     skus = Counter(re.search(r"SKU-(\\d+)", l).group(1) for l in lines)
     return {"items": len(lines), "skus": sorted(skus), "total": round(sum(
         int(l.split(" x ")[0]) * float(re.search(r"\\$([\\d.]+)", l).group(1)) for l in lines), 2)}
-'''
+"""
 
 
 def test_a_program_answers_and_the_worker_is_reused(guarded: Sandbox) -> None:
@@ -39,15 +39,19 @@ def test_isolation_reports_each_layer(guarded: Sandbox) -> None:
     assert {"as", "fsize", "nproc", "cpu"} <= set(info["rlimits"])
 
 
-@pytest.mark.parametrize(("source", "kind", "words"), [
-    ("def solve(x):\n    return x / 0\n", "exception", "ZeroDivisionError"),
-    ("def solve(x):\n    return {1, 2}\n", "not_json", "set"),
-    ("def solve(x):\n    return float('nan')\n", "not_json", "JSON"),
-    ("def answer(x):\n    return x\n", "invalid_program", "no function 'solve'"),
-    ("def solve(x) return x\n", "invalid_program", "SyntaxError"),
-    ("def solve(x):\n    raise SystemExit(2)\n", "exception", "SystemExit"),
-    ("def solve(y):\n    return y\n", "exception", "unexpected keyword argument 'x'"),
-], ids=["raises", "set", "nan", "no-entry", "syntax", "exit", "wrong-parameters"])
+@pytest.mark.parametrize(
+    ("source", "kind", "words"),
+    [
+        ("def solve(x):\n    return x / 0\n", "exception", "ZeroDivisionError"),
+        ("def solve(x):\n    return {1, 2}\n", "not_json", "set"),
+        ("def solve(x):\n    return float('nan')\n", "not_json", "JSON"),
+        ("def answer(x):\n    return x\n", "invalid_program", "no function 'solve'"),
+        ("def solve(x) return x\n", "invalid_program", "SyntaxError"),
+        ("def solve(x):\n    raise SystemExit(2)\n", "exception", "SystemExit"),
+        ("def solve(y):\n    return y\n", "exception", "unexpected keyword argument 'x'"),
+    ],
+    ids=["raises", "set", "nan", "no-entry", "syntax", "exit", "wrong-parameters"],
+)
 def test_a_broken_program_is_a_failed_call(guarded: Sandbox, serves, source: str, kind: str, words: str) -> None:
     result = guarded.run(source, "solve", {"x": 1})
     assert (result.ok, result.kind) == (False, kind)
@@ -56,18 +60,31 @@ def test_a_broken_program_is_a_failed_call(guarded: Sandbox, serves, source: str
     assert serves(guarded)
 
 
-@pytest.mark.parametrize(("source", "words"), [
-    ("import os\ndef solve():\n    return 1\n", "'os'"),
-    ("from subprocess import run\ndef solve():\n    return 1\n", "'subprocess'"),
-    ("def solve():\n    return open('/etc/passwd').read()\n", "NameError"),
-    ("def solve():\n    return eval('1')\n", "NameError"),
-    ("def solve():\n    return ().__class__.__base__.__subclasses__()\n", "'_' attributes"),
-    ("def solve():\n    return getattr((), '__cl' + 'ass__')\n", "'__class__'"),
-    ("def solve():\n    return __import__('os')\n", "'__import__'"),
-    ("import typing\ndef solve():\n    return str(typing.sys)\n", "sys"),
-    ("import json\ndef solve():\n    json.loads = None\n", "read-only"),
-], ids=["import-os", "from-subprocess", "open", "eval", "dunder", "getattr-dunder", "dunder-import",
-        "module-attribute", "patch-module"])
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("import os\ndef solve():\n    return 1\n", "'os'"),
+        ("from subprocess import run\ndef solve():\n    return 1\n", "'subprocess'"),
+        ("def solve():\n    return open('/etc/passwd').read()\n", "NameError"),
+        ("def solve():\n    return eval('1')\n", "NameError"),
+        ("def solve():\n    return ().__class__.__base__.__subclasses__()\n", "'_' attributes"),
+        ("def solve():\n    return getattr((), '__cl' + 'ass__')\n", "'__class__'"),
+        ("def solve():\n    return __import__('os')\n", "'__import__'"),
+        ("import typing\ndef solve():\n    return str(typing.sys)\n", "sys"),
+        ("import json\ndef solve():\n    json.loads = None\n", "read-only"),
+    ],
+    ids=[
+        "import-os",
+        "from-subprocess",
+        "open",
+        "eval",
+        "dunder",
+        "getattr-dunder",
+        "dunder-import",
+        "module-attribute",
+        "patch-module",
+    ],
+)
 def test_the_guard_refuses_plain_escapes(guarded: Sandbox, source: str, words: str) -> None:
     result = guarded.run(source)
     assert not result.ok and words in result.error, result
@@ -86,25 +103,31 @@ def test_allowed_imports_work_including_dotted_ones(guarded: Sandbox) -> None:
     assert result.value == {"q": "1", "weekday": "Saturday", "is_map": True, "pi": 3.14}
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (("",), "non-empty str"),
-    ((b"def solve(): pass",), "non-empty str"),
-    (("def solve(): pass", "not a name"), "'not a name'"),
-    (("def solve(): pass", "solve", [1]), "[1]"),
-    (("def solve(): pass", "solve", {"x": object()}), "JSON data"),
-    (("def solve(): pass", "solve", {}, 0), "timeout_s=0"),
-    (("def solve(): pass", "solve", {}, True), "timeout_s=True"),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("",), "non-empty str"),
+        ((b"def solve(): pass",), "non-empty str"),
+        (("def solve(): pass", "not a name"), "'not a name'"),
+        (("def solve(): pass", "solve", [1]), "[1]"),
+        (("def solve(): pass", "solve", {"x": object()}), "JSON data"),
+        (("def solve(): pass", "solve", {}, 0), "timeout_s=0"),
+        (("def solve(): pass", "solve", {}, True), "timeout_s=True"),
+    ],
+)
 def test_bad_arguments_are_user_errors(guarded: Sandbox, args: tuple, words: str) -> None:
     with pytest.raises(UserError, match=None) as info:
         guarded.run(*args)
     assert words in str(info.value)
 
 
-@pytest.mark.parametrize(("kwargs", "words"), [
-    ({"limits": {"memory_mb": 64}}, "SandboxLimits"),
-    ({"workers": 0}, "workers=0"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"limits": {"memory_mb": 64}}, "SandboxLimits"),
+        ({"workers": 0}, "workers=0"),
+    ],
+)
 def test_bad_configuration_is_a_user_error(kwargs: dict, words: str) -> None:
     with pytest.raises(UserError) as info:
         Sandbox(**kwargs)

@@ -53,17 +53,20 @@ def test_subprocess_and_os_system_run_nothing(bare: Sandbox, serves, tmp_path) -
     marker = tmp_path / "ran"
     system = bare.run(f"import os\n\ndef solve():\n    return os.system('touch {marker}')\n", timeout_s=2)
     assert system.ok and system.value != 0  # system() could not start a shell
-    spawned = bare.run(f"import subprocess\n\ndef solve():\n    subprocess.run(['touch', '{marker}'])\n",
-                       timeout_s=2)
+    spawned = bare.run(f"import subprocess\n\ndef solve():\n    subprocess.run(['touch', '{marker}'])\n", timeout_s=2)
     assert (spawned.ok, spawned.kind) == (False, "exception") and "PermissionError" in spawned.error
     assert not marker.exists()
     assert serves(bare)
 
 
-@pytest.mark.parametrize("source", [
-    "def solve():\n    return bytearray(10 ** 10)\n",
-    "def solve():\n    hoard = []\n    while True:\n        hoard.append('x' * 10 ** 6)\n",
-], ids=["one-huge-block", "growing-list"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def solve():\n    return bytearray(10 ** 10)\n",
+        "def solve():\n    hoard = []\n    while True:\n        hoard.append('x' * 10 ** 6)\n",
+    ],
+    ids=["one-huge-block", "growing-list"],
+)
 def test_memory_bomb_hits_the_memory_limit(guarded: Sandbox, serves, source: str) -> None:
     result = guarded.run(source, timeout_s=10)
     assert (result.ok, result.kind) == (False, "memory")
@@ -81,8 +84,12 @@ def test_reading_ssh_keys_or_the_store_is_denied(bare: Sandbox, serves, tmp_path
         conn.execute("insert into trace values ('paid teacher answer')")
     for path in (key, db, key.parent):
         reader = "os.listdir" if path.is_dir() else "lambda p: open(p, 'rb').read()"
-        result = bare.run(f"import os\n\ndef solve(path):\n    return str(({reader})(path))\n", "solve",
-                          {"path": str(path)}, timeout_s=2)
+        result = bare.run(
+            f"import os\n\ndef solve(path):\n    return str(({reader})(path))\n",
+            "solve",
+            {"path": str(path)},
+            timeout_s=2,
+        )
         assert (result.ok, result.kind) == (False, "exception"), path
         assert "PermissionError" in result.error
     home = bare.run("import os\n\ndef solve():\n    return os.listdir(os.path.expanduser('~/..'))\n", timeout_s=2)
@@ -119,10 +126,14 @@ def test_no_socket_reaches_a_listening_server(bare: Sandbox, serves) -> None:
     waiter = threading.Thread(target=lambda: _accept(server, accepted))
     waiter.start()
     try:
-        tcp = bare.run(f"import socket\n\ndef solve():\n    socket.create_connection(('127.0.0.1', {port}))\n",
-                       timeout_s=2)
-        udp = bare.run(f"import socket\n\ndef solve():\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                       f"    s.sendto(b'x', ('127.0.0.1', {port}))\n", timeout_s=2)
+        tcp = bare.run(
+            f"import socket\n\ndef solve():\n    socket.create_connection(('127.0.0.1', {port}))\n", timeout_s=2
+        )
+        udp = bare.run(
+            f"import socket\n\ndef solve():\n    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"    s.sendto(b'x', ('127.0.0.1', {port}))\n",
+            timeout_s=2,
+        )
     finally:
         waiter.join()
         server.close()
@@ -148,10 +159,14 @@ def test_ctypes_cannot_fork_and_a_native_crash_is_contained(bare: Sandbox, serve
     assert serves(bare)
 
 
-@pytest.mark.parametrize("source", [
-    "import os, signal\n\ndef solve():\n    os.kill(os.getpid(), signal.SIGKILL)\n",
-    "import os\n\ndef solve():\n    os._exit(0)\n",
-], ids=["sigkill-self", "exit"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os, signal\n\ndef solve():\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+        "import os\n\ndef solve():\n    os._exit(0)\n",
+    ],
+    ids=["sigkill-self", "exit"],
+)
 def test_killing_its_own_worker_is_a_failed_call_then_a_fresh_worker(bare: Sandbox, serves, source) -> None:
     before = bare.restarts
     result = bare.run(source, timeout_s=2)
@@ -224,9 +239,12 @@ def test_crashing_programs_among_concurrent_calls_never_disturb_the_others(serve
     crash = "import os\n\ndef solve(n):\n    os._exit(3)\n"
     with Sandbox(workers=2, guard=False) as sandbox:
         with ThreadPoolExecutor(6) as pool:
-            results = list(pool.map(
-                lambda n: (n, sandbox.run(crash if n % 5 == 0 else square, "solve", {"n": n}, timeout_s=5)),
-                range(40)))
+            results = list(
+                pool.map(
+                    lambda n: (n, sandbox.run(crash if n % 5 == 0 else square, "solve", {"n": n}, timeout_s=5)),
+                    range(40),
+                )
+            )
         for n, result in results:
             if n % 5 == 0:
                 assert (result.ok, result.kind, result.restarted) == (False, "crash", True)
@@ -241,10 +259,16 @@ def test_workers_exit_when_the_app_is_killed(tmp_path) -> None:
     import sys
     import time
 
-    app = ("import sys, time\nfrom protege.sandbox import Sandbox\n"
-           "box = Sandbox(workers=2).start()\nprint(*box.pids, flush=True)\ntime.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", app], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    app = (
+        "import sys, time\nfrom protege.sandbox import Sandbox\n"
+        "box = Sandbox(workers=2).start()\nprint(*box.pids, flush=True)\ntime.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", app],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2 and all(_alive(p) for p in pids)

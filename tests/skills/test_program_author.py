@@ -38,7 +38,7 @@ def summarize(invoice: Invoice) -> Summary:
     """Summarize an invoice: customer name, number of line items, total amount, and priority (high if urgent)."""
 
 
-CORRECT = '''
+CORRECT = """
 import re
 
 def solve(invoice):
@@ -50,11 +50,11 @@ def solve(invoice):
         "total": round(sum(int(q) * float(p) for q, p in lines), 2),
         "priority": "high" if "urgent" in text.lower() else "low",
     }
-'''
+"""
 # counts units instead of lines: right only when every quantity is 1
 WRONG_ITEMS = CORRECT.replace('"items": len(lines)', '"items": sum(int(q) for q, _ in lines)')
 # leaves out a field it cannot decide, as the prompt asks
-NO_PRIORITY = CORRECT.replace('''        "priority": "high" if "urgent" in text.lower() else "low",\n''', "")
+NO_PRIORITY = CORRECT.replace("""        "priority": "high" if "urgent" in text.lower() else "low",\n""", "")
 LOOPS = "def solve(invoice):\n    while True:\n        pass\n"
 
 
@@ -64,13 +64,25 @@ def invoice_traces(n: int, seed: int = 7) -> list[dict]:
     goods = ["Widget", "Gear", "Bolt pack", "Cable 2m", "Lamp"]
     traces = []
     for i in range(n):
-        lines = [(rng.choice([1, 1, 2, 3]), rng.choice(goods), rng.choice([1.5, 3.25, 10.0, 99.99]))
-                 for _ in range(rng.randint(1, 4))]
+        lines = [
+            (rng.choice([1, 1, 2, 3]), rng.choice(goods), rng.choice([1.5, 3.25, 10.0, 99.99]))
+            for _ in range(rng.randint(1, 4))
+        ]
         urgent = rng.random() < 0.3
-        text = "\n".join([f"Invoice {1000 + i}", f"Customer: {rng.choice(names)}",
-                          *[f"{q} x {g} @ {p}" for q, g, p in lines], "URGENT please" if urgent else "Thanks"])
-        output = {"customer": text.split("Customer: ")[1].split("\n")[0], "items": len(lines),
-                  "total": round(sum(q * p for q, _, p in lines), 2), "priority": "high" if urgent else "low"}
+        text = "\n".join(
+            [
+                f"Invoice {1000 + i}",
+                f"Customer: {rng.choice(names)}",
+                *[f"{q} x {g} @ {p}" for q, g, p in lines],
+                "URGENT please" if urgent else "Thanks",
+            ]
+        )
+        output = {
+            "customer": text.split("Customer: ")[1].split("\n")[0],
+            "items": len(lines),
+            "total": round(sum(q * p for q, _, p in lines), 2),
+            "priority": "high" if urgent else "low",
+        }
         traces.append({"id": f"t{i:03d}", "input": {"invoice": {"text": text}}, "output": output, "valid": True})
     return traces
 
@@ -139,14 +151,18 @@ async def test_a_field_the_program_leaves_out_is_not_verified_the_others_are(san
 
 async def test_per_field_agreement_uses_the_tasks_score(sandbox) -> None:
     def lenient(expected: Summary, actual: Summary) -> float:  # customer names compared case-blind
-        return float(expected.model_copy(update={"customer": expected.customer.lower()})
-                     == actual.model_copy(update={"customer": actual.customer.lower()}))
+        return float(
+            expected.model_copy(update={"customer": expected.customer.lower()})
+            == actual.model_copy(update={"customer": actual.customer.lower()})
+        )
 
     shouting = CORRECT.replace(".group(1).strip()", ".group(1).strip().upper()")
     strict = await ProgramAuthor(code_author(shouting), sandbox, rounds=0).write(
-        TaskSpec(summarize), invoice_traces(20))
+        TaskSpec(summarize), invoice_traces(20)
+    )
     tolerant = await ProgramAuthor(code_author(shouting), sandbox, rounds=0).write(
-        TaskSpec(summarize, score=lenient), invoice_traces(20))
+        TaskSpec(summarize, score=lenient), invoice_traces(20)
+    )
     assert strict.field_agreement["customer"] == 0.0 and "customer" not in strict.fields_verified
     assert tolerant.promoted and tolerant.fields_verified == ["customer", "items", "total", "priority"]
 
@@ -174,10 +190,16 @@ async def test_a_reply_without_code_gives_no_program(sandbox, spec) -> None:
 def test_the_program_travels_in_the_skill_as_scripts_solve_py() -> None:
     from protege.skills.program_author import ProgramResult
 
-    result = ProgramResult(task="summarize", source=CORRECT, agreement=0.975, fields_verified=["items", "total"],
-                           held_out=40, author_model="anthropic:claude-opus-4-5", promoted=True)
-    skill = Skill(name="summarize", description="Summarize invoices.", body="# Steps\n",
-                  metadata={"task": "summarize"})
+    result = ProgramResult(
+        task="summarize",
+        source=CORRECT,
+        agreement=0.975,
+        fields_verified=["items", "total"],
+        held_out=40,
+        author_model="anthropic:claude-opus-4-5",
+        promoted=True,
+    )
+    skill = Skill(name="summarize", description="Summarize invoices.", body="# Steps\n", metadata={"task": "summarize"})
     carried = with_program(skill, result)
     again = Skill.parse(carried.render(), files=carried.files)
     assert again.files[PROGRAM_FILE] == CORRECT
@@ -216,8 +238,10 @@ async def test_a_real_sdk_author_writes_the_program_and_its_usage_is_kept(sandbo
     from protege.testing import FakeProvider
 
     with FakeProvider() as fake:
-        fake.add_text(f"Here are two approaches.\n\n```python\n{WRONG_ITEMS}```\n\nAnd:\n\n```py\n{CORRECT}```\n",
-                      usage={"input_tokens": 2400, "output_tokens": 600})
+        fake.add_text(
+            f"Here are two approaches.\n\n```python\n{WRONG_ITEMS}```\n\nAnd:\n\n```py\n{CORRECT}```\n",
+            usage={"input_tokens": 2400, "output_tokens": 600},
+        )
         model = AnthropicModel("claude-opus-4-5", api_key="test-key", base_url=fake.anthropic_base_url)
         author = ProgramAuthor(model, sandbox, rounds=1)
         result = await author.write(spec, invoice_traces(30))
@@ -242,8 +266,9 @@ async def test_a_program_that_memorised_the_shown_examples_is_not_promoted(sandb
         program = f"TABLE = {table!r}\n\ndef solve(invoice):\n    return TABLE.get(invoice['text'], {fallback!r})\n"
         return f"```python\n{program}```"
 
-    author = ProgramAuthor(FunctionModel(memoriser, name="function:memoriser", writes_prose=True), sandbox,
-                           shown=6, rounds=0)
+    author = ProgramAuthor(
+        FunctionModel(memoriser, name="function:memoriser", writes_prose=True), sandbox, shown=6, rounds=0
+    )
     traces = invoice_traces(30)
     result = await author.write(spec, traces)
     assert not result.promoted and result.agreement < 0.5

@@ -62,11 +62,26 @@ metadata:
 @pytest.fixture
 def traces(store):
     for i, (subject, body, queue, priority) in enumerate(TICKETS):
-        store.insert_trace(TraceRow(id=f"tr{i}", task_name="triage", tier="teacher", valid=True,
-                                    input={"ticket": {"subject": subject, "body": body}},
-                                    output={"queue": queue, "priority": priority}))
-    store.insert_trace(TraceRow(id="bad", task_name="triage", tier="teacher", valid=False,
-                                input={"ticket": {"subject": "x", "body": "y"}}, output={"queue": "nope"}))
+        store.insert_trace(
+            TraceRow(
+                id=f"tr{i}",
+                task_name="triage",
+                tier="teacher",
+                valid=True,
+                input={"ticket": {"subject": subject, "body": body}},
+                output={"queue": queue, "priority": priority},
+            )
+        )
+    store.insert_trace(
+        TraceRow(
+            id="bad",
+            task_name="triage",
+            tier="teacher",
+            valid=False,
+            input={"ticket": {"subject": "x", "body": "y"}},
+            output={"queue": "nope"},
+        )
+    )
     return store.traces("triage", limit=None, oldest_first=True)
 
 
@@ -159,11 +174,22 @@ def test_contract_needs_a_name_and_instructions():
     assert TaskContract.of({"name": "t", "instructions": "Do it."}).output_schema == {}
 
 
-FAILED = TraceRow(id="f1", task_name="triage", tier="replay", valid=True,
-                  input={"ticket": {"subject": "Card", "body": "Refund the double charge"}},
-                  output={"queue": "account", "priority": 2})
-RESCUE = TraceRow(id="r1", task_name="triage", tier="teacher", valid=True,
-                  input=FAILED.input, output={"queue": "billing", "priority": 2})
+FAILED = TraceRow(
+    id="f1",
+    task_name="triage",
+    tier="replay",
+    valid=True,
+    input={"ticket": {"subject": "Card", "body": "Refund the double charge"}},
+    output={"queue": "account", "priority": 2},
+)
+RESCUE = TraceRow(
+    id="r1",
+    task_name="triage",
+    tier="teacher",
+    valid=True,
+    input=FAILED.input,
+    output={"queue": "billing", "priority": 2},
+)
 
 
 async def test_teacher_revises_with_the_failed_case(traces):

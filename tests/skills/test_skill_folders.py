@@ -22,11 +22,19 @@ def tree(root: Path) -> dict[str, bytes]:
 @pytest.fixture
 def approved(lib, make_skill):
     """Two tasks with approved skills (one at v3, with extra files) and one draft-only task."""
-    files = {"examples/one.md": "# Example\r\nCRLF kept\r\n", "scripts/check.py": "print('ok')\n",
-             "reference.md": "Ünïcode réference\n"}
+    files = {
+        "examples/one.md": "# Example\r\nCRLF kept\r\n",
+        "scripts/check.py": "print('ok')\n",
+        "reference.md": "Ünïcode réference\n",
+    }
     for body in ("# v1\n", "# v2\n", "# Extract order\n\nProcedure: read, then answer.\n"):
-        lib.add("extract_order", make_skill(body=body, files=files, license="MIT"), kind="authored",
-                author_model="anthropic:claude-opus-4-5", source_trace_ids=["t1", "t2"])
+        lib.add(
+            "extract_order",
+            make_skill(body=body, files=files, license="MIT"),
+            kind="authored",
+            author_model="anthropic:claude-opus-4-5",
+            source_trace_ids=["t1", "t2"],
+        )
     lib.approve("extract_order", 3, by="ann")
     lib.add("triage", make_skill("triage"), kind="exemplar")
     lib.approve("triage", by="ann")
@@ -40,8 +48,13 @@ def test_export_writes_loadable_folders_of_approved_skills(approved, tmp_path):
     folders = approved.export(dest)
     assert sorted(p.name for p in folders) == ["extract-order", "triage"]
     files = tree(dest)
-    assert set(files) == {"extract-order/SKILL.md", "extract-order/examples/one.md", "extract-order/scripts/check.py",
-                          "extract-order/reference.md", "triage/SKILL.md"}
+    assert set(files) == {
+        "extract-order/SKILL.md",
+        "extract-order/examples/one.md",
+        "extract-order/scripts/check.py",
+        "extract-order/reference.md",
+        "triage/SKILL.md",
+    }
     assert files["extract-order/examples/one.md"] == b"# Example\r\nCRLF kept\r\n"
     text = files["extract-order/SKILL.md"].decode()
     front = yaml.safe_load(text.split("---\n")[1])
@@ -58,7 +71,9 @@ def test_export_import_export_is_byte_for_byte_identical(approved, tmp_path):
     other = SkillLibrary(Store(f"sqlite:///{tmp_path}/other.db"))
     rows = other.import_dir(first, by="ops", trust=True)
     assert sorted((r.task_name, r.version, r.status, r.kind) for r in rows) == [
-        ("extract_order", 3, "approved", "imported"), ("triage", 1, "approved", "imported")]
+        ("extract_order", 3, "approved", "imported"),
+        ("triage", 1, "approved", "imported"),
+    ]
     assert rows[0].reviewed_by == "ops" and rows[0].source_trace_ids == []  # ids listed in metadata, none here
     other.export(second)
     assert tree(first) == tree(second)

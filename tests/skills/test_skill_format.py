@@ -41,8 +41,10 @@ def test_convenience_properties_read_metadata():
 # YAML's troublemakers (line-break look-alikes, quotes, indicators) mixed into arbitrary unicode; no C0 controls
 # but tab, LF and CR, nor DEL (skills refuse them: PostgreSQL cannot store NUL).
 _CONTROLS = "".join(map(chr, [*range(9), 11, 12, *range(14, 32), 127]))
-_chars = st.one_of(st.sampled_from(list("\x85\u2028\u2029\r\n\t :#-'\"\ufeff{}[]|>&*!%@`")),
-                   st.characters(blacklist_categories=("Cs",), blacklist_characters=_CONTROLS))
+_chars = st.one_of(
+    st.sampled_from(list("\x85\u2028\u2029\r\n\t :#-'\"\ufeff{}[]|>&*!%@`")),
+    st.characters(blacklist_categories=("Cs",), blacklist_characters=_CONTROLS),
+)
 _text = st.text(_chars, max_size=200)
 
 
@@ -57,13 +59,34 @@ _text = st.text(_chars, max_size=200)
 )
 def test_round_trip_holds_for_arbitrary_text(name, description, body, metadata, license, allowed):
     """parse(render(s)) == s for any valid field values, odd characters and YAML look-alikes included."""
-    skill = Skill(name=name, description=description, body=body, metadata=metadata, license=license,
-                  allowed_tools=allowed)
+    skill = Skill(
+        name=name, description=description, body=body, metadata=metadata, license=license, allowed_tools=allowed
+    )
     assert Skill.parse(skill.render()) == skill
 
 
-@pytest.mark.parametrize("value", ["a\x85b", "d\x85", "a\u2028b", "x\u2029", "a\rb", "  lead", "trail ", "---",
-                                   "k: v", "#c", "yes", "~", "null", "@x", "'q\"", "\ufeffx", "é ü"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a\x85b",
+        "d\x85",
+        "a\u2028b",
+        "x\u2029",
+        "a\rb",
+        "  lead",
+        "trail ",
+        "---",
+        "k: v",
+        "#c",
+        "yes",
+        "~",
+        "null",
+        "@x",
+        "'q\"",
+        "\ufeffx",
+        "é ü",
+    ],
+)
 def test_round_trip_holds_for_yaml_troublemakers(value):
     """Values YAML folds, quotes or reads as other types come back exactly (NEL once came back as spaces)."""
     skill = Skill(name="a", description=value, metadata={value: value}, license=value, body=value)
@@ -87,10 +110,16 @@ def test_hand_written_skill_md_parses():
     assert (skill.name, skill.description, skill.body) == ("pdf-tools", "Work with PDFs.", "# PDF\nStep one.\n")
 
 
-@pytest.mark.parametrize("task, name", [
-    ("extract_order", "extract-order"), ("Triage", "triage"), ("a__b_", "a-b"), ("x" * 70, "x" * 64),
-    ("v2_parse", "v2-parse"),
-])
+@pytest.mark.parametrize(
+    "task, name",
+    [
+        ("extract_order", "extract-order"),
+        ("Triage", "triage"),
+        ("a__b_", "a-b"),
+        ("x" * 70, "x" * 64),
+        ("v2_parse", "v2-parse"),
+    ],
+)
 def test_task_names_map_to_spec_names(task, name):
     """Task identifiers become valid spec names: lowercase, single hyphens, at most 64 characters."""
     assert skill_name(task) == name
@@ -103,8 +132,9 @@ def test_task_name_without_letters_is_refused():
         skill_name("___")
 
 
-@pytest.mark.parametrize("name", ["", "Extract", "extract_order", "-extract", "extract-", "ex--tract", "x" * 65,
-                                  "ex tract", "éxtract"])
+@pytest.mark.parametrize(
+    "name", ["", "Extract", "extract_order", "-extract", "extract-", "ex--tract", "x" * 65, "ex tract", "éxtract"]
+)
 def test_bad_names_are_refused(name):
     """Names must be 1-64 of a-z, 0-9 and single inner hyphens; the error names the value."""
     with pytest.raises(UserError, match="skill name") as err:
@@ -152,30 +182,42 @@ def test_unknown_frontmatter_keys_are_refused(key):
         Skill.parse(text)
 
 
-@pytest.mark.parametrize("meta", ["metadata:\n  version: 1\n", "metadata:\n  nested:\n    a: b\n",
-                                  "metadata: [a, b]\n", "metadata:\n  1: one\n"])
+@pytest.mark.parametrize(
+    "meta",
+    ["metadata:\n  version: 1\n", "metadata:\n  nested:\n    a: b\n", "metadata: [a, b]\n", "metadata:\n  1: one\n"],
+)
 def test_metadata_must_map_strings_to_strings(meta):
     """Metadata values and keys are strings (an unquoted YAML number is refused, with a hint to quote it)."""
     with pytest.raises(UserError, match="metadata"):
         Skill.parse(f"---\nname: a\ndescription: d\n{meta}---\nbody\n")
 
 
-@pytest.mark.parametrize("front", ["name: a\ndescription: [x]\n", "name: a\ndescription: d\nallowed-tools: [Read]\n",
-                                   "name: 12\ndescription: d\n", "name: a\ndescription: d\nlicense: 2\n"])
+@pytest.mark.parametrize(
+    "front",
+    [
+        "name: a\ndescription: [x]\n",
+        "name: a\ndescription: d\nallowed-tools: [Read]\n",
+        "name: 12\ndescription: d\n",
+        "name: a\ndescription: d\nlicense: 2\n",
+    ],
+)
 def test_frontmatter_values_must_be_strings(front):
     """Scalar fields must be YAML strings (allowed-tools is space-delimited text, not a list)."""
     with pytest.raises(UserError, match="must be a string"):
         Skill.parse(f"---\n{front}---\nbody\n")
 
 
-@pytest.mark.parametrize("text, rule", [
-    ("# no frontmatter\n", "must start with"),
-    ("---\nname: a\ndescription: d\nbody\n", "no closing"),
-    ("---\ndescription: d\n---\nbody\n", "needs `name`"),
-    ("---\nname: a\n---\nbody\n", "needs `description`"),
-    ("---\n- a\n- b\n---\nbody\n", "must be a YAML mapping"),
-    ("---\nname: [a\n---\nbody\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, rule",
+    [
+        ("# no frontmatter\n", "must start with"),
+        ("---\nname: a\ndescription: d\nbody\n", "no closing"),
+        ("---\ndescription: d\n---\nbody\n", "needs `name`"),
+        ("---\nname: a\n---\nbody\n", "needs `description`"),
+        ("---\n- a\n- b\n---\nbody\n", "must be a YAML mapping"),
+        ("---\nname: [a\n---\nbody\n", "not valid YAML"),
+    ],
+)
 def test_malformed_skill_md_is_refused(text, rule):
     """Each structural problem gets its own message."""
     with pytest.raises(UserError, match=rule):
@@ -198,8 +240,23 @@ def test_body_token_budget():
         Skill(name="a", description="d", body="word " * 4100).validate()
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../x.md", "examples/../../x.md", "a/b/c.md", "a\\b.md",
-                                  ".hidden", "examples/.env", "C:/x.md", "", "examples/", "SKILL.md", "skill.md"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/passwd",
+        "../x.md",
+        "examples/../../x.md",
+        "a/b/c.md",
+        "a\\b.md",
+        ".hidden",
+        "examples/.env",
+        "C:/x.md",
+        "",
+        "examples/",
+        "SKILL.md",
+        "skill.md",
+    ],
+)
 def test_bad_file_paths_are_refused(path):
     """Extra files stay inside the folder, at most one level deep, never hidden or clashing with SKILL.md."""
     with pytest.raises(UserError) as err:

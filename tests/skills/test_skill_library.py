@@ -131,8 +131,12 @@ def _exact(expected, actual) -> float:
 def test_evidence_gate_measures_agreement(lib):
     """Agreement is the mean score; passing needs agreement >= promote_at and at least one answer."""
     pairs = [(1, 1), (2, 2), (3, 0), (4, 4)]
-    assert lib.evidence_gate(TASK, pairs, _exact, 0.75) == {"agreement": 0.75, "n": 4, "passed": True,
-                                                            "promote_at": 0.75}
+    assert lib.evidence_gate(TASK, pairs, _exact, 0.75) == {
+        "agreement": 0.75,
+        "n": 4,
+        "passed": True,
+        "promote_at": 0.75,
+    }
     assert lib.evidence_gate(TASK, pairs, _exact, 0.8)["passed"] is False
     assert lib.evidence_gate(TASK, [], _exact, 0.0) == {"agreement": None, "n": 0, "passed": False, "promote_at": 0.0}
     with pytest.raises(UserError, match="score of task 'extract_order' failed on answer 0"):

@@ -5,12 +5,18 @@ from __future__ import annotations
 from protege.skills import Skill
 
 CORPUS = {
-    "extract_invoice": ("Extract vendor, invoice number, total and due date from an invoice.",
-                        "# Invoice\n\nFind the vendor in the header, the invoice total at the bottom, the due date."),
-    "extract_order": ("Extract ordered items and quantities from an order email.",
-                      "# Order\n\nList every item with its quantity; ignore the signature."),
-    "triage_ticket": ("Route a support ticket to a queue.",
-                      "# Triage\n\nCrashes go to bug, refunds to billing, logins to account."),
+    "extract_invoice": (
+        "Extract vendor, invoice number, total and due date from an invoice.",
+        "# Invoice\n\nFind the vendor in the header, the invoice total at the bottom, the due date.",
+    ),
+    "extract_order": (
+        "Extract ordered items and quantities from an order email.",
+        "# Order\n\nList every item with its quantity; ignore the signature.",
+    ),
+    "triage_ticket": (
+        "Route a support ticket to a queue.",
+        "# Triage\n\nCrashes go to bug, refunds to billing, logins to account.",
+    ),
     "write_poem": ("Write a short poem about the sea.", "# Poem\n\nFour lines, rhyming, waves and gulls."),
     "summarize_meeting": ("Summarize meeting notes into decisions and action items.", "# Summary\n\nDecisions first."),
     "translate_text": ("Translate text from English to German.", "# Translate\n\nKeep names as they are."),

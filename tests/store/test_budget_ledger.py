@@ -27,6 +27,7 @@ def test_reserve_spend_is_atomic_across_threads_and_stores(store_url):
     """Sixteen threads over two Store objects (two pools) race 400 reservations at a cap of 50: exactly 50 pass."""
     stores = [Store(store_url), Store(store_url)]
     try:
+
         def reserve(i: int) -> bool:
             return stores[i % 2].reserve_spend("race", 1.0, 50.0, day="d")
 
@@ -46,8 +47,10 @@ def test_ledger_sums_match_the_traces(store):
         store.insert_run(run)
     attempts = [
         ("r0", "teacher", 0.10, True, False),
-        ("r1", "replay", 0.01, False, False), ("r1", "teacher", 0.30, True, False),
-        ("r2", "replay", 0.02, True, False), ("r2", "teacher", 0.50, True, True),  # shadow: counted in spend only
+        ("r1", "replay", 0.01, False, False),
+        ("r1", "teacher", 0.30, True, False),
+        ("r2", "replay", 0.02, True, False),
+        ("r2", "teacher", 0.50, True, True),  # shadow: counted in spend only
         ("r3", "student", 0.0, True, False),
     ]
     for run_id, tier, cost, valid, shadow in attempts:

@@ -31,8 +31,14 @@ def _assert_same(got, want) -> None:
 
 def test_task_round_trip(store):
     """A registered task comes back with its schemas, instructions, policy and an aware creation time."""
-    row = store.register_task(name="triage", contract_hash="c1", input_schema=NESTED, output_schema={"type": "object"},
-                              instructions="Route tickets.\nCarefully.", policy={"min_traces": 200})
+    row = store.register_task(
+        name="triage",
+        contract_hash="c1",
+        input_schema=NESTED,
+        output_schema={"type": "object"},
+        instructions="Route tickets.\nCarefully.",
+        policy={"min_traces": 200},
+    )
     _assert_same(store.task("triage"), row)
     assert store.task("triage").created_at.tzinfo == UTC
 
@@ -41,11 +47,28 @@ def test_run_round_trip(store):
     """A run and its finish fields come back unchanged, times normalized to UTC."""
     run = RunRow(task_name="triage", task_version=2, input=NESTED, input_hash="h", created_at=WHEN)
     store.insert_run(run)
-    store.finish_run(run.id, status="ok", tier="replay", output={"queue": "bug"}, cost_usd=0.25, latency_s=1.5,
-                     error="none", finished_at=WHEN + timedelta(seconds=3))
+    store.finish_run(
+        run.id,
+        status="ok",
+        tier="replay",
+        output={"queue": "bug"},
+        cost_usd=0.25,
+        latency_s=1.5,
+        error="none",
+        finished_at=WHEN + timedelta(seconds=3),
+    )
     got = store.run(run.id)
-    expected = run.model_copy(update={"status": "ok", "tier": "replay", "output": {"queue": "bug"}, "cost_usd": 0.25,
-                                      "latency_s": 1.5, "error": "none", "finished_at": WHEN + timedelta(seconds=3)})
+    expected = run.model_copy(
+        update={
+            "status": "ok",
+            "tier": "replay",
+            "output": {"queue": "bug"},
+            "cost_usd": 0.25,
+            "latency_s": 1.5,
+            "error": "none",
+            "finished_at": WHEN + timedelta(seconds=3),
+        }
+    )
     _assert_same(got, expected)
     assert got.created_at == WHEN and got.created_at.tzinfo == UTC
 
@@ -53,12 +76,32 @@ def test_run_round_trip(store):
 def test_trace_round_trip(store):
     """Every trace field, JSON transcripts included, survives the trip."""
     trace = TraceRow(
-        run_id="r1", task_name="triage", task_version=3, tier="teacher", model="anthropic:claude-opus-4-5",
-        attempt=2, shadow=True, skill_version=4, student_id="s1", input=NESTED, input_hash="h",
-        messages=[{"role": "user", "content": "hi \x01 \"quoted\""}], tools=[{"name": "lookup"}],
-        output={"queue": "bug", "priority": 1}, output_text='{"queue": "bug"}', valid=True, errors=["e1"],
-        input_tokens=10, output_tokens=20, cache_read_tokens=30, cache_write_tokens=40, cost_usd=0.125,
-        latency_s=0.5, confidence=-0.25, raw=[{"id": "msg_1"}], created_at=WHEN,
+        run_id="r1",
+        task_name="triage",
+        task_version=3,
+        tier="teacher",
+        model="anthropic:claude-opus-4-5",
+        attempt=2,
+        shadow=True,
+        skill_version=4,
+        student_id="s1",
+        input=NESTED,
+        input_hash="h",
+        messages=[{"role": "user", "content": 'hi \x01 "quoted"'}],
+        tools=[{"name": "lookup"}],
+        output={"queue": "bug", "priority": 1},
+        output_text='{"queue": "bug"}',
+        valid=True,
+        errors=["e1"],
+        input_tokens=10,
+        output_tokens=20,
+        cache_read_tokens=30,
+        cache_write_tokens=40,
+        cost_usd=0.125,
+        latency_s=0.5,
+        confidence=-0.25,
+        raw=[{"id": "msg_1"}],
+        created_at=WHEN,
     )
     store.insert_trace(trace)
     _assert_same(store.trace(trace.id), trace)
@@ -74,24 +117,58 @@ def test_json_none_is_sql_null(store):
 
 def test_skill_label_dataset_student_shadow_round_trip(store):
     """Skills, labels, datasets, students and shadows come back as written."""
-    skill = store.add_skill(SkillRow(task_name="triage", name="triage", description="d", text="# body",
-                                     files={"examples.md": "x"}, source_trace_ids=["a"], author_model="m",
-                                     evidence={"agreement": 0.9}, reviewed_by="ann", reviewed_at=WHEN,
-                                     review_note="fine", created_at=WHEN))
+    skill = store.add_skill(
+        SkillRow(
+            task_name="triage",
+            name="triage",
+            description="d",
+            text="# body",
+            files={"examples.md": "x"},
+            source_trace_ids=["a"],
+            author_model="m",
+            evidence={"agreement": 0.9},
+            reviewed_by="ann",
+            reviewed_at=WHEN,
+            review_note="fine",
+            created_at=WHEN,
+        )
+    )
     _assert_same(store.skill("triage"), skill)
     store.insert_trace(trace := TraceRow(task_name="triage", tier="teacher"))
     label = store.add_label(trace.id, "bad", reviewer="ann", note="wrong queue")
     _assert_same(store.labels(trace.id)[0], label)
-    ds = store.add_dataset(DatasetRow(task_name="triage", path="/d", content_hash="sha", counts={"train": 9},
-                                      params={"seed": 1}, created_at=WHEN))
+    ds = store.add_dataset(
+        DatasetRow(
+            task_name="triage", path="/d", content_hash="sha", counts={"train": 9}, params={"seed": 1}, created_at=WHEN
+        )
+    )
     _assert_same(store.dataset(ds.id), ds)
     assert [d.id for d in store.datasets("triage")] == [ds.id] and store.datasets("other") == []
-    st = store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/a", adapter_hash="x",
-                                      dataset_id=ds.id, metrics={"retention": 0.97}, params={"r": 16},
-                                      state="promoted", promoted_at=WHEN))
+    st = store.add_student(
+        StudentRow(
+            task_name="triage",
+            base="smollm2-135m",
+            adapter_path="/a",
+            adapter_hash="x",
+            dataset_id=ds.id,
+            metrics={"retention": 0.97},
+            params={"r": 16},
+            state="promoted",
+            promoted_at=WHEN,
+        )
+    )
     _assert_same(store.student(st.id), st)
-    sh = store.add_shadow(ShadowRow(task_name="triage", run_id="r", tier="student", trace_id="t",
-                                    teacher_trace_id="tt", agreement=0.5, created_at=WHEN))
+    sh = store.add_shadow(
+        ShadowRow(
+            task_name="triage",
+            run_id="r",
+            tier="student",
+            trace_id="t",
+            teacher_trace_id="tt",
+            agreement=0.5,
+            created_at=WHEN,
+        )
+    )
     with store.session() as s:
         _assert_same(s.get(ShadowRow, sh.id), sh)
 
@@ -113,7 +190,7 @@ def test_naive_datetimes_are_refused(store):
         store.insert_traces([{"task_name": "t", "tier": "import", "created_at": datetime(2025, 1, 1)}])
 
 
-@pytest.mark.parametrize("big", [2**63, -2**63 - 1, 2**64 + 1, 10**30])
+@pytest.mark.parametrize("big", [2**63, -(2**63) - 1, 2**64 + 1, 10**30])
 def test_integers_past_64_bits_survive_json_columns(store, big):
     """JSON columns keep integers orjson cannot hold (past 64 bits) exact, on write and on read."""
     store.insert_trace(row := TraceRow(task_name="t", tier="teacher", input={"id": big, "f": 0.1}, output=[big]))

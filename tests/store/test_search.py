@@ -11,21 +11,60 @@ from protege.store import SkillRow, Store
 from protege.store.search import query_terms
 
 CORPUS = [
-    ("triage", "Route support tickets to a queue and set their priority",
-     "Read the ticket subject and body. Billing words go to billing; crashes go to bug. Priority 1 is urgent."),
-    ("invoice-extract", "Extract totals, currency and dates from invoices",
-     "Find the invoice total and currency code. Dates are ISO 8601. Ignore subtotals."),
-    ("sentiment", "Classify the sentiment of product reviews",
-     "Answer positive, negative or neutral. Sarcasm usually means negative."),
-    ("ticket-dedup", "Find duplicate support tickets",
-     "Compare a new ticket with recent tickets; the same customer and subject means a duplicate."),
-    ("address-parse", "Parse postal addresses into fields",
-     "Split street, city, postcode and country. Postcodes differ by country."),
+    (
+        "triage",
+        "Route support tickets to a queue and set their priority",
+        "Read the ticket subject and body. Billing words go to billing; crashes go to bug. Priority 1 is urgent.",
+    ),
+    (
+        "invoice-extract",
+        "Extract totals, currency and dates from invoices",
+        "Find the invoice total and currency code. Dates are ISO 8601. Ignore subtotals.",
+    ),
+    (
+        "sentiment",
+        "Classify the sentiment of product reviews",
+        "Answer positive, negative or neutral. Sarcasm usually means negative.",
+    ),
+    (
+        "ticket-dedup",
+        "Find duplicate support tickets",
+        "Compare a new ticket with recent tickets; the same customer and subject means a duplicate.",
+    ),
+    (
+        "address-parse",
+        "Parse postal addresses into fields",
+        "Split street, city, postcode and country. Postcodes differ by country.",
+    ),
 ]
 NASTY = [
-    '"', "'", '""', "*", "-", "NEAR(", "AND OR NOT", "^", "a:b", "col:foo", "(", ")", "{}", "\\", "%", "_",
-    "'; DROP TABLE skill; --", 'support" OR "1"="1', "ticket*", "-ticket", "ticket & | ! <->", ":*",
-    "\x00", "tickets\ninvoice\t", "émoji 🎫 ticket", "NEAR(ticket invoice, 2)", "skill_fts MATCH x",
+    '"',
+    "'",
+    '""',
+    "*",
+    "-",
+    "NEAR(",
+    "AND OR NOT",
+    "^",
+    "a:b",
+    "col:foo",
+    "(",
+    ")",
+    "{}",
+    "\\",
+    "%",
+    "_",
+    "'; DROP TABLE skill; --",
+    'support" OR "1"="1',
+    "ticket*",
+    "-ticket",
+    "ticket & | ! <->",
+    ":*",
+    "\x00",
+    "tickets\ninvoice\t",
+    "émoji 🎫 ticket",
+    "NEAR(ticket invoice, 2)",
+    "skill_fts MATCH x",
 ]
 
 
@@ -105,8 +144,9 @@ def test_postgres_search_uses_the_gin_index(pg_url):
 
     with Store(pg_url) as store:
         _fill(store)
-        sql = str(search_statement("postgresql", ["ticket"]).compile(
-            store.engine, compile_kwargs={"literal_binds": True}))
+        sql = str(
+            search_statement("postgresql", ["ticket"]).compile(store.engine, compile_kwargs={"literal_binds": True})
+        )
         with store.engine.begin() as conn:
             conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
             plan = "\n".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql)))

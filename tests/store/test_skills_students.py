@@ -43,10 +43,10 @@ def test_concurrent_skill_versions_never_collide(store):
 
 def test_students_and_the_promoted_one(store):
     """students() filters by task and state; promoted_student is the most recently promoted of the task."""
-    old = store.add_student(StudentRow(task_name="t", base="b", adapter_path="/1", state="promoted",
-                                       promoted_at=T0))
-    new = store.add_student(StudentRow(task_name="t", base="b", adapter_path="/2", state="promoted",
-                                       promoted_at=T0 + timedelta(days=1)))
+    old = store.add_student(StudentRow(task_name="t", base="b", adapter_path="/1", state="promoted", promoted_at=T0))
+    new = store.add_student(
+        StudentRow(task_name="t", base="b", adapter_path="/2", state="promoted", promoted_at=T0 + timedelta(days=1))
+    )
     store.add_student(StudentRow(task_name="t", base="b", adapter_path="/3"))
     store.add_student(StudentRow(task_name="u", base="b", adapter_path="/4", state="promoted", promoted_at=T0))
     assert store.promoted_student("t").id == new.id
@@ -61,10 +61,20 @@ def test_shadow_agreement_is_a_rolling_window(store):
     """shadow_agreement averages the newest `window` comparisons of a task's tier, after `since` if given."""
     scores = [1.0] * 10 + [0.0] * 5  # oldest first: the newest five disagree
     for i, a in enumerate(scores):
-        store.add_shadow(ShadowRow(task_name="t", run_id=f"r{i}", tier="student", trace_id=f"s{i}",
-                                   teacher_trace_id=f"x{i}", agreement=a, created_at=T0 + timedelta(minutes=i)))
-    store.add_shadow(ShadowRow(task_name="t", run_id="r", tier="replay", trace_id="s", teacher_trace_id="x",
-                               agreement=1.0))
+        store.add_shadow(
+            ShadowRow(
+                task_name="t",
+                run_id=f"r{i}",
+                tier="student",
+                trace_id=f"s{i}",
+                teacher_trace_id=f"x{i}",
+                agreement=a,
+                created_at=T0 + timedelta(minutes=i),
+            )
+        )
+    store.add_shadow(
+        ShadowRow(task_name="t", run_id="r", tier="replay", trace_id="s", teacher_trace_id="x", agreement=1.0)
+    )
     assert store.shadow_agreement("t", "student", window=5) == (0.0, 5)
     assert store.shadow_agreement("t", "student", window=10) == (0.5, 10)
     assert store.shadow_agreement("t", "student", window=100) == (pytest.approx(10 / 15), 15)

@@ -15,8 +15,14 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _register(store, contract: str, policy: dict | None = None):
-    return store.register_task(name="triage", contract_hash=contract, input_schema={"c": contract},
-                               output_schema={}, instructions=f"v {contract}", policy=policy)
+    return store.register_task(
+        name="triage",
+        contract_hash=contract,
+        input_schema={"c": contract},
+        output_schema={},
+        instructions=f"v {contract}",
+        policy=policy,
+    )
 
 
 def test_same_contract_returns_same_row_and_changed_contract_is_new_version(store):
@@ -49,10 +55,17 @@ def test_policy_change_updates_in_place(store):
 def _seed(store) -> list[TraceRow]:
     rows = []
     for i in range(30):
-        rows.append(TraceRow(
-            task_name="a" if i % 3 else "b", tier=("teacher", "replay", "student")[i % 3], valid=i % 2 == 0,
-            shadow=i % 5 == 0, run_id=f"r{i % 4}", created_at=T0 + timedelta(minutes=i), cost_usd=0.01 * i,
-        ))
+        rows.append(
+            TraceRow(
+                task_name="a" if i % 3 else "b",
+                tier=("teacher", "replay", "student")[i % 3],
+                valid=i % 2 == 0,
+                shadow=i % 5 == 0,
+                run_id=f"r{i % 4}",
+                created_at=T0 + timedelta(minutes=i),
+                cost_usd=0.01 * i,
+            )
+        )
     for row in rows:
         store.insert_trace(row)
     return rows
@@ -86,9 +99,15 @@ def test_trace_filters_paging_and_counts(store):
 def test_dataset_traces_selects_valid_unrejected_work(store):
     """dataset_traces keeps valid teacher/import traces (shadow ones too; replay on request), drops invalid,
     student, other-task and reviewer-rejected traces; a later 'good' label restores a rejected trace."""
+
     def add(**kw) -> TraceRow:
-        row = TraceRow(task_name=kw.pop("task", "t"), tier=kw.pop("tier", "teacher"), valid=kw.pop("valid", True),
-                       created_at=T0 + timedelta(seconds=len(added)), **kw)
+        row = TraceRow(
+            task_name=kw.pop("task", "t"),
+            tier=kw.pop("tier", "teacher"),
+            valid=kw.pop("valid", True),
+            created_at=T0 + timedelta(seconds=len(added)),
+            **kw,
+        )
         store.insert_trace(row)
         added.append(row)
         return row
@@ -133,10 +152,27 @@ def test_runs_are_listed_newest_first_and_finished(store):
 
 def test_bulk_ingest_of_20k_traces(store):
     """insert_traces stores 20,000 dict and row traces intact, with defaults filled in, in batches."""
-    dicts = [{"task_name": "bulk", "tier": "import", "input": {"i": i}, "output": {"o": i}, "valid": i % 10 != 0,
-              "created_at": T0 + timedelta(microseconds=i)} for i in range(15_000)]
-    rows = [TraceRow(task_name="bulk", tier="import", input={"i": i}, valid=True,
-                     created_at=T0 + timedelta(seconds=1, microseconds=i)) for i in range(15_000, 20_000)]
+    dicts = [
+        {
+            "task_name": "bulk",
+            "tier": "import",
+            "input": {"i": i},
+            "output": {"o": i},
+            "valid": i % 10 != 0,
+            "created_at": T0 + timedelta(microseconds=i),
+        }
+        for i in range(15_000)
+    ]
+    rows = [
+        TraceRow(
+            task_name="bulk",
+            tier="import",
+            input={"i": i},
+            valid=True,
+            created_at=T0 + timedelta(seconds=1, microseconds=i),
+        )
+        for i in range(15_000, 20_000)
+    ]
     assert store.insert_traces(dicts) == 15_000
     assert store.insert_traces(rows, batch=999) == 5_000
     assert store.count_traces("bulk") == 20_000
@@ -172,13 +208,17 @@ def test_record_attempt_writes_run_trace_and_outcome_in_one_transaction(store):
     run = {"id": "r1", "task_name": "t", "input": {"x": 1}, "input_hash": "h"}
     store.record_attempt({"id": "a0", "run_id": "r1", "task_name": "t", "tier": "replay", "valid": False}, run=run)
     assert store.run("r1").status == "running"
-    store.record_attempt({"id": "a1", "run_id": "r1", "task_name": "t", "tier": "teacher", "valid": True},
-                         finish={"status": "ok", "tier": "teacher", "output": {"y": 2}, "cost_usd": 0.5})
+    store.record_attempt(
+        {"id": "a1", "run_id": "r1", "task_name": "t", "tier": "teacher", "valid": True},
+        finish={"status": "ok", "tier": "teacher", "output": {"y": 2}, "cost_usd": 0.5},
+    )
     done = store.run("r1")
     assert (done.status, done.tier, done.output, done.cost_usd) == ("ok", "teacher", {"y": 2}, 0.5)
     assert done.finished_at is not None
     assert sorted(t.id for t in store.traces("t", run_id="r1")) == ["a0", "a1"]
     with pytest.raises(IntegrityError):  # the trace id already exists: the run row must not land without it
-        store.record_attempt({"id": "a1", "run_id": "r2", "task_name": "t", "tier": "teacher"},
-                             run={"id": "r2", "task_name": "t", "input": {}, "input_hash": "h2"})
+        store.record_attempt(
+            {"id": "a1", "run_id": "r2", "task_name": "t", "tier": "teacher"},
+            run={"id": "r2", "task_name": "t", "input": {}, "input_hash": "h2"},
+        )
     assert store.run("r2") is None

@@ -57,8 +57,13 @@ class Receiver:
 
     def spans(self) -> list[tuple[Any, Any, Any]]:
         """(resource, scope, span) for every span received."""
-        return [(rs.resource, ss.scope, span) for req in self.requests for rs in req.resource_spans
-                for ss in rs.scope_spans for span in ss.spans]
+        return [
+            (rs.resource, ss.scope, span)
+            for req in self.requests
+            for rs in req.resource_spans
+            for ss in rs.scope_spans
+            for span in ss.spans
+        ]
 
     def write_json_lines(self, path: Path) -> Path:
         from google.protobuf.json_format import MessageToJson

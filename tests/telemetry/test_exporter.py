@@ -18,8 +18,11 @@ from protege.telemetry.exporter import traces_url
 
 
 def make_app(tmp_path, **kw) -> Protege:
-    teacher = FunctionModel(lambda req: json.dumps({"queue": "bug", "priority": 2}), name="function:teacher",
-                            price_as="anthropic:claude-opus-4-5")
+    teacher = FunctionModel(
+        lambda req: json.dumps({"queue": "bug", "priority": 2}),
+        name="function:teacher",
+        price_as="anthropic:claude-opus-4-5",
+    )
     app = Protege(db=f"sqlite:///{tmp_path}/e.db", project_dir=tmp_path, teacher=teacher, **kw)
 
     def triage(ticket: Ticket) -> Triage:

@@ -32,8 +32,10 @@ def teacher(req):
         call = ToolCall(id="c1", name="plan_of", arguments={"email": req.task_input["ticket"]["subject"]})
         return ModelResponse(tool_calls=[call], usage=Usage(input_tokens=400, output_tokens=20))
     priority = 1 if req.messages[-1].content == "enterprise" else 3
-    return ModelResponse(text=json.dumps({"queue": "billing", "priority": priority}),
-                         usage=Usage(input_tokens=500, output_tokens=30, cache_read_tokens=200))
+    return ModelResponse(
+        text=json.dumps({"queue": "billing", "priority": priority}),
+        usage=Usage(input_tokens=500, output_tokens=30, cache_read_tokens=200),
+    )
 
 
 @pytest.fixture
@@ -54,9 +56,14 @@ def export_calls(tmp_path, db) -> tuple[list, object]:
     """Three calls of an app exporting to a loopback receiver with content on (one escalates from an invalid
     replay); returns the teacher traces and the OTLP JSON file the receiver wrote."""
     with Receiver() as receiver:
-        app = Protege(db=db, project_dir=tmp_path, otel=receiver.url, otel_content=True,
-                      teacher=FunctionModel(teacher, name="function:teacher", price_as="anthropic:claude-opus-4-5"),
-                      replay=FunctionModel(lambda req: '{"queue": "sales"}', name="function:replay"))
+        app = Protege(
+            db=db,
+            project_dir=tmp_path,
+            otel=receiver.url,
+            otel_content=True,
+            teacher=FunctionModel(teacher, name="function:teacher", price_as="anthropic:claude-opus-4-5"),
+            replay=FunctionModel(lambda req: '{"queue": "sales"}', name="function:replay"),
+        )
 
         @app.task(tools=[plan_of])
         def triage(ticket: Ticket) -> Triage:
@@ -76,8 +83,9 @@ def test_round_trip_export_then_import_gives_equal_traces(tmp_path, env):
     assert refused.exit_code == 2 and "nothing was imported" in refused.stderr
     assert "protege recorded this attempt (replay tier) as invalid" in refused.stderr
 
-    report = json.loads(cli_run("import-traces", path, "--task", "triage", "--format", "otel", "--skip-bad",
-                                "--json").stdout)
+    report = json.loads(
+        cli_run("import-traces", path, "--task", "triage", "--format", "otel", "--skip-bad", "--json").stdout
+    )
     assert (report["imported"], report["lines"], len(report["skipped"])) == (3, 4, 1)
     with Store(env) as store:
         imported = store.traces("triage", tier="import")
@@ -86,8 +94,15 @@ def test_round_trip_export_then_import_gives_equal_traces(tmp_path, env):
     def key(t):
         return json.dumps(t.input, sort_keys=True)
 
-    fields = ("task_name", "input", "output", "input_tokens", "output_tokens", "cache_read_tokens",
-              "cache_write_tokens")
+    fields = (
+        "task_name",
+        "input",
+        "output",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+    )
     before = {key(t): {f: getattr(t, f) for f in fields} for t in originals}
     after = {key(t): {f: getattr(t, f) for f in fields} for t in imported}
     assert after == before
@@ -108,44 +123,69 @@ def _attr(key, value):
 
 
 def _span(span_id, name, attrs, *, parent="", start=1):
-    return {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": span_id, "parentSpanId": parent, "name": name,
-            "kind": 1, "startTimeUnixNano": str(start * 10**9), "endTimeUnixNano": str(start * 10**9 + 5 * 10**8),
-            "attributes": [_attr(k, v) for k, v in attrs.items()]}
+    return {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": span_id,
+        "parentSpanId": parent,
+        "name": name,
+        "kind": 1,
+        "startTimeUnixNano": str(start * 10**9),
+        "endTimeUnixNano": str(start * 10**9 + 5 * 10**8),
+        "attributes": [_attr(k, v) for k, v in attrs.items()],
+    }
 
 
 def _doc(spans):
-    return {"resourceSpans": [{"resource": {"attributes": [_attr("service.name", "support-bot")]},
-                               "scopeSpans": [{"scope": {"name": "openinference.instrumentation.openai"},
-                                               "spans": spans}]}]}
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [_attr("service.name", "support-bot")]},
+                "scopeSpans": [{"scope": {"name": "openinference.instrumentation.openai"}, "spans": spans}],
+            }
+        ]
+    }
 
 
 def phoenix_spans(subject="refund please"):
     """An agent chain with two OpenInference LLM spans: a tool call, then the final answer."""
     user = json.dumps({"ticket": {"subject": subject}})
-    first = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
-             "llm.input_messages.0.message.role": "system", "llm.input_messages.0.message.content": "Route tickets.",
-             "llm.input_messages.1.message.role": "user", "llm.input_messages.1.message.content": user,
-             "llm.output_messages.0.message.role": "assistant",
-             "llm.output_messages.0.message.tool_calls.0.tool_call.id": "call_1",
-             "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "plan_of",
-             "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": '{"email": "a@x"}',
-             "llm.token_count.prompt": 120, "llm.token_count.completion": 15}
-    second = {k: v for k, v in first.items() if not k.startswith("llm.output_messages")}
-    second.update({
-        "llm.input_messages.2.message.role": "assistant",
-        "llm.input_messages.2.message.tool_calls.0.tool_call.id": "call_1",
-        "llm.input_messages.2.message.tool_calls.0.tool_call.function.name": "plan_of",
-        "llm.input_messages.2.message.tool_calls.0.tool_call.function.arguments": '{"email": "a@x"}',
-        "llm.input_messages.3.message.role": "tool", "llm.input_messages.3.message.content": "free",
-        "llm.input_messages.3.message.tool_call_id": "call_1",
+    first = {
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "gpt-4o-mini",
+        "llm.provider": "openai",
+        "llm.input_messages.0.message.role": "system",
+        "llm.input_messages.0.message.content": "Route tickets.",
+        "llm.input_messages.1.message.role": "user",
+        "llm.input_messages.1.message.content": user,
         "llm.output_messages.0.message.role": "assistant",
-        "llm.output_messages.0.message.content": '{"queue": "billing", "priority": 3}',
-        "llm.token_count.prompt": 180, "llm.token_count.completion": 12,
-        "llm.token_count.prompt_details.cache_read": 100,
-    })
-    return [_span("aaaaaaaaaaaaaaa1", "agent", {"openinference.span.kind": "AGENT"}),
-            _span("aaaaaaaaaaaaaaa2", "ChatCompletion", first, parent="aaaaaaaaaaaaaaa1", start=2),
-            _span("aaaaaaaaaaaaaaa3", "ChatCompletion", second, parent="aaaaaaaaaaaaaaa1", start=3)]
+        "llm.output_messages.0.message.tool_calls.0.tool_call.id": "call_1",
+        "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "plan_of",
+        "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": '{"email": "a@x"}',
+        "llm.token_count.prompt": 120,
+        "llm.token_count.completion": 15,
+    }
+    second = {k: v for k, v in first.items() if not k.startswith("llm.output_messages")}
+    second.update(
+        {
+            "llm.input_messages.2.message.role": "assistant",
+            "llm.input_messages.2.message.tool_calls.0.tool_call.id": "call_1",
+            "llm.input_messages.2.message.tool_calls.0.tool_call.function.name": "plan_of",
+            "llm.input_messages.2.message.tool_calls.0.tool_call.function.arguments": '{"email": "a@x"}',
+            "llm.input_messages.3.message.role": "tool",
+            "llm.input_messages.3.message.content": "free",
+            "llm.input_messages.3.message.tool_call_id": "call_1",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": '{"queue": "billing", "priority": 3}',
+            "llm.token_count.prompt": 180,
+            "llm.token_count.completion": 12,
+            "llm.token_count.prompt_details.cache_read": 100,
+        }
+    )
+    return [
+        _span("aaaaaaaaaaaaaaa1", "agent", {"openinference.span.kind": "AGENT"}),
+        _span("aaaaaaaaaaaaaaa2", "ChatCompletion", first, parent="aaaaaaaaaaaaaaa1", start=2),
+        _span("aaaaaaaaaaaaaaa3", "ChatCompletion", second, parent="aaaaaaaaaaaaaaa1", start=3),
+    ]
 
 
 def test_openinference_spans_become_one_trace_with_usage_and_cost(tmp_path, env):
@@ -166,12 +206,22 @@ def test_openinference_spans_become_one_trace_with_usage_and_cost(tmp_path, env)
 
 
 def test_bad_lines_are_reported_and_nothing_is_imported_unless_skip_bad(tmp_path, env):
-    no_content = _span("bbbbbbbbbbbbbbb1", "chat gpt-4o", {"gen_ai.operation.name": "chat",
-                                                           "gen_ai.provider.name": "openai",
-                                                           "gen_ai.request.model": "gpt-4o",
-                                                           "gen_ai.usage.input_tokens": 10})
-    lines = [json.dumps(_doc(phoenix_spans("a"))), "{not json", json.dumps(_doc([no_content])),
-             json.dumps(_doc(phoenix_spans("b")))]
+    no_content = _span(
+        "bbbbbbbbbbbbbbb1",
+        "chat gpt-4o",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 10,
+        },
+    )
+    lines = [
+        json.dumps(_doc(phoenix_spans("a"))),
+        "{not json",
+        json.dumps(_doc([no_content])),
+        json.dumps(_doc(phoenix_spans("b"))),
+    ]
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines) + "\n")
     refused = cli_run("import-traces", path, "--task", "support", "--format", "otel")

@@ -33,8 +33,14 @@ from protege.testing import FakeProvider
 
 GOOD = {"queue": "billing", "priority": 2}
 SECRET = "sk-ant-api03-" + "Zq7" * 12  # an Anthropic-shaped key planted in the input
-CONTENT_KEYS = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.call.arguments",
-                "gen_ai.tool.call.result", "gen_ai.tool.definitions", "gen_ai.system_instructions")
+CONTENT_KEYS = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.tool.call.result",
+    "gen_ai.tool.definitions",
+    "gen_ai.system_instructions",
+)
 
 
 def triage(ticket: Ticket) -> Triage:
@@ -102,8 +108,11 @@ def escalated_call(store, provider, *, content=False, subject="refund please"):
     spec = TaskSpec(triage, policy=Policy(shadow_rate=0), tools=[lookup_account])
     task = TaskRuntime(spec=spec, version=1, tools=ToolBox([lookup_account]))
     with FakeProvider() as fake:
-        fake.add_tool_calls([("lookup_account", {"email": "a@example.com"})], ids=["toolu_1"],
-                            usage={"input_tokens": 300, "output_tokens": 20})
+        fake.add_tool_calls(
+            [("lookup_account", {"email": "a@example.com"})],
+            ids=["toolu_1"],
+            usage={"input_tokens": 300, "output_tokens": 20},
+        )
         fake.add_final(GOOD, usage={"input_tokens": 100, "output_tokens": 15, "cache_read_tokens": 200})
         teacher = AnthropicModel("claude-opus-4-5", api_key="test-key", base_url=fake.anthropic_base_url)
         cascade = Cascade(store, Tiers(teacher, BadStudent()), telemetry=Telemetry(provider, capture_content=content))
@@ -122,8 +131,17 @@ def test_escalated_call_span_tree_has_the_right_parents_names_and_genai_attribut
     res = escalated_call(store, provider)
     spans, parent = tree(exporter)
     names = sorted(s.name for s in spans)
-    assert names == sorted(["protege.run", "protege.attempt student", "protege.attempt teacher", "chat stu-1",
-                            "chat claude-opus-4-5", "chat claude-opus-4-5", "execute_tool lookup_account"])
+    assert names == sorted(
+        [
+            "protege.run",
+            "protege.attempt student",
+            "protege.attempt teacher",
+            "chat stu-1",
+            "chat claude-opus-4-5",
+            "chat claude-opus-4-5",
+            "execute_tool lookup_account",
+        ]
+    )
     assert parent["protege.run"] is None
     assert parent["protege.attempt student"] == parent["protege.attempt teacher"] == "protege.run"
     assert parent["chat stu-1"] == "protege.attempt student"
@@ -257,8 +275,11 @@ def test_a_provider_error_marks_the_request_span_with_its_type_and_status(store,
     assert chat.status.status_code == StatusCode.ERROR
     assert chat.attributes["http.response.status_code"] == 400 and chat.attributes["error.type"].endswith("Error")
     assert not any(SECRET in str(v) for s in exporter.get_finished_spans() for v in s.attributes.values())
-    assert all(not e.attributes or SECRET not in str(dict(e.attributes)) for s in exporter.get_finished_spans()
-               for e in s.events)
+    assert all(
+        not e.attributes or SECRET not in str(dict(e.attributes))
+        for s in exporter.get_finished_spans()
+        for e in s.events
+    )
 
 
 def test_a_broken_span_processor_never_fails_a_call(store, monkeypatch):

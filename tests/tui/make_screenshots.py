@@ -32,6 +32,7 @@ def pick(selector: str, key: str):
     def move(app) -> None:
         table = app.screen.query_one(selector)
         table.move_cursor(row=table.get_row_index(key), animate=False)
+
     return move
 
 

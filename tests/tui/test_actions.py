@@ -29,6 +29,7 @@ async def go_to_row(pilot, selector: str, key: str) -> None:
 
 # -- skills --------------------------------------------------------------------------------------------------------
 
+
 async def test_approve_skill_records_reviewer_and_retires_previous(console, seeded_store, settle):
     """a + y on a draft approves it as the reviewer, with a time, and retires the version approved before."""
     async with console.run_test(size=SIZE) as pilot:
@@ -155,6 +156,7 @@ async def test_state_filter_lists_only_that_state(console, settle):
 
 # -- traces --------------------------------------------------------------------------------------------------------
 
+
 async def test_label_from_table_and_from_transcript(console, seeded_store, settle):
     """b in the table labels the highlighted trace bad; g in its transcript view labels it good (latest counts),
     and the table's label column shows it on return."""
@@ -234,6 +236,7 @@ async def test_trace_pages_filters_and_sort(console, seeded_store, settle, monke
 
 # -- students ------------------------------------------------------------------------------------------------------
 
+
 async def test_promote_then_demote_with_confirm(console, seeded_store, settle):
     """p + y promotes a candidate (the promoted one becomes a candidate); d + y demotes it."""
     async with console.run_test(size=SIZE) as pilot:
@@ -257,8 +260,12 @@ async def test_students_screen_shows_a_running_distill(console, seeded_store, se
     """An automatic distill holding its lease is shown under the student record, with its progress."""
     from protege.store.background import process_owner
 
-    seeded_store.acquire_lease("distill:triage", owner=process_owner(), ttl_s=60,
-                               info={"phase": "train", "done": 3, "total": 8, "pid": 99, "started_at": 0})
+    seeded_store.acquire_lease(
+        "distill:triage",
+        owner=process_owner(),
+        ttl_s=60,
+        info={"phase": "train", "done": 3, "total": 8, "pid": 99, "started_at": 0},
+    )
     async with console.run_test(size=SIZE) as pilot:
         await pilot.press("4")
         await settle(pilot)
@@ -267,6 +274,7 @@ async def test_students_screen_shows_a_running_distill(console, seeded_store, se
 
 
 # -- the app -------------------------------------------------------------------------------------------------------
+
 
 async def test_dashboard_rows_come_from_the_ledger(console, seeded_store, settle):
     """The dashboard shows each task's calls and savings as the store's ledger computes them, busiest first."""
@@ -373,6 +381,7 @@ async def test_every_section_loads_on_postgres(pg_url, settle):
 
 
 # -- opening on a trace ----------------------------------------------------------------------------------------------
+
 
 async def test_console_opens_on_a_trace_given_by_id(seeded_url, settle):
     """`protege tui --trace ID` (a span's protege.trace_id): the trace opens first, over the traces section."""

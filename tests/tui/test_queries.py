@@ -53,8 +53,12 @@ def test_calls_over_time_daily_buckets_cover_every_call(seeded):
 def test_calls_over_time_hourly_for_short_history_and_capped(seeded):
     """A task with calls inside two days is charted per hour; max_buckets keeps the newest buckets."""
     series = calls_over_time(seeded, "extract_order")
-    assert series.unit == "hour" and series.labels == ["2026-03-09 09:00", "2026-03-09 10:00",
-                                                       "2026-03-09 11:00", "2026-03-09 12:00"]
+    assert series.unit == "hour" and series.labels == [
+        "2026-03-09 09:00",
+        "2026-03-09 10:00",
+        "2026-03-09 11:00",
+        "2026-03-09 12:00",
+    ]
     assert calls_over_time(seeded, "extract_order", max_buckets=2).labels == ["2026-03-09 11:00", "2026-03-09 12:00"]
     assert calls_over_time(seeded, "no_such_task").labels == []
 
@@ -75,8 +79,14 @@ def test_trace_pages_follow_the_sort_and_tile_the_result(seeded, sort, descendin
     pages = [trace_page(seeded, q, limit=7, offset=o) for o in range(0, 70, 7)]
     rows = [r for page in pages for r in page]
     assert len(rows) == len({r.id for r in rows}) == count_traces(seeded, q)
-    key = {"task": "task_name", "tier": "tier", "model": "model", "valid": "valid", "date": "created_at",
-           "cost": "cost_usd"}[sort]
+    key = {
+        "task": "task_name",
+        "tier": "tier",
+        "model": "model",
+        "valid": "valid",
+        "date": "created_at",
+        "cost": "cost_usd",
+    }[sort]
     values = [getattr(r, key) for r in rows]
     assert values == sorted(values, reverse=descending)
 

@@ -67,6 +67,7 @@ def test_skill_diff(snap):
 
 def test_skill_edit(snap):
     """Skill editor: the SKILL.md in a TextArea with save/cancel bindings."""
+
     def no_blink(pilot) -> None:
         pilot.app.screen.query_one(TextArea).cursor_blink = False
 
@@ -85,6 +86,7 @@ def test_traces(snap):
 
 def test_trace_detail(snap):
     """Trace view: an escalated replay attempt's facts, label, transcript, raw output and validation error."""
+
     async def open_trace(pilot) -> None:
         await pilot.app.push_screen(TraceScreen(trace_id("triage", 12, 0)))
 
@@ -93,6 +95,7 @@ def test_trace_detail(snap):
 
 def test_run_attempts(snap):
     """Run attempts: the replay attempt and the teacher's escalation of the same run."""
+
     async def open_trace(pilot) -> None:
         await pilot.app.push_screen(TraceScreen(trace_id("triage", 12, 0)))
 

@@ -29,9 +29,13 @@ def test_chart_stacks_tiers_bottom_up_in_their_colours():
     series = TierSeries("day", ["d1"], [{"student": 5, "teacher": 5}])
     chart = render_chart(series, width=20, height=12)
     styles_by_row = [
-        {str(span.style) for span in line.spans if line.plain[span.start:span.end].strip(" ▁▂▃▄▅▆▇█") == ""
-         and line.plain[span.start:span.end].strip()}
-        for line in chart.split("\n") if "│" in line.plain
+        {
+            str(span.style)
+            for span in line.spans
+            if line.plain[span.start : span.end].strip(" ▁▂▃▄▅▆▇█") == "" and line.plain[span.start : span.end].strip()
+        }
+        for line in chart.split("\n")
+        if "│" in line.plain
     ]
     assert "green" in styles_by_row[-1] and "magenta" in styles_by_row[0]
 
@@ -54,7 +58,7 @@ def test_diff_marks_added_and_removed_lines():
     lines = skill_diff("a\nb\nc\n", "a\nB\nc\n", "v1", "v2")
     assert "-b" in lines and "+B" in lines and diff_stats(lines) == (1, 1)
     rendered = render_diff(lines)
-    styles = {rendered.plain[s.start:s.end].strip(): str(s.style) for s in rendered.spans}
+    styles = {rendered.plain[s.start : s.end].strip(): str(s.style) for s in rendered.spans}
     assert styles["-b"] == "red" and styles["+B"] == "green"
 
 
@@ -66,11 +70,13 @@ def test_identical_versions_say_so():
 
 def test_transcript_shows_roles_tool_calls_and_results():
     """Each role gets a heading; an assistant tool call shows its name and arguments; a tool result its name."""
-    text = render_transcript([
-        {"role": "system", "content": "be brief"},
-        {"role": "assistant", "tool_calls": [{"id": "c1", "name": "lookup", "arguments": {"order": 7}}]},
-        {"role": "tool", "name": "lookup", "tool_call_id": "c1", "content": "[paid]"},
-    ]).plain
+    text = render_transcript(
+        [
+            {"role": "system", "content": "be brief"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "name": "lookup", "arguments": {"order": 7}}]},
+            {"role": "tool", "name": "lookup", "tool_call_id": "c1", "content": "[paid]"},
+        ]
+    ).plain
     assert "▌ system\nbe brief" in text and '→ lookup {"order": 7}' in text
     assert "▌ tool · lookup c1\n[paid]" in text  # brackets in content stay text, not markup
 
@@ -79,8 +85,13 @@ def test_formats_fit_their_columns():
     """Money, percentages and times render short and absolute."""
     from datetime import UTC, datetime
 
-    assert [usd(0.00002), usd(0.0123), usd(12.345), usd(12345.0), usd(None)] == \
-        ["$0.00002", "$0.0123", "$12.35", "$12,345", "—"]
+    assert [usd(0.00002), usd(0.0123), usd(12.345), usd(12345.0), usd(None)] == [
+        "$0.00002",
+        "$0.0123",
+        "$12.35",
+        "$12,345",
+        "—",
+    ]
     assert pct(0.9123, 1) == "91.2%" and pct(None) == "—"
     assert when(datetime(2026, 3, 1, 9, 30, tzinfo=UTC)) == "2026-03-01 09:30"
 
@@ -91,12 +102,27 @@ def test_a_students_record_shows_its_gate_and_leaves_per_answer_lists_out():
     from protege.store import StudentRow
     from protege.tui.screens.students import _record
 
-    gate = {"min_confidence": 0.912, "coverage": 0.64, "retention": 0.953, "kept_quality": 0.93,
-            "measured_on": "cross-fitted, 5 folds", "in_sample": {"coverage": 0.7, "retention": 0.97,
-                                                                  "kept_quality": 0.95}}
-    row = StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/a", metrics={
-        "retention": 0.81, "scores": [1.0, 0.0] * 200, "confidences": [0.9] * 400, "gate": gate,
-        "field_accuracy": {"queue": 0.97, "priority": 0.62}, "kind_accuracy": {"copied": 0.97}})
+    gate = {
+        "min_confidence": 0.912,
+        "coverage": 0.64,
+        "retention": 0.953,
+        "kept_quality": 0.93,
+        "measured_on": "cross-fitted, 5 folds",
+        "in_sample": {"coverage": 0.7, "retention": 0.97, "kept_quality": 0.95},
+    }
+    row = StudentRow(
+        task_name="triage",
+        base="smollm2-135m",
+        adapter_path="/a",
+        metrics={
+            "retention": 0.81,
+            "scores": [1.0, 0.0] * 200,
+            "confidences": [0.9] * 400,
+            "gate": gate,
+            "field_accuracy": {"queue": 0.97, "priority": 0.62},
+            "kind_accuracy": {"copied": 0.97},
+        },
+    )
     text = _record(row)
     assert "confidence gate ≥ 0.912 (least-sure field): keeps 64% of calls (their quality 93.0%)" in text
     assert "end-to-end retention 95.3% on the eval split (cross-fitted, 5 folds); 97.0% on the answers" in text
@@ -122,8 +148,12 @@ def test_a_students_record_shows_the_field_kinds_learned_from_its_traces():
     from protege.store import StudentRow
     from protege.tui.screens.students import _record
 
-    row = StudentRow(task_name="orders", base="smollm2-135m", adapter_path="/a", metrics={
-        "retention": 0.9, "field_kinds": {"order_id": "free", "city": "copied", "urgency": "enum"}})
+    row = StudentRow(
+        task_name="orders",
+        base="smollm2-135m",
+        adapter_path="/a",
+        metrics={"retention": 0.9, "field_kinds": {"order_id": "free", "city": "copied", "urgency": "enum"}},
+    )
     text = _record(row)
     assert "field kinds" in text and "city [b]copied[/]" in text and "urgency [b]enum[/]" in text
     assert "field_kinds=" not in text

@@ -54,7 +54,10 @@ class BudgetedModel:
                     f"teacher budget for {what} is ${cap:.4f}/day and ${spent:.4f} is spent or reserved; this call "
                     f"could cost up to ${reserved:.4f}. Raise the cap (Policy.teacher_budget_usd / "
                     f"PROTEGE_TEACHER_BUDGET_USD_PER_DAY) or wait until tomorrow (UTC).",
-                    task=self.task, scope=scope, spent=spent, cap=cap,
+                    task=self.task,
+                    scope=scope,
+                    spent=spent,
+                    cap=cap,
                 )
             taken.append(scope)
         try:

@@ -158,13 +158,25 @@ class Cascade:
         if attempt.valid and tier == "teacher" and self.hooks.on_teacher_success:
             rescued = state["attempts"][-1] if state["attempts"] and state["attempts"][-1].tier == "replay" else None
             self._spawn(self.hooks.on_teacher_success(state["task"], attempt.trace_id, rescued))
-        return {"attempts": attempts, "output": output if attempt.valid else state.get("output"), "run_written": True,
-                "finished": _is_last(state, attempt), "latency_s": time.perf_counter() - state["started"]}
+        return {
+            "attempts": attempts,
+            "output": output if attempt.valid else state.get("output"),
+            "run_written": True,
+            "finished": _is_last(state, attempt),
+            "latency_s": time.perf_counter() - state["started"],
+        }
 
     # -- a call ------------------------------------------------------------------------------------------------
 
-    def plan(self, task: TaskRuntime, *, tier: str | None, escalate: bool, fixed: dict[str, Any] | None = None,
-             failed: bool = False) -> Plan:
+    def plan(
+        self,
+        task: TaskRuntime,
+        *,
+        tier: str | None,
+        escalate: bool,
+        fixed: dict[str, Any] | None = None,
+        failed: bool = False,
+    ) -> Plan:
         """`failed`: a program failed on this input; the program tier's attempt records it, then escalates."""
         if tier is not None:
             if tier not in TIERS:
@@ -179,8 +191,9 @@ class Cascade:
             tiers.append("replay")
         return Plan(tiers=[*tiers, "teacher"], forced=False, escalate=escalate)
 
-    async def run(self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None,
-                  escalate: bool = True) -> RunResult:
+    async def run(
+        self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True
+    ) -> RunResult:
         started = time.perf_counter()
         data = inp.model_dump(mode="json")
         # programs serve the cascade's own routing (and a forced program tier); a forced model tier answers alone,
@@ -192,12 +205,29 @@ class Cascade:
             fixed = defer_to_student(fixed, source, self.source.student(task, forced=False))
         plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed, failed=bool(program_errors))
         digest = input_hash(data)
-        run: dict[str, Any] = {"id": new_id(), "task_name": task.spec.name, "task_version": task.version, "input": data,
-               "input_hash": digest}
+        run: dict[str, Any] = {
+            "id": new_id(),
+            "task_name": task.spec.name,
+            "task_version": task.version,
+            "input": data,
+            "input_hash": digest,
+        }
         state: CascadeState = {
-            "task": task, "input": inp, "input_dict": data, "input_hash": digest, "run_id": run["id"], "run": run,
-            "run_written": False, "finished": False, "started": started, "plan": plan, "attempts": [],
-            "output": None, "failure": None, "fixed": fixed, "program_errors": program_errors,
+            "task": task,
+            "input": inp,
+            "input_dict": data,
+            "input_hash": digest,
+            "run_id": run["id"],
+            "run": run,
+            "run_written": False,
+            "finished": False,
+            "started": started,
+            "plan": plan,
+            "attempts": [],
+            "output": None,
+            "failure": None,
+            "fixed": fixed,
+            "program_errors": program_errors,
         }
         with self.telemetry.call(task.spec.name, run["id"]) as span:
             out = await self.graph.ainvoke(state)
@@ -213,8 +243,13 @@ class Cascade:
             raise error
         output = out["output"]
         result = RunResult(
-            output=output, tier=last.tier, model=last.model, cost_usd=sum(a.cost_usd for a in attempts),
-            latency_s=out["latency_s"], run_id=_run_id(out), trace_ids=[a.trace_id for a in attempts],
+            output=output,
+            tier=last.tier,
+            model=last.model,
+            cost_usd=sum(a.cost_usd for a in attempts),
+            latency_s=out["latency_s"],
+            run_id=_run_id(out),
+            trace_ids=[a.trace_id for a in attempts],
             attempts=attempts,
         )
         if self.hooks.on_call and not out["plan"].forced:
@@ -245,19 +280,34 @@ class Cascade:
         if tier == "replay":
             skill = state.get("skill") or self.source.skill(task, forced=forced)
             text, version = skill if skill else ("", None)
-            msgs = replay_messages(spec.name, spec.instructions, spec.output_schema, data, text) if skill else \
-                teacher_messages(spec.name, spec.instructions, spec.output_schema, data)
+            msgs = (
+                replay_messages(spec.name, spec.instructions, spec.output_schema, data, text)
+                if skill
+                else teacher_messages(spec.name, spec.instructions, spec.output_schema, data)
+            )
             return self.source.replay(task), msgs, {"skill_version": version}, None
         prior = self.source.prior_art(task)
         msgs = teacher_messages(spec.name, spec.instructions, spec.output_schema, data, prior)
         return self.source.teacher(task), msgs, {}, None
 
-    async def trial(self, task: TaskRuntime, inp: BaseModel, tier: str, *, skill: tuple[str, int | None] | None = None,
-                    record_as: str) -> tuple[Attempt, BaseModel | None]:
+    async def trial(
+        self,
+        task: TaskRuntime,
+        inp: BaseModel,
+        tier: str,
+        *,
+        skill: tuple[str, int | None] | None = None,
+        record_as: str,
+    ) -> tuple[Attempt, BaseModel | None]:
         """One attempt outside any call (skill evidence and the like), recorded as a trace of tier `record_as`."""
         data = inp.model_dump(mode="json")
         state: CascadeState = {
-            "task": task, "input": inp, "input_dict": data, "run_id": None, "attempts": [], "skill": skill,
+            "task": task,
+            "input": inp,
+            "input_dict": data,
+            "run_id": None,
+            "attempts": [],
+            "skill": skill,
             "plan": Plan(tiers=[tier], forced=True, escalate=False),
         }
         return await self._attempt(tier, state, record_as=record_as)
@@ -274,35 +324,62 @@ class Cascade:
         valid = not errors
         latency = time.perf_counter() - t0
         trace: dict[str, Any] = {
-            "id": new_id(), "run_id": state["run_id"], "task_name": spec.name, "task_version": task.version,
-            "tier": "program", "model": "program", "attempt": len(state["attempts"]), "shadow": False,
-            "input": state["input_dict"], "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
-            "messages": [], "output": output.model_dump(mode="json") if output is not None and valid else None,
-            "output_text": text, "valid": valid, "errors": errors or None, "cost_usd": 0.0, "latency_s": latency,
+            "id": new_id(),
+            "run_id": state["run_id"],
+            "task_name": spec.name,
+            "task_version": task.version,
+            "tier": "program",
+            "model": "program",
+            "attempt": len(state["attempts"]),
+            "shadow": False,
+            "input": state["input_dict"],
+            "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
+            "messages": [],
+            "output": output.model_dump(mode="json") if output is not None and valid else None,
+            "output_text": text,
+            "valid": valid,
+            "errors": errors or None,
+            "cost_usd": 0.0,
+            "latency_s": latency,
         }
-        attempt = Attempt(tier="program", model="program", valid=valid, errors=errors, text=text, latency_s=latency,
-                          trace_id=trace["id"], program_fields=sorted(fixed) if valid else [])
+        attempt = Attempt(
+            tier="program",
+            model="program",
+            valid=valid,
+            errors=errors,
+            text=text,
+            latency_s=latency,
+            trace_id=trace["id"],
+            program_fields=sorted(fixed) if valid else [],
+        )
         run, outcome = self._call_writes(state, attempt, output, False)
         await asyncio.to_thread(self.store.record_attempt, trace, run=run, finish=outcome)
         return attempt, output
 
-    async def _attempt(self, tier: str, state: CascadeState, *, shadow: bool = False, record_as: str | None = None
-                       ) -> tuple[Attempt, BaseModel | None]:
+    async def _attempt(
+        self, tier: str, state: CascadeState, *, shadow: bool = False, record_as: str | None = None
+    ) -> tuple[Attempt, BaseModel | None]:
         spec = state["task"].spec
-        with self.telemetry.attempt(tier, run_id=state["run_id"], redact=spec.policy.redact, shadow=shadow,
-                                    cost=self.source.cost) as span:  # the loop's requests and tools nest under it
+        with self.telemetry.attempt(
+            tier, run_id=state["run_id"], redact=spec.policy.redact, shadow=shadow, cost=self.source.cost
+        ) as span:  # the loop's requests and tools nest under it
             attempt, output = await self._try_tier(tier, state, shadow=shadow, record_as=record_as)
             span.done(attempt)
             return attempt, output
 
-    async def _try_tier(self, tier: str, state: CascadeState, *, shadow: bool, record_as: str | None
-                        ) -> tuple[Attempt, BaseModel | None]:
+    async def _try_tier(
+        self, tier: str, state: CascadeState, *, shadow: bool, record_as: str | None
+    ) -> tuple[Attempt, BaseModel | None]:
         task, spec = state["task"], state["task"].spec
         model, messages, extra, floor = self._prepare(tier, state)
         fixed = state.get("fixed") if tier in ("student", "replay") else None  # the teacher answers for itself
         req = ModelRequest(
-            messages=messages, tools=task.tools.specs, output_schema=spec.output_schema, task_name=spec.name,
-            task_input=state["input_dict"], fixed_output=fixed or None,
+            messages=messages,
+            tools=task.tools.specs,
+            output_schema=spec.output_schema,
+            task_name=spec.name,
+            task_input=state["input_dict"],
+            fixed_output=fixed or None,
         )
         t0 = time.perf_counter()
         try:
@@ -316,22 +393,44 @@ class Cascade:
         cost = sum(self.source.cost(model, r.usage) for r in result.responses)
         valid = not errors
         trace = {
-            "id": new_id(), "run_id": state["run_id"], "task_name": spec.name, "task_version": task.version,
-            "tier": record_as or tier, "model": model.name, "attempt": len(state["attempts"]), "shadow": shadow,
-            "input": state["input_dict"], "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
+            "id": new_id(),
+            "run_id": state["run_id"],
+            "task_name": spec.name,
+            "task_version": task.version,
+            "tier": record_as or tier,
+            "model": model.name,
+            "attempt": len(state["attempts"]),
+            "shadow": shadow,
+            "input": state["input_dict"],
+            "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
             "messages": [m.model_dump(exclude_defaults=True) for m in result.messages],
             "tools": [t.model_dump() for t in task.tools.specs] or None,
             "output": output.model_dump(mode="json") if output is not None and valid else None,
-            "output_text": result.text, "valid": valid, "errors": errors or None,
-            "input_tokens": result.usage.input_tokens, "output_tokens": result.usage.output_tokens,
-            "cache_read_tokens": result.usage.cache_read_tokens, "cache_write_tokens": result.usage.cache_write_tokens,
-            "cost_usd": cost, "latency_s": latency, "confidence": result.confidence,
-            "raw": [r.raw for r in result.responses if r.raw is not None] or None, **extra,
+            "output_text": result.text,
+            "valid": valid,
+            "errors": errors or None,
+            "input_tokens": result.usage.input_tokens,
+            "output_tokens": result.usage.output_tokens,
+            "cache_read_tokens": result.usage.cache_read_tokens,
+            "cache_write_tokens": result.usage.cache_write_tokens,
+            "cost_usd": cost,
+            "latency_s": latency,
+            "confidence": result.confidence,
+            "raw": [r.raw for r in result.responses if r.raw is not None] or None,
+            **extra,
         }
         attempt = Attempt(
-            tier=tier, model=model.name, valid=valid, errors=errors, text=result.text, cost_usd=cost,
-            latency_s=latency, trace_id=trace["id"], confidence=result.confidence,
-            field_confidences=result.field_confidences, program_fields=sorted(fixed or {}) if valid else [],
+            tier=tier,
+            model=model.name,
+            valid=valid,
+            errors=errors,
+            text=result.text,
+            cost_usd=cost,
+            latency_s=latency,
+            trace_id=trace["id"],
+            confidence=result.confidence,
+            field_confidences=result.field_confidences,
+            program_fields=sorted(fixed or {}) if valid else [],
             **extra,
         )
         run, outcome = self._call_writes(state, attempt, output, shadow)
@@ -339,8 +438,9 @@ class Cascade:
         await asyncio.to_thread(self.store.record_attempt, trace, run=run, finish=outcome)
         return attempt, output
 
-    def _call_writes(self, state: CascadeState, attempt: Attempt, output: BaseModel | None, shadow: bool
-                     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def _call_writes(
+        self, state: CascadeState, attempt: Attempt, output: BaseModel | None, shadow: bool
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """What a call's attempt writes beside its trace: the run row (first attempt), the outcome (last)."""
         if state.get("run") is None or shadow:
             return None, None
@@ -380,8 +480,14 @@ class Cascade:
             return
         spec = out["task"].spec
         agreement = float(spec.score(teacher_output, output))
-        row = ShadowRow(task_name=spec.name, run_id=_run_id(out), tier=served.tier, trace_id=served.trace_id,
-                        teacher_trace_id=teacher.trace_id, agreement=agreement)
+        row = ShadowRow(
+            task_name=spec.name,
+            run_id=_run_id(out),
+            tier=served.tier,
+            trace_id=served.trace_id,
+            teacher_trace_id=teacher.trace_id,
+            agreement=agreement,
+        )
         await asyncio.to_thread(self.store.add_shadow, row)
         if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
@@ -449,8 +555,9 @@ def _run_id(state: CascadeState) -> str:
     return run_id
 
 
-def _outcome(state: CascadeState, attempts: list[Attempt], output: BaseModel | None, error: BaseException | None
-             ) -> dict[str, Any]:
+def _outcome(
+    state: CascadeState, attempts: list[Attempt], output: BaseModel | None, error: BaseException | None
+) -> dict[str, Any]:
     """The run row's final fields."""
     common = {"cost_usd": sum(a.cost_usd for a in attempts), "latency_s": time.perf_counter() - state["started"]}
     if error is not None:
@@ -478,10 +585,14 @@ def _stop_errors(result: LoopResult) -> list[str]:
     raw = last.raw if isinstance(last.raw, dict) else {}
     if last.stop_reason == "max_tokens":
         limit = raw.get("max_tokens")
-        return [f"the answer was cut off at its token limit{f' ({limit} tokens)' if limit else ''}: "
-                f"a truncated answer is not served"]
-    return [f"the answer reached a bound learned from the training traces ({'; '.join(raw.get('bounds', []))}): "
-            f"a runaway answer is not served"]
+        return [
+            f"the answer was cut off at its token limit{f' ({limit} tokens)' if limit else ''}: "
+            f"a truncated answer is not served"
+        ]
+    return [
+        f"the answer reached a bound learned from the training traces ({'; '.join(raw.get('bounds', []))}): "
+        f"a runaway answer is not served"
+    ]
 
 
 def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:
@@ -491,7 +602,9 @@ def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:
         a = attempts[0]
         err = ValidationFailed(
             f"task {spec.name!r}: the {a.tier} tier's answer failed and escalate=False: {lines}",
-            errors=a.errors, text=a.text, tier=a.tier,
+            errors=a.errors,
+            text=a.text,
+            tier=a.tier,
         )
         err.run_id = out["run_id"]  # type: ignore[attr-defined]
         err.attempts = attempts  # type: ignore[attr-defined]
@@ -499,5 +612,6 @@ def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:
     return AllTiersFailed(
         f"task {spec.name!r}: every tier failed ({lines}); see `protege trace` for the transcripts "
         f"(run {out['run_id']})",
-        run_id=_run_id(out), attempts=attempts,
+        run_id=_run_id(out),
+        attempts=attempts,
     )

@@ -115,8 +115,13 @@ async def run_loop(
     if not tools:
         return await _one_turn(model, request)
     state: LoopState = {
-        "model": model, "tools": tools if tools else None, "request": request, "max_steps": max_steps,
-        "messages": list(request.messages), "responses": [], "error": None,
+        "model": model,
+        "tools": tools if tools else None,
+        "request": request,
+        "max_steps": max_steps,
+        "messages": list(request.messages),
+        "responses": [],
+        "error": None,
     }
     out = await loop_graph().ainvoke(state, {"recursion_limit": 2 * max_steps + 4})
     responses: list[ModelResponse] = out.get("responses", [])
@@ -132,6 +137,9 @@ async def _one_turn(model: Model, request: ModelRequest) -> LoopResult:
     called = [c.name for c in resp.tool_calls]
     error = f"the model called {called!r} but the task has no tools" if called else None
     return LoopResult(
-        text="" if resp.tool_calls else resp.text, messages=[*request.messages, turn], responses=[resp],
-        usage=resp.usage, error=error,
+        text="" if resp.tool_calls else resp.text,
+        messages=[*request.messages, turn],
+        responses=[resp],
+        usage=resp.usage,
+        error=error,
     )

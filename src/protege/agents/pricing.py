@@ -78,8 +78,10 @@ class PriceTable:
 
     def __init__(self, prices: dict[str, Price], *, as_of: str = "", local_cost_per_hour: float | None = None):
         if local_cost_per_hour is not None and not local_cost_per_hour >= 0:
-            raise UserError(f"local_cost_per_hour={local_cost_per_hour!r} must be a price in USD per hour >= 0, e.g. "
-                            f"{CPU_INSTANCE_PER_HOUR} for a 2-vCPU instance or {GPU_INSTANCE_PER_HOUR} for a GPU one")
+            raise UserError(
+                f"local_cost_per_hour={local_cost_per_hour!r} must be a price in USD per hour >= 0, e.g. "
+                f"{CPU_INSTANCE_PER_HOUR} for a 2-vCPU instance or {GPU_INSTANCE_PER_HOUR} for a GPU one"
+            )
         self.prices = dict(prices)
         self.as_of = as_of
         self.local_cost_per_hour = local_cost_per_hour
@@ -118,7 +120,6 @@ class PriceTable:
             )
         return 0.0
 
-
     def machine_price_per_hour(self) -> float:
         """The configured machine price, else the GPU instance's when torch runs on CUDA here, else the CPU one's."""
         if self.local_cost_per_hour is not None:
@@ -136,8 +137,9 @@ def _on_gpu() -> bool:
         return False
 
 
-def load_prices(overrides: dict[str, Any] | str | Path | None = None, *,
-                local_cost_per_hour: float | None = None) -> PriceTable:
+def load_prices(
+    overrides: dict[str, Any] | str | Path | None = None, *, local_cost_per_hour: float | None = None
+) -> PriceTable:
     """The packaged price table, with `overrides` (a dict, or a JSON/TOML file) merged over it field by field.
 
     Overrides look like the packaged file — {"models": {"openai:my-model": {"input": 0.2, "output": 0.8}}} —

@@ -29,7 +29,10 @@ def input_message(task_input: dict[str, Any]) -> Message:
 
 
 def teacher_messages(
-    name: str, instructions: str, output_schema: dict[str, Any], task_input: dict[str, Any],
+    name: str,
+    instructions: str,
+    output_schema: dict[str, Any],
+    task_input: dict[str, Any],
     prior_art: list[str] | None = None,
 ) -> list[Message]:
     system = template("solve").format(name=name, instructions=instructions, output_schema=_schema(output_schema))

@@ -37,7 +37,8 @@ class Attempt(BaseModel):
     student_id: str | None = None
     confidence: float | None = Field(default=None, description="the answer's mean token probability (local models)")
     field_confidences: dict[str, float] | None = Field(
-        None, description="each output field the model chose → the probability of its least-sure token")
+        default=None, description="each output field the model chose → the probability of its least-sure token"
+    )
     program_fields: list[str] = Field(default_factory=list)  # output fields a verified program decided
 
     @property

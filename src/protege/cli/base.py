@@ -84,8 +84,9 @@ def main_options(
     project_dir: Annotated[Path | None, typer.Option(help="project dir (store, datasets, students) [.protege]")] = None,
     db: Annotated[str | None, typer.Option(help="store URL; default sqlite:///<project dir>/protege.db")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
-                       ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
 ) -> None:
     """Distill an expensive agent's work into skills and a small local student, and review it all."""
     ctx.obj = resolve_config(app=app_spec, db=db, project_dir=project_dir, debug=debug)
@@ -126,5 +127,6 @@ def reviewer_default() -> str:
         return "cli"
 
 
-ReviewerOpt = Annotated[str | None, typer.Option("--reviewer", help="who is acting (recorded on the review) "
-                                                                      "[default: your user name]")]
+ReviewerOpt = Annotated[
+    str | None, typer.Option("--reviewer", help="who is acting (recorded on the review) [default: your user name]")
+]

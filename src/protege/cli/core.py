@@ -23,11 +23,24 @@ def tasks(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return emit_json(rows)
     if not rows:
         return typer.echo("no tasks yet: register one with @app.task and call it (or run `protege demo`)")
-    table("tasks", ["task", "v", "inputs", "calls", "traces", "valid", "skill", "student"], [
-        [r["name"], r["version"], ", ".join(r["inputs"]), r["calls"], r["traces"], pct(r["valid_share"]),
-         r["skill"] or "—", short_id(r["student"])]
-        for r in rows
-    ], right=("v", "calls", "traces", "valid"))
+    table(
+        "tasks",
+        ["task", "v", "inputs", "calls", "traces", "valid", "skill", "student"],
+        [
+            [
+                r["name"],
+                r["version"],
+                ", ".join(r["inputs"]),
+                r["calls"],
+                r["traces"],
+                pct(r["valid_share"]),
+                r["skill"] or "—",
+                short_id(r["student"]),
+            ]
+            for r in rows
+        ],
+        right=("v", "calls", "traces", "valid"),
+    )
 
 
 def _task_summary(store: Any, task: Any) -> dict[str, Any]:
@@ -41,10 +54,16 @@ def _task_summary(store: Any, task: Any) -> dict[str, Any]:
             skill += f" (v{approved.version} approved)"
     student = store.promoted_student(task.name)
     return {
-        "name": task.name, "version": task.version, "inputs": list((task.input_schema or {}).get("properties", {})),
-        "calls": store.ledger(task.name).calls, "traces": traces, "valid_traces": valid,
-        "valid_share": valid / traces if traces else None, "skill": skill,
-        "student": student.id if student is not None else None, "created_at": task.created_at,
+        "name": task.name,
+        "version": task.version,
+        "inputs": list((task.input_schema or {}).get("properties", {})),
+        "calls": store.ledger(task.name).calls,
+        "traces": traces,
+        "valid_traces": valid,
+        "valid_share": valid / traces if traces else None,
+        "skill": skill,
+        "student": student.id if student is not None else None,
+        "created_at": task.created_at,
     }
 
 
@@ -53,8 +72,9 @@ def traces(
     ctx: typer.Context,
     task: OptTaskArg = None,
     tier: Annotated[str | None, typer.Option(help="only this tier (teacher, replay, student, import, ...)")] = None,
-    valid: Annotated[bool | None, typer.Option("--valid/--invalid", help="only valid / only invalid attempts",
-                                               show_default=False)] = None,
+    valid: Annotated[
+        bool | None, typer.Option("--valid/--invalid", help="only valid / only invalid attempts", show_default=False)
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="how many, newest first")] = 20,
     offset: Annotated[int, typer.Option(min=0, help="skip this many first (paging)")] = 0,
     as_json: JsonOpt = False,
@@ -68,14 +88,39 @@ def traces(
         return emit_json([row_dict(r, exclude=("messages", "raw", "tools")) for r in rows])
     if not rows:
         return typer.echo("no traces match")
-    columns = ["id", "created", *([] if task else ["task"]), "tier", "model", "valid", "cost", "latency",
-               "output / errors"]
-    table(f"traces{' of ' + task if task else ''} (newest first)", columns, [
-        [short_id(r.id), when(r.created_at), *([] if task else [r.task_name]), r.tier + ("*" if r.shadow else ""),
-         clip(r.model, 24), r.valid, usd(r.cost_usd), secs(r.latency_s), clip(_gist(r), 200)]
-        for r in rows
-    ], right=("cost", "latency"), flex="output / errors", optional=("created", "model", "task", "latency"),
-        caption="* shadow run · `protege trace ID` shows one (an id prefix is enough)")
+    columns = [
+        "id",
+        "created",
+        *([] if task else ["task"]),
+        "tier",
+        "model",
+        "valid",
+        "cost",
+        "latency",
+        "output / errors",
+    ]
+    table(
+        f"traces{' of ' + task if task else ''} (newest first)",
+        columns,
+        [
+            [
+                short_id(r.id),
+                when(r.created_at),
+                *([] if task else [r.task_name]),
+                r.tier + ("*" if r.shadow else ""),
+                clip(r.model, 24),
+                r.valid,
+                usd(r.cost_usd),
+                secs(r.latency_s),
+                clip(_gist(r), 200),
+            ]
+            for r in rows
+        ],
+        right=("cost", "latency"),
+        flex="output / errors",
+        optional=("created", "model", "task", "latency"),
+        caption="* shadow run · `protege trace ID` shows one (an id prefix is enough)",
+    )
 
 
 def _gist(row: Any) -> str:
@@ -116,18 +161,22 @@ def stats(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False)
         return typer.echo("no tasks yet")
     if task:
         return _ledger_detail(ledgers[0])
-    table("spend by task", ["task", "calls", "tier mix", "spend", "teacher-only", "savings"], [
-        [lg.task, lg.calls, _mix(lg), usd(lg.total_usd), usd(lg.teacher_only_usd), _savings(lg)] for lg in ledgers
-    ], right=("calls", "spend", "teacher-only", "savings"), caption="teacher-only: every call at the teacher's "
-          "mean cost per valid answer")
+    table(
+        "spend by task",
+        ["task", "calls", "tier mix", "spend", "teacher-only", "savings"],
+        [[lg.task, lg.calls, _mix(lg), usd(lg.total_usd), usd(lg.teacher_only_usd), _savings(lg)] for lg in ledgers],
+        right=("calls", "spend", "teacher-only", "savings"),
+        caption="teacher-only: every call at the teacher's mean cost per valid answer",
+    )
 
 
 def _mix(ledger: Any) -> str:
     served = sum(ledger.calls_by_tier.values())
     if not served:
         return "—"
-    return " · ".join(f"{tier} {n / served:.0%}" for tier, n in sorted(ledger.calls_by_tier.items(),
-                                                                         key=lambda kv: -kv[1]))
+    return " · ".join(
+        f"{tier} {n / served:.0%}" for tier, n in sorted(ledger.calls_by_tier.items(), key=lambda kv: -kv[1])
+    )
 
 
 def _savings(ledger: Any) -> str:
@@ -141,32 +190,51 @@ def _ledger_detail(ledger: Any) -> None:
     failed = ledger.calls - sum(served.values())
     order = ("program", "student", "replay", "teacher")
     tiers = sorted(set(served) | set(ledger.spend_by_tier), key=lambda t: order.index(t) if t in order else 9)
-    rows = [[t, served.get(t, 0), pct(served.get(t, 0) / ledger.calls if ledger.calls else None),
-             usd(ledger.spend_by_tier.get(t, 0.0))] for t in tiers]
+    rows = [
+        [
+            t,
+            served.get(t, 0),
+            pct(served.get(t, 0) / ledger.calls if ledger.calls else None),
+            usd(ledger.spend_by_tier.get(t, 0.0)),
+        ]
+        for t in tiers
+    ]
     if failed:
         rows.append(["(failed calls)", failed, pct(failed / ledger.calls), "—"])
     rows.append(["total", ledger.calls, "", usd(ledger.total_usd)])
-    table(f"ledger of {ledger.task}", ["tier", "calls served", "share", "spend"], rows,
-          right=("calls served", "share", "spend"),
-          caption="spend counts every attempt (escalations, shadows, skill writing); author/evidence are the "
-                  "skill loop's own model calls")
+    table(
+        f"ledger of {ledger.task}",
+        ["tier", "calls served", "share", "spend"],
+        rows,
+        right=("calls served", "share", "spend"),
+        caption="spend counts every attempt (escalations, shadows, skill writing); author/evidence are the "
+        "skill loop's own model calls",
+    )
     typer.echo(f"teacher-only counterfactual: {usd(ledger.teacher_only_usd)}   savings: {_savings(ledger)}")
 
 
 @app.command(rich_help_panel=READ)
 def tui(
     ctx: typer.Context,
-    trace: Annotated[str | None, typer.Option("--trace", help="open on this trace, e.g. the protege.trace_id "
-                                                              "attribute of an OpenTelemetry span")] = None,
+    trace: Annotated[
+        str | None,
+        typer.Option(
+            "--trace", help="open on this trace, e.g. the protege.trace_id attribute of an OpenTelemetry span"
+        ),
+    ] = None,
 ) -> None:
     """Open the review dashboard (tasks, skills, traces, students) on the store."""
     try:
         from protege.tui.app import make_app
     except ImportError as exc:
-        raise UserError(f"the TUI is not available in this installation ({exc}); the CLI commands cover the same "
-                        f"reviews: `protege skills`, `protege traces`, `protege students`") from exc
+        raise UserError(
+            f"the TUI is not available in this installation ({exc}); the CLI commands cover the same "
+            f"reviews: `protege skills`, `protege traces`, `protege students`"
+        ) from exc
     store = store_of(ctx)  # a clear error when there is no store, before the screen takes over
     if trace is not None and store.trace(trace) is None:
-        raise UserError(f"no trace {trace!r} in {config(ctx).db_url!r}; copy the protege.trace_id attribute of a "
-                        f"protege.attempt span, or list traces with `protege traces TASK`")
+        raise UserError(
+            f"no trace {trace!r} in {config(ctx).db_url!r}; copy the protege.trace_id attribute of a "
+            f"protege.attempt span, or list traces with `protege traces TASK`"
+        )
     make_app(db=config(ctx).db_url, trace=trace).run()

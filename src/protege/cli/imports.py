@@ -36,8 +36,14 @@ try:  # orjson comes with langgraph and parses ~3x faster; the json module is th
 except ImportError:  # pragma: no cover
     _loads = json.loads
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool",
-         "function": "tool"}
+ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
 
 
 class BadLine(Exception):
@@ -60,9 +66,14 @@ class Contract:
         if row is None and spec is None:
             return cls(task=task)
         schema = spec.input_schema if spec is not None else row.input_schema
-        return cls(task=task, version=row.version if row is not None else 1, params=list(schema.get("properties", {})),
-                   input_schema=schema, output_schema=spec.output_schema if spec is not None else row.output_schema,
-                   spec=spec)
+        return cls(
+            task=task,
+            version=row.version if row is not None else 1,
+            params=list(schema.get("properties", {})),
+            input_schema=schema,
+            output_schema=spec.output_schema if spec is not None else row.output_schema,
+            spec=spec,
+        )
 
     @property
     def registered(self) -> bool:
@@ -123,7 +134,7 @@ class ImportPlan:
 def plan_import(path: Path, contract: Contract, *, model: str | None = None) -> ImportPlan:
     """Read and check every line of `path`; nothing is written."""
     if not path.is_file():
-        raise UserError(f"no file {str(path)!r}; give a JSONL file of {{\"messages\": [...]}} lines")
+        raise UserError(f'no file {str(path)!r}; give a JSONL file of {{"messages": [...]}} lines')
     rows, bad, lines = [], [], 0
     start = utcnow()
     for number, line in _lines(path):
@@ -167,10 +178,18 @@ def trace_from_chat(data: dict[str, Any], contract: Contract, *, model: str | No
     task_input = contract.read_input(user.get("content", ""))
     output = contract.read_output(messages[answer_at]["content"], task_input)
     return {
-        "id": new_id(), "task_name": contract.task, "task_version": contract.version, "tier": "import",
-        "model": model or str(data.get("model") or "import"), "input": task_input,
-        "input_hash": input_hash(task_input), "messages": messages, "tools": convert_tools(data.get("tools")),
-        "output": output, "output_text": messages[answer_at]["content"], "valid": True,
+        "id": new_id(),
+        "task_name": contract.task,
+        "task_version": contract.version,
+        "tier": "import",
+        "model": model or str(data.get("model") or "import"),
+        "input": task_input,
+        "input_hash": input_hash(task_input),
+        "messages": messages,
+        "tools": convert_tools(data.get("tools")),
+        "output": output,
+        "output_text": messages[answer_at]["content"],
+        "valid": True,
     }
 
 
@@ -215,8 +234,13 @@ def convert_tools(raw: Any) -> list[dict[str, Any]] | None:
     for t in raw:
         fn = t.get("function", t) if isinstance(t, dict) else None
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            specs.append({"name": fn["name"], "description": fn.get("description") or "",
-                          "parameters": fn.get("parameters") or {"type": "object", "properties": {}}})
+            specs.append(
+                {
+                    "name": fn["name"],
+                    "description": fn.get("description") or "",
+                    "parameters": fn.get("parameters") or {"type": "object", "properties": {}},
+                }
+            )
     return specs or None
 
 

@@ -24,7 +24,7 @@ from protege.errors import UserError
 
 DEFAULT_PROJECT_DIR = ".protege"
 APP_HINT = (
-    "pass --app module:attr (e.g. --app myapp:app), set PROTEGE_APP, or add `[tool.protege]\\napp = \"myapp:app\"` "
+    'pass --app module:attr (e.g. --app myapp:app), set PROTEGE_APP, or add `[tool.protege]\\napp = "myapp:app"` '
     "to ./pyproject.toml (`protege init` writes a starter app)"
 )
 
@@ -135,9 +135,11 @@ def _call_factory(factory: Any, config: CliConfig) -> Any:
     except Exception as exc:  # not a factory (e.g. json:loads), or the user's factory failed: keep --debug's traceback
         if config.debug:
             raise
-        raise UserError(f"calling app factory {config.app!r} failed: {type(exc).__name__}: {exc}; point --app at "
-                        f"`app = Protege(...)` or a function taking no arguments that returns one (--debug shows "
-                        f"the traceback)") from exc
+        raise UserError(
+            f"calling app factory {config.app!r} failed: {type(exc).__name__}: {exc}; point --app at "
+            f"`app = Protege(...)` or a function taking no arguments that returns one (--debug shows "
+            f"the traceback)"
+        ) from exc
 
 
 def _import(module_name: str, config: CliConfig) -> Any:
@@ -150,8 +152,9 @@ def _import(module_name: str, config: CliConfig) -> Any:
     except Exception as exc:  # the user's module raised while importing: say where, keep the traceback for --debug
         if config.debug:
             raise
-        raise UserError(f"importing app {config.app!r} failed: {type(exc).__name__}: {exc} (--debug shows the "
-                        f"traceback)") from exc
+        raise UserError(
+            f"importing app {config.app!r} failed: {type(exc).__name__}: {exc} (--debug shows the traceback)"
+        ) from exc
 
 
 def find_trace(store: Any, ref: str) -> Any:
@@ -183,8 +186,10 @@ def find_student_id(store: Any, ref: str) -> str:
         return matches[0]
     if len(matches) > 1:
         raise UserError(f"student id prefix {ref!r} matches {len(matches)} students; give more characters")
-    raise UserError(f"no student {ref!r}; list students with `protege students` (ids: "
-                    f"{', '.join(short_id(r.id) for r in store.students()[:5]) or 'none yet'})")
+    raise UserError(
+        f"no student {ref!r}; list students with `protege students` (ids: "
+        f"{', '.join(short_id(r.id) for r in store.students()[:5]) or 'none yet'})"
+    )
 
 
 def require_task(store: Any, task: str) -> Any:

@@ -65,8 +65,16 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]], *, caption: str | None = None,
-          right: tuple[str, ...] = (), flex: str | None = None, optional: tuple[str, ...] = ()) -> None:
+def table(
+    title: str | None,
+    columns: list[str],
+    rows: list[list[Any]],
+    *,
+    caption: str | None = None,
+    right: tuple[str, ...] = (),
+    flex: str | None = None,
+    optional: tuple[str, ...] = (),
+) -> None:
     """A rich table, one line per row: `right` columns are right-aligned (numbers); every column keeps its width
     (up to MAX_COL) except `flex`, which takes what is left and ends in … . On a narrow terminal the `optional`
     columns are left out, in that order, until the rest fits."""
@@ -78,11 +86,24 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]], *, capti
         if sum(FLEX_MIN if c == flex else widths[c] for c in shown) + 3 * len(shown) <= out.width:
             break
         shown.remove(col)
-    t = Table(title=title, caption=caption, header_style="bold", title_justify="left", caption_justify="left",
-              box=box.SIMPLE_HEAD, pad_edge=False)
+    t = Table(
+        title=title,
+        caption=caption,
+        header_style="bold",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for col in shown:
-        t.add_column(col, justify="right" if col in right else "left", no_wrap=True, overflow="ellipsis",
-                     min_width=None if col == flex else widths[col], ratio=1 if col == flex else None)
+        t.add_column(
+            col,
+            justify="right" if col in right else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=None if col == flex else widths[col],
+            ratio=1 if col == flex else None,
+        )
     keep = [columns.index(c) for c in shown]
     for row in cells:
         t.add_row(*[row[i] for i in keep])

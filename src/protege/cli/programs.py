@@ -17,8 +17,12 @@ from protege.cli.load import require_task
 from protege.cli.output import console, emit_json, pct, table
 from protege.errors import UserError
 
-InduceOpt = Annotated[bool, typer.Option("--induce", help="induce now from the task's valid teacher traces and "
-                                                           "store the result as a new skill version")]
+InduceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--induce", help="induce now from the task's valid teacher traces and store the result as a new skill version"
+    ),
+]
 
 
 @app.command(rich_help_panel="Review")
@@ -33,9 +37,11 @@ def programs(ctx: typer.Context, task: TaskArg, induce: InduceOpt = False, as_js
     found = _induce(store, task, row) if induce else stored_programs(store, task)
     authored = stored_authored(store, task)
     if found is None and authored is None:
-        raise UserError(f"task {task!r} has no field programs yet: they are induced in the background once "
-                        f"Policy.program_min_traces teacher traces exist, or now with "
-                        f"`protege programs {task} --induce` (teacher-written ones need Protege(program_author=...))")
+        raise UserError(
+            f"task {task!r} has no field programs yet: they are induced in the background once "
+            f"Policy.program_min_traces teacher traces exist, or now with "
+            f"`protege programs {task} --induce` (teacher-written ones need Protege(program_author=...))"
+        )
     failures = _serving_failures(store, task) if authored is not None else 0
     if as_json:
         data = found.to_json() if found is not None else {"task": task, "fields": []}
@@ -63,10 +69,16 @@ def _authored_json(found: Any, authored: Any, failures: int) -> dict[str, Any] |
 
     if authored is None:
         return None
-    return {"author": authored.author, "written_by": authored.written_by, "held_out": authored.held_out,
-            "field_agreement": authored.field_agreement, "verified": authored.verified, "traces": authored.traces,
-            "serving_failures": failures, "serves": sorted(f for f, s in choose(found, authored).items()
-                                                           if s == "authored")}
+    return {
+        "author": authored.author,
+        "written_by": authored.written_by,
+        "held_out": authored.held_out,
+        "field_agreement": authored.field_agreement,
+        "verified": authored.verified,
+        "traces": authored.traces,
+        "serving_failures": failures,
+        "serves": sorted(f for f, s in choose(found, authored).items() if s == "authored"),
+    }
 
 
 def show(found: Any, authored: Any = None, failures: int | None = None, *, task: str = "") -> None:
@@ -77,10 +89,15 @@ def show(found: Any, authored: Any = None, failures: int | None = None, *, task:
     names += [n for n in (authored.field_agreement if authored is not None else {}) if n not in names]
     rows = [_row(name, found, authored, choice.get(name)) for name in names]
     task = task or (found.task if found is not None else "")
-    table(f"field programs of {task!r}: {len(choice)} of {len(names)} fields served",
-          ["field", "served by", "program", "held-out accuracy", "answered", "refused", "authored", "why"], rows,
-          right=("held-out accuracy", "answered", "refused", "authored"), optional=("why", "authored"),
-          flex="program", caption=_caption(found, authored))
+    table(
+        f"field programs of {task!r}: {len(choice)} of {len(names)} fields served",
+        ["field", "served by", "program", "held-out accuracy", "answered", "refused", "authored", "why"],
+        rows,
+        right=("held-out accuracy", "answered", "refused", "authored"),
+        optional=("why", "authored"),
+        flex="program",
+        caption=_caption(found, authored),
+    )
     if authored is not None:
         console().print(escape(_authored_line(authored, failures)))
 
@@ -89,8 +106,16 @@ def _row(name: str, found: Any, authored: Any, source: str | None) -> list[Any]:
     fp = found.fields.get(name) if found is not None else None
     mine = authored.field_agreement.get(name) if authored is not None else None
     if source == "authored":
-        return [name, f"written by {authored.author}", "scripts/solve.py", pct(mine), f"{authored.held_out}", "—",
-                pct(mine), ""]
+        return [
+            name,
+            f"written by {authored.author}",
+            "scripts/solve.py",
+            pct(mine),
+            f"{authored.held_out}",
+            "—",
+            pct(mine),
+            "",
+        ]
     why = fp.reason if fp is not None and not fp.promoted else ""
     if mine is not None and source is None:
         why = (why + "; " if why else "") + f"authored {pct(mine)} < promote_at"
@@ -98,18 +123,30 @@ def _row(name: str, found: Any, authored: Any, source: str | None) -> list[Any]:
         why = "induced verifies as well or better"
     if fp is None:
         return [name, "—", "—", "—", "0", "—", pct(mine), why]
-    return [name, "induced" if fp.promoted else "—", fp.describe() if fp.programs else "—",
-            pct(fp.accuracy), f"{fp.right + fp.wrong}", pct(fp.refusal_rate), pct(mine), why]
+    return [
+        name,
+        "induced" if fp.promoted else "—",
+        fp.describe() if fp.programs else "—",
+        pct(fp.accuracy),
+        f"{fp.right + fp.wrong}",
+        pct(fp.refusal_rate),
+        pct(mine),
+        why,
+    ]
 
 
 def _caption(found: Any, authored: Any) -> str:
     if found is None:
         return "no induced programs; `protege skill show` prints scripts/solve.py"
-    return (f"induced on {found.train} traces, verified on {found.heldout} held out, in {found.induce_s:.2f} s; "
-            "`protege skill show` prints scripts/fields.py and scripts/solve.py")
+    return (
+        f"induced on {found.train} traces, verified on {found.heldout} held out, in {found.induce_s:.2f} s; "
+        "`protege skill show` prints scripts/fields.py and scripts/solve.py"
+    )
 
 
 def _authored_line(authored: Any, failures: int | None) -> str:
-    line = (f"authored program {authored.by}: from {authored.traces} teacher traces, verified on "
-            f"{authored.held_out} held out")
+    line = (
+        f"authored program {authored.by}: from {authored.traces} teacher traces, verified on "
+        f"{authored.held_out} held out"
+    )
     return line + (f"; {failures} sandbox failures while serving (each escalated)" if failures is not None else "")

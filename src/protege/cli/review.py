@@ -53,13 +53,28 @@ def skills(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False
         return emit_json([row_dict(r, exclude=("text", "files")) for r in rows])
     if not rows:
         return typer.echo("no skills yet: one is written after the teacher's first valid answer")
-    table("skills (newest version first)", ["task", "v", "status", "kind", "name", "author", "reviewed by", "created",
-                                             "lines", "programs"], [
-        [r.task_name, r.version, _status(r.status), r.kind, r.name, r.author_model or "—", r.reviewed_by,
-         when(r.created_at), len(r.text.splitlines()), _programs_cell(r)]
-        for r in rows
-    ], right=("v", "lines"), optional=("name", "created", "lines", "author"),
-        caption="`protege skill show TASK` prints one; `protege skill approve|reject TASK` reviews a draft")
+    table(
+        "skills (newest version first)",
+        ["task", "v", "status", "kind", "name", "author", "reviewed by", "created", "lines", "programs"],
+        [
+            [
+                r.task_name,
+                r.version,
+                _status(r.status),
+                r.kind,
+                r.name,
+                r.author_model or "—",
+                r.reviewed_by,
+                when(r.created_at),
+                len(r.text.splitlines()),
+                _programs_cell(r),
+            ]
+            for r in rows
+        ],
+        right=("v", "lines"),
+        optional=("name", "created", "lines", "author"),
+        caption="`protege skill show TASK` prints one; `protege skill approve|reject TASK` reviews a draft",
+    )
 
 
 def _programs_cell(row: Any) -> str:
@@ -95,13 +110,20 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
     from rich.rule import Rule
 
     out = console()
-    out.print(Rule(f"{row.name} v{row.version} · {row.status} · {row.kind}"
-                   + (f" · reviewed by {row.reviewed_by}" if row.reviewed_by else ""), align="left"))
+    out.print(
+        Rule(
+            f"{row.name} v{row.version} · {row.status} · {row.kind}"
+            + (f" · reviewed by {row.reviewed_by}" if row.reviewed_by else ""),
+            align="left",
+        )
+    )
     out.print(Markdown(lib.to_skill(row).render()))
     if row.evidence:
         ev = row.evidence
-        out.print(f"evidence: agreement {pct(ev.get('agreement'))} over {ev.get('n')} inputs "
-                  f"(gate {pct(ev.get('promote_at'))}) → {'passed' if ev.get('passed') else 'not passed'}")
+        out.print(
+            f"evidence: agreement {pct(ev.get('agreement'))} over {ev.get('n')} inputs "
+            f"(gate {pct(ev.get('promote_at'))}) → {'passed' if ev.get('passed') else 'not passed'}"
+        )
     if row.review_note:
         out.print(f"review note: {row.review_note}")
     import json
@@ -119,8 +141,13 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
 
 
 @skill_app.command("approve")
-def skill_approve(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, reviewer: ReviewerOpt = None,
-                  as_json: JsonOpt = False) -> None:
+def skill_approve(
+    ctx: typer.Context,
+    task: TaskArg,
+    version: VersionOpt = None,
+    reviewer: ReviewerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Approve a draft (default: the newest draft): replay starts using it; the one approved before retires."""
     lib = _library(ctx)
     require_task(lib.store, task)
@@ -128,9 +155,14 @@ def skill_approve(ctx: typer.Context, task: TaskArg, version: VersionOpt = None,
 
 
 @skill_app.command("reject")
-def skill_reject(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, reviewer: ReviewerOpt = None,
-                 note: Annotated[str | None, typer.Option(help="why (recorded with the review)")] = None,
-                 as_json: JsonOpt = False) -> None:
+def skill_reject(
+    ctx: typer.Context,
+    task: TaskArg,
+    version: VersionOpt = None,
+    reviewer: ReviewerOpt = None,
+    note: Annotated[str | None, typer.Option(help="why (recorded with the review)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Reject a draft (default: the newest draft)."""
     lib = _library(ctx)
     require_task(lib.store, task)
@@ -138,10 +170,13 @@ def skill_reject(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, 
 
 
 @skill_app.command("edit")
-def skill_edit(ctx: typer.Context, task: TaskArg,
-               file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False,
-                                                  help="the edited SKILL.md")],
-               reviewer: ReviewerOpt = None, as_json: JsonOpt = False) -> None:
+def skill_edit(
+    ctx: typer.Context,
+    task: TaskArg,
+    file: Annotated[Path, typer.Option("--file", "-f", exists=True, dir_okay=False, help="the edited SKILL.md")],
+    reviewer: ReviewerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Store an edited SKILL.md as the task's next version (a draft, to approve like any other)."""
     lib = _library(ctx)
     require_task(lib.store, task)
@@ -156,10 +191,12 @@ def _done(row: Any, verb: str, as_json: bool) -> None:
 
 
 @skill_app.command("export")
-def skill_export(ctx: typer.Context,
-                 dest: Annotated[Path, typer.Argument(help="folder to write <skill-name>/SKILL.md folders into")],
-                 task: Annotated[str | None, typer.Option(help="only this task's approved skill")] = None,
-                 as_json: JsonOpt = False) -> None:
+def skill_export(
+    ctx: typer.Context,
+    dest: Annotated[Path, typer.Argument(help="folder to write <skill-name>/SKILL.md folders into")],
+    task: Annotated[str | None, typer.Option(help="only this task's approved skill")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Write approved skills as Agent Skills folders (drop them into Claude Code's skills folder)."""
     lib = _library(ctx)
     if task:
@@ -174,11 +211,13 @@ def skill_export(ctx: typer.Context,
 
 
 @skill_app.command("import")
-def skill_import(ctx: typer.Context,
-                 src: Annotated[Path, typer.Argument(exists=True, help="a skill folder, or a folder of them")],
-                 trust: Annotated[bool, typer.Option("--trust", help="keep `status: approved` from the folders")
-                                  ] = False,
-                 reviewer: ReviewerOpt = None, as_json: JsonOpt = False) -> None:
+def skill_import(
+    ctx: typer.Context,
+    src: Annotated[Path, typer.Argument(exists=True, help="a skill folder, or a folder of them")],
+    trust: Annotated[bool, typer.Option("--trust", help="keep `status: approved` from the folders")] = False,
+    reviewer: ReviewerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Import skill folders (all or none); they arrive as drafts unless --trust."""
     rows = _library(ctx).import_dir(src, by=reviewer or reviewer_default(), trust=trust)
     if as_json:
@@ -203,19 +242,33 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         return typer.echo("\n".join(distills)) if distills else None
     from protege.agents.models.answer_profile import kinds_summary
 
-    table("students (newest first)", ["id", "task", "state", "served by", "base", "retention", "score", "eval n",
-                                      "gate", "field kinds", "created"], [
-        [r.id, r.task_name, r.state, _served(r), r.base, pct(_metric(r, "retention")),
-         pct(_metric(r, "score", "student_score")), _metric(r, "n", "eval_n", "eval_rows"), _gate(r),
-         kinds_summary(_metric(r, "field_kinds")),
-         when(r.created_at)]
-        for r in rows
-    ], right=("retention", "score", "eval n"), caption="retention = student score / teacher score on held-out "
-                                                        "traces; gate = the confidence floor a student serves behind "
-                                                        "and the share of calls it keeps (on eval answers the floor "
-                                                        "was not chosen on); field kinds = what the training traces "
-                                                        "show of each output field (copied fields are decoded from "
-                                                        "the input's text only); promote with `protege promote ID`")
+    table(
+        "students (newest first)",
+        ["id", "task", "state", "served by", "base", "retention", "score", "eval n", "gate", "field kinds", "created"],
+        [
+            [
+                r.id,
+                r.task_name,
+                r.state,
+                _served(r),
+                r.base,
+                pct(_metric(r, "retention")),
+                pct(_metric(r, "score", "student_score")),
+                _metric(r, "n", "eval_n", "eval_rows"),
+                _gate(r),
+                kinds_summary(_metric(r, "field_kinds")),
+                when(r.created_at),
+            ]
+            for r in rows
+        ],
+        right=("retention", "score", "eval n"),
+        caption="retention = student score / teacher score on held-out "
+        "traces; gate = the confidence floor a student serves behind "
+        "and the share of calls it keeps (on eval answers the floor "
+        "was not chosen on); field kinds = what the training traces "
+        "show of each output field (copied fields are decoded from "
+        "the input's text only); promote with `protege promote ID`",
+    )
     if task:
         _field_table(rows[0])
     if distills:
@@ -229,14 +282,17 @@ def _field_table(row: Any) -> None:
     if not fields:
         return
     kinds = metrics.get("field_kinds") or {}
-    table(f"student {row.id}: exact match per field (eval split, vs the teacher)", ["field", "kind", "exact match"],
-          [[name, kinds.get(name, "—"), pct(value)] for name, value in sorted(fields.items(), key=lambda kv: kv[1])],
-          right=("exact match",), caption=_kinds_caption(metrics.get("kind_accuracy") or {}))
+    table(
+        f"student {row.id}: exact match per field (eval split, vs the teacher)",
+        ["field", "kind", "exact match"],
+        [[name, kinds.get(name, "—"), pct(value)] for name, value in sorted(fields.items(), key=lambda kv: kv[1])],
+        right=("exact match",),
+        caption=_kinds_caption(metrics.get("kind_accuracy") or {}),
+    )
 
 
 def _kinds_caption(kind_accuracy: dict[str, float]) -> str | None:
-    return "per field kind: " + " · ".join(f"{k} {pct(v)}" for k, v in kind_accuracy.items()) if kind_accuracy \
-        else None
+    return "per field kind: " + " · ".join(f"{k} {pct(v)}" for k, v in kind_accuracy.items()) if kind_accuracy else None
 
 
 def _distill_lines(store: Any, task: str | None) -> list[str]:
@@ -264,8 +320,9 @@ def _metric(row: Any, *names: str) -> Any:
 
 
 @app.command(rich_help_panel=REVIEW)
-def promote(ctx: typer.Context, student_id: Annotated[str, typer.Argument(metavar="STUDENT_ID")],
-            as_json: JsonOpt = False) -> None:
+def promote(
+    ctx: typer.Context, student_id: Annotated[str, typer.Argument(metavar="STUDENT_ID")], as_json: JsonOpt = False
+) -> None:
     """Make a student serve its task (the one promoted before becomes a candidate again)."""
     from protege.distill.pipeline import promote as promote_student
 
@@ -277,9 +334,12 @@ def promote(ctx: typer.Context, student_id: Annotated[str, typer.Argument(metava
 
 
 @app.command(rich_help_panel=REVIEW)
-def demote(ctx: typer.Context, task: TaskArg,
-           reason: Annotated[str, typer.Option(help="why (kept in the student's metrics)")] = "demoted by a reviewer",
-           as_json: JsonOpt = False) -> None:
+def demote(
+    ctx: typer.Context,
+    task: TaskArg,
+    reason: Annotated[str, typer.Option(help="why (kept in the student's metrics)")] = "demoted by a reviewer",
+    as_json: JsonOpt = False,
+) -> None:
     """Take a task's promoted student out of service (calls go to replay/teacher again)."""
     from protege.distill.pipeline import demote as demote_student
 

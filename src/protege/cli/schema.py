@@ -20,8 +20,12 @@ TYPES: dict[str, Any] = {
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
 }
-BOUNDS = (("minimum", lambda v, b: v >= b), ("maximum", lambda v, b: v <= b),
-          ("exclusiveMinimum", lambda v, b: v > b), ("exclusiveMaximum", lambda v, b: v < b))
+BOUNDS = (
+    ("minimum", lambda v, b: v >= b),
+    ("maximum", lambda v, b: v <= b),
+    ("exclusiveMinimum", lambda v, b: v > b),
+    ("exclusiveMaximum", lambda v, b: v < b),
+)
 MAX_ERRORS = 5
 
 
@@ -122,5 +126,7 @@ def _join(path: str, name: str) -> str:
 
 
 def _kind(value: Any) -> str:
-    return next((k for k in ("null", "boolean", "integer", "number", "string", "array", "object") if TYPES[k](value)),
-                type(value).__name__)
+    return next(
+        (k for k in ("null", "boolean", "integer", "number", "string", "array", "object") if TYPES[k](value)),
+        type(value).__name__,
+    )

@@ -32,12 +32,15 @@ def _app(ctx: typer.Context) -> Any:
 
 @students_app.command("export")
 def students_export(
-    ctx: typer.Context, student_id: StudentArg,
+    ctx: typer.Context,
+    student_id: StudentArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="new folder to write (must not exist)")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="hf (merged checkpoint) or gguf (+ Ollama Modelfile)")]
-    = "gguf",
-    quant: Annotated[str | None, typer.Option(help="gguf weights: f16, q8_0 (default) or q4_k_m (needs the llama "
-                                                   "extra)")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="hf (merged checkpoint) or gguf (+ Ollama Modelfile)")
+    ] = "gguf",
+    quant: Annotated[
+        str | None, typer.Option(help="gguf weights: f16, q8_0 (default) or q4_k_m (needs the llama extra)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a student to serve it elsewhere: llama.cpp, Ollama, vLLM (see README, Serving a student)."""
@@ -55,13 +58,16 @@ def students_export(
 
 @students_app.command("serve")
 def students_serve(
-    ctx: typer.Context, student_id: StudentArg,
+    ctx: typer.Context,
+    student_id: StudentArg,
     host: Annotated[str, typer.Argument(help="torch, llama.cpp, or openai:<served model name> with --base-url")],
-    base_url: Annotated[str | None, typer.Option(help="the OpenAI-compatible server, e.g. "
-                                                      "http://127.0.0.1:8000/v1")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    ] = None,
     quant: Annotated[str, typer.Option(help="llama.cpp: the GGUF's weights (q8_0, f16, q4_k_m)")] = "q8_0",
-    response_format: Annotated[str, typer.Option(help="json_schema (vLLM, llama-server, Ollama) or json_object "
-                                                      "(llama-cpp-python's server)")] = "json_schema",
+    response_format: Annotated[
+        str, typer.Option(help="json_schema (vLLM, llama-server, Ollama) or json_object (llama-cpp-python's server)")
+    ] = "json_schema",
     as_json: JsonOpt = False,
 ) -> None:
     """Choose where a student's calls are answered: protege's torch engine, llama.cpp, or a server you run."""
@@ -72,5 +78,7 @@ def students_serve(
     record = protege_app.serve_student(sid, host, base_url=base_url, quant=quant, response_format=response_format)
     if as_json:
         return emit_json({"student_id": sid, **record})
-    typer.echo(f"student {sid} is served by {describe(protege_app.store.student(sid))} "
-               f"(running processes pick it up within seconds)")
+    typer.echo(
+        f"student {sid} is served by {describe(protege_app.store.student(sid))} "
+        f"(running processes pick it up within seconds)"
+    )

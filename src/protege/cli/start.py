@@ -98,16 +98,19 @@ def init(
         app_file.write_text(STARTER.format(file=app_file.name), encoding="utf-8")
         typer.echo(f"wrote {app_file}: a task with a tool, runnable offline (python {app_file})")
     _point_pyproject(module)
-    typer.echo(f"next: `python {app_file}`, then `protege tasks`, `protege traces`, `protege tui`; "
-               "or see it all at once with `protege demo`")
+    typer.echo(
+        f"next: `python {app_file}`, then `protege tasks`, `protege traces`, `protege tui`; "
+        "or see it all at once with `protege demo`"
+    )
 
 
 def _module_of(app_file: Path) -> str:
     try:
         rel = app_file.resolve().relative_to(Path.cwd().resolve())
     except ValueError:
-        raise UserError(f"--app-file {str(app_file)!r} must be inside the current folder (it is imported from here)"
-                        ) from None
+        raise UserError(
+            f"--app-file {str(app_file)!r} must be inside the current folder (it is imported from here)"
+        ) from None
     return ".".join(rel.with_suffix("").parts) + ":app"
 
 
@@ -115,33 +118,42 @@ def _point_pyproject(spec: str) -> None:
     path = Path("pyproject.toml")
     snippet = f'[tool.protege]\napp = "{spec}"\n'
     if not path.exists():
-        note(f"no pyproject.toml here: pass --app {spec}, set PROTEGE_APP={spec}, or add to a pyproject.toml:\n"
-             f"{snippet}")
+        note(
+            f"no pyproject.toml here: pass --app {spec}, set PROTEGE_APP={spec}, or add to a pyproject.toml:\n{snippet}"
+        )
         return
     existing = pyproject_settings(Path.cwd())
     if existing.get("app"):
         note(f"pyproject.toml already names app {existing['app']!r}; left as it is")
     elif existing or "[tool.protege]" in path.read_text(encoding="utf-8"):
-        note(f"pyproject.toml has a [tool.protege] table without `app`: add app = \"{spec}\" to it")
+        note(f'pyproject.toml has a [tool.protege] table without `app`: add app = "{spec}" to it')
     else:
         text = path.read_text(encoding="utf-8")
         path.write_text(text + ("" if text.endswith("\n") else "\n") + "\n" + snippet, encoding="utf-8")
-        typer.echo(f"pyproject.toml: added [tool.protege] app = \"{spec}\"")
+        typer.echo(f'pyproject.toml: added [tool.protege] app = "{spec}"')
 
 
 # -- demo ------------------------------------------------------------------------------------------------------------
 
+
 @app.command(rich_help_panel="Start here")
 def demo(
     ctx: typer.Context,
-    teacher: Annotated[str | None, typer.Option(help="a real teacher, e.g. anthropic:claude-opus-4-5 (default: "
-                                                     "an offline reference teacher priced as claude-opus-4-5)")] = None,
-    project_dir: Annotated[Path | None, typer.Option(help="where the demo's store goes [the global --project-dir]")
-                           ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="a real teacher, e.g. anthropic:claude-opus-4-5 (default: "
+            "an offline reference teacher priced as claude-opus-4-5)"
+        ),
+    ] = None,
+    project_dir: Annotated[
+        Path | None, typer.Option(help="where the demo's store goes [the global --project-dir]")
+    ] = None,
     traces: Annotated[int, typer.Option(min=20, help="teacher traces to distill from")] = DemoOptions.traces,
     serve: Annotated[int, typer.Option(min=1, help="new calls the student serves at the end")] = DemoOptions.serve,
-    replays: Annotated[int, typer.Option(min=0, help="calls routed to replay by the local base model")
-                       ] = DemoOptions.replays,
+    replays: Annotated[
+        int, typer.Option(min=0, help="calls routed to replay by the local base model")
+    ] = DemoOptions.replays,
     reset: Annotated[bool, typer.Option("--reset", help="start over: remove an earlier demo's store first")] = False,
 ) -> None:
     """The whole loop offline on the bundled order-extraction workload: teacher → skill → replay → distill →
@@ -149,8 +161,15 @@ def demo(
     from protege.demo.run import run_demo
 
     cfg = config(ctx)
-    opts = DemoOptions(project_dir=project_dir or cfg.project_dir, db=cfg.db, teacher=teacher, traces=traces,
-                       serve=serve, replays=replays, reset=reset)
+    opts = DemoOptions(
+        project_dir=project_dir or cfg.project_dir,
+        db=cfg.db,
+        teacher=teacher,
+        traces=traces,
+        serve=serve,
+        replays=replays,
+        reset=reset,
+    )
     try:
         run_demo(opts)
     except KeyboardInterrupt:

@@ -27,8 +27,14 @@ def render_trace(row: Any, labels: list[Any], *, full: bool = False) -> None:
     if row.output is not None:
         out.print(Panel(_json(row.output), title="output", title_align="left", border_style="green"))
     elif row.output_text:
-        out.print(Panel(Text(_clip(row.output_text, full)), title="answer text (not a valid output)",
-                        title_align="left", border_style="yellow"))
+        out.print(
+            Panel(
+                Text(_clip(row.output_text, full)),
+                title="answer text (not a valid output)",
+                title_align="left",
+                border_style="yellow",
+            )
+        )
     if row.errors:
         errors = "\n".join(f"• {escape(str(e))}" for e in row.errors)
         out.print(Panel(errors, title="validation errors", title_align="left", border_style="red"))
@@ -68,14 +74,19 @@ def _turn(message: dict, *, full: bool) -> Panel:
         parts.append(_maybe_json(_clip(content, full)))
     for call in message.get("tool_calls") or []:
         args = json.dumps(call.get("arguments", {}), ensure_ascii=False)
-        parts.append(Text.from_markup(f"[bold magenta]→ call[/] {escape(call.get('name', '?'))}({escape(args)})"
-                                      f"  [dim]{escape(call.get('id', ''))}[/]"))
+        parts.append(
+            Text.from_markup(
+                f"[bold magenta]→ call[/] {escape(call.get('name', '?'))}({escape(args)})"
+                f"  [dim]{escape(call.get('id', ''))}[/]"
+            )
+        )
     title = role
     if role == "tool":
         title = f"tool result: {message.get('name') or '?'}  [dim]{message.get('tool_call_id') or ''}[/]"
     style = {"system": "dim", "user": "blue", "assistant": "white", "tool": "magenta"}.get(role, "white")
-    return Panel(Group(*parts) if parts else Text("(empty)", style="dim"), title=title, title_align="left",
-                 border_style=style)
+    return Panel(
+        Group(*parts) if parts else Text("(empty)", style="dim"), title=title, title_align="left", border_style=style
+    )
 
 
 def _json(value: Any) -> Any:

@@ -24,12 +24,14 @@ app.add_typer(dataset_app, name="dataset", rich_help_panel=WORK)
 
 # -- run -------------------------------------------------------------------------------------------------------------
 
+
 @app.command(rich_help_panel=WORK)
 def run(
     ctx: typer.Context,
     task: TaskArg,
-    input_: Annotated[str, typer.Option("--input", "-i", help="JSON object of the task's parameters, @file.json, "
-                                                               "or - for stdin")],
+    input_: Annotated[
+        str, typer.Option("--input", "-i", help="JSON object of the task's parameters, @file.json, or - for stdin")
+    ],
     tier: Annotated[str | None, typer.Option(help="start at this tier: program, student, replay or teacher")] = None,
     no_escalate: Annotated[bool, typer.Option("--no-escalate", help="fail instead of trying the next tier")] = False,
     as_json: JsonOpt = False,
@@ -40,14 +42,17 @@ def run(
     data = _task_input(read_json_arg(input_, "--input"), handle.spec.params)
     result = protege_app.run(handle, data, tier=tier, escalate=not no_escalate)
     if as_json:
-        return emit_json({**result.model_dump(mode="json", exclude={"output"}),
-                          "output": result.output.model_dump(mode="json")})
+        return emit_json(
+            {**result.model_dump(mode="json", exclude={"output"}), "output": result.output.model_dump(mode="json")}
+        )
     from rich.json import JSON
 
     console().print(JSON(result.output.model_dump_json()))
     hops = " → ".join(f"{a.tier}{'' if a.valid else ' ✗'}" for a in result.attempts)
-    note(f"served by {result.tier} ({result.model}) · {usd(result.cost_usd)} · {secs(result.latency_s)} · "
-         f"run {result.run_id} · attempts: {hops}")
+    note(
+        f"served by {result.tier} ({result.model}) · {usd(result.cost_usd)} · {secs(result.latency_s)} · "
+        f"run {result.run_id} · attempts: {hops}"
+    )
 
 
 def read_json_arg(value: str, flag: str) -> Any:
@@ -66,8 +71,10 @@ def read_json_arg(value: str, flag: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         where = f" (from {source})" if source else ""
-        raise UserError(f"{flag} is not valid JSON{where}: {exc.msg} at line {exc.lineno} column {exc.colno}; "
-                        f"pass a JSON object like '{{\"param\": ...}}' or @file.json") from exc
+        raise UserError(
+            f"{flag} is not valid JSON{where}: {exc.msg} at line {exc.lineno} column {exc.colno}; "
+            f"pass a JSON object like '{{\"param\": ...}}' or @file.json"
+        ) from exc
 
 
 def _task_input(data: Any, params: list[str]) -> dict[str, Any]:
@@ -80,6 +87,7 @@ def _task_input(data: Any, params: list[str]) -> dict[str, Any]:
 
 
 # -- dataset build ---------------------------------------------------------------------------------------------------
+
 
 @dataset_app.command("build")
 def dataset_build(
@@ -98,14 +106,26 @@ def dataset_build(
     store, tools, policy = _dataset_context(ctx, task)
     with StageProgress(enabled=not as_json) as progress:
         built = build_dataset(
-            store, task, instructions=require_task(store, task).instructions,
+            store,
+            task,
+            instructions=require_task(store, task).instructions,
             out_dir=out or cfg.project_dir / "datasets",
-            redact=redact or policy.get("redact", "secrets"), eval_fraction=eval_fraction, seed=seed, tools=tools,
+            redact=redact or policy.get("redact", "secrets"),
+            eval_fraction=eval_fraction,
+            seed=seed,
+            tools=tools,
             progress=progress.stage,
         )
     if as_json:
-        return emit_json({"id": built.id, "path": str(built.path), "counts": built.counts, "timings": built.timings,
-                          "content_hash": built.row.content_hash})
+        return emit_json(
+            {
+                "id": built.id,
+                "path": str(built.path),
+                "counts": built.counts,
+                "timings": built.timings,
+                "content_hash": built.row.content_hash,
+            }
+        )
     c = built.counts
     table(f"dataset {built.id[:12]} of {task}", ["stage", "count"], [[k, v] for k, v in c.items()], right=("count",))
     typer.echo(f"train {c.get('train', 0)} rows, eval {c.get('eval', 0)} rows → {built.path}")
@@ -134,9 +154,15 @@ class StageProgress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[extra]}"), TimeElapsedColumn(),
-                                console=_stderr_console(), transient=False)
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[extra]}"),
+                TimeElapsedColumn(),
+                console=_stderr_console(),
+                transient=False,
+            )
             self.bar.start()
         return self
 
@@ -168,6 +194,7 @@ def _stderr_console() -> Any:
 
 # -- distill ---------------------------------------------------------------------------------------------------------
 
+
 @app.command(rich_help_panel=WORK)
 def distill(
     ctx: typer.Context,
@@ -175,8 +202,12 @@ def distill(
     epochs: Annotated[float | None, typer.Option(min=0.01, help="training epochs (default: measured default)")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
     method: Annotated[str | None, typer.Option(help="lora or full")] = None,
-    adapter: Annotated[Path | None, typer.Option(
-        help="don't train: evaluate and record this student, trained by `python -m protege.distill.launch`")] = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(
+            help="don't train: evaluate and record this student, trained by `python -m protege.distill.launch`"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a dataset, train a student, evaluate it against the teacher, promote it if it passes (needs the app)."""
@@ -230,6 +261,7 @@ def _metric_text(name: str, value: Any) -> str:
 
 # -- import-traces ---------------------------------------------------------------------------------------------------
 
+
 class ImportFormat(StrEnum):
     openai = "openai"
     otel = "otel"
@@ -238,15 +270,25 @@ class ImportFormat(StrEnum):
 @app.command("import-traces", rich_help_panel=WORK)
 def import_traces(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="JSONL of OpenAI chat-format lines ({\"messages\": [...]}), or with "
-                                              "--format otel an OTLP JSON export of spans")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help='JSONL of OpenAI chat-format lines ({"messages": [...]}), or with '
+            "--format otel an OTLP JSON export of spans"
+        ),
+    ],
     task: Annotated[str, typer.Option("--task", help="the task the traces belong to")],
-    fmt: Annotated[ImportFormat, typer.Option("--format", help="openai: chat logs; otel: OpenTelemetry spans "
-                                                               "(GenAI conventions or OpenInference, as Phoenix "
-                                                               "writes)")] = ImportFormat.openai,
+    fmt: Annotated[
+        ImportFormat,
+        typer.Option(
+            "--format",
+            help="openai: chat logs; otel: OpenTelemetry spans (GenAI conventions or OpenInference, as Phoenix writes)",
+        ),
+    ] = ImportFormat.openai,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="import the good lines even if some are bad")] = False,
-    model: Annotated[str | None, typer.Option(help="model name to record (default: each line's \"model\", or "
-                                                   "'import')")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="model name to record (default: each line's \"model\", or 'import')")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Bring existing chat logs or OpenTelemetry spans in as a task's traces (tier "import"), checked one by one."""
@@ -262,23 +304,36 @@ def import_traces(
     else:
         plan, unit = plan_import(file, contract, model=model), "line(s)"
     if plan.bad and not skip_bad:
-        raise UserError(f"{describe_bad(plan.bad, file)} — nothing was imported; fix those lines, or pass "
-                        f"--skip-bad to import the {len(plan.rows)} good one(s)")
+        raise UserError(
+            f"{describe_bad(plan.bad, file)} — nothing was imported; fix those lines, or pass "
+            f"--skip-bad to import the {len(plan.rows)} good one(s)"
+        )
     if not plan.rows:
-        raise UserError(f"{str(file)!r} has no lines to import" + (f" ({describe_bad(plan.bad, file)})" if plan.bad
-                                                                    else ""))
+        raise UserError(
+            f"{str(file)!r} has no lines to import" + (f" ({describe_bad(plan.bad, file)})" if plan.bad else "")
+        )
     imported = store.insert_traces(plan.rows, batch=len(plan.rows))  # one transaction: all of them or none
     elapsed = time.perf_counter() - started
     if as_json:
-        return emit_json({"file": str(file), "task": task, "lines": plan.lines, "imported": imported,
-                          "skipped": [{"line": n, "error": why} for n, why in plan.bad],
-                          "registered": contract.registered, "elapsed_s": elapsed})
+        return emit_json(
+            {
+                "file": str(file),
+                "task": task,
+                "lines": plan.lines,
+                "imported": imported,
+                "skipped": [{"line": n, "error": why} for n, why in plan.bad],
+                "registered": contract.registered,
+                "elapsed_s": elapsed,
+            }
+        )
     if plan.bad:
         warn(f"partial import: skipped {describe_bad(plan.bad, file)}")
     typer.echo(f"imported {imported} of {plan.lines} {unit} as traces of {task!r} (tier import) in {secs(elapsed)}")
     if not contract.registered:
-        warn(f"task {task!r} is not registered: inputs and outputs were only checked to be JSON; register it with "
-             f"@app.task before distilling")
+        warn(
+            f"task {task!r} is not registered: inputs and outputs were only checked to be JSON; register it with "
+            f"@app.task before distilling"
+        )
 
 
 def _import_target(ctx: typer.Context, task: str) -> tuple[Any, Any]:

@@ -44,8 +44,9 @@ def urgency(text):
 def contact(text, sender_address, is_form):
     if is_form:
         return form_field(text, "Email") or None
-    asked = re.search(r"(?:reply to|contact me at|reach me at|write to|email me at)\s+(" + EMAIL.pattern + ")",
-                      text, flags=re.I)
+    asked = re.search(
+        r"(?:reply to|contact me at|reach me at|write to|email me at)\s+(" + EMAIL.pattern + ")", text, flags=re.I
+    )
     return asked.group(1).rstrip(".") if asked else sender_address
 
 

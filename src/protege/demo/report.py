@@ -34,13 +34,27 @@ def grade(stage: str, result: Any, reference: dict[str, Any]) -> Call:
     """A served call (RunResult) graded against its reference label."""
     output = result.output.model_dump(mode="json")
     acc = field_accuracy(output, reference)
-    return Call(stage=stage, tier=result.tier, cost_usd=result.cost_usd, latency_s=result.latency_s,
-                exact=acc == 1.0, fields_right=acc, escalated=len(result.attempts) > 1)
+    return Call(
+        stage=stage,
+        tier=result.tier,
+        cost_usd=result.cost_usd,
+        latency_s=result.latency_s,
+        exact=acc == 1.0,
+        fields_right=acc,
+        escalated=len(result.attempts) > 1,
+    )
 
 
 def failed(stage: str, cost_usd: float, latency_s: float) -> Call:
-    return Call(stage=stage, tier="failed", cost_usd=cost_usd, latency_s=latency_s, exact=False, fields_right=0.0,
-                escalated=True)
+    return Call(
+        stage=stage,
+        tier="failed",
+        cost_usd=cost_usd,
+        latency_s=latency_s,
+        exact=False,
+        fields_right=0.0,
+        escalated=True,
+    )
 
 
 @dataclass
@@ -65,10 +79,15 @@ def tier_rows(calls: list[Call]) -> list[TierRow]:
 
 def _row(tier: str, calls: list[Call]) -> TierRow:
     n = len(calls)
-    return TierRow(tier=tier, calls=n, exact=sum(c.exact for c in calls) / n,
-                   fields=sum(c.fields_right for c in calls) / n, cost_per_call=sum(c.cost_usd for c in calls) / n,
-                   p50_latency_s=statistics.median(c.latency_s for c in calls),
-                   escalated=sum(c.escalated for c in calls))
+    return TierRow(
+        tier=tier,
+        calls=n,
+        exact=sum(c.exact for c in calls) / n,
+        fields=sum(c.fields_right for c in calls) / n,
+        cost_per_call=sum(c.cost_usd for c in calls) / n,
+        p50_latency_s=statistics.median(c.latency_s for c in calls),
+        escalated=sum(c.escalated for c in calls),
+    )
 
 
 def savings(calls: list[Call], teacher_cost_per_call: float | None) -> dict[str, float | None]:
@@ -78,8 +97,12 @@ def savings(calls: list[Call], teacher_cost_per_call: float | None) -> dict[str,
         return {"spent_usd": spent, "teacher_only_usd": None, "saved_usd": None, "saved_ratio": None}
     teacher_only = teacher_cost_per_call * len(calls)
     saved = teacher_only - spent
-    return {"spent_usd": spent, "teacher_only_usd": teacher_only, "saved_usd": saved,
-            "saved_ratio": saved / teacher_only if teacher_only else None}
+    return {
+        "spent_usd": spent,
+        "teacher_only_usd": teacher_only,
+        "saved_usd": saved,
+        "saved_ratio": saved / teacher_only if teacher_only else None,
+    }
 
 
 def print_tier_table(title: str, calls: list[Call], teacher_cost_per_call: float | None) -> dict[str, Any]:
@@ -87,14 +110,20 @@ def print_tier_table(title: str, calls: list[Call], teacher_cost_per_call: float
     from protege.cli.output import console, pct, secs, table, usd
 
     rows = tier_rows(calls)
-    table(title, ["served by", "calls", "exact match", "fields right", "cost / call", "p50 latency", "escalated"], [
-        [r.tier, r.calls, pct(r.exact), pct(r.fields), usd(r.cost_per_call), secs(r.p50_latency_s), r.escalated]
-        for r in rows
-    ], right=("calls", "exact match", "fields right", "cost / call", "p50 latency", "escalated"),
-        caption="quality vs the workload's reference labels; cost and latency per call include escalations")
+    table(
+        title,
+        ["served by", "calls", "exact match", "fields right", "cost / call", "p50 latency", "escalated"],
+        [
+            [r.tier, r.calls, pct(r.exact), pct(r.fields), usd(r.cost_per_call), secs(r.p50_latency_s), r.escalated]
+            for r in rows
+        ],
+        right=("calls", "exact match", "fields right", "cost / call", "p50 latency", "escalated"),
+        caption="quality vs the workload's reference labels; cost and latency per call include escalations",
+    )
     money = savings(calls, teacher_cost_per_call)
     if money["teacher_only_usd"] is not None:
         console().print(
             f"spent [bold]{usd(money['spent_usd'])}[/] vs [bold]{usd(money['teacher_only_usd'])}[/] teacher-only "
-            f"→ saved [bold green]{usd(money['saved_usd'])}[/] ({pct(money['saved_ratio'])})")
+            f"→ saved [bold green]{usd(money['saved_usd'])}[/] ({pct(money['saved_ratio'])})"
+        )
     return {"tiers": [r.__dict__ for r in rows], **money}

@@ -77,8 +77,13 @@ class Demo:
         self.labels = {input_hash(ex["input"]): ex["output"] for ex in self.examples}
         self._check_store()
         teacher = self._teacher()
-        self.app = Protege(db=self.opts.db, project_dir=self.opts.project_dir, teacher=teacher,
-                           replay=self.opts.replay_model, seed=self.opts.seed)
+        self.app = Protege(
+            db=self.opts.db,
+            project_dir=self.opts.project_dir,
+            teacher=teacher,
+            replay=self.opts.replay_model,
+            seed=self.opts.seed,
+        )
         self.task = self.app.task(extract_order, policy=Policy(min_traces=min(self.opts.traces, 200)))
         say(f"store: {self.app.store.url} · teacher: {_name(teacher)} · replay: {_name(self.opts.replay_model)}")
 
@@ -89,8 +94,10 @@ class Demo:
 
         if self.opts.teacher:
             model = resolve_model(self.opts.teacher)  # fails now, with the env var to set, when a key is missing
-            say(f"[yellow]a real teacher costs real money[/]: about {self.opts.traces + self.opts.serve} calls of "
-                f"{self.opts.teacher}")
+            say(
+                f"[yellow]a real teacher costs real money[/]: about {self.opts.traces + self.opts.serve} calls of "
+                f"{self.opts.teacher}"
+            )
             return model
         priced = Settings().teacher
         return ReferenceModel(self.examples, name=f"reference:{priced.partition(':')[2] or priced}", price_as=priced)
@@ -107,12 +114,16 @@ class Demo:
             others = sorted({t.name for t in store.tasks()} - {TASK})
             ran = store.count_traces(TASK) > 0
         if ran and not self.opts.reset:
-            raise UserError(f"the store {config.db_url!r} already holds a demo run; `protege tui` shows it, "
-                            f"`protege demo --reset` starts over")
+            raise UserError(
+                f"the store {config.db_url!r} already holds a demo run; `protege tui` shows it, "
+                f"`protege demo --reset` starts over"
+            )
         if ran and (others or path is None):
             why = f"it also holds other tasks ({', '.join(others)})" if others else "it is not a SQLite file"
-            raise UserError(f"--reset will not remove the store {config.db_url!r}: {why}; run the demo in its own "
-                            f"project dir: `protege demo --project-dir demo-project`")
+            raise UserError(
+                f"--reset will not remove the store {config.db_url!r}: {why}; run the demo in its own "
+                f"project dir: `protege demo --project-dir demo-project`"
+            )
         if ran and path is not None:  # (a run in a store that is not a SQLite file was refused above)
             self._remove_earlier_run(path)
         elif others:
@@ -137,8 +148,10 @@ class Demo:
         row = self.app.skill(TASK)
         if row is None:
             raise RunError("no skill was written after the teacher's answers; see `protege traces extract_order`")
-        say(f"skill {row.name!r} v{row.version} ({row.kind}, {len(row.text.splitlines())} lines) by "
-            f"{row.author_model or 'the author'}; `protege skill show {TASK}` prints it")
+        say(
+            f"skill {row.name!r} v{row.version} ({row.kind}, {len(row.text.splitlines())} lines) by "
+            f"{row.author_model or 'the author'}; `protege skill show {TASK}` prints it"
+        )
         self.app.approve_skill(TASK, reviewer=REVIEWER)
         say(f"approved by {REVIEWER}: replay may use it now")
 
@@ -157,16 +170,22 @@ class Demo:
         programs = self.app.programs.current(TASK)
         if programs is not None:  # induced in the background from the teacher's traces, no model involved
             served = ", ".join(programs.served) or "none"
-            say(f"field programs induced from the traces: {len(programs.served)} of {len(programs.fields)} fields "
-                f"served ({served}), each verified on held-out traces; `protege programs {TASK}` shows them")
+            say(
+                f"field programs induced from the traces: {len(programs.served)} of {len(programs.fields)} fields "
+                f"served ({served}), each verified on held-out traces; `protege programs {TASK}` shows them"
+            )
 
     def distill(self) -> None:
         stage(5, "distill: dataset → train → evaluate against the teacher")
         from protege.cli.work import StageProgress, show_distill_report
 
-        options: dict[str, Any] = {"references": self.labels, "force": True, "seed": self.opts.seed,
-                                   "eval_fraction": self.opts.eval_fraction,
-                                   "config": self.opts.train or demo_train_config()}
+        options: dict[str, Any] = {
+            "references": self.labels,
+            "force": True,
+            "seed": self.opts.seed,
+            "eval_fraction": self.opts.eval_fraction,
+            "config": self.opts.train or demo_train_config(),
+        }
         started = time.perf_counter()
         with StageProgress() as progress:
             self.report = self.app.distill(TASK, progress=progress, **options)
@@ -178,9 +197,11 @@ class Demo:
             say(f"student {self.report.student_id} passed the gate and serves {TASK} now")
             return
         self.app.promote(self.report.student_id)
-        say(f"[yellow]the student fell short of the gate[/] ({self.report.reason}); {OPERATOR} promotes it anyway, "
+        say(
+            f"[yellow]the student fell short of the gate[/] ({self.report.reason}); {OPERATOR} promotes it anyway, "
             f"so you can watch the cascade route: answers that fail validation escalate to the next tier, but a "
-            f"schema-valid wrong answer is served — which is why the gate exists (see the results below)")
+            f"schema-valid wrong answer is served — which is why the gate exists (see the results below)"
+        )
 
     def serve(self, inputs: list[dict]) -> None:
         stage(7, "new calls: student first, escalating on failure")
@@ -193,10 +214,13 @@ class Demo:
         out = {"all": print_tier_table(f"all {len(self.calls)} calls of the demo", self.calls, teacher_cost)}
         served = [c for c in self.calls if c.stage == "serve"]
         if served:
-            out["serve"] = print_tier_table(f"the last {len(served)} calls, with the student promoted", served,
-                                            teacher_cost)
-        say("the reference teacher answers from labels in milliseconds; a real teacher takes seconds per call. "
-            "Look around: `protege tui`, `protege stats extract_order`, `protege traces extract_order`")
+            out["serve"] = print_tier_table(
+                f"the last {len(served)} calls, with the student promoted", served, teacher_cost
+            )
+        say(
+            "the reference teacher answers from labels in milliseconds; a real teacher takes seconds per call. "
+            "Look around: `protege tui`, `protege stats extract_order`, `protege traces extract_order`"
+        )
         return out
 
     # -- helpers -----------------------------------------------------------------------------------------------
@@ -220,8 +244,10 @@ class Demo:
                 self.calls.append(call)
                 if show_each:
                     hops = " → ".join(f"{a.tier} {'✓' if a.valid else '✗'}" for a in result.attempts)
-                    say(f"  call {i}/{len(inputs)}: {hops} · fields right {call.fields_right:.0%} · "
-                        f"{result.latency_s:.1f} s")
+                    say(
+                        f"  call {i}/{len(inputs)}: {hops} · fields right {call.fields_right:.0%} · "
+                        f"{result.latency_s:.1f} s"
+                    )
                 progress.stage(name, i, len(inputs))
 
     def run(self) -> dict[str, Any]:
@@ -231,11 +257,11 @@ class Demo:
         replays = min(o.replays, max(o.traces - first, 0))
         self.teach(self.pool[:first])
         self.review_skill()
-        self.replay(self.pool[first:first + replays])
-        self.accumulate(self.pool[first + replays:o.traces])
+        self.replay(self.pool[first : first + replays])
+        self.accumulate(self.pool[first + replays : o.traces])
         self.distill()
         self.promote()
-        self.serve(self.heldout[:o.serve])
+        self.serve(self.heldout[: o.serve])
         return self.summary()
 
     def close(self) -> None:

@@ -43,9 +43,14 @@ class _PathStats:
         self.numbers = 0
 
 
-def learn_answer_profile(rows: Sequence[dict[str, Any]], schema: dict[str, Any] | None, *,
-                         tokenizer: Any = None, copy_threshold: float = COPY_THRESHOLD,
-                         copy_constraint: bool = True) -> AnswerProfile:
+def learn_answer_profile(
+    rows: Sequence[dict[str, Any]],
+    schema: dict[str, Any] | None,
+    *,
+    tokenizer: Any = None,
+    copy_threshold: float = COPY_THRESHOLD,
+    copy_constraint: bool = True,
+) -> AnswerProfile:
     """The profile of `rows` (dataset rows with `input`, `output` and the chat `messages`); `tokenizer` counts
     answer tokens (without one no token bound is learned)."""
     stats: dict[str, _PathStats] = {}
@@ -61,23 +66,30 @@ def learn_answer_profile(rows: Sequence[dict[str, Any]], schema: dict[str, Any] 
     root = compile_schema(schema) if schema else Node("any")
     longest = _longest_answer(rows, tokenizer)
     bounds = {path: b for path, s in stats.items() if (b := _bounds(s, copy_threshold))}
-    fields = {key: _field(sub, stats.get(key), stats.get(f"{key}[]"), copy_threshold)
-              for key, sub in (root.props if root.kind == "object" else ())}
+    fields = {
+        key: _field(sub, stats.get(key), stats.get(f"{key}[]"), copy_threshold)
+        for key, sub in (root.props if root.kind == "object" else ())
+    }
     return AnswerProfile(
-        traces=len(rows), copy_threshold=copy_threshold, copy_constraint=copy_constraint,
+        traces=len(rows),
+        copy_threshold=copy_threshold,
+        copy_constraint=copy_constraint,
         longest_answer_tokens=longest,
         max_answer_tokens=math.ceil(longest * TOKEN_MARGIN) + TOKEN_SLACK if longest else None,
-        bounds=bounds, fields=fields,
+        bounds=bounds,
+        fields=fields,
     )
 
 
-def learn_for_student(rows: Sequence[dict[str, Any]], schema: dict[str, Any] | None, adapter: Path, *,
-                      copy_constraint: bool = True) -> AnswerProfile:
+def learn_for_student(
+    rows: Sequence[dict[str, Any]], schema: dict[str, Any] | None, adapter: Path, *, copy_constraint: bool = True
+) -> AnswerProfile:
     """Learn the profile with the student's own tokenizer and store it in its adapter dir."""
     from transformers import AutoTokenizer
 
-    profile = learn_answer_profile(rows, schema, tokenizer=AutoTokenizer.from_pretrained(adapter),
-                                   copy_constraint=copy_constraint)
+    profile = learn_answer_profile(
+        rows, schema, tokenizer=AutoTokenizer.from_pretrained(adapter), copy_constraint=copy_constraint
+    )
     profile.save(adapter)
     return profile
 
@@ -172,8 +184,9 @@ def _is_enum(node: Node) -> bool:
 def _longest_answer(rows: Sequence[dict[str, Any]], tokenizer: Any) -> int | None:
     if tokenizer is None:
         return None
-    answers = [m.get("content") or "" for row in rows for m in row.get("messages", [])[-1:]
-               if m.get("role") == "assistant"]
+    answers = [
+        m.get("content") or "" for row in rows for m in row.get("messages", [])[-1:] if m.get("role") == "assistant"
+    ]
     if not answers:
         return None
     return max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in answers)

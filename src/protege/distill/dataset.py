@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -36,7 +36,7 @@ from protege.agents.models.base import FINAL_TOOL, Message, ToolSpec
 from protege.agents.models.chat_format import compact_json, render_answer, student_messages, to_chat_dicts
 from protege.distill import export
 from protege.distill.neardup import DEFAULT_THRESHOLD, NUM_PERM, NearDupIndex, input_text, signatures
-from protege.distill.redact import MODES, may_need_redaction, redact_json
+from protege.distill.redact import MODES, Mode, may_need_redaction, redact_json
 from protege.distill.redact import redact as redact_text
 from protege.errors import UserError
 from protege.store.models import DatasetRow, new_id
@@ -46,8 +46,18 @@ from protege.tasks import input_hash
 TIER_RANK = {"teacher": 3, "import": 2, "replay": 1}
 _encode_str = json.encoder.encode_basestring  # a JSON string literal, ensure_ascii=False
 PROGRESS_EVERY = 5000
-COUNT_KEYS = ("stale_contract", "selected", "exact_dups", "exact_dup_conflicts", "near_dups", "near_dup_variants",
-              "train", "eval", "tool_rows", "redacted_rows")
+COUNT_KEYS = (
+    "stale_contract",
+    "selected",
+    "exact_dups",
+    "exact_dup_conflicts",
+    "near_dups",
+    "near_dup_variants",
+    "train",
+    "eval",
+    "tool_rows",
+    "redacted_rows",
+)
 Progress = Callable[[str, int, "int | None"], None]
 
 
@@ -92,10 +102,19 @@ class _Item:
 
 
 def build_dataset(
-    store: Any, task_name: str, *, instructions: str, out_dir: str | Path, redact: str = "secrets",
-    eval_fraction: float = 0.2, seed: int = 0, near_dup_threshold: float | None = None,
-    tools: list[ToolSpec | dict] | None = None, references: dict[str, dict] | None = None,
-    progress: Progress | None = None, tiers: tuple[str, ...] = DATASET_TIERS,
+    store: Any,
+    task_name: str,
+    *,
+    instructions: str,
+    out_dir: str | Path,
+    redact: str = "secrets",
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    near_dup_threshold: float | None = None,
+    tools: list[ToolSpec | dict] | None = None,
+    references: dict[str, dict] | None = None,
+    progress: Progress | None = None,
+    tiers: tuple[str, ...] = DATASET_TIERS,
     contract: tuple[int, type[BaseModel]] | None = None,
 ) -> BuiltDataset:
     """Build train/eval files for `task_name` under `out_dir/<task>/<dataset id>/` and record a DatasetRow.
@@ -119,30 +138,49 @@ def build_dataset(
     rows = store.dataset_traces(task_name, tiers=tiers)
     items = select_unique(current_contract(rows, contract, counts) if contract else rows, counts, report)
     if not items:
-        raise UserError(f"task {task_name!r} has no validated {'/'.join(tiers)} traces to build a dataset "
-                        f"from; run the task first (or `protege import-traces`)")
+        raise UserError(
+            f"task {task_name!r} has no validated {'/'.join(tiers)} traces to build a dataset "
+            f"from; run the task first (or `protege import-traces`)"
+        )
     timings["select_s"], clock = time.perf_counter() - clock, time.perf_counter()
     kept = drop_near_dups(items, threshold, counts, report)
     timings["near_dups_s"], clock = time.perf_counter() - clock, time.perf_counter()
     train, evals = split(kept, eval_fraction, seed)
 
-    params = {"redact": redact, "eval_fraction": eval_fraction, "seed": seed, "near_dup_threshold": threshold,
-              "num_perm": NUM_PERM, "shingles": "word 3-grams", "tiers": sorted(TIER_RANK, key=TIER_RANK.__getitem__),
-              "exact_dup_keep": "best tier (teacher > import > replay), then newest",
-              "instructions_sha256": hashlib.sha256(instructions.encode()).hexdigest()}
+    params = {
+        "redact": redact,
+        "eval_fraction": eval_fraction,
+        "seed": seed,
+        "near_dup_threshold": threshold,
+        "num_perm": NUM_PERM,
+        "shingles": "word 3-grams",
+        "tiers": sorted(TIER_RANK, key=TIER_RANK.__getitem__),
+        "exact_dup_keep": "best tier (teacher > import > replay), then newest",
+        "instructions_sha256": hashlib.sha256(instructions.encode()).hexdigest(),
+    }
     dataset_id = new_id()
     final = Path(out_dir) / task_name / dataset_id
-    fmt = _Formatter(instructions, tools, redact, references or {}, counts)
+    fmt = _Formatter(instructions, tools, cast(Mode, redact), references or {}, counts)  # checked by _check_args
     with export.atomic_dir(final) as tmp:
         hashes = _write_files(tmp, train, evals, fmt, counts, report)
         counts.update(train=len(train), eval=len(evals))
         digest = export.content_hash(hashes)
         timings["write_s"] = time.perf_counter() - clock
-        export.write_manifest(tmp, {"id": dataset_id, "task": task_name, "content_hash": digest,
-                                    "counts": dict(counts), "params": params, "timings": timings,
-                                    "files": {n: {"sha256": h} for n, h in hashes.items()}})
-    row = DatasetRow(id=dataset_id, task_name=task_name, path=str(final), content_hash=digest,
-                     counts=dict(counts), params=params)
+        export.write_manifest(
+            tmp,
+            {
+                "id": dataset_id,
+                "task": task_name,
+                "content_hash": digest,
+                "counts": dict(counts),
+                "params": params,
+                "timings": timings,
+                "files": {n: {"sha256": h} for n, h in hashes.items()},
+            },
+        )
+    row = DatasetRow(
+        id=dataset_id, task_name=task_name, path=str(final), content_hash=digest, counts=dict(counts), params=params
+    )
     try:
         row = store.add_dataset(row)
     except BaseException:
@@ -164,8 +202,10 @@ def _check_args(mode: str, eval_fraction: float, threshold: float, instructions:
 
 # -- 1-2: select and exact dedup -------------------------------------------------------------------------------------
 
-def current_contract(rows: Iterable[dict], contract: tuple[int, type[BaseModel]], counts: Counter[str]
-                     ) -> Iterator[dict]:
+
+def current_contract(
+    rows: Iterable[dict], contract: tuple[int, type[BaseModel]], counts: Counter[str]
+) -> Iterator[dict]:
     """The rows of the current contract version, and those of earlier ones whose output still validates."""
     version, output_model = contract
     for row in rows:
@@ -198,9 +238,16 @@ def select_unique(rows: Iterable[dict], counts: Counter[str], report: Progress) 
             if TIER_RANK.get(row["tier"], 0) < TIER_RANK.get(old.tier, 0):
                 continue
         messages = row.get("messages")
-        best[h] = _Item(trace_id=row["id"], tier=row["tier"], input=row["input"] or {}, input_hash=h,
-                        output=row["output"] or {}, messages=messages if _uses_tools(messages) else None,
-                        tools=row.get("tools"), group=h)
+        best[h] = _Item(
+            trace_id=row["id"],
+            tier=row["tier"],
+            input=row["input"] or {},
+            input_hash=h,
+            output=row["output"] or {},
+            messages=messages if _uses_tools(messages) else None,
+            tools=row.get("tools"),
+            group=h,
+        )
     report("select", counts["selected"], counts["selected"])
     return list(best.values())
 
@@ -215,6 +262,7 @@ def _uses_tools(messages: list | None) -> bool:
 
 
 # -- 3: near-duplicates ----------------------------------------------------------------------------------------------
+
 
 def drop_near_dups(items: list[_Item], threshold: float, counts: Counter[str], report: Progress) -> list[_Item]:
     """Drop near-copies (of an earlier kept input) with the same output; near-copies with another output stay,
@@ -245,6 +293,7 @@ def _canonical(value: Any) -> str:
 
 # -- 5: split --------------------------------------------------------------------------------------------------------
 
+
 def split_score(group: str, seed: int) -> float:
     """Where a split group falls in [0, 1): a stable function of the group and the seed only."""
     digest = hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest()
@@ -265,16 +314,24 @@ def split(items: list[_Item], eval_fraction: float, seed: int) -> tuple[list[_It
 
 # -- 4 + 6: redact and format ----------------------------------------------------------------------------------------
 
+
 class _Formatter:
     """Turns an item into its TRL and OpenAI rows, redacted. Clean rows (the usual case) take a fast path."""
 
-    def __init__(self, instructions: str, tools: list[ToolSpec | dict] | None, mode: str,
-                 references: dict[str, dict], counts: Counter[str]):
+    def __init__(
+        self,
+        instructions: str,
+        tools: list[ToolSpec | dict] | None,
+        mode: Mode,
+        references: dict[str, dict],
+        counts: Counter[str],
+    ):
         self.mode = mode
         self.counts = counts
         self.instructions = self._redact_text(instructions)
-        self._chat_head = ('"messages":[{"role":"system","content":' + _encode_str(self.instructions)
-                           + '},{"role":"user","content":')
+        self._chat_head = (
+            '"messages":[{"role":"system","content":' + _encode_str(self.instructions) + '},{"role":"user","content":'
+        )
         self.tools = self._specs(tools) if tools else None
         self.references = references
 
@@ -287,9 +344,10 @@ class _Formatter:
         reference = self.references.get(item.input_hash)
         if reference is not None:
             probe += json.dumps(reference)
-        if may_need_redaction(probe, self.mode):  # type: ignore[arg-type]
+        if may_need_redaction(probe, self.mode):
             (inp, out, messages, tools, reference), found = redact_json(
-                [inp, out, messages, tools, reference], self.mode)  # type: ignore[arg-type]
+                [inp, out, messages, tools, reference], self.mode
+            )
             self.counts.update({f"redacted_{k}": n for k, n in found.items()})
             self.counts["redacted_rows"] += bool(found)
             user, answer = compact_json(inp), render_answer(out)
@@ -298,38 +356,63 @@ class _Formatter:
             return self._agentic_rows(item, inp, out, messages or [], specs or [], reference, with_eval_fields)
         # a plain task's row, assembled from pre-encoded parts: the system prompt is the same in every row and
         # re-encoding it each time was most of the cost. The OpenAI row is the same row.
-        chat = (self._chat_head + _encode_str(user) + '},{"role":"assistant","content":'
-                + _encode_str(answer) + "}]")
+        chat = self._chat_head + _encode_str(user) + '},{"role":"assistant","content":' + _encode_str(answer) + "}]"
         line = "{" + chat + "}"
         if not with_eval_fields:
             return line, line
-        extra = export.dumps({"input": inp, "output": out, "reference": reference, "trace_id": item.trace_id,
-                              "input_hash": item.input_hash})
+        extra = export.dumps(
+            {
+                "input": inp,
+                "output": out,
+                "reference": reference,
+                "trace_id": item.trace_id,
+                "input_hash": item.input_hash,
+            }
+        )
         return "{" + chat + "," + extra[1:], line
 
-    def _agentic_rows(self, item: _Item, inp: dict, out: dict, messages: list, specs: list[ToolSpec],
-                      reference: Any, with_eval_fields: bool) -> tuple[str, str]:
+    def _agentic_rows(
+        self,
+        item: _Item,
+        inp: dict,
+        out: dict,
+        messages: list,
+        specs: list[ToolSpec],
+        reference: Any,
+        with_eval_fields: bool,
+    ) -> tuple[str, str]:
         self.counts["tool_rows"] += 1
         turns = tool_turns(messages) + [Message(role="assistant", content=render_answer(out))]
         trl_chat = to_chat_dicts(student_messages(self.instructions, inp, specs) + turns)
         openai = export.openai_row(student_messages(self.instructions, inp) + turns, specs)
-        trl = (self._eval_line(trl_chat, item, inp, out, reference) if with_eval_fields
-               else export.dumps({"messages": trl_chat}))
+        trl = (
+            self._eval_line(trl_chat, item, inp, out, reference)
+            if with_eval_fields
+            else export.dumps({"messages": trl_chat})
+        )
         return trl, export.dumps(openai)
 
     @staticmethod
     def _eval_line(chat: list, item: _Item, inp: dict, out: dict, reference: Any) -> str:
-        return export.dumps({"messages": chat, "input": inp, "output": out, "reference": reference,
-                             "trace_id": item.trace_id, "input_hash": item.input_hash})
+        return export.dumps(
+            {
+                "messages": chat,
+                "input": inp,
+                "output": out,
+                "reference": reference,
+                "trace_id": item.trace_id,
+                "input_hash": item.input_hash,
+            }
+        )
 
     def _specs(self, tools: list[ToolSpec | dict]) -> list[ToolSpec]:
         raw = [t.model_dump() if isinstance(t, ToolSpec) else t for t in tools]
-        clean, found = redact_json(raw, self.mode)  # type: ignore[arg-type]
+        clean, found = redact_json(raw, self.mode)
         self.counts.update({f"redacted_{k}": n for k, n in found.items()})
         return [ToolSpec.model_validate(t) for t in clean if t.get("name") != FINAL_TOOL]
 
     def _redact_text(self, text: str) -> str:
-        clean, found = redact_text(text, self.mode)  # type: ignore[arg-type]
+        clean, found = redact_text(text, self.mode)
         self.counts.update({f"redacted_{k}": n for k, n in found.items()})
         return clean
 
@@ -356,15 +439,18 @@ def tool_turns(messages: list) -> list[Message]:
     return turns
 
 
-def _write_files(folder: Path, train: list[_Item], evals: list[_Item], fmt: _Formatter,
-                 counts: Counter[str], report: Progress) -> dict[str, str]:
+def _write_files(
+    folder: Path, train: list[_Item], evals: list[_Item], fmt: _Formatter, counts: Counter[str], report: Progress
+) -> dict[str, str]:
     """Write the four data files; returns their sha256 by name.
 
     For a task without tools the OpenAI training file is byte-identical to train.jsonl, so it is only written
     once the first row differs (after copying what train.jsonl holds by then), and copied whole at the end otherwise.
     """
-    writers = {name: export.JsonlWriter(folder / name) for name in (export.TRAIN_FILE, export.EVAL_FILE,
-                                                                     export.OPENAI_EVAL_FILE)}
+    writers = {
+        name: export.JsonlWriter(folder / name)
+        for name in (export.TRAIN_FILE, export.EVAL_FILE, export.OPENAI_EVAL_FILE)
+    }
     total, done = len(train) + len(evals), 0
     try:
         for item in train:

@@ -65,8 +65,13 @@ class _Snapshot(LocalModel):
         return self._engine
 
 
-def snapshot_exact_match(folder: Path, base_dir: Path, rows: Sequence[dict[str, Any]],
-                         output_schema: dict[str, Any] | None, threads: int | None) -> float:
+def snapshot_exact_match(
+    folder: Path,
+    base_dir: Path,
+    rows: Sequence[dict[str, Any]],
+    output_schema: dict[str, Any] | None,
+    threads: int | None,
+) -> float:
     """Exact match of the student saved in `folder` (an adapter over `base_dir`, or a full checkpoint)."""
     from protege.agents.models.local_engine import Engine
 
@@ -76,9 +81,14 @@ def snapshot_exact_match(folder: Path, base_dir: Path, rows: Sequence[dict[str, 
     try:
         model = _Snapshot(base, adapter, engine)
         budget = max(len(engine.tokenizer(r["messages"][-1]["content"])["input_ids"]) for r in rows) * 2 + 16
-        requests = [ModelRequest(messages=[Message(role=m["role"], content=m.get("content") or "")
-                                           for m in r["messages"][:-1]],
-                                 output_schema=output_schema, max_tokens=budget) for r in rows]
+        requests = [
+            ModelRequest(
+                messages=[Message(role=m["role"], content=m.get("content") or "") for m in r["messages"][:-1]],
+                output_schema=output_schema,
+                max_tokens=budget,
+            )
+            for r in rows
+        ]
         answers = model.generate_batch(requests, return_exceptions=True)
         hits = [not isinstance(a, Exception) and _loads(a.text) == expected_answer(r) for a, r in zip(answers, rows)]
         return sum(hits) / len(rows)
@@ -87,8 +97,16 @@ def snapshot_exact_match(folder: Path, base_dir: Path, rows: Sequence[dict[str, 
         gc.collect()
 
 
-def early_stopping_callback(select_rows: Sequence[dict[str, Any]], base_dir: Path, tokenizer, scratch: Path, *,
-                            patience: int, output_schema: dict[str, Any] | None, threads: int | None):
+def early_stopping_callback(
+    select_rows: Sequence[dict[str, Any]],
+    base_dir: Path,
+    tokenizer,
+    scratch: Path,
+    *,
+    patience: int,
+    output_schema: dict[str, Any] | None,
+    threads: int | None,
+):
     """A TrainerCallback that scores each epoch, remembers the best one's weights and stops after `patience`
     epochs without improvement; `restore_best(model)` puts the best epoch's weights back after training."""
     from transformers import TrainerCallback

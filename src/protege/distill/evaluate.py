@@ -45,10 +45,18 @@ class EvalReport(BaseModel):
     reference_score: float | None = Field(default=None, description="mean score against reference labels, when present")
     teacher_score: float = Field(default=1.0, description="teacher's agreement with the references (1.0 without them)")
     retention: float = Field(description="student score / teacher score, on references when present")
-    field_accuracy: dict[str, float] = Field(default_factory=dict, description=(
-        "per output field: share of answers whose field equals the teacher's (an unparseable answer misses all)"))
-    kind_accuracy: dict[str, float] = Field(default_factory=dict, description=(
-        "per field kind (e.g. copied / computed, when the kinds are known): share of right fields of that kind"))
+    field_accuracy: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "per output field: share of answers whose field equals the teacher's (an unparseable answer misses all)"
+        ),
+    )
+    kind_accuracy: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "per field kind (e.g. copied / computed, when the kinds are known): share of right fields of that kind"
+        ),
+    )
     parse_failure_rate: float = 0.0
     mean_confidence: float | None = None
     mean_latency_s: float = Field(
@@ -58,13 +66,21 @@ class EvalReport(BaseModel):
     tokens_per_s: float = Field(default=0.0, description="output tokens per second of generation")
     mismatches: list[Mismatch] = Field(default_factory=list)
     scores: list[float] = Field(default_factory=list, description="each answer's score vs the teacher, in row order")
-    confidences: list[float | None] = Field(default_factory=list, description=(
-        "each answer's gate confidence, row order: its least-sure field's confidence, else the answer's (what "
-        "the cascade's gate compares with the floor); 0.0 for an answer that fails validation (the cascade "
-        "escalates it whatever its confidence, so a confidence gate must not count it as kept)"))
-    field_confidences: list[dict[str, float] | None] = Field(default_factory=list, description=(
-        "each answer's per-field confidences (field → its least-sure token's probability), row order; None where "
-        "the model gives none"))
+    confidences: list[float | None] = Field(
+        default_factory=list,
+        description=(
+            "each answer's gate confidence, row order: its least-sure field's confidence, else the answer's (what "
+            "the cascade's gate compares with the floor); 0.0 for an answer that fails validation (the cascade "
+            "escalates it whatever its confidence, so a confidence gate must not count it as kept)"
+        ),
+    )
+    field_confidences: list[dict[str, float] | None] = Field(
+        default_factory=list,
+        description=(
+            "each answer's per-field confidences (field → its least-sure token's probability), row order; None where "
+            "the model gives none"
+        ),
+    )
 
 
 def exact_score(expected: Any, actual: Any) -> float:
@@ -110,8 +126,9 @@ def kind_accuracy(field_accuracy: Mapping[str, float], field_kinds: Mapping[str,
 def _request(row: dict[str, Any], schema: dict[str, Any], index: int) -> ModelRequest:
     messages = row.get("messages")
     if not messages or "output" not in row:
-        raise UserError(f"eval_rows[{index}] needs 'messages' and 'output' (the teacher's answer); got keys "
-                        f"{sorted(row)!r}")
+        raise UserError(
+            f"eval_rows[{index}] needs 'messages' and 'output' (the teacher's answer); got keys {sorted(row)!r}"
+        )
     prompt = messages[:-1] if messages[-1].get("role") == "assistant" else messages
     return ModelRequest(
         messages=[Message(role=m["role"], content=m.get("content") or "") for m in prompt],
@@ -128,7 +145,7 @@ def _answer_all(model: Model, requests: list[ModelRequest], progress) -> list[tu
     size = EVAL_CHUNK if batch else 1
     out: list[tuple[ModelResponse, float]] = []
     for start in range(0, len(requests), size):
-        chunk = requests[start:start + size]
+        chunk = requests[start : start + size]
         started = time.perf_counter()
         answers = batch(chunk, return_exceptions=True) if batch else [_answer_one(model, chunk[0])]
         each = (time.perf_counter() - started) / len(chunk)

@@ -39,14 +39,20 @@ STALE_AFTER_S = 3600  # a hidden export stage this old is a killed export's left
 
 # -- formats ---------------------------------------------------------------------------------------------------------
 
+
 def openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
     """Messages in OpenAI's chat format: native tool calls (arguments as JSON text) and tool results."""
     out: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "assistant" and m.tool_calls:
-            calls = [{"id": c.id, "type": "function",
-                      "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
-                     for c in m.tool_calls]
+            calls = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+                }
+                for c in m.tool_calls
+            ]
             out.append({"role": "assistant", "content": m.content or None, "tool_calls": calls})
         elif m.role == "tool":
             out.append({"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content})
@@ -56,8 +62,11 @@ def openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
 
 
 def openai_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
-    return [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                              "parameters": t.parameters}} for t in tools if t.name != FINAL_TOOL]
+    return [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in tools
+        if t.name != FINAL_TOOL
+    ]
 
 
 def openai_row(messages: list[Message], tools: list[ToolSpec] | None = None) -> dict[str, Any]:
@@ -74,6 +83,7 @@ def dumps(row: Any) -> str:
 
 
 # -- writing ---------------------------------------------------------------------------------------------------------
+
 
 class JsonlWriter:
     """Append lines to a JSONL file, counting them and hashing the bytes written."""
@@ -119,8 +129,7 @@ def content_hash(file_hashes: dict[str, str]) -> str:
 
 
 @contextmanager
-def atomic_dir(final: Path, *, what: str = "dataset folder", advice: str = "build into a new folder"
-               ) -> Iterator[Path]:
+def atomic_dir(final: Path, *, what: str = "dataset folder", advice: str = "build into a new folder") -> Iterator[Path]:
     """Yield a hidden temporary sibling of `final`; on success rename it to `final` (atomic on one file system),
     on any error remove it. A crash mid-write leaves at most a `.<name>.tmp` folder, never `final`."""
     if final.exists():
@@ -159,19 +168,24 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 # -- reading and export ----------------------------------------------------------------------------------------------
 
+
 def load_manifest(folder: str | Path, *, verify: bool = True) -> dict[str, Any]:
     """A dataset folder's manifest; with `verify`, every data file's sha256 is checked against it."""
     folder = Path(folder)
     path = folder / MANIFEST_FILE
     if not path.is_file():
-        raise UserError(f"{str(folder)!r} is not a complete protege dataset (no {MANIFEST_FILE}); rebuild it "
-                        f"with `protege dataset build`")
+        raise UserError(
+            f"{str(folder)!r} is not a complete protege dataset (no {MANIFEST_FILE}); rebuild it "
+            f"with `protege dataset build`"
+        )
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if verify:
         for name, meta in manifest["files"].items():
             if _file_sha256(folder / name) != meta["sha256"]:
-                raise UserError(f"dataset file {str(folder / name)!r} does not match its manifest (changed or "
-                                f"truncated); rebuild the dataset")
+                raise UserError(
+                    f"dataset file {str(folder / name)!r} does not match its manifest (changed or "
+                    f"truncated); rebuild the dataset"
+                )
     return manifest
 
 
@@ -252,8 +266,10 @@ def _replace_real_folder(folder: Path, sources: tuple[str, str], dest: Path) -> 
     nothing is copied) and the new pair, then the two folders swap in one step. A crash leaves `dest` with the
     old pair or the new one; the old folder is removed only once the new one is in place."""
     if _holds_working_dir(dest):
-        raise UserError(f"cannot export into {str(dest)!r}: it holds the working directory, and the export swaps "
-                        f"the folder; export into a folder of its own (e.g. {str(dest / 'dataset')!r})")
+        raise UserError(
+            f"cannot export into {str(dest)!r}: it holds the working directory, and the export swaps "
+            f"the folder; export into a folder of its own (e.g. {str(dest / 'dataset')!r})"
+        )
     stage = _new_stage(dest)
     try:
         _carry_entries(dest, stage)
@@ -338,7 +354,20 @@ def _write_stripped(src: Path, dest: Path) -> None:
 
 
 __all__ = [
-    "DATA_FILES", "EVAL_FILE", "JsonlWriter", "MANIFEST_FILE", "OPENAI_EVAL_FILE", "OPENAI_FILE", "TRAIN_FILE",
-    "atomic_dir", "content_hash", "dumps", "export_dataset", "load_manifest", "openai_messages", "openai_row",
-    "openai_tools", "write_manifest",
+    "DATA_FILES",
+    "EVAL_FILE",
+    "JsonlWriter",
+    "MANIFEST_FILE",
+    "OPENAI_EVAL_FILE",
+    "OPENAI_FILE",
+    "TRAIN_FILE",
+    "atomic_dir",
+    "content_hash",
+    "dumps",
+    "export_dataset",
+    "load_manifest",
+    "openai_messages",
+    "openai_row",
+    "openai_tools",
+    "write_manifest",
 ]

@@ -37,9 +37,13 @@ class Gate(GateFigures):
     figures on the answers it was chosen on."""
 
     min_confidence: float = Field(description="student answers below this confidence escalate")
-    measured_on: str = Field(default="in-sample", description=(
-        "what coverage/retention were counted on: 'in-sample' (the answers the floor was chosen on), "
-        "'cross-fitted, K folds' (each answer gated by a floor chosen without it), or 'fixed floor' (not tuned)"))
+    measured_on: str = Field(
+        default="in-sample",
+        description=(
+            "what coverage/retention were counted on: 'in-sample' (the answers the floor was chosen on), "
+            "'cross-fitted, K folds' (each answer gated by a floor chosen without it), or 'fixed floor' (not tuned)"
+        ),
+    )
     in_sample: GateFigures | None = Field(
         default=None, description="the figures on the answers the floor was chosen on"
     )
@@ -49,8 +53,12 @@ def gated(confidences: Sequence[float | None], scores: Sequence[float], floor: f
     """What a given floor does on the eval answers (a missing confidence passes, as in the cascade)."""
     kept = [s for c, s in zip(confidences, scores, strict=True) if _passes(c, floor)]
     n = len(scores)
-    return Gate(min_confidence=floor, coverage=len(kept) / n, retention=(sum(kept) + n - len(kept)) / n,
-                kept_quality=sum(kept) / len(kept) if kept else 0.0)
+    return Gate(
+        min_confidence=floor,
+        coverage=len(kept) / n,
+        retention=(sum(kept) + n - len(kept)) / n,
+        kept_quality=sum(kept) / len(kept) if kept else 0.0,
+    )
 
 
 def _passes(confidence: float | None, floor: float) -> bool:
@@ -74,8 +82,9 @@ def calibrate(confidences: Sequence[float | None], scores: Sequence[float], *, t
     return Gate(min_confidence=floor, coverage=k / n, retention=(kept_sum + n - k) / n, kept_quality=kept_sum / k)
 
 
-def cross_fitted(confidences: Sequence[float | None], scores: Sequence[float], *, target: float,
-                 folds: int = FOLDS, seed: int = 0) -> Gate | None:
+def cross_fitted(
+    confidences: Sequence[float | None], scores: Sequence[float], *, target: float, folds: int = FOLDS, seed: int = 0
+) -> Gate | None:
     """The floor calibrated on every answer (None if none reaches `target`), with figures measured out of sample:
     each fold of answers is gated by a floor calibrated on the other folds (a fold whose floor cannot be found
     escalates all its answers, as a student without a gate would not be promoted to serve them)."""
@@ -93,9 +102,14 @@ def cross_fitted(confidences: Sequence[float | None], scores: Sequence[float], *
             continue
         served = [scores[i] for i in inside if _passes(confidences[i], floor.min_confidence)]
         kept, kept_sum = kept + len(served), kept_sum + sum(served)
-    return Gate(min_confidence=serving.min_confidence, coverage=kept / n, retention=(kept_sum + n - kept) / n,
-                kept_quality=kept_sum / kept if kept else 0.0, measured_on=f"cross-fitted, {min(folds, n)} folds",
-                in_sample=GateFigures(**serving.model_dump(include=set(GateFigures.model_fields))))
+    return Gate(
+        min_confidence=serving.min_confidence,
+        coverage=kept / n,
+        retention=(kept_sum + n - kept) / n,
+        kept_quality=kept_sum / kept if kept else 0.0,
+        measured_on=f"cross-fitted, {min(folds, n)} folds",
+        in_sample=GateFigures(**serving.model_dump(include=set(GateFigures.model_fields))),
+    )
 
 
 def fold_assignment(n: int, folds: int, seed: int = 0) -> list[int]:

@@ -65,8 +65,10 @@ class _Writer:
     def expr(self, node: Node) -> str:
         kind = node.kind
         if kind == "object":
-            parts = [f'{_literal(("{" if i == 0 else ",") + json.dumps(key, ensure_ascii=False) + ":")} '
-                     f"{self.expr(value)}" for i, (key, value) in enumerate(node.props)]
+            parts = [
+                f"{_literal(('{' if i == 0 else ',') + json.dumps(key, ensure_ascii=False) + ':')} {self.expr(value)}"
+                for i, (key, value) in enumerate(node.props)
+            ]
             return self.rule(" ".join(parts) + ' "}"')
         if kind == "array":
             return self.rule(self._array(node))

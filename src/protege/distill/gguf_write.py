@@ -71,27 +71,35 @@ def quantize_gguf(f16_file: Path, out_file: Path, quant: str) -> Path:
     try:
         import llama_cpp
     except ImportError:
-        raise UserError(f"quant {quant!r} needs llama.cpp's quantizer: pip install 'protege[llama]' "
-                        f"(builds llama-cpp-python), or export --quant q8_0 / f16") from None
+        raise UserError(
+            f"quant {quant!r} needs llama.cpp's quantizer: pip install 'protege[llama]' "
+            f"(builds llama-cpp-python), or export --quant q8_0 / f16"
+        ) from None
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = VIA_LLAMA_CPP[quant]
     params.nthread = 0
     status = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(out_file).encode(), params)
     if status != 0:
-        raise UserError(f"llama.cpp could not quantize {str(f16_file)!r} to {quant!r} (status {status}); "
-                        f"export --quant q8_0 instead")
+        raise UserError(
+            f"llama.cpp could not quantize {str(f16_file)!r} to {quant!r} (status {status}); "
+            f"export --quant q8_0 instead"
+        )
     return out_file
 
 
 def _check_architecture(config: dict[str, Any], checkpoint: Path) -> None:
     archs = config.get("architectures") or [config.get("model_type", "?")]
     if archs[0] not in ("LlamaForCausalLM", "llama"):
-        raise UserError(f"GGUF export supports Llama-architecture students (like SmolLM2); {str(checkpoint)!r} is "
-                        f"{archs[0]!r}. Export --format hf and convert it with llama.cpp's convert_hf_to_gguf.py")
+        raise UserError(
+            f"GGUF export supports Llama-architecture students (like SmolLM2); {str(checkpoint)!r} is "
+            f"{archs[0]!r}. Export --format hf and convert it with llama.cpp's convert_hf_to_gguf.py"
+        )
     scaling = config.get("rope_scaling") or _rope(config).get("rope_type", "default")
     if scaling not in ("default", None):
-        raise UserError(f"{str(checkpoint)!r} uses rope scaling {scaling!r}, which this exporter does not write; "
-                        f"export --format hf and convert with llama.cpp's convert_hf_to_gguf.py")
+        raise UserError(
+            f"{str(checkpoint)!r} uses rope scaling {scaling!r}, which this exporter does not write; "
+            f"export --format hf and convert with llama.cpp's convert_hf_to_gguf.py"
+        )
 
 
 def _rope(config: dict[str, Any]) -> dict[str, Any]:
@@ -122,8 +130,10 @@ def _write_vocab(writer: Any, tokenizer: Any, checkpoint: Path, config: dict[str
     import gguf
 
     if not getattr(tokenizer, "is_fast", False) or "merges" not in _tokenizer_model(checkpoint):
-        raise UserError(f"GGUF export needs a byte-level BPE tokenizer (tokenizer.json with merges) in "
-                        f"{str(checkpoint)!r}; export --format hf and convert with llama.cpp's converter")
+        raise UserError(
+            f"GGUF export needs a byte-level BPE tokenizer (tokenizer.json with merges) in "
+            f"{str(checkpoint)!r}; export --format hf and convert with llama.cpp's converter"
+        )
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(_pre_tokenizer(tokenizer, checkpoint))
     tokens, types = _token_list(tokenizer, config["vocab_size"])
@@ -143,8 +153,10 @@ def _tokenizer_model(checkpoint: Path) -> dict[str, Any]:
 def _pre_tokenizer(tokenizer: Any, checkpoint: Path) -> str:
     digest = sha256(str(tokenizer.encode(_CHECK_TEXT)).encode()).hexdigest()
     if digest not in _PRE_TOKENIZERS:
-        raise UserError(f"the tokenizer of {str(checkpoint)!r} splits text in a way this exporter does not know "
-                        f"(hash {digest[:12]}); export --format hf and convert with llama.cpp's convert_hf_to_gguf.py")
+        raise UserError(
+            f"the tokenizer of {str(checkpoint)!r} splits text in a way this exporter does not know "
+            f"(hash {digest[:12]}); export --format hf and convert with llama.cpp's convert_hf_to_gguf.py"
+        )
     return _PRE_TOKENIZERS[digest]
 
 
@@ -200,8 +212,11 @@ def _tensors(checkpoint: Path, config: dict[str, Any], quant: str):
 
 def _permute(weights, heads: int):
     """Hugging Face's rotary halves -> GGML's interleaved pairs, per head (llama.cpp's LlamaModel.permute)."""
-    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
-            .swapaxes(1, 2).reshape(weights.shape))
+    return (
+        weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
 
 
 def _encode(array, quant: str):

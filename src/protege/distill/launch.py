@@ -38,10 +38,24 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(**json.loads(args.config))
     base = resolve_base(args.base, Settings().model_cache_dir)
     eval_file = Path(args.dataset) / "eval.jsonl"
-    result = train_student(read_jsonl(train_file), base, args.out, config,
-                           eval_rows=read_jsonl(eval_file) if args.eval_loss and eval_file.is_file() else None)
-    print(json.dumps({"adapter": str(result.adapter_path), "steps": result.steps, "wall_s": round(result.wall_s, 1),
-                      "tokens_per_s": round(result.tokens_per_s, 1), "eval_loss": result.eval_loss}))
+    result = train_student(
+        read_jsonl(train_file),
+        base,
+        args.out,
+        config,
+        eval_rows=read_jsonl(eval_file) if args.eval_loss and eval_file.is_file() else None,
+    )
+    print(
+        json.dumps(
+            {
+                "adapter": str(result.adapter_path),
+                "steps": result.steps,
+                "wall_s": round(result.wall_s, 1),
+                "tokens_per_s": round(result.tokens_per_s, 1),
+                "eval_loss": result.eval_loss,
+            }
+        )
+    )
     return 0
 
 
@@ -50,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("dataset", help="a dataset folder (train.jsonl, eval.jsonl) from `protege dataset build`")
     ap.add_argument("out", help="where the student goes (OUT/adapter, OUT/checkpoints: a rerun resumes)")
     ap.add_argument("--base", default="smollm2-135m", help="student base: smollm2-135m, a local path or an HF id")
-    ap.add_argument("--config", default="{}", help='TrainConfig fields as JSON, e.g. \'{"epochs": 3}\'')
+    ap.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"epochs\": 3}'")
     ap.add_argument("--eval-loss", action="store_true", help="also report the loss on the dataset's eval split")
     return ap
 

@@ -68,6 +68,7 @@ def _leaves(value: Any, out: list[str]) -> None:
 
 # -- reference definitions (plain Python; the bulk path must agree with these) ------------------------------------
 
+
 def word_hashes(text: str) -> list[int]:
     """32-bit hash of each word of `text` (the reference for the bulk path)."""
     data = text.encode().translate(_LOWER)
@@ -95,6 +96,7 @@ def _fold(h: int) -> int:
 
 # -- bulk signatures -------------------------------------------------------------------------------------------------
 
+
 def signatures(texts: Sequence[str], *, num_perm: int = NUM_PERM, seed: int = MINHASH_SEED) -> np.ndarray:
     """MinHash signatures (len(texts) x num_perm, uint32) of the texts' word 3-gram shingles."""
     a, b = permutations(num_perm, seed)
@@ -105,7 +107,7 @@ def signatures(texts: Sequence[str], *, num_perm: int = NUM_PERM, seed: int = MI
         chunk.append(data)
         size += len(data) + 1
         if size >= CHUNK_BYTES:
-            out[done:done + len(chunk)] = _chunk_signatures(chunk, a, b)
+            out[done : done + len(chunk)] = _chunk_signatures(chunk, a, b)
             done, chunk, size = done + len(chunk), [], 0
     if chunk:
         out[done:] = _chunk_signatures(chunk, a, b)
@@ -123,8 +125,9 @@ def _chunk_signatures(docs: list[bytes], a: np.ndarray, b: np.ndarray) -> np.nda
     for k in range(3):
         has = n_words[short] > k
         padded[has, k] = words[first[short][has] + k]
-    grams = np.concatenate((_gram(words[inside], words[inside + 1], words[inside + 2]),
-                            _gram(padded[:, 0], padded[:, 1], padded[:, 2])))
+    grams = np.concatenate(
+        (_gram(words[inside], words[inside + 1], words[inside + 2]), _gram(padded[:, 0], padded[:, 1], padded[:, 2]))
+    )
     owner = np.concatenate((doc_of[inside], short))
     order = np.argsort(owner, kind="stable")
     hv = _fmix32(grams[order].astype(np.uint32))
@@ -145,7 +148,7 @@ def _chunk_word_hashes(docs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     edges = np.diff(np.concatenate(([0], _IS_WORD[arr].view(np.int8), [0])))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     powers, inverse = _powers(len(arr) + 1)
-    weighted = (arr.astype(np.uint64) + np.uint64(1)) * powers[:len(arr)]
+    weighted = (arr.astype(np.uint64) + np.uint64(1)) * powers[: len(arr)]
     prefix = np.concatenate((np.zeros(1, dtype=np.uint64), np.cumsum(weighted, dtype=np.uint64)))
     h = (prefix[ends] - prefix[starts]) * inverse[starts]  # each word's hash as if it started at 0 (wraps mod 2^64)
     h = (h ^ (h >> np.uint64(32))) & _M32
@@ -194,6 +197,7 @@ def lsh_params(threshold: float, num_perm: int = NUM_PERM) -> tuple[int, int]:
 
 # -- the index -------------------------------------------------------------------------------------------------------
 
+
 class NearDupIndex:
     """Banded LSH over a fixed set of signatures, filled in order: `nearest(i)` looks only at documents `add`ed
     before, so the earliest of a group of near-duplicates is the one the others are measured against."""
@@ -205,7 +209,7 @@ class NearDupIndex:
         self._labels = np.empty((len(sigs), self.bands), dtype=np.int64)
         shared = np.zeros(len(sigs), dtype=bool)
         for band in range(self.bands):
-            block = np.ascontiguousarray(sigs[:, band * self.rows:(band + 1) * self.rows])
+            block = np.ascontiguousarray(sigs[:, band * self.rows : (band + 1) * self.rows])
             keys = block.view(np.dtype((np.void, block.dtype.itemsize * self.rows))).ravel()
             _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
             self._labels[:, band] = inverse

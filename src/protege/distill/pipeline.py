@@ -63,9 +63,19 @@ Progress = Callable[[str, int, "int | None"], None]
 
 
 def distill(
-    store: Store, task: TaskRuntime, settings: Settings, base_dir: Callable[[str], Path], *, force: bool = False,
-    config: Any = None, progress: Progress | None = None, references: dict[str, dict] | None = None,
-    auto_promote: bool = True, eval_fraction: float = 0.2, seed: int = 0, adapter: str | Path | None = None,
+    store: Store,
+    task: TaskRuntime,
+    settings: Settings,
+    base_dir: Callable[[str], Path],
+    *,
+    force: bool = False,
+    config: Any = None,
+    progress: Progress | None = None,
+    references: dict[str, dict] | None = None,
+    auto_promote: bool = True,
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    adapter: str | Path | None = None,
 ) -> DistillReport:
     """Dataset → train → evaluate → record the student → promote when retention ≥ Policy.promote_at.
 
@@ -86,15 +96,23 @@ def distill(
     _check_enough_traces(store, spec.name, spec.policy.min_traces, force)
     report = progress or (lambda stage, done, total: None)
     built = build_dataset(
-        store, spec.name, instructions=spec.instructions, out_dir=settings.project_dir / "datasets",
-        redact=spec.policy.redact, eval_fraction=eval_fraction, seed=seed,
-        tools=[*task.tools.specs] or None, references=references, progress=report,
+        store,
+        spec.name,
+        instructions=spec.instructions,
+        out_dir=settings.project_dir / "datasets",
+        redact=spec.policy.redact,
+        eval_fraction=eval_fraction,
+        seed=seed,
+        tools=[*task.tools.specs] or None,
+        references=references,
+        progress=report,
         contract=(task.version, spec.output_model),
     )
     train_rows, eval_rows = read_jsonl(built.train_path), read_jsonl(built.eval_path)
     if not train_rows or not eval_rows:
-        raise UserError(f"task {spec.name!r}: {built.counts} — too few distinct inputs to train and evaluate; "
-                        f"run more calls first")
+        raise UserError(
+            f"task {spec.name!r}: {built.counts} — too few distinct inputs to train and evaluate; run more calls first"
+        )
     base = base_dir(settings.student_base)
     student_id = new_id()
     folder = settings.project_dir / "students" / spec.name / student_id
@@ -102,27 +120,49 @@ def distill(
         result, config = adopt_student(Path(adapter), base, folder)
     else:
         config = config or TrainConfig()
-        result = train_student(train_rows, base, folder, config, output_schema=spec.output_schema,
-                               progress=lambda p: report("train", p.step, p.total_steps))
-    profile = learn_for_student(train_rows, spec.output_schema, Path(result.adapter_path),
-                                copy_constraint=spec.policy.copy_constraint)  # read by LocalModel from here on
+        result = train_student(
+            train_rows,
+            base,
+            folder,
+            config,
+            output_schema=spec.output_schema,
+            progress=lambda p: report("train", p.step, p.total_steps),
+        )
+    profile = learn_for_student(
+        train_rows, spec.output_schema, Path(result.adapter_path), copy_constraint=spec.policy.copy_constraint
+    )  # read by LocalModel from here on
     metrics = _evaluate(spec, base, result.adapter_path, student_id, eval_rows, report)
     metrics["field_kinds"] = profile.kinds()
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
-        "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss}
+        "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss
+    }
     if adapter is not None:
         metrics["train"]["trained_elsewhere"] = str(adapter)
     passed, reason = promotion_verdict(metrics, spec.policy)
     metrics["headline"] = headline(metrics, spec.policy)
-    store.add_student(StudentRow(
-        id=student_id, task_name=spec.name, base=settings.student_base, adapter_path=str(result.adapter_path),
-        adapter_hash=dir_hash(result.adapter_path), dataset_id=built.id, metrics=metrics,
-        params=config.model_dump(mode="json"),
-    ))
+    store.add_student(
+        StudentRow(
+            id=student_id,
+            task_name=spec.name,
+            base=settings.student_base,
+            adapter_path=str(result.adapter_path),
+            adapter_hash=dir_hash(result.adapter_path),
+            dataset_id=built.id,
+            metrics=metrics,
+            params=config.model_dump(mode="json"),
+        )
+    )
     if passed and auto_promote:
         promote(store, student_id)
-    return DistillReport(task=spec.name, student_id=student_id, dataset_id=built.id, metrics=metrics,
-                         promoted=passed and auto_promote, reason=reason, **metrics["headline"])
+    return DistillReport(
+        task=spec.name,
+        student_id=student_id,
+        dataset_id=built.id,
+        metrics=metrics,
+        promoted=passed and auto_promote,
+        reason=reason,
+        **metrics["headline"],
+    )
 
 
 def headline(metrics: dict[str, Any], policy: Policy) -> dict[str, Any]:
@@ -150,11 +190,15 @@ def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any
         trained = trained / ADAPTER_DIR
     meta = read_metadata(trained) if trained.is_dir() else None
     if meta is None:
-        raise UserError(f"{str(trained)!r} is not a student protege trained (no protege_student.json); train one with "
-                        f"`python -m protege.distill.launch DATASET OUT` and pass OUT")
+        raise UserError(
+            f"{str(trained)!r} is not a student protege trained (no protege_student.json); train one with "
+            f"`python -m protege.distill.launch DATASET OUT` and pass OUT"
+        )
     if Path(meta["base"]).name != Path(base_dir).name:
-        raise UserError(f"{str(trained)!r} was trained on base {meta['base']!r}, but this app's student base is "
-                        f"{str(base_dir)!r}; train it on the same base (launch --base) or set student_base to match")
+        raise UserError(
+            f"{str(trained)!r} was trained on base {meta['base']!r}, but this app's student base is "
+            f"{str(base_dir)!r}; train it on the same base (launch --base) or set student_base to match"
+        )
     target = folder / ADAPTER_DIR
     shutil.copytree(trained, target)
     result = TrainResult(**{**meta["metrics"], "adapter_path": target})
@@ -171,20 +215,27 @@ def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, st
     if policy.min_confidence is not None:
         gate = gated(metrics["confidences"], metrics["scores"], policy.min_confidence)
         passed = gate.retention >= target
-        return passed, (f"with Policy.min_confidence {gate.min_confidence:.3f} the student keeps {gate.coverage:.0%} "
-                        f"of eval answers; end-to-end retention {gate.retention:.3f} "
-                        f"{'≥' if passed else '<'} Policy.promote_at {target:.3f}")
+        return passed, (
+            f"with Policy.min_confidence {gate.min_confidence:.3f} the student keeps {gate.coverage:.0%} "
+            f"of eval answers; end-to-end retention {gate.retention:.3f} "
+            f"{'≥' if passed else '<'} Policy.promote_at {target:.3f}"
+        )
     if retention >= target:
         return True, f"retention {retention:.3f} ≥ Policy.promote_at {target:.3f}"
     reason = f"retention {retention:.3f} < Policy.promote_at {target:.3f}"
     floor = cross_fitted(metrics["confidences"], metrics["scores"], target=target)
     if floor is None:
         return False, f"{reason}, and no confidence floor reaches it"
-    chosen_on = (f"; {floor.in_sample.retention:.3f} on the answers the floor was chosen on"
-                 if floor.in_sample is not None else "")
-    honest = (f"gated at confidence ≥ {floor.min_confidence:.3f} it keeps {floor.coverage:.0%} of eval answers "
-              f"(their quality {floor.kept_quality:.3f}) and escalates the rest: end-to-end retention "
-              f"{floor.retention:.3f} ({floor.measured_on}{chosen_on})")
+    chosen_on = (
+        f"; {floor.in_sample.retention:.3f} on the answers the floor was chosen on"
+        if floor.in_sample is not None
+        else ""
+    )
+    honest = (
+        f"gated at confidence ≥ {floor.min_confidence:.3f} it keeps {floor.coverage:.0%} of eval answers "
+        f"(their quality {floor.kept_quality:.3f}) and escalates the rest: end-to-end retention "
+        f"{floor.retention:.3f} ({floor.measured_on}{chosen_on})"
+    )
     if floor.retention < target:
         return False, f"{reason}; {honest} < {target:.3f}"
     if floor.coverage < policy.min_coverage:
@@ -202,8 +253,9 @@ def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> N
         )
 
 
-def _evaluate(spec: TaskSpec, base_dir: Path, adapter: Path, student_id: str, eval_rows: list[dict],
-              report: Progress) -> dict[str, Any]:
+def _evaluate(
+    spec: TaskSpec, base_dir: Path, adapter: Path, student_id: str, eval_rows: list[dict], report: Progress
+) -> dict[str, Any]:
     from protege.agents.models.local import LocalModel
     from protege.distill.evaluate import evaluate_student
 

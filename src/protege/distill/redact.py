@@ -28,14 +28,20 @@ _TOKEN = r"[A-Za-z0-9_\-]"
 # literal prefix fast), and runs only when one of its triggers is in the text: most text has no secrets, and a
 # row of a 100k-trace dataset must cost microseconds. Specific formats come first, so a key gets its own kind.
 SECRET_PATTERNS: list[tuple[str, re.Pattern[str], tuple[str, ...]]] = [
-    ("private_key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-                               re.DOTALL), ("-----BEGIN",)),
+    (
+        "private_key",
+        re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL),
+        ("-----BEGIN",),
+    ),
     ("api_key", re.compile(rf"sk-ant-{_TOKEN}{{16,}}"), ("sk-ant-",)),  # Anthropic
     ("api_key", re.compile(rf"sk-(?:proj-|svcacct-|admin-){_TOKEN}{{20,}}"), ("sk-",)),  # OpenAI project keys
     ("generic_sk", re.compile(rf"sk-{_TOKEN}{{20,}}"), ("sk-",)),  # OpenAI legacy keys; must start a token
     ("api_key", re.compile(r"[srp]k_(?:live|test)_[A-Za-z0-9]{16,}"), ("_live_", "_test_")),  # Stripe
-    ("api_key", re.compile(r"(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?![0-9A-Z])"),
-     ("AKIA", "ASIA", "AGPA", "AIDA", "AROA")),  # AWS access key id
+    (
+        "api_key",
+        re.compile(r"(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}(?![0-9A-Z])"),
+        ("AKIA", "ASIA", "AGPA", "AIDA", "AROA"),
+    ),  # AWS access key id
     ("api_key", re.compile(rf"AIza{_TOKEN}{{35}}"), ("AIza",)),  # Google
     ("api_key", re.compile(r"gh[pousr]_[A-Za-z0-9]{30,}"), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),  # GitHub
     ("api_key", re.compile(r"github_pat_[A-Za-z0-9_]{22,}"), ("github_pat_",)),
@@ -48,16 +54,20 @@ SECRET_PATTERNS: list[tuple[str, re.Pattern[str], tuple[str, ...]]] = [
 ]
 # `api_key = ...`, `"password": "..."`, `--token ...`: the value goes, the name stays for the reader. Matched on
 # the lower-cased text (a case-insensitive alternation is ten times slower in `re`).
-SECRET_NAMES = (r"api[_\- ]?key|apikey|secret(?:[_\-]?key)?|access[_\-]?key(?:[_\-]?id)?|client[_\-]?secret|"
-                r"auth[_\-]?token|access[_\-]?token|refresh[_\-]?token|token|password|passwd|pwd|private[_\-]?key")
+SECRET_NAMES = (
+    r"api[_\- ]?key|apikey|secret(?:[_\-]?key)?|access[_\-]?key(?:[_\-]?id)?|client[_\-]?secret|"
+    r"auth[_\-]?token|access[_\-]?token|refresh[_\-]?token|token|password|passwd|pwd|private[_\-]?key"
+)
 ASSIGNMENT = re.compile(rf"({SECRET_NAMES})(\"?'?\s*(?:=|:|\s)\s*[\"']?)([^\s\"',;<>]{{6,}})")
 ASSIGNMENT_TRIGGERS = ("key", "secret", "token", "passw", "pwd")
 # One scan each decides whether any of the above can match (the common answer is no).
-ANY_SECRET_TRIGGER = re.compile("|".join(sorted({re.escape(t) for _, _, ts in SECRET_PATTERNS for t in ts}, key=len,
-                                                reverse=True)))
+ANY_SECRET_TRIGGER = re.compile(
+    "|".join(sorted({re.escape(t) for _, _, ts in SECRET_PATTERNS for t in ts}, key=len, reverse=True))
+)
 ANY_NAME_TRIGGER = re.compile("|".join(ASSIGNMENT_TRIGGERS))
-_ALL_TRIGGERS_LOWER = tuple(sorted({t.lower() for _, _, ts in SECRET_PATTERNS for t in ts}
-                                   | set(ASSIGNMENT_TRIGGERS) | {"authorization"}))
+_ALL_TRIGGERS_LOWER = tuple(
+    sorted({t.lower() for _, _, ts in SECRET_PATTERNS for t in ts} | set(ASSIGNMENT_TRIGGERS) | {"authorization"})
+)
 SECRET_KEY_NAME = re.compile(rf"(?i)^(?:[a-z0-9]+[_\-])*(?:{SECRET_NAMES})$|^authorization$")
 LOOKS_SECRET = re.compile(r"[0-9_\-./+=]|[A-Z].*[a-z]|[a-z].*[A-Z]")
 WORD_CHAR = re.compile(r"[A-Za-z0-9_\-]")
@@ -121,8 +131,13 @@ def _walk(value: Any, mode: Mode, counts: Counter[str]) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if isinstance(item, str) and item and isinstance(key, str) and SECRET_KEY_NAME.match(key) \
-                    and not item.startswith("[REDACTED:"):
+            if (
+                isinstance(item, str)
+                and item
+                and isinstance(key, str)
+                and SECRET_KEY_NAME.match(key)
+                and not item.startswith("[REDACTED:")
+            ):
                 counts["secret"] += 1
                 out[key] = placeholder("secret")
             else:
@@ -138,8 +153,13 @@ def _check_mode(mode: str) -> None:
         raise UserError(f"redact mode {mode!r} is not one of {MODES}; use Policy(redact='secrets') or 'pii'")
 
 
-def _sub(pattern: re.Pattern[str], text: str, kind: str, counts: Counter[str],
-         check: Callable[[re.Match[str]], bool] | None = None) -> str:
+def _sub(
+    pattern: re.Pattern[str],
+    text: str,
+    kind: str,
+    counts: Counter[str],
+    check: Callable[[re.Match[str]], bool] | None = None,
+) -> str:
     def repl(m: re.Match[str]) -> str:
         if check is not None and not check(m):
             return m.group(0)

@@ -42,8 +42,10 @@ def tokenize_row(tokenizer, messages: list[dict[str, str]]) -> TokenizedExample:
         start = len(render_chat(tokenizer, messages[:i], generation_prompt=True))
         upto = render_chat(tokenizer, messages[: i + 1], generation_prompt=False)
         if ids[: len(upto)] != upto or start > len(upto):
-            raise UserError("the base's chat template renders a conversation prefix differently from the whole; "
-                            "use a base whose template appends turns (ChatML and most instruct models do)")
+            raise UserError(
+                "the base's chat template renders a conversation prefix differently from the whole; "
+                "use a base whose template appends turns (ChatML and most instruct models do)"
+            )
         labels[start : len(upto)] = upto[start:]
     return TokenizedExample(input_ids=ids, labels=labels)
 

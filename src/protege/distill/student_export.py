@@ -30,8 +30,15 @@ INPUT_SLOT = "{input}"
 _USER_MARK = "\x00PROTEGE_INPUT\x00"
 
 
-def export_student(store: Any, student_id: str, out: str | Path, *, fmt: str = "gguf", quant: str | None = None,
-                   base_dir: Callable[[str], Path]) -> Path:
+def export_student(
+    store: Any,
+    student_id: str,
+    out: str | Path,
+    *,
+    fmt: str = "gguf",
+    quant: str | None = None,
+    base_dir: Callable[[str], Path],
+) -> Path:
     """Write the student `student_id` to the new folder `out` as `fmt` ("hf" or "gguf", in `quant`)."""
     out = Path(out)
     quant = _check_options(fmt, quant)
@@ -68,8 +75,10 @@ def _verified_files(row: Any) -> Path:
     if not adapter.is_dir() or not any(adapter.iterdir()):
         raise UserError(f"student {row.id!r}'s files are missing ({str(adapter)!r}); distill the task again")
     if row.adapter_hash and dir_hash(adapter) != row.adapter_hash:
-        raise UserError(f"student {row.id!r}'s files in {str(adapter)!r} do not match the hash recorded when it was "
-                        f"trained (changed since); restore them or distill the task again")
+        raise UserError(
+            f"student {row.id!r}'s files in {str(adapter)!r} do not match the hash recorded when it was "
+            f"trained (changed since); restore them or distill the task again"
+        )
     return adapter
 
 
@@ -83,8 +92,9 @@ def _write(stage: Path, row: Any, task: Any, adapter: Path, base: Path, fmt: str
         tokenizer.save_pretrained(stage)  # protege's llama.cpp engine renders prompts and forced text with it
         files = [p.name for p in sorted(stage.iterdir()) if p.is_file()] + [MODELFILE]
         prompt = serving_prompt(tokenizer, task.instructions)
-        (stage / MODELFILE).write_text(modelfile(gguf_file.name, prompt, task.instructions, _stops(tokenizer)),
-                                       encoding="utf-8")
+        (stage / MODELFILE).write_text(
+            modelfile(gguf_file.name, prompt, task.instructions, _stops(tokenizer)), encoding="utf-8"
+        )
     manifest = serving_manifest(row, task, tokenizer, fmt=fmt, quant=quant, files=files)
     (stage / SERVING_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -141,19 +151,29 @@ def serving_manifest(row: Any, task: Any, tokenizer: Any, *, fmt: str, quant: st
     messages[-1]["content"] = INPUT_SLOT
     schema = task.output_schema or {}
     return {
-        "student_id": row.id, "task": row.task_name, "task_version": task.version, "base": row.base,
-        "format": fmt, "quant": quant, "files": files,
+        "student_id": row.id,
+        "task": row.task_name,
+        "task_version": task.version,
+        "base": row.base,
+        "format": fmt,
+        "quant": quant,
+        "files": files,
         "messages": messages,
         "prompt_template": serving_prompt(tokenizer, task.instructions),
         "prompt_notes": f"replace the last {INPUT_SLOT} with the call's input as compact JSON (separators ',' "
-                        f"and ':', no spaces, unicode kept); the answer is compact JSON of output_schema",
+        f"and ':', no spaces, unicode kept); the answer is compact JSON of output_schema",
         "output_schema": schema,
         "grammar_gbnf": schema_to_gbnf(schema),
         "stop": _stops(tokenizer),
         "openai_request": {
-            "model": f"protege-{row.task_name}", "messages": messages, "temperature": 0, "logprobs": True,
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "final_answer", "schema": schema, "strict": False}},
+            "model": f"protege-{row.task_name}",
+            "messages": messages,
+            "temperature": 0,
+            "logprobs": True,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "final_answer", "schema": schema, "strict": False},
+            },
         },
     }
 
@@ -162,8 +182,13 @@ def modelfile(gguf_name: str, prompt: str, instructions: str, stops: list[str]) 
     """An Ollama Modelfile whose template renders exactly the training prompt (system = the instructions)."""
     head, _, tail = prompt.rpartition(INPUT_SLOT)
     template = head.replace(instructions.strip(), "{{ .System }}", 1) + "{{ .Prompt }}" + tail
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""', f'SYSTEM """{instructions.strip()}"""',
-             "PARAMETER temperature 0", "PARAMETER num_ctx 4096"]
+    lines = [
+        f"FROM ./{gguf_name}",
+        f'TEMPLATE """{template}"""',
+        f'SYSTEM """{instructions.strip()}"""',
+        "PARAMETER temperature 0",
+        "PARAMETER num_ctx 4096",
+    ]
     lines += [f"PARAMETER stop {json.dumps(s)}" for s in stops]
     return "\n".join(lines) + "\n"
 

@@ -77,9 +77,14 @@ class TrainConfig(BaseModel):
     save_total_limit: int = Field(default=2, ge=1)
     logging_steps: int = Field(default=5, ge=1)
     torch_threads: int | None = Field(default=None, description="CPU threads for torch; None = torch's default")
-    early_stopping_patience: int | None = Field(default=None, ge=1, description=(
-        "after each epoch score exact match on rows held out of training; keep the best epoch and stop after "
-        "this many epochs without a better one (None: off, train every epoch)"))
+    early_stopping_patience: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "after each epoch score exact match on rows held out of training; keep the best epoch and stop after "
+            "this many epochs without a better one (None: off, train every epoch)"
+        ),
+    )
     early_stopping_rows: int = Field(default=32, ge=1, description="training rows held out to pick the epoch by")
 
 
@@ -98,8 +103,9 @@ class TrainResult(BaseModel):
     steps: int
     rows: int
     skipped_rows: int = 0
-    epoch_scores: list[EpochScore] = Field(default_factory=list, description="early stopping: each epoch's exact "
-                                           "match on the rows held out to choose it")
+    epoch_scores: list[EpochScore] = Field(
+        default_factory=list, description="early stopping: each epoch's exact match on the rows held out to choose it"
+    )
     best_epoch: float | None = Field(default=None, description="early stopping: the epoch whose weights were kept")
     stopped_early: bool = False
 
@@ -160,9 +166,15 @@ def train_student(
     trainer = _build_trainer(model, tokenizer, examples, eval_examples, out_dir, config, progress)
     stopper = None
     if select_rows and config.early_stopping_patience:
-        stopper = early_stopping_callback(select_rows, base_dir, tokenizer, out_dir / "selection",
-                                          patience=config.early_stopping_patience, output_schema=output_schema,
-                                          threads=config.torch_threads)
+        stopper = early_stopping_callback(
+            select_rows,
+            base_dir,
+            tokenizer,
+            out_dir / "selection",
+            patience=config.early_stopping_patience,
+            output_schema=output_schema,
+            threads=config.torch_threads,
+        )
         trainer.add_callback(stopper)
     checkpoint = _last_checkpoint(out_dir / CHECKPOINT_DIR)
     started = time.perf_counter()
@@ -187,8 +199,10 @@ def train_student(
 def _hold_out_selection(rows: Sequence[dict[str, Any]], config: TrainConfig) -> tuple[list[dict], list[dict]]:
     n = config.early_stopping_rows
     if len(rows) < 2 * n:
-        raise UserError(f"early stopping holds out early_stopping_rows={n} of the {len(rows)} training rows, which "
-                        f"leaves too few to train on; lower early_stopping_rows or set early_stopping_patience=None")
+        raise UserError(
+            f"early stopping holds out early_stopping_rows={n} of the {len(rows)} training rows, which "
+            f"leaves too few to train on; lower early_stopping_rows or set early_stopping_patience=None"
+        )
     return split_selection(rows, n, config.seed)
 
 
@@ -252,8 +266,9 @@ def _build_trainer(model, tokenizer, examples, eval_examples, out_dir: Path, con
     from trl import SFTConfig
 
     def as_dataset(items: list[TokenizedExample]) -> Dataset:
-        return Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids)}
-                                  for e in items])
+        return Dataset.from_list(
+            [{"input_ids": e.input_ids, "labels": e.labels, "length": len(e.input_ids)} for e in items]
+        )
 
     args = SFTConfig(
         output_dir=str(out_dir / CHECKPOINT_DIR),
@@ -343,8 +358,12 @@ def _save_atomically(model, tokenizer, target: Path, config: TrainConfig, result
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        meta = {"base": result.base, "method": config.method, "config": config.model_dump(mode="json"),
-                "metrics": result.model_dump(mode="json", exclude={"adapter_path"})}
+        meta = {
+            "base": result.base,
+            "method": config.method,
+            "config": config.model_dump(mode="json"),
+            "metrics": result.model_dump(mode="json", exclude={"adapter_path"}),
+        }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2))
         old = target.with_name(f".{target.name}.old")
         if target.exists():
@@ -364,6 +383,7 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------
+
 
 def _trainer_class():
     """SFTTrainer with a loss that shares the prompt prefix and runs the LM head on labelled positions only."""
@@ -417,8 +437,9 @@ def _hidden_states(decoder, ids, mask, prefix: int):
         layer.keys = layer.keys.expand(batch, -1, -1, -1)
         layer.values = layer.values.expand(batch, -1, -1, -1)
     positions = torch.arange(prefix, ids.shape[1], device=ids.device).expand(batch, -1)
-    out = decoder(input_ids=ids[:, prefix:], attention_mask=mask, past_key_values=cache, position_ids=positions,
-                  use_cache=True)
+    out = decoder(
+        input_ids=ids[:, prefix:], attention_mask=mask, past_key_values=cache, position_ids=positions, use_cache=True
+    )
     return out.last_hidden_state
 
 
@@ -436,8 +457,15 @@ def _progress_callback(progress: ProgressFn):
                 self.loss = float(logs["loss"])
 
         def on_step_end(self, args, state, control, **kwargs):
-            progress(TrainProgress(step=state.global_step, total_steps=state.max_steps, epoch=state.epoch or 0.0,
-                                   loss=self.loss, tokens=getattr(self.trainer, "train_tokens", 0),
-                                   elapsed_s=time.perf_counter() - self.started))
+            progress(
+                TrainProgress(
+                    step=state.global_step,
+                    total_steps=state.max_steps,
+                    epoch=state.epoch or 0.0,
+                    loss=self.loss,
+                    tokens=getattr(self.trainer, "train_tokens", 0),
+                    elapsed_s=time.perf_counter() - self.started,
+                )
+            )
 
     return ProgressCallback()

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("protege")
 RECORD_FILE = "scripts/solve.json"
 SERVE_TIMEOUT_S = 1.0  # a verified program answers in milliseconds; a call past this is a failure, not slowness
-REGROW = 2.0           # write again when the teacher traces have doubled and some field is still unverified
-MAX_TRACES = 400       # newest teacher traces the author is shown a sample of and verified on
+REGROW = 2.0  # write again when the teacher traces have doubled and some field is still unverified
+MAX_TRACES = 400  # newest teacher traces the author is shown a sample of and verified on
 TTL_S = 2.0
 
 
@@ -52,9 +52,9 @@ class AuthoredProgram:
     failed_cases: int = 0  # held-out cases the kept program got wrong or failed on
     author: str = ""
     written_by: str = "model"
-    traces: int = 0        # valid teacher traces when it was written
+    traces: int = 0  # valid teacher traces when it was written
     created_at: str = ""
-    reason: str = ""       # why no field is served any more (shadow disagreement), when so
+    reason: str = ""  # why no field is served any more (shadow disagreement), when so
 
     @property
     def by(self) -> str:
@@ -122,8 +122,10 @@ class FieldChoice:
     def field_accuracy(self) -> dict[str, float]:
         """Held-out accuracy of the program serving each field (induced or authored, as chosen)."""
         induced = self.induced.field_accuracy() if self.induced is not None else {}
-        return {f: self.authored.field_agreement.get(f, 0.0) if src == "authored" else induced.get(f, 0.0)
-                for f, src in self.choice.items()}
+        return {
+            f: self.authored.field_agreement.get(f, 0.0) if src == "authored" else induced.get(f, 0.0)
+            for f, src in self.choice.items()
+        }
 
     async def adecide(self, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         from protege.skills.program_run import arun_program
@@ -135,27 +137,41 @@ class FieldChoice:
             if value is not REFUSED:
                 values[name] = value
         try:
-            answer = await arun_program(self.sandbox, self.authored.source, data, self.sandbox_fields,
-                                        self.output_fields, timeout_s=self.timeout_s)
+            answer = await arun_program(
+                self.sandbox,
+                self.authored.source,
+                data,
+                self.sandbox_fields,
+                self.output_fields,
+                timeout_s=self.timeout_s,
+            )
         except Exception as exc:  # the sandbox itself broke (closed, could not restart): the models answer
             return values, [f"authored program: sandbox error {type(exc).__name__}: {exc}"[:500]]
         if not answer.ok:
             fields = ", ".join(self.sandbox_fields)
-            return values, [f"authored program {answer.kind or 'failed'}: {answer.error or ''}"[:400]
-                            + f" (fields {fields} left to the next tier)"]
+            return values, [
+                f"authored program {answer.kind or 'failed'}: {answer.error or ''}"[:400]
+                + f" (fields {fields} left to the next tier)"
+            ]
         return {**values, **answer.fields}, []
 
 
 def authored_markdown(induced: ProgramSet | None, authored: AuthoredProgram) -> str:
     """The authored program's per-field record as markdown (the TUI's skill preview)."""
     choice = choose(induced, authored)
-    lines = [f"### Authored program (scripts/solve.py), {authored.by}", "",
-             f"Verified on {authored.held_out} teacher traces the author was not shown; {authored.failed_cases} "
-             "held-out cases wrong or failed.", "",
-             "| field | held-out accuracy | verified | served by |", "|---|---|---|---|"]
+    lines = [
+        f"### Authored program (scripts/solve.py), {authored.by}",
+        "",
+        f"Verified on {authored.held_out} teacher traces the author was not shown; {authored.failed_cases} "
+        "held-out cases wrong or failed.",
+        "",
+        "| field | held-out accuracy | verified | served by |",
+        "|---|---|---|---|",
+    ]
     for name, value in authored.field_agreement.items():
-        lines.append(f"| {name} | {value:.1%} | {'yes' if name in authored.verified else 'no'} | "
-                     f"{choice.get(name, '–')} |")
+        lines.append(
+            f"| {name} | {value:.1%} | {'yes' if name in authored.verified else 'no'} | {choice.get(name, '–')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -191,8 +207,10 @@ class AuthoredPrograms:
 
     def __init__(self, app: AuthorHost, author: Any = None):
         if author is not None and not isinstance(author, str) and not hasattr(author, "request"):
-            raise UserError(f"Protege(program_author={author!r}) must be None (off), 'teacher', a model spec "
-                            f"string like 'anthropic:claude-opus-4-5', or a Model object")
+            raise UserError(
+                f"Protege(program_author={author!r}) must be None (off), 'teacher', a model spec "
+                f"string like 'anthropic:claude-opus-4-5', or a Model object"
+            )
         self.app, self.author = app, author
         self._sandbox: Any = None
         self._unavailable: str | None = None
@@ -258,8 +276,12 @@ class AuthoredPrograms:
         log.warning("task %r: the authored program is %s", name, why)
         demoted = replace(program, verified=[], reason=why, created_at=_now())
         skill = base_skill(self.app.skills, name, task.spec.instructions)
-        skill = skill.model_copy(update={"files": {**skill.files, RECORD_FILE: demoted.record()},
-                                         "metadata": {**skill.metadata, "program-fields": ""}})
+        skill = skill.model_copy(
+            update={
+                "files": {**skill.files, RECORD_FILE: demoted.record()},
+                "metadata": {**skill.metadata, "program-fields": ""},
+            }
+        )
         self.app.skills.add(name, skill, kind="authored", author_model=program.author)
         self.invalidate(name)
         return True
@@ -305,14 +327,14 @@ class AuthoredPrograms:
         sandbox = await asyncio.to_thread(self.sandbox)
         if sandbox is None:
             raise UserError(f"no sandbox for authored programs here: {self._unavailable}")
-        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False,
-                                         limit=MAX_TRACES)
+        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False, limit=MAX_TRACES)
         self._written[name] = len(traces)
         author = ProgramAuthor(self._model(task), sandbox)
         latest = await asyncio.to_thread(self.app.skills.latest, name)
         try:
-            result = await author.write(task.spec, traces, skill=latest.text if latest else None,
-                                        promote_at=task.spec.policy.promote_at)
+            result = await author.write(
+                task.spec, traces, skill=latest.text if latest else None, promote_at=task.spec.policy.promote_at
+            )
         finally:
             await self.app.lifecycle.record_author(task, author)  # paid work, recorded whatever happened next
         log.info("task %r: %s", name, result.report().splitlines()[0])
@@ -329,13 +351,25 @@ class AuthoredPrograms:
         from protege.skills.program_author import with_program
 
         program = AuthoredProgram(
-            source=result.source, field_agreement=result.field_agreement, verified=result.fields_verified,
-            held_out=result.held_out, failed_cases=len(result.failures), author=result.author_model,
-            written_by=result.written_by, traces=traces, created_at=_now())
+            source=result.source,
+            field_agreement=result.field_agreement,
+            verified=result.fields_verified,
+            held_out=result.held_out,
+            failed_cases=len(result.failures),
+            author=result.author_model,
+            written_by=result.written_by,
+            traces=traces,
+            created_at=_now(),
+        )
         skill = with_program(base_skill(self.app.skills, task.spec.name, task.spec.instructions), result)
         skill = skill.model_copy(update={"files": {**skill.files, RECORD_FILE: program.record()}})
-        self.app.skills.add(task.spec.name, skill, kind="authored", author_model=result.author_model,
-                            source_trace_ids=result.shown_trace_ids)
+        self.app.skills.add(
+            task.spec.name,
+            skill,
+            kind="authored",
+            author_model=result.author_model,
+            source_trace_ids=result.shown_trace_ids,
+        )
         self.app.tiers.invalidate(task.spec.name)
 
 
@@ -345,5 +379,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["RECORD_FILE", "AuthoredProgram", "AuthoredPrograms", "FieldChoice", "authored_markdown", "choose",
-           "stored_authored"]
+__all__ = [
+    "RECORD_FILE",
+    "AuthoredProgram",
+    "AuthoredPrograms",
+    "FieldChoice",
+    "authored_markdown",
+    "choose",
+    "stored_authored",
+]

@@ -11,8 +11,8 @@ from typing import Any
 from protege.programs.interpret import NUMBER_WORDS
 from protege.programs.language import CLASSES, Pattern, Program, Region
 
-MAX_CONTEXT = 32          # characters of left context at most
-MAX_OCCURRENCES = 3       # places an answer is looked for in one text
+MAX_CONTEXT = 32  # characters of left context at most
+MAX_OCCURRENCES = 3  # places an answer is looked for in one text
 _BOUNDARY = re.compile(r"(?<=[\s\W])|^", re.M)
 _CLASSES = {name: re.compile(CLASSES[name]) for name in ("int", "number", "word", "token", "email")}
 _NUMBERISH = re.compile(r"-?\d+(?:[.,]\d+)?")
@@ -50,16 +50,16 @@ def rights(text: str, j: int) -> list[str]:
     out = [""]
     if j < len(text):
         out.append(text[j])
-        m = re.match(r"[^\w\n]*\w*", text[j:j + MAX_CONTEXT])
+        m = re.match(r"[^\w\n]*\w*", text[j : j + MAX_CONTEXT])
         if m and len(m.group(0)) > 1:
             out.append(m.group(0))
-        token = re.match(r"[^\w\n]*\w+[^\w\n]", text[j:j + MAX_CONTEXT])  # `x ` of `3x Desk`, ` x ` of `3 x Desk`
+        token = re.match(r"[^\w\n]*\w+[^\w\n]", text[j : j + MAX_CONTEXT])  # `x ` of `3x Desk`, ` x ` of `3 x Desk`
         if token and token.group(0) not in out:
             out.append(token.group(0))
-        punct = re.match(r"[^\w\n]+", text[j:j + MAX_CONTEXT])  # ` <` before an address, `) ` after a version
+        punct = re.match(r"[^\w\n]+", text[j : j + MAX_CONTEXT])  # ` <` before an address, `) ` after a version
         if punct and len(punct.group(0)) > 1 and punct.group(0) not in out:
             out.append(punct.group(0))
-        blank = re.match(r"[ \t]*\n\s*\n", text[j:j + MAX_CONTEXT])  # a paragraph's end
+        blank = re.match(r"[ \t]*\n\s*\n", text[j : j + MAX_CONTEXT])  # a paragraph's end
         if blank:
             out.append(blank.group(0))
     return out
@@ -70,11 +70,11 @@ def classes_for(text: str, i: int, j: int) -> list[str]:
     piece = text[i:j]
     out = []
     for name, regex in _CLASSES.items():
-        if regex.fullmatch(piece) and not (j < len(text) and regex.fullmatch(text[i:j + 1])):
+        if regex.fullmatch(piece) and not (j < len(text) and regex.fullmatch(text[i : j + 1])):
             out.append(name)
     if "\n" not in piece:
         eol = text.find("\n", j)
-        if not text[j:eol if eol >= 0 else len(text)].strip():
+        if not text[j : eol if eol >= 0 else len(text)].strip():
             out.append("rest")
         out.append("lazy")
     return out
@@ -85,8 +85,11 @@ def occurrences(text: str, value: Any) -> list[tuple[int, int, str]]:
     if isinstance(value, bool) or value is None:
         return []
     if isinstance(value, (int, float)):
-        found = [(m.start(), m.end(), "int" if isinstance(value, int) else "float")
-                 for m in _NUMBERISH.finditer(text) if _same_number(m.group(0), value)]
+        found = [
+            (m.start(), m.end(), "int" if isinstance(value, int) else "float")
+            for m in _NUMBERISH.finditer(text)
+            if _same_number(m.group(0), value)
+        ]
         if isinstance(value, int) and 0 <= value < len(NUMBER_WORDS):  # `seven Meeting Tables`
             word = re.compile(r"\b" + NUMBER_WORDS[value] + r"\b", re.I)
             found += [(m.start(), m.end(), "int") for m in word.finditer(text)]
@@ -104,8 +107,9 @@ def occurrences(text: str, value: Any) -> list[tuple[int, int, str]]:
 
 def _same_number(written: str, value: int | float) -> bool:
     try:
-        return float(written.replace(",", ".")) == float(value) and (isinstance(value, float) or "." not in written
-                                                                     and "," not in written)
+        return float(written.replace(",", ".")) == float(value) and (
+            isinstance(value, float) or "." not in written and "," not in written
+        )
     except ValueError:
         return False
 
@@ -124,10 +128,10 @@ def patterns_at(text: str, i: int, j: int) -> Iterator[Pattern]:
     for m in range(1, min(len(piece), 12)):
         if not piece[m - 1].isdigit() and piece[m:].isdigit() and piece[m:].isascii():
             yield Pattern(left=piece[:m], cls="int", keep=True)
-    sep = re.search(r"[ \t:=]*$", text[max(0, i - 4):i])
+    sep = re.search(r"[ \t:=]*$", text[max(0, i - 4) : i])
     k = i - len(sep.group(0)) if sep else i
     for pre in ("number", "word"):
-        before = re.search("(?:" + CLASSES[pre] + ")$", text[max(0, k - 20):k])
+        before = re.search("(?:" + CLASSES[pre] + ")$", text[max(0, k - 20) : k])
         if before and before.group(0):
             leads = [lead for lead, line in lefts(text, k - len(before.group(0))) if not line]
             for cls in classes_for(text, i, j):
@@ -171,7 +175,7 @@ def line_patterns(texts: list[str]) -> set[Pattern]:
     out: set[Pattern] = {Pattern(cls="line", line=True)}
     for text in texts:
         for m in _LEAD.finditer(text):
-            lead = (m.group(1) or "")
+            lead = m.group(1) or ""
             if not lead.strip():
                 continue
             indent = m.group(0)[: len(m.group(0)) - len(lead)]
@@ -235,8 +239,9 @@ def regions_around(text: str, i: int, j: int) -> set[Region]:
     ends = {"\n", ""} | ({text[j]} if j < len(text) and text[j] in ".;)!?" else set())
     ends |= {r for r in rights(text, j) if r.strip() and len(r) <= 6}  # ` to our office`, ` - can you`
     starts = [left for left, line in lefts(text, i) if left.strip() and not line]
-    return ({Region(start=left, end=end) for left in starts for end in ends}
-            | {Region(start=left, end=end, each=True) for left in starts for end in ends if end})
+    return {Region(start=left, end=end) for left in starts for end in ends} | {
+        Region(start=left, end=end, each=True) for left in starts for end in ends if end
+    }
 
 
 _KEY = re.compile(r"^[ \t]*([^\n:]{1,30}:[ \t]*)", re.M)
@@ -244,6 +249,7 @@ _KEY = re.compile(r"^[ \t]*([^\n:]{1,30}:[ \t]*)", re.M)
 
 def key_regions(texts: list[str]) -> set[Region]:
     """`Key: value` lines and recurring headers: where a delimited list to count may be."""
-    out = {Region(start=m.group(1).lstrip(), end=end) for text in texts for m in _KEY.finditer(text)
-           for end in ("\n", ".")}
+    out = {
+        Region(start=m.group(1).lstrip(), end=end) for text in texts for m in _KEY.finditer(text) for end in ("\n", ".")
+    }
     return out | {r for r in regions(texts) if r.start}

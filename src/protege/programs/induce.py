@@ -20,14 +20,14 @@ from protege.programs import candidates as cand
 from protege.programs.interpret import REFUSED, run_on_text, source_text
 from protege.programs.language import Pattern, Program
 
-MIN_COVERAGE = 0.1   # share of training examples a program must answer (right) to be kept
+MIN_COVERAGE = 0.1  # share of training examples a program must answer (right) to be kept
 MIN_RIGHT = 5
-NOISE = 0.02         # share of training traces a program may disagree with (the teacher's own slips)
-PENALTY = 3          # a disagreement costs this many answered examples when programs are ranked
+NOISE = 0.02  # share of training traces a program may disagree with (the teacher's own slips)
+PENALTY = 3  # a disagreement costs this many answered examples when programs are ranked
 MAX_ALTERNATIVES = 4  # partial programs tried in order, for workloads that mix formats
 ROUNDS = 6
 PROBE_TEXTS = 20  # texts that line shapes and section headers are read from
-MAX_OFFSET = 2     # a count may be off its matches by this much (header rows)
+MAX_OFFSET = 2  # a count may be off its matches by this much (header rows)
 MAX_LITERALS = 400  # literals a yes/no field tries from one example
 
 
@@ -101,8 +101,7 @@ def same(value: Any, expected: Any) -> bool:
     return type(value) is type(expected) and value == expected
 
 
-def evaluate(program: Program, corpus: Corpus, name: str, *, first: int | None = None, need: float = 0
-             ) -> Fit | None:
+def evaluate(program: Program, corpus: Corpus, name: str, *, first: int | None = None, need: float = 0) -> Fit | None:
     """Run on every training example; None once it is wrong on more than `corpus.max_wrong` of them, or can no
     longer answer `need` (counting refusals where the trace said none: a null / [] / 0 variant may still get
     those). `first`: the example the program was read off, tried before the rest (most candidates fail there)."""
@@ -149,8 +148,10 @@ def field_kind(values: list[Any]) -> str | None:
         return "int"
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         return "float"
-    if all(isinstance(v, list) and all(isinstance(i, (str, int, float)) and not isinstance(i, bool) for i in v)
-           for v in present):
+    if all(
+        isinstance(v, list) and all(isinstance(i, (str, int, float)) and not isinstance(i, bool) for i in v)
+        for v in present
+    ):
         return "list"
     return None
 
@@ -245,8 +246,9 @@ def _count_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
                     fits.append(fit)
                     fits += _absent_null(fit, corpus, name, region.start != "" and not never_zero)
         for region in cand.key_regions(probes[:8]):
-            fit = evaluate(Program("nsplit", source, region=region, empty_refuses=never_zero), corpus, name,
-                           need=_need(corpus))
+            fit = evaluate(
+                Program("nsplit", source, region=region, empty_refuses=never_zero), corpus, name, need=_need(corpus)
+            )
             if fit is not None and fit.right:
                 fits.append(fit)
                 fits += _absent_null(fit, corpus, name, not never_zero)
@@ -277,11 +279,17 @@ def _has_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
             text = corpus.texts[source][k]
             if text is None:
                 continue
-            literals = {t for t in text.split() if len(t) >= 3} | {ln.strip() for ln in text.splitlines()
-                                                                     if 3 <= len(ln.strip()) <= 40}
+            literals = {t for t in text.split() if len(t) >= 3} | {
+                ln.strip() for ln in text.splitlines() if 3 <= len(ln.strip()) <= 40
+            }
             for literal in sorted(literals)[:MAX_LITERALS]:
-                fit = evaluate(Program("has", source, Pattern(left=literal, cls="empty"), negate=negate), corpus, name,
-                               first=k, need=_need(corpus))
+                fit = evaluate(
+                    Program("has", source, Pattern(left=literal, cls="empty"), negate=negate),
+                    corpus,
+                    name,
+                    first=k,
+                    need=_need(corpus),
+                )
                 if fit is not None and fit.right:
                     fits.append(fit)
     return fits
@@ -367,8 +375,9 @@ def _need(corpus: Corpus) -> float:
     return max(MIN_RIGHT, MIN_COVERAGE * corpus.n)
 
 
-def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: list[str]
-           ) -> tuple[dict[str, list[Fit]], float]:
+def induce(
+    inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: list[str]
+) -> tuple[dict[str, list[Fit]], float]:
     """Each field's chosen training fits (empty: no program), and the seconds it took."""
     started = time.perf_counter()
     corpus = Corpus(inputs, outputs)
@@ -377,12 +386,10 @@ def induce(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], fields: 
     list_fields = [n for n in fields if field_kind(corpus.values(n)) == "list"]
     for name in fields:  # a count is often the length of a list another field extracts, or of the list it is in
         if (lists or list_fields) and field_kind(corpus.values(name)) == "int":
-            more = [evaluate(replace(p, op="count" if p.op == "all" else "nsplit", map="id"), corpus, name)
-                    for p in lists]
+            more = [
+                evaluate(replace(p, op="count" if p.op == "all" else "nsplit", map="id"), corpus, name) for p in lists
+            ]
             more += _counts_of_lists(corpus, name, list_fields)
             pool = [f for f in [*found[name], *more] if f is not None]
             found[name] = _cover([f for f in pool if f.right >= _need(corpus)], _need(corpus))
     return found, time.perf_counter() - started
-
-
-

@@ -29,10 +29,10 @@ CLASSES: dict[str, str] = {
     "word": r"\w+",
     "token": r"\S+",
     "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
-    "rest": r"[^\n]*",           # the rest of the line
-    "lazy": r"[^\n]*?",          # up to the right context, on one line
-    "line": r"[^\n]*\S[^\n]*",   # a non-blank line
-    "empty": r"",                # nothing: the pattern is its literal (`has`)
+    "rest": r"[^\n]*",  # the rest of the line
+    "lazy": r"[^\n]*?",  # up to the right context, on one line
+    "line": r"[^\n]*\S[^\n]*",  # a non-blank line
+    "empty": r"",  # nothing: the pattern is its literal (`has`)
 }
 """Token classes, most specific first: the only regex fragments that are not escaped literals."""
 
@@ -54,9 +54,9 @@ class Pattern:
     right: str = ""
     line: bool = False
     strict: bool = False  # with `line`: `left` starts the line exactly (its indentation included), no more
-    keep: bool = False   # the left literal is part of the value (`SKU` of `SKU1234`)
-    pre: str = ""        # a token class right before the left literal (the number before ` EUR`)
-    lead: str = ""       # a literal right before that token (`due: ` in `due: 12.50 EUR`)
+    keep: bool = False  # the left literal is part of the value (`SKU` of `SKU1234`)
+    pre: str = ""  # a token class right before the left literal (the number before ` EUR`)
+    lead: str = ""  # a literal right before that token (`due: ` in `due: 12.50 EUR`)
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
@@ -97,23 +97,24 @@ class Program:
     source: tuple[str, ...] = ()
     pattern: Pattern | None = None
     region: Region = field(default_factory=Region)
-    occurrence: int = 0          # span: which match (0 first, -1 last)
+    occurrence: int = 0  # span: which match (0 first, -1 last)
     map: str = "id"
-    empty_null: bool = False     # span: an empty match means null
-    absent_null: bool = False    # no match (span) or no region (list, count) means null / [] / 0: the traces
-                                 # showed that whenever it was absent
+    empty_null: bool = False  # span: an empty match means null
+    absent_null: bool = False  # no match (span) or no region (list, count) means null / [] / 0: the traces
+    # showed that whenever it was absent
     empty_refuses: bool = False  # all/count: no match refuses (every trace had one, so none is a new format)
-    offset: int = 0              # count: added to the number of matches (a table's header row: -1)
-    negate: bool = False         # has: true when the literal is absent
-    value: Any = None            # const
+    offset: int = 0  # count: added to the number of matches (a table's header row: -1)
+    negate: bool = False  # has: true when the literal is absent
+    value: Any = None  # const
 
     def __post_init__(self) -> None:
         if self.op not in OPS or self.map not in MAPS:
             raise ValueError(f"not a field program: op {self.op!r}, map {self.map!r}")
         if self.op in ("split", "nsplit") and not self.region.start:
             raise ValueError(f"a {self.op!r} program needs a region that starts at a literal")
-        if self.op in ("span", "all", "count", "has") and (self.pattern is None or self.pattern.cls not in CLASSES
-                                                    or self.pattern.pre not in ("", *CLASSES)):
+        if self.op in ("span", "all", "count", "has") and (
+            self.pattern is None or self.pattern.cls not in CLASSES or self.pattern.pre not in ("", *CLASSES)
+        ):
             raise ValueError(f"a {self.op!r} program needs a pattern of a known token class")
 
     @property
@@ -141,8 +142,12 @@ class Program:
         data = dict(data)
         pattern = data.pop("pattern", None)
         region = data.pop("region", None) or {}
-        return cls(source=tuple(data.pop("source", ())), pattern=Pattern(**pattern) if pattern else None,
-                   region=Region(**region), **data)
+        return cls(
+            source=tuple(data.pop("source", ())),
+            pattern=Pattern(**pattern) if pattern else None,
+            region=Region(**region),
+            **data,
+        )
 
     def describe(self) -> str:
         """One line a reviewer reads: what the program does."""
@@ -153,13 +158,18 @@ class Program:
             mapped = f", {self.map}" if self.map != "id" else ""
             each = "each " if self.region.each else ""
             none = (", 0" if self.op == "nsplit" else ", []") + " without it" if self.absent_null else ""
-            return (f"{what} of {each}list between {self.region.start!r} and {self.region.end or 'end'!r} "
-                    f"of {self.source_path}{mapped}{none}")
+            return (
+                f"{what} of {each}list between {self.region.start!r} and {self.region.end or 'end'!r} "
+                f"of {self.source_path}{mapped}{none}"
+            )
         p = self.pattern
         assert p is not None
         where = f" of {self.source_path}" if self.source else ""
-        ctx = (f"line starting {'exactly ' if p.strict else ''}{p.left!r}" if p.line
-               else (f"after {p.left!r}" if p.left else ""))
+        ctx = (
+            f"line starting {'exactly ' if p.strict else ''}{p.left!r}"
+            if p.line
+            else (f"after {p.left!r}" if p.left else "")
+        )
         if p.pre:
             ctx = f"after {p.lead!r}+{p.pre}" if p.lead else f"after a {p.pre}"
             ctx += f"+{p.left!r}" if p.left else ""
@@ -167,8 +177,10 @@ class Program:
         what += f" before {p.right!r}" if p.right else ""
         region = ""
         if self.region.start or self.region.end:
-            region = (f" {'in each piece' if self.region.each else ''} between {self.region.start or 'start'!r} and "
-                      f"{self.region.end or 'end'!r}").replace("  ", " ")
+            region = (
+                f" {'in each piece' if self.region.each else ''} between {self.region.start or 'start'!r} and "
+                f"{self.region.end or 'end'!r}"
+            ).replace("  ", " ")
         mapped = f", {self.map}" if self.map != "id" else ""
         if self.op == "count":
             off = f" {self.offset:+d}" if self.offset else ""

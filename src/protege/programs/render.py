@@ -112,8 +112,11 @@ def render(programs: ProgramSet) -> str:
         "",
     ]
     body = [_field_function(fp) for fp in served.values()]
-    solve = ["def solve(data):", '    """Every field whose program applies to `data` (the task input as a dict)."""',
-             "    out = {}"]
+    solve = [
+        "def solve(data):",
+        '    """Every field whose program applies to `data` (the task input as a dict)."""',
+        "    out = {}",
+    ]
     for name in served:
         solve += [f"    value = field_{name}(data)", "    if value is not REFUSED:", f"        out[{name!r}] = value"]
     solve.append("    return out")
@@ -155,8 +158,11 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
         f"text = text if text is not None and all(a in text for a in {anchors!r}) else None",
         *([f"text = text if text is not None and len(text) <= {max_chars} else None"] if max_chars else []),
         f"region = _region(text, {p.region.start!r}, {p.region.end!r}, {p.region.each}) if text is not None else None",
-        *(["if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
-          if p.absent_null and p.op != "span" else []),
+        *(
+            ["if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
+            if p.absent_null and p.op != "span"
+            else []
+        ),
         "if region is not None:",
         f"    value = {call}",
         "    if value is not REFUSED:",
@@ -166,15 +172,22 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
 
 def markdown_table(programs: ProgramSet) -> str:
     """The per-field record as a markdown table (the TUI's skill preview)."""
+
     def pct(x: float | None) -> str:
         return "–" if x is None else f"{x:.1%}"
 
-    lines = [f"### Field programs: {len(programs.served)} of {len(programs.fields)} fields served", "",
-             f"Induced on {programs.train} traces, verified on {programs.heldout} held out "
-             f"({programs.induce_s:.2f} s).", "",
-             "| field | program | served | held-out accuracy | refused |", "|---|---|---|---|---|"]
+    lines = [
+        f"### Field programs: {len(programs.served)} of {len(programs.fields)} fields served",
+        "",
+        f"Induced on {programs.train} traces, verified on {programs.heldout} held out ({programs.induce_s:.2f} s).",
+        "",
+        "| field | program | served | held-out accuracy | refused |",
+        "|---|---|---|---|---|",
+    ]
     for fp in programs.fields.values():
         program = (fp.describe() if fp.programs else "none").replace("|", "\\|")
-        lines.append(f"| {fp.field} | {program} | {'yes' if fp.promoted else 'no'} | {pct(fp.accuracy)} | "
-                     f"{pct(fp.refusal_rate)} |")
+        lines.append(
+            f"| {fp.field} | {program} | {'yes' if fp.promoted else 'no'} | {pct(fp.accuracy)} | "
+            f"{pct(fp.refusal_rate)} |"
+        )
     return "\n".join(lines) + "\n"

@@ -29,11 +29,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("protege")
 PROGRAMS_FILE = "scripts/fields.json"
 RENDERED_FILE = "scripts/fields.py"
-REGROW = 1.5        # induce again when the teacher traces have grown by this factor
-MAX_TRACES = 1000   # newest teacher traces induction reads (time grows with them; 1,000 is plenty)
+REGROW = 1.5  # induce again when the teacher traces have grown by this factor
+MAX_TRACES = 1000  # newest teacher traces induction reads (time grows with them; 1,000 is plenty)
 TTL_S = 2.0
 SOURCE_TIERS = ("teacher", "import")  # the answers programs are induced from: the teacher's, and imported logs
-CHECK_EVERY = 10    # teacher successes between looks at whether an induction is due
+CHECK_EVERY = 10  # teacher successes between looks at whether an induction is due
 
 
 class Invalidates(Protocol):
@@ -93,8 +93,13 @@ class ProgramService:
         """Induce and verify the task's field programs from its valid teacher traces; store them as a new skill
         version when any field has a verified program. Returns the set (every field, with or without one)."""
         spec = self.app.handle(task).spec
-        programs = induce_stored(self.app.store, task, list(spec.output_model.model_fields),
-                                 promote_at=spec.policy.promote_at, instructions=spec.instructions)
+        programs = induce_stored(
+            self.app.store,
+            task,
+            list(spec.output_model.model_fields),
+            promote_at=spec.policy.promote_at,
+            instructions=spec.instructions,
+        )
         self._last_n[task] = programs.traces
         self.app.tiers.invalidate(task)
         return programs
@@ -115,8 +120,9 @@ class ProgramService:
         """After a shadow of a program-served call: demote the programs if the teacher disagrees too often."""
         try:
             current = self.current(task.spec.name)
-            demoted = bool(current is not None and current.served
-                           and demote_if_disagreeing(self.app.store, task, current))
+            demoted = bool(
+                current is not None and current.served and demote_if_disagreeing(self.app.store, task, current)
+            )
             authored = getattr(self.app, "authored", None)  # a program-served call may hold authored fields too
             if authored is not None and authored.demote_if_disagreeing(task):
                 demoted = True
@@ -194,14 +200,19 @@ def _served_programs(programs: ProgramSet | None) -> dict[str, list[Any]]:
     return {name: [p.to_json() for p in fp.programs] for name, fp in programs.served.items()}
 
 
-def save_programs(store: Any, task: str, programs: ProgramSet, *, instructions: str,
-                  source_trace_ids: list[str]) -> Any:
+def save_programs(
+    store: Any, task: str, programs: ProgramSet, *, instructions: str, source_trace_ids: list[str]
+) -> Any:
     """A new skill version: the task's newest skill (or a minimal one) with the programs as extra files."""
     from protege.skills.library import SkillLibrary
 
     library = SkillLibrary(store)
     skill = base_skill(library, task, instructions)
-    files = {**skill.files, RENDERED_FILE: render(programs),
-             PROGRAMS_FILE: json.dumps(programs.to_json(), indent=1, ensure_ascii=False)}
-    return library.add(task, skill.model_copy(update={"files": files}), kind="induced",
-                       source_trace_ids=source_trace_ids)
+    files = {
+        **skill.files,
+        RENDERED_FILE: render(programs),
+        PROGRAMS_FILE: json.dumps(programs.to_json(), indent=1, ensure_ascii=False),
+    }
+    return library.add(
+        task, skill.model_copy(update={"files": files}), kind="induced", source_trace_ids=source_trace_ids
+    )

@@ -63,10 +63,19 @@ class FieldProgram:
         return " | else ".join(p.describe() for p in self.programs) or "none"
 
     def to_json(self) -> dict[str, Any]:
-        return {"field": self.field, "programs": [p.to_json() for p in self.programs],
-                "train_coverage": self.train_coverage, "heldout": self.heldout, "right": self.right,
-                "wrong": self.wrong, "refused": self.refused, "promoted": self.promoted, "reason": self.reason,
-                "anchors": self.anchors, "max_chars": self.max_chars}
+        return {
+            "field": self.field,
+            "programs": [p.to_json() for p in self.programs],
+            "train_coverage": self.train_coverage,
+            "heldout": self.heldout,
+            "right": self.right,
+            "wrong": self.wrong,
+            "refused": self.refused,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "anchors": self.anchors,
+            "max_chars": self.max_chars,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FieldProgram:
@@ -83,8 +92,8 @@ class ProgramSet:
     fields: dict[str, FieldProgram]
     traces: int = 0
     induce_s: float = 0.0
-    train: int = 0      # traces induced on
-    heldout: int = 0    # traces held out for verification
+    train: int = 0  # traces induced on
+    heldout: int = 0  # traces held out for verification
     created_at: str = dc_field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -107,16 +116,28 @@ class ProgramSet:
         return values, refused
 
     def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "traces": self.traces, "induce_s": self.induce_s, "created_at": self.created_at,
-                "train": self.train, "heldout": self.heldout,
-                "fields": [fp.to_json() for fp in self.fields.values()]}
+        return {
+            "task": self.task,
+            "traces": self.traces,
+            "induce_s": self.induce_s,
+            "created_at": self.created_at,
+            "train": self.train,
+            "heldout": self.heldout,
+            "fields": [fp.to_json() for fp in self.fields.values()],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProgramSet:
         fields = [FieldProgram.from_json(f) for f in data.get("fields", [])]
-        return cls(task=data["task"], fields={f.field: f for f in fields}, traces=data.get("traces", 0),
-                   induce_s=data.get("induce_s", 0.0), created_at=data.get("created_at", ""),
-                   train=data.get("train", 0), heldout=data.get("heldout", 0))
+        return cls(
+            task=data["task"],
+            fields={f.field: f for f in fields},
+            traces=data.get("traces", 0),
+            induce_s=data.get("induce_s", 0.0),
+            created_at=data.get("created_at", ""),
+            train=data.get("train", 0),
+            heldout=data.get("heldout", 0),
+        )
 
 
 Pair = tuple[dict[str, Any], dict[str, Any]]  # (input, output) of one trace
@@ -138,8 +159,9 @@ def split(examples: list[Pair]) -> tuple[list[Pair], list[Pair]]:
     return train, held
 
 
-def build(task: str, examples: list[tuple[dict[str, Any], dict[str, Any]]], fields: list[str], *,
-          promote_at: float) -> ProgramSet:
+def build(
+    task: str, examples: list[tuple[dict[str, Any], dict[str, Any]]], fields: list[str], *, promote_at: float
+) -> ProgramSet:
     """Induce each field's programs on the training part, score them on the held-out part, promote per field."""
     train, held = split(examples)
     if not train:
@@ -151,8 +173,13 @@ def build(task: str, examples: list[tuple[dict[str, Any], dict[str, Any]]], fiel
         sources = {f.program.source for f in fits if f.program.op != "const"}
         covered = len(frozenset().union(*(f.covered for f in fits))) / len(train) if fits else 0.0
         anchors = {".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources}
-        fp = FieldProgram(name, [f.program for f in fits], train_coverage=covered, anchors=anchors,
-                          max_chars=_max_chars(train, sources))
+        fp = FieldProgram(
+            name,
+            [f.program for f in fits],
+            train_coverage=covered,
+            anchors=anchors,
+            max_chars=_max_chars(train, sources),
+        )
         _score(fp, held, promote_at)
         out[name] = fp
     return ProgramSet(task, out, traces=len(train) + len(held), induce_s=seconds, train=len(train), heldout=len(held))

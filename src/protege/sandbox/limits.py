@@ -28,14 +28,18 @@ class SandboxLimits:
     max_output_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
-        floors = {"memory_mb": 64, "file_size_mb": 0, "open_files": 8, "processes": 0, "worker_cpu_s": 2,
-                  "max_output_bytes": 64}
+        floors = {
+            "memory_mb": 64,
+            "file_size_mb": 0,
+            "open_files": 8,
+            "processes": 0,
+            "worker_cpu_s": 2,
+            "max_output_bytes": 64,
+        }
         for f in fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < floors[f.name]:
-                raise UserError(
-                    f"SandboxLimits.{f.name}={value!r} is not allowed: give an int >= {floors[f.name]}"
-                )
+                raise UserError(f"SandboxLimits.{f.name}={value!r} is not allowed: give an int >= {floors[f.name]}")
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

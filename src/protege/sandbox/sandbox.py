@@ -98,8 +98,9 @@ class Sandbox:
                 worker.ensure()
         return self
 
-    def run(self, source: str, entry: str = "solve", kwargs: dict[str, Any] | None = None,
-            timeout_s: float = 1.0) -> SandboxResult:
+    def run(
+        self, source: str, entry: str = "solve", kwargs: dict[str, Any] | None = None, timeout_s: float = 1.0
+    ) -> SandboxResult:
         """Call `entry(**kwargs)` of the program `source` in a worker, within `timeout_s` seconds."""
         request = _request(source, entry, kwargs, timeout_s)
         worker = self._take()
@@ -109,8 +110,9 @@ class Sandbox:
         finally:
             self._idle.put(worker)
 
-    async def arun(self, source: str, entry: str = "solve", kwargs: dict[str, Any] | None = None,
-                   timeout_s: float = 1.0) -> SandboxResult:
+    async def arun(
+        self, source: str, entry: str = "solve", kwargs: dict[str, Any] | None = None, timeout_s: float = 1.0
+    ) -> SandboxResult:
         """`run` off the event loop."""
         return await asyncio.to_thread(self.run, source, entry, kwargs, timeout_s)
 
@@ -180,8 +182,9 @@ class _Worker:
             restarted = self._replace()  # retire it before RLIMIT_CPU would kill it mid-call
         if reply.get("ok"):
             return SandboxResult(True, value=reply.get("value"), elapsed_s=elapsed, restarted=restarted)
-        return SandboxResult(False, error=str(reply.get("error")), elapsed_s=elapsed, kind=str(reply.get("kind")),
-                             restarted=restarted)
+        return SandboxResult(
+            False, error=str(reply.get("error")), elapsed_s=elapsed, kind=str(reply.get("kind")), restarted=restarted
+        )
 
     def _exchange(self, request: dict, deadline: float) -> tuple[dict, tuple[str, str] | None]:
         """Send a request and read the reply; a failure the worker could not report itself is (kind, error)."""
@@ -192,8 +195,10 @@ class _Worker:
             write_frame(self.proc.stdin.fileno(), request)
             reply = read_frame(self.proc.stdout.fileno(), max_bytes=max_bytes, deadline=deadline)
         except TimeoutError:
-            return {}, ("timeout", f"the program ran past its {request['timeout_s']:g} s limit and did not stop; "
-                                   "its worker was killed")
+            return {}, (
+                "timeout",
+                f"the program ran past its {request['timeout_s']:g} s limit and did not stop; its worker was killed",
+            )
         except (ProtocolError, OSError) as exc:
             return {}, self._death(exc)
         if reply.get("nonce") != request["nonce"]:  # a reply the program forged, or a stale one behind it
@@ -230,24 +235,35 @@ class _Worker:
         sandbox = self.sandbox
         self.scratch = tempfile.mkdtemp(prefix=f"w{self.index}-", dir=sandbox._root)
         self.proc = proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, cwd=self.scratch, env=_clean_env(self.scratch), close_fds=True,
+            [sys.executable, "-I", "-B", str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=self.scratch,
+            env=_clean_env(self.scratch),
+            close_fds=True,
             start_new_session=True,  # the app's terminal signals and process-group kills don't reach it
         )
         assert proc.stdin is not None and proc.stdout is not None  # both piped above
         init = {
-            "scratch": self.scratch, "strict": sandbox.strict, "guard": sandbox.guard,
-            "allowed_imports": sorted(sandbox.allowed_imports), "limits": sandbox.limits.as_dict(),
+            "scratch": self.scratch,
+            "strict": sandbox.strict,
+            "guard": sandbox.guard,
+            "allowed_imports": sorted(sandbox.allowed_imports),
+            "limits": sandbox.limits.as_dict(),
             "sys_path": [p for p in sys.path if p and os.path.isdir(p)],
         }
         try:
             write_frame(proc.stdin.fileno(), init)
-            ready = read_frame(proc.stdout.fileno(), max_bytes=FRAME_SLACK,
-                               deadline=time.monotonic() + sandbox.start_timeout_s)
+            ready = read_frame(
+                proc.stdout.fileno(), max_bytes=FRAME_SLACK, deadline=time.monotonic() + sandbox.start_timeout_s
+            )
         except (TimeoutError, ProtocolError, OSError) as exc:
             self.stop()
-            raise SandboxUnavailable(f"the sandbox worker did not start ({exc}); check that {sys.executable!r} "
-                                     "runs and that the machine is not out of memory") from exc
+            raise SandboxUnavailable(
+                f"the sandbox worker did not start ({exc}); check that {sys.executable!r} "
+                "runs and that the machine is not out of memory"
+            ) from exc
         if not ready.get("ready"):
             self.stop()
             raise SandboxUnavailable(

@@ -53,8 +53,9 @@ class BackgroundWork:
         if me is not None:
             self.running[me] = f"{kind} for {task.spec.name!r}"
         try:
-            job = await asyncio.to_thread(self.store.add_job, task.spec.name, kind, payload, owner=self.owner,
-                                          lease_s=LEASE_S)
+            job = await asyncio.to_thread(
+                self.store.add_job, task.spec.name, kind, payload, owner=self.owner, lease_s=LEASE_S
+            )
             await self._execute(task, job)
         finally:
             self.running.pop(me, None)  # type: ignore[arg-type]
@@ -95,8 +96,14 @@ class BackgroundWork:
             raise  # cut short (exit ran out of time): the row stays pending for the next process
         except Exception as exc:  # background work must never take the app down; the paid traces are safe
             final = job.attempts >= MAX_ATTEMPTS
-            log.exception("%s work for task %r failed (run %d of %d)%s", job.kind, job.task_name, job.attempts,
-                          MAX_ATTEMPTS, "; kept as failed" if final else "; a later process retries it")
+            log.exception(
+                "%s work for task %r failed (run %d of %d)%s",
+                job.kind,
+                job.task_name,
+                job.attempts,
+                MAX_ATTEMPTS,
+                "; kept as failed" if final else "; a later process retries it",
+            )
             await asyncio.to_thread(self.store.fail_job, job.id, f"{type(exc).__name__}: {exc}", final=final)
         else:
             await asyncio.to_thread(self.store.finish_job, job.id)
@@ -142,6 +149,11 @@ class BackgroundWork:
         if not stopped and not released:
             return
         what = ", ".join(f"{n} × {label}" if n > 1 else label for label, n in stopped.items())
-        log.warning("protege: background work still running %s (%s) was stopped; %d job(s) left pending in the "
-                    "store for the next process that opens it%s", why, what, released,
-                    "; raise PROTEGE_DRAIN_TIMEOUT_S to wait longer" if "interrupted" not in why else "")
+        log.warning(
+            "protege: background work still running %s (%s) was stopped; %d job(s) left pending in the "
+            "store for the next process that opens it%s",
+            why,
+            what,
+            released,
+            "; raise PROTEGE_DRAIN_TIMEOUT_S to wait longer" if "interrupted" not in why else "",
+        )

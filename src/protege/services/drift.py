@@ -63,8 +63,9 @@ class Reference:
     unseen_fields: float  # share of inputs like the distilled-on ones with a field those lacked (held-out half)
 
     def observe(self, inp: dict[str, Any], confidence: float | None, escalated: bool) -> Observation:
-        return Observation(confidence, len(_text(inp)), _unseen_share(inp, self.vocab),
-                           bool(_paths(inp) - self.fields), escalated)
+        return Observation(
+            confidence, len(_text(inp)), _unseen_share(inp, self.vocab), bool(_paths(inp) - self.fields), escalated
+        )
 
     def absorb(self, seen: list[Observation], inputs: list[dict[str, Any]]) -> None:
         """Accept a benign shift: what a boost saw is the new normal (its distributions replace the reference's;
@@ -82,8 +83,7 @@ class Reference:
             self.fields.update(_paths(inp))
 
 
-def build_reference(inputs: list[dict[str, Any]], confidences: list[float | None], coverage: float | None
-                    ) -> Reference:
+def build_reference(inputs: list[dict[str, Any]], confidences: list[float | None], coverage: float | None) -> Reference:
     """A reference from the inputs a student was distilled on and its eval confidences / gate coverage."""
     half = inputs[::2], inputs[1::2]
     held_vocab = {w for inp in half[0] for w in _words(inp)}
@@ -92,10 +92,13 @@ def build_reference(inputs: list[dict[str, Any]], confidences: list[float | None
     unseen = [_unseen_share(inp, held_vocab) for inp in half[1]]
     new_fields = sum(bool(_paths(i) - held_fields) for i in half[1]) / len(half[1]) if half[1] else 0.0
     return Reference(
-        confidences=[c for c in confidences if c is not None], lengths=[len(_text(i)) for i in inputs],
-        unseen_words=unseen, vocab={w for inp in inputs for w in _words(inp)},
+        confidences=[c for c in confidences if c is not None],
+        lengths=[len(_text(i)) for i in inputs],
+        unseen_words=unseen,
+        vocab={w for inp in inputs for w in _words(inp)},
         fields=set().union(*(_paths(i) for i in inputs)) if inputs else set(),
-        escalated=1.0 - coverage if coverage is not None else 0.0, unseen_fields=new_fields,
+        escalated=1.0 - coverage if coverage is not None else 0.0,
+        unseen_fields=new_fields,
     )
 
 
@@ -103,17 +106,21 @@ def shifts(ref: Reference, recent: list[Observation]) -> list[str]:
     """What moved, in words (empty if nothing did)."""
     out = []
     conf = [o.confidence for o in recent if o.confidence is not None]
-    for name, a, b, side in (("confidence", ref.confidences, conf, FALL),
-                             ("input length", ref.lengths, [o.length for o in recent], EITHER),
-                             ("unseen words", ref.unseen_words, [o.unseen_words for o in recent], RISE)):
+    for name, a, b, side in (
+        ("confidence", ref.confidences, conf, FALL),
+        ("input length", ref.lengths, [o.length for o in recent], EITHER),
+        ("unseen words", ref.unseen_words, [o.unseen_words for o in recent], RISE),
+    ):
         if len(a) >= MIN_RECENT and len(b) >= MIN_RECENT:
             d = ks_statistic(a, b, side)
             c = KS_C_ALPHA if side == EITHER else KS_C_ALPHA_ONE_SIDED
             if d > c * math.sqrt((len(a) + len(b)) / (len(a) * len(b))):
                 out.append(f"{name} (KS {d:.2f})")
     n = len(recent)
-    for name, hits, p0 in (("inputs with unseen fields", sum(o.unseen_field for o in recent), ref.unseen_fields),
-                           ("escalated", sum(o.escalated for o in recent), ref.escalated)):
+    for name, hits, p0 in (
+        ("inputs with unseen fields", sum(o.unseen_field for o in recent), ref.unseen_fields),
+        ("escalated", sum(o.escalated for o in recent), ref.escalated),
+    ):
         p0 = min(max(p0, SHARE_FLOOR), 1 - SHARE_FLOOR)
         if binomial_tail(n, hits, p0) < ALPHA:
             out.append(f"{name} {hits / n:.0%} vs {p0:.0%}")

@@ -76,8 +76,14 @@ class DriftMonitor:
         st = self.tasks.get(task)
         if st is None:
             return None
-        return {"student_id": st.student_id, "calls": st.calls, "alerts": st.alerts, "last_alert": st.last_alert,
-                "last_alert_at": st.last_alert_at, "boost_calls_left": st.boost_left}
+        return {
+            "student_id": st.student_id,
+            "calls": st.calls,
+            "alerts": st.alerts,
+            "last_alert": st.last_alert,
+            "last_alert_at": st.last_alert_at,
+            "boost_calls_left": st.boost_left,
+        }
 
     # -- internals ---------------------------------------------------------------------------------------------
 
@@ -115,11 +121,18 @@ class DriftMonitor:
         gate = stored_gate(metrics)
         inputs: list[dict] = []
         for tier in REFERENCE_TIERS:
-            traces = store.traces(name, tier=tier, valid=True, shadow=False, limit=REFERENCE_INPUTS,
-                                  created_before=row.created_at if row else None)
+            traces = store.traces(
+                name,
+                tier=tier,
+                valid=True,
+                shadow=False,
+                limit=REFERENCE_INPUTS,
+                created_before=row.created_at if row else None,
+            )
             inputs += [t.input for t in traces if isinstance(t.input, dict)]
-        return build_reference(inputs[:REFERENCE_INPUTS], list(metrics.get("confidences") or []),
-                               gate.coverage if gate else None)
+        return build_reference(
+            inputs[:REFERENCE_INPUTS], list(metrics.get("confidences") or []), gate.coverage if gate else None
+        )
 
     def _observe(self, task: TaskRuntime, st: TaskDrift, raw: tuple[dict, float | None, bool]) -> None:
         assert st.ref is not None
@@ -142,9 +155,14 @@ class DriftMonitor:
         st.last_alert, st.last_alert_at = "; ".join(moved), utcnow()
         st.boost_left = policy.drift_shadow_calls
         st.recent.clear()
-        log.warning("task %r: the student's calls moved from their distribution at promotion (%s); shadowing %.0f%% "
-                    "of calls for the next %d to measure agreement", task.spec.name, st.last_alert,
-                    100 * max(policy.drift_shadow_rate, policy.shadow_rate), policy.drift_shadow_calls)
+        log.warning(
+            "task %r: the student's calls moved from their distribution at promotion (%s); shadowing %.0f%% "
+            "of calls for the next %d to measure agreement",
+            task.spec.name,
+            st.last_alert,
+            100 * max(policy.drift_shadow_rate, policy.shadow_rate),
+            policy.drift_shadow_calls,
+        )
 
     def _boost_ended(self, task: TaskRuntime, st: TaskDrift) -> None:
         """The student kept its place through the boost: a benign shift; the reference learns it."""
@@ -153,5 +171,7 @@ class DriftMonitor:
         if self.app.tiers.student(task, forced=False) is None or st.ref is None:
             return
         st.ref.absorb([o for o, _ in seen], [inp for _, inp in seen])
-        log.info("task %r: agreement held through the drift check; the new inputs join the student's reference",
-                 task.spec.name)
+        log.info(
+            "task %r: agreement held through the drift check; the new inputs join the student's reference",
+            task.spec.name,
+        )

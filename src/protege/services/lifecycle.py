@@ -111,15 +111,17 @@ class Lifecycle:
         from protege.skills.author import TaskContract
 
         s = task.spec
-        return TaskContract(name=s.name, instructions=s.instructions, input_schema=s.input_schema,
-                            output_schema=s.output_schema)
+        return TaskContract(
+            name=s.name, instructions=s.instructions, input_schema=s.input_schema, output_schema=s.output_schema
+        )
 
     async def _write(self, task: TaskRuntime) -> None:
         from protege.skills.author import SkillAuthor
 
         store, name = self.app.store, task.spec.name
-        traces = await asyncio.to_thread(store.traces, name, tier="teacher", valid=True, shadow=False,
-                                         limit=AUTHOR_TRACES)
+        traces = await asyncio.to_thread(
+            store.traces, name, tier="teacher", valid=True, shadow=False, limit=AUTHOR_TRACES
+        )
         if not traces:
             return
         prior = self.app.tiers.prior_art(task)
@@ -127,7 +129,11 @@ class Lifecycle:
         skill = await author.write(self._contract(task), traces, prior_art=prior)
         await self.record_author(task, author)
         await asyncio.to_thread(
-            self.app.skills.add, name, skill, kind=skill.kind, source_trace_ids=[t.id for t in traces],
+            self.app.skills.add,
+            name,
+            skill,
+            kind=skill.kind,
+            source_trace_ids=[t.id for t in traces],
             author_model=author.model.name,
         )
         self.app.tiers.invalidate(name)
@@ -143,7 +149,11 @@ class Lifecycle:
         skill = await author.revise(SkillLibrary.to_skill(approved), failed, rescue)
         await self.record_author(task, author)
         await asyncio.to_thread(
-            self.app.skills.add, task.spec.name, skill, kind="revised", source_trace_ids=[failed.id, rescue.id],
+            self.app.skills.add,
+            task.spec.name,
+            skill,
+            kind="revised",
+            source_trace_ids=[failed.id, rescue.id],
             author_model=author.model.name,
         )
 
@@ -154,9 +164,15 @@ class Lifecycle:
             return
         usage = sum((r.usage for r in responses), Usage())
         trace = TraceRow(
-            task_name=task.spec.name, task_version=task.version, tier="author", model=author.model.name, valid=True,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+            task_name=task.spec.name,
+            task_version=task.version,
+            tier="author",
+            model=author.model.name,
+            valid=True,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
             cost_usd=sum(self.app.tiers.cost(author.model, r.usage) for r in responses),
             output_text=responses[-1].text,
         )
@@ -175,12 +191,14 @@ class Lifecycle:
         pairs = []
         for t in solved:
             inp = spec.input_model.model_validate(t.input)
-            attempt, output = await self.app.cascade.trial(task, inp, "replay", skill=(draft.text, draft.version),
-                                                           record_as="evidence")
+            attempt, output = await self.app.cascade.trial(
+                task, inp, "replay", skill=(draft.text, draft.version), record_as="evidence"
+            )
             expected = spec.parse_output(t.output)
             pairs.append((expected, output if attempt.valid else None))
-        await asyncio.to_thread(lib.approve_on_evidence, spec.name, draft.version, pairs, spec.score,
-                                spec.policy.promote_at)
+        await asyncio.to_thread(
+            lib.approve_on_evidence, spec.name, draft.version, pairs, spec.score, spec.policy.promote_at
+        )
         self.app.tiers.invalidate(spec.name)
 
     # -- re-distillation ---------------------------------------------------------------------------------------
@@ -246,8 +264,9 @@ class Lifecycle:
         if row is None:
             return
         coverage = _gate_coverage(row, policy) if tier == "student" else 1.0
-        why = self._sequential_verdict(name, tier, since, coverage, policy) or \
-            self._window_verdict(name, tier, since, coverage, policy)
+        why = self._sequential_verdict(name, tier, since, coverage, policy) or self._window_verdict(
+            name, tier, since, coverage, policy
+        )
         if why is None:
             return
         log.warning("task %r: %s; taking the %s tier out of service", name, why, tier)
@@ -269,9 +288,12 @@ class Lifecycle:
         if bar <= 0 or not below_bar(scores, bar):
             return None
         mean = sum(scores) / len(scores)
-        return (f"shadow agreement {mean:.3f} over {len(scores)} calls is below {bar:.3f} by a sequential test "
-                f"(e-detector, α={ALPHA:g})" + (f" on the ~{coverage:.0%} of calls its gate keeps" if coverage < 1
-                                                 else "") + f"; Policy.demote_below {policy.demote_below:.3f}")
+        return (
+            f"shadow agreement {mean:.3f} over {len(scores)} calls is below {bar:.3f} by a sequential test "
+            f"(e-detector, α={ALPHA:g})"
+            + (f" on the ~{coverage:.0%} of calls its gate keeps" if coverage < 1 else "")
+            + f"; Policy.demote_below {policy.demote_below:.3f}"
+        )
 
     def _window_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
         mean, n = self.app.store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)

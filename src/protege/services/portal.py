@@ -51,8 +51,9 @@ class Portal:
         """Run a coroutine on the portal loop and wait for it (from any thread but the portal's own)."""
         if self._on_portal():
             coro.close()
-            raise RuntimeError("sync protege calls cannot be made from inside the portal loop; "
-                               "use `await task.acall()`")
+            raise RuntimeError(
+                "sync protege calls cannot be made from inside the portal loop; use `await task.acall()`"
+            )
         return asyncio.run_coroutine_threadsafe(carry_context(coro), self.loop).result()
 
     async def acall(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -46,8 +46,11 @@ def distill_gap(store: Store, task: str, policy: Any) -> tuple[int | None, str]:
     last = max(students, key=lambda s: s.created_at) if students else None
     n = store.count_dataset_traces(task, since=last.created_at if last else None)
     need = policy.auto_distill_traces if last else policy.min_traces
-    why = (f"{n} new validated traces since student {last.id[:8]} ({last.state})" if last
-           else f"{n} validated traces and no student yet")
+    why = (
+        f"{n} new validated traces since student {last.id[:8]} ({last.state})"
+        if last
+        else f"{n} validated traces and no student yet"
+    )
     return max(need - n, 0), why
 
 
@@ -57,8 +60,10 @@ def describe_lease(row: Any, live: bool, now: float | None = None) -> str:
     now = time.time() if now is None else now
     if live:
         step = f" {info['done']}/{info['total']}" if info.get("total") else ""
-        return (f"distilling {task!r} now: {info.get('phase', 'starting')}{step}, started "
-                f"{_ago(now - info.get('started_at', now))} (pid {info.get('pid', '?')})")
+        return (
+            f"distilling {task!r} now: {info.get('phase', 'starting')}{step}, started "
+            f"{_ago(now - info.get('started_at', now))} (pid {info.get('pid', '?')})"
+        )
     ended = _ago(now - info.get("ended_at", now))
     outcome = info.get("outcome")
     if outcome in ("promoted", "candidate"):
@@ -66,11 +71,15 @@ def describe_lease(row: Any, live: bool, now: float | None = None) -> str:
         kept = f", retention {retention:.1%}" if isinstance(retention, float) else ""
         return f"last distill of {task!r}, {ended}: student {str(info.get('student_id'))[:12]} {outcome}{kept}"
     if outcome == "failed":
-        return (f"last distill of {task!r} failed {ended}: {info.get('error', '?')} — see logs/distill-{task}.log "
-                f"under the project dir")
+        return (
+            f"last distill of {task!r} failed {ended}: {info.get('error', '?')} — see logs/distill-{task}.log "
+            f"under the project dir"
+        )
     if outcome is None:
-        return f"a distill of {task!r} stopped during {info.get('phase', '?')} (its process ended); a later check " \
-               f"starts another"
+        return (
+            f"a distill of {task!r} stopped during {info.get('phase', '?')} (its process ended); a later check "
+            f"starts another"
+        )
     return f"last distill check of {task!r}, {ended}: {outcome}"
 
 
@@ -108,17 +117,36 @@ def launch(app: LaunchHost, handle: TaskEntry, reason: str) -> subprocess.Popen[
     """Start the worker, detached; its output goes to PROJECT_DIR/logs/distill-TASK.log."""
     ref = app_reference(app, handle)
     if ref is None:
-        log.warning("task %r: auto_distill cannot find how to load this app in another process; set PROTEGE_APP="
-                    "module:attr (or define the app at module level)", handle.name)
+        log.warning(
+            "task %r: auto_distill cannot find how to load this app in another process; set PROTEGE_APP="
+            "module:attr (or define the app at module level)",
+            handle.name,
+        )
         return None
     logs = app.settings.project_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PROTEGE_DB": app.store.url, "PROTEGE_PROJECT_DIR": str(app.settings.project_dir),
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = {
+        **os.environ,
+        "PROTEGE_DB": app.store.url,
+        "PROTEGE_PROJECT_DIR": str(app.settings.project_dir),
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+    }
     cmd = [sys.executable, "-m", "protege.auto_distill", "--task", handle.name, *ref]
     with open(logs / f"distill-{handle.name}.log", "ab") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=os.getcwd())
-    log.info("task %r: %s; distilling in the background (pid %d, log %s)", handle.name, reason, proc.pid,
-             logs / f"distill-{handle.name}.log")
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=os.getcwd(),
+        )
+    log.info(
+        "task %r: %s; distilling in the background (pid %d, log %s)",
+        handle.name,
+        reason,
+        proc.pid,
+        logs / f"distill-{handle.name}.log",
+    )
     return proc

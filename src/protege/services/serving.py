@@ -39,8 +39,9 @@ class ServingHost(Protocol):
 
     @property
     def tiers(self) -> StudentModels: ...
-    def export_student(self, student_id: str, out: str | Path, *, format: str = "gguf",
-                       quant: str | None = None) -> Path: ...
+    def export_student(
+        self, student_id: str, out: str | Path, *, format: str = "gguf", quant: str | None = None
+    ) -> Path: ...
 
 
 def serving_of(row: Any) -> dict[str, Any]:
@@ -57,8 +58,15 @@ def describe(row: Any) -> str:
     return f"{host} {serving['quant']}" if serving.get("quant") else host
 
 
-def serve_student(app: ServingHost, student_id: str, host: str, *, base_url: str | None = None,
-                  quant: str = "q8_0", response_format: str = "json_schema") -> dict[str, Any]:
+def serve_student(
+    app: ServingHost,
+    student_id: str,
+    host: str,
+    *,
+    base_url: str | None = None,
+    quant: str = "q8_0",
+    response_format: str = "json_schema",
+) -> dict[str, Any]:
     """Record where `student_id` is served (see the module docstring) and return the record."""
     row = app.store.student(student_id)
     if row is None:
@@ -73,8 +81,9 @@ def serve_student(app: ServingHost, student_id: str, host: str, *, base_url: str
     elif host == "llama.cpp":
         record.update(quant=quant, gguf=str(_exported_gguf(app, row, quant)))
     elif host != "torch":
-        raise UserError(f"serving host {host!r} is not 'torch', 'llama.cpp' or 'openai:<served model name>' "
-                        f"(with base_url=...)")
+        raise UserError(
+            f"serving host {host!r} is not 'torch', 'llama.cpp' or 'openai:<served model name>' (with base_url=...)"
+        )
     elif base_url:
         raise UserError(f"base_url={base_url!r} applies to an 'openai:<name>' host, not {host!r}")
     app.store.update_student(row.id, metrics={**(row.metrics or {}), SERVING_KEY: record})
@@ -99,14 +108,19 @@ def student_model(row: Any, base_dir: Callable[[str], Path], *, copy_constraint:
     if host.startswith("openai:"):
         from protege.agents.models.hosted import HostedStudent
 
-        return HostedStudent(host, student_id=row.id, base_url=serving.get("base_url"),
-                             response_format=serving.get("response_format", "json_schema"))
+        return HostedStudent(
+            host,
+            student_id=row.id,
+            base_url=serving.get("base_url"),
+            response_format=serving.get("response_format", "json_schema"),
+        )
     from protege.agents.models.local import LocalModel
 
     if host == "llama.cpp":
         from protege.agents.models.answer_profile import read_profile
         from protege.agents.models.llama_cpp import LlamaCppModel
 
-        return LlamaCppModel(serving["gguf"], name=name, copy_constraint=copy_constraint,
-                             profile=read_profile(row.adapter_path))
+        return LlamaCppModel(
+            serving["gguf"], name=name, copy_constraint=copy_constraint, profile=read_profile(row.adapter_path)
+        )
     return LocalModel(base_dir(row.base), adapter=row.adapter_path, name=name, copy_constraint=copy_constraint)

@@ -106,8 +106,10 @@ class AppTiers:
 
     def teacher(self, task: TaskRuntime) -> Model:
         model = self.model(self.app.teacher_spec)
-        caps = {task.spec.name: task.spec.policy.teacher_budget_usd,
-                ALL_TASKS: self.app.settings.teacher_budget_usd_per_day}
+        caps = {
+            task.spec.name: task.spec.policy.teacher_budget_usd,
+            ALL_TASKS: self.app.settings.teacher_budget_usd_per_day,
+        }
         if all(cap is None for cap in caps.values()):
             return model
         return BudgetedModel(model, self.app.store, task.spec.name, caps, self.app.prices)
@@ -128,8 +130,12 @@ class AppTiers:
         if row is None:
             return None
         gate = stored_gate(row.metrics)
-        return StudentPick(self.model(f"local:{row.id}"), row.id, gate.min_confidence if gate else None,
-                           (row.metrics or {}).get("field_accuracy"))
+        return StudentPick(
+            self.model(f"local:{row.id}"),
+            row.id,
+            gate.min_confidence if gate else None,
+            (row.metrics or {}).get("field_accuracy"),
+        )
 
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None:
         name, policy = task.spec.name, task.spec.policy

@@ -76,14 +76,20 @@ class SkillAuthor:
         if not self.writes_prose:
             return exemplar_skill(contract, examples, model=self.model_name)
         prompt = _prompt(
-            "write-skill.md", task_name=contract.name, skill_name=skill_name(contract.name),
-            instructions=contract.instructions.strip(), input_schema=json.dumps(contract.input_schema, indent=1),
-            output_schema=json.dumps(contract.output_schema, indent=1), examples=_examples_text(examples),
+            "write-skill.md",
+            task_name=contract.name,
+            skill_name=skill_name(contract.name),
+            instructions=contract.instructions.strip(),
+            input_schema=json.dumps(contract.input_schema, indent=1),
+            output_schema=json.dumps(contract.output_schema, indent=1),
+            examples=_examples_text(examples),
             prior_art=_prior_art_text(prior_art),
         )
         ids = [e.trace_id for e in examples]
         skill = await self._ask(
-            prompt, "protege:write-skill", contract.name,
+            prompt,
+            "protege:write-skill",
+            contract.name,
             lambda s: stamp(s, task=contract.name, kind="authored", model=self.model_name, traces=ids),
         )
         return skill or exemplar_skill(contract, examples, model=self.model_name)
@@ -95,21 +101,34 @@ class SkillAuthor:
         self.last_responses = []
         if self.writes_prose:
             prompt = _prompt(
-                "revise-skill.md", task_name=skill.task, skill_name=skill.name, skill_text=skill.render(),
-                input=pretty(case.input, PROMPT_CLIP), wrong=pretty(case.wrong, PROMPT_CLIP),
+                "revise-skill.md",
+                task_name=skill.task,
+                skill_name=skill.name,
+                skill_text=skill.render(),
+                input=pretty(case.input, PROMPT_CLIP),
+                wrong=pretty(case.wrong, PROMPT_CLIP),
                 right=pretty(case.right, PROMPT_CLIP),
                 errors=("\nWhy it failed validation: " + "; ".join(case.errors) + "\n") if case.errors else "",
             )
             revised = await self._ask(
-                prompt, "protege:revise-skill", skill.task,
-                lambda s: stamp(s, task=skill.task, kind="revised", model=self.model_name, traces=traces,
-                                revises=skill.version),
+                prompt,
+                "protege:revise-skill",
+                skill.task,
+                lambda s: stamp(
+                    s, task=skill.task, kind="revised", model=self.model_name, traces=traces, revises=skill.version
+                ),
             )
             if revised is not None:
                 return revised
         kind = "exemplar" if skill.kind == "exemplar" and not self.writes_prose else "revised"
-        return stamp(add_case(skill, case), task=skill.task, kind=kind, model=self.model_name, traces=traces,
-                     revises=skill.version)
+        return stamp(
+            add_case(skill, case),
+            task=skill.task,
+            kind=kind,
+            model=self.model_name,
+            traces=traces,
+            revises=skill.version,
+        )
 
     async def _ask(self, prompt: str, action: str, task: str, finish: Callable[[Skill], Skill]) -> Skill | None:
         """Ask for a SKILL.md; send an invalid reply back once with the error; None if it stays invalid."""
@@ -121,8 +140,11 @@ class SkillAuthor:
             try:
                 return finish(Skill.parse(_skill_text(response.text)))
             except UserError as exc:
-                messages = [*messages, Message(role="assistant", content=response.text),
-                            Message(role="user", content=RETRY.format(error=exc))]
+                messages = [
+                    *messages,
+                    Message(role="assistant", content=response.text),
+                    Message(role="user", content=RETRY.format(error=exc)),
+                ]
         return None
 
 
@@ -168,7 +190,7 @@ def _skill_text(reply: str) -> str:
         text = fenced.group(2).strip()
     if not text.startswith("---"):
         start = re.search(r"^---\s*$", text, flags=re.MULTILINE)
-        text = text[start.start():] if start else text
+        text = text[start.start() :] if start else text
     return text
 
 

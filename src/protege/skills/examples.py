@@ -133,7 +133,7 @@ def _deref(prop: Any, root: dict[str, Any]) -> Any:
     if isinstance(ref, str):
         for prefix in ("#/$defs/", "#/definitions/"):
             if ref.startswith(prefix):
-                return (root.get(prefix[2:-1]) or {}).get(ref[len(prefix):], {})
+                return (root.get(prefix[2:-1]) or {}).get(ref[len(prefix) :], {})
     return prop
 
 

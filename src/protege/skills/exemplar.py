@@ -89,8 +89,11 @@ def exemplar_skill(contract: Any, examples: list[Example], *, model: str = "") -
         if _fits(_join(head, blocks + [block])):
             blocks.append(block)
             used.append(example.trace_id)
-    skill = Skill(name=skill_name(contract.name), description=describe(contract.instructions, contract.name),
-                  body=_join(head, blocks))
+    skill = Skill(
+        name=skill_name(contract.name),
+        description=describe(contract.instructions, contract.name),
+        body=_join(head, blocks),
+    )
     return stamp(skill, task=contract.name, kind="exemplar", model=model, traces=used)
 
 
@@ -129,13 +132,22 @@ def _head(contract: Any) -> list[str]:
 
 
 def _output_format(schema: dict[str, Any]) -> str:
-    lines = ["## Output format", "", "One JSON object matching this schema:", "", "```json",
-             json.dumps(schema, ensure_ascii=False), "```"]
+    lines = [
+        "## Output format",
+        "",
+        "One JSON object matching this schema:",
+        "",
+        "```json",
+        json.dumps(schema, ensure_ascii=False),
+        "```",
+    ]
     choices = choice_fields(schema)
     if choices:
         lines += ["", "Allowed values:"]
-        lines += [f"- `{name}`: {', '.join(json.dumps(v, ensure_ascii=False) for v in vals)}"
-                  for name, vals in choices.items()]
+        lines += [
+            f"- `{name}`: {', '.join(json.dumps(v, ensure_ascii=False) for v in vals)}"
+            for name, vals in choices.items()
+        ]
     return "\n".join(lines)
 
 
@@ -155,8 +167,21 @@ def _join(head: list[str], blocks: list[str]) -> str:
 
 
 def _case_block(case: Case, clip: int) -> str:
-    lines = [f"{CASE_PREFIX}", "", "Input:", "", "```json", pretty(case.input, clip), "```", "",
-             "Wrong answer (do not answer like this):", "", "```json", pretty(case.wrong, clip), "```"]
+    lines = [
+        f"{CASE_PREFIX}",
+        "",
+        "Input:",
+        "",
+        "```json",
+        pretty(case.input, clip),
+        "```",
+        "",
+        "Wrong answer (do not answer like this):",
+        "",
+        "```json",
+        pretty(case.wrong, clip),
+        "```",
+    ]
     if case.errors:
         lines += ["", "Why it failed: " + "; ".join(case.errors)[:clip]]
     lines += ["", "Right answer:", "", "```json", pretty(case.right, clip), "```"]
@@ -168,9 +193,9 @@ def _split_cases(body: str) -> tuple[str, list[str], str]:
     start = body.find(f"\n{CASES_HEADING}\n")
     if start == -1:
         return body.rstrip("\n"), [], ""
-    head, rest = body[:start], body[start + len(CASES_HEADING) + 2:]
+    head, rest = body[:start], body[start + len(CASES_HEADING) + 2 :]
     nxt = re.search(r"^## ", rest, flags=re.MULTILINE)
-    section, tail = (rest[: nxt.start()], rest[nxt.start():]) if nxt else (rest, "")
+    section, tail = (rest[: nxt.start()], rest[nxt.start() :]) if nxt else (rest, "")
     blocks = [CASE_PREFIX + b for b in section.split(CASE_PREFIX)[1:]]
     return head.rstrip("\n"), [b.strip("\n") for b in blocks], tail
 

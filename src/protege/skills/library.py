@@ -70,8 +70,15 @@ class SkillLibrary:
 
     # -- writing -----------------------------------------------------------------------------------------------
 
-    def add(self, task: str, skill: Skill, *, kind: str | None = None, source_trace_ids: Sequence[str] | None = None,
-            author_model: str = "") -> SkillRow:
+    def add(
+        self,
+        task: str,
+        skill: Skill,
+        *,
+        kind: str | None = None,
+        source_trace_ids: Sequence[str] | None = None,
+        author_model: str = "",
+    ) -> SkillRow:
         """Store `skill` as the task's next version, a draft."""
         kind = kind or skill.kind or "authored"
         if kind not in KINDS:
@@ -79,8 +86,15 @@ class SkillLibrary:
         meta = {"task": task, "kind": kind, **({"model": author_model} if author_model else {})}
         stored = _stored(skill, meta)
         ids = list(source_trace_ids) if source_trace_ids is not None else _trace_ids(stored)
-        return self.store.add_skill(_row(task, stored, kind=kind, source_trace_ids=ids,
-                                         author_model=author_model or stored.metadata.get("model", "")))
+        return self.store.add_skill(
+            _row(
+                task,
+                stored,
+                kind=kind,
+                source_trace_ids=ids,
+                author_model=author_model or stored.metadata.get("model", ""),
+            )
+        )
 
     def edit(self, task: str, text: str, *, by: str) -> SkillRow:
         """A reviewer's edit of the SKILL.md: a new draft version (kind 'edited'); extra files carry over."""
@@ -90,8 +104,9 @@ class SkillLibrary:
         skill = Skill.parse(text, files=dict(base.files or {}))
         stored = _stored(skill, {"task": task, "kind": "edited", "model": f"human:{by}"})
         sources = list(base.source_trace_ids or [])
-        return self.store.add_skill(_row(task, stored, kind="edited", source_trace_ids=sources,
-                                         author_model=f"human:{by}"))
+        return self.store.add_skill(
+            _row(task, stored, kind="edited", source_trace_ids=sources, author_model=f"human:{by}")
+        )
 
     # -- review ------------------------------------------------------------------------------------------------
 
@@ -108,8 +123,13 @@ class SkillLibrary:
         """Retire an approved skill (default: the approved one); replay stops using it."""
         return self._transition(self._pick(task, version, "approved", "retire"), "retired", by=by, note=note)
 
-    def evidence_gate(self, task: str, replay_answers: Sequence[tuple[Any, Any]], score: Callable[[Any, Any], float],
-                      promote_at: float) -> dict[str, Any]:
+    def evidence_gate(
+        self,
+        task: str,
+        replay_answers: Sequence[tuple[Any, Any]],
+        score: Callable[[Any, Any], float],
+        promote_at: float,
+    ) -> dict[str, Any]:
         """Agreement of replay answers with the teacher's (mean `score`), and whether it reaches `promote_at`."""
         scores = []
         for i, (expected, actual) in enumerate(replay_answers):
@@ -121,9 +141,16 @@ class SkillLibrary:
         passed = agreement is not None and agreement >= promote_at
         return {"agreement": agreement, "n": len(scores), "passed": passed, "promote_at": promote_at}
 
-    def approve_on_evidence(self, task: str, version: int | None, replay_answers: Sequence[tuple[Any, Any]],
-                            score: Callable[[Any, Any], float], promote_at: float, *,
-                            by: str = "policy:evidence") -> SkillRow:
+    def approve_on_evidence(
+        self,
+        task: str,
+        version: int | None,
+        replay_answers: Sequence[tuple[Any, Any]],
+        score: Callable[[Any, Any], float],
+        promote_at: float,
+        *,
+        by: str = "policy:evidence",
+    ) -> SkillRow:
         """Approve a draft when replay agreement reaches `promote_at`; the evidence is stored on it either way."""
         row = self._pick(task, version, "draft", "approve")
         evidence = self.evidence_gate(task, replay_answers, score, promote_at)
@@ -140,10 +167,16 @@ class SkillLibrary:
         row = self._pick(task, None, "approved", "send back")
         self._transition(row, "retired", by=by, note=note)
         content = Skill.parse(row.text, files=dict(row.files or {}))
-        return self.store.add_skill(_row(
-            task, content, kind=row.kind, source_trace_ids=list(row.source_trace_ids or []),
-            author_model=row.author_model, review_note=f"sent back from v{row.version}: {note or 'for review'}",
-        ))
+        return self.store.add_skill(
+            _row(
+                task,
+                content,
+                kind=row.kind,
+                source_trace_ids=list(row.source_trace_ids or []),
+                author_model=row.author_model,
+                review_note=f"sent back from v{row.version}: {note or 'for review'}",
+            )
+        )
 
     # -- retrieval ---------------------------------------------------------------------------------------------
 
@@ -206,8 +239,9 @@ class SkillLibrary:
             raise UserError(f"task {task!r} has no {status} skill to {verb}: {has}")
         return row
 
-    def _transition(self, row: SkillRow, to: str, *, by: str, note: str | None = None,
-                    evidence: dict | None = None) -> SkillRow:
+    def _transition(
+        self, row: SkillRow, to: str, *, by: str, note: str | None = None, evidence: dict | None = None
+    ) -> SkillRow:
         if (row.status, to) not in TRANSITIONS:
             raise UserError(
                 f"skill {row.task_name!r} v{row.version} is {row.status!r}: {row.status} -> {to} is not allowed "
@@ -236,8 +270,14 @@ def _stored(skill: Skill, meta: dict[str, str]) -> Skill:
 
 
 def _row(task: str, skill: Skill, **fields: Any) -> SkillRow:
-    return SkillRow(task_name=task, name=skill.name, description=skill.description, text=skill.render(),
-                    files=dict(skill.files), **fields)
+    return SkillRow(
+        task_name=task,
+        name=skill.name,
+        description=skill.description,
+        text=skill.render(),
+        files=dict(skill.files),
+        **fields,
+    )
 
 
 def _trace_ids(skill: Skill) -> list[str]:
@@ -256,8 +296,9 @@ def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str
     task = skill.task
     stored = _stored(skill, {"task": task})
     text, files = stored.render(), dict(stored.files)
-    existing = list(session.scalars(select(SkillRow).where(col(SkillRow.task_name) == task)
-                                    .order_by(col(SkillRow.version).desc())))
+    existing = list(
+        session.scalars(select(SkillRow).where(col(SkillRow.task_name) == task).order_by(col(SkillRow.version).desc()))
+    )
     approve = trust and skill.status == "approved"
     same = next((r for r in existing if r.text == text and dict(r.files or {}) == files), None)
     if same is not None:  # already here: importing twice adds nothing
@@ -269,8 +310,14 @@ def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str
         return same
     newest = existing[0].version if existing else 0
     wanted = skill.version
-    row = _row(task, stored, kind="imported", source_trace_ids=_trace_ids(stored),
-               author_model=stored.metadata.get("model", ""), review_note=f"imported by {by} from {origin}")
+    row = _row(
+        task,
+        stored,
+        kind="imported",
+        source_trace_ids=_trace_ids(stored),
+        author_model=stored.metadata.get("model", ""),
+        review_note=f"imported by {by} from {origin}",
+    )
     row.version = wanted if wanted is not None and wanted > newest else newest + 1
     if approve:
         session.execute(_retire_approved(task, None, by=by, note="superseded by an import"))

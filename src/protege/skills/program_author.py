@@ -66,8 +66,10 @@ class ProgramResult(BaseModel):
         if not self.source:
             return {}
         return {
-            "program-agreement": f"{self.agreement:.3f}", "program-fields": ",".join(self.fields_verified),
-            "program-held-out": str(self.held_out), "program-author": self.author_model,
+            "program-agreement": f"{self.agreement:.3f}",
+            "program-fields": ",".join(self.fields_verified),
+            "program-held-out": str(self.held_out),
+            "program-author": self.author_model,
             "program-written-by": self.written_by,
         }
 
@@ -83,7 +85,8 @@ class ProgramResult(BaseModel):
             f"Held-out agreement {self.agreement:.1%} on {self.held_out} traces it was not shown "
             f"(promote_at {self.promote_at:.0%}): {verdict}; {self.candidates} candidates, "
             f"{self.author_calls} author calls",
-            "", f"{'field':<24} {'agreement':>9}  verified",
+            "",
+            f"{'field':<24} {'agreement':>9}  verified",
         ]
         for name, value in self.field_agreement.items():
             verdict = "yes" if name in self.fields_verified else "left out" if name in self.fields_left_out else "no"
@@ -98,10 +101,26 @@ class ProgramResult(BaseModel):
 class ProgramAuthor:
     """Writes and verifies a task's program with `model` in `sandbox` (a protege.sandbox.Sandbox)."""
 
-    def __init__(self, model: Any, sandbox: Any, *, candidates: int = 3, rounds: int = 2, shown: int = 8,
-                 min_held_out: int = 5, max_held_out: int = 200, failures_shown: int = 4, timeout_s: float = 1.0):
-        for name, value, floor in (("candidates", candidates, 1), ("rounds", rounds, 0), ("shown", shown, 1),
-                                   ("min_held_out", min_held_out, 1), ("failures_shown", failures_shown, 1)):
+    def __init__(
+        self,
+        model: Any,
+        sandbox: Any,
+        *,
+        candidates: int = 3,
+        rounds: int = 2,
+        shown: int = 8,
+        min_held_out: int = 5,
+        max_held_out: int = 200,
+        failures_shown: int = 4,
+        timeout_s: float = 1.0,
+    ):
+        for name, value, floor in (
+            ("candidates", candidates, 1),
+            ("rounds", rounds, 0),
+            ("shown", shown, 1),
+            ("min_held_out", min_held_out, 1),
+            ("failures_shown", failures_shown, 1),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < floor:
                 raise UserError(f"ProgramAuthor({name}={value!r}) needs an int >= {floor}")
         self.model, self.sandbox = model, sandbox
@@ -114,8 +133,9 @@ class ProgramAuthor:
     def model_name(self) -> str:
         return str(getattr(self.model, "name", "") or "")
 
-    async def write(self, task: Any, traces: Iterable[Any], *, skill: Skill | str | None = None,
-                    promote_at: float | None = None) -> ProgramResult:
+    async def write(
+        self, task: Any, traces: Iterable[Any], *, skill: Skill | str | None = None, promote_at: float | None = None
+    ) -> ProgramResult:
         """Author, verify and revise; the best candidate on the final held-out traces is the result's source."""
         contract = TaskContract.of(task)
         if promote_at is None:
@@ -123,9 +143,13 @@ class ProgramAuthor:
         scorer = Scorer(task, output_fields(contract.output_schema))
         shown, held = self._split(contract, _usable(examples_from(traces), scorer))
         self.last_responses = []
-        result = ProgramResult(task=contract.name, promote_at=promote_at, author_model=self.model_name,
-                               written_by=_written_by(self.model),
-                               shown_trace_ids=[e.trace_id for e in shown if e.trace_id])
+        result = ProgramResult(
+            task=contract.name,
+            promote_at=promote_at,
+            author_model=self.model_name,
+            written_by=_written_by(self.model),
+            shown_trace_ids=[e.trace_id for e in shown if e.trace_id],
+        )
         if not getattr(self.model, "writes_prose", False):
             result.note = f"author model {self.model_name!r} answers tasks but cannot write code (writes_prose=False)"
             return result
@@ -144,8 +168,9 @@ class ProgramAuthor:
         chosen = {id(e) for e in shown}
         return shown, [e for e in examples if id(e) not in chosen][: self.max_held_out]
 
-    async def _rounds(self, contract: TaskContract, skill: Any, shown: list[Example], held: list[Example],
-                      scorer: Scorer) -> tuple[list[str], list[Example], dict[str, Verification]]:
+    async def _rounds(
+        self, contract: TaskContract, skill: Any, shown: list[Example], held: list[Example], scorer: Scorer
+    ) -> tuple[list[str], list[Example], dict[str, Verification]]:
         """Ask, verify, revise from the best candidate's failures; returns every candidate, the final held-out and
         the last round's verifications (made on that same held-out set)."""
         sources = _programs(await self._ask(self._write_prompt(contract, skill, shown), WRITE_ACTION, contract))
@@ -154,8 +179,9 @@ class ProgramAuthor:
         for round_no in range(self.rounds + 1):
             scored: dict[str, Verification] = {}
             for source in sources[: self.candidates]:
-                v = scored[source] = verify(self.sandbox, source, held, scorer, timeout_s=self.timeout_s,
-                                            round_no=round_no)
+                v = scored[source] = verify(
+                    self.sandbox, source, held, scorer, timeout_s=self.timeout_s, round_no=round_no
+                )
                 best = v if best is None or v.rank > best.rank else best
             if best is None or best.agreement >= 1.0 or round_no == self.rounds:
                 break
@@ -170,8 +196,15 @@ class ProgramAuthor:
             best = None  # scored again on the smaller held-out set next round
         return tried, held, scored
 
-    def _result(self, result: ProgramResult, sources: list[str], held: list[Example], scorer: Scorer,
-                promote_at: float, scored: dict[str, Verification]) -> ProgramResult:
+    def _result(
+        self,
+        result: ProgramResult,
+        sources: list[str],
+        held: list[Example],
+        scorer: Scorer,
+        promote_at: float,
+        scored: dict[str, Verification],
+    ) -> ProgramResult:
         """Score every candidate on the final held-out set (no author call saw it; `scored` already are) and keep
         the best."""
         result.candidates, result.author_calls = len(sources), len(self.last_responses)
@@ -189,8 +222,12 @@ class ProgramAuthor:
         return result
 
     async def _ask(self, prompt: str, action: str, contract: TaskContract) -> str:
-        request = ModelRequest(messages=[Message(role="user", content=prompt)], task_name=action,
-                               task_input={"task": contract.name}, max_tokens=8192)
+        request = ModelRequest(
+            messages=[Message(role="user", content=prompt)],
+            task_name=action,
+            task_input={"task": contract.name},
+            max_tokens=8192,
+        )
         response = await self.model.request(request)
         self.last_responses.append(response)
         return response.text
@@ -198,7 +235,9 @@ class ProgramAuthor:
     def _write_prompt(self, contract: TaskContract, skill: Any, shown: list[Example]) -> str:
         skill_text = (skill.render() if isinstance(skill, Skill) else str(skill or "")).strip()
         return _prompt(
-            "write-program.md", **self._common(contract), instructions=contract.instructions.strip(),
+            "write-program.md",
+            **self._common(contract),
+            instructions=contract.instructions.strip(),
             input_schema=json.dumps(contract.input_schema, indent=1),
             output_schema=json.dumps(contract.output_schema, indent=1),
             skill=f"\n## The task's skill\n\n````markdown\n{skill_text[:SKILL_CLIP]}\n````\n" if skill_text else "",
@@ -207,23 +246,33 @@ class ProgramAuthor:
 
     def _revise_prompt(self, contract: TaskContract, best: Verification, cases: list[FailingCase]) -> str:
         fields = ", ".join(f"{k} {v:.0%}" for k, v in best.field_agreement.items())
-        return _prompt("revise-program.md", **self._common(contract), source=best.source.strip(),
-                       agreement=f"{best.agreement:.0%}", field_agreement=fields or "n/a",
-                       failures=_failures_text(cases))
+        return _prompt(
+            "revise-program.md",
+            **self._common(contract),
+            source=best.source.strip(),
+            agreement=f"{best.agreement:.0%}",
+            field_agreement=fields or "n/a",
+            failures=_failures_text(cases),
+        )
 
     def _common(self, contract: TaskContract) -> dict[str, str]:
         allowed = getattr(self.sandbox, "allowed_imports", ()) or ()
         params = ", ".join(f"{p}" for p in (contract.input_schema.get("properties") or {}))
-        return {"task_name": contract.name, "parameters": params, "candidates": str(self.candidates),
-                "allowed_imports": ", ".join(sorted(allowed)) or "none"}
+        return {
+            "task_name": contract.name,
+            "parameters": params,
+            "candidates": str(self.candidates),
+            "allowed_imports": ", ".join(sorted(allowed)) or "none",
+        }
 
 
 def with_program(skill: Skill, result: ProgramResult) -> Skill:
     """A copy of `skill` carrying the program as scripts/solve.py and its verification in the metadata."""
     if not result.source:
         raise UserError(f"no program to attach for task {result.task!r}: {result.note or 'none was kept'}")
-    return skill.model_copy(update={"files": {**skill.files, **result.files()},
-                                    "metadata": {**skill.metadata, **result.metadata()}})
+    return skill.model_copy(
+        update={"files": {**skill.files, **result.files()}, "metadata": {**skill.metadata, **result.metadata()}}
+    )
 
 
 def code_author(*candidates: str, revisions: Sequence[str] = (), name: str = "function:code-author") -> Any:
@@ -278,19 +327,26 @@ def _prompt(name: str, **values: str) -> str:
 def _examples_text(examples: list[Example]) -> str:
     blocks = []
     for n, e in enumerate(examples, 1):
-        blocks.append(f"### Solved input {n}\n\nKeyword arguments:\n\n```json\n{pretty(e.input, PROMPT_CLIP)}\n```"
-                      f"\n\nAnswer:\n\n```json\n{pretty(e.output, PROMPT_CLIP)}\n```")
+        blocks.append(
+            f"### Solved input {n}\n\nKeyword arguments:\n\n```json\n{pretty(e.input, PROMPT_CLIP)}\n```"
+            f"\n\nAnswer:\n\n```json\n{pretty(e.output, PROMPT_CLIP)}\n```"
+        )
     return "\n\n".join(blocks) + "\n"
 
 
 def _failures_text(cases: list[FailingCase]) -> str:
     blocks = []
     for n, c in enumerate(cases, 1):
-        got = (f"It failed: {c.error}" if c.actual is None
-               else f"It answered:\n\n```json\n{pretty(c.actual, PROMPT_CLIP)}\n```")
+        got = (
+            f"It failed: {c.error}"
+            if c.actual is None
+            else f"It answered:\n\n```json\n{pretty(c.actual, PROMPT_CLIP)}\n```"
+        )
         wrong = f"\n\nWrong fields: {', '.join(c.fields)}" if c.fields else ""
-        blocks.append(f"### Case {n}\n\nKeyword arguments:\n\n```json\n{pretty(c.input, PROMPT_CLIP)}\n```\n\n"
-                      f"Expected:\n\n```json\n{pretty(c.expected, PROMPT_CLIP)}\n```\n\n{got}{wrong}")
+        blocks.append(
+            f"### Case {n}\n\nKeyword arguments:\n\n```json\n{pretty(c.input, PROMPT_CLIP)}\n```\n\n"
+            f"Expected:\n\n```json\n{pretty(c.expected, PROMPT_CLIP)}\n```\n\n{got}{wrong}"
+        )
     return "\n\n".join(blocks) + "\n"
 
 

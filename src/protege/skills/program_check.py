@@ -91,8 +91,9 @@ class Scorer:
             return 0.0
 
 
-def verify(sandbox: Any, source: str, examples: list[Example], scorer: Scorer, *, timeout_s: float,
-           round_no: int = 0) -> Verification:
+def verify(
+    sandbox: Any, source: str, examples: list[Example], scorer: Scorer, *, timeout_s: float, round_no: int = 0
+) -> Verification:
     """Score `source` on `examples` (each run in the sandbox); every case counts, a failed run scores 0."""
     totals = {name: 0.0 for name in scorer.fields}
     overall, fatal = 0.0, 0
@@ -129,9 +130,15 @@ def verify(sandbox: Any, source: str, examples: list[Example], scorer: Scorer, *
             failures.append(_case(example, result.value, problem if whole else None, wrong))
     n = max(len(examples), 1)
     return Verification(
-        source=source, round=round_no, cases=len(examples), agreement=overall / n,
-        field_agreement={name: total / n for name, total in totals.items()}, failures=failures, errors=errors,
-        failed_at=failed_at, left_out=[name for name in scorer.fields if name in left_out],
+        source=source,
+        round=round_no,
+        cases=len(examples),
+        agreement=overall / n,
+        field_agreement={name: total / n for name, total in totals.items()},
+        failures=failures,
+        errors=errors,
+        failed_at=failed_at,
+        left_out=[name for name in scorer.fields if name in left_out],
     )
 
 
@@ -140,8 +147,14 @@ def output_fields(output_schema: dict[str, Any]) -> list[str]:
 
 
 def _case(example: Example, actual: Any, error: str | None, fields: list[str]) -> FailingCase:
-    return FailingCase(trace_id=example.trace_id, input=_clip(example.input), expected=_clip(example.output),
-                       actual=_clip(actual), error=error[:CLIP] if error else None, fields=list(fields))
+    return FailingCase(
+        trace_id=example.trace_id,
+        input=_clip(example.input),
+        expected=_clip(example.output),
+        actual=_clip(actual),
+        error=error[:CLIP] if error else None,
+        fields=list(fields),
+    )
 
 
 def _clip(value: Any) -> Any:
@@ -168,5 +181,6 @@ def _clamp(value: Any) -> float:
 
 
 def _brief(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<answer>'}: {e['msg']}"
-                     for e in exc.errors(include_url=False)[:4])
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or '<answer>'}: {e['msg']}" for e in exc.errors(include_url=False)[:4]
+    )

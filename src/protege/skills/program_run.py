@@ -26,27 +26,46 @@ class ProgramAnswer:
     elapsed_s: float = 0.0
 
 
-def run_program(sandbox: Any, source: str, task_input: dict[str, Any], verified_fields: Sequence[str],
-                output_fields: Sequence[str], *, timeout_s: float = 1.0) -> ProgramAnswer:
+def run_program(
+    sandbox: Any,
+    source: str,
+    task_input: dict[str, Any],
+    verified_fields: Sequence[str],
+    output_fields: Sequence[str],
+    *,
+    timeout_s: float = 1.0,
+) -> ProgramAnswer:
     """Run `solve(**task_input)` in `sandbox`; keep only `verified_fields` of its answer (a dict)."""
     result = sandbox.run(source, ENTRY, task_input, timeout_s=timeout_s)
     if not result.ok:
         return ProgramAnswer(False, error=result.error, kind=result.kind, elapsed_s=result.elapsed_s)
     if not isinstance(result.value, dict):
-        return ProgramAnswer(False, error=f"the program answered {type(result.value).__name__}, not an object",
-                             kind="invalid_answer", elapsed_s=result.elapsed_s)
+        return ProgramAnswer(
+            False,
+            error=f"the program answered {type(result.value).__name__}, not an object",
+            kind="invalid_answer",
+            elapsed_s=result.elapsed_s,
+        )
     kept = {name: result.value[name] for name in verified_fields if name in result.value}
     complete = bool(output_fields) and all(name in kept for name in output_fields)
     return ProgramAnswer(True, fields=kept, complete=complete, elapsed_s=result.elapsed_s)
 
 
-async def arun_program(sandbox: Any, source: str, task_input: dict[str, Any], verified_fields: Sequence[str],
-                       output_fields: Sequence[str], *, timeout_s: float = 1.0) -> ProgramAnswer:
+async def arun_program(
+    sandbox: Any,
+    source: str,
+    task_input: dict[str, Any],
+    verified_fields: Sequence[str],
+    output_fields: Sequence[str],
+    *,
+    timeout_s: float = 1.0,
+) -> ProgramAnswer:
     """`run_program` off the event loop (the cascade is async)."""
     import asyncio
 
-    return await asyncio.to_thread(run_program, sandbox, source, task_input, verified_fields, output_fields,
-                                   timeout_s=timeout_s)
+    return await asyncio.to_thread(
+        run_program, sandbox, source, task_input, verified_fields, output_fields, timeout_s=timeout_s
+    )
 
 
 __all__ = ["ProgramAnswer", "arun_program", "run_program"]

@@ -107,9 +107,14 @@ class Skill(BaseModel):
                 raise UserError(f"SKILL.md frontmatter needs `{key}`; got keys {sorted(front)!r}")
         try:
             skill = cls(
-                name=front["name"], description=front["description"], body=body, license=front.get("license"),
-                compatibility=front.get("compatibility"), metadata=metadata,
-                allowed_tools=front.get("allowed-tools"), files=dict(files or {}),
+                name=front["name"],
+                description=front["description"],
+                body=body,
+                license=front.get("license"),
+                compatibility=front.get("compatibility"),
+                metadata=metadata,
+                allowed_tools=front.get("allowed-tools"),
+                files=dict(files or {}),
             )
         except ValidationError as exc:
             raise UserError(f"SKILL.md does not fit the skill model: {exc.errors()[0]['msg']}") from exc
@@ -158,8 +163,13 @@ class Skill(BaseModel):
 
     def _check_characters(self) -> None:
         """Refuse control characters (PostgreSQL text refuses NUL outright) and lone surrogates in any field."""
-        fields = [("description", self.description), ("body", self.body), ("license", self.license),
-                  ("compatibility", self.compatibility), ("allowed-tools", self.allowed_tools)]
+        fields = [
+            ("description", self.description),
+            ("body", self.body),
+            ("license", self.license),
+            ("compatibility", self.compatibility),
+            ("allowed-tools", self.allowed_tools),
+        ]
         fields += [(f"metadata key {k!r}", k) for k in self.metadata]
         fields += [(f"metadata {k!r}", v) for k, v in self.metadata.items()]
         fields += [(f"file path {p!r}", p) for p in self.files]
@@ -173,7 +183,10 @@ def check_file_path(path: str) -> str:
     """An extra file's path: relative, at most one folder deep, no '..', no hidden parts, not SKILL.md itself."""
     parts = path.split("/")
     bad = (
-        not path or path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path) is not None
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or re.match(r"^[A-Za-z]:", path) is not None
         or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
     )
     if bad:
@@ -264,12 +277,12 @@ def _split_frontmatter(text: str) -> tuple[dict[str, Any], str]:
         else:
             raise UserError("SKILL.md frontmatter has no closing '---' line")
     try:
-        front = yaml.safe_load(text[4:end + 1]) or {}
+        front = yaml.safe_load(text[4 : end + 1]) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"SKILL.md frontmatter is not valid YAML: {exc}") from exc
     if not isinstance(front, dict):
         raise UserError(f"SKILL.md frontmatter must be a YAML mapping, got {front!r}")
-    return front, text[end + 5:]
+    return front, text[end + 5 :]
 
 
 def _clip(text: str, n: int = 80) -> str:
@@ -277,6 +290,12 @@ def _clip(text: str, n: int = 80) -> str:
 
 
 __all__ = [
-    "ALLOWED_KEYS", "SKILL_FILE", "Skill", "check_body", "check_characters", "check_file_path", "estimate_tokens",
+    "ALLOWED_KEYS",
+    "SKILL_FILE",
+    "Skill",
+    "check_body",
+    "check_characters",
+    "check_file_path",
+    "estimate_tokens",
     "skill_name",
 ]

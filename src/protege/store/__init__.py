@@ -15,6 +15,16 @@ from protege.store.models import (
 from protege.store.store import Ledger, Store
 
 __all__ = [
-    "DatasetRow", "JobRow", "LabelRow", "LeaseRow", "Ledger", "RunRow", "ShadowRow", "SkillRow", "Store",
-    "StudentRow", "TaskRow", "TraceRow",
+    "DatasetRow",
+    "JobRow",
+    "LabelRow",
+    "LeaseRow",
+    "Ledger",
+    "RunRow",
+    "ShadowRow",
+    "SkillRow",
+    "Store",
+    "StudentRow",
+    "TaskRow",
+    "TraceRow",
 ]

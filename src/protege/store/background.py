@@ -69,8 +69,14 @@ class BackgroundQueries(StoreBase):
 
     def add_job(self, task: str, kind: str, payload: dict | None, *, owner: str, lease_s: float) -> JobRow:
         """Queue a job already claimed by `owner` (the process that will run it now)."""
-        row = JobRow(task_name=task, kind=kind, payload=payload, owner=owner, attempts=1,
-                     lease_until=utcnow() + timedelta(seconds=lease_s))
+        row = JobRow(
+            task_name=task,
+            kind=kind,
+            payload=payload,
+            owner=owner,
+            attempts=1,
+            lease_until=utcnow() + timedelta(seconds=lease_s),
+        )
         return self._add(row)
 
     def jobs(self, task: str | None = None, *, state: str | None = "pending") -> list[JobRow]:
@@ -88,16 +94,22 @@ class BackgroundQueries(StoreBase):
             if not _free(job.owner, job.lease_until, now):
                 continue
             prev = col(JobRow.owner).is_(None) if job.owner is None else col(JobRow.owner) == job.owner
-            stmt = update(JobRow).where(col(JobRow.id) == job.id, col(JobRow.state) == "pending", prev).values(
-                owner=owner, lease_until=now + timedelta(seconds=lease_s), attempts=col(JobRow.attempts) + 1)
+            stmt = (
+                update(JobRow)
+                .where(col(JobRow.id) == job.id, col(JobRow.state) == "pending", prev)
+                .values(owner=owner, lease_until=now + timedelta(seconds=lease_s), attempts=col(JobRow.attempts) + 1)
+            )
             if self._exec(stmt) == 1:
                 job.owner, job.attempts = owner, job.attempts + 1
                 won.append(job)
         return won
 
     def renew_jobs(self, owner: str, *, lease_s: float) -> int:
-        stmt = update(JobRow).where(col(JobRow.owner) == owner, col(JobRow.state) == "pending").values(
-            lease_until=utcnow() + timedelta(seconds=lease_s))
+        stmt = (
+            update(JobRow)
+            .where(col(JobRow.owner) == owner, col(JobRow.state) == "pending")
+            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        )
         return self._exec(stmt)
 
     def finish_job(self, job_id: str) -> None:
@@ -112,8 +124,11 @@ class BackgroundQueries(StoreBase):
 
     def release_jobs(self, owner: str) -> int:
         """Hand an owner's unfinished jobs back to the queue (at exit, when time ran out)."""
-        stmt = update(JobRow).where(col(JobRow.owner) == owner, col(JobRow.state) == "pending").values(
-            owner=None, lease_until=None)
+        stmt = (
+            update(JobRow)
+            .where(col(JobRow.owner) == owner, col(JobRow.state) == "pending")
+            .values(owner=None, lease_until=None)
+        )
         return self._exec(stmt)
 
     # -- leases ------------------------------------------------------------------------------------------------
@@ -132,8 +147,11 @@ class BackgroundQueries(StoreBase):
             return self.acquire_lease(name, owner=owner, ttl_s=ttl_s, info=info)
         if held.owner != owner and not _free(held.owner, held.expires_at, now):
             return False
-        stmt = update(LeaseRow).where(col(LeaseRow.name) == name, col(LeaseRow.owner) == held.owner).values(
-            owner=owner, expires_at=until, acquired_at=now, info=info)
+        stmt = (
+            update(LeaseRow)
+            .where(col(LeaseRow.name) == name, col(LeaseRow.owner) == held.owner)
+            .values(owner=owner, expires_at=until, acquired_at=now, info=info)
+        )
         return self._exec(stmt) == 1
 
     def renew_lease(self, name: str, *, owner: str, ttl_s: float, info: dict | None = None) -> bool:

@@ -27,8 +27,9 @@ class StoreBase:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, echo=echo)
         # one-statement work: autocommit on PostgreSQL (no BEGIN/COMMIT round trips); SQLite commits cheaply
-        self._auto = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" \
-            else self.engine
+        self._auto = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.dialect == "postgresql" else self.engine
+        )
         if migrate:
             from protege.store.migrate import upgrade
 

@@ -79,8 +79,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
                 # one connection, or each thread would see its own empty database; a pool of one hands it to one
                 # thread at a time (sqlite3 connections must not run two transactions at once)
                 connect_args["check_same_thread"] = False
-                common.update(poolclass=QueuePool, pool_size=1, max_overflow=0,
-                              pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+                common.update(
+                    poolclass=QueuePool, pool_size=1, max_overflow=0, pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
+                )
             engine = create_engine(url, connect_args=connect_args, **common)
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine

@@ -249,5 +249,15 @@ class LeaseRow(SQLModel, table=True):
 
 
 ALL_TABLES: list[type[SQLModel]] = [
-    TaskRow, RunRow, TraceRow, SkillRow, LabelRow, DatasetRow, StudentRow, ShadowRow, BudgetRow, JobRow, LeaseRow,
+    TaskRow,
+    RunRow,
+    TraceRow,
+    SkillRow,
+    LabelRow,
+    DatasetRow,
+    StudentRow,
+    ShadowRow,
+    BudgetRow,
+    JobRow,
+    LeaseRow,
 ]

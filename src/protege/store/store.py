@@ -62,7 +62,13 @@ class Store(BackgroundQueries):
     # -- tasks -------------------------------------------------------------------------------------------------
 
     def register_task(
-        self, *, name: str, contract_hash: str, input_schema: dict, output_schema: dict, instructions: str,
+        self,
+        *,
+        name: str,
+        contract_hash: str,
+        input_schema: dict,
+        output_schema: dict,
+        instructions: str,
         policy: dict | None = None,
     ) -> TaskRow:
         """Record a task's contract; the same contract returns its row, a changed one becomes a new version."""
@@ -75,8 +81,13 @@ class Store(BackgroundQueries):
                     latest.policy = policy
                 return latest
             row = TaskRow(
-                name=name, version=(latest.version + 1) if latest else 1, contract_hash=contract_hash,
-                input_schema=input_schema, output_schema=output_schema, instructions=instructions, policy=policy,
+                name=name,
+                version=(latest.version + 1) if latest else 1,
+                contract_hash=contract_hash,
+                input_schema=input_schema,
+                output_schema=output_schema,
+                instructions=instructions,
+                policy=policy,
             )
             try:
                 return self._add(row)
@@ -163,9 +174,17 @@ class Store(BackgroundQueries):
         return self._first(select(TraceRow).where(col(TraceRow.id) == trace_id))
 
     def traces(
-        self, task: str | None = None, *, tier: str | None = None, valid: bool | None = None,
-        run_id: str | None = None, shadow: bool | None = None, limit: int | None = 100, offset: int = 0,
-        oldest_first: bool = False, created_before: datetime | None = None,
+        self,
+        task: str | None = None,
+        *,
+        tier: str | None = None,
+        valid: bool | None = None,
+        run_id: str | None = None,
+        shadow: bool | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        oldest_first: bool = False,
+        created_before: datetime | None = None,
     ) -> list[TraceRow]:
         """Traces, newest first (or oldest first), filtered; paged with limit/offset."""
         stmt = _trace_filter(select(TraceRow), task, tier, valid, run_id, shadow)
@@ -176,17 +195,26 @@ class Store(BackgroundQueries):
         return self._all(stmt.limit(limit) if limit is not None else stmt)
 
     def count_traces(
-        self, task: str | None = None, *, tier: str | None = None, valid: bool | None = None,
-        shadow: bool | None = None, run_id: str | None = None,
+        self,
+        task: str | None = None,
+        *,
+        tier: str | None = None,
+        valid: bool | None = None,
+        shadow: bool | None = None,
+        run_id: str | None = None,
     ) -> int:
         stmt = _trace_filter(select(func.count()).select_from(TraceRow), task, tier, valid, run_id, shadow)
         return int(self._scalar(stmt))
 
-    def count_dataset_traces(self, task: str, *, since: datetime | None = None,
-                             tiers: tuple[str, ...] = DATASET_TIERS) -> int:
+    def count_dataset_traces(
+        self, task: str, *, since: datetime | None = None, tiers: tuple[str, ...] = DATASET_TIERS
+    ) -> int:
         """Valid traces of the tiers a dataset is built from (created after `since`): what a distill would see."""
-        stmt = select(func.count()).select_from(TraceRow).where(
-            col(TraceRow.task_name) == task, col(TraceRow.valid).is_(True), col(TraceRow.tier).in_(tiers))
+        stmt = (
+            select(func.count())
+            .select_from(TraceRow)
+            .where(col(TraceRow.task_name) == task, col(TraceRow.valid).is_(True), col(TraceRow.tier).in_(tiers))
+        )
         if since is not None:
             stmt = stmt.where(col(TraceRow.created_at) > require_aware(since, "since"))
         return int(self._scalar(stmt))
@@ -199,10 +227,21 @@ class Store(BackgroundQueries):
         """
         latest_label = select(func.max(col(LabelRow.id))).group_by(col(LabelRow.trace_id))
         rejected = select(col(LabelRow.trace_id)).where(
-            col(LabelRow.id).in_(latest_label), col(LabelRow.verdict) == "bad")
-        cols = [col(TraceRow.id), col(TraceRow.task_version), col(TraceRow.tier), col(TraceRow.model),
-                col(TraceRow.input), col(TraceRow.input_hash), col(TraceRow.messages), col(TraceRow.tools),
-                col(TraceRow.output), col(TraceRow.output_text), col(TraceRow.created_at)]
+            col(LabelRow.id).in_(latest_label), col(LabelRow.verdict) == "bad"
+        )
+        cols = [
+            col(TraceRow.id),
+            col(TraceRow.task_version),
+            col(TraceRow.tier),
+            col(TraceRow.model),
+            col(TraceRow.input),
+            col(TraceRow.input_hash),
+            col(TraceRow.messages),
+            col(TraceRow.tools),
+            col(TraceRow.output),
+            col(TraceRow.output_text),
+            col(TraceRow.created_at),
+        ]
         stmt = (
             select(*cols)
             .where(col(TraceRow.task_name) == task, col(TraceRow.valid).is_(True), col(TraceRow.tier).in_(tiers))
@@ -261,7 +300,12 @@ class Store(BackgroundQueries):
         return self._update(SkillRow, skill_id, fields)
 
     def search_skills(
-        self, query: str, *, status: str | None = "approved", exclude_task: str | None = None, limit: int = 5,
+        self,
+        query: str,
+        *,
+        status: str | None = "approved",
+        exclude_task: str | None = None,
+        limit: int = 5,
     ) -> list[tuple[SkillRow, float]]:
         """Skills whose text matches free-text `query`, best first, with a score (higher is better).
 
@@ -323,8 +367,9 @@ class Store(BackgroundQueries):
     def add_shadow(self, row: ShadowRow) -> ShadowRow:
         return self._add(row)
 
-    def shadow_agreement(self, task: str, tier: str, *, window: int = 50, since: datetime | None = None
-                         ) -> tuple[float | None, int]:
+    def shadow_agreement(
+        self, task: str, tier: str, *, window: int = 50, since: datetime | None = None
+    ) -> tuple[float | None, int]:
         """Mean agreement of the last `window` shadow comparisons of a tier (after `since`), and how many."""
         stmt = select(col(ShadowRow.agreement)).where(col(ShadowRow.task_name) == task, col(ShadowRow.tier) == tier)
         if since is not None:
@@ -367,7 +412,8 @@ class Store(BackgroundQueries):
 
     def spent(self, task: str, *, day: str | None = None) -> float:
         stmt = select(col(BudgetRow.spent_usd)).where(
-            col(BudgetRow.task_name) == task, col(BudgetRow.day) == (day or _today()))
+            col(BudgetRow.task_name) == task, col(BudgetRow.day) == (day or _today())
+        )
         return float(self._scalar(stmt) or 0.0)
 
     # -- ledger ------------------------------------------------------------------------------------------------
@@ -379,17 +425,21 @@ class Store(BackgroundQueries):
         teacher has answered once).
         """
         by_tier = self._rows(
-            select(col(TraceRow.tier), func.sum(col(TraceRow.cost_usd))).where(col(TraceRow.task_name) == task)
+            select(col(TraceRow.tier), func.sum(col(TraceRow.cost_usd)))
+            .where(col(TraceRow.task_name) == task)
             .group_by(col(TraceRow.tier))
         )
         served = self._rows(
-            select(col(RunRow.tier), func.count()).where(col(RunRow.task_name) == task, col(RunRow.status) == "ok")
+            select(col(RunRow.tier), func.count())
+            .where(col(RunRow.task_name) == task, col(RunRow.status) == "ok")
             .group_by(col(RunRow.tier))
         )
         calls = self._scalar(select(func.count()).select_from(RunRow).where(col(RunRow.task_name) == task))
         teacher_mean = self._scalar(
             select(func.avg(col(TraceRow.cost_usd))).where(
-                col(TraceRow.task_name) == task, col(TraceRow.tier) == "teacher", col(TraceRow.valid).is_(True),
+                col(TraceRow.task_name) == task,
+                col(TraceRow.tier) == "teacher",
+                col(TraceRow.valid).is_(True),
                 col(TraceRow.shadow).is_(False),
             )
         )
@@ -398,14 +448,20 @@ class Store(BackgroundQueries):
         teacher_only = float(teacher_mean) * calls if teacher_mean is not None else None
         savings = teacher_only - total if teacher_only is not None else None
         return Ledger(
-            task=task, calls=int(calls), calls_by_tier={t or "failed": int(n) for t, n in served},
-            spend_by_tier=spend, total_usd=total, teacher_only_usd=teacher_only, savings_usd=savings,
+            task=task,
+            calls=int(calls),
+            calls_by_tier={t or "failed": int(n) for t, n in served},
+            spend_by_tier=spend,
+            total_usd=total,
+            teacher_only_usd=teacher_only,
+            savings_usd=savings,
             savings_ratio=(savings / teacher_only) if savings is not None and teacher_only else None,
         )
 
 
-def _trace_filter(stmt: _Select, task: str | None, tier: str | None, valid: bool | None, run_id: str | None,
-                  shadow: bool | None) -> _Select:
+def _trace_filter(
+    stmt: _Select, task: str | None, tier: str | None, valid: bool | None, run_id: str | None, shadow: bool | None
+) -> _Select:
     if task:
         stmt = stmt.where(col(TraceRow.task_name) == task)
     if tier:

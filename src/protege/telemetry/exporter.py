@@ -18,12 +18,16 @@ TRACES_PATH = "/v1/traces"
 def traces_url(endpoint: str) -> str:
     """The OTLP/HTTP traces URL for a collector `endpoint` (`http://host:4318` → `http://host:4318/v1/traces`)."""
     if not isinstance(endpoint, str) or not endpoint.strip():
-        raise UserError(f"otel endpoint {endpoint!r} is empty; give the collector's OTLP/HTTP base URL, "
-                        f"e.g. 'http://localhost:4318'")
+        raise UserError(
+            f"otel endpoint {endpoint!r} is empty; give the collector's OTLP/HTTP base URL, "
+            f"e.g. 'http://localhost:4318'"
+        )
     url = urlparse(endpoint.strip())
     if url.scheme not in ("http", "https") or not url.netloc:
-        raise UserError(f"otel endpoint {endpoint!r} is not an http(s) URL; give the collector's OTLP/HTTP base URL, "
-                        f"e.g. 'http://localhost:4318' (set by Protege(otel=...) or PROTEGE_OTEL_ENDPOINT)")
+        raise UserError(
+            f"otel endpoint {endpoint!r} is not an http(s) URL; give the collector's OTLP/HTTP base URL, "
+            f"e.g. 'http://localhost:4318' (set by Protege(otel=...) or PROTEGE_OTEL_ENDPOINT)"
+        )
     path = url.path.rstrip("/")
     return url._replace(path=path if path.endswith(TRACES_PATH) else path + TRACES_PATH).geturl()
 
@@ -62,6 +66,8 @@ def make_telemetry(otel: Any, endpoint: str | None, *, capture_content: bool | N
     if isinstance(otel, str):
         return Telemetry(otlp_provider(otel), capture_content=capture_content)
     if otel is not None and not callable(getattr(otel, "get_tracer", None)):
-        raise UserError(f"otel={otel!r} is neither a collector URL nor a TracerProvider; pass e.g. "
-                        f"'http://localhost:4318', or leave it out to use the global TracerProvider")
+        raise UserError(
+            f"otel={otel!r} is neither a collector URL nor a TracerProvider; pass e.g. "
+            f"'http://localhost:4318', or leave it out to use the global TracerProvider"
+        )
     return Telemetry(otel, capture_content=capture_content)

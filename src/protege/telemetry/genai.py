@@ -85,8 +85,14 @@ def to_genai(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif m.get("content"):
             parts.append({"type": "text", "content": m["content"]})
         for call in m.get("tool_calls") or []:
-            parts.append({"type": "tool_call", "id": call.get("id"), "name": call.get("name"),
-                          "arguments": call.get("arguments") or {}})
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": call.get("name"),
+                    "arguments": call.get("arguments") or {},
+                }
+            )
         message: dict[str, Any] = {"role": m.get("role", "user"), "parts": parts}
         if m.get("role") == "tool" and m.get("name"):
             message["name"] = m["name"]
@@ -111,15 +117,26 @@ def from_genai(messages: list[Any]) -> list[dict[str, Any]]:
             if kind == "text":
                 texts.append(str(part.get("content") or ""))
             elif kind == "tool_call":
-                calls.append({"id": part.get("id"), "type": "function",
-                              "function": {"name": part.get("name"), "arguments": part.get("arguments") or {}}})
+                calls.append(
+                    {
+                        "id": part.get("id"),
+                        "type": "function",
+                        "function": {"name": part.get("name"), "arguments": part.get("arguments") or {}},
+                    }
+                )
             elif kind == "tool_call_response":
                 responses.append(part)
         if responses:  # one tool message per response part
             for r in responses:
                 result = r.get("result")
-                out.append({"role": "tool", "tool_call_id": r.get("id"), "name": m.get("name"),
-                            "content": result if isinstance(result, str) else _json(result)})
+                out.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": r.get("id"),
+                        "name": m.get("name"),
+                        "content": result if isinstance(result, str) else _json(result),
+                    }
+                )
             continue
         turn: dict[str, Any] = {"role": m["role"], "content": "".join(texts)}
         if calls:

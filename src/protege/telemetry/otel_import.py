@@ -61,7 +61,7 @@ class Call:
 def plan_otel_import(path: Path, contract: Contract, *, model: str | None = None) -> ImportPlan:
     """Read and check every LLM call in `path`; nothing is written. `lines` counts the calls found."""
     if not path.is_file():
-        raise UserError(f"no file {str(path)!r}; give an OTLP JSON export of spans ({{\"resourceSpans\": [...]}})")
+        raise UserError(f'no file {str(path)!r}; give an OTLP JSON export of spans ({{"resourceSpans": [...]}})')
     spans, bad = read_spans(path)
     rows: list[dict[str, Any]] = []
     found, start = len(bad), utcnow()
@@ -76,19 +76,25 @@ def plan_otel_import(path: Path, contract: Contract, *, model: str | None = None
         row["created_at"] = start + timedelta(microseconds=len(rows))  # file order survives ordering by time
         rows.append(row)
     if not found:
-        raise UserError(f"{str(path)!r} holds no LLM spans (gen_ai.operation.name 'chat' or OpenInference span kind "
-                        f"'LLM'); export the spans of your model calls")
+        raise UserError(
+            f"{str(path)!r} holds no LLM spans (gen_ai.operation.name 'chat' or OpenInference span kind "
+            f"'LLM'); export the spans of your model calls"
+        )
     return ImportPlan(rows=rows, bad=sorted(bad), lines=found)
 
 
 # -- reading the file ------------------------------------------------------------------------------------------------
 
+
 def read_spans(path: Path) -> tuple[list[Span], list[tuple[int, str]]]:
     """Every span in the file, and (line, why) for the lines that are not OTLP JSON."""
     text = path.read_text(encoding="utf-8", errors="replace")
     whole = _json(text)
-    documents = [(1, whole)] if isinstance(whole, dict) else \
-        [(n, _json(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    documents = (
+        [(1, whole)]
+        if isinstance(whole, dict)
+        else [(n, _json(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    )
     spans, bad = [], []
     for number, doc in documents:
         if not isinstance(doc, dict) or not isinstance(_get(doc, "resourceSpans", "resource_spans"), list):
@@ -107,11 +113,15 @@ def _spans_of(doc: dict, line: int) -> Any:
                     yield Span(
                         trace_id=str(_get(s, "traceId", "trace_id") or ""),
                         span_id=str(_get(s, "spanId", "span_id") or ""),
-                        parent_id=str(_get(s, "parentSpanId", "parent_span_id") or ""), name=str(s.get("name") or ""),
+                        parent_id=str(_get(s, "parentSpanId", "parent_span_id") or ""),
+                        name=str(s.get("name") or ""),
                         start=_int(_get(s, "startTimeUnixNano", "start_time_unix_nano")),
                         end=_int(_get(s, "endTimeUnixNano", "end_time_unix_nano")),
-                        attrs={a["key"]: _value(a.get("value")) for a in _list(s.get("attributes"))
-                               if isinstance(a, dict) and isinstance(a.get("key"), str)},
+                        attrs={
+                            a["key"]: _value(a.get("value"))
+                            for a in _list(s.get("attributes"))
+                            if isinstance(a, dict) and isinstance(a.get("key"), str)
+                        },
                         line=line,
                     )
 
@@ -133,8 +143,9 @@ def _value(v: Any) -> Any:
     if kind in ("arrayValue", "array_value"):
         return [_value(x) for x in values]
     if kind in ("kvlistValue", "kvlist_value"):
-        return {x["key"]: _value(x.get("value")) for x in values
-                if isinstance(x, dict) and isinstance(x.get("key"), str)}
+        return {
+            x["key"]: _value(x.get("value")) for x in values if isinstance(x, dict) and isinstance(x.get("key"), str)
+        }
     return inner if isinstance(inner, (str, bool, int, float)) else None
 
 
@@ -160,6 +171,7 @@ def llm_calls(spans: list[Span]) -> list[Call]:
 
 # -- one call as a trace ---------------------------------------------------------------------------------------------
 
+
 def trace_from_call(call: Call, contract: Contract, *, model: str | None = None) -> dict[str, Any]:
     """One LLM call as a trace dict for `Store.insert_traces` (raises BadLine)."""
     parent, final = call.parent, call.requests[-1]
@@ -174,8 +186,12 @@ def trace_from_call(call: Call, contract: Contract, *, model: str | None = None)
     record = {"messages": [*messages, output], "tools": _tools(final)}
     row = trace_from_chat(record, contract, model=model or _model(final))
     usage = _usage(call.requests)
-    return {**row, **usage, "cost_usd": _cost(call.requests, row["model"], usage),
-            "latency_s": max(0, final.end - call.requests[0].start) / 1e9}
+    return {
+        **row,
+        **usage,
+        "cost_usd": _cost(call.requests, row["model"], usage),
+        "latency_s": max(0, final.end - call.requests[0].start) / 1e9,
+    }
 
 
 def _input_turns(s: Span) -> list[dict[str, Any]]:
@@ -214,19 +230,21 @@ def _genai(value: Any) -> list[dict[str, Any]]:
 
 def _openinference(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     """Flattened `llm.input_messages.0.message.role` keys as OpenAI chat messages."""
-    tree = _unflatten({k[len(prefix) + 1:]: v for k, v in attrs.items() if k.startswith(prefix + ".")})
+    tree = _unflatten({k[len(prefix) + 1 :]: v for k, v in attrs.items() if k.startswith(prefix + ".")})
     turns = []
     for _, item in _indexed(tree):
         m = _dict(_dict(item).get("message"))
         content = m.get("content")
         if content is None and isinstance(m.get("contents"), dict):  # content parts
-            content = "".join(str(_dict(_dict(p).get("message_content")).get("text") or "")
-                              for _, p in _indexed(m["contents"]))
+            content = "".join(
+                str(_dict(_dict(p).get("message_content")).get("text") or "") for _, p in _indexed(m["contents"])
+            )
         turn: dict[str, Any] = {"role": m.get("role", "user"), "content": content or ""}
         calls = [_dict(_dict(c).get("tool_call")) for _, c in _indexed(_dict(m.get("tool_calls")))]
         if calls:
-            turn["tool_calls"] = [{"id": c.get("id"), "type": "function", "function": _dict(c.get("function"))}
-                                  for c in calls]
+            turn["tool_calls"] = [
+                {"id": c.get("id"), "type": "function", "function": _dict(c.get("function"))} for c in calls
+            ]
         if m.get("tool_call_id"):
             turn.update(tool_call_id=m["tool_call_id"], name=m.get("name"))
         turns.append(turn)
@@ -251,8 +269,13 @@ def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _tools(s: Span) -> list[dict[str, Any]] | None:
     a = s.attrs
-    raw = _loaded(a.get(g.TOOL_DEFINITIONS)) if g.TOOL_DEFINITIONS in a else \
-        [_loaded(v) for k, v in sorted(a.items()) if k.startswith("llm.tools.") and k.endswith(".tool.json_schema")]
+    raw = (
+        _loaded(a.get(g.TOOL_DEFINITIONS))
+        if g.TOOL_DEFINITIONS in a
+        else [
+            _loaded(v) for k, v in sorted(a.items()) if k.startswith("llm.tools.") and k.endswith(".tool.json_schema")
+        ]
+    )
     return convert_tools(raw) if raw else None
 
 
@@ -275,8 +298,9 @@ def _usage(requests: list[Span]) -> dict[str, int]:
         write = _int(_first(a, g.CACHE_WRITE_TOKENS, "llm.token_count.prompt_details.cache_write"))
         prompt = _int(_first(a, g.INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"))
         total["input_tokens"] += max(prompt - read - write, 0)
-        total["output_tokens"] += _int(_first(a, g.OUTPUT_TOKENS, "gen_ai.usage.completion_tokens",
-                                              "llm.token_count.completion"))
+        total["output_tokens"] += _int(
+            _first(a, g.OUTPUT_TOKENS, "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+        )
         total["cache_read_tokens"] += read
         total["cache_write_tokens"] += write
     return total

@@ -113,14 +113,16 @@ class Telemetry:
         tracer = self.tracer()
         return NOOP if tracer is None else CallSpan(tracer, task, run_id)
 
-    def attempt(self, tier: str, *, run_id: str | None, redact: str, shadow: bool,
-                cost: Callable[[Any, Any], float]) -> Any:
+    def attempt(
+        self, tier: str, *, run_id: str | None, redact: str, shadow: bool, cost: Callable[[Any, Any], float]
+    ) -> Any:
         """The span of one tier attempt; while open, it is `current_attempt()` for the loop's requests and tools."""
         tracer = self.tracer()
         if tracer is None:
             return NOOP
-        return AttemptSpan(tracer, tier, run_id=run_id, shadow=shadow, cost=cost,
-                           redact=redact if self.capture_content else None)
+        return AttemptSpan(
+            tracer, tier, run_id=run_id, shadow=shadow, cost=cost, redact=redact if self.capture_content else None
+        )
 
     def shutdown(self, timeout_s: float = 3.0) -> None:
         """Flush and stop a provider protege configured itself (an app's own provider is the app's to stop).
@@ -136,9 +138,11 @@ class Telemetry:
         if stopping.is_alive():
             import warnings
 
-            warnings.warn(f"OpenTelemetry: the last spans were not delivered within {timeout_s:g} s (is the collector "
-                          f"at {getattr(self.provider, '_protege_endpoint', '?')} up?); protege stopped waiting",
-                          stacklevel=2)
+            warnings.warn(
+                f"OpenTelemetry: the last spans were not delivered within {timeout_s:g} s (is the collector "
+                f"at {getattr(self.provider, '_protege_endpoint', '?')} up?); protege stopped waiting",
+                stacklevel=2,
+            )
 
 
 def _global_provider() -> Any:
@@ -171,8 +175,11 @@ class _Span:
 
         try:
             self._cm = self.tracer.start_as_current_span(
-                self.name, kind=getattr(SpanKind, self.kind), attributes=_clean(self.attributes),
-                record_exception=False, set_status_on_exception=False,  # exception messages can quote content
+                self.name,
+                kind=getattr(SpanKind, self.kind),
+                attributes=_clean(self.attributes),
+                record_exception=False,
+                set_status_on_exception=False,  # exception messages can quote content
             )
             self.span = self._cm.__enter__()
         except Exception as exc:  # a broken provider or processor must not fail the call: trace nothing here
@@ -208,23 +215,44 @@ class CallSpan(_Span):
         super().__init__(tracer, {g.TASK: task, g.RUN_ID: run_id})
 
     def served(self, result: Any) -> Any:
-        self.set(**{g.TIER: result.tier, g.MODEL: result.model, g.COST_USD: result.cost_usd,
-                    g.LATENCY_S: result.latency_s, g.ATTEMPTS: len(result.attempts),
-                    g.ESCALATIONS: len(result.attempts) - 1, g.STATUS: "ok"})
+        self.set(
+            **{
+                g.TIER: result.tier,
+                g.MODEL: result.model,
+                g.COST_USD: result.cost_usd,
+                g.LATENCY_S: result.latency_s,
+                g.ATTEMPTS: len(result.attempts),
+                g.ESCALATIONS: len(result.attempts) - 1,
+                g.STATUS: "ok",
+            }
+        )
         return result
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is not None:
             attempts = getattr(exc, "attempts", None) or []
-            self.set(**{g.STATUS: "failed", g.ATTEMPTS: len(attempts),
-                        g.ESCALATIONS: max(len(attempts) - 1, 0),
-                        g.COST_USD: sum(getattr(a, "cost_usd", 0.0) for a in attempts)})
+            self.set(
+                **{
+                    g.STATUS: "failed",
+                    g.ATTEMPTS: len(attempts),
+                    g.ESCALATIONS: max(len(attempts) - 1, 0),
+                    g.COST_USD: sum(getattr(a, "cost_usd", 0.0) for a in attempts),
+                }
+            )
         super().__exit__(exc_type, exc, tb)
 
 
 class AttemptSpan(_Span):
-    def __init__(self, tracer: Any, tier: str, *, run_id: str | None, shadow: bool, cost: Callable[[Any, Any], float],
-                 redact: str | None):
+    def __init__(
+        self,
+        tracer: Any,
+        tier: str,
+        *,
+        run_id: str | None,
+        shadow: bool,
+        cost: Callable[[Any, Any], float],
+        redact: str | None,
+    ):
         super().__init__(tracer, {g.TIER: tier, g.RUN_ID: run_id, "protege.shadow": shadow or None})
         self.name = f"protege.attempt {tier}"
         self.cost = cost
@@ -241,9 +269,18 @@ class AttemptSpan(_Span):
 
     def done(self, attempt: Any) -> None:
         """Record the attempt as the store has it (its trace id leads to `protege trace ID` and the TUI)."""
-        self.set(**{g.TRACE_ID: attempt.trace_id, g.MODEL: attempt.model, g.VALID: attempt.valid,
-                    g.COST_USD: attempt.cost_usd, g.LATENCY_S: attempt.latency_s, g.CONFIDENCE: attempt.confidence,
-                    g.SKILL_VERSION: attempt.skill_version, g.STUDENT_ID: attempt.student_id})
+        self.set(
+            **{
+                g.TRACE_ID: attempt.trace_id,
+                g.MODEL: attempt.model,
+                g.VALID: attempt.valid,
+                g.COST_USD: attempt.cost_usd,
+                g.LATENCY_S: attempt.latency_s,
+                g.CONFIDENCE: attempt.confidence,
+                g.SKILL_VERSION: attempt.skill_version,
+                g.STUDENT_ID: attempt.student_id,
+            }
+        )
         if not attempt.valid:
             self.fail("invalid_answer")
 
@@ -266,15 +303,22 @@ class RequestSpan(_Span):
 
     def __init__(self, attempt: AttemptSpan, model: Any, request: Any):
         provider, name = g.split_model(model.name)
-        attributes = {g.OPERATION: "chat", g.PROVIDER: provider, g.REQUEST_MODEL: name, g.MODEL: model.name,
-                      g.REQUEST_MAX_TOKENS: request.max_tokens, g.REQUEST_TEMPERATURE: request.temperature,
-                      g.OUTPUT_TYPE: "json" if request.output_schema is not None else "text"}
+        attributes = {
+            g.OPERATION: "chat",
+            g.PROVIDER: provider,
+            g.REQUEST_MODEL: name,
+            g.MODEL: model.name,
+            g.REQUEST_MAX_TOKENS: request.max_tokens,
+            g.REQUEST_TEMPERATURE: request.temperature,
+            g.OUTPUT_TYPE: "json" if request.output_schema is not None else "text",
+        }
         if attempt.redact is not None:
             turns = [m.model_dump(exclude_defaults=True) for m in request.messages]
             attributes[g.INPUT_MESSAGES] = attempt.content(g.to_genai(turns))
             if request.tools:
                 attributes[g.TOOL_DEFINITIONS] = attempt.content(
-                    [{"type": "function", **t.model_dump()} for t in request.tools])
+                    [{"type": "function", **t.model_dump()} for t in request.tools]
+                )
         super().__init__(attempt.tracer, attributes)
         self.name = f"chat {name}"
         self.kind = "CLIENT" if provider in g.KNOWN_PROVIDERS.values() else "INTERNAL"
@@ -293,11 +337,11 @@ class RequestSpan(_Span):
             g.OUTPUT_TOKENS: usage.output_tokens,
             g.CACHE_READ_TOKENS: usage.cache_read_tokens or None,
             g.CACHE_WRITE_TOKENS: usage.cache_write_tokens or None,
-            g.COST_USD: self.attempt.cost(self.model, usage), g.CONFIDENCE: resp.confidence,
+            g.COST_USD: self.attempt.cost(self.model, usage),
+            g.CONFIDENCE: resp.confidence,
         }
         if self.attempt.redact is not None:
-            turn = {"role": "assistant", "content": resp.text,
-                    "tool_calls": [c.model_dump() for c in resp.tool_calls]}
+            turn = {"role": "assistant", "content": resp.text, "tool_calls": [c.model_dump() for c in resp.tool_calls]}
             message = {**g.to_genai([turn])[0], "finish_reason": finish or "stop"}
             attributes[g.OUTPUT_MESSAGES] = self.attempt.content([message])
         self.set(**attributes)
@@ -312,8 +356,13 @@ class ToolSpan(_Span):
     """One tool call (`execute_tool <name>`); arguments and result are content, recorded only when opted in."""
 
     def __init__(self, attempt: AttemptSpan, call: Any, description: str):
-        attributes = {g.OPERATION: "execute_tool", g.TOOL_NAME: call.name, g.TOOL_TYPE: "function",
-                      g.TOOL_CALL_ID: call.id, g.TOOL_DESCRIPTION: description or None}
+        attributes = {
+            g.OPERATION: "execute_tool",
+            g.TOOL_NAME: call.name,
+            g.TOOL_TYPE: "function",
+            g.TOOL_CALL_ID: call.id,
+            g.TOOL_DESCRIPTION: description or None,
+        }
         if attempt.redact is not None:
             attributes[g.TOOL_CALL_ARGUMENTS] = attempt.content(call.arguments)
         super().__init__(attempt.tracer, attributes)
@@ -334,8 +383,11 @@ def _broken(exc: Exception) -> None:
         _WARNED = True
         import warnings
 
-        warnings.warn(f"OpenTelemetry failed while protege made a span ({type(exc).__name__}: {exc}); calls go on, "
-                      f"untraced where it fails — check the app's TracerProvider and span processors", stacklevel=3)
+        warnings.warn(
+            f"OpenTelemetry failed while protege made a span ({type(exc).__name__}: {exc}); calls go on, "
+            f"untraced where it fails — check the app's TracerProvider and span processors",
+            stacklevel=3,
+        )
 
 
 _WARNED = False

@@ -32,15 +32,15 @@ class ProtegeConsole(App[None]):
 
     CSS_PATH = "protege.tcss"
     TITLE = "protege"
-    MODES = {"dashboard": DashboardScreen, "skills": SkillsScreen, "traces": TracesScreen,
-             "students": StudentsScreen}
+    MODES = {"dashboard": DashboardScreen, "skills": SkillsScreen, "traces": TracesScreen, "students": StudentsScreen}
     BINDINGS = [
         *(Binding(key, f"goto('{mode}')", title, show=False) for key, mode, title in SECTIONS),
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, protege: Protege, *, reviewer: str, owns_protege: bool = False, trace: str | None = None
-                 ) -> None:
+    def __init__(
+        self, protege: Protege, *, reviewer: str, owns_protege: bool = False, trace: str | None = None
+    ) -> None:
         super().__init__()
         self.protege = protege
         self.reviewer = reviewer
@@ -63,21 +63,27 @@ class ProtegeConsole(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for key, mode, title in SECTIONS:
-            yield SystemCommand(f"Go to {title}", f"switch to the {title.lower()} (key {key})",
-                                partial(self.action_goto, mode))
+            yield SystemCommand(
+                f"Go to {title}", f"switch to the {title.lower()} (key {key})", partial(self.action_goto, mode)
+            )
         for binding in screen.BINDINGS:  # the current screen's actions, for those who search rather than remember
-            if isinstance(binding, Binding) and binding.description and screen.check_action(
-                    binding.action.split("(")[0], ()):
-                yield SystemCommand(binding.description, f"key {binding.key.split(',')[0]}",
-                                    partial(screen.run_action, binding.action))
+            if (
+                isinstance(binding, Binding)
+                and binding.description
+                and screen.check_action(binding.action.split("(")[0], ())
+            ):
+                yield SystemCommand(
+                    binding.description, f"key {binding.key.split(',')[0]}", partial(screen.run_action, binding.action)
+                )
 
     def on_unmount(self) -> None:
         if self.owns_protege:  # made by make_app from a db URL: release its store
             self.protege.close()
 
 
-def make_app(app: Protege | None = None, *, db: str | None = None, reviewer: str | None = None,
-             trace: str | None = None) -> ProtegeConsole:
+def make_app(
+    app: Protege | None = None, *, db: str | None = None, reviewer: str | None = None, trace: str | None = None
+) -> ProtegeConsole:
     """The console over `app` (a Protege) or, given only `db`, over `Protege(db=db)` (no tasks needed to review).
 
     `reviewer` is the name recorded on approvals, rejections and labels; default: $PROTEGE_REVIEWER or the OS user.

@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 TIER_COLORS = {"teacher": "magenta", "replay": "yellow", "student": "green", "import": "cyan", "failed": "red"}
-STATUS_COLORS = {"draft": "yellow", "approved": "green", "rejected": "red", "retired": "bright_black",
-                 "candidate": "yellow", "promoted": "green", "demoted": "bright_black"}
+STATUS_COLORS = {
+    "draft": "yellow",
+    "approved": "green",
+    "rejected": "red",
+    "retired": "bright_black",
+    "candidate": "yellow",
+    "promoted": "green",
+    "demoted": "bright_black",
+}
 
 
 def usd(value: float | None) -> str:

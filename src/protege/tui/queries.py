@@ -19,8 +19,12 @@ from sqlmodel import col
 from protege.store import Ledger, RunRow, Store, TraceRow
 
 TRACE_SORTS: dict[str, Mapped[Any]] = {
-    "task": col(TraceRow.task_name), "tier": col(TraceRow.tier), "model": col(TraceRow.model),
-    "valid": col(TraceRow.valid), "date": col(TraceRow.created_at), "cost": col(TraceRow.cost_usd),
+    "task": col(TraceRow.task_name),
+    "tier": col(TraceRow.tier),
+    "model": col(TraceRow.model),
+    "valid": col(TraceRow.valid),
+    "date": col(TraceRow.created_at),
+    "cost": col(TraceRow.cost_usd),
 }
 CHEAP_TIERS = ("replay", "student", "program")
 HOURLY_UP_TO = timedelta(hours=48)  # a shorter history is charted per hour, a longer one per day
@@ -57,7 +61,9 @@ class TaskStats:
 
 def task_stats(store: Store, task: str) -> TaskStats:
     return TaskStats(
-        task=task, ledger=store.ledger(task), attempts=store.count_traces(task),
+        task=task,
+        ledger=store.ledger(task),
+        attempts=store.count_traces(task),
         valid_attempts=store.count_traces(task, valid=True),
         agreement={tier: store.shadow_agreement(task, tier) for tier in CHEAP_TIERS},
     )
@@ -150,12 +156,18 @@ def trace_page(store: Store, q: TraceQuery, *, limit: int, offset: int, total: i
     """
     if total is not None and offset > total // 2:
         end = min(offset + limit, total)
-        ids = _page_ids(store, replace(q, descending=not q.descending), limit=max(0, end - offset),
-                        offset=max(0, total - end), ids_descending=True)
+        ids = _page_ids(
+            store,
+            replace(q, descending=not q.descending),
+            limit=max(0, end - offset),
+            offset=max(0, total - end),
+            ids_descending=True,
+        )
         return _rows_by_id(store, ids[::-1])
     if q.sort == "date":
-        return store.traces(q.task, tier=q.tier, valid=q.valid, limit=limit, offset=offset,
-                            oldest_first=not q.descending)
+        return store.traces(
+            q.task, tier=q.tier, valid=q.valid, limit=limit, offset=offset, oldest_first=not q.descending
+        )
     return _rows_by_id(store, _page_ids(store, q, limit=limit, offset=offset))
 
 

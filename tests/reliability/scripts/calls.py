@@ -65,11 +65,22 @@ def phase(a: argparse.Namespace, k: int, url: str, capped: int) -> None:
             subject = f"{a.tag}-{i} refund" if i % 2 else f"{a.tag}-{i} crash"
             try:
                 res = app.run(task, {"ticket": {"subject": subject}})
-                outcome = {"task": task, "run_id": res.run_id, "trace_ids": res.trace_ids, "tier": res.tier,
-                           "subject": subject, "output": res.output.model_dump()}
+                outcome = {
+                    "task": task,
+                    "run_id": res.run_id,
+                    "trace_ids": res.trace_ids,
+                    "tier": res.tier,
+                    "subject": subject,
+                    "output": res.output.model_dump(),
+                }
             except Exception as exc:  # reported, and judged by the test
-                outcome = {"task": task, "error": type(exc).__name__, "message": str(exc)[:500],
-                           "subject": subject, "run_id": getattr(exc, "run_id", None)}
+                outcome = {
+                    "task": task,
+                    "error": type(exc).__name__,
+                    "message": str(exc)[:500],
+                    "subject": subject,
+                    "run_id": getattr(exc, "run_id", None),
+                }
             with lock:
                 outcomes.append(outcome)
 

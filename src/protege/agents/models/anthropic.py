@@ -65,7 +65,9 @@ class AnthropicModel:
         # No temperature: the SDK dropped it from create() and Claude models after Opus 4.6 reject it (HTTP 400);
         # forced tool use with a schema keeps structured answers stable without it.
         params: dict[str, Any] = {
-            "model": self.model_id, "max_tokens": req.max_tokens, "messages": transcript(req.messages)
+            "model": self.model_id,
+            "max_tokens": req.max_tokens,
+            "messages": transcript(req.messages),
         }
         system = [_system_block(m) for m in req.messages if m.role == "system" and m.content]
         if system:
@@ -81,20 +83,27 @@ class AnthropicModel:
     def parse(self, message: Any, req: ModelRequest) -> ModelResponse:
         """A ModelResponse from the SDK's Message; unreadable or truncated answers raise BadResponse."""
         if not isinstance(message, SDKMessage):
-            raise BadResponse(f"{self.name}: the provider did not answer with a message: {str(message)[:200]!r}",
-                              model=self.name, body=str(message)[:2000])
+            raise BadResponse(
+                f"{self.name}: the provider did not answer with a message: {str(message)[:200]!r}",
+                model=self.name,
+                body=str(message)[:2000],
+            )
         try:
             raw = message.model_dump(mode="json")
             final, calls, texts = _read_content(message.content)
             usage = _usage(message.usage)
             stop = message.stop_reason
         except (AttributeError, TypeError, ValueError) as exc:
-            raise BadResponse(f"{self.name}: the provider's message could not be read ({exc})",
-                              model=self.name, body=_safe_dump(message)) from None
+            raise BadResponse(
+                f"{self.name}: the provider's message could not be read ({exc})",
+                model=self.name,
+                body=_safe_dump(message),
+            ) from None
         if stop == "max_tokens" and (req.output_schema is not None or calls):
             raise BadResponse(
                 f"{self.name}: the answer was cut off at max_tokens={req.max_tokens}; raise max_tokens",
-                model=self.name, body=raw,
+                model=self.name,
+                body=raw,
             )
         text = json.dumps(final, ensure_ascii=False) if final is not None else "".join(texts)
         return ModelResponse(text=text, tool_calls=calls, usage=usage, raw=raw, model=self.name, stop_reason=stop)

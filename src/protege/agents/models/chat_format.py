@@ -37,15 +37,13 @@ def render_answer(output: dict[str, Any]) -> str:
 
 
 def render_tools(tools: list[ToolSpec]) -> str:
-    lines = ["Tools (call one with <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>):"]
+    lines = ['Tools (call one with <tool_call>{"name": ..., "arguments": {...}}</tool_call>):']
     lines += [compact_json({"name": t.name, "description": t.description, "parameters": t.parameters}) for t in tools]
     return "\n".join(lines)
 
 
 def render_tool_calls(calls: list[ToolCall]) -> str:
-    return "".join(
-        f"<tool_call>{compact_json({'name': c.name, 'arguments': c.arguments})}</tool_call>" for c in calls
-    )
+    return "".join(f"<tool_call>{compact_json({'name': c.name, 'arguments': c.arguments})}</tool_call>" for c in calls)
 
 
 def parse_tool_calls(text: str) -> list[ToolCall]:
@@ -58,8 +56,9 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
             continue
         if isinstance(body, dict) and isinstance(body.get("name"), str):
             arguments = body.get("arguments")
-            calls.append(ToolCall(id=f"call_{i}", name=body["name"],
-                                  arguments=arguments if isinstance(arguments, dict) else {}))
+            calls.append(
+                ToolCall(id=f"call_{i}", name=body["name"], arguments=arguments if isinstance(arguments, dict) else {})
+            )
     return calls
 
 

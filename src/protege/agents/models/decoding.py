@@ -50,8 +50,14 @@ class Grammar:
     """The automaton for one output schema; `fixed` top-level values are written as given, `bounds` (path →
     learned bounds) tighten it, and `source` (the call's input text) is what copied strings may quote."""
 
-    def __init__(self, schema: dict[str, Any] | None, *, fixed: dict[str, Any] | None = None,
-                 bounds: dict[str, dict[str, Any]] | None = None, source: str | None = None):
+    def __init__(
+        self,
+        schema: dict[str, Any] | None,
+        *,
+        fixed: dict[str, Any] | None = None,
+        bounds: dict[str, dict[str, Any]] | None = None,
+        source: str | None = None,
+    ):
         self.notes: list[str] = []
         root = compile_schema(schema, notes=self.notes) if schema else ANY
         if bounds:
@@ -87,9 +93,12 @@ def _bind_copy(node: Node, index: SubstringIndex | None) -> Node:
         return node
     if node.kind == "string":
         return replace(node, copy=index if index is not None else False)
-    return replace(node, props=tuple((k, _bind_copy(sub, index)) for k, sub in node.props),
-                   alts=tuple(_bind_copy(a, index) for a in node.alts),
-                   item=_bind_copy(node.item, index) if node.item else None)
+    return replace(
+        node,
+        props=tuple((k, _bind_copy(sub, index)) for k, sub in node.props),
+        alts=tuple(_bind_copy(a, index) for a in node.alts),
+        item=_bind_copy(node.item, index) if node.item else None,
+    )
 
 
 # -- automaton frames: immutable tuples on an immutable stack ---------------------------------------------------------
@@ -119,7 +128,7 @@ class State:
                 return None
             stack = fed
             written += char
-            if stack and stack[-1][0] == "mark" and written[stack[-1][1]:] in stack[-2][4]:
+            if stack and stack[-1][0] == "mark" and written[stack[-1][1] :] in stack[-2][4]:
                 return None  # the item just closed repeats an earlier one of a unique list
         return State(stack, written)
 
@@ -174,7 +183,7 @@ def _feed(stack: tuple, c: str, written: str) -> tuple | None:
     if kind == "arr":
         return _feed_array(rest, top, c, written)
     if kind == "mark":  # the item is complete: remember it, and `c` goes on to the list
-        item, array = written[top[1]:], rest[-1]
+        item, array = written[top[1] :], rest[-1]
         if item in array[4]:
             return None
         return _feed(rest[:-1] + (array[:4] + (array[4] | {item},),), c, written)
@@ -235,8 +244,11 @@ def _feed_string(rest: tuple, top: tuple, c: str) -> tuple | None:
         digits = escape[1:] + c
         if c not in HEX or (node.copy and not _hex_prefix_possible(node.copy, copied, digits)):
             return None
-        return rest + (top[:3] + ("u" + digits, copied, matched),) if len(digits) < 4 \
+        return (
+            rest + (top[:3] + ("u" + digits, copied, matched),)
+            if len(digits) < 4
             else _string_char(rest, top, chr(int(digits, 16)))
+        )
     if c == '"':
         if length < node.min_len or (matched is not None and not node.pattern.accepts(matched)):
             return None
@@ -375,7 +387,7 @@ def _allowed(stack: tuple) -> frozenset[str] | None:
     if kind == "mark":
         return _allowed(rest)
     if kind == "obj":
-        return frozenset('}"') if top[1] == "start" else (frozenset(',}') if top[1] == "after" else frozenset('"'))
+        return frozenset('}"') if top[1] == "start" else (frozenset(",}") if top[1] == "after" else frozenset('"'))
     return frozenset()
 
 

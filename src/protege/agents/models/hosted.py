@@ -32,11 +32,20 @@ class HostedStudent(OpenAIModel):
 
     writes_prose = False
 
-    def __init__(self, name: str, *, student_id: str, base_url: str | None, api_key: str | None = None,
-                 timeout: float = 30.0, response_format: str = "json_schema"):
+    def __init__(
+        self,
+        name: str,
+        *,
+        student_id: str,
+        base_url: str | None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        response_format: str = "json_schema",
+    ):
         if not base_url or not base_url.startswith(("http://", "https://")):
-            raise UserError(f"a hosted student needs the server's base_url (e.g. 'http://127.0.0.1:8000/v1'), got "
-                            f"{base_url!r}")
+            raise UserError(
+                f"a hosted student needs the server's base_url (e.g. 'http://127.0.0.1:8000/v1'), got {base_url!r}"
+            )
         if response_format not in RESPONSE_FORMATS:
             raise UserError(f"response_format {response_format!r} is not one of {', '.join(RESPONSE_FORMATS)}")
         super().__init__(name, api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)

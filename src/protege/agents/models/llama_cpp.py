@@ -39,10 +39,20 @@ DEFAULT_CONTEXT = 4096
 class LlamaCppModel(LocalModel):
     """`LocalModel(path, engine="llama.cpp")`: a GGUF file, or an export folder holding one."""
 
-    def __init__(self, path: str | Path, *, name: str | None = None, threads: int | None = None,
-                 context: int = DEFAULT_CONTEXT, prompt_lookup: bool = True, batch_size: int | None = None,
-                 engine: str = "llama.cpp", copy_constraint: bool = True, profile: AnswerProfile | None = None,
-                 **ignored: Any):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        threads: int | None = None,
+        context: int = DEFAULT_CONTEXT,
+        prompt_lookup: bool = True,
+        batch_size: int | None = None,
+        engine: str = "llama.cpp",
+        copy_constraint: bool = True,
+        profile: AnswerProfile | None = None,
+        **ignored: Any,
+    ):
         self.gguf = _find_gguf(Path(path).expanduser())
         self.base_path, self.adapter_path = self.gguf, None
         name = name or str(path)
@@ -73,8 +83,10 @@ def _find_gguf(path: Path) -> Path:
     found = sorted(path.glob("*.gguf")) if path.is_dir() else []
     if len(found) == 1:
         return found[0]
-    raise UserError(f"engine='llama.cpp' needs a GGUF file or a folder with one; {str(path)!r} is neither. Export "
-                    f"the student first: `protege students export ID --format gguf --out DIR`")
+    raise UserError(
+        f"engine='llama.cpp' needs a GGUF file or a folder with one; {str(path)!r} is neither. Export "
+        f"the student first: `protege students export ID --format gguf --out DIR`"
+    )
 
 
 class LlamaCppEngine(Engine):
@@ -84,8 +96,10 @@ class LlamaCppEngine(Engine):
         try:
             import llama_cpp
         except ImportError:
-            raise UserError("engine='llama.cpp' needs llama-cpp-python: pip install 'protege[llama]' (it builds "
-                            "from source with cmake and a C++ compiler)") from None
+            raise UserError(
+                "engine='llama.cpp' needs llama-cpp-python: pip install 'protege[llama]' (it builds "
+                "from source with cmake and a C++ compiler)"
+            ) from None
         import torch
         from transformers import AutoTokenizer
 
@@ -96,8 +110,15 @@ class LlamaCppEngine(Engine):
         # llama.cpp's threads spin while they wait for each other: more threads than free cores costs 10-60x
         # (measured on a loaded 2-core box), so by default one per two cores, prompt and decoding alike
         threads = threads or max((os.cpu_count() or 2) // 2, 1)
-        self.llm = llama_cpp.Llama(str(gguf), n_ctx=context, n_batch=512, n_threads=threads,
-                                   n_threads_batch=threads, verbose=False, logits_all=False)
+        self.llm = llama_cpp.Llama(
+            str(gguf),
+            n_ctx=context,
+            n_batch=512,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+            logits_all=False,
+        )
         atexit.register(self.llm.close)  # freed while llama.cpp is loaded: at interpreter teardown its free fails
         self.model = SimpleNamespace(name_or_path=str(gguf), generation_config=SimpleNamespace(eos_token_id=None))
         self.lock = threading.Lock()
@@ -141,8 +162,10 @@ class _LlamaRow:
     def prefill(self, prompts: list[list[int]]):
         (ids,) = prompts
         if len(ids) >= self.llm.n_ctx():
-            raise UserError(f"the prompt is {len(ids)} tokens, more than the llama.cpp context of {self.llm.n_ctx()}; "
-                            f"pass LlamaCppModel(..., context=...) larger")
+            raise UserError(
+                f"the prompt is {len(ids)} tokens, more than the llama.cpp context of {self.llm.n_ctx()}; "
+                f"pass LlamaCppModel(..., context=...) larger"
+            )
         shared = common_length([self.engine.context_ids, ids[:-1]]) if self.engine.context_ids else 0
         self.engine.context_ids = self.engine.context_ids[:shared]
         self.reused = [shared]
@@ -158,7 +181,7 @@ class _LlamaRow:
         ctx.kv_cache_seq_rm(-1, past, -1)
         rows = []
         for start in range(0, len(tokens), llm.n_batch):
-            chunk = tokens[start:start + llm.n_batch]
+            chunk = tokens[start : start + llm.n_batch]
             batch.set_batch(batch=chunk, n_past=past + start, logits_all=False)
             wanted = [i for i in range(len(chunk)) if start + i >= len(tokens) - keep]
             for i in wanted:

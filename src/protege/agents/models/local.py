@@ -53,7 +53,7 @@ class LocalModel:
     writes_prose = False
 
     def __new__(cls, *args: Any, engine: str = "torch", **kwargs: Any):  # serving: engine="llama.cpp" selects
-        if cls is LocalModel and engine in _ENGINE_CLASSES:              # the GGUF engine (llama_cpp.py)
+        if cls is LocalModel and engine in _ENGINE_CLASSES:  # the GGUF engine (llama_cpp.py)
             module, name = _ENGINE_CLASSES[engine]
             return super().__new__(getattr(importlib.import_module(module), name))
         return super().__new__(cls)
@@ -96,8 +96,9 @@ class LocalModel:
             if engine is None:
                 from protege.agents.models.local_engine import Engine
 
-                engine = _ENGINES[key] = Engine(self.base_path, self.adapter_path, self.device, self.dtype,
-                                                self.threads)
+                engine = _ENGINES[key] = Engine(
+                    self.base_path, self.adapter_path, self.device, self.dtype, self.threads
+                )
         return engine
 
     async def request(self, req: ModelRequest) -> ModelResponse:
@@ -110,8 +111,9 @@ class LocalModel:
             raise result
         return result
 
-    def generate_batch(self, requests: list[ModelRequest], *,
-                       return_exceptions: bool = False) -> list[ModelResponse | Exception]:
+    def generate_batch(
+        self, requests: list[ModelRequest], *, return_exceptions: bool = False
+    ) -> list[ModelResponse | Exception]:
         """Answer many requests, `batch_size` at a time in one forward pass per step. With `return_exceptions`,
         a request that fails gets its exception in its place; otherwise the first failure is raised."""
         started = time.perf_counter()
@@ -119,8 +121,10 @@ class LocalModel:
         jobs = [self._job(engine, req) for req in requests]
         results = engine.run(jobs, batch_size=self.batch_size)
         elapsed = time.perf_counter() - started
-        out = [r if isinstance(r, Exception) else self._response(req, job, r, elapsed)
-               for req, job, r in zip(requests, jobs, results)]
+        out = [
+            r if isinstance(r, Exception) else self._response(req, job, r, elapsed)
+            for req, job, r in zip(requests, jobs, results)
+        ]
         for result in out:  # serving: machine time priced per answer (a batch's wall time shared by its answers)
             if not isinstance(result, Exception):
                 result.usage.compute_s = elapsed / len(requests)
@@ -159,11 +163,20 @@ class LocalModel:
         return ModelResponse(
             text=text,
             tool_calls=calls,
-            usage=Usage(input_tokens=result.prompt_tokens, output_tokens=result.output_tokens,
-                        cache_read_tokens=result.reused_tokens),
-            raw={"forced_tokens": result.forced_tokens, "model_tokens": result.model_tokens,
-                 "drafted_tokens": result.drafted_tokens, "min_prob": result.min_prob,
-                 "latency_s": round(elapsed, 4), "max_tokens": job.max_tokens, **({"bounds": hits} if hits else {})},
+            usage=Usage(
+                input_tokens=result.prompt_tokens,
+                output_tokens=result.output_tokens,
+                cache_read_tokens=result.reused_tokens,
+            ),
+            raw={
+                "forced_tokens": result.forced_tokens,
+                "model_tokens": result.model_tokens,
+                "drafted_tokens": result.drafted_tokens,
+                "min_prob": result.min_prob,
+                "latency_s": round(elapsed, 4),
+                "max_tokens": job.max_tokens,
+                **({"bounds": hits} if hits else {}),
+            },
             model=self.name,
             stop_reason="tool_use" if calls else stop,
             confidence=result.confidence,
@@ -199,8 +212,10 @@ def _resolve_paths(path: Path, adapter: Path | None) -> tuple[Path, Path | None]
     """(base checkpoint, adapter) from what the caller gave: a student dir names its base in its metadata."""
     path = path.expanduser()
     if not path.exists():
-        raise UserError(f"local model path {str(path)!r} does not exist; train a student (`protege distill`) or "
-                        f"pass a checkpoint directory")
+        raise UserError(
+            f"local model path {str(path)!r} does not exist; train a student (`protege distill`) or "
+            f"pass a checkpoint directory"
+        )
     if adapter is None and (path / "adapter_config.json").is_file():
         adapter, path = path, _base_of_adapter(path)
     if not (path / "config.json").is_file():
@@ -220,8 +235,10 @@ def _base_of_adapter(adapter: Path) -> Path:
     base = config.get("base_model_name_or_path")
     if base and Path(base).is_dir():
         return Path(base)
-    raise UserError(f"cannot find the base model of adapter {str(adapter)!r} (looked for {base!r}); "
-                    f"pass it explicitly: LocalModel(base_path, adapter={str(adapter)!r})")
+    raise UserError(
+        f"cannot find the base model of adapter {str(adapter)!r} (looked for {base!r}); "
+        f"pass it explicitly: LocalModel(base_path, adapter={str(adapter)!r})"
+    )
 
 
 __all__ = ["LocalModel", "Message", "State"]

@@ -110,9 +110,13 @@ class Batch:
             cache = DynamicCache(config=self.model.config)
             for layer, (keys, values) in enumerate(prefix):
                 cache.update(keys, values, layer)
-            out = self.model(input_ids=torch.tensor([tokens], device=self.device), past_key_values=cache,
-                             position_ids=torch.arange(common, common + len(tokens), device=self.device)[None],
-                             use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=torch.tensor([tokens], device=self.device),
+                past_key_values=cache,
+                position_ids=torch.arange(common, common + len(tokens), device=self.device)[None],
+                use_cache=True,
+                logits_to_keep=1,
+            )
             logits.append(out.logits.float())
             rows.append([(keys[..., common:, :], values[..., common:, :]) for keys, values in layer_key_values(cache)])
         width = max(len(tokens) for tokens in suffixes)
@@ -125,8 +129,9 @@ class Batch:
                 keys = torch.cat([prefix[layer][0].expand(len(rows), -1, -1, -1), keys], dim=2)
                 values = torch.cat([prefix[layer][1].expand(len(rows), -1, -1, -1), values], dim=2)
             self.cache.update(keys, values, layer)
-        self.mask = torch.tensor([[1] * common + [0] * (width - len(tokens)) + [1] * len(tokens)
-                                  for tokens in suffixes], device=self.device)
+        self.mask = torch.tensor(
+            [[1] * common + [0] * (width - len(tokens)) + [1] * len(tokens) for tokens in suffixes], device=self.device
+        )
         self.positions = [common + len(tokens) for tokens in suffixes]
         return torch.cat(logits)
 
@@ -136,16 +141,23 @@ class Batch:
         width = max(len(tokens) for tokens in feeds)
         pads = [width - len(tokens) for tokens in feeds]
         ids = [[PAD] * pad + tokens for pad, tokens in zip(pads, feeds)]
-        positions = [[start] * pad + list(range(start, start + len(tokens)))
-                     for start, pad, tokens in zip(self.positions, pads, feeds)]
+        positions = [
+            [start] * pad + list(range(start, start + len(tokens)))
+            for start, pad, tokens in zip(self.positions, pads, feeds)
+        ]
         if any(pads):
             self._ensure_mask()
         if self.mask is not None:
             new = torch.tensor([[0] * pad + [1] * len(tokens) for pad, tokens in zip(pads, feeds)], device=self.device)
             self.mask = torch.cat([self.mask, new], dim=1)
-        out = self.model(input_ids=torch.tensor(ids, device=self.device), attention_mask=self.mask,
-                         position_ids=torch.tensor(positions, device=self.device), past_key_values=self.cache,
-                         use_cache=True, logits_to_keep=keep)
+        out = self.model(
+            input_ids=torch.tensor(ids, device=self.device),
+            attention_mask=self.mask,
+            position_ids=torch.tensor(positions, device=self.device),
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=keep,
+        )
         self.positions = [start + len(tokens) for start, tokens in zip(self.positions, feeds)]
         return out.logits.float()
 
@@ -229,7 +241,7 @@ def _advance(answer: Answer, logits, batch: Batch, row: int) -> Feed:
 
 def _row_logits(logits, row: int, keep: int):
     """A row's logits: a vector when it asked for one position, else [keep, vocab]."""
-    return logits[row, -1] if keep == 1 else logits[row, logits.shape[1] - keep:]
+    return logits[row, -1] if keep == 1 else logits[row, logits.shape[1] - keep :]
 
 
 def common_length(sequences: list[list[int]]) -> int:

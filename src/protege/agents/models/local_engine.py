@@ -73,8 +73,10 @@ class _Answer:
     def field_confidences(self) -> dict[str, float]:
         """Each top-level field's least sure chosen token (1.0 for a field the grammar wrote alone)."""
         spans = top_level_spans("".join(self.pieces))
-        return {key: min((p for s, e, p in self.chosen if s < end and e > start), default=1.0)
-                for key, (start, end) in spans.items()}
+        return {
+            key: min((p for s, e, p in self.chosen if s < end and e > start), default=1.0)
+            for key, (start, end) in spans.items()
+        }
 
     def take_forced(self, text: str, tokens: list[int]) -> None:
         self.state = _advance(self.state, text)
@@ -97,13 +99,14 @@ class PromptLookup:
     at what comes next. The draft length adapts: it grows while drafts are taken whole and shrinks when they are
     not, so a model that does not copy pays little for the guesses."""
 
-    def __init__(self, prompt: list[int], ngram: int = DRAFT_NGRAM, length: int = DRAFT_START,
-                 min_ngram: int = DRAFT_MIN_NGRAM):
+    def __init__(
+        self, prompt: list[int], ngram: int = DRAFT_NGRAM, length: int = DRAFT_START, min_ngram: int = DRAFT_MIN_NGRAM
+    ):
         self.prompt, self.ngram, self.length, self.min_ngram = prompt, ngram, length, min_ngram
         self.after: dict[tuple[int, ...], int] = {}
         for n in range(1, ngram + 1):
             for i in range(len(prompt) - n):
-                self.after[tuple(prompt[i:i + n])] = i + n  # later occurrences win: the input comes last
+                self.after[tuple(prompt[i : i + n])] = i + n  # later occurrences win: the input comes last
 
     def draft(self, out: list[int]) -> list[int]:
         """Up to `length` tokens that followed the longest suffix of `out` (at least `min_ngram` tokens) found in
@@ -111,7 +114,7 @@ class PromptLookup:
         for n in range(min(self.ngram, len(out)), self.min_ngram - 1, -1):
             start = self.after.get(tuple(out[-n:]))
             if start is not None:
-                return self.prompt[start:start + self.length]
+                return self.prompt[start : start + self.length]
         return []
 
     def taken(self, taken: int, proposed: int) -> None:
@@ -261,9 +264,19 @@ class Engine:
                 logits = yield from self._next_logits(token, answer, lookup, budget)
         confidence = sum(answer.probs) / len(answer.probs) if answer.probs else 1.0
         out = answer.out
-        return Generation("".join(answer.pieces), len(ids), len(out), 0, answer.forced,
-                          len(out) - answer.forced, confidence, stop, answer.drafted, min(answer.probs, default=1.0),
-                          answer.field_confidences())
+        return Generation(
+            "".join(answer.pieces),
+            len(ids),
+            len(out),
+            0,
+            answer.forced,
+            len(out) - answer.forced,
+            confidence,
+            stop,
+            answer.drafted,
+            min(answer.probs, default=1.0),
+            answer.field_confidences(),
+        )
 
     def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, budget: int):
         """Logits after `token`. With a draft from the prompt, one pass also scores the draft; the draft tokens the
@@ -333,8 +346,10 @@ class Engine:
                 break
             if state.feed(self.texts[token]) is not None:
                 return token
-        raise ModelError(f"no token of the vocabulary can continue the answer under its schema after "
-                         f"{state.text[-60:]!r}: a copied field may have nothing in this input to copy")
+        raise ModelError(
+            f"no token of the vocabulary can continue the answer under its schema after "
+            f"{state.text[-60:]!r}: a copied field may have nothing in this input to copy"
+        )
 
 
 def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
@@ -348,7 +363,7 @@ def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
             key, pos = decoder.raw_decode(text, pos)
             _, end = decoder.raw_decode(text, pos + 1)
             spans[key] = (pos + 1, end)
-            pos = end + (text[end:end + 1] == ",")
+            pos = end + (text[end : end + 1] == ",")
     except (ValueError, IndexError):
         pass  # a cut answer: the fields it completed
     return spans

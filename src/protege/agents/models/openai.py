@@ -80,8 +80,10 @@ class OpenAIModel:
             params["temperature"] = req.temperature
         if req.tools:
             params["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description,
-                                                  "parameters": t.parameters}}
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
                 for t in req.tools
             ]
         if req.output_schema is not None:
@@ -96,7 +98,8 @@ class OpenAIModel:
         if not isinstance(completion, ChatCompletion):
             raise BadResponse(
                 f"{self.name}: the server did not answer with a chat completion: {str(completion)[:200]!r}",
-                model=self.name, body=str(completion)[:2000],
+                model=self.name,
+                body=str(completion)[:2000],
             )
         raw = completion.model_dump(mode="json")
         try:
@@ -106,12 +109,14 @@ class OpenAIModel:
             usage = _usage(completion.usage)
             stop = "refusal" if getattr(choice.message, "refusal", None) else choice.finish_reason
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
-            raise BadResponse(f"{self.name}: the server's completion could not be read ({exc})",
-                              model=self.name, body=raw) from None
+            raise BadResponse(
+                f"{self.name}: the server's completion could not be read ({exc})", model=self.name, body=raw
+            ) from None
         if stop == "length" and (req.output_schema is not None or calls):
             raise BadResponse(
                 f"{self.name}: the answer was cut off at max_tokens={req.max_tokens}; raise max_tokens",
-                model=self.name, body=raw,
+                model=self.name,
+                body=raw,
             )
         return ModelResponse(text=text, tool_calls=calls, usage=usage, raw=raw, model=self.name, stop_reason=stop)
 

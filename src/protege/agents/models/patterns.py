@@ -177,7 +177,7 @@ class _Parser:
         low, high = self.quantifier()
         if (low, high) == (1, 1):
             return piece
-        source = self.text[start:self.pos]
+        source = self.text[start : self.pos]
         return self._repeated(piece, start, source, low, high)
 
     def _repeated(self, piece, start: int, source: str, low: int, high: int | None) -> tuple[int, int]:
@@ -207,7 +207,7 @@ class _Parser:
             return {"*": (0, None), "+": (1, None), "?": (0, 1)}[char]
         if char == "{" and self._counted():
             close = self.text.index("}", self.pos)
-            low, comma, high = self.text[self.pos + 1:close].partition(",")
+            low, comma, high = self.text[self.pos + 1 : close].partition(",")
             self.pos = close + 1
             self._no_lazy()
             low_n = int(low)
@@ -219,7 +219,7 @@ class _Parser:
 
     def _counted(self) -> bool:
         close = self.text.find("}", self.pos)
-        inner = self.text[self.pos + 1:close] if close > 0 else ""
+        inner = self.text[self.pos + 1 : close] if close > 0 else ""
         low, comma, high = inner.partition(",")
         return low.isdigit() and (not comma or high == "" or high.isdigit())
 
@@ -287,7 +287,7 @@ class _Parser:
         while self.peek() is not None and (self.peek() != "]" or first):
             first = False
             lo = self._class_char(chars, ranges)
-            if lo is not None and self.peek() == "-" and self.text[self.pos + 1:self.pos + 2] not in ("]", ""):
+            if lo is not None and self.peek() == "-" and self.text[self.pos + 1 : self.pos + 2] not in ("]", ""):
                 self.pos += 1
                 hi = self._class_char(chars, ranges)
                 if hi is None:

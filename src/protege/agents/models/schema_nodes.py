@@ -20,8 +20,19 @@ DIGITS = frozenset("0123456789")
 DEFAULT_MAX_STRING = 400  # characters; a runaway string from an unsure model is stopped here (a soft bound)
 MAX_DIGITS = 18  # of an integer part: a runaway number is stopped here too
 ENUMERABLE_RANGE = 256  # an integer range this small is decoded as the list of its values (bounds enforced)
-UNENFORCED = ("format", "maximum", "exclusiveMaximum", "multipleOf", "minProperties", "maxProperties",
-              "patternProperties", "not", "if", "contains", "dependentRequired")
+UNENFORCED = (
+    "format",
+    "maximum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minProperties",
+    "maxProperties",
+    "patternProperties",
+    "not",
+    "if",
+    "contains",
+    "dependentRequired",
+)
 
 
 @dataclass(frozen=True)
@@ -56,8 +67,9 @@ class Node:
 ANY = Node("any")
 
 
-def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None, depth: int = 0,
-                   notes: list[str] | None = None) -> Node:
+def compile_schema(
+    schema: dict[str, Any], root: dict[str, Any] | None = None, depth: int = 0, notes: list[str] | None = None
+) -> Node:
     """Turn a JSON schema (pydantic's `model_json_schema()` dialect) into a Node tree; keywords it cannot
     enforce are appended to `notes`."""
     root = root if root is not None else schema
@@ -86,8 +98,13 @@ def compile_schema(schema: dict[str, Any], root: dict[str, Any] | None = None, d
         return _object(schema, root, depth, notes)
     if kind == "array":
         item = compile_schema(schema["items"], root, depth + 1, notes) if schema.get("items") else ANY
-        return Node("array", item=item, min_items=schema.get("minItems", 0), max_items=schema.get("maxItems"),
-                    unique=bool(schema.get("uniqueItems")))
+        return Node(
+            "array",
+            item=item,
+            min_items=schema.get("minItems", 0),
+            max_items=schema.get("maxItems"),
+            unique=bool(schema.get("uniqueItems")),
+        )
     if kind == "string":
         return _string(schema, notes)
     if kind in ("integer", "number"):
@@ -114,8 +131,13 @@ def _string(schema: dict[str, Any], notes: list[str]) -> Node:
     declared = schema.get("maxLength")
     max_len = min(declared, DEFAULT_MAX_STRING) if declared is not None else DEFAULT_MAX_STRING
     pattern = for_schema(schema, notes)
-    return Node("string", min_len=schema.get("minLength", 0), max_len=max_len,
-                soft_len=declared is None or declared > DEFAULT_MAX_STRING, pattern=pattern)
+    return Node(
+        "string",
+        min_len=schema.get("minLength", 0),
+        max_len=max_len,
+        soft_len=declared is None or declared > DEFAULT_MAX_STRING,
+        pattern=pattern,
+    )
 
 
 def _number(schema: dict[str, Any], integer: bool, notes: list[str]) -> Node:
@@ -130,8 +152,12 @@ def _number(schema: dict[str, Any], integer: bool, notes: list[str]) -> Node:
     if low is not None and low not in (0, 1) or exclusive not in (None, 0):
         notes.append("minimum")  # the grammar enforces a sign, not an arbitrary floor
     floor = low if low is not None else exclusive
-    return Node("number", integer=integer, non_negative=floor is not None and floor >= 0,
-                positive=floor is not None and (floor > 0 or exclusive is not None and floor >= 0))
+    return Node(
+        "number",
+        integer=integer,
+        non_negative=floor is not None and floor >= 0,
+        positive=floor is not None and (floor > 0 or exclusive is not None and floor >= 0),
+    )
 
 
 def compact(value: Any) -> str:
@@ -165,6 +191,7 @@ def first_chars(node: Node) -> frozenset[str]:
 
 # -- what a caller adds to the schema's tree ----------------------------------------------------------------------
 
+
 def with_fixed(node: Node, fixed: dict[str, Any]) -> Node:
     """The tree with top-level fields whose values are decided written as those exact values (no choice left)."""
     from protege.errors import UserError
@@ -174,10 +201,13 @@ def with_fixed(node: Node, fixed: dict[str, Any]) -> Node:
     names = {key for key, _ in node.props}
     unknown = sorted(set(fixed) - names)
     if unknown:
-        raise UserError(f"fixed_output names {unknown!r}, which are not fields of the output schema "
-                        f"({sorted(names)!r}); fix only the schema's own top-level fields")
-    props = tuple((key, Node("literal", options=(compact(fixed[key]),)) if key in fixed else sub)
-                  for key, sub in node.props)
+        raise UserError(
+            f"fixed_output names {unknown!r}, which are not fields of the output schema "
+            f"({sorted(names)!r}); fix only the schema's own top-level fields"
+        )
+    props = tuple(
+        (key, Node("literal", options=(compact(fixed[key]),)) if key in fixed else sub) for key, sub in node.props
+    )
     return replace(node, props=props)
 
 
@@ -213,8 +243,12 @@ def bound_hits(node: Node, value: Any, path: str = "") -> list[str]:
         alt = next((a for a in node.alts if _fits(a, value)), None)
         return bound_hits(alt, value, path) if alt is not None else []
     if node.kind == "object" and isinstance(value, dict):
-        return [hit for key, sub in node.props if key in value
-                for hit in bound_hits(sub, value[key], f"{path}.{key}" if path else key)]
+        return [
+            hit
+            for key, sub in node.props
+            if key in value
+            for hit in bound_hits(sub, value[key], f"{path}.{key}" if path else key)
+        ]
     if node.kind == "array" and isinstance(value, list):
         hits = [hit for item in value for hit in bound_hits(node.item_node, item, f"{path}[]")]
         if node.soft_items and node.max_items is not None and len(value) >= node.max_items:

@@ -51,23 +51,42 @@ def map_sdk_error(exc: BaseException, *, model: str, secret: str, retries: int, 
     body = _scrub(getattr(exc, "body", None), secret)
     after = f" after {retries} retr{'y' if retries == 1 else 'ies'}"
     if isinstance(exc, json.JSONDecodeError) or kind == "APIResponseValidationError":
-        return BadResponse(f"{model}: the provider's response could not be read ({_scrub(str(exc), secret)})",
-                           model=model, status=status, body=body)
+        return BadResponse(
+            f"{model}: the provider's response could not be read ({_scrub(str(exc), secret)})",
+            model=model,
+            status=status,
+            body=body,
+        )
     if kind == "APITimeoutError" or status in _TIMEOUT_STATUSES:
-        return ModelTimeout(f"{model}: no answer in time{after}; raise timeout= or try again later",
-                            model=model, status=status, body=body)
+        return ModelTimeout(
+            f"{model}: no answer in time{after}; raise timeout= or try again later",
+            model=model,
+            status=status,
+            body=body,
+        )
     if kind == "APIConnectionError":
-        return ModelError(f"{model}: could not reach the provider{after}: {_scrub(str(exc), secret)}; "
-                          f"check the network or base_url", model=model, body=body)
+        return ModelError(
+            f"{model}: could not reach the provider{after}: {_scrub(str(exc), secret)}; check the network or base_url",
+            model=model,
+            body=body,
+        )
     if status is None:
         return ModelError(f"{model}: {kind}: {_scrub(str(exc), secret)}", model=model, body=body)
     detail = _detail(body) or _scrub(getattr(exc, "message", "") or str(exc), secret)
     if status == 429:
-        return RateLimited(f"{model}: rate limited (HTTP 429){after}: {detail}; slow down, or raise max_retries",
-                           model=model, status=status, body=body)
+        return RateLimited(
+            f"{model}: rate limited (HTTP 429){after}: {detail}; slow down, or raise max_retries",
+            model=model,
+            status=status,
+            body=body,
+        )
     if status in _OVERLOADED_STATUSES or _error_type(body) == "overloaded_error":
-        return Overloaded(f"{model}: the provider is overloaded (HTTP {status}){after}: {detail}; try again later",
-                          model=model, status=status, body=body)
+        return Overloaded(
+            f"{model}: the provider is overloaded (HTTP {status}){after}: {detail}; try again later",
+            model=model,
+            status=status,
+            body=body,
+        )
     hint = f"; check {env_var}" if status in (401, 403) else ""
     retried = after if status >= 500 or status == 409 else ""  # the SDKs retry these, not other 4xx
     return ModelError(f"{model}: HTTP {status}{retried}: {detail}{hint}", model=model, status=status, body=body)

@@ -16,14 +16,64 @@ import types
 
 # Pure, deterministic standard modules a text/record-processing function needs; nothing that reaches files,
 # processes, the network, the clock or randomness.
-ALLOWED_IMPORTS = frozenset({
-    "re", "json", "math", "cmath", "decimal", "fractions", "numbers", "statistics", "string", "textwrap",
-    "unicodedata", "difflib", "html", "urllib.parse", "ipaddress", "base64", "binascii", "hashlib", "struct",
-    "collections", "collections.abc", "itertools", "functools", "operator", "heapq", "bisect", "copy",
-    "dataclasses", "enum", "typing", "datetime", "calendar", "csv", "keyword", "pprint",
-})
-_REMOVED_BUILTINS = ("open", "eval", "exec", "compile", "input", "breakpoint", "globals", "locals", "vars", "help",
-                     "exit", "quit", "memoryview", "__import__", "__build_class__", "__loader__", "__spec__")
+ALLOWED_IMPORTS = frozenset(
+    {
+        "re",
+        "json",
+        "math",
+        "cmath",
+        "decimal",
+        "fractions",
+        "numbers",
+        "statistics",
+        "string",
+        "textwrap",
+        "unicodedata",
+        "difflib",
+        "html",
+        "urllib.parse",
+        "ipaddress",
+        "base64",
+        "binascii",
+        "hashlib",
+        "struct",
+        "collections",
+        "collections.abc",
+        "itertools",
+        "functools",
+        "operator",
+        "heapq",
+        "bisect",
+        "copy",
+        "dataclasses",
+        "enum",
+        "typing",
+        "datetime",
+        "calendar",
+        "csv",
+        "keyword",
+        "pprint",
+    }
+)
+_REMOVED_BUILTINS = (
+    "open",
+    "eval",
+    "exec",
+    "compile",
+    "input",
+    "breakpoint",
+    "globals",
+    "locals",
+    "vars",
+    "help",
+    "exit",
+    "quit",
+    "memoryview",
+    "__import__",
+    "__build_class__",
+    "__loader__",
+    "__spec__",
+)
 
 
 class GuardError(Exception):

@@ -19,7 +19,7 @@ def write_frame(fd: int, message: dict) -> None:
     data = json.dumps(message, ensure_ascii=False, allow_nan=False).encode()
     view = memoryview(HEADER.pack(len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def read_frame(fd: int, *, max_bytes: int, deadline: float | None = None) -> dict:

@@ -16,8 +16,7 @@ from protege.tui.screens.base import ReviewScreen
 from protege.tui.widgets.nav_bar import NavBar
 from protege.tui.widgets.tier_chart import TierChart
 
-COLUMNS = (("Task", 16), ("Calls", 8), ("Valid", 6), ("Agree", 6), ("Spend", 9), ("Teacher-only", 12),
-           ("Saved", 6))
+COLUMNS = (("Task", 16), ("Calls", 8), ("Valid", 6), ("Agree", 6), ("Spend", 9), ("Teacher-only", 12), ("Saved", 6))
 
 
 class DashboardScreen(ReviewScreen):
@@ -97,21 +96,38 @@ def _busiest_first(store: Store) -> list[str]:
 def _cells(s: TaskStats) -> tuple[str, ...]:
     led = s.ledger
     saved = pct(led.savings_ratio)
-    return (clip(s.task, 16), f"{led.calls:,}", pct(s.valid_rate), pct(s.mean_agreement), usd(led.total_usd),
-            usd(led.teacher_only_usd), saved)
+    return (
+        clip(s.task, 16),
+        f"{led.calls:,}",
+        pct(s.valid_rate),
+        pct(s.mean_agreement),
+        usd(led.total_usd),
+        usd(led.teacher_only_usd),
+        saved,
+    )
 
 
 def _summary(s: TaskStats) -> str:
     """Tier mix of served calls, spend by tier vs teacher-only, and shadow agreement per cheaper tier."""
     led = s.ledger
     served = sum(led.calls_by_tier.values()) or 1
-    mix = "  ".join(f"[{TIER_COLORS.get(t, 'white')}]■[/] {t} {n / served:.0%}"
-                    for t, n in sorted(led.calls_by_tier.items(), key=lambda kv: -kv[1])) or "no calls served yet"
+    mix = (
+        "  ".join(
+            f"[{TIER_COLORS.get(t, 'white')}]■[/] {t} {n / served:.0%}"
+            for t, n in sorted(led.calls_by_tier.items(), key=lambda kv: -kv[1])
+        )
+        or "no calls served yet"
+    )
     spend = "  ".join(f"{t} {usd(v)}" for t, v in sorted(led.spend_by_tier.items())) or "nothing spent"
-    saved = (f"saved [bold green]{usd(led.savings_usd)}[/] ({pct(led.savings_ratio)})"
-             if led.savings_usd is not None else "saved — (no valid teacher answer yet)")
+    saved = (
+        f"saved [bold green]{usd(led.savings_usd)}[/] ({pct(led.savings_ratio)})"
+        if led.savings_usd is not None
+        else "saved — (no valid teacher answer yet)"
+    )
     agree = "  ".join(f"{t} {pct(mean)} (n={n})" for t, (mean, n) in s.agreement.items() if n) or "no shadow runs yet"
-    return (f"[bold]{escape(s.task)}[/]  tier mix: {mix}\n"
-            f"spend {usd(led.total_usd)} vs teacher-only {usd(led.teacher_only_usd)} → {saved}\n"
-            f"by tier: {spend}\n"
-            f"shadow agreement: {agree}")
+    return (
+        f"[bold]{escape(s.task)}[/]  tier mix: {mix}\n"
+        f"spend {usd(led.total_usd)} vs teacher-only {usd(led.teacher_only_usd)} → {saved}\n"
+        f"by tier: {spend}\n"
+        f"shadow agreement: {agree}"
+    )

@@ -27,8 +27,7 @@ class RunAttemptsScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(f"Run {short_id(self.run_id)}: {len(self.attempts)} attempt(s) — Enter opens one")
-            yield OptionList(*[Option(_line(t, t.id == self.current), id=t.id) for t in self.attempts],
-                             id="attempts")
+            yield OptionList(*[Option(_line(t, t.id == self.current), id=t.id) for t in self.attempts], id="attempts")
 
     def on_mount(self) -> None:
         options = self.query_one("#attempts", OptionList)
@@ -46,5 +45,7 @@ class RunAttemptsScreen(ModalScreen[str | None]):
 def _line(t: TraceRow, current: bool) -> str:
     mark = "▶" if current else " "
     shadow = " shadow" if t.shadow else ""
-    return (f"{mark} #{t.attempt} {tier_markup(t.tier)}{shadow} {clip(t.model, 18)} {validity_markup(t.valid)} "
-            f"{usd(t.cost_usd)} {when(t.created_at)}")
+    return (
+        f"{mark} #{t.attempt} {tier_markup(t.tier)}{shadow} {clip(t.model, 18)} {validity_markup(t.valid)} "
+        f"{usd(t.cost_usd)} {when(t.created_at)}"
+    )

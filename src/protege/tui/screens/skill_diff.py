@@ -25,8 +25,11 @@ class SkillDiffScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         added, removed = diff_stats(self.lines)
-        yield Static(f" Diff {escape(self.new.task_name)}: v{self.old.version} → v{self.new.version}   "
-                     f"[green]+{added}[/] [red]-{removed}[/]", classes="nav-bar")
+        yield Static(
+            f" Diff {escape(self.new.task_name)}: v{self.old.version} → v{self.new.version}   "
+            f"[green]+{added}[/] [red]-{removed}[/]",
+            classes="nav-bar",
+        )
         with VerticalScroll(id="diff-scroll"):
             yield DiffView(self.lines, id="diff")
         yield Footer()

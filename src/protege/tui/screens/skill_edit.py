@@ -24,9 +24,10 @@ class SkillEditScreen(Screen[str | None]):
         self.row = row
 
     def compose(self) -> ComposeResult:
-        yield Static(f" Editing {escape(self.row.task_name)} (from v{self.row.version}): "
-                     "saving makes a new draft version",
-                     classes="nav-bar")
+        yield Static(
+            f" Editing {escape(self.row.task_name)} (from v{self.row.version}): saving makes a new draft version",
+            classes="nav-bar",
+        )
         yield TextArea(self.row.text, id="editor", soft_wrap=True, show_line_numbers=False)
         yield Footer()
 

@@ -131,8 +131,13 @@ class SkillsScreen(ReviewScreen):
         question = f"Approve {row.task_name} v{row.version}? Replay will use it{retires}."
 
         def approve(note: str | None) -> None:
-            if note is not None and self.act(self.protege.approve_skill, row.task_name, row.version,
-                                             reviewer=self.reviewer, done=f"{row.task_name} v{row.version} approved"):
+            if note is not None and self.act(
+                self.protege.approve_skill,
+                row.task_name,
+                row.version,
+                reviewer=self.reviewer,
+                done=f"{row.task_name} v{row.version} approved",
+            ):
                 self.load()
 
         self.app.push_screen(ConfirmScreen(question, yes="Approve"), approve)
@@ -143,13 +148,19 @@ class SkillsScreen(ReviewScreen):
             return
 
         def reject(note: str | None) -> None:
-            if note is not None and self.act(self.protege.reject_skill, row.task_name, row.version,
-                                             reviewer=self.reviewer, note=note or None,
-                                             done=f"{row.task_name} v{row.version} rejected"):
+            if note is not None and self.act(
+                self.protege.reject_skill,
+                row.task_name,
+                row.version,
+                reviewer=self.reviewer,
+                note=note or None,
+                done=f"{row.task_name} v{row.version} rejected",
+            ):
                 self.load()
 
-        self.app.push_screen(ConfirmScreen(f"Reject {row.task_name} v{row.version}?", with_note=True,
-                                           yes="Reject"), reject)
+        self.app.push_screen(
+            ConfirmScreen(f"Reject {row.task_name} v{row.version}?", with_note=True, yes="Reject"), reject
+        )
 
     def action_retire(self) -> None:
         row = self._current_in("approved", "retire")
@@ -159,8 +170,14 @@ class SkillsScreen(ReviewScreen):
         def retire(note: str | None) -> None:
             if note is None:
                 return
-            done = self.act(self.protege.skills.retire, row.task_name, row.version, by=self.reviewer,
-                            note=note or None, done=f"{row.task_name} v{row.version} retired")
+            done = self.act(
+                self.protege.skills.retire,
+                row.task_name,
+                row.version,
+                by=self.reviewer,
+                note=note or None,
+                done=f"{row.task_name} v{row.version} retired",
+            )
             if done:
                 self.protege.tiers.invalidate(row.task_name)  # replay must stop using it now, as approve does
                 self.load()
@@ -192,11 +209,15 @@ class SkillsScreen(ReviewScreen):
         row = self.current
         if row is None:
             return
-        base = self.marked if self.marked and self.marked.task_name == row.task_name \
-            and self.marked.version != row.version else self._previous(row)
+        base = (
+            self.marked
+            if self.marked and self.marked.task_name == row.task_name and self.marked.version != row.version
+            else self._previous(row)
+        )
         if base is None:
-            self.notify(f"{row.task_name} v{row.version} has no earlier version; mark one with m to compare",
-                        severity="warning")
+            self.notify(
+                f"{row.task_name} v{row.version} has no earlier version; mark one with m to compare", severity="warning"
+            )
             return
         old, new = sorted((base, row), key=lambda r: r.version)
         self.app.push_screen(SkillDiffScreen(old, new))
@@ -220,8 +241,10 @@ def _key(row: SkillRow) -> str:
 def _review_record(row: SkillRow | None, marked: SkillRow | None) -> str:
     if row is None:
         return "[dim]No skills here yet: the teacher writes one after its first valid answer.[/]"
-    head = (f"[bold]{escape(row.name)}[/] v{row.version} {status_markup(row.status)} · {row.kind}"
-            f" · by {escape(row.author_model or '—')} · {when(row.created_at)}")
+    head = (
+        f"[bold]{escape(row.name)}[/] v{row.version} {status_markup(row.status)} · {row.kind}"
+        f" · by {escape(row.author_model or '—')} · {when(row.created_at)}"
+    )
     if row.reviewed_by:
         verb = {"approved": "approved", "rejected": "rejected", "retired": "retired"}.get(row.status, "reviewed")
         head += f"\n{verb} by [bold]{escape(row.reviewed_by)}[/] at {when(row.reviewed_at)}"
@@ -242,8 +265,13 @@ def _as_markdown(text: str, files: dict | None = None) -> str:
         skill = Skill.parse(text, files=files)
     except ProtegeError:  # not valid SKILL.md (an old or hand-made row): show it as it is
         return text
-    fields = [("name", skill.name), ("description", skill.description), ("license", skill.license),
-              ("compatibility", skill.compatibility), ("allowed-tools", skill.allowed_tools)]
+    fields = [
+        ("name", skill.name),
+        ("description", skill.description),
+        ("license", skill.license),
+        ("compatibility", skill.compatibility),
+        ("allowed-tools", skill.allowed_tools),
+    ]
     lines = [f"- **{k}**: {v}" for k, v in fields if v]
     if skill.metadata:
         lines.append("- **metadata**: " + ", ".join(f"{k}={v}" for k, v in skill.metadata.items()))

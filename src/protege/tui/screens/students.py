@@ -24,8 +24,15 @@ METRIC_KEYS = {
     "latency": ("latency_s", "mean_latency_s", "p50_latency_s"),
     "cost": ("cost_usd", "cost_per_call_usd", "mean_cost_usd"),
 }
-COLUMNS = (("Task", "task", 12), ("Student", "id", 8), ("State", "state", 9), ("Retain", "retention", 6),
-           ("Acc.", "accuracy", 6), ("Latency", "latency", 7), ("Cost/call", "cost", 9))
+COLUMNS = (
+    ("Task", "task", 12),
+    ("Student", "id", 8),
+    ("State", "state", 9),
+    ("Retain", "retention", 6),
+    ("Acc.", "accuracy", 6),
+    ("Latency", "latency", 7),
+    ("Cost/call", "cost", 9),
+)
 
 
 def metric(row: StudentRow, name: str) -> Any:
@@ -111,12 +118,15 @@ class StudentsScreen(ReviewScreen):
         row = self.current
         if row is None or row.state == "promoted":
             return
-        question = (f"Promote student {short_id(row.id)} for {row.task_name}? It will serve the task's calls "
-                    f"(retention {pct(metric(row, 'retention'), 1)}); a promoted one becomes a candidate.")
+        question = (
+            f"Promote student {short_id(row.id)} for {row.task_name}? It will serve the task's calls "
+            f"(retention {pct(metric(row, 'retention'), 1)}); a promoted one becomes a candidate."
+        )
 
         def promote(answer: str | None) -> None:
-            if answer is not None and self.act(self.protege.promote, row.id,
-                                               done=f"student {short_id(row.id)} promoted for {row.task_name}"):
+            if answer is not None and self.act(
+                self.protege.promote, row.id, done=f"student {short_id(row.id)} promoted for {row.task_name}"
+            ):
                 self.load()
 
         self.app.push_screen(ConfirmScreen(question, yes="Promote"), promote)
@@ -128,8 +138,9 @@ class StudentsScreen(ReviewScreen):
         question = f"Demote student {short_id(row.id)}? Calls of {row.task_name} go back to replay and the teacher."
 
         def demote(answer: str | None) -> None:
-            if answer is not None and self.act(self.protege.demote, row.task_name,
-                                               done=f"student {short_id(row.id)} demoted"):
+            if answer is not None and self.act(
+                self.protege.demote, row.task_name, done=f"student {short_id(row.id)} demoted"
+            ):
                 self.load()
 
         self.app.push_screen(ConfirmScreen(question, yes="Demote"), demote)
@@ -143,8 +154,15 @@ def _distill_lines(store: Any) -> list[str]:
 
 def _cells(r: StudentRow) -> tuple[str, ...]:
     latency = metric(r, "latency")
-    return (clip(r.task_name, 12), short_id(r.id), status_markup(r.state), pct(metric(r, "retention"), 1),
-            pct(metric(r, "accuracy"), 1), seconds(latency) if latency is not None else "—", usd(metric(r, "cost")))
+    return (
+        clip(r.task_name, 12),
+        short_id(r.id),
+        status_markup(r.state),
+        pct(metric(r, "retention"), 1),
+        pct(metric(r, "accuracy"), 1),
+        seconds(latency) if latency is not None else "—",
+        usd(metric(r, "cost")),
+    )
 
 
 def _record(row: StudentRow | None) -> str:
@@ -159,9 +177,15 @@ def _record(row: StudentRow | None) -> str:
         *_gate_line(row),
         *_fields_line(row),
         *_kinds_line(row),
-        "metrics: " + ("  ".join(f"{escape(str(k))}={_value(v)}" for k, v in sorted((row.metrics or {}).items())
-                                 if not isinstance(v, list | dict))  # per-answer lists, tables: above or --json
-                       or "none recorded"),
+        "metrics: "
+        + (
+            "  ".join(
+                f"{escape(str(k))}={_value(v)}"
+                for k, v in sorted((row.metrics or {}).items())
+                if not isinstance(v, list | dict)
+            )  # per-answer lists, tables: above or --json
+            or "none recorded"
+        ),
     ]
     return "\n".join(lines)
 
@@ -180,9 +204,11 @@ def _gate_line(row: StudentRow) -> list[str]:
     if not gate:
         return []
     measured = gate.get("measured_on", "in-sample")
-    line = (f"confidence gate ≥ {gate['min_confidence']:.3f} (least-sure field): keeps {pct(gate['coverage'], 0)} "
-            f"of calls (their quality {pct(gate['kept_quality'], 1)}), escalates the rest · end-to-end retention "
-            f"{pct(gate['retention'], 1)} on the eval split ({escape(measured)})")
+    line = (
+        f"confidence gate ≥ {gate['min_confidence']:.3f} (least-sure field): keeps {pct(gate['coverage'], 0)} "
+        f"of calls (their quality {pct(gate['kept_quality'], 1)}), escalates the rest · end-to-end retention "
+        f"{pct(gate['retention'], 1)} on the eval split ({escape(measured)})"
+    )
     if gate.get("in_sample"):
         line += f"; {pct(gate['in_sample']['retention'], 1)} on the answers the floor was chosen on"
     return [line]
@@ -195,8 +221,12 @@ def _fields_line(row: StudentRow) -> list[str]:
     kinds = metrics.get("kind_accuracy") or {}
     lines = []
     if fields:
-        lines.append("exact match per field: " + " · ".join(
-            f"{escape(name)} {pct(value, 1)}" for name, value in sorted(fields.items(), key=lambda kv: kv[1])))
+        lines.append(
+            "exact match per field: "
+            + " · ".join(
+                f"{escape(name)} {pct(value, 1)}" for name, value in sorted(fields.items(), key=lambda kv: kv[1])
+            )
+        )
     if kinds:
         lines.append("per field kind: " + " · ".join(f"{escape(k)} {pct(v, 1)}" for k, v in kinds.items()))
     return lines
@@ -206,8 +236,10 @@ def _kinds_line(row: StudentRow) -> list[str]:
     kinds = (row.metrics or {}).get("field_kinds")
     if not kinds:
         return []
-    return ["field kinds (from the training traces; copied fields are decoded from the input's text only): "
-            + ", ".join(f"{escape(name)} [b]{escape(kind)}[/]" for name, kind in kinds.items())]
+    return [
+        "field kinds (from the training traces; copied fields are decoded from the input's text only): "
+        + ", ".join(f"{escape(name)} [b]{escape(kind)}[/]" for name, kind in kinds.items())
+    ]
 
 
 def _value(v: Any) -> str:

@@ -67,7 +67,8 @@ class TraceScreen(ReviewScreen[dict]):
         self.trace = trace
         self.query_one("#trace-title", Static).update(
             f" Trace {short_id(trace.id)} · {escape(trace.task_name)} · {tier_markup(trace.tier)}"
-            f" · {escape(trace.model)}")
+            f" · {escape(trace.model)}"
+        )
         self.query_one("#trace-meta", Static).update(_meta(trace, labels))
         self.query_one("#transcript", Transcript).show(trace.messages)
         output = render_json(trace.output) if trace.output is not None else Text(trace.output_text or "—")
@@ -77,8 +78,16 @@ class TraceScreen(ReviewScreen[dict]):
         self.query_one("#trace-body", VerticalScroll).scroll_home(animate=False)
 
     def action_label(self, verdict: str) -> None:
-        if self.act(self.protege.label, self.trace_id, verdict, reviewer=self.reviewer,
-                    done=f"trace {self.trace_id[:8]} labelled {verdict}") is not None:
+        if (
+            self.act(
+                self.protege.label,
+                self.trace_id,
+                verdict,
+                reviewer=self.reviewer,
+                done=f"trace {self.trace_id[:8]} labelled {verdict}",
+            )
+            is not None
+        ):
             self.labelled[self.trace_id] = verdict
             self.load()
 
@@ -109,15 +118,18 @@ def _meta(t: TraceRow, labels: list[LabelRow]) -> str:
         tokens += f" (cache {t.cache_read_tokens:,} read, {t.cache_write_tokens:,} written)"
     lines = [
         f"{validity_markup(t.valid)} · {usd(t.cost_usd)} · {seconds(t.latency_s)} · {tokens} · {when(t.created_at)}",
-        f"run {short_id(t.run_id)} attempt {t.attempt}" + (" · [bold]shadow[/]" if t.shadow else "")
+        f"run {short_id(t.run_id)} attempt {t.attempt}"
+        + (" · [bold]shadow[/]" if t.shadow else "")
         + (f" · skill v{t.skill_version}" if t.skill_version is not None else "")
         + (f" · student {short_id(t.student_id)}" if t.student_id else ""),
     ]
     if labels:
         last = labels[-1]
         colour = "green" if last.verdict == "good" else "red"
-        lines.append(f"label [{colour}]{last.verdict}[/] by {escape(last.reviewer or '—')} at {when(last.created_at)}"
-                     + (f" — {escape(last.note)}" if last.note else ""))
+        lines.append(
+            f"label [{colour}]{last.verdict}[/] by {escape(last.reviewer or '—')} at {when(last.created_at)}"
+            + (f" — {escape(last.note)}" if last.note else "")
+        )
     else:
         lines.append("[dim]not labelled: g good, b bad (bad traces never reach a dataset)[/]")
     return "\n".join(lines)

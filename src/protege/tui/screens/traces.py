@@ -24,8 +24,15 @@ from protege.tui.widgets.paged_table import PagedTable
 
 PAGE_SIZE = 100
 TIERS = ("teacher", "replay", "student", "program", "import")
-COLUMNS = (("Task", "task", 11), ("Tier", "tier", 7), ("Model", "model", 12), ("Valid", "valid", 5),
-           ("Date (UTC)", "date", 16), ("Cost", "cost", 8), ("Lbl", "label", 3))
+COLUMNS = (
+    ("Task", "task", 11),
+    ("Tier", "tier", 7),
+    ("Model", "model", 12),
+    ("Valid", "valid", 5),
+    ("Date (UTC)", "date", 16),
+    ("Cost", "cost", 8),
+    ("Lbl", "label", 3),
+)
 SORT_ORDER = list(TRACE_SORTS)
 LABEL_MARKS = {"good": "[green]+[/]", "bad": "[red]−[/]"}
 
@@ -59,8 +66,7 @@ class TracesScreen(ReviewScreen):
         with Horizontal(id="filters"):
             yield Select([], prompt="all tasks", id="task", compact=True)
             yield Select([(t, t) for t in TIERS], prompt="all tiers", id="tier", compact=True)
-            yield Select([("valid", "valid"), ("invalid", "invalid")], prompt="valid+invalid", id="valid",
-                         compact=True)
+            yield Select([("valid", "valid"), ("invalid", "invalid")], prompt="valid+invalid", id="valid", compact=True)
         yield Static(id="page-info")
         yield PagedTable(id="traces")
         yield Footer()
@@ -96,8 +102,9 @@ class TracesScreen(ReviewScreen):
                 self.total = await self.read(count_traces, self.store, q)
             last = max(0, (self.total - 1) // PAGE_SIZE)
             page = min(max(page, 0), last)
-            rows = await self.read(trace_page, self.store, q, limit=PAGE_SIZE, offset=page * PAGE_SIZE,
-                                   total=self.total)
+            rows = await self.read(
+                trace_page, self.store, q, limit=PAGE_SIZE, offset=page * PAGE_SIZE, total=self.total
+            )
             labels = await self.read(latest_labels, self.store, [r.id for r in rows])
         except Exception as exc:
             self.fail(exc)
@@ -119,16 +126,25 @@ class TracesScreen(ReviewScreen):
 
     def cells(self, r: TraceRow) -> tuple[str, ...]:
         model = r.model.split(":", 1)[-1]  # the provider prefix does not fit
-        return (clip(r.task_name, 11), tier_markup(r.tier), clip(model, 12), validity_markup(r.valid),
-                when(r.created_at), usd(r.cost_usd), LABEL_MARKS.get(self.labels.get(r.id, ""), ""))
+        return (
+            clip(r.task_name, 11),
+            tier_markup(r.tier),
+            clip(model, 12),
+            validity_markup(r.valid),
+            when(r.created_at),
+            usd(r.cost_usd),
+            LABEL_MARKS.get(self.labels.get(r.id, ""), ""),
+        )
 
     def page_info(self, shown: int) -> str:
         q = self.query_state
         arrow = "↓" if q.descending else "↑"
         pages = max(1, -(-self.total // PAGE_SIZE))
         first = self.page * PAGE_SIZE + 1 if shown else 0
-        return (f" {first:,}–{self.page * PAGE_SIZE + shown:,} of {self.total:,} traces · page {self.page + 1:,}"
-                f"/{pages:,} · sorted by {q.sort} {arrow}")
+        return (
+            f" {first:,}–{self.page * PAGE_SIZE + shown:,} of {self.total:,} traces · page {self.page + 1:,}"
+            f"/{pages:,} · sorted by {q.sort} {arrow}"
+        )
 
     def refilter(self, **changes: object) -> None:
         self.query_state = replace(self.query_state, **changes)  # type: ignore[arg-type]
@@ -197,8 +213,16 @@ class TracesScreen(ReviewScreen):
         row = self.current
         if row is None:
             return
-        if self.act(self.protege.label, row.id, verdict, reviewer=self.reviewer,
-                    done=f"trace {row.id[:8]} labelled {verdict}") is not None:
+        if (
+            self.act(
+                self.protege.label,
+                row.id,
+                verdict,
+                reviewer=self.reviewer,
+                done=f"trace {row.id[:8]} labelled {verdict}",
+            )
+            is not None
+        ):
             self.show_labels({row.id: verdict})
 
     def show_labels(self, labelled: dict[str, str] | None) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from textual.markup import escape
 from textual.widgets import Static
 
-SECTIONS = (("1", "dashboard", "Dashboard"), ("2", "skills", "Skills"), ("3", "traces", "Traces"),
-            ("4", "students", "Students"))
+SECTIONS = (
+    ("1", "dashboard", "Dashboard"),
+    ("2", "skills", "Skills"),
+    ("3", "traces", "Traces"),
+    ("4", "students", "Students"),
+)
 
 
 class NavBar(Static):

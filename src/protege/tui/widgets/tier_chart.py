@@ -30,7 +30,7 @@ def render_chart(series: TierSeries, width: int, height: int) -> Text:
     stacks = [_stack(c, tiers, peak, rows) for c in counts]
     for r in reversed(range(rows)):
         axis = f"{peak:>5,} " if r == rows - 1 else ("    0 " if r == 0 else "      ")
-        out.append(axis[:AXIS_WIDTH - 1].rjust(AXIS_WIDTH - 1) + "│", style="dim")
+        out.append(axis[: AXIS_WIDTH - 1].rjust(AXIS_WIDTH - 1) + "│", style="dim")
         for stack in stacks:
             char, tier = _cell(stack, r)
             out.append(char * max(1, col_w - 1), style=TIER_COLORS.get(tier, "white"))

@@ -67,7 +67,9 @@ def _created() -> sa.Column:
 
 def upgrade() -> None:
     op.create_table(
-        "task", _id(), _str("name"),
+        "task",
+        _id(),
+        _str("name"),
         sa.Column("version", sa.Integer(), nullable=False),
         _str("contract_hash"),
         sa.Column("input_schema", sa.JSON(), nullable=True),
@@ -79,7 +81,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("name", "version", name="uq_task_name_version"),
     )
     op.create_table(
-        "run", _uid(), _str("task_name"),
+        "run",
+        _uid(),
+        _str("task_name"),
         sa.Column("task_version", sa.Integer(), nullable=False),
         sa.Column("input", sa.JSON(), nullable=True),
         _str("input_hash"),
@@ -98,9 +102,13 @@ def upgrade() -> None:
     op.create_index("ix_run_task_created", "run", ["task_name", "created_at"])
 
     op.create_table(
-        "trace", _uid(), _str("run_id", nullable=True), _str("task_name"),
+        "trace",
+        _uid(),
+        _str("run_id", nullable=True),
+        _str("task_name"),
         sa.Column("task_version", sa.Integer(), nullable=False),
-        _str("tier"), _str("model"),
+        _str("tier"),
+        _str("model"),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("shadow", sa.Boolean(), nullable=False),
         sa.Column("skill_version", sa.Integer(), nullable=True),
@@ -131,9 +139,13 @@ def upgrade() -> None:
     op.create_index("ix_trace_task_valid_tier", "trace", ["task_name", "valid", "tier"])
 
     op.create_table(
-        "skill", _id(), _str("task_name"), _str("name"),
+        "skill",
+        _id(),
+        _str("task_name"),
+        _str("name"),
         sa.Column("version", sa.Integer(), nullable=False),
-        _str("status"), _str("kind"),
+        _str("status"),
+        _str("kind"),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("files", sa.JSON(), nullable=True),
@@ -150,7 +162,11 @@ def upgrade() -> None:
     op.create_index("ix_skill_task_status", "skill", ["task_name", "status"])
 
     op.create_table(
-        "label", _id(), _str("trace_id"), _str("verdict"), _str("reviewer"),
+        "label",
+        _id(),
+        _str("trace_id"),
+        _str("verdict"),
+        _str("reviewer"),
         sa.Column("note", sa.Text(), nullable=True),
         _created(),
         sa.PrimaryKeyConstraint("id"),
@@ -158,7 +174,11 @@ def upgrade() -> None:
     op.create_index("ix_label_trace_id", "label", ["trace_id"])
 
     op.create_table(
-        "dataset", _uid(), _str("task_name"), _str("path"), _str("content_hash"),
+        "dataset",
+        _uid(),
+        _str("task_name"),
+        _str("path"),
+        _str("content_hash"),
         sa.Column("counts", sa.JSON(), nullable=True),
         sa.Column("params", sa.JSON(), nullable=True),
         _created(),
@@ -167,7 +187,12 @@ def upgrade() -> None:
     op.create_index("ix_dataset_task_name", "dataset", ["task_name"])
 
     op.create_table(
-        "student", _uid(), _str("task_name"), _str("base"), _str("adapter_path"), _str("adapter_hash"),
+        "student",
+        _uid(),
+        _str("task_name"),
+        _str("base"),
+        _str("adapter_path"),
+        _str("adapter_hash"),
         _str("dataset_id", nullable=True),
         sa.Column("metrics", sa.JSON(), nullable=True),
         sa.Column("params", sa.JSON(), nullable=True),
@@ -179,7 +204,12 @@ def upgrade() -> None:
     op.create_index("ix_student_task_state", "student", ["task_name", "state"])
 
     op.create_table(
-        "shadow", _id(), _str("task_name"), _str("run_id"), _str("tier"), _str("trace_id"),
+        "shadow",
+        _id(),
+        _str("task_name"),
+        _str("run_id"),
+        _str("tier"),
+        _str("trace_id"),
         _str("teacher_trace_id"),
         sa.Column("agreement", sa.Float(), nullable=False),
         _created(),
@@ -188,7 +218,10 @@ def upgrade() -> None:
     op.create_index("ix_shadow_task_tier_created", "shadow", ["task_name", "tier", "created_at"])
 
     op.create_table(
-        "budget", _id(), _str("task_name"), _str("day"),
+        "budget",
+        _id(),
+        _str("task_name"),
+        _str("day"),
         sa.Column("spent_usd", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("task_name", "day", name="uq_budget_task_day"),
