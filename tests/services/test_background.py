@@ -21,7 +21,7 @@ from protege.agents import FunctionModel
 from protege.agents.models.base import ModelResponse, Usage
 from protege.store import Store
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 class Out(BaseModel):
