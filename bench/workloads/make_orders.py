@@ -44,29 +44,10 @@ from order_vocab import (
 SHOP = "Northwind Office Supply"
 SHOP_SALES = "Northwind Sales <sales@northwind-supply.com>"
 WEBFORM_SENDER = "Northwind Web Form <no-reply@northwind-supply.com>"
-NUMBER_WORDS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-]
+NUMBER_WORDS = list(
+    "zero one two three four five six seven eight nine ten "
+    "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+)
 MONTHS = [
     "January",
     "February",

@@ -25,28 +25,9 @@ class _Refused:
 
 REFUSED: Any = _Refused()
 _INT = re.compile(r"-?\d+")
-NUMBER_WORDS = (
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
+NUMBER_WORDS = tuple(
+    "zero one two three four five six seven eight nine ten "
+    "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
 )
 """English number words the `int` map reads (`seven Meeting Tables`)."""
 _FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
