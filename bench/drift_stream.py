@@ -1,4 +1,5 @@
-"""A synthetic stream whose inputs shift part-way, for the drift benchmark (bench/drift.py) and tests/services/test_drift.py.
+"""A synthetic stream whose inputs shift part-way, for the drift benchmark (bench/drift.py) and
+tests/services/test_drift.py.
 
 Layout "a": short English order emails. Layout "b": longer German emails with a field layout a never has — the student
 (a FunctionModel standing in for a distilled one) answers "a" right and sure, "b" wrong and less sure.
