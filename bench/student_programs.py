@@ -11,6 +11,10 @@ bundled SmolLM2-135M base) and gates it. Then each unseen call is answered twice
   the rest with those values fixed.
 Per field accuracy, exact match, invalid answers, latency and cost (local compute priced by the machine's price per
 hour) for both. The students it trains are handed to the `engines` benchmark when it runs in the same process.
+
+`--reuse` measures the newest earlier run's student again without training: its calls' runs are read back from
+its store (the first unseen call of each configuration onward, in call order) where that run got that far, and
+made now where it did not.
 """
 
 from __future__ import annotations
@@ -65,21 +69,9 @@ def run(ctx: Context) -> Result:
 
 
 def measure(ctx: Context, w: Workload) -> dict[str, Any]:
-    from protege import Policy, Protege
-    from protege.agents import FunctionModel, ReferenceModel
-
-    os.environ.setdefault("PROTEGE_CACHE_DIR", str(ctx.cache_dir))
-    folder = ctx.folder("student_programs", "".join(c if c.isalnum() else "-" for c in w.name), str(time.time_ns()))
-    teacher = ReferenceModel([*w.pool, *w.heldout], price_as=TEACHER_PRICE)
-    app = Protege(
-        db=f"sqlite:///{folder / 'protege.db'}",
-        teacher=teacher,
-        replay=FunctionModel(lambda req: "{}"),
-        project_dir=folder,
-        seed=1,
-    )
-    app.task(policy=Policy(min_traces=200, program_min_traces=50, shadow_rate=0.0))(w.task)
-    app.programs.background = False  # the unseen calls' traces must not feed a new induction mid-measurement
+    if ctx.reuse:
+        return _remeasure(ctx, w)
+    app = _app(ctx, w, ctx.folder("student_programs", _slug(w.name), str(time.time_ns())))
     name, spec = w.task_name, app.handle(w.task_name).spec
     app.store.insert_traces([teacher_trace(row, name, spec.instructions) for row in w.pool[:TRACES]])
     started = time.perf_counter()
@@ -101,33 +93,113 @@ def measure(ctx: Context, w: Workload) -> dict[str, Any]:
         "gate_promoted": gate_promoted,
         "gate_reason": report.reason,
         "metrics": report.metrics,
-        "programs": {f: fp.describe() if fp.promoted and fp.programs else None for f, fp in programs.fields.items()},
+        "programs": _described(programs),
         "configs": configs,
     }
 
 
-def _calls(app: Any, task: str, rows: list[dict[str, Any]], tier: str | None) -> dict[str, Any]:
-    """Answer each row with no teacher fallback; per-field hits, exact match, cost, latency, who served."""
-    from protege.errors import AllTiersFailed, ModelError, ValidationFailed
+def _app(ctx: Context, w: Workload, folder: Any) -> Any:
+    from protege import Policy, Protege
+    from protege.agents import FunctionModel, ReferenceModel
+
+    os.environ.setdefault("PROTEGE_CACHE_DIR", str(ctx.cache_dir))
+    teacher = ReferenceModel([*w.pool, *w.heldout], price_as=TEACHER_PRICE)
+    app = Protege(
+        db=f"sqlite:///{folder / 'protege.db'}",
+        teacher=teacher,
+        replay=FunctionModel(lambda req: "{}"),
+        project_dir=folder,
+        seed=1,
+    )
+    app.task(policy=Policy(min_traces=200, program_min_traces=50, shadow_rate=0.0))(w.task)
+    app.programs.background = False  # the unseen calls' traces must not feed a new induction mid-measurement
+    return app
+
+
+def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
+    """--reuse: the newest earlier run's student and programs; its stored runs where it made them."""
+    from bench.common import NotRun
+    from protege.distill.pipeline import DistillReport
+
+    for db in sorted((ctx.scratch / "student_programs" / _slug(w.name)).glob("*/protege.db"), reverse=True):
+        app = _app(ctx, w, db.parent)
+        students = app.store.students(w.task_name)
+        if students:
+            break
+        app.close()
+    else:
+        raise NotRun(f"--reuse: no earlier run of {w.name} trained a student under {ctx.scratch}; run without it")
+    row, name = students[0], w.task_name
+    gate_promoted = row.state == "promoted"
+    if not gate_promoted:
+        app.promote(row.id)
+    programs = app.programs.current(name)
+    earlier = _stored_runs(app, name, w.heldout)
+    configs = {}
+    for i, (label, tier) in enumerate(zip(CONFIGS, ("student", None))):
+        done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)]
+        configs[label] = _calls(app, name, w.heldout, tier, done=done)
+    metrics = dict(row.metrics or {})
+    report = DistillReport(
+        task=name, student_id=row.id, dataset_id=row.dataset_id or "", metrics=metrics, promoted=True, reason="reused"
+    )
+    _hand_to_engines(ctx, w, app, report)
+    ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {db.parent}; {len(earlier)} stored runs")
+    return {
+        "induce_s": None,
+        "distill_s": (metrics.get("train") or {}).get("wall_s") or 0.0,
+        "student_id": row.id,
+        "gate_promoted": gate_promoted,
+        "gate_reason": "reused (--reuse)",
+        "metrics": metrics,
+        "programs": _described(programs),
+        "configs": configs,
+        "reused_from": str(db.parent),
+    }
+
+
+def _stored_runs(app: Any, task: str, rows: list[dict[str, Any]]) -> list[Any]:
+    """The earlier run's calls on these inputs, oldest first, while they follow the measurement's order."""
+    from protege.tasks import input_hash
+
+    wanted = [input_hash(r["input"]) for r in rows] * len(CONFIGS)
+    runs = sorted(app.store.runs(task, limit=10 * len(wanted)), key=lambda r: r.created_at)
+    out = []
+    for run in runs:
+        if len(out) < len(wanted) and run.input_hash == wanted[len(out)] and run.status in ("ok", "failed"):
+            out.append(run)
+    return out
+
+
+def _described(programs: Any) -> dict[str, str | None]:
+    if programs is None:
+        return {}
+    return {f: fp.describe() if fp.promoted and fp.programs else None for f, fp in programs.fields.items()}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name)
+
+
+def _calls(app: Any, task: str, rows: list[dict[str, Any]], tier: str | None, done: list[Any] = ()) -> dict[str, Any]:
+    """Answer each row with no teacher fallback; per-field hits, exact match, cost, latency, who served.
+    `done`: runs an earlier process made for the first rows (read back, not made again)."""
     from protege.programs.induce import same
 
     fields = list(app.handle(task).spec.output_model.model_fields)
     hits: dict[str, list[bool]] = {f: [] for f in fields}
     exact, costs, latencies, served, program_fields = [], [], [], [], []
-    for row in rows:
-        expected = output_of(row)
-        start = time.perf_counter()
-        try:
-            res = app.run(task, row["input"], tier=tier, escalate=False)
-            actual, cost = res.output.model_dump(mode="json"), res.cost_usd
-            served.append(res.tier)
-            program_fields.append(len(getattr(res, "program_fields", None) or []))
-        except (ValidationFailed, AllTiersFailed, ModelError) as exc:  # invalid: wrong, and its cost still counts
-            actual, cost = None, sum(a.cost_usd for a in getattr(exc, "attempts", None) or [])
-            served.append("invalid")
-            program_fields.append(0)
-        latencies.append(time.perf_counter() - start)
+    for i, row in enumerate(rows):
+        answer = _read_back(done[i]) if i < len(done) else _answer(app, task, row, tier)
+        actual, cost, latency, tier_served, decided = answer
+        if decided is None:  # read back: what the stored programs decide on this input (none for a forced tier)
+            decided = 0 if tier else _decided(app, task, row)
+        served.append(tier_served)
+        latencies.append(latency)
         costs.append(cost)
+        if decided is not None:
+            program_fields.append(decided)
+        expected = output_of(row)
         right = {f: actual is not None and same(actual.get(f), expected.get(f)) for f in fields}
         for f in fields:
             hits[f].append(right[f])
@@ -138,11 +210,37 @@ def _calls(app: Any, task: str, rows: list[dict[str, Any]], tier: str | None) ->
         "field_accuracy": {f: fmean(h) for f, h in hits.items()},
         "invalid": served.count("invalid") / len(rows),
         "served": {t: served.count(t) for t in set(served)},
-        "program_fields_mean": fmean(program_fields),
+        "program_fields_mean": fmean(program_fields) if program_fields else None,
+        "read_back": min(len(done), len(rows)),
         "cost_per_1k_usd": fmean(costs) * 1000,
         "latency_p50_s": percentile(latencies, 50),
         "latency_p99_s": percentile(latencies, 99),
     }
+
+
+def _answer(app: Any, task: str, row: dict[str, Any], tier: str | None) -> tuple[Any, float, float, str, int]:
+    """One call now: (output or None, cost, latency s, tier that served or 'invalid', fields programs decided)."""
+    from protege.errors import AllTiersFailed, ModelError, ValidationFailed
+
+    start = time.perf_counter()
+    try:
+        res = app.run(task, row["input"], tier=tier, escalate=False)
+    except (ValidationFailed, AllTiersFailed, ModelError) as exc:  # invalid: wrong, and its cost still counts
+        cost = sum(a.cost_usd for a in getattr(exc, "attempts", None) or [])
+        return None, cost, time.perf_counter() - start, "invalid", 0
+    output = res.output.model_dump(mode="json")
+    return output, res.cost_usd, time.perf_counter() - start, res.tier, len(res.program_fields or [])
+
+
+def _decided(app: Any, task: str, row: dict[str, Any]) -> int:
+    programs = app.programs.current(task)
+    return len(programs.apply(row["input"])[0]) if programs is not None else 0
+
+
+def _read_back(run: Any) -> tuple[Any, float, float, str, int | None]:
+    """An earlier process's call from its run row (which fields programs decided is not kept there)."""
+    ok = run.status == "ok" and run.output is not None
+    return (run.output if ok else None), run.cost_usd, run.latency_s, (run.tier if ok else "invalid"), None
 
 
 def _hand_to_engines(ctx: Context, w: Workload, app: Any, report: Any) -> None:
@@ -163,14 +261,15 @@ def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
                 _pct(c["exact"]),
                 _pct(fmean(c["field_accuracy"].values())),
                 _pct(c["invalid"]),
-                f"{c['program_fields_mean']:.1f}",
+                "–" if c["program_fields_mean"] is None else f"{c['program_fields_mean']:.1f}",
                 f"{c['latency_p50_s']:.2f}",
                 f"${c['cost_per_1k_usd']:.3f}",
             ]
         )
     verdict = "promoted by its gate" if m["gate_promoted"] else "not promoted by its gate (promoted for this run)"
+    trained = "trained" if m.get("reused_from") else "distilled"
     return Table(
-        f"{w.name}: unseen calls, no teacher fallback (student {m['student_id'][:8]}, distilled in "
+        f"{w.name}: unseen calls, no teacher fallback (student {m['student_id'][:8]}, {trained} in "
         f"{m['distill_s'] / 60:.1f} min, {verdict})",
         [
             "configuration",

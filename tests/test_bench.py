@@ -203,3 +203,23 @@ def test_run_calls_scores_each_call_and_keeps_its_confidence(tmp_path):
         app.close()
     assert out["scores"] == [1.0, 0.0, 0.0] and out["invalid"] == pytest.approx(1 / 3)
     assert out["confidences"] == [0.8, 0.8, 0.0] and out["served"] == ["teacher", "teacher", "failed"]
+
+
+def test_student_programs_reads_back_an_earlier_runs_calls_in_order():
+    from types import SimpleNamespace
+
+    from bench.student_programs import _read_back, _stored_runs
+    from protege.tasks import input_hash
+
+    rows = [{"input": {"n": i}} for i in range(3)]
+    made = [*rows, *rows[:2]]  # the student-alone pass, then 2 of the 3 routed calls before the process stopped
+    runs = [
+        SimpleNamespace(input_hash=input_hash(r["input"]), status="ok", output={"n": i}, created_at=i)
+        for i, r in enumerate(made)
+    ]
+    runs.insert(1, SimpleNamespace(input_hash="other", status="ok", output={}, created_at=0.5))  # not the stream's
+    app = SimpleNamespace(store=SimpleNamespace(runs=lambda task, limit: list(reversed(runs))))
+    back = _stored_runs(app, "t", rows)
+    assert [r.created_at for r in back] == [0, 1, 2, 3, 4]
+    failed = SimpleNamespace(status="failed", output=None, cost_usd=0.01, latency_s=2.0, tier="student")
+    assert _read_back(failed) == (None, 0.01, 2.0, "invalid", None)
