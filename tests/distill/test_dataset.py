@@ -434,3 +434,17 @@ def test_bad_arguments_and_empty_tasks_are_user_errors(db, tmp_path, examples):
     ]:
         with pytest.raises(UserError, match=bad):
             build(db, tmp_path, **kw)
+
+
+def test_field_kinds_are_learned_from_the_train_rows_the_pipeline_reads(db, tmp_path, examples):
+    """Train rows carry only their chat; the distill pipeline learns the answer profile from them, so the input
+    and output must be read back from the turns (a profile learned from nothing constrained nothing)."""
+    from protege.demo.workload import Order
+    from protege.distill.answer_kinds import learn_answer_profile
+
+    db.insert_traces([trace(ex, i) for i, ex in enumerate(examples[:120])])
+    built = build(db, tmp_path)
+    train = read(built.train_path)
+    assert "output" not in train[0]  # what makes the read-back necessary
+    kinds = learn_answer_profile(train, Order.model_json_schema()).kinds()
+    assert {"customer_name", "contact_email"} <= {k for k, v in kinds.items() if v == "copied"}

@@ -10,6 +10,7 @@ traces (`MIN_EVIDENCE`), so a small dataset does not make a legal answer impossi
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -55,10 +56,10 @@ def learn_answer_profile(
     answer tokens (without one no token bound is learned)."""
     stats: dict[str, _PathStats] = {}
     for row in rows:
-        output = row.get("output")
+        task_input, output = input_and_output(row)
         if output is None:
             continue
-        source = input_text(row.get("input") or {})
+        source = input_text(task_input)
         per_trace: dict[str, list[Any]] = {}
         _walk(output, "", stats, per_trace)
         for path, values in per_trace.items():
@@ -92,6 +93,22 @@ def learn_for_student(
     )
     profile.save(adapter)
     return profile
+
+
+def input_and_output(row: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """A dataset row's input and output. Train rows carry only their chat (`build_dataset` writes `input` and
+    `output` on eval rows alone), so those are read back from the user turn (the input as compact JSON) and the
+    final assistant turn (the answer as JSON): the very text the student trains on, redacted where it was."""
+    if row.get("output") is not None:
+        return row.get("input") or {}, row["output"]
+    messages = row.get("messages") or []
+    user = next((m.get("content") for m in messages if m.get("role") == "user"), None)
+    answer = messages[-1].get("content") if messages and messages[-1].get("role") == "assistant" else None
+    try:
+        task_input, output = json.loads(user or ""), json.loads(answer or "")
+    except ValueError:
+        return {}, None
+    return (task_input if isinstance(task_input, dict) else {}), output
 
 
 def _walk(value: Any, path: str, stats: dict[str, _PathStats], per_trace: dict[str, list[Any]]) -> None:
