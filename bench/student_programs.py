@@ -111,7 +111,9 @@ def _app(ctx: Context, w: Workload, folder: Any) -> Any:
         project_dir=folder,
         seed=1,
     )
-    app.task(policy=Policy(min_traces=200, program_min_traces=50, shadow_rate=0.0))(w.task)
+    # no teacher on the measured path: no shadow checks, so no drift boost or demotion hands calls to the teacher
+    quiet = Policy(min_traces=200, program_min_traces=50, shadow_rate=0.0, drift_shadow_rate=0.0, demote_below=0.0)
+    app.task(policy=quiet)(w.task)
     app.programs.background = False  # the unseen calls' traces must not feed a new induction mid-measurement
     return app
 
