@@ -55,7 +55,7 @@ def run(ctx: Context) -> Result:
             Headline(
                 metric=f"unseen calls served by programs alone, {w.name}",
                 value=m["program_share"],
-                unit="share",
+                unit="of calls",
                 baseline=m["quality"],
                 baseline_label="end-to-end exact (programs + teacher fallback)",
             )

@@ -27,6 +27,8 @@ def load_records(folder: Path = RESULTS) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
         if record.get("name") in BENCHMARKS:
+            extra = path.with_suffix(".md")  # hand-written results of a helper script, kept under the section
+            record["extra"] = extra.read_text().strip() if extra.is_file() else ""
             records[record["name"]] = record
     return [records[name] for name in BENCHMARKS if name in records]
 
@@ -126,6 +128,8 @@ def _section(i: int, r: dict[str, Any]) -> list[str]:
         lines += ["| " + " | ".join(_cell(fmt(v)) for v in row) + " |" for row in table["rows"]]
     if r.get("notes"):
         lines += [""] + [f"- {note}" for note in r["notes"]]
+    if r.get("extra"):
+        lines += ["", *r["extra"].splitlines()]
     return lines
 
 
