@@ -121,7 +121,7 @@ def _app(ctx: Context, w: Workload, folder: Any) -> Any:
 def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     """--reuse: the newest earlier run's student and programs; its stored runs where it made them."""
     from bench.common import NotRun
-    from protege.distill.pipeline import DistillReport
+    from protege.distill.pipeline import DistillReport, promotion_verdict
 
     for db in sorted((ctx.scratch / "student_programs" / _slug(w.name)).glob("*/protege.db"), reverse=True):
         app = _app(ctx, w, db.parent)
@@ -132,9 +132,8 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     else:
         raise NotRun(f"--reuse: no earlier run of {w.name} trained a student under {ctx.scratch}; run without it")
     row, name = students[0], w.task_name
-    gate_promoted = row.state == "promoted"
-    if not gate_promoted:
-        app.promote(row.id)
+    gate_promoted, gate_reason = promotion_verdict(dict(row.metrics or {}), app.handle(name).spec.policy)
+    app.promote(row.id)
     programs = app.programs.current(name)
     earlier = _stored_runs(app, name, w.heldout)
     configs = {}
@@ -152,7 +151,7 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
         "distill_s": (metrics.get("train") or {}).get("wall_s") or 0.0,
         "student_id": row.id,
         "gate_promoted": gate_promoted,
-        "gate_reason": "reused (--reuse)",
+        "gate_reason": gate_reason,
         "metrics": metrics,
         "programs": _described(programs),
         "configs": configs,
