@@ -10,6 +10,11 @@ order), attendee_count, agenda_count.
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by path from tests
+from order_vocab import MONTHS
 
 FIRST = [
     "Ana",
@@ -46,20 +51,6 @@ TITLES = [
 ]
 ROOMS = ["Room 4.12", "Atlas", "the big kitchen", "Zoom", "Oslo office, floor 2", "Meeting room B"]
 AGENDA = ["status updates", "open questions", "budget", "next steps", "demo", "risks", "AOB", "timeline"]
-MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
 
 
 def _names(rng: random.Random, k: int) -> list[str]:

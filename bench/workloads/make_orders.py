@@ -33,12 +33,14 @@ from order_vocab import (
     HIGH_CUES,
     LAST,
     LOW_CUES,
+    MONTHS,
     PERSONAL_DOMAINS,
     PRODUCTS,
     REPS,
     TITLES,
     TYPO_WORDS,
     UNITS,
+    WEEKDAYS,
 )
 
 SHOP = "Northwind Office Supply"
@@ -48,21 +50,6 @@ NUMBER_WORDS = list(
     "zero one two three four five six seven eight nine ten "
     "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
 )
-MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
-WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 DEFAULT_N, DEFAULT_SEED = 1200, 7
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "src" / "protege" / "data" / "orders.jsonl.gz"
 

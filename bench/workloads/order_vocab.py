@@ -333,3 +333,6 @@ TYPO_WORDS = [
     "again",
     "customers",
 ]
+
+MONTHS = "January February March April May June July August September October November December".split()
+WEEKDAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()

@@ -13,27 +13,10 @@ import pytest
 
 from protege.demo.workload import DATA_FILE, POOL_SIZE, Email, Order, extract_order, load_examples
 from protege.errors import UserError
+from protege.programs.interpret import NUMBER_WORDS
 from protege.tasks import TaskSpec, input_hash
 
 ROOT = Path(__file__).resolve().parents[2]
-NUMBER_WORDS = list(
-    "zero one two three four five six seven eight nine ten "
-    "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
-)
-MONTHS = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +115,7 @@ def test_reference_dates_follow_the_stated_rules(examples):
         if re.search(r"\btomorrow\b", text):
             assert (due - sent).days == 1
             checked["tomorrow"] += 1
-        month, weekday = MONTHS[due.month - 1][:3], due.strftime("%A")
+        month, weekday = due.strftime("%b"), due.strftime("%A")
         if f"{due.day:02d}.{due.month:02d}.{due.year}" in text or due.isoformat() in text:
             checked["explicit"] += 1
         elif re.search(rf"\b{month}\w* {due.day}\b|\b{due.day}(st|nd|rd|th)? (of )?{month}", text):
