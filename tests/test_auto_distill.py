@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from triage_support import SUBJECTS
 
 from protege.services.redistill import distill_due, lease_name
 from protege.store import Store
@@ -54,22 +55,6 @@ if __name__ == "__main__":
 
 class Out(BaseModel):
     label: str
-
-
-SUBJECTS = [
-    "refund please",
-    "app crashes",
-    "double charge",
-    "login broken",
-    "refund my order",
-    "screen is blank",
-    "charged twice",
-    "error 500",
-    "refund for May",
-    "crash on save",
-    "invoice wrong",
-    "button missing",
-]
 
 
 @pytest.fixture

@@ -6,6 +6,22 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+# ticket subjects with an obvious queue, for tests that train a tiny student or run a short stream
+SUBJECTS = [
+    "refund please",
+    "app crashes",
+    "double charge",
+    "login broken",
+    "refund my order",
+    "screen is blank",
+    "charged twice",
+    "error 500",
+    "refund for May",
+    "crash on save",
+    "invoice wrong",
+    "button missing",
+]
+
 
 class Ticket(BaseModel):
     subject: str

@@ -9,6 +9,7 @@ from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
+from triage_support import SUBJECTS
 
 from protege import Policy, Protege, UserError
 from protege.agents import FunctionModel
@@ -16,20 +17,6 @@ from protege.agents.models.base import ModelResponse, Usage
 from protege.distill.pipeline import dir_hash
 from protege.distill.train import TrainConfig
 
-SUBJECTS = [
-    "refund please",
-    "app crashes",
-    "double charge",
-    "login broken",
-    "refund my order",
-    "screen is blank",
-    "charged twice",
-    "error 500",
-    "refund for May",
-    "crash on save",
-    "invoice wrong",
-    "button missing",
-]
 CONFIG = TrainConfig(max_steps=2, batch_size=4, torch_threads=2)
 
 
