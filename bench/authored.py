@@ -148,7 +148,7 @@ def measure(ctx: Context, w: Any, stream: list[dict], mode: str, fallback: str) 
     from protege import Policy, Protege
     from protege.agents import FunctionModel, ReferenceModel
     from protege.demo.workload import order_program
-    from protege.programs.service import base_skill
+    from protege.programs.stored import base_skill
     from protege.skills.program_author import code_author
 
     folder = ctx.folder("authored", f"{mode}-{fallback}")

@@ -193,7 +193,7 @@ def _plain_generate(base_dir: Any, adapter: str, spec: Any, rows: list[dict[str,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from protege.agents.models.chat_format import student_messages, to_chat_dicts
-    from protege.distill.train import render_chat
+    from protege.agents.models.chat_render import render_chat
 
     if (Path(adapter) / "adapter_config.json").is_file():
         from peft import PeftModel

@@ -98,8 +98,8 @@ def student_rows(base: Any, n: int) -> tuple[list[dict[str, Any]], int]:
     from transformers import AutoTokenizer
 
     from protege.agents.models.chat_format import render_answer, student_messages, to_chat_dicts
+    from protege.agents.models.chat_render import render_chat
     from protege.demo.workload import extract_order, load_examples
-    from protege.distill.train import render_chat
 
     instructions = inspect.getdoc(extract_order) or ""  # what TaskSpec makes of the docstring
     examples = load_examples("pool")

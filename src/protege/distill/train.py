@@ -32,7 +32,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protege.agents.models.chat_render import render_chat  # noqa: F401 - bench imports it from here
 from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
 from protege.distill.sft_rows import (  # noqa: F401 - tokenize_row: re-exported, its old home
     TokenizedExample,
