@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +24,7 @@ from protege.errors import UserError
 from protege.programs.interpret import REFUSED
 from protege.programs.stored import base_skill, shadow_verdict
 from protege.skills.program_author import PROGRAM_FILE
+from protege.store.read_cache import ReadCache
 
 if TYPE_CHECKING:
     from protege.agents.cascade import TaskEntry, TaskRuntime
@@ -38,7 +38,6 @@ RECORD_FILE = "scripts/solve.json"
 SERVE_TIMEOUT_S = 1.0  # a verified program answers in milliseconds; a call past this is a failure, not slowness
 REGROW = 2.0  # write again when the teacher traces have doubled and some field is still unverified
 MAX_TRACES = 400  # newest teacher traces the author is shown a sample of and verified on
-TTL_S = 2.0
 
 
 @dataclass
@@ -214,7 +213,7 @@ class AuthoredPrograms:
         self.app, self.author = app, author
         self._sandbox: Any = None
         self._unavailable: str | None = None
-        self._cache: dict[str, tuple[float, AuthoredProgram | None]] = {}
+        self._cache: ReadCache[str, AuthoredProgram | None] = ReadCache()
         self._busy: set[str] = set()
         self._written: dict[str, int] = {}  # teacher traces at each task's last authoring in this process
 
@@ -241,15 +240,10 @@ class AuthoredPrograms:
     # -- serving -----------------------------------------------------------------------------------------------
 
     def current(self, task: str) -> AuthoredProgram | None:
-        hit, now = self._cache.get(task), time.monotonic()
-        if hit is not None and now - hit[0] < TTL_S:
-            return hit[1]
-        found = stored_authored(self.app.store, task)
-        self._cache[task] = (now, found)
-        return found
+        return self._cache.get(task, lambda: stored_authored(self.app.store, task))
 
     def invalidate(self, task: str) -> None:
-        self._cache.pop(task, None)
+        self._cache.invalidate(lambda key: key != task)
 
     def serving(self, task: str, induced: ProgramSet | None) -> Any:
         """What the program tier serves for a task: the induced set alone, or a FieldChoice with the sandbox."""

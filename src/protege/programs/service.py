@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protege.programs.render import render
 from protege.programs.stored import base_skill, shadow_verdict
 from protege.programs.verify import ProgramSet, build
+from protege.store.read_cache import ReadCache
 
 if TYPE_CHECKING:
     from protege.agents.cascade import TaskEntry, TaskRuntime
@@ -31,7 +31,6 @@ PROGRAMS_FILE = "scripts/fields.json"
 RENDERED_FILE = "scripts/fields.py"
 REGROW = 1.5  # induce again when the teacher traces have grown by this factor
 MAX_TRACES = 1000  # newest teacher traces induction reads (time grows with them; 1,000 is plenty)
-TTL_S = 2.0
 SOURCE_TIERS = ("teacher", "import")  # the answers programs are induced from: the teacher's, and imported logs
 CHECK_EVERY = 10  # teacher successes between looks at whether an induction is due
 
@@ -57,7 +56,7 @@ class ProgramHost(Protocol):
 class ProgramService:
     def __init__(self, app: ProgramHost):
         self.app = app
-        self._cache: dict[str, tuple[float, ProgramSet | None]] = {}
+        self._cache: ReadCache[str, ProgramSet | None] = ReadCache()
         self._busy: set[str] = set()
         self._last_n: dict[str, int] = {}  # teacher traces at each task's last induction in this process
         self.background = True  # induce after teacher successes when due (off: only `induce` calls do)
@@ -67,13 +66,7 @@ class ProgramService:
 
     def current(self, task: str) -> ProgramSet | None:
         """The task's newest stored program set (from its newest skill version that carries one), or None."""
-        hit = self._cache.get(task)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < TTL_S:
-            return hit[1]
-        found = stored_programs(self.app.store, task)
-        self._cache[task] = (now, found)
-        return found
+        return self._cache.get(task, lambda: stored_programs(self.app.store, task))
 
     def serving(self, task: str) -> Any:
         """What the program tier serves: the induced set, or per field the better of it and an authored program."""
@@ -82,7 +75,7 @@ class ProgramService:
         return authored.serving(task, induced) if authored is not None else induced
 
     def invalidate(self, task: str) -> None:
-        self._cache.pop(task, None)
+        self._cache.invalidate(lambda key: key != task)
         authored = getattr(self.app, "authored", None)
         if authored is not None:
             authored.invalidate(task)

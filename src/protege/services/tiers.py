@@ -2,13 +2,12 @@
 
 Eligibility lookups (promoted student, approved skill, prior art) run on every call, so they are cached for a
 couple of seconds; changes made through this app invalidate at once, changes from other processes show up
-within the TTL.
+within the TTL (protege.store.read_cache).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -18,6 +17,7 @@ from protege.agents.cascade import StudentPick, TaskEntry, TaskRuntime
 from protege.agents.models.base import Model, resolve_model
 from protege.distill.gate import stored_gate
 from protege.errors import UserError
+from protege.store.read_cache import ReadCache
 
 if TYPE_CHECKING:
     from protege.agents.pricing import PriceTable
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from protege.skills.library import SkillLibrary
     from protege.store import Store, StudentRow
 
-TTL_S = 2.0
 T = TypeVar("T")
 
 
@@ -53,22 +52,16 @@ class AppTiers:
     def __init__(self, app: TierHost):
         self.app = app
         self._models: dict[str, Model] = {}
-        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._cache: ReadCache[tuple[str, str], Any] = ReadCache()
         self._lock = threading.Lock()
 
     # -- cache -------------------------------------------------------------------------------------------------
 
     def _cached(self, key: tuple[str, str], load: Callable[[], T]) -> T:
-        hit = self._cache.get(key)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < TTL_S:
-            return hit[1]
-        value = load()
-        self._cache[key] = (now, value)
-        return value
+        return self._cache.get(key, load)
 
     def invalidate(self, task: str | None = None) -> None:
-        self._cache = {k: v for k, v in self._cache.items() if task is not None and k[1] != task}
+        self._cache.invalidate(None if task is None else lambda key: key[1] != task)
         programs = getattr(self.app, "programs", None)
         if programs is not None and task is not None:
             programs.invalidate(task)
