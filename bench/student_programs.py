@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from statistics import fmean
 from typing import Any
 
@@ -182,7 +183,9 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name)
 
 
-def _calls(app: Any, task: str, rows: list[dict[str, Any]], tier: str | None, done: list[Any] = ()) -> dict[str, Any]:
+def _calls(
+    app: Any, task: str, rows: list[dict[str, Any]], tier: str | None, done: Sequence[Any] = ()
+) -> dict[str, Any]:
     """Answer each row with no teacher fallback; per-field hits, exact match, cost, latency, who served.
     `done`: runs an earlier process made for the first rows (read back, not made again)."""
     from protege.programs.induce import same
