@@ -84,6 +84,22 @@ def test_wrong_and_unparseable_answers_are_counted_apart():
     assert evaluate_student(sure(answers), rows(), output_model=Triage).confidences == [0.9, 0.9, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("stop_reason", ["max_tokens", "bound"])
+def test_an_answer_cut_short_is_invalid_even_when_it_parses(stop_reason):
+    """A decoder that hit its token limit or a learned bound may still have closed valid JSON (the loop of #15):
+    it counts as a failed answer, wrong and with gate confidence 0, as the cascade escalates it."""
+
+    def answer(req):
+        cut = req.task_input["subject"] == "crash"
+        text = json.dumps(TEACHER[req.task_input["subject"]])
+        return ModelResponse(text=text, confidence=0.99, stop_reason=stop_reason if cut else "end_turn")
+
+    report = evaluate_student(FunctionModel(answer), rows(), output_model=Triage)
+    assert report.exact_match == 0.75 and report.parse_failure_rate == 0.25
+    assert report.confidences == [0.99, 0.0, 0.99, 0.99]
+    assert [m.input["subject"] for m in report.mismatches] == ["crash"]
+
+
 def test_the_gate_goes_by_the_least_sure_field_and_accuracy_is_given_per_kind():
     """Per-field confidences are kept per answer; the gate's figure is the least-sure field's (the answer's
     own confidence only where a model gives none per field); field accuracy is pooled per field kind."""

@@ -580,7 +580,7 @@ def _stop_errors(result: LoopResult) -> list[str]:
     """A cut-off answer (token limit) or a runaway one (a bound learned from the traces) is never served, even
     when what it wrote parses."""
     last = result.responses[-1] if result.responses else None
-    if last is None or last.stop_reason not in ("max_tokens", "bound"):
+    if last is None or not last.cut_short:
         return []
     raw = last.raw if isinstance(last.raw, dict) else {}
     if last.stop_reason == "max_tokens":

@@ -57,7 +57,9 @@ class EvalReport(BaseModel):
             "per field kind (e.g. copied / computed, when the kinds are known): share of right fields of that kind"
         ),
     )
-    parse_failure_rate: float = 0.0
+    parse_failure_rate: float = Field(
+        default=0.0, description="share of answers that fail to parse or were cut short (invalid, as the cascade has it)"
+    )
     mean_confidence: float | None = None
     mean_latency_s: float = Field(
         default=0.0, description="seconds per answer (batched: a chunk's wall time / its answers)"
@@ -204,7 +206,7 @@ def _report(rows, responses, output_model, score, reference_key, wall) -> EvalRe
     mismatches: list[Mismatch] = []
     for row, (response, latency) in zip(rows, responses):
         teacher = _parse(output_model, row["output"])
-        student = _parse(output_model, response.text)
+        student = None if response.cut_short else _parse(output_model, response.text)  # as the cascade: invalid
         latencies.append(latency)
         tokens += response.usage.output_tokens
         if response.confidence is not None:

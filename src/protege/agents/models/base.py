@@ -106,6 +106,15 @@ class ModelResponse(BaseModel):
     confidence: float | None = None
     field_confidences: dict[str, float] | None = None
 
+    @property
+    def cut_short(self) -> bool:
+        """Stopped at its token limit ("max_tokens") or at a bound learned from the traces ("bound"): whatever
+        it wrote, it is not an answer to serve, score as right, or calibrate a gate on."""
+        return self.stop_reason in CUT_SHORT
+
+
+CUT_SHORT = ("max_tokens", "bound")
+
 
 @runtime_checkable
 class Model(Protocol):
