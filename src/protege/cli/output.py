@@ -7,6 +7,7 @@ swap them).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,10 +21,16 @@ from rich.table import Table
 
 MAX_COL = 28
 FLEX_MIN = 16
+PIPE_WIDTH = 160  # output to a file or a pipe: no terminal to fit, so tables keep their columns
 
 
 def console() -> Console:
-    return Console(highlight=False)
+    """stdout's console: the terminal's width, or PIPE_WIDTH when stdout is not a terminal and $COLUMNS is unset
+    (rich would assume 80 and cut tables that a log file or `| less -S` shows whole)."""
+    out = Console(highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = PIPE_WIDTH
+    return out
 
 
 def err_console() -> Console:

@@ -1,0 +1,29 @@
+"""How the CLI lays out tables: the terminal's width when there is one, whole columns when piped."""
+
+from __future__ import annotations
+
+from protege.cli.output import PIPE_WIDTH, table
+
+ROW = ["a-task-with-a-long-name", "x" * 24, "12.5%", "$0.0031", "a note that runs on for a while past eighty"]
+COLUMNS = ["task", "student", "exact", "cost", "note"]
+
+
+def show(capsys) -> list[str]:
+    table("Students", COLUMNS, [ROW], right=("exact", "cost"), flex="note", optional=("cost",))
+    return capsys.readouterr().out.splitlines()
+
+
+def test_piped_output_keeps_every_column_whole(monkeypatch, capsys):
+    """stdout is captured (not a terminal) and $COLUMNS is unset: rich alone would cut this table at 80."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    lines = show(capsys)
+    assert any(ROW[-1] in line and "$0.0031" in line for line in lines)
+    assert max(map(len, lines)) <= PIPE_WIDTH
+
+
+def test_a_narrow_columns_setting_is_obeyed(monkeypatch, capsys):
+    """$COLUMNS is the user's word even when piped: the table fits it, optional columns going first."""
+    monkeypatch.setenv("COLUMNS", "70")
+    lines = show(capsys)
+    assert all(len(line) <= 70 for line in lines)
+    assert not any("$0.0031" in line for line in lines)
