@@ -115,6 +115,26 @@ def test_without_the_early_signal_the_window_rule_lets_the_wrong_answers_run(tmp
     app.close()
 
 
+def test_one_field_growing_unsure_raises_shadowing_though_the_answer_looks_sure(tmp_path):
+    """The reference holds the gate's confidences (least-sure field); calls are watched by the same figure. A
+    student sure of the answer overall (mean 0.97) but unsure of one field (0.5–0.7) on inputs of the same layout
+    raises the alarm on confidence; the answer's mean alone would not."""
+    from drift_support import truth
+
+    from protege.agents.models.base import ModelResponse
+
+    def unsure_of_quantity(req):
+        rng = random.Random(json.dumps(req.task_input, sort_keys=True))
+        fields = {"item": rng.uniform(0.93, 0.99), "quantity": rng.uniform(0.5, 0.7)}
+        return ModelResponse(text=json.dumps(truth(req.task_input)), confidence=0.97, field_confidences=fields)
+
+    app, _, _ = make_app(tmp_path, student_fn=unsure_of_quantity, shadow_rate=0.0, min_confidence=0.1)
+    stream(app, 40, 0)
+    status = app.lifecycle.drift.status("extract")
+    assert status is not None and status["alerts"] >= 1 and "confidence" in status["last_alert"]
+    app.close()
+
+
 def test_a_benign_shift_is_checked_once_then_learned(tmp_path):
     """A student that stays right on layout b: one alert, a boost of shadows that agree, no demotion; the new
     inputs join the reference, so more of layout b does not fire again."""

@@ -58,7 +58,7 @@ class EvalReport(BaseModel):
         ),
     )
     parse_failure_rate: float = Field(
-        default=0.0, description="share of answers that fail to parse or were cut short (invalid, as the cascade has it)"
+        default=0.0, description="share of answers that fail to parse or were cut short (invalid, as in the cascade)"
     )
     mean_confidence: float | None = None
     mean_latency_s: float = Field(

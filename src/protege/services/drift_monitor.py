@@ -58,7 +58,9 @@ class DriftMonitor:
             return
         st = self._state(task.spec.name, first.student_id)
         st.calls += 1
-        raw = (inp, first.confidence, not first.valid)
+        # the gate's figure (least-sure field), as the reference's eval confidences are: the answer's mean would
+        # sit above them always, so a real fall in one field would hide behind it
+        raw = (inp, first.gate_confidence, not first.valid)
         if st.ref is None:
             st.pending.append(raw)  # observed once the reference is ready
             return
