@@ -165,6 +165,9 @@ def test_one_unsure_field_escalates_the_call(store):
     assert unsure.attempts[0].field_confidences == {"queue": 0.99, "priority": 0.41}
     assert "low confidence: field 'priority' 0.410 < the student's floor 0.800" in unsure.attempts[0].errors[0]
     assert unsure.field_confidences is None  # the teacher served it and gives none
+    # the traces keep them: the escalated student's trace says which field it was unsure of
+    assert store.trace(unsure.attempts[0].trace_id).field_confidences == {"queue": 0.99, "priority": 0.41}
+    assert store.trace(unsure.attempts[1].trace_id).field_confidences is None
 
 
 def test_check_failure_escalates(store):

@@ -182,6 +182,19 @@ def test_trace_transcript(seeded):
     assert_one_line_error(seeded.cli("trace", "deadbeefdeadbeef"), 2, "no trace 'deadbeefdeadbeef'")
 
 
+def test_trace_shows_each_fields_confidence_least_sure_first(project):
+    """A student's trace keeps the per-field confidences its gate went by; `trace` lists them, least sure first."""
+    from protege.store import Store, TraceRow
+
+    with Store(project.db) as store:
+        trace = TraceRow(
+            task_name="triage", tier="student", confidence=0.97, field_confidences={"queue": 0.99, "priority": 0.41}
+        )
+        store.insert_traces([trace])
+    shown = project.ok("trace", trace.id).stdout
+    assert "field confidence: priority 0.410 (least sure) · queue 0.990" in shown
+
+
 def test_stats_ledger(seeded):
     """stats shows calls, tier mix, spend and the teacher-only counterfactual (all teacher: no savings)."""
     ledger = seeded.json("stats", "triage")

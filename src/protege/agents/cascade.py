@@ -416,6 +416,7 @@ class Cascade:
             "cost_usd": cost,
             "latency_s": latency,
             "confidence": result.confidence,
+            "field_confidences": result.field_confidences,
             "raw": [r.raw for r in result.responses if r.raw is not None] or None,
             **extra,
         }

@@ -22,6 +22,16 @@ def least_sure_field(field_confidences: Mapping[str, float] | None) -> str | Non
     return min(field_confidences, key=field_confidences.__getitem__) if field_confidences else None
 
 
+def describe_field_confidences(field_confidences: Mapping[str, float] | None, shown: int = 4) -> str:
+    """For people: the least-sure fields first, e.g. "quantity 0.612 (least sure) · city 0.940 · +6 more"."""
+    if not field_confidences:
+        return ""
+    ranked = sorted(field_confidences.items(), key=lambda kv: kv[1])
+    parts = [f"{name} {value:.3f}" + (" (least sure)" if i == 0 else "") for i, (name, value) in enumerate(ranked)]
+    more = len(parts) - shown
+    return " · ".join(parts[:shown]) + (f" · +{more} more" if more > 0 else "")
+
+
 class Attempt(BaseModel):
     """One tier's try at a call, as recorded in its trace."""
 

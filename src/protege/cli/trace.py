@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+from protege.agents.results import describe_field_confidences
 from protege.cli.output import console, secs, usd, when
 
 SYSTEM_LINES = 12  # a system prompt is long and the same on every trace: show its head unless --full
@@ -58,6 +59,8 @@ def _header(row: Any) -> Group:
         + (f" · confidence {row.confidence:.3f}" if row.confidence is not None else "")
         + f" · {when(row.created_at, seconds=True)}",
     ]
+    if row.field_confidences:
+        lines.append(f"field confidence: {escape(describe_field_confidences(row.field_confidences, shown=8))}")
     return Group(*[Text.from_markup(line) for line in lines])
 
 

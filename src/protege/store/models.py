@@ -108,7 +108,8 @@ class TraceRow(SQLModel, table=True):
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     latency_s: float = 0.0
-    confidence: float | None = None
+    confidence: float | None = None  # a local model's mean token probability
+    field_confidences: dict | None = _json()  # output field → its least-sure token's probability (the gate's input)
     raw: list | None = _json()
     created_at: datetime = Field(default_factory=utcnow)
 

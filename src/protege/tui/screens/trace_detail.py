@@ -11,6 +11,7 @@ from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.widgets import Footer, Static
 
+from protege.agents.results import describe_field_confidences
 from protege.store import LabelRow, TraceRow
 from protege.tui.format import seconds, short_id, tier_markup, usd, validity_markup, when
 from protege.tui.screens.base import ReviewScreen
@@ -123,6 +124,8 @@ def _meta(t: TraceRow, labels: list[LabelRow]) -> str:
         + (f" · skill v{t.skill_version}" if t.skill_version is not None else "")
         + (f" · student {short_id(t.student_id)}" if t.student_id else ""),
     ]
+    if t.field_confidences:
+        lines.append(f"field confidence: {escape(describe_field_confidences(t.field_confidences))}")
     if labels:
         last = labels[-1]
         colour = "green" if last.verdict == "good" else "red"
