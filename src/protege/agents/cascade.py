@@ -138,10 +138,11 @@ class Cascade:
             g.add_conditional_edges(tier, self._next, [*TIERS, END])
         # Routing is the entry edge: the plan (cheapest eligible tier first) is made before the graph runs, so a
         # bad forced tier is a UserError before anything is recorded.
-        g.add_conditional_edges(START, lambda s: s["plan"].tiers[0], list(TIERS))
+        g.add_conditional_edges(START, _first_tier, list(TIERS))
         return g.compile()
 
-    def _next(self, state: CascadeState) -> str:
+    # The edges are coroutines: LangGraph runs a sync edge function in a worker thread (a thread hop per edge)
+    async def _next(self, state: CascadeState) -> str:
         from langgraph.graph import END
 
         plan, attempts = state["plan"], state["attempts"]
@@ -539,6 +540,11 @@ def with_fixed(text: str, fixed: dict[str, Any]) -> str:
     if not isinstance(answer, dict):
         return text
     return json.dumps({**answer, **fixed}, ensure_ascii=False)
+
+
+async def _first_tier(state: CascadeState) -> str:
+    """The graph's entry edge: the plan's first tier (a coroutine, so LangGraph calls it on the loop)."""
+    return state["plan"].tiers[0]
 
 
 def _is_last(state: CascadeState, attempt: Attempt) -> bool:
