@@ -88,7 +88,7 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
         )
     )
     result.notes.append(
-        "protege path: `app.run` (sync API → portal event loop → LangGraph cascade → one teacher attempt), with the "
+        "protege path: `app.run` (sync API → portal event loop → the cascade's tier graph → one attempt), with the "
         "run row, the trace and the run's result committed to SQLite (WAL) before it returns, and the default "
         "lifecycle hooks on (skill upkeep after each teacher success, in the background). Bare path: an asyncio "
         "loop that builds the same request, awaits the model and parses the answer with pydantic."

@@ -1,7 +1,7 @@
 """Where a protege call's time goes: wall-clock time per component, and a cProfile of the event-loop thread.
 
 Components are timed by wrapping the app's own objects in this process (nothing in src/ is changed): the store's
-writes (which run in worker threads via `asyncio.to_thread`), the LangGraph `ainvoke` around the tier nodes, the
+writes (which run in worker threads via `asyncio.to_thread`), the cascade graph's `ainvoke` around the tier nodes, the
 model call, answer validation and the row constructors. cProfile only sees the thread it is enabled in, so it is
 switched on inside the portal's event-loop thread, where the cascade runs; store writes show up there as time the
 loop waits.
@@ -69,7 +69,7 @@ def profile_calls(ctx: Context, make_app: Callable[[Context, Any], Any], model: 
             ),
         ],
         "notes": [
-            "Breakdown: each component is timed around the app's own objects; 'LangGraph ainvoke (machinery)' is "
+            "Breakdown: each component is timed around the app's own objects; 'cascade graph (machinery)' is "
             "the graph's ainvoke minus the tier node inside it; store writes run in worker threads "
             "(asyncio.to_thread), so a 'rest of ...' row holds the thread hops around them. 'background' rows are "
             "the lifecycle hook's store reads after every teacher success: off the caller's path, but on the same "
@@ -183,7 +183,7 @@ def _breakdown_rows(ms: dict[str, float]) -> list[list[Any]]:
     attempt = g("tier attempt", 0.0)
     derived = {
         "portal hop (sync app.run → event loop → back)": total - g("cascade.run", 0.0),
-        "LangGraph ainvoke (machinery)": g("graph.ainvoke", 0.0) - attempt,
+        "cascade graph (machinery)": g("graph.ainvoke", 0.0) - attempt,
         "model.request (FunctionModel)": g("model.request", 0.0),
         "agent loop minus model": g("agent loop (one turn, incl. model)", 0.0) - g("model.request", 0.0),
         "validate answer (pydantic)": g("validate answer (pydantic)", 0.0),

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from triage_support import Ticket, Triage
 
-from protege.agents.cascade import Cascade, StudentPick, TaskRuntime
+from protege.agents.cascade import END, Cascade, StudentPick, TaskRuntime, TierGraph
 from protege.agents.models.base import ModelRequest, ModelResponse, Usage
 from protege.agents.tools import ToolBox
 from protege.errors import AllTiersFailed, UserError, ValidationFailed
@@ -248,3 +248,23 @@ def test_concurrent_async_calls_all_recorded(store):
     assert len({r.run_id for r in results}) == 200
     assert store.count_traces("triage") == 200 and len(store.runs("triage", limit=500)) == 200
     assert all(r.status == "ok" for r in store.runs("triage", limit=500))
+
+
+async def _record_tier(tier, state):
+    return {"attempts": [*state["attempts"], tier]}
+
+
+def test_tier_graph_runs_each_routed_tier_and_leaves_its_input_as_it_was():
+    """Entry edge, node, edge after it, until END: each node's update replaces its keys in a new state."""
+    after = {"replay": "teacher", "teacher": END}
+    graph = TierGraph(entry=lambda s: "replay", node=_record_tier, after=lambda s: after[s["attempts"][-1]])
+    start = {"attempts": [], "output": None}
+    assert asyncio.run(graph.ainvoke(start)) == {"attempts": ["replay", "teacher"], "output": None}
+    assert start == {"attempts": [], "output": None}
+
+
+def test_tier_graph_stops_a_route_longer_than_the_tiers():
+    """A route that never reaches END (a bug in a plan) stops with an error after one step per tier."""
+    graph = TierGraph(entry=lambda s: "teacher", node=_record_tier, after=lambda s: "teacher")
+    with pytest.raises(RuntimeError, match="'teacher' after 4 tier"):
+        asyncio.run(graph.ainvoke({"attempts": []}))

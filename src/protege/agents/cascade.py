@@ -1,8 +1,12 @@
-"""The cascade: route → tier → validate → done | escalate, as a LangGraph StateGraph (DESIGN §1, §4).
+"""The cascade: route → tier → validate → done | escalate, as a state graph of tier nodes (DESIGN §1, §4).
 
 Each call goes to the cheapest eligible tier (student if one is promoted, replay if the task has an approved
 skill, then the teacher). Every attempt is written to the store as a trace the moment it ends — before any
 escalation — so a crash never loses a paid answer. Shadow runs and skill writing happen off the caller's path.
+
+The graph is small and fixed (an entry edge, one node per tier, one edge after each), so `TierGraph` runs it
+directly: LangGraph's StateGraph ran the same nodes and edges with ~0.7 ms of its own machinery per call, most
+of the framework's overhead (bench/overhead.py). The agent loop with tools stays a LangGraph subgraph (loop.py).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, NamedTuple, Protocol, TypedDict
 
 from pydantic import BaseModel
@@ -103,6 +106,29 @@ class CascadeState(TypedDict, total=False):
     program_errors: list[str]  # a program's failure on this input (sandbox timeout, crash, ...), if any
 
 
+END = "__end__"  # where the graph stops (LangGraph's name for it)
+
+
+@dataclass(frozen=True)
+class TierGraph:
+    """The cascade's graph: `entry` picks the first tier, `node(tier, state)` runs it and returns the state's
+    updates, `after(state)` picks the next tier or END. State keys are last-value channels: an update replaces."""
+
+    entry: Callable[[CascadeState], str]
+    node: Callable[[str, CascadeState], Awaitable[CascadeState]]
+    after: Callable[[CascadeState], str]
+
+    async def ainvoke(self, state: CascadeState) -> CascadeState:
+        """Run from the entry edge to END; returns the final state (the state passed in is left as it was)."""
+        tier, steps = self.entry(state), 0
+        while tier != END:
+            if tier not in TIERS or steps == len(TIERS):  # a plan tries each tier at most once
+                raise RuntimeError(f"the cascade routed to {tier!r} after {steps} tier(s): a bug in its plan")
+            state = {**state, **await self.node(tier, state)}
+            tier, steps = self.after(state), steps + 1
+        return state
+
+
 @dataclass
 class Hooks:
     """Callbacks the app wires in; each runs in the background, never on the caller's path."""
@@ -125,31 +151,19 @@ class Cascade:
     telemetry: Telemetry = field(default_factory=Telemetry)  # OpenTelemetry spans (no-op unless configured)
 
     def __post_init__(self) -> None:
-        self.graph = self._build_graph()
+        # Routing is the entry edge: the plan (cheapest eligible tier first) is made before the graph runs, so a
+        # bad forced tier is a UserError before anything is recorded.
+        self.graph = TierGraph(entry=_first_tier, node=self._tier_node, after=self._next)
 
     # -- the graph ---------------------------------------------------------------------------------------------
 
-    def _build_graph(self) -> Any:
-        from langgraph.graph import END, START, StateGraph
-
-        g = StateGraph(CascadeState)
-        for tier in TIERS:
-            g.add_node(tier, partial(self._tier_node, tier))
-            g.add_conditional_edges(tier, self._next, [*TIERS, END])
-        # Routing is the entry edge: the plan (cheapest eligible tier first) is made before the graph runs, so a
-        # bad forced tier is a UserError before anything is recorded.
-        g.add_conditional_edges(START, lambda s: s["plan"].tiers[0], list(TIERS))
-        return g.compile()
-
     def _next(self, state: CascadeState) -> str:
-        from langgraph.graph import END
-
         plan, attempts = state["plan"], state["attempts"]
         if state.get("failure") is not None or attempts[-1].valid or not plan.escalate:
             return END
         return plan.tiers[len(attempts)] if len(attempts) < len(plan.tiers) else END
 
-    async def _tier_node(self, tier: str, state: CascadeState) -> dict[str, Any]:
+    async def _tier_node(self, tier: str, state: CascadeState) -> CascadeState:
         try:
             attempt, output = await (self._program_attempt(state) if tier == "program" else self._attempt(tier, state))
         except BudgetExceeded as exc:
@@ -540,6 +554,11 @@ def with_fixed(text: str, fixed: dict[str, Any]) -> str:
     if not isinstance(answer, dict):
         return text
     return json.dumps({**answer, **fixed}, ensure_ascii=False)
+
+
+def _first_tier(state: CascadeState) -> str:
+    """The graph's entry edge: the plan's first tier."""
+    return state["plan"].tiers[0]
 
 
 def _is_last(state: CascadeState, attempt: Attempt) -> bool:

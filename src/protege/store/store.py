@@ -41,6 +41,10 @@ from protege.store.search import query_terms, search_statement
 DATASET_TIERS = ("teacher", "import")  # replay answers are only schema-checked: opt in (build_dataset tiers=)
 _Select = TypeVar("_Select", bound="Select[Any]")
 COLLISION_RETRIES = 30  # version-numbering races: each round lets at least one concurrent writer through
+# The hot path's inserts, built once: SQLAlchemy memoizes a statement's cache key on the object, so reusing it
+# skips rebuilding and re-keying the statement on every write (~0.05 ms of a call's store write)
+_INSERT_RUN = insert(RunRow)
+_INSERT_TRACE = insert(TraceRow)
 
 
 class Ledger(BaseModel):
@@ -111,7 +115,7 @@ class Store(BackgroundQueries):
 
     def insert_run(self, run: RunRow | dict) -> None:
         """Write a run row at once (a dict of RunRow fields is accepted too: it skips the model's constructor)."""
-        self._exec(insert(RunRow), _row_dict(run) if isinstance(run, RunRow) else _from_dict(RunRow, run))
+        self._exec(_INSERT_RUN, _row_dict(run) if isinstance(run, RunRow) else _from_dict(RunRow, run))
 
     def finish_run(self, run_id: str, **fields: Any) -> None:
         fields.setdefault("finished_at", utcnow())
@@ -132,7 +136,7 @@ class Store(BackgroundQueries):
         A dict of TraceRow fields is accepted too (defaults filled in); it skips SQLModel's constructor, which
         costs ~0.1-0.2 ms per row.
         """
-        self._exec(insert(TraceRow), _row_dict(trace) if isinstance(trace, TraceRow) else _from_dict(TraceRow, trace))
+        self._exec(_INSERT_TRACE, _row_dict(trace) if isinstance(trace, TraceRow) else _from_dict(TraceRow, trace))
 
     def record_attempt(self, trace: dict, *, run: dict | None = None, finish: dict | None = None) -> None:
         """The cascade's one write per attempt, in one transaction: the call's run row (first attempt), the
@@ -145,10 +149,10 @@ class Store(BackgroundQueries):
         def write() -> None:
             with self.engine.begin() as conn:
                 if run_row is not None:
-                    conn.execute(insert(RunRow), {**run_row, **(finish or {})})
+                    conn.execute(_INSERT_RUN, {**run_row, **(finish or {})})
                 elif finish is not None:
                     conn.execute(update(RunRow).where(col(RunRow.id) == trace_row["run_id"]).values(**finish))
-                conn.execute(insert(TraceRow), trace_row)
+                conn.execute(_INSERT_TRACE, trace_row)
 
         self._retry(write)
 
@@ -165,7 +169,7 @@ class Store(BackgroundQueries):
     def _insert_many(self, rows: list[dict]) -> int:
         def write() -> None:
             with self.engine.begin() as conn:
-                conn.execute(insert(TraceRow), rows)
+                conn.execute(_INSERT_TRACE, rows)
 
         self._retry(write)
         return len(rows)
