@@ -124,14 +124,16 @@ def run(ctx: Context, n: int | None = None, rounds: int | None = None, profile: 
 
 
 def make_app(ctx: Context, teacher: Any, otel: Any = None) -> Any:
-    """A fresh app on its own SQLite file, with the triage task registered (`otel`: where its spans go)."""
-    from protege import Protege
+    """A fresh app on its own SQLite file, with the triage task registered (`otel`: where its spans go).
+    Programs are off: after ~50 calls induced field programs would answer most calls without the model, and the
+    figure would be the program tier's, not the overhead around a model call."""
+    from protege import Policy, Protege
 
     folder = ctx.folder("overhead", uuid.uuid4().hex[:8])
     app = Protege(
         db=f"sqlite:///{folder / 'protege.db'}", teacher=teacher, replay=teacher, project_dir=folder, otel=otel
     )
-    app.task(triage)
+    app.task(policy=Policy(program=False))(triage)
     return app
 
 
