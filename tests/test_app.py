@@ -119,6 +119,18 @@ def test_missing_api_key_is_a_user_error_naming_the_env_var(tmp_path, monkeypatc
     app.close()
 
 
+def test_a_teacher_that_is_not_a_model_fails_every_call_and_a_swapped_teacher_answers(app):
+    """The tiers check a teacher object once, not per call: a non-model is refused on every call all the same,
+    and a model set in its place afterwards serves."""
+    triage = register(app)
+    app.teacher_spec = object()
+    for _ in range(2):
+        with pytest.raises(UserError, match="neither a model spec string nor a Model"):
+            triage(Ticket(subject="refund please"))
+    app.teacher_spec = FunctionModel(oracle, price_as="anthropic:claude-opus-4-5")
+    assert triage(Ticket(subject="refund please")).queue == "billing"
+
+
 def test_ledger_counts_savings_once_replay_serves(app):
     """With an approved skill, replay serves and the ledger shows savings against teacher-only."""
     triage = register(app)

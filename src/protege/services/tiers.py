@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+MAX_CHECKED_MODELS = 64
+"""Model objects remembered as checked; past this the memo starts over (only an app that swaps models often)."""
+
 
 class TierHost(Protocol):
     """What the tiers read of the app (the facade; they never import it)."""
@@ -52,6 +55,7 @@ class AppTiers:
     def __init__(self, app: TierHost):
         self.app = app
         self._models: dict[str, Model] = {}
+        self._checked: dict[int, Model] = {}  # Model objects found to be models, by id (held: ids stay theirs)
         self._cache: ReadCache[tuple[str, str], Any] = ReadCache()
         self._lock = threading.Lock()
 
@@ -70,7 +74,12 @@ class AppTiers:
 
     def model(self, spec: str | Model) -> Model:
         if not isinstance(spec, str):
-            return resolve_model(spec)
+            # the runtime Protocol check costs ~12 µs and the teacher object is the same on every call: check it once
+            if self._checked.get(id(spec)) is not spec:
+                if len(self._checked) >= MAX_CHECKED_MODELS:
+                    self._checked.clear()
+                self._checked[id(spec)] = resolve_model(spec)
+            return spec
         with self._lock:
             if spec not in self._models:
                 self._models[spec] = self._resolve(spec)
