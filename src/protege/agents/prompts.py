@@ -20,8 +20,24 @@ def template(name: str) -> str:
     return resources.files("protege.agents").joinpath("prompts", f"{name}.md").read_text(encoding="utf-8")
 
 
+MAX_SCHEMA_TEXTS = 256
+"""Schema texts remembered; past this the memo starts over (only a process making many task specs)."""
+
+_schema_texts: dict[int, tuple[dict[str, Any], str]] = {}  # id -> (the schema, held so the id stays its, text)
+
+
 def _schema(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=1, ensure_ascii=False)
+    """The schema as prompts show it, made once per schema object: json.dumps with an indent runs the pure-Python
+    encoder (~20 µs, on every call), and a task's schema is fixed once its spec exists (its contract hash is
+    taken from it)."""
+    hit = _schema_texts.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    text = json.dumps(schema, indent=1, ensure_ascii=False)
+    if len(_schema_texts) >= MAX_SCHEMA_TEXTS:
+        _schema_texts.clear()
+    _schema_texts[id(schema)] = (schema, text)
+    return text
 
 
 def input_message(task_input: dict[str, Any]) -> Message:
