@@ -292,7 +292,7 @@ def test_a_forced_key_rides_in_the_pass_of_the_token_before_it(tiny, monkeypatch
         ahead_passes = len(passes)
         passes.clear()
         with monkeypatch.context() as alone:  # the decoder before: a forced head waits for its own pass
-            alone.setattr(engine, "_head_ahead", lambda answer, budget: ("", []))
+            alone.setattr(engine, "heads_ahead", False)
             separate = tiny.generate(request(text, max_tokens=150))
         assert (ahead.text, ahead.stop_reason, ahead.raw["forced_tokens"]) == (
             separate.text,

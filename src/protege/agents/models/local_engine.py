@@ -149,6 +149,8 @@ class Engine:
     Calls from several threads are decoded together: a caller queues its jobs and, once it holds the model,
     decodes up to `batch_size` queued jobs — its own and whoever else's are waiting — in one batch."""
 
+    heads_ahead = True  # a forced key's head rides in the pass of the token before it (`_head_ahead`)
+
     def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None):
         import torch
 
@@ -314,7 +316,7 @@ class Engine:
 
     def _head_ahead(self, answer: _Answer, budget: int) -> tuple[str, list[int]]:
         """The forced text and head the next step will feed (the same checks, in the same order), or ("", [])."""
-        if len(answer.out) >= budget:
+        if not self.heads_ahead or len(answer.out) >= budget:
             return "", []
         forced = answer.state.forced()
         if not forced:
