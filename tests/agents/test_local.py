@@ -277,6 +277,32 @@ def test_drafting_changes_no_answer_of_a_random_model(tiny):
         assert with_draft.confidence == pytest.approx(without.confidence, abs=1e-4)
 
 
+def test_a_forced_key_rides_in_the_pass_of_the_token_before_it(tiny, monkeypatch):
+    """The head of each forced key is fed with the prompt or the token before it, whose logits it would leave
+    unused: the answers (and the tokens counted as forced) are those of a decoder that feeds each head in a pass
+    of its own, in fewer passes."""
+    from protege.agents.models.local_batch import Batch
+
+    passes, step = [], Batch.step
+    monkeypatch.setattr(Batch, "step", lambda self, *a, **k: (passes.append(1), step(self, *a, **k))[1])
+    engine = tiny.engine
+    for text in ["invoice 1", "refund for ACME"]:
+        passes.clear()
+        ahead = tiny.generate(request(text, max_tokens=150))
+        ahead_passes = len(passes)
+        passes.clear()
+        with monkeypatch.context() as alone:  # the decoder before: a forced head waits for its own pass
+            alone.setattr(engine, "heads_ahead", False)
+            separate = tiny.generate(request(text, max_tokens=150))
+        assert (ahead.text, ahead.stop_reason, ahead.raw["forced_tokens"]) == (
+            separate.text,
+            separate.stop_reason,
+            separate.raw["forced_tokens"],
+        )
+        assert ahead.confidence == pytest.approx(separate.confidence, abs=1e-5)
+        assert ahead_passes < len(passes)
+
+
 def test_a_real_model_copies_from_the_prompt_in_fewer_passes(smollm2_base):
     """The bundled base copying a sentence into a JSON field takes most of it from drafts, and writes exactly
     what it writes token by token."""

@@ -92,6 +92,11 @@ def _find_gguf(path: Path) -> Path:
 class LlamaCppEngine(Engine):
     """The torch engine's decoding over llama.cpp's forward passes (one answer at a time, prompt prefix reused)."""
 
+    # llama.cpp runs a one-token pass with other kernels than a longer one: a token's logits move by up to ~0.7
+    # with the pass it ran in (f16 or f32 keys/values alike), so feeding a key's head with the token before it
+    # would save a pass per field but change answers that are near ties
+    heads_ahead = False
+
     def __init__(self, gguf: Path, threads: int | None, context: int):
         try:
             import llama_cpp

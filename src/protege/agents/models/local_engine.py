@@ -149,6 +149,8 @@ class Engine:
     Calls from several threads are decoded together: a caller queues its jobs and, once it holds the model,
     decodes up to `batch_size` queued jobs — its own and whoever else's are waiting — in one batch."""
 
+    heads_ahead = True  # a forced key's head rides in the pass of the token before it (`_head_ahead`)
+
     def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None):
         import torch
 
@@ -238,30 +240,37 @@ class Engine:
         return Generation(text, len(ids), len(out), 0, 0, len(out), None, stop, 0, None)
 
     def _constrained(self, ids, grammar: Grammar, max_tokens: int, draft: bool) -> Answer:
-        logits = yield Feed(ids)
         answer = _Answer(grammar.start())
-        lookup = PromptLookup(ids) if draft else None
         budget = max_tokens
+        # forced text whose head was fed with the tokens before it (the prompt, the previous token): one pass for both
+        forced_ahead, head = self._head_ahead(answer, budget)
+        logits = yield Feed([*ids, *head])
+        if head:
+            answer.take_forced("".join(self.texts[t] for t in head), head)
+        lookup = PromptLookup(ids) if draft else None
         stop = "end_turn"
         while not answer.state.done:
-            if len(answer.out) >= budget:  # left unclosed: a cut answer never parses, so it is never served
-                stop = "max_tokens"
-                break
-            forced = answer.state.forced()
-            rest = answer.state.feed(forced) if forced else None
-            if rest is not None and rest.done:  # the grammar fixes everything that is left
-                answer.take_forced(forced, self.tokenizer(forced, add_special_tokens=False)["input_ids"])
-                break
-            head = self._forced_head(forced) if forced else []
-            if head:
-                answer.take_forced("".join(self.texts[t] for t in head), head)
-                logits = yield Feed(head)
-                if answer.state.done:
+            forced = forced_ahead
+            if not forced:
+                if len(answer.out) >= budget:  # left unclosed: a cut answer never parses, so it is never served
+                    stop = "max_tokens"
                     break
+                forced = answer.state.forced()
+                rest = answer.state.feed(forced) if forced else None
+                if rest is not None and rest.done:  # the grammar fixes everything that is left
+                    answer.take_forced(forced, self.tokenizer(forced, add_special_tokens=False)["input_ids"])
+                    break
+                head = self._forced_head(forced) if forced else []
+                if head:
+                    answer.take_forced("".join(self.texts[t] for t in head), head)
+                    logits = yield Feed(head)
+                    if answer.state.done:
+                        break
             token = self._choose(logits, answer.state)
             answer.take(token, self.texts[token], None if forced else self._prob(logits, token))
+            forced_ahead = ""
             if not answer.state.done:
-                logits = yield from self._next_logits(token, answer, lookup, budget)
+                logits, forced_ahead = yield from self._next_logits(token, answer, lookup, budget)
         confidence = sum(answer.probs) / len(answer.probs) if answer.probs else 1.0
         out = answer.out
         return Generation(
@@ -279,12 +288,19 @@ class Engine:
         )
 
     def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, budget: int):
-        """Logits after `token`. With a draft from the prompt, one pass also scores the draft; the draft tokens the
-        model would have chosen itself (greedy, under the grammar) are taken, so the answer is the same as
-        without drafting, in fewer passes. The context keeps only what was taken."""
+        """Logits for the next choice after `token`, and the forced text whose head they follow ("" if none).
+
+        With a draft from the prompt, one pass also scores the draft; the draft tokens the model would have chosen
+        itself (greedy, under the grammar) are taken, so the answer is the same as without drafting, in fewer
+        passes. The context keeps only what was taken. Without a draft, the head of the text the grammar forces
+        next (a key) is fed in the same pass as `token`: its logits would go unused."""
         draft = self._grammatical(lookup.draft(answer.out), answer.state) if lookup is not None else []
         if lookup is None or not draft:
-            return (yield Feed([token]))
+            forced, head = self._head_ahead(answer, budget)
+            logits = yield Feed([token, *head])
+            if head:
+                answer.take_forced("".join(self.texts[t] for t in head), head)
+            return logits, forced
         scored = yield Feed([token, *draft], keep=len(draft) + 1)
         taken = 0
         for proposed, logits in zip(draft, scored):  # the draft already ends where the grammar forces or closes
@@ -296,7 +312,20 @@ class Engine:
             yield Forget(len(draft) - taken)
         answer.drafted += taken
         lookup.taken(taken, len(draft))
-        return scored[taken]
+        return scored[taken], ""
+
+    def _head_ahead(self, answer: _Answer, budget: int) -> tuple[str, list[int]]:
+        """The forced text and head the next step will feed (the same checks, in the same order), or ("", [])."""
+        if not self.heads_ahead or len(answer.out) >= budget:
+            return "", []
+        forced = answer.state.forced()
+        if not forced:
+            return "", []
+        rest = answer.state.feed(forced)
+        if rest is not None and rest.done:
+            return "", []
+        head = self._forced_head(forced)
+        return (forced, head) if head else ("", [])
 
     def _grammatical(self, draft: list[int], state: State) -> list[int]:
         """The part of a draft the grammar allows, up to where the grammar would force text (not worth scoring)."""
