@@ -245,24 +245,21 @@ class Engine:
         # forced text whose head was fed with the tokens before it (the prompt, the previous token): one pass for both
         forced_ahead, head = self._head_ahead(answer, budget)
         logits = yield Feed([*ids, *head])
-        if head:
-            answer.take_forced("".join(self.texts[t] for t in head), head)
+        self._take_head(answer, head)
         lookup = PromptLookup(ids) if draft else None
         stop = "end_turn"
         while not answer.state.done:
             forced = forced_ahead
             if not forced:
-                if len(answer.out) >= budget:  # left unclosed: a cut answer never parses, so it is never served
+                what, forced, head = self._forced_next(answer, budget)
+                if what == "max_tokens":  # left unclosed: a cut answer never parses, so it is never served
                     stop = "max_tokens"
                     break
-                forced = answer.state.forced()
-                rest = answer.state.feed(forced) if forced else None
-                if rest is not None and rest.done:  # the grammar fixes everything that is left
+                if what == "close":  # the grammar fixes everything that is left
                     answer.take_forced(forced, self.tokenizer(forced, add_special_tokens=False)["input_ids"])
                     break
-                head = self._forced_head(forced) if forced else []
                 if head:
-                    answer.take_forced("".join(self.texts[t] for t in head), head)
+                    self._take_head(answer, head)
                     logits = yield Feed(head)
                     if answer.state.done:
                         break
@@ -298,8 +295,7 @@ class Engine:
         if lookup is None or not draft:
             forced, head = self._head_ahead(answer, budget)
             logits = yield Feed([token, *head])
-            if head:
-                answer.take_forced("".join(self.texts[t] for t in head), head)
+            self._take_head(answer, head)
             return logits, forced
         scored = yield Feed([token, *draft], keep=len(draft) + 1)
         taken = 0
@@ -314,18 +310,31 @@ class Engine:
         lookup.taken(taken, len(draft))
         return scored[taken], ""
 
-    def _head_ahead(self, answer: _Answer, budget: int) -> tuple[str, list[int]]:
-        """The forced text and head the next step will feed (the same checks, in the same order), or ("", [])."""
-        if not self.heads_ahead or len(answer.out) >= budget:
-            return "", []
+    def _forced_next(self, answer: _Answer, budget: int) -> tuple[str, str, list[int]]:
+        """What comes before the model's next choice, as (what, forced text, head): "max_tokens" when the budget
+        is spent; "close" when the forced text ends the answer; "head" when the forced text has a head to feed
+        (all but its last token); "" otherwise (the forced text, if any, is left to the model to spell)."""
+        if len(answer.out) >= budget:
+            return "max_tokens", "", []
         forced = answer.state.forced()
         if not forced:
-            return "", []
+            return "", "", []
         rest = answer.state.feed(forced)
         if rest is not None and rest.done:
-            return "", []
+            return "close", forced, []
         head = self._forced_head(forced)
-        return (forced, head) if head else ("", [])
+        return ("head" if head else ""), forced, head
+
+    def _head_ahead(self, answer: _Answer, budget: int) -> tuple[str, list[int]]:
+        """The forced text and head the next step would feed, to ride in this pass, or ("", [])."""
+        if not self.heads_ahead:
+            return "", []
+        what, forced, head = self._forced_next(answer, budget)
+        return (forced, head) if what == "head" else ("", [])
+
+    def _take_head(self, answer: _Answer, head: list[int]) -> None:
+        if head:
+            answer.take_forced("".join(self.texts[t] for t in head), head)
 
     def _grammatical(self, draft: list[int], state: State) -> list[int]:
         """The part of a draft the grammar allows, up to where the grammar would force text (not worth scoring)."""
