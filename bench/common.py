@@ -109,6 +109,18 @@ class Result:
 # -- statistics ------------------------------------------------------------------------------------------------------
 
 
+def newest_with_student(ctx: Context, runs: Path, workload: str, task: str, open_app: Callable[[Path], Any]):
+    """--reuse: the newest earlier run under `runs` (one folder per run, named by its start in ns) whose store holds
+    a student of `task`: (its app, opened by `open_app(folder)`, its newest student row, the folder)."""
+    for db in sorted(runs.glob("*/protege.db"), key=lambda db: db.parent.name, reverse=True):
+        app = open_app(db.parent)
+        students = app.store.students(task)
+        if students:
+            return app, students[0], db.parent
+        app.close()
+    raise NotRun(f"--reuse: no earlier run of {workload} trained a student under {ctx.scratch}; run without it")
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100) by linear interpolation between closest ranks."""
     if not values:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
-from bench.common import Context, Headline, NotRun, Result, Table, percentile
+from bench.common import Context, Headline, Result, Table, newest_with_student, percentile
 from bench.data import Workload, output_of, workloads
 from protege.agents.pricing import load_prices
 
@@ -145,22 +145,14 @@ def reuse(ctx: Context, w: Workload) -> Prepared:
     the current rules (`promotion_verdict`), instead of warming up and training anew."""
     from protege.distill.pipeline import DistillReport, promote, promotion_verdict
 
-    runs = sorted((ctx.scratch / "quality" / _slug(w.name)).glob("*/protege.db"), key=lambda db: db.parent.name)
-    for db in reversed(runs):
-        app = _app(w, db.parent)
-        students = app.store.students(w.task_name)
-        if students:
-            break
-        app.close()
-    else:
-        raise NotRun(f"--reuse: no earlier run of {w.name} trained a student under {ctx.scratch}; run without it")
-    row = students[0]
+    runs = ctx.scratch / "quality" / _slug(w.name)
+    app, row, folder = newest_with_student(ctx, runs, w.name, w.task_name, lambda f: _app(w, f))
     metrics = dict(row.metrics or {})
     passed, reason = promotion_verdict(metrics, app.handle(w.task_name).spec.policy)
     app.store.update_student(row.id, metrics=metrics, state="candidate")
     if passed:
         promote(app.store, row.id)
-    ctx.log(f"[bench] reusing student {row.id[:8]} of {db.parent}: {reason}")
+    ctx.log(f"[bench] reusing student {row.id[:8]} of {folder}: {reason}")
     report = DistillReport(
         task=w.task_name,
         student_id=row.id,
@@ -169,7 +161,7 @@ def reuse(ctx: Context, w: Workload) -> Prepared:
         promoted=passed,
         reason=reason,
     )
-    p = Prepared(w, app, warmup={}, report=report, notes=[f"reused the student of {db.parent.name} (--reuse)"])
+    p = Prepared(w, app, warmup={}, report=report, notes=[f"reused the student of {folder.name} (--reuse)"])
     ctx.shared.setdefault("distill", {})[w.name] = metrics
     return p
 

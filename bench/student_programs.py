@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from statistics import fmean
 from typing import Any
 
-from bench.common import Context, Headline, Result, Table, percentile
+from bench.common import Context, Headline, Result, Table, newest_with_student, percentile
 from bench.data import Workload, orders, output_of, teacher_trace
 
 TITLE = "Programs + student vs the student alone"
@@ -121,18 +121,11 @@ def _app(ctx: Context, w: Workload, folder: Any) -> Any:
 
 def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     """--reuse: the newest earlier run's student and programs; its stored runs where it made them."""
-    from bench.common import NotRun
     from protege.distill.pipeline import DistillReport, promotion_verdict
 
-    for db in sorted((ctx.scratch / "student_programs" / _slug(w.name)).glob("*/protege.db"), reverse=True):
-        app = _app(ctx, w, db.parent)
-        students = app.store.students(w.task_name)
-        if students:
-            break
-        app.close()
-    else:
-        raise NotRun(f"--reuse: no earlier run of {w.name} trained a student under {ctx.scratch}; run without it")
-    row, name = students[0], w.task_name
+    runs = ctx.scratch / "student_programs" / _slug(w.name)
+    app, row, folder = newest_with_student(ctx, runs, w.name, w.task_name, lambda f: _app(ctx, w, f))
+    name = w.task_name
     gate_promoted, gate_reason = promotion_verdict(dict(row.metrics or {}), app.handle(name).spec.policy)
     app.promote(row.id)
     programs = app.programs.current(name)
@@ -146,7 +139,7 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
         task=name, student_id=row.id, dataset_id=row.dataset_id or "", metrics=metrics, promoted=True, reason="reused"
     )
     _hand_to_engines(ctx, w, app, report)
-    ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {db.parent}; {len(earlier)} stored runs")
+    ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {folder}; {len(earlier)} stored runs")
     return {
         "induce_s": None,
         "distill_s": (metrics.get("train") or {}).get("wall_s") or 0.0,
@@ -156,7 +149,7 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
         "metrics": metrics,
         "programs": _described(programs),
         "configs": configs,
-        "reused_from": str(db.parent),
+        "reused_from": str(folder),
     }
 
 
@@ -201,8 +194,7 @@ def _calls(
         served.append(tier_served)
         latencies.append(latency)
         costs.append(cost)
-        if decided is not None:
-            program_fields.append(decided)
+        program_fields.append(decided)
         expected = output_of(row)
         right = {f: actual is not None and same(actual.get(f), expected.get(f)) for f in fields}
         for f in fields:
