@@ -89,6 +89,9 @@ class Usage(BaseModel):
         )
 
 
+CUT_SHORT = ("max_tokens", "bound")  # stop reasons of an answer that did not end on its own
+
+
 class ModelResponse(BaseModel):
     """A model's answer: final text (JSON for structured output) or tool calls, usage and the raw payload.
 
@@ -111,9 +114,6 @@ class ModelResponse(BaseModel):
         """Stopped at its token limit ("max_tokens") or at a bound learned from the traces ("bound"): whatever
         it wrote, it is not an answer to serve, score as right, or calibrate a gate on."""
         return self.stop_reason in CUT_SHORT
-
-
-CUT_SHORT = ("max_tokens", "bound")
 
 
 @runtime_checkable
