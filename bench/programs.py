@@ -30,6 +30,7 @@ GENERATED = (
     ("make_invoices", "invoices"),
     ("make_invites", "invites"),
     ("make_changelogs", "changelogs"),
+    ("make_debian_changelogs", "debian-changelogs"),
     ("make_prose_orders", "prose-orders"),
 )
 

@@ -119,8 +119,14 @@ def test_python_rendering_agrees_with_the_interpreter_on_every_trace(changelog_s
         "invites", [(r["input"], r["output"]) for r in invites], list(invites[0]["output"]), promote_at=0.95
     )
     assert {p.op for fp in invite_set.served.values() for p in fp.programs} >= {"split", "nsplit", "span", "count"}
+    debian = debian_changelogs(240)
+    debian_set = build(
+        "debian", [(r["input"], r["output"]) for r in debian], list(debian[0]["output"]), promote_at=0.95
+    )
+    assert any(p.region.run for fp in debian_set.served.values() for p in fp.programs)
     cases = (
         (changelog_set, [i for i, _ in _examples(150)]),
+        (debian_set, [r["input"] for r in debian]),
         (inv_set, [r["input"] for r in invoices]),
         (invite_set, [r["input"] for r in invites]),
     )
@@ -164,7 +170,8 @@ def test_numbers_in_every_closes_list_and_none_where_the_traces_say_none():
     rows = make_changelogs.generate(240, seed=3)
     programs = build("changelogs", [(r["input"], r["output"]) for r in rows], ["closes", "changes"], promote_at=0.95)
     closes = programs.served["closes"]
-    assert closes.programs[0].op == "all" and closes.programs[0].region.each and closes.refusal_rate == 0
+    region = closes.programs[0].region
+    assert closes.programs[0].op == "all" and (region.each or region.run) and closes.refusal_rate == 0
     entry = (
         "vim (9.1-2) unstable; urgency=low\n\n  * Fix it (Closes: #101, #202)\n    - a sub-item\n"
         "  * Also (LP: #99) and (Closes: #303)\n  * Polish\n\n -- Ana Lima <ana@debian.org>  Mon, 01 Jan 2024"
@@ -228,3 +235,41 @@ def test_a_few_teacher_slips_do_not_hide_the_right_program():
     programs = build("invoices", examples, ["item_count"], promote_at=0.95)
     fp = programs.served["item_count"]
     assert fp.programs[0].op == "count" and fp.accuracy >= 0.95
+
+
+def debian_changelogs(n: int, seed: int = 3) -> list[dict]:
+    import make_debian_changelogs
+
+    return make_debian_changelogs.generate(n, seed=seed)
+
+
+def test_a_list_after_a_keyword_is_read_however_it_wraps_or_is_cased():
+    rows = debian_changelogs(240)
+    programs = build("debian", [(r["input"], r["output"]) for r in rows], list(rows[0]["output"]), promote_at=0.95)
+    assert set(programs.served) == set(rows[0]["output"])  # every field of the messy entries has a program
+    closes = programs.served["closes"].programs[0]
+    assert closes.region.run and closes.region.fold and closes.region.start.lower() == "closes:"
+    entry = (
+        "vim (2:9.1+dfsg-2~bpo12+1) bookworm-backports; urgency=medium\n\n  [ Ana Lima ]\n"
+        "  * Fix the parser (Closes: #101, bug#202,\n    #303) (LP: #99)\n    - see #404, a sub-item closes: #505\n"
+        "  * Polish the docs. Closes:#606 and #707. Thanks to Bo <bo@example.com>\n"
+        "  * Refresh patches\n\n -- Émile Zoë <emile@debian.org>  Mon, 01 Jan 2024 12:00:00 +0000"
+    )
+    values, _ = programs.apply({"entry": entry})
+    assert values["closes"] == [101, 202, 303, 505, 606, 707]
+    assert values["changes"] == 3 and values["email"] == "emile@debian.org" and values["maintainer"] == "Émile Zoë"
+    assert values["version"] == "2:9.1+dfsg-2~bpo12+1" and values["distribution"] == "bookworm-backports"
+    assert programs.apply({"entry": entry.replace("Closes", "Fixes").replace("closes", "fixes")})[0]["closes"] == []
+
+
+def test_a_run_region_ends_where_the_list_does():
+    from protege.programs.interpret import run_region
+    from protege.programs.language import Pattern, Program, Region
+
+    item = Pattern(cls="int").regex
+    assert run_region("Closes: #1, #2 and\n  #3) see #4", "Closes:", False, item) == "1, #2 and\n  #3"
+    assert run_region("closes: 5; CLOSES: 6", "Closes:", True, item) == "5\n6"
+    assert run_region("closes: 5", "Closes:", False, item) is None  # case kept unless folded
+    assert run_region("Closes: none yet, #7", "Closes:", False, item) is None  # a keyword without its list
+    with pytest.raises(ValueError, match="run region"):
+        Program("span", ("t",), Pattern(cls="int"), region=Region(start="Closes:", run=True))

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from protege.programs.interpret import NUMBER_WORDS
-from protege.programs.language import CLASSES, Pattern, Program, Region
+from protege.programs.language import CLASSES, GLUE, Pattern, Program, Region
 
 MAX_CONTEXT = 32  # characters of left context at most
 MAX_OCCURRENCES = 3  # places an answer is looked for in one text
@@ -241,6 +241,27 @@ def regions_around(text: str, i: int, j: int) -> set[Region]:
     starts = [left for left, line in lefts(text, i) if left.strip() and not line]
     return {Region(start=left, end=end) for left in starts for end in ends} | {
         Region(start=left, end=end, each=True) for left in starts for end in ends if end
+    }
+
+
+_GLUE_TAIL = re.compile("(?:" + GLUE + ")$")
+RUN_CLASSES = ("int", "number", "word", "token", "email")
+"""Item classes a list after a keyword is read with (a run region's pattern)."""
+
+
+def run_regions(text: str, pattern: Pattern, items: list[Any]) -> set[Region]:
+    """Run regions for a list that follows a keyword (`Closes: #1, #2`): the literals right before the match
+    that gives the first item, less the list glue they end in (`Closes: #` → `Closes:`), each also in any case."""
+    if pattern.cls not in RUN_CLASSES or pattern.right or pattern.pre or pattern.line:
+        return set()
+    starts = {m.start(1): m.start() for m in pattern.regex.finditer(text)}
+    at = next((starts[i] for i, _, _ in occurrences(text, items[0]) if i in starts), None)
+    if at is None:
+        return set()
+    keys = {_GLUE_TAIL.sub("", left) for left, line in lefts(text, at) if not line}
+    keys.discard("")
+    return {Region(start=k, run=True) for k in keys} | {
+        Region(start=k, run=True, fold=True) for k in keys if k.lower() != k.upper()
     }
 
 

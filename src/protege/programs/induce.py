@@ -366,7 +366,7 @@ def _list_candidates(corpus: Corpus, k: int, items: list[Any], never_empty: bool
             for map_name in {item_map, "strip"} if item_map == "id" else {item_map}:
                 yield Program("split", source, region=region, map=map_name, empty_refuses=never_empty)
         for pattern, map_name in cand.item_patterns(text, items):
-            for region in [*cand.regions(probes), *near]:
+            for region in [*cand.regions(probes), *near, *cand.run_regions(text, pattern, items)]:
                 yield Program("all", source, pattern, region=region, map=map_name, empty_refuses=never_empty)
 
 

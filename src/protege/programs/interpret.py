@@ -8,9 +8,10 @@ matched text does not parse as the field's number, or a list/count comes out emp
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
-from protege.programs.language import SEPARATORS, Program
+from protege.programs.language import GLUE, SEPARATORS, Program
 
 
 class _Refused:
@@ -33,6 +34,7 @@ NUMBER_WORDS = tuple(
 _FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
 _SPACES = re.compile(r"\s+")
 _SEPARATORS = re.compile(SEPARATORS)
+_GLUE = re.compile(GLUE)
 EMPTY: dict[str, Any] = {"all": [], "split": [], "count": 0, "nsplit": 0}
 """What a list or count program answers for an input without its region, when its `absent_null` is set."""
 
@@ -58,6 +60,33 @@ def region_of(text: str, start: str, end: str, each: bool = False) -> str | None
         if piece is None:
             return "\n".join(pieces) if pieces else None
         pieces.append(piece)
+
+
+def run_region(text: str, start: str, fold: bool, item: re.Pattern[str]) -> str | None:
+    """Every list that follows `start`: from its first item to its last, the items matched by `item` one after
+    another with only list glue between them; the lists one per line. None when no `start` is followed by an
+    item."""
+    pieces = []
+    for found in _literal(start, fold).finditer(text):
+        at, first = found.end(), None
+        while (match := _next_item(text, at, item)) is not None:
+            first = match.start() if first is None else first
+            at = match.end()
+        if first is not None:
+            pieces.append(text[first:at])
+    return "\n".join(pieces) if pieces else None
+
+
+def _next_item(text: str, at: int, item: re.Pattern[str]) -> re.Match[str] | None:
+    """The item right after the list glue at `at` (None: the list ends here)."""
+    glue = _GLUE.match(text, at)
+    match = item.match(text, glue.end() if glue else at)
+    return match if match is not None and match.end() > match.start() else None
+
+
+@lru_cache(maxsize=256)
+def _literal(start: str, fold: bool) -> re.Pattern[str]:
+    return re.compile(re.escape(start), re.IGNORECASE if fold else 0)
 
 
 def _piece(text: str, at: int, start: str, end: str) -> tuple[str | None, int]:
@@ -105,7 +134,11 @@ def run(program: Program, data: dict[str, Any]) -> Any:
 
 def run_on_text(program: Program, text: str) -> Any:
     """The program's value on its source text (induction calls this with texts it has already looked up)."""
-    region = region_of(text, program.region.start, program.region.end, program.region.each)
+    r = program.region
+    if r.run:
+        region = run_region(text, r.start, r.fold, program.pattern.regex)  # type: ignore[union-attr]
+    else:
+        region = region_of(text, r.start, r.end, r.each)
     if region is None:  # no region: refuse, unless the traces said "none" whenever it was missing
         return EMPTY.get(program.op, None) if program.absent_null and program.op != "span" else REFUSED
     if program.op in ("split", "nsplit"):

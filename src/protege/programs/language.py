@@ -36,10 +36,17 @@ CLASSES: dict[str, str] = {
 }
 """Token classes, most specific first: the only regex fragments that are not escaped literals."""
 
+WIDER = {"number": 0.01, "word": 0.02, "token": 0.03, "lazy": 0.04, "rest": 0.04, "line": 0.04}
+"""Tie-breakers: an int is a number is a word is a token is (part of) a line; where several fit alike, the
+narrowest is the program."""
+
 MAPS = ("id", "strip", "lower", "upper", "squash", "int", "float")
 """Value maps applied to a matched text (after which the field's JSON type is compared)."""
 
 OPS = ("span", "all", "count", "split", "nsplit", "has", "const")
+GLUE = r"(?:\s|[,;&#]|\band\b|\b[A-Za-z]{1,4}#)*"
+"""What may stand between the items of a `run` region's list: spaces, line breaks, `,` `;` `&` `and`, and a
+number sign, alone or after a short word (`#1, bug#2`)."""
 SEPARATORS = r"\s*(?:,\s*(?:and|&)\s+|,|;|\band\b|&|\n)\s*"
 """What separates the items of a delimited list (`split`, `nsplit`)."""
 
@@ -72,20 +79,30 @@ class Pattern:
     def size(self) -> float:
         """Simplicity cost: a class, plus a little per context character (shorter contexts generalise)."""
         context = 0.02 * (len(self.left) + len(self.right) + len(self.lead))
-        return 1 + context + (0.1 if self.right else 0) + (0.3 if self.pre else 0)
+        wider = WIDER.get(self.cls, 0)  # of classes that fit alike, the narrowest
+        return 1 + context + (0.1 if self.right else 0) + (0.3 if self.pre else 0) + wider
 
 
 @dataclass(frozen=True)
 class Region:
     """The text after the first `start` and before the next `end` (either literal may be empty: from the start,
-    to the end). A literal that is missing makes the program refuse the input."""
+    to the end). A literal that is missing makes the program refuse the input.
+
+    With `run` (all/count only), the region is instead every list that follows a `start`: the program's pattern
+    matched again and again with only list glue between the matches (spaces, line breaks, `,` `;` `&` `and`, `#`), so
+    `Closes: #1,\n    #2` yields both items wherever the list wraps, and the list ends where anything else
+    follows. `fold` finds such a `start` in any letter case (`closes:`)."""
 
     start: str = ""
     end: str = ""
     each: bool = False  # every start..end piece, not only the first (all/count/split only)
+    run: bool = False  # every run of the pattern's matches right after a `start` (all/count only)
+    fold: bool = False  # run: `start` in any letter case
 
     @property
     def size(self) -> float:
+        if self.run:  # a start, and a list shape: as specific as a start and an end, and safer (it stops at prose)
+            return 0.5 + 0.02 * len(self.start) + (0.1 if self.fold else 0)
         return (0.3 if self.start else 0) + (0.3 if self.end else 0) + (0.3 if self.each else 0)
 
 
@@ -112,6 +129,8 @@ class Program:
             raise ValueError(f"not a field program: op {self.op!r}, map {self.map!r}")
         if self.op in ("split", "nsplit") and not self.region.start:
             raise ValueError(f"a {self.op!r} program needs a region that starts at a literal")
+        if self.region.run and (self.op not in ("all", "count") or not self.region.start or self.region.end):
+            raise ValueError(f"a run region needs an 'all' or 'count' program and a start literal, not {self.op!r}")
         if self.op in ("span", "all", "count", "has") and (
             self.pattern is None or self.pattern.cls not in CLASSES or self.pattern.pre not in ("", *CLASSES)
         ):
@@ -176,7 +195,9 @@ class Program:
         what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "")
         what += f" before {p.right!r}" if p.right else ""
         region = ""
-        if self.region.start or self.region.end:
+        if self.region.run:
+            region = f" in each list after {self.region.start!r}" + (" (any case)" if self.region.fold else "")
+        elif self.region.start or self.region.end:
             region = (
                 f" {'in each piece' if self.region.each else ''} between {self.region.start or 'start'!r} and "
                 f"{self.region.end or 'end'!r}"

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from protege.programs.interpret import EMPTY as _EMPTY
 from protege.programs.interpret import NUMBER_WORDS
-from protege.programs.language import SEPARATORS, Program
+from protege.programs.language import GLUE, SEPARATORS, Program
 from protege.programs.verify import FieldProgram, ProgramSet
 
 HELPERS = '''import re
 
 SEPARATORS = SEPARATORS_REGEX  # what separates the items of a delimited list
+GLUE = GLUE_REGEX  # what may stand between the items of a list after a keyword
 NUMBER_WORDS = NUMBER_WORDS_TUPLE  # the int map reads these too
 
 class REFUSED:
@@ -49,6 +50,20 @@ def _region(text, start, end, each):
         if piece is None:
             return "\\n".join(pieces) if pieces else None
         pieces.append(piece)
+
+
+def _run(text, start, fold, regex):
+    item, glue, pieces = re.compile(regex), re.compile(GLUE), []
+    for found in re.finditer(re.escape(start), text, re.IGNORECASE if fold else 0):
+        at, first = found.end(), None
+        while True:
+            match = item.match(text, glue.match(text, at).end())
+            if match is None or match.end() == match.start():
+                break
+            first, at = (match.start() if first is None else first), match.end()
+        if first is not None:
+            pieces.append(text[first:at])
+    return "\\n".join(pieces) if pieces else None
 
 
 def _map(name, text):
@@ -120,7 +135,11 @@ def render(programs: ProgramSet) -> str:
     for name in served:
         solve += [f"    value = field_{name}(data)", "    if value is not REFUSED:", f"        out[{name!r}] = value"]
     solve.append("    return out")
-    helpers = HELPERS.replace("SEPARATORS_REGEX", repr(SEPARATORS)).replace("NUMBER_WORDS_TUPLE", repr(NUMBER_WORDS))
+    helpers = (
+        HELPERS.replace("SEPARATORS_REGEX", repr(SEPARATORS))
+        .replace("GLUE_REGEX", repr(GLUE))
+        .replace("NUMBER_WORDS_TUPLE", repr(NUMBER_WORDS))
+    )
     return "\n".join(head) + helpers + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
 
 
@@ -157,7 +176,7 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
         f"text = _source(data, {p.source!r})",
         f"text = text if text is not None and all(a in text for a in {anchors!r}) else None",
         *([f"text = text if text is not None and len(text) <= {max_chars} else None"] if max_chars else []),
-        f"region = _region(text, {p.region.start!r}, {p.region.end!r}, {p.region.each}) if text is not None else None",
+        f"region = {_region_call(p)} if text is not None else None",
         *(
             ["if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
             if p.absent_null and p.op != "span"
@@ -168,6 +187,13 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
         "    if value is not REFUSED:",
         "        return value",
     ]
+
+
+def _region_call(p: Program) -> str:
+    r = p.region
+    if r.run:
+        return f"_run(text, {r.start!r}, {r.fold}, {p.pattern.regex.pattern!r})"  # type: ignore[union-attr]
+    return f"_region(text, {r.start!r}, {r.end!r}, {r.each})"
 
 
 def markdown_table(programs: ProgramSet) -> str:
