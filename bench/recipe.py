@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval": report.model_dump(mode="json", exclude={"mismatches"}),
         "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
         "gates": _gates(report, student.min_probs),
-        "mismatches": [m.model_dump(mode="json") for m in report.mismatches[:5]],
+        "mismatches": [m.model_dump(mode="json") for m in report.mismatches],
+        "answers": student.answers[: len(eval_rows)],
     }
     path = RESULTS / "recipes" / f"{args.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,10 +69,13 @@ class Recording(LocalModel):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.min_probs: list[float | None] = []
+        self.answers: list[dict[str, Any]] = []  # every answer with its input, for per-miss analysis
 
     def generate_batch(self, requests: list[Any], **options: Any) -> list[Any]:
         responses = super().generate_batch(requests, **options)  # evaluate_student and generate both come here
         self.min_probs += [None if isinstance(r, Exception) else r.raw.get("min_prob") for r in responses]
+        for request, r in zip(requests, responses, strict=True):  # batches come sorted by length, so key by input
+            self.answers.append({"input": request.task_input, "text": None if isinstance(r, Exception) else r.text})
         return responses
 
 

@@ -1,10 +1,11 @@
 """Programs + student against the student alone (issues 22 and 15): a student trained with the default recipe on
 300 traces of a teacher that only answers, measured on unseen held-out calls with and without the induced programs.
 
-Per workload (the bundled orders and the generated Debian changelogs — a count field and a list of bug numbers,
-the kind of fields a small student gets wrong): 300 pool examples become valid teacher traces in a fresh SQLite
-store; `app.programs.induce` finds the fields' programs; `app.distill` trains the student (default TrainConfig, the
-bundled SmolLM2-135M base) and gates it. Then each unseen call is answered twice, with no teacher to fall back on:
+Per workload (the bundled orders and the generated Debian changelogs with the mess of real entries — a count
+field and a list of bug numbers, the kind of fields a small student gets wrong): 300 pool examples become valid
+teacher traces in a fresh SQLite store; `app.programs.induce` finds the fields' programs; `app.distill` trains the
+student (default TrainConfig, the bundled SmolLM2-135M base) and gates it. Then each unseen call is answered
+twice, with no teacher to fall back on:
 - student alone: `app.run(task, input, tier="student", escalate=False)` — a forced model tier answers alone;
 - programs + student: the cascade's own routing with the student promoted and `escalate=False` — programs fill
   the fields they are verified for (or serve the call alone when they decide every field) and the student decodes
@@ -37,7 +38,7 @@ CONFIGS = ("student alone", "programs + student")
 def run(ctx: Context) -> Result:
     from bench.programs import generated
 
-    chosen = [orders(False), generated("make_changelogs", "changelogs")]
+    chosen = [orders(False), generated("make_debian_changelogs", "debian-changelogs")]
     if ctx.workloads:
         chosen = [w for w in chosen if w.name.split()[0] in ctx.workloads or w.name in ctx.workloads]
     result = Result(data={"workloads": {}})
