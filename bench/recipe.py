@@ -2,7 +2,8 @@
 workload, measured — how docs/student.md's runs are made.
 
 Trains `train_student` on the first N rows of the workload's pool (the reference answers as the teacher's, so exact
-match = retention) with `TrainConfig(**config)`, then answers the first M held-out rows with the student
+match = retention; or of `--rows FILE`, a built dataset's train.jsonl) with `TrainConfig(**config)`, then answers
+the first M held-out rows with the student
 (`LocalModel`, constrained decoding, prompt-lookup drafts) and writes exact match, per-field accuracy, latency and
 the training figures to bench/results/recipes/NAME.json. The first 20 held-out rows are answered again without
 drafts (token by token), for the latency that drafting saves. Not part of `python -m bench`: one run is tens of
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
     base = resolve_base("smollm2-135m", ctx.cache_dir)
-    train_rows, eval_rows = order_rows("pool", args.train), order_rows("heldout", args.eval)
+    train_rows = read_rows(args.rows)[: args.train] if args.rows else order_rows("pool", args.train)
+    eval_rows = order_rows("heldout", args.eval)
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
     trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
@@ -109,6 +111,11 @@ def order_rows(split: str, n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def read_rows(path: str) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
 def _train_figures(trained: Any) -> dict[str, Any]:
     return {
         "rows": trained.rows,
@@ -130,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--train", type=int, default=300, help="training rows: the first N of the pool (default 300)")
     ap.add_argument("--eval", type=int, default=100, help="held-out rows answered (default 100)")
     ap.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"epochs\": 3}'")
+    ap.add_argument(
+        "--rows", help="train on the first N rows of this JSONL file instead (a built dataset's train.jsonl)"
+    )
     return ap
 
 

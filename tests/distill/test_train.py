@@ -95,6 +95,23 @@ def test_a_failed_save_leaves_the_previous_student_intact(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [ADAPTER_DIR]
 
 
+def test_the_seed_decides_the_adapters_whatever_ran_before(tiny_base, tmp_path):
+    """LoRA's initial weights come from `TrainConfig.seed`, not from whatever drew random numbers earlier in the
+    process: the same seed trains the same adapter, another seed another one."""
+    import torch
+    from safetensors.torch import load_file
+
+    def adapter(name: str, seed: int) -> dict:
+        torch.rand(1000)  # what an app may have drawn before distilling
+        config = TrainConfig(**{**FAST, "method": "lora"}, max_steps=1, seed=seed)
+        result = train_student(ROWS, tiny_base, tmp_path / name, config)
+        return load_file(result.adapter_path / "adapter_model.safetensors")
+
+    first, again, other = adapter("a", 0), adapter("b", 0), adapter("c", 1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tiny_base, tmp_path):
     """A second call into the same folder continues from the saved step instead of starting again."""
     out = tmp_path / "s"

@@ -207,8 +207,9 @@ def _hold_out_selection(rows: Sequence[dict[str, Any]], config: TrainConfig) -> 
 
 def _load_for_training(base_dir: Path, config: TrainConfig):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
+    set_seed(config.seed)  # the adapters' initial weights too: the same seed gives the same student in any process
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
