@@ -267,7 +267,9 @@ def test_a_run_region_ends_where_the_list_does():
     from protege.programs.language import Pattern, Program, Region
 
     item = Pattern(cls="int").regex
-    assert run_region("Closes: #1, #2 and\n  #3) see #4", "Closes:", False, item) == "1, #2 and\n  #3"
+    assert run_region("Closes: #1, #2 and\n  #3) see #4", "Closes:", False, item) == "1\n2\n3"
+    tags = Program("all", ("t",), Pattern(cls="word"), region=Region(start="Tags:", run=True))
+    assert run(tags, {"t": "Tags: red, blue and green. Size: 4"}) == ["red", "blue", "green"]  # not `and`
     assert run_region("closes: 5; CLOSES: 6", "Closes:", True, item) == "5\n6"
     assert run_region("closes: 5", "Closes:", False, item) is None  # case kept unless folded
     assert run_region("Closes: none yet, #7", "Closes:", False, item) is None  # a keyword without its list

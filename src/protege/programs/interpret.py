@@ -63,18 +63,16 @@ def region_of(text: str, start: str, end: str, each: bool = False) -> str | None
 
 
 def run_region(text: str, start: str, fold: bool, item: re.Pattern[str]) -> str | None:
-    """Every list that follows `start`: from its first item to its last, the items matched by `item` one after
-    another with only list glue between them; the lists one per line. None when no `start` is followed by an
-    item."""
-    pieces = []
+    """The items of every list that follows `start` — matched by `item` one after another with only list glue
+    between them — one per line, so the program's pattern finds exactly them again (not a glue word such as
+    `and`). None when no `start` is followed by an item."""
+    items = []
     for found in _literal(start, fold).finditer(text):
-        at, first = found.end(), None
+        at = found.end()
         while (match := _next_item(text, at, item)) is not None:
-            first = match.start() if first is None else first
+            items.append(match.group(0))
             at = match.end()
-        if first is not None:
-            pieces.append(text[first:at])
-    return "\n".join(pieces) if pieces else None
+    return "\n".join(items) if items else None
 
 
 def _next_item(text: str, at: int, item: re.Pattern[str]) -> re.Match[str] | None:

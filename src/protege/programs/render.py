@@ -53,17 +53,16 @@ def _region(text, start, end, each):
 
 
 def _run(text, start, fold, regex):
-    item, glue, pieces = re.compile(regex), re.compile(GLUE), []
+    item, glue, items = re.compile(regex), re.compile(GLUE), []
     for found in re.finditer(re.escape(start), text, re.IGNORECASE if fold else 0):
-        at, first = found.end(), None
+        at = found.end()
         while True:
             match = item.match(text, glue.match(text, at).end())
             if match is None or match.end() == match.start():
                 break
-            first, at = (match.start() if first is None else first), match.end()
-        if first is not None:
-            pieces.append(text[first:at])
-    return "\\n".join(pieces) if pieces else None
+            items.append(match.group(0))
+            at = match.end()
+    return "\\n".join(items) if items else None
 
 
 def _map(name, text):
