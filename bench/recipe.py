@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, Context, machine_info
@@ -27,12 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     from protege.demo.workload import Order
     from protege.distill.base_models import resolve_base
     from protege.distill.evaluate import evaluate_student
+    from protege.distill.pipeline import read_jsonl
     from protege.distill.train import TrainConfig, train_student
 
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
     base = resolve_base("smollm2-135m", ctx.cache_dir)
-    train_rows = read_rows(args.rows)[: args.train] if args.rows else order_rows("pool", args.train)
+    train_rows = read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
     eval_rows = order_rows("heldout", args.eval)
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
@@ -109,11 +111,6 @@ def order_rows(split: str, n: int) -> list[dict[str, Any]]:
         chat.append({"role": "assistant", "content": render_answer(ex["output"])})
         rows.append({"messages": chat, "input": ex["input"], "output": ex["output"]})
     return rows
-
-
-def read_rows(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
 
 
 def _train_figures(trained: Any) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import random
 import re
 import textwrap
 
+from make_changelogs import PEOPLE as CLEAN_PEOPLE  # a sibling script: its folder is on the path, as for jsonl_cli
+
 PACKAGES = [
     "zlib",
     "curl",
@@ -49,11 +51,7 @@ DISTS = [
 ]
 URGENCIES = ["medium", "medium", "medium", "low", "high", "critical", "emergency"]
 PEOPLE = [
-    ("Ana Lima", "ana@debian.org"),
-    ("Bo Chen", "bo@example.com"),
-    ("Émile Zoë", "emile@debian.org"),
-    ("Jürgen Groß", "jg@example.org"),
-    ("Siobhán Ní Bhriain", "sio@debian.org"),
+    *CLEAN_PEOPLE,
     ("Debian Security Team", "team@security.debian.org"),
     ("Kim O'Neill", "kim.oneill+deb@mail.example.net"),
     ("Ravi Shankar Iyer", "ravi@debian.org"),
@@ -102,14 +100,15 @@ def one(rng: random.Random) -> dict:
             lines += _wrapped("  * ", _text(rng, CHANGES))
             for _ in range(rng.choice([0, 0, 0, 1, 2, 3])):
                 lines += _wrapped(f"    {rng.choice('-+')} ", _text(rng, SUBS), indent="      ")
-    head = f"{pkg} ({_version(rng, dist)}) {dist}; urgency={urgency}"
+    version = _version(rng, dist)
+    head = f"{pkg} ({version}) {dist}; urgency={urgency}"
     trailer = f" -- {name} <{email}>  {_date(rng)}"
     entry = head + "\n\n" + "\n".join(lines) + "\n\n" + trailer
     return {
         "input": {"entry": entry},
         "output": {
             "package": pkg,
-            "version": head.split("(")[1].split(")")[0],
+            "version": version,
             "distribution": dist,
             "urgency": urgency,
             "maintainer": name,
