@@ -135,6 +135,26 @@ def test_the_serving_process_starts_the_worker_in_the_background(project):
         assert len(store.students("triage")) == 1
 
 
+PROBE = """
+import threading
+from protege.services.redistill import app_reference
+
+# runs at exit where the app's drain does (threading's exit hooks), after the script's body has ended
+threading._register_atexit(lambda: print(json.dumps(app_reference(app, app.handle("triage")))))
+"""
+
+
+def test_a_script_is_found_from_a_check_at_exit(project):
+    """A check can run after the script's body has ended (its last teacher successes drained at exit), when
+    CPython has already deleted `__main__.__file__`: the worker is still pointed at the script's file."""
+    folder, env = project
+    script = folder / "probe.py"
+    script.write_text(textwrap.dedent(APP) + PROBE)
+    out = subprocess.run([sys.executable, "probe.py"], cwd=folder, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["--app-file", str(script.resolve()), "--attr", "app"]
+
+
 def test_due_counts_new_traces_since_the_last_student_and_a_worker_with_nothing_to_do_keeps_the_last_outcome(tmp_path):
     """distill_gap: min_traces before any student, auto_distill_traces new ones after one, nothing while one is
     promoted. A worker that finds nothing due leaves the last distill's outcome on the lease for people to read."""

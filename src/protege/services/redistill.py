@@ -108,9 +108,16 @@ def app_reference(app: LaunchHost, handle: TaskEntry) -> list[str] | None:
     if module is None or attr is None:
         return None
     if module.__name__ == "__main__":
-        path = getattr(module, "__file__", None)
-        return ["--app-file", str(Path(path).resolve()), "--attr", attr] if path else None
+        path = _script_path(module, handle.spec.fn)
+        return ["--app-file", str(path), "--attr", attr] if path else None
     return ["--app", f"{module.__name__}:{attr}"]
+
+
+def _script_path(module: Any, fn: Any) -> Path | None:
+    """The file of a script run as __main__. Its `__file__` is gone once the script's body has ended (CPython
+    deletes it), and a check at exit comes after that: the task function's code still names the file."""
+    path = getattr(module, "__file__", None) or getattr(getattr(fn, "__code__", None), "co_filename", None)
+    return Path(path).resolve() if path and Path(path).is_file() else None
 
 
 def launch(app: LaunchHost, handle: TaskEntry, reason: str) -> subprocess.Popen[bytes] | None:
