@@ -43,10 +43,14 @@ class Order(BaseModel):
     """The order an email is about."""
 
     customer_name: str | None = Field(description="full name of the person the order is for; null if none given")
-    order_id: str | None = Field(description="existing order as 'ORD-' + 6 digits; null for a new order")
+    order_id: str | None = Field(
+        pattern=r"^ORD-[0-9]{6}$", description="existing order as 'ORD-' + 6 digits; null for a new order"
+    )
     product: str = Field(description="product name exactly as written")
     quantity: int = Field(ge=1, description="units, as an integer (for a change: the new quantity)")
-    deliver_by: str | None = Field(description="requested delivery date, YYYY-MM-DD; null if none")
+    deliver_by: str | None = Field(
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", description="requested delivery date, YYYY-MM-DD; null if none"
+    )
     city: str | None = Field(description="delivery city; null if not stated")
     contact_email: str | None = Field(description="address to contact the customer at")
     urgency: Literal["low", "normal", "high"]
