@@ -50,7 +50,7 @@ def requests(app, max_tokens: int = 64) -> list[ModelRequest]:
     ]
 
 
-@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+@pytest.mark.parametrize("quant", ["f32", "f16", "q8_0"])
 def test_llama_cpp_answers_as_the_torch_engine(exported, tmp_path, tiny_base, quant):
     """Same answers token for token, confidences within rounding, on a handful of inputs."""
     app, student_id = exported

@@ -63,11 +63,13 @@ def register(app, **policy):
     return triage
 
 
-def test_distill_trains_evaluates_records_and_promotes(app):
-    """A passing gate promotes the student; its row points at the adapter (hash pinned) and the dataset, its
-    metrics carry retention and the training run; the task's calls then go to the student tier."""
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_distill_trains_evaluates_records_and_promotes(app, method):
+    """A passing gate promotes the student; its row points at its weights (full, or an adapter; hash pinned) and
+    the dataset, its metrics carry retention and the training run; the task's calls then go to the student tier.
+    The finished student keeps no training checkpoints (a new distill never resumes them)."""
     register(app, promote_at=0.0)
-    report = app.distill("triage", config=CONFIG)
+    report = app.distill("triage", config=CONFIG.model_copy(update={"method": method}))
     assert report.promoted and "≥ Policy.promote_at 0.000" in report.reason
     row = app.store.student(report.student_id)
     assert row.state == "promoted" and row.dataset_id == report.dataset_id and row.base == app.settings.student_base
@@ -78,7 +80,10 @@ def test_distill_trains_evaluates_records_and_promotes(app):
     assert metrics["train"]["steps"] == 2 and metrics["train"]["final_loss"] > 0
     assert (report.retention, report.coverage, report.measured_on) == (metrics["retention"], 1.0, "eval split, no gate")
     assert metrics["headline"]["measured_on"] == "eval split, no gate"
-    assert row.params["max_steps"] == 2
+    assert row.params["max_steps"] == 2 and row.params["method"] == method
+    weights = {"full": "model.safetensors", "lora": "adapter_model.safetensors"}[method]
+    assert (Path(row.adapter_path) / weights).is_file()
+    assert [p.name for p in Path(row.adapter_path).parent.iterdir()] == ["adapter"]
     result = app.run("triage", {"ticket": {"subject": "refund again"}}, tier="student", escalate=False)
     assert result.tier == "student" and isinstance(result.output, Triage)
     assert result.model == f"local:{report.student_id}"

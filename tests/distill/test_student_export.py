@@ -85,13 +85,14 @@ def test_gguf_export_writes_the_model_a_modelfile_and_the_serving_manifest(serve
     assert manifest["openai_request"]["response_format"]["json_schema"]["schema"] == manifest["output_schema"]
 
 
-def test_f16_export_keeps_weights_in_half_precision(served, tmp_path):
+@pytest.mark.parametrize("quant", ["f16", "f32"])
+def test_float_exports_keep_weights_in_their_precision(served, tmp_path, quant):
     import gguf
 
     app, student_id = served
-    out = app.export_student(student_id, tmp_path / "f16", format="gguf", quant="f16")
-    reader = gguf.GGUFReader(out / "student-f16.gguf")
-    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {"F16"}
+    out = app.export_student(student_id, tmp_path / quant, format="gguf", quant=quant)
+    reader = gguf.GGUFReader(out / f"student-{quant}.gguf")
+    assert {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2} == {quant.upper()}
 
 
 def test_what_cannot_be_exported_is_a_user_error(served, tmp_path):

@@ -13,6 +13,7 @@ from student_support import chat_row
 from protege.distill.train import (
     ADAPTER_DIR,
     CHECKPOINT_DIR,
+    LEARNING_RATES,
     METADATA_FILE,
     TrainConfig,
     TrainResult,
@@ -52,8 +53,8 @@ def test_loss_falls_on_a_tiny_overfit_set(tiny_base, tmp_path):
 
 
 def test_student_dir_holds_adapter_tokenizer_and_metadata(tiny_base, tmp_path):
-    """LoRA (the default method) saves an adapter; the student dir names its base and carries config and
-    metrics; no temp dir or half copy is left."""
+    """LoRA saves an adapter; the student dir names its base and carries config and metrics; no temp dir or half
+    copy is left."""
     out = tmp_path / "student"
     result = train_student(ROWS, tiny_base, out, TrainConfig(**{**FAST, "method": "lora"}, max_steps=2))
     assert result.adapter_path == out / ADAPTER_DIR
@@ -65,6 +66,13 @@ def test_student_dir_holds_adapter_tokenizer_and_metadata(tiny_base, tmp_path):
     assert (result.adapter_path / "adapter_config.json").is_file()
     assert not (result.adapter_path / "model.safetensors").exists()  # an adapter, not a copy of the base
     assert read_metadata(tiny_base) is None  # a plain checkpoint has none
+
+
+def test_each_method_has_its_own_default_learning_rate():
+    """Full fine-tuning is the default; a learning rate left unset is the method's own, a given one is kept."""
+    assert TrainConfig().method == "full" and TrainConfig().learning_rate == LEARNING_RATES["full"]
+    assert TrainConfig(method="lora").learning_rate == LEARNING_RATES["lora"] > LEARNING_RATES["full"]
+    assert TrainConfig(method="lora", learning_rate=3e-4).learning_rate == 3e-4
 
 
 def test_a_failed_save_leaves_the_previous_student_intact(tmp_path):
@@ -219,7 +227,7 @@ def test_real_base_learns_and_its_adapter_answers(smollm2_base, tmp_path):
 
 def test_the_launch_script_trains_under_accelerate_launch(tiny_base, tmp_path):
     """`accelerate launch -m protege.distill.launch DATASET OUT` (here one CPU process) trains a student from a
-    dataset folder and writes its adapter; a folder that is no dataset is a one-line error."""
+    dataset folder and writes its weights; a folder that is no dataset is a one-line error."""
     import subprocess
     import sys
 
@@ -259,7 +267,7 @@ def test_the_launch_script_trains_under_accelerate_launch(tiny_base, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["steps"] == 2 and (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
+    assert report["steps"] == 2 and (tmp_path / "out" / "adapter" / "model.safetensors").is_file()  # full weights
     bad = subprocess.run(
         [sys.executable, "-m", "protege.distill.launch", str(tmp_path), str(tmp_path / "o2")],
         capture_output=True,

@@ -39,7 +39,7 @@ def students_export(
         str, typer.Option("--format", "-f", help="hf (merged checkpoint) or gguf (+ Ollama Modelfile)")
     ] = "gguf",
     quant: Annotated[
-        str | None, typer.Option(help="gguf weights: f16, q8_0 (default) or q4_k_m (needs the llama extra)")
+        str | None, typer.Option(help="gguf weights: f32, f16, q8_0 (default) or q4_k_m (needs the llama extra)")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,7 +64,7 @@ def students_serve(
     base_url: Annotated[
         str | None, typer.Option(help="the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     ] = None,
-    quant: Annotated[str, typer.Option(help="llama.cpp: the GGUF's weights (q8_0, f16, q4_k_m)")] = "q8_0",
+    quant: Annotated[str, typer.Option(help="llama.cpp: the GGUF's weights (q8_0, f16, f32, q4_k_m)")] = "q8_0",
     response_format: Annotated[
         str, typer.Option(help="json_schema (vLLM, llama-server, Ollama) or json_object (llama-cpp-python's server)")
     ] = "json_schema",

@@ -53,7 +53,7 @@ def demo_train_config() -> Any:
     """One epoch at a high LoRA learning rate: minutes on a CPU instead of the default recipe's longer run."""
     from protege.distill.train import TrainConfig
 
-    return TrainConfig(epochs=1, learning_rate=2e-3)
+    return TrainConfig(method="lora", epochs=1, learning_rate=2e-3)
 
 
 @dataclass

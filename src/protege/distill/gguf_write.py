@@ -7,7 +7,7 @@ package alone:
 - the pre-tokenizer named by the hash of a fixed text's token ids, as llama.cpp names it (an unknown one is an
   error: a wrong pre-tokenizer silently changes how inputs are split);
 - query and key projections permuted from Hugging Face's rotary layout to GGML's;
-- 2-D weights in f16 or q8_0 (what the `gguf` package can write); norms stay f32. Other quant types (q4_k_m)
+- 2-D weights in f32, f16 or q8_0 (what the `gguf` package can write); norms stay f32. Other quant types (q4_k_m)
   are made from the f16 file by llama.cpp's own quantizer (`quantize_gguf`), which needs `llama-cpp-python`.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from protege.errors import UserError
 
-WRITABLE = ("f16", "q8_0")
+WRITABLE = ("f32", "f16", "q8_0")
 """Quant types the gguf package writes directly."""
 
 VIA_LLAMA_CPP = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18, "q4_0": 2}
@@ -122,7 +122,11 @@ def _write_hyperparameters(writer: Any, config: dict[str, Any], quant: str) -> N
     writer.add_rope_freq_base(float(_rope(config).get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_vocab_size(config["vocab_size"])
-    ftype = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant]
+    ftype = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[quant]
     writer.add_file_type(ftype)
 
 
@@ -220,11 +224,11 @@ def _permute(weights, heads: int):
 
 
 def _encode(array, quant: str):
-    """1-D tensors (norms) stay f32; 2-D ones are f16, or q8_0 where rows split into whole 32-value blocks."""
+    """1-D tensors (norms) stay f32; 2-D ones are f32, f16, or q8_0 where rows split into whole 32-value blocks."""
     import gguf
     import numpy as np
 
-    if array.ndim == 1:
+    if array.ndim == 1 or quant == "f32":
         return array, None
     if quant == "q8_0" and array.shape[-1] % 32 == 0:
         qtype = gguf.GGMLQuantizationType.Q8_0

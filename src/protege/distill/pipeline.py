@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,7 +89,7 @@ def distill(
     adapter trained on."""
     from protege.distill.answer_kinds import learn_for_student
     from protege.distill.dataset import build_dataset
-    from protege.distill.train import TrainConfig, train_student
+    from protege.distill.train import CHECKPOINT_DIR, TrainConfig, train_student
 
     if adapter is not None and config is not None:
         raise UserError("pass either adapter= (a student trained elsewhere) or config= (train one here), not both")
@@ -128,6 +129,9 @@ def distill(
             output_schema=spec.output_schema,
             progress=lambda p: report("train", p.step, p.total_steps),
         )
+        # every distill trains into a new folder, so its checkpoints are never resumed (a fully fine-tuned
+        # student's, with their optimizer state, are ~3 GB)
+        shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
     profile = learn_for_student(
         train_rows, spec.output_schema, Path(result.adapter_path), copy_constraint=spec.policy.copy_constraint
     )  # read by LocalModel from here on
@@ -182,8 +186,6 @@ def headline(metrics: dict[str, Any], policy: Policy) -> dict[str, Any]:
 def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any]:
     """Copy a student trained elsewhere into `folder`/adapter; its TrainResult and TrainConfig from its metadata.
     `trained`: the launch script's OUT dir or its adapter dir. Its base must be this app's student base."""
-    import shutil
-
     from protege.distill.train import ADAPTER_DIR, TrainConfig, TrainResult, read_metadata
 
     if (trained / ADAPTER_DIR).is_dir() and read_metadata(trained) is None:

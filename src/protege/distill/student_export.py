@@ -25,7 +25,7 @@ from protege.errors import UserError
 SERVING_FILE = "protege_serving.json"
 MODELFILE = "Modelfile"
 FORMATS = ("hf", "gguf")
-QUANTS = ("f16", "q8_0", "q4_k_m")
+QUANTS = ("f32", "f16", "q8_0", "q4_k_m")
 INPUT_SLOT = "{input}"
 _USER_MARK = "\x00PROTEGE_INPUT\x00"
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
 from protege.distill.sft_rows import (  # noqa: F401 - tokenize_row: re-exported, its old home
@@ -47,19 +47,30 @@ CHECKPOINT_DIR = "checkpoints"
 METADATA_FILE = "protege_student.json"
 
 
+LEARNING_RATES = {"full": 1e-4, "lora": 1e-3}
+"""The default learning rate of each method (docs/student.md: runs E and J)."""
+
+
 class TrainConfig(BaseModel):
     """How a student is trained. Defaults are measured on the bundled base (docs/student.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["lora", "full"] = Field(default="lora", description="LoRA adapters, or update every weight")
+    method: Literal["lora", "full"] = Field(
+        default="full",
+        description="update every weight (the default: measured best for a base this small) or train LoRA adapters",
+    )
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: str | list[str] = Field(default="all-linear", description="PEFT target modules")
     epochs: float = Field(default=3.0, gt=0)
     max_steps: int = Field(default=-1, description="stop after this many optimizer steps (-1: run all epochs)")
-    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description=f"None: the method's own ({', '.join(f'{k} {v:g}' for k, v in LEARNING_RATES.items())})",
+    )
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -85,6 +96,12 @@ class TrainConfig(BaseModel):
         ),
     )
     early_stopping_rows: int = Field(default=32, ge=1, description="training rows held out to pick the epoch by")
+
+    @model_validator(mode="after")
+    def _method_learning_rate(self) -> TrainConfig:
+        if self.learning_rate is None:  # LoRA's adapters start at zero and need ~10x the steps of full weights
+            self.learning_rate = LEARNING_RATES[self.method]
+        return self
 
 
 class TrainResult(BaseModel):
@@ -277,7 +294,7 @@ def _build_trainer(model, tokenizer, examples, eval_examples, out_dir: Path, con
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate,
+        learning_rate=config.learning_rate or LEARNING_RATES[config.method],
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,

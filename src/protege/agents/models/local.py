@@ -85,7 +85,9 @@ class LocalModel:
         self.batch_size = batch_size
         self.copy_constraint = copy_constraint
         # what the training traces showed about answers (bounds, copied fields): given, or stored with the student
-        self.profile: AnswerProfile | None = profile if profile is not None else read_profile(self.adapter_path)
+        # (in its adapter dir, or in the checkpoint of a fully fine-tuned one)
+        student_dir = self.adapter_path or self.base_path
+        self.profile: AnswerProfile | None = profile if profile is not None else read_profile(student_dir)
 
     @property
     def engine(self):
@@ -218,11 +220,17 @@ def _resolve_paths(path: Path, adapter: Path | None) -> tuple[Path, Path | None]
         )
     if adapter is None and (path / "adapter_config.json").is_file():
         adapter, path = path, _base_of_adapter(path)
+    if adapter is not None and _full_weights(adapter):  # a fully fine-tuned student is a checkpoint of its own
+        return adapter, None
     if not (path / "config.json").is_file():
         raise UserError(f"{str(path)!r} is not a model checkpoint (no config.json)")
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise UserError(f"adapter {str(adapter)!r} has no adapter_config.json; pass the dir train_student wrote")
     return path, adapter
+
+
+def _full_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file()
 
 
 def _base_of_adapter(adapter: Path) -> Path:
