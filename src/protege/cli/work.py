@@ -201,7 +201,7 @@ def distill(
     task: TaskArg,
     epochs: Annotated[float | None, typer.Option(min=0.01, help="training epochs (default: measured default)")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
-    method: Annotated[str | None, typer.Option(help="lora or full")] = None,
+    method: Annotated[str | None, typer.Option(help="full (every weight, the default) or lora (adapters)")] = None,
     adapter: Annotated[
         Path | None,
         typer.Option(

@@ -1,4 +1,5 @@
-"""Fine-tune a student: TRL `SFTTrainer` + PEFT LoRA (or full fine-tuning) on teacher traces (DESIGN §8 step 6).
+"""Fine-tune a student: TRL `SFTTrainer`, every weight (the default) or PEFT LoRA adapters, on teacher traces
+(DESIGN §8 step 6).
 
 Rows are TRL conversational rows, ``{"messages": [{"role", "content"}, ...]}``; every assistant turn is a
 completion and the loss is on completions only. What makes it fast on a CPU (measurements:
@@ -99,7 +100,7 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _method_learning_rate(self) -> TrainConfig:
-        if self.learning_rate is None:  # LoRA's adapters start at zero and need ~10x the steps of full weights
+        if self.learning_rate is None:  # a few adapter weights, started at zero, take a larger rate than all
             self.learning_rate = LEARNING_RATES[self.method]
         return self
 
