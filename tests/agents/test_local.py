@@ -182,15 +182,23 @@ def test_one_engine_per_process_and_paths(tiny_base):
     assert LocalModel(tiny_base, dtype="bfloat16").engine is not a.engine
 
 
-def test_a_student_dir_finds_its_base_from_metadata(tiny_base, tmp_path):
-    """A trained student dir is enough: its metadata names the base, the adapter is merged in on load."""
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_student_dir_finds_its_base_from_metadata(tiny_base, tmp_path, method):
+    """A trained student dir is enough: an adapter's metadata names the base, merged in on load; a fully
+    fine-tuned student is a checkpoint of its own, given alone or as the adapter of its base."""
     from protege.agents.models.local import LocalModel
     from protege.distill.train import TrainConfig, train_student
 
     row = chat_row("Say the word.", {"w": "yes"}, {"word": "yes"})
-    result = train_student([row], tiny_base, tmp_path / "s", TrainConfig(max_steps=1, torch_threads=2))
+    config = TrainConfig(method=method, max_steps=1, torch_threads=2)
+    result = train_student([row], tiny_base, tmp_path / "s", config)
     model = LocalModel(result.adapter_path)
-    assert model.base_path == tiny_base and model.adapter_path == result.adapter_path
+    if method == "lora":
+        assert model.base_path == tiny_base and model.adapter_path == result.adapter_path
+    else:
+        given_as_adapter = LocalModel(tiny_base, adapter=result.adapter_path)
+        assert model.base_path == given_as_adapter.base_path == result.adapter_path
+        assert model.adapter_path is None and given_as_adapter.adapter_path is None
 
     class Word(BaseModel):
         word: str
