@@ -119,13 +119,12 @@ class LlamaCppEngine(Engine):
         # on 1). `threads` sets both.
         cores = os.cpu_count() or 2
         self.decode_threads, self.prompt_threads = threads or max(cores // 2, 1), threads or cores
-        decode_threads = self.decode_threads
         self.llm = llama_cpp.Llama(
             str(gguf),
             n_ctx=context,
             n_batch=512,
-            n_threads=decode_threads,
-            n_threads_batch=decode_threads,  # drafts verified in one pass are batches too; prompts: `prefill`
+            n_threads=self.decode_threads,
+            n_threads_batch=self.decode_threads,  # drafts verified in one pass are batches too; prompts: `prefill`
             verbose=False,
             logits_all=False,
         )
