@@ -1,9 +1,11 @@
 """Field programs induced from traces (issue 22): per field, whether a program was found, its held-out accuracy and
 refusal rate, induction time, and what programs change end to end on unseen calls.
 
-Per workload (the bundled orders, debian-sections, four generated count-heavy workloads — invoices with line
-items, meeting invites with attendees and agenda items, Debian changelog entries with nested items and bug lists,
-order emails that list several items in prose (the hard case) — and any --data file):
+Per workload (the bundled orders, debian-sections, five generated count-heavy workloads — invoices with line
+items, meeting invites with attendees and agenda items, changelog entries clean and with real ones' mess (nested
+items, bug lists), order emails that list several items in prose (the hard case) — real Debian changelog entries
+where the machine has them installed (bench/workloads/make_real_changelogs.py: nobody wrote them for protege), and
+any --data file):
 300 pool examples become valid teacher traces of a teacher that only answers (a ReferenceModel priced as
 claude-opus-4-5) in a fresh SQLite store; `app.programs.induce` induces and verifies the programs (a third of the
 traces held out by input hash); then every unseen held-out example is called through the app's cascade. No
@@ -13,6 +15,7 @@ student is trained here (the machine is shared): the fallback for fields without
 
 from __future__ import annotations
 
+import glob
 import sys
 import time
 from statistics import fmean
@@ -26,6 +29,8 @@ TRACES = 300
 TEACHER_PRICE = "anthropic:claude-opus-4-5"
 INDUCE_TARGET_S = 10.0
 TEACHER_SAMPLE = 20
+REAL_CHANGELOGS = "/usr/share/doc/*/changelog.Debian.gz"
+"""Where a Debian machine keeps its packages' changelogs: real entries, measured where they are installed."""
 GENERATED = (
     ("make_invoices", "invoices"),
     ("make_invites", "invites"),
@@ -91,6 +96,8 @@ def _workloads(ctx: Context) -> list[Workload]:
     out = [orders(False), *(generated(m, n) for m, n in GENERATED)]
     if DEBIAN.is_file():
         out.insert(1, debian(False))
+    if _wanted(ctx, "real-changelogs") and glob.glob(REAL_CHANGELOGS):
+        out.append(generated("make_real_changelogs", "real-changelogs", kind="installed"))
     if ctx.data is not None:
         out.append(from_jsonl(ctx.data, False))
     if ctx.workloads:
@@ -102,8 +109,13 @@ def _workloads(ctx: Context) -> list[Workload]:
     return out
 
 
-def generated(module: str, name: str) -> Workload:
-    """A generated count-heavy workload (bench/workloads/<module>.py, its default seed): 600 pool, 300 held out."""
+def _wanted(ctx: Context, name: str) -> bool:
+    return not ctx.workloads or name in ctx.workloads
+
+
+def generated(module: str, name: str, kind: str = "generated") -> Workload:
+    """A generated count-heavy workload (bench/workloads/<module>.py, its default seed): 600 pool, 300 held out.
+    `kind` names where its texts come from in reports."""
     import importlib
 
     from bench.data import nullable_fields, task_from_example
@@ -114,7 +126,7 @@ def generated(module: str, name: str) -> Workload:
     finally:
         sys.path.remove(str(WORKLOADS_DIR))
     task = task_from_example(rows[0], name=name.replace("-", "_"), nullable=nullable_fields(rows))
-    return Workload(f"{name} (generated)", task, rows[:600], rows[600:], f"bench/workloads/{module}.py")
+    return Workload(f"{name} ({kind})", task, rows[:600], rows[600:], f"bench/workloads/{module}.py")
 
 
 def measure(ctx: Context, w: Workload) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def one(rng: random.Random) -> dict:
             "urgency": urgency,
             "maintainer": name,
             "email": email,
-            "closes": _closes(entry),
+            "closes": dpkg_closes(entry),
             "changes": n_items,
         },
     }
@@ -156,7 +156,8 @@ def _date(rng: random.Random) -> str:
     return f"{weekday}, {day:02d} {month} 2024 {hour:02d}:{rng.randint(0, 59):02d}:00 {rng.choice(['+0000', '+0100'])}"
 
 
-def _closes(entry: str) -> list[int]:
+def dpkg_closes(entry: str) -> list[int]:
+    """The bugs dpkg closes for an entry: first occurrence first, each once."""
     found: list[int] = []
     for match in DPKG_CLOSES.finditer(entry):
         for number in re.findall(r"\d+", match.group(0)):

@@ -4,6 +4,7 @@ they do not apply, verified on held-out traces, and rendered to Python that agre
 from __future__ import annotations
 
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -275,3 +276,66 @@ def test_a_run_region_ends_where_the_list_does():
     assert run_region("Closes: none yet, #7", "Closes:", False, item) is None  # a keyword without its list
     with pytest.raises(ValueError, match="run region"):
         Program("span", ("t",), Pattern(cls="int"), region=Region(start="Closes:", run=True))
+
+
+def test_a_list_kept_sorted_or_each_once_and_a_count_of_every_bulleted_line():
+    """dpkg's own reading sorts the closed bugs and drops repeats; a count of items may take sub-items of any
+    bullet. The same entries, answered that way, get programs that do so — and render to Python that agrees."""
+    rows = []
+    for row in debian_changelogs(240):
+        entry, out = row["input"]["entry"], dict(row["output"])
+        out["closes"] = sorted(out["closes"])
+        out["changes"] = sum(1 for line in entry.splitlines() if re.match(r"^\s+[-*+] ", line))
+        rows.append({"input": row["input"], "output": out})
+    programs = build("debian", [(r["input"], r["output"]) for r in rows], ["closes", "changes"], promote_at=0.95)
+    closes, changes = programs.served["closes"].programs[0], programs.served["changes"].programs[0]
+    assert closes.ascending and changes.pattern is not None and changes.pattern.cls == "bullet"
+    entry = (
+        "vim (9.1-2) unstable; urgency=low\n\n  * Fix it (Closes: #909, #101)\n    - a sub-item\n"
+        "    + another, closes: #202\n  * Polish (Closes: #505)\n\n -- Ana Lima <ana@debian.org>  Mon, 01 Jan 2024"
+    )
+    values, _ = programs.apply({"entry": entry})
+    assert values == {"closes": [101, 202, 505, 909], "changes": 4}
+    namespace: dict = {}
+    exec(compile(render(programs), "fields.py", "exec"), namespace)
+    for inp in [{"entry": entry}, *(r["input"] for r in rows)]:
+        assert namespace["solve"](inp) == programs.apply(inp)[0]
+
+
+def test_each_once_and_ascending_are_list_orders_the_interpreter_keeps():
+    from protege.programs.language import Pattern, Program
+
+    numbers = Pattern(left="#", cls="int")
+    text = {"t": "#7, #3, #7 and #5"}
+    assert run(Program("all", ("t",), numbers, map="int"), text) == [7, 3, 7, 5]
+    assert run(Program("all", ("t",), numbers, map="int", unique=True), text) == [7, 3, 5]
+    assert run(Program("all", ("t",), numbers, map="int", unique=True, ascending=True), text) == [3, 5, 7]
+    assert run(Program("count", ("t",), numbers, unique=True), text) == 3
+    assert "each once, ascending" in Program("all", ("t",), numbers, unique=True, ascending=True).describe()
+    with pytest.raises(ValueError, match="only lists"):
+        Program("span", ("t",), numbers, ascending=True)
+
+
+def test_a_constant_prefix_before_the_digits_the_text_holds():
+    """`ORD-` + the number after `order no. `: the value is not written as is, its tail is."""
+    rng = random.Random(5)
+    examples = []
+    for _ in range(120):
+        number = rng.randint(100000, 999999)
+        ask = rng.choice(["Please ship it soon.", "Any news?", "Thanks!"])
+        examples.append(
+            ({"mail": {"body": f"Hello,\nabout order no. {number}: {ask}\nBest, Ana"}}, {"order_id": f"ORD-{number}"})
+        )
+    programs = build("orders", examples, ["order_id"], promote_at=0.95)
+    program = programs.served["order_id"].programs[0]
+    assert program.prefix == "ORD-" and program.describe().startswith("'ORD-' + ")
+    values, _ = programs.apply({"mail": {"body": "Hello,\nabout order no. 424242: Thanks!\nBest, Bo"}})
+    assert values == {"order_id": "ORD-424242"}
+    namespace: dict = {}
+    exec(compile(render(programs), "fields.py", "exec"), namespace)
+    mail = {"mail": {"body": "Hello,\nabout order no. 777777: Any news?\nBest, Cy"}}
+    assert namespace["solve"](mail) == programs.apply(mail)[0] == {"order_id": "ORD-777777"}
+    from protege.programs.language import Pattern, Program
+
+    with pytest.raises(ValueError, match="constant prefix"):
+        Program("span", ("t",), Pattern(cls="int"), map="int", prefix="#")

@@ -13,6 +13,7 @@ from protege.programs.language import CLASSES, GLUE, Pattern, Program, Region
 
 MAX_CONTEXT = 32  # characters of left context at most
 MAX_OCCURRENCES = 3  # places an answer is looked for in one text
+MAX_PREFIX, MIN_TAIL = 8, 3  # a constant prefix is short; the written tail after it is not
 _BOUNDARY = re.compile(r"(?<=[\s\W])|^", re.M)
 _CLASSES = {name: re.compile(CLASSES[name]) for name in ("int", "number", "word", "token", "email")}
 _NUMBERISH = re.compile(r"-?\d+(?:[.,]\d+)?")
@@ -142,13 +143,26 @@ def patterns_at(text: str, i: int, j: int) -> Iterator[Pattern]:
 
 
 def span_candidates(source: tuple[str, ...], text: str, value: Any) -> Iterator[Program]:
-    """Span programs that give `value` on `text`."""
-    for i, j, map_name in occurrences(text, value):
-        for pattern in patterns_at(text, i, j):
-            maps = [map_name] + (["strip"] if map_name == "id" and pattern.cls in ("rest", "lazy") else [])
-            for nth in _nth(pattern, text, i):
-                for m in maps:
-                    yield Program("span", source, pattern, occurrence=nth, map=m)
+    """Span programs that give `value` on `text`: where it is written, or (for text not written as is) where its
+    tail is, after a constant prefix (`ORD-` + the digits of `order no. 123456`)."""
+    found = occurrences(text, value)
+    for prefix, rest in [("", value)] if found else prefixed(text, value):
+        for i, j, map_name in occurrences(text, rest):
+            for pattern in patterns_at(text, i, j):
+                maps = [map_name] + (["strip"] if map_name == "id" and pattern.cls in ("rest", "lazy") else [])
+                for nth in _nth(pattern, text, i):
+                    for m in maps:
+                        yield Program("span", source, pattern, occurrence=nth, map=m, prefix=prefix)
+
+
+def prefixed(text: str, value: Any) -> list[tuple[str, str]]:
+    """A text value split into a short constant prefix and the longest tail the text holds ([] when none)."""
+    if not isinstance(value, str):
+        return []
+    for m in range(1, min(MAX_PREFIX, len(value) - MIN_TAIL) + 1):
+        if value[m:] in text and not value[m - 1].isspace():
+            return [(value[:m], value[m:])]
+    return []
 
 
 def _nth(pattern: Pattern, text: str, start: int) -> list[int]:
@@ -170,9 +184,10 @@ def item_patterns(text: str, items: list[Any]) -> set[tuple[Pattern, str]]:
 
 
 def line_patterns(texts: list[str]) -> set[Pattern]:
-    """Patterns for counting: each line's leading shape (bullet, number, `Key:`), non-blank lines, numbers after
-    punctuation (`#123`) or before a multiplier or punctuation (`2 x`, `3)`), and coded tokens (`SKU1234`)."""
-    out: set[Pattern] = {Pattern(cls="line", line=True)}
+    """Patterns for counting: each line's leading shape (bullet, number, `Key:`), bulleted lines whatever the
+    bullet, non-blank lines, numbers after punctuation (`#123`) or before a multiplier or punctuation (`2 x`,
+    `3)`), and coded tokens (`SKU1234`)."""
+    out: set[Pattern] = {Pattern(cls="line", line=True), Pattern(cls="bullet", line=True)}
     for text in texts:
         for m in _LEAD.finditer(text):
             lead = m.group(1) or ""

@@ -6,7 +6,8 @@ allowed; a few disagreements are the teacher's slips, which a right program must
 example no surviving candidate explains gives the next round's candidates — so a workload
 that mixes formats (forms and prose) gets the program for the format that has one. The winner covers the most
 training examples, then is the smallest; it must cover at least `MIN_COVERAGE` of them. Where one program
-cannot cover a mixed workload, up to `MAX_ALTERNATIVES` partial ones are chained: the first that applies answers.
+cannot cover a mixed workload, up to `MAX_ALTERNATIVES` partial ones are chained (each further one covering at
+least `ALT_COVERAGE`: one format among several): the first that applies answers.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protege.programs import candidates as cand
-from protege.programs.interpret import REFUSED, run_on_text, source_text
+from protege.programs.interpret import REFUSED, ordered, run_on_text, source_text
 from protege.programs.language import Pattern, Program
 
-MIN_COVERAGE = 0.1  # share of training examples a program must answer (right) to be kept
+MIN_COVERAGE = 0.1  # share of training examples the first (or only) program must answer right
+ALT_COVERAGE = 0.04  # ... and each further one of a chain (a format of a mixed workload: `order no. 123`)
 MIN_RIGHT = 5
 NOISE = 0.02  # share of training traces a program may disagree with (the teacher's own slips)
 PENALTY = 3  # a disagreement costs this many answered examples when programs are ranked
@@ -171,8 +173,7 @@ def induce_field(corpus: Corpus, name: str) -> list[Fit]:
         fits += _list_search(corpus, name, values)
     if kind == "bool":
         fits += _has_search(corpus, name, values)
-    need = _need(corpus)
-    return _cover([f for f in fits if f.right >= need], need)
+    return _cover([f for f in fits if f.right >= _need(corpus)], _lead_need(corpus))
 
 
 def _cover(fits: list[Fit], need: float) -> list[Fit]:
@@ -342,7 +343,8 @@ def _list_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
         if k is None:
             break
         covered.add(k)
-        for program in _list_candidates(corpus, k, values[k], never_empty):
+        for candidate in _list_candidates(corpus, k, values[k], never_empty):
+            program = _in_order(candidate, corpus, k, values[k])
             if program in seen:
                 continue
             seen.add(program)
@@ -352,6 +354,19 @@ def _list_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
                 covered |= fit.covered
                 fits += _absent_null(fit, corpus, name, program.region.start != "" and not never_empty)
     return fits
+
+
+def _in_order(program: Program, corpus: Corpus, k: int, items: list[Any]) -> Program:
+    """The candidate with the item order example k shows: as written, each once and/or ascending (the first of
+    these that gives example k's list; as written when none does, which then fails there)."""
+    text = corpus.texts[program.source][k]
+    found = run_on_text(program, text) if text is not None else REFUSED
+    if not isinstance(found, list) or same(found, items):
+        return program
+    for unique, ascending in ((True, False), (False, True), (True, True)):
+        if same(ordered(found, unique, ascending), items):
+            return replace(program, unique=unique, ascending=ascending)
+    return program
 
 
 def _list_candidates(corpus: Corpus, k: int, items: list[Any], never_empty: bool) -> Iterable[Program]:
@@ -371,7 +386,12 @@ def _list_candidates(corpus: Corpus, k: int, items: list[Any], never_empty: bool
 
 
 def _need(corpus: Corpus) -> float:
-    """Training examples a program must answer right to be kept."""
+    """Training examples a program must answer right to be kept (as a further program of a chain, at least)."""
+    return max(MIN_RIGHT, ALT_COVERAGE * corpus.n)
+
+
+def _lead_need(corpus: Corpus) -> float:
+    """Training examples the first program of a chain must answer right."""
     return max(MIN_RIGHT, MIN_COVERAGE * corpus.n)
 
 
@@ -387,9 +407,10 @@ def induce(
     for name in fields:  # a count is often the length of a list another field extracts, or of the list it is in
         if (lists or list_fields) and field_kind(corpus.values(name)) == "int":
             more = [
-                evaluate(replace(p, op="count" if p.op == "all" else "nsplit", map="id"), corpus, name) for p in lists
+                evaluate(replace(p, op="count" if p.op == "all" else "nsplit", map="id", ascending=False), corpus, name)
+                for p in lists
             ]
             more += _counts_of_lists(corpus, name, list_fields)
             pool = [f for f in [*found[name], *more] if f is not None]
-            found[name] = _cover([f for f in pool if f.right >= _need(corpus)], _need(corpus))
+            found[name] = _cover([f for f in pool if f.right >= _need(corpus)], _lead_need(corpus))
     return found, time.perf_counter() - started

@@ -145,14 +145,27 @@ def run_on_text(program: Program, text: str) -> Any:
     if program.op == "has":
         return (regex.search(region) is None) if program.negate else (regex.search(region) is not None)
     if program.op == "count":
-        n = sum(1 for _ in regex.finditer(region))
+        matches = [m.group(1) for m in regex.finditer(region)]
+        n = len(set(matches)) if program.unique else len(matches)
         return REFUSED if n == 0 and program.empty_refuses or n + program.offset < 0 else n + program.offset
     if program.op == "all":
         items = [apply_map(program.map, m.group(1)) for m in regex.finditer(region)]
         if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
             return REFUSED
-        return items
+        return ordered(items, program.unique, program.ascending)
     return _span(program, regex, region)
+
+
+def ordered(items: list[Any], unique: bool, ascending: bool) -> Any:
+    """A list's items with repeats dropped (the first kept) and/or sorted; REFUSED when they cannot be sorted."""
+    if unique:
+        items = list(dict.fromkeys(items))
+    if ascending:
+        try:
+            items = sorted(items)
+        except TypeError:  # mixed types (a number beside a word) have no order
+            return REFUSED
+    return items
 
 
 def _span(program: Program, regex: re.Pattern[str], text: str) -> Any:
@@ -167,7 +180,7 @@ def _span(program: Program, regex: re.Pattern[str], text: str) -> Any:
     raw = match.group(1)
     if program.empty_null and not raw.strip():
         return None
-    return apply_map(program.map, raw)
+    return program.prefix + apply_map(program.map, raw) if program.prefix else apply_map(program.map, raw)
 
 
 def list_items(text: str) -> list[str]:
@@ -179,4 +192,4 @@ def _split(program: Program, region: str) -> Any:
     items = [apply_map(program.map, item) for item in list_items(region)]
     if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
         return REFUSED
-    return len(items) if program.op == "nsplit" else items
+    return len(items) if program.op == "nsplit" else ordered(items, program.unique, program.ascending)

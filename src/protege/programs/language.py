@@ -3,8 +3,10 @@
 A program computes one top-level output field from one string leaf of the input (or is a constant):
 
 - `span`:  the `occurrence`-th match of a pattern (left context, a token class, right context), mapped
-           (strip, case, int/float parsing) — a name after `Name: `, the n-th line, the first email address;
-- `all`:   every match of a pattern inside a region (between two literal delimiters), each mapped — a list;
+           (strip, case, int/float parsing) — a name after `Name: `, the n-th line, the first email address —
+           and for text, after a constant `prefix` (`ORD-` + the number after `order no. `);
+- `all`:   every match of a pattern inside a region (between two literal delimiters), each mapped — a list,
+           as written or with repeats dropped (`unique`) and/or in ascending order (`ascending`);
 - `count`: how many matches of a pattern a region holds — lines that start with `- `, numbers after `#`;
 - `split` / `nsplit`: the items of a delimited list in a region (`Attendees: Ana, Bo and Cy` → 3 names), or
            how many there are; separators are a fixed set (commas, semicolons, `and`, `&`, line breaks);
@@ -32,11 +34,12 @@ CLASSES: dict[str, str] = {
     "rest": r"[^\n]*",  # the rest of the line
     "lazy": r"[^\n]*?",  # up to the right context, on one line
     "line": r"[^\n]*\S[^\n]*",  # a non-blank line
+    "bullet": r"[-*+•◦▪‣][ \t][^\n]*",  # a bulleted line's bullet and text, whatever the bullet (with `line`)
     "empty": r"",  # nothing: the pattern is its literal (`has`)
 }
 """Token classes, most specific first: the only regex fragments that are not escaped literals."""
 
-WIDER = {"number": 0.01, "word": 0.02, "token": 0.03, "lazy": 0.04, "rest": 0.04, "line": 0.04}
+WIDER = {"number": 0.01, "word": 0.02, "token": 0.03, "lazy": 0.04, "rest": 0.04, "line": 0.04, "bullet": 0.04}
 """Tie-breakers: an int is a number is a word is a token is (part of) a line; where several fit alike, the
 narrowest is the program."""
 
@@ -122,6 +125,9 @@ class Program:
     empty_refuses: bool = False  # all/count: no match refuses (every trace had one, so none is a new format)
     offset: int = 0  # count: added to the number of matches (a table's header row: -1)
     negate: bool = False  # has: true when the literal is absent
+    unique: bool = False  # all/split: each item once, where first written; count: distinct matches
+    ascending: bool = False  # all/split: items sorted ascending (bug numbers listed smallest first)
+    prefix: str = ""  # span: a constant written before the matched text (`ORD-` + the digits of `order no. 123456`)
     value: Any = None  # const
 
     def __post_init__(self) -> None:
@@ -131,6 +137,11 @@ class Program:
             raise ValueError(f"a {self.op!r} program needs a region that starts at a literal")
         if self.region.run and (self.op not in ("all", "count") or not self.region.start or self.region.end):
             raise ValueError(f"a run region needs an 'all' or 'count' program and a start literal, not {self.op!r}")
+        if self.prefix and (self.op != "span" or self.map not in ("id", "strip", "lower", "upper", "squash")):
+            raise ValueError(f"only a span of text takes a constant prefix, not a {self.op!r} with map {self.map!r}")
+        lists = ("all", "split")
+        if self.unique and self.op not in (*lists, "count") or self.ascending and self.op not in lists:
+            raise ValueError(f"only lists drop repeats or sort (and counts skip repeats), not a {self.op!r} program")
         if self.op in ("span", "all", "count", "has") and (
             self.pattern is None or self.pattern.cls not in CLASSES or self.pattern.pre not in ("", *CLASSES)
         ):
@@ -144,6 +155,7 @@ class Program:
         extra += 0.2 * (self.empty_null + self.absent_null)
         extra -= 0.05 * self.empty_refuses  # the safer of two equal programs
         extra += 0.8 * abs(self.offset) + 0.2 * self.negate  # an offset is a guess about the layout
+        extra += 0.1 * (self.unique + self.ascending) + (0.3 + 0.02 * len(self.prefix) if self.prefix else 0)
         pattern = self.pattern.size if self.pattern is not None else 1.5  # a split: its separators are a guess
         return 1 + pattern + self.region.size + extra
 
@@ -170,6 +182,10 @@ class Program:
 
     def describe(self) -> str:
         """One line a reviewer reads: what the program does."""
+        order = (", each once" if self.unique else "") + (", ascending" if self.ascending else "")
+        return (f"{self.prefix!r} + " if self.prefix else "") + self._describe() + order
+
+    def _describe(self) -> str:
         if self.op == "const":
             return f"always {self.value!r}"
         if self.op in ("split", "nsplit"):
@@ -192,7 +208,10 @@ class Program:
         if p.pre:
             ctx = f"after {p.lead!r}+{p.pre}" if p.lead else f"after a {p.pre}"
             ctx += f"+{p.left!r}" if p.left else ""
-        what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "")
+        if p.cls == "bullet":  # its context is the line start: the bullet is part of the class
+            what = "bulleted line (any bullet, any indentation)"
+        else:
+            what = (f"{p.left!r}+{p.cls}" if p.keep else f"{p.cls}") + (f" {ctx}" if ctx and not p.keep else "")
         what += f" before {p.right!r}" if p.right else ""
         region = ""
         if self.region.run:

@@ -82,33 +82,45 @@ def _map(name, text):
     return float(t.replace(",", ".")) if re.fullmatch(r"-?\\d+(?:[.,]\\d+)?", t) else REFUSED
 
 
-def _span(text, regex, nth, map_name, empty_null, absent_null):
+def _span(text, regex, nth, map_name, empty_null, absent_null, prefix=""):
     matches = list(re.finditer(regex, text))
     if not -len(matches) <= nth < len(matches):
         return None if absent_null else REFUSED
     raw = matches[nth].group(1)
     if empty_null and not raw.strip():
         return None
-    return _map(map_name, raw)
+    return prefix + _map(map_name, raw) if prefix else _map(map_name, raw)
 
 
-def _all(text, regex, map_name, empty_refuses):
-    items = [_map(map_name, m.group(1)) for m in re.finditer(regex, text)]
-    if REFUSED in items or (not items and empty_refuses):
-        return REFUSED
+def _ordered(items, unique, ascending):
+    if unique:
+        items = list(dict.fromkeys(items))
+    if ascending:
+        try:
+            items = sorted(items)
+        except TypeError:
+            return REFUSED
     return items
 
 
-def _split(text, map_name, empty_refuses, count):
+def _all(text, regex, map_name, empty_refuses, unique=False, ascending=False):
+    items = [_map(map_name, m.group(1)) for m in re.finditer(regex, text)]
+    if REFUSED in items or (not items and empty_refuses):
+        return REFUSED
+    return _ordered(items, unique, ascending)
+
+
+def _split(text, map_name, empty_refuses, count, unique=False, ascending=False):
     parts = [p.strip() for p in re.split(SEPARATORS, text.strip())]
     items = [_map(map_name, p) for p in parts if p]
     if REFUSED in items or (not items and empty_refuses):
         return REFUSED
-    return len(items) if count else items
+    return len(items) if count else _ordered(items, unique, ascending)
 
 
-def _count(text, regex, empty_refuses, offset):
-    n = len(re.findall(regex, text))
+def _count(text, regex, empty_refuses, offset, unique=False):
+    matches = [m.group(1) for m in re.finditer(regex, text)]
+    n = len(set(matches)) if unique else len(matches)
     return REFUSED if n == 0 and empty_refuses or n + offset < 0 else n + offset
 '''
 
@@ -163,12 +175,14 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
     if p.op == "const":
         return [f"return {p.value!r}"]
     regex = p.pattern.regex.pattern if p.pattern is not None else None
+    order = f", {p.unique}, {p.ascending}" if p.unique or p.ascending else ""
     call = {
-        "span": f"_span(region, {regex!r}, {p.occurrence}, {p.map!r}, {p.empty_null}, {p.absent_null})",
-        "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses})",
-        "count": f"_count(region, {regex!r}, {p.empty_refuses}, {p.offset})",
+        "span": f"_span(region, {regex!r}, {p.occurrence}, {p.map!r}, {p.empty_null}, {p.absent_null}"
+        + (f", {p.prefix!r})" if p.prefix else ")"),
+        "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses}{order})",
+        "count": f"_count(region, {regex!r}, {p.empty_refuses}, {p.offset}{', True' if p.unique else ''})",
         "has": f"(re.search({regex!r}, region) is {'' if p.negate else 'not '}None)",
-        "split": f"_split(region, {p.map!r}, {p.empty_refuses}, False)",
+        "split": f"_split(region, {p.map!r}, {p.empty_refuses}, False{order})",
         "nsplit": f"_split(region, {p.map!r}, {p.empty_refuses}, True)",
     }[p.op]
     return [
