@@ -204,6 +204,7 @@ def test_real_base_learns_and_its_adapter_answers(smollm2_base, tmp_path):
 
     rows = [chat_row(INSTRUCTIONS, {"text": t}, {"queue": q}) for t, q in MESSAGES]
     config = TrainConfig(
+        method="lora",  # what the margins below were measured with (full fine-tuning is the default)
         learning_rate=2e-3,
         batch_size=4,
         max_steps=8,
