@@ -65,7 +65,7 @@ class TrainConfig(BaseModel):
     lora_alpha: int = Field(default=32, ge=1)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     target_modules: str | list[str] = Field(default="all-linear", description="PEFT target modules")
-    epochs: float = Field(default=3.0, gt=0)
+    epochs: float = Field(default=4.0, gt=0, description="passes over the rows (4: docs/student.md, runs J and O)")
     max_steps: int = Field(default=-1, description="stop after this many optimizer steps (-1: run all epochs)")
     learning_rate: float | None = Field(
         default=None,
