@@ -180,7 +180,8 @@ def _span(program: Program, regex: re.Pattern[str], text: str) -> Any:
     raw = match.group(1)
     if program.empty_null and not raw.strip():
         return None
-    return program.prefix + apply_map(program.map, raw) if program.prefix else apply_map(program.map, raw)
+    value = apply_map(program.map, raw)
+    return program.prefix + value if program.prefix else value
 
 
 def list_items(text: str) -> list[str]:

@@ -44,6 +44,7 @@ WIDER = {"number": 0.01, "word": 0.02, "token": 0.03, "lazy": 0.04, "rest": 0.04
 narrowest is the program."""
 
 MAPS = ("id", "strip", "lower", "upper", "squash", "int", "float")
+TEXT_MAPS = MAPS[:5]  # the maps whose value is text (a constant prefix can go before it)
 """Value maps applied to a matched text (after which the field's JSON type is compared)."""
 
 OPS = ("span", "all", "count", "split", "nsplit", "has", "const")
@@ -137,7 +138,7 @@ class Program:
             raise ValueError(f"a {self.op!r} program needs a region that starts at a literal")
         if self.region.run and (self.op not in ("all", "count") or not self.region.start or self.region.end):
             raise ValueError(f"a run region needs an 'all' or 'count' program and a start literal, not {self.op!r}")
-        if self.prefix and (self.op != "span" or self.map not in ("id", "strip", "lower", "upper", "squash")):
+        if self.prefix and (self.op != "span" or self.map not in TEXT_MAPS):
             raise ValueError(f"only a span of text takes a constant prefix, not a {self.op!r} with map {self.map!r}")
         lists = ("all", "split")
         if self.unique and self.op not in (*lists, "count") or self.ascending and self.op not in lists:

@@ -89,7 +89,8 @@ def _span(text, regex, nth, map_name, empty_null, absent_null, prefix=""):
     raw = matches[nth].group(1)
     if empty_null and not raw.strip():
         return None
-    return prefix + _map(map_name, raw) if prefix else _map(map_name, raw)
+    value = _map(map_name, raw)
+    return prefix + value if prefix else value
 
 
 def _ordered(items, unique, ascending):
