@@ -1,10 +1,11 @@
-"""`python -m bench.recipe NAME [--train N] [--eval M] [--config JSON]`: one training recipe on the bundled order
-workload, measured — how docs/student.md's runs are made.
+"""`python -m bench.recipe NAME [--train N] [--eval M] [--base NAME] [--config JSON]`: one training recipe on the
+bundled order workload, measured — how docs/student.md's runs are made.
 
 Trains `train_student` on the first N rows of the workload's pool (the reference answers as the teacher's, so exact
 match = retention; or of `--rows FILE`, a built dataset's train.jsonl) with `TrainConfig(**config)`, then answers
 the first M held-out rows with the student
-(`LocalModel`, constrained decoding, prompt-lookup drafts) and writes exact match, per-field accuracy, latency and
+(`LocalModel`, constrained decoding under the answer profile learned from the same rows, as `app.distill` does,
+prompt-lookup drafts) and writes exact match, per-field accuracy, latency and
 the training figures to bench/results/recipes/NAME.json. The first 20 held-out rows are answered again without
 drafts (token by token), for the latency that drafting saves. Not part of `python -m bench`: one run is tens of
 minutes on 2 cores.
@@ -26,6 +27,7 @@ from protege.agents.models.local import LocalModel  # torch loads on first answe
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from protege.demo.workload import Order
+    from protege.distill.answer_kinds import learn_for_student
     from protege.distill.base_models import resolve_base
     from protege.distill.evaluate import evaluate_student
     from protege.distill.pipeline import read_jsonl
@@ -33,12 +35,14 @@ def main(argv: list[str] | None = None) -> int:
 
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
-    base = resolve_base("smollm2-135m", ctx.cache_dir)
+    base = resolve_base(args.base, ctx.cache_dir)
     train_rows = read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
     eval_rows = order_rows("heldout", args.eval)
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
     trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
+    # the pipeline's serving path: the answer profile learned from the same rows bounds and constrains decoding
+    learn_for_student(train_rows, Order.model_json_schema(), trained.adapter_path)
     ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s; answering {len(eval_rows)} held-out rows")
     student = Recording(trained.adapter_path)
     report = evaluate_student(student, eval_rows, output_model=Order)
@@ -49,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m bench.recipe", *(argv or sys.argv[1:])]),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_info(),
+        "base": args.base,
         "config": config.model_dump(mode="json"),
         "train": _train_figures(trained),
         "eval": report.model_dump(mode="json", exclude={"mismatches"}),
@@ -133,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("name", help="the run's name (its result file and scratch folder)")
     ap.add_argument("--train", type=int, default=300, help="training rows: the first N of the pool (default 300)")
     ap.add_argument("--eval", type=int, default=100, help="held-out rows answered (default 100)")
+    ap.add_argument("--base", default="smollm2-135m", help="the student's base model (default smollm2-135m)")
     ap.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"epochs\": 3}'")
     ap.add_argument(
         "--rows", help="train on the first N rows of this JSONL file instead (a built dataset's train.jsonl)"

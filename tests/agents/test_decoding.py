@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from protege.agents.models.copy_index import SEPARATOR, SubstringIndex, input_text
+from protege.agents.models.copy_index import SEPARATOR, SpanIndex, SubstringIndex, edge_class, input_text
 from protege.agents.models.decoding import Grammar
 from protege.errors import UserError
 
@@ -154,6 +154,55 @@ def test_the_substring_index_accepts_exactly_the_substrings(text, data):
     assert index.contains(text[start:end])
     other = data.draw(st.text(max_size=6))
     assert index.contains(other) == (other in text and SEPARATOR not in other)
+
+
+# -- copied fields with learned edges --------------------------------------------------------------------------
+
+EDGED = Grammar(
+    SCHEMA,
+    bounds={"who": {"copy": True, "copy_edges": {"left": ["break"], "right": ["break", "joiner"]}}},
+    source=input_text(EMAIL),
+)
+
+
+@pytest.mark.parametrize("value", ["Zhang Wěi", "Zhang", "wei@shop.example", "Köln", "please send 3 lamps", "张伟"])
+def test_a_copy_with_learned_edges_takes_whole_words(value):
+    """Spans that start after a break and end before a break or a joiner ('Köln' before '.')."""
+    assert accepts(EDGED, {**GOOD, "names": [], "who": value})
+
+
+@pytest.mark.parametrize("value", ["Zha", "hang", "shop.example", "ei@shop", "lamp", "send 3 lam"])
+def test_a_copy_with_learned_edges_cannot_start_or_stop_inside_a_word(value):
+    """Substrings of the input all, but each starts inside a word or after a joiner ('@'), or stops mid-word."""
+    assert not accepts(EDGED, {**GOOD, "names": [], "who": value})
+
+
+def test_the_decoder_is_offered_only_edges_it_can_reach():
+    state = EDGED.start().feed('{"numbers":[],"names":[],"who":"Zha')
+    assert state.allowed() == frozenset("n")  # no close mid-word
+    assert EDGED.start().feed('{"numbers":[],"names":[],"who":"Zhang').allowed() == frozenset(' "')
+    short = SpanIndex("ab.cd ef", frozenset({"break"}), frozenset({"break"}), max_len=3)
+    assert short.chars(short.root) == ["e"]  # 'ab.cd' is the only word from 'a' and it is too long
+    assert short.contains("ef") and not short.contains("ab.cd")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(alphabet="ab .@\x00", min_size=1, max_size=24), st.data())
+def test_the_span_index_accepts_exactly_the_spans_with_allowed_edges(text, data):
+    classes = st.sets(st.sampled_from(["break", "joiner", "word"]))
+    left, right = frozenset(data.draw(classes)), frozenset(data.draw(classes))
+    max_len = data.draw(st.integers(1, 10))
+    index = SpanIndex(text, left, right, max_len)
+    value = data.draw(st.text(alphabet="ab .@", min_size=1, max_size=6))
+
+    def edged(i: int) -> bool:
+        j = i + len(value)
+        return (
+            edge_class(text[i - 1] if i else None) in left and edge_class(text[j] if j < len(text) else None) in right
+        )
+
+    spans = [i for i in range(len(text)) if text.startswith(value, i) and edged(i)]
+    assert index.contains(value) == (bool(spans) and len(value) <= max_len)
 
 
 # -- fixed fields ------------------------------------------------------------------------------------------------

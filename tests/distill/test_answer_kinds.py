@@ -65,6 +65,23 @@ def test_the_copy_threshold_separates_copied_from_normalized_fields():
     assert learn_answer_profile(rows(40, ref_in_input=39), schema, copy_threshold=0.95).fields["ref"].kind == "copied"
 
 
+def test_copied_values_edges_are_learned_from_where_they_stand():
+    """'Client A0' stands after a space and before '.', tags before ',' and '.': whole words, never mid-word. A
+    code cut out of a longer token ('0042' of 'abc0042') needs a word edge on its left, so the rule allows it."""
+    profile = learn_answer_profile(rows(40), Found.model_json_schema())
+    whole_words = {"left": ["break"], "right": ["break", "joiner"]}
+    assert profile.bounds["customer"]["copy_edges"] == whole_words
+    assert profile.bounds["tags[]"]["copy_edges"] == whole_words
+    cut = [chat_row("Read.", {"text": f"ref abc{i:04d} ok"}, {"ref": f"{i:04d}"}) for i in range(12)]
+
+    class Ref(BaseModel):
+        ref: str
+
+    assert learn_answer_profile(cut, Ref.model_json_schema()).bounds["ref"]["copy_edges"]["left"] == ["break", "word"]
+    few = learn_answer_profile(rows(MIN_EVIDENCE - 1), Found.model_json_schema())
+    assert "copy_edges" not in few.bounds.get("customer", {})
+
+
 def test_bounds_are_the_largest_seen_with_a_margin_and_unique_lists_are_noticed():
     profile = learn_answer_profile(rows(40), Found.model_json_schema())
     assert profile.bounds["readings"] == {"max_items": 4, "unique_items": True}  # 2 seen: max(3, 2 + 2)

@@ -6,6 +6,13 @@ A field is *copied* when, in at least `copy_threshold` of the traces that give i
 item, for a list) is a verbatim substring of the call's input — the input's string and number values, as the
 decoder sees them (`copy_index.input_text`). Bounds are the largest seen with a margin, learned only from enough
 traces (`MIN_EVIDENCE`), so a small dataset does not make a legal answer impossible.
+
+A copied field's *edges* are learned too: the class of the character just before and just after each value where
+the input holds it (`copy_index.edge_class`: a break, a word character, or a joiner such as `.` or `@`). The
+smallest set of classes that accounts for every training value is kept; a break is always allowed. So where
+no trace's name ended inside a word, the decoder cannot stop a name at `Las` of `Lasse`, and where no address
+started after a `.`, it cannot copy `amara@x.org` out of `watanabe.amara@x.org` — a boundary rule in the
+spirit of FlashFill's position expressions, read off the traces rather than written for a workload.
 """
 
 from __future__ import annotations
@@ -13,12 +20,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from protege.agents.models.answer_profile import AnswerProfile, FieldKind, FieldProfile
-from protege.agents.models.copy_index import input_text
+from protege.agents.models.copy_index import EDGE_CLASSES, edge_class, input_text
 from protege.agents.models.schema_nodes import Node, compile_schema
 
 COPY_THRESHOLD = 0.98
@@ -42,6 +50,8 @@ class _PathStats:
         self.strings = 0  # ... that held strings
         self.numbers_read = 0  # ... whose every number is written in the input
         self.numbers = 0
+        self.lefts: list[frozenset[str]] = []  # per copied value, the edge classes just before its occurrences
+        self.rights: list[frozenset[str]] = []  # ... and just after them
 
 
 def learn_answer_profile(
@@ -142,10 +152,50 @@ def _count_trace(stats: _PathStats, values: list[Any], source: str) -> None:
     if strings:
         stats.strings += 1
         stats.copied += all(s in source for s in strings)
+        for text in strings:
+            _count_edges(stats, text, source)
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if numbers:
         stats.numbers += 1
         stats.numbers_read += all(_written_in(n, source) for n in numbers)
+
+
+def _count_edges(stats: _PathStats, value: str, source: str) -> None:
+    places = list(_occurrences(value, source))
+    if places:
+        stats.lefts.append(frozenset(edge_class(source[i - 1] if i else None) for i in places))
+        stats.rights.append(
+            frozenset(edge_class(source[i + len(value)] if i + len(value) < len(source) else None) for i in places)
+        )
+
+
+def _occurrences(value: str, source: str) -> Iterator[int]:
+    at = source.find(value)
+    while at != -1:
+        yield at
+        at = source.find(value, at + 1)
+
+
+def _edges(stats: _PathStats) -> dict[str, list[str]] | None:
+    """The edge classes that account for every copied value (a break always allowed), or None when they allow
+    every class anyway or too few values were seen."""
+    if len(stats.lefts) < MIN_EVIDENCE:
+        return None
+    left, right = _cover(stats.lefts), _cover(stats.rights)
+    if len(left) == len(right) == len(EDGE_CLASSES):
+        return None
+    return {"left": sorted(left), "right": sorted(right)}
+
+
+def _cover(seen: list[frozenset[str]]) -> set[str]:
+    """A small set of classes such that every value has an occurrence with one of them (greedy set cover)."""
+    chosen = {"break"}
+    left = [classes for classes in seen if not classes & chosen]
+    while left:
+        best = Counter(c for classes in left for c in classes).most_common(1)[0][0]
+        chosen.add(best)
+        left = [classes for classes in left if best not in classes]
+    return chosen
 
 
 def _written_in(number: int | float, source: str) -> bool:
@@ -167,6 +217,8 @@ def _bounds(stats: _PathStats, copy_threshold: float) -> dict[str, Any]:
         out["max_length"] = max(math.ceil(seen * LENGTH_MARGIN), seen + LENGTH_SLACK)
     if stats.strings == stats.traces and _rate(stats) >= copy_threshold:
         out["copy"] = True
+        if edges := _edges(stats):
+            out["copy_edges"] = edges
     return out
 
 

@@ -6,7 +6,9 @@ adapter dir, beside `protege_student.json`) and applied by the answer grammar wh
 - `bounds`, per path of the answer ("items", "items[]", "address.city"): `max_items` and `max_length` (the
   largest seen, with a margin; reaching one reports `stop_reason="bound"`), `unique_items` (every trace's list
   was unique: a repeated item is refused), `copy` (every value was a substring of the call's input: only
-  substrings of this call's input may be written).
+  substrings of this call's input may be written) and `copy_edges` (the classes of character seen just before
+  and after those values — a break, a word character, a joiner — so a copy cannot start or stop mid-word where
+  no trace did).
 - `fields`: each top-level field's kind — copied, enum, number (read from the input), computed (a number not in
   the input), free — and the share of traces whose values were spans of the input.
 
@@ -50,7 +52,7 @@ class AnswerProfile(BaseModel):
         """The bounds the grammar applies; without `copy` (the switch is off) copied fields are free text."""
         if copy and self.copy_constraint:
             return self.bounds
-        return {path: {k: v for k, v in b.items() if k != "copy"} for path, b in self.bounds.items()}
+        return {path: {k: v for k, v in b.items() if not k.startswith("copy")} for path, b in self.bounds.items()}
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / PROFILE_FILE

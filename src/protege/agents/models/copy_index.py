@@ -4,6 +4,9 @@ The automaton of a text has one path per distinct substring, so "is this value a
 dictionary step per character — the grammar asks it for every character a copied string's candidate tokens
 would write. It is built once per call, in time and size linear in the input (Blumer et al. 1985). The input's
 string values are joined by a separator no answer can contain, so a value cannot straddle two of them.
+
+Where the traces showed more — a name never starts inside a word, an address never after a `.` — a `SpanIndex`
+also holds where a value may start and end: the class of the character just outside it (`edge_class`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 SEPARATOR = "\x00"  # JSON answers escape it (\u0000) and the grammar never feeds it: no value crosses it
+JOINERS = frozenset(".-_@'+/")  # characters that join words into one token: an address, a path, O'Brien
+EDGE_CLASSES = ("break", "joiner", "word")  # what stands just outside a span; "break": space, punctuation, edge
+
+
+def edge_class(char: str | None) -> str:
+    """The class of the character just before or after a span (None: the span touches its value's edge)."""
+    if char is None or char == SEPARATOR or not (char.isalnum() or char in JOINERS):
+        return "break"
+    return "word" if char.isalnum() else "joiner"
 
 
 class SubstringIndex:
@@ -32,6 +44,9 @@ class SubstringIndex:
     def chars(self, state: int) -> list[str]:
         """The characters that can follow from `state` (the separator excluded)."""
         return [c for c in self.edges[state] if c != SEPARATOR]
+
+    def can_end(self, state: int) -> bool:
+        return True  # every substring is a value
 
     def contains(self, text: str) -> bool:
         state = self.root
@@ -66,6 +81,84 @@ class SubstringIndex:
                     p = link[p]
                 link[q] = link[cur] = clone
         self.last = cur
+
+
+class SpanIndex:
+    """The substrings of `text` that start after a character of a class in `left` and end before one in `right`
+    (`edge_class`), at most `max_len` long. A state is the set of places the value so far can start; only
+    characters that leave a way to a permitted end are offered, so the decoder never walks into a dead end."""
+
+    root = 0
+
+    def __init__(self, text: str, left: frozenset[str], right: frozenset[str], max_len: int):
+        self.text, self.max_len = text, max_len
+        n = len(text)
+        outside = [edge_class(text[i - 1] if i else None) for i in range(n + 1)]  # the class before position i
+        self._ends_ok = [edge_class(text[j] if j < n else None) in right for j in range(n + 1)]
+        self._next_end = _next_true(self._ends_ok, blocked=[j < n and text[j] == SEPARATOR for j in range(n + 1)])
+        starts = tuple(i for i in range(n) if outside[i] in left and text[i] != SEPARATOR)
+        self._states: list[tuple[int, tuple[int, ...]]] = [(0, starts)]
+        self._ids: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._steps: list[dict[str, int | None]] = [{}]
+        self._chars: dict[int, list[str]] = {}
+
+    def step(self, state: int, char: str) -> int | None:
+        steps = self._steps[state]
+        if char not in steps:
+            length, starts = self._states[state]
+            moved = tuple(i for i in starts if self._continues(i, length, char))
+            steps[char] = self._intern(length + 1, moved) if moved else None
+        return steps[char]
+
+    def chars(self, state: int) -> list[str]:
+        if state not in self._chars:
+            length, starts = self._states[state]
+            text, n = self.text, len(self.text)
+            found = {
+                text[i + length] for i in starts if i + length < n and self._continues(i, length, text[i + length])
+            }
+            self._chars[state] = sorted(found)
+        return self._chars[state]
+
+    def can_end(self, state: int) -> bool:
+        length, starts = self._states[state]
+        return length == 0 or any(self._ends_ok[i + length] for i in starts)
+
+    def contains(self, text: str) -> bool:
+        state: int | None = self.root
+        for char in text:
+            state = self.step(state, char) if state is not None else None
+        return state is not None and self.can_end(state)
+
+    def _continues(self, start: int, length: int, char: str) -> bool:
+        at = start + length
+        if at >= len(self.text) or self.text[at] != char or char == SEPARATOR:
+            return False
+        end = self._next_end[at + 1]
+        return end is not None and end - start <= self.max_len
+
+    def _intern(self, length: int, starts: tuple[int, ...]) -> int:
+        key = (length, starts)
+        found = self._ids.get(key)
+        if found is None:
+            found = self._ids[key] = len(self._states)
+            self._states.append(key)
+            self._steps.append({})
+        return found
+
+
+def _next_true(flags: list[bool], *, blocked: list[bool]) -> list[int | None]:
+    """For each position, the first position at or after it whose flag is set, not past a blocked one (a
+    separator: a span cannot cross into the next value)."""
+    out: list[int | None] = [None] * len(flags)
+    nxt: int | None = None
+    for j in range(len(flags) - 1, -1, -1):
+        if flags[j]:
+            nxt = j
+        elif blocked[j]:
+            nxt = None
+        out[j] = nxt
+    return out
 
 
 def input_text(task_input: Any) -> str:

@@ -14,7 +14,8 @@ Keywords it does not enforce are logged once per schema and left to validation (
 
 What the traces taught about answers (`answer_profile.py`) tightens the schema: learned list and string bounds
 (`bound_hits` reports an answer that reached one), unique list items, and copied strings — with the call's input
-as `source`, such a string may only spell a substring of it (`copy_index.py`).
+as `source`, such a string may only spell a substring of it (`copy_index.py`), and where the traces showed
+where values start and end (never inside a word, say), only a substring with such edges.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from protege.agents.models.copy_index import SubstringIndex
+from protege.agents.models.copy_index import SpanIndex, SubstringIndex
 from protege.agents.models.schema_nodes import (
     ANY,
     MAX_DIGITS,
@@ -64,7 +65,7 @@ class Grammar:
             root = with_bounds(root, bounds)
         if fixed:
             root = with_fixed(root, fixed)
-        self.root = _bind_copy(root, SubstringIndex(source) if source is not None and _copies(root) else None)
+        self.root = _bind_copy(root, _Indexes(source) if source is not None and _copies(root) else None)
         if self.notes and tuple(self.notes) not in _LOGGED:
             _LOGGED.add(tuple(self.notes))
             log.warning("the answer grammar does not enforce %s; validation checks them", ", ".join(self.notes))
@@ -87,17 +88,35 @@ def _copies(node: Node) -> bool:
     return any(_copies(n) for n in (*(sub for _, sub in node.props), *node.alts, *([node.item] if node.item else [])))
 
 
-def _bind_copy(node: Node, index: SubstringIndex | None) -> Node:
+class _Indexes:
+    """This call's input indexed once per kind of span asked for: any substring, or one with learned edges."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self._built: dict[Any, SubstringIndex | SpanIndex] = {}
+
+    def for_node(self, node: Node) -> SubstringIndex | SpanIndex:
+        key = (node.copy_edges, node.max_len) if node.copy_edges else None
+        if key not in self._built:
+            self._built[key] = (
+                SpanIndex(self.source, *node.copy_edges, max_len=node.max_len)
+                if node.copy_edges
+                else SubstringIndex(self.source)
+            )
+        return self._built[key]
+
+
+def _bind_copy(node: Node, indexes: _Indexes | None) -> Node:
     """Copied strings point at this call's index (or lose the constraint without one)."""
     if not _copies(node):
         return node
     if node.kind == "string":
-        return replace(node, copy=index if index is not None else False)
+        return replace(node, copy=indexes.for_node(node) if indexes is not None else False)
     return replace(
         node,
-        props=tuple((k, _bind_copy(sub, index)) for k, sub in node.props),
-        alts=tuple(_bind_copy(a, index) for a in node.alts),
-        item=_bind_copy(node.item, index) if node.item else None,
+        props=tuple((k, _bind_copy(sub, indexes)) for k, sub in node.props),
+        alts=tuple(_bind_copy(a, indexes) for a in node.alts),
+        item=_bind_copy(node.item, indexes) if node.item else None,
     )
 
 
@@ -216,7 +235,7 @@ def _start_value(rest: tuple, node: Node, c: str, written: str) -> tuple | None:
 
 
 def _string_frame(node: Node) -> tuple:
-    copy_state = node.copy.root if isinstance(node.copy, SubstringIndex) else None
+    copy_state = node.copy.root if isinstance(node.copy, SubstringIndex | SpanIndex) else None
     return (("str", node, 0, "", copy_state, node.pattern.start if node.pattern else None),)
 
 
@@ -252,7 +271,7 @@ def _feed_string(rest: tuple, top: tuple, c: str) -> tuple | None:
     if c == '"':
         if length < node.min_len or (matched is not None and not node.pattern.accepts(matched)):
             return None
-        return rest
+        return None if node.copy and not node.copy.can_end(copied) else rest
     if length >= node.max_len or ord(c) < 0x20:
         return None
     if c == "\\":
@@ -276,7 +295,7 @@ def _string_char(rest: tuple, top: tuple, char: str) -> tuple | None:
     return rest + (("str", node, length + 1, "", copied, matched),)
 
 
-def _hex_prefix_possible(index: SubstringIndex, state: int, digits: str) -> bool:
+def _hex_prefix_possible(index: SubstringIndex | SpanIndex, state: int, digits: str) -> bool:
     return any(f"{ord(ch):04x}".startswith(digits.lower()) for ch in index.chars(state))
 
 
@@ -398,6 +417,7 @@ def _string_allowed(top: tuple) -> frozenset[str] | None:
     if escape:
         return HEX
     close = length >= node.min_len and (matched is None or node.pattern.accepts(matched))
+    close = close and not (node.copy and not node.copy.can_end(copied))
     if length >= node.max_len:
         return frozenset('"') if close else frozenset()
     chars = None

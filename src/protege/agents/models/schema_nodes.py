@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from protege.agents.models.copy_index import SubstringIndex
+    from protege.agents.models.copy_index import SpanIndex, SubstringIndex
 
 DIGITS = frozenset("0123456789")
 DEFAULT_MAX_STRING = 400  # characters; a runaway string from an unsure model is stopped here (a soft bound)
@@ -55,7 +55,9 @@ class Node:
     soft_items: bool = False  # max_items was learned from the traces, not set by the schema
     unique: bool = False  # an item equal to an earlier one is refused
     # a string that may only be a substring of the call's input: True as learned, the call's index once bound
-    copy: bool | SubstringIndex = False
+    copy: bool | SubstringIndex | SpanIndex = False
+    # where a copied value may start and end: the edge classes allowed just before it and just after it
+    copy_edges: tuple[frozenset[str], frozenset[str]] | None = None
     pattern: Any = None  # a compiled `patterns.Pattern` the string must match (None: any text)
 
     @property
@@ -231,7 +233,9 @@ def with_bounds(node: Node, bounds: dict[str, dict[str, Any]], path: str = "") -
         if learned is not None and learned < node.max_len:
             node = replace(node, max_len=max(learned, node.min_len), soft_len=True)
         if here.get("copy"):
-            node = replace(node, copy=True, min_len=max(node.min_len, 1))
+            edges = here.get("copy_edges")
+            bounded = (frozenset(edges["left"]), frozenset(edges["right"])) if edges else None
+            node = replace(node, copy=True, copy_edges=bounded, min_len=max(node.min_len, 1))
         return node
     return node
 
