@@ -223,6 +223,11 @@ def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | No
 # -- evaluation ------------------------------------------------------------------------------------------------------
 
 
+def _recipe(metrics: dict[str, Any]) -> str:
+    method = (metrics.get("train") or {}).get("method", "lora")
+    return "full fine-tune of" if method == "full" else "LoRA on"
+
+
 def evaluate(ctx: Context, w: Workload) -> tuple[dict[str, dict[str, Any]], Prepared]:
     p = prepare(ctx, w)
     app, task = p.app, w.task_name
@@ -233,7 +238,7 @@ def evaluate(ctx: Context, w: Workload) -> tuple[dict[str, dict[str, Any]], Prep
         tiers["TF-IDF + LR, whole pool"] = _guard(lambda: tfidf_tier(w, w.pool))
     if p.report is not None:
         tiers["student"] = _guard(lambda: _student_alone(app, task, w.heldout, p))
-        tiers["student"]["model"] = f"local:{p.report.student_id[:8]} (LoRA on smollm2-135m)"
+        tiers["student"]["model"] = f"local:{p.report.student_id[:8]} ({_recipe(p.report.metrics)} smollm2-135m)"
     else:
         tiers["student"] = {"error": f"app.distill failed: {p.distill_error}"}
     tiers["replay, no skill"] = _guard(lambda: run_calls(app, task, w.heldout[:replay_n], tier="replay"))
