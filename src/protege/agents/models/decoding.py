@@ -417,7 +417,7 @@ def _string_allowed(top: tuple) -> frozenset[str] | None:
     if escape:
         return HEX
     close = length >= node.min_len and (matched is None or node.pattern.accepts(matched))
-    close = close and not (node.copy and not node.copy.can_end(copied))
+    close = close and (not node.copy or node.copy.can_end(copied))
     if length >= node.max_len:
         return frozenset('"') if close else frozenset()
     chars = None
