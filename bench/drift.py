@@ -1,7 +1,7 @@
 """Drift: a promoted student whose inputs shift part-way through a stream (bench/drift_stream.py: short English
 order emails, then longer German ones with a header field the student never saw, on which it misreads the
 quantity). How many calls until protege notices, how many wrong answers it serves before falling back to the
-teacher, and the stream's quality against teacher-only — for today's rule (a fixed window of shadow agreement),
+teacher, and the stream's quality against teacher-only — for the backstop alone (a fixed window of shadow agreement),
 the sequential test alone, and the early signal with the sequential test (the default).
 
 The student is a FunctionModel standing in for a distilled one (no training on shared CPUs), the teacher an
@@ -22,7 +22,7 @@ from bench.drift_stream import Email, Order, eval_confidences, make_input, stude
 
 TITLE = "Drift: inputs that shift under a promoted student"
 ARMS = {
-    "window": "today: fixed window (shadow_window 50, 5% shadows)",
+    "window": "fixed window alone (shadow_window 50, 5% shadows)",
     "sequential": "sequential test, 5% shadows",
     "early+sequential": "early signal + sequential test (default)",
 }
@@ -42,7 +42,7 @@ def run(ctx: Context) -> Result:
             value=best["noticed_p50"],
             unit="calls",
             baseline=today["noticed_p50"],
-            baseline_label="today's fixed window (calls)",
+            baseline_label="the fixed window alone (calls)",
             target=f"≤ {TARGET_NOTICED}",
             met=best["noticed_p50"] <= TARGET_NOTICED,
         ),
@@ -51,7 +51,7 @@ def run(ctx: Context) -> Result:
             value=best["wrong_p50"],
             unit="answers",
             baseline=today["wrong_p50"],
-            baseline_label="today's fixed window (answers)",
+            baseline_label="the fixed window alone (answers)",
             target=f"≤ {TARGET_WRONG}",
             met=best["wrong_p50"] <= TARGET_WRONG,
         ),
@@ -106,8 +106,9 @@ def run(ctx: Context) -> Result:
     result.notes.append(
         "Quality = share of right answers served after the shift (teacher-only: 100%). A stream that never fell back "
         f"counts as {after} calls. 'Noticed' is the early signal's alert where it is on, else the fall-back itself. "
-        "Teacher calls = shadows + escalations after the shift (cost). The window rule is today's: demote when the "
-        "mean of the last `shadow_window` shadows (at least 10) is below `demote_below`; it is measured with the "
+        "Teacher calls = shadows + escalations after the shift (cost). The window rule is the backstop: demote when "
+        "the last `shadow_window` shadows (at least 10) show agreement below `demote_below` (the one-sided 95% "
+        "upper bound of their mean under it; before 2026-12-05 the mean alone); it is measured with the "
         "sequential test switched off. After the fall-back every call is the teacher's (hence the default's teacher "
         "calls): that lasts until a re-distilled student serves again (`auto_distill`: measured with real "
         "training in the next section, bench/redistill.py)."
@@ -191,7 +192,7 @@ def make_app(arm: str, seed: int) -> tuple[Any, Any]:
     app.tiers._models[f"local:{row.id}"] = FunctionModel(student, name=f"local:{row.id}")  # the stand-in student
     app.tiers.invalidate("extract")
     if arm == "window":
-        app.lifecycle._sequential_verdict = lambda *args: None  # today's rule alone
+        app.lifecycle._sequential_verdict = lambda *args: None  # the backstop alone
     return app, row
 
 

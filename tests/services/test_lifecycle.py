@@ -135,19 +135,17 @@ def test_prose_teacher_writes_the_skill_and_its_cost_is_on_the_ledger(tmp_path):
     app.close()
 
 
-@pytest.mark.parametrize(("gate", "demoted"), [(None, True), ({"coverage": 0.4}, False)])
-def test_a_gated_students_shadow_agreement_counts_end_to_end(tmp_path, gate, demoted):
-    """Shadow agreement 0.8 on the answers a student keeps demotes an ungated student (0.8 < 0.9), but not one
-    whose gate keeps 40% of calls and escalates the rest to the teacher (0.4 × 0.8 + 0.6 = 0.92 end to end)."""
+def _promoted_with_shadows(tmp_path, gate, agreements, policy):
+    """A promoted student (with `gate` in its metrics) and shadow answers of these agreements, then one check."""
     from protege.distill.pipeline import promote
     from protege.store import StudentRow
     from protege.store.models import ShadowRow
 
-    app, _ = make(tmp_path, right, wrong, Policy(shadow_window=10, demote_below=0.9))
+    app, _ = make(tmp_path, right, wrong, policy)
     gate = gate and {"min_confidence": 0.9, "retention": 0.96, "kept_quality": 0.9, **gate}
     row = app.store.add_student(StudentRow(task_name="shout", base="b", adapter_path="a", metrics={"gate": gate}))
     promote(app.store, row.id)
-    for i in range(10):
+    for i, agreement in enumerate(agreements):
         app.store.add_shadow(
             ShadowRow(
                 task_name="shout",
@@ -155,11 +153,32 @@ def test_a_gated_students_shadow_agreement_counts_end_to_end(tmp_path, gate, dem
                 tier="student",
                 trace_id=f"s{i}",
                 teacher_trace_id=f"t{i}",
-                agreement=0.8,
+                agreement=agreement,
             )
         )
     app.lifecycle._check_agreement(app.handle("shout").runtime, "student")
+    return app, row
+
+
+@pytest.mark.parametrize(("gate", "demoted"), [(None, True), ({"coverage": 0.4}, False)])
+def test_a_gated_students_shadow_agreement_counts_end_to_end(tmp_path, gate, demoted):
+    """Shadow agreement 0.8 over 50 answers a student keeps demotes an ungated student (at most 0.877 < 0.9), but
+    not one whose gate keeps 40% of calls and escalates the rest to the teacher: its kept answers need only
+    (0.9 − 0.6) / 0.4 = 0.75."""
+    app, row = _promoted_with_shadows(tmp_path, gate, [1.0, 1.0, 1.0, 1.0, 0.0] * 10, Policy(demote_below=0.9))
     assert (app.store.promoted_student("shout") is None) == demoted
     if demoted:
-        assert "shadow agreement 0.800 over 10 calls" in app.store.student(row.id).metrics["demoted_reason"]
+        assert "shadow agreement 0.800 over 50 calls" in app.store.student(row.id).metrics["demoted_reason"]
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("agreements", "demoted"), [([1.0] * 4 + [0.0] + [1.0] * 4 + [0.0], False), ([0.0] * 10, True)]
+)
+def test_ten_shadows_demote_only_on_evidence(tmp_path, agreements, demoted):
+    """8 agreements in 10 is what a student 91% right shows often enough: the window's mean, 0.80, is under the
+    bar but its upper bound (0.93) is not, so it stays (a stream student was demoted on exactly that). Ten straight
+    disagreements demote."""
+    app, row = _promoted_with_shadows(tmp_path, None, agreements, Policy(shadow_window=10, demote_below=0.9))
+    assert (app.store.promoted_student("shout") is None) == demoted
     app.close()

@@ -24,10 +24,18 @@ def base_skill(library: Any, task: str, instructions: str) -> Any:
 
 def shadow_verdict(store: Any, task: Any, created_at: str | None) -> str | None:
     """Why programs written at `created_at` should leave service — the teacher's shadow answers on program-served
-    calls since then agree less than `Policy.demote_below` over enough calls — or None while they hold."""
+    calls since then show agreement below `Policy.demote_below` — or None while they hold."""
+    from protege.services.sequential import agreement_upper_bound
+
     policy = task.spec.policy
     since = datetime.fromisoformat(created_at) if created_at else None
     mean, n = store.shadow_agreement(task.spec.name, "program", window=policy.shadow_window, since=since)
-    if mean is None or n < min(policy.shadow_window, MIN_SHADOWS) or mean >= policy.demote_below:
+    if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
         return None
-    return f"demoted: shadow agreement {mean:.3f} over {n} calls < Policy.demote_below {policy.demote_below:.3f}"
+    upper = agreement_upper_bound(mean, n)  # evidence, not the mean alone: see agreement_upper_bound
+    if upper >= policy.demote_below:
+        return None
+    return (
+        f"demoted: shadow agreement {mean:.3f} over {n} calls (at most {upper:.3f}, 95% bound) "
+        f"< Policy.demote_below {policy.demote_below:.3f}"
+    )

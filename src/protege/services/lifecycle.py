@@ -282,8 +282,7 @@ class Lifecycle:
     def _sequential_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
         from protege.services.sequential import ALPHA, below_bar
 
-        # calls a gate escalates get the teacher's answer: the answers it keeps need only this much agreement
-        bar = (policy.demote_below - (1 - coverage)) / coverage if coverage > 0 else 0.0
+        bar = _kept_bar(policy, coverage)
         scores = self.app.store.shadow_scores(name, tier, since=since, limit=SEQUENTIAL_SHADOWS)
         if bar <= 0 or not below_bar(scores, bar):
             return None
@@ -296,16 +295,23 @@ class Lifecycle:
         )
 
     def _window_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
+        from protege.services.sequential import agreement_upper_bound
+
         mean, n = self.app.store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
         if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
             return None
-        end_to_end = coverage * mean + (1 - coverage)
-        if end_to_end >= policy.demote_below:
+        upper = agreement_upper_bound(mean, n)
+        if upper >= _kept_bar(policy, coverage):
             return None
-        why = f"shadow agreement {mean:.3f} over {n} calls"
+        why = f"shadow agreement {mean:.3f} over {n} calls (at most {upper:.3f}, 95% bound)"
         if coverage < 1:
-            why += f" on the ~{coverage:.0%} of calls its gate keeps, {end_to_end:.3f} end to end,"
+            why += f" on the ~{coverage:.0%} of calls its gate keeps, {coverage * upper + 1 - coverage:.3f} end to end,"
         return why + f" < Policy.demote_below {policy.demote_below:.3f}"
+
+
+def _kept_bar(policy: Any, coverage: float) -> float:
+    """The agreement a gated tier's kept answers need: the calls its gate escalates get the teacher's answer."""
+    return (policy.demote_below - (1 - coverage)) / coverage if coverage > 0 else 0.0
 
 
 def _gate_coverage(row: StudentRow, policy: Any) -> float:
