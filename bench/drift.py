@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import demotion_rules
 from bench.common import Context, Headline, Result, Table
 from bench.drift_stream import Email, Order, eval_confidences, make_input, student, teacher, truth
 
@@ -103,15 +104,23 @@ def run(ctx: Context) -> Result:
             ],
         )
     )
+    steady_streams, steady_shadows = ctx.pick(200, 1000), 200
+    result.data["steady"] = demotion_rules.run_all(steady_streams, steady_shadows)
+    result.tables.append(demotion_rules.table(result.data["steady"], steady_streams, steady_shadows))
     result.notes.append(
         "Quality = share of right answers served after the shift (teacher-only: 100%). A stream that never fell back "
         f"counts as {after} calls. 'Noticed' is the early signal's alert where it is on, else the fall-back itself. "
         "Teacher calls = shadows + escalations after the shift (cost). The window rule is the backstop: demote when "
-        "the last `shadow_window` shadows (at least 10) show agreement below `demote_below` (the one-sided 95% "
+        "the last `shadow_window` shadows (at least 10) show agreement below `demote_below` (the one-sided 99% "
         "upper bound of their mean under it; before 2026-12-05 the mean alone); it is measured with the "
         "sequential test switched off. After the fall-back every call is the teacher's (hence the default's teacher "
         "calls): that lasts until a re-distilled student serves again (`auto_distill`: measured with real "
         "training in the next section, bench/redistill.py)."
+    )
+    result.notes.append(
+        "Steady tier: Bernoulli shadows at the stated agreement, no shift, each rule applied after every shadow as "
+        "protege applies it (bench/demotion_rules.py, a simulation of the rules alone). A demotion above the bar "
+        "is a false alarm: every later call pays the teacher."
     )
     return result
 

@@ -224,3 +224,17 @@ def test_student_programs_reads_back_an_earlier_runs_calls_in_order():
     assert [r.created_at for r in back] == [0, 1, 2, 3, 4]
     failed = SimpleNamespace(status="failed", output=None, cost_usd=0.01, latency_s=2.0, tier="student")
     assert _read_back(failed) == (None, 0.01, 2.0, "invalid", None)
+
+
+def test_demotion_rules_demote_a_failing_tier_and_the_bound_spares_a_steady_one():
+    from bench.demotion_rules import first_demotion, run_all
+
+    failing = [0.0] * 10
+    assert {r: first_demotion(failing, r) for r in ("mean", "bound", "sequential", "default")} == {
+        "mean": 10,  # the window needs 10 shadows
+        "bound": 10,
+        "sequential": 4,  # four straight disagreements
+        "default": 4,
+    }
+    steady = run_all(streams=40, shadows=100)["0.93"]  # above the bar 0.9: every demotion is a false alarm
+    assert steady["mean"]["demoted"] > 0.5 > steady["bound"]["demoted"]

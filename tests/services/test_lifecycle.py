@@ -160,15 +160,15 @@ def _promoted_with_shadows(tmp_path, gate, agreements, policy):
     return app, row
 
 
-@pytest.mark.parametrize(("gate", "demoted"), [(None, True), ({"coverage": 0.4}, False)])
+@pytest.mark.parametrize(("gate", "demoted"), [(None, True), ({"coverage": 0.3}, False)])
 def test_a_gated_students_shadow_agreement_counts_end_to_end(tmp_path, gate, demoted):
-    """Shadow agreement 0.8 over 50 answers a student keeps demotes an ungated student (at most 0.877 < 0.9), but
-    not one whose gate keeps 40% of calls and escalates the rest to the teacher: its kept answers need only
-    (0.9 − 0.6) / 0.4 = 0.75."""
-    app, row = _promoted_with_shadows(tmp_path, gate, [1.0, 1.0, 1.0, 1.0, 0.0] * 10, Policy(demote_below=0.9))
+    """Shadow agreement 0.7 over 50 answers a student keeps demotes an ungated student (at most 0.825 < 0.9), but
+    not one whose gate keeps 30% of calls and escalates the rest to the teacher: its kept answers need only
+    (0.9 − 0.7) / 0.3 = 0.67."""
+    app, row = _promoted_with_shadows(tmp_path, gate, ([1.0] * 7 + [0.0] * 3) * 5, Policy(demote_below=0.9))
     assert (app.store.promoted_student("shout") is None) == demoted
     if demoted:
-        assert "shadow agreement 0.800 over 50 calls" in app.store.student(row.id).metrics["demoted_reason"]
+        assert "shadow agreement 0.700 over 50 calls" in app.store.student(row.id).metrics["demoted_reason"]
     app.close()
 
 
@@ -177,7 +177,7 @@ def test_a_gated_students_shadow_agreement_counts_end_to_end(tmp_path, gate, dem
 )
 def test_ten_shadows_demote_only_on_evidence(tmp_path, agreements, demoted):
     """8 agreements in 10 is what a student 91% right shows often enough: the window's mean, 0.80, is under the
-    bar but its upper bound (0.93) is not, so it stays (a stream student was demoted on exactly that). Ten straight
+    bar but its upper bound (0.95) is not, so it stays (a stream student was demoted on exactly that). Ten straight
     disagreements demote."""
     app, row = _promoted_with_shadows(tmp_path, None, agreements, Policy(shadow_window=10, demote_below=0.9))
     assert (app.store.promoted_student("shout") is None) == demoted

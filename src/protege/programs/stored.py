@@ -36,6 +36,6 @@ def shadow_verdict(store: Any, task: Any, created_at: str | None) -> str | None:
     if upper >= policy.demote_below:
         return None
     return (
-        f"demoted: shadow agreement {mean:.3f} over {n} calls (at most {upper:.3f}, 95% bound) "
+        f"demoted: shadow agreement {mean:.3f} over {n} calls (at most {upper:.3f}, 99% bound) "
         f"< Policy.demote_below {policy.demote_below:.3f}"
     )

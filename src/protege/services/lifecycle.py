@@ -303,7 +303,7 @@ class Lifecycle:
         upper = agreement_upper_bound(mean, n)
         if upper >= _kept_bar(policy, coverage):
             return None
-        why = f"shadow agreement {mean:.3f} over {n} calls (at most {upper:.3f}, 95% bound)"
+        why = f"shadow agreement {mean:.3f} over {n} calls (at most {upper:.3f}, 99% bound)"
         if coverage < 1:
             why += f" on the ~{coverage:.0%} of calls its gate keeps, {coverage * upper + 1 - coverage:.3f} end to end,"
         return why + f" < Policy.demote_below {policy.demote_below:.3f}"
