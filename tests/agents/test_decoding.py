@@ -186,13 +186,27 @@ def test_the_decoder_is_offered_only_edges_it_can_reach():
     assert short.contains("ef") and not short.contains("ab.cd")
 
 
+def test_a_trimmed_copy_neither_begins_nor_ends_with_white_space():
+    """` anna@x.io` is a substring after a break, but no trace's value began with a space: only `anna@x.io` is."""
+    trimmed = Grammar(
+        SCHEMA, bounds={"who": {"copy": True, "copy_trimmed": True}}, source=input_text({"text": "mail: anna@x.io ok"})
+    )
+    assert accepts(trimmed, {**GOOD, "names": [], "who": "anna@x.io"})
+    assert accepts(trimmed, {**GOOD, "names": [], "who": "anna@x.io ok"})  # white space inside stays allowed
+    assert not any(accepts(trimmed, {**GOOD, "names": [], "who": v}) for v in (" anna@x.io", "anna@x.io ", "ail: "))
+    assert accepts(
+        Grammar(SCHEMA, bounds={"who": {"copy": True}}, source=input_text({"text": "a b"})),
+        {**GOOD, "names": [], "who": " b"},
+    )
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.text(alphabet="ab .@\x00", min_size=1, max_size=24), st.data())
 def test_the_span_index_accepts_exactly_the_spans_with_allowed_edges(text, data):
     classes = st.sets(st.sampled_from(["break", "joiner", "word"]))
     left, right = frozenset(data.draw(classes)), frozenset(data.draw(classes))
-    max_len = data.draw(st.integers(1, 10))
-    index = SpanIndex(text, left, right, max_len)
+    max_len, trimmed = data.draw(st.integers(1, 10)), data.draw(st.booleans())
+    index = SpanIndex(text, left, right, max_len, trimmed=trimmed)
     value = data.draw(st.text(alphabet="ab .@", min_size=1, max_size=6))
 
     def edged(i: int) -> bool:
@@ -202,7 +216,8 @@ def test_the_span_index_accepts_exactly_the_spans_with_allowed_edges(text, data)
         )
 
     spans = [i for i in range(len(text)) if text.startswith(value, i) and edged(i)]
-    assert index.contains(value) == (bool(spans) and len(value) <= max_len)
+    in_shape = len(value) <= max_len and not (trimmed and value != value.strip())
+    assert index.contains(value) == (bool(spans) and in_shape)
 
 
 # -- fixed fields ------------------------------------------------------------------------------------------------

@@ -82,6 +82,20 @@ def test_copied_values_edges_are_learned_from_where_they_stand():
     assert "copy_edges" not in few.bounds.get("customer", {})
 
 
+def test_copied_values_that_never_begin_or_end_with_white_space_stay_trimmed():
+    profile = learn_answer_profile(rows(40), Found.model_json_schema())
+    assert profile.bounds["customer"]["copy_trimmed"] and profile.bounds["tags[]"]["copy_trimmed"]
+
+    class Ref(BaseModel):
+        ref: str
+
+    padded = [chat_row("Read.", {"text": f"ref: {i:04d} ok"}, {"ref": f" {i:04d}"}) for i in range(12)]
+    assert "copy_trimmed" not in learn_answer_profile(padded, Ref.model_json_schema()).bounds["ref"]
+    assert "copy_trimmed" not in learn_answer_profile(rows(MIN_EVIDENCE - 1), Found.model_json_schema()).bounds.get(
+        "customer", {}
+    )
+
+
 def test_bounds_are_the_largest_seen_with_a_margin_and_unique_lists_are_noticed():
     profile = learn_answer_profile(rows(40), Found.model_json_schema())
     assert profile.bounds["readings"] == {"max_items": 4, "unique_items": True}  # 2 seen: max(3, 2 + 2)

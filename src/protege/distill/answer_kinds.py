@@ -52,6 +52,7 @@ class _PathStats:
         self.numbers = 0
         self.lefts: list[frozenset[str]] = []  # per copied value, the edge classes just before its occurrences
         self.rights: list[frozenset[str]] = []  # ... and just after them
+        self.untrimmed = 0  # string values that begin or end with white space
 
 
 def learn_answer_profile(
@@ -154,6 +155,7 @@ def _count_trace(stats: _PathStats, values: list[Any], source: str) -> None:
         stats.copied += all(s in source for s in strings)
         for text in strings:
             _count_edges(stats, text, source)
+            stats.untrimmed += text != text.strip()
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
     if numbers:
         stats.numbers += 1
@@ -219,6 +221,8 @@ def _bounds(stats: _PathStats, copy_threshold: float) -> dict[str, Any]:
         out["copy"] = True
         if edges := _edges(stats):
             out["copy_edges"] = edges
+        if len(stats.lefts) >= MIN_EVIDENCE and not stats.untrimmed:
+            out["copy_trimmed"] = True  # no value began or ended with white space: none may
     return out
 
 

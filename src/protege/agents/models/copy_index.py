@@ -6,7 +6,8 @@ would write. It is built once per call, in time and size linear in the input (Bl
 string values are joined by a separator no answer can contain, so a value cannot straddle two of them.
 
 Where the traces showed more — a name never starts inside a word, an address never after a `.` — a `SpanIndex`
-also holds where a value may start and end: the class of the character just outside it (`edge_class`).
+also holds where a value may start and end: the class of the character just outside it (`edge_class`), and
+whether the value may begin or end with white space (no trace's did: ` anna@x.io` is not an address).
 """
 
 from __future__ import annotations
@@ -85,18 +86,24 @@ class SubstringIndex:
 
 class SpanIndex:
     """The substrings of `text` that start after a character of a class in `left` and end before one in `right`
-    (`edge_class`), at most `max_len` long. A state is the set of places the value so far can start; only
-    characters that leave a way to a permitted end are offered, so the decoder never walks into a dead end."""
+    (`edge_class`), at most `max_len` long, and (`trimmed`) neither begin nor end with white space. A state is the
+    set of places the value so far can start; only characters that leave a way to a permitted end are offered, so
+    the decoder never walks into a dead end."""
 
     root = 0
 
-    def __init__(self, text: str, left: frozenset[str], right: frozenset[str], max_len: int):
+    def __init__(self, text: str, left: frozenset[str], right: frozenset[str], max_len: int, *, trimmed: bool = False):
         self.text, self.max_len = text, max_len
         n = len(text)
         outside = [edge_class(text[i - 1] if i else None) for i in range(n + 1)]  # the class before position i
-        self._ends_ok = [edge_class(text[j] if j < n else None) in right for j in range(n + 1)]
+        self._ends_ok = [
+            edge_class(text[j] if j < n else None) in right and not (trimmed and j and text[j - 1].isspace())
+            for j in range(n + 1)
+        ]
         self._next_end = _next_true(self._ends_ok, blocked=[j < n and text[j] == SEPARATOR for j in range(n + 1)])
-        starts = tuple(i for i in range(n) if outside[i] in left and text[i] != SEPARATOR)
+        starts = tuple(
+            i for i in range(n) if outside[i] in left and text[i] != SEPARATOR and not (trimmed and text[i].isspace())
+        )
         self._states: list[tuple[int, tuple[int, ...]]] = [(0, starts)]
         self._ids: dict[tuple[int, tuple[int, ...]], int] = {}
         self._steps: list[dict[str, int | None]] = [{}]

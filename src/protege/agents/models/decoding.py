@@ -99,7 +99,7 @@ class _Indexes:
         key = (node.copy_edges, node.max_len) if node.copy_edges else None
         if key not in self._built:
             self._built[key] = (
-                SpanIndex(self.source, *node.copy_edges, max_len=node.max_len)
+                SpanIndex(self.source, *node.copy_edges[:2], max_len=node.max_len, trimmed=node.copy_edges[2])
                 if node.copy_edges
                 else SubstringIndex(self.source)
             )

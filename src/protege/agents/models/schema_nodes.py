@@ -56,8 +56,9 @@ class Node:
     unique: bool = False  # an item equal to an earlier one is refused
     # a string that may only be a substring of the call's input: True as learned, the call's index once bound
     copy: bool | SubstringIndex | SpanIndex = False
-    # where a copied value may start and end: the edge classes allowed just before it and just after it
-    copy_edges: tuple[frozenset[str], frozenset[str]] | None = None
+    # where a copied value may start and end: the edge classes allowed just before it and just after it, and
+    # whether it must not begin or end with white space
+    copy_edges: tuple[frozenset[str], frozenset[str], bool] | None = None
     pattern: Any = None  # a compiled `patterns.Pattern` the string must match (None: any text)
 
     @property
@@ -233,11 +234,20 @@ def with_bounds(node: Node, bounds: dict[str, dict[str, Any]], path: str = "") -
         if learned is not None and learned < node.max_len:
             node = replace(node, max_len=max(learned, node.min_len), soft_len=True)
         if here.get("copy"):
-            edges = here.get("copy_edges")
-            bounded = (frozenset(edges["left"]), frozenset(edges["right"])) if edges else None
-            node = replace(node, copy=True, copy_edges=bounded, min_len=max(node.min_len, 1))
+            node = replace(node, copy=True, copy_edges=_copy_edges(here), min_len=max(node.min_len, 1))
         return node
     return node
+
+
+def _copy_edges(bounds: dict[str, Any]) -> tuple[frozenset[str], frozenset[str], bool] | None:
+    """Where a copied value may start and end, from its learned `copy_edges` and `copy_trimmed` (None: anywhere)."""
+    from protege.agents.models.copy_index import EDGE_CLASSES
+
+    edges, trimmed = bounds.get("copy_edges"), bool(bounds.get("copy_trimmed"))
+    if not edges and not trimmed:
+        return None
+    left, right = (edges["left"], edges["right"]) if edges else (EDGE_CLASSES, EDGE_CLASSES)
+    return frozenset(left), frozenset(right), trimmed
 
 
 def bound_hits(node: Node, value: Any, path: str = "") -> list[str]:
