@@ -285,6 +285,49 @@ def test_drafting_changes_no_answer_of_a_random_model(tiny):
         assert with_draft.confidence == pytest.approx(without.confidence, abs=1e-4)
 
 
+@pytest.fixture(scope="module")
+def tiny_sliding(tiny_base, tmp_path_factory):
+    """A random 4-layer Gemma 3 whose sliding-window layers see 8 tokens: every prompt here is longer."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from protege.agents.models.local import LocalModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-gemma3")
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return LocalModel(folder, threads=2), LocalModel(folder, threads=2, prompt_lookup=False)
+
+
+def test_a_sliding_window_model_drafts_and_batches_as_it_answers_alone(tiny_sliding):
+    """Gemma 3's sliding-window layers, past their window: a refused draft is rolled back and rows decoded
+    together answer as each does alone (a cache built from the config kept only the window: drafts crashed and
+    batched rows read each other's positions)."""
+    drafting, plain = tiny_sliding
+    texts = ["sku A1 A1 A1 qty 2 qty 2", "refund refund refund ACME ACME", "invoice 7 for ACME, due today"]
+    alone = [plain.generate(request(text, max_tokens=120)) for text in texts]
+    for model in (drafting, plain):
+        together = model.generate_batch([request(text, max_tokens=120) for text in texts])
+        assert [(r.text, r.stop_reason) for r in together] == [(r.text, r.stop_reason) for r in alone]
+    assert [drafting.generate(request(text, max_tokens=120)).text for text in texts] == [r.text for r in alone]
+
+
 def test_a_forced_key_rides_in_the_pass_of_the_token_before_it(tiny, monkeypatch):
     """The head of each forced key is fed with the prompt or the token before it, whose logits it would leave
     unused: the answers (and the tokens counted as forced) are those of a decoder that feeds each head in a pass

@@ -65,11 +65,10 @@ class Batch:
 
     def __init__(self, model, prefix: PrefixCache):
         import torch
-        from transformers import DynamicCache
 
         self.torch, self.model, self.prefix = torch, model, prefix
         self.device = model.device
-        self.cache = DynamicCache(config=model.config)
+        self.cache = full_cache()
         self.mask: Tensor | None = None
         self.positions: list[int] = []
         self.reused: list[int] = []  # per prompt: tokens it did not run itself (cached, or shared with the batch)
@@ -102,12 +101,10 @@ class Batch:
         """Run each row's own tokens alone after the shared prefix, then join the rows' keys/values into the
         batch's cache, left-padded (the padding masked out)."""
         torch = self.torch
-        from transformers import DynamicCache
-
         prefix = layer_key_values(self.cache) if common else []
         logits, rows = [], []
         for tokens in suffixes:
-            cache = DynamicCache(config=self.model.config)
+            cache = full_cache()
             for layer, (keys, values) in enumerate(prefix):
                 cache.update(keys, values, layer)
             out = self.model(
@@ -120,7 +117,7 @@ class Batch:
             logits.append(out.logits.float())
             rows.append([(keys[..., common:, :], values[..., common:, :]) for keys, values in layer_key_values(cache)])
         width = max(len(tokens) for tokens in suffixes)
-        self.cache = DynamicCache(config=self.model.config)
+        self.cache = full_cache()
         for layer in range(len(rows[0])):
             pad = torch.nn.functional.pad  # (0, 0, n, 0): n zero positions before the sequence dimension
             keys = torch.cat([pad(row[layer][0], (0, 0, width - row[layer][0].shape[2], 0)) for row in rows])
@@ -184,6 +181,15 @@ class Batch:
             columns = self.cache.get_seq_length()
             self.mask = self.torch.ones(len(self.positions), columns, dtype=self.torch.long, device=self.device)
         return self.mask
+
+
+def full_cache() -> DynamicCache:
+    """A cache that keeps every position of every layer. Built from a model's config, a sliding-window layer
+    (Gemma 3: 512 tokens) would keep only its window, and then a refused draft could not be cropped and rows
+    could not be sliced and joined by position; the model's own masks apply the window just the same."""
+    from transformers import DynamicCache
+
+    return DynamicCache()
 
 
 def layer_key_values(cache: DynamicCache) -> list[tuple[Tensor, Tensor]]:

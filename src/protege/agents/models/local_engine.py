@@ -158,8 +158,11 @@ class Engine:
             torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.batch_size = BATCH_GPU if self.device.type == "cuda" else BATCH_CPU
         self.tokenizer, self.model = _load(base, adapter, self.device, dtype)
+        # a sliding-window layer (Gemma 3) attends to the last N cache columns, padding and refused drafts
+        # included: rows decoded together would each see less than alone, so such a model decodes one row at a time
+        self.one_row = _slides(self.model.config)
+        self.batch_size = 1 if self.one_row else BATCH_GPU if self.device.type == "cuda" else BATCH_CPU
         self.lock = threading.Lock()  # held while the model runs
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
@@ -178,7 +181,7 @@ class Engine:
         """Decode `jobs` (batched with any other thread's waiting jobs, up to `batch_size` rows, default the
         engine's); a result or the error, per job, in order. Jobs are queued shortest prompt first, so the rows
         of a batch are alike in length."""
-        size = batch_size or self.batch_size
+        size = 1 if self.one_row else batch_size or self.batch_size
         pending = [_Pending(job) for job in jobs]
         with self._queue_lock:
             self._queue += sorted(pending, key=lambda p: len(p.job.ids))
@@ -405,6 +408,13 @@ def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
     except (ValueError, IndexError):
         pass  # a cut answer: the fields it completed
     return spans
+
+
+def _slides(config: object) -> bool:
+    """Whether any attention layer of the model sees only a window of the latest positions."""
+    return bool(getattr(config, "sliding_window", None)) and "sliding_attention" in (
+        getattr(config, "layer_types", None) or ["sliding_attention"]
+    )
 
 
 def _load(base: Path, adapter: Path | None, device, dtype: str):
