@@ -22,7 +22,7 @@ BAR, WINDOW, MIN_SHADOWS = 0.9, 50, 10
 AGREEMENTS = (0.97, 0.93, 0.91, 0.85, 0.8, 0.6, 0.3)
 RULES = {
     "window mean (before)": "mean",
-    "window 95% bound (now)": "bound",
+    "window 99% bound (now)": "bound",
     "sequential test": "sequential",
     "default: sequential or bound": "default",
 }
