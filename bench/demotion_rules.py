@@ -4,8 +4,8 @@ how often each rule takes it out of service within a number of shadows, and how 
 A demotion above the bar is a false alarm that costs every later call the teacher's price; one below it is the
 point. Pure simulation of the rules protege applies after each shadow (services.lifecycle): the window of the last
 `shadow_window` shadows, at least 10 — judged by its mean (the rule before 2026-12-05) or by the mean's one-sided
-95% upper bound (`agreement_upper_bound`, now) — and the sequential test (`below_bar`), which the default runs
-first. Shadows are Bernoulli(p) agreements, seeded.
+99% upper bound (`protege.stats.agreement_upper_bound`, now) — and the sequential test (`below_bar`), which the
+default runs first. Shadows are Bernoulli(p) agreements, seeded.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def first_demotion(scores: list[float], rule: str) -> int | None:
 
 
 def _judge(rule: str) -> Callable[[float, int], bool]:
-    from protege.services.sequential import agreement_upper_bound
+    from protege.stats import agreement_upper_bound
 
     if rule == "mean":
         return lambda mean, n: mean < BAR

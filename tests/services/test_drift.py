@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import random
 
-import pytest
 from drift_support import Email, Order, eval_confidences, make_input, student, teacher
 
 from protege import Policy, Protege
 from protege.agents import FunctionModel
 from protege.services.drift import build_reference, ks_statistic, shifts
-from protege.services.sequential import agreement_upper_bound, below_bar, first_alarm
+from protege.services.sequential import below_bar, first_alarm
 from protege.store import StudentRow
 
 
@@ -26,16 +25,6 @@ def test_sequential_test_alarms_fast_below_the_bar_and_not_above_it():
     assert first_alarm(bernoulli(0.3, 200, seed=1), bar=0.9) <= 15
     assert not below_bar(bernoulli(0.97, 2000, seed=2), bar=0.9)
     assert first_alarm([1.0] * 300 + [0.0] * 10, bar=0.9) == 304  # a long good stretch is forgotten (CUSUM)
-
-
-def test_the_window_backstops_bound_needs_evidence():
-    assert agreement_upper_bound(0.8, 10) == pytest.approx(0.954, abs=1e-3)  # 8 in 10 does not rule out 0.91
-    assert agreement_upper_bound(0.7, 50) == pytest.approx(0.825, abs=1e-3)  # 35 in 50 does
-    assert agreement_upper_bound(0.0, 10) == pytest.approx(0.351, abs=1e-3)
-    assert agreement_upper_bound(0.8, 10, z=1.645) == pytest.approx(0.931, abs=1e-3)  # the 95% bound
-    assert agreement_upper_bound(1.0, 3) == 1.0 and agreement_upper_bound(0.5, 0) == 1.0
-    bounds = [agreement_upper_bound(0.7, n) for n in (5, 10, 50, 500)]
-    assert bounds == sorted(bounds, reverse=True) and bounds[-1] > 0.7  # narrows towards the mean with evidence
 
 
 def test_ks_statistic():

@@ -25,7 +25,7 @@ def base_skill(library: Any, task: str, instructions: str) -> Any:
 def shadow_verdict(store: Any, task: Any, created_at: str | None) -> str | None:
     """Why programs written at `created_at` should leave service — the teacher's shadow answers on program-served
     calls since then show agreement below `Policy.demote_below` — or None while they hold."""
-    from protege.services.sequential import agreement_upper_bound
+    from protege.stats import agreement_upper_bound
 
     policy = task.spec.policy
     since = datetime.fromisoformat(created_at) if created_at else None

@@ -295,7 +295,7 @@ class Lifecycle:
         )
 
     def _window_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
-        from protege.services.sequential import agreement_upper_bound
+        from protege.stats import agreement_upper_bound
 
         mean, n = self.app.store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
         if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):

@@ -15,20 +15,18 @@ sequential change detection", 2023) — a CUSUM of betting e-values, mixed over 
 - It does not need to know when inputs changed: the CUSUM forgets the good stretch before a shift, where a
   confidence sequence started at promotion would first have to outweigh it.
 
-A fixed window of mean agreement (the `Policy.shadow_window` rule, kept as a backstop: `agreement_upper_bound`) needs
-the whole window of shadows after a shift; this test alarms after ~4 straight disagreements at bar 0.9 and in ~10
-shadows at 0.3 agreement, and never reacts to one disagreement.
+A fixed window of mean agreement (the `Policy.shadow_window` rule, kept as a backstop, judged by
+`protege.stats.agreement_upper_bound`) needs the whole window of shadows after a shift; this test alarms after ~4
+straight disagreements at bar 0.9 and in ~10 shadows at 0.3 agreement, and never reacts to one disagreement.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 
 ALPHA = 1e-3  # false alarms at most once per ~1000 shadows (on average) while agreement is at the bar
 BET_FRACTIONS = (1.0, 0.5, 0.25, 0.125, 0.0625)  # of the largest bet that keeps every e-value positive
 MAX_BET_SHARE = 0.9
-WINDOW_Z = 2.326  # the window backstop's one-sided 99% bound (bench/demotion_rules.py: why 99, not 95)
 
 
 def bets(bar: float) -> list[float]:
@@ -56,20 +54,3 @@ def below_bar(scores: Iterable[float], bar: float, alpha: float = ALPHA) -> bool
     """Whether the test alarmed at any point of `scores` (oldest first): an alarm is not undone by what follows
     (shadows recorded concurrently, or by another process, may land between two checks)."""
     return first_alarm(scores, bar, alpha) is not None
-
-
-def agreement_upper_bound(mean: float, n: int, z: float = WINDOW_Z) -> float:
-    """The window backstop's evidence: how high the agreement of `n` shadows with mean `mean` may still be (the
-    Wilson score interval's one-sided 99% upper bound). The backstop demotes only when this is below the bar, not
-    the mean: 8 agreements in 10 is a mean of 0.80, yet a tier whose answers are 91% right shows that often enough
-    (a promoted student was demoted on exactly that, BENCHMARKS §6); the bound, 0.95, does not rule 0.91 out. Ten
-    straight disagreements (bound 0.35) or 30 agreements in 50 (0.74) still demote. The window is judged after
-    every shadow, so a 95% bound still demoted a steady 93%-right tier in 18% of 200-shadow streams (99%: 7%; the
-    mean alone: 82%), BENCHMARKS §13."""
-    if n <= 0:
-        return 1.0
-    p = min(max(mean, 0.0), 1.0)
-    z2 = z * z
-    centre = p + z2 / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return min(1.0, (centre + spread) / (1 + z2 / n))
