@@ -150,6 +150,7 @@ class Engine:
     decodes up to `batch_size` queued jobs — its own and whoever else's are waiting — in one batch."""
 
     heads_ahead = True  # a forced key's head rides in the pass of the token before it (`_head_ahead`)
+    one_row = False  # decode one job at a time (a sliding-window model; set in __init__)
 
     def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None):
         import torch
