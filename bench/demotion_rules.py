@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import Table
 
-BAR, WINDOW, MIN_SHADOWS = 0.9, 50, 10
+BAR, WINDOW = 0.9, 50
 AGREEMENTS = (0.97, 0.93, 0.91, 0.85, 0.8, 0.6, 0.3)
 RULES = {
     "window mean (before)": "mean",
@@ -62,6 +62,8 @@ def _judge(rule: str) -> Callable[[float, int], bool]:
 
 
 def _first_window(scores: list[float], below: Callable[[float, int], bool]) -> int | None:
+    from protege.stats import MIN_SHADOWS
+
     window: deque[float] = deque(maxlen=WINDOW)
     for i, x in enumerate(scores, 1):
         window.append(x)

@@ -118,21 +118,12 @@ def smollm2_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_base(smollm2_base: Path) -> Path:
     """A randomly initialised 2-layer Llama (hidden 64) with SmolLM2's tokenizer and chat template."""
     import torch
+    from student_support import tiny_dims
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_base)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **tiny_dims(tokenizer), num_hidden_layers=2, max_position_embeddings=4096, tie_word_embeddings=True
     )
     torch.manual_seed(0)
     folder = smollm2_base.parent.parent / "tiny-llama"

@@ -30,3 +30,17 @@ def order_rows(split: str, n: int) -> list[dict]:
     """The first `n` rows of the bundled order workload, with the reference answers as the teacher's outputs."""
     instructions = inspect.getdoc(extract_order) or ""
     return [chat_row(instructions, e["input"], e["output"]) for e in load_examples(split)[:n]]
+
+
+def tiny_dims(tokenizer) -> dict:
+    """The size of the tiny random test models (hidden 64, 4 heads) and the tokenizer's vocabulary and ids."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }

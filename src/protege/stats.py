@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 WINDOW_Z = 2.326  # the window backstop's one-sided 99% bound (bench/demotion_rules.py: why 99, not 95)
+MIN_SHADOWS = 10  # the window backstop judges no fewer shadows (or the whole window, when it is smaller)
 
 
 def agreement_upper_bound(mean: float, n: int, z: float = WINDOW_Z) -> float:
@@ -23,3 +24,12 @@ def agreement_upper_bound(mean: float, n: int, z: float = WINDOW_Z) -> float:
     centre = p + z2 / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     return min(1.0, (centre + spread) / (1 + z2 / n))
+
+
+def window_below(mean: float | None, n: int, window: int, bar: float) -> float | None:
+    """The window backstop's verdict: the upper bound of `n` shadows' agreement when they are enough and show it
+    below `bar`, else None (not enough shadows, or agreement that may still reach the bar)."""
+    if mean is None or n < min(window, MIN_SHADOWS):
+        return None
+    upper = agreement_upper_bound(mean, n)
+    return upper if upper < bar else None

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
-from student_support import chat_row
+from student_support import chat_row, tiny_dims
 
 from protege.agents.models.base import Message, ModelRequest, resolve_model
 from protege.agents.models.decoding import Grammar
@@ -295,18 +295,11 @@ def tiny_sliding(tiny_base, tmp_path_factory):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        **tiny_dims(tokenizer),
         num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         head_dim=16,
         sliding_window=8,
         layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-gemma3")

@@ -7,8 +7,6 @@ import re
 from datetime import datetime
 from typing import Any
 
-MIN_SHADOWS = 10
-
 
 def base_skill(library: Any, task: str, instructions: str) -> Any:
     """The skill a program version builds on: the task's newest (its files carry over), or a minimal one."""
@@ -25,15 +23,13 @@ def base_skill(library: Any, task: str, instructions: str) -> Any:
 def shadow_verdict(store: Any, task: Any, created_at: str | None) -> str | None:
     """Why programs written at `created_at` should leave service — the teacher's shadow answers on program-served
     calls since then show agreement below `Policy.demote_below` — or None while they hold."""
-    from protege.stats import agreement_upper_bound
+    from protege.stats import window_below
 
     policy = task.spec.policy
     since = datetime.fromisoformat(created_at) if created_at else None
     mean, n = store.shadow_agreement(task.spec.name, "program", window=policy.shadow_window, since=since)
-    if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
-        return None
-    upper = agreement_upper_bound(mean, n)  # evidence, not the mean alone: see agreement_upper_bound
-    if upper >= policy.demote_below:
+    upper = window_below(mean, n, policy.shadow_window, policy.demote_below)  # evidence, not the mean alone
+    if upper is None:
         return None
     return (
         f"demoted: shadow agreement {mean:.3f} over {n} calls (at most {upper:.3f}, 99% bound) "

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("protege")
 AUTHOR_TRACES = 8
-MIN_SHADOWS = 10
 FAILED_DISTILL_BACKOFF_S = 3600.0
 SEQUENTIAL_SHADOWS = 500  # the newest shadows the sequential test reads (its CUSUM forgets older ones anyway)
 DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is seen within this
@@ -295,13 +294,11 @@ class Lifecycle:
         )
 
     def _window_verdict(self, name: str, tier: str, since: Any, coverage: float, policy: Any) -> str | None:
-        from protege.stats import agreement_upper_bound
+        from protege.stats import window_below
 
         mean, n = self.app.store.shadow_agreement(name, tier, window=policy.shadow_window, since=since)
-        if mean is None or n < min(policy.shadow_window, MIN_SHADOWS):
-            return None
-        upper = agreement_upper_bound(mean, n)
-        if upper >= _kept_bar(policy, coverage):
+        upper = window_below(mean, n, policy.shadow_window, _kept_bar(policy, coverage))
+        if upper is None:
             return None
         why = f"shadow agreement {mean:.3f} over {n} calls (at most {upper:.3f}, 99% bound)"
         if coverage < 1:

@@ -163,7 +163,7 @@ class Engine:
         # a sliding-window layer (Gemma 3) attends to the last N cache columns, padding and refused drafts
         # included: rows decoded together would each see less than alone, so such a model decodes one row at a time
         self.one_row = _slides(self.model.config)
-        self.batch_size = 1 if self.one_row else BATCH_GPU if self.device.type == "cuda" else BATCH_CPU
+        self.batch_size = BATCH_GPU if self.device.type == "cuda" else BATCH_CPU
         self.lock = threading.Lock()  # held while the model runs
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
