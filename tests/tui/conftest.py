@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
 import pytest
+from textual.worker import WorkerCancelled, WorkerState
 
 sys.path.insert(0, str(Path(__file__).parent))  # tui_seed, shared with the screenshot script
 
@@ -39,10 +41,21 @@ def console(seeded_url):
 async def _settle(pilot) -> None:
     for _ in range(10):  # a finished worker may start another (the dashboard's list starts its chart)
         await pilot.pause()
-        if not any(w.is_running or w.state.name == "PENDING" for w in pilot.app.workers):
+        started = [w for w in pilot.app.workers if w.state is not WorkerState.PENDING]
+        if not any(w.is_running for w in started) and len(started) == len(pilot.app.workers):
             break
-        await pilot.app.workers.wait_for_complete()
+        await asyncio.gather(*(_finished(w) for w in started))
     await pilot.pause()
+
+
+async def _finished(worker) -> None:
+    """Wait for `worker`; one cancelled on the way (an exclusive load replaced by a newer one) is finished too.
+
+    The manager's own `wait_for_complete` raises on a cancelled worker, which a busy machine makes likely."""
+    try:
+        await worker.wait()
+    except WorkerCancelled:
+        pass
 
 
 @pytest.fixture
