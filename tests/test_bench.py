@@ -238,3 +238,15 @@ def test_demotion_rules_demote_a_failing_tier_and_the_bound_spares_a_steady_one(
     }
     steady = run_all(streams=40, shadows=100)["0.93"]  # above the bar 0.9: every demotion is a false alarm
     assert steady["mean"]["demoted"] > 0.5 > steady["bound"]["demoted"]
+
+
+def test_the_lookahead_comparison_answers_twice_with_the_same_weights(tiny_base, tmp_path):
+    """bench.lookahead on a (random) model: both runs answer every row, and the record lists what changed."""
+    from bench.lookahead import main
+
+    out = tmp_path / "la.json"
+    assert main([str(tiny_base), "--eval", "2", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["runs"]) == {"without", "with"} and record["runs"]["without"]["choices_reconsidered"] == 0
+    assert all(run["n"] == 2 for run in record["runs"].values())
+    assert len(record["changed"]) <= 2

@@ -8,7 +8,7 @@ import asyncio
 import json
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from test_cascade import Tiers
 
 from protege.agents.cascade import Cascade, TaskRuntime
@@ -63,6 +63,8 @@ def steer(monkeypatch, model, preferred: dict[str, float]):
     for text, boost in preferred.items():
         bias[engine.tokenizer.convert_tokens_to_ids(text)] = boost
     monkeypatch.setattr(engine, "model", Steered(engine.model, bias))
+    # a fixed bias corners the model after every comma (it wants another); greedy steps keep the steer's loop plain
+    monkeypatch.setattr(engine, "lookahead", False)
     monkeypatch.setattr(engine, "prefix", type(engine.prefix)())  # nothing cached from another test's calls
 
 
@@ -193,3 +195,54 @@ def test_a_copied_field_never_says_what_the_input_does_not(tiny_base, monkeypatc
         assert who is None or (who and who in text)
         free = student(tiny_base, profile=profile, copy_constraint=False)
         assert json.loads(free.generate(req).text)["who"] == "ZZZZZ"
+
+
+class Cornering:
+    """A real model steered by what it just read: it prefers "1" then "0"; after a "1" it wants to close the
+    string at once. So greedy decoding of a two-digit day writes "1", is cornered (a second digit is required)
+    and must add one: "10", where "01" is the likelier two-digit answer."""
+
+    def __init__(self, model, tokenizer):
+        import torch
+
+        self.inner = model
+        self.device, self.config, self.name_or_path = model.device, model.config, model.name_or_path
+        self.generation_config = model.generation_config
+        ids = {text: tokenizer.convert_tokens_to_ids(text) for text in ("0", "1", '"', '"}')}
+        self.one = ids["1"]
+        self.before = torch.zeros(model.config.vocab_size)
+        self.before[ids["1"]], self.before[ids["0"]] = 30.0, 28.0  # "1": ~0.88, "0": ~0.12
+        self.after_one = torch.zeros(model.config.vocab_size)
+        self.after_one[ids['"']] = self.after_one[ids['"}']] = 40.0  # close the string now
+        self.after_one[ids["0"]] = 20.0
+
+    def __call__(self, **kwargs):
+        out = self.inner(**kwargs)
+        read = kwargs["input_ids"][:, -out.logits.shape[1] :]  # the token each kept position follows
+        after_one = (read == self.one)[..., None]
+        out.logits = out.logits + self.before.where(~after_one, self.after_one)
+        return out
+
+
+class Day(BaseModel):
+    day: str = Field(pattern=r"^[0-9]{2}$")
+
+
+@pytest.mark.parametrize("draft", [False, True])
+def test_a_cornered_choice_gives_way_to_the_likelier_pair(tiny_base, monkeypatch, draft):
+    """Greedy would write "10"; the look-ahead sees the model cornered after "1" (its first choice, closing the
+    string, refused) and keeps "01", whose pair of tokens is far likelier; its confidence is the runner-up's. Without
+    the look-ahead: "10"."""
+    from protege.agents.models.local import LocalModel
+
+    model = LocalModel(tiny_base, threads=2, prompt_lookup=draft)
+    engine = model.engine
+    monkeypatch.setattr(engine, "model", Cornering(engine.model, engine.tokenizer))
+    monkeypatch.setattr(engine, "prefix", type(engine.prefix)())
+    ask = ModelRequest(messages=[Message(role="user", content="day 01 or 10")], output_schema=Day.model_json_schema())
+    response = model.generate(ask)
+    assert response.text == '{"day":"01"}' and response.raw["reconsidered"] == 1
+    assert response.field_confidences["day"] < 0.2  # the runner-up's own probability: the gate still sees doubt
+    monkeypatch.setattr(engine, "lookahead", False)
+    plain = model.generate(ask)
+    assert plain.text == '{"day":"10"}' and plain.raw["reconsidered"] == 0

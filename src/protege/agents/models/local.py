@@ -174,6 +174,7 @@ class LocalModel:
                 "forced_tokens": result.forced_tokens,
                 "model_tokens": result.model_tokens,
                 "drafted_tokens": result.drafted_tokens,
+                "reconsidered": result.reconsidered,
                 "min_prob": result.min_prob,
                 "latency_s": round(elapsed, 4),
                 "max_tokens": job.max_tokens,

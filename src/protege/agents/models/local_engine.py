@@ -8,6 +8,11 @@ characters the way the tokenizer merged them in training ("token healing"). Valu
 drafted from the prompt and verified several tokens per forward pass (`PromptLookup`): the answer is the one
 token-by-token decoding gives, in fewer passes. An answer that runs out of tokens is left cut (`max_tokens`):
 closing it would hand the cascade a runaway answer that validates.
+
+Greedy choice under a grammar can corner the model: it writes the day `1` of "March 1st" as it would have, and
+then must add a second digit it never wanted (`10`). Where the step after a choice finds the model's own first
+choice refused (and it was sure of it), the runner-up is tried too, and the pair of tokens more likely as a whole
+is kept (`_reconsider`: a two-token look-ahead, paid only where the grammar corners the model).
 """
 
 from __future__ import annotations
@@ -16,16 +21,21 @@ import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protege.agents.models.chat_render import render_chat
 from protege.agents.models.decoding import Grammar, State
 from protege.agents.models.local_batch import Answer, Batch, Feed, Forget, PrefixCache, decode
 from protege.errors import ModelError, ProtegeError, UserError
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 TOP_K = 48
 DRAFT_START, DRAFT_MAX = 4, 16  # tokens a prompt lookup proposes (adaptive); one forward pass scores them all
 DRAFT_NGRAM = 3  # the longest answer suffix looked up in the prompt
 DRAFT_MIN_NGRAM = 2  # the shortest: a one-token match proposes more drafts than it lands (docs/student.md)
+CORNERED = 0.5  # a refused first choice at least this likely means the previous choice cornered the model
 BATCH_CPU, BATCH_GPU = 8, 32  # answers decoded together: on 2 CPU cores a step of 8 costs ~2x a step of 1
 
 
@@ -44,6 +54,17 @@ class Generation:
     drafted_tokens: int  # tokens taken from prompt-lookup drafts (each saved a forward pass of its own)
     min_prob: float | None  # the probability of the model's least sure choice
     field_confidences: dict[str, float] | None = None  # top-level field -> its least sure token's probability
+    reconsidered: int = 0  # choices the look-ahead replaced by their runner-up (`Engine._reconsider`)
+
+
+@dataclass
+class _Choice:
+    """A token the model chose freely: the state it was chosen in, the logits it was chosen from, its probability."""
+
+    state: State
+    logits: Tensor
+    token: int
+    prob: float
 
 
 class _Answer:
@@ -58,6 +79,7 @@ class _Answer:
         self.forced = 0
         self.drafted = 0
         self.chosen: list[tuple[int, int, float]] = []  # (start, end) in the text and probability of each choice
+        self.reconsidered = 0
 
     def take(self, token: int, text: str, prob: float | None) -> None:
         start = len(self.state.text)
@@ -69,6 +91,16 @@ class _Answer:
         else:
             self.probs.append(prob)
             self.chosen.append((start, start + len(text), prob))
+
+    def retake(self, before: State, token: int, text: str, prob: float) -> None:
+        """Replace the latest choice (taken in state `before`) by `token`."""
+        self.pieces.pop()
+        self.out.pop()
+        self.probs.pop()
+        self.chosen.pop()
+        self.state = before
+        self.take(token, text, prob)
+        self.reconsidered += 1
 
     def field_confidences(self) -> dict[str, float]:
         """Each top-level field's least sure chosen token (1.0 for a field the grammar wrote alone)."""
@@ -151,6 +183,7 @@ class Engine:
 
     heads_ahead = True  # a forced key's head rides in the pass of the token before it (`_head_ahead`)
     one_row = False  # decode one job at a time (a sliding-window model; set in __init__)
+    lookahead = True  # a choice that cornered the model may give way to its runner-up (`_reconsider`)
 
     def __init__(self, base: Path, adapter: Path | None, device: str | None, dtype: str, threads: int | None):
         import torch
@@ -268,10 +301,12 @@ class Engine:
                     if answer.state.done:
                         break
             token = self._choose(logits, answer.state)
-            answer.take(token, self.texts[token], None if forced else self._prob(logits, token))
+            prob = None if forced else self._prob(logits, token)
+            choice = None if prob is None else _Choice(answer.state, logits, token, prob)
+            answer.take(token, self.texts[token], prob)
             forced_ahead = ""
             if not answer.state.done:
-                logits, forced_ahead = yield from self._next_logits(token, answer, lookup, budget)
+                logits, forced_ahead = yield from self._next_logits(token, answer, lookup, budget, choice)
         confidence = sum(answer.probs) / len(answer.probs) if answer.probs else 1.0
         out = answer.out
         return Generation(
@@ -286,22 +321,34 @@ class Engine:
             answer.drafted,
             min(answer.probs, default=1.0),
             answer.field_confidences(),
+            answer.reconsidered,
         )
 
-    def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, budget: int):
+    def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, budget: int, choice=None):
         """Logits for the next choice after `token`, and the forced text whose head they follow ("" if none).
 
         With a draft from the prompt, one pass also scores the draft; the draft tokens the model would have chosen
         itself (greedy, under the grammar) are taken, so the answer is the same as without drafting, in fewer
         passes. The context keeps only what was taken. Without a draft, the head of the text the grammar forces
-        next (a key) is fed in the same pass as `token`: its logits would go unused."""
+        next (a key) is fed in the same pass as `token`: its logits would go unused. Where `token` was the model's
+        free `choice` and cornered it, the runner-up may replace it (`_reconsider`)."""
+        if answer.state.forced():
+            choice = None  # the grammar writes what follows: the model is not choosing next (and a head may ride)
         draft = self._grammatical(lookup.draft(answer.out), answer.state) if lookup is not None else []
         if lookup is None or not draft:
             forced, head = self._head_ahead(answer, budget)
             logits = yield Feed([token, *head])
+            if choice is not None:
+                reconsidered = yield from self._reconsider(answer, choice, logits, fed=1)
+                logits = logits if reconsidered is None else reconsidered
             self._take_head(answer, head)
             return logits, forced
         scored = yield Feed([token, *draft], keep=len(draft) + 1)
+        if choice is not None:  # before any draft token is taken, so drafting changes no answer
+            reconsidered = yield from self._reconsider(answer, choice, scored[0], fed=len(draft) + 1)
+            if reconsidered is not None:
+                lookup.taken(0, len(draft))
+                return reconsidered, ""
         taken = 0
         for proposed, logits in zip(draft, scored):  # the draft already ends where the grammar forces or closes
             if len(answer.out) >= budget or self._choose(logits, answer.state) != proposed:
@@ -313,6 +360,56 @@ class Engine:
         answer.drafted += taken
         lookup.taken(taken, len(draft))
         return scored[taken], ""
+
+    def _reconsider(self, answer: _Answer, choice: _Choice, logits, fed: int):
+        """A two-token look-ahead where `choice` cornered the model. `logits` follow the chosen token (the last
+        `fed` tokens of the context: the token and a refused draft). If the model's first choice there is refused
+        and was at least `CORNERED` likely, the runner-up of `choice` is run too, and the one whose pair (itself
+        and the best token the grammar allows after it) is more likely stays in the answer and the context.
+
+        Returns the logits after the kept token, or None, having run and changed nothing (the usual case)."""
+        follow = self._cornered(logits, answer.state) if self.lookahead else None
+        if follow is None:
+            return None
+        kept = choice.prob * follow
+        runner_up = self._runner_up(choice)
+        prob = 0.0 if runner_up is None else self._prob(choice.logits, runner_up)
+        if runner_up is None or prob <= kept:
+            return None  # even a sure next token could not make the runner-up's pair the likelier
+        yield Forget(fed)
+        other = yield Feed([runner_up])
+        after = choice.state.feed(self.texts[runner_up])
+        if after is not None and prob * self._best_allowed_prob(other, after) > kept:
+            answer.retake(choice.state, runner_up, self.texts[runner_up], prob)
+            return other
+        yield Forget(1)
+        return (yield Feed([choice.token]))
+
+    def _cornered(self, logits, state: State) -> float | None:
+        """When the model's first choice is refused and at least `CORNERED` likely, the probability of the best
+        token the grammar allows instead (0.0 if none can continue); None otherwise."""
+        top = int(logits.argmax())
+        if self.texts[top] and state.feed(self.texts[top]) is not None:
+            return None
+        if self._prob(logits, top) < CORNERED:
+            return None
+        return self._best_allowed_prob(logits, state)
+
+    def _best_allowed_prob(self, logits, state: State) -> float:
+        try:
+            return self._prob(logits, self._choose(logits, state))
+        except ModelError:  # nothing can follow: a dead end
+            return 0.0
+
+    def _runner_up(self, choice: _Choice) -> int | None:
+        """The model's best token, other than `choice.token`, that the grammar allows in its place and that does not
+        end the answer."""
+        for token in self.torch.topk(choice.logits, TOP_K).indices.tolist():
+            text = self.texts[token]
+            after = choice.state.feed(text) if text and token != choice.token else None
+            if after is not None and not after.done:
+                return token
+        return None
 
     def _forced_next(self, answer: _Answer, budget: int) -> tuple[str, str, list[int]]:
         """What comes before the model's next choice, as (what, forced text, head): "max_tokens" when the budget
