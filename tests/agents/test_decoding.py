@@ -81,6 +81,24 @@ def test_a_learned_string_bound_and_the_runaway_guards_are_reported():
     assert Grammar(SCHEMA).bound_hits(runaway) == ["changes: a number of 18 digits, the most allowed"]
 
 
+def test_a_state_knows_when_it_reached_a_soft_bound():
+    """What the decoder's look-ahead must not step around: a learned maxLength or maxItems, 18 integer digits;
+    a bound the schema sets is no such place, and below a bound is none either."""
+    grammar = Grammar(SCHEMA, bounds={"who": {"max_length": 4}, "names": {"max_items": 2}})
+    start = grammar.start()
+    assert start.feed('{"numbers":[],"names":[],"who":"Ana ').at_soft_bound
+    assert not start.feed('{"numbers":[],"names":[],"who":"Ana').at_soft_bound
+    names = '{"numbers":[],"names":["a"'
+    assert start.feed(names + ',"b"').at_soft_bound and not start.feed(names).at_soft_bound
+    assert start.feed('{"numbers":[],"names":[],"who":null,"changes":' + "9" * 18).at_soft_bound
+    assert not start.feed('{"numbers":[],"names":[],"who":null,"changes":' + "9" * 17).at_soft_bound
+
+    class Tagged(BaseModel):
+        tags: list[str] = Field(max_length=2)
+
+    assert not Grammar(Tagged.model_json_schema()).start().feed('{"tags":["a","b"').at_soft_bound
+
+
 # -- copied fields ----------------------------------------------------------------------------------------------
 
 EMAIL = {"sender": "Zhang Wěi <wei@shop.example>", "body": "Hi,\nplease send 3 lamps to Köln.\tThanks — 张伟"}

@@ -155,6 +155,23 @@ class State:
         """The characters that may come next, or None when almost any may (inside a string)."""
         return _allowed(self.stack)
 
+    @property
+    def at_soft_bound(self) -> bool:
+        """Whether the value being read has reached a bound the schema did not set (learned from the traces, or a
+        runaway guard): a string at its soft maxLength, an integer part of `MAX_DIGITS`, a list at its learned
+        maxItems. An answer that reaches one is flagged; decoding must not step around it."""
+        if not self.stack:
+            return False
+        top = self.stack[-1]
+        if top[0] == "str":
+            return top[1].soft_len and top[2] >= top[1].max_len
+        if top[0] == "num":
+            return top[2] == "int" and len(top[3].lstrip("-")) >= MAX_DIGITS
+        if top[0] == "arr":
+            node = top[1]
+            return node.soft_items and node.max_items is not None and top[2] >= node.max_items
+        return False
+
     def forced(self) -> str:
         """The text the grammar fixes from here on (stops where a choice begins)."""
         out, state = [], self

@@ -332,8 +332,10 @@ class Engine:
         passes. The context keeps only what was taken. Without a draft, the head of the text the grammar forces
         next (a key) is fed in the same pass as `token`: its logits would go unused. Where `token` was the model's
         free `choice` and cornered it, the runner-up may replace it (`_reconsider`)."""
-        if answer.state.forced():
-            choice = None  # the grammar writes what follows: the model is not choosing next (and a head may ride)
+        if answer.state.forced() or answer.state.at_soft_bound:
+            # the grammar writes what follows (and a head may ride); or a learned bound was reached, which flags
+            # the answer: a look-ahead that stepped around it would serve a runaway answer as a sure one
+            choice = None
         draft = self._grammatical(lookup.draft(answer.out), answer.state) if lookup is not None else []
         if lookup is None or not draft:
             forced, head = self._head_ahead(answer, budget)
