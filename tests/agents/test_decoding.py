@@ -81,6 +81,18 @@ def test_a_learned_string_bound_and_the_runaway_guards_are_reported():
     assert Grammar(SCHEMA).bound_hits(runaway) == ["changes: a number of 18 digits, the most allowed"]
 
 
+def test_a_learned_digit_bound_stops_a_runaway_number_and_is_reported():
+    """A count the traces never wrote with more than one digit may have three (the learned bound), not four; an
+    answer that reached the bound is flagged, one below it is not."""
+    grammar = Grammar(SCHEMA, bounds={"changes": {"max_digits": 3}})
+    state = grammar.start().feed('{"numbers":[],"names":[],"who":null,"changes":698')
+    assert state.feed("1") is None and state.feed("}") is not None and state.at_soft_bound
+    assert grammar.bound_hits(compact({**GOOD, "changes": 698})) == [
+        "changes: a number of 3 digits, the most the training traces allow"
+    ]
+    assert grammar.bound_hits(compact({**GOOD, "changes": 69})) == []
+
+
 def test_a_state_knows_when_it_reached_a_soft_bound():
     """What the decoder's look-ahead must not step around: a learned maxLength or maxItems, 18 integer digits;
     a bound the schema sets is no such place, and below a bound is none either."""

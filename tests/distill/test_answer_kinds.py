@@ -101,6 +101,8 @@ def test_bounds_are_the_largest_seen_with_a_margin_and_unique_lists_are_noticed(
     assert profile.bounds["readings"] == {"max_items": 4, "unique_items": True}  # 2 seen: max(3, 2 + 2)
     longest = max(len(r["output"]["customer"] or "") for r in rows(40))
     assert profile.bounds["customer"]["max_length"] == longest + 16
+    assert profile.bounds["count"] == {"max_digits": 3}  # 1 digit seen, 2 more allowed
+    assert profile.bounds["readings[]"]["max_digits"] == 5  # 100..239: 3 digits
 
 
 def test_too_few_traces_learn_no_bound_and_no_kind():

@@ -27,7 +27,7 @@ from typing import Any
 
 from protege.agents.models.answer_profile import AnswerProfile, FieldKind, FieldProfile
 from protege.agents.models.copy_index import EDGE_CLASSES, edge_class, input_text
-from protege.agents.models.schema_nodes import Node, compile_schema
+from protege.agents.models.schema_nodes import MAX_DIGITS, Node, compile_schema
 
 COPY_THRESHOLD = 0.98
 MIN_EVIDENCE = 10  # traces with a value at a path before a bound or a kind is learned there
@@ -35,6 +35,7 @@ MIN_UNIQUE_EVIDENCE = 5  # lists of two or more items, all unique, before unique
 TOKEN_MARGIN, TOKEN_SLACK = 1.5, 16
 ITEMS_MARGIN, ITEMS_SLACK = 1.5, 2
 LENGTH_MARGIN, LENGTH_SLACK = 1.5, 16
+DIGITS_SLACK = 2  # a number may have two more integer digits than any trace's (100x larger) before it is flagged
 
 
 class _PathStats:
@@ -45,6 +46,7 @@ class _PathStats:
         self.unique_lists = 0  # lists of 2+ items with no repeat
         self.repeated_lists = 0
         self.string_lengths: list[int] = []
+        self.number_digits: list[int] = []  # integer digits of each number value
         self.traces = 0  # traces with a value here
         self.copied = 0  # ... whose every string value is a substring of the input
         self.strings = 0  # ... that held strings
@@ -142,6 +144,8 @@ def _walk(value: Any, path: str, stats: dict[str, _PathStats], per_trace: dict[s
             _walk(item, f"{path}[]", stats, per_trace)
     elif isinstance(value, str):
         here.string_lengths.append(len(value))
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        here.number_digits.append(len(str(abs(int(value)))))
 
 
 def _count_trace(stats: _PathStats, values: list[Any], source: str) -> None:
@@ -217,6 +221,8 @@ def _bounds(stats: _PathStats, copy_threshold: float) -> dict[str, Any]:
     if stats.string_lengths:
         seen = max(stats.string_lengths)
         out["max_length"] = max(math.ceil(seen * LENGTH_MARGIN), seen + LENGTH_SLACK)
+    if stats.number_digits and max(stats.number_digits) + DIGITS_SLACK < MAX_DIGITS:
+        out["max_digits"] = max(stats.number_digits) + DIGITS_SLACK
     if stats.strings == stats.traces and _rate(stats) >= copy_threshold:
         out["copy"] = True
         if edges := _edges(stats):

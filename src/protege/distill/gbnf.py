@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from protege.agents.models.decoding import MAX_DIGITS, Node, compile_schema
+from protege.agents.models.schema_nodes import MAX_DIGITS, Node, compile_schema
 
 _CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 _SHARED = {

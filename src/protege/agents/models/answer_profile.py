@@ -3,8 +3,9 @@ adapter dir, beside `protege_student.json`) and applied by the answer grammar wh
 
 - `max_answer_tokens`: the longest training answer plus a margin; an answer that reaches it stops and is
   reported as `stop_reason="max_tokens"` — never closed into valid JSON.
-- `bounds`, per path of the answer ("items", "items[]", "address.city"): `max_items` and `max_length` (the
-  largest seen, with a margin; reaching one reports `stop_reason="bound"`), `unique_items` (every trace's list
+- `bounds`, per path of the answer ("items", "items[]", "address.city"): `max_items`, `max_length` and
+  `max_digits` (of a number's integer part; the largest seen, with a margin; reaching one reports
+  `stop_reason="bound"`), `unique_items` (every trace's list
   was unique: a repeated item is refused), `copy` (every value was a substring of the call's input: only
   substrings of this call's input may be written) and `copy_edges` (the classes of character seen just before
   and after those values — a break, a word character, a joiner — so a copy cannot start or stop mid-word where

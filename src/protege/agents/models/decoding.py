@@ -28,7 +28,6 @@ from typing import Any
 from protege.agents.models.copy_index import SpanIndex, SubstringIndex
 from protege.agents.models.schema_nodes import (
     ANY,
-    MAX_DIGITS,
     Node,
     bound_hits,
     compile_schema,
@@ -158,15 +157,15 @@ class State:
     @property
     def at_soft_bound(self) -> bool:
         """Whether the value being read has reached a bound the schema did not set (learned from the traces, or a
-        runaway guard): a string at its soft maxLength, an integer part of `MAX_DIGITS`, a list at its learned
-        maxItems. An answer that reaches one is flagged; decoding must not step around it."""
+        runaway guard): a string at its soft maxLength, a number at its learned or `MAX_DIGITS` digits, a list at its
+        learned maxItems. An answer that reaches one is flagged; decoding must not step around it."""
         if not self.stack:
             return False
         top = self.stack[-1]
         if top[0] == "str":
             return top[1].soft_len and top[2] >= top[1].max_len
         if top[0] == "num":
-            return top[2] == "int" and len(top[3].lstrip("-")) >= MAX_DIGITS
+            return top[2] == "int" and len(top[3].lstrip("-")) >= top[1].max_digits
         if top[0] == "arr":
             node = top[1]
             return node.soft_items and node.max_items is not None and top[2] >= node.max_items
@@ -335,7 +334,7 @@ def _number_step(node: Node, phase: str, text: str, c: str) -> str | None:
     if phase == "minus":
         return ("zero" if c == "0" else "int") if digit else None
     if phase in ("zero", "int"):
-        if digit and phase == "int" and len(text.lstrip("-")) < MAX_DIGITS:
+        if digit and phase == "int" and len(text.lstrip("-")) < node.max_digits:
             return "int"
         if node.integer:
             return None

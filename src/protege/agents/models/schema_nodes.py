@@ -54,6 +54,7 @@ class Node:
     max_items: int | None = None
     soft_items: bool = False  # max_items was learned from the traces, not set by the schema
     unique: bool = False  # an item equal to an earlier one is refused
+    max_digits: int = MAX_DIGITS  # of a number's integer part: learned from the traces, or the runaway guard
     # a string that may only be a substring of the call's input: True as learned, the call's index once bound
     copy: bool | SubstringIndex | SpanIndex = False
     # where a copied value may start and end: the edge classes allowed just before it and just after it, and
@@ -236,6 +237,10 @@ def with_bounds(node: Node, bounds: dict[str, dict[str, Any]], path: str = "") -
         if here.get("copy"):
             node = replace(node, copy=True, copy_edges=_copy_edges(here), min_len=max(node.min_len, 1))
         return node
+    if node.kind == "number":
+        learned = here.get("max_digits")
+        if learned is not None and learned < node.max_digits:
+            node = replace(node, max_digits=learned)
     return node
 
 
@@ -270,8 +275,9 @@ def bound_hits(node: Node, value: Any, path: str = "") -> list[str]:
         return hits
     if node.kind == "string" and isinstance(value, str) and node.soft_len and len(value) >= node.max_len:
         return [f"{name}: a string of {len(value)} characters, the longest allowed"]
-    if node.kind == "number" and isinstance(value, int | float) and len(str(abs(int(value)))) >= MAX_DIGITS:
-        return [f"{name}: a number of {MAX_DIGITS} digits, the most allowed"]
+    if node.kind == "number" and isinstance(value, int | float) and len(str(abs(int(value)))) >= node.max_digits:
+        learned = " the training traces allow" if node.max_digits < MAX_DIGITS else " allowed"
+        return [f"{name}: a number of {node.max_digits} digits, the most{learned}"]
     return []
 
 
