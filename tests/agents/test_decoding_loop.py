@@ -243,6 +243,9 @@ def test_a_cornered_choice_gives_way_to_the_likelier_pair(tiny_base, monkeypatch
     response = model.generate(ask)
     assert response.text == '{"day":"01"}' and response.raw["reconsidered"] == 1
     assert response.field_confidences["day"] < 0.2  # the runner-up's own probability: the gate still sees doubt
+    longer = ask.model_copy(update={"messages": [Message(role="user", content="a longer note: day 01 or 10?")]})
+    together = model.generate_batch([ask, longer])  # rows of different lengths: the batch masks what they forget
+    assert [r.text for r in together] == ['{"day":"01"}'] * 2 and together[0].text == response.text
     monkeypatch.setattr(engine, "lookahead", False)
     plain = model.generate(ask)
     assert plain.text == '{"day":"10"}' and plain.raw["reconsidered"] == 0
