@@ -17,24 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, machine_info
-from bench.recipe import order_rows
-from protege.agents.models.local import LocalModel
-
-
-class Counting(LocalModel):
-    """A LocalModel that keeps each answer's text and how many choices the look-ahead replaced in it."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.texts: list[str] = []
-        self.reconsidered: list[int] = []
-
-    def generate_batch(self, requests: list[Any], **options: Any) -> list[Any]:
-        responses = super().generate_batch(requests, **options)
-        for response in responses:
-            self.texts.append(response.text)
-            self.reconsidered.append(response.raw.get("reconsidered", 0))
-        return responses
+from bench.recipe import Recording, order_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,17 +27,18 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = order_rows("heldout", args.eval)
     runs: dict[str, Any] = {}
-    answers: dict[str, list[str]] = {}
+    answers: dict[str, list[str | None]] = {}
     for label, on in (("without", False), ("with", True)):
-        model = Counting(Path(args.student))
+        model = Recording(Path(args.student))
         model.engine.lookahead = on
         report = evaluate_student(model, rows, output_model=Order)
+        reconsidered = [answer["reconsidered"] for answer in model.answers]
         runs[label] = {
             **report.model_dump(mode="json", exclude={"mismatches"}),
-            "answers_reconsidered": sum(1 for n in model.reconsidered if n),
-            "choices_reconsidered": sum(model.reconsidered),
+            "answers_reconsidered": sum(1 for n in reconsidered if n),
+            "choices_reconsidered": sum(reconsidered),
         }
-        answers[label] = model.texts
+        answers[label] = [answer["text"] for answer in model.answers]
         print(f"[lookahead] {label}: exact match {report.exact_match:.4f}", file=sys.stderr, flush=True)
     changed = [
         {"input": row["input"], "expected": row["output"], "without": a, "with": b}

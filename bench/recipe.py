@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Recording(LocalModel):
-    """A LocalModel that keeps each answer's least-sure token probability (an alternative confidence)."""
+    """A LocalModel that keeps each answer's least-sure token probability (an alternative confidence), its text
+    and how many choices the decoder's look-ahead replaced in it."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -84,7 +85,14 @@ class Recording(LocalModel):
         responses = super().generate_batch(requests, **options)  # evaluate_student and generate both come here
         self.min_probs += [None if isinstance(r, Exception) else r.raw.get("min_prob") for r in responses]
         for request, r in zip(requests, responses, strict=True):  # batches come sorted by length, so key by input
-            self.answers.append({"input": request.task_input, "text": None if isinstance(r, Exception) else r.text})
+            failed = isinstance(r, Exception)
+            self.answers.append(
+                {
+                    "input": request.task_input,
+                    "text": None if failed else r.text,
+                    "reconsidered": 0 if failed else r.raw.get("reconsidered", 0),
+                }
+            )
         return responses
 
 
