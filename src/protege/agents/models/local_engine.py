@@ -332,15 +332,11 @@ class Engine:
         passes. The context keeps only what was taken. Without a draft, the head of the text the grammar forces
         next (a key) is fed in the same pass as `token`: its logits would go unused. Where `token` was the model's
         free `choice` and cornered it, the runner-up may replace it (`_reconsider`)."""
-        if answer.state.forced() or answer.state.at_soft_bound:
-            # the grammar writes what follows (and a head may ride); or a learned bound was reached, which flags
-            # the answer: a look-ahead that stepped around it would serve a runaway answer as a sure one
-            choice = None
         draft = self._grammatical(lookup.draft(answer.out), answer.state) if lookup is not None else []
         if lookup is None or not draft:
             forced, head = self._head_ahead(answer, budget)
             logits = yield Feed([token, *head])
-            if choice is not None:
+            if choice is not None and not head:  # with a head, these logits follow the forced text, not `token`
                 reconsidered = yield from self._reconsider(answer, choice, logits, fed=1)
                 logits = logits if reconsidered is None else reconsidered
             self._take_head(answer, head)
@@ -369,10 +365,12 @@ class Engine:
         and was at least `CORNERED` likely, the runner-up of `choice` is run too, and the one whose pair (itself
         and the best token the grammar allows after it) is more likely stays in the answer and the context.
 
-        Returns the logits after the kept token, or None, having run and changed nothing (the usual case)."""
+        Returns the logits after the kept token, or None, having run and changed nothing (the usual case).
+        Never where the grammar writes what follows, or where a learned bound was just reached: that flags the
+        answer, and stepping around it would serve a runaway answer as a sure one."""
         follow = self._cornered(logits, answer.state) if self.lookahead else None
-        if follow is None:
-            return None
+        if follow is None or answer.state.forced() or answer.state.at_soft_bound:
+            return None  # the cheap test first: it is made after every free choice
         kept = choice.prob * follow
         runner_up = self._runner_up(choice)
         prob = 0.0 if runner_up is None else self._prob(choice.logits, runner_up)

@@ -276,8 +276,8 @@ def bound_hits(node: Node, value: Any, path: str = "") -> list[str]:
     if node.kind == "string" and isinstance(value, str) and node.soft_len and len(value) >= node.max_len:
         return [f"{name}: a string of {len(value)} characters, the longest allowed"]
     if node.kind == "number" and isinstance(value, int | float) and len(str(abs(int(value)))) >= node.max_digits:
-        learned = " the training traces allow" if node.max_digits < MAX_DIGITS else " allowed"
-        return [f"{name}: a number of {node.max_digits} digits, the most{learned}"]
+        limit = "the training traces allow" if node.max_digits < MAX_DIGITS else "allowed"
+        return [f"{name}: a number of {node.max_digits} digits, the most {limit}"]
     return []
 
 
