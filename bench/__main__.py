@@ -2,7 +2,8 @@
 benchmarks, write BENCHMARKS.md.
 
 Each benchmark's result goes to bench/results/<name>.json; the report is then rendered from every result file
-there, so `--only overhead` refreshes one section and keeps the others (each says when and how it was run).
+there, so `--only overhead` refreshes one section and keeps the others (each says when and how it was run), and
+`--workloads X` refreshes X's figures in a section and keeps the other workloads' (bench/carry.py).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import traceback
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from bench.carry import carry_workloads
 from bench.common import BENCHMARKS, RESULTS, Context, NotRun, machine_info
 
 
@@ -30,8 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
     RESULTS.mkdir(parents=True, exist_ok=True)
     for name in names:
+        path = RESULTS / f"{name}.json"
         record = run_one(name, ctx, command)
-        (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
+        if ctx.workloads:  # a run of some workloads keeps the others' figures from the run before
+            record = carry_workloads(record, _read(path))
+        path.write_text(json.dumps(record, indent=1, default=str))
         ctx.log(f"[bench] {name}: {record['status']}" + (f" ({record['reason']})" if record.get("reason") else ""))
     from bench.report import write_report
 
@@ -67,6 +72,13 @@ def run_one(name: str, ctx: Context, command: str) -> dict[str, Any]:
         )
     record["wall_s"] = time.perf_counter() - clock
     return record
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return cast(dict[str, Any], json.loads(path.read_text()))
+    except (OSError, ValueError):  # no earlier run, or a damaged file: nothing to carry
+        return None
 
 
 def _names(text: str | None) -> tuple[str, ...]:

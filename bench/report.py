@@ -48,7 +48,8 @@ def render(records: list[dict[str, Any]], plot: Path | None) -> str:
         "baseline measured in the same run; latencies are medians (p50) unless marked p99, because these "
         "machines are shared and noisy. Reproduce with `make bench` (quick mode, `python -m bench --quick`: "
         "small sizes, a few minutes) or `make bench-full` (`python -m bench`); `python -m bench --only NAME` "
-        "re-runs one section, `--workloads NAME` picks the quality workloads, `--reuse` measures the students "
+        "re-runs one section, `--workloads NAME` re-measures only those quality workloads (a section keeps "
+        "the others' figures, with a note naming their run), `--reuse` measures the students "
         'of the newest earlier run again, `--data FILE` adds a JSONL workload of `{"input", "output"}` '
         "pairs. Single training recipes on the order workload: `python -m bench.recipe` "
         "(results in bench/results/recipes/).",
