@@ -74,6 +74,26 @@ def test_a_batch_and_concurrent_calls_answer_as_single_calls(exported, tmp_path)
     assert [r.text for r in model.generate_batch(reqs)] == alone
 
 
+def test_an_exported_folder_decodes_under_the_students_answer_profile(tmp_path, tiny_base, tmp_path_factory):
+    """The bounds learned from the traces, exported beside the GGUF, bind the llama.cpp engine as they bind torch."""
+    import shutil
+
+    from protege.agents.models.answer_profile import AnswerProfile
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_adapter(tiny_base, tmp_path_factory), adapter)
+    AnswerProfile(traces=12, max_answer_tokens=4).save(adapter)  # a bound every answer here reaches
+    app, student_id = make_app(tmp_path, tiny_base, adapter)
+    try:
+        llama_model = LocalModel(app.export_student(student_id, tmp_path / "g"), engine="llama.cpp")
+        torch_model = LocalModel(tiny_base, adapter=adapter)
+        for req in requests(app)[:2]:
+            ours, theirs = llama_model.generate(req), torch_model.generate(req)
+            assert ours.stop_reason == theirs.stop_reason == "max_tokens" and ours.text == theirs.text
+    finally:
+        app.close()
+
+
 def test_a_bad_path_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="needs a GGUF file"):
         LocalModel(tmp_path, engine="llama.cpp")

@@ -131,3 +131,26 @@ def test_the_cli_exports_and_refuses_an_existing_folder(served, tmp_path):
     assert "exported student" in done.output and (tmp_path / "cli-hf" / "model.safetensors").is_file()
     again = CliRunner().invoke(cli_app, [*base, "students", "export", student_id, "--out", str(tmp_path / "cli-hf")])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_the_students_answer_profile_travels_with_its_export(tmp_path, tiny_base, tmp_path_factory):
+    """An export holds the bounds learned from the student's traces, so the folder decodes as the student does."""
+    import shutil
+
+    from protege.agents.models.answer_profile import PROFILE_FILE, AnswerProfile, read_profile
+    from protege.agents.models.local import LocalModel
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained_adapter(tiny_base, tmp_path_factory), adapter)
+    AnswerProfile(traces=12, max_answer_tokens=4).save(adapter)  # a bound every answer here reaches
+    app, student_id = make_app(tmp_path, tiny_base, adapter)
+    try:
+        hf = app.export_student(student_id, tmp_path / "hf", format="hf")
+        gguf = app.export_student(student_id, tmp_path / "gguf")
+        assert read_profile(hf) == read_profile(gguf) == read_profile(adapter)
+        assert PROFILE_FILE in json.loads((gguf / "protege_serving.json").read_text())["files"]
+        request = requests(app)[0]
+        merged, student = LocalModel(hf).generate(request), LocalModel(tiny_base, adapter=adapter).generate(request)
+        assert merged.stop_reason == student.stop_reason == "max_tokens" and merged.text == student.text
+    finally:
+        app.close()

@@ -5,10 +5,11 @@
                     template (loads in transformers, vLLM, TGI, and llama.cpp's own converter)
     --format gguf   student-<quant>.gguf (llama.cpp, Ollama, LM Studio), an Ollama `Modelfile`, and the tokenizer
                     files (protege's llama.cpp engine renders prompts with them)
-and, in both, `protege_serving.json`: what a server-side caller needs to reproduce a call exactly — the messages
-and the rendered prompt template (with the task's instructions), the output JSON schema, its GBNF grammar, the
-stop strings, and an OpenAI-style request body. The student's files are checked against the hash recorded when
-it was trained, so an altered adapter is never exported as that student.
+and, in both, the student's answer profile (`protege_answers.json`: the bounds and copy rules learned from its
+traces, so `LocalModel(folder)` decodes as the student does) and `protege_serving.json`: what a server-side caller
+needs to reproduce a call exactly — the messages and the rendered prompt template (with the task's instructions),
+the output JSON schema, its GBNF grammar, the stop strings, and an OpenAI-style request body. The student's files
+are checked against the hash recorded when it was trained, so an altered adapter is never exported as that student.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from protege.agents.models.answer_profile import PROFILE_FILE
 from protege.distill.export import atomic_dir
 from protege.errors import UserError
 
@@ -95,6 +97,9 @@ def _write(stage: Path, row: Any, task: Any, adapter: Path, base: Path, fmt: str
         (stage / MODELFILE).write_text(
             modelfile(gguf_file.name, prompt, task.instructions, _stops(tokenizer)), encoding="utf-8"
         )
+    if (adapter / PROFILE_FILE).is_file():  # the learned bounds and copy rules: the folder decodes as the student
+        shutil.copy2(adapter / PROFILE_FILE, stage / PROFILE_FILE)
+        files = sorted({*files, PROFILE_FILE})
     manifest = serving_manifest(row, task, tokenizer, fmt=fmt, quant=quant, files=files)
     (stage / SERVING_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from protege.agents.models.answer_profile import AnswerProfile
+from protege.agents.models.answer_profile import AnswerProfile, read_profile
 from protege.agents.models.local import _ENGINES, _ENGINES_LOCK, LocalModel
 from protege.agents.models.local_batch import PrefixCache, common_length, decode
 from protege.agents.models.local_engine import (
@@ -60,7 +60,9 @@ class LlamaCppModel(LocalModel):
         self.device, self.dtype = "cpu", "gguf"
         self.threads, self.context = threads, context
         self.prompt_lookup, self.batch_size = prompt_lookup, batch_size
-        self.copy_constraint, self.profile = copy_constraint, profile  # the student's, from its adapter dir
+        # the student's bounds and copy rules: given, or the profile an export writes beside the GGUF
+        self.copy_constraint = copy_constraint
+        self.profile = profile if profile is not None else read_profile(self.gguf.parent)
 
     @property
     def engine(self):
