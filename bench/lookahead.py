@@ -22,10 +22,13 @@ from bench.recipe import Recording, order_rows
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from protege.agents.models.chat_format import trained_prompt, with_student_prompt
     from protege.demo.workload import Order
     from protege.distill.evaluate import evaluate_student
+    from protege.distill.train import read_metadata
 
-    rows = order_rows("heldout", args.eval)
+    config = (read_metadata(args.student) or {}).get("config")
+    rows = with_student_prompt(order_rows("heldout", args.eval), trained_prompt(config))  # as it was trained
     runs: dict[str, Any] = {}
     answers: dict[str, list[str | None]] = {}
     for label, on in (("without", False), ("with", True)):

@@ -1,5 +1,5 @@
-"""`python -m bench.recipe NAME [--train N] [--eval M] [--base NAME] [--config JSON] [--system full|summary]`: one
-training recipe on the bundled order workload, measured — how docs/student.md's runs are made.
+"""`python -m bench.recipe NAME [--train N] [--eval M] [--base NAME] [--config JSON]`: one training recipe on the
+bundled order workload, measured — how docs/student.md's runs are made.
 
 Trains `train_student` on the first N rows of the workload's pool (the reference answers as the teacher's, so exact
 match = retention; or of `--rows FILE`, a built dataset's train.jsonl) with `TrainConfig(**config)`, then answers
@@ -25,10 +25,8 @@ from protege.agents.models.local import LocalModel  # torch loads on first answe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.rows and args.system != "full":
-        parser.error("--system applies to the bundled rows; a --rows file keeps the system turn it was built with")
+    args = _parser().parse_args(argv)
+    from protege.agents.models.chat_format import with_student_prompt
     from protege.demo.workload import Order
     from protege.distill.answer_kinds import learn_for_student
     from protege.distill.base_models import resolve_base
@@ -39,11 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
     base = resolve_base(args.base, ctx.cache_dir)
-    if args.rows:
-        train_rows = read_jsonl(Path(args.rows))[: args.train]
-    else:
-        train_rows = order_rows("pool", args.train, args.system)
-    eval_rows = order_rows("heldout", args.eval, args.system)
+    train_rows = read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
+    eval_rows = with_student_prompt(order_rows("heldout", args.eval), config.prompt)  # as train_student trains
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
     trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
@@ -116,18 +111,14 @@ def _gates(report: Any, min_probs: list[float | None]) -> dict[str, Any]:
     return out
 
 
-def order_rows(split: str, n: int, system: str = "full") -> list[dict[str, Any]]:
-    """The first n rows of a split of the bundled workload, as `build_dataset` writes them (reference = teacher).
-    `system="summary"` puts only the instructions' first paragraph in the system turn (does a fine-tuned student
-    need the rest?)."""
+def order_rows(split: str, n: int) -> list[dict[str, Any]]:
+    """The first n rows of a split of the bundled workload, as `build_dataset` writes them (reference = teacher)."""
     import inspect
 
     from protege.agents.models.chat_format import render_answer, student_messages, to_chat_dicts
     from protege.demo.workload import extract_order, load_examples
 
     instructions = inspect.getdoc(extract_order) or ""  # what TaskSpec makes of the docstring
-    if system == "summary":
-        instructions = instructions.split("\n\n")[0]
     rows = []
     for ex in load_examples(split)[:n]:
         chat = to_chat_dicts(student_messages(instructions, ex["input"]))
@@ -158,12 +149,6 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval", type=int, default=100, help="held-out rows answered (default 100)")
     ap.add_argument("--base", default="smollm2-135m", help="the student's base model (default smollm2-135m)")
     ap.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"epochs\": 3}'")
-    ap.add_argument(
-        "--system",
-        choices=("full", "summary"),
-        default="full",
-        help="the system turn: the task's whole instructions (default) or only their first paragraph",
-    )
     ap.add_argument(
         "--rows", help="train on the first N rows of this JSONL file instead (a built dataset's train.jsonl)"
     )

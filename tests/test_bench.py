@@ -252,14 +252,3 @@ def test_the_lookahead_comparison_answers_twice_with_the_same_weights(tiny_base,
     assert all(change["with"] != change["without"] for change in record["changed"])
     if record["runs"]["with"]["choices_reconsidered"] == 0:  # only a replaced choice can change an answer
         assert record["changed"] == []
-
-
-def test_recipe_rows_can_carry_only_the_instructions_summary():
-    from bench.recipe import main, order_rows
-
-    full, summary = order_rows("pool", 2), order_rows("pool", 2, system="summary")
-    assert [r["output"] for r in full] == [r["output"] for r in summary]
-    long, short = full[0]["messages"][0]["content"], summary[0]["messages"][0]["content"]
-    assert long.startswith(short) and "\n" not in short.strip() and len(short) < len(long) / 5
-    with pytest.raises(SystemExit):  # a built file's rows keep their own system turn
-        main(["x", "--rows", "train.jsonl", "--system", "summary"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.carry import carry_workloads  # noqa: E402
+from bench.carry import carry_workloads
 
 A, B, B_INSIDE = "debian-changelogs (generated)", "orders (bundled)", "changelogs (generated)"
 

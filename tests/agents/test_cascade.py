@@ -268,3 +268,23 @@ def test_tier_graph_stops_a_route_longer_than_the_tiers():
     graph = TierGraph(entry=lambda s: "teacher", node=_record_tier, after=lambda s: "teacher")
     with pytest.raises(RuntimeError, match="'teacher' after 4 tier"):
         asyncio.run(graph.ainvoke({"attempts": []}))
+
+
+def route(ticket: Ticket) -> Triage:
+    """Route a support ticket to a queue.
+
+    Refunds and invoices go to billing; an outage is priority 1."""
+
+
+def test_a_student_is_asked_in_the_prompt_style_it_was_trained_with(store):
+    """A student trained on the instructions' summary gets the summary; one trained on all of them, all of them."""
+    spec = TaskSpec(route, policy=Policy(shadow_rate=0))
+    task = TaskRuntime(spec=spec, version=1, tools=ToolBox([]))
+    for prompt, system in (("summary", "Route a support ticket to a queue."), ("instructions", spec.instructions)):
+        student = Scripted("s", GOOD)
+        tiers = Tiers(Scripted("t", GOOD), student=student)
+        tiers.student = lambda task, forced, s=student, p=prompt: StudentPick(s, "stu-1", prompt=p)
+        res = call(Cascade(store, tiers), task)
+        assert res.tier == "student"
+        assert store.trace(res.trace_ids[0]).messages[0] == {"role": "system", "content": system}
+    assert "\n\n" in spec.instructions  # the two styles differ here

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -148,8 +149,18 @@ def test_a_student_trained_by_the_launch_script_is_adopted(app, tmp_path):
     assert copied == {p.name for p in (out / "adapter").iterdir()} | {"protege_answers.json"}
     assert report.metrics["train"]["steps"] == 2 and report.metrics["train"]["trained_elsewhere"] == str(out)
     assert row.params["batch_size"] == 4 and report.metrics["n"] >= 1
+    assert row.params["prompt"] == "summary"  # the default style, served as it was trained
     result = app.run("triage", {"ticket": {"subject": "refund again"}}, tier="student", escalate=False)
     assert result.model == f"local:{report.student_id}"
+
+    from protege.distill.pipeline import adopt_student
+
+    older = tmp_path / "older"  # a student launched before the prompt styles: it saw the whole instructions
+    shutil.copytree(out / "adapter", older)
+    meta = json.loads((older / "protege_student.json").read_text())
+    del meta["config"]["prompt"]
+    (older / "protege_student.json").write_text(json.dumps(meta))
+    assert adopt_student(older, app.base_dir(app.settings.student_base), tmp_path / "f")[1].prompt == "instructions"
 
 
 def test_an_adapter_that_is_no_student_or_on_another_base_is_refused(app, tmp_path):

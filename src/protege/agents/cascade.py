@@ -72,6 +72,7 @@ class StudentPick(NamedTuple):
     id: str
     min_confidence: float | None = None
     field_accuracy: dict[str, float] | None = None  # exact match per output field on its eval split
+    prompt: str = "instructions"  # the system-turn style it was trained with (chat_format.student_system)
 
 
 class TierSource(Protocol):
@@ -289,7 +290,7 @@ class Cascade:
             if pick is None:
                 raise UserError(f"task {spec.name!r} has no student; run app.distill({spec.name!r}) first")
             floor = spec.policy.min_confidence if spec.policy.min_confidence is not None else pick.min_confidence
-            messages = student_messages(spec.instructions, data, task.tools.specs or None)
+            messages = student_messages(spec.instructions, data, task.tools.specs or None, pick.prompt)
             return pick.model, messages, {"student_id": pick.id}, floor
         if tier == "replay":
             skill = state.get("skill") or self.source.skill(task, forced=forced)

@@ -87,6 +87,7 @@ def distill(
     several GPUs) is evaluated and recorded instead of training one. It is evaluated on this build's eval split;
     the split is by input hash, so a build with the same `eval_fraction` and `seed` never holds out an input the
     adapter trained on."""
+    from protege.agents.models.chat_format import with_student_prompt
     from protege.distill.answer_kinds import learn_for_student
     from protege.distill.dataset import build_dataset
     from protege.distill.train import CHECKPOINT_DIR, TrainConfig, train_student
@@ -135,6 +136,7 @@ def distill(
     profile = learn_for_student(
         train_rows, spec.output_schema, Path(result.adapter_path), copy_constraint=spec.policy.copy_constraint
     )  # read by LocalModel from here on
+    eval_rows = with_student_prompt(eval_rows, config.prompt)  # asked as the student will be served
     metrics = _evaluate(spec, base, result.adapter_path, student_id, eval_rows, report)
     metrics["field_kinds"] = profile.kinds()
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
@@ -204,7 +206,8 @@ def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any
     target = folder / ADAPTER_DIR
     shutil.copytree(trained, target)
     result = TrainResult(**{**meta["metrics"], "adapter_path": target})
-    return result, TrainConfig(**meta["config"])
+    # a student trained before the prompt styles existed saw the whole instructions
+    return result, TrainConfig(**{"prompt": "instructions", **meta["config"]})
 
 
 def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, str]:

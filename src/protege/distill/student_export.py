@@ -85,6 +85,9 @@ def _verified_files(row: Any) -> Path:
 
 
 def _write(stage: Path, row: Any, task: Any, adapter: Path, base: Path, fmt: str, quant: str) -> None:
+    from protege.agents.models.chat_format import student_system, trained_prompt
+
+    instructions = student_system(task.instructions.strip(), trained_prompt(row.params))  # as it was trained
     checkpoint = stage if fmt == "hf" else stage / ".merged"
     tokenizer = merge_student(base, adapter, checkpoint, half=quant == "f16")
     files = [p.name for p in sorted(checkpoint.iterdir()) if p.is_file()]
@@ -93,14 +96,14 @@ def _write(stage: Path, row: Any, task: Any, adapter: Path, base: Path, fmt: str
         shutil.rmtree(checkpoint)
         tokenizer.save_pretrained(stage)  # protege's llama.cpp engine renders prompts and forced text with it
         files = [p.name for p in sorted(stage.iterdir()) if p.is_file()] + [MODELFILE]
-        prompt = serving_prompt(tokenizer, task.instructions)
+        prompt = serving_prompt(tokenizer, instructions)
         (stage / MODELFILE).write_text(
-            modelfile(gguf_file.name, prompt, task.instructions, _stops(tokenizer)), encoding="utf-8"
+            modelfile(gguf_file.name, prompt, instructions, _stops(tokenizer)), encoding="utf-8"
         )
     if (adapter / PROFILE_FILE).is_file():  # the learned bounds and copy rules: the folder decodes as the student
         shutil.copy2(adapter / PROFILE_FILE, stage / PROFILE_FILE)
         files = sorted({*files, PROFILE_FILE})
-    manifest = serving_manifest(row, task, tokenizer, fmt=fmt, quant=quant, files=files)
+    manifest = serving_manifest(row, task, tokenizer, instructions, fmt=fmt, quant=quant, files=files)
     (stage / SERVING_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -147,12 +150,14 @@ def serving_prompt(tokenizer: Any, instructions: str) -> str:
     return text.replace(_USER_MARK, INPUT_SLOT)
 
 
-def serving_manifest(row: Any, task: Any, tokenizer: Any, *, fmt: str, quant: str, files: list[str]) -> dict[str, Any]:
-    """What a caller needs to reproduce a student call on another server."""
+def serving_manifest(
+    row: Any, task: Any, tokenizer: Any, instructions: str, *, fmt: str, quant: str, files: list[str]
+) -> dict[str, Any]:
+    """What a caller needs to reproduce a student call on another server (`instructions`: its system turn)."""
     from protege.agents.models.chat_format import student_messages, to_chat_dicts
     from protege.distill.gbnf import schema_to_gbnf
 
-    messages = to_chat_dicts(student_messages(task.instructions, {}))
+    messages = to_chat_dicts(student_messages(instructions, {}))
     messages[-1]["content"] = INPUT_SLOT
     schema = task.output_schema or {}
     return {
@@ -164,7 +169,7 @@ def serving_manifest(row: Any, task: Any, tokenizer: Any, *, fmt: str, quant: st
         "quant": quant,
         "files": files,
         "messages": messages,
-        "prompt_template": serving_prompt(tokenizer, task.instructions),
+        "prompt_template": serving_prompt(tokenizer, instructions),
         "prompt_notes": f"replace the last {INPUT_SLOT} with the call's input as compact JSON (separators ',' "
         f"and ':', no spaces, unicode kept); the answer is compact JSON of output_schema",
         "output_schema": schema,

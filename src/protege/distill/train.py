@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from protege.agents.models.chat_format import with_student_prompt
 from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
 from protege.distill.sft_rows import (  # noqa: F401 - tokenize_row: re-exported, its old home
     TokenizedExample,
@@ -60,6 +61,11 @@ class TrainConfig(BaseModel):
     method: Literal["lora", "full"] = Field(
         default="full",
         description="update every weight (the default: measured best for a base this small) or train LoRA adapters",
+    )
+    prompt: Literal["instructions", "summary"] = Field(
+        default="summary",
+        description="the system turn the student is trained and served with: the instructions' first paragraph "
+        "(the default: as good on the order workload and faster to train, docs/student.md run S) or all of them",
     )
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
@@ -156,13 +162,16 @@ def train_student(
     An interrupted run resumes from the newest checkpoint in `out_dir`/checkpoints. The saved dir holds the
     adapter (or full weights), the tokenizer and `protege_student.json` (base, config, metrics). With
     `config.early_stopping_patience`, `early_stopping_rows` of `train_rows` are held out and answered after every
-    epoch (under `output_schema`'s grammar, when given) to keep the best epoch (`early_stop.py`).
+    epoch (under `output_schema`'s grammar, when given) to keep the best epoch (`early_stop.py`). The rows' system
+    turn is trained in the style `config.prompt` (`chat_format.student_system`), the one the student is served with.
     """
     config = config or TrainConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     check_rows(train_rows, "train_rows")
     if eval_rows:
         check_rows(eval_rows, "eval_rows")
+    train_rows = with_student_prompt(list(train_rows), config.prompt)
+    eval_rows = with_student_prompt(list(eval_rows), config.prompt) if eval_rows else None
     select_rows: list[dict[str, Any]] = []
     if config.early_stopping_patience:
         train_rows, select_rows = _hold_out_selection(train_rows, config)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from protege.agents.budget import ALL_TASKS, BudgetedModel
 from protege.agents.cascade import StudentPick, TaskEntry, TaskRuntime
 from protege.agents.models.base import Model, resolve_model
+from protege.agents.models.chat_format import trained_prompt
 from protege.distill.gate import stored_gate
 from protege.errors import UserError
 from protege.store.read_cache import ReadCache
@@ -137,6 +138,7 @@ class AppTiers:
             row.id,
             gate.min_confidence if gate else None,
             (row.metrics or {}).get("field_accuracy"),
+            trained_prompt(row.params),
         )
 
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None:

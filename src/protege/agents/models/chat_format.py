@@ -3,6 +3,10 @@
 A student sees the task's instructions as the system turn and the input as compact JSON; it answers with
 compact JSON, or calls a tool with `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`. Keeping these
 functions in one place is what keeps training data and serving in step.
+
+A student's system turn comes in one of two styles (`TrainConfig.prompt`, recorded with the student): the whole
+instructions, or only their first paragraph (`student_system`) — once fine-tuned, the examples carry the rules,
+and a shorter prompt trains faster (docs/student.md, run S).
 """
 
 from __future__ import annotations
@@ -12,8 +16,12 @@ import re
 from typing import Any
 
 from protege.agents.models.base import Message, ToolCall, ToolSpec
+from protege.errors import UserError
 
 TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
+TOOLS_HEADER = 'Tools (call one with <tool_call>{"name": ..., "arguments": {...}}</tool_call>):'
+STUDENT_PROMPTS = ("instructions", "summary")
+"""A student's system-turn styles: the task's whole instructions, or their first paragraph."""
 
 
 def compact_json(obj: Any) -> str:
@@ -22,13 +30,51 @@ def compact_json(obj: Any) -> str:
 
 
 def student_messages(
-    instructions: str, task_input: dict[str, Any], tools: list[ToolSpec] | None = None
+    instructions: str,
+    task_input: dict[str, Any],
+    tools: list[ToolSpec] | None = None,
+    prompt: str = "instructions",
 ) -> list[Message]:
-    """The student's prompt: instructions (+ tool list) as system, the input as compact JSON."""
+    """The student's prompt: instructions (+ tool list) as system, in the style `prompt`; the input as compact
+    JSON."""
     system = instructions.strip()
     if tools:
         system += "\n\n" + render_tools(tools)
+    system = student_system(system, prompt)
     return [Message(role="system", content=system), Message(role="user", content=compact_json(task_input))]
+
+
+def student_system(system: str, prompt: str = "instructions") -> str:
+    """A student's system turn in the style `prompt`: "instructions" keeps it whole; "summary" keeps the
+    instructions' first paragraph and, for a task with tools, the tool list (the student needs it to call one)."""
+    if prompt not in STUDENT_PROMPTS:
+        raise UserError(f"student prompt {prompt!r} is not one of {', '.join(STUDENT_PROMPTS)}")
+    if prompt == "instructions":
+        return system
+    instructions, marker, tools = system.partition("\n\n" + TOOLS_HEADER)
+    return instructions.strip().split("\n\n")[0].strip() + marker + tools
+
+
+def trained_prompt(params: dict[str, Any] | None) -> str:
+    """The system-turn style a student was trained with, from its recorded TrainConfig (a student from before the
+    styles saw the whole instructions)."""
+    return str((params or {}).get("prompt", "instructions"))
+
+
+def with_student_prompt(rows: list[dict[str, Any]], prompt: str) -> list[dict[str, Any]]:
+    """Chat rows (`{"messages": [...], ...}`) with their system turn in the style `prompt` (the rows themselves
+    when it is "instructions")."""
+    if prompt == "instructions":
+        return rows
+    return [_restyled(row, prompt) for row in rows]
+
+
+def _restyled(row: dict[str, Any], prompt: str) -> dict[str, Any]:
+    messages = row.get("messages") or []
+    if not messages or messages[0].get("role") != "system":
+        return row
+    system = {**messages[0], "content": student_system(messages[0].get("content") or "", prompt)}
+    return {**row, "messages": [system, *messages[1:]]}
 
 
 def render_answer(output: dict[str, Any]) -> str:
@@ -37,7 +83,7 @@ def render_answer(output: dict[str, Any]) -> str:
 
 
 def render_tools(tools: list[ToolSpec]) -> str:
-    lines = ['Tools (call one with <tool_call>{"name": ..., "arguments": {...}}</tool_call>):']
+    lines = [TOOLS_HEADER]
     lines += [compact_json({"name": t.name, "description": t.description, "parameters": t.parameters}) for t in tools]
     return "\n".join(lines)
 
