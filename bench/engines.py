@@ -14,7 +14,7 @@ import asyncio
 from typing import Any
 
 from bench.common import Context, Headline, NotRun, Result, Table
-from bench.inference import _local_calls, _student, _throughput
+from bench.inference import _local_calls, _student, _throughput, student_spec
 
 TITLE = "Student engines: torch vs llama.cpp"
 TARGETS_S = {"one field": 0.15, "8 fields": 0.5}
@@ -41,7 +41,7 @@ def _measure(ctx: Context, p: Any, n: int) -> dict[str, Any]:
 
     app, w = p.app, p.workload
     row = app.store.student(p.report.student_id)
-    spec = app.handle(w.task_name).spec
+    spec = student_spec(app.handle(w.task_name).spec, row)
     rows = w.heldout[:n]
     folder = ctx.scratch / "engines" / f"{w.name}-{row.id[:12]}"
     if not folder.is_dir():

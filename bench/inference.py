@@ -28,7 +28,7 @@ def run(ctx: Context, n: int | None = None) -> Result:
     app, w = p.app, p.workload
     row = app.store.student(p.report.student_id)
     base_dir = app.base_dir(row.base)
-    spec = app.handle(w.task_name).spec
+    spec = student_spec(app.handle(w.task_name).spec, row)
     n = n or ctx.pick(20, 100)
     rows = w.heldout[:n]
     model = LocalModel(base_dir, adapter=row.adapter_path, name=f"local:{row.id}")
@@ -171,6 +171,19 @@ async def _throughput(model: Any, spec: Any, rows: list[dict[str, Any]], sequent
         "generate_batch": {"answers_per_s": len(rows) / batch_s, "same": same(batched)},
         "8 concurrent callers": {"answers_per_s": len(rows) / concurrent_s, "same": same(concurrent)},
     }
+
+
+def student_spec(spec: Any, student: Any) -> Any:
+    """The task's spec as `student` is asked: its instructions in the prompt style it was trained with (what the
+    cascade does for it), so a benchmark's direct calls see the student's own prompt."""
+    from types import SimpleNamespace
+
+    from protege.agents.models.chat_format import student_system, trained_prompt
+
+    instructions = student_system(spec.instructions.strip(), trained_prompt(student.params))
+    return SimpleNamespace(
+        name=spec.name, instructions=instructions, output_schema=spec.output_schema, output_model=spec.output_model
+    )
 
 
 def _request(spec: Any, row: dict[str, Any]) -> Any:
