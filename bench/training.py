@@ -90,11 +90,20 @@ def run(ctx: Context, steps: int | None = None, rounds: int | None = None) -> Re
             )
         )
     result.notes.append(
-        f"Default config: {default_cfg.model_dump(exclude={'save_steps', 'save_total_limit', 'logging_steps'})}. "
+        f"Default config: {_described(default_cfg)}. "
         f"'Projected full run' = {pool_rows} rows (the bundled pool's train split) × epochs (plain 2, default "
         f"{default_cfg.epochs:g}) ÷ the measured rows/s."
     )
     return result
+
+
+def _described(config: Any) -> str:
+    """The recipe's main settings, for people: 'full fine-tuning, prompt summary, 4 epochs, lr 0.0001 (cosine), …'."""
+    method = "full fine-tuning" if config.method == "full" else f"LoRA r={config.lora_r}"
+    return (
+        f"{method}, prompt {config.prompt}, {config.epochs:g} epochs, lr {config.learning_rate:g} "
+        f"({config.lr_scheduler}), batch {config.batch_size}, shared prefix {'on' if config.shared_prefix else 'off'}"
+    )
 
 
 def student_rows(base: Any, n: int) -> tuple[list[dict[str, Any]], int]:
