@@ -2,7 +2,8 @@
 
 - teacher: instructions + output schema (+ related skills as prior art), input as JSON;
 - replay: the same plus the task's approved SKILL.md in a separate system block marked for prompt caching;
-- student: instructions + compact input only (chat_format.student_messages): the skill is in the weights.
+- student: the instructions (by default only their first paragraph: `TrainConfig.prompt`) + compact input
+  (chat_format.student_messages): the skill is in the weights.
 """
 
 from __future__ import annotations
