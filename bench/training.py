@@ -25,9 +25,12 @@ TITLE = "Student training speed"
 TARGET_RATIO = 2.0
 BATCH = 8
 PLAIN = {"lora_r": 16, "lora_alpha": 32, "learning_rate": 3e-4, "epochs": 2, "batch_size": BATCH}
-# each recipe's TrainConfig fields over the default; "instructions": what the default's short prompt saves
-RECIPES: dict[str, dict[str, Any]] = {"plain": {}, "default": {}, "instructions": {"prompt": "instructions"}}
-_INSTRUCTIONS_LABEL = "protege default, the whole instructions as prompt"
+# each recipe's label and TrainConfig fields over the default; "instructions": what the default's short prompt saves
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "plain": ("plain recipe (DESIGN §8)", {}),
+    "default": ("protege default", {}),
+    "instructions": ("protege default, the whole instructions as prompt", {"prompt": "instructions"}),
+}
 
 
 def run(ctx: Context, steps: int | None = None, rounds: int | None = None) -> Result:
@@ -43,11 +46,9 @@ def run(ctx: Context, steps: int | None = None, rounds: int | None = None) -> Re
         for kind in order:
             ctx.log(f"[bench] training: {kind} recipe, {steps} steps (round {r + 1}/{rounds})")
             run_one = plain_run if kind == "plain" else default_run
-            runs[kind].append(run_one(ctx, base, rows, steps, **RECIPES[kind]))
+            runs[kind].append(run_one(ctx, base, rows, steps, **RECIPES[kind][1]))
     rate = {k: median([len(rows) / x["wall_s"] for x in v]) for k, v in runs.items()}
     ratio = rate["default"] / rate["plain"]
-    labels = {"plain": "plain recipe (DESIGN §8)", "default": "protege default", "instructions": _INSTRUCTIONS_LABEL}
-    epochs = {"plain": PLAIN["epochs"], "default": TrainConfig().epochs, "instructions": TrainConfig().epochs}
     default_cfg = TrainConfig()
     result = Result(data={"steps": steps, "rows": len(rows), "tokens": tokens, "runs": runs, "rows_per_s": rate})
     result.headlines.append(
@@ -64,13 +65,13 @@ def run(ctx: Context, steps: int | None = None, rounds: int | None = None) -> Re
     pool_rows = int(900 * 0.8)  # the bundled pool's train split
     table = [
         [
-            labels[kind],
+            label,
             median(x["wall_s"] for x in runs[kind]),
             rate[kind],
             rate[kind] / rate["plain"],
-            pool_rows * epochs[kind] / rate[kind] / 60,
+            pool_rows * (PLAIN["epochs"] if kind == "plain" else default_cfg.epochs) / rate[kind] / 60,
         ]
-        for kind in RECIPES
+        for kind, (label, _) in RECIPES.items()
     ]
     result.tables.append(
         Table(
@@ -174,14 +175,13 @@ def plain_run(ctx: Context, base: Any, rows: list[dict[str, Any]], steps: int, *
 
 
 def plot(ax: Any, record: dict[str, Any]) -> None:
-    data = record["data"]
-    rate, unit = (data["rows_per_s"], "rows") if "rows_per_s" in data else (data["tokens_per_s"], "tokens")
+    rate = record["data"]["rows_per_s"]
     ax.bar(
         ["plain TRL + LoRA\n(DESIGN §8)", "protege default"],
         [rate["plain"], rate["default"]],
         color=["#999999", "#3b75af"],
     )
     ax.axhline(rate["plain"] * TARGET_RATIO, color="red", linestyle="--", linewidth=1, label="target: 2× plain")
-    ax.set_ylabel(f"training {unit} / s")
+    ax.set_ylabel("training examples / s")
     ax.set_title("Student training speed (CPU)")
     ax.legend(fontsize=8)

@@ -54,6 +54,18 @@ def trained_adapter(tiny_base: Path, factory: pytest.TempPathFactory) -> Path:
     return _MEMO["adapter"]
 
 
+def adapter_with_short_bound(tiny_base: Path, factory: pytest.TempPathFactory, folder: Path) -> Path:
+    """A copy of the trained adapter at `folder` whose answer profile stops every answer here after 4 tokens (a
+    bound learned from traces, as `app.distill` writes it beside the weights)."""
+    import shutil
+
+    from protege.agents.models.answer_profile import AnswerProfile
+
+    shutil.copytree(trained_adapter(tiny_base, factory), folder)
+    AnswerProfile(traces=12, max_answer_tokens=4).save(folder)
+    return folder
+
+
 def make_app(tmp_path: Path, tiny_base: Path, adapter: Path, **options) -> tuple[Protege, str]:
     """An app with the `route` task registered and the trained adapter recorded as its promoted student."""
     from protege.distill.pipeline import dir_hash

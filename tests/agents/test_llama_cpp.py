@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 import pytest
-from serving_support import MESSAGES, make_app, trained_adapter
+from serving_support import MESSAGES, adapter_with_short_bound, make_app, trained_adapter
 
 from protege.agents import FunctionModel
 from protege.agents.models.base import ModelRequest
@@ -76,13 +76,7 @@ def test_a_batch_and_concurrent_calls_answer_as_single_calls(exported, tmp_path)
 
 def test_an_exported_folder_decodes_under_the_students_answer_profile(tmp_path, tiny_base, tmp_path_factory):
     """The bounds learned from the traces, exported beside the GGUF, bind the llama.cpp engine as they bind torch."""
-    import shutil
-
-    from protege.agents.models.answer_profile import AnswerProfile
-
-    adapter = tmp_path / "adapter"
-    shutil.copytree(trained_adapter(tiny_base, tmp_path_factory), adapter)
-    AnswerProfile(traces=12, max_answer_tokens=4).save(adapter)  # a bound every answer here reaches
+    adapter = adapter_with_short_bound(tiny_base, tmp_path_factory, tmp_path / "adapter")
     app, student_id = make_app(tmp_path, tiny_base, adapter)
     try:
         llama_model = LocalModel(app.export_student(student_id, tmp_path / "g"), engine="llama.cpp")

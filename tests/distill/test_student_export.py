@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from serving_support import MESSAGES, make_app, trained_adapter
+from serving_support import MESSAGES, adapter_with_short_bound, make_app, trained_adapter
 
 from protege.agents.models.base import ModelRequest
 from protege.agents.models.chat_format import student_messages
@@ -135,14 +135,10 @@ def test_the_cli_exports_and_refuses_an_existing_folder(served, tmp_path):
 
 def test_the_students_answer_profile_travels_with_its_export(tmp_path, tiny_base, tmp_path_factory):
     """An export holds the bounds learned from the student's traces, so the folder decodes as the student does."""
-    import shutil
-
-    from protege.agents.models.answer_profile import PROFILE_FILE, AnswerProfile, read_profile
+    from protege.agents.models.answer_profile import PROFILE_FILE, read_profile
     from protege.agents.models.local import LocalModel
 
-    adapter = tmp_path / "adapter"
-    shutil.copytree(trained_adapter(tiny_base, tmp_path_factory), adapter)
-    AnswerProfile(traces=12, max_answer_tokens=4).save(adapter)  # a bound every answer here reaches
+    adapter = adapter_with_short_bound(tiny_base, tmp_path_factory, tmp_path / "adapter")
     app, student_id = make_app(tmp_path, tiny_base, adapter)
     try:
         hf = app.export_student(student_id, tmp_path / "hf", format="hf")
