@@ -3,6 +3,7 @@ they do not apply, verified on held-out traces, and rendered to Python that agre
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import re
 import sys
@@ -339,3 +340,39 @@ def test_a_constant_prefix_before_the_digits_the_text_holds():
 
     with pytest.raises(ValueError, match="constant prefix"):
         Program("span", ("t",), Pattern(cls="int"), map="int", prefix="#")
+
+
+def _dated_mail(rng: random.Random) -> tuple[dict, dict]:
+    """A mail sent on some day of 2024-2025 asking for delivery by a later day, written as people write dates:
+    without the year where it is this year's or next (`January 8` in a November mail is next January)."""
+    sent = dt.date(2024, 1, 1) + dt.timedelta(days=rng.randint(0, 700))
+    due = sent + dt.timedelta(days=rng.randint(3, 120))
+    written = rng.choice(
+        [
+            f"{due:%B} {due.day}",
+            f"{due.day} {due:%B}",
+            f"{due:%A}, {due:%B} {due.day}",
+            f"{due:%B} {due.day}, {due.year}",
+            due.isoformat(),
+            f"{due:%d.%m.%Y}",
+        ]
+    )
+    body = rng.choice([f"Hi,\nplease deliver 3 desks.\nNeeded by {written}.\nBest, Ana", "Hi,\nany news?\nBo"])
+    mail = {"email": {"date": f"{sent:%a, %d %b %Y} 09:00:00 +0100", "body": body}}
+    return mail, {"deliver_by": due.isoformat() if "Needed" in body else None}
+
+
+def test_a_written_date_is_read_as_iso_with_the_year_the_mails_date_gives():
+    rng = random.Random(7)
+    programs = build("orders", [_dated_mail(rng) for _ in range(150)], ["deliver_by"], promote_at=0.95)
+    fp = programs.served["deliver_by"]
+    assert fp.programs[0].map == "date" and "date" in fp.describe()
+    assert fp.accuracy == 1.0
+    november = {"email": {"date": "Sat, 08 Nov 2025 11:25:00 +0000", "body": "Hi,\nNeeded by January 8.\nAna"}}
+    assert programs.apply(november)[0] == {"deliver_by": "2026-01-08"}
+    no_date = {"email": {"date": "Sat, 08 Nov 2025 11:25:00 +0000", "body": "Hi,\nNeeded by next week.\nAna"}}
+    assert programs.apply(no_date)[0] == {}  # not a date: refused, left to the student
+    namespace: dict = {}
+    exec(compile(render(programs), "fields.py", "exec"), namespace)
+    for inp in (november, no_date, *(_dated_mail(rng)[0] for _ in range(60))):
+        assert namespace["solve"](inp) == programs.apply(inp)[0]

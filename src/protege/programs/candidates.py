@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
+from protege.programs.dates import DATE_MENTION, written_date
 from protege.programs.interpret import NUMBER_WORDS
 from protege.programs.language import CLASSES, GLUE, Pattern, Program, Region
 
@@ -18,6 +20,7 @@ _BOUNDARY = re.compile(r"(?<=[\s\W])|^", re.M)
 _CLASSES = {name: re.compile(CLASSES[name]) for name in ("int", "number", "word", "token", "email")}
 _NUMBERISH = re.compile(r"-?\d+(?:[.,]\d+)?")
 _LEAD = re.compile(r"^[ \t]*([^\w\s]+[ \t]*|\d+[.)][ \t]*|\w+:[ \t]*)?", re.M)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def lefts(text: str, i: int) -> list[tuple[str, bool]]:
@@ -142,17 +145,32 @@ def patterns_at(text: str, i: int, j: int) -> Iterator[Pattern]:
                             yield Pattern(left=text[k:i], cls=cls, right=right, pre=pre, lead=lead)
 
 
-def span_candidates(source: tuple[str, ...], text: str, value: Any) -> Iterator[Program]:
+def span_candidates(source: tuple[str, ...], text: str, value: Any, reference: date | None = None) -> Iterator[Program]:
     """Span programs that give `value` on `text`: where it is written, or (for text not written as is) where its
-    tail is, after a constant prefix (`ORD-` + the digits of `order no. 123456`)."""
+    tail is, after a constant prefix (`ORD-` + the digits of `order no. 123456`), or (for an ISO date) where a
+    date is written that reads as it (`January 24th` in a mail of December 2024: `reference`, the input's date)."""
     found = occurrences(text, value)
     for prefix, rest in [("", value)] if found else prefixed(text, value):
         for i, j, map_name in occurrences(text, rest):
-            for pattern in patterns_at(text, i, j):
-                maps = [map_name] + (["strip"] if map_name == "id" and pattern.cls in ("rest", "lazy") else [])
-                for nth in _nth(pattern, text, i):
-                    for m in maps:
-                        yield Program("span", source, pattern, occurrence=nth, map=m, prefix=prefix)
+            yield from _spans_at(source, text, i, j, map_name, prefix)
+    for i, j in date_occurrences(text, value, reference):
+        yield from _spans_at(source, text, i, j, "date", "")
+
+
+def _spans_at(source: tuple[str, ...], text: str, i: int, j: int, map_name: str, prefix: str) -> Iterator[Program]:
+    for pattern in patterns_at(text, i, j):
+        maps = [map_name] + (["strip"] if map_name == "id" and pattern.cls in ("rest", "lazy") else [])
+        for nth in _nth(pattern, text, i):
+            for m in maps:
+                yield Program("span", source, pattern, occurrence=nth, map=m, prefix=prefix)
+
+
+def date_occurrences(text: str, value: Any, reference: date | None) -> list[tuple[int, int]]:
+    """Where the text writes a date that the `date` map reads as `value` (an ISO date), at most MAX_OCCURRENCES."""
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        return []
+    found = [(m.start(), m.end()) for m in DATE_MENTION.finditer(text) if written_date(m.group(0), reference) == value]
+    return found[:MAX_OCCURRENCES]
 
 
 def prefixed(text: str, value: Any) -> list[tuple[str, str]]:

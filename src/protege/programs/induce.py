@@ -15,9 +15,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 
 from protege.programs import candidates as cand
+from protege.programs.dates import reference_date
 from protege.programs.interpret import REFUSED, ordered, run_on_text, source_text
 from protege.programs.language import Pattern, Program
 
@@ -26,8 +28,8 @@ ALT_COVERAGE = 0.04  # ... and each further one of a chain (a format of a mixed 
 MIN_RIGHT = 5
 NOISE = 0.02  # share of training traces a program may disagree with (the teacher's own slips)
 PENALTY = 3  # a disagreement costs this many answered examples when programs are ranked
-MAX_ALTERNATIVES = 4  # partial programs tried in order, for workloads that mix formats
-ROUNDS = 6
+MAX_ALTERNATIVES = 4  # partial programs tried in order, for workloads that mix formats (6 on the orders: wrong cities)
+ROUNDS = 10  # examples candidates are read off, per field (6 missed one of the order dates' formats)
 PROBE_TEXTS = 20  # texts that line shapes and section headers are read from
 MAX_OFFSET = 2  # a count may be off its matches by this much (header rows)
 MAX_LITERALS = 400  # literals a yes/no field tries from one example
@@ -58,6 +60,13 @@ class Corpus:
         self.sources = sorted({p for data in inputs[:PROBE_TEXTS] for p in string_leaves(data)})
         self.texts = {p: [source_text(data, p) for data in inputs] for p in self.sources}
         self._lacks: dict[tuple[tuple[str, ...], str], frozenset[int]] = {}
+        self._references: list[date | None] | None = None
+
+    def reference(self, k: int) -> date | None:
+        """Example k's own date (for the `date` map), looked up once for all examples."""
+        if self._references is None:
+            self._references = [reference_date(data) for data in self.inputs]
+        return self._references[k]
 
     def values(self, name: str) -> list[Any]:
         return [out.get(name) for out in self.outputs]
@@ -134,7 +143,9 @@ def _value(program: Program, corpus: Corpus, name: str, k: int) -> Any:
     if program.op == "const":
         return program.value
     text = corpus.texts[program.source][k] if program.source in corpus.texts else None
-    return REFUSED if text is None else run_on_text(program, text)
+    if text is None:
+        return REFUSED
+    return run_on_text(program, text, corpus.reference(k) if program.map == "date" else None)
 
 
 def field_kind(values: list[Any]) -> str | None:
@@ -206,7 +217,7 @@ def _span_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:
             text = corpus.texts[source][k]
             if text is None:
                 continue
-            for program in cand.span_candidates(source, text, values[k]):
+            for program in cand.span_candidates(source, text, values[k], corpus.reference(k)):
                 for variant in _null_variants(program, nullable):
                     if variant in seen:
                         continue

@@ -8,9 +8,11 @@ matched text does not parse as the field's number, or a list/count comes out emp
 from __future__ import annotations
 
 import re
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
+from protege.programs.dates import reference_date, written_date
 from protege.programs.language import GLUE, SEPARATORS, Program
 
 
@@ -98,8 +100,9 @@ def _piece(text: str, at: int, start: str, end: str) -> tuple[str | None, int]:
     return (None, len(text)) if j < 0 else (text[i:j], max(j, i + 1))
 
 
-def apply_map(name: str, text: str) -> Any:
-    """A matched text through a value map; REFUSED when it does not parse."""
+def apply_map(name: str, text: str, reference: date | None = None) -> Any:
+    """A matched text through a value map; REFUSED when it does not parse. `reference`: the input's own date,
+    which gives a yearless written date its year (the `date` map)."""
     if name == "id":
         return text
     if name == "strip":
@@ -117,6 +120,8 @@ def apply_map(name: str, text: str) -> Any:
         return NUMBER_WORDS.index(t.lower()) if t.lower() in NUMBER_WORDS else REFUSED
     if name == "float":
         return float(t.replace(",", ".")) if _FLOAT.fullmatch(t) else REFUSED
+    if name == "date":
+        return written_date(t, reference) or REFUSED
     raise ValueError(f"unknown map {name!r}")
 
 
@@ -127,11 +132,12 @@ def run(program: Program, data: dict[str, Any]) -> Any:
     text = source_text(data, program.source)
     if text is None:
         return REFUSED
-    return run_on_text(program, text)
+    return run_on_text(program, text, reference_date(data) if program.map == "date" else None)
 
 
-def run_on_text(program: Program, text: str) -> Any:
-    """The program's value on its source text (induction calls this with texts it has already looked up)."""
+def run_on_text(program: Program, text: str, reference: date | None = None) -> Any:
+    """The program's value on its source text (induction calls this with texts it has already looked up).
+    `reference`: the input's own date, for the `date` map (`dates.reference_date`)."""
     r = program.region
     if r.run:
         region = run_region(text, r.start, r.fold, program.pattern.regex)  # type: ignore[union-attr]
@@ -140,7 +146,7 @@ def run_on_text(program: Program, text: str) -> Any:
     if region is None:  # no region: refuse, unless the traces said "none" whenever it was missing
         return EMPTY.get(program.op, None) if program.absent_null and program.op != "span" else REFUSED
     if program.op in ("split", "nsplit"):
-        return _split(program, region)
+        return _split(program, region, reference)
     regex = program.pattern.regex  # type: ignore[union-attr]
     if program.op == "has":
         return (regex.search(region) is None) if program.negate else (regex.search(region) is not None)
@@ -149,11 +155,11 @@ def run_on_text(program: Program, text: str) -> Any:
         n = len(set(matches)) if program.unique else len(matches)
         return REFUSED if n == 0 and program.empty_refuses or n + program.offset < 0 else n + program.offset
     if program.op == "all":
-        items = [apply_map(program.map, m.group(1)) for m in regex.finditer(region)]
+        items = [apply_map(program.map, m.group(1), reference) for m in regex.finditer(region)]
         if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
             return REFUSED
         return ordered(items, program.unique, program.ascending)
-    return _span(program, regex, region)
+    return _span(program, regex, region, reference)
 
 
 def ordered(items: list[Any], unique: bool, ascending: bool) -> Any:
@@ -168,7 +174,7 @@ def ordered(items: list[Any], unique: bool, ascending: bool) -> Any:
     return items
 
 
-def _span(program: Program, regex: re.Pattern[str], text: str) -> Any:
+def _span(program: Program, regex: re.Pattern[str], text: str, reference: date | None) -> Any:
     if program.occurrence == 0:
         match = regex.search(text)
     else:
@@ -180,7 +186,7 @@ def _span(program: Program, regex: re.Pattern[str], text: str) -> Any:
     raw = match.group(1)
     if program.empty_null and not raw.strip():
         return None
-    value = apply_map(program.map, raw)
+    value = apply_map(program.map, raw, reference)
     return program.prefix + value if program.prefix else value
 
 
@@ -189,8 +195,8 @@ def list_items(text: str) -> list[str]:
     return [part for part in (p.strip() for p in _SEPARATORS.split(text.strip())) if part]
 
 
-def _split(program: Program, region: str) -> Any:
-    items = [apply_map(program.map, item) for item in list_items(region)]
+def _split(program: Program, region: str, reference: date | None) -> Any:
+    items = [apply_map(program.map, item, reference) for item in list_items(region)]
     if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
         return REFUSED
     return len(items) if program.op == "nsplit" else ordered(items, program.unique, program.ascending)

@@ -3,7 +3,8 @@
 A program computes one top-level output field from one string leaf of the input (or is a constant):
 
 - `span`:  the `occurrence`-th match of a pattern (left context, a token class, right context), mapped
-           (strip, case, int/float parsing) — a name after `Name: `, the n-th line, the first email address —
+           (strip, case, int/float parsing, a written date as ISO) — a name after `Name: `, the n-th line, the
+           first email address, the date after `Needed by ` —
            and for text, after a constant `prefix` (`ORD-` + the number after `order no. `);
 - `all`:   every match of a pattern inside a region (between two literal delimiters), each mapped — a list,
            as written or with repeats dropped (`unique`) and/or in ascending order (`ascending`);
@@ -43,9 +44,10 @@ WIDER = {"number": 0.01, "word": 0.02, "token": 0.03, "lazy": 0.04, "rest": 0.04
 """Tie-breakers: an int is a number is a word is a token is (part of) a line; where several fit alike, the
 narrowest is the program."""
 
-MAPS = ("id", "strip", "lower", "upper", "squash", "int", "float")
+MAPS = ("id", "strip", "lower", "upper", "squash", "int", "float", "date")
 TEXT_MAPS = MAPS[:5]  # the maps whose value is text (a constant prefix can go before it)
-"""Value maps applied to a matched text (after which the field's JSON type is compared)."""
+"""Value maps applied to a matched text (after which the field's JSON type is compared). `date`: a written date
+as `YYYY-MM-DD`, a yearless one in the year nearest the input's own date (dates.py)."""
 
 OPS = ("span", "all", "count", "split", "nsplit", "has", "const")
 GLUE = r"(?:\s|[,;&#]|\band\b|\b[A-Za-z]{1,4}#)*"

@@ -7,6 +7,9 @@ through its own interpreter — but a test checks that the two agree on every tr
 
 from __future__ import annotations
 
+import inspect
+
+from protege.programs import dates
 from protege.programs.interpret import EMPTY as _EMPTY
 from protege.programs.interpret import NUMBER_WORDS
 from protege.programs.language import GLUE, SEPARATORS, Program
@@ -65,7 +68,7 @@ def _run(text, start, fold, regex):
     return "\\n".join(items) if items else None
 
 
-def _map(name, text):
+def _map(name, text, ref=None):
     t = text.strip()
     if name == "id":
         return text
@@ -79,17 +82,19 @@ def _map(name, text):
         if re.fullmatch(r"-?\\d+", t):
             return int(t)
         return NUMBER_WORDS.index(t.lower()) if t.lower() in NUMBER_WORDS else REFUSED
+    if name == "date":
+        return written_date(t, ref) or REFUSED
     return float(t.replace(",", ".")) if re.fullmatch(r"-?\\d+(?:[.,]\\d+)?", t) else REFUSED
 
 
-def _span(text, regex, nth, map_name, empty_null, absent_null, prefix=""):
+def _span(text, regex, nth, map_name, empty_null, absent_null, prefix="", ref=None):
     matches = list(re.finditer(regex, text))
     if not -len(matches) <= nth < len(matches):
         return None if absent_null else REFUSED
     raw = matches[nth].group(1)
     if empty_null and not raw.strip():
         return None
-    value = _map(map_name, raw)
+    value = _map(map_name, raw, ref)
     return prefix + value if prefix else value
 
 
@@ -104,16 +109,16 @@ def _ordered(items, unique, ascending):
     return items
 
 
-def _all(text, regex, map_name, empty_refuses, unique=False, ascending=False):
-    items = [_map(map_name, m.group(1)) for m in re.finditer(regex, text)]
+def _all(text, regex, map_name, empty_refuses, unique=False, ascending=False, ref=None):
+    items = [_map(map_name, m.group(1), ref) for m in re.finditer(regex, text)]
     if REFUSED in items or (not items and empty_refuses):
         return REFUSED
     return _ordered(items, unique, ascending)
 
 
-def _split(text, map_name, empty_refuses, count, unique=False, ascending=False):
+def _split(text, map_name, empty_refuses, count, unique=False, ascending=False, ref=None):
     parts = [p.strip() for p in re.split(SEPARATORS, text.strip())]
-    items = [_map(map_name, p) for p in parts if p]
+    items = [_map(map_name, p, ref) for p in parts if p]
     if REFUSED in items or (not items and empty_refuses):
         return REFUSED
     return len(items) if count else _ordered(items, unique, ascending)
@@ -152,7 +157,15 @@ def render(programs: ProgramSet) -> str:
         .replace("GLUE_REGEX", repr(GLUE))
         .replace("NUMBER_WORDS_TUPLE", repr(NUMBER_WORDS))
     )
+    if any(p.map == "date" for fp in served.values() for p in fp.programs):
+        helpers += "\n\n# Written dates (protege.programs.dates, copied)\n" + _dates_source()
     return "\n".join(head) + helpers + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
+
+
+def _dates_source() -> str:
+    """dates.py without its docstring and future import: it sits inside the rendered module."""
+    source = inspect.getsource(dates)
+    return source[source.index("import datetime as _dt") :]
 
 
 def _field_function(fp: FieldProgram) -> str:
@@ -177,13 +190,15 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
         return [f"return {p.value!r}"]
     regex = p.pattern.regex.pattern if p.pattern is not None else None
     order = f", {p.unique}, {p.ascending}" if p.unique or p.ascending else ""
+    ref = ", ref=reference_date(data)" if p.map == "date" else ""  # the input's own date dates a yearless one
     call = {
         "span": f"_span(region, {regex!r}, {p.occurrence}, {p.map!r}, {p.empty_null}, {p.absent_null}"
-        + (f", {p.prefix!r})" if p.prefix else ")"),
-        "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses}{order})",
+        + (f", {p.prefix!r}" if p.prefix else "")
+        + f"{ref})",
+        "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses}{order}{ref})",
         "count": f"_count(region, {regex!r}, {p.empty_refuses}, {p.offset}{', True' if p.unique else ''})",
         "has": f"(re.search({regex!r}, region) is {'' if p.negate else 'not '}None)",
-        "split": f"_split(region, {p.map!r}, {p.empty_refuses}, False{order})",
+        "split": f"_split(region, {p.map!r}, {p.empty_refuses}, False{order}{ref})",
         "nsplit": f"_split(region, {p.map!r}, {p.empty_refuses}, True)",
     }[p.op]
     return [
