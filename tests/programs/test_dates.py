@@ -20,6 +20,7 @@ DECEMBER = dt.date(2024, 12, 13)
         ("24.04.25", "2025-04-24"),
         ("5 February 2025", "2025-02-05"),
         ("3rd of March", "2025-03-03"),
+        ("the 31st of October", "2024-10-31"),
         ("Dec. 5, 2024", "2024-12-05"),
         ("Saturday, January 18", "2025-01-18"),  # a yearless date: the year nearest the input's date
         ("January 24th.", "2025-01-24"),  # trailing punctuation is not the date's

@@ -39,6 +39,7 @@ _MONTHS = {
 }
 _MONTH = "(?P<month>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
 _DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
+_THE = r"(?:the\s+)?"  # `the 31st of October`
 _YEAR = r"(?P<year>\d{4})"
 _WEEKDAY = r"(?:(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day|nesday|sday|urday)?\.?,?\s+)?"
 _FORMS = (
@@ -46,7 +47,7 @@ _FORMS = (
     r"(?P<year>\d{4})/(?P<month>\d{1,2})/(?P<day>\d{1,2})",  # 2025/01/24
     r"(?P<day>\d{1,2})\.(?P<month>\d{1,2})\.(?P<year>\d{4}|\d{2})",  # 24.01.2025: day first
     r"(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<year>\d{4})",  # 1/24/2025 or 24/1/2025: only where one order fits
-    _WEEKDAY + _DAY + r"(?:\s+of)?\s+" + _MONTH + r"(?:,?\s+" + _YEAR + ")?",  # 24 January 2025, Sat 18 Jan
+    _WEEKDAY + _THE + _DAY + r"(?:\s+of)?\s+" + _MONTH + r"(?:,?\s+" + _YEAR + ")?",  # 24 January 2025, Sat 18 Jan
     _WEEKDAY + _MONTH + r"\s+" + _DAY + r"(?:,?\s+" + _YEAR + ")?",  # January 24th, 2025; Saturday, January 18
 )
 _WHOLE = [_re.compile(form, _re.IGNORECASE) for form in _FORMS]
