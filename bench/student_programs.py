@@ -13,9 +13,10 @@ twice, with no teacher to fall back on:
 Per field accuracy, exact match, invalid answers, latency and cost (local compute priced by the machine's price per
 hour) for both. The students it trains are handed to the `engines` benchmark when it runs in the same process.
 
-`--reuse` measures the newest earlier run's student again without training: its calls' runs are read back from
-its store (the first unseen call of each configuration onward, in call order) where that run got that far, and
-made now where it did not.
+`--reuse` measures the newest earlier run's student again without training, with programs induced again by the
+current code from the same teacher traces (seconds): the student-alone calls are read back from its store (the
+first unseen call onward, in call order) where that run got that far and made now where it did not; the
+programs + student calls are made now, since the programs may differ from the ones they were made with.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def _app(ctx: Context, w: Workload, folder: Any) -> Any:
 
 
 def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
-    """--reuse: the newest earlier run's student and programs; its stored runs where it made them."""
+    """--reuse: the newest earlier run's student, programs induced again; its student-alone runs where it made
+    them."""
     from protege.distill.pipeline import DistillReport, promotion_verdict
 
     runs = ctx.scratch / "student_programs" / _slug(w.name)
@@ -129,11 +131,13 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     name = w.task_name
     gate_promoted, gate_reason = promotion_verdict(dict(row.metrics or {}), app.handle(name).spec.policy)
     app.promote(row.id)
-    programs = app.programs.current(name)
+    started = time.perf_counter()
+    programs = app.programs.induce(name)
+    induce_s = time.perf_counter() - started
     earlier = _stored_runs(app, name, w.heldout)
     configs = {}
     for i, (label, tier) in enumerate(zip(CONFIGS, ("student", None))):
-        done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)]
+        done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)] if tier == "student" else []
         configs[label] = _calls(app, name, w.heldout, tier, done=done)
     metrics = dict(row.metrics or {})
     report = DistillReport(
@@ -142,7 +146,7 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     _hand_to_engines(ctx, w, app, report)
     ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {folder}; {len(earlier)} stored runs")
     return {
-        "induce_s": None,
+        "induce_s": induce_s,
         "distill_s": (metrics.get("train") or {}).get("wall_s") or 0.0,
         "student_id": row.id,
         "gate_promoted": gate_promoted,

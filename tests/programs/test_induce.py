@@ -376,3 +376,21 @@ def test_a_written_date_is_read_as_iso_with_the_year_the_mails_date_gives():
     exec(compile(render(programs), "fields.py", "exec"), namespace)
     for inp in (november, no_date, *(_dated_mail(rng)[0] for _ in range(60))):
         assert namespace["solve"](inp) == programs.apply(inp)[0]
+
+
+def test_a_chain_takes_a_fifth_and_sixth_format_only_where_no_trace_disagrees():
+    """Six ways to write the same field: four programs by coverage, then two more that every trace agrees with."""
+    rng = random.Random(11)
+    forms = ["Needed in {}.", "Ship to: {}", "City = {}", "deliver it to {}!", "is it {}?", "near {};"]
+    towns = ["Oslo", "Lima", "Pune", "Turin", "Leeds", "Kyoto", "Quito", "Perth", "Graz", "Cork"]
+    examples = []
+    for i in range(240):
+        town, other = rng.sample(towns, 2)
+        body = f"Hello,\nWe liked {other} last time.\n{forms[i % 6].format(town)}\nAna"
+        examples.append(({"mail": {"body": body}}, {"city": town}))
+    programs = build("towns", examples, ["city"], promote_at=0.95)
+    fp = programs.served["city"]
+    assert len(fp.programs) > 4  # four used to be the most a chain held
+    for form in forms:
+        body = f"Hello,\nWe liked Lima last time.\n{form.format('Oslo')}\nAna"
+        assert programs.apply({"mail": {"body": body}})[0] == {"city": "Oslo"}
