@@ -144,7 +144,8 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
         task=name, student_id=row.id, dataset_id=row.dataset_id or "", metrics=metrics, promoted=True, reason="reused"
     )
     _hand_to_engines(ctx, w, app, report)
-    ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {folder}; {len(earlier)} stored runs")
+    read_back = configs[CONFIGS[0]]["read_back"]
+    ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {folder}; {read_back} stored runs read back")
     return {
         "induce_s": induce_s,
         "distill_s": (metrics.get("train") or {}).get("wall_s") or 0.0,

@@ -125,14 +125,17 @@ def apply_map(name: str, text: str, reference: date | None = None) -> Any:
     raise ValueError(f"unknown map {name!r}")
 
 
-def run(program: Program, data: dict[str, Any]) -> Any:
-    """The program's value on a task input (a JSON dict), or REFUSED."""
+def run(program: Program, data: dict[str, Any], reference: date | None = None) -> Any:
+    """The program's value on a task input (a JSON dict), or REFUSED. `reference`: the input's own date when the
+    caller has looked it up already (a chain of date programs); else the `date` map looks it up."""
     if program.op == "const":
         return program.value
     text = source_text(data, program.source)
     if text is None:
         return REFUSED
-    return run_on_text(program, text, reference_date(data) if program.map == "date" else None)
+    if program.map == "date" and reference is None:
+        reference = reference_date(data)
+    return run_on_text(program, text, reference)
 
 
 def run_on_text(program: Program, text: str, reference: date | None = None) -> Any:

@@ -13,6 +13,7 @@ from dataclasses import field as dc_field  # FieldProgram has a `field` attribut
 from datetime import UTC, datetime
 from typing import Any
 
+from protege.programs.dates import reference_date
 from protege.programs.induce import induce, same
 from protege.programs.interpret import REFUSED, run, source_text
 from protege.programs.language import Program
@@ -51,10 +52,12 @@ class FieldProgram:
     def apply(self, data: dict[str, Any]) -> Any:
         """The first program's value that applies, else REFUSED. An input whose text lacks a literal every
         training text of that source had is not of the kind the program was verified on: refused."""
+        # the input's own date, looked up once for a chain of date programs (each would look it up again)
+        reference = reference_date(data) if any(p.map == "date" for p in self.programs) else None
         for program in self.programs:
             if not has_anchors(data, program.source, self.anchors.get(program.source_path, ()), self.max_chars):
                 continue
-            value = run(program, data)
+            value = run(program, data, reference)
             if value is not REFUSED:
                 return value
         return REFUSED
