@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Literal
 
 import pytest
@@ -148,19 +149,19 @@ def test_copied_list_items_are_each_a_span():
 
 
 def test_an_input_with_no_span_leaves_null_or_nothing():
-    """With nothing to copy, a nullable copied field can only be null; a required one has no way on (the engine
-    then refuses the answer with a ModelError and the cascade escalates)."""
+    """With nothing to copy, a nullable copied field can only be null — the string is not even opened, so the
+    decoder cannot walk into a dead end; a required one has no way on (the engine then refuses the answer with a
+    ModelError and the cascade escalates)."""
     empty = Grammar(SCHEMA, bounds={"who": {"copy": True}}, source="")
     state = empty.start().feed('{"numbers":[],"names":[],"who":')
-    assert state.feed("null") is not None
-    quoted = state.feed('"')
-    assert quoted.allowed() == frozenset() and quoted.feed('"') is None
+    assert state.allowed() == frozenset("n") and state.forced().startswith("null,")
+    assert state.feed('"') is None
 
     class Named(BaseModel):
         name: str
 
-    stuck = Grammar(Named.model_json_schema(), bounds={"name": {"copy": True}}, source="").start().feed('{"name":"')
-    assert stuck.allowed() == frozenset()
+    stuck = Grammar(Named.model_json_schema(), bounds={"name": {"copy": True}}, source="").start().feed('{"name":')
+    assert stuck.allowed() == frozenset() and stuck.feed('"') is None
 
 
 def test_the_allowed_characters_of_a_copied_string_are_the_inputs_continuations():
@@ -248,6 +249,72 @@ def test_the_span_index_accepts_exactly_the_spans_with_allowed_edges(text, data)
     spans = [i for i in range(len(text)) if text.startswith(value, i) and edged(i)]
     in_shape = len(value) <= max_len and not (trimmed and value != value.strip())
     assert index.contains(value) == (bool(spans) and in_shape)
+
+
+# -- copied fields with a shape -------------------------------------------------------------------------------
+
+
+def shaped(name: str, shape: dict) -> dict:
+    """An object schema with one nullable string field of this shape (`format`, `pattern`)."""
+    field = {"anyOf": [{"type": "string", **shape}, {"type": "null"}]}
+    return {"type": "object", "properties": {name: field}, "required": [name]}
+
+
+def contact_grammar(source, bounds=None) -> Grammar:
+    schema = shaped("email", {"format": "email"})
+    return Grammar(schema, bounds=bounds or {"email": {"copy": True}}, source=input_text(source))
+
+
+def test_a_copy_with_a_shape_offers_only_prefixes_of_spans_that_have_it():
+    """`order` is a substring and could begin an address, but no address in this input begins so: offering `o`
+    would corner the decoder (it could neither finish an address nor close). Only a way to a real one is offered."""
+    grammar = contact_grammar({"text": "order form: see order 12 - contact anna@x.io"})
+    opened = grammar.start().feed('{"email":"')
+    assert opened.allowed() == frozenset("an")  # 'anna@x.io', 'nna@x.io', 'na@x.io'
+    assert opened.feed("o") is None and opened.feed("anna@x") is not None
+    assert accepts(grammar, {"email": "anna@x.io"}) and accepts(grammar, {"email": None})
+    assert not accepts(grammar, {"email": "order"}) and not accepts(grammar, {"email": "anna@x"})
+
+
+def test_a_shaped_copy_with_no_such_span_is_not_opened():
+    """With no address in the input, the only answer left is null, written without asking the model."""
+    state = contact_grammar({"text": "sent from the order form"}).start()
+    assert state.allowed() == frozenset("{") and state.forced() == '{"email":null}'
+
+
+def test_learned_edges_and_a_shape_are_checked_together():
+    """The learned edges allow only whole words; 'anna@x.io' is one, 'nna@x.io' no longer."""
+    edges = {"left": ["break"], "right": ["break"]}
+    grammar = contact_grammar({"text": "mail anna@x.io"}, {"email": {"copy": True, "copy_edges": edges}})
+    assert grammar.start().feed('{"email":"').allowed() == frozenset("a")
+    assert accepts(grammar, {"email": "anna@x.io"}) and not accepts(grammar, {"email": "mail"})
+
+
+def test_a_copy_with_a_length_floor_is_offered_only_long_enough_spans():
+    class Code(BaseModel):
+        code: str = Field(min_length=5)
+
+    source = input_text({"a": "abc", "b": "defghi"})
+    grammar = Grammar(Code.model_json_schema(), bounds={"code": {"copy": True}}, source=source)
+    assert grammar.start().feed('{"code":"').allowed() == frozenset("de")  # 'abc' and 'fghi' are too short
+
+
+SHAPES = ["^[ab]+@[ab]+\\.[ab]+$", "^a[ab]*b$", "^(ab|ba){2}$", "^[^ ]{3,}$"]
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.text(alphabet="ab@. \x00", min_size=0, max_size=30), st.sampled_from(SHAPES), st.data())
+def test_a_walk_through_the_offered_characters_never_corners_the_decoder(text, shape, data):
+    """Whatever the input and the shape, every character offered leaves a way to a valid end: a random walk
+    through them always ends in a value that is a span of the input and matches, or in null."""
+    state = Grammar(shaped("v", {"pattern": shape}), bounds={"v": {"copy": True}}, source=text).start()
+    state = state.feed(state.forced())
+    while not state.done:
+        allowed = sorted(state.allowed())
+        assert allowed, f"cornered at {state.text!r}"
+        state = state.feed(data.draw(st.sampled_from(allowed)))
+    value = json.loads(state.text)["v"]
+    assert value is None or (value in text and re.fullmatch(shape.strip("^$"), value))
 
 
 # -- fixed fields ------------------------------------------------------------------------------------------------

@@ -8,6 +8,12 @@ string values are joined by a separator no answer can contain, so a value cannot
 Where the traces showed more — a name never starts inside a word, an address never after a `.` — a `SpanIndex`
 also holds where a value may start and end: the class of the character just outside it (`edge_class`), and
 whether the value may begin or end with white space (no trace's did: ` anna@x.io` is not an address).
+
+A copied string that must also have a shape (a `pattern` or `format`, or a `minLength` over one) needs both
+checked together: `order` is a substring and a prefix of an address, but if no address in the input starts with
+it, writing it is a dead end. `SpanIndex.viable` answers "can this prefix still end as a span that has the
+shape?" by walking the pattern along the input from each place the prefix occurs, so the grammar offers only
+characters with a way to a valid end, and opens such a string only where the input holds one.
 """
 
 from __future__ import annotations
@@ -48,6 +54,13 @@ class SubstringIndex:
 
     def can_end(self, state: int) -> bool:
         return True  # every substring is a value
+
+    def viable(self, state: int, pattern: Any = None, matched: Any = None, min_len: int = 0) -> bool:
+        """Whether a value can still be completed from `state`: every substring is a value, so only the empty
+        start with a length floor can be stuck (an input with nothing to copy). A shape needs `SpanIndex`."""
+        if pattern is not None or min_len > 1:
+            raise ValueError("a copy with a shape is checked by a SpanIndex")
+        return state != self.root or min_len == 0 or bool(self.chars(self.root))
 
     def contains(self, text: str) -> bool:
         state = self.root
@@ -92,6 +105,12 @@ class SpanIndex:
 
     root = 0
 
+    @classmethod
+    def anywhere(cls, text: str, max_len: int) -> SpanIndex:
+        """Every substring of `text` up to `max_len` (no learned edges): what a shaped copy is checked on."""
+        every = frozenset(EDGE_CLASSES)
+        return cls(text, every, every, max_len)
+
     def __init__(self, text: str, left: frozenset[str], right: frozenset[str], max_len: int, *, trimmed: bool = False):
         self.text, self.max_len = text, max_len
         n = len(text)
@@ -108,6 +127,7 @@ class SpanIndex:
         self._ids: dict[tuple[int, tuple[int, ...]], int] = {}
         self._steps: list[dict[str, int | None]] = [{}]
         self._chars: dict[int, list[str]] = {}
+        self._viable: dict[tuple, bool] = {}
 
     def step(self, state: int, char: str) -> int | None:
         steps = self._steps[state]
@@ -136,6 +156,31 @@ class SpanIndex:
         for char in text:
             state = self.step(state, char) if state is not None else None
         return state is not None and self.can_end(state)
+
+    def viable(self, state: int, pattern: Any = None, matched: Any = None, min_len: int = 0) -> bool:
+        """Whether the value so far (`state`, and `matched`: the states of `pattern` after it) can still end as a
+        permitted span at least `min_len` long that the pattern accepts."""
+        key = (state, pattern.source if pattern is not None else None, matched, min_len)
+        found = self._viable.get(key)
+        if found is None:
+            length, starts = self._states[state]
+            found = any(self._completes(i, length, pattern, matched, min_len) for i in starts)
+            self._viable[key] = found
+        return found
+
+    def _completes(self, start: int, length: int, pattern: Any, matched: Any, min_len: int) -> bool:
+        """Walk the input on from one occurrence of the value so far until an accepted end or the pattern dies."""
+        text, at = self.text, start + length
+        while True:
+            if self._ends_ok[at] and at - start >= min_len and (pattern is None or pattern.accepts(matched)):
+                return True
+            if at >= len(text) or at - start >= self.max_len or text[at] == SEPARATOR:
+                return False
+            if pattern is not None:
+                matched = pattern.step(matched, text[at])
+                if matched is None:
+                    return False
+            at += 1
 
     def _continues(self, start: int, length: int, char: str) -> bool:
         at = start + length

@@ -15,7 +15,9 @@ Keywords it does not enforce are logged once per schema and left to validation (
 What the traces taught about answers (`answer_profile.py`) tightens the schema: learned list and string bounds
 (`bound_hits` reports an answer that reached one), unique list items, and copied strings — with the call's input
 as `source`, such a string may only spell a substring of it (`copy_index.py`), and where the traces showed
-where values start and end (never inside a word, say), only a substring with such edges.
+where values start and end (never inside a word, say), only a substring with such edges. A copied string with a
+shape (pattern, format, a minLength over 1) is offered only characters from which a span of the input with that
+shape can still be reached, and is not opened at all where the input holds none: never a dead end.
 """
 
 from __future__ import annotations
@@ -95,14 +97,17 @@ class _Indexes:
         self._built: dict[Any, SubstringIndex | SpanIndex] = {}
 
     def for_node(self, node: Node) -> SubstringIndex | SpanIndex:
-        key = (node.copy_edges, node.max_len) if node.copy_edges else None
+        shaped = _shaped(node)  # checked jointly with the copy, which needs the places a value occurs
+        key = (node.copy_edges, node.max_len) if node.copy_edges or shaped else None
         if key not in self._built:
-            self._built[key] = (
-                SpanIndex(self.source, *node.copy_edges[:2], max_len=node.max_len, trimmed=node.copy_edges[2])
-                if node.copy_edges
-                else SubstringIndex(self.source)
-            )
+            self._built[key] = self._build(node, shaped)
         return self._built[key]
+
+    def _build(self, node: Node, shaped: bool) -> SubstringIndex | SpanIndex:
+        if node.copy_edges:
+            left, right, trimmed = node.copy_edges
+            return SpanIndex(self.source, left, right, max_len=node.max_len, trimmed=trimmed)
+        return SpanIndex.anywhere(self.source, node.max_len) if shaped else SubstringIndex(self.source)
 
 
 def _bind_copy(node: Node, indexes: _Indexes | None) -> Node:
@@ -300,15 +305,31 @@ def _string_char(rest: tuple, top: tuple, char: str) -> tuple | None:
     _, node, length, _escape, copied, matched = top
     if length >= node.max_len:
         return None
-    if node.copy:
-        copied = node.copy.step(copied, char)
+    stepped = _step_string(node, copied, matched, char)
+    return None if stepped is None else rest + (("str", node, length + 1, "", *stepped),)
+
+
+def _step_string(node: Node, copied: Any, matched: Any, char: str) -> tuple[Any, Any] | None:
+    """The copy and pattern states after `char`; None when either refuses it, or when together they leave no way
+    to a valid end (a copy that is a prefix of the shape but of no span of the input that has it)."""
+    index = node.copy
+    if isinstance(index, SubstringIndex | SpanIndex):
+        copied = index.step(copied, char)
         if copied is None:
             return None
     if matched is not None:
         matched = node.pattern.step(matched, char)
         if matched is None:
             return None
-    return rest + (("str", node, length + 1, "", copied, matched),)
+    if isinstance(index, SpanIndex) and _shaped(node) and not index.viable(copied, node.pattern, matched, node.min_len):
+        return None
+    return copied, matched
+
+
+def _shaped(node: Node) -> bool:
+    """A copied string whose spans must also have a shape: only then can a substring prefix be a dead end (an
+    index alone offers only characters that lead to a permitted end, and any one character meets a floor of 1)."""
+    return node.pattern is not None or node.min_len > 1
 
 
 def _hex_prefix_possible(index: SubstringIndex | SpanIndex, state: int, digits: str) -> bool:
@@ -439,10 +460,10 @@ def _string_allowed(top: tuple) -> frozenset[str] | None:
     chars = None
     if node.copy:
         chars = frozenset(node.copy.chars(copied))
-    if matched is not None:
-        following = node.pattern.next_chars(matched)
-        if following is not None:
-            chars = following if chars is None else chars & following
+        if _shaped(node):
+            chars = frozenset(c for c in chars if _step_string(node, copied, matched, c) is not None)
+    elif matched is not None:
+        chars = node.pattern.next_chars(matched)
     if chars is None:
         return None
     spelled = frozenset("\\" if ch in '"\\' or ord(ch) < 0x20 else ch for ch in chars)

@@ -183,7 +183,7 @@ def first_chars(node: Node) -> frozenset[str]:
     if node.kind == "array":
         return frozenset("[")
     if node.kind == "string":
-        return frozenset('"')
+        return frozenset('"') if _can_open(node) else frozenset()
     if node.kind == "number":
         return DIGITS if node.non_negative else DIGITS | {"-"}
     if node.kind == "literal":
@@ -191,6 +191,16 @@ def first_chars(node: Node) -> frozenset[str]:
     if node.kind == "union":
         return frozenset().union(*(first_chars(a) for a in node.alts))
     return frozenset('"{[-tfn') | DIGITS
+
+
+def _can_open(node: Node) -> bool:
+    """A string copied from this call's input is opened only where the input holds a value it may write (a
+    nullable field is then null, not a dead end)."""
+    index = node.copy
+    if isinstance(index, bool):
+        return True
+    pattern = node.pattern
+    return index.viable(index.root, pattern, pattern.start if pattern is not None else None, node.min_len)
 
 
 # -- what a caller adds to the schema's tree ----------------------------------------------------------------------
