@@ -35,13 +35,14 @@ def edge_class(char: str | None) -> str:
 class SubstringIndex:
     """A suffix automaton: `step(state, char)` is the state after `char`, or None when no substring continues so."""
 
-    __slots__ = ("edges", "link", "length", "last")
+    __slots__ = ("edges", "link", "length", "last", "_any")
 
     def __init__(self, text: str):
         self.edges: list[dict[str, int]] = [{}]
         self.link, self.length, self.last = [-1], [0], 0
         for char in text:
             self._extend(char)
+        self._any = any(c != SEPARATOR for c in self.edges[self.root])  # a value of one character or more exists
 
     root = 0
 
@@ -60,7 +61,7 @@ class SubstringIndex:
         start with a length floor can be stuck (an input with nothing to copy). A shape needs `SpanIndex`."""
         if pattern is not None or min_len > 1:
             raise ValueError("a copy with a shape is checked by a SpanIndex")
-        return state != self.root or min_len == 0 or bool(self.chars(self.root))
+        return state != self.root or min_len == 0 or self._any
 
     def contains(self, text: str) -> bool:
         state = self.root
