@@ -138,30 +138,3 @@ def test_the_bundled_order_workload_kinds():
     kinds = profile.kinds()
     assert {k for k, v in kinds.items() if v == "copied"} == {"customer_name", "product", "city", "contact_email"}
     assert kinds["urgency"] == "enum" and kinds["deliver_by"] == "free" and kinds["order_id"] == "free"
-
-
-def test_a_shape_every_value_had_is_learned_and_then_the_only_one_written():
-    """Every contact was an email address: a copy such as `order` or `shop.example` (substrings of the input)
-    can no longer be the answer, while null and the input's address still can."""
-    from protege.agents.models.copy_index import input_text
-    from protege.agents.models.decoding import Grammar
-
-    class Contact(BaseModel):
-        contact: str | None
-
-    def mail(i: int) -> dict:
-        return {"text": f"A new order request from shop.example. Name: Ana {i}. Email: ana{i}@mail.example"}
-
-    train = [chat_row("Read.", mail(i), {"contact": f"ana{i}@mail.example"}) for i in range(12)]
-    schema = Contact.model_json_schema()
-    bounds = learn_answer_profile(train, schema).bounds
-    assert bounds["contact"]["format"] == "email"
-    grammar = Grammar(schema, bounds=bounds, source=input_text(mail(99)))
-    written = [v for v in ("ana99@mail.example", None, "order", "shop.example", "Ana 99") if _accepts(grammar, v)]
-    assert written == ["ana99@mail.example", None]
-    assert "format" not in learn_answer_profile(rows(40), Found.model_json_schema()).bounds["customer"]
-
-
-def _accepts(grammar, value) -> bool:
-    state = grammar.start().feed(json.dumps({"contact": value}, separators=(",", ":")))
-    return state is not None and state.done

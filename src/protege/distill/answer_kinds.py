@@ -27,7 +27,6 @@ from typing import Any
 
 from protege.agents.models.answer_profile import AnswerProfile, FieldKind, FieldProfile
 from protege.agents.models.copy_index import EDGE_CLASSES, edge_class, input_text
-from protege.agents.models.patterns import FORMATS
 from protege.agents.models.schema_nodes import MAX_DIGITS, Node, compile_schema
 
 COPY_THRESHOLD = 0.98
@@ -56,7 +55,6 @@ class _PathStats:
         self.lefts: list[frozenset[str]] = []  # per copied value, the edge classes just before its occurrences
         self.rights: list[frozenset[str]] = []  # ... and just after them
         self.untrimmed = 0  # string values that begin or end with white space
-        self.formats: Counter[str] = Counter()  # string values that have each of FORMATS' shapes (an email…)
 
 
 def learn_answer_profile(
@@ -146,7 +144,6 @@ def _walk(value: Any, path: str, stats: dict[str, _PathStats], per_trace: dict[s
             _walk(item, f"{path}[]", stats, per_trace)
     elif isinstance(value, str):
         here.string_lengths.append(len(value))
-        here.formats.update(name for name, shape in _SHAPES.items() if shape.fullmatch(value))
     elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         here.number_digits.append(len(str(abs(int(value)))))
 
@@ -212,9 +209,6 @@ def _written_in(number: int | float, source: str) -> bool:
     return re.search(rf"(?<![0-9.]){re.escape(str(number))}(?![0-9])", source) is not None
 
 
-_SHAPES = {name: re.compile(source.strip("^$")) for name, source in FORMATS.items()}
-
-
 def _bounds(stats: _PathStats, copy_threshold: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if stats.traces < MIN_EVIDENCE:
@@ -227,10 +221,6 @@ def _bounds(stats: _PathStats, copy_threshold: float) -> dict[str, Any]:
     if stats.string_lengths:
         seen = max(stats.string_lengths)
         out["max_length"] = max(math.ceil(seen * LENGTH_MARGIN), seen + LENGTH_SLACK)
-        # every value had one shape (an email address): the grammar writes only that shape, or null
-        shaped = [name for name in FORMATS if stats.formats[name] == len(stats.string_lengths)]
-        if shaped:
-            out["format"] = shaped[0]
     if stats.number_digits and max(stats.number_digits) + DIGITS_SLACK < MAX_DIGITS:
         out["max_digits"] = max(stats.number_digits) + DIGITS_SLACK
     if stats.strings == stats.traces and _rate(stats) >= copy_threshold:

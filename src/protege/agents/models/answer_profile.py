@@ -9,9 +9,7 @@ adapter dir, beside `protege_student.json`) and applied by the answer grammar wh
   was unique: a repeated item is refused), `copy` (every value was a substring of the call's input: only
   substrings of this call's input may be written) and `copy_edges` (the classes of character seen just before
   and after those values — a break, a word character, a joiner — so a copy cannot start or stop mid-word where
-  no trace did) and `copy_trimmed` (no value began or ended with white space, so none may), and `format` (every
-  value had one of the grammar's string shapes — an email address, a date, a uuid — so only that shape, or null
-  where the schema allows it, may be written).
+  no trace did) and `copy_trimmed` (no value began or ended with white space, so none may).
 - `fields`: each top-level field's kind — copied, enum, number (read from the input), computed (a number not in
   the input), free — and the share of traces whose values were spans of the input.
 

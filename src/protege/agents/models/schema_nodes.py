@@ -241,15 +241,11 @@ def with_bounds(node: Node, bounds: dict[str, dict[str, Any]], path: str = "") -
             node = replace(node, max_items=max(learned, node.min_items), soft_items=True)
         return replace(node, unique=node.unique or bool(here.get("unique_items")))
     if node.kind == "string":
-        from protege.agents.models.patterns import FORMATS, Pattern
-
         learned = here.get("max_length")
         if learned is not None and learned < node.max_len:
             node = replace(node, max_len=max(learned, node.min_len), soft_len=True)
         if here.get("copy"):
             node = replace(node, copy=True, copy_edges=_copy_edges(here), min_len=max(node.min_len, 1))
-        if here.get("format") in FORMATS and node.pattern is None:  # the one shape every trace's value had
-            node = replace(node, pattern=Pattern(FORMATS[here["format"]]), min_len=max(node.min_len, 1))
         return node
     if node.kind == "number":
         learned = here.get("max_digits")
