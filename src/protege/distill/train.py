@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protege.agents.models.chat_format import with_student_prompt
 from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
+from protege.distill.rare_nulls import repeat_rare_nulls
 from protege.distill.sft_rows import (  # noqa: F401 - tokenize_row: re-exported, its old home
     TokenizedExample,
     check_rows,
@@ -103,6 +104,12 @@ class TrainConfig(BaseModel):
         ),
     )
     early_stopping_rows: int = Field(default=32, ge=1, description="training rows held out to pick the epoch by")
+    repeat_rare_nulls: bool = Field(
+        default=True,
+        description="repeat the rows where a usually-filled field is null (in under 5% of the rows) until such "
+        "rows are ~5% of them, at most 4 times each: the student otherwise never answers null there "
+        "(rare_nulls.py, docs/student.md)",
+    )
 
     @model_validator(mode="after")
     def _method_learning_rate(self) -> TrainConfig:
@@ -131,6 +138,9 @@ class TrainResult(BaseModel):
     )
     best_epoch: float | None = Field(default=None, description="early stopping: the epoch whose weights were kept")
     stopped_early: bool = False
+    rare_nulls: dict[str, int] = Field(
+        default_factory=dict, description="fields rarely null in the rows: how many rows had them null (repeated)"
+    )
 
 
 class TrainProgress(BaseModel):
@@ -175,6 +185,9 @@ def train_student(
     select_rows: list[dict[str, Any]] = []
     if config.early_stopping_patience:
         train_rows, select_rows = _hold_out_selection(train_rows, config)
+    repeated: dict[str, int] = {}
+    if config.repeat_rare_nulls:  # after the selection rows are held out: none of them is also trained on
+        train_rows, repeated = repeat_rare_nulls(train_rows)
     if not (base_dir / "config.json").is_file():
         raise UserError(f"base {str(base_dir)!r} is not a checkpoint dir; resolve it with resolve_base() first")
 
@@ -215,6 +228,7 @@ def train_student(
     eval_loss = trainer.evaluate()["eval_loss"] if eval_examples else None
     result = _result(trainer, examples, skipped, base_dir, out_dir, config, wall, eval_loss)
     result.train_loss = output.training_loss
+    result.rare_nulls = repeated
     if stopper is not None:
         result.epoch_scores, result.stopped_early = stopper.scores, stopper.stopped_early
         result.best_epoch = stopper.best.epoch if stopper.best else None
