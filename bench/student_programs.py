@@ -21,9 +21,11 @@ programs + student calls are made now, since the programs may differ from the on
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from statistics import fmean
 from typing import Any
 
@@ -87,7 +89,8 @@ def measure(ctx: Context, w: Workload) -> dict[str, Any]:
     gate_promoted = report.promoted
     if not report.promoted:
         app.promote(report.student_id)
-    configs = {label: _calls(app, name, w.heldout, tier) for label, tier in zip(CONFIGS, ("student", None))}
+    with _ungated(app, name):
+        configs = {label: _calls(app, name, w.heldout, tier) for label, tier in zip(CONFIGS, ("student", None))}
     _hand_to_engines(ctx, w, app, report)
     return {
         "induce_s": induce_s,
@@ -136,9 +139,10 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     induce_s = time.perf_counter() - started
     earlier = _stored_runs(app, name, w.heldout)
     configs = {}
-    for i, (label, tier) in enumerate(zip(CONFIGS, ("student", None))):
-        done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)] if tier == "student" else []
-        configs[label] = _calls(app, name, w.heldout, tier, done=done)
+    with _ungated(app, name):
+        for i, (label, tier) in enumerate(zip(CONFIGS, ("student", None))):
+            done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)] if tier == "student" else []
+            configs[label] = _calls(app, name, w.heldout, tier, done=done)
     metrics = dict(row.metrics or {})
     report = DistillReport(
         task=name, student_id=row.id, dataset_id=row.dataset_id or "", metrics=metrics, promoted=True, reason="reused"
@@ -193,7 +197,7 @@ def _calls(
     hits: dict[str, list[bool]] = {f: [] for f in fields}
     exact, costs, latencies, served, program_fields = [], [], [], [], []
     for i, row in enumerate(rows):
-        answer = _read_back(done[i]) if i < len(done) else _answer(app, task, row, tier)
+        answer = _read_back(app, done[i]) if i < len(done) else _answer(app, task, row, tier)
         actual, cost, latency, tier_served, decided = answer
         if decided is None:  # read back: what the stored programs decide on this input (none for a forced tier)
             decided = 0 if tier else _decided(app, task, row)
@@ -239,10 +243,38 @@ def _decided(app: Any, task: str, row: dict[str, Any]) -> int:
     return len(programs.apply(row["input"])[0]) if programs is not None else 0
 
 
-def _read_back(run: Any) -> tuple[Any, float, float, str, int | None]:
-    """An earlier process's call from its run row (which fields programs decided is not kept there)."""
+@contextmanager
+def _ungated(app: Any, task: str) -> Iterator[None]:
+    """The student's own answers: a confidence gate it was promoted behind is lifted while measuring (its verdict
+    is reported beside them; the stream benchmark measures a gate at work)."""
+    spec = app.handle(task).spec
+    policy = spec.policy
+    spec.policy = policy.model_copy(update={"min_confidence": 0.0})
+    try:
+        yield
+    finally:
+        spec.policy = policy
+
+
+def _read_back(app: Any, run: Any) -> tuple[Any, float, float, str, int | None]:
+    """An earlier process's call from its run row (which fields programs decided is not kept there). A call its
+    gate refused (an earlier run measured behind the gate) is read back as the student's own answer."""
     ok = run.status == "ok" and run.output is not None
-    return (run.output if ok else None), run.cost_usd, run.latency_s, (run.tier if ok else "invalid"), None
+    output = run.output if ok else _gated_answer(app, run)
+    tier = run.tier if ok else ("student" if output is not None else "invalid")
+    return output, run.cost_usd, run.latency_s, tier, None
+
+
+def _gated_answer(app: Any, run: Any) -> Any:
+    """The student's answer to a call whose only fault was the confidence gate (None otherwise)."""
+    attempts = app.store.traces(run_id=run.id, tier="student", shadow=False, limit=1)
+    errors = (attempts[0].errors or []) if attempts else []
+    if not errors or not all(str(e).startswith("low confidence") for e in errors):
+        return None
+    try:
+        return json.loads(attempts[0].output_text or "")
+    except ValueError:
+        return None
 
 
 def _hand_to_engines(ctx: Context, w: Workload, app: Any, report: Any) -> None:
