@@ -105,10 +105,10 @@ class TrainConfig(BaseModel):
     )
     early_stopping_rows: int = Field(default=32, ge=1, description="training rows held out to pick the epoch by")
     repeat_rare_nulls: bool = Field(
-        default=True,
+        default=False,
         description="repeat the rows where a usually-filled field is null (in under 5% of the rows) until such "
-        "rows are ~5% of them, at most 4 times each: the student otherwise never answers null there "
-        "(rare_nulls.py, docs/student.md)",
+        "rows are ~5% of them, at most 4 times each, so the student learns when to answer null there "
+        "(rare_nulls.py; opt-in: on the orders it fixed those nulls but not exact match, docs/student.md)",
     )
 
     @model_validator(mode="after")
