@@ -222,8 +222,16 @@ def test_student_programs_reads_back_an_earlier_runs_calls_in_order():
     app = SimpleNamespace(store=SimpleNamespace(runs=lambda task, limit: list(reversed(runs))))
     back = _stored_runs(app, "t", rows)
     assert [r.created_at for r in back] == [0, 1, 2, 3, 4]
-    failed = SimpleNamespace(status="failed", output=None, cost_usd=0.01, latency_s=2.0, tier="student")
-    assert _read_back(failed) == (None, 0.01, 2.0, "invalid", None)
+
+    def attempts(run_id, **_):  # a gate's refusal leaves a valid answer; a cut one does not
+        gated = SimpleNamespace(errors=["low confidence: field 'n' 0.5 < the floor 0.8"], output_text='{"n":9}')
+        cut = SimpleNamespace(errors=["the answer was cut at the token limit"], output_text='{"n":')
+        return {"gated": [gated], "cut": [cut]}.get(run_id, [])
+
+    app.store.traces = attempts
+    for run_id, expected in (("cut", (None, "invalid")), ("gated", ({"n": 9}, "student")), ("gone", (None, "invalid"))):
+        failed = SimpleNamespace(id=run_id, status="failed", output=None, cost_usd=0.01, latency_s=2.0, tier="student")
+        assert _read_back(app, failed) == (expected[0], 0.01, 2.0, expected[1], None)
 
 
 def test_demotion_rules_demote_a_failing_tier_and_the_bound_spares_a_steady_one():
