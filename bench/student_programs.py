@@ -5,7 +5,8 @@ Per workload (the bundled orders and the generated Debian changelogs with the me
 field and a list of bug numbers, the kind of fields a small student gets wrong): 300 pool examples become valid
 teacher traces in a fresh SQLite store; `app.programs.induce` finds the fields' programs; `app.distill` trains the
 student (default TrainConfig, the bundled SmolLM2-135M base) and gates it. Then each unseen call is answered
-twice, with no teacher to fall back on:
+twice, with no teacher to fall back on and the student's gate lifted (a gate-promoted student's refusals would
+otherwise count as invalid answers):
 - student alone: `app.run(task, input, tier="student", escalate=False)` — a forced model tier answers alone;
 - programs + student: the cascade's own routing with the student promoted and `escalate=False` — programs fill
   the fields they are verified for (or serve the call alone when they decide every field) and the student decodes
@@ -66,8 +67,9 @@ def run(ctx: Context) -> Result:
     result.notes.append(
         f"Traces: the first {TRACES} pool examples as valid teacher traces (a ReferenceModel priced as "
         f"{TEACHER_PRICE}); the student is distilled from them with the default recipe and promoted for the "
-        "measurement whatever its gate said (the gate's verdict is in the table). Unseen calls: held-out examples, "
-        "answered with no teacher fallback, so a wrong or invalid answer counts as wrong. Cost is the local "
+        "measurement whatever its gate said, and measured without it (the gate's verdict is in the table). Unseen "
+        "calls: held-out examples, answered with no teacher fallback, so a wrong or invalid answer counts as wrong. "
+        "Cost is the local "
         "compute priced at the machine's price per hour (settings.local_cost_per_hour)."
     )
     return result
