@@ -13,7 +13,8 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -119,6 +120,19 @@ def newest_with_student(ctx: Context, runs: Path, workload: str, task: str, open
             return app, students[0], db.parent
         app.close()
     raise NotRun(f"--reuse: no earlier run of {workload} trained a student under {ctx.scratch}; run without it")
+
+
+@contextmanager
+def ungated(app: Any, task: str) -> Iterator[None]:
+    """The student's own answers: a confidence gate it was promoted behind is lifted while measuring (a refused
+    answer would count as invalid; the stream benchmark measures a gate at work)."""
+    spec = app.handle(task).spec
+    policy = spec.policy
+    spec.policy = policy.model_copy(update={"min_confidence": 0.0})
+    try:
+        yield
+    finally:
+        spec.policy = policy
 
 
 def percentile(values: Sequence[float], q: float) -> float:

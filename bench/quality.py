@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
-from bench.common import Context, Headline, Result, Table, newest_with_student, percentile
+from bench.common import Context, Headline, Result, Table, newest_with_student, percentile, ungated
 from bench.data import Workload, output_of, workloads
 from protege.agents.pricing import load_prices
 
@@ -261,13 +261,8 @@ def _student_alone(app: Any, task: str, rows: list[dict[str, Any]], p: Prepared)
     the measurement (the stream measures the gate at work); what that gate would have done here is noted."""
     from protege.distill.gate import gated, stored_gate
 
-    spec = app.handle(task).spec
-    policy = spec.policy
-    spec.policy = policy.model_copy(update={"min_confidence": 0.0})
-    try:
+    with ungated(app, task):
         out = run_calls(app, task, rows, tier="student")
-    finally:
-        spec.policy = policy
     gate = stored_gate(p.report.metrics)
     if gate is not None:
         held_out = gated(out["confidences"], out["scores"], gate.min_confidence)

@@ -25,12 +25,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from statistics import fmean
 from typing import Any
 
-from bench.common import Context, Headline, Result, Table, newest_with_student, percentile
+from bench.common import Context, Headline, Result, Table, newest_with_student, percentile, ungated
 from bench.data import Workload, orders, output_of, teacher_trace
 
 TITLE = "Programs + student vs the student alone"
@@ -69,8 +68,7 @@ def run(ctx: Context) -> Result:
         f"{TEACHER_PRICE}); the student is distilled from them with the default recipe and promoted for the "
         "measurement whatever its gate said, and measured without it (the gate's verdict is in the table). Unseen "
         "calls: held-out examples, answered with no teacher fallback, so a wrong or invalid answer counts as wrong. "
-        "Cost is the local "
-        "compute priced at the machine's price per hour (settings.local_cost_per_hour)."
+        "Cost is the local compute priced at the machine's price per hour (settings.local_cost_per_hour)."
     )
     return result
 
@@ -91,7 +89,7 @@ def measure(ctx: Context, w: Workload) -> dict[str, Any]:
     gate_promoted = report.promoted
     if not report.promoted:
         app.promote(report.student_id)
-    with _ungated(app, name):
+    with ungated(app, name):
         configs = {label: _calls(app, name, w.heldout, tier) for label, tier in zip(CONFIGS, ("student", None))}
     _hand_to_engines(ctx, w, app, report)
     return {
@@ -141,7 +139,7 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     induce_s = time.perf_counter() - started
     earlier = _stored_runs(app, name, w.heldout)
     configs = {}
-    with _ungated(app, name):
+    with ungated(app, name):
         for i, (label, tier) in enumerate(zip(CONFIGS, ("student", None))):
             done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)] if tier == "student" else []
             configs[label] = _calls(app, name, w.heldout, tier, done=done)
@@ -245,19 +243,6 @@ def _decided(app: Any, task: str, row: dict[str, Any]) -> int:
     return len(programs.apply(row["input"])[0]) if programs is not None else 0
 
 
-@contextmanager
-def _ungated(app: Any, task: str) -> Iterator[None]:
-    """The student's own answers: a confidence gate it was promoted behind is lifted while measuring (its verdict
-    is reported beside them; the stream benchmark measures a gate at work)."""
-    spec = app.handle(task).spec
-    policy = spec.policy
-    spec.policy = policy.model_copy(update={"min_confidence": 0.0})
-    try:
-        yield
-    finally:
-        spec.policy = policy
-
-
 def _read_back(app: Any, run: Any) -> tuple[Any, float, float, str, int | None]:
     """An earlier process's call from its run row (which fields programs decided is not kept there). A call its
     gate refused (an earlier run measured behind the gate) is read back as the student's own answer."""
@@ -269,9 +254,11 @@ def _read_back(app: Any, run: Any) -> tuple[Any, float, float, str, int | None]:
 
 def _gated_answer(app: Any, run: Any) -> Any:
     """The student's answer to a call whose only fault was the confidence gate (None otherwise)."""
+    from protege.agents.cascade import LOW_CONFIDENCE
+
     attempts = app.store.traces(run_id=run.id, tier="student", shadow=False, limit=1)
     errors = (attempts[0].errors or []) if attempts else []
-    if not errors or not all(str(e).startswith("low confidence") for e in errors):
+    if not errors or not all(str(e).startswith(LOW_CONFIDENCE) for e in errors):
         return None
     try:
         return json.loads(attempts[0].output_text or "")

@@ -108,6 +108,7 @@ class CascadeState(TypedDict, total=False):
 
 
 END = "__end__"  # where the graph stops (LangGraph's name for it)
+LOW_CONFIDENCE = "low confidence"  # how a gate's refusal begins: the answer was valid, only unsure
 
 
 @dataclass(frozen=True)
@@ -594,7 +595,8 @@ def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
         return []
     field = least_sure_field(result.field_confidences)
     what = f"field {field!r}" if field else "answer"
-    return [f"low confidence: {what} {conf:.3f} < the student's floor {floor:.3f} (Policy.min_confidence or its gate)"]
+    floor_text = f"the student's floor {floor:.3f} (Policy.min_confidence or its gate)"
+    return [f"{LOW_CONFIDENCE}: {what} {conf:.3f} < {floor_text}"]
 
 
 def _stop_errors(result: LoopResult) -> list[str]:
