@@ -4,8 +4,10 @@ they do not apply, verified on held-out traces, and rendered to Python that agre
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -394,3 +396,62 @@ def test_a_chain_takes_a_fifth_and_sixth_format_only_where_no_trace_disagrees():
     for form in forms:
         body = f"Hello,\nWe liked Lima last time.\n{form.format('Oslo')}\nAna"
         assert programs.apply({"mail": {"body": body}})[0] == {"city": "Oslo"}
+
+
+def test_a_number_scaled_by_the_next_word_is_refused_not_read_short():
+    """`two dozen` is 24, not 2: a numeric span right before a scale word leaves the field to the student."""
+    from protege.programs import Pattern, Program
+
+    after_order = Program("span", ("t",), Pattern(left="order ", cls="word"), map="int")
+    assert run(after_order, {"t": "we order two dozen lamps"}) is REFUSED
+    assert run(after_order, {"t": "we order 5 Hundred lamps"}) is REFUSED
+    assert run(after_order, {"t": "we order 5-dozen lamps"}) is REFUSED
+    assert run(after_order, {"t": "we order two dozers"}) == 2  # a word that only begins like a scale
+    every = Program("all", ("t",), Pattern(left="#", cls="int"), map="int")
+    assert run(every, {"t": "#3 and #4"}) == [3, 4]
+    assert run(every, {"t": "#3 and #4 thousand"}) is REFUSED
+
+
+def test_a_value_far_larger_than_any_trace_showed_is_refused():
+    """Quantities of 1-60 in training: `to order 982795` (an order number) is not read as a quantity."""
+    rng = random.Random(3)
+    examples = [
+        ({"mail": {"body": f"Hi,\nI would like to order {q} chairs.\nBest, Ana"}}, {"quantity": q})
+        for q in (rng.randint(1, 60) for _ in range(90))
+    ]
+    programs = build("chairs", examples, ["quantity"], promote_at=0.95)
+    fp = programs.served["quantity"]
+    assert fp.max_digits == 3  # two digits seen, one more allowed
+    big = {"mail": {"body": "Hi,\nI would like to order 982795 chairs.\nBest, Ana"}}
+    fine = {"mail": {"body": "Hi,\nI would like to order 250 chairs.\nBest, Ana"}}
+    assert fp.apply(big) is REFUSED and fp.apply(fine) == 250
+    namespace: dict = {}
+    exec(compile(render(programs), "fields.py", "exec"), namespace)
+    assert namespace["solve"](big) == programs.apply(big)[0] == {}
+    assert namespace["solve"](fine) == programs.apply(fine)[0] == {"quantity": 250}
+    assert ProgramSet.from_json(programs.to_json()).served["quantity"].max_digits == 3
+
+
+def test_the_same_traces_give_the_same_programs_whatever_the_string_hashing():
+    """Candidates come out of sets, whose order follows the process's hash seed; the invites' attendee count once
+    ended at `.` in one process and at a line break in the next."""
+
+    script = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import make_invites;"
+        "from protege.programs import build;"
+        "rows = make_invites.generate(300);"
+        "ps = build('invites', [(r['input'], r['output']) for r in rows], list(rows[0]['output']), promote_at=0.95);"
+        "print(json.dumps({k: [p.to_json() for p in f.programs] for k, f in ps.fields.items()}, sort_keys=True))"
+    )
+    workloads = str(Path(__file__).resolve().parents[2] / "bench" / "workloads")
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script, workloads],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1 and "attendee_count" in outputs.pop()

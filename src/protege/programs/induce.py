@@ -195,6 +195,9 @@ def _cover(fits: list[Fit], need: float) -> list[Fit]:
     training at most where an alternative was."""
     chosen: list[Fit] = []
     left: set[int] = set().union(*(f.covered for f in fits)) if fits else set()
+    # the candidates come out of sets, in an order that changes with each process's string hashing: a tie of
+    # coverage and size is broken by the program itself, so the same traces always give the same programs
+    spelled = {id(f): repr(f.program) for f in fits}
     while fits and left and len(chosen) < MAX_CLEAN_ALTERNATIVES:
         # past MAX_ALTERNATIVES a program must agree with every trace it answers. On the bundled orders this
         # answers 61% of unseen dates instead of 50% and 49% of cities instead of 37%, all right; 6 alternatives
@@ -202,7 +205,7 @@ def _cover(fits: list[Fit], need: float) -> list[Fit]:
         pool = fits if len(chosen) < MAX_ALTERNATIVES else [f for f in fits if not f.wrong]
         if not pool:
             break
-        best = min(pool, key=lambda f: (-(len(f.covered & left) - PENALTY * f.wrong), f.program.size))
+        best = min(pool, key=lambda f: (-(len(f.covered & left) - PENALTY * f.wrong), f.program.size, spelled[id(f)]))
         gain = len(best.covered & left)
         if gain < (need if not chosen else MIN_RIGHT):
             break

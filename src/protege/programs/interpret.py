@@ -33,6 +33,9 @@ NUMBER_WORDS = tuple(
     "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
 )
 """English number words the `int` map reads (`seven Meeting Tables`)."""
+SCALED = re.compile(r"[ \t-]*(?:dozens?|hundreds?|thousands?|millions?|billions?|score|gross)\b", re.IGNORECASE)
+"""A number followed by one of these words is not the number written (`two dozen` is 24, `5 hundred` 500): a
+numeric span that ends right before one refuses, so the student reads it."""
 _FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
 _SPACES = re.compile(r"\s+")
 _SEPARATORS = re.compile(SEPARATORS)
@@ -158,7 +161,7 @@ def run_on_text(program: Program, text: str, reference: date | None = None) -> A
         n = len(set(matches)) if program.unique else len(matches)
         return REFUSED if n == 0 and program.empty_refuses or n + program.offset < 0 else n + program.offset
     if program.op == "all":
-        items = [apply_map(program.map, m.group(1), reference) for m in regex.finditer(region)]
+        items = [_number(program.map, m, region, reference) for m in regex.finditer(region)]
         if any(item is REFUSED for item in items) or (not items and program.empty_refuses):
             return REFUSED
         return ordered(items, program.unique, program.ascending)
@@ -186,11 +189,17 @@ def _span(program: Program, regex: re.Pattern[str], text: str, reference: date |
         match = matches[k] if -len(matches) <= k < len(matches) else None
     if match is None:
         return None if program.absent_null else REFUSED
-    raw = match.group(1)
-    if program.empty_null and not raw.strip():
+    if program.empty_null and not match.group(1).strip():
         return None
-    value = apply_map(program.map, raw, reference)
+    value = _number(program.map, match, text, reference)
     return program.prefix + value if program.prefix else value
+
+
+def _number(map_name: str, match: re.Match[str], text: str, reference: date | None) -> Any:
+    """A match through its map; REFUSED where a number is scaled by the word after it (`two dozen`)."""
+    if map_name in ("int", "float") and SCALED.match(text, match.end(1)):
+        return REFUSED
+    return apply_map(map_name, match.group(1), reference)
 
 
 def list_items(text: str) -> list[str]:

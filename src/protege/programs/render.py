@@ -11,7 +11,7 @@ import inspect
 
 from protege.programs import dates
 from protege.programs.interpret import EMPTY as _EMPTY
-from protege.programs.interpret import NUMBER_WORDS
+from protege.programs.interpret import NUMBER_WORDS, SCALED
 from protege.programs.language import GLUE, SEPARATORS, Program
 from protege.programs.verify import FieldProgram, ProgramSet
 
@@ -20,6 +20,7 @@ HELPERS = '''import re
 SEPARATORS = SEPARATORS_REGEX  # what separates the items of a delimited list
 GLUE = GLUE_REGEX  # what may stand between the items of a list after a keyword
 NUMBER_WORDS = NUMBER_WORDS_TUPLE  # the int map reads these too
+SCALED = re.compile(SCALED_REGEX, re.IGNORECASE)  # `two dozen` is not 2: a number scaled by the next word
 
 class REFUSED:
     """A marker no field value can be: the program does not apply to this input."""
@@ -87,14 +88,19 @@ def _map(name, text, ref=None):
     return float(t.replace(",", ".")) if re.fullmatch(r"-?\\d+(?:[.,]\\d+)?", t) else REFUSED
 
 
+def _number(map_name, match, text, ref=None):
+    if map_name in ("int", "float") and SCALED.match(text, match.end(1)):
+        return REFUSED
+    return _map(map_name, match.group(1), ref)
+
+
 def _span(text, regex, nth, map_name, empty_null, absent_null, prefix="", ref=None):
     matches = list(re.finditer(regex, text))
     if not -len(matches) <= nth < len(matches):
         return None if absent_null else REFUSED
-    raw = matches[nth].group(1)
-    if empty_null and not raw.strip():
+    if empty_null and not matches[nth].group(1).strip():
         return None
-    value = _map(map_name, raw, ref)
+    value = _number(map_name, matches[nth], text, ref)
     return prefix + value if prefix else value
 
 
@@ -110,7 +116,7 @@ def _ordered(items, unique, ascending):
 
 
 def _all(text, regex, map_name, empty_refuses, unique=False, ascending=False, ref=None):
-    items = [_map(map_name, m.group(1), ref) for m in re.finditer(regex, text)]
+    items = [_number(map_name, m, text, ref) for m in re.finditer(regex, text)]
     if REFUSED in items or (not items and empty_refuses):
         return REFUSED
     return _ordered(items, unique, ascending)
@@ -122,6 +128,15 @@ def _split(text, map_name, empty_refuses, count, unique=False, ascending=False, 
     if REFUSED in items or (not items and empty_refuses):
         return REFUSED
     return len(items) if count else _ordered(items, unique, ascending)
+
+
+def _digits(value):
+    """The most integer digits of a number or of a list's numbers (a value far larger than the traces' refuses)."""
+    if isinstance(value, list):
+        return max(map(_digits, value), default=0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return len(str(abs(int(value))))
+    return 0
 
 
 def _count(text, regex, empty_refuses, offset, unique=False):
@@ -156,6 +171,7 @@ def render(programs: ProgramSet) -> str:
         HELPERS.replace("SEPARATORS_REGEX", repr(SEPARATORS))
         .replace("GLUE_REGEX", repr(GLUE))
         .replace("NUMBER_WORDS_TUPLE", repr(NUMBER_WORDS))
+        .replace("SCALED_REGEX", repr(SCALED.pattern))
     )
     if any(p.map == "date" for fp in served.values() for p in fp.programs):
         helpers += "\n\n# Written dates (protege.programs.dates, copied)\n" + _dates_source()
@@ -175,7 +191,7 @@ def _field_function(fp: FieldProgram) -> str:
         anchors = fp.anchors.get(program.source_path, [])
         if anchors:
             lines.append(f"    # applies only to texts containing {', '.join(map(repr, anchors))} (as every trace did)")
-        lines += ["    " + line for line in _program_lines(program, anchors, fp.max_chars)]
+        lines += ["    " + line for line in _program_lines(program, anchors, fp.max_chars, fp.max_digits)]
     lines.append("    return REFUSED")
     return "\n".join(lines) + "\n"
 
@@ -185,7 +201,7 @@ def _doc(fp: FieldProgram) -> str:
     return f"{fp.field}: held-out accuracy {acc} on {fp.right + fp.wrong} answered, {fp.refused} refused."
 
 
-def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
+def _program_lines(p: Program, anchors: list[str], max_chars: int, max_digits: int = 0) -> list[str]:
     if p.op == "const":
         return [f"return {p.value!r}"]
     regex = p.pattern.regex.pattern if p.pattern is not None else None
@@ -213,7 +229,7 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int) -> list[str]:
         ),
         "if region is not None:",
         f"    value = {call}",
-        "    if value is not REFUSED:",
+        f"    if value is not REFUSED{f' and _digits(value) <= {max_digits}' if max_digits else ''}:",
         "        return value",
     ]
 

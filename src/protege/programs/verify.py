@@ -22,6 +22,7 @@ MIN_HELDOUT = 10
 HELDOUT_EVERY = 3
 MAX_ANCHORS = 4
 MIN_MAX_CHARS = 2000
+DIGITS_SLACK = 1  # a number may have one more integer digit than any training value's (10x larger) before it refuses
 
 
 @dataclass
@@ -39,6 +40,7 @@ class FieldProgram:
     reason: str = ""
     anchors: dict[str, list[str]] = dc_field(default_factory=dict)  # source path -> literals every training text had
     max_chars: int = 0  # longest input text served: twice the longest training text (0: no limit)
+    max_digits: int = 0  # integer digits a served number may have: the training values' most + 1 (0: no limit)
 
     @property
     def accuracy(self) -> float | None:
@@ -58,7 +60,7 @@ class FieldProgram:
             if not has_anchors(data, program.source, self.anchors.get(program.source_path, ()), self.max_chars):
                 continue
             value = run(program, data, reference)
-            if value is not REFUSED:
+            if value is not REFUSED and fits_digits(value, self.max_digits):
                 return value
         return REFUSED
 
@@ -78,6 +80,7 @@ class FieldProgram:
             "reason": self.reason,
             "anchors": self.anchors,
             "max_chars": self.max_chars,
+            "max_digits": self.max_digits,
         }
 
     @classmethod
@@ -182,6 +185,7 @@ def build(
             train_coverage=covered,
             anchors=anchors,
             max_chars=_max_chars(train, sources),
+            max_digits=_max_digits([o.get(name) for _, o in train]),
         )
         _score(fp, held, promote_at)
         out[name] = fp
@@ -234,6 +238,26 @@ def has_anchors(data: dict[str, Any], source: tuple[str, ...], anchors: Any, max
     if text is None or (max_chars and len(text) > max_chars):
         return False
     return all(a in text for a in anchors)
+
+
+def digits(value: Any) -> int:
+    """The most integer digits of a number or of a list's numbers (0 for anything else)."""
+    if isinstance(value, list):
+        return max(map(digits, value), default=0)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return len(str(abs(int(value))))
+    return 0
+
+
+def fits_digits(value: Any, max_digits: int) -> bool:
+    """Whether a program's value is of the magnitude the traces showed: `to order 982795` read as a quantity is an
+    order number, and no training quantity was within a factor of ten of it."""
+    return not max_digits or digits(value) <= max_digits
+
+
+def _max_digits(values: list[Any]) -> int:
+    most = max(map(digits, values), default=0)
+    return most + DIGITS_SLACK if most else 0
 
 
 def _max_chars(train: list[tuple[dict[str, Any], dict[str, Any]]], sources: set[tuple[str, ...]]) -> int:
