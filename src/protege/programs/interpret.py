@@ -2,7 +2,8 @@
 
 A program refuses — and leaves its field to the next tier — whenever it cannot stand behind a value: its source
 text is missing, a region's delimiter is absent, a span has no match (unless the traces showed null then), a
-matched text does not parse as the field's number, or a list/count comes out empty where no trace ever was.
+matched text does not parse as the field's number (or a scale word follows it: `two dozen`), or a list/count
+comes out empty where no trace ever was.
 """
 
 from __future__ import annotations
