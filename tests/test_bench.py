@@ -223,8 +223,10 @@ def test_student_programs_reads_back_an_earlier_runs_calls_in_order():
     back = _stored_runs(app, "t", rows)
     assert [r.created_at for r in back] == [0, 1, 2, 3, 4]
 
+    from protege.agents.cascade import LOW_CONFIDENCE
+
     def attempts(run_id, **_):  # a gate's refusal leaves a valid answer; a cut one does not
-        gated = SimpleNamespace(errors=["low confidence: field 'n' 0.5 < the floor 0.8"], output_text='{"n":9}')
+        gated = SimpleNamespace(errors=[f"{LOW_CONFIDENCE}: field 'n' 0.5 < the floor 0.8"], output_text='{"n":9}')
         cut = SimpleNamespace(errors=["the answer was cut at the token limit"], output_text='{"n":')
         return {"gated": [gated], "cut": [cut]}.get(run_id, [])
 

@@ -13,9 +13,10 @@ from protege.programs import dates
 from protege.programs.interpret import EMPTY as _EMPTY
 from protege.programs.interpret import NUMBER_WORDS, SCALED
 from protege.programs.language import GLUE, SEPARATORS, Program
-from protege.programs.verify import FieldProgram, ProgramSet
+from protege.programs.verify import FieldProgram, ProgramSet, digits
 
 HELPERS = '''import re
+from typing import Any  # the annotation of digits(), copied below
 
 SEPARATORS = SEPARATORS_REGEX  # what separates the items of a delimited list
 GLUE = GLUE_REGEX  # what may stand between the items of a list after a keyword
@@ -130,15 +131,6 @@ def _split(text, map_name, empty_refuses, count, unique=False, ascending=False, 
     return len(items) if count else _ordered(items, unique, ascending)
 
 
-def _digits(value):
-    """The most integer digits of a number or of a list's numbers (a value far larger than the traces' refuses)."""
-    if isinstance(value, list):
-        return max(map(_digits, value), default=0)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return len(str(abs(int(value))))
-    return 0
-
-
 def _count(text, regex, empty_refuses, offset, unique=False):
     matches = [m.group(1) for m in re.finditer(regex, text)]
     n = len(set(matches)) if unique else len(matches)
@@ -173,6 +165,8 @@ def render(programs: ProgramSet) -> str:
         .replace("NUMBER_WORDS_TUPLE", repr(NUMBER_WORDS))
         .replace("SCALED_REGEX", repr(SCALED.pattern))
     )
+    helpers += "\n\n# A value far larger than the traces' refuses (protege.programs.verify, copied)\n"
+    helpers += inspect.getsource(digits)
     if any(p.map == "date" for fp in served.values() for p in fp.programs):
         helpers += "\n\n# Written dates (protege.programs.dates, copied)\n" + _dates_source()
     return "\n".join(head) + helpers + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
@@ -201,7 +195,7 @@ def _doc(fp: FieldProgram) -> str:
     return f"{fp.field}: held-out accuracy {acc} on {fp.right + fp.wrong} answered, {fp.refused} refused."
 
 
-def _program_lines(p: Program, anchors: list[str], max_chars: int, max_digits: int = 0) -> list[str]:
+def _program_lines(p: Program, anchors: list[str], max_chars: int, max_digits: int) -> list[str]:
     if p.op == "const":
         return [f"return {p.value!r}"]
     regex = p.pattern.regex.pattern if p.pattern is not None else None
@@ -229,7 +223,7 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int, max_digits: i
         ),
         "if region is not None:",
         f"    value = {call}",
-        f"    if value is not REFUSED{f' and _digits(value) <= {max_digits}' if max_digits else ''}:",
+        f"    if value is not REFUSED{f' and digits(value) <= {max_digits}' if max_digits else ''}:",
         "        return value",
     ]
 
