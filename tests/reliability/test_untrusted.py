@@ -213,7 +213,7 @@ def hangs(query: str) -> str:
 
 async def hangs_async(query: str) -> str:
     """Look the account up, asynchronously (never answers in time)."""
-    await asyncio.sleep(5)
+    await asyncio.sleep(60)
     return "too late"
 
 
@@ -231,15 +231,17 @@ def raises(query: str) -> str:
     ],
 )
 def test_tool_that_hangs_or_raises_is_contained(tmp_path, tool, shown):
-    """A tool that sleeps past Policy.tool_timeout_s (sync or async) or raises: the call still completes in about
-    the timeout, and the trace's transcript shows the tool's error to the model."""
+    """A tool that sleeps past Policy.tool_timeout_s (sync or async) or raises: the call still completes long before
+    the tool would, and the trace's transcript shows the tool's error to the model."""
     app = Protege(db=f"sqlite:///{tmp_path}/t.db", teacher=tool_agent(tool.__name__), project_dir=tmp_path / ".p")
     app.task(tools=[tool], policy=Policy(tool_timeout_s=0.2))(_triage)
     t0 = time.perf_counter()
     res = app.run("_triage", {"ticket": {"subject": "refund"}})
     elapsed = time.perf_counter() - t0
     print(f"{tool.__name__}: call done in {elapsed:.2f} s")
-    assert elapsed < 2.0 and res.output.model_dump() == GOOD
+    # far under the hang (120 s sync, 60 s async), with room for a loaded machine: it was 2 s, and a busy 2-core
+    # box once took longer for the first call of a process
+    assert elapsed < 30 and res.output.model_dump() == GOOD
     (tool_turn,) = [m for m in app.store.trace(res.trace_ids[0]).messages if m["role"] == "tool"]
     assert shown in tool_turn["content"] and tool_turn["name"] == tool.__name__
     app.close()
