@@ -167,10 +167,10 @@ def reuse(ctx: Context, w: Workload) -> Prepared:
 
 
 def quick_train_config() -> Any:
-    """Quick mode trains with the demo's recipe (one epoch, lr 2e-3): minutes on 2 cores, not the full run."""
-    from protege.demo.run import demo_train_config
+    """Quick mode trains one LoRA epoch at lr 2e-3: ~2 min on 2 cores, not the full run (and a weak student)."""
+    from protege.distill.train import TrainConfig
 
-    return demo_train_config()
+    return TrainConfig(method="lora", epochs=1, learning_rate=2e-3)
 
 
 def _require_student_pieces() -> None:

@@ -62,6 +62,18 @@ def test_stages_before_distillation(tmp_path):
         demo.close()
 
 
+def test_programs_are_induced_from_every_teacher_trace_before_distilling(tmp_path):
+    """Background induction runs at Policy.program_min_traces (50) and again when the traces have grown by half,
+    reading however many are in by then; the programs beside the demo's student have seen all 100."""
+    demo = small_demo(tmp_path)
+    try:
+        demo.teach(demo.pool[:100])
+        demo.app.wait()
+        assert demo._programs_from_every_trace().traces == 100
+    finally:
+        demo.close()
+
+
 def test_second_run_needs_reset_and_reset_starts_clean(tmp_path):
     """A store with a demo run is kept unless --reset, which removes it (and only it)."""
     demo = small_demo(tmp_path)
