@@ -69,7 +69,7 @@ def test_programs_are_induced_from_every_teacher_trace_before_distilling(tmp_pat
     try:
         demo.teach(demo.pool[:100])
         demo.app.wait()
-        assert demo._programs_from_every_trace().traces == 100
+        assert demo.app.programs.from_every_trace(TASK).traces == 100
     finally:
         demo.close()
 

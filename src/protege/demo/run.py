@@ -170,26 +170,14 @@ class Demo:
         self._calls("traffic", inputs, tier="teacher")
         self.app.wait()
         say(f"{self.app.store.count_traces(TASK, valid=True)} valid traces of {TASK} in the store")
-        programs = self._programs_from_every_trace()
-        if programs is not None:
-            served = ", ".join(programs.served) or "none"
-            say(
-                f"field programs induced from {programs.traces} teacher traces: {len(programs.served)} of "
-                f"{len(programs.fields)} fields served ({served}), each verified on held-out traces; "
-                f"`protege programs {TASK}` shows them"
-            )
-
-    def _programs_from_every_trace(self) -> Any:
-        """Induction runs in the background each time the teacher's traces grow by half, so the newest set may
-        have seen two thirds of them; before distilling, the demo induces once more from all of them (seconds,
-        no model), as `protege programs extract_order --induce` does."""
-        from protege.programs.service import SOURCE_TIERS
-
-        programs = self.app.programs.current(TASK)
-        have = sum(self.app.store.count_traces(TASK, tier=tier, valid=True) for tier in SOURCE_TIERS)
-        if programs is not None and programs.traces >= have:
-            return programs
-        return self.app.programs.induce(TASK)
+        # before distilling, programs from every teacher trace (`protege programs extract_order --induce`)
+        programs = self.app.programs.from_every_trace(TASK)
+        served = ", ".join(programs.served) or "none"
+        say(
+            f"field programs induced from {programs.traces} teacher traces: {len(programs.served)} of "
+            f"{len(programs.fields)} fields served ({served}), each verified on held-out traces; "
+            f"`protege programs {TASK}` shows them"
+        )
 
     def distill(self) -> None:
         stage(5, "distill: dataset → train → evaluate against the teacher")

@@ -102,12 +102,25 @@ class ProgramService:
         policy = task.spec.policy
         if not policy.program:
             return False
-        n = sum(self.app.store.count_traces(task.spec.name, tier=tier, valid=True) for tier in SOURCE_TIERS)
+        n = self.source_traces(task.spec.name)
         last = self._last_n.get(task.spec.name)
         if last is None:
             stored = self.current(task.spec.name)
             last = stored.traces if stored is not None else 0
         return n >= policy.program_min_traces and (last == 0 or n >= last * REGROW)
+
+    def source_traces(self, task: str) -> int:
+        """How many valid traces induction reads from (the teacher's and imported ones)."""
+        return sum(self.app.store.count_traces(task, tier=tier, valid=True) for tier in SOURCE_TIERS)
+
+    def from_every_trace(self, task: str) -> ProgramSet:
+        """The task's programs induced from all its source traces (up to MAX_TRACES): the stored set when it saw
+        them all, else a new induction (seconds, no model). Background induction reruns only when the traces have
+        grown by half, so the stored set may have seen two thirds of them."""
+        current = self.current(task)
+        if current is not None and current.traces >= min(self.source_traces(task), MAX_TRACES):
+            return current
+        return self.induce(task)
 
     def check_shadows(self, task: TaskRuntime) -> None:
         """After a shadow of a program-served call: demote the programs if the teacher disagrees too often."""
