@@ -13,6 +13,7 @@ from student_support import chat_row
 from protege.distill.train import (
     ADAPTER_DIR,
     CHECKPOINT_DIR,
+    FROZEN_LAYERS,
     LEARNING_RATES,
     METADATA_FILE,
     TrainConfig,
@@ -69,10 +70,28 @@ def test_student_dir_holds_adapter_tokenizer_and_metadata(tiny_base, tmp_path):
 
 
 def test_each_method_has_its_own_default_learning_rate():
-    """Full fine-tuning is the default; a learning rate left unset is the method's own, a given one is kept."""
+    """Full fine-tuning is the default; a learning rate (or frozen share) left unset is the method's own, a given
+    one is kept."""
     assert TrainConfig().method == "full" and TrainConfig().learning_rate == LEARNING_RATES["full"]
     assert TrainConfig(method="lora").learning_rate == LEARNING_RATES["lora"] > LEARNING_RATES["full"]
     assert TrainConfig(method="lora", learning_rate=3e-4).learning_rate == 3e-4
+    assert TrainConfig().frozen_layers == FROZEN_LAYERS["full"] > 0 == TrainConfig(method="lora").frozen_layers
+
+
+def test_frozen_layers_keep_the_base_below_and_train_above(tiny_base, tmp_path):
+    """With the lower half frozen, layer 0 stays the base's weight for weight while layer 1 and the tied
+    embeddings (through the LM head) learn; LoRA refuses the option, which only full fine-tuning has."""
+    from safetensors.torch import load_file
+
+    result = train_student(ROWS, tiny_base, tmp_path / "s", TrainConfig(**FAST, max_steps=2, frozen_layers=0.5))
+    base = load_file(tiny_base / "model.safetensors")
+    trained = load_file(result.adapter_path / "model.safetensors")
+    changed = {name for name, weight in base.items() if not weight.equal(trained[name])}
+    assert changed and not any(name.startswith("model.layers.0.") for name in changed), sorted(changed)
+    assert any(name.startswith("model.layers.1.") for name in changed)
+    assert "model.embed_tokens.weight" in changed
+    with pytest.raises(ValueError, match="frozen_layers"):
+        TrainConfig(method="lora", frozen_layers=0.5)
 
 
 def test_a_failed_save_leaves_the_previous_student_intact(tmp_path):
