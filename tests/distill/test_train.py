@@ -13,12 +13,12 @@ from student_support import chat_row
 from protege.distill.train import (
     ADAPTER_DIR,
     CHECKPOINT_DIR,
-    FROZEN_LAYERS,
     LEARNING_RATES,
     METADATA_FILE,
     TrainConfig,
     TrainResult,
     _save_atomically,
+    freeze_lower_layers,
     read_metadata,
     tokenize_row,
     train_student,
@@ -70,12 +70,10 @@ def test_student_dir_holds_adapter_tokenizer_and_metadata(tiny_base, tmp_path):
 
 
 def test_each_method_has_its_own_default_learning_rate():
-    """Full fine-tuning is the default; a learning rate (or frozen share) left unset is the method's own, a given
-    one is kept."""
+    """Full fine-tuning is the default; a learning rate left unset is the method's own, a given one is kept."""
     assert TrainConfig().method == "full" and TrainConfig().learning_rate == LEARNING_RATES["full"]
     assert TrainConfig(method="lora").learning_rate == LEARNING_RATES["lora"] > LEARNING_RATES["full"]
     assert TrainConfig(method="lora", learning_rate=3e-4).learning_rate == 3e-4
-    assert TrainConfig().frozen_layers == FROZEN_LAYERS["full"] > 0 == TrainConfig(method="lora").frozen_layers
 
 
 def test_frozen_layers_keep_the_base_below_and_train_above(tiny_base, tmp_path):
@@ -92,6 +90,15 @@ def test_frozen_layers_keep_the_base_below_and_train_above(tiny_base, tmp_path):
     assert "model.embed_tokens.weight" in changed
     with pytest.raises(ValueError, match="frozen_layers"):
         TrainConfig(method="lora", frozen_layers=0.5)
+
+
+def test_a_base_without_decoder_layers_cannot_freeze_them():
+    """Asked to freeze the lower layers of a base whose decoder has no `layers` list: an error naming the fix."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(get_decoder=lambda: SimpleNamespace())
+    with pytest.raises(UserError, match="frozen_layers=0.5.*set TrainConfig.frozen_layers=0"):
+        freeze_lower_layers(model, 0.5)
 
 
 def test_a_failed_save_leaves_the_previous_student_intact(tmp_path):
