@@ -76,7 +76,7 @@ class TrainConfig(BaseModel):
         lt=1,
         description="full fine-tuning: the share of the decoder's lowest layers kept as the base's. Their backward "
         "pass is skipped (about two thirds of their cost: 1/3 trains ~20% faster); the token embeddings then learn "
-        "through the LM head only. Opt-in: on the orders it cost quality (docs/student.md, runs T and U)",
+        'through the LM head only. Opt-in: on the orders it cost quality (docs/student.md, "Frozen lower layers")',
     )
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
