@@ -99,7 +99,7 @@ def run(ctx: Context, steps: int | None = None, rounds: int | None = None) -> Re
 
 
 def _described(config: Any) -> str:
-    """The recipe's main settings, for people: 'full fine-tuning, prompt summary, 4 epochs, lr 0.0001 (cosine), …'."""
+    """The recipe's main settings, for people: 'full fine-tuning, prompt summary, 3 epochs, lr 0.0002 (cosine), …'."""
     method = "full fine-tuning" if config.method == "full" else f"LoRA r={config.lora_r}"
     return (
         f"{method}, prompt {config.prompt}, {config.epochs:g} epochs, lr {config.learning_rate:g} "
