@@ -51,3 +51,31 @@ def test_hot_path_writes_are_single_statements(pg_url, monkeypatch):
         store.finish_run(run.id, status="ok")
         assert sent == [("INSERT", True), ("INSERT", True), ("UPDATE", True)]
         assert pings == []
+
+
+def test_bulk_ingest_survives_dropped_connections(pg_url):
+    """A COPY batch on a connection the server dropped is retried once on a fresh one, and stores every row."""
+    with Store(pg_url) as store:
+        store.insert_traces([TraceRow(task_name="t", tier="import")])
+        assert _kill_other_backends(pg_url) >= 1
+        assert store.insert_traces([{"task_name": "t", "tier": "import", "input": {"i": i}} for i in range(50)]) == 50
+        assert store.count_traces("t") == 51
+
+
+def test_large_trace_columns_are_lz4_compressed(pg_url):
+    """Where the server has lz4, the trace's and run's JSON and text columns use it (pglz was most of a bulk
+    ingest's server time); a server without it keeps pglz."""
+    with Store(pg_url) as store, store.engine.connect() as conn:
+        has_lz4 = conn.exec_driver_sql(
+            "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+        ).first()
+        methods = dict(
+            conn.exec_driver_sql(
+                "SELECT attrelid::regclass::text || '.' || attname, attcompression FROM pg_attribute "
+                "WHERE attrelid IN ('trace'::regclass, 'run'::regclass) "
+                "AND attname IN ('messages', 'input', 'task_name')"
+            ).all()
+        )
+    expected = "l" if has_lz4 else ""
+    assert methods["trace.messages"] == expected and methods["trace.input"] == expected
+    assert methods["run.input"] == expected and methods["trace.task_name"] == ""

@@ -183,6 +183,46 @@ def test_bulk_ingest_of_20k_traces(store):
     assert oldest[0].model == "" and oldest[0].errors is None and oldest[0].attempt == 0
 
 
+def test_bulk_rows_are_stored_as_single_inserts_store_them(store):
+    """insert_traces (executemany on SQLite, COPY on PostgreSQL) writes every column exactly as insert_trace does:
+    JSON with quotes, tabs, newlines, backslashes and unicode, SQL NULL for None, NUL made U+FFFD, bools, floats,
+    aware datetimes."""
+    trace = {
+        "task_name": "t\tab",
+        "tier": "import",
+        "input": {"text": 'a "quoted"\tvalue\nover lines \\ é 🙂', "n": [1, 2.5, None, True]},
+        "output": {"x": "\x00kept in JSON"},
+        "output_text": "line\\N\nnext\x00",
+        "messages": None,
+        "valid": True,
+        "shadow": False,
+        "confidence": 0.125,
+        "latency_s": 1e-7,
+        "created_at": datetime(2025, 3, 4, 5, 6, 7, 89, tzinfo=UTC),
+    }
+    store.insert_trace({**trace, "id": "single"})
+    store.insert_traces([{**trace, "id": "bulk"}, TraceRow(**{**trace, "id": "bulk-row"})])
+    columns = [c for c in TraceRow.model_fields if c != "id"]
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"SELECT id, {', '.join(columns)} FROM trace ORDER BY id").all()
+    stored = {row[0]: tuple(row[1:]) for row in rows}
+    assert stored["bulk"] == stored["single"] and stored["bulk-row"] == stored["single"]
+    back = store.trace("bulk")
+    assert back.input == trace["input"] and back.output == trace["output"] and back.messages is None
+    assert back.output_text == "line\\N\nnext\ufffd" and back.created_at == trace["created_at"]
+
+
+def test_bulk_ingest_of_a_taken_id_fails_whole(store):
+    """A batch holding an id already stored fails as an IntegrityError and stores none of its rows."""
+    store.insert_trace({"id": "taken", "task_name": "t", "tier": "import"})
+    with pytest.raises(IntegrityError):
+        store.insert_traces(
+            [{"id": "new", "task_name": "t", "tier": "import"}, {"id": "taken", "task_name": "t", "tier": "import"}]
+        )
+    assert store.count_traces("t") == 1
+    assert store.insert_traces([{"id": "new", "task_name": "t", "tier": "import"}]) == 1
+
+
 def test_dict_rows_are_checked(store):
     """A dict row with an unknown field or without a required one is a UserError, not a silently dropped value."""
     with pytest.raises(UserError, match="'bogus'"):

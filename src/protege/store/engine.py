@@ -22,6 +22,7 @@ from sqlmodel import create_engine
 from protege.errors import UserError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_PAGE_SIZE = 16_384
 
 try:  # orjson comes with langgraph; it writes JSON ~5x faster than the json module
     import orjson
@@ -97,9 +98,13 @@ def _is_memory(url: str) -> bool:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # 16 KB pages for a new file (a no-op on an existing one; it must come before WAL): a trace (~4 KB of JSON)
+    # fits in a page instead of spilling into overflow pages, which nearly halves a bulk insert's database time
+    cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    # checkpoint every ~16 MB of WAL instead of 4 MB: fewer fsyncs, each page copied back once per checkpoint
+    # checkpoint every 4,000 pages of WAL instead of 1,000 (64 MB with 16 KB pages; 16 MB in a file made with 4 KB
+    # ones): fewer fsyncs, each page copied back once per checkpoint (1,000 pages cost a bulk ingest a third)
     cur.execute("PRAGMA wal_autocheckpoint=4000")
     cur.execute("PRAGMA journal_size_limit=67108864")  # and truncate the WAL file back to 64 MB afterwards
     cur.execute("PRAGMA foreign_keys=ON")

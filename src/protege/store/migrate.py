@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from protege.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0003"  # the newest revision in migrations/versions (a test checks they agree)
+HEAD_REVISION = "0004"  # the newest revision in migrations/versions (a test checks they agree)
 PG_LOCK_KEY = 0x70726F74  # "prot": pg_advisory_xact_lock key that serializes migrations
 # dialect-specific search objects, not in the models: FTS5 table (and shadow tables), PG column and GIN index
 SEARCH_OBJECTS = ("skill_fts", "ix_skill_fts", "search_vector")

@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -21,6 +22,7 @@ from sqlmodel.sql.sqltypes import AutoString
 
 from protege.errors import StoreError, UserError
 from protege.store.background import BackgroundQueries
+from protege.store.bulk import BulkInsert
 from protege.store.engine import SQLITE_BUSY_TIMEOUT_MS, require_aware
 from protege.store.models import (
     BudgetRow,
@@ -157,22 +159,30 @@ class Store(BackgroundQueries):
         self._retry(write)
 
     def insert_traces(self, traces: Iterable[TraceRow | dict], *, batch: int = 2000) -> int:
-        """Bulk ingest (imports, benchmarks): multi-row inserts, one transaction per `batch` rows."""
+        """Bulk ingest (imports, benchmarks): one transaction per `batch` rows, each written by the driver's bulk
+        path (executemany on SQLite, COPY on PostgreSQL; see bulk.py). A bad row fails its batch, none of whose
+        rows are stored; the batches before it are."""
         n, chunk = 0, []
         for t in traces:
-            chunk.append(_row_dict(t) if isinstance(t, TraceRow) else _from_dict(TraceRow, t))
+            chunk.append(t)
             if len(chunk) >= batch:
                 n += self._insert_many(chunk)
                 chunk = []
         return n + (self._insert_many(chunk) if chunk else 0)
 
-    def _insert_many(self, rows: list[dict]) -> int:
+    def _insert_many(self, traces: list[TraceRow | dict]) -> int:
+        bulk = self._bulk_traces
+
         def write() -> None:
             with self.engine.begin() as conn:
-                conn.execute(_INSERT_TRACE, rows)
+                bulk.write(conn, traces, _trace_row)
 
         self._retry(write)
-        return len(rows)
+        return len(traces)
+
+    @cached_property
+    def _bulk_traces(self) -> BulkInsert:
+        return BulkInsert(table_of(TraceRow), self.engine.dialect)
 
     def trace(self, trace_id: str) -> TraceRow | None:
         return self._first(select(TraceRow).where(col(TraceRow.id) == trace_id))
@@ -510,6 +520,10 @@ def _from_dict(table: type[SQLModel], data: dict[str, Any]) -> dict[str, Any]:
     else:
         require_aware(row["created_at"], f"{table.__tablename__} created_at")
     return row
+
+
+def _trace_row(trace: TraceRow | dict) -> dict[str, Any]:
+    return _row_dict(trace) if isinstance(trace, TraceRow) else _from_dict(TraceRow, trace)
 
 
 def _row_dict(row: SQLModel) -> dict[str, Any]:
