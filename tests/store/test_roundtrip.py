@@ -223,3 +223,38 @@ def test_in_memory_store_is_shared_by_threads():
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda i: store.insert_trace(TraceRow(task_name="t", tier="teacher")), range(20)))
         assert store.count_traces("t") == 20
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"a": [1, {"b": 18446744073709551616}]}', {"a": [1, {"b": 2**64}]}),
+        ("[-9223372036854775809, 0.5]", [-(2**63) - 1, 0.5]),
+        ('{"n": 1e300, "id": 9223372036854775807}', {"n": 1e300, "id": 2**63 - 1}),
+        ('{"digits": "12345678901234567890123"}', {"digits": "12345678901234567890123"}),
+        ("[NaN]", None),
+    ],
+)
+def test_json_reader_is_exact(text, expected):
+    """The store's JSON reader gives what json gives: huge integers exact (orjson alone makes them floats), long
+    digit strings untouched, NaN read."""
+    import json
+    import math
+
+    from protege.store.engine import json_loads
+
+    for form in (text, text.encode(), memoryview(text.encode())):
+        got = json_loads(form)
+        if expected is None:
+            assert math.isnan(got[0])
+        else:
+            assert got == expected == json.loads(text)
+            assert [type(v) for v in _leaves(got)] == [type(v) for v in _leaves(json.loads(text))]
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
