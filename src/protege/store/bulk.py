@@ -53,8 +53,8 @@ class BulkInsert:
 
     def write(self, conn: Connection, items: Sequence[T], row: Callable[[T], dict[str, Any]]) -> None:
         """Insert `row(item)` of each item in the connection's transaction. On PostgreSQL each row is made while
-        COPY streams the ones before it, so the server stores them as they come (18k traces/s, against 12k when
-        the batch was made first: the two cores work at once). A database error is SQLAlchemy's, as elsewhere."""
+        COPY streams the ones before it, so the server stores them as they come instead of waiting for the whole
+        batch (1.5x the rate on 2 cores). A database error is SQLAlchemy's, as elsewhere."""
         if not self.copies:
             conn.exec_driver_sql(self.sql, [self.values(row(item)) for item in items])
             return
