@@ -138,7 +138,7 @@ class Store(BackgroundQueries):
         A dict of TraceRow fields is accepted too (defaults filled in); it skips SQLModel's constructor, which
         costs ~0.1-0.2 ms per row.
         """
-        self._exec(_INSERT_TRACE, _row_dict(trace) if isinstance(trace, TraceRow) else _from_dict(TraceRow, trace))
+        self._exec(_INSERT_TRACE, _trace_row(trace))
 
     def record_attempt(self, trace: dict, *, run: dict | None = None, finish: dict | None = None) -> None:
         """The cascade's one write per attempt, in one transaction: the call's run row (first attempt), the
