@@ -196,3 +196,64 @@ def test_q4_k_m_is_made_by_llama_cpps_quantizer_and_answers(exported, tmp_path):
     assert gguf.GGUFReader(out / "student-q4_k_m.gguf").fields["general.file_type"].contents() == 15
     answer = LocalModel(out, engine="llama.cpp").generate(requests(app)[0])
     assert json.loads(answer.text)["queue"] in ("billing", "bug", "account", "other")
+
+
+class _Clock:
+    """A fake clock that a fake llama.cpp context advances by its pass time: the choice is tested without timing."""
+
+    def __init__(self, pass_ms: dict[int, float]):
+        self.now, self.pass_ms, self.threads, self.passes = 0.0, pass_ms, 1, {n: 0 for n in pass_ms}
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def set_n_threads(self, n: int, n_batch: int) -> None:
+        self.threads = n
+
+    def decode(self, batch) -> None:
+        self.now += self.pass_ms[self.threads] / 1000
+        self.passes[self.threads] += 1
+
+    def kv_cache_seq_rm(self, *args) -> None:
+        pass
+
+
+def _fake_llm(clock: _Clock):
+    from types import SimpleNamespace
+
+    batch = SimpleNamespace(set_batch=lambda **kw: None)
+    return SimpleNamespace(_ctx=clock, _batch=batch, token_bos=lambda: 1)
+
+
+@pytest.mark.parametrize(
+    ("pass_ms", "chosen"),
+    [({1: 12.0, 2: 8.0}, 2), ({1: 31.0, 2: 41.0}, 1), ({1: 10.0, 2: 10.0}, 1), ({1: 3.0, 2: 5.0, 4: 2.0}, 4)],
+)
+def test_decode_threads_are_the_fastest_measured(monkeypatch, pass_ms, chosen):
+    """Quiet 2-core AMD EPYC: 2 threads won; loaded 2-core Xeon: 1 did; a tie keeps fewer threads."""
+    from protege.agents.models import llama_cpp as engine
+
+    clock = _Clock(pass_ms)
+    monkeypatch.setattr(engine, "time", clock)
+    assert engine._fastest_threads(_fake_llm(clock), sorted(pass_ms)) == chosen
+
+
+def test_a_count_whose_passes_take_seconds_is_dropped_after_one_pass(monkeypatch):
+    """Beside a busy process a 2-thread pass took 3-16 s here: measuring it must not cost many of them."""
+    from protege.agents.models import llama_cpp as engine
+
+    clock = _Clock({1: 12.0, 2: 5000.0})
+    monkeypatch.setattr(engine, "time", clock)
+    assert engine._fastest_threads(_fake_llm(clock), [1, 2]) == 1
+    assert clock.passes[2] == 1 and clock.now < 6
+
+
+def test_measuring_threads_leaves_no_trace_in_the_answers(exported, tmp_path):
+    """The calibration's passes are cleared from llama.cpp's cache: answers are those of a fixed thread count."""
+    app, student_id = exported
+    out = app.export_student(student_id, tmp_path / "gguf", quant="q8_0")
+    measured = LocalModel(out, engine="llama.cpp")
+    assert measured.engine.decode_threads >= 1
+    fixed = LocalModel(out, engine="llama.cpp", threads=1)
+    for request in requests(app)[:3]:
+        assert measured.generate(request).text == fixed.generate(request).text

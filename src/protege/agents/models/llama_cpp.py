@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -34,6 +35,7 @@ from protege.agents.models.local_engine import (
 from protege.errors import UserError
 
 DEFAULT_CONTEXT = 4096
+PROMPT_PROBE = 32  # tokens a pass when prompt threads are measured
 
 
 class LlamaCppModel(LocalModel):
@@ -114,23 +116,26 @@ class LlamaCppEngine(Engine):
         self.device = torch.device("cpu")
         self.batch_size = BATCH_CPU
         self.tokenizer = _tokenizer(AutoTokenizer, gguf)
-        # Decoding runs short passes (a token, or a few drafted ones), and llama.cpp's threads spin while they
-        # wait for each other: more threads than free cores costs 10-60x (measured on a loaded 2-core box), so
-        # one per two cores. A prompt is one long pass where the threads share real work: every core (quiet
-        # 2-core Xeon, a 193-token prompt: 0.61 s on 2 threads, 1.03 s on 1; a decoding step: 41 ms on 2, 31 ms
-        # on 1). `threads` sets both.
+        # How many threads make a pass fastest depends on the machine and its load, as llama.cpp's threads spin
+        # while they wait for each other: a decoding pass (a token, or a few drafted ones) took 31 ms on 1 thread
+        # against 41 on 2 on a loaded 2-core Xeon, 12 against 8 on a quiet 2-core AMD EPYC; with one of its cores
+        # busy, a 193-token prompt took 1.8 s on 2 threads against 0.8 on 1. So both counts are measured when
+        # the model loads (`_fastest_threads`, ~0.5 s), for prompts and for decoding. `threads` sets both.
         cores = os.cpu_count() or 2
-        self.decode_threads, self.prompt_threads = threads or max(cores // 2, 1), threads or cores
         self.llm = llama_cpp.Llama(
             str(gguf),
             n_ctx=context,
             n_batch=512,
-            n_threads=self.decode_threads,
-            n_threads_batch=self.decode_threads,  # drafts verified in one pass are batches too; prompts: `prefill`
+            n_threads=threads or cores,
+            n_threads_batch=threads or cores,  # drafts verified in one pass are batches too; prompts: `prefill`
             verbose=False,
             logits_all=False,
         )
         atexit.register(self.llm.close)  # freed while llama.cpp is loaded: at interpreter teardown its free fails
+        candidates = sorted({1, max(cores // 2, 1), cores})
+        self.prompt_threads = threads or _fastest_threads(self.llm, candidates, width=PROMPT_PROBE, passes=1)
+        self.decode_threads = threads or _fastest_threads(self.llm, candidates)
+        self.llm._ctx.set_n_threads(self.decode_threads, self.decode_threads)
         self.model = SimpleNamespace(name_or_path=str(gguf), generation_config=SimpleNamespace(eos_token_id=None))
         self.lock = threading.Lock()
         self._queue, self._queue_lock = [], threading.Lock()
@@ -154,6 +159,39 @@ class LlamaCppEngine(Engine):
                 result = exc
             pending.result = self._as_model_error(result)
             pending.done.set()
+
+
+def _fastest_threads(llm: Any, candidates: list[int], *, width: int = 1, passes: int = 4, rounds: int = 3) -> int:
+    """Of `candidates` (ascending), the thread count whose passes of `width` tokens are fastest on this machine now:
+    the one that wins most of `rounds` rounds of `passes` passes each (ties: fewer threads). Bounded where threads
+    contend for busy cores and one pass can take seconds: the leader runs first, a count stops its round as soon
+    as it is behind, and one that took over 4x the best is dropped."""
+    ctx, batch = llm._ctx, llm._batch
+    tokens = [max(llm.token_bos(), 0)] * width
+    wins = dict.fromkeys(candidates, 0)
+    alive = list(candidates)
+    try:
+        for _ in range(rounds if len(alive) > 1 else 0):
+            alive.sort(key=lambda n: -wins[n])  # stable: ascending among equals
+            timed: dict[int, float] = {}
+            for n in alive:
+                ctx.set_n_threads(n, n)
+                ctx.kv_cache_seq_rm(-1, 0, -1)
+                best, elapsed = min(timed.values(), default=float("inf")), 0.0
+                for position in range(0, passes * width, width):
+                    batch.set_batch(batch=tokens, n_past=position, logits_all=False)
+                    start = time.perf_counter()
+                    ctx.decode(batch)
+                    elapsed += time.perf_counter() - start
+                    if elapsed > best:
+                        break
+                timed[n] = elapsed
+            best = min(timed.values())
+            wins[min(timed, key=timed.__getitem__)] += 1
+            alive = [n for n in alive if timed[n] <= 4 * best]
+    finally:
+        ctx.kv_cache_seq_rm(-1, 0, -1)
+    return max(candidates, key=lambda n: (wins[n], -n))
 
 
 def _tokenizer(auto: Any, gguf: Path) -> Any:
