@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 # on 2 cores (pip caches the wheel); `make test` installs it so its tests run, `make demo` does not wait for it.
 # It is built for AVX2, not for the build machine's own CPU (GGML_NATIVE): a native build on an AVX-512 Xeon VM
 # segfaults in every quantized matmul (q8_0, q4_1) with llama-cpp-python 0.3.36, and one wheel then serves any
-# x86-64 machine from the last decade.
+# x86-64 machine from the last decade. An explicit AVX-512 build (VNNI, BF16, VBMI) ran no faster on an
+# AVX-512 AMD EPYC (2026-12-07, docs/student.md).
 LLAMA   := $(VENV)/.llama
 LLAMA_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF
 
