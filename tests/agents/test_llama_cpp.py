@@ -257,3 +257,35 @@ def test_measuring_threads_leaves_no_trace_in_the_answers(exported, tmp_path):
     fixed = LocalModel(out, engine="llama.cpp", threads=1)
     for request in requests(app)[:3]:
         assert measured.generate(request).text == fixed.generate(request).text
+
+
+def test_every_pass_runs_on_the_engines_one_thread(exported, tmp_path, monkeypatch):
+    """OpenMP keeps a thread team per calling thread: calls from a pool of threads must not each wake their own."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protege.agents.models import llama_cpp as engine
+
+    app, student_id = exported
+    model = LocalModel(app.export_student(student_id, tmp_path / "gguf", quant="q8_0"), engine="llama.cpp")
+    callers, step = set(), engine._LlamaRow.step
+
+    def recorded(self, *args, **kwargs):
+        callers.add(threading.current_thread().name)
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine._LlamaRow, "step", recorded)
+    alone = [model.generate(r).text for r in requests(app)[:4]]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda r: model.generate(r).text, requests(app)[:4])) == alone
+    assert len(callers) == 1 and callers.pop().startswith("protege-llama.cpp")
+
+
+def test_a_stopped_runner_fails_the_call_instead_of_hanging(exported, tmp_path):
+    from protege.errors import ModelError
+
+    app, student_id = exported
+    model = LocalModel(app.export_student(student_id, tmp_path / "gguf", quant="q8_0"), engine="llama.cpp")
+    model.engine._runner.shutdown()
+    with pytest.raises(ModelError, match="local model failed"):
+        model.generate(requests(app)[0])

@@ -31,6 +31,7 @@ from protege.agents.models.local_engine import (
     _stop_ids,
     _string_safe,
     _vocab_texts,
+    runner_thread,
 )
 from protege.errors import UserError
 
@@ -132,9 +133,12 @@ class LlamaCppEngine(Engine):
             logits_all=False,
         )
         atexit.register(self.llm.close)  # freed while llama.cpp is loaded: at interpreter teardown its free fails
+        self._runner = runner_thread("llama.cpp")  # every pass on one thread (`Engine._decode_on_runner`)
         candidates = sorted({1, max(cores // 2, 1), cores})
-        self.prompt_threads = threads or _fastest_threads(self.llm, candidates, width=PROMPT_PROBE, passes=1)
-        self.decode_threads = threads or _fastest_threads(self.llm, candidates)
+        self.prompt_threads = threads or self._on_runner(
+            _fastest_threads, self.llm, candidates, width=PROMPT_PROBE, passes=1
+        )
+        self.decode_threads = threads or self._on_runner(_fastest_threads, self.llm, candidates)
         self.llm._ctx.set_n_threads(self.decode_threads, self.decode_threads)
         self.model = SimpleNamespace(name_or_path=str(gguf), generation_config=SimpleNamespace(eos_token_id=None))
         self.lock = threading.Lock()
@@ -145,6 +149,9 @@ class LlamaCppEngine(Engine):
         self.stop_ids = _stop_ids(self.tokenizer, self.model)
         self.prefix = PrefixCache()
         self.context_ids: list[int] = []  # what llama.cpp's key/value cache holds now
+
+    def _on_runner(self, fn, *args, **kwargs):
+        return self._runner.submit(fn, *args, **kwargs).result()
 
     def _decode_batch(self, batch) -> None:
         for pending in batch:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -200,6 +201,7 @@ class Engine:
         self.lock = threading.Lock()  # held while the model runs
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
+        self._runner = runner_thread("torch")
         self.texts = _vocab_texts(self.tokenizer)
         self.single_char = _single_char_tokens(self.texts)
         self.string_safe = torch.tensor([_string_safe(t) for t in self.texts], device=self.device)
@@ -226,8 +228,21 @@ class Engine:
                 with self._queue_lock:
                     batch, self._queue = self._queue[:size], self._queue[size:]
                 if batch:
-                    self._decode_batch(batch)
+                    self._decode_on_runner(batch)
         return [p.result for p in pending]
+
+    def _decode_on_runner(self, batch: list[_Pending]) -> None:
+        """Every pass runs on the engine's one runner thread: OpenMP (torch's and llama.cpp's kernels) keeps a
+        team of threads per calling thread, and calls from a pool of threads (the cascade's `asyncio.to_thread`)
+        each woke their own — order answers from worker threads took 4.06-4.34 s against 3.32-3.70 s from one
+        (torch engine; llama.cpp: 1.35-1.37 against 0.93-1.10 s; quiet 2-core AMD EPYC)."""
+        try:
+            self._runner.submit(self._decode_batch, batch).result()
+        except Exception as exc:  # the runner is gone (interpreter exit): every waiting caller still gets an answer
+            for p in batch:
+                if not p.done.is_set():
+                    p.result = self._as_model_error(exc)
+                    p.done.set()
 
     # -- decoding ----------------------------------------------------------------------------------------------------
 
@@ -489,6 +504,10 @@ class Engine:
             f"no token of the vocabulary can continue the answer under its schema after "
             f"{state.text[-60:]!r}: a copied field may have nothing in this input to copy"
         )
+
+
+def runner_thread(engine: str) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"protege-{engine}")
 
 
 def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
