@@ -442,7 +442,21 @@ def test_every_pass_runs_on_the_engines_one_runner_thread(tiny, monkeypatch):
     alone = [tiny.generate(req).text for req in requests]
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(lambda r: tiny.generate(r).text, requests)) == alone
-    assert len(callers) == 1 and callers.pop().startswith("protege-torch")
+    assert len(callers) == 1 and callers.pop().startswith("protege-local-model")
+
+
+def test_without_a_runner_the_call_fails_instead_of_hanging(tiny, monkeypatch):
+    """At interpreter exit no new work can be scheduled: each waiting caller gets a ModelError (and escalates)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from protege.agents.models import local_engine
+    from protege.errors import ModelError
+
+    stopped = ThreadPoolExecutor(max_workers=1)
+    stopped.shutdown()
+    monkeypatch.setattr(local_engine, "runner_thread", lambda: stopped)
+    with pytest.raises(ModelError, match="local model failed"):
+        tiny.generate(request("an invoice", max_tokens=20))
 
 
 def test_one_failing_answer_leaves_the_rest_of_its_batch(tiny):

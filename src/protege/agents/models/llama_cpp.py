@@ -133,7 +133,6 @@ class LlamaCppEngine(Engine):
             logits_all=False,
         )
         atexit.register(self.llm.close)  # freed while llama.cpp is loaded: at interpreter teardown its free fails
-        self._runner = runner_thread("llama.cpp")  # every pass on one thread (`Engine._decode_on_runner`)
         candidates = sorted({1, max(cores // 2, 1), cores})
         self.prompt_threads = threads or self._on_runner(
             _fastest_threads, self.llm, candidates, width=PROMPT_PROBE, passes=1
@@ -151,7 +150,8 @@ class LlamaCppEngine(Engine):
         self.context_ids: list[int] = []  # what llama.cpp's key/value cache holds now
 
     def _on_runner(self, fn, *args, **kwargs):
-        return self._runner.submit(fn, *args, **kwargs).result()
+        """`fn` on the thread every forward pass runs on (`Engine._decode_on_runner`)."""
+        return runner_thread().submit(fn, *args, **kwargs).result()
 
     def _decode_batch(self, batch) -> None:
         for pending in batch:

@@ -201,7 +201,6 @@ class Engine:
         self.lock = threading.Lock()  # held while the model runs
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
-        self._runner = runner_thread("torch")
         self.texts = _vocab_texts(self.tokenizer)
         self.single_char = _single_char_tokens(self.texts)
         self.string_safe = torch.tensor([_string_safe(t) for t in self.texts], device=self.device)
@@ -232,13 +231,13 @@ class Engine:
         return [p.result for p in pending]
 
     def _decode_on_runner(self, batch: list[_Pending]) -> None:
-        """Every pass runs on the engine's one runner thread: OpenMP (torch's and llama.cpp's kernels) keeps a
-        team of threads per calling thread, and calls from a pool of threads (the cascade's `asyncio.to_thread`)
-        each woke their own — order answers from worker threads took 4.06-4.34 s against 3.32-3.70 s from one
-        (torch engine; llama.cpp: 1.35-1.37 against 0.93-1.10 s; quiet 2-core AMD EPYC)."""
+        """Every pass runs on the process's one runner thread (`runner_thread`): OpenMP (under torch's and
+        llama.cpp's kernels) keeps a team of threads per calling thread, and calls from a pool of threads (the
+        cascade's `asyncio.to_thread`) each woke their own — order answers from worker threads took 4.06-4.34 s
+        against 3.32-3.70 s from one (torch engine; llama.cpp: 1.35-1.37 against 0.93-1.10 s; quiet 2-core EPYC)."""
         try:
-            self._runner.submit(self._decode_batch, batch).result()
-        except Exception as exc:  # the runner is gone (interpreter exit): every waiting caller still gets an answer
+            runner_thread().submit(self._decode_batch, batch).result()
+        except Exception as exc:  # no runner at interpreter exit: every waiting caller still gets an answer
             for p in batch:
                 if not p.done.is_set():
                     p.result = self._as_model_error(exc)
@@ -506,8 +505,19 @@ class Engine:
         )
 
 
-def runner_thread(engine: str) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"protege-{engine}")
+_RUNNER: ThreadPoolExecutor | None = None
+_RUNNER_LOCK = threading.Lock()
+
+
+def runner_thread() -> ThreadPoolExecutor:
+    """The process's one thread for local forward passes, shared by every engine: OpenMP keeps a thread team per
+    calling thread, and two teams on two cores slow each other (llama.cpp after a torch engine had run in the same
+    process, 2 threads: 1.31 s an order answer on its own runner against 0.95-1.10 s on the shared one)."""
+    global _RUNNER
+    with _RUNNER_LOCK:
+        if _RUNNER is None:
+            _RUNNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="protege-local-model")
+        return _RUNNER
 
 
 def top_level_spans(text: str) -> dict[str, tuple[int, int]]:
