@@ -31,7 +31,6 @@ from protege.agents.models.local_engine import (
     _stop_ids,
     _string_safe,
     _vocab_texts,
-    runner_thread,
 )
 from protege.errors import UserError
 
@@ -149,10 +148,6 @@ class LlamaCppEngine(Engine):
         self.prefix = PrefixCache()
         self.context_ids: list[int] = []  # what llama.cpp's key/value cache holds now
 
-    def _on_runner(self, fn, *args, **kwargs):
-        """`fn` on the thread every forward pass runs on (`Engine._decode_on_runner`)."""
-        return runner_thread().submit(fn, *args, **kwargs).result()
-
     def _decode_batch(self, batch) -> None:
         for pending in batch:
             try:
@@ -178,24 +173,26 @@ def _fastest_threads(llm: Any, candidates: list[int], *, width: int = 1, passes:
     wins = dict.fromkeys(candidates, 0)
     alive = list(candidates)
     try:
-        for _ in range(rounds if len(alive) > 1 else 0):
+        for _ in range(rounds):
+            if len(alive) < 2:
+                break
             alive.sort(key=lambda n: -wins[n])  # stable: ascending among equals
             timed: dict[int, float] = {}
             for n in alive:
                 ctx.set_n_threads(n, n)
                 ctx.kv_cache_seq_rm(-1, 0, -1)
-                best, elapsed = min(timed.values(), default=float("inf")), 0.0
+                lead, elapsed = min(timed.values(), default=float("inf")), 0.0
                 for position in range(0, passes * width, width):
                     batch.set_batch(batch=tokens, n_past=position, logits_all=False)
                     start = time.perf_counter()
                     ctx.decode(batch)
                     elapsed += time.perf_counter() - start
-                    if elapsed > best:
+                    if elapsed > lead:
                         break
                 timed[n] = elapsed
-            best = min(timed.values())
-            wins[min(timed, key=timed.__getitem__)] += 1
-            alive = [n for n in alive if timed[n] <= 4 * best]
+            winner = min(timed, key=timed.__getitem__)
+            wins[winner] += 1
+            alive = [n for n in alive if timed[n] <= 4 * timed[winner]]
     finally:
         ctx.kv_cache_seq_rm(-1, 0, -1)
     return max(candidates, key=lambda n: (wins[n], -n))

@@ -236,12 +236,16 @@ class Engine:
         cascade's `asyncio.to_thread`) each woke their own — order answers from worker threads took 4.06-4.34 s
         against 3.32-3.70 s from one (torch engine; llama.cpp: 1.35-1.37 against 0.93-1.10 s; quiet 2-core EPYC)."""
         try:
-            runner_thread().submit(self._decode_batch, batch).result()
+            self._on_runner(self._decode_batch, batch)
         except Exception as exc:  # no runner at interpreter exit: every waiting caller still gets an answer
             for p in batch:
                 if not p.done.is_set():
                     p.result = self._as_model_error(exc)
                     p.done.set()
+
+    def _on_runner(self, fn, *args, **kwargs):
+        """`fn` on the process's one thread for forward passes, waited for."""
+        return runner_thread().submit(fn, *args, **kwargs).result()
 
     # -- decoding ----------------------------------------------------------------------------------------------------
 
