@@ -124,13 +124,36 @@ def _app(ctx: Context, w: Workload, folder: Any) -> Any:
     return app
 
 
+def newest_student(ctx: Context, w: Workload) -> tuple[Any, Any, Any]:
+    """--reuse: the newest earlier run of this benchmark that distilled a student of `w`: (app, row, folder)."""
+    runs = ctx.scratch / "student_programs" / _slug(w.name)
+    return newest_with_student(ctx, runs, w.name, w.task_name, lambda f: _app(ctx, w, f))
+
+
+def reused_for_engines(ctx: Context, w: Workload) -> Any:
+    """--reuse of the engines benchmark alone: this benchmark's newest student, in bench/quality.Prepared shape."""
+    from protege.distill.pipeline import DistillReport
+
+    app, row, folder = newest_student(ctx, w)
+    report = DistillReport(
+        task=w.task_name,
+        student_id=row.id,
+        dataset_id=row.dataset_id or "",
+        metrics=dict(row.metrics or {}),
+        promoted=True,
+        reason="reused",
+    )
+    ctx.log(f"[bench] engines: reusing student {row.id[:8]} of {folder}")
+    _hand_to_engines(ctx, w, app, report)
+    return ctx.shared["prepared"][w.name]
+
+
 def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     """--reuse: the newest earlier run's student, programs induced again; its student-alone runs where it made
     them."""
     from protege.distill.pipeline import DistillReport, promotion_verdict
 
-    runs = ctx.scratch / "student_programs" / _slug(w.name)
-    app, row, folder = newest_with_student(ctx, runs, w.name, w.task_name, lambda f: _app(ctx, w, f))
+    app, row, folder = newest_student(ctx, w)
     name = w.task_name
     gate_promoted, gate_reason = promotion_verdict(dict(row.metrics or {}), app.handle(name).spec.policy)
     app.promote(row.id)

@@ -263,3 +263,25 @@ def test_the_lookahead_comparison_answers_twice_with_the_same_weights(tiny_base,
     assert all(change["with"] != change["without"] for change in record["changed"])
     if record["runs"]["with"]["choices_reconsidered"] == 0:  # only a replaced choice can change an answer
         assert record["changed"] == []
+
+
+def test_engines_alone_with_reuse_finds_a_student_programs_runs_student(ctx, monkeypatch):
+    """`--only engines --reuse` measures the student an earlier `--only student_programs` run distilled (it used
+    to look among quality runs only and train anew)."""
+    import time
+    from dataclasses import replace
+
+    from bench.data import workloads
+    from bench.inference import _student
+    from bench.student_programs import _app, _slug
+    from protege.store.models import StudentRow
+
+    monkeypatch.setenv("PROTEGE_CACHE_DIR", str(ctx.cache_dir))
+    reusing = replace(ctx, workloads=("orders",), reuse=True)
+    w = workloads(reusing)[0]
+    app = _app(reusing, w, reusing.folder("student_programs", _slug(w.name), str(time.time_ns())))
+    row = app.store.add_student(StudentRow(task_name=w.task_name, base="smollm2-135m", adapter_path="/nowhere"))
+    app.close()
+    picked = _student(reusing)
+    assert picked.report.student_id == row.id and picked.workload.name == w.name
+    picked.app.close()
