@@ -279,3 +279,44 @@ def test_every_pass_runs_on_the_engines_one_thread(exported, tmp_path, monkeypat
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda r: model.generate(r).text, requests(app)[:4])) == alone
     assert len(callers) == 1 and callers.pop().startswith("protege-local-model")
+
+
+def test_the_thread_counts_are_measured_again_when_passes_slow_down_or_time_passes():
+    """Load that comes (one-token passes 3x slower than the best since the last measurement) is acted on after the
+    gap; load that goes waits for the periodic measurement; a reset starts both over."""
+    from protege.agents.models.llama_cpp import REMEASURE_EVERY_S, REMEASURE_GAP_S, PassWatch
+
+    now = [0.0]
+    watch = PassWatch(clock=lambda: now[0], window=4)
+    for seconds in (0.008, 0.009, 0.008, 0.008):
+        watch.record(seconds)
+    now[0] = REMEASURE_GAP_S + 1
+    assert not watch.due()  # steady
+    for seconds in (0.030, 2.5, 0.9, 3.1):  # a busy core: 2-thread passes spin
+        watch.record(seconds)
+    assert watch.due()
+    watch.reset()
+    for seconds in (0.030, 0.031, 0.029, 0.032):
+        watch.record(seconds)
+    now[0] += REMEASURE_GAP_S - 1
+    assert not watch.due()  # measured under the load: these are its normal passes
+    now[0] = watch.since + REMEASURE_EVERY_S
+    assert watch.due()
+
+
+def test_a_measurement_mid_service_leaves_no_trace_in_the_answers(exported, tmp_path, monkeypatch):
+    """Measured again between two answers (the cache cleared, the prefix fed anew): the answers stay the same;
+    fixed `threads` are never measured."""
+    from protege.agents.models import llama_cpp as engine
+
+    app, student_id = exported
+    out = app.export_student(student_id, tmp_path / "gguf", quant="q8_0")
+    model = LocalModel(out, engine="llama.cpp")
+    first = [model.generate(r).text for r in requests(app)[:3]]
+    measured = []
+    monkeypatch.setattr(engine.PassWatch, "due", lambda self: True)
+    monkeypatch.setattr(engine, "_fastest_threads", lambda llm, candidates, **kw: measured.append(kw) or 1)
+    assert [model.generate(r).text for r in requests(app)[:3]] == first
+    assert len(measured) == 6  # prompts and decoding, before each answer
+    LocalModel(out, engine="llama.cpp", threads=1).generate(requests(app)[0])
+    assert len(measured) == 6

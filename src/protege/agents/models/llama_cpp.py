@@ -14,9 +14,12 @@ Loads a GGUF written by `protege students export ID --format gguf` (the tokenize
 from __future__ import annotations
 
 import atexit
+import math
 import os
+import statistics
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -36,6 +39,9 @@ from protege.errors import UserError
 
 DEFAULT_CONTEXT = 4096
 PROMPT_PROBE = 32  # tokens a pass when prompt threads are measured
+REMEASURE_EVERY_S = 600.0  # the thread counts are measured again at most this long after (load that went away)
+REMEASURE_SLOWER = 3.0  # ... or once one-token passes are this much slower than the best since (load that came)
+REMEASURE_GAP_S = 30.0  # ... but not sooner than this after the last measurement
 
 
 class LlamaCppModel(LocalModel):
@@ -120,8 +126,12 @@ class LlamaCppEngine(Engine):
         # while they wait for each other: a decoding pass (a token, or a few drafted ones) took 31 ms on 1 thread
         # against 41 on 2 on a loaded 2-core Xeon, 12 against 8 on a quiet 2-core AMD EPYC; with one of its cores
         # busy, a 193-token prompt took 1.8 s on 2 threads against 0.8 on 1. So both counts are measured when
-        # the model loads (`_fastest_threads`, ~0.5 s), for prompts and for decoding. `threads` sets both.
+        # the model loads (`_fastest_threads`, ~0.5 s), for prompts and for decoding, and again when the load
+        # changes (`PassWatch`). `threads` sets both for good.
         cores = os.cpu_count() or 2
+        self.fixed_threads = threads is not None
+        self.thread_candidates = sorted({1, max(cores // 2, 1), cores})
+        self.passes = PassWatch()
         self.llm = llama_cpp.Llama(
             str(gguf),
             n_ctx=context,
@@ -132,12 +142,9 @@ class LlamaCppEngine(Engine):
             logits_all=False,
         )
         atexit.register(self.llm.close)  # freed while llama.cpp is loaded: at interpreter teardown its free fails
-        candidates = sorted({1, max(cores // 2, 1), cores})
-        self.prompt_threads = threads or self._on_runner(
-            _fastest_threads, self.llm, candidates, width=PROMPT_PROBE, passes=1
-        )
-        self.decode_threads = threads or self._on_runner(_fastest_threads, self.llm, candidates)
-        self.llm._ctx.set_n_threads(self.decode_threads, self.decode_threads)
+        self.prompt_threads = self.decode_threads = threads or 1
+        if not self.fixed_threads:
+            self._on_runner(self._measure_threads)
         self.model = SimpleNamespace(name_or_path=str(gguf), generation_config=SimpleNamespace(eos_token_id=None))
         self.lock = threading.Lock()
         self._queue, self._queue_lock = [], threading.Lock()
@@ -148,8 +155,19 @@ class LlamaCppEngine(Engine):
         self.prefix = PrefixCache()
         self.context_ids: list[int] = []  # what llama.cpp's key/value cache holds now
 
+    def _measure_threads(self) -> None:
+        """Both thread counts, measured now (on the runner thread; the key/value cache is cleared)."""
+        candidates = self.thread_candidates
+        self.prompt_threads = _fastest_threads(self.llm, candidates, width=PROMPT_PROBE, passes=1)
+        self.decode_threads = _fastest_threads(self.llm, candidates)
+        self.llm._ctx.set_n_threads(self.decode_threads, self.decode_threads)
+        self.context_ids = []
+        self.passes.reset()
+
     def _decode_batch(self, batch) -> None:
         for pending in batch:
+            if not self.fixed_threads and self.passes.due():  # the machine's load changed since they were measured
+                self._measure_threads()
             try:
                 row = _LlamaRow(self)
                 # a one-row Batch, duck-typed over llama.cpp's cache (local_batch types it as the torch Batch)
@@ -161,6 +179,33 @@ class LlamaCppEngine(Engine):
                 result = exc
             pending.result = self._as_model_error(result)
             pending.done.set()
+
+
+class PassWatch:
+    """When the thread counts measured at load should be measured again: a server's load changes after it starts.
+    Load that comes makes the counts chosen on a quiet machine spin (a 2-thread pass took 3-16 s beside a busy
+    process here), which shows at once as one-token passes `REMEASURE_SLOWER` times slower than the best seen since
+    the last measurement; load that goes away costs less (12 against 8 ms a pass) and waits for the periodic one."""
+
+    def __init__(self, clock: Any = time.perf_counter, window: int = 16):
+        self.clock, self.window = clock, window
+        self.reset()
+
+    def reset(self) -> None:
+        self.since, self.best = self.clock(), math.inf
+        self.recent: deque[float] = deque(maxlen=self.window)
+
+    def record(self, seconds: float) -> None:
+        self.best = min(self.best, seconds)
+        self.recent.append(seconds)
+
+    def due(self) -> bool:
+        age = self.clock() - self.since
+        if age >= REMEASURE_EVERY_S:
+            return True
+        if age < REMEASURE_GAP_S or len(self.recent) < self.window:
+            return False
+        return statistics.median(self.recent) > REMEASURE_SLOWER * self.best
 
 
 def _fastest_threads(llm: Any, candidates: list[int], *, width: int = 1, passes: int = 4, rounds: int = 3) -> int:
@@ -244,7 +289,10 @@ class _LlamaRow:
             wanted = [i for i in range(len(chunk)) if start + i >= len(tokens) - keep]
             for i in wanted:
                 batch.batch.logits[i] = True
+            started = time.perf_counter()
             ctx.decode(batch)  # raises on failure: the answer fails as a ModelError, and the call escalates
+            if len(tokens) == 1:
+                self.engine.passes.record(time.perf_counter() - started)
             vocab = llm._n_vocab
             rows += [np.ctypeslib.as_array(ctx.get_logits_ith(i), shape=(vocab,)).copy() for i in wanted]
         self.engine.context_ids += tokens
