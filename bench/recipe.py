@@ -137,7 +137,6 @@ def _train_figures(trained: Any) -> dict[str, Any]:
         "epoch_scores": [s.model_dump() for s in trained.epoch_scores],
         "best_epoch": trained.best_epoch,
         "stopped_early": trained.stopped_early,
-        "dropped_layers": trained.dropped_layers,
         "loss_first": trained.loss_history[0][1] if trained.loss_history else None,
         "loss_last": trained.loss_history[-1][1] if trained.loss_history else None,
     }

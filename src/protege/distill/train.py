@@ -37,7 +37,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protege.agents.models.chat_format import with_student_prompt
 from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
-from protege.distill.prune import drop_layers
 from protege.distill.rare_nulls import repeat_rare_nulls
 from protege.distill.sft_rows import (  # noqa: F401 - tokenize_row: re-exported, its old home
     TokenizedExample,
@@ -78,13 +77,6 @@ class TrainConfig(BaseModel):
         description="full fine-tuning: the share of the decoder's lowest layers kept as the base's. Their backward "
         "pass is skipped (about two thirds of their cost: 1/3 trains ~20% faster); the token embeddings then learn "
         'through the LM head only. Opt-in: on the orders it cost quality (docs/student.md, "Frozen lower layers")',
-    )
-    dropped_layers: float = Field(
-        default=0.0,
-        ge=0,
-        lt=1,
-        description="full fine-tuning: the share of the decoder's layers removed before training — the block that "
-        "changes the task's rows least (prune.py). Training and every answer get about that much faster",
     )
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
@@ -135,11 +127,6 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"frozen_layers={self.frozen_layers!r} applies to method='full'; LoRA already leaves the base frozen"
             )
-        if self.dropped_layers and self.method != "full":
-            raise ValueError(
-                f"dropped_layers={self.dropped_layers!r} applies to method='full': a LoRA adapter is served on the "
-                "whole base"
-            )
         if self.learning_rate is None:  # a few adapter weights, started at zero, take a larger rate than all
             self.learning_rate = LEARNING_RATES[self.method]
         return self
@@ -168,7 +155,6 @@ class TrainResult(BaseModel):
     rare_nulls: dict[str, int] = Field(
         default_factory=dict, description="fields rarely null in the rows: how many rows had them null (repeated)"
     )
-    dropped_layers: list[int] = Field(default_factory=list, description="the base's layers removed before training")
 
 
 class TrainProgress(BaseModel):
@@ -229,7 +215,6 @@ def train_student(
         raise UserError(
             f"every training row is longer than max_length={config.max_length} tokens; raise TrainConfig.max_length"
         )
-    dropped = _drop_layers(model, config, examples)
     eval_examples = tokenize_rows(tokenizer, eval_rows, config.max_length)[0] if eval_rows else None
     trainer = _build_trainer(model, tokenizer, examples, eval_examples, out_dir, config, progress)
     stopper = None
@@ -258,7 +243,6 @@ def train_student(
     result = _result(trainer, examples, skipped, base_dir, out_dir, config, wall, eval_loss)
     result.train_loss = output.training_loss
     result.rare_nulls = repeated
-    result.dropped_layers = dropped
     if stopper is not None:
         result.epoch_scores, result.stopped_early = stopper.scores, stopper.stopped_early
         result.best_epoch = stopper.best.epoch if stopper.best else None
@@ -291,19 +275,9 @@ def _load_for_training(base_dir: Path, config: TrainConfig):
     model.config.use_cache = False
     if config.method == "lora":
         return tokenizer, _with_lora(model, config, frozen_bf16)
-    if config.frozen_layers and not config.dropped_layers:  # else after the drop (`_drop_layers`)
-        freeze_lower_layers(model, config.frozen_layers)
-    return tokenizer, model
-
-
-def _drop_layers(model: Any, config: TrainConfig, examples: Sequence[TokenizedExample]) -> list[int]:
-    """Before any layer is frozen: the share frozen is of the layers that stay."""
-    if not config.dropped_layers:
-        return []
-    dropped = drop_layers(model, config.dropped_layers, [e.input_ids for e in examples])
     if config.frozen_layers:
         freeze_lower_layers(model, config.frozen_layers)
-    return dropped
+    return tokenizer, model
 
 
 def freeze_lower_layers(model: Any, share: float) -> int:
