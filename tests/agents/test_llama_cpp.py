@@ -282,7 +282,7 @@ def test_every_pass_runs_on_the_engines_one_thread(exported, tmp_path, monkeypat
 
 
 def test_the_thread_counts_are_measured_again_when_passes_slow_down_or_time_passes():
-    """Load that comes (one-token passes 3x slower than the best since the last measurement) is acted on after the
+    """Load that comes (one-token passes 2x slower than the best since the last measurement) is acted on after the
     gap; load that goes waits for the periodic measurement; a reset starts both over."""
     from protege.agents.models.llama_cpp import REMEASURE_EVERY_S, REMEASURE_GAP_S, PassWatch
 

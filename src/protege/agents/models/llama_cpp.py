@@ -40,8 +40,8 @@ from protege.errors import UserError
 DEFAULT_CONTEXT = 4096
 PROMPT_PROBE = 32  # tokens a pass when prompt threads are measured
 REMEASURE_EVERY_S = 600.0  # the thread counts are measured again at most this long after (load that went away)
-REMEASURE_SLOWER = 3.0  # ... or once one-token passes are this much slower than the best since (load that came)
-REMEASURE_GAP_S = 30.0  # ... but not sooner than this after the last measurement
+REMEASURE_SLOWER = 2.0  # ... or once one-token passes are this much slower than the best since (load that came)
+REMEASURE_GAP_S = 10.0  # ... but not sooner than this after the last measurement
 
 
 class LlamaCppModel(LocalModel):
