@@ -120,32 +120,30 @@ def step_costs(engine: Any, sizes: tuple[int, ...] = (1, 2, 4, 8, 16), reps: int
 
 def _student(ctx: Context) -> Any:
     from bench.data import orders
-    from bench.quality import prepare
 
     prepared = [p for p in ctx.shared.get("prepared", {}).values() if p.report is not None]
-    if not prepared and ctx.reuse:
-        prepared = _reused(ctx, orders(ctx.quick))
     if not prepared:
-        ctx.log("[bench] inference: no student from this run yet; distilling one on the bundled workload")
-        p = prepare(ctx, orders(ctx.quick))
+        doing = "reusing an earlier run's" if ctx.reuse else "distilling one on the bundled workload"
+        ctx.log(f"[bench] inference: no student from this run yet; {doing}")
+        p = _earlier_or_new(ctx, orders(ctx.quick))
         if p.report is None:
             raise NotRun(f"no student: app.distill failed ({p.distill_error})")
         prepared = [p]
     return next((p for p in prepared if p.workload.name.startswith("orders")), prepared[0])
 
 
-def _reused(ctx: Context, w: Any) -> list[Any]:
-    """--reuse with no student from this run: the newest earlier quality run's, else the newest student_programs
+def _earlier_or_new(ctx: Context, w: Any) -> Any:
+    """A student of `w`: distilled now; with --reuse the newest quality run's, else the newest student_programs
     run's (the one a `--only student_programs` run distilled)."""
-    from bench.quality import reuse
+    from bench.quality import prepare
     from bench.student_programs import reused_for_engines
 
-    for reused in (reuse, reused_for_engines):
-        try:
-            return [reused(ctx, w)]
-        except NotRun as error:
-            ctx.log(f"[bench] {error}")
-    return []
+    try:
+        return prepare(ctx, w)
+    except NotRun:
+        if not ctx.reuse:
+            raise
+        return reused_for_engines(ctx, w)
 
 
 async def _local_calls(model: Any, spec: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -132,10 +132,16 @@ def newest_student(ctx: Context, w: Workload) -> tuple[Any, Any, Any]:
 
 def reused_for_engines(ctx: Context, w: Workload) -> Any:
     """--reuse of the engines benchmark alone: this benchmark's newest student, in bench/quality.Prepared shape."""
+    app, row, folder = newest_student(ctx, w)
+    ctx.log(f"[bench] engines: reusing student {row.id[:8]} of {folder}")
+    return _hand_to_engines(ctx, w, app, _reused_report(w, row))
+
+
+def _reused_report(w: Workload, row: Any) -> Any:
+    """An earlier run's student as this run's distill report (promoted: it is measured as the serving student)."""
     from protege.distill.pipeline import DistillReport
 
-    app, row, folder = newest_student(ctx, w)
-    report = DistillReport(
+    return DistillReport(
         task=w.task_name,
         student_id=row.id,
         dataset_id=row.dataset_id or "",
@@ -143,15 +149,12 @@ def reused_for_engines(ctx: Context, w: Workload) -> Any:
         promoted=True,
         reason="reused",
     )
-    ctx.log(f"[bench] engines: reusing student {row.id[:8]} of {folder}")
-    _hand_to_engines(ctx, w, app, report)
-    return ctx.shared["prepared"][w.name]
 
 
 def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
     """--reuse: the newest earlier run's student, programs induced again; its student-alone runs where it made
     them."""
-    from protege.distill.pipeline import DistillReport, promotion_verdict
+    from protege.distill.pipeline import promotion_verdict
 
     app, row, folder = newest_student(ctx, w)
     name = w.task_name
@@ -167,10 +170,7 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
             done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)] if tier == "student" else []
             configs[label] = _calls(app, name, w.heldout, tier, done=done)
     metrics = dict(row.metrics or {})
-    report = DistillReport(
-        task=name, student_id=row.id, dataset_id=row.dataset_id or "", metrics=metrics, promoted=True, reason="reused"
-    )
-    _hand_to_engines(ctx, w, app, report)
+    _hand_to_engines(ctx, w, app, _reused_report(w, row))
     read_back = configs[CONFIGS[0]]["read_back"]
     ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {folder}; {read_back} stored runs read back")
     return {
@@ -289,11 +289,12 @@ def _gated_answer(app: Any, run: Any) -> Any:
         return None
 
 
-def _hand_to_engines(ctx: Context, w: Workload, app: Any, report: Any) -> None:
+def _hand_to_engines(ctx: Context, w: Workload, app: Any, report: Any) -> Any:
     """The engines benchmark measures every student this run trained (bench/quality.Prepared shape)."""
     from bench.quality import Prepared
 
-    ctx.shared.setdefault("prepared", {})[w.name] = Prepared(w, app, warmup={}, report=report)
+    prepared = ctx.shared.setdefault("prepared", {})[w.name] = Prepared(w, app, warmup={}, report=report)
+    return prepared
 
 
 def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
