@@ -38,7 +38,7 @@ PACE_S = 1.0  # one call per second
 AFTER_PROMOTION = 120  # calls streamed once the re-distilled student is promoted
 EVAL_N = 100  # new layout-b inputs the promoted student answers with its tier forced
 LIMIT_S = 50 * 60  # the stream gives up after this long without AFTER_PROMOTION calls past a promotion
-TRAIN = {"epochs": 1, "learning_rate": 2e-3, "torch_threads": 1}  # one short epoch (the default method), on one thread
+TRAIN = {"method": "lora", "epochs": 1, "learning_rate": 2e-3, "torch_threads": 1}  # the quick recipe, on one thread
 MILESTONES = {
     "demoted": "stand-in student demoted (teacher serves)",
     "launched": "auto-distill worker launched",
@@ -424,7 +424,7 @@ def build_result(summary: dict[str, Any], records: list[dict[str, Any]]) -> Resu
         f"next). Policy: the drift benchmark's (5% shadows, demote below 90% agreement, early signal on, field "
         f"programs off: they would serve this synthetic task) with auto_distill=True, min_traces = "
         f"auto_distill_traces = {MIN_TRACES}. The worker trains with "
-        f"PROTEGE_AUTO_DISTILL_CONFIG={json.dumps(TRAIN)} (one short epoch, "
+        f"PROTEGE_AUTO_DISTILL_CONFIG={json.dumps(TRAIN)} (the quick recipe: one LoRA epoch, "
         f"on one torch thread, beside other work on a shared 2-core machine; the serving process also runs torch on "
         f"one thread) on every validated trace of the task, layout a and b. The distill's wall time is the worker's "
         f"lease (dataset, training, the gate's evaluation), not its start-up before it takes the lease. A serving "
