@@ -1,5 +1,5 @@
-"""`python -m bench.recipe NAME [--train N] [--eval M] [--base NAME] [--config JSON]`: one training recipe on the
-bundled order workload, measured — how docs/student.md's runs are made.
+"""`python -m bench.recipe NAME [--train N] [--eval M] [--base NAME] [--config JSON] [--student DIR]`: one
+training recipe on the bundled order workload, measured — how docs/student.md's runs are made.
 
 Trains `train_student` on the first N rows of the workload's pool (the reference answers as the teacher's, so exact
 match = retention; or of `--rows FILE`, a built dataset's train.jsonl) with `TrainConfig(**config)`, then answers
@@ -8,7 +8,8 @@ the first M held-out rows with the student
 prompt-lookup drafts) and writes exact match, per-field accuracy, latency and
 the training figures to bench/results/recipes/NAME.json. The first 20 held-out rows are answered again without
 drafts (token by token), for the latency that drafting saves. Not part of `python -m bench`: one run is tens of
-minutes on 2 cores.
+minutes on 2 cores. `--student DIR` answers with an earlier run's student instead of training one (say `--eval 300`:
+the first 80 held-out orders are easier than the rest, docs/student.md "All 300 traces").
 """
 
 from __future__ import annotations
@@ -36,19 +37,31 @@ def main(argv: list[str] | None = None) -> int:
 
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
-    base = resolve_base(args.base, ctx.cache_dir)
-    train_rows = read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
     eval_rows = with_student_prompt(order_rows("heldout", args.eval), config.prompt)  # as train_student trains
-    out = ctx.folder("recipes", args.name)
-    ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
-    trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
-    # the pipeline's serving path: the answer profile learned from the same rows bounds and constrains decoding
-    learn_for_student(train_rows, Order.model_json_schema(), trained.adapter_path)
-    ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s; answering {len(eval_rows)} held-out rows")
-    student = Recording(trained.adapter_path)
+    if args.student:  # answer again, e.g. on more held-out rows: the first 80 are easier than the rest
+        adapter, train_figures = Path(args.student), None
+        if not (adapter / "config.json").is_file():
+            raise SystemExit(
+                f"--student {args.student!r} holds no trained student (no config.json); "
+                "pass an earlier run's bench/results/tmp/recipes/NAME/student/adapter folder"
+            )
+    else:
+        base = resolve_base(args.base, ctx.cache_dir)
+        train_rows = read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
+        out = ctx.folder("recipes", args.name)
+        ctx.log(
+            f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}"
+        )
+        trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
+        # the pipeline's serving path: the answer profile learned from the same rows bounds and constrains decoding
+        learn_for_student(train_rows, Order.model_json_schema(), trained.adapter_path)
+        ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s")
+        adapter, train_figures = trained.adapter_path, _train_figures(trained)
+    ctx.log(f"[recipe] answering {len(eval_rows)} held-out rows with {adapter}")
+    student = Recording(adapter)
     report = evaluate_student(student, eval_rows, output_model=Order)
     ctx.log("[recipe] the first 20 again, token by token")
-    plain = evaluate_student(LocalModel(trained.adapter_path, prompt_lookup=False), eval_rows[:20], output_model=Order)
+    plain = evaluate_student(LocalModel(adapter, prompt_lookup=False), eval_rows[:20], output_model=Order)
     record = {
         "name": args.name,
         "command": " ".join(["python -m bench.recipe", *(argv or sys.argv[1:])]),
@@ -56,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "base": args.base,
         "config": config.model_dump(mode="json"),
-        "train": _train_figures(trained),
+        "student": str(adapter) if args.student else None,
+        "train": train_figures,
         "eval": report.model_dump(mode="json", exclude={"mismatches"}),
         "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
         "gates": _gates(report, student.min_probs),
@@ -143,7 +157,7 @@ def _train_figures(trained: Any) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.recipe", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.recipe", description=__doc__.split(" — ")[0].replace("\n", " "))
     ap.add_argument("name", help="the run's name (its result file and scratch folder)")
     ap.add_argument("--train", type=int, default=300, help="training rows: the first N of the pool (default 300)")
     ap.add_argument("--eval", type=int, default=100, help="held-out rows answered (default 100)")
@@ -151,6 +165,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default="{}", help="TrainConfig fields as JSON, e.g. '{\"epochs\": 3}'")
     ap.add_argument(
         "--rows", help="train on the first N rows of this JSONL file instead (a built dataset's train.jsonl)"
+    )
+    ap.add_argument(
+        "--student",
+        help="answer with this trained student's folder (an earlier run's adapter) instead of training one; "
+        "--config's prompt must be the one it was trained with",
     )
     return ap
 

@@ -285,3 +285,12 @@ def test_engines_alone_with_reuse_finds_a_student_programs_runs_student(ctx, mon
     picked = _student(reusing)
     assert picked.report.student_id == row.id and picked.workload.name == w.name
     picked.app.close()
+
+
+def test_recipe_refuses_a_student_folder_without_a_student(tmp_path):
+    """`bench.recipe --student DIR` answers with an earlier run's student: a folder without one is named, before
+    anything loads."""
+    from bench import recipe
+
+    with pytest.raises(SystemExit, match=r"--student '.*empty' holds no trained student"):
+        recipe.main(["again", "--student", str(tmp_path / "empty"), "--eval", "2"])
