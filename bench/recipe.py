@@ -29,34 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from protege.agents.models.chat_format import with_student_prompt
     from protege.demo.workload import Order
-    from protege.distill.answer_kinds import learn_for_student
-    from protege.distill.base_models import resolve_base
     from protege.distill.evaluate import evaluate_student
-    from protege.distill.pipeline import read_jsonl
-    from protege.distill.train import TrainConfig, train_student
+    from protege.distill.train import TrainConfig
 
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
     eval_rows = with_student_prompt(order_rows("heldout", args.eval), config.prompt)  # as train_student trains
-    if args.student:  # answer again, e.g. on more held-out rows: the first 80 are easier than the rest
-        adapter, train_figures = Path(args.student), None
-        if not (adapter / "config.json").is_file():
-            raise SystemExit(
-                f"--student {args.student!r} holds no trained student (no config.json); "
-                "pass an earlier run's bench/results/tmp/recipes/NAME/student/adapter folder"
-            )
-    else:
-        base = resolve_base(args.base, ctx.cache_dir)
-        train_rows = read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
-        out = ctx.folder("recipes", args.name)
-        ctx.log(
-            f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}"
-        )
-        trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
-        # the pipeline's serving path: the answer profile learned from the same rows bounds and constrains decoding
-        learn_for_student(train_rows, Order.model_json_schema(), trained.adapter_path)
-        ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s")
-        adapter, train_figures = trained.adapter_path, _train_figures(trained)
+    adapter, train_figures = _earlier_student(args.student) if args.student else _train(args, config, ctx)
     ctx.log(f"[recipe] answering {len(eval_rows)} held-out rows with {adapter}")
     student = Recording(adapter)
     report = evaluate_student(student, eval_rows, output_model=Order)
@@ -85,6 +64,36 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {path}"
     )
     return 0
+
+
+def _earlier_student(folder: str) -> tuple[Path, None]:
+    """An earlier run's student to answer with again (e.g. on more held-out rows: the first 80 are easier)."""
+    adapter = Path(folder)
+    if not (adapter / "config.json").is_file():
+        raise SystemExit(
+            f"--student {folder!r} holds no trained student (no config.json); "
+            "pass an earlier run's bench/results/tmp/recipes/NAME/student/adapter folder"
+        )
+    return adapter, None
+
+
+def _train(args: argparse.Namespace, config: Any, ctx: Context) -> tuple[Path, dict[str, Any]]:
+    """Train the recipe's student and learn its answer profile, as `app.distill` does; its folder and figures."""
+    from protege.demo.workload import Order
+    from protege.distill.answer_kinds import learn_for_student
+    from protege.distill.base_models import resolve_base
+    from protege.distill.pipeline import read_jsonl
+    from protege.distill.train import train_student
+
+    base = resolve_base(args.base, ctx.cache_dir)
+    train_rows = read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
+    out = ctx.folder("recipes", args.name)
+    ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
+    trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
+    # the pipeline's serving path: the answer profile learned from the same rows bounds and constrains decoding
+    learn_for_student(train_rows, Order.model_json_schema(), trained.adapter_path)
+    ctx.log(f"[recipe] trained in {trained.wall_s:.0f} s")
+    return trained.adapter_path, _train_figures(trained)
 
 
 class Recording(LocalModel):
