@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
     eval_rows = with_student_prompt(order_rows("heldout", args.eval), config.prompt)  # as train_student trains
-    adapter, train_figures = _earlier_student(args.student) if args.student else _train(args, config, ctx)
+    if args.student:
+        adapter, train_figures = _earlier_student(args.student), None
+    else:
+        adapter, train_figures = _train(args, config, ctx)
     ctx.log(f"[recipe] answering {len(eval_rows)} held-out rows with {adapter}")
     student = Recording(adapter)
     report = evaluate_student(student, eval_rows, output_model=Order)
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _earlier_student(folder: str) -> tuple[Path, None]:
+def _earlier_student(folder: str) -> Path:
     """An earlier run's student to answer with again (e.g. on more held-out rows: the first 80 are easier)."""
     adapter = Path(folder)
     if not (adapter / "config.json").is_file():
@@ -74,7 +77,7 @@ def _earlier_student(folder: str) -> tuple[Path, None]:
             f"--student {folder!r} holds no trained student (no config.json); "
             "pass an earlier run's bench/results/tmp/recipes/NAME/student/adapter folder"
         )
-    return adapter, None
+    return adapter
 
 
 def _train(args: argparse.Namespace, config: Any, ctx: Context) -> tuple[Path, dict[str, Any]]:

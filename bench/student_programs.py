@@ -158,7 +158,8 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
 
     app, row, folder = newest_student(ctx, w)
     name = w.task_name
-    gate_promoted, gate_reason = promotion_verdict(dict(row.metrics or {}), app.handle(name).spec.policy)
+    metrics = dict(row.metrics or {})
+    gate_promoted, gate_reason = promotion_verdict(metrics, app.handle(name).spec.policy)
     app.promote(row.id)
     started = time.perf_counter()
     programs = app.programs.induce(name)
@@ -169,7 +170,6 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
         for i, (label, tier) in enumerate(zip(CONFIGS, ("student", None))):
             done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)] if tier == "student" else []
             configs[label] = _calls(app, name, w.heldout, tier, done=done)
-    metrics = dict(row.metrics or {})
     _hand_to_engines(ctx, w, app, _reused_report(w, row))
     read_back = configs[CONFIGS[0]]["read_back"]
     ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {folder}; {read_back} stored runs read back")
@@ -293,8 +293,9 @@ def _hand_to_engines(ctx: Context, w: Workload, app: Any, report: Any) -> Any:
     """The engines benchmark measures every student this run trained (bench/quality.Prepared shape)."""
     from bench.quality import Prepared
 
-    prepared = ctx.shared.setdefault("prepared", {})[w.name] = Prepared(w, app, warmup={}, report=report)
-    return prepared
+    prepared = ctx.shared.setdefault("prepared", {})
+    prepared[w.name] = Prepared(w, app, warmup={}, report=report)
+    return prepared[w.name]
 
 
 def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
