@@ -9,7 +9,10 @@ prompt-lookup drafts) and writes exact match, per-field accuracy, latency and
 the training figures to bench/results/recipes/NAME.json. The first 20 held-out rows are answered again without
 drafts (token by token), for the latency that drafting saves. Not part of `python -m bench`: one run is tens of
 minutes on 2 cores. `--student DIR` answers with an earlier run's student instead of training one (say `--eval 300`:
-the first 80 held-out orders are easier than the rest, docs/student.md "All 300 traces").
+the first 80 held-out orders are easier than the rest, docs/student.md "All 300 traces"). `--programs` answers the
+held-out rows once more with field programs induced and verified on the same training rows deciding the fields
+they are promoted for, the student decoding the rest with those values fixed (the cascade's programs + student,
+without its deferral to a student that beat a program on the eval split: there is no eval split here).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": report.model_dump(mode="json", exclude={"mismatches"}),
         "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
         "gates": _gates(report, student.min_probs),
+        "with_programs": _with_programs(adapter, train_rows_of(args), eval_rows) if args.programs else None,
         "mismatches": [m.model_dump(mode="json") for m in report.mismatches],
         "answers": student.answers[: len(eval_rows)],
     }
@@ -66,7 +70,38 @@ def main(argv: list[str] | None = None) -> int:
         f"[recipe] exact match {report.exact_match:.3f}, median {report.median_latency_s:.2f} s per answer; "
         f"wrote {path}"
     )
+    if record["with_programs"]:
+        ctx.log(f"[recipe] with programs: exact match {record['with_programs']['eval']['exact_match']:.3f}")
     return 0
+
+
+def train_rows_of(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The rows the recipe trains on (or, with --student, would have): --rows FILE or the pool's first N."""
+    from protege.distill.pipeline import read_jsonl
+
+    return read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
+
+
+def _with_programs(adapter: Path, train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Programs + student on the held-out rows: programs induced and verified on the training rows (as the
+    program tier's induction does on the teacher's traces) fix the fields they decide; the student the rest."""
+    from protege.demo.workload import Order
+    from protege.distill.evaluate import evaluate_student
+    from protege.programs.verify import build
+    from protege.tasks import Policy
+
+    fields = list(Order.model_fields)
+    examples = [(row["input"], row["output"]) for row in train_rows]
+    programs = build("extract_order", examples, fields, promote_at=Policy().promote_at)
+    student = WithPrograms(adapter, programs=programs)
+    report = evaluate_student(student, eval_rows, output_model=Order)
+    return {
+        "programs": {name: fp.describe() for name, fp in programs.served.items()},
+        "program_accuracy": programs.field_accuracy(),
+        "fields_fixed_mean": sum(student.fixed_counts) / max(1, len(student.fixed_counts)),
+        "eval": report.model_dump(mode="json", exclude={"mismatches"}),
+        "mismatches": [m.model_dump(mode="json") for m in report.mismatches],
+    }
 
 
 def _earlier_student(folder: str) -> Path:
@@ -85,11 +120,10 @@ def _train(args: argparse.Namespace, config: Any, ctx: Context) -> tuple[Path, d
     from protege.demo.workload import Order
     from protege.distill.answer_kinds import learn_for_student
     from protege.distill.base_models import resolve_base
-    from protege.distill.pipeline import read_jsonl
     from protege.distill.train import train_student
 
     base = resolve_base(args.base, ctx.cache_dir)
-    train_rows = read_jsonl(Path(args.rows))[: args.train] if args.rows else order_rows("pool", args.train)
+    train_rows = train_rows_of(args)
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
     trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
@@ -121,6 +155,28 @@ class Recording(LocalModel):
                 }
             )
         return responses
+
+
+class WithPrograms(LocalModel):
+    """A LocalModel answering as the cascade's student does behind field programs: each request's fields that the
+    programs decide are fixed in the grammar (and put in the answer), the model chooses the rest."""
+
+    def __init__(self, *args: Any, programs: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.programs = programs
+        self.fixed_counts: list[int] = []
+
+    def generate_batch(self, requests: list[Any], **options: Any) -> list[Any]:
+        from protege.agents.cascade import program_values, with_fixed
+
+        fixed = [program_values(self.programs, r.task_input or {}) for r in requests]
+        self.fixed_counts += [len(f) for f in fixed]
+        requests = [r.model_copy(update={"fixed_output": f or None}) for r, f in zip(requests, fixed, strict=True)]
+        responses = super().generate_batch(requests, **options)
+        return [
+            r if isinstance(r, Exception) or not f else r.model_copy(update={"text": with_fixed(r.text, f)})
+            for r, f in zip(responses, fixed, strict=True)
+        ]
 
 
 def _gates(report: Any, min_probs: list[float | None]) -> dict[str, Any]:
@@ -182,6 +238,11 @@ def _parser() -> argparse.ArgumentParser:
         "--student",
         help="answer with this trained student's folder (an earlier run's adapter) instead of training one; "
         "--config's prompt must be the one it was trained with",
+    )
+    ap.add_argument(
+        "--programs",
+        action="store_true",
+        help="also answer with field programs induced from the training rows fixing the fields they decide",
     )
     return ap
 
