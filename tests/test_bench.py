@@ -294,3 +294,28 @@ def test_recipe_refuses_a_student_folder_without_a_student(tmp_path):
 
     with pytest.raises(SystemExit, match=r"--student '.*empty' holds no trained student"):
         recipe.main(["again", "--student", str(tmp_path / "empty"), "--eval", "2"])
+
+
+def test_recipe_with_programs_fixes_what_the_programs_decide(tiny_base):
+    """`bench.recipe --programs`: programs induced on the training rows fix the fields they decide in every answer
+    (the random model chooses the rest), as the cascade's student answers behind the program tier."""
+    from bench import recipe
+    from protege.agents.cascade import program_values
+    from protege.agents.models.chat_format import with_student_prompt
+    from protege.demo.workload import Order
+    from protege.distill.train import TrainConfig
+    from protege.programs.verify import build
+
+    train_rows = recipe.order_rows("pool", 120)
+    eval_rows = with_student_prompt(recipe.order_rows("heldout", 3), TrainConfig().prompt)
+    result = recipe._with_programs(tiny_base, train_rows, eval_rows)
+    assert result["programs"] and result["fields_fixed_mean"] > 0 and result["eval"]["n"] == 3
+    programs = build(
+        "extract_order", [(r["input"], r["output"]) for r in train_rows], list(Order.model_fields), promote_at=0.95
+    )
+    assert len(result["mismatches"]) == 3  # a random model's answers: every one a miss, in the rows' order
+    decided = [program_values(programs, row["input"]) for row in eval_rows]
+    assert any(decided)
+    for fixed, mismatch in zip(decided, result["mismatches"], strict=True):
+        answer = json.loads(mismatch["actual"])
+        assert {name: answer[name] for name in fixed} == fixed
