@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": report.model_dump(mode="json", exclude={"mismatches"}),
         "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
         "gates": _gates(report, student.min_probs),
-        "with_programs": _with_programs(adapter, train_rows_of(args), eval_rows) if args.programs else None,
+        "with_programs": _with_programs(adapter, _train_rows(args), eval_rows) if args.programs else None,
         "mismatches": [m.model_dump(mode="json") for m in report.mismatches],
         "answers": student.answers[: len(eval_rows)],
     }
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train_rows_of(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _train_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The rows the recipe trains on (or, with --student, would have): --rows FILE or the pool's first N."""
     from protege.distill.pipeline import read_jsonl
 
@@ -123,7 +123,7 @@ def _train(args: argparse.Namespace, config: Any, ctx: Context) -> tuple[Path, d
     from protege.distill.train import train_student
 
     base = resolve_base(args.base, ctx.cache_dir)
-    train_rows = train_rows_of(args)
+    train_rows = _train_rows(args)
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
     trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
