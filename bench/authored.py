@@ -215,14 +215,14 @@ def _stream(app: Any, name: str, stream: list[dict]) -> dict[str, Any]:
 
 
 def _values(decided: Any, data: dict) -> dict[str, Any]:
-    from protege.agents.cascade import decide_fields
+    from protege.agents.fixed_fields import decide_fields
 
     return asyncio.run(decide_fields(decided, data))[0] if decided is not None else {}
 
 
 def _decisions(app: Any, runtime: Any, stream: list[dict]) -> dict[str, Any]:
     """The program decision alone, per call (what the cascade awaits before routing)."""
-    from protege.agents.cascade import decide_fields
+    from protege.agents.fixed_fields import decide_fields
 
     decided = app.tiers.programs(runtime)
     if decided is None:

@@ -38,10 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(**json.loads(args.config))
     ctx = Context()
     eval_rows = with_student_prompt(order_rows("heldout", args.eval), config.prompt)  # as train_student trains
+    train_rows = _train_rows(args)
     if args.student:
         adapter, train_figures = _earlier_student(args.student), None
     else:
-        adapter, train_figures = _train(args, config, ctx)
+        adapter, train_figures = _train(args, config, ctx, train_rows)
     ctx.log(f"[recipe] answering {len(eval_rows)} held-out rows with {adapter}")
     student = Recording(adapter)
     report = evaluate_student(student, eval_rows, output_model=Order)
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": report.model_dump(mode="json", exclude={"mismatches"}),
         "eval_without_drafts_first_20": plain.model_dump(mode="json", exclude={"mismatches"}),
         "gates": _gates(report, student.min_probs),
-        "with_programs": _with_programs(adapter, _train_rows(args), eval_rows) if args.programs else None,
+        "with_programs": _with_programs(adapter, train_rows, eval_rows) if args.programs else None,
         "mismatches": [m.model_dump(mode="json") for m in report.mismatches],
         "answers": student.answers[: len(eval_rows)],
     }
@@ -85,6 +86,7 @@ def _train_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _with_programs(adapter: Path, train_rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Programs + student on the held-out rows: programs induced and verified on the training rows (as the
     program tier's induction does on the teacher's traces) fix the fields they decide; the student the rest."""
+    from protege.agents.fixed_fields import program_values
     from protege.demo.workload import Order
     from protege.distill.evaluate import evaluate_student
     from protege.programs.verify import build
@@ -93,12 +95,12 @@ def _with_programs(adapter: Path, train_rows: list[dict[str, Any]], eval_rows: l
     fields = list(Order.model_fields)
     examples = [(row["input"], row["output"]) for row in train_rows]
     programs = build("extract_order", examples, fields, promote_at=Policy().promote_at)
-    student = WithPrograms(adapter, programs=programs)
-    report = evaluate_student(student, eval_rows, output_model=Order)
+    fixed = [program_values(programs, row["input"]) for row in eval_rows]
+    report = evaluate_student(LocalModel(adapter), eval_rows, output_model=Order, fixed=fixed)
     return {
         "programs": {name: fp.describe() for name, fp in programs.served.items()},
         "program_accuracy": programs.field_accuracy(),
-        "fields_fixed_mean": sum(student.fixed_counts) / max(1, len(student.fixed_counts)),
+        "fields_fixed_mean": sum(map(len, fixed)) / max(1, len(fixed)),
         "eval": report.model_dump(mode="json", exclude={"mismatches"}),
         "mismatches": [m.model_dump(mode="json") for m in report.mismatches],
     }
@@ -115,15 +117,17 @@ def _earlier_student(folder: str) -> Path:
     return adapter
 
 
-def _train(args: argparse.Namespace, config: Any, ctx: Context) -> tuple[Path, dict[str, Any]]:
-    """Train the recipe's student and learn its answer profile, as `app.distill` does; its folder and figures."""
+def _train(
+    args: argparse.Namespace, config: Any, ctx: Context, train_rows: list[dict[str, Any]]
+) -> tuple[Path, dict[str, Any]]:
+    """Train the recipe's student on `train_rows` and learn its answer profile, as `app.distill` does; its folder
+    and figures."""
     from protege.demo.workload import Order
     from protege.distill.answer_kinds import learn_for_student
     from protege.distill.base_models import resolve_base
     from protege.distill.train import train_student
 
     base = resolve_base(args.base, ctx.cache_dir)
-    train_rows = _train_rows(args)
     out = ctx.folder("recipes", args.name)
     ctx.log(f"[recipe] {args.name}: training on {len(train_rows)} rows with {config.model_dump(exclude_defaults=True)}")
     trained = train_student(train_rows, base, out / "student", config, output_schema=Order.model_json_schema())
@@ -155,28 +159,6 @@ class Recording(LocalModel):
                 }
             )
         return responses
-
-
-class WithPrograms(LocalModel):
-    """A LocalModel answering as the cascade's student does behind field programs: each request's fields that the
-    programs decide are fixed in the grammar (and put in the answer), the model chooses the rest."""
-
-    def __init__(self, *args: Any, programs: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.programs = programs
-        self.fixed_counts: list[int] = []
-
-    def generate_batch(self, requests: list[Any], **options: Any) -> list[Any]:
-        from protege.agents.cascade import program_values, with_fixed
-
-        fixed = [program_values(self.programs, r.task_input or {}) for r in requests]
-        self.fixed_counts += [len(f) for f in fixed]
-        requests = [r.model_copy(update={"fixed_output": f or None}) for r, f in zip(requests, fixed, strict=True)]
-        responses = super().generate_batch(requests, **options)
-        return [
-            r if isinstance(r, Exception) or not f else r.model_copy(update={"text": with_fixed(r.text, f)})
-            for r, f in zip(responses, fixed, strict=True)
-        ]
 
 
 def _gates(report: Any, min_probs: list[float | None]) -> dict[str, Any]:

@@ -36,6 +36,11 @@ TITLE = "Programs + student vs the student alone"
 TRACES = 300
 TEACHER_PRICE = "anthropic:claude-opus-4-5"
 CONFIGS = ("student alone", "programs + student")
+GATED = "the cascade: gate on, teacher fallback"
+"""As served: programs + student behind the gate `app.distill` calibrated (none when the student passed without
+one), each answer under its floor escalated to the teacher — end-to-end quality, the share each tier serves, cost."""
+TEACHER_ONLY = "teacher only"
+SERVED_TARGETS = (0.99, 0.75, 0.30)  # issue 15's stream: quality vs teacher-only, share served cheaper, cost ratio
 
 
 def run(ctx: Context) -> Result:
@@ -63,11 +68,14 @@ def run(ctx: Context) -> Result:
                 met=both["programs + student"]["exact"] >= 0.95,
             )
         )
+        result.headlines.extend(_served_headlines(w, both))
     result.notes.append(
         f"Traces: the first {TRACES} pool examples as valid teacher traces (a ReferenceModel priced as "
         f"{TEACHER_PRICE}); the student is distilled from them with the default recipe and promoted for the "
         "measurement whatever its gate said, and measured without it (the gate's verdict is in the table). Unseen "
-        "calls: held-out examples, answered with no teacher fallback, so a wrong or invalid answer counts as wrong. "
+        "calls: held-out examples, answered with no teacher fallback, so a wrong or invalid answer counts as wrong; "
+        f"then '{GATED}' answers them as the cascade serves them (its gate on, answers under the floor escalated "
+        f"to the teacher; no shadow checks), and '{TEACHER_ONLY}' with the teacher alone, for the baseline. "
         "Cost is the local compute priced at the machine's price per hour (settings.local_cost_per_hour)."
     )
     return result
@@ -91,6 +99,8 @@ def measure(ctx: Context, w: Workload) -> dict[str, Any]:
         app.promote(report.student_id)
     with ungated(app, name):
         configs = {label: _calls(app, name, w.heldout, tier) for label, tier in zip(CONFIGS, ("student", None))}
+    configs[GATED] = _calls(app, name, w.heldout, None, escalate=True)
+    configs[TEACHER_ONLY] = _calls(app, name, w.heldout, "teacher")
     _hand_to_engines(ctx, w, app, report)
     return {
         "induce_s": induce_s,
@@ -170,6 +180,8 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
         for i, (label, tier) in enumerate(zip(CONFIGS, ("student", None))):
             done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)] if tier == "student" else []
             configs[label] = _calls(app, name, w.heldout, tier, done=done)
+    configs[GATED] = _calls(app, name, w.heldout, None, escalate=True)
+    configs[TEACHER_ONLY] = _calls(app, name, w.heldout, "teacher")
     _hand_to_engines(ctx, w, app, _reused_report(w, row))
     read_back = configs[CONFIGS[0]]["read_back"]
     ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {folder}; {read_back} stored runs read back")
@@ -210,17 +222,23 @@ def _slug(name: str) -> str:
 
 
 def _calls(
-    app: Any, task: str, rows: list[dict[str, Any]], tier: str | None, done: Sequence[Any] = ()
+    app: Any,
+    task: str,
+    rows: list[dict[str, Any]],
+    tier: str | None,
+    done: Sequence[Any] = (),
+    *,
+    escalate: bool = False,
 ) -> dict[str, Any]:
-    """Answer each row with no teacher fallback; per-field hits, exact match, cost, latency, who served.
-    `done`: runs an earlier process made for the first rows (read back, not made again)."""
+    """Answer each row (with no teacher fallback unless `escalate`); per-field hits, exact match, cost, latency,
+    who served. `done`: runs an earlier process made for the first rows (read back, not made again)."""
     from protege.programs.induce import same
 
     fields = list(app.handle(task).spec.output_model.model_fields)
     hits: dict[str, list[bool]] = {f: [] for f in fields}
     exact, costs, latencies, served, program_fields = [], [], [], [], []
     for i, row in enumerate(rows):
-        answer = _read_back(app, done[i]) if i < len(done) else _answer(app, task, row, tier)
+        answer = _read_back(app, done[i]) if i < len(done) else _answer(app, task, row, tier, escalate)
         actual, cost, latency, tier_served, decided = answer
         if decided is None:  # read back: what the stored programs decide on this input (none for a forced tier)
             decided = 0 if tier else _decided(app, task, row)
@@ -247,13 +265,15 @@ def _calls(
     }
 
 
-def _answer(app: Any, task: str, row: dict[str, Any], tier: str | None) -> tuple[Any, float, float, str, int]:
+def _answer(
+    app: Any, task: str, row: dict[str, Any], tier: str | None, escalate: bool
+) -> tuple[Any, float, float, str, int]:
     """One call now: (output or None, cost, latency s, tier that served or 'invalid', fields programs decided)."""
     from protege.errors import AllTiersFailed, ModelError, ValidationFailed
 
     start = time.perf_counter()
     try:
-        res = app.run(task, row["input"], tier=tier, escalate=False)
+        res = app.run(task, row["input"], tier=tier, escalate=escalate)
     except (ValidationFailed, AllTiersFailed, ModelError) as exc:  # invalid: wrong, and its cost still counts
         cost = sum(a.cost_usd for a in getattr(exc, "attempts", None) or [])
         return None, cost, time.perf_counter() - start, "invalid", 0
@@ -300,7 +320,7 @@ def _hand_to_engines(ctx: Context, w: Workload, app: Any, report: Any) -> Any:
 
 def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
     rows = []
-    for label in CONFIGS:
+    for label in [c for c in (*CONFIGS, GATED, TEACHER_ONLY) if c in m["configs"]]:
         c = m["configs"][label]
         rows.append(
             [
@@ -310,6 +330,7 @@ def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
                 _pct(fmean(c["field_accuracy"].values())),
                 _pct(c["invalid"]),
                 "–" if c["program_fields_mean"] is None else f"{c['program_fields_mean']:.1f}",
+                _served_by(c),
                 f"{c['latency_p50_s']:.2f}",
                 f"${c['cost_per_1k_usd']:.3f}",
             ]
@@ -317,7 +338,7 @@ def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
     verdict = "promoted by its gate" if m["gate_promoted"] else "not promoted by its gate (promoted for this run)"
     trained = "trained" if m.get("reused_from") else "distilled"
     return Table(
-        f"{w.name}: unseen calls, no teacher fallback (student {m['student_id'][:8]}, {trained} in "
+        f"{w.name}: unseen calls (student {m['student_id'][:8]}, {trained} in "
         f"{m['distill_s'] / 60:.1f} min, {verdict})",
         [
             "configuration",
@@ -326,6 +347,7 @@ def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
             "field accuracy",
             "invalid",
             "fields by programs (mean)",
+            "served by",
             "p50 s",
             "cost / 1k calls",
         ],
@@ -333,10 +355,53 @@ def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
     )
 
 
+def _served_headlines(w: Workload, configs: dict[str, Any]) -> list[Headline]:
+    """The gated cascade against the teacher alone on the same calls: quality, the share served without the
+    teacher, cost (issue 15's stream targets; these calls have no shadow checks)."""
+    if GATED not in configs or TEACHER_ONLY not in configs:
+        return []
+    gated, teacher = configs[GATED], configs[TEACHER_ONLY]
+    cheaper = 1 - gated["served"].get("teacher", 0) / gated["n"]
+    quality, share, cost = SERVED_TARGETS
+    return [
+        Headline(
+            metric=f"end-to-end exact match, the gated cascade, {w.name}",
+            value=gated["exact"],
+            unit="exact match",
+            baseline=teacher["exact"],
+            baseline_label="teacher only",
+            target=f"≥ {quality}× teacher-only",
+            met=gated["exact"] >= quality * teacher["exact"],
+        ),
+        Headline(
+            metric=f"calls served without the teacher, the gated cascade, {w.name}",
+            value=cheaper,
+            unit="share of calls",
+            target=f"≥ {share:.0%}",
+            met=cheaper >= share,
+        ),
+        Headline(
+            metric=f"cost per 1k calls, the gated cascade, {w.name}",
+            value=gated["cost_per_1k_usd"],
+            unit="USD",
+            baseline=teacher["cost_per_1k_usd"],
+            baseline_label="teacher only (USD per 1k)",
+            target=f"≤ {cost}× teacher-only",
+            met=gated["cost_per_1k_usd"] <= cost * teacher["cost_per_1k_usd"],
+        ),
+    ]
+
+
 def _field_table(w: Workload, m: dict[str, Any]) -> Table:
     alone, both = (m["configs"][label]["field_accuracy"] for label in CONFIGS)
     rows = [[f, m["programs"].get(f) or "none", _pct(alone[f]), _pct(both[f])] for f in alone]
     return Table(f"{w.name}: per field accuracy on the unseen calls", ["field", "program (verified)", *CONFIGS], rows)
+
+
+def _served_by(config: dict[str, Any]) -> str:
+    """Who answered the calls, most first: `student 74%, teacher 26%`."""
+    counts = sorted(config["served"].items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{tier} {count / config['n']:.0%}" for tier, count in counts)
 
 
 def _pct(x: float) -> str:

@@ -300,7 +300,7 @@ def test_recipe_with_programs_fixes_what_the_programs_decide(tiny_base):
     """`bench.recipe --programs`: programs induced on the training rows fix the fields they decide in every answer
     (the random model chooses the rest), as the cascade's student answers behind the program tier."""
     from bench import recipe
-    from protege.agents.cascade import program_values
+    from protege.agents.fixed_fields import program_values
     from protege.agents.models.chat_format import with_student_prompt
     from protege.demo.workload import Order
     from protege.distill.train import TrainConfig
@@ -319,3 +319,19 @@ def test_recipe_with_programs_fixes_what_the_programs_decide(tiny_base):
     for fixed, mismatch in zip(decided, result["mismatches"], strict=True):
         answer = json.loads(mismatch["actual"])
         assert {name: answer[name] for name in fixed} == fixed
+
+
+def test_the_gated_cascade_is_scored_against_the_teacher_alone_on_issue_15s_stream_targets():
+    """`student_programs`' served headlines: quality against teacher-only, the share of calls the teacher did not
+    answer, cost against teacher-only — each met or not by the stream targets (0.99×, 75%, 0.30×)."""
+    from bench.data import orders
+    from bench.student_programs import GATED, TEACHER_ONLY, _served_by, _served_headlines
+
+    teacher = {"n": 80, "exact": 1.0, "served": {"teacher": 80}, "cost_per_1k_usd": 10.0}
+    gated = {"n": 80, "exact": 0.9875, "served": {"student": 64, "teacher": 16}, "cost_per_1k_usd": 2.5}
+    quality, share, cost = _served_headlines(orders(True), {GATED: gated, TEACHER_ONLY: teacher})
+    assert (quality.value, quality.met) == (0.9875, False)  # 0.9875 < 0.99 × 1.0
+    assert (share.value, share.met) == (0.8, True)
+    assert (cost.ratio, cost.met) == (0.25, True)
+    assert _served_by(gated) == "student 80%, teacher 20%"
+    assert _served_headlines(orders(True), {GATED: gated}) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import random
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +265,10 @@ class Protege:
         """Build a dataset from the task's validated traces, train a student, evaluate it, promote if it passes."""
         from protege.distill.pipeline import distill
 
-        report = distill(self.store, self.handle(task).runtime, self.settings, self.base_dir, **options)
+        entry = self.handle(task)
+        if entry.spec.policy.program and options.get("programs_without") is None:
+            options["programs_without"] = partial(self.programs.without, task)  # judged as the cascade serves it
+        report = distill(self.store, entry.runtime, self.settings, self.base_dir, **options)
         self.tiers.invalidate(task)
         return report
 

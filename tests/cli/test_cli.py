@@ -282,6 +282,25 @@ def test_students_of_a_task_show_exact_match_per_field(seeded):
     assert "exact match per field" not in seeded.ok("students").stdout
 
 
+def test_students_show_how_each_did_behind_its_task_programs(seeded):
+    """A student judged behind its task's field programs shows that retention (and the fields fixed per call)
+    beside its own, per field too."""
+    served = {"retention": 0.95, "fields_fixed_mean": 2.375, "field_accuracy": {"queue": 1.0, "priority": 0.9}}
+    with Store(seeded.db) as store:
+        store.add_student(
+            StudentRow(
+                task_name="triage",
+                base="smollm2-135m",
+                adapter_path="/x",
+                metrics={"retention": 0.5, "field_accuracy": {"queue": 0.75, "priority": 0.6}, "served": served},
+            )
+        )
+    out = seeded.ok("students", "triage").stdout
+    assert "with programs" in out and "95.0% (2.4 fixed)" in out and "{" not in out
+    priority_row = next(line for line in out.splitlines() if line.strip().startswith("priority"))
+    assert priority_row.split()[-2:] == ["60.0%", "90.0%"]
+
+
 def test_students_shows_automatic_distills(seeded):
     """A distill running under its lease shows its phase and progress; a finished one its outcome."""
     from protege.store.background import process_owner

@@ -176,3 +176,21 @@ def test_bad_rows_are_user_errors():
     del row["output"]
     with pytest.raises(UserError, match=r"eval_rows\[0\] needs 'messages' and 'output'"):
         evaluate_student(student(TEACHER), [row], output_model=Triage)
+
+
+def test_fields_programs_decide_are_handed_to_the_model_and_put_in_its_answer():
+    """`fixed`: per row, the fields programs decide — in the request (`fixed_output`, so a grammar writes them) and
+    in the scored answer whatever the model wrote there, as the cascade serves a student behind its programs."""
+    seen = []
+
+    def answer(req):
+        seen.append(req.fixed_output)
+        return ModelResponse(text=json.dumps({"queue": "other", "priority": 9}), confidence=0.9)
+
+    fixed = [{"queue": "billing", "priority": 2}, {"queue": "bug"}, {}, {"priority": 3}]
+    report = evaluate_student(FunctionModel(answer), rows(), output_model=Triage, fixed=fixed)
+    assert seen == [{"queue": "billing", "priority": 2}, {"queue": "bug"}, None, {"priority": 3}]
+    assert report.scores == [1.0, 0.0, 0.0, 0.0]
+    assert report.field_accuracy == {"queue": 0.75, "priority": 0.5}  # "hello" is "other" anyway
+    with pytest.raises(UserError, match=r"fixed has 1 entries for 4 eval rows"):
+        evaluate_student(FunctionModel(answer), rows(), output_model=Triage, fixed=[{}])

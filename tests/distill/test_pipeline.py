@@ -31,6 +31,8 @@ class Triage(BaseModel):
 
 
 def oracle(req):
+    if "case" in req.task_input:
+        return _filed(req)
     subject = req.task_input["ticket"]["subject"]
     answer = {
         "queue": "billing" if any(w in subject for w in ("refund", "charge", "invoice")) else "bug",
@@ -177,3 +179,80 @@ def test_an_adapter_that_is_no_student_or_on_another_base_is_refused(app, tmp_pa
     with pytest.raises(UserError, match="either adapter= .* or config="):
         app.distill("triage", adapter=other.parent, config=CONFIG)
     assert app.store.students("triage") == []
+
+
+class Case(BaseModel):
+    note: str
+
+
+class Filed(BaseModel):
+    ref: str
+    queue: Literal["billing", "bug"]
+
+
+def _filed(req):
+    note = req.task_input["case"]["note"]
+    answer = {"ref": note.split("ref ")[1].split()[0], "queue": "bug"}
+    return ModelResponse(text=json.dumps(answer), usage=Usage(input_tokens=200, output_tokens=20))
+
+
+def _register_filed(app, **policy):
+    @app.task(policy=Policy(min_traces=10, **policy))
+    def file_case(case: Case) -> Filed:
+        """File a case under its reference and queue."""
+
+    for i in range(60):
+        file_case(Case(note=f"{SUBJECTS[i % len(SUBJECTS)]} (ref CX-{1000 + 37 * i} from desk {i % 7})"))
+    app.wait()
+
+
+def test_a_student_is_judged_behind_the_programs_that_will_serve_with_it(app):
+    """Where field programs decide fields, the student is judged a second time as the cascade serves it: programs
+    induced without the eval split's traces fix those fields, the student answers the rest. Promotion and the
+    headline go by that judgement; the student's own figures stay beside it."""
+    _register_filed(app, promote_at=1.0)
+    report = app.distill("file_case", config=CONFIG)
+    served = report.metrics["served"]
+    assert served["programs"] == ["queue", "ref"] and served["fields_fixed_mean"] == 2.0
+    assert served["field_accuracy"] == {"ref": 1.0, "queue": 1.0} and served["retention"] == 1.0
+    assert served["n"] == report.metrics["n"] and len(served["scores"]) == len(served["confidences"]) == served["n"]
+    assert report.promoted and report.retention == 1.0 and report.reason.startswith("served behind its field programs")
+    assert report.measured_on == "eval split, no gate, behind its field programs"
+
+
+def test_a_student_is_judged_alone_when_its_task_serves_no_programs(app):
+    """Policy(program=False): the cascade serves no programs, so the student is judged by its own answers."""
+    _register_filed(app, promote_at=0.0, program=False)
+    report = app.distill("file_case", config=CONFIG)
+    assert "served" not in report.metrics and report.measured_on == "eval split, no gate"
+
+
+def test_the_programs_a_student_is_judged_behind_never_saw_its_eval_split(app):
+    """`programs.without(task, held_out)` induces from the task's teacher traces minus those whose inputs hash to
+    `held_out`: the student's eval answers are not judged by programs induced on them."""
+    from protege.tasks import input_hash
+
+    _register_filed(app)
+    traces = app.store.traces("file_case", tier="teacher", limit=None)
+    everything = app.programs.without("file_case", set())
+    half = app.programs.without("file_case", {input_hash(t.input) for t in traces[:30]})
+    nothing = app.programs.without("file_case", {input_hash(t.input) for t in traces})
+    assert (everything.traces, half.traces, nothing.traces) == (len(traces), len(traces) - 30, 0)
+    assert not nothing.served and sorted(everything.served) == ["queue", "ref"]
+
+
+def test_promotion_and_its_gate_go_by_the_judgement_behind_the_programs():
+    """A student whose own answers fail the bar but whose answers behind the programs pass it is promoted, behind
+    a floor calibrated on the answers as served; without that judgement the same student is refused."""
+    from protege.distill.pipeline import promotion_verdict
+
+    alone = {"retention": 0.5, "scores": [1.0, 0.0] * 10, "confidences": [0.9] * 20}
+    served = {"retention": 0.9, "scores": [1.0] * 18 + [0.0] * 2, "confidences": [0.9] * 18 + [0.2] * 2}
+    metrics = {**alone, "served": served}
+    passed, reason = promotion_verdict(metrics, Policy(promote_at=0.95))
+    assert passed and reason.startswith("served behind its field programs, retention 0.900 < Policy.promote_at 0.950")
+    assert metrics["gate"]["min_confidence"] == 0.9 and metrics["gate"]["coverage"] == 0.9
+    assert promotion_verdict(dict(alone), Policy(promote_at=0.95)) == (
+        False,
+        "retention 0.500 < Policy.promote_at 0.950, and no confidence floor reaches it",
+    )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -22,13 +21,14 @@ from typing import Any, NamedTuple, Protocol, TypedDict
 
 from pydantic import BaseModel
 
+from protege.agents.fixed_fields import decide_fields, defer_to_student, with_fixed
 from protege.agents.loop import LoopResult, run_loop
 from protege.agents.models.base import Message, Model, ModelRequest
 from protege.agents.models.chat_format import student_messages
 from protege.agents.prompts import replay_messages, teacher_messages
 from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
 from protege.agents.tools import ToolBox
-from protege.agents.validate import strip_fences, validate_answer
+from protege.agents.validate import validate_answer
 from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError, ValidationFailed
 from protege.store import Store
 from protege.store.models import new_id
@@ -218,7 +218,8 @@ class Cascade:
         source = programs(task) if programs else None
         fixed, program_errors = await decide_fields(source, data)
         if tier is None and fixed:
-            fixed = defer_to_student(fixed, source, self.source.student(task, forced=False))
+            pick = self.source.student(task, forced=False)
+            fixed = defer_to_student(fixed, source, pick.field_accuracy if pick is not None else None)
         plan = self.plan(task, tier=tier, escalate=escalate, fixed=fixed, failed=bool(program_errors))
         digest = input_hash(data)
         run: dict[str, Any] = {
@@ -508,54 +509,6 @@ class Cascade:
         await asyncio.to_thread(self.store.add_shadow, row)
         if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
-
-
-async def decide_fields(programs: Any, data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The fields programs decide for this input, and any program failure to record (authored programs run in a
-    sandbox, asynchronously: `adecide`; an induced ProgramSet applies in-process)."""
-    adecide = getattr(programs, "adecide", None)
-    if adecide is None:
-        return program_values(programs, data), []
-    try:
-        return await adecide(data)
-    except Exception as exc:  # never fail the call: the models answer every field instead
-        logging.getLogger("protege").exception("field programs failed on an input; the models answer it")
-        return {}, [f"field programs failed: {type(exc).__name__}: {exc}"[:500]]
-
-
-def defer_to_student(fixed: dict[str, Any], programs: Any, pick: StudentPick | None) -> dict[str, Any]:
-    """Leave to the promoted student the fields it got right more often (exact match on its eval split) than their
-    program did on held-out traces: a program right 98% of the time must not overrule a student right 100%."""
-    student = pick.field_accuracy if pick is not None else None
-    accuracy = getattr(programs, "field_accuracy", None)
-    if not student or accuracy is None:
-        return fixed
-    programs_right = accuracy()
-    return {f: v for f, v in fixed.items() if student.get(f, 0.0) <= programs_right.get(f, 1.0)}
-
-
-def program_values(programs: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """The output fields verified programs decide for this input (a program that refuses decides nothing)."""
-    if programs is None:
-        return {}
-    try:
-        values, _refused = programs.apply(data)
-    except Exception:  # a fault in a program must never fail the call: the models answer every field instead
-        logging.getLogger("protege").exception("field programs failed on an input; the models answer it")
-        return {}
-    return values
-
-
-def with_fixed(text: str, fixed: dict[str, Any]) -> str:
-    """A model's JSON answer with the program-decided fields put in (a model that did not honour them is
-    overruled: the programs are verified, the model's guess for those fields is not). Non-JSON stays as is."""
-    try:
-        answer = json.loads(strip_fences(text))
-    except ValueError:
-        return text
-    if not isinstance(answer, dict):
-        return text
-    return json.dumps({**answer, **fixed}, ensure_ascii=False)
 
 
 def _first_tier(state: CascadeState) -> str:

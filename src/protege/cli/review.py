@@ -244,7 +244,20 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
 
     table(
         "students (newest first)",
-        ["id", "task", "state", "served by", "base", "retention", "score", "eval n", "gate", "field kinds", "created"],
+        [
+            "id",
+            "task",
+            "state",
+            "served by",
+            "base",
+            "retention",
+            "with programs",
+            "score",
+            "eval n",
+            "gate",
+            "field kinds",
+            "created",
+        ],
         [
             [
                 r.id,
@@ -253,6 +266,7 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
                 _served(r),
                 r.base,
                 pct(_metric(r, "retention")),
+                _with_programs(r),
                 pct(_metric(r, "score", "student_score")),
                 _metric(r, "n", "eval_n", "eval_rows"),
                 _gate(r),
@@ -261,9 +275,11 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
             ]
             for r in rows
         ],
-        right=("retention", "score", "eval n"),
+        right=("retention", "with programs", "score", "eval n"),
         caption="retention = student score / teacher score on held-out "
-        "traces; gate = the confidence floor a student serves behind "
+        "traces; with programs = the same, with the task's field programs "
+        "fixing the fields they decide, as the cascade serves it (promotion "
+        "and the gate go by it); gate = the confidence floor a student serves behind "
         "and the share of calls it keeps (on eval answers the floor "
         "was not chosen on); field kinds = what the training traces "
         "show of each output field (copied fields are decoded from "
@@ -282,11 +298,16 @@ def _field_table(row: Any) -> None:
     if not fields:
         return
     kinds = metrics.get("field_kinds") or {}
+    served = (metrics.get("served") or {}).get("field_accuracy")
+    extra = ["with programs"] if served else []  # as the cascade serves it, where it was judged so
     table(
         f"student {row.id}: exact match per field (eval split, vs the teacher)",
-        ["field", "kind", "exact match"],
-        [[name, kinds.get(name, "—"), pct(value)] for name, value in sorted(fields.items(), key=lambda kv: kv[1])],
-        right=("exact match",),
+        ["field", "kind", "exact match", *extra],
+        [
+            [name, kinds.get(name, "—"), pct(value), *([pct(served.get(name))] if served else [])]
+            for name, value in sorted(fields.items(), key=lambda kv: kv[1])
+        ],
+        right=("exact match", *extra),
         caption=_kinds_caption(metrics.get("kind_accuracy") or {}),
     )
 
@@ -307,6 +328,11 @@ def _served(row: Any) -> str:
     from protege.services.serving import describe
 
     return describe(row)
+
+
+def _with_programs(row: Any) -> str:
+    served = (row.metrics or {}).get("served")
+    return f"{pct(served['retention'])} ({served['fields_fixed_mean']:.1f} fixed)" if served else "—"
 
 
 def _gate(row: Any) -> str:

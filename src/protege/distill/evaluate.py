@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
+from protege.agents.fixed_fields import with_fixed
 from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse
 from protege.agents.results import gate_confidence
 from protege.errors import UserError
@@ -99,16 +100,22 @@ def evaluate_student(
     reference_key: str = "reference",
     progress: Callable[[int, int], None] | None = None,
     field_kinds: Mapping[str, str] | None = None,
+    fixed: Sequence[Mapping[str, Any]] | None = None,
 ) -> EvalReport:
     """Answer every eval row with `model` and score it (see module doc). Rows: input, output, messages[, reference].
-    `field_kinds` (output field → its kind) adds the accuracy per kind, so the misses show where they gather."""
+    `field_kinds` (output field → its kind) adds the accuracy per kind, so the misses show where they gather.
+    `fixed` (one mapping per row): the fields programs decide for that row, which the model is handed as fixed
+    and the answer carries, as the cascade serves a student behind its task's programs."""
     if not eval_rows:
         raise UserError("eval_rows is empty; hold out some traces for evaluation (the dataset split does this)")
+    if fixed is not None and len(fixed) != len(eval_rows):
+        raise UserError(f"fixed has {len(fixed)} entries for {len(eval_rows)} eval rows; give one mapping per row")
     score = score or exact_score
     schema = output_model.model_json_schema()
-    requests = [_request(row, schema, i) for i, row in enumerate(eval_rows)]
+    values = [dict(f) for f in fixed] if fixed is not None else [{} for _ in eval_rows]
+    requests = [_request(row, schema, i, values[i]) for i, row in enumerate(eval_rows)]
     started = time.perf_counter()
-    responses = _answer_all(model, requests, progress)
+    responses = [(_with_values(r, v), t) for (r, t), v in zip(_answer_all(model, requests, progress), values)]
     wall = time.perf_counter() - started
     report = _report(eval_rows, responses, output_model, score, reference_key, wall)
     report.kind_accuracy = kind_accuracy(report.field_accuracy, field_kinds or {})
@@ -125,7 +132,7 @@ def kind_accuracy(field_accuracy: Mapping[str, float], field_kinds: Mapping[str,
     return {kind: _mean(values) for kind, values in sorted(by_kind.items())}
 
 
-def _request(row: dict[str, Any], schema: dict[str, Any], index: int) -> ModelRequest:
+def _request(row: dict[str, Any], schema: dict[str, Any], index: int, fixed: dict[str, Any]) -> ModelRequest:
     messages = row.get("messages")
     if not messages or "output" not in row:
         raise UserError(
@@ -136,7 +143,15 @@ def _request(row: dict[str, Any], schema: dict[str, Any], index: int) -> ModelRe
         messages=[Message(role=m["role"], content=m.get("content") or "") for m in prompt],
         output_schema=schema,
         task_input=row.get("input"),
+        fixed_output=fixed or None,
     )
+
+
+def _with_values(response: ModelResponse, fixed: dict[str, Any]) -> ModelResponse:
+    """The answer with the program-decided fields put in, as the cascade does (`with_fixed`)."""
+    if not fixed or not response.text:
+        return response
+    return response.model_copy(update={"text": with_fixed(response.text, fixed)})
 
 
 def _answer_all(model: Model, requests: list[ModelRequest], progress) -> list[tuple[ModelResponse, float]]:

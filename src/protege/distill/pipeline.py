@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 from protege.errors import UserError
 from protege.store import Store, StudentRow
 from protege.store.models import new_id, utcnow
+from protege.tasks import input_hash
 
 if TYPE_CHECKING:
     from protege.agents.cascade import TaskRuntime
@@ -59,8 +61,22 @@ def demote(store: Store, task: str, *, reason: str = "demoted by a reviewer") ->
     return store.update_student(row.id, state="demoted", metrics=metrics)
 
 
+log = logging.getLogger("protege")
 Progress = Callable[[str, int, "int | None"], None]
 """progress(stage, done, total): stages are select, near_dups, write (dataset), train, evaluate."""
+
+SERVED_FIGURES = {
+    "n",
+    "retention",
+    "student_score",
+    "exact_match",
+    "field_accuracy",
+    "parse_failure_rate",
+    "median_latency_s",
+    "scores",
+    "confidences",
+}
+"""What `metrics["served"]` keeps of the judgement behind the programs (the mismatches stay with the student's own)."""
 
 
 def distill(
@@ -77,6 +93,7 @@ def distill(
     eval_fraction: float = 0.2,
     seed: int = 0,
     adapter: str | Path | None = None,
+    programs_without: Callable[[Collection[str]], Any] | None = None,
 ) -> DistillReport:
     """Dataset → train → evaluate → record the student → promote when retention ≥ Policy.promote_at.
 
@@ -86,7 +103,13 @@ def distill(
     `adapter`: a student trained elsewhere (`python -m protege.distill.launch`, e.g. under `accelerate launch` on
     several GPUs) is evaluated and recorded instead of training one. It is evaluated on this build's eval split;
     the split is by input hash, so a build with the same `eval_fraction` and `seed` never holds out an input the
-    adapter trained on."""
+    adapter trained on.
+
+    `programs_without(held_out)`: the task's field programs induced without the traces whose input hashes are in
+    `held_out` (the app passes its program service's `without` when `Policy.program` is on). The student is then
+    judged a second time as the cascade serves it — behind those programs, which fix the fields they decide — and
+    promotion and its gate go by that judgement (`metrics["served"]`); its own per-field figures stay in
+    `metrics` (the cascade leaves to it the fields it gets right more often than their program)."""
     from protege.agents.models.chat_format import with_student_prompt
     from protege.distill.answer_kinds import learn_for_student
     from protege.distill.dataset import build_dataset
@@ -137,7 +160,7 @@ def distill(
         train_rows, spec.output_schema, Path(result.adapter_path), copy_constraint=spec.policy.copy_constraint
     )  # read by LocalModel from here on
     eval_rows = with_student_prompt(eval_rows, config.prompt)  # asked as the student will be served
-    metrics = _evaluate(spec, base, result.adapter_path, student_id, eval_rows, report)
+    metrics = _evaluate(spec, base, result.adapter_path, student_id, eval_rows, programs_without, report)
     metrics["field_kinds"] = profile.kinds()
     metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
         "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss
@@ -176,13 +199,20 @@ def headline(metrics: dict[str, Any], policy: Policy) -> dict[str, Any]:
     ones, else the ungated student's on the eval split (which it never trained on)."""
     from protege.distill.gate import gated, stored_gate
 
-    gate = stored_gate(metrics)
+    gate, judged = stored_gate(metrics), serving_figures(metrics)
+    behind = ", behind its field programs" if "served" in metrics else ""
     if gate is None and policy.min_confidence is not None:
-        gate = gated(metrics["confidences"], metrics["scores"], policy.min_confidence)
+        gate = gated(judged["confidences"], judged["scores"], policy.min_confidence)
         gate.measured_on = "fixed floor (Policy.min_confidence), eval split"
     if gate is not None:
-        return {"retention": gate.retention, "coverage": gate.coverage, "measured_on": gate.measured_on}
-    return {"retention": metrics["retention"], "coverage": 1.0, "measured_on": "eval split, no gate"}
+        return {"retention": gate.retention, "coverage": gate.coverage, "measured_on": gate.measured_on + behind}
+    return {"retention": judged["retention"], "coverage": 1.0, "measured_on": "eval split, no gate" + behind}
+
+
+def serving_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The eval figures a student is promoted, gated and watched by: as it serves behind its task's field
+    programs when it was judged so (`metrics["served"]`), else its own."""
+    return metrics.get("served") or metrics
 
 
 def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any]:
@@ -212,23 +242,26 @@ def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any
 
 def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, str]:
     """Promote on retention; failing that, on the end-to-end retention of a confidence gate (which then goes into
-    `metrics["gate"]` and serves with the student). A calibrated floor is judged by its cross-fitted figures (on
+    `metrics["gate"]` and serves with the student). Both as the student serves: behind its task's field programs
+    where it was judged so (`serving_figures`). A calibrated floor is judged by its cross-fitted figures (on
     eval answers it was not chosen on), never by the in-sample ones; a floor set in the policy is measured."""
     from protege.distill.gate import cross_fitted, gated
 
-    retention, target = metrics["retention"], policy.promote_at
+    judged = serving_figures(metrics)
+    retention, target = judged["retention"], policy.promote_at
+    served = "served behind its field programs, " if "served" in metrics else ""
     if policy.min_confidence is not None:
-        gate = gated(metrics["confidences"], metrics["scores"], policy.min_confidence)
+        gate = gated(judged["confidences"], judged["scores"], policy.min_confidence)
         passed = gate.retention >= target
         return passed, (
-            f"with Policy.min_confidence {gate.min_confidence:.3f} the student keeps {gate.coverage:.0%} "
+            f"{served}with Policy.min_confidence {gate.min_confidence:.3f} the student keeps {gate.coverage:.0%} "
             f"of eval answers; end-to-end retention {gate.retention:.3f} "
             f"{'≥' if passed else '<'} Policy.promote_at {target:.3f}"
         )
     if retention >= target:
-        return True, f"retention {retention:.3f} ≥ Policy.promote_at {target:.3f}"
-    reason = f"retention {retention:.3f} < Policy.promote_at {target:.3f}"
-    floor = cross_fitted(metrics["confidences"], metrics["scores"], target=target)
+        return True, f"{served}retention {retention:.3f} ≥ Policy.promote_at {target:.3f}"
+    reason = f"{served}retention {retention:.3f} < Policy.promote_at {target:.3f}"
+    floor = cross_fitted(judged["confidences"], judged["scores"], target=target)
     if floor is None:
         return False, f"{reason}, and no confidence floor reaches it"
     chosen_on = (
@@ -259,14 +292,72 @@ def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> N
 
 
 def _evaluate(
-    spec: TaskSpec, base_dir: Path, adapter: Path, student_id: str, eval_rows: list[dict], report: Progress
+    spec: TaskSpec,
+    base_dir: Path,
+    adapter: Path,
+    student_id: str,
+    eval_rows: list[dict],
+    programs_without: Callable[[Collection[str]], Any] | None,
+    report: Progress,
 ) -> dict[str, Any]:
     from protege.agents.models.local import LocalModel
     from protege.distill.evaluate import evaluate_student
 
     model = LocalModel(base_dir, adapter=adapter, name=f"local:{student_id}")
-    result = evaluate_student(model, eval_rows, output_model=spec.output_model, score=spec.score)
-    return result.model_dump(mode="json")
+    alone = evaluate_student(
+        model,
+        eval_rows,
+        output_model=spec.output_model,
+        score=spec.score,
+        progress=lambda done, total: report("evaluate", done, total),
+    )
+    metrics = alone.model_dump(mode="json")
+    if programs_without is None:
+        return metrics
+    try:
+        served = _behind_programs(model, spec, eval_rows, alone, programs_without, report)
+    except Exception as exc:  # the trained student is kept, judged alone; the error says why
+        log.exception("task %r: judging the student behind its field programs failed; it is judged alone", spec.name)
+        metrics["served_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        return metrics
+    if served is not None:
+        metrics["served"] = served
+    return metrics
+
+
+def _behind_programs(
+    model: Any,
+    spec: TaskSpec,
+    eval_rows: list[dict],
+    alone: Any,
+    programs_without: Callable[[Collection[str]], Any],
+    report: Progress,
+) -> dict[str, Any] | None:
+    """The student judged as the cascade serves it: programs induced without the eval split's traces fix the
+    fields they decide on each eval input (left to the student where it beat their program, as the cascade
+    does), the student answers the rest. None when no program decides a field of any eval input."""
+    from protege.agents.fixed_fields import defer_to_student, program_values
+    from protege.distill.evaluate import evaluate_student
+
+    programs = programs_without({row.get("input_hash") or input_hash(row["input"]) for row in eval_rows})
+    fixed = [
+        defer_to_student(program_values(programs, row["input"]), programs, alone.field_accuracy) for row in eval_rows
+    ]
+    if not any(fixed):
+        return None
+    judged = evaluate_student(
+        model,
+        eval_rows,
+        output_model=spec.output_model,
+        score=spec.score,
+        fixed=fixed,
+        progress=lambda done, total: report("evaluate behind programs", done, total),
+    )
+    figures = judged.model_dump(mode="json", include=SERVED_FIGURES)
+    return figures | {
+        "programs": sorted(programs.served),
+        "fields_fixed_mean": sum(map(len, fixed)) / len(fixed),
+    }
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Collection
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,6 +21,7 @@ from protege.programs.render import render
 from protege.programs.stored import base_skill, shadow_verdict
 from protege.programs.verify import ProgramSet, build
 from protege.store.read_cache import ReadCache
+from protege.tasks import input_hash
 
 if TYPE_CHECKING:
     from protege.agents.cascade import TaskEntry, TaskRuntime
@@ -73,6 +75,18 @@ class ProgramService:
         induced = self.current(task)
         authored = getattr(self.app, "authored", None)
         return authored.serving(task, induced) if authored is not None else induced
+
+    def without(self, task: str, held_out: Collection[str]) -> ProgramSet:
+        """The task's programs induced without the traces whose inputs hash to `held_out`: what `app.distill`
+        judges a student behind (not stored, not served)."""
+        spec = self.app.handle(task).spec
+        return induce_without(
+            self.app.store,
+            task,
+            list(spec.output_model.model_fields),
+            promote_at=spec.policy.promote_at,
+            held_out=held_out,
+        )
 
     def invalidate(self, task: str) -> None:
         self._cache.invalidate(lambda key: key != task)
@@ -190,13 +204,31 @@ def demote_if_disagreeing(store: Any, task: Any, programs: ProgramSet) -> Progra
 def induce_stored(store: Any, task: str, fields: list[str], *, promote_at: float, instructions: str) -> ProgramSet:
     """Induction from the store alone (the app, or the CLI on imported traces): build, and store when any field
     has a verified program."""
-    rows = [r for tier in SOURCE_TIERS for r in store.traces(task, tier=tier, valid=True, limit=MAX_TRACES)]
-    rows = sorted(rows, key=lambda r: r.created_at, reverse=True)[:MAX_TRACES]
-    examples = [(r.input, r.output) for r in rows if isinstance(r.input, dict) and isinstance(r.output, dict)]
-    programs = build(task, examples, fields, promote_at=promote_at)
+    rows = _source_rows(store, task)
+    programs = build(task, _examples(rows), fields, promote_at=promote_at)
     if programs.served and _served_programs(programs) != _served_programs(stored_programs(store, task)):
         save_programs(store, task, programs, instructions=instructions, source_trace_ids=[r.id for r in rows[:50]])
     return programs
+
+
+def induce_without(
+    store: Any, task: str, fields: list[str], *, promote_at: float, held_out: Collection[str]
+) -> ProgramSet:
+    """The programs induction would give without the traces whose inputs hash to `held_out` (a student's eval
+    split): what the student is judged behind must not have been induced on the answers it is judged on. Not
+    stored."""
+    rows = [r for r in _source_rows(store, task) if (r.input_hash or input_hash(r.input or {})) not in held_out]
+    return build(task, _examples(rows), fields, promote_at=promote_at)
+
+
+def _source_rows(store: Any, task: str) -> list[Any]:
+    """The newest valid teacher (and imported) traces, up to MAX_TRACES: what induction reads."""
+    rows = [r for tier in SOURCE_TIERS for r in store.traces(task, tier=tier, valid=True, limit=MAX_TRACES)]
+    return sorted(rows, key=lambda r: r.created_at, reverse=True)[:MAX_TRACES]
+
+
+def _examples(rows: list[Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(r.input, r.output) for r in rows if isinstance(r.input, dict) and isinstance(r.output, dict)]
 
 
 def _served_programs(programs: ProgramSet | None) -> dict[str, list[Any]]:

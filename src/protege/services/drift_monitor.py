@@ -116,6 +116,7 @@ class DriftMonitor:
 
     def _reference(self, name: str, student_id: str) -> Reference:
         from protege.distill.gate import stored_gate
+        from protege.distill.pipeline import serving_figures
 
         store = self.app.store
         row = store.student(student_id)
@@ -133,7 +134,9 @@ class DriftMonitor:
             )
             inputs += [t.input for t in traces if isinstance(t.input, dict)]
         return build_reference(
-            inputs[:REFERENCE_INPUTS], list(metrics.get("confidences") or []), gate.coverage if gate else None
+            inputs[:REFERENCE_INPUTS],
+            list(serving_figures(metrics).get("confidences") or []),  # as its gate compares them: behind programs
+            gate.coverage if gate else None,
         )
 
     def _observe(self, task: TaskRuntime, st: TaskDrift, raw: tuple[dict, float | None, bool]) -> None:
