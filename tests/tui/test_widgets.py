@@ -132,6 +132,26 @@ def test_a_students_record_shows_its_gate_and_leaves_per_answer_lists_out():
     assert "scores" not in text and "confidences" not in text and len(text) < 1000
 
 
+def test_a_students_record_shows_how_it_did_behind_its_task_programs():
+    """A student judged behind its task's field programs: which programs, how many fields they fixed per call,
+    its retention so and its weakest fields; the per-answer lists stay out."""
+    from protege.store import StudentRow
+    from protege.tui.screens.students import _record
+
+    served = {
+        "programs": ["city", "order_id"],
+        "fields_fixed_mean": 1.75,
+        "retention": 0.9125,
+        "field_accuracy": {"city": 1.0, "urgency": 0.95, "customer_name": 0.9375, "order_id": 1.0},
+        "scores": [1.0] * 80,
+    }
+    row = StudentRow(task_name="orders", base="b", adapter_path="/a", metrics={"retention": 0.85, "served": served})
+    text = _record(row)
+    assert "behind its field programs (city, order_id; 1.8 fields fixed per call): retention 91.2%" in text
+    assert "weakest fields customer_name 93.8% · urgency 95.0% · city 100.0%" in text and "{" not in text
+    assert "behind its field programs" not in _record(StudentRow(task_name="o", base="b", adapter_path="/a"))
+
+
 def test_a_students_record_says_where_it_is_served():
     """A student set to a server shows its host and URL; the record is unchanged for the default engine."""
     from protege.store import StudentRow

@@ -176,6 +176,7 @@ def _record(row: StudentRow | None) -> str:
         *_serving_line(row),
         *_gate_line(row),
         *_fields_line(row),
+        *_served_line(row),
         *_kinds_line(row),
         "metrics: "
         + (
@@ -230,6 +231,20 @@ def _fields_line(row: StudentRow) -> list[str]:
     if kinds:
         lines.append("per field kind: " + " · ".join(f"{escape(k)} {pct(v, 1)}" for k, v in kinds.items()))
     return lines
+
+
+def _served_line(row: StudentRow) -> list[str]:
+    """How it did as the cascade serves it: behind the task's field programs (what promotion and the gate used)."""
+    served = (row.metrics or {}).get("served")
+    if not served:
+        return []
+    fields = served.get("field_accuracy") or {}
+    worst = " · ".join(f"{escape(n)} {pct(v, 1)}" for n, v in sorted(fields.items(), key=lambda kv: kv[1])[:3])
+    return [
+        f"behind its field programs ({escape(', '.join(served.get('programs') or []))}; "
+        f"{served.get('fields_fixed_mean', 0):.1f} fields fixed per call): retention {pct(served['retention'], 1)}"
+        + (f" · weakest fields {worst}" if worst else "")
+    ]
 
 
 def _kinds_line(row: StudentRow) -> list[str]:
