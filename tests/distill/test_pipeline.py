@@ -220,9 +220,11 @@ def test_a_student_is_judged_behind_the_programs_that_will_serve_with_it(app):
     assert report.measured_on == "eval split, no gate, behind its field programs"
 
 
-def test_a_student_is_judged_alone_when_its_task_serves_no_programs(app):
-    """Policy(program=False): the cascade serves no programs, so the student is judged by its own answers."""
-    _register_filed(app, promote_at=0.0, program=False)
+@pytest.mark.parametrize("policy", [{"program": False}, {"program_min_traces": 1000}])
+def test_a_student_is_judged_alone_when_its_task_serves_no_programs(app, policy):
+    """Policy(program=False), or no programs induced yet: the cascade serves none, so the student is judged by its
+    own answers (a smaller induction without the eval split would find the same two programs)."""
+    _register_filed(app, promote_at=0.0, **policy)
     report = app.distill("file_case", config=CONFIG)
     assert "served" not in report.metrics and report.measured_on == "eval split, no gate"
 

@@ -201,3 +201,22 @@ def test_a_field_the_student_gets_right_more_often_than_its_program_is_left_to_t
     assert defer_to_student(fixed, programs, {"package": 1.0, "changes": 0.4}) == {"changes": 3, "bugs": [1]}
     assert defer_to_student(fixed, programs, None) == fixed
     assert defer_to_student(fixed, programs, {}) == fixed
+
+
+def test_a_program_set_narrowed_to_some_fields_serves_only_those():
+    """`ProgramSet.only`: the other fields keep their programs and record, unserved, with the reason given; the
+    set it came from is unchanged."""
+    from protege.programs.verify import FieldProgram, ProgramSet
+
+    programs = ProgramSet(
+        "t",
+        {
+            "package": FieldProgram("package", [], right=98, wrong=2, promoted=True),
+            "changes": FieldProgram("changes", [], right=100, wrong=0, promoted=True),
+            "bugs": FieldProgram("bugs", [], reason="no program fits every training trace"),
+        },
+    )
+    narrowed = programs.only(["changes", "bugs"], "not served now")
+    assert sorted(narrowed.served) == ["changes"] and sorted(programs.served) == ["changes", "package"]
+    assert narrowed.fields["package"].reason == "not served now" and narrowed.fields["package"].right == 98
+    assert narrowed.fields["bugs"].reason == "no program fits every training trace"

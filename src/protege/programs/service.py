@@ -77,16 +77,20 @@ class ProgramService:
         return authored.serving(task, induced) if authored is not None else induced
 
     def without(self, task: str, held_out: Collection[str]) -> ProgramSet:
-        """The task's programs induced without the traces whose inputs hash to `held_out`: what `app.distill`
-        judges a student behind (not stored, not served)."""
+        """What `app.distill` judges a student behind (not stored, not served): the fields the task's induced
+        programs serve now, each with its program induced and verified again without the traces whose inputs hash
+        to `held_out`. A field no program serves now is left to the student, even where the smaller induction
+        finds one (a program that verifies on fewer traces and not on all of them must not count against it)."""
         spec = self.app.handle(task).spec
-        return induce_without(
+        now = self.current(task)
+        programs = induce_without(
             self.app.store,
             task,
             list(spec.output_model.model_fields),
             promote_at=spec.policy.promote_at,
             held_out=held_out,
         )
+        return programs.only(now.served if now is not None else (), "no program serves this field now")
 
     def invalidate(self, task: str) -> None:
         self._cache.invalidate(lambda key: key != task)

@@ -8,6 +8,7 @@ counted apart — a refusal leaves the field to the next tier, which is safe, a 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field  # FieldProgram has a `field` attribute
 from datetime import UTC, datetime
@@ -120,6 +121,15 @@ class ProgramSet:
             else:
                 values[name] = value
         return values, refused
+
+    def only(self, names: Iterable[str], why: str) -> ProgramSet:
+        """A copy that serves only the fields in `names`; the others' programs are kept, unserved, with `why`."""
+        keep = set(names)
+        narrowed = ProgramSet.from_json(self.to_json())
+        for name, fp in narrowed.fields.items():
+            if fp.promoted and name not in keep:
+                fp.promoted, fp.reason = False, why
+        return narrowed
 
     def to_json(self) -> dict[str, Any]:
         return {
