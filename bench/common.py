@@ -126,9 +126,17 @@ def newest_with_student(ctx: Context, runs: Path, workload: str, task: str, open
 def ungated(app: Any, task: str) -> Iterator[None]:
     """The student's own answers: a confidence gate it was promoted behind is lifted while measuring (a refused
     answer would count as invalid; the stream benchmark measures a gate at work)."""
+    with floored(app, task, 0.0):
+        yield
+
+
+@contextmanager
+def floored(app: Any, task: str, floor: float | None) -> Iterator[None]:
+    """The task's student served behind `floor` (its answers under it escalate) while measuring; None: as stored."""
     spec = app.handle(task).spec
     policy = spec.policy
-    spec.policy = policy.model_copy(update={"min_confidence": 0.0})
+    if floor is not None:
+        spec.policy = policy.model_copy(update={"min_confidence": floor})
     try:
         yield
     finally:

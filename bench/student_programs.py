@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from statistics import fmean
 from typing import Any
 
-from bench.common import Context, Headline, Result, Table, newest_with_student, percentile, ungated
+from bench.common import Context, Headline, Result, Table, floored, newest_with_student, percentile, ungated
 from bench.data import Workload, orders, output_of, teacher_trace
 
 TITLE = "Programs + student vs the student alone"
@@ -99,8 +99,7 @@ def measure(ctx: Context, w: Workload) -> dict[str, Any]:
         app.promote(report.student_id)
     with ungated(app, name):
         configs = {label: _calls(app, name, w.heldout, tier) for label, tier in zip(CONFIGS, ("student", None))}
-    configs[GATED] = _calls(app, name, w.heldout, None, escalate=True)
-    configs[TEACHER_ONLY] = _calls(app, name, w.heldout, "teacher")
+    configs.update(_served_configs(app, name, w, report.metrics))
     _hand_to_engines(ctx, w, app, report)
     return {
         "induce_s": induce_s,
@@ -180,8 +179,7 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
         for i, (label, tier) in enumerate(zip(CONFIGS, ("student", None))):
             done = earlier[i * len(w.heldout) : (i + 1) * len(w.heldout)] if tier == "student" else []
             configs[label] = _calls(app, name, w.heldout, tier, done=done)
-    configs[GATED] = _calls(app, name, w.heldout, None, escalate=True)
-    configs[TEACHER_ONLY] = _calls(app, name, w.heldout, "teacher")
+    configs.update(_served_configs(app, name, w, metrics))
     _hand_to_engines(ctx, w, app, _reused_report(w, row))
     read_back = configs[CONFIGS[0]]["read_back"]
     ctx.log(f"[bench] student_programs: {w.name}: reused {row.id[:8]} of {folder}; {read_back} stored runs read back")
@@ -196,6 +194,33 @@ def _remeasure(ctx: Context, w: Workload) -> dict[str, Any]:
         "configs": configs,
         "reused_from": str(folder),
     }
+
+
+def _served_configs(app: Any, task: str, w: Workload, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The gated cascade and the teacher alone on the unseen calls. A student its gate did not promote (this
+    benchmark promotes it anyway) serves behind the floor its distill calibrated for `promote_at` all the same,
+    as a user who promotes it would want — or with no floor where none reached it."""
+    gated = _calls_behind(app, task, w, _floor(app, task, metrics))
+    return {GATED: gated, TEACHER_ONLY: _calls(app, task, w.heldout, "teacher")}
+
+
+def _calls_behind(app: Any, task: str, w: Workload, floor: float | None) -> dict[str, Any]:
+    with floored(app, task, floor):
+        return _calls(app, task, w.heldout, None, escalate=True) | {"floor": floor}
+
+
+def _floor(app: Any, task: str, metrics: dict[str, Any]) -> float | None:
+    """The stored gate's floor, else the one calibrated on the eval answers as served (None where none reaches
+    `promote_at` end to end)."""
+    from protege.distill.gate import calibrate, stored_gate
+    from protege.distill.pipeline import serving_figures
+
+    gate = stored_gate(metrics)
+    if gate is not None:
+        return gate.min_confidence
+    judged = serving_figures(metrics)
+    floor = calibrate(judged["confidences"], judged["scores"], target=app.handle(task).spec.policy.promote_at)
+    return floor.min_confidence if floor is not None else None
 
 
 def _stored_runs(app: Any, task: str, rows: list[dict[str, Any]]) -> list[Any]:
@@ -324,7 +349,7 @@ def _summary_table(w: Workload, m: dict[str, Any]) -> Table:
         c = m["configs"][label]
         rows.append(
             [
-                label,
+                label + _floor_text(c),
                 c["n"],
                 _pct(c["exact"]),
                 _pct(fmean(c["field_accuracy"].values())),
@@ -396,6 +421,12 @@ def _field_table(w: Workload, m: dict[str, Any]) -> Table:
     alone, both = (m["configs"][label]["field_accuracy"] for label in CONFIGS)
     rows = [[f, m["programs"].get(f) or "none", _pct(alone[f]), _pct(both[f])] for f in alone]
     return Table(f"{w.name}: per field accuracy on the unseen calls", ["field", "program (verified)", *CONFIGS], rows)
+
+
+def _floor_text(config: dict[str, Any]) -> str:
+    if "floor" not in config:
+        return ""
+    return f" (floor {config['floor']:.3f})" if config["floor"] is not None else " (no floor reached promote_at)"
 
 
 def _served_by(config: dict[str, Any]) -> str:

@@ -335,3 +335,23 @@ def test_the_gated_cascade_is_scored_against_the_teacher_alone_on_issue_15s_stre
     assert (cost.ratio, cost.met) == (0.25, True)
     assert _served_by(gated) == "student 80%, teacher 20%"
     assert _served_headlines(orders(True), {GATED: gated}) == []
+
+
+def test_a_student_its_gate_did_not_promote_is_measured_behind_the_floor_its_distill_found():
+    """The gated cascade's floor: the stored gate's where the student was promoted behind one, else the floor
+    calibrated for promote_at on its eval answers as served (its own where it was judged alone); None where no
+    floor reaches promote_at."""
+    from types import SimpleNamespace
+
+    from bench.student_programs import _floor, _floor_text
+    from protege import Policy
+
+    app = SimpleNamespace(handle=lambda task: SimpleNamespace(spec=SimpleNamespace(policy=Policy(promote_at=0.95))))
+    served = {"scores": [1.0] * 18 + [0.0] * 2, "confidences": [0.95] * 18 + [0.5] * 2}
+    alone = {"scores": [1.0, 0.0] * 10, "confidences": [0.9] * 20}
+    assert _floor(app, "t", {**alone, "served": served}) == 0.95
+    assert _floor(app, "t", alone) is None
+    gate = {"min_confidence": 0.7, "coverage": 0.8, "retention": 0.95, "kept_quality": 0.9}
+    assert _floor(app, "t", {**alone, "gate": gate}) == 0.7
+    assert _floor_text({"floor": 0.95}) == " (floor 0.950)" and _floor_text({}) == ""
+    assert _floor_text({"floor": None}) == " (no floor reached promote_at)"
