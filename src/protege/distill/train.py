@@ -188,7 +188,42 @@ def train_student(
     `config.early_stopping_patience`, `early_stopping_rows` of `train_rows` are held out and answered after every
     epoch (under `output_schema`'s grammar, when given) to keep the best epoch (`early_stop.py`). The rows' system
     turn is trained in the style `config.prompt` (`chat_format.student_system`), the one the student is served with.
+    The memory training used is handed back to the system when it ends (`release_memory`).
     """
+    try:
+        return _train_student(
+            train_rows, base_dir, out_dir, config, eval_rows=eval_rows, progress=progress, output_schema=output_schema
+        )
+    finally:
+        release_memory()  # the trainer, its optimizer state and activations are garbage once _train_student returns
+
+
+def release_memory() -> bool:
+    """Collect garbage and hand freed heap back to the OS (glibc's `malloc_trim`); whether it could. glibc keeps
+    what a process freed for reuse: after 6 full fine-tuning steps of the 135M base the process held 5.8 GB it no
+    longer used (0.63 GB after the trim), which a long-running app that distills now and then would keep."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator decides
+        return False
+    trim(0)
+    return True
+
+
+def _train_student(
+    train_rows: Sequence[dict[str, Any]],
+    base_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None,
+    *,
+    eval_rows: Sequence[dict[str, Any]] | None,
+    progress: ProgressFn | None,
+    output_schema: dict[str, Any] | None,
+) -> TrainResult:
     config = config or TrainConfig()
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     check_rows(train_rows, "train_rows")
