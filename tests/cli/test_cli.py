@@ -301,6 +301,33 @@ def test_students_show_how_each_did_behind_its_task_programs(seeded):
     assert priority_row.split()[-2:] == ["60.0%", "90.0%"]
 
 
+def test_students_prune_deletes_old_weights_and_says_how_much(seeded):
+    """`protege students prune`: a dry run lists what would go; the real one deletes the weights of all but the
+    newest KEEP unpromoted students under the project's students/ folder, in a table with sizes, rows kept."""
+    from datetime import timedelta
+
+    from protege.store.models import utcnow
+
+    ids = []
+    with Store(seeded.db) as store:
+        for age in (1, 2, 3):
+            row = StudentRow(task_name="triage", base="b", adapter_path="", created_at=utcnow() - timedelta(hours=age))
+            adapter = seeded.path / ".protege" / "students" / "triage" / row.id / "adapter"
+            adapter.mkdir(parents=True)
+            (adapter / "model.safetensors").write_bytes(b"w" * 2_500_000)
+            row.adapter_path = str(adapter)
+            ids.append(store.add_student(row).id)
+    dry = seeded.ok("students", "prune", "triage", "--keep", "1", "--dry-run").stdout
+    assert ids[1] in dry and ids[2] in dry and ids[0] not in dry and "would delete 5.0 MB of weights" in dry
+    assert all((seeded.path / ".protege" / "students" / "triage" / i).exists() for i in ids)
+    out = seeded.ok("students", "prune", "--keep", "1").stdout
+    assert "deleted 5.0 MB of weights; the rows stay in the store" in out and "2.5 MB" in out
+    assert [(seeded.path / ".protege" / "students" / "triage" / i).exists() for i in ids] == [True, False, False]
+    assert len(seeded.json("students", "triage")) == 3
+    assert "nothing to prune" in seeded.ok("students", "prune", "--keep", "1").stdout
+    assert "weights were pruned" in seeded.cli("promote", ids[2]).stderr
+
+
 def test_students_shows_automatic_distills(seeded):
     """A distill running under its lease shows its phase and progress; a finished one its outcome."""
     from protege.store.background import process_owner

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from protege.cli.base import JsonOpt, OptTaskArg, ReviewerOpt, TaskArg, app, reviewer_default, store_of
+from protege.cli.base import JsonOpt, OptTaskArg, ReviewerOpt, TaskArg, app, config, reviewer_default, store_of
 from protege.cli.load import find_student_id, require_task
 from protege.cli.output import console, emit_json, pct, row_dict, table, when
 from protege.errors import UserError
@@ -29,7 +29,9 @@ class _ListByDefault(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-students_app = typer.Typer(cls=_ListByDefault, help="List students (`protege students [TASK]`), export and serve them.")
+students_app = typer.Typer(
+    cls=_ListByDefault, help="List students (`protege students [TASK]`), export and serve them, prune old ones."
+)
 app.add_typer(students_app, name="students", rich_help_panel=REVIEW)
 skill_app = typer.Typer(help="Show, approve, reject, edit, export and import skills.", no_args_is_help=True)
 app.add_typer(skill_app, name="skill", rich_help_panel=REVIEW)
@@ -289,6 +291,46 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         _field_table(rows[0])
     if distills:
         typer.echo("\n".join(distills))
+
+
+@students_app.command("prune")
+def students_prune(
+    ctx: typer.Context,
+    task: OptTaskArg = None,
+    keep: Annotated[int, typer.Option(min=0, help="unpromoted students to keep per task, newest first")] = 2,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be deleted, delete nothing")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete the weights of old students (all but each task's promoted one and its newest KEEP others; ~0.5 GB
+    each): their rows and metrics stay, and a pruned student cannot be promoted again."""
+    from protege.distill.prune import prune_students
+
+    store = store_of(ctx)
+    if task:
+        require_task(store, task)
+    pruned = prune_students(store, config(ctx).project_dir / "students", task=task, keep=keep, dry_run=dry_run)
+    if as_json:
+        return emit_json(
+            [{"id": p.student.id, "task": p.student.task_name, "freed_bytes": p.freed_bytes} for p in pruned]
+        )
+    if not pruned:
+        typer.echo(f"nothing to prune: every task has its promoted student and at most {keep} others")
+        return None
+    verb = "would delete" if dry_run else "deleted"
+    table(
+        f"students whose weights {'would be' if dry_run else 'were'} deleted",
+        ["id", "task", "state", "created", "size"],
+        [
+            [p.student.id, p.student.task_name, p.student.state, when(p.student.created_at), _mb(p.freed_bytes)]
+            for p in pruned
+        ],
+        right=("size",),
+    )
+    typer.echo(f"{verb} {_mb(sum(p.freed_bytes for p in pruned))} of weights; the rows stay in the store")
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB"
 
 
 def _field_table(row: Any) -> None:

@@ -43,9 +43,17 @@ class DistillReport(BaseModel):
 
 def promote(store: Store, student_id: str) -> StudentRow:
     """Make a student serve its task; the previously promoted one (if any) becomes a candidate again."""
+    from protege.distill.prune import PRUNED_KEY
+
     row = store.student(student_id)
     if row is None:
         raise UserError(f"no student {student_id!r}; list students with `protege students`")
+    pruned_at = (row.metrics or {}).get(PRUNED_KEY)
+    if pruned_at:
+        raise UserError(
+            f"student {student_id!r}'s weights were pruned ({pruned_at[:16]}); it cannot serve again: "
+            f"distill a new one with `protege distill {row.task_name}`"
+        )
     current = store.promoted_student(row.task_name)
     if current is not None and current.id != row.id:
         store.update_student(current.id, state="candidate")
