@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from protege.settings import Settings
     from protege.tasks import Policy, TaskSpec
 
+log = logging.getLogger("protege")
+
 
 class DistillReport(BaseModel):
     """What `app.distill` did: the dataset, the student, its metrics, and whether it was promoted.
@@ -69,7 +71,6 @@ def demote(store: Store, task: str, *, reason: str = "demoted by a reviewer") ->
     return store.update_student(row.id, state="demoted", metrics=metrics)
 
 
-log = logging.getLogger("protege")
 Progress = Callable[[str, int, "int | None"], None]
 """progress(stage, done, total): stages are select, near_dups, write (dataset), train, evaluate."""
 
