@@ -324,6 +324,7 @@ def test_students_prune_deletes_old_weights_and_says_how_much(seeded):
     assert "deleted 5.0 MB of weights; the rows stay in the store" in out and "2.5 MB" in out
     assert [(seeded.path / ".protege" / "students" / "triage" / i).exists() for i in ids] == [True, False, False]
     assert len(seeded.json("students", "triage")) == 3
+    assert seeded.ok("students", "triage").stdout.count("candidate (pruned)") == 2
     assert "nothing to prune" in seeded.ok("students", "prune", "--keep", "1").stdout
     assert "weights were pruned" in seeded.cli("promote", ids[2]).stderr
 

@@ -243,6 +243,7 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
         typer.echo("no students yet: distill one with `protege distill TASK`")
         return typer.echo("\n".join(distills)) if distills else None
     from protege.agents.models.answer_profile import kinds_summary
+    from protege.distill.prune import is_pruned
 
     table(
         "students (newest first)",
@@ -264,7 +265,7 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
             [
                 r.id,
                 r.task_name,
-                r.state,
+                r.state + (" (pruned)" if is_pruned(r) else ""),
                 _served(r),
                 r.base,
                 pct(_metric(r, "retention")),
