@@ -111,6 +111,7 @@ def test_two_workers_at_once_make_one_student(project):
         assert not store.lease_live(lease)
         assert lease.info["outcome"] == distilled[0] == ("promoted" if student.state == "promoted" else "candidate")
         assert lease.info["student_id"] == student.id and lease.info["phase"] == "done"
+        assert lease.info["retention"] == student.metrics["headline"]["retention"]  # what promotion went by
 
 
 def test_the_serving_process_starts_the_worker_in_the_background(project):

@@ -114,7 +114,7 @@ def work(app: Protege, task: str, config: dict | None = None) -> dict[str, Any]:
     outcome = {
         "outcome": "promoted" if report.promoted else "candidate",
         "student_id": report.student_id,
-        "retention": report.metrics.get("retention"),
+        "retention": report.retention,  # the headline promotion went by: gated, and behind programs where judged so
         "why": reason,
         "verdict": report.reason,
     }
