@@ -218,8 +218,10 @@ def _floor(app: Any, task: str, metrics: dict[str, Any]) -> float | None:
     gate = stored_gate(metrics)
     if gate is not None:
         return gate.min_confidence
-    judged = serving_figures(metrics)
-    floor = calibrate(judged["confidences"], judged["scores"], target=app.handle(task).spec.policy.promote_at)
+    judged, promote_at = serving_figures(metrics), app.handle(task).spec.policy.promote_at
+    if judged["retention"] >= promote_at:
+        return None  # promoted without a gate: it serves every call
+    floor = calibrate(judged["confidences"], judged["scores"], target=promote_at)
     return floor.min_confidence if floor is not None else None
 
 
@@ -386,7 +388,7 @@ def _served_headlines(w: Workload, configs: dict[str, Any]) -> list[Headline]:
     if GATED not in configs or TEACHER_ONLY not in configs:
         return []
     gated, teacher = configs[GATED], configs[TEACHER_ONLY]
-    cheaper = 1 - gated["served"].get("teacher", 0) / gated["n"]
+    cheaper = 1 - (gated["served"].get("teacher", 0) + gated["served"].get("invalid", 0)) / gated["n"]
     quality, share, cost = SERVED_TARGETS
     return [
         Headline(
@@ -426,7 +428,7 @@ def _field_table(w: Workload, m: dict[str, Any]) -> Table:
 def _floor_text(config: dict[str, Any]) -> str:
     if "floor" not in config:
         return ""
-    return f" (floor {config['floor']:.3f})" if config["floor"] is not None else " (no floor reached promote_at)"
+    return f" (floor {config['floor']:.3f})" if config["floor"] is not None else " (no floor)"
 
 
 def _served_by(config: dict[str, Any]) -> str:

@@ -347,11 +347,12 @@ def test_a_student_its_gate_did_not_promote_is_measured_behind_the_floor_its_dis
     from protege import Policy
 
     app = SimpleNamespace(handle=lambda task: SimpleNamespace(spec=SimpleNamespace(policy=Policy(promote_at=0.95))))
-    served = {"scores": [1.0] * 18 + [0.0] * 2, "confidences": [0.95] * 18 + [0.5] * 2}
-    alone = {"scores": [1.0, 0.0] * 10, "confidences": [0.9] * 20}
+    served = {"retention": 0.9, "scores": [1.0] * 18 + [0.0] * 2, "confidences": [0.95] * 18 + [0.5] * 2}
+    alone = {"retention": 0.5, "scores": [1.0, 0.0] * 10, "confidences": [0.9] * 20}
     assert _floor(app, "t", {**alone, "served": served}) == 0.95
     assert _floor(app, "t", alone) is None
     gate = {"min_confidence": 0.7, "coverage": 0.8, "retention": 0.95, "kept_quality": 0.9}
     assert _floor(app, "t", {**alone, "gate": gate}) == 0.7
     assert _floor_text({"floor": 0.95}) == " (floor 0.950)" and _floor_text({}) == ""
-    assert _floor_text({"floor": None}) == " (no floor reached promote_at)"
+    assert _floor_text({"floor": None}) == " (no floor)"
+    assert _floor(app, "t", {**served, "retention": 0.96}) is None  # promoted without a gate

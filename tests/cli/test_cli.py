@@ -320,12 +320,13 @@ def test_students_prune_deletes_old_weights_and_says_how_much(seeded):
     dry = seeded.ok("students", "prune", "triage", "--keep", "1", "--dry-run").stdout
     assert ids[1] in dry and ids[2] in dry and ids[0] not in dry and "would delete 5.0 MB of weights" in dry
     assert all((seeded.path / ".protege" / "students" / "triage" / i).exists() for i in ids)
-    out = seeded.ok("students", "prune", "--keep", "1").stdout
+    assert "pass --yes" in seeded.cli("students", "prune", "--keep", "1").stderr  # deletes nothing without it
+    out = seeded.ok("students", "prune", "--keep", "1", "--yes").stdout
     assert "deleted 5.0 MB of weights; the rows stay in the store" in out and "2.5 MB" in out
     assert [(seeded.path / ".protege" / "students" / "triage" / i).exists() for i in ids] == [True, False, False]
     assert len(seeded.json("students", "triage")) == 3
     assert seeded.ok("students", "triage").stdout.count("candidate (pruned)") == 2
-    assert "nothing to prune" in seeded.ok("students", "prune", "--keep", "1").stdout
+    assert "nothing to prune" in seeded.ok("students", "prune", "--keep", "1", "--yes").stdout
     assert "weights were pruned" in seeded.cli("promote", ids[2]).stderr
 
 
@@ -501,3 +502,4 @@ def test_distill_report_formatting():
     assert flat == {"retention": 0.93, "train.wall_s": 300.0, "train.tokens_per_s": 812.0, "train.steps": 75}
     shown = {k: _metric_text(k, v) for k, v in flat.items()}
     assert shown == {"retention": "93.0%", "train.wall_s": "5.0 min", "train.tokens_per_s": "812", "train.steps": "75"}
+    assert _metric_text("served.fields_fixed_mean", 0.75) == "0.75 a call"  # a count, not a share

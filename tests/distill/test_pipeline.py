@@ -216,6 +216,7 @@ def test_a_student_is_judged_behind_the_programs_that_will_serve_with_it(app):
     assert served["programs"] == ["queue", "ref"] and served["fields_fixed_mean"] == 2.0
     assert served["field_accuracy"] == {"ref": 1.0, "queue": 1.0} and served["retention"] == 1.0
     assert served["n"] == report.metrics["n"] and len(served["scores"]) == len(served["confidences"]) == served["n"]
+    assert served["confidences"] == [None] * served["n"]  # every field fixed: the program tier's calls, ungated
     assert report.promoted and report.retention == 1.0 and report.reason.startswith("served behind its field programs")
     assert report.measured_on == "eval split, no gate, behind its field programs"
 
@@ -253,6 +254,7 @@ def test_promotion_and_its_gate_go_by_the_judgement_behind_the_programs():
     metrics = {**alone, "served": served}
     passed, reason = promotion_verdict(metrics, Policy(promote_at=0.95))
     assert passed and reason.startswith("served behind its field programs, retention 0.900 < Policy.promote_at 0.950")
+    assert " ungated; gated at confidence ≥ 0.900" in reason
     assert metrics["gate"]["min_confidence"] == 0.9 and metrics["gate"]["coverage"] == 0.9
     assert promotion_verdict(dict(alone), Policy(promote_at=0.95)) == (
         False,

@@ -300,12 +300,15 @@ def students_prune(
     task: OptTaskArg = None,
     keep: Annotated[int, typer.Option(min=0, help="unpromoted students to keep per task, newest first")] = 2,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be deleted, delete nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="delete (required unless --dry-run)")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete the weights of old students (all but each task's promoted one and its newest KEEP others; ~0.5 GB
     each): their rows and metrics stay, and a pruned student cannot be promoted again."""
     from protege.distill.prune import prune_students
 
+    if not (yes or dry_run):
+        raise UserError("`students prune` deletes files: see what would go with --dry-run, then pass --yes")
     store = store_of(ctx)
     if task:
         require_task(store, task)

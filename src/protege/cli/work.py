@@ -254,6 +254,8 @@ def _metric_text(name: str, value: Any) -> str:
         return str(value)
     if name.endswith("_s") and not name.endswith("per_s"):
         return secs(value)
+    if name.endswith("fields_fixed_mean"):
+        return f"{value:.2f} a call"
     if isinstance(value, float) and 0 <= value <= 1 and not name.endswith(("loss", "_usd")):
         return pct(value)
     return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"

@@ -72,7 +72,8 @@ def demote(store: Store, task: str, *, reason: str = "demoted by a reviewer") ->
 
 
 Progress = Callable[[str, int, "int | None"], None]
-"""progress(stage, done, total): stages are select, near_dups, write (dataset), train, evaluate."""
+"""progress(stage, done, total): stages are select, near_dups, write (dataset), train, evaluate, and evaluate
+behind programs (where the student is judged as it serves)."""
 
 SERVED_FIGURES = {
     "n",
@@ -177,6 +178,8 @@ def distill(
     if adapter is not None:
         metrics["train"]["trained_elsewhere"] = str(adapter)
     passed, reason = promotion_verdict(metrics, spec.policy)
+    if "served_error" in metrics:
+        reason += f" (judged alone: judging it behind its field programs failed: {metrics['served_error']})"
     metrics["headline"] = headline(metrics, spec.policy)
     store.add_student(
         StudentRow(
@@ -288,7 +291,7 @@ def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, st
     if floor.coverage < policy.min_coverage:
         return False, f"{reason}; {honest}, but {floor.coverage:.0%} < Policy.min_coverage {policy.min_coverage:.0%}"
     metrics["gate"] = floor.model_dump()
-    return True, f"{reason} alone; {honest} ≥ {target:.3f}"
+    return True, f"{reason} ungated; {honest} ≥ {target:.3f}"
 
 
 def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> None:
@@ -363,6 +366,10 @@ def _behind_programs(
         progress=lambda done, total: report("evaluate behind programs", done, total),
     )
     figures = judged.model_dump(mode="json", include=SERVED_FIGURES)
+    every = set(spec.output_model.model_fields)
+    # where programs decide every field the program tier serves the call, not the student: no gate applies (a
+    # missing confidence passes it) and the drift monitor never sees a student confidence for it
+    figures["confidences"] = [None if set(f) >= every else c for f, c in zip(fixed, figures["confidences"])]
     return figures | {
         "programs": sorted(programs.served),
         "fields_fixed_mean": sum(map(len, fixed)) / len(fixed),

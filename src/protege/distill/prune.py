@@ -44,13 +44,13 @@ def prune_students(
         if seen[row.task_name] <= keep:
             continue
         folder = Path(row.adapter_path).resolve().parent  # students/<task>/<id>, holding adapter/ and exports
-        if not folder.is_relative_to(root) or folder == root:
-            continue  # a student trained elsewhere and adopted in place, or an odd path: not ours to delete
+        if folder != root / row.task_name / row.id:
+            continue  # not where distill puts this student (another project dir, an odd path): not ours to delete
         freed = _size(folder)
         if dry_run:
             pruned.append(Pruned(row, freed))
             continue
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder)  # an error propagates: the row stays unmarked, so a student that still has its weights
         marked = store.update_student(row.id, metrics={**(row.metrics or {}), PRUNED_KEY: utcnow().isoformat()})
         pruned.append(Pruned(marked, freed))
     return pruned

@@ -124,7 +124,9 @@ class AppTiers:
         name = task.spec.name
         pick = self._cached(("student", name), lambda: self._pick(self.app.store.promoted_student(name)))
         if pick is None and forced:
-            rows = self.app.store.students(name)
+            from protege.distill.prune import is_pruned
+
+            rows = [r for r in self.app.store.students(name) if not is_pruned(r)]  # a pruned one has no weights
             pick = self._pick(rows[0] if rows else None)
         return pick
 
