@@ -257,23 +257,22 @@ def test_students_promote_demote(seeded):
     assert_one_line_error(seeded.cli("promote", "nope-nope"), 2, "no student 'nope-nope'")
 
 
+def _add_student(project, **metrics):
+    """A triage student row with these metrics (no weights: the listing reads the row only)."""
+    with Store(project.db) as store:
+        store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x", metrics=metrics))
+
+
 def test_students_of_a_task_show_exact_match_per_field(seeded):
     """`protege students TASK` adds the newest student's per-field exact match, worst first, with field kinds
     where known — a table for people, no raw dicts."""
-    with Store(seeded.db) as store:
-        store.add_student(
-            StudentRow(
-                task_name="triage",
-                base="smollm2-135m",
-                adapter_path="/x",
-                metrics={
-                    "retention": 0.9,
-                    "field_accuracy": {"queue": 0.985, "priority": 0.5},
-                    "field_kinds": {"queue": "copied"},
-                    "kind_accuracy": {"copied": 0.985},
-                },
-            )
-        )
+    _add_student(
+        seeded,
+        retention=0.9,
+        field_accuracy={"queue": 0.985, "priority": 0.5},
+        field_kinds={"queue": "copied"},
+        kind_accuracy={"copied": 0.985},
+    )
     out = seeded.ok("students", "triage").stdout
     assert "exact match per field" in out and "{" not in out
     priority, queue = out.index("priority"), out.index("queue")
@@ -286,15 +285,7 @@ def test_students_show_how_each_did_behind_its_task_programs(seeded):
     """A student judged behind its task's field programs shows that retention (and the fields fixed per call)
     beside its own, per field too."""
     served = {"retention": 0.95, "fields_fixed_mean": 2.375, "field_accuracy": {"queue": 1.0, "priority": 0.9}}
-    with Store(seeded.db) as store:
-        store.add_student(
-            StudentRow(
-                task_name="triage",
-                base="smollm2-135m",
-                adapter_path="/x",
-                metrics={"retention": 0.5, "field_accuracy": {"queue": 0.75, "priority": 0.6}, "served": served},
-            )
-        )
+    _add_student(seeded, retention=0.5, field_accuracy={"queue": 0.75, "priority": 0.6}, served=served)
     out = seeded.ok("students", "triage").stdout
     assert "with programs" in out and "95.0% (2.4 fixed)" in out and "{" not in out
     priority_row = next(line for line in out.splitlines() if line.strip().startswith("priority"))

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from protege.distill.prune import PRUNED_KEY
 from protege.errors import UserError
 from protege.store import Store, StudentRow
 from protege.store.models import new_id, utcnow
@@ -45,8 +46,6 @@ class DistillReport(BaseModel):
 
 def promote(store: Store, student_id: str) -> StudentRow:
     """Make a student serve its task; the previously promoted one (if any) becomes a candidate again."""
-    from protege.distill.prune import PRUNED_KEY
-
     row = store.student(student_id)
     if row is None:
         raise UserError(f"no student {student_id!r}; list students with `protege students`")

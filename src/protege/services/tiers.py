@@ -17,6 +17,7 @@ from protege.agents.cascade import StudentPick, TaskEntry, TaskRuntime
 from protege.agents.models.base import Model, resolve_model
 from protege.agents.models.chat_format import trained_prompt
 from protege.distill.gate import stored_gate
+from protege.distill.prune import is_pruned
 from protege.errors import UserError
 from protege.store.read_cache import ReadCache
 
@@ -124,8 +125,6 @@ class AppTiers:
         name = task.spec.name
         pick = self._cached(("student", name), lambda: self._pick(self.app.store.promoted_student(name)))
         if pick is None and forced:
-            from protege.distill.prune import is_pruned
-
             rows = [r for r in self.app.store.students(name) if not is_pruned(r)]  # a pruned one has no weights
             pick = self._pick(rows[0] if rows else None)
         return pick
