@@ -152,6 +152,21 @@ def test_a_students_record_shows_how_it_did_behind_its_task_programs():
     assert "behind its field programs" not in _record(StudentRow(task_name="o", base="b", adapter_path="/a"))
 
 
+def test_the_students_table_shows_retention_alone_and_behind_programs():
+    """The list has both figures side by side (promotion goes by the second), a dash where it was judged alone."""
+    from protege.store import StudentRow
+    from protege.tui.screens.students import COLUMNS, _cells
+
+    keys = [key for _, key, _ in COLUMNS]
+    served = StudentRow(
+        task_name="o", base="b", adapter_path="/a", metrics={"retention": 0.85, "served": {"retention": 0.9125}}
+    )
+    alone = StudentRow(task_name="o", base="b", adapter_path="/a", metrics={"retention": 0.85})
+    assert _cells(served)[keys.index("retention")] == "85.0%"
+    assert _cells(served)[keys.index("served")] == "91.2%"
+    assert _cells(alone)[keys.index("served")] == "—"
+
+
 def test_a_students_record_says_where_it_is_served():
     """A student set to a server shows its host and URL; the record is unchanged for the default engine."""
     from protege.store import StudentRow

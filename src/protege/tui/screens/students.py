@@ -29,6 +29,7 @@ COLUMNS = (
     ("Student", "id", 8),
     ("State", "state", 9),
     ("Retain", "retention", 6),
+    ("+Prog.", "served", 6),  # retention behind the task's field programs, as the cascade serves the student
     ("Acc.", "accuracy", 6),
     ("Latency", "latency", 7),
     ("Cost/call", "cost", 9),
@@ -159,10 +160,16 @@ def _cells(r: StudentRow) -> tuple[str, ...]:
         short_id(r.id),
         status_markup(r.state),
         pct(metric(r, "retention"), 1),
+        pct(_served_retention(r), 1),
         pct(metric(r, "accuracy"), 1),
         seconds(latency) if latency is not None else "—",
         usd(metric(r, "cost")),
     )
+
+
+def _served_retention(row: StudentRow) -> float | None:
+    served = (row.metrics or {}).get("served")
+    return served.get("retention") if served else None
 
 
 def _record(row: StudentRow | None) -> str:
