@@ -119,6 +119,31 @@ def test_missing_api_key_is_a_user_error_naming_the_env_var(tmp_path, monkeypatc
     app.close()
 
 
+def test_an_approved_skill_without_a_usable_replay_model_leaves_calls_to_the_teacher(tmp_path, monkeypatch, caplog):
+    """An app given only a teacher gets the default replay model (Anthropic): once a skill is approved, its missing
+    key must not fail calls the teacher answers. They go to the teacher, a warning says why once, and a forced
+    replay tier fails naming the replay model and the way out."""
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    monkeypatch.delenv("PROTEGE_REPLAY", raising=False)
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/r.db",
+        teacher=FunctionModel(oracle, price_as="anthropic:claude-opus-4-5"),
+        project_dir=tmp_path / ".protege",
+    )
+    triage = register(app)
+    triage(Ticket(subject="refund"))
+    app.wait()
+    app.approve_skill("triage", reviewer="ana")
+    with caplog.at_level("WARNING", logger="protege.agents.cascade"):
+        tiers = [app.run("triage", {"ticket": {"subject": "refund"}}).tier for _ in range(3)]
+    assert tiers == ["teacher"] * 3
+    warnings = [r.getMessage() for r in caplog.records if "not replayed" in r.getMessage()]
+    assert len(warnings) == 1 and "the replay model 'anthropic:claude-haiku-4-5'" in warnings[0]
+    with pytest.raises(UserError, match=r"replay model 'anthropic:claude-haiku-4-5'.*Protege\(replay=\.\.\.\)"):
+        app.run("triage", {"ticket": {"subject": "refund"}}, tier="replay", escalate=False)
+    app.close()
+
+
 def test_a_teacher_that_is_not_a_model_fails_every_call_and_a_swapped_teacher_answers(app):
     """The tiers check a teacher object once, not per call: a non-model is refused on every call all the same,
     and a model set in its place afterwards serves."""

@@ -261,14 +261,48 @@ class Protege:
 
         return resolve_base(base, self.settings.model_cache_dir)
 
-    def distill(self, task: str, **options: Any) -> Any:
-        """Build a dataset from the task's validated traces, train a student, evaluate it, promote if it passes."""
+    def distill(
+        self,
+        task: str,
+        *,
+        config: Any = None,
+        force: bool = False,
+        progress: Any = None,
+        adapter: str | Path | None = None,
+        auto_promote: bool = True,
+        eval_fraction: float = 0.2,
+        seed: int = 0,
+        references: dict[str, dict] | None = None,
+        programs_without: Any = None,
+    ) -> Any:
+        """Build a dataset from the task's validated traces, train a student, evaluate it, promote if it passes.
+
+        `config`: a `protege.distill.TrainConfig` (epochs, learning rate, method, ...; default: the measured
+        default recipe). `force`: distill with fewer validated traces than `Policy.min_traces`. `progress(stage,
+        done, total)`: called as each stage advances. `adapter`: evaluate and record a student trained elsewhere
+        instead of training one. `auto_promote=False` keeps it a candidate whatever it scores. `eval_fraction` and
+        `seed`: the held-out split. `references`: reference outputs by input hash, to score against instead of the
+        teacher's. The rest: `protege.distill.pipeline.distill`."""
         from protege.distill.pipeline import distill
 
         entry = self.handle(task)
-        if entry.spec.policy.program and options.get("programs_without") is None:
-            options["programs_without"] = partial(self.programs.without, task)  # judged as the cascade serves it
-        report = distill(self.store, entry.runtime, self.settings, self.base_dir, **options)
+        if entry.spec.policy.program and programs_without is None:
+            programs_without = partial(self.programs.without, task)  # judged as the cascade serves it
+        report = distill(
+            self.store,
+            entry.runtime,
+            self.settings,
+            self.base_dir,
+            config=config,
+            force=force,
+            progress=progress,
+            adapter=adapter,
+            auto_promote=auto_promote,
+            eval_fraction=eval_fraction,
+            seed=seed,
+            references=references,
+            programs_without=programs_without,
+        )
         self.tiers.invalidate(task)
         return report
 

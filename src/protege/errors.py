@@ -21,13 +21,21 @@ class UserError(ProtegeError):
 class MissingKeyError(UserError):
     """A provider needs an API key that is not set."""
 
-    def __init__(self, provider: str, env_var: str):
+    def __init__(self, provider: str, env_var: str, *, role: str | None = None, spec: str | None = None):
         self.provider = provider
         self.env_var = env_var
-        super().__init__(
-            f"{provider} needs an API key: set {env_var}, or run offline with a local model "
-            f"(teacher=ReferenceModel(...) or 'local:<path>'); `protege demo` runs fully offline."
-        )
+        self.role = role
+        if role is None:
+            message = (
+                f"{provider} needs an API key: set {env_var}, or run offline with a local model "
+                f"(teacher=ReferenceModel(...) or 'local:<path>'); `protege demo` runs fully offline."
+            )
+        else:  # which of the app's models it is: the default replay model surprises people who set a teacher only
+            message = (
+                f"the {role} model {spec!r} needs an API key: set {env_var}, or give "
+                f"Protege({role}=...) a model that runs offline (FunctionModel, ReferenceModel or 'local:<path>')"
+            )
+        super().__init__(message)
 
 
 class RunError(ProtegeError):

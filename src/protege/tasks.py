@@ -46,6 +46,12 @@ class Policy(BaseModel):
         "that gives none per field (None: the floor app.distill calibrated for the student, if it "
         "needed one)",
     )
+    min_eval: int = Field(
+        default=20,
+        ge=1,
+        description="eval answers a student must be judged on before app.distill promotes it (fewer: it stays "
+        "a candidate, to promote by hand)",
+    )
     min_coverage: float = Field(
         default=0.5,
         ge=0,

@@ -263,6 +263,22 @@ def _add_student(project, **metrics):
         store.add_student(StudentRow(task_name="triage", base="smollm2-135m", adapter_path="/x", metrics=metrics))
 
 
+def test_promoting_a_student_distill_refused_says_why_it_was_refused(seeded):
+    """A reviewer may promote a student distill kept as a candidate; the command says what they overrule and how to
+    undo it. A student that passed gets no note."""
+    reason = "retention 0.545 < Policy.promote_at 0.950, and no confidence floor reaches it"
+    _add_student(seeded, retention=0.545, verdict={"passed": False, "reason": reason})
+    with Store(seeded.db) as store:
+        refused = store.students("triage")[0]
+    out = " ".join(seeded.ok("promote", refused.id[:8]).stdout.split())
+    assert "now serves 'triage'" in out and f"note: distill kept it as a candidate: {reason}." in out
+    assert "`protege demote triage` takes it out of service" in out
+    _add_student(seeded, retention=0.97, verdict={"passed": True, "reason": "retention 0.970 ≥ 0.950"})
+    with Store(seeded.db) as store:
+        passed = store.students("triage")[0]
+    assert "note:" not in seeded.ok("promote", passed.id[:8]).stdout
+
+
 def test_students_of_a_task_show_exact_match_per_field(seeded):
     """`protege students TASK` adds the newest student's per-field exact match, worst first, with field kinds
     where known — a table for people, no raw dicts."""
@@ -356,8 +372,11 @@ def test_dataset_build_from_the_store(seeded):
 
 
 def test_distill_refuses_too_few_traces(seeded):
-    """distill with the app checks Policy.min_traces before training (a usage error)."""
+    """distill with the app checks Policy.min_traces before training (a usage error) and names the way past it,
+    which the command has."""
     assert_one_line_error(seeded.cli("--app", seeded.app, "distill", "triage"), 2, "min_traces is 50")
+    assert "`protege distill --force`" in seeded.cli("--app", seeded.app, "distill", "triage").stderr
+    assert "--force" in seeded.cli("distill", "--help").stdout
 
 
 # -- import-traces -----------------------------------------------------------------------------------------------

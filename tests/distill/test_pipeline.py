@@ -15,7 +15,7 @@ from triage_support import SUBJECTS
 from protege import Policy, Protege, UserError
 from protege.agents import FunctionModel
 from protege.agents.models.base import ModelResponse, Usage
-from protege.distill.pipeline import dir_hash
+from protege.distill.pipeline import dir_hash, refused_because
 from protege.distill.train import TrainConfig
 
 CONFIG = TrainConfig(max_steps=2, batch_size=4, torch_threads=2)
@@ -56,7 +56,8 @@ def app(tmp_path, tiny_base):
 
 
 def register(app, **policy):
-    @app.task(policy=Policy(min_traces=10, **policy))
+    # ~3 eval answers: promotion is what these tests check, so the minimum eval split is lifted (see below)
+    @app.task(policy=Policy(**{"min_traces": 10, "min_eval": 1, **policy}))
     def triage(ticket: Ticket) -> Triage:
         """Route a support ticket to a queue and set its priority (1 = urgent)."""
 
@@ -101,8 +102,20 @@ def test_a_student_below_the_gate_stays_a_candidate(app):
     register(app, promote_at=1.0)
     report = app.distill("triage", config=CONFIG)
     assert not report.promoted and "< Policy.promote_at 1.000" in report.reason
-    assert app.store.student(report.student_id).state == "candidate"
+    row = app.store.student(report.student_id)
+    assert row.state == "candidate" and refused_because(row.metrics) == report.reason  # for who promotes by hand
     assert app.store.promoted_student("triage") is None
+
+
+def test_a_student_judged_on_too_few_eval_answers_stays_a_candidate(app):
+    """Retention 1.0 on a handful of eval answers says next to nothing: under Policy.min_eval the student is kept
+    as a candidate, and the reason says how many answers it was judged on and what to do."""
+    register(app, promote_at=0.0, min_eval=20)
+    report = app.distill("triage", config=CONFIG)
+    n = report.metrics["n"]
+    assert n < 20 and not report.promoted and app.store.student(report.student_id).state == "candidate"
+    assert f"judged on {n} eval answer" in report.reason and "fewer than Policy.min_eval 20" in report.reason
+    assert "promote it by hand" in report.reason
 
 
 def test_too_few_traces_is_a_user_error_unless_forced(app):
@@ -197,7 +210,7 @@ def _filed(req):
 
 
 def _register_filed(app, **policy):
-    @app.task(policy=Policy(min_traces=10, **policy))
+    @app.task(policy=Policy(**{"min_traces": 10, "min_eval": 1, **policy}))
     def file_case(case: Case) -> Filed:
         """File a case under its reference and queue."""
 

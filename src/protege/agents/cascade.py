@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -29,11 +30,13 @@ from protege.agents.prompts import replay_messages, teacher_messages
 from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
 from protege.agents.tools import ToolBox
 from protege.agents.validate import validate_answer
-from protege.errors import AllTiersFailed, BudgetExceeded, ModelError, UserError, ValidationFailed
+from protege.errors import AllTiersFailed, BudgetExceeded, MissingKeyError, ModelError, UserError, ValidationFailed
 from protege.store import Store
 from protege.store.models import new_id
 from protege.tasks import TaskSpec, input_hash
 from protege.telemetry.spans import Telemetry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -151,6 +154,7 @@ class Cascade:
     rng: random.Random = field(default_factory=random.Random)
     background: set[asyncio.Task] = field(default_factory=set)
     telemetry: Telemetry = field(default_factory=Telemetry)  # OpenTelemetry spans (no-op unless configured)
+    replay_warned: set[str] = field(default_factory=set)  # tasks told their replay model cannot be made
 
     def __post_init__(self) -> None:
         # Routing is the entry edge: the plan (cheapest eligible tier first) is made before the graph runs, so a
@@ -203,9 +207,21 @@ class Cascade:
         tiers = ["program"] if complete or (failed and escalate) else []
         if self.source.student(task, forced=False) is not None:
             tiers.append("student")
-        if self.source.skill(task, forced=False) is not None:
+        if self.source.skill(task, forced=False) is not None and self._replay_usable(task):
             tiers.append("replay")
         return Plan(tiers=[*tiers, "teacher"], forced=False, escalate=escalate)
+
+    def _replay_usable(self, task: TaskRuntime) -> bool:
+        """An approved skill is replayed only where the replay model can be made: an app given only a teacher gets
+        the default replay model, whose missing API key must not fail calls the teacher answers (warned once)."""
+        try:
+            self.source.replay(task)
+        except MissingKeyError as exc:
+            if task.spec.name not in self.replay_warned:
+                self.replay_warned.add(task.spec.name)
+                log.warning("task %r: its skill is not replayed, calls go to the teacher: %s", task.spec.name, exc)
+            return False
+        return True
 
     async def run(
         self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True

@@ -396,13 +396,22 @@ def promote(
     ctx: typer.Context, student_id: Annotated[str, typer.Argument(metavar="STUDENT_ID")], as_json: JsonOpt = False
 ) -> None:
     """Make a student serve its task (the one promoted before becomes a candidate again)."""
+    from rich.markup import escape
+
     from protege.distill.pipeline import promote as promote_student
+    from protege.distill.pipeline import refused_because
 
     store = store_of(ctx)
     row = promote_student(store, find_student_id(store, student_id))
     if as_json:
         return emit_json(row_dict(row))
     typer.echo(f"student {row.id} now serves {row.task_name!r} (processes pick it up within seconds)")
+    refused = refused_because(row.metrics)
+    if refused:  # a reviewer may overrule the verdict, but should know they are doing it
+        console().print(
+            f"[yellow]note:[/] distill kept it as a candidate: {escape(refused)}. "
+            f"`protege demote {row.task_name}` takes it out of service.",
+        )
 
 
 @app.command(rich_help_panel=REVIEW)

@@ -208,12 +208,17 @@ def distill(
             help="don't train: evaluate and record this student, trained by `python -m protege.distill.launch`"
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="distill even with fewer validated traces than Policy.min_traces")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a dataset, train a student, evaluate it against the teacher, promote it if it passes (needs the app)."""
     protege_app = app_of(ctx)
     protege_app.handle(task)
     options: dict[str, Any] = {"adapter": adapter} if adapter else {}
+    if force:
+        options["force"] = True
     overrides = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps, "method": method}.items() if v is not None}
     if overrides:
         from protege.distill.train import TrainConfig

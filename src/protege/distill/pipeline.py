@@ -180,6 +180,7 @@ def distill(
     if "served_error" in metrics:
         reason += f" (judged alone: judging it behind its field programs failed: {metrics['served_error']})"
     metrics["headline"] = headline(metrics, spec.policy)
+    metrics["verdict"] = {"passed": passed, "reason": reason}  # what a reviewer promoting by hand is reminded of
     store.add_student(
         StudentRow(
             id=student_id,
@@ -251,6 +252,12 @@ def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any
     return result, TrainConfig(**{"prompt": "instructions", **meta["config"]})
 
 
+def refused_because(metrics: dict[str, Any] | None) -> str | None:
+    """Why distill kept a student as a candidate (its verdict's reason), or None where it passed or is older."""
+    verdict = (metrics or {}).get("verdict") or {}
+    return None if verdict.get("passed", True) else verdict.get("reason")
+
+
 def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, str]:
     """Promote on retention; failing that, on the end-to-end retention of a confidence gate (which then goes into
     `metrics["gate"]` and serves with the student). Both as the student serves: behind its task's field programs
@@ -260,6 +267,14 @@ def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, st
 
     judged = serving_figures(metrics)
     retention, target = judged["retention"], policy.promote_at
+    n = judged.get("n")
+    if n is not None and n < policy.min_eval:  # one right answer is retention 1.0, and says next to nothing
+        answers = "answer" if n == 1 else "answers"
+        return False, (
+            f"judged on {n} eval {answers}, fewer than Policy.min_eval {policy.min_eval}: too few to promote on "
+            f"(retention {retention:.3f}); distill again once the task has more traces, or promote it by hand "
+            f"(`protege promote ID`)"
+        )
     served = "served behind its field programs, " if "served" in metrics else ""
     if policy.min_confidence is not None:
         gate = gated(judged["confidences"], judged["scores"], policy.min_confidence)

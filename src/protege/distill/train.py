@@ -401,7 +401,7 @@ def _build_trainer(model, tokenizer, examples, eval_examples, out_dir: Path, con
         weight_decay=config.weight_decay,
         max_length=config.max_length,
         bf16=use_bf16(config),
-        gradient_checkpointing=False,
+        activation_checkpointing=False,  # recomputing activations: slower, and memory is not short
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         length_column_name="length",
         seed=config.seed,

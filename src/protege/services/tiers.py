@@ -18,7 +18,7 @@ from protege.agents.models.base import Model, resolve_model
 from protege.agents.models.chat_format import trained_prompt
 from protege.distill.gate import stored_gate
 from protege.distill.prune import is_pruned
-from protege.errors import UserError
+from protege.errors import MissingKeyError, UserError
 from protege.store.read_cache import ReadCache
 
 if TYPE_CHECKING:
@@ -108,8 +108,15 @@ class AppTiers:
             self._models.pop(f"local:{row.id}", None)
         self.invalidate(row.task_name)
 
+    def _role_model(self, role: str, spec: str | Model) -> Model:
+        try:
+            return self.model(spec)
+        except MissingKeyError as exc:
+            name = spec if isinstance(spec, str) else spec.name
+            raise MissingKeyError(exc.provider, exc.env_var, role=role, spec=name) from None
+
     def teacher(self, task: TaskRuntime) -> Model:
-        model = self.model(self.app.teacher_spec)
+        model = self._role_model("teacher", self.app.teacher_spec)
         caps = {
             task.spec.name: task.spec.policy.teacher_budget_usd,
             ALL_TASKS: self.app.settings.teacher_budget_usd_per_day,
@@ -119,7 +126,7 @@ class AppTiers:
         return BudgetedModel(model, self.app.store, task.spec.name, caps, self.app.prices)
 
     def replay(self, task: TaskRuntime) -> Model:
-        return self.model(self.app.replay_spec)
+        return self._role_model("replay", self.app.replay_spec)
 
     def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None:
         name = task.spec.name

@@ -123,6 +123,11 @@ class StudentsScreen(ReviewScreen):
             f"Promote student {short_id(row.id)} for {row.task_name}? It will serve the task's calls "
             f"(retention {pct(metric(row, 'retention'), 1)}); a promoted one becomes a candidate."
         )
+        from protege.distill.pipeline import refused_because
+
+        refused = refused_because(row.metrics)
+        if refused:
+            question += f"\n\nDistill kept it as a candidate: {escape(refused)}."
 
         def promote(answer: str | None) -> None:
             if answer is not None and self.act(
