@@ -16,6 +16,7 @@ import pytest
 from protege.programs import REFUSED, ProgramSet, build, run
 from protege.programs.induce import Corpus, induce_field
 from protege.programs.render import render
+from protege.programs.verify import fits_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench" / "workloads"))
 import make_invoices
@@ -430,6 +431,29 @@ def test_a_value_far_larger_than_any_trace_showed_is_refused():
     assert namespace["solve"](big) == programs.apply(big)[0] == {}
     assert namespace["solve"](fine) == programs.apply(fine)[0] == {"quantity": 250}
     assert ProgramSet.from_json(programs.to_json()).served["quantity"].max_digits == 3
+
+
+def test_a_value_far_smaller_than_any_trace_showed_is_refused():
+    """Every training year has four digits: a listing whose title holds a number (`Catch-22`) gives the first
+    integer 22, which is no year, so the program refuses and the field goes to the next tier."""
+    rng = random.Random(5)
+    words = ["Silent", "River", "Glass", "North", "Winter", "Garden", "Iron", "Paper", "Harbor", "Lantern"]
+    examples = [
+        ({"listing": f"{rng.choice(words)} {rng.choice(words)} by A. Writer, published {year}"}, {"year": year})
+        for year in (rng.randint(1850, 2024) for _ in range(90))
+    ]
+    programs = build("books", examples, ["year"], promote_at=0.95)
+    fp = programs.served["year"]
+    assert (fp.max_digits, fp.min_digits) == (5, 3)
+    catch = {"listing": "Catch-22 by J. Heller, published 1961"}
+    fine = {"listing": "Glass River by A. Writer, published 1961"}
+    assert fp.apply(catch) is REFUSED and fp.apply(fine) == 1961
+    namespace: dict = {}
+    exec(compile(render(programs), "fields.py", "exec"), namespace)
+    assert namespace["solve"](catch) == programs.apply(catch)[0] == {}
+    assert namespace["solve"](fine) == programs.apply(fine)[0] == {"year": 1961}
+    assert ProgramSet.from_json(programs.to_json()).served["year"].min_digits == 3
+    assert fits_digits(2001, 5, 3) and not fits_digits(22, 5, 3) and fits_digits(None, 5, 3) and fits_digits([22], 5, 3)
 
 
 def test_the_same_traces_give_the_same_programs_whatever_the_string_hashing():

@@ -13,7 +13,7 @@ from protege.programs import dates
 from protege.programs.interpret import EMPTY as _EMPTY
 from protege.programs.interpret import NUMBER_WORDS, SCALED
 from protege.programs.language import GLUE, SEPARATORS, Program
-from protege.programs.verify import FieldProgram, ProgramSet, digits
+from protege.programs.verify import FieldProgram, ProgramSet, digits, fewest_digits
 
 HELPERS = '''import re
 from typing import Any  # the annotation of digits(), copied below
@@ -165,8 +165,8 @@ def render(programs: ProgramSet) -> str:
         .replace("NUMBER_WORDS_TUPLE", repr(NUMBER_WORDS))
         .replace("SCALED_REGEX", repr(SCALED.pattern))
     )
-    helpers += "\n\n# A value far larger than the traces' refuses (protege.programs.verify, copied)\n"
-    helpers += inspect.getsource(digits)
+    helpers += "\n\n# A value far larger or smaller than the traces' refuses (protege.programs.verify, copied)\n"
+    helpers += inspect.getsource(digits) + "\n\n" + inspect.getsource(fewest_digits)
     if any(p.map == "date" for fp in served.values() for p in fp.programs):
         helpers += "\n\n# Written dates (protege.programs.dates, copied)\n" + _dates_source()
     return "\n".join(head) + helpers + "\n\n" + "\n\n".join(body + ["\n".join(solve)]) + "\n"
@@ -185,7 +185,7 @@ def _field_function(fp: FieldProgram) -> str:
         anchors = fp.anchors.get(program.source_path, [])
         if anchors:
             lines.append(f"    # applies only to texts containing {', '.join(map(repr, anchors))} (as every trace did)")
-        lines += ["    " + line for line in _program_lines(program, anchors, fp.max_chars, fp.max_digits)]
+        lines += ["    " + line for line in _program_lines(program, anchors, fp)]
     lines.append("    return REFUSED")
     return "\n".join(lines) + "\n"
 
@@ -195,7 +195,7 @@ def _doc(fp: FieldProgram) -> str:
     return f"{fp.field}: held-out accuracy {acc} on {fp.right + fp.wrong} answered, {fp.refused} refused."
 
 
-def _program_lines(p: Program, anchors: list[str], max_chars: int, max_digits: int) -> list[str]:
+def _program_lines(p: Program, anchors: list[str], fp: FieldProgram) -> list[str]:
     if p.op == "const":
         return [f"return {p.value!r}"]
     regex = p.pattern.regex.pattern if p.pattern is not None else None
@@ -214,7 +214,7 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int, max_digits: i
     return [
         f"text = _source(data, {p.source!r})",
         f"text = text if text is not None and all(a in text for a in {anchors!r}) else None",
-        *([f"text = text if text is not None and len(text) <= {max_chars} else None"] if max_chars else []),
+        *([f"text = text if text is not None and len(text) <= {fp.max_chars} else None"] if fp.max_chars else []),
         f"region = {_region_call(p)} if text is not None else None",
         *(
             ["if region is None and text is not None:", f"    return {_EMPTY[p.op]!r}"]
@@ -223,9 +223,17 @@ def _program_lines(p: Program, anchors: list[str], max_chars: int, max_digits: i
         ),
         "if region is not None:",
         f"    value = {call}",
-        f"    if value is not REFUSED{f' and digits(value) <= {max_digits}' if max_digits else ''}:",
+        f"    if value is not REFUSED{_magnitude_check(fp)}:",
         "        return value",
     ]
+
+
+def _magnitude_check(fp: FieldProgram) -> str:
+    """The rendered form of `fits_digits`: the value's magnitude within what the traces showed."""
+    check = f" and digits(value) <= {fp.max_digits}" if fp.max_digits else ""
+    if fp.min_digits:
+        check += f" and (fewest_digits(value) or {fp.min_digits}) >= {fp.min_digits}"
+    return check
 
 
 def _region_call(p: Program) -> str:

@@ -42,6 +42,7 @@ class FieldProgram:
     anchors: dict[str, list[str]] = dc_field(default_factory=dict)  # source path -> literals every training text had
     max_chars: int = 0  # longest input text served: twice the longest training text (0: no limit)
     max_digits: int = 0  # integer digits a served number may have: the training values' most + 1 (0: no limit)
+    min_digits: int = 0  # ... and at least: the training values' fewest - 1 (0: no limit; a year read as `22`)
 
     @property
     def accuracy(self) -> float | None:
@@ -61,7 +62,7 @@ class FieldProgram:
             if not has_anchors(data, program.source, self.anchors.get(program.source_path, ()), self.max_chars):
                 continue
             value = run(program, data, reference)
-            if value is not REFUSED and fits_digits(value, self.max_digits):
+            if value is not REFUSED and fits_digits(value, self.max_digits, self.min_digits):
                 return value
         return REFUSED
 
@@ -82,6 +83,7 @@ class FieldProgram:
             "anchors": self.anchors,
             "max_chars": self.max_chars,
             "max_digits": self.max_digits,
+            "min_digits": self.min_digits,
         }
 
     @classmethod
@@ -196,6 +198,7 @@ def build(
             anchors=anchors,
             max_chars=_max_chars(train, sources),
             max_digits=_max_digits([o.get(name) for _, o in train]),
+            min_digits=_min_digits([o.get(name) for _, o in train]),
         )
         _score(fp, held, promote_at)
         out[name] = fp
@@ -259,15 +262,32 @@ def digits(value: Any) -> int:
     return 0
 
 
-def fits_digits(value: Any, max_digits: int) -> bool:
+def fewest_digits(value: Any) -> int | None:
+    """The integer digits of a number (None for anything else: a list's items are found by a pattern that marks
+    each, `#42` among six-digit bug numbers is still a bug number; a lone number is often just the first one)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return len(str(abs(int(value))))
+    return None
+
+
+def fits_digits(value: Any, max_digits: int, min_digits: int = 0) -> bool:
     """Whether a program's value is of the magnitude the traces showed: `to order 982795` read as a quantity is an
-    order number, and no training quantity was within a factor of ten of it."""
-    return not max_digits or digits(value) <= max_digits
+    order number, and no training quantity was within a factor of ten of it; `Catch-22` read as a year is 22,
+    and every training year had four digits."""
+    if max_digits and digits(value) > max_digits:
+        return False
+    fewest = fewest_digits(value)
+    return not min_digits or fewest is None or fewest >= min_digits
 
 
 def _max_digits(values: list[Any]) -> int:
     most = max(map(digits, values), default=0)
     return most + DIGITS_SLACK if most else 0
+
+
+def _min_digits(values: list[Any]) -> int:
+    fewest = min((d for v in values if (d := fewest_digits(v)) is not None), default=0)
+    return fewest - DIGITS_SLACK if fewest - DIGITS_SLACK > 1 else 0  # every number has one digit: no limit
 
 
 def _max_chars(train: list[tuple[dict[str, Any], dict[str, Any]]], sources: set[tuple[str, ...]]) -> int:
