@@ -407,3 +407,56 @@ def test_a_keyword_the_grammar_cannot_enforce_is_named_and_logged(caplog):
     assert "multipleOf" in grammar.notes and "minimum" in grammar.notes and "format" in grammar.notes
     assert any(note.startswith("pattern '^\\\\w+\\\\b$'") for note in grammar.notes)
     assert "validation checks them" in caplog.text
+
+
+class Tree(BaseModel):
+    name: str
+    children: list[Tree]
+
+
+def test_runaway_guards_stop_deep_nesting_and_loops_but_not_ordinary_answers():
+    """A recursive schema lets an unsure model nest forever with a new name at each level (no loop to see): past
+    MAX_NESTING open objects and lists the guard stops it. A tail of one repeated block is a loop; an answer of
+    varied tokens, or a short repetition, is not."""
+    from protege.agents.models.local_engine import LOOP_PERIOD, LOOP_TOKENS, MAX_NESTING, runaway_guard
+
+    grammar = Grammar(Tree.model_json_schema())
+    state = grammar.start()
+    for level in range(MAX_NESTING // 2):
+        state = state.feed(f'{{"name":"n{level}","children":[')
+        assert state is not None and state.depth == 2 * (level + 1)
+        assert runaway_guard([], state) is None
+    deeper = state.feed('{"name":"deep","children":[')
+    assert deeper.depth == MAX_NESTING + 2
+    assert runaway_guard([], deeper) == f"the answer: nested deeper than {MAX_NESTING} objects and lists"
+    closed = grammar.start().feed('{"name":"a","children":[{"name":"b","children":[]}]}')
+    assert closed.done and closed.depth == 0
+    start = grammar.start()
+    block = list(range(LOOP_PERIOD))
+    assert runaway_guard(block * (LOOP_TOKENS // LOOP_PERIOD + 1), start).startswith("the answer: a loop")
+    assert runaway_guard([7, 8] * (LOOP_TOKENS // 2), start).startswith("the answer: a loop, one block of 2 tokens")
+    assert runaway_guard(list(range(LOOP_TOKENS * 2)), start) is None  # varied: no loop
+    assert runaway_guard([7, 8] * (LOOP_TOKENS // 2 - 1), start) is None  # not yet LOOP_TOKENS long
+    assert runaway_guard(list(range(LOOP_PERIOD + 1)) * 5, start) is None  # a block longer than LOOP_PERIOD
+
+
+class Tagged(BaseModel):
+    counts: dict[str, int]
+    pair: tuple[int, str]
+    empty: tuple[()] = ()
+
+
+def test_a_fixed_length_tuple_is_written_position_by_position():
+    """pydantic's tuple[int, str] (prefixItems, two items): the first position takes only a number, the second only
+    a string, and the list closes after two; a tuple that may grow is any list (validation checks it), noted."""
+    grammar = Grammar(Tagged.model_json_schema())
+    assert "prefixItems" not in grammar.notes
+    state = grammar.start().feed('{"counts":{"a":1},"pair":[')
+    assert state.depth == 2 and state.feed('"') is None and state.feed("1,2") is None
+    done = state.feed('12,"x"],"empty":[]}')
+    assert done is not None and done.done
+    assert state.feed('12,"x",') is None
+    assert grammar.start().feed('{"counts":{},"pair":[1,"a"],"empty":[]}').done
+    assert state.feed("12,").forced() == '"'  # the second position must be a string
+    grown = Grammar({"type": "array", "prefixItems": [{"type": "integer"}], "items": {"type": "string"}})
+    assert grown.notes == ["prefixItems"] and grown.start().feed('[1,"a","b"]').done

@@ -96,20 +96,27 @@ def serve(tmp_path, model):
 NINES = {"9": 30.0, ",": 40.0}  # "9" where a digit must come, "," wherever it may
 
 
-def test_a_looping_student_runs_to_the_limit_and_the_cascade_escalates(tiny_base, tmp_path, monkeypatch):
-    """Without bounds the steered student writes `[9,9,9,…` until the request's token limit; the answer is left
-    cut (the old decoder closed it into JSON that validated) and the cascade escalates it with the reason."""
+def test_a_looping_student_is_stopped_as_a_loop_and_the_cascade_escalates(tiny_base, tmp_path, monkeypatch):
+    """Without bounds the steered student writes `[9,9,9,…`. Under its token limit the answer is left cut (the old
+    decoder closed it into JSON that validated); past LOOP_TOKENS tokens of one repeated block the runaway guard
+    stops it as a loop long before the default 2,048-token limit. Either way it is never served: the cascade
+    escalates it with the reason."""
+    from protege.agents.models.local_engine import LOOP_TOKENS
+
     model = student(tiny_base)
     steer(monkeypatch, model, NINES)
-    cut = model.generate(
-        ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))], output_schema=SCHEMA, max_tokens=120)
-    )
-    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 120
+    request = ModelRequest(messages=[Message(role="user", content=json.dumps(NOTE))], output_schema=SCHEMA)
+    cut = model.generate(request.model_copy(update={"max_tokens": 60}))
+    assert cut.stop_reason == "max_tokens" and cut.usage.output_tokens == 60
     assert cut.text.startswith('{"numbers":[9,9,9,9,9,')
+    looped = model.generate(request)
+    assert looped.stop_reason == "bound" and looped.cut_short
+    assert LOOP_TOKENS <= looped.usage.output_tokens <= LOOP_TOKENS + 4 and not looped.text.endswith("}")
+    assert looped.raw["bounds"] == [f"the answer: a loop, one block of 2 tokens repeated over {LOOP_TOKENS} tokens"]
     result, traces = serve(tmp_path, model)
     assert [a.tier for a in result.attempts] == ["student", "teacher"] and result.tier == "teacher"
     assert not traces[0].valid and traces[0].output is None
-    assert "cut off at its token limit (2048 tokens)" in traces[0].errors[0]
+    assert "runaway guard: the answer: a loop, one block of 2 tokens" in traces[0].errors[0]
 
 
 def test_learned_bounds_make_the_loop_impossible_and_flag_the_answer(tiny_base, tmp_path, monkeypatch):
@@ -127,7 +134,7 @@ def test_learned_bounds_make_the_loop_impossible_and_flag_the_answer(tiny_base, 
     assert response.raw["bounds"][0] == "numbers: 6 items, the most the training traces allow"
     result, traces = serve(tmp_path, model)
     assert result.tier == "teacher" and not traces[0].valid
-    assert "reached a bound learned from the training traces (numbers: 6 items" in traces[0].errors[0]
+    assert "or a runaway guard: numbers: 6 items" in traces[0].errors[0]
 
 
 def test_the_learned_token_bound_cuts_a_long_answer(tiny_base, monkeypatch):

@@ -150,3 +150,19 @@ def test_the_students_answer_profile_travels_with_its_export(tmp_path, tiny_base
         assert merged.stop_reason == student.stop_reason == "max_tokens" and merged.text == student.text
     finally:
         app.close()
+
+
+def test_the_exported_grammar_writes_a_tuple_position_by_position():
+    """tuple[int, str] becomes `[` int `,` string `]` in GBNF (not any JSON value), and llama.cpp accepts it."""
+    from pydantic import BaseModel
+
+    from protege.distill.gbnf import schema_to_gbnf
+
+    class Pair(BaseModel):
+        pair: tuple[int, str]
+
+    text = schema_to_gbnf(Pair.model_json_schema())
+    tuple_rule = next(line for line in text.splitlines() if '"[" ' in line and '","' in line)
+    assert tuple_rule.split(" ::= ")[1].startswith('"[" v') and tuple_rule.endswith('"]"')
+    llama_cpp = pytest.importorskip("llama_cpp")
+    assert llama_cpp.LlamaGrammar.from_string(text, verbose=False) is not None

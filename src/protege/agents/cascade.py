@@ -582,8 +582,8 @@ def _stop_errors(result: LoopResult) -> list[str]:
             f"a truncated answer is not served"
         ]
     return [
-        f"the answer reached a bound learned from the training traces ({'; '.join(raw.get('bounds', []))}): "
-        f"a runaway answer is not served"
+        f"the answer reached a bound (learned from the training traces, or a runaway guard: "
+        f"{'; '.join(raw.get('bounds', []))}): a runaway answer is not served"
     ]
 
 

@@ -72,6 +72,9 @@ class _Writer:
             return self.rule(" ".join(parts) + ' "}"')
         if kind == "array":
             return self.rule(self._array(node))
+        if kind == "tuple":
+            members = ' "," '.join(self.expr(member) for member in node.members)
+            return self.rule(f'"[" {members} "]"' if members else '"[]"')
         if kind == "string":
             return self.rule(f'"\\"" char{{{node.min_len},{node.max_len}}} "\\""')
         if kind == "number":

@@ -7,9 +7,10 @@ Compact means no whitespace between tokens, which is how `chat_format.render_ans
 text is exactly what the student was trained on.
 
 Supported (`schema_nodes.py`): objects with properties (emitted in schema order, all of them), arrays
-(min/maxItems, uniqueItems), strings (min/maxLength, pattern, format date/date-time/time/email/uuid),
-integers/numbers (sign checked against minimum; a small integer range exactly), booleans, null, enum/const of any
-JSON value, anyOf/oneOf/type lists, $ref into $defs; anything else (free-form dicts, `{}`) is any JSON value.
+(min/maxItems, uniqueItems), fixed-length tuples (prefixItems), strings (min/maxLength, pattern, format
+date/date-time/time/email/uuid), integers/numbers (sign checked against minimum; a small integer range exactly),
+booleans, null, enum/const of any JSON value, anyOf/oneOf/type lists, $ref into $defs (a recursive one to 32
+levels); anything else (free-form dicts, `{}`) is any JSON value.
 Keywords it does not enforce are logged once per schema and left to validation (`Grammar.notes`).
 
 What the traces taught about answers (`answer_profile.py`) tightens the schema: learned list and string bounds
@@ -86,7 +87,8 @@ class Grammar:
 def _copies(node: Node) -> bool:
     if node.kind == "string":
         return node.copy is True
-    return any(_copies(n) for n in (*(sub for _, sub in node.props), *node.alts, *([node.item] if node.item else [])))
+    subs = (*(sub for _, sub in node.props), *node.alts, *node.members, *([node.item] if node.item else []))
+    return any(_copies(n) for n in subs)
 
 
 class _Indexes:
@@ -120,6 +122,7 @@ def _bind_copy(node: Node, indexes: _Indexes | None) -> Node:
         node,
         props=tuple((k, _bind_copy(sub, indexes)) for k, sub in node.props),
         alts=tuple(_bind_copy(a, indexes) for a in node.alts),
+        members=tuple(_bind_copy(m, indexes) for m in node.members),
         item=_bind_copy(node.item, indexes) if node.item else None,
     )
 
@@ -154,6 +157,11 @@ class State:
             if stack and stack[-1][0] == "mark" and written[stack[-1][1] :] in stack[-2][4]:
                 return None  # the item just closed repeats an earlier one of a unique list
         return State(stack, written)
+
+    @property
+    def depth(self) -> int:
+        """How many objects and lists are open (an object with properties keeps its closing brace on the stack)."""
+        return sum(1 for f in self.stack if f[0] in ("arr", "obj") or (f[0] == "lit" and f[1] in ("}", "]")))
 
     def allowed(self) -> frozenset[str] | None:
         """The characters that may come next, or None when almost any may (inside a string)."""
@@ -202,6 +210,17 @@ def _push_value(rest: tuple, node: Node) -> tuple:
     return rest + tuple(frames)
 
 
+def _push_members(rest: tuple, node: Node) -> tuple:
+    """Frames that read a tuple: `[`, each position's value, commas between them, `]`."""
+    frames: list[tuple] = [("lit", "]", 0)]
+    for i in range(len(node.members) - 1, -1, -1):
+        frames.append(("value", node.members[i]))
+        frames.append(("lit", "[" if i == 0 else ",", 0))
+    if not node.members:
+        frames.append(("lit", "[", 0))
+    return rest + tuple(frames)
+
+
 def _feed(stack: tuple, c: str, written: str) -> tuple | None:
     if not stack:
         return None
@@ -244,6 +263,8 @@ def _start_value(rest: tuple, node: Node, c: str, written: str) -> tuple | None:
         return None
     if node.kind == "object":
         return _feed(_push_value(rest, node), c, written)
+    if node.kind == "tuple":
+        return _feed(_push_members(rest, node), c, written)
     if node.kind == "freeobj":
         return rest + (("obj", "start"),)
     if node.kind == "array":

@@ -156,7 +156,7 @@ class LocalModel:
     def _response(self, req: ModelRequest, job, result, elapsed: float) -> ModelResponse:
         calls = parse_tool_calls(result.text) if req.tools else []
         text = result.text.split("<tool_call>")[0].strip() if calls else result.text
-        stop, hits = result.stop_reason, []
+        stop, hits = result.stop_reason, [result.runaway] if result.runaway else []
         if stop == "end_turn" and job.grammar is not None:
             hits = job.grammar.bound_hits(text)
             stop = "bound" if hits else stop

@@ -38,6 +38,12 @@ DRAFT_NGRAM = 3  # the longest answer suffix looked up in the prompt
 DRAFT_MIN_NGRAM = 2  # the shortest: a one-token match proposes more drafts than it lands (docs/student.md)
 CORNERED = 0.5  # a refused first choice at least this likely means the previous choice cornered the model
 BATCH_CPU, BATCH_GPU = 8, 32  # answers decoded together: on 2 CPU cores a step of 8 costs ~2x a step of 1
+# Runaway guards for answers no trace bounds (the replay tier's base model, a recursive or free-form schema): an
+# answer whose last LOOP_TOKENS tokens repeat one block of at most LOOP_PERIOD tokens (4+ times), or that opens more
+# than MAX_NESTING objects and lists, stops there as cut short ("bound"), instead of running to its token limit
+# (2,048 tokens: ~5 minutes for a 135M model on 2 cores).
+LOOP_TOKENS, LOOP_PERIOD = 96, 24
+MAX_NESTING = 16
 
 
 @dataclass
@@ -56,6 +62,19 @@ class Generation:
     min_prob: float | None  # the probability of the model's least sure choice
     field_confidences: dict[str, float] | None = None  # top-level field -> its least sure token's probability
     reconsidered: int = 0  # choices the look-ahead replaced by their runner-up (`Engine._reconsider`)
+    runaway: str | None = None  # why a runaway guard stopped it (stop_reason "bound")
+
+
+def runaway_guard(out: list[int], state: State) -> str | None:
+    """Why the answer so far is a runaway (a loop, or nesting no answer needs), else None."""
+    if state.depth > MAX_NESTING:
+        return f"the answer: nested deeper than {MAX_NESTING} objects and lists"
+    if len(out) >= LOOP_TOKENS:
+        tail = out[-LOOP_TOKENS:]
+        for period in range(1, LOOP_PERIOD + 1):
+            if tail[period:] == tail[:-period]:
+                return f"the answer: a loop, one block of {period} tokens repeated over {LOOP_TOKENS} tokens"
+    return None
 
 
 @dataclass
@@ -302,8 +321,12 @@ class Engine:
         logits = yield Feed([*ids, *head])
         self._take_head(answer, head)
         lookup = PromptLookup(ids) if draft else None
-        stop = "end_turn"
+        stop, runaway = "end_turn", None
         while not answer.state.done:
+            runaway = runaway_guard(answer.out, answer.state)
+            if runaway is not None:  # left unclosed, like a cut answer: never served
+                stop = "bound"
+                break
             forced = forced_ahead
             if not forced:
                 what, forced, head = self._forced_next(answer, budget)
@@ -340,6 +363,7 @@ class Engine:
             min(answer.probs, default=1.0),
             answer.field_confidences(),
             answer.reconsidered,
+            runaway,
         )
 
     def _next_logits(self, token: int, answer: _Answer, lookup: PromptLookup | None, budget: int, choice=None):

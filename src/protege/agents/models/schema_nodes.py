@@ -37,13 +37,14 @@ UNENFORCED = (
 
 @dataclass(frozen=True)
 class Node:
-    """A normalized schema: kind is one of object, freeobj, array, string, number, literal, union, any."""
+    """A normalized schema: kind is one of object, freeobj, array, tuple, string, number, literal, union, any."""
 
     kind: str
     props: tuple[tuple[str, Node], ...] = ()
     item: Node | None = None
     options: tuple[str, ...] = ()  # literal: JSON texts of the allowed values
     alts: tuple[Node, ...] = ()
+    members: tuple[Node, ...] = ()  # tuple: each position's value (a fixed-length `prefixItems` list)
     integer: bool = False
     non_negative: bool = False
     positive: bool = False
@@ -100,6 +101,8 @@ def compile_schema(
         return _union([compile_schema({**schema, "type": k}, root, depth + 1, notes) for k in kind])
     if kind == "object" or (kind is None and "properties" in schema):
         return _object(schema, root, depth, notes)
+    if kind == "array" and "prefixItems" in schema:
+        return _tuple(schema, root, depth, notes)
     if kind == "array":
         item = compile_schema(schema["items"], root, depth + 1, notes) if schema.get("items") else ANY
         return Node(
@@ -127,6 +130,16 @@ def _object(schema: dict[str, Any], root: dict[str, Any], depth: int, notes: lis
     if schema.get("additionalProperties") not in (None, False):
         notes.append("additionalProperties")  # only the named properties are written
     return Node("object", props=tuple((k, compile_schema(v, root, depth + 1, notes)) for k, v in props.items()))
+
+
+def _tuple(schema: dict[str, Any], root: dict[str, Any], depth: int, notes: list[str]) -> Node:
+    """A fixed-length list of typed positions (pydantic's `tuple[int, str]`); one that may grow past its
+    `prefixItems` is read as any list, and validation checks its positions."""
+    prefix = schema["prefixItems"]
+    if schema.get("items") is not False and schema.get("maxItems") != len(prefix):
+        notes.append("prefixItems")
+        return Node("array", item=ANY)
+    return Node("tuple", members=tuple(compile_schema(s, root, depth + 1, notes) for s in prefix))
 
 
 def _string(schema: dict[str, Any], notes: list[str]) -> Node:
@@ -180,7 +193,7 @@ def first_chars(node: Node) -> frozenset[str]:
     """Characters a value of this node can start with."""
     if node.kind in ("object", "freeobj"):
         return frozenset("{")
-    if node.kind == "array":
+    if node.kind in ("array", "tuple"):
         return frozenset("[")
     if node.kind == "string":
         return frozenset('"') if _can_open(node) else frozenset()
@@ -294,7 +307,7 @@ def bound_hits(node: Node, value: Any, path: str = "") -> list[str]:
 def _fits(node: Node, value: Any) -> bool:
     if node.kind == "literal":
         return compact(value) in node.options
-    kinds = {"object": dict, "freeobj": dict, "array": list, "string": str}
+    kinds = {"object": dict, "freeobj": dict, "array": list, "tuple": list, "string": str}
     if node.kind in kinds:
         return isinstance(value, kinds[node.kind])
     if node.kind == "number":
