@@ -27,3 +27,17 @@ def test_a_narrow_columns_setting_is_obeyed(monkeypatch, capsys):
     lines = show(capsys)
     assert all(len(line) <= 70 for line in lines)
     assert not any("$0.0031" in line for line in lines)
+
+
+def test_a_full_terminal_keeps_every_column_and_the_flex_one_takes_the_rest(monkeypatch, capsys):
+    """At 120 columns a trace list lost tier, valid and cost to rich's own negotiation; every shown column now keeps
+    its cells whole and the flex column alone is cut, to the width."""
+    monkeypatch.setenv("COLUMNS", "120")
+    columns = ["id", "created", "tier", "model", "valid", "cost", "latency", "output / errors"]
+    row = ["693fe3e66e31", "2026-12-07 16:46", "student", "local:a43294557c7348bca…", "yes", "$0.000021", "850 ms"]
+    table("traces", columns, [[*row, '{"title":"x"' * 20]], right=("cost", "latency"), flex="output / errors")
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.strip().startswith("id"))
+    body = next(line for line in lines if "693fe3e66e31" in line)
+    assert all(name in header for name in columns) and all(cell in body for cell in row)
+    assert body.rstrip().endswith("…") and all(len(line) <= 120 for line in lines)

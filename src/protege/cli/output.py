@@ -21,6 +21,8 @@ from rich.table import Table
 
 MAX_COL = 28
 FLEX_MIN = 16
+COLUMN_GAP = 3  # between two columns of a box.SIMPLE_HEAD table: padding on both sides and a divider
+TABLE_EDGES = 2  # the table's left and right edge (blank in that box)
 PIPE_WIDTH = 160  # output to a file or a pipe: no terminal to fit, so tables keep their columns
 
 
@@ -87,12 +89,15 @@ def table(
     columns are left out, in that order, until the rest fits."""
     out = console()
     cells = [[cell if hasattr(cell, "__rich__") else escape(_cell(cell)) for cell in row] for row in rows]
-    widths = {col: min(max([len(col), *(_width(r[i]) for r in cells)]), MAX_COL) for i, col in enumerate(columns)}
+    natural = {col: max([len(col), *(_width(r[i]) for r in cells)]) for i, col in enumerate(columns)}
+    widths = {col: min(width, MAX_COL) for col, width in natural.items()}
     shown = list(columns)
     for col in optional:
-        if sum(FLEX_MIN if c == flex else widths[c] for c in shown) + 3 * len(shown) <= out.width:
+        if _fits(widths, shown, flex, FLEX_MIN, out.width):
             break
         shown.remove(col)
+    if _fits(natural, shown, flex, FLEX_MIN, out.width):  # room for whole cells (a 32-character id)
+        widths = natural
     t = Table(
         title=title,
         caption=caption,
@@ -102,19 +107,30 @@ def table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
+    # every width set here, the flex column taking what is left: left to negotiate, rich shrank whole columns to
+    # nothing on a full terminal (a trace list kept id, model and output and lost tier, valid and cost)
+    rest = out.width - _used(widths, shown, flex)
     for col in shown:
         t.add_column(
             col,
             justify="right" if col in right else "left",
             no_wrap=True,
             overflow="ellipsis",
-            min_width=None if col == flex else widths[col],
-            ratio=1 if col == flex else None,
+            width=min(max(rest, FLEX_MIN), natural[col]) if col == flex else widths[col],
         )
     keep = [columns.index(c) for c in shown]
     for row in cells:
         t.add_row(*[row[i] for i in keep])
     out.print(t)
+
+
+def _used(widths: dict[str, int], shown: list[str], flex: str | None) -> int:
+    """Columns the shown columns other than `flex` take, with the gaps and edges between and around all."""
+    return sum(widths[c] for c in shown if c != flex) + COLUMN_GAP * (len(shown) - 1) + TABLE_EDGES
+
+
+def _fits(widths: dict[str, int], shown: list[str], flex: str | None, flex_min: int, width: int) -> bool:
+    return _used(widths, shown, flex) + (flex_min if flex in shown else 0) <= width
 
 
 def _width(cell: Any) -> int:

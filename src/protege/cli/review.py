@@ -279,6 +279,7 @@ def students(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = Fal
             for r in rows
         ],
         right=("retention", "with programs", "score", "eval n"),
+        optional=("created", "base", "eval n", "score", "field kinds", "served by"),
         caption="retention = student score / teacher score on held-out "
         "traces; with programs = the same, with the task's field programs "
         "fixing the fields they decide, as the cascade serves it (promotion "
