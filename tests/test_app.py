@@ -104,9 +104,25 @@ def test_bad_input_and_unknown_task_are_user_errors(app):
     register(app)
     with pytest.raises(UserError, match="bad input for task 'triage'"):
         app.run("triage", {"ticket": {"body": "no subject"}})
+    with pytest.raises(UserError, match="bad input for task 'triage': priority: Extra inputs are not permitted"):
+        app.run("triage", {"ticket": {"subject": "refund"}, "priority": 1})  # no such parameter: not dropped
     with pytest.raises(UserError, match="no task 'nope'"):
         app.run("nope", {})
     assert app.store.count_traces("triage") == 0
+
+
+def test_reading_an_unknown_task_is_a_user_error_not_an_empty_answer(app):
+    """A misspelt task name must not read as a task with no skill, no traces and no spend; a task the store knows
+    from another process (not registered here) reads as usual."""
+    register(app)
+    for read in (app.skill, app.ledger, app.traces, app.approve_skill, app.reject_skill):
+        with pytest.raises(UserError, match=r"no task 'triag' in this app or its store \(tasks: triage\)"):
+            read("triag")
+    other = Protege(db=app.settings.db_url, teacher=FunctionModel(oracle), project_dir=app.settings.project_dir)
+    try:
+        assert other.skill("triage") is None and other.ledger("triage").calls == 0 and other.traces("triage") == []
+    finally:
+        other.close()
 
 
 def test_missing_api_key_is_a_user_error_naming_the_env_var(tmp_path, monkeypatch):

@@ -221,10 +221,19 @@ class Protege:
     # -- reading -----------------------------------------------------------------------------------------------
 
     def traces(self, task: str, tier: str | None = None, limit: int = 100) -> list[TraceRecord]:
+        self._require_known(task)
         return [TraceRecord.of(r) for r in self.store.traces(task, tier=tier, limit=limit)]
 
     def ledger(self, task: str) -> Ledger:
+        self._require_known(task)
         return self.store.ledger(task)
+
+    def _require_known(self, task: str) -> None:
+        """A task this app registered, or one its store knows (registered by another process): else a misspelt
+        name would read as a task with no traces, no skill and no spend."""
+        if task not in self.tasks and self.store.task(task) is None:
+            known = ", ".join(sorted({*self.tasks, *(t.name for t in self.store.tasks())})) or "none yet"
+            raise UserError(f"no task {task!r} in this app or its store (tasks: {known}); check the name")
 
     def label(self, trace_id: str, verdict: str, *, reviewer: str = "reviewer", note: str | None = None) -> None:
         self.store.add_label(trace_id, verdict, reviewer=reviewer, note=note)
@@ -233,9 +242,11 @@ class Protege:
 
     def skill(self, task: str) -> Any:
         """The task's newest skill version (a SkillRow: name, version, status, text, ...) or None."""
+        self._require_known(task)
         return self.skills.latest(task)
 
     def approve_skill(self, task: str, version: int | None = None, *, reviewer: str = "reviewer") -> Any:
+        self._require_known(task)
         row = self.skills.approve(task, version, by=reviewer)
         self.tiers.invalidate(task)
         return row
@@ -243,6 +254,7 @@ class Protege:
     def reject_skill(
         self, task: str, version: int | None = None, *, reviewer: str = "reviewer", note: str | None = None
     ) -> Any:
+        self._require_known(task)
         row = self.skills.reject(task, version, by=reviewer, note=note)
         self.tiers.invalidate(task)
         return row

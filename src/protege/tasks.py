@@ -219,7 +219,8 @@ def _input_model(fn: Callable[..., Any], task: str) -> tuple[type[BaseModel], li
     if not fields:
         raise UserError(f"task {task!r} takes no parameters; a task needs at least one typed input")
     try:
-        model = create_model(f"{_camel(task)}Input", **fields)
+        # an unknown key is a misspelt or stale parameter: refused, not silently dropped
+        model = create_model(f"{_camel(task)}Input", __config__=ConfigDict(extra="forbid"), **fields)
         model.model_json_schema()
     except Exception as exc:
         raise UserError(

@@ -258,3 +258,13 @@ def _leaves(value):
     if isinstance(value, list):
         return [leaf for v in value for leaf in _leaves(v)]
     return [value]
+
+
+def test_a_store_url_for_another_database_is_refused_without_its_password():
+    """MySQL and the like are not stores protege supports: a UserError that says which are (not the driver's
+    'No module named MySQLdb'), with the URL's password masked."""
+    from protege.store import Store
+
+    with pytest.raises(UserError, match=r"is a mysql database; protege stores in SQLite .* or PostgreSQL") as caught:
+        Store("mysql://ann:s3cret@db.example/app")
+    assert "s3cret" not in str(caught.value) and "ann:***@db.example" in str(caught.value)

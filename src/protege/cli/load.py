@@ -24,8 +24,8 @@ from protege.errors import UserError
 
 DEFAULT_PROJECT_DIR = ".protege"
 APP_HINT = (
-    'pass --app module:attr (e.g. --app myapp:app), set PROTEGE_APP, or add `[tool.protege]\\napp = "myapp:app"` '
-    "to ./pyproject.toml (`protege init` writes a starter app)"
+    "pass --app module:attr (e.g. --app myapp:app), set PROTEGE_APP, or add a [tool.protege] table with "
+    '`app = "myapp:app"` to ./pyproject.toml (`protege init` writes a starter app)'
 )
 
 

@@ -81,7 +81,7 @@ def init(
     ctx: typer.Context,
     app_file: Annotated[Path, typer.Option(help="starter app to write (kept if it exists)")] = Path("protege_app.py"),
 ) -> None:
-    """Create the project dir and its store, a starter app, and point ./pyproject.toml at it."""
+    """Create the project dir and its store, a starter app, and point ./pyproject.toml at it (if there is one)."""
     cfg = config(ctx)
     if app_file.suffix != ".py" or not app_file.stem.isidentifier():
         raise UserError(f"--app-file {str(app_file)!r} must be a .py file whose name is a Python identifier")

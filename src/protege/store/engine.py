@@ -80,9 +80,25 @@ def normalize_url(url: str) -> str:
         )
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
+    backend = url.split("://", 1)[0].split("+", 1)[0]
+    if backend not in ("sqlite", "postgresql"):
+        raise UserError(
+            f"store url {_shown(url)!r} is a {backend} database; protege stores in SQLite ('sqlite:///path.db') or "
+            f"PostgreSQL ('postgresql+psycopg://user@host/db')"
+        )
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return url
+
+
+def _shown(url: str) -> str:
+    """The URL with any password masked, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: no password to find in it either
+        return url
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
