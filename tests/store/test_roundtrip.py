@@ -268,3 +268,15 @@ def test_a_store_url_for_another_database_is_refused_without_its_password():
     with pytest.raises(UserError, match=r"is a mysql database; protege stores in SQLite .* or PostgreSQL") as caught:
         Store("mysql://ann:s3cret@db.example/app")
     assert "s3cret" not in str(caught.value) and "ann:***@db.example" in str(caught.value)
+
+
+def test_a_rows_repr_cuts_long_texts_and_counts_json_columns():
+    """`print(app.skill("t"))` must not pour a whole SKILL.md and its files onto the screen."""
+    skill = SkillRow(
+        task_name="t", version=2, text="# Skill\n" + "step\n" * 3000, files={f"f{i}": "x" * 99 for i in range(9)}
+    )
+    shown = repr(skill)
+    assert len(shown) < 700 and "(15,008 chars)" in shown and "<9 keys: f0, f1, f2, f3, f4, f5, …>" in shown
+    student = StudentRow(task_name="t", base="b", adapter_path="/a", metrics={"retention": 0.9, "scores": [1.0] * 80})
+    assert "<2 keys: retention, scores>" in str(student) and "1.0, 1.0" not in str(student)
+    assert "version=2" in shown and "task_name='t'" in shown  # the short fields as they are

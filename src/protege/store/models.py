@@ -27,6 +27,29 @@ def table_of(model: type[SQLModel]) -> Table:
     return model.__table__  # type: ignore[attr-defined]  # set by SQLAlchemy; SQLModel's stubs don't declare it
 
 
+REPR_TEXT = 60  # characters of a long text a row's repr shows
+
+
+class BriefRepr:
+    """A row's repr with long texts cut and JSON columns counted: `print(app.skill("t"))` showed a whole SKILL.md
+    and its files (~15 KB), a student its every eval score."""
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():  # type: ignore[misc]
+            yield name, _brief(value)
+
+
+def _brief(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > REPR_TEXT:
+        return f"{value[:REPR_TEXT]}… ({len(value):,} chars)"
+    if isinstance(value, dict) and len(repr(value)) > REPR_TEXT:
+        keys = ", ".join(map(str, list(value)[:6])) + (", …" if len(value) > 6 else "")
+        return f"<{len(value)} {'key' if len(value) == 1 else 'keys'}: {keys}>"
+    if isinstance(value, list) and len(repr(value)) > REPR_TEXT:
+        return f"<{len(value)} {'item' if len(value) == 1 else 'items'}>"
+    return value
+
+
 def _json(**kw: Any) -> Any:
     # none_as_null: Python None is SQL NULL (not the JSON text 'null'), so IS NULL filters work
     return Field(default=None, sa_column=Column(JSON(none_as_null=True), **kw))
@@ -53,7 +76,7 @@ class TaskRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class RunRow(SQLModel, table=True):
+class RunRow(BriefRepr, SQLModel, table=True):
     """One call of a task: its input, final output, serving tier, total cost and the teacher-only counterfactual."""
 
     __tablename__ = "run"
@@ -74,7 +97,7 @@ class RunRow(SQLModel, table=True):
     finished_at: datetime | None = None
 
 
-class TraceRow(SQLModel, table=True):
+class TraceRow(BriefRepr, SQLModel, table=True):
     """One tier attempt: the whole transcript, the output, validity, tokens, cost and latency."""
 
     __tablename__ = "trace"
@@ -114,7 +137,7 @@ class TraceRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class SkillRow(SQLModel, table=True):
+class SkillRow(BriefRepr, SQLModel, table=True):
     """One immutable version of a task's skill (a whole SKILL.md plus extra files) and its review state."""
 
     __tablename__ = "skill"
@@ -154,7 +177,7 @@ class LabelRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class DatasetRow(SQLModel, table=True):
+class DatasetRow(BriefRepr, SQLModel, table=True):
     """A built SFT dataset: where its files are, their content hash, counts at each stage and its params."""
 
     __tablename__ = "dataset"
@@ -168,7 +191,7 @@ class DatasetRow(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class StudentRow(SQLModel, table=True):
+class StudentRow(BriefRepr, SQLModel, table=True):
     """A fine-tuned student: base, adapter on disk, evaluation metrics, and its state."""
 
     __tablename__ = "student"
