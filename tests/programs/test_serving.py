@@ -77,6 +77,7 @@ def test_every_field_programmed_is_served_by_the_program_tier(tmp_path):
     res = app.run("counted", inp)
     assert res.tier == "program" and res.cost_usd == 0 and res.output.changes == out["changes"]
     assert res.program_fields == ["changes", "package"]
+    assert app.store.trace(res.trace_ids[0]).skill_version == row.version  # the skill its programs came from
     # an input the programs do not apply to escalates to the teacher instead of getting a guess
     res = app.run("counted", ODD)
     assert res.tier == "teacher" and res.program_fields == [] and res.output.package == "x"

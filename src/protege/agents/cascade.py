@@ -108,6 +108,7 @@ class CascadeState(TypedDict, total=False):
     latency_s: float
     fixed: dict[str, Any]  # output fields verified programs decided for this input (cheaper tiers keep them)
     program_errors: list[str]  # a program's failure on this input (sandbox timeout, crash, ...), if any
+    program_skill: int | None  # the skill version the programs came from (the program tier's trace names it)
 
 
 END = "__end__"  # where the graph stops (LangGraph's name for it)
@@ -261,6 +262,7 @@ class Cascade:
             "failure": None,
             "fixed": fixed,
             "program_errors": program_errors,
+            "program_skill": getattr(source, "skill_version", None),
         }
         with self.telemetry.call(task.spec.name, run["id"]) as span:
             out = await self.graph.ainvoke(state)
@@ -363,6 +365,7 @@ class Cascade:
             "task_version": task.version,
             "tier": "program",
             "model": "program",
+            "skill_version": state.get("program_skill"),
             "attempt": len(state["attempts"]),
             "shadow": False,
             "input": state["input_dict"],

@@ -114,6 +114,11 @@ class FieldChoice:
     sandbox_fields: list[str] = field(init=False)
     induced_fields: list[str] = field(init=False)
 
+    @property
+    def skill_version(self) -> int | None:
+        """The skill version the induced programs were read from (the authored one is recorded in the same skill)."""
+        return self.induced.skill_version if self.induced is not None else None
+
     def __post_init__(self) -> None:
         self.sandbox_fields = [f for f, src in self.choice.items() if src == "authored"]
         self.induced_fields = [f for f, src in self.choice.items() if src == "induced"]

@@ -183,7 +183,9 @@ def stored_programs(store: Any, task: str) -> ProgramSet | None:
             continue
         text = (row.files or {}).get(PROGRAMS_FILE)
         if text:
-            return ProgramSet.from_json(json.loads(text))
+            programs = ProgramSet.from_json(json.loads(text))
+            programs.skill_version = row.version  # program-served traces name it
+            return programs
     return None
 
 

@@ -104,6 +104,7 @@ class ProgramSet:
     train: int = 0  # traces induced on
     heldout: int = 0  # traces held out for verification
     created_at: str = dc_field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    skill_version: int | None = None  # the stored skill version it was read from (not serialized: the row is it)
 
     @property
     def served(self) -> dict[str, FieldProgram]:
