@@ -226,6 +226,32 @@ def test_all_tiers_failed_is_one_error_with_attempts(tmp_path):
     app.close()
 
 
+def test_a_model_that_raises_anything_fails_its_tier_and_the_call_escalates(tmp_path):
+    """A model object's own exception (a dropped connection, not a ModelError) is that tier's failure: recorded as
+    a trace with the error, and the next tier answers; where no tier is left, AllTiersFailed carries it."""
+
+    def down(req):
+        raise ConnectionError("replay server down")
+
+    teacher = FunctionModel(oracle, price_as="anthropic:claude-opus-4-5")
+    app = Protege(db=f"sqlite:///{tmp_path}/e.db", teacher=teacher, replay=FunctionModel(down))
+    triage = register(app)
+    triage(Ticket(subject="refund"))
+    app.wait()
+    app.approve_skill("triage", reviewer="ana")
+    result = app.run("triage", {"ticket": {"subject": "refund"}})
+    assert [(a.tier, a.valid) for a in result.attempts] == [("replay", False), ("teacher", True)]
+    failed = app.store.trace(result.attempts[0].trace_id)
+    assert failed.errors == ["ConnectionError: replay server down"] and not failed.valid
+    app.teacher_spec = FunctionModel(down)
+    with pytest.raises(AllTiersFailed) as err:
+        app.run("triage", {"ticket": {"subject": "bug"}})
+    assert [a.tier for a in err.value.attempts] == ["replay", "teacher"]
+    assert "ConnectionError: replay server down" in err.value.attempts[-1].errors[0]
+    assert app.ledger("triage").calls == 3  # every call recorded, the failed one too
+    app.close()
+
+
 CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys

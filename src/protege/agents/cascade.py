@@ -30,7 +30,15 @@ from protege.agents.prompts import replay_messages, teacher_messages
 from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
 from protege.agents.tools import ToolBox
 from protege.agents.validate import validate_answer
-from protege.errors import AllTiersFailed, BudgetExceeded, MissingKeyError, ModelError, UserError, ValidationFailed
+from protege.errors import (
+    AllTiersFailed,
+    BudgetExceeded,
+    MissingKeyError,
+    ModelError,
+    ProtegeError,
+    UserError,
+    ValidationFailed,
+)
 from protege.store import Store
 from protege.store.models import new_id
 from protege.tasks import TaskSpec, input_hash
@@ -421,6 +429,11 @@ class Cascade:
         try:
             result = await run_loop(model, req, tools=task.tools, max_steps=spec.policy.max_steps)
         except ModelError as exc:
+            result = LoopResult(messages=messages, error=f"{type(exc).__name__}: {exc}")
+        except ProtegeError:
+            raise  # misuse (a missing key, a bad spec) and the budget guard: the caller's to see
+        except Exception as exc:  # a model object's own failure (a dropped connection, a bug): this tier failed
+            log.warning("task %r: the %s tier's model %r raised", spec.name, tier, model.name, exc_info=True)
             result = LoopResult(messages=messages, error=f"{type(exc).__name__}: {exc}")
         latency = time.perf_counter() - t0
         text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
