@@ -226,6 +226,20 @@ def test_all_tiers_failed_is_one_error_with_attempts(tmp_path):
     app.close()
 
 
+def test_calls_after_close_are_refused(app):
+    """Served after close(), a call's background work (skill upkeep) would never run: refused, sync and async."""
+    triage = register(app)
+    app.close()
+    with pytest.raises(UserError, match=r"this app is closed \(app.close\(\) was called\)"):
+        triage(Ticket(subject="refund"))
+    with pytest.raises(UserError, match="this app is closed"):
+        app.run("triage", {"ticket": {"subject": "refund"}})
+    with pytest.raises(UserError, match="this app is closed"):
+        asyncio.run(triage.acall(Ticket(subject="refund")))
+    with pytest.raises(UserError, match="this app is closed"):
+        asyncio.run(app.arun("triage", {"ticket": {"subject": "refund"}}))
+
+
 def test_a_model_that_raises_anything_fails_its_tier_and_the_call_escalates(tmp_path):
     """A model object's own exception (a dropped connection, not a ModelError) is that tier's failure: recorded as
     a trace with the error, and the next tier answers; where no tier is left, AllTiersFailed carries it."""

@@ -64,10 +64,12 @@ class TaskHandle:
         return self.run_args(args, kwargs).output
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        self.app._require_open()
         inp = self.spec.parse_input(args, kwargs)
         return (await self.app.portal.acall(self.app.cascade.run(self.runtime, inp))).output
 
     def run_args(self, args: tuple, kwargs: dict, *, tier: str | None = None, escalate: bool = True) -> RunResult:
+        self.app._require_open()
         inp = self.spec.parse_input(args, kwargs)
         return self.app.portal.call(self.app.cascade.run(self.runtime, inp, tier=tier, escalate=escalate))
 
@@ -208,6 +210,7 @@ class Protege:
     async def arun(
         self, task: str | TaskHandle, input: dict[str, Any], *, tier: str | None = None, escalate: bool = True
     ) -> RunResult:
+        self._require_open()
         h = self.handle(task)
         inp = h.spec.parse_input((), input)
         return await self.portal.acall(self.cascade.run(h.runtime, inp, tier=tier, escalate=escalate))
@@ -356,6 +359,11 @@ class Protege:
         from protege.services.serving import serve_student
 
         return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
+
+    def _require_open(self) -> None:
+        """A call after close() would be served and its background work (skill upkeep, programs) never run."""
+        if self._closed:
+            raise UserError("this app is closed (app.close() was called); make a new Protege(...) to call tasks")
 
     def close(self, timeout_s: float | None = None) -> None:
         """Finish background work (for up to `timeout_s`, default `Settings.drain_timeout_s`), then release the
