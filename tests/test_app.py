@@ -226,18 +226,20 @@ def test_all_tiers_failed_is_one_error_with_attempts(tmp_path):
     app.close()
 
 
-def test_calls_after_close_are_refused(app):
-    """Served after close(), a call's background work (skill upkeep) would never run: refused, sync and async."""
+def test_a_call_after_close_opens_the_app_again_and_its_background_work_is_done(tmp_path):
+    """close() then a call: the call is served and the app is open again, so its background work (the skill the
+    teacher's first answer drafts) runs and is drained at close or exit — closed, it was silently dropped."""
+    app = Protege(db=f"sqlite:///{tmp_path}/c.db", teacher=FunctionModel(oracle), project_dir=tmp_path / ".p")
     triage = register(app)
     app.close()
-    with pytest.raises(UserError, match=r"this app is closed \(app.close\(\) was called\)"):
-        triage(Ticket(subject="refund"))
-    with pytest.raises(UserError, match="this app is closed"):
-        app.run("triage", {"ticket": {"subject": "refund"}})
-    with pytest.raises(UserError, match="this app is closed"):
-        asyncio.run(triage.acall(Ticket(subject="refund")))
-    with pytest.raises(UserError, match="this app is closed"):
-        asyncio.run(app.arun("triage", {"ticket": {"subject": "refund"}}))
+    assert triage(Ticket(subject="refund")).queue == "billing"
+    assert asyncio.run(app.arun("triage", {"ticket": {"subject": "bug"}})).output.queue == "bug"
+    app.close()  # drains what the calls started
+    reopened = Protege(db=f"sqlite:///{tmp_path}/c.db", teacher=FunctionModel(oracle), project_dir=tmp_path / ".p")
+    try:
+        assert reopened.store.skill("triage") is not None and reopened.store.count_traces("triage") == 2
+    finally:
+        reopened.close()
 
 
 def test_a_model_that_raises_anything_fails_its_tier_and_the_call_escalates(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import random
 from collections.abc import Callable
 from functools import partial
@@ -21,6 +22,8 @@ from protege.services.tiers import AppTiers
 from protege.settings import Settings
 from protege.store import Ledger, Store, TraceRow
 from protege.tasks import CheckFn, Policy, ScoreFn, TaskSpec
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Attempt", "Protege", "RunResult", "TaskHandle", "TraceRecord"]
 
@@ -64,12 +67,12 @@ class TaskHandle:
         return self.run_args(args, kwargs).output
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        self.app._require_open()
+        self.app._reopen_if_closed()
         inp = self.spec.parse_input(args, kwargs)
         return (await self.app.portal.acall(self.app.cascade.run(self.runtime, inp))).output
 
     def run_args(self, args: tuple, kwargs: dict, *, tier: str | None = None, escalate: bool = True) -> RunResult:
-        self.app._require_open()
+        self.app._reopen_if_closed()
         inp = self.spec.parse_input(args, kwargs)
         return self.app.portal.call(self.app.cascade.run(self.runtime, inp, tier=tier, escalate=escalate))
 
@@ -210,7 +213,7 @@ class Protege:
     async def arun(
         self, task: str | TaskHandle, input: dict[str, Any], *, tier: str | None = None, escalate: bool = True
     ) -> RunResult:
-        self._require_open()
+        self._reopen_if_closed()
         h = self.handle(task)
         inp = h.spec.parse_input((), input)
         return await self.portal.acall(self.cascade.run(h.runtime, inp, tier=tier, escalate=escalate))
@@ -360,10 +363,13 @@ class Protege:
 
         return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
 
-    def _require_open(self) -> None:
-        """A call after close() would be served and its background work (skill upkeep, programs) never run."""
+    def _reopen_if_closed(self) -> None:
+        """A call after close() opens the app again (its loop and the store's connections start on use), so that
+        its background work (skill upkeep, programs) is drained at exit as any other call's: closed, it was
+        served and that work silently dropped. A CLI command run twice in one process closes the app between."""
         if self._closed:
-            raise UserError("this app is closed (app.close() was called); make a new Protege(...) to call tasks")
+            log.info("app used after close(): opened again")
+            self._closed = False
 
     def close(self, timeout_s: float | None = None) -> None:
         """Finish background work (for up to `timeout_s`, default `Settings.drain_timeout_s`), then release the

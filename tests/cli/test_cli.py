@@ -213,15 +213,18 @@ def test_skill_review_flow(seeded, tmp_path):
     """The teacher's success left a draft: show, approve, export, reject an edit, import it back."""
     skills = seeded.json("skills", "triage")
     assert [(s["version"], s["status"]) for s in skills] == [(1, "draft")]
-    assert "name: triage" in seeded.ok("skill", "show", "triage").stdout
+    shown = seeded.ok("skill", "show", "triage").stdout  # not a terminal: the SKILL.md itself, as `> file` keeps it
+    assert shown.startswith("---\n") and "name: triage" in shown and "─" not in shown
     approved = seeded.json("skill", "approve", "triage", "--reviewer", "ann")
     assert approved["status"] == "approved" and approved["reviewed_by"] == "ann"
     assert_one_line_error(seeded.cli("skill", "approve", "triage"), 2, "no draft skill to approve")
     folders = seeded.json("skill", "export", str(tmp_path / "out"))
     skill_md = tmp_path / "out" / "triage" / "SKILL.md"
     assert folders == [str(tmp_path / "out" / "triage")] and skill_md.is_file()
+    shown = seeded.ok("skill", "show", "triage").stdout
+    assert skill_md.read_text() == shown  # what `skill show > file` writes is the exported file
     edited = tmp_path / "edited.md"
-    edited.write_text(skill_md.read_text().replace("# ", "# Edited: ", 1))
+    edited.write_text(shown.replace("# ", "# Edited: ", 1))
     assert seeded.json("skill", "edit", "triage", "--file", str(edited))["version"] == 2
     rejected = seeded.json("skill", "reject", "triage", "--note", "too long")
     assert (rejected["version"], rejected["status"], rejected["review_note"]) == (2, "rejected", "too long")

@@ -65,5 +65,6 @@ def test_skills_list_and_skill_show_carry_the_field_programs(tmp_path):
     assert runner.invoke(cli, ["--db", url, "programs", "counted", "--induce"]).exit_code == 0
     listed = runner.invoke(cli, ["--db", url, "skills", "counted"], env={"COLUMNS": "200"})
     assert listed.exit_code == 0 and "2/2 fields" in listed.output
-    shown = runner.invoke(cli, ["--db", url, "skill", "show", "counted"], env={"COLUMNS": "200"})
+    terminal = {"COLUMNS": "200", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}  # rendered as on a terminal
+    shown = runner.invoke(cli, ["--db", url, "skill", "show", "counted"], env=terminal)
     assert shown.exit_code == 0 and "field programs of 'counted'" in shown.output and "count of" in shown.output

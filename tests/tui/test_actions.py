@@ -405,3 +405,28 @@ def test_tui_refuses_an_unknown_trace_id(seeded_url, monkeypatch):
     monkeypatch.delenv("PROTEGE_APP", raising=False)
     result = CliRunner().invoke(cli, ["tui", "--trace", "no-such-trace"])
     assert result.exit_code == 2 and "no trace 'no-such-trace'" in result.stderr
+
+
+def test_tui_opens_on_a_trace_by_the_id_prefix_listings_show(seeded_url, monkeypatch):
+    """`protege traces` prints 12-character ids and says a prefix is enough: `tui --trace` takes one too."""
+    from typer.testing import CliRunner
+
+    import protege.tui.app as tui_app
+    from protege.cli import app as cli
+    from protege.store import Store
+
+    opened = {}
+
+    class Opened:
+        def run(self):
+            opened["ran"] = True
+
+    monkeypatch.setattr(tui_app, "make_app", lambda db, trace: opened.update(trace=trace) or Opened())
+    monkeypatch.setenv("PROTEGE_DB", seeded_url)
+    monkeypatch.delenv("PROTEGE_APP", raising=False)
+    with Store(seeded_url) as store:
+        full = store.traces(limit=1)[0].id
+    result = CliRunner().invoke(cli, ["tui", "--trace", full[:12]])
+    assert result.exit_code == 0 and opened == {"trace": full, "ran": True}
+    short = CliRunner().invoke(cli, ["tui", "--trace", full[:2]])
+    assert short.exit_code == 2 and "an id prefix needs at least 4 characters" in short.stderr

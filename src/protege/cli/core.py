@@ -232,9 +232,6 @@ def tui(
             f"reviews: `protege skills`, `protege traces`, `protege students`"
         ) from exc
     store = store_of(ctx)  # a clear error when there is no store, before the screen takes over
-    if trace is not None and store.trace(trace) is None:
-        raise UserError(
-            f"no trace {trace!r} in {config(ctx).db_url!r}; copy the protege.trace_id attribute of a "
-            f"protege.attempt span, or list traces with `protege traces TASK`"
-        )
+    if trace is not None:
+        trace = find_trace(store, trace).id  # the listings' 12-character ids (or any unique prefix) open it too
     make_app(db=config(ctx).db_url, trace=trace).run()

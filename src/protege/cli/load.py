@@ -23,6 +23,7 @@ from protege.cli.output import short_id
 from protege.errors import UserError
 
 DEFAULT_PROJECT_DIR = ".protege"
+MIN_PREFIX = 4  # characters of an id prefix: fewer would match many rows of a large store
 APP_HINT = (
     "pass --app module:attr (e.g. --app myapp:app), set PROTEGE_APP, or add a [tool.protege] table with "
     '`app = "myapp:app"` to ./pyproject.toml (`protege init` writes a starter app)'
@@ -167,27 +168,29 @@ def find_trace(store: Any, ref: str) -> Any:
     row = store.trace(ref)
     if row is not None:
         return row
-    if len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref.lower()):
+    if len(ref) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in ref.lower()):
         with store.session() as s:
             rows = list(s.scalars(select(TraceRow).where(col(TraceRow.id).startswith(ref.lower())).limit(2)))
         if len(rows) == 1:
             return rows[0]
         if len(rows) > 1:
             raise UserError(f"trace id prefix {ref!r} matches several traces; give more characters")
-    raise UserError(f"no trace {ref!r}; list traces with `protege traces`")
+    short = f" (an id prefix needs at least {MIN_PREFIX} characters)" if len(ref) < MIN_PREFIX else ""
+    raise UserError(f"no trace {ref!r}{short}; list traces with `protege traces`")
 
 
 def find_student_id(store: Any, ref: str) -> str:
     """A student id, or a unique prefix of one (listings show 12 characters)."""
     if store.student(ref) is not None:
         return ref
-    matches = [r.id for r in store.students() if r.id.startswith(ref)] if len(ref) >= 4 else []
+    matches = [r.id for r in store.students() if r.id.startswith(ref)] if len(ref) >= MIN_PREFIX else []
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
         raise UserError(f"student id prefix {ref!r} matches {len(matches)} students; give more characters")
+    short = f" (an id prefix needs at least {MIN_PREFIX} characters)" if len(ref) < MIN_PREFIX else ""
     raise UserError(
-        f"no student {ref!r}; list students with `protege students` (ids: "
+        f"no student {ref!r}{short}; list students with `protege students` (ids: "
         f"{', '.join(short_id(r.id) for r in store.students()[:5]) or 'none yet'})"
     )
 

@@ -100,7 +100,8 @@ def _status(status: str) -> Any:
 
 @skill_app.command("show")
 def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as_json: JsonOpt = False) -> None:
-    """Print a skill's SKILL.md (the newest version unless --version)."""
+    """Print a skill's SKILL.md (the newest version unless --version): rendered on a terminal, the file itself when
+    redirected (`> SKILL.md`, which `skill edit -f` takes back)."""
     lib = _library(ctx)
     require_task(lib.store, task)
     row = lib.get(task, version) if version else lib.latest(task)
@@ -108,10 +109,12 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
         raise UserError(f"task {task!r} has no skill yet; one is written after the teacher's first valid answer")
     if as_json:
         return emit_json(row_dict(row))
+    out = console()
+    if not out.is_terminal:  # `> SKILL.md` or a pipe: the file itself, as `skill edit -f` takes it back
+        return typer.echo(lib.to_skill(row).render(), nl=False)
     from rich.markdown import Markdown
     from rich.rule import Rule
 
-    out = console()
     out.print(
         Rule(
             f"{row.name} v{row.version} · {row.status} · {row.kind}"
