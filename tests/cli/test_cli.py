@@ -169,7 +169,9 @@ def test_tasks_traces_and_filters(seeded):
     assert seeded.json("traces", "--invalid") == [] and seeded.json("traces", "--tier", "replay") == []
     table = seeded.ok("traces", "triage").stdout
     assert "teacher" in table and '"queue":"billing"' in table
+    assert "shadow run" not in table  # the legend of a marker no row shows
     assert_one_line_error(seeded.cli("traces", "nope"), 2, "no task 'nope'", "triage")
+    assert_one_line_error(seeded.cli("traces", "--tier", "nonsense"), 2, "--tier 'nonsense'", "teacher", "import")
 
 
 def test_trace_transcript(seeded):

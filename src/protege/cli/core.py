@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from protege.agents.results import TIERS
 from protege.cli.base import JsonOpt, OptTaskArg, app, config, store_of
 from protege.cli.load import find_trace, require_task
 from protege.cli.output import clip, emit_json, pct, row_dict, secs, short_id, table, usd, when
@@ -67,6 +68,9 @@ def _task_summary(store: Any, task: Any) -> dict[str, Any]:
     }
 
 
+TRACE_TIERS = (*TIERS, "import", "evidence")  # the cascade's tiers, imported logs, a draft skill's replay evidence
+
+
 @app.command(rich_help_panel=READ)
 def traces(
     ctx: typer.Context,
@@ -83,6 +87,8 @@ def traces(
     store = store_of(ctx)
     if task:
         require_task(store, task)
+    if tier is not None and tier not in TRACE_TIERS:
+        raise UserError(f"--tier {tier!r} is not a tier traces are recorded under; use one of {', '.join(TRACE_TIERS)}")
     rows = store.traces(task, tier=tier, valid=valid, limit=limit, offset=offset)
     if as_json:
         return emit_json([row_dict(r, exclude=("messages", "raw", "tools")) for r in rows])
@@ -119,7 +125,8 @@ def traces(
         right=("cost", "latency"),
         flex="output / errors",
         optional=("created", "model", "task", "latency"),
-        caption="* shadow run · `protege trace ID` shows one (an id prefix is enough)",
+        caption=("* shadow run · " if any(r.shadow for r in rows) else "")
+        + "`protege trace ID` shows one (an id prefix is enough)",
     )
 
 

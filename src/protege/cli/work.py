@@ -233,7 +233,7 @@ def distill(
 
 
 def show_distill_report(report: Any, wall_s: float) -> None:
-    flat = _flat(report.metrics or {})
+    flat = _flat({k: v for k, v in (report.metrics or {}).items() if k != "verdict"})  # the verdict: its own line
     paths = {name: flat.pop(name) for name in ("train.adapter_path", "train.base") if name in flat}
     rows = [[name, _metric_text(name, value)] for name, value in flat.items()]
     table(f"student {report.student_id} of {report.task}", ["metric", "value"], rows, right=("value",))

@@ -49,6 +49,9 @@ _INSERT_RUN = insert(RunRow)
 _INSERT_TRACE = insert(TraceRow)
 
 
+USD_DIGITS = 10  # decimal places the ledger keeps of a dollar amount
+
+
 class Ledger(BaseModel):
     """Spend of one task: by tier, in total, and against what the teacher alone would have cost."""
 
@@ -457,10 +460,11 @@ class Store(BackgroundQueries):
                 col(TraceRow.shadow).is_(False),
             )
         )
-        spend = {tier: float(cost or 0.0) for tier, cost in by_tier}
-        total = sum(spend.values())
-        teacher_only = float(teacher_mean) * calls if teacher_mean is not None else None
-        savings = teacher_only - total if teacher_only is not None else None
+        # to a ten-billionth of a dollar: sums of float costs otherwise read as savings of 1.4e-17 in --json
+        spend = {tier: round(float(cost or 0.0), USD_DIGITS) for tier, cost in by_tier}
+        total = round(sum(spend.values()), USD_DIGITS)
+        teacher_only = round(float(teacher_mean) * calls, USD_DIGITS) if teacher_mean is not None else None
+        savings = round(teacher_only - total, USD_DIGITS) if teacher_only is not None else None
         return Ledger(
             task=task,
             calls=int(calls),
