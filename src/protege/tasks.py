@@ -68,6 +68,12 @@ class Policy(BaseModel):
     teacher_budget_usd: float | None = Field(default=None, ge=0, description="cap on this task's teacher spend per day")
     max_steps: int = Field(default=8, ge=1, description="model turns per attempt (tool calls included)")
     tool_timeout_s: float = Field(default=30.0, gt=0, description="seconds a tool call may take")
+    prior_art: bool = Field(
+        default=True,
+        description="until the task has a skill of its own, offer the teacher up to two approved skills of other "
+        "tasks that match its instructions (False: its prompt holds this task's instructions only — where other "
+        "tasks' skills carry examples this task must not see)",
+    )
     program: bool = Field(
         default=True,
         description="induce field programs from the teacher's traces and serve "

@@ -100,6 +100,20 @@ def test_unapproved_skills_of_other_tasks_are_not_prior_art(tmp_path):
     app.close()
 
 
+def test_a_task_can_refuse_other_tasks_skills_as_prior_art(tmp_path):
+    """Policy(prior_art=False): an approved skill of another task is not put in this task's teacher prompt."""
+    app, teacher, replay = make_app(tmp_path)
+    plant_draft(app)
+    app.approve_skill("triage")
+    app.task(name="triage_private", policy=Policy(prior_art=False))(_triage)
+    app.run("triage_private", {"ticket": {"subject": "refund"}})
+    assert MARKER not in seen(teacher)
+    app.task(name="triage_open")(_triage)
+    app.run("triage_open", {"ticket": {"subject": "refund"}})
+    assert MARKER in seen(teacher)  # the default offers it: the check above could have failed
+    app.close()
+
+
 # -- folders ---------------------------------------------------------------------------------------------------------
 
 

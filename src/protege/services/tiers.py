@@ -166,7 +166,7 @@ class AppTiers:
         name = task.spec.name
 
         def load() -> list[str]:
-            if self.app.store.skill(name) is not None:
+            if not task.spec.policy.prior_art or self.app.store.skill(name) is not None:
                 return []
             try:
                 found = self.app.store.search_skills(task.spec.instructions, exclude_task=name, limit=2)
