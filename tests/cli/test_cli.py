@@ -421,6 +421,9 @@ def test_import_traces_registered_task(seeded):
     assert all(t["valid"] and t["model"] == "gpt-4o-2024-08-06" for t in imported)
     first = seeded.json("trace", [t for t in imported if t["input"]["ticket"]["sender"] == "u0@x"][0]["id"])
     assert first["messages"][2]["tool_calls"][0]["name"] == "plan_of" and first["messages"][3]["name"] == "plan_of"
+    again = seeded.json("import-traces", "logs.jsonl", "--task", "triage")  # the same file twice: not counted twice
+    assert (again["imported"], again["already_imported"]) == (0, 6)
+    assert len(seeded.json("traces", "--tier", "import", "--limit", "100")) == 6
 
 
 def test_import_traces_bad_lines_are_all_or_nothing(seeded):
@@ -439,7 +442,7 @@ def test_import_traces_bad_lines_are_all_or_nothing(seeded):
         seeded.cli("import-traces", "bad.jsonl", "--task", "triage"),
         2,
         "3 bad line(s)",
-        "line 2:",
+        "line 2: not valid JSON",
         "line 3:",
         "queue",
         "line 4:",
@@ -450,6 +453,11 @@ def test_import_traces_bad_lines_are_all_or_nothing(seeded):
     assert partial.exit_code == 0 and "partial import" in partial.stderr and "imported 2 of 5" in partial.stdout
     assert len(seeded.json("traces", "--limit", "100")) == before + 2
     assert_one_line_error(seeded.cli("import-traces", "missing.jsonl", "--task", "triage"), 2, "no file")
+    # the parameter's value without its required `sender`: that is what is said, not that `subject` is unknown
+    (seeded.path / "half.jsonl").write_text(chat_line({"subject": "s"}, {"queue": "other", "priority": 3}))
+    half = seeded.cli("import-traces", "half.jsonl", "--task", "triage")
+    assert_one_line_error(half, 2, "has no lines to import", "ticket.sender: required field missing")
+    assert "Extra inputs" not in half.stderr and "--skip-bad" not in half.stderr
 
 
 def test_import_traces_unregistered_task_and_with_app(project):

@@ -10,7 +10,8 @@ app's pydantic model and `check` when the app is loaded, its stored JSON schema 
 
 Every line is checked before anything is written. Bad lines are reported by line number; by default nothing is
 imported when any line is bad (fix the file and run again). `--skip-bad` imports the good lines and reports the
-bad ones (a partial import, said so). The good lines go in through `Store.insert_traces` in one transaction.
+bad ones (a partial import, said so). The good lines go in through `Store.insert_traces` in one transaction;
+a line whose input and answer the task's imported traces already hold is left out (a file imported twice).
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ class Contract:
             errors = self._input_errors(candidate)
             if not errors:
                 return self.spec.parse_input((), candidate).model_dump(mode="json") if self.spec else candidate
-            problems = problems or errors
+            # the reading closer to an input says what is wrong: `{"subject": ...}` lacks the ticket's `body`,
+            # rather than being a whole input with no `ticket` and an unknown `subject`
+            problems = errors if not problems or len(errors) < len(problems) else problems
         if not candidates:
             raise BadLine(f"the user turn is not a JSON object of the task's inputs {self.params!r}")
         raise BadLine(f"the user turn is not an input of task {self.task!r}: {'; '.join(problems[:3])}")
@@ -158,7 +161,10 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def trace_from_line(line: str, contract: Contract, *, model: str | None = None) -> dict[str, Any]:
     """One JSONL line as a trace dict for `Store.insert_traces` (raises BadLine)."""
-    data = _json_or_none(line)
+    try:
+        data = _loads(line)
+    except (ValueError, TypeError) as exc:
+        raise BadLine(f"not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list) or not data["messages"]:
         raise BadLine('not a JSON object with a non-empty "messages" list')
     return trace_from_chat(data, contract, model=model)

@@ -269,6 +269,16 @@ def _metric_text(name: str, value: Any) -> str:
 # -- import-traces ---------------------------------------------------------------------------------------------------
 
 
+def _new_answers(store: Any, task: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The rows whose input and answer the task's imported traces do not hold yet (a file imported twice would
+    count each of its answers twice), and how many were left out."""
+    from protege.store.store import answer_key
+
+    known = store.answer_keys(task, "import")
+    fresh = [r for r in rows if (r["input_hash"], answer_key(r["output"])) not in known]
+    return fresh, len(rows) - len(fresh)
+
+
 class ImportFormat(StrEnum):
     openai = "openai"
     otel = "otel"
@@ -310,7 +320,7 @@ def import_traces(
         plan, unit = plan_otel_import(file, contract, model=model), "LLM call(s)"
     else:
         plan, unit = plan_import(file, contract, model=model), "line(s)"
-    if plan.bad and not skip_bad:
+    if plan.bad and not skip_bad and plan.rows:
         raise UserError(
             f"{describe_bad(plan.bad, file)} — nothing was imported; fix those lines, or pass "
             f"--skip-bad to import the {len(plan.rows)} good one(s)"
@@ -319,7 +329,8 @@ def import_traces(
         raise UserError(
             f"{str(file)!r} has no lines to import" + (f" ({describe_bad(plan.bad, file)})" if plan.bad else "")
         )
-    imported = store.insert_traces(plan.rows, batch=len(plan.rows))  # one transaction: all of them or none
+    rows, repeated = _new_answers(store, task, plan.rows)
+    imported = store.insert_traces(rows, batch=max(len(rows), 1)) if rows else 0  # one transaction: all or none
     elapsed = time.perf_counter() - started
     if as_json:
         return emit_json(
@@ -329,12 +340,15 @@ def import_traces(
                 "lines": plan.lines,
                 "imported": imported,
                 "skipped": [{"line": n, "error": why} for n, why in plan.bad],
+                "already_imported": repeated,
                 "registered": contract.registered,
                 "elapsed_s": elapsed,
             }
         )
     if plan.bad:
         warn(f"partial import: skipped {describe_bad(plan.bad, file)}")
+    if repeated:
+        warn(f"{repeated} {unit} already imported (the same input and answer): not imported again")
     typer.echo(f"imported {imported} of {plan.lines} {unit} as traces of {task!r} (tier import) in {secs(elapsed)}")
     if not contract.registered:
         warn(

@@ -6,6 +6,7 @@ attempt ends; on PostgreSQL each is one autocommit round trip.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterable, Iterator
@@ -47,6 +48,11 @@ COLLISION_RETRIES = 30  # version-numbering races: each round lets at least one 
 # skips rebuilding and re-keying the statement on every write (~0.05 ms of a call's store write)
 _INSERT_RUN = insert(RunRow)
 _INSERT_TRACE = insert(TraceRow)
+
+
+def answer_key(output: Any) -> str:
+    """An answer as canonical JSON, to compare answers whatever their key order."""
+    return json.dumps(output, sort_keys=True, ensure_ascii=False)
 
 
 USD_DIGITS = 10  # decimal places the ledger keeps of a dollar amount
@@ -210,6 +216,13 @@ class Store(BackgroundQueries):
         order = col(TraceRow.created_at).asc() if oldest_first else col(TraceRow.created_at).desc()
         stmt = stmt.order_by(order, col(TraceRow.id)).offset(offset)
         return self._all(stmt.limit(limit) if limit is not None else stmt)
+
+    def answer_keys(self, task: str, tier: str) -> set[tuple[str, str]]:
+        """(input hash, answer as canonical JSON) of the task's traces of `tier`: what a re-import would repeat."""
+        stmt = select(col(TraceRow.input_hash), col(TraceRow.output)).where(
+            col(TraceRow.task_name) == task, col(TraceRow.tier) == tier
+        )
+        return {(digest, answer_key(output)) for digest, output in self._rows(stmt)}
 
     def count_traces(
         self,
