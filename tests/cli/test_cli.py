@@ -471,6 +471,9 @@ def test_import_traces_unregistered_task_and_with_app(project):
     (project.path / "new.jsonl").write_text("\n".join(lines))
     result = project.cli("import-traces", "new.jsonl", "--task", "fresh")
     assert result.exit_code == 0 and "not registered" in result.stderr
+    assert len(project.json("traces", "fresh")) == 2  # found by their task's name, registered or not
+    listed = project.cli("tasks")
+    assert "traces of unregistered tasks: fresh (2)" in " ".join(listed.stderr.split())
     inputs = [t["input"] for t in project.json("traces", "--tier", "import")]
     assert sorted(map(json.dumps, inputs)) == sorted([json.dumps({"q": 1}), json.dumps({"text": "plain words"})])
     (project.path / "t.jsonl").write_text(

@@ -9,7 +9,7 @@ import typer
 from protege.agents.results import TIERS
 from protege.cli.base import JsonOpt, OptTaskArg, app, config, store_of
 from protege.cli.load import find_trace, require_task
-from protege.cli.output import clip, emit_json, pct, row_dict, secs, short_id, table, usd, when
+from protege.cli.output import clip, emit_json, note, pct, row_dict, secs, short_id, table, usd, when
 from protege.errors import UserError
 
 READ = "Read the store"
@@ -22,6 +22,13 @@ def tasks(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     rows = [_task_summary(store, t) for t in store.tasks()]
     if as_json:
         return emit_json(rows)
+    orphans = store.unregistered_trace_counts()
+    if orphans:  # imported before their task was registered: listed by `protege traces NAME`, not distilled
+        note(
+            "traces of unregistered tasks: "
+            + ", ".join(f"{name} ({n:,})" for name, n in sorted(orphans.items()))
+            + " — register each with @app.task (the same name) to distill from them"
+        )
     if not rows:
         return typer.echo("no tasks yet: register one with @app.task and call it (or run `protege demo`)")
     table(
@@ -85,7 +92,7 @@ def traces(
 ) -> None:
     """List traces (one per tier attempt), newest first."""
     store = store_of(ctx)
-    if task:
+    if task and not store.count_traces(task):  # a task known only by its traces (imported) lists them too
         require_task(store, task)
     if tier is not None and tier not in TRACE_TIERS:
         raise UserError(f"--tier {tier!r} is not a tier traces are recorded under; use one of {', '.join(TRACE_TIERS)}")

@@ -217,6 +217,16 @@ class Store(BackgroundQueries):
         stmt = stmt.order_by(order, col(TraceRow.id)).offset(offset)
         return self._all(stmt.limit(limit) if limit is not None else stmt)
 
+    def unregistered_trace_counts(self) -> dict[str, int]:
+        """Traces of task names no task row has (imported before their task was registered), per name."""
+        registered = select(col(TaskRow.name))
+        stmt = (
+            select(col(TraceRow.task_name), func.count())
+            .where(col(TraceRow.task_name).not_in(registered))
+            .group_by(col(TraceRow.task_name))
+        )
+        return {name: int(n) for name, n in self._rows(stmt)}
+
     def answer_keys(self, task: str, tier: str) -> set[tuple[str, str]]:
         """(input hash, answer as canonical JSON) of the task's traces of `tier`: what a re-import would repeat."""
         stmt = select(col(TraceRow.input_hash), col(TraceRow.output)).where(
