@@ -37,10 +37,14 @@ def programs(ctx: typer.Context, task: TaskArg, induce: InduceOpt = False, as_js
     found = _induce(store, task, row) if induce else stored_programs(store, task)
     authored = stored_authored(store, task)
     if found is None and authored is None:
+        from protege.programs.service import SOURCE_TIERS
+
+        have = sum(store.count_traces(task, tier=t, valid=True) for t in SOURCE_TIERS)
         raise UserError(
             f"task {task!r} has no field programs yet: they are induced in the background once "
             f"Policy.program_min_traces teacher traces exist, or now with "
-            f"`protege programs {task} --induce` (teacher-written ones need Protege(program_author=...))"
+            f"`protege programs {task} --induce` (teacher-written ones need Protege(program_author=...)); "
+            f"it has {have:,} valid teacher and imported traces — an induction that verifies no field stores nothing"
         )
     failures = _serving_failures(store, task) if authored is not None else 0
     if as_json:
