@@ -235,7 +235,8 @@ def test_cli_tui_and_skill_folders_show_and_carry_the_authored_program(tmp_path)
     assert "4 of 4 fields served" in shown.output and "0 sandbox failures" in shown.output
     data = json.loads(runner.invoke(cli, ["--db", url, "programs", "summarize", "--json"]).output)
     assert "total" in data["authored"]["serves"] and data["authored"]["field_agreement"]["total"] == 1.0
-    skill = runner.invoke(cli, ["--db", url, "skill", "show", "summarize"], env=env)
+    terminal = {**env, "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}  # redirected, skill show writes the bare SKILL.md
+    skill = runner.invoke(cli, ["--db", url, "skill", "show", "summarize"], env=terminal)
     assert skill.exit_code == 0 and "written by function:code-author" in skill.output
     assert "Authored program (scripts/solve.py)" in _programs_markdown(files)
     # export and import carry scripts/solve.py and its record; the importing store serves it
