@@ -104,7 +104,7 @@ def test_bad_input_and_unknown_task_are_user_errors(app):
     register(app)
     with pytest.raises(UserError, match="bad input for task 'triage'"):
         app.run("triage", {"ticket": {"body": "no subject"}})
-    with pytest.raises(UserError, match="bad input for task 'triage': priority: Extra inputs are not permitted"):
+    with pytest.raises(UserError, match="bad input for task 'triage': 'priority' is not a parameter of the task"):
         app.run("triage", {"ticket": {"subject": "refund"}, "priority": 1})  # no such parameter: not dropped
     with pytest.raises(UserError, match="no task 'nope'"):
         app.run("nope", {})
@@ -118,6 +118,8 @@ def test_reading_an_unknown_task_is_a_user_error_not_an_empty_answer(app):
     for read in (app.skill, app.ledger, app.traces, app.approve_skill, app.reject_skill):
         with pytest.raises(UserError, match=r"no task 'triag' in this app or its store \(tasks: triage\)"):
             read("triag")
+    app.store.insert_traces([{"task_name": "imported_only", "tier": "import", "input": {}, "output": {}}])
+    assert len(app.traces("imported_only")) == 1  # a task known by its imported traces alone reads too
     other = Protege(db=app.settings.db_url, teacher=FunctionModel(oracle), project_dir=app.settings.project_dir)
     try:
         assert other.skill("triage") is None and other.ledger("triage").calls == 0 and other.traces("triage") == []

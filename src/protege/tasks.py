@@ -146,6 +146,12 @@ class TaskSpec:
         if len(args) > len(self.params):
             raise UserError(f"task {self.name!r} takes {len(self.params)} argument(s), got {len(args)}")
         kwargs.update(zip(self.params, args))
+        unknown = sorted(set(kwargs) - set(self.params))
+        if unknown:  # a misspelt or stale parameter: refused, not dropped (checked here, so the schema is unchanged)
+            raise UserError(
+                f"bad input for task {self.name!r}: {', '.join(map(repr, unknown))} is not a parameter of the task "
+                f"(its parameters: {', '.join(self.params)})"
+            )
         try:
             parsed = self.input_model.model_validate(kwargs)
         except ValidationError as exc:
@@ -225,8 +231,7 @@ def _input_model(fn: Callable[..., Any], task: str) -> tuple[type[BaseModel], li
     if not fields:
         raise UserError(f"task {task!r} takes no parameters; a task needs at least one typed input")
     try:
-        # an unknown key is a misspelt or stale parameter: refused, not silently dropped
-        model = create_model(f"{_camel(task)}Input", __config__=ConfigDict(extra="forbid"), **fields)
+        model = create_model(f"{_camel(task)}Input", **fields)
         model.model_json_schema()
     except Exception as exc:
         raise UserError(

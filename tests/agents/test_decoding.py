@@ -460,3 +460,12 @@ def test_a_fixed_length_tuple_is_written_position_by_position():
     assert state.feed("12,").forced() == '"'  # the second position must be a string
     grown = Grammar({"type": "array", "prefixItems": [{"type": "integer"}], "items": {"type": "string"}})
     assert grown.notes == ["prefixItems"] and grown.start().feed('[1,"a","b"]').done
+    either = Grammar(
+        {
+            "anyOf": [
+                {"type": "array", "prefixItems": [{"type": "integer"}] * 2, "maxItems": 2, "items": False},
+                {"type": "array", "items": {"type": "integer"}},
+            ]
+        }
+    )
+    assert either.start().feed("[1,2,3]").done  # a tuple beside another list is any list: the first would win

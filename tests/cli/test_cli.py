@@ -167,6 +167,7 @@ def test_tasks_traces_and_filters(seeded):
     assert len(seeded.json("traces", "--limit", "2")) == 2
     assert len(seeded.json("traces", "triage", "--tier", "teacher", "--valid")) == 3
     assert seeded.json("traces", "--invalid") == [] and seeded.json("traces", "--tier", "replay") == []
+    assert seeded.json("traces", "--tier", "author") == []  # the skill author's own calls are a tier too
     table = seeded.ok("traces", "triage").stdout
     assert "teacher" in table and '"queue":"billing"' in table
     assert "shadow run" not in table  # the legend of a marker no row shows
@@ -482,6 +483,10 @@ def test_import_traces_unregistered_task_and_with_app(project):
     assert_one_line_error(
         project.cli("--app", project.app, "import-traces", "t.jsonl", "--task", "triage"), 2, "line 1:", "priority"
     )
+    (project.path / "half.jsonl").write_text(chat_line({"subject": "b"}, {"queue": "bug", "priority": 3}))
+    half = project.cli("--app", project.app, "import-traces", "half.jsonl", "--task", "triage")
+    assert_one_line_error(half, 2, "ticket.sender: Field required")  # what the parameter's value lacks
+    assert "not a parameter" not in half.stderr
 
 
 def test_import_traces_is_fast(project):

@@ -41,3 +41,10 @@ def test_a_full_terminal_keeps_every_column_and_the_flex_one_takes_the_rest(monk
     body = next(line for line in lines if "693fe3e66e31" in line)
     assert all(name in header for name in columns) and all(cell in body for cell in row)
     assert body.rstrip().endswith("…") and all(len(line) <= 120 for line in lines)
+
+
+def test_wide_characters_are_measured_in_terminal_columns(monkeypatch, capsys):
+    """A CJK task name takes two columns a character: measured so, it is shown whole where there is room."""
+    monkeypatch.setenv("COLUMNS", "120")
+    table("tasks", ["task", "calls"], [["票务分类任务", 12]], right=("calls",))
+    assert any("票务分类任务" in line for line in capsys.readouterr().out.splitlines())

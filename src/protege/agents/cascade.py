@@ -33,7 +33,6 @@ from protege.agents.validate import validate_answer
 from protege.errors import (
     AllTiersFailed,
     BudgetExceeded,
-    MissingKeyError,
     ModelError,
     ProtegeError,
     UserError,
@@ -222,10 +221,11 @@ class Cascade:
 
     def _replay_usable(self, task: TaskRuntime) -> bool:
         """An approved skill is replayed only where the replay model can be made: an app given only a teacher gets
-        the default replay model, whose missing API key must not fail calls the teacher answers (warned once)."""
+        the default replay model, whose missing API key must not fail calls the teacher answers; nor may a bad
+        replay setting fail calls the student answers (warned once; a forced replay tier raises it)."""
         try:
             self.source.replay(task)
-        except MissingKeyError as exc:
+        except UserError as exc:
             if task.spec.name not in self.replay_warned:
                 self.replay_warned.add(task.spec.name)
                 log.warning("task %r: its skill is not replayed, calls go to the teacher: %s", task.spec.name, exc)

@@ -75,7 +75,8 @@ def _task_summary(store: Any, task: Any) -> dict[str, Any]:
     }
 
 
-TRACE_TIERS = (*TIERS, "import", "evidence")  # the cascade's tiers, imported logs, a draft skill's replay evidence
+# the cascade's tiers, imported logs, a draft skill's replay evidence, the skill author's own calls
+TRACE_TIERS = (*TIERS, "import", "evidence", "author")
 
 
 @app.command(rich_help_panel=READ)

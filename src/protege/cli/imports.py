@@ -86,15 +86,17 @@ class Contract:
             return value if isinstance(value, dict) else {"text": text}
         candidates = [value] if isinstance(value, dict) else []
         if len(self.params) == 1:
-            candidates.append({self.params[0]: value if value is not None else text})
+            wrapped = {self.params[0]: value if value is not None else text}
+            # an object without the parameter's name is read as its value first, so a bad one says what it lacks
+            # (`{"subject": ...}`: the ticket's `sender`), not that it is no whole input
+            lacks = isinstance(value, dict) and self.params[0] not in value
+            candidates = [wrapped, *candidates] if lacks else [*candidates, wrapped]
         problems: list[str] = []
         for candidate in candidates:
             errors = self._input_errors(candidate)
             if not errors:
                 return self.spec.parse_input((), candidate).model_dump(mode="json") if self.spec else candidate
-            # the reading closer to an input says what is wrong: `{"subject": ...}` lacks the ticket's `body`,
-            # rather than being a whole input with no `ticket` and an unknown `subject`
-            problems = errors if not problems or len(errors) < len(problems) else problems
+            problems = problems or errors
         if not candidates:
             raise BadLine(f"the user turn is not a JSON object of the task's inputs {self.params!r}")
         raise BadLine(f"the user turn is not an input of task {self.task!r}: {'; '.join(problems[:3])}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -89,7 +90,7 @@ def table(
     columns are left out, in that order, until the rest fits."""
     out = console()
     cells = [[cell if hasattr(cell, "__rich__") else escape(_cell(cell)) for cell in row] for row in rows]
-    natural = {col: max([len(col), *(_width(r[i]) for r in cells)]) for i, col in enumerate(columns)}
+    natural = {col: max([cell_len(col), *(_width(r[i]) for r in cells)]) for i, col in enumerate(columns)}
     widths = {col: min(width, MAX_COL) for col, width in natural.items()}
     shown = list(columns)
     for col in optional:
@@ -134,7 +135,8 @@ def _fits(widths: dict[str, int], shown: list[str], flex: str | None, flex_min: 
 
 
 def _width(cell: Any) -> int:
-    return len(cell.plain) if hasattr(cell, "plain") else len(str(cell))
+    """Terminal columns, not characters: a CJK character or an emoji takes two."""
+    return cell_len(cell.plain) if hasattr(cell, "plain") else cell_len(str(cell))
 
 
 def _cell(value: Any) -> str:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from protege.errors import UserError
 from protege.telemetry.spans import carry_context
 
 T = TypeVar("T")
@@ -51,7 +52,7 @@ class Portal:
         """Run a coroutine on the portal loop and wait for it (from any thread but the portal's own)."""
         if self._on_portal():
             coro.close()
-            raise RuntimeError(
+            raise UserError(  # misuse: a tier's model calling a task synchronously must not read as its failure
                 "sync protege calls cannot be made from inside the portal loop; use `await task.acall()`"
             )
         return asyncio.run_coroutine_threadsafe(carry_context(coro), self.loop).result()

@@ -39,10 +39,11 @@ DRAFT_MIN_NGRAM = 2  # the shortest: a one-token match proposes more drafts than
 CORNERED = 0.5  # a refused first choice at least this likely means the previous choice cornered the model
 BATCH_CPU, BATCH_GPU = 8, 32  # answers decoded together: on 2 CPU cores a step of 8 costs ~2x a step of 1
 # Runaway guards for answers no trace bounds (the replay tier's base model, a recursive or free-form schema): an
-# answer whose last LOOP_TOKENS tokens repeat one block of at most LOOP_PERIOD tokens (4+ times), or that opens more
+# answer whose last LOOP_TOKENS tokens repeat one block of at most LOOP_PERIOD tokens (8+ times), or that opens more
 # than MAX_NESTING objects and lists, stops there as cut short ("bound"), instead of running to its token limit
-# (2,048 tokens: ~5 minutes for a 135M model on 2 cores).
-LOOP_TOKENS, LOOP_PERIOD = 96, 24
+# (2,048 tokens: ~5 minutes for a 135M model on 2 cores). Long enough for answers that repeat themselves on
+# purpose: 96 tokens stopped a list of 48 "O" tags and ten equal rows of a table.
+LOOP_TOKENS, LOOP_PERIOD = 256, 32
 MAX_NESTING = 16
 
 

@@ -182,6 +182,8 @@ def compact(value: Any) -> str:
 
 
 def _union(alts: list[Node]) -> Node:
+    if sum(a.kind in ("array", "tuple") for a in alts) > 1:  # the first that opens `[` would take every list
+        alts = [Node("array", item=ANY) if a.kind == "tuple" else a for a in alts]
     literals = [a for a in alts if a.kind == "literal"]
     others = [a for a in alts if a.kind != "literal"]
     if literals:
