@@ -173,6 +173,14 @@ def test_tasks_traces_and_filters(seeded):
     assert "shadow run" not in table  # the legend of a marker no row shows
     assert_one_line_error(seeded.cli("traces", "nope"), 2, "no task 'nope'", "triage")
     assert_one_line_error(seeded.cli("traces", "--tier", "nonsense"), 2, "--tier 'nonsense'", "teacher", "import")
+    failed = seeded.cli("traces", "nope", "--json")  # a script reading --json gets a failure it can parse too
+    assert_one_line_error(failed, 2, "no task 'nope'")
+    assert json.loads(failed.stdout) == {
+        "error": json.loads(failed.stdout)["error"],
+        "type": "UserError",
+        "exit_code": 2,
+    }
+    assert "no task 'nope'" in json.loads(failed.stdout)["error"] and seeded.cli("traces", "nope").stdout == ""
 
 
 def test_trace_transcript(seeded):

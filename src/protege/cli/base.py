@@ -7,6 +7,7 @@ Command modules (core, review, work, ...) import `app` from here and add their c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,8 @@ class ProtegeGroup(TyperGroup):
     """Runs a command and turns protege's errors into one line and an exit code."""
 
     def invoke(self, ctx: Any) -> Any:
+        # the command line, read before click hands it to the subcommand (whose context is gone if it fails)
+        wants_json = "--json" in [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
@@ -31,7 +34,10 @@ class ProtegeGroup(TyperGroup):
         except Exception as exc:  # the CLI's one error boundary
             if _debug(ctx):
                 raise
-            raise typer.Exit(_report(exc)) from None
+            code = _report(exc)
+            if wants_json:  # a script reading --json output gets the failure as JSON too
+                typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": code}))
+            raise typer.Exit(code) from None
         except KeyboardInterrupt:
             if _debug(ctx):
                 raise
