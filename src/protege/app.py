@@ -237,7 +237,7 @@ class Protege:
     def _require_known(self, task: str) -> None:
         """A task this app registered, or one its store knows (registered by another process, or imported traces):
         else a misspelt name would read as a task with no traces, no skill and no spend."""
-        if task not in self.tasks and self.store.task(task) is None and not self.store.count_traces(task):
+        if task not in self.tasks and not self.store.knows_task(task):
             known = ", ".join(sorted({*self.tasks, *(t.name for t in self.store.tasks())})) or "none yet"
             raise UserError(f"no task {task!r} in this app or its store (tasks: {known}); check the name")
 

@@ -93,7 +93,7 @@ def traces(
 ) -> None:
     """List traces (one per tier attempt), newest first."""
     store = store_of(ctx)
-    if task and not store.count_traces(task):  # a task known only by its traces (imported) lists them too
+    if task and not store.knows_task(task):  # a task known only by its traces (imported) lists them too
         require_task(store, task)
     if tier is not None and tier not in TRACE_TIERS:
         raise UserError(f"--tier {tier!r} is not a tier traces are recorded under; use one of {', '.join(TRACE_TIERS)}")

@@ -330,7 +330,7 @@ def import_traces(
             f"{str(file)!r} has no lines to import" + (f" ({describe_bad(plan.bad, file)})" if plan.bad else "")
         )
     rows, repeated = _new_answers(store, task, plan.rows)
-    imported = store.insert_traces(rows, batch=max(len(rows), 1)) if rows else 0  # one transaction: all or none
+    imported = store.insert_traces(rows, batch=len(rows)) if rows else 0  # one transaction: all of them or none
     elapsed = time.perf_counter() - started
     if as_json:
         return emit_json(

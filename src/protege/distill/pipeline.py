@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from protege.distill.prune import PRUNED_KEY
+from protege.distill.prune import PRUNED_KEY, is_pruned
 from protege.errors import UserError
 from protege.store import Store, StudentRow
 from protege.store.models import new_id, utcnow
@@ -49,10 +49,10 @@ def promote(store: Store, student_id: str) -> StudentRow:
     row = store.student(student_id)
     if row is None:
         raise UserError(f"no student {student_id!r}; list students with `protege students`")
-    pruned_at = (row.metrics or {}).get(PRUNED_KEY)
-    if pruned_at:
+    if is_pruned(row):
+        when = (row.metrics or {})[PRUNED_KEY][:16]
         raise UserError(
-            f"student {student_id!r}'s weights were pruned ({pruned_at[:16]}); it cannot serve again: "
+            f"student {student_id!r}'s weights were pruned ({when}); it cannot serve again: "
             f"distill a new one with `protege distill {row.task_name}`"
         )
     current = store.promoted_student(row.task_name)

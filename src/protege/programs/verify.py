@@ -266,9 +266,7 @@ def digits(value: Any) -> int:
 def fewest_digits(value: Any) -> int | None:
     """The integer digits of a number (None for anything else: a list's items are found by a pattern that marks
     each, `#42` among six-digit bug numbers is still a bug number; a lone number is often just the first one)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return len(str(abs(int(value))))
-    return None
+    return None if isinstance(value, list) else digits(value) or None
 
 
 def fits_digits(value: Any, max_digits: int, min_digits: int = 0) -> bool:

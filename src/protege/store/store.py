@@ -217,6 +217,12 @@ class Store(BackgroundQueries):
         stmt = stmt.order_by(order, col(TraceRow.id)).offset(offset)
         return self._all(stmt.limit(limit) if limit is not None else stmt)
 
+    def knows_task(self, name: str) -> bool:
+        """Whether the store has the task: registered (a task row), or only its traces (imported before)."""
+        if self.task(name) is not None:
+            return True
+        return self._scalar(select(col(TraceRow.id)).where(col(TraceRow.task_name) == name).limit(1)) is not None
+
     def unregistered_trace_counts(self) -> dict[str, int]:
         """Traces of task names no task row has (imported before their task was registered), per name."""
         registered = select(col(TaskRow.name))
