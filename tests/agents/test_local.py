@@ -347,6 +347,37 @@ def test_a_forced_key_rides_in_the_pass_of_the_token_before_it(tiny, monkeypatch
         assert ahead_passes < len(passes)
 
 
+class Section(BaseModel):
+    section: Literal["electronics", "editors", "games", "mail"]
+
+
+def test_no_pass_runs_for_an_ending_the_grammar_writes(tiny, monkeypatch):
+    """Once the grammar writes all that is left (an enum value's tail, the closing brackets) or the budget is
+    spent, no pass runs for logits nothing would read: the same answers, one pass fewer (of ~3 in a one-field
+    classification)."""
+    from protege.agents.models.local_batch import Batch
+    from protege.agents.models.local_engine import Engine
+
+    passes, step = [], Batch.step
+    monkeypatch.setattr(Batch, "step", lambda self, *a, **k: (passes.append(1), step(self, *a, **k))[1])
+    cases = [("a mail reader", Section.model_json_schema(), 50), ("invoice 1", SCHEMA, 150), ("invoice 2", SCHEMA, 9)]
+    for text, schema, max_tokens in cases:
+        passes.clear()
+        now = tiny.generate(request(text, schema, max_tokens=max_tokens))
+        now_passes = len(passes)
+        passes.clear()
+        with monkeypatch.context() as before:  # the decoder before: a pass after every chosen token
+            before.setattr(Engine, "_ends_next", lambda self, answer, budget: False)
+            old = tiny.generate(request(text, schema, max_tokens=max_tokens))
+        assert (now.text, now.stop_reason, now.raw["forced_tokens"]) == (
+            old.text,
+            old.stop_reason,
+            old.raw["forced_tokens"],
+        )
+        assert now.confidence == pytest.approx(old.confidence, abs=1e-5)
+        assert now_passes == len(passes) - 1, (text, now.stop_reason)
+
+
 def test_a_real_model_copies_from_the_prompt_in_fewer_passes(smollm2_base):
     """The bundled base copying a sentence into a JSON field takes most of it from drafts, and writes exactly
     what it writes token by token (under LOOP_TOKENS: it copies the sentence again and again, and the runaway

@@ -347,8 +347,9 @@ class Engine:
             choice = None if prob is None else _Choice(answer.state, logits, token, prob)
             answer.take(token, self.texts[token], prob)
             forced_ahead = ""
-            if not answer.state.done:
-                logits, forced_ahead = yield from self._next_logits(token, answer, lookup, budget, choice)
+            if answer.state.done or self._ends_next(answer, budget):
+                continue  # no pass for logits nothing would read: the loop's top closes or stops the answer
+            logits, forced_ahead = yield from self._next_logits(token, answer, lookup, budget, choice)
         confidence = sum(answer.probs) / len(answer.probs) if answer.probs else 1.0
         out = answer.out
         return Generation(
@@ -468,6 +469,12 @@ class Engine:
             return "close", forced, []
         head = self._forced_head(forced)
         return ("head" if head else ""), forced, head
+
+    def _ends_next(self, answer: _Answer, budget: int) -> bool:
+        """Whether the answer ends before the model's next choice: the grammar writes all that is left (an enum
+        value's tail and the closing brackets), or the token budget is spent. Saves the last pass of most answers
+        (one of ~3 in a one-field classification); the look-ahead never steps back where the grammar forces."""
+        return self._forced_next(answer, budget)[0] in ("close", "max_tokens")
 
     def _head_ahead(self, answer: _Answer, budget: int) -> tuple[str, list[int]]:
         """The forced text and head the next step would feed, to ride in this pass, or ("", [])."""
