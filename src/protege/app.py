@@ -370,6 +370,7 @@ class Protege:
         if self._closed:
             log.info("app used after close(): opened again")
             self._closed = False
+            self.telemetry.reopen()
 
     def close(self, timeout_s: float | None = None) -> None:
         """Finish background work (for up to `timeout_s`, default `Settings.drain_timeout_s`), then release the

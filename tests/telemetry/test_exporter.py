@@ -52,6 +52,20 @@ def test_spans_arrive_at_a_real_otlp_http_receiver(tmp_path):
     assert "gen_ai.input.messages" not in chat  # content stays off unless asked for
 
 
+def test_an_app_used_after_close_still_exports_its_spans(tmp_path):
+    """close() stops the exporter protege made; a call after it opens the app again, and its spans arrive too
+    (they were dropped by the stopped provider)."""
+    with Receiver() as receiver:
+        app = make_app(tmp_path, otel=receiver.url)
+        first = app.run("triage", {"ticket": {"subject": "before"}})
+        app.close()
+        second = app.run("triage", {"ticket": {"subject": "after"}})
+        app.close()
+        spans = receiver.spans()
+    runs = [attributes(s)["protege.run_id"] for _, _, s in spans if s.name == "protege.run"]
+    assert sorted(runs) == sorted([first.run_id, second.run_id])
+
+
 def test_the_endpoint_comes_from_the_environment_too(tmp_path, monkeypatch):
     with Receiver() as receiver:
         monkeypatch.setenv("PROTEGE_OTEL_ENDPOINT", receiver.url + "/")
@@ -92,3 +106,18 @@ def test_closing_with_the_collector_down_does_not_hang(tmp_path):
     with pytest.warns(UserWarning, match=f"not delivered within 0.2 s .*127.0.0.1:{port}/v1/traces"):
         app.telemetry.shutdown(timeout_s=0.2)
     app.close()  # the provider is already stopped: nothing more to wait for
+
+
+def test_a_provider_with_its_own_processor_says_it_cannot_be_made_again(caplog):
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from protege.telemetry.exporter import otlp_provider
+    from protege.telemetry.spans import Telemetry
+
+    provider = otlp_provider("http://127.0.0.1:9", processor=SimpleSpanProcessor(InMemorySpanExporter()))
+    telemetry = Telemetry(provider)
+    telemetry.reopen()  # not closed: nothing to do
+    telemetry.shutdown()
+    telemetry.reopen()
+    assert telemetry.provider is provider and "not exported from now on" in caplog.text

@@ -53,6 +53,9 @@ def otlp_provider(endpoint: str, *, service_name: str = "protege", processor: An
     provider.add_span_processor(processor or BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
     provider._protege_owned = True  # type: ignore[attr-defined]  # Telemetry.shutdown flushes only its own
     provider._protege_endpoint = url  # type: ignore[attr-defined]
+    # what an app opened again after close() exports through (a processor passed in cannot be made again)
+    remake = None if processor is not None else (lambda: otlp_provider(endpoint, service_name=service_name))
+    provider._protege_remake = remake  # type: ignore[attr-defined]
     return provider
 
 

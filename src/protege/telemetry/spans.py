@@ -15,6 +15,7 @@ the task's `Policy(redact=...)` first. Error messages never go on spans (they ca
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -23,6 +24,8 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import protege.telemetry.genai as g
+
+log = logging.getLogger(__name__)
 
 CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _CONTENT_ON = {"true", "1", "yes", "on", "span_only", "span_and_event"}
@@ -123,6 +126,17 @@ class Telemetry:
         return AttemptSpan(
             tracer, tier, run_id=run_id, shadow=shadow, cost=cost, redact=redact if self.capture_content else None
         )
+
+    def reopen(self) -> None:
+        """After `shutdown`, a provider protege made from an endpoint is made again, so that an app used after
+        close() still exports its spans (a stopped provider drops them silently)."""
+        if not getattr(self.provider, "_protege_closed", False):
+            return
+        remake = getattr(self.provider, "_protege_remake", None)
+        if remake is None:
+            log.warning("OpenTelemetry: the app was used after close(); its spans are not exported from now on")
+            return
+        self.provider = remake()
 
     def shutdown(self, timeout_s: float = 3.0) -> None:
         """Flush and stop a provider protege configured itself (an app's own provider is the app's to stop).
