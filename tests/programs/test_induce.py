@@ -456,6 +456,30 @@ def test_a_value_far_smaller_than_any_trace_showed_is_refused():
     assert fits_digits(2001, 5, 3) and not fits_digits(22, 5, 3) and fits_digits(None, 5, 3) and fits_digits([22], 5, 3)
 
 
+def test_a_second_match_no_trace_showed_is_refused_not_guessed():
+    """Every training listing holds one number of each kind, so `first int before ' '` reads its page count; a
+    title with a number in it (`1984`) gives two candidates the traces never chose between: refused, so the
+    next tier answers. `first int` fits every trace as well, by position (the year comes after), and is
+    smaller: it read `1984` as the page count, and is now ranked after the program that never had to choose."""
+    rng = random.Random(7)
+    words = ["Silent", "River", "Glass", "North", "Winter", "Garden", "Iron", "Paper", "Harbor", "Lantern"]
+    examples = []
+    for _ in range(90):
+        title, pages, year = f"{rng.choice(words)} {rng.choice(words)}", rng.randint(90, 900), rng.randint(1850, 2024)
+        examples.append(({"listing": f"{title} by A. Writer, {pages} pages, {year}"}, {"pages": pages}))
+    programs = build("books", examples, ["pages"], promote_at=0.95)
+    pages = programs.served["pages"]
+    assert [p.sole for p in pages.programs] == [True] and pages.describe().startswith("only int")
+    nineteen = {"listing": "1984 Glass by A. Writer, 328 pages, 1949"}
+    fine = {"listing": "Glass River by A. Writer, 328 pages, 1949"}
+    assert pages.apply(nineteen) is REFUSED and pages.apply(fine) == 328
+    namespace: dict = {}
+    exec(compile(render(programs), "fields.py", "exec"), namespace)
+    for inp in (nineteen, fine):
+        assert namespace["solve"](inp) == programs.apply(inp)[0]
+    assert ProgramSet.from_json(programs.to_json()).served["pages"].apply(nineteen) is REFUSED
+
+
 def test_the_same_traces_give_the_same_programs_whatever_the_string_hashing():
     """Candidates come out of sets, whose order follows the process's hash seed; the invites' attendee count once
     ended at `.` in one process and at a line break in the next."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from protege.programs import candidates as cand
 from protege.programs.dates import reference_date
-from protege.programs.interpret import REFUSED, ordered, run_on_text, source_text
+from protege.programs.interpret import REFUSED, match_count, ordered, run_on_text, source_text, span_region
 from protege.programs.language import Pattern, Program
 
 MIN_COVERAGE = 0.1  # share of training examples the first (or only) program must answer right
@@ -58,6 +58,7 @@ class Corpus:
     def __init__(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]):
         self.inputs, self.outputs, self.n = inputs, outputs, len(inputs)
         self.max_wrong = int(NOISE * self.n)  # a teacher's slips: a right program may disagree with a few traces
+        self.picks: dict[Program, bool] = {}  # `_picks_among`, per program
         self.sources = sorted({p for data in inputs[:PROBE_TEXTS] for p in string_leaves(data)})
         self.texts = {p: [source_text(data, p) for data in inputs] for p in self.sources}
         self._lacks: dict[tuple[tuple[str, ...], str], frozenset[int]] = {}
@@ -185,14 +186,14 @@ def induce_field(corpus: Corpus, name: str) -> list[Fit]:
         fits += _list_search(corpus, name, values)
     if kind == "bool":
         fits += _has_search(corpus, name, values)
-    return _cover([f for f in fits if f.right >= _need(corpus)], _lead_need(corpus))
+    return _cover([f for f in fits if f.right >= _need(corpus)], _lead_need(corpus), corpus)
 
 
-def _cover(fits: list[Fit], need: float) -> list[Fit]:
-    """Greedy set cover: the fit covering most examples (then the smallest), then the one covering most of what
-    is left, up to MAX_ALTERNATIVES (a disagreement with a trace costs PENALTY answered ones), then up to
-    MAX_CLEAN_ALTERNATIVES that disagree with none. Tried in order, the first that applies answers — wrong on
-    training at most where an alternative was."""
+def _cover(fits: list[Fit], need: float, corpus: Corpus) -> list[Fit]:
+    """Greedy set cover: the fit covering most examples (then one that never picked among several matches, then
+    the smallest), then the one covering most of what is left, up to MAX_ALTERNATIVES (a disagreement with a
+    trace costs PENALTY answered ones), then up to MAX_CLEAN_ALTERNATIVES that disagree with none. Tried in
+    order, the first that applies answers — wrong on training at most where an alternative was."""
     chosen: list[Fit] = []
     left: set[int] = set().union(*(f.covered for f in fits)) if fits else set()
     # the candidates come out of sets, in an order that changes with each process's string hashing: a tie of
@@ -205,7 +206,15 @@ def _cover(fits: list[Fit], need: float) -> list[Fit]:
         pool = fits if len(chosen) < MAX_ALTERNATIVES else [f for f in fits if not f.wrong]
         if not pool:
             break
-        best = min(pool, key=lambda f: (-(len(f.covered & left) - PENALTY * f.wrong), f.program.size, spelled[id(f)]))
+        best = min(
+            pool,
+            key=lambda f: (
+                -(len(f.covered & left) - PENALTY * f.wrong),
+                _picks_among(f.program, corpus),  # `int before ' pages'` over `first int` (a title's `1984`)
+                f.program.size,
+                spelled[id(f)],
+            ),
+        )
         gain = len(best.covered & left)
         if gain < (need if not chosen else MIN_RIGHT):
             break
@@ -434,5 +443,28 @@ def induce(
             ]
             more += _counts_of_lists(corpus, name, list_fields)
             pool = [f for f in [*found[name], *more] if f is not None]
-            found[name] = _cover([f for f in pool if f.right >= _need(corpus)], _lead_need(corpus))
+            found[name] = _cover([f for f in pool if f.right >= _need(corpus)], _lead_need(corpus), corpus)
+    found = {name: [_sole(f, corpus) for f in fits] for name, fits in found.items()}
     return found, time.perf_counter() - started
+
+
+def _sole(fit: Fit, corpus: Corpus) -> Fit:
+    """The fit with its span refusing a second match, where its pattern matched at most once in every training
+    text: a second candidate is a case no trace showed (a title's `1984` before the page count)."""
+    p = fit.program
+    if p.op != "span" or p.occurrence not in (0, -1) or _picks_among(p, corpus):
+        return fit
+    return replace(fit, program=replace(p, sole=True))
+
+
+def _picks_among(program: Program, corpus: Corpus) -> bool:
+    """Whether a first/last span found several matches in some training text and relied on its position to
+    pick one (counted once per program and corpus)."""
+    if program.op != "span" or program.occurrence not in (0, -1) or program.source not in corpus.texts:
+        return False
+    known = corpus.picks.get(program)
+    if known is None:
+        regex = program.pattern.regex  # type: ignore[union-attr]
+        regions = (span_region(program, t) for t in corpus.texts[program.source] if t is not None)
+        known = corpus.picks[program] = any(r is not None and match_count(regex, r, 2) > 1 for r in regions)
+    return known

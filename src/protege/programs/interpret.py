@@ -145,11 +145,7 @@ def run(program: Program, data: dict[str, Any], reference: date | None = None) -
 def run_on_text(program: Program, text: str, reference: date | None = None) -> Any:
     """The program's value on its source text (induction calls this with texts it has already looked up).
     `reference`: the input's own date, for the `date` map (`dates.reference_date`)."""
-    r = program.region
-    if r.run:
-        region = run_region(text, r.start, r.fold, program.pattern.regex)  # type: ignore[union-attr]
-    else:
-        region = region_of(text, r.start, r.end, r.each)
+    region = span_region(program, text)
     if region is None:  # no region: refuse, unless the traces said "none" whenever it was missing
         return EMPTY.get(program.op, None) if program.absent_null and program.op != "span" else REFUSED
     if program.op in ("split", "nsplit"):
@@ -182,6 +178,8 @@ def ordered(items: list[Any], unique: bool, ascending: bool) -> Any:
 
 
 def _span(program: Program, regex: re.Pattern[str], text: str, reference: date | None) -> Any:
+    if program.sole and match_count(regex, text, 2) > 1:
+        return REFUSED  # two candidates where the traces only ever showed one
     if program.occurrence == 0:
         match = regex.search(text)
     else:
@@ -194,6 +192,24 @@ def _span(program: Program, regex: re.Pattern[str], text: str, reference: date |
         return None
     value = _number(program.map, match, text, reference)
     return program.prefix + value if program.prefix else value
+
+
+def match_count(regex: re.Pattern[str], text: str, most: int) -> int:
+    """How many times `regex` matches `text`, counted up to `most`."""
+    n = 0
+    for _ in regex.finditer(text):
+        n += 1
+        if n >= most:
+            break
+    return n
+
+
+def span_region(program: Program, text: str) -> str | None:
+    """The text a span program searches: its region of `text` (None where the region is absent)."""
+    r = program.region
+    if r.run:
+        return run_region(text, r.start, r.fold, program.pattern.regex)  # type: ignore[union-attr]
+    return region_of(text, r.start, r.end, r.each)
 
 
 def _number(map_name: str, match: re.Match[str], text: str, reference: date | None) -> Any:

@@ -131,6 +131,8 @@ class Program:
     unique: bool = False  # all/split: each item once, where first written; count: distinct matches
     ascending: bool = False  # all/split: items sorted ascending (bug numbers listed smallest first)
     prefix: str = ""  # span: a constant written before the matched text (`ORD-` + the digits of `order no. 123456`)
+    sole: bool = False  # span: refuse where the pattern matches twice; it matched once in every training text, so
+    # the traces never said which of two to take (`first int before ' '` and a title `1984 by ..., 328 pages`)
     value: Any = None  # const
 
     def __post_init__(self) -> None:
@@ -140,6 +142,8 @@ class Program:
             raise ValueError(f"a {self.op!r} program needs a region that starts at a literal")
         if self.region.run and (self.op not in ("all", "count") or not self.region.start or self.region.end):
             raise ValueError(f"a run region needs an 'all' or 'count' program and a start literal, not {self.op!r}")
+        if self.sole and self.op != "span":
+            raise ValueError(f"only a span refuses a second match, not a {self.op!r} program")
         if self.prefix and (self.op != "span" or self.map not in TEXT_MAPS):
             raise ValueError(f"only a span of text takes a constant prefix, not a {self.op!r} with map {self.map!r}")
         lists = ("all", "split")
@@ -233,5 +237,6 @@ class Program:
         if self.op == "all":
             return f"every {what}{region}{where}{mapped}" + (", [] without it" if self.absent_null else "")
         nth = {0: "first", -1: "last"}.get(self.occurrence, f"match #{self.occurrence + 1}")
+        nth = "only" if self.sole else nth  # a second match refuses: first and last are the same one
         nulls = (", empty→null" if self.empty_null else "") + (", absent→null" if self.absent_null else "")
         return f"{nth} {what}{where}{mapped}{nulls}"

@@ -95,8 +95,10 @@ def _number(map_name, match, text, ref=None):
     return _map(map_name, match.group(1), ref)
 
 
-def _span(text, regex, nth, map_name, empty_null, absent_null, prefix="", ref=None):
+def _span(text, regex, nth, map_name, empty_null, absent_null, prefix="", ref=None, sole=False):
     matches = list(re.finditer(regex, text))
+    if sole and len(matches) > 1:
+        return REFUSED
     if not -len(matches) <= nth < len(matches):
         return None if absent_null else REFUSED
     if empty_null and not matches[nth].group(1).strip():
@@ -204,7 +206,7 @@ def _program_lines(p: Program, anchors: list[str], fp: FieldProgram) -> list[str
     call = {
         "span": f"_span(region, {regex!r}, {p.occurrence}, {p.map!r}, {p.empty_null}, {p.absent_null}"
         + (f", {p.prefix!r}" if p.prefix else "")
-        + f"{ref})",
+        + f"{ref}{', sole=True' if p.sole else ''})",
         "all": f"_all(region, {regex!r}, {p.map!r}, {p.empty_refuses}{order}{ref})",
         "count": f"_count(region, {regex!r}, {p.empty_refuses}, {p.offset}{', True' if p.unique else ''})",
         "has": f"(re.search({regex!r}, region) is {'' if p.negate else 'not '}None)",
