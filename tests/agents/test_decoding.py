@@ -138,6 +138,24 @@ def test_a_value_absent_from_the_input_cannot_be_written(value):
     assert not copied_who(value)
 
 
+def test_an_escape_writes_only_what_json_escapes_and_never_walks_into_a_dead_end():
+    """`\\u` writes the control characters only (the answers learned are written unescaped), so a letter cannot be
+    spelled as an escape (`\\u0049tems`); and where no character an escape could write fits (a date's pattern, a
+    copy whose input has no such character), the backslash itself is refused: the decoder was stuck at `\\u002`."""
+
+    class Dated(BaseModel):
+        eta: str = Field(pattern=r"^\d{4}-[01]\d-[0-3]\d$")
+        note: str
+
+    dated = Grammar(Dated.model_json_schema())
+    assert dated.start().feed('{"eta":"04') is not None
+    assert dated.start().feed('{"eta":"04\\') is None
+    assert dated.start().feed('{"eta":"2024-01-01","note":"a\\u0049') is None  # a letter, escaped
+    assert accepts(dated, '{"eta":"2024-01-01","note":"tab\\u0009bell\\u0007\\n\\"q\\""}')
+    assert COPIED.start().feed('{"numbers":[],"names":["\\u0049') is None
+    assert copied_who("Hi,\nplease")  # a newline of the input, written as JSON writes it
+
+
 def test_null_stays_possible_and_an_empty_copy_is_not():
     assert copied_who(None)
     assert not copied_who("")

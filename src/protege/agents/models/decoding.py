@@ -42,6 +42,7 @@ from protege.agents.models.schema_nodes import (
 HEX = frozenset("0123456789abcdefABCDEF")
 ESCAPES = frozenset('"\\/bfnrtu')
 ESCAPED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+CONTROL = [chr(i) for i in range(0x20)]  # what `\\u` may write (see `_escapable`)
 NUMBER_END = frozenset({"zero", "int", "frac", "exp"})
 log = logging.getLogger("protege.decoding")
 _LOGGED: set[tuple[str, ...]] = set()
@@ -300,10 +301,12 @@ def _feed_string(rest: tuple, top: tuple, c: str) -> tuple | None:
     if escape == "\\":
         if c not in ESCAPES:
             return None
-        return rest + (top[:3] + ("u", copied, matched),) if c == "u" else _string_char(rest, top, ESCAPED[c])
+        if c != "u":
+            return _string_char(rest, top, ESCAPED[c])
+        return rest + (top[:3] + ("u", copied, matched),) if _escape_possible(node, copied, matched, "u") else None
     if escape:  # inside \uXXXX
         digits = escape[1:] + c
-        if c not in HEX or (node.copy and not _hex_prefix_possible(node.copy, copied, digits)):
+        if c not in HEX or not _escape_possible(node, copied, matched, "u" + digits):
             return None
         return (
             rest + (top[:3] + ("u" + digits, copied, matched),)
@@ -317,7 +320,7 @@ def _feed_string(rest: tuple, top: tuple, c: str) -> tuple | None:
     if length >= node.max_len or ord(c) < 0x20:
         return None
     if c == "\\":
-        return None if node.copy and not node.copy.chars(copied) else rest + (top[:3] + ("\\", copied, matched),)
+        return rest + (top[:3] + ("\\", copied, matched),) if _escape_possible(node, copied, matched, "\\") else None
     return _string_char(rest, top, c)
 
 
@@ -353,8 +356,21 @@ def _shaped(node: Node) -> bool:
     return node.pattern is not None or node.min_len > 1
 
 
-def _hex_prefix_possible(index: SubstringIndex | SpanIndex, state: int, digits: str) -> bool:
-    return any(f"{ord(ch):04x}".startswith(digits.lower()) for ch in index.chars(state))
+def _escape_possible(node: Node, copied: Any, matched: Any, escape: str) -> bool:
+    """Whether an escape begun as `escape` (a backslash, or `u` and the hex digits so far) can still end in a
+    character the copy and the pattern accept: an escape that cannot (`\\u002` in a date) is a dead end, and the
+    decoder would be stuck inside it."""
+    return any(_step_string(node, copied, matched, ch) is not None for ch in _escapable(escape))
+
+
+def _escapable(escape: str) -> list[str]:
+    """The characters an escape begun as `escape` may write. `\\u` writes only the control characters, as the JSON
+    of the answers the student learns does (the rest unescaped): a letter's escape spells a value in a way no
+    trace showed (`\\u0049t\\u0065…` for `Items`, until the length cap cut it)."""
+    if escape == "\\":
+        return [*ESCAPED.values(), *CONTROL]
+    digits = escape[1:].lower()
+    return [ch for ch in CONTROL if f"{ord(ch):04x}".startswith(digits)]
 
 
 def _feed_number(rest: tuple, top: tuple, c: str, written: str) -> tuple | None:

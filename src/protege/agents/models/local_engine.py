@@ -537,7 +537,8 @@ class Engine:
                 return token
         raise ModelError(
             f"no token of the vocabulary can continue the answer under its schema after "
-            f"{state.text[-60:]!r}: a copied field may have nothing in this input to copy"
+            f"{state.text[-60:]!r} (a copied field with nothing in this input to copy, or a pattern no token "
+            f"can go on with)"
         )
 
 
