@@ -68,6 +68,20 @@ def test_ledger_sums_match_the_traces(store):
     assert ledger.savings_ratio == pytest.approx((0.80 - 0.93) / 0.80)
 
 
+def test_failed_and_refused_calls_are_no_savings(store):
+    """Teacher-only prices the served calls: a call the provider failed (or the budget refused) would not have
+    been answered for the teacher's price either; counted, one failure in three read as 33% saved."""
+    for i, status in enumerate(["failed", "ok", "ok"]):
+        store.insert_run(RunRow(id=f"r{i}", task_name="t"))
+        store.insert_trace(
+            TraceRow(run_id=f"r{i}", task_name="t", tier="teacher", cost_usd=0.0 if i == 0 else 0.1, valid=i > 0)
+        )
+        store.finish_run(f"r{i}", status=status, tier=None if i == 0 else "teacher")
+    ledger = store.ledger("t")
+    assert ledger.calls == 3 and ledger.calls_by_tier == {"teacher": 2}
+    assert ledger.teacher_only_usd == pytest.approx(0.2) and ledger.savings_usd == pytest.approx(0.0)
+
+
 def test_ledger_without_teacher_answers(store):
     """Before the teacher has answered, the counterfactual and savings are unknown (None), not zero."""
     store.insert_run(RunRow(task_name="t"))

@@ -467,8 +467,10 @@ class Store(BackgroundQueries):
     def ledger(self, task: str) -> Ledger:
         """Spend by tier (every attempt, failed and shadow ones included) vs the teacher-only counterfactual.
 
-        Teacher-only = calls x the mean cost of a valid, non-shadow teacher attempt of this task (None until the
-        teacher has answered once).
+        Teacher-only = served calls x the mean cost of a valid, non-shadow teacher attempt of this task (None until
+        the teacher has answered once). A call that failed or was refused by the budget is no call the teacher
+        would have answered for its price: counted there, it read as savings when every served call was the
+        teacher's; what it did spend stays in the total.
         """
         by_tier = self._rows(
             select(col(TraceRow.tier), func.sum(col(TraceRow.cost_usd)))
@@ -492,7 +494,8 @@ class Store(BackgroundQueries):
         # to a ten-billionth of a dollar: sums of float costs otherwise read as savings of 1.4e-17 in --json
         spend = {tier: round(float(cost or 0.0), USD_DIGITS) for tier, cost in by_tier}
         total = round(sum(spend.values()), USD_DIGITS)
-        teacher_only = round(float(teacher_mean) * calls, USD_DIGITS) if teacher_mean is not None else None
+        answered = sum(int(n) for tier, n in served if tier)
+        teacher_only = round(float(teacher_mean) * answered, USD_DIGITS) if teacher_mean is not None else None
         savings = round(teacher_only - total, USD_DIGITS) if teacher_only is not None else None
         return Ledger(
             task=task,
