@@ -127,6 +127,32 @@ def test_reading_an_unknown_task_is_a_user_error_not_an_empty_answer(app):
         other.close()
 
 
+def test_a_skill_imported_into_a_fresh_store_can_be_read_and_approved(app, tmp_path):
+    """A store that knows a task only by the skill imported into it reads and approves it (was: no task)."""
+    register(app)(Ticket(subject="refund"))
+    app.wait()  # the teacher's first success leaves a draft skill
+    app.approve_skill("triage")
+    (folder,) = app.export_skills(tmp_path / "skills")
+    fresh = Protege(db=f"sqlite:///{tmp_path}/fresh.db", teacher=FunctionModel(oracle), project_dir=tmp_path / ".f")
+    try:
+        fresh.import_skills(folder.parent)
+        assert fresh.skill("triage").text == app.skill("triage").text
+        assert fresh.reject_skill("triage").status == "rejected"
+    finally:
+        fresh.close()
+
+
+@pytest.mark.parametrize("name", ["日本", "_"])
+def test_a_task_name_without_an_ascii_letter_or_digit_is_refused_at_registration(app, name):
+    """Its skill is named from its ASCII letters and digits: `日本` registered, then failed in the background."""
+
+    def fn(ticket: Ticket) -> Triage:
+        """Route a support ticket."""
+
+    with pytest.raises(UserError, match="ASCII letter or digit"):
+        app.task(name=name)(fn)
+
+
 def test_missing_api_key_is_a_user_error_naming_the_env_var(tmp_path, monkeypatch):
     """The default Anthropic teacher without a key fails with the env var and the offline alternative."""
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)

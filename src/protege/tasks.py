@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 import typing
 from collections.abc import Callable
 from typing import Any, Literal
@@ -122,8 +123,12 @@ class TaskSpec:
     ):
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", ""))
-        if not self.name.isidentifier():
-            raise UserError(f"task name {self.name!r} must be a Python identifier; pass name='my_task'")
+        if not self.name.isidentifier() or not re.search(r"[a-z0-9]", self.name.lower()):
+            # its skill is named from its ASCII letters and digits (the Agent Skills spec): `日本` has none
+            raise UserError(
+                f"task name {self.name!r} must be a Python identifier with an ASCII letter or digit; "
+                "pass name='my_task'"
+            )
         self.instructions = (instructions or inspect.getdoc(fn) or "").strip()
         if not self.instructions:
             raise UserError(f"task {self.name!r} has no instructions: give the function a docstring saying what to do")
@@ -156,13 +161,22 @@ class TaskSpec:
             parsed = self.input_model.model_validate(kwargs)
         except ValidationError as exc:
             raise UserError(f"bad input for task {self.name!r}: {_brief(exc)}") from exc
-        bad = _unencodable_text(parsed.model_dump(), ())
+        try:
+            dumped, unwritable = parsed.model_dump(mode="json"), None  # as traces store it and models are sent it
+        except ValueError as exc:  # bytes that are not UTF-8 (pydantic writes bytes as text), a lone surrogate
+            dumped, unwritable = parsed.model_dump(), exc
+        bad = _unencodable_text(dumped, ())
         if bad is not None:
             # the path may hold the broken text itself (a dict key): escape it so the message prints
             field = (".".join(map(str, bad)) or "<root>").encode("utf-8", "backslashreplace").decode()
             raise UserError(
                 f"bad input for task {self.name!r}: {field}: text holds a lone surrogate (not valid Unicode); "
                 "decode the source as UTF-8 or replace the broken characters"
+            )
+        if unwritable is not None:
+            raise UserError(
+                f"bad input for task {self.name!r}: it cannot be written as JSON ({str(unwritable).splitlines()[0]}); "
+                "pass binary data as base64 text, or bytes that are UTF-8"
             )
         return parsed
 

@@ -130,6 +130,17 @@ def test_input_with_a_lone_surrogate_is_a_user_error(app, task, data, field):
     assert counts(app.store) == before
 
 
+@pytest.mark.parametrize("blob", [b"\x00\xff", {"inner": b"\xfe"}])
+def test_bytes_that_are_not_utf8_are_a_user_error(app, blob):
+    """A free-form value holding bytes that are not UTF-8 cannot be stored or sent as JSON: a UserError saying
+    what to pass instead (was a UnicodeDecodeError from the cascade), before anything is stored."""
+    before = counts(app.store)
+    with pytest.raises(UserError, match="cannot be written as JSON.*base64"):
+        app.run("count_keys", {"payload": {"blob": blob}})
+    assert counts(app.store) == before
+    assert app.run("count_keys", {"payload": {"blob": b"utf-8 text"}}).output.keys == 1
+
+
 # -- SKILL.md --------------------------------------------------------------------------------------------------------
 
 yaml_values = st.recursive(

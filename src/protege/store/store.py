@@ -218,10 +218,13 @@ class Store(BackgroundQueries):
         return self._all(stmt.limit(limit) if limit is not None else stmt)
 
     def knows_task(self, name: str) -> bool:
-        """Whether the store has the task: registered (a task row), or only its traces (imported before)."""
+        """Whether the store has the task: registered (a task row), or only its traces or skills (imported before)."""
         if self.task(name) is not None:
             return True
-        return self._scalar(select(col(TraceRow.id)).where(col(TraceRow.task_name) == name).limit(1)) is not None
+        for column in (TraceRow.task_name, SkillRow.task_name):
+            if self._scalar(select(col(column)).where(col(column) == name).limit(1)) is not None:
+                return True
+        return False
 
     def unregistered_trace_counts(self) -> dict[str, int]:
         """Traces of task names no task row has (imported before their task was registered), per name."""
