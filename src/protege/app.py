@@ -168,6 +168,7 @@ class Protege:
 
         def register(f: Callable[..., Any]) -> TaskHandle:
             spec = TaskSpec(f, name=name, check=check, score=score, tools=tools, policy=policy)
+            before = self.store.task(spec.name)
             row = self.store.register_task(
                 name=spec.name,
                 contract_hash=spec.contract_hash,
@@ -176,6 +177,11 @@ class Protege:
                 instructions=spec.instructions,
                 policy=spec.policy.model_dump(mode="json"),
             )
+            if before is not None and row.version > before.version:  # this registration made the new version
+                from protege.services.contract_change import retire_stale
+
+                retire_stale(self.store, self.skills, spec.name, before.version, row.version)
+                self.tiers.invalidate(spec.name)
             toolbox = ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s)
             runtime = TaskRuntime(spec=spec, version=row.version, tools=toolbox)
             handle = TaskHandle(self, runtime)

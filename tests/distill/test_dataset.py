@@ -162,8 +162,9 @@ def test_only_valid_unrejected_teacher_import_traces_are_used(db, tmp_path, exam
 
 
 def test_traces_of_an_older_contract_stay_only_while_their_output_still_validates(db, tmp_path, examples):
-    """After a contract change (version 2), a version-1 trace whose output fits the new output model is kept (an
-    instructions edit changes nothing it teaches); one whose output does not fit is left out and counted."""
+    """After a contract change (version 2), a version-1 trace whose output fits the new output model is kept (a
+    schema change that leaves it valid); one whose output does not fit is left out and counted, and so is every
+    trace of a version with other instructions."""
     from pydantic import BaseModel, ConfigDict
 
     class OrderV2(BaseModel):  # version 2 made the city required and dropped no field
@@ -186,6 +187,9 @@ def test_traces_of_an_older_contract_stay_only_while_their_output_still_validate
     kept = {input_hash(i) for i in user_inputs(read(built.train_path))}
     assert kept == {input_hash(ex["input"]) for ex in [*with_city, examples[-1]]}
     assert build(db, tmp_path, eval_fraction=0.0).counts["selected"] == 5  # no contract given: every version
+    # version 1 had other instructions ("write the city in upper case" added): none of its traces is kept
+    other = build(db, tmp_path, eval_fraction=0.0, contract=(2, OrderV2), stale_versions=[1])
+    assert other.counts["stale_contract"] == 4 and other.counts["selected"] == 1
 
 
 def near_copy(ex: dict, *, suffix: str, output: dict | None = None) -> dict:

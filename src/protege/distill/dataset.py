@@ -1,8 +1,9 @@
 """Build an SFT dataset from a task's traces (DESIGN §8, steps 1-5): select -> dedup -> redact -> split -> format.
 
 1. Select: `store.dataset_traces(task)`, streamed oldest first: valid teacher/import traces (replay on request), none a
-   reviewer labelled bad. Traces of an earlier contract version stay only if their output still validates
-   against the current output model (an instructions edit keeps them; a changed output schema drops them).
+   reviewer labelled bad. Traces of an earlier contract version stay only if it had the same instructions and
+   their output still validates against the current output model (a compatible schema change keeps them; an
+   instructions edit or an incompatible output drops them).
 2. Exact dedup by input hash. One trace per input survives: the best tier (teacher > import > replay: the
    replay model is the cheap one, so when it disagrees with the teacher the teacher wins), and within a tier
    the newest (it was made under the newest instructions and skill). Inputs keep the order they first appeared.
@@ -25,7 +26,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -116,6 +117,7 @@ def build_dataset(
     progress: Progress | None = None,
     tiers: tuple[str, ...] = DATASET_TIERS,
     contract: tuple[int, type[BaseModel]] | None = None,
+    stale_versions: Collection[int] = (),
 ) -> BuiltDataset:
     """Build train/eval files for `task_name` under `out_dir/<task>/<dataset id>/` and record a DatasetRow.
 
@@ -123,7 +125,8 @@ def build_dataset(
     `references`: known right answers by input hash (`protege.tasks.input_hash`), carried into eval rows.
     `progress(stage, done, total)` is called now and then (stages: select, near_dups, write).
     `contract`: the task's current (version, output model): traces of other versions whose output does not
-    validate against it are left out (counted as `stale_contract`).
+    validate against it are left out (counted as `stale_contract`), and all traces of `stale_versions` (earlier
+    versions with other instructions: their answers may follow them).
     `tiers`: which traces count as right answers. Default teacher and import: a replay answer is only known to
     be schema-valid, so training on it would teach the cheap model's mistakes; add "replay" once its shadow
     agreement with the teacher says it is right.
@@ -136,7 +139,9 @@ def build_dataset(
     clock = time.perf_counter()
 
     rows = store.dataset_traces(task_name, tiers=tiers)
-    items = select_unique(current_contract(rows, contract, counts) if contract else rows, counts, report)
+    if contract:
+        rows = current_contract(rows, contract, counts, frozenset(stale_versions))
+    items = select_unique(rows, counts, report)
     if not items:
         raise UserError(
             f"task {task_name!r} has no validated {'/'.join(tiers)} traces to build a dataset "
@@ -204,12 +209,14 @@ def _check_args(mode: str, eval_fraction: float, threshold: float, instructions:
 
 
 def current_contract(
-    rows: Iterable[dict], contract: tuple[int, type[BaseModel]], counts: Counter[str]
+    rows: Iterable[dict], contract: tuple[int, type[BaseModel]], counts: Counter[str], stale: frozenset[int]
 ) -> Iterator[dict]:
-    """The rows of the current contract version, and those of earlier ones whose output still validates."""
+    """The rows of the current contract version, and those of earlier ones (not `stale`: other instructions)
+    whose output still validates."""
     version, output_model = contract
     for row in rows:
-        if row.get("task_version", version) != version and not _validates(output_model, row["output"]):
+        other = row.get("task_version", version)
+        if other != version and (other in stale or not _validates(output_model, row["output"])):
             counts["stale_contract"] += 1
             continue
         yield row

@@ -52,7 +52,7 @@ def promote(store: Store, student_id: str) -> StudentRow:
     if is_pruned(row):
         when = (row.metrics or {})[PRUNED_KEY][:16]
         raise UserError(
-            f"student {student_id!r}'s weights were pruned ({when}); it cannot serve again: "
+            f"the weights of student {student_id!r} were pruned ({when}); it cannot serve again: "
             f"distill a new one with `protege distill {row.task_name}`"
         )
     current = store.promoted_student(row.task_name)
@@ -68,6 +68,13 @@ def demote(store: Store, task: str, *, reason: str = "demoted by a reviewer") ->
         raise UserError(f"task {task!r} has no promoted student to demote; see `protege students {task}`")
     metrics = {**(row.metrics or {}), "demoted_reason": reason}
     return store.update_student(row.id, state="demoted", metrics=metrics)
+
+
+def other_instructions(store: Store, task: str, version: int, instructions: str) -> list[int]:
+    """The task's contract versions before `version` whose instructions differ from `instructions`: their
+    answers may follow other instructions (a new rule for a field), so none of their traces is trained on."""
+    rows = (store.task(task, v) for v in range(1, version))
+    return [row.version for row in rows if row is not None and row.instructions != instructions]
 
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -141,6 +148,7 @@ def distill(
         references=references,
         progress=report,
         contract=(task.version, spec.output_model),
+        stale_versions=other_instructions(store, spec.name, task.version, spec.instructions),
     )
     train_rows, eval_rows = read_jsonl(built.train_path), read_jsonl(built.eval_path)
     if not train_rows or not eval_rows:

@@ -128,8 +128,10 @@ class ProgramService:
         return n >= policy.program_min_traces and (last == 0 or n >= last * REGROW)
 
     def source_traces(self, task: str) -> int:
-        """How many valid traces induction reads from (the teacher's and imported ones)."""
-        return sum(self.app.store.count_traces(task, tier=tier, valid=True) for tier in SOURCE_TIERS)
+        """How many valid traces induction reads from (the teacher's and imported ones, of the current contract)."""
+        store = self.app.store
+        version = _current_version(store, task)
+        return sum(store.count_traces(task, tier=tier, valid=True, task_version=version) for tier in SOURCE_TIERS)
 
     def from_every_trace(self, task: str) -> ProgramSet:
         """The task's programs induced from all its source traces (up to MAX_TRACES): the stored set when it saw
@@ -228,9 +230,21 @@ def induce_without(
 
 
 def _source_rows(store: Any, task: str) -> list[Any]:
-    """The newest valid teacher (and imported) traces, up to MAX_TRACES: what induction reads."""
-    rows = [r for tier in SOURCE_TIERS for r in store.traces(task, tier=tier, valid=True, limit=MAX_TRACES)]
+    """The newest valid teacher (and imported) traces of the task's current contract, up to MAX_TRACES: what
+    induction reads (an earlier contract's answers may follow other instructions)."""
+    version = _current_version(store, task)
+    rows = [
+        r
+        for tier in SOURCE_TIERS
+        for r in store.traces(task, tier=tier, valid=True, limit=MAX_TRACES, task_version=version)
+    ]
     return sorted(rows, key=lambda r: r.created_at, reverse=True)[:MAX_TRACES]
+
+
+def _current_version(store: Any, task: str) -> int | None:
+    """The task's registered contract version (None for a task known only by imported traces: all of them)."""
+    row = store.task(task)
+    return row.version if row is not None else None
 
 
 def _examples(rows: list[Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -118,8 +118,8 @@ class Lifecycle:
         from protege.skills.author import SkillAuthor
 
         store, name = self.app.store, task.spec.name
-        traces = await asyncio.to_thread(
-            store.traces, name, tier="teacher", valid=True, shadow=False, limit=AUTHOR_TRACES
+        traces = await asyncio.to_thread(  # of this contract: an earlier one's answers may follow other instructions
+            store.traces, name, tier="teacher", valid=True, shadow=False, limit=AUTHOR_TRACES, task_version=task.version
         )
         if not traces:
             return
@@ -184,7 +184,9 @@ class Lifecycle:
         if draft is None or draft.status != "draft" or draft.evidence:
             return
         k = spec.policy.evidence_k
-        solved = await asyncio.to_thread(store.traces, spec.name, tier="teacher", valid=True, shadow=False, limit=k)
+        solved = await asyncio.to_thread(
+            store.traces, spec.name, tier="teacher", valid=True, shadow=False, limit=k, task_version=task.version
+        )
         if len(solved) < k:
             return  # not enough evidence yet; the next teacher success tries again
         pairs = []

@@ -208,9 +208,10 @@ class Store(BackgroundQueries):
         offset: int = 0,
         oldest_first: bool = False,
         created_before: datetime | None = None,
+        task_version: int | None = None,
     ) -> list[TraceRow]:
         """Traces, newest first (or oldest first), filtered; paged with limit/offset."""
-        stmt = _trace_filter(select(TraceRow), task, tier, valid, run_id, shadow)
+        stmt = _trace_filter(select(TraceRow), task, tier, valid, run_id, shadow, task_version)
         if created_before is not None:
             stmt = stmt.where(col(TraceRow.created_at) < require_aware(created_before, "created_before"))
         order = col(TraceRow.created_at).asc() if oldest_first else col(TraceRow.created_at).desc()
@@ -251,8 +252,11 @@ class Store(BackgroundQueries):
         valid: bool | None = None,
         shadow: bool | None = None,
         run_id: str | None = None,
+        task_version: int | None = None,
     ) -> int:
-        stmt = _trace_filter(select(func.count()).select_from(TraceRow), task, tier, valid, run_id, shadow)
+        stmt = _trace_filter(
+            select(func.count()).select_from(TraceRow), task, tier, valid, run_id, shadow, task_version
+        )
         return int(self._scalar(stmt))
 
     def count_dataset_traces(
@@ -513,7 +517,13 @@ class Store(BackgroundQueries):
 
 
 def _trace_filter(
-    stmt: _Select, task: str | None, tier: str | None, valid: bool | None, run_id: str | None, shadow: bool | None
+    stmt: _Select,
+    task: str | None,
+    tier: str | None,
+    valid: bool | None,
+    run_id: str | None,
+    shadow: bool | None,
+    task_version: int | None = None,
 ) -> _Select:
     if task:
         stmt = stmt.where(col(TraceRow.task_name) == task)
@@ -525,6 +535,8 @@ def _trace_filter(
         stmt = stmt.where(col(TraceRow.run_id) == run_id)
     if shadow is not None:
         stmt = stmt.where(col(TraceRow.shadow).is_(shadow))
+    if task_version is not None:
+        stmt = stmt.where(col(TraceRow.task_version) == task_version)
     return stmt
 
 
