@@ -253,3 +253,35 @@ def test_a_failing_job_is_retried_by_later_processes_then_kept_as_failed(tmp_pat
     [kept] = app.store.jobs("shout")
     assert kept.kind == "from-a-newer-protege" and kept.owner is None
     app.close()
+
+
+def test_a_budget_too_small_for_the_skill_author_is_one_warning_not_a_traceback_per_call(tmp_path, caplog):
+    """The author reserves 8,192 output tokens (~$0.21 at Opus prices): under a $0.20 daily cap every teacher
+    success's skill job was refused, logged a traceback and was left for a later process to retry. Now: one
+    warning per task, no traceback, no job left pending, and the calls are served as before."""
+
+    def teacher(req):
+        if req.task_name == "triage":
+            return ModelResponse(text=json.dumps({"label": "ok"}), usage=Usage(input_tokens=300, output_tokens=20))
+        raise AssertionError("the author must be refused before it is asked")
+
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/b.db",
+        teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5", writes_prose=True),
+        project_dir=tmp_path / ".p",
+    )
+
+    @app.task(policy=Policy(teacher_budget_usd=0.2, program=False))
+    def triage(text: str) -> Out:
+        """Label the text."""
+
+    with caplog.at_level(logging.WARNING, logger="protege"):
+        for i in range(3):
+            assert triage(f"ticket {i}").label == "ok"
+            app.wait()
+    app.close()
+    warned = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].exc_info is None and "teacher budget" in warned[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+    with Store(f"sqlite:///{tmp_path}/b.db") as store:
+        assert store.jobs(state=None) == [] and store.skills("triage") == []

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protege.agents.cascade import TaskRuntime
+from protege.errors import BudgetExceeded
 from protege.services.portal import Portal
 from protege.store import JobRow, Store
 from protege.store.background import process_owner
@@ -41,6 +42,7 @@ class BackgroundWork:
         self.owner = process_owner()
         self.handlers: dict[str, JobHandler] = {}
         self.running: dict[asyncio.Task, str] = {}  # asyncio task -> "kind for 'task'", for the exit log
+        self.over_budget: set[tuple[str, str]] = set()  # (kind, task) already warned of in this process
 
     def register(self, kind: str, handler: JobHandler) -> None:
         self.handlers[kind] = handler
@@ -94,6 +96,9 @@ class BackgroundWork:
             await handler(task, dict(job.payload or {}))
         except asyncio.CancelledError:
             raise  # cut short (exit ran out of time): the row stays pending for the next process
+        except BudgetExceeded as exc:  # nothing was spent; the next teacher success asks again
+            self._warn_over_budget(job, exc)
+            await asyncio.to_thread(self.store.finish_job, job.id)
         except Exception as exc:  # background work must never take the app down; the paid traces are safe
             final = job.attempts >= MAX_ATTEMPTS
             log.exception(
@@ -109,6 +114,15 @@ class BackgroundWork:
             await asyncio.to_thread(self.store.finish_job, job.id)
         finally:
             beat.cancel()
+
+    def _warn_over_budget(self, job: JobRow, exc: BudgetExceeded) -> None:
+        """Once per kind and task in a process: with a small budget every teacher success would say it again."""
+        if (job.kind, job.task_name) in self.over_budget:
+            return
+        self.over_budget.add((job.kind, job.task_name))
+        log.warning(
+            "%s work for task %r skipped, and again while the budget stays short: %s", job.kind, job.task_name, exc
+        )
 
     async def _heartbeat(self) -> None:
         """Renew this process's claims while a job runs, so a long job is not taken over by another host."""
