@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
 from protege import Protege
 from protege.agents import Usage
@@ -70,3 +71,42 @@ def test_a_real_local_model_reports_its_machine_time(tiny_base):
     assert one.usage.compute_s > 0
     assert all(r.usage.compute_s > 0 for r in batch)
     assert load_prices(local_cost_per_hour=1.0).cost(model.name, one.usage) > 0
+
+
+def test_a_local_model_that_fails_still_costs_the_time_it_ran(tmp_path, monkeypatch):
+    """A student attempt that ran 12 s and failed (no answer, so no usage reported) was recorded at $0: its
+    machine time is charged all the same, and the run's cost is the sum of its attempts, rounded to 1e-10."""
+    import json
+    import time
+
+    from protege.agents import FunctionModel
+    from protege.errors import ModelError
+
+    monkeypatch.setenv("PROTEGE_LOCAL_COST_PER_HOUR", "3600")  # $1 a second
+
+    def stuck(req):
+        time.sleep(0.05)
+        raise ModelError("no token of the vocabulary can continue the answer")
+
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/p.db",
+        teacher=FunctionModel(lambda req: json.dumps({"label": "ok"}), price_as="anthropic:claude-opus-4-5"),
+        replay=FunctionModel(stuck, price_as="local:student"),
+        project_dir=tmp_path / ".p",
+    )
+    try:
+
+        @app.task
+        def label(text: str) -> Out:
+            """Label the text."""
+
+        result = app.run("label", {"text": "x"}, tier="replay")
+        failed, served = result.attempts
+        assert failed.tier == "replay" and not failed.valid and failed.cost_usd >= 0.05
+        assert result.cost_usd == round(failed.cost_usd + served.cost_usd, 10)
+    finally:
+        app.close()
+
+
+class Out(BaseModel):
+    label: str

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from protege.agents.fixed_fields import decide_fields, defer_to_student, with_fixed
 from protege.agents.loop import LoopResult, run_loop
-from protege.agents.models.base import Message, Model, ModelRequest
+from protege.agents.models.base import Message, Model, ModelRequest, Usage
 from protege.agents.models.chat_format import student_messages
 from protege.agents.prompts import replay_messages, teacher_messages
 from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
@@ -40,6 +40,7 @@ from protege.errors import (
 )
 from protege.store import Store
 from protege.store.models import new_id
+from protege.store.store import USD_DIGITS
 from protege.tasks import TaskSpec, input_hash
 from protege.telemetry.spans import Telemetry
 
@@ -289,7 +290,7 @@ class Cascade:
             output=output,
             tier=last.tier,
             model=last.model,
-            cost_usd=sum(a.cost_usd for a in attempts),
+            cost_usd=round(sum(a.cost_usd for a in attempts), USD_DIGITS),
             latency_s=out["latency_s"],
             run_id=_run_id(out),
             trace_ids=[a.trace_id for a in attempts],
@@ -439,7 +440,8 @@ class Cascade:
         text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
         output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
         errors = _stop_errors(result) + errors + _confidence_errors(result, floor)
-        cost = sum(self.source.cost(model, r.usage) for r in result.responses)
+        usages = [r.usage for r in result.responses] or [Usage(compute_s=latency)]  # a local model that failed
+        cost = round(sum(self.source.cost(model, u) for u in usages), USD_DIGITS)  # still ran: its machine time
         valid = not errors
         trace = {
             "id": new_id(),
@@ -566,7 +568,8 @@ def _outcome(
     state: CascadeState, attempts: list[Attempt], output: BaseModel | None, error: BaseException | None
 ) -> dict[str, Any]:
     """The run row's final fields."""
-    common = {"cost_usd": sum(a.cost_usd for a in attempts), "latency_s": time.perf_counter() - state["started"]}
+    cost = round(sum(a.cost_usd for a in attempts), USD_DIGITS)
+    common = {"cost_usd": cost, "latency_s": time.perf_counter() - state["started"]}
     if error is not None:
         return {"status": "failed", "error": str(error), **common}
     answer = output.model_dump(mode="json") if output is not None else None
