@@ -197,6 +197,7 @@ def test_trace_shows_each_fields_confidence_least_sure_first(project):
     """A student's trace keeps the per-field confidences its gate went by; `trace` lists them, least sure first."""
     from protege.store import Store, TraceRow
 
+    (project.path / ".protege").mkdir()  # a Store opened directly makes no folder (the app and the CLI do)
     with Store(project.db) as store:
         trace = TraceRow(
             task_name="triage", tier="student", confidence=0.97, field_confidences={"queue": 0.99, "priority": 0.41}
@@ -348,7 +349,8 @@ def test_students_prune_deletes_old_weights_and_says_how_much(seeded):
     assert len(seeded.json("students", "triage")) == 3
     assert seeded.ok("students", "triage").stdout.count("candidate (pruned)") == 2
     assert "nothing to prune" in seeded.ok("students", "prune", "--keep", "1", "--yes").stdout
-    assert "weights were pruned" in seeded.cli("promote", ids[2]).stderr
+    refused = seeded.cli("promote", ids[2]).stderr
+    assert "weights of student" in refused and "were pruned" in refused and "''" not in refused  # not 'id''s
 
 
 def test_students_shows_automatic_distills(seeded):
@@ -542,3 +544,122 @@ def test_distill_report_formatting():
     shown = {k: _metric_text(k, v) for k, v in flat.items()}
     assert shown == {"retention": "93.0%", "train.wall_s": "5.0 min", "train.tokens_per_s": "812", "train.steps": "75"}
     assert _metric_text("served.fields_fixed_mean", 0.75) == "0.75 a call"  # a count, not a share
+
+
+# -- what a new user's trial ran into ----------------------------------------------------------------------------
+
+
+def test_traces_of_one_task_fit_a_narrow_terminal(seeded, monkeypatch):
+    """`traces TASK` has no task column, which the table listed as optional: at 60 columns list.remove raised."""
+    newest = seeded.json("traces", "--limit", "1")[0]["id"]
+    for width in (40, 60, 70):
+        monkeypatch.setenv("COLUMNS", str(width))
+        lines = seeded.ok("traces", "triage", "--limit", "3").stdout.splitlines()
+        assert all(len(line) <= width for line in lines) and any(newest[:6] in line for line in lines)
+        assert width == 40 or any("teacher" in line for line in lines)  # 40 is too narrow for every cell whole
+
+
+def test_skill_approve_without_a_version_never_goes_back(seeded):
+    """v4 approved and v2, v3 left as drafts: `skill approve triage` approved v3 (retiring v4), then v2."""
+    seeded.ok("skill", "approve", "triage")
+    edited = seeded.path / "edited.md"
+    for n in (2, 3, 4):
+        edited.write_text(seeded.ok("skill", "show", "triage", "-v", "1").stdout.replace("# ", f"# v{n}: ", 1))
+        seeded.ok("skill", "edit", "triage", "--file", str(edited))
+    seeded.ok("skill", "approve", "triage", "-v", "4")
+    assert_one_line_error(
+        seeded.cli("skill", "approve", "triage"), 2, "v4 is approved and newer than every draft", "-v 3"
+    )
+    assert [(s["version"], s["status"]) for s in seeded.json("skills", "triage")][:3] == [
+        (4, "approved"),
+        (3, "draft"),
+        (2, "draft"),
+    ]
+    assert seeded.json("skill", "approve", "triage", "-v", "3")["status"] == "approved"  # named: goes back
+
+
+def test_skill_export_refuses_to_overwrite_and_to_write_into_a_file(seeded):
+    """A second export overwrote the folder (a reviewer's edits there lost) unless --force; a file as the
+    destination raised a bare FileExistsError."""
+    seeded.ok("skill", "approve", "triage")
+    out = seeded.path / "skills"
+    seeded.ok("skill", "export", str(out))
+    skill_md = out / "triage" / "SKILL.md"
+    skill_md.write_text("my edits")
+    assert_one_line_error(seeded.cli("skill", "export", str(out)), 2, repr(str(out / "triage")), "--force")
+    assert skill_md.read_text() == "my edits"
+    assert seeded.json("skill", "export", str(out), "--force") == [str(out / "triage")]
+    assert skill_md.read_text() != "my edits"
+    afile = seeded.path / "afile"
+    afile.touch()
+    assert_one_line_error(seeded.cli("skill", "export", str(afile)), 2, repr(str(afile)), "is a file")
+    assert_one_line_error(seeded.cli("skill", "export", "/proc/protege-x"), 2, "'/proc/protege-x'")
+
+
+def test_a_failed_calls_run_id_lists_its_attempts(project):
+    """Every tier failed: the error names `protege traces --run ID`, which lists the attempts (`trace` takes trace
+    ids, and says so when given the run id)."""
+    import re
+
+    bad = '{"ticket": {"sender": "a@b.example", "subject": "garbage"}}'
+    failed = project.cli("--app", project.app, "run", "triage", "--input", bad)
+    run_id = re.search(r"`protege traces --run (\w+)`", failed.stderr).group(1)
+    project.run_task()  # another call, whose trace --run leaves out
+    attempts = project.json("traces", "--run", run_id[:8])
+    assert attempts and {a["run_id"] for a in attempts} == {run_id} and not any(a["valid"] for a in attempts)
+    assert_one_line_error(project.cli("trace", run_id), 2, "is a run id", f"traces --run {run_id}")
+    assert_one_line_error(project.cli("traces", "--run", "feedfacefeed"), 2, "no traces of run 'feedfacefeed'")
+
+
+def test_distill_options_the_train_config_refuses_are_usage_errors(project):
+    """`distill --method qlora` printed pydantic's `unexpected ValidationError` (exit 1); every value TrainConfig
+    refuses is named with its option."""
+    from protege.cli.work import train_config
+    from protege.errors import UserError
+
+    result = project.cli("--app", project.app, "distill", "triage", "--method", "qlora")
+    assert_one_line_error(result, 2, "--method 'qlora'", "'lora' or 'full'")
+    assert "ValidationError" not in result.stderr and "errors.pydantic.dev" not in result.stderr
+    with pytest.raises(UserError, match=r"--method 'qlora' .*; --epochs -1 is not accepted: it should be greater"):
+        train_config({"method": "qlora", "epochs": -1})
+
+
+def test_students_serve_names_its_base_url_option(seeded):
+    """openai:<name> without --base-url said `base_url ... got None`: the CLI names its option."""
+    _add_student(seeded)
+    with Store(seeded.db) as store:
+        sid = store.students("triage")[0].id
+    assert_one_line_error(seeded.cli("students", "serve", sid, "openai:student"), 2, "needs --base-url")
+    assert_one_line_error(
+        seeded.cli("students", "serve", sid, "torch", "--base-url", "http://x/v1"), 2, "--base-url 'http://x/v1'"
+    )
+
+
+def test_quant_help_and_readme_name_what_the_export_accepts():
+    """`--quant` help listed f32 while the README said q8_0, f16 or q4_k_m: both name every accepted value."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from protege.cli import app
+    from protege.distill.student_export import QUANTS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    quant_line = " ".join(readme[readme.index("`--quant` is") :].split("\n\n")[0].split())
+    for command in ("export", "serve"):
+        shown = " ".join(
+            CliRunner().invoke(app, ["students", command, "--help"], env={"COLUMNS": "200"}).stdout.split()
+        )
+        assert all(q in shown for q in QUANTS), (command, shown)
+    assert all(f"`{q}`" in quant_line for q in QUANTS), quant_line
+
+
+@pytest.mark.parametrize(
+    "args", [["traces", "--limit", "0"], ["traces", "--no-such-flag"], ["--no-such-flag", "tasks"]]
+)
+def test_parser_errors_under_json_print_the_json_error_too(seeded, args):
+    """A bad option under --json printed nothing on stdout, while every other failure prints the JSON error."""
+    result = seeded.cli(*args, "--json")
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)
+    assert error["exit_code"] == 2 and error["type"] and error["error"]

@@ -48,3 +48,24 @@ def test_wide_characters_are_measured_in_terminal_columns(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "120")
     table("tasks", ["task", "calls"], [["票务分类任务", 12]], right=("calls",))
     assert any("票务分类任务" in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_an_optional_column_the_table_lacks_is_skipped(monkeypatch, capsys):
+    """`traces TASK` has no task column but lists it as optional: at 60 columns this raised list.remove's
+    ValueError; the columns that exist are dropped instead, at every narrow width."""
+    columns = ["id", "created", "tier", "model", "valid", "cost", "latency", "output / errors"]
+    row = ["693fe3e66e31", "2026-12-07 16:46", "student", "local:a43294557c7348bca…", "yes", "$0.000021", "850 ms"]
+    for width in (40, 60, 70):
+        monkeypatch.setenv("COLUMNS", str(width))
+        table(
+            "traces",
+            columns,
+            [[*row, '{"title":"x"}']],
+            right=("cost", "latency"),
+            flex="output / errors",
+            optional=("created", "model", "task", "latency"),
+        )
+        lines = capsys.readouterr().out.splitlines()
+        assert all(len(line) <= width for line in lines)
+        assert any("693fe3e" in line and "$0.0" in line for line in lines)
+        assert not any("2026-12-07" in line or "850 ms" in line for line in lines)

@@ -54,7 +54,9 @@ def test_a_dry_run_deletes_nothing_and_a_pruned_student_cannot_serve_again(store
     assert [p.student.id for p in prune_students(store, root, keep=1, dry_run=True)] == [rows[1].id]
     assert Path(rows[1].adapter_path).exists() and PRUNED_KEY not in (store.student(rows[1].id).metrics or {})
     prune_students(store, root, keep=1)
-    with pytest.raises(UserError, match=r"weights were pruned .* distill a new one with `protege distill orders`"):
+    with pytest.raises(
+        UserError, match=r"weights of student .* pruned .* distill a new one with `protege distill orders`"
+    ):
         promote(store, rows[1].id)
     assert promote(store, rows[0].id).state == "promoted"
 

@@ -133,4 +133,4 @@ def test_the_cli_serves_and_lists_where_each_student_is_served(hosted, tmp_path)
     table = runner.invoke(cli_app, [*base, "students"], env={"COLUMNS": "200"})
     assert "served by" in table.output and "openai:route-student" in table.output
     bad = runner.invoke(cli_app, [*base, "students", "serve", student_id, "openai:x"])
-    assert bad.exit_code == 2 and "base_url" in bad.output
+    assert bad.exit_code == 2 and "needs --base-url" in bad.output  # the CLI's option, not the keyword

@@ -112,14 +112,30 @@ def test_older_version_numbers_get_the_next_version(approved, tmp_path):
     assert approved.get("extract_order", 3).status == "retired"
 
 
-def test_reexport_replaces_the_folder_whole(approved, tmp_path, store):
-    """A second export swaps the folder in: stale files go, no temporary folders stay behind."""
+def test_reexport_is_refused_unless_forced_and_then_replaces_the_folder_whole(approved, tmp_path, store):
+    """A second export into the same folder silently replaced a reviewer's edits there: it is refused, naming the
+    folder, and writes nothing. With force it swaps the folder in: stale files go, no temporary folders stay."""
     dest = tmp_path / "out"
     approved.export(dest)
     (dest / "triage" / "stale.md").write_text("old")
-    approved.export(dest)
+    before = tree(dest)
+    with pytest.raises(UserError, match=r"skill folder '.*/out/(triage|extract-order)' already exists.*--force"):
+        approved.export(dest)
+    assert tree(dest) == before
+    approved.export(dest, force=True)
     assert "triage/stale.md" not in tree(dest)
     assert sorted(os.listdir(dest)) == ["extract-order", "triage"]
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "/proc"])
+def test_export_into_a_place_that_cannot_be_a_folder_is_a_clear_error(approved, tmp_path, where):
+    """A file as the destination raised a bare FileExistsError, /proc/x a FileNotFoundError."""
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    dest = {"a file": afile, "under a file": afile / "skills", "/proc": Path("/proc/protege-x")}[where]
+    with pytest.raises(UserError, match=f"{str(dest)!r}.*name a folder"):
+        approved.export(dest)
+    assert afile.read_text() == "mine"
 
 
 def test_export_of_a_task_without_approved_skill_is_refused(approved, tmp_path):

@@ -164,3 +164,17 @@ def test_send_back_retires_and_reopens_review(lib, make_skill):
     assert "agreement 0.7" in draft.review_note
     with pytest.raises(UserError, match="no approved skill to send back"):
         lib.send_back(TASK, by="policy:shadow")
+
+
+def test_approving_the_newest_draft_never_goes_back_past_the_approved(lib, make_skill):
+    """v4 approved and older drafts v2, v3 left unreviewed: approve without a version took v3 (retiring v4), then
+    v2. It refuses instead, naming the approved version; a named older version still goes back."""
+    for body in ("# v1\n", "# v2\n", "# v3\n", "# v4\n"):
+        lib.add(TASK, make_skill(body=body), kind="authored")
+    lib.approve(TASK, 4, by="ann")
+    with pytest.raises(UserError, match=r"v4 is approved and newer than every draft .*name a version"):
+        lib.approve(TASK, by="r")
+    assert lib.approved(TASK).version == 4 and lib.get(TASK, 3).status == "draft"
+    assert lib.approve(TASK, 3, by="r").version == 3 and lib.get(TASK, 4).status == "retired"
+    lib.add(TASK, make_skill(body="# v5\n"), kind="authored")
+    assert lib.approve(TASK, by="r").version == 5  # a draft newer than the approved one: approved by default

@@ -24,25 +24,42 @@ EXIT_RUN, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 class ProtegeGroup(TyperGroup):
     """Runs a command and turns protege's errors into one line and an exit code."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:  # parses the global options: a bad one fails here, before any command runs
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except typer.TyperException as exc:
+            if "--json" in args:
+                _json_error(exc.format_message(), type(exc).__name__, exc.exit_code)
+            raise
+
     def invoke(self, ctx: Any) -> Any:
         # the command line, read before click hands it to the subcommand (whose context is gone if it fails)
         wants_json = "--json" in [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, typer.TyperException):
+        except (typer.Exit, typer.Abort):
+            raise
+        except typer.TyperException as exc:  # a usage error of the parser (bad value, unknown option): typer shows it
+            if wants_json:
+                _json_error(exc.format_message(), type(exc).__name__, exc.exit_code)
             raise
         except Exception as exc:  # the CLI's one error boundary
             if _debug(ctx):
                 raise
             code = _report(exc)
-            if wants_json:  # a script reading --json output gets the failure as JSON too
-                typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": code}))
+            if wants_json:
+                _json_error(str(exc), type(exc).__name__, code)
             raise typer.Exit(code) from None
         except KeyboardInterrupt:
             if _debug(ctx):
                 raise
             error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _json_error(message: str, kind: str, code: int) -> None:
+    """A script reading --json output gets a failure as JSON on stdout too (the red line still goes to stderr)."""
+    typer.echo(json.dumps({"error": message, "type": kind, "exit_code": code}))
 
 
 def _report(exc: Exception) -> int:

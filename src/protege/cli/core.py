@@ -8,7 +8,7 @@ import typer
 
 from protege.agents.results import TIERS
 from protege.cli.base import JsonOpt, OptTaskArg, app, config, store_of
-from protege.cli.load import find_trace, require_task
+from protege.cli.load import find_run_id, find_trace, require_task
 from protege.cli.output import clip, emit_json, note, pct, row_dict, secs, short_id, table, usd, when
 from protege.errors import UserError
 
@@ -87,17 +87,21 @@ def traces(
     valid: Annotated[
         bool | None, typer.Option("--valid/--invalid", help="only valid / only invalid attempts", show_default=False)
     ] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="only this run's attempts (a run id, or a unique prefix of one)")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="how many, newest first")] = 20,
     offset: Annotated[int, typer.Option(min=0, help="skip this many first (paging)")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """List traces (one per tier attempt), newest first."""
+    """List traces (one per tier attempt), newest first; --run lists one call's attempts."""
     store = store_of(ctx)
     if task and not store.knows_task(task):  # a task known only by its traces (imported) lists them too
         require_task(store, task)
     if tier is not None and tier not in TRACE_TIERS:
         raise UserError(f"--tier {tier!r} is not a tier traces are recorded under; use one of {', '.join(TRACE_TIERS)}")
-    rows = store.traces(task, tier=tier, valid=valid, limit=limit, offset=offset)
+    run_id = find_run_id(store, run) if run is not None else None
+    rows = store.traces(task, tier=tier, valid=valid, run_id=run_id, limit=limit, offset=offset)
     if as_json:
         return emit_json([row_dict(r, exclude=("messages", "raw", "tools")) for r in rows])
     if not rows:

@@ -123,7 +123,7 @@ class Contract:
             raise BadLine("the last assistant turn is not a JSON object (a task's output is one)")
         errors = schema_errors(value, self.output_schema) if self.output_schema else []
         if errors:
-            raise BadLine(f"the answer does not match task {self.task!r}'s output schema: {'; '.join(errors[:3])}")
+            raise BadLine(f"the answer does not match the output schema of task {self.task!r}: {'; '.join(errors[:3])}")
         return value
 
 

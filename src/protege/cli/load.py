@@ -46,10 +46,9 @@ class CliConfig:
     @property
     def sqlite_path(self) -> Path | None:
         """The store's file when it is a SQLite file, else None."""
-        url = self.db_url
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-            return Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
-        return None
+        from protege.store.engine import sqlite_file
+
+        return sqlite_file(self.db_url)
 
 
 def pyproject_settings(folder: Path) -> dict[str, Any]:
@@ -88,6 +87,10 @@ def open_store(config: CliConfig, *, create: bool = False) -> Any:
             f"no protege store at {str(path)!r}; run `protege init` (or `protege demo`) here, "
             f"or point at one with --project-dir / --db / PROTEGE_DB"
         )
+    if create:
+        from protege.store.engine import make_project_folder
+
+        make_project_folder(config.db_url, config.project_dir)
     return Store(config.db_url)
 
 
@@ -176,7 +179,35 @@ def find_trace(store: Any, ref: str) -> Any:
         if len(rows) > 1:
             raise UserError(f"trace id prefix {ref!r} matches several traces; give more characters")
     short = f" (an id prefix needs at least {MIN_PREFIX} characters)" if len(ref) < MIN_PREFIX else ""
+    if not short and _run_ids(store, ref):  # a failed call's error names its run: say how to list its attempts
+        raise UserError(f"{ref!r} is a run id, not a trace id; list its traces with `protege traces --run {ref}`")
     raise UserError(f"no trace {ref!r}{short}; list traces with `protege traces`")
+
+
+def find_run_id(store: Any, ref: str) -> str:
+    """The run id of some traces, by the whole id or a unique prefix (a failed call's error prints it)."""
+    found = _run_ids(store, ref) if len(ref) >= MIN_PREFIX else []
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise UserError(f"run id prefix {ref!r} matches several runs; give more characters")
+    short = f" (an id prefix needs at least {MIN_PREFIX} characters)" if len(ref) < MIN_PREFIX else ""
+    raise UserError(f"no traces of run {ref!r}{short}; a failed call's error names its run id")
+
+
+def _run_ids(store: Any, ref: str) -> list[str]:
+    """Up to two run ids of recorded traces that are `ref` or start with it (two: enough to say 'several')."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from protege.store import TraceRow
+
+    run_id = col(TraceRow.run_id)
+    with store.session() as s:
+        if s.scalars(select(run_id).where(run_id == ref).limit(1)).first() is not None:
+            return [ref]
+        prefixed = run_id.startswith(ref.lower(), autoescape=True)  # a `_` or `%` in ref is no wildcard
+        return list(s.scalars(select(run_id).where(prefixed).distinct().limit(2)))
 
 
 def find_student_id(store: Any, ref: str) -> str:

@@ -93,7 +93,7 @@ def table(
     natural = {col: max([cell_len(col), *(_width(r[i]) for r in cells)]) for i, col in enumerate(columns)}
     widths = {col: min(width, MAX_COL) for col, width in natural.items()}
     shown = list(columns)
-    for col in optional:
+    for col in (c for c in optional if c in columns):  # a caller may list a column this listing leaves out
         if _fits(widths, shown, flex, FLEX_MIN, out.width):
             break
         shown.remove(col)

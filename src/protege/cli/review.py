@@ -200,13 +200,17 @@ def skill_export(
     ctx: typer.Context,
     dest: Annotated[Path, typer.Argument(help="folder to write <skill-name>/SKILL.md folders into")],
     task: Annotated[str | None, typer.Option(help="only this task's approved skill")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace skill folders already in DEST (edits made there are lost)")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write approved skills as Agent Skills folders (drop them into Claude Code's skills folder)."""
+    """Write approved skills as Agent Skills folders (drop them into Claude Code's skills folder). A skill folder
+    already in DEST is refused unless --force."""
     lib = _library(ctx)
     if task:
         require_task(lib.store, task)
-    folders = lib.export(dest, task=task)
+    folders = lib.export(dest, task=task, force=force)
     if as_json:
         return emit_json([str(f) for f in folders])
     if not folders:

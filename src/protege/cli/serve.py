@@ -14,6 +14,7 @@ from protege.cli.base import JsonOpt, app_of, config
 from protege.cli.load import find_student_id
 from protege.cli.output import emit_json, note
 from protege.cli.review import students_app
+from protege.errors import UserError
 
 StudentArg = Annotated[str, typer.Argument(metavar="STUDENT_ID", help="a student id, or a unique prefix of one")]
 
@@ -39,7 +40,8 @@ def students_export(
         str, typer.Option("--format", "-f", help="hf (merged checkpoint) or gguf (+ Ollama Modelfile)")
     ] = "gguf",
     quant: Annotated[
-        str | None, typer.Option(help="gguf weights: f32, f16, q8_0 (default) or q4_k_m (needs the llama extra)")
+        str | None,
+        typer.Option(help="gguf: q8_0 (default), f16, f32 or q4_k_m (needs the llama extra); hf: f16 (half size)"),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,7 +66,7 @@ def students_serve(
     base_url: Annotated[
         str | None, typer.Option(help="the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     ] = None,
-    quant: Annotated[str, typer.Option(help="llama.cpp: the GGUF's weights (q8_0, f16, f32, q4_k_m)")] = "q8_0",
+    quant: Annotated[str, typer.Option(help="llama.cpp: the GGUF's weights, q8_0, f16, f32 or q4_k_m")] = "q8_0",
     response_format: Annotated[
         str, typer.Option(help="json_schema (vLLM, llama-server, Ollama) or json_object (llama-cpp-python's server)")
     ] = "json_schema",
@@ -73,6 +75,7 @@ def students_serve(
     """Choose where a student's calls are answered: protege's torch engine, llama.cpp, or a server you run."""
     from protege.services.serving import describe
 
+    _check_base_url(host, base_url)
     protege_app = _app(ctx)
     sid = find_student_id(protege_app.store, student_id)
     record = protege_app.serve_student(sid, host, base_url=base_url, quant=quant, response_format=response_format)
@@ -82,3 +85,17 @@ def students_serve(
         f"student {sid} is served by {describe(protege_app.store.student(sid))} "
         f"(running processes pick it up within seconds)"
     )
+
+
+def _check_base_url(host: str, base_url: str | None) -> None:
+    """--base-url goes with an openai:<name> host and no other: said with the option's name (the library's own
+    message speaks of `base_url=`, its keyword)."""
+    hosted = host.startswith("openai:")
+    if hosted and not (base_url or "").startswith(("http://", "https://")):
+        got = "none was given" if base_url is None else f"got {base_url!r}"
+        raise UserError(
+            f"host {host!r} needs --base-url, the OpenAI-compatible server's URL (e.g. --base-url "
+            f"http://127.0.0.1:8000/v1); {got}"
+        )
+    if base_url is not None and not hosted:
+        raise UserError(f"--base-url {base_url!r} applies to an openai:<name> host, not {host!r}; leave it out")

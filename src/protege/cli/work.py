@@ -214,22 +214,40 @@ def distill(
     as_json: JsonOpt = False,
 ) -> None:
     """Build a dataset, train a student, evaluate it against the teacher, promote it if it passes (needs the app)."""
-    protege_app = app_of(ctx)
-    protege_app.handle(task)
     options: dict[str, Any] = {"adapter": adapter} if adapter else {}
     if force:
         options["force"] = True
     overrides = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps, "method": method}.items() if v is not None}
-    if overrides:
-        from protege.distill.train import TrainConfig
-
-        options["config"] = TrainConfig.model_validate(overrides)
+    if overrides:  # checked before the app is imported: a mistyped option fails at once
+        options["config"] = train_config(overrides)
+    protege_app = app_of(ctx)
+    protege_app.handle(task)
     started = time.perf_counter()
     with StageProgress(enabled=not as_json) as progress:
         report = protege_app.distill(task, progress=progress, **options)
     if as_json:
         return emit_json(report)
     show_distill_report(report, time.perf_counter() - started)
+
+
+def train_config(options: dict[str, Any]) -> Any:
+    """A TrainConfig from command-line options; a value it refuses is a usage error naming the option and the
+    value (pydantic's own report is several lines, with a URL)."""
+    from pydantic import ValidationError
+
+    from protege.distill.train import TrainConfig
+
+    try:
+        return TrainConfig.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(_option_problem(e) for e in exc.errors())
+        raise UserError(f"{problems}; see `protege distill --help`") from exc
+
+
+def _option_problem(error: Any) -> str:
+    flag = "--" + "-".join(str(part) for part in error["loc"]).replace("_", "-")
+    reason = error["msg"].replace("Input should", "it should", 1)
+    return f"{flag} {error['input']!r} is not accepted: {reason}"
 
 
 def show_distill_report(report: Any, wall_s: float) -> None:

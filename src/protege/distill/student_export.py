@@ -75,10 +75,10 @@ def _verified_files(row: Any) -> Path:
 
     adapter = Path(row.adapter_path)
     if not adapter.is_dir() or not any(adapter.iterdir()):
-        raise UserError(f"student {row.id!r}'s files are missing ({str(adapter)!r}); distill the task again")
+        raise UserError(f"student {row.id!r}: its files are missing ({str(adapter)!r}); distill the task again")
     if row.adapter_hash and dir_hash(adapter) != row.adapter_hash:
         raise UserError(
-            f"student {row.id!r}'s files in {str(adapter)!r} do not match the hash recorded when it was "
+            f"the files of student {row.id!r} in {str(adapter)!r} do not match the hash recorded when it was "
             f"trained (changed since); restore them or distill the task again"
         )
     return adapter

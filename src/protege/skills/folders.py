@@ -51,13 +51,39 @@ def read_skill_folder(folder: Path) -> Skill:
         raise UserError(f"{str(folder / SKILL_FILE)!r}: {exc}") from exc
 
 
-def write_skill_folder(dest: Path, skill: Skill) -> Path:
-    """Write `skill` as dest/<name>/ atomically, replacing an older folder of the same name."""
-    skill.validate()
-    dest.mkdir(parents=True, exist_ok=True)
-    final = dest / skill.name
+def make_export_dir(dest: Path) -> None:
+    """Create the folder skill folders are exported into, or say plainly why it cannot be one."""
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"export destination {str(dest)!r} is a file, not a folder; name a folder to export into")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file on the way (FileExistsError), a read-only or virtual file system (/proc)
+        raise UserError(
+            f"cannot create the export folder {str(dest)!r} ({exc.strerror or exc}); name a folder you can write to"
+        ) from exc
+    if not os.access(dest, os.W_OK | os.X_OK):
+        raise UserError(f"export folder {str(dest)!r} is not writable; name a folder you can write to")
+
+
+def check_export_target(dest: Path, name: str, *, replace: bool) -> Path:
+    """dest/<name>, refused when it is not a plain folder, or when it exists and `replace` is off (it may hold a
+    reviewer's edits of an earlier export, which an export would silently lose)."""
+    final = dest / name
     if final.is_symlink() or (final.exists() and not final.is_dir()):
         raise UserError(f"{str(final)!r} exists and is not a skill folder; move it away before exporting")
+    if final.exists() and not replace:
+        raise UserError(
+            f"skill folder {str(final)!r} already exists (edits made there would be lost); export into another "
+            "folder, or replace it with --force (force=True)"
+        )
+    return final
+
+
+def write_skill_folder(dest: Path, skill: Skill, *, replace: bool = False) -> Path:
+    """Write `skill` as dest/<name>/ atomically; an older folder of the same name is replaced only if `replace`."""
+    skill.validate()
+    make_export_dir(dest)
+    final = check_export_target(dest, skill.name, replace=replace)
     tmp = Path(tempfile.mkdtemp(prefix=f".{skill.name}.", suffix=".tmp", dir=dest))
     try:
         os.chmod(tmp, 0o755)
@@ -132,4 +158,4 @@ def _swap_in(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["read_skill_folder", "skill_folders", "write_skill_folder"]
+__all__ = ["check_export_target", "make_export_dir", "read_skill_folder", "skill_folders", "write_skill_folder"]

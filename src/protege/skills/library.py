@@ -27,7 +27,13 @@ from sqlmodel import col
 
 from protege.errors import StoreError, UserError
 from protege.skills.exemplar import ROW_KEYS
-from protege.skills.folders import read_skill_folder, skill_folders, write_skill_folder
+from protege.skills.folders import (
+    check_export_target,
+    make_export_dir,
+    read_skill_folder,
+    skill_folders,
+    write_skill_folder,
+)
 from protege.skills.skill import Skill
 from protege.store.models import SkillRow, utcnow
 
@@ -111,8 +117,11 @@ class SkillLibrary:
     # -- review ------------------------------------------------------------------------------------------------
 
     def approve(self, task: str, version: int | None = None, *, by: str, evidence: dict | None = None) -> SkillRow:
-        """Approve a draft (default: the newest draft); the previously approved version is retired."""
+        """Approve a draft (default: the newest draft, when it is newer than the approved version); the previously
+        approved version is retired."""
         row = self._pick(task, version, "draft", "approve")
+        if version is None:
+            self._refuse_going_back(row)
         return self._transition(row, "approved", by=by, evidence=evidence)
 
     def reject(self, task: str, version: int | None = None, *, by: str, note: str | None = None) -> SkillRow:
@@ -189,8 +198,9 @@ class SkillLibrary:
 
     # -- folders -----------------------------------------------------------------------------------------------
 
-    def export(self, dest_dir: str | Path, task: str | None = None) -> list[Path]:
-        """Write approved skills as Agent Skills folders dest/<name>/SKILL.md (+ files); returns the folders."""
+    def export(self, dest_dir: str | Path, task: str | None = None, *, force: bool = False) -> list[Path]:
+        """Write approved skills as Agent Skills folders dest/<name>/SKILL.md (+ files); returns the folders.
+        A skill folder already there is refused (nothing is written) unless `force`, which replaces it whole."""
         if task is not None:
             row = self.approved(task)
             if row is None:
@@ -207,7 +217,11 @@ class SkillLibrary:
             raise UserError(
                 f"skills of different tasks share the folder name {clash[0]!r}; rename one before exporting"
             )
-        return [write_skill_folder(Path(dest_dir), s) for s in skills]
+        dest = Path(dest_dir)
+        make_export_dir(dest)
+        for skill in skills:  # every folder checked before any is written: all or nothing
+            check_export_target(dest, skill.name, replace=force)
+        return [write_skill_folder(dest, s, replace=force) for s in skills]
 
     def import_dir(self, src_dir: str | Path, *, by: str, trust: bool = False) -> list[SkillRow]:
         """Validate every skill folder under `src_dir` (or `src_dir` itself), then store them all or none."""
@@ -238,6 +252,16 @@ class SkillLibrary:
             has = f"its newest is v{newest.version} ({newest.status})" if newest else "it has no skills yet"
             raise UserError(f"task {task!r} has no {status} skill to {verb}: {has}")
         return row
+
+    def _refuse_going_back(self, draft: SkillRow) -> None:
+        """Approving the newest draft by default must never replace a newer approved version: an older draft left
+        unreviewed would silently take over from it (and approving again would go back one more)."""
+        approved = self.approved(draft.task_name)
+        if approved is not None and approved.version > draft.version:
+            raise UserError(
+                f"task {draft.task_name!r}: v{approved.version} is approved and newer than every draft (the newest "
+                f"is v{draft.version}); name a version (-v {draft.version}, or version={draft.version}) to go back"
+            )
 
     def _transition(
         self, row: SkillRow, to: str, *, by: str, note: str | None = None, evidence: dict | None = None

@@ -73,7 +73,8 @@ def _has_huge_float(value: Any) -> bool:
 
 
 def normalize_url(url: str) -> str:
-    """A SQLAlchemy URL with the psycopg driver for PostgreSQL; a SQLite file's folder is created."""
+    """A SQLAlchemy URL with the psycopg driver for PostgreSQL; a SQLite file's folder must exist (see
+    `make_project_folder` for the one folder protege creates)."""
     if not isinstance(url, str) or "://" not in url:
         raise UserError(
             f"store url {url!r} is not a SQLAlchemy URL; use 'sqlite:///path.db' or 'postgresql+psycopg://...'"
@@ -86,9 +87,54 @@ def normalize_url(url: str) -> str:
             f"store url {_shown(url)!r} is a {backend} database; protege stores in SQLite ('sqlite:///path.db') or "
             f"PostgreSQL ('postgresql+psycopg://user@host/db')"
         )
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        _require_folder(path.parent, url)
     return url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database or another backend."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        return Path(url.removeprefix("sqlite:///").split("?", 1)[0]).expanduser()
+    return None
+
+
+def make_project_folder(url: str, project_dir: str | Path) -> None:
+    """Create the project dir when the SQLite store lives in it (the default store, `<project dir>/protege.db`):
+    protege owns that folder. Any other folder must exist already, so that a mistyped path fails instead of
+    quietly starting an empty store somewhere new."""
+    path = sqlite_file(url)
+    folder = Path(project_dir).expanduser()
+    if path is None or path.parent.resolve() != folder.resolve() or folder.is_dir():
+        return
+    _require_no_file_above(folder, url)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot create the project dir {str(folder)!r} for store {url!r} ({exc.strerror or exc}); "
+            f"pick a project dir you can write to"
+        ) from exc
+
+
+def _require_folder(folder: Path, url: str) -> None:
+    if folder.is_dir():
+        return
+    _require_no_file_above(folder, url)
+    raise UserError(
+        f"the folder {str(folder)!r} of store {url!r} does not exist; create it (mkdir -p {folder}) or point the "
+        f"store at a file in an existing folder"
+    )
+
+
+def _require_no_file_above(folder: Path, url: str) -> None:
+    """A file where the store's folder (or one above it) should be: named, as the OS error would not."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(
+            f"store {url!r} cannot be made: {str(blocker)!r} is a file, not a folder; point the store elsewhere"
+        )
 
 
 def _shown(url: str) -> str:

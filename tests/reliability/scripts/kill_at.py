@@ -96,7 +96,7 @@ def skills(url: str, dest: str) -> None:
     from protege.store import Store
 
     folders._write_text = before(2, folders._write_text)
-    SkillLibrary(Store(url)).export(dest)
+    SkillLibrary(Store(url)).export(dest, force=True)  # over the v1 exported before
 
 
 if __name__ == "__main__":
