@@ -11,11 +11,17 @@ import textwrap
 import threading
 
 import pytest
+from pydantic import BaseModel, Field
 from triage_support import Ticket, Triage
 
 from protege import AllTiersFailed, BudgetExceeded, Policy, Protege, RunResult, UserError
 from protege.agents import FunctionModel
 from protege.agents.models.base import ModelResponse, Usage
+
+
+class Rated(BaseModel):
+    queue: str
+    priority: int = Field(ge=1, le=5)
 
 
 def oracle(req):
@@ -151,6 +157,46 @@ def test_a_task_name_without_an_ascii_letter_or_digit_is_refused_at_registration
 
     with pytest.raises(UserError, match="ASCII letter or digit"):
         app.task(name=name)(fn)
+
+
+@pytest.mark.parametrize("repairs", [1, 0])
+def test_an_invalid_teacher_answer_is_sent_back_once_with_its_errors(tmp_path, repairs):
+    """The teacher's answer is paid for: one that fails validation (a priority of 0 where the schema says >= 1)
+    goes back with the errors, and the corrected answer is served — both turns in the trace and its cost; with
+    Policy(repair_turns=0) the call fails as before."""
+    asked: list = []
+
+    def teacher(req):
+        asked.append(req.messages)
+        fixed = any("not valid" in m.content for m in req.messages if m.role == "user")
+        answer = {"queue": "bug", "priority": 2 if fixed else 0}
+        return ModelResponse(text=json.dumps(answer), usage=Usage(input_tokens=100, output_tokens=10))
+
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/r.db",
+        teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5"),
+        project_dir=tmp_path / ".p",
+    )
+    try:
+
+        @app.task(policy=Policy(repair_turns=repairs, program=False))
+        def triage(ticket: Ticket) -> Rated:
+            """Route a support ticket (priority 1-5)."""
+
+        if not repairs:
+            with pytest.raises(AllTiersFailed, match="priority"):
+                triage(Ticket(subject="crash"))
+            assert len(asked) == 1
+            return
+        result = app.run("triage", {"ticket": {"subject": "crash"}})
+        assert result.tier == "teacher" and result.output.priority == 2 and len(asked) == 2
+        feedback = asked[1][-1].content
+        assert "priority" in feedback and "greater than or equal to 1" in feedback
+        (trace,) = app.store.traces(run_id=result.run_id)
+        assert trace.valid and [m["role"] for m in trace.messages][-3:] == ["assistant", "user", "assistant"]
+        assert trace.output_tokens == 20 and result.cost_usd == pytest.approx(trace.cost_usd)
+    finally:
+        app.close()
 
 
 def test_missing_api_key_is_a_user_error_naming_the_env_var(tmp_path, monkeypatch):

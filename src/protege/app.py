@@ -21,6 +21,7 @@ from protege.services.portal import Portal
 from protege.services.tiers import AppTiers
 from protege.settings import Settings
 from protege.store import Ledger, Store, TraceRow
+from protege.store.engine import make_project_folder
 from protege.tasks import CheckFn, Policy, ScoreFn, TaskSpec
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Protege:
 
         # checked first: a bad endpoint fails before anything is opened
         self.telemetry = make_telemetry(otel, self.settings.otel_endpoint, capture_content=otel_content)
+        make_project_folder(self.settings.db_url, self.settings.project_dir)  # the default store's folder only
         self.store = Store(self.settings.db_url)
         from protege.agents.pricing import load_prices
         from protege.skills.library import SkillLibrary
@@ -271,8 +273,9 @@ class Protege:
         self.tiers.invalidate(task)
         return row
 
-    def export_skills(self, dest: str | Path, task: str | None = None) -> list[Path]:
-        return self.skills.export(Path(dest), task=task)
+    def export_skills(self, dest: str | Path, task: str | None = None, *, force: bool = False) -> list[Path]:
+        """Write approved skills as dest/<name>/ folders; `force` replaces folders already there (else refused)."""
+        return self.skills.export(Path(dest), task=task, force=force)
 
     def import_skills(self, src: str | Path, *, reviewer: str = "import") -> list[Any]:
         return self.skills.import_dir(Path(src), by=reviewer)

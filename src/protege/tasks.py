@@ -68,6 +68,9 @@ class Policy(BaseModel):
     redact: Literal["secrets", "pii"] = Field(default="secrets", description="what distillation redacts from traces")
     teacher_budget_usd: float | None = Field(default=None, ge=0, description="cap on this task's teacher spend per day")
     max_steps: int = Field(default=8, ge=1, description="model turns per attempt (tool calls included)")
+    repair_turns: int = Field(
+        default=1, ge=0, description="times a teacher answer that fails validation is sent back with its errors"
+    )
     tool_timeout_s: float = Field(default=30.0, gt=0, description="seconds a tool call may take")
     prior_art: bool = Field(
         default=True,

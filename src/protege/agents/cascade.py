@@ -45,6 +45,10 @@ from protege.tasks import TaskSpec, input_hash
 from protege.telemetry.spans import Telemetry
 
 log = logging.getLogger(__name__)
+REPAIR = (
+    "Your answer is not valid:\n{errors}\n"
+    "Answer again with the whole corrected answer, as JSON that fits the schema and follows the instructions."
+)
 
 
 @dataclass
@@ -412,6 +416,37 @@ class Cascade:
             span.done(attempt)
             return attempt, output
 
+    async def _ask(self, tier: str, model: Model, req: ModelRequest, task: TaskRuntime) -> LoopResult:
+        """The tier's model loop on `req`; a model's failure is the result's error (this tier failed)."""
+        spec = task.spec
+        try:
+            return await run_loop(model, req, tools=task.tools, max_steps=spec.policy.max_steps)
+        except ModelError as exc:
+            return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}")
+        except ProtegeError:
+            raise  # misuse (a missing key, a bad spec) and the budget guard: the caller's to see
+        except Exception as exc:  # a model object's own failure (a dropped connection, a bug): this tier failed
+            log.warning("task %r: the %s tier's model %r raised", spec.name, tier, model.name, exc_info=True)
+            return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}")
+
+    async def _repair(
+        self, model: Model, req: ModelRequest, task: TaskRuntime, result: LoopResult, errors: list[str]
+    ) -> LoopResult:
+        """The teacher's invalid answer, sent back with what is wrong with it (`Policy.repair_turns`): the answer
+        is paid for, and one more turn usually fixes a field (`quantity: 0` where the schema says >= 1) where
+        failing the call would pay the whole call again. The transcript keeps both turns; training rows are
+        rendered from the validated output, so the wrong one never reaches a dataset. Where the reply cannot be
+        had (the budget, a model error) the first answer stands, invalid."""
+        feedback = Message(role="user", content=REPAIR.format(errors="\n".join(f"- {e}" for e in errors)))
+        retry = req.model_copy(update={"messages": [*result.messages, feedback]})
+        try:
+            again = await self._ask("teacher", model, retry, task)
+        except BudgetExceeded:
+            return result
+        responses = [*result.responses, *again.responses]
+        usage = sum((r.usage for r in responses), Usage())
+        return (result if again.error else again).model_copy(update={"responses": responses, "usage": usage})
+
     async def _try_tier(
         self, tier: str, state: CascadeState, *, shadow: bool, record_as: str | None
     ) -> tuple[Attempt, BaseModel | None]:
@@ -427,18 +462,16 @@ class Cascade:
             fixed_output=fixed or None,
         )
         t0 = time.perf_counter()
-        try:
-            result = await run_loop(model, req, tools=task.tools, max_steps=spec.policy.max_steps)
-        except ModelError as exc:
-            result = LoopResult(messages=messages, error=f"{type(exc).__name__}: {exc}")
-        except ProtegeError:
-            raise  # misuse (a missing key, a bad spec) and the budget guard: the caller's to see
-        except Exception as exc:  # a model object's own failure (a dropped connection, a bug): this tier failed
-            log.warning("task %r: the %s tier's model %r raised", spec.name, tier, model.name, exc_info=True)
-            result = LoopResult(messages=messages, error=f"{type(exc).__name__}: {exc}")
-        latency = time.perf_counter() - t0
+        result = await self._ask(tier, model, req, task)
         text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
         output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
+        for _ in range(spec.policy.repair_turns if tier == "teacher" else 0):
+            if not errors or result.error or _stop_errors(result):
+                break  # valid, failed, or cut short: nothing a reply could repair
+            result = await self._repair(model, req, task, result, errors)
+            text = result.text
+            output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
+        latency = time.perf_counter() - t0
         errors = _stop_errors(result) + errors + _confidence_errors(result, floor)
         usages = [r.usage for r in result.responses] or [Usage(compute_s=latency)]  # a local model that failed
         cost = round(sum(self.source.cost(model, u) for u in usages), USD_DIGITS)  # still ran: its machine time
@@ -621,8 +654,8 @@ def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:
         err.attempts = attempts  # type: ignore[attr-defined]
         return err
     return AllTiersFailed(
-        f"task {spec.name!r}: every tier failed ({lines}); see `protege trace` for the transcripts "
-        f"(run {out['run_id']})",
+        f"task {spec.name!r}: every tier failed ({lines}); `protege traces --run {out['run_id']}` lists the "
+        f"attempts (`protege trace ID` shows each transcript)",
         run_id=_run_id(out),
         attempts=attempts,
     )
