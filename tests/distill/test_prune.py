@@ -68,3 +68,25 @@ def test_only_folders_under_the_students_dir_are_deleted(store, tmp_path):
         prune_students(store, tmp_path / "students", keep=-1)
     assert prune_students(store, tmp_path / "students", keep=0) == []
     assert Path(elsewhere.adapter_path).exists()
+
+
+def test_the_ggufs_a_pruned_student_was_served_from_go_with_it_and_it_cannot_be_served_again(store, tmp_path):
+    """`students serve ID llama.cpp` exports a GGUF to <project>/served/<id>-<quant>/ (~145 MB): pruning left it
+    on disk while reporting the adapter's bytes freed, and a pruned student could still be served."""
+    from types import SimpleNamespace
+
+    from protege.services.serving import serve_student
+
+    root = tmp_path / "students"
+    rows = [_student(store, root, "orders", age) for age in (1, 2)]
+    served = [tmp_path / "served" / f"{rows[1].id}-{q}" for q in ("q8_0", "f16")]
+    for folder in served:
+        folder.mkdir(parents=True)
+        (folder / "student.gguf").write_bytes(b"g" * 500)
+    other = tmp_path / "served" / f"{rows[0].id}-q8_0"
+    other.mkdir()
+    (pruned,) = prune_students(store, root, keep=1)
+    assert pruned.freed_bytes == 1000 + 2 * 500 and not any(f.exists() for f in served) and other.exists()
+    app = SimpleNamespace(store=store, settings=SimpleNamespace(project_dir=tmp_path))
+    with pytest.raises(UserError, match="were pruned; it cannot serve here again"):
+        serve_student(app, rows[1].id, "llama.cpp")

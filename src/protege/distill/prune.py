@@ -16,6 +16,7 @@ from protege.store import Store, StudentRow
 from protege.store.models import utcnow
 
 PRUNED_KEY = "pruned_at"
+SERVED_DIR = "served"  # beside students/ in the project dir: `<id>-<quant>/` per exported GGUF
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,13 @@ def prune_students(
         folder = Path(row.adapter_path).resolve().parent  # students/<task>/<id>, holding adapter/ and exports
         if folder != root / row.task_name / row.id:
             continue  # not where distill puts this student (another project dir, an odd path): not ours to delete
-        freed = _size(folder)
+        served = sorted((root.parent / SERVED_DIR).glob(f"{row.id}-*"))  # the GGUFs `students serve` exported
+        freed = _size(folder) + sum(_size(f) for f in served)
         if dry_run:
             pruned.append(Pruned(row, freed))
             continue
+        for exported in served:
+            shutil.rmtree(exported)
         shutil.rmtree(folder)  # an error propagates: the row stays unmarked, so a student that still has its weights
         marked = store.update_student(row.id, metrics={**(row.metrics or {}), PRUNED_KEY: utcnow().isoformat()})
         pruned.append(Pruned(marked, freed))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from protege.distill.prune import SERVED_DIR, is_pruned
 from protege.errors import UserError
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ def serve_student(
     row = app.store.student(student_id)
     if row is None:
         raise UserError(f"no student {student_id!r}; list students with `protege students`")
+    if host in ("torch", "llama.cpp") and is_pruned(row):  # a remote server holds its own copy of the weights
+        raise UserError(f"the weights of student {row.id!r} were pruned; it cannot serve here again: distill a new one")
     record: dict[str, Any] = {"host": host, "since": datetime.now(UTC).isoformat(timespec="seconds")}
     if host.startswith("openai:"):
         from protege.agents.models.hosted import HostedStudent
@@ -93,7 +96,7 @@ def serve_student(
 
 def _exported_gguf(app: ServingHost, row: Any, quant: str) -> Path:
     """The student's GGUF under the project dir, exported on first use."""
-    folder = Path(app.settings.project_dir) / "served" / f"{row.id}-{quant}"
+    folder = Path(app.settings.project_dir) / SERVED_DIR / f"{row.id}-{quant}"
     gguf = folder / f"student-{quant}.gguf"
     if not gguf.is_file():
         app.export_student(row.id, folder, format="gguf", quant=quant)
