@@ -546,6 +546,21 @@ def test_distill_report_formatting():
     assert _metric_text("served.fields_fixed_mean", 0.75) == "0.75 a call"  # a count, not a share
 
 
+def test_the_distill_report_says_what_its_invalid_share_counts(capsys, monkeypatch):
+    """`parse_failure_rate` counts answers cut short too (invalid, as the cascade treats them): named so."""
+    from types import SimpleNamespace
+
+    from protege.cli.work import show_distill_report
+
+    monkeypatch.setenv("COLUMNS", "120")
+    report = SimpleNamespace(
+        metrics={"parse_failure_rate": 0.154}, student_id="s1", task="t", promoted=False, reason="r", dataset_id="d"
+    )
+    show_distill_report(report, 3.0)
+    out = capsys.readouterr().out
+    assert "invalid answers (unparseable or cut short)" in out and "15.4%" in out and "parse_failure" not in out
+
+
 # -- what a new user's trial ran into ----------------------------------------------------------------------------
 
 
