@@ -114,6 +114,15 @@ def test_edit_is_a_new_draft_version(lib, make_skill):
     assert lib.approved(TASK).version == 1
 
 
+def test_an_edit_that_changes_nothing_stores_no_version(lib, make_skill, store):
+    """`skill show > SKILL.md` then `skill edit -f SKILL.md` unchanged stored a copy as v2: refused now."""
+    lib.add(TASK, make_skill(), kind="authored")
+    shown = SkillLibrary.to_skill(lib.latest(TASK)).render()
+    with pytest.raises(UserError, match="changes nothing in skill .* v1"):
+        lib.edit(TASK, shown, by="ann")
+    assert len(store.skills(TASK)) == 1
+
+
 def test_invalid_edit_stores_nothing(lib, make_skill, store):
     """An edit that breaks the spec is refused and no version is added."""
     lib.add(TASK, make_skill(), kind="authored")

@@ -108,6 +108,11 @@ class SkillLibrary:
         if base is None:
             raise UserError(f"task {task!r} has no skill to edit; one is written after the teacher's first success")
         skill = Skill.parse(text, files=dict(base.files or {}))
+        if _same_content(skill, Skill.parse(base.text, files=dict(base.files or {}))):
+            raise UserError(
+                f"the edit changes nothing in skill {task!r} v{base.version} (its newest version); no new version "
+                f"was stored"
+            )
         stored = _stored(skill, {"task": task, "kind": "edited", "model": f"human:{by}"})
         sources = list(base.source_trace_ids or [])
         return self.store.add_skill(
@@ -352,3 +357,8 @@ def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str
 
 
 __all__ = ["KINDS", "SkillLibrary", "TRANSITIONS"]
+
+
+def _same_content(a: Skill, b: Skill) -> bool:
+    """Whether two skills say the same (protege's own metadata aside: an edit restamps its kind and author)."""
+    return a.model_dump(exclude={"metadata"}) == b.model_dump(exclude={"metadata"})
