@@ -134,6 +134,24 @@ def test_missing_or_broken_app(project):
     assert_one_line_error(project.cli("--app", "not_an_app:app", "run", "t", "--input", "{}"), 2, "not a Protege app")
 
 
+def test_a_store_the_app_does_not_use_is_refused_not_silently_bypassed(project, monkeypatch):
+    """`--db other.db run ...` with an app that opens its own store wrote the call to the app's store while
+    `traces` read the other: refused, naming both; a read command that finds no store says it did not import the
+    app and how to point at the app's store."""
+    own = project.path / "own.db"
+    module = "ownstore_" + project.app.split(":")[0]
+    source = (project.path / f"{project.app.split(':')[0]}.py").read_text()
+    source = source.replace("app = Protege(", f"app = Protege(db={f'sqlite:///{own}'!r}, ", 1)
+    (project.path / f"{module}.py").write_text(source)
+    ticket = '{"ticket": {"sender": "a@b.example", "subject": "refund"}}'
+    result = project.cli("--app", f"{module}:app", "run", "triage", "--input", ticket)
+    assert_one_line_error(result, 2, "opens its own store", str(own), "drop --db")
+    with Store(f"sqlite:///{own}") as store:  # the app opened it at import; no call reached it
+        assert store.count_traces() == 0
+    monkeypatch.setenv("PROTEGE_DB", f"sqlite:///{project.path / 'elsewhere.db'}")
+    assert_one_line_error(project.cli("--app", f"{module}:app", "tasks"), 2, "without importing", "--db")
+
+
 def test_app_from_env_and_pyproject(project, monkeypatch):
     """PROTEGE_APP, then [tool.protege] app in ./pyproject.toml, name the app when --app is absent."""
     ticket = '{"ticket": {"sender": "a@b.example", "subject": "refund"}}'

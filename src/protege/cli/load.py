@@ -83,8 +83,14 @@ def open_store(config: CliConfig, *, create: bool = False) -> Any:
 
     path = config.sqlite_path
     if path is not None and not create and not path.exists():
+        app = (
+            f" (this command reads the store without importing {config.app!r}: where the app opens its own, "
+            f"Protege(db=...), give that URL with --db)"
+            if config.app
+            else ""
+        )
         raise UserError(
-            f"no protege store at {str(path)!r}; run `protege init` (or `protege demo`) here, "
+            f"no protege store at {str(path)!r}{app}; run `protege init` (or `protege demo`) here, "
             f"or point at one with --project-dir / --db / PROTEGE_DB"
         )
     if create:
@@ -128,7 +134,28 @@ def load_app(config: CliConfig) -> Any:
             obj = _call_factory(obj, config)
     if not isinstance(obj, Protege):
         raise UserError(f"{config.app!r} is {type(obj).__name__}, not a Protege app; point at `app = Protege(...)`")
+    _same_store(obj, config)
     return obj
+
+
+def _same_store(app: Any, config: CliConfig) -> None:
+    """--db (or PROTEGE_DB) names a store the app does not use (it passes its own `db=`): refused, since the calls
+    would be written to the app's store while the listings read the other."""
+    if config.db and not _same_url(app.settings.db_url, config.db):
+        raise UserError(
+            f"--db / PROTEGE_DB is {config.db!r}, but app {config.app!r} opens its own store "
+            f"{app.settings.db_url!r} (Protege(db=...)); drop --db, or let the app read PROTEGE_DB (Protege() "
+            f"without db=)"
+        )
+
+
+def _same_url(a: str, b: str) -> bool:
+    from protege.store.engine import sqlite_file
+
+    files = sqlite_file(a), sqlite_file(b)
+    if files[0] is not None and files[1] is not None:
+        return files[0].resolve() == files[1].resolve()
+    return a == b
 
 
 def _call_factory(factory: Any, config: CliConfig) -> Any:
