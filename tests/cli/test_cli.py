@@ -211,6 +211,16 @@ def test_trace_transcript(seeded):
     assert_one_line_error(seeded.cli("trace", "deadbeefdeadbeef"), 2, "no trace 'deadbeefdeadbeef'")
 
 
+def test_a_long_input_line_wraps_in_the_transcript_instead_of_being_cut(project, monkeypatch):
+    """rich cut JSON lines at the panel's edge with no mark: the input a reviewer most needs lost its end."""
+    subject = "refund " + " ".join(f"ITM-{n}" for n in range(5600, 5640)) + " END-OF-SUBJECT"
+    project.run_task(subject=subject)
+    newest = project.json("traces", "--limit", "1")[0]["id"]
+    monkeypatch.setenv("COLUMNS", "80")
+    shown = project.ok("trace", newest, "--full").stdout
+    assert "END-OF-SUBJECT" in shown and all(f"ITM-{n}" in shown for n in range(5600, 5640))
+
+
 def test_trace_shows_each_fields_confidence_least_sure_first(project):
     """A student's trace keeps the per-field confidences its gate went by; `trace` lists them, least sure first."""
     from protege.store import Store, TraceRow

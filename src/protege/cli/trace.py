@@ -93,7 +93,7 @@ def _turn(message: dict, *, full: bool) -> Panel:
 
 
 def _json(value: Any) -> Any:
-    return JSON(json.dumps(value, ensure_ascii=False, default=str)) if value is not None else Text("—")
+    return _wrapped(json.dumps(value, ensure_ascii=False, default=str)) if value is not None else Text("—")
 
 
 def _maybe_json(text: str) -> Any:
@@ -101,10 +101,17 @@ def _maybe_json(text: str) -> Any:
     if stripped[:1] in "{[":
         try:
             json.loads(stripped)
-            return JSON(stripped)
+            return _wrapped(stripped)
         except ValueError:
             pass
     return Text(text)
+
+
+def _wrapped(text: str) -> JSON:
+    """Highlighted JSON whose long lines wrap: rich cuts them at the panel's edge (an email body mid-SKU)."""
+    rendered = JSON(text)
+    rendered.text.no_wrap, rendered.text.overflow = False, "fold"
+    return rendered
 
 
 def _clip(text: str, full: bool) -> str:
