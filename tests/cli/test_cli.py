@@ -244,6 +244,9 @@ def test_stats_ledger(seeded):
     out = seeded.ok("stats", "triage").stdout
     assert "teacher-only counterfactual" in out and "total" in out
     assert_one_line_error(seeded.cli("stats", "nope"), 2, "no task 'nope'")
+    seeded.cli("--app", seeded.app, "run", "triage", "--input", '{"ticket": {"sender": "a@b", "subject": "garbage"}}')
+    overview = seeded.ok("stats").stdout  # shares of all calls, as `stats TASK` gives them: a failed call shown
+    assert "teacher 75.0%" in overview and "failed 25.0%" in overview
 
 
 # -- skills ------------------------------------------------------------------------------------------------------

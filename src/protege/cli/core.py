@@ -185,17 +185,18 @@ def stats(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False)
         ["task", "calls", "tier mix", "spend", "teacher-only", "savings"],
         [[lg.task, lg.calls, _mix(lg), usd(lg.total_usd), usd(lg.teacher_only_usd), _savings(lg)] for lg in ledgers],
         right=("calls", "spend", "teacher-only", "savings"),
-        caption="teacher-only: every call at the teacher's mean cost per valid answer",
+        caption="teacher-only: every served call at the teacher's mean cost per valid answer",
     )
 
 
 def _mix(ledger: Any) -> str:
-    served = sum(ledger.calls_by_tier.values())
-    if not served:
+    """Each tier's share of all calls, failed ones too (as `stats TASK` shows them)."""
+    if not ledger.calls:
         return "—"
-    return " · ".join(
-        f"{tier} {n / served:.0%}" for tier, n in sorted(ledger.calls_by_tier.items(), key=lambda kv: -kv[1])
-    )
+    shares = sorted(ledger.calls_by_tier.items(), key=lambda kv: -kv[1])
+    failed = ledger.calls - sum(ledger.calls_by_tier.values())
+    shares += [("failed", failed)] if failed else []
+    return " · ".join(f"{tier} {pct(n / ledger.calls)}" for tier, n in shares)
 
 
 def _savings(ledger: Any) -> str:
