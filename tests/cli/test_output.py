@@ -69,3 +69,15 @@ def test_an_optional_column_the_table_lacks_is_skipped(monkeypatch, capsys):
         assert all(len(line) <= width for line in lines)
         assert any("693fe3e" in line and "$0.0" in line for line in lines)
         assert not any("2026-12-07" in line or "850 ms" in line for line in lines)
+
+
+def test_dollar_amounts_put_the_sign_before_the_dollar():
+    from protege.cli.output import usd
+
+    assert [usd(-0.0127), usd(0.0127), usd(-250.0), usd(-0.0000123), usd(0.0)] == [
+        "-$0.0127",
+        "$0.0127",
+        "-$250.00",
+        "-$0.000012",
+        "$0",
+    ]

@@ -80,6 +80,15 @@ def test_failed_and_refused_calls_are_no_savings(store):
     ledger = store.ledger("t")
     assert ledger.calls == 3 and ledger.calls_by_tier == {"teacher": 2}
     assert ledger.teacher_only_usd == pytest.approx(0.2) and ledger.savings_usd == pytest.approx(0.0)
+    # a call whose paid teacher answer stayed invalid costs the same without protege: no loss either (was -33%)
+    store.insert_run(RunRow(id="r3", task_name="t"))
+    store.insert_trace(TraceRow(run_id="r3", task_name="t", tier="teacher", cost_usd=0.1, valid=False))
+    store.finish_run("r3", status="failed", tier=None)
+    # imported logs' costs were spent before protege: apart, in neither figure
+    store.insert_traces([{"task_name": "t", "tier": "import", "input": {}, "output": {}, "cost_usd": 0.5}])
+    ledger = store.ledger("t")
+    assert (ledger.total_usd, ledger.teacher_only_usd, ledger.imported_usd) == pytest.approx((0.3, 0.3, 0.5))
+    assert ledger.savings_usd == pytest.approx(0.0) and "import" not in ledger.spend_by_tier
 
 
 def test_ledger_without_teacher_answers(store):

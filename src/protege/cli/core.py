@@ -231,6 +231,8 @@ def _ledger_detail(ledger: Any) -> None:
         "skill loop's own model calls",
     )
     typer.echo(f"teacher-only counterfactual: {usd(ledger.teacher_only_usd)}   savings: {_savings(ledger)}")
+    if ledger.imported_usd:
+        typer.echo(f"imported logs' own cost (spent before protege, in neither figure): {usd(ledger.imported_usd)}")
 
 
 @app.command(rich_help_panel=READ)

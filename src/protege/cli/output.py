@@ -154,7 +154,9 @@ def usd(value: float | None) -> str:
         return "—"
     if value == 0:
         return "$0"
-    return f"${value:,.2f}" if abs(value) >= 100 else f"${value:,.4f}" if abs(value) >= 0.01 else f"${value:.6f}"
+    if value < 0:
+        return "-" + usd(-value)  # -$0.0127, not $-0.0127
+    return f"${value:,.2f}" if value >= 100 else f"${value:,.4f}" if value >= 0.01 else f"${value:.6f}"
 
 
 def secs(value: float | None) -> str:

@@ -69,6 +69,7 @@ class Ledger(BaseModel):
     teacher_only_usd: float | None
     savings_usd: float | None
     savings_ratio: float | None
+    imported_usd: float = 0.0  # what imported logs say their calls cost: spent before protege, not in the total
 
 
 class Store(BackgroundQueries):
@@ -475,14 +476,25 @@ class Store(BackgroundQueries):
         """Spend by tier (every attempt, failed and shadow ones included) vs the teacher-only counterfactual.
 
         Teacher-only = served calls x the mean cost of a valid, non-shadow teacher attempt of this task (None until
-        the teacher has answered once). A call that failed or was refused by the budget is no call the teacher
-        would have answered for its price: counted there, it read as savings when every served call was the
-        teacher's; what it did spend stays in the total.
+        the teacher has answered once), plus what the teacher's attempts cost on the calls that failed: those
+        fail without protege too, at the same price. Counted at the mean, a failed call read as savings (one
+        failure in three: 33% saved with every served call the teacher's); left out, it read as a loss. Imported
+        traces' costs were spent before protege: apart (`imported_usd`), in neither figure.
         """
         by_tier = self._rows(
             select(col(TraceRow.tier), func.sum(col(TraceRow.cost_usd)))
             .where(col(TraceRow.task_name) == task)
             .group_by(col(TraceRow.tier))
+        )
+        failed_teacher = self._scalar(
+            select(func.sum(col(TraceRow.cost_usd)))
+            .join(RunRow, col(RunRow.id) == col(TraceRow.run_id))
+            .where(
+                col(TraceRow.task_name) == task,
+                col(TraceRow.tier) == "teacher",
+                col(TraceRow.shadow).is_(False),
+                col(RunRow.status) != "ok",
+            )
         )
         served = self._rows(
             select(col(RunRow.tier), func.count())
@@ -500,9 +512,14 @@ class Store(BackgroundQueries):
         )
         # to a ten-billionth of a dollar: sums of float costs otherwise read as savings of 1.4e-17 in --json
         spend = {tier: round(float(cost or 0.0), USD_DIGITS) for tier, cost in by_tier}
+        imported = spend.pop("import", 0.0)
         total = round(sum(spend.values()), USD_DIGITS)
         answered = sum(int(n) for tier, n in served if tier)
-        teacher_only = round(float(teacher_mean) * answered, USD_DIGITS) if teacher_mean is not None else None
+        teacher_only = (
+            round(float(teacher_mean) * answered + float(failed_teacher or 0.0), USD_DIGITS)
+            if teacher_mean is not None
+            else None
+        )
         savings = round(teacher_only - total, USD_DIGITS) if teacher_only is not None else None
         return Ledger(
             task=task,
@@ -513,6 +530,7 @@ class Store(BackgroundQueries):
             teacher_only_usd=teacher_only,
             savings_usd=savings,
             savings_ratio=(savings / teacher_only) if savings is not None and teacher_only else None,
+            imported_usd=imported,
         )
 
 
