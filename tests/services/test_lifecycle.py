@@ -100,6 +100,14 @@ def test_teacher_rescue_of_a_failed_replay_revises_the_skill(tmp_path):
     latest = app.skill("shout")
     assert latest.version == 2 and latest.status == "draft" and latest.kind == "revised"
     assert app.skills.approved("shout").version == 1  # replay keeps the reviewed version until the revision is approved
+    for word in ("c", "d", "e"):  # more rescues while that revision awaits review: no more drafts (was one each)
+        app.run("shout", {"q": {"text": word}})
+        app.wait()
+    assert [(s.version, s.status) for s in app.store.skills("shout")][:2] == [(2, "draft"), (1, "approved")]
+    app.approve_skill("shout")
+    app.run("shout", {"q": {"text": "f"}})  # v2 approved: the next rescue revises it
+    app.wait()
+    assert app.skill("shout").version == 3 and app.skill("shout").kind == "revised"
     app.close()
 
 
@@ -182,3 +190,44 @@ def test_ten_shadows_demote_only_on_evidence(tmp_path, agreements, demoted):
     app, row = _promoted_with_shadows(tmp_path, None, agreements, Policy(shadow_window=10, demote_below=0.9))
     assert (app.store.promoted_student("shout") is None) == demoted
     app.close()
+
+
+def test_skills_and_the_prior_art_they_become_are_redacted_by_each_tasks_policy(tmp_path):
+    """A skill's worked examples are traces' inputs: the API key (always) and, under redact="pii", the email and
+    card were copied raw into SKILL.md, its export, and — as prior art — another task's teacher prompt."""
+    from protege import Policy, Protege
+    from protege.agents import FunctionModel
+
+    secret = "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_xyz"
+    note = f"Refund for ann.lee@example.com, card 4111 1111 1111 1111, key {secret}"
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/r.db",
+        teacher=FunctionModel(lambda req: '{"label": "refund"}', price_as="anthropic:claude-opus-4-5"),
+        project_dir=tmp_path / ".p",
+    )
+    try:
+
+        @app.task(policy=Policy(program=False))  # secrets only
+        def route_refund_ticket(text: str) -> Label:
+            """Route a refund ticket to a queue label."""
+
+        @app.task(policy=Policy(redact="pii", program=False))
+        def route_refund_email(text: str) -> Label:
+            """Route a refund email to a queue label."""
+
+        route_refund_ticket(note)
+        app.wait()
+        ticket = app.approve_skill("route_refund_ticket").text
+        assert "refund" in ticket.lower() and secret not in ticket and "ann.lee@example.com" in ticket
+        offered = app.tiers.prior_art(app.tasks["route_refund_email"].runtime)  # under the email task's policy
+        assert offered and all(secret not in t and "ann.lee" not in t and "4111 1111" not in t for t in offered)
+        route_refund_email(note)
+        app.wait()
+        email = app.skill("route_refund_email").text
+        assert secret not in email and "ann.lee@example.com" not in email and "4111 1111 1111 1111" not in email
+    finally:
+        app.close()
+
+
+class Label(BaseModel):
+    label: str

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from protege.agents.cascade import TaskEntry, TaskRuntime
 from protege.agents.models.base import Usage
@@ -96,6 +96,8 @@ class Lifecycle:
         approved = await asyncio.to_thread(lib.approved, name)
         latest = await asyncio.to_thread(lib.latest, name)
         if rescued is not None and approved is not None:
+            if _revision_waiting(latest, approved):
+                return  # one revision per approved version awaits review: each rescue wrote another (42 drafts)
             rescue = await asyncio.to_thread(self.app.store.trace, trace_id)
             if rescue is not None:
                 await self._revise(task, approved, rescued, rescue)
@@ -130,7 +132,7 @@ class Lifecycle:
         await asyncio.to_thread(
             self.app.skills.add,
             name,
-            skill,
+            redacted_skill(skill, task.spec.policy.redact),
             kind=skill.kind,
             source_trace_ids=[t.id for t in traces],
             author_model=author.model.name,
@@ -150,7 +152,7 @@ class Lifecycle:
         await asyncio.to_thread(
             self.app.skills.add,
             task.spec.name,
-            skill,
+            redacted_skill(skill, task.spec.policy.redact),
             kind="revised",
             source_trace_ids=[failed.id, rescue.id],
             author_model=author.model.name,
@@ -306,6 +308,30 @@ class Lifecycle:
         if coverage < 1:
             why += f" on the ~{coverage:.0%} of calls its gate keeps, {coverage * upper + 1 - coverage:.3f} end to end,"
         return why + f" < Policy.demote_below {policy.demote_below:.3f}"
+
+
+def _revision_waiting(latest: Any, approved: Any) -> bool:
+    """Whether a revision of the approved skill is already a draft awaiting review (or evidence)."""
+    return (
+        latest is not None
+        and latest.status == "draft"
+        and latest.kind == "revised"
+        and latest.version > approved.version
+    )
+
+
+def redacted_skill(skill: Any, mode: Literal["secrets", "pii"]) -> Any:
+    """The skill with secrets (and personal data, under `redact="pii"`) replaced in its text, as a dataset's rows
+    are: its worked examples are traces' inputs, and a skill is exported, shown to reviewers and offered to other
+    tasks' teachers. Field programs (scripts/fields.*) are left whole: their literals are what every training
+    text shared, and a placeholder inside a pattern would break it."""
+    from protege.distill.redact import redact
+
+    def clean(text: str) -> str:
+        return redact(text, mode)[0] if text else text
+
+    files = {path: text if path.startswith("scripts/fields") else clean(text) for path, text in skill.files.items()}
+    return skill.model_copy(update={"description": clean(skill.description), "body": clean(skill.body), "files": files})
 
 
 def _kept_bar(policy: Any, coverage: float) -> float:

@@ -18,6 +18,7 @@ from protege.agents.models.base import Model, resolve_model
 from protege.agents.models.chat_format import trained_prompt
 from protege.distill.gate import stored_gate
 from protege.distill.prune import is_pruned
+from protege.distill.redact import redact
 from protege.errors import MissingKeyError, UserError
 from protege.store.read_cache import ReadCache
 
@@ -170,7 +171,8 @@ class AppTiers:
                 return []
             try:
                 found = self.app.store.search_skills(task.spec.instructions, exclude_task=name, limit=2)
-                return [row.text for row, _ in found]
+                # redacted under this task's policy too: another task's skill must not weaken it
+                return [redact(row.text, task.spec.policy.redact)[0] for row, _ in found]
             except UserError:
                 return []
 
