@@ -161,6 +161,19 @@ def test_only_valid_unrejected_teacher_import_traces_are_used(db, tmp_path, exam
     assert with_replay.counts["selected"] == 6
 
 
+def test_a_copy_of_an_answer_labelled_bad_is_left_out_too(db, tmp_path, examples):
+    """A reviewer's "bad" judges that answer to that input: an identical imported copy of the trace was trained
+    on. The same input with another answer stays."""
+    judged = trace(examples[0], 1)
+    copy = trace(examples[0], 2, tier="import")
+    other_answer = trace(examples[0], 3, output={**examples[0]["output"], "urgency": "low"})
+    db.insert_traces([judged, copy, trace(examples[1], 4)])
+    db.add_label(judged["id"], "bad", reviewer="ana")
+    assert build(db, tmp_path, eval_fraction=0.0).counts["selected"] == 1
+    db.insert_traces([other_answer])
+    assert build(db, tmp_path, eval_fraction=0.0).counts["selected"] == 2
+
+
 def test_traces_of_an_older_contract_stay_only_while_their_output_still_validates(db, tmp_path, examples):
     """After a contract change (version 2), a version-1 trace whose output fits the new output model is kept (a
     schema change that leaves it valid); one whose output does not fit is left out and counted, and so is every

@@ -276,8 +276,9 @@ class Store(BackgroundQueries):
     def dataset_traces(self, task: str, *, tiers: tuple[str, ...] = DATASET_TIERS) -> Iterator[dict]:
         """Stream a task's valid traces of `tiers` as plain dicts (oldest first), for the dataset builder.
 
-        Left out: invalid attempts, and traces whose latest reviewer label is 'bad'. Shadow teacher traces stay:
-        they are valid teacher work.
+        Left out: invalid attempts, traces whose latest reviewer label is 'bad', and every other trace with the
+        same input and the same answer as one of those (a reviewer's "bad" judges the answer to that input: an
+        imported copy of it was trained on). Shadow teacher traces stay: they are valid teacher work.
         """
         latest_label = select(func.max(col(LabelRow.id))).group_by(col(LabelRow.trace_id))
         rejected = select(col(LabelRow.trace_id)).where(
@@ -302,8 +303,12 @@ class Store(BackgroundQueries):
             .where(col(TraceRow.id).not_in(rejected))
             .order_by(col(TraceRow.created_at), col(TraceRow.id))
         )
+        judged = select(col(TraceRow.input_hash), col(TraceRow.output)).where(col(TraceRow.id).in_(rejected))
+        bad_answers = {(digest, answer_key(output)) for digest, output in self._rows(judged)}
         with self.engine.connect() as conn:
             for row in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
+                if bad_answers and (row.input_hash, answer_key(row.output)) in bad_answers:
+                    continue
                 yield dict(row._mapping)
 
     # -- labels ------------------------------------------------------------------------------------------------
