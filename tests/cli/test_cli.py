@@ -3,13 +3,16 @@ error paths (one red line, exit 2 for usage mistakes and 1 for run failures, no 
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 
 import pytest
+from typer.testing import CliRunner
 
 from cli.cli_support import assert_one_line_error, make_project
+from protege.cli import app as cli_app
 from protege.store import Store, StudentRow
 
 COMMANDS = [
@@ -476,7 +479,7 @@ def test_import_traces_bad_lines_are_all_or_nothing(seeded):
         "{broken",
         chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "sales", "priority": 3}),
         json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
-        good,
+        chat_line({"ticket": {"sender": "b@x", "subject": "s"}}, {"queue": "other", "priority": 3}),
     ]
     (seeded.path / "bad.jsonl").write_text("\n".join(lines))
     before = len(seeded.json("traces", "--limit", "100"))
@@ -530,10 +533,75 @@ def test_import_traces_unregistered_task_and_with_app(project):
     assert "not a parameter" not in half.stderr
 
 
+def test_import_traces_collapses_lines_repeated_in_one_file(project):
+    """A line written several times in one file is imported once, the copies counted as duplicates; importing the
+    file again repeats none of them."""
+    lines = [chat_line({"q": i}, {"a": i}) for i in range(3)] * 3
+    (project.path / "dup.jsonl").write_text("\n".join(lines))
+    report = project.json("import-traces", "dup.jsonl", "--task", "fresh")
+    assert (report["lines"], report["imported"], report["duplicates"], report["already_imported"]) == (9, 3, 6, 0)
+    assert len(project.json("traces", "fresh", "--limit", "100")) == 3
+    again = project.cli("import-traces", "dup.jsonl", "--task", "fresh")
+    assert again.exit_code == 0 and "imported 0 of 9" in again.stdout and "9 line(s) already imported" in again.stderr
+    (project.path / "more.jsonl").write_text("\n".join([chat_line({"q": 9}, {"a": 9})] * 2))
+    text = project.cli("import-traces", "more.jsonl", "--task", "fresh")
+    assert "imported 1 of 2" in text.stdout and "1 line(s) repeat an earlier one of the file" in text.stderr
+
+
+def test_import_traces_reads_a_byte_order_mark_and_gzip(project):
+    """A file starting with a UTF-8 BOM imports; a gzip-compressed one is read as its text, whatever its name;
+    a damaged gzip file or a zstd one is a one-line error saying what to do."""
+    lines = "\n".join(chat_line({"q": i}, {"a": i}) for i in range(3)) + "\n"
+    (project.path / "bom.jsonl").write_text(lines, encoding="utf-8-sig")
+    assert project.json("import-traces", "bom.jsonl", "--task", "bom")["imported"] == 3
+    packed = gzip.compress(lines.encode())
+    (project.path / "logs.jsonl").write_bytes(packed)  # no .gz suffix: told by its first bytes
+    assert project.json("import-traces", "logs.jsonl", "--task", "gz")["imported"] == 3
+    (project.path / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    assert_one_line_error(project.cli("import-traces", "cut.jsonl.gz", "--task", "gz"), 2, "damaged", "gzip -t")
+    (project.path / "z.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 8)
+    assert_one_line_error(project.cli("import-traces", "z.jsonl.zst", "--task", "gz"), 2, "zstd-compressed", "zstd -d")
+
+
+def usage_line(usage) -> str:
+    line = json.loads(chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "other", "priority": 3}))
+    return json.dumps({**line, "usage": usage})
+
+
+def test_import_traces_reads_openai_usage_and_prices_it(project):
+    """A line's `usage` (OpenAI's, cached tokens inside the prompt's) gives the trace's tokens and a cost by the
+    packaged price table; with the app loaded, by the app's prices (PROTEGE_PRICES overrides included)."""
+    usage = {"prompt_tokens": 1200, "completion_tokens": 80, "prompt_tokens_details": {"cached_tokens": 1000}}
+    (project.path / "u.jsonl").write_text(usage_line(usage))
+    assert project.json("import-traces", "u.jsonl", "--task", "packaged")["imported"] == 1
+    (project.path / "prices.json").write_text(json.dumps({"gpt-4o": {"input": 10, "output": 100, "cache_read": 1}}))
+    project_prices = {"PROTEGE_PRICES": str(project.path / "prices.json")}
+    result = CliRunner().invoke(
+        cli_app, ["--app", project.app, "import-traces", "u.jsonl", "--task", "triage", "--json"], env=project_prices
+    )
+    assert result.exit_code == 0, result.output
+    with Store(project.db) as store:
+        (packaged,) = store.traces("packaged", tier="import")
+        (priced,) = store.traces("triage", tier="import")
+    assert (packaged.input_tokens, packaged.output_tokens, packaged.cache_read_tokens) == (200, 80, 1000)
+    assert packaged.cost_usd == pytest.approx((200 * 2.5 + 80 * 10 + 1000 * 1.25) / 1e6)  # gpt-4o's packaged price
+    assert priced.cost_usd == pytest.approx((200 * 10 + 80 * 100 + 1000 * 1) / 1e6)
+    (project.path / "bad.jsonl").write_text(usage_line({"prompt_tokens": "many"}) + "\n" + usage_line([1]))
+    assert_one_line_error(
+        project.cli("import-traces", "bad.jsonl", "--task", "packaged"),
+        2,
+        "line 1: \"usage\" has prompt_tokens='many'",
+        'line 2: "usage" must be an object',
+    )
+
+
 def test_import_traces_is_fast(project):
     """20,000 lines are checked and stored in one go, in a few seconds."""
-    line = chat_line({"ticket": {"sender": "a@x", "subject": "s"}}, {"queue": "other", "priority": 3})
-    (project.path / "big.jsonl").write_text((line + "\n") * 20_000)
+    lines = (
+        chat_line({"ticket": {"sender": f"u{i}@x", "subject": "s"}}, {"queue": "other", "priority": 3})
+        for i in range(20_000)
+    )
+    (project.path / "big.jsonl").write_text("\n".join(lines) + "\n")
     report = project.json("import-traces", "big.jsonl", "--task", "bulk")
     assert report["imported"] == 20_000 and report["elapsed_s"] < 30
     assert project.json("tasks") == [] and project.json("traces", "--limit", "1")[0]["task_name"] == "bulk"

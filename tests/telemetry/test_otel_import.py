@@ -4,6 +4,7 @@ cost; bad files get per-line errors and import nothing unless --skip-bad."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -17,8 +18,11 @@ from typer.testing import CliRunner
 from protege import Protege
 from protege.agents import FunctionModel
 from protege.agents.models.base import ModelResponse, ToolCall, Usage
+from protege.agents.pricing import load_prices
 from protege.cli import app as cli
+from protege.cli.imports import Contract
 from protege.store import Store
+from protege.telemetry.otel_import import plan_otel_import
 
 
 def plan_of(email: str) -> str:
@@ -122,9 +126,12 @@ def _attr(key, value):
     return {"key": key, "value": {"stringValue": value}}
 
 
-def _span(span_id, name, attrs, *, parent="", start=1):
+TRACE_ID = "5b8efff798038103d269b633813fc60c"
+
+
+def _span(span_id, name, attrs, *, parent="", start=1, trace=TRACE_ID):
     return {
-        "traceId": "5b8efff798038103d269b633813fc60c",
+        "traceId": trace,
         "spanId": span_id,
         "parentSpanId": parent,
         "name": name,
@@ -146,7 +153,7 @@ def _doc(spans):
     }
 
 
-def phoenix_spans(subject="refund please"):
+def phoenix_spans(subject="refund please", trace=TRACE_ID):
     """An agent chain with two OpenInference LLM spans: a tool call, then the final answer."""
     user = json.dumps({"ticket": {"subject": subject}})
     first = {
@@ -182,9 +189,9 @@ def phoenix_spans(subject="refund please"):
         }
     )
     return [
-        _span("aaaaaaaaaaaaaaa1", "agent", {"openinference.span.kind": "AGENT"}),
-        _span("aaaaaaaaaaaaaaa2", "ChatCompletion", first, parent="aaaaaaaaaaaaaaa1", start=2),
-        _span("aaaaaaaaaaaaaaa3", "ChatCompletion", second, parent="aaaaaaaaaaaaaaa1", start=3),
+        _span("aaaaaaaaaaaaaaa1", "agent", {"openinference.span.kind": "AGENT"}, trace=trace),
+        _span("aaaaaaaaaaaaaaa2", "ChatCompletion", first, parent="aaaaaaaaaaaaaaa1", start=2, trace=trace),
+        _span("aaaaaaaaaaaaaaa3", "ChatCompletion", second, parent="aaaaaaaaaaaaaaa1", start=3, trace=trace),
     ]
 
 
@@ -205,6 +212,41 @@ def test_openinference_spans_become_one_trace_with_usage_and_cost(tmp_path, env)
     assert trace.messages[2]["tool_calls"][0] == {"id": "call_1", "name": "plan_of", "arguments": {"email": "a@x"}}
 
 
+def test_spans_written_twice_count_once(tmp_path, env):
+    """A collector retrying an export writes the same spans (trace and span id) again: the same document on two
+    lines, or one request span repeated in another. Each span counts once: one call, its usage summed once."""
+    spans = phoenix_spans()
+    lines = [json.dumps(_doc(spans)), json.dumps(_doc(spans)), json.dumps(_doc([spans[1]]))]
+    path = tmp_path / "retried.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = json.loads(cli_run("import-traces", path, "--task", "support", "--format", "otel", "--json").stdout)
+    assert (report["imported"], report["lines"], report["skipped"]) == (1, 1, [])
+    with Store(env) as store:
+        (trace,) = store.traces("support", tier="import")
+    assert (trace.input_tokens, trace.output_tokens, trace.cache_read_tokens) == (120 + 80, 27, 100)
+
+
+def test_a_byte_order_mark_or_gzip_is_read(tmp_path, env):
+    """An export saved with a UTF-8 byte order mark, or gzip-compressed, imports like the plain file."""
+    text = json.dumps(_doc(phoenix_spans()), indent=2)
+    (tmp_path / "bom.json").write_text(text, encoding="utf-8-sig")
+    (tmp_path / "spans.json.gz").write_bytes(gzip.compress(text.encode()))
+    for name, task in (("bom.json", "bom"), ("spans.json.gz", "gz")):
+        result = cli_run("import-traces", tmp_path / name, "--task", task, "--format", "otel", "--json")
+        assert result.exit_code == 0 and json.loads(result.stdout)["imported"] == 1, result.output
+
+
+def test_usage_without_a_recorded_cost_is_priced_by_the_given_table(tmp_path):
+    """The app's price table (given as `prices`) prices a call that carries no cost; without one, the packaged."""
+    path = tmp_path / "phoenix.json"
+    path.write_text(json.dumps(_doc(phoenix_spans())))
+    table = load_prices({"openai:gpt-4o-mini": {"input": 1, "output": 2, "cache_read": 0.5}})
+    (priced,) = plan_otel_import(path, Contract(task="support"), prices=table).rows
+    (packaged,) = plan_otel_import(path, Contract(task="support")).rows
+    assert priced["cost_usd"] == pytest.approx((200 * 1 + 27 * 2 + 100 * 0.5) / 1e6)
+    assert packaged["cost_usd"] == pytest.approx((200 * 0.15 + 27 * 0.6 + 100 * 0.075) / 1e6)
+
+
 def test_bad_lines_are_reported_and_nothing_is_imported_unless_skip_bad(tmp_path, env):
     no_content = _span(
         "bbbbbbbbbbbbbbb1",
@@ -220,7 +262,7 @@ def test_bad_lines_are_reported_and_nothing_is_imported_unless_skip_bad(tmp_path
         json.dumps(_doc(phoenix_spans("a"))),
         "{not json",
         json.dumps(_doc([no_content])),
-        json.dumps(_doc(phoenix_spans("b"))),
+        json.dumps(_doc(phoenix_spans("b", trace="5b8efff798038103d269b633813fc60d"))),
     ]
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines) + "\n")

@@ -11,6 +11,7 @@ from protege.tui.app import ProtegeConsole, make_app
 from protege.tui.screens import traces as traces_screen
 from protege.tui.screens.confirm import ConfirmScreen
 from protege.tui.screens.skill_diff import SkillDiffScreen
+from protege.tui.screens.skill_edit import SkillEditScreen
 from protege.tui.screens.trace_detail import TraceScreen
 
 SIZE = (80, 24)
@@ -112,6 +113,32 @@ async def test_edit_saves_a_new_draft_version(console, seeded_store, settle):
     assert (new.version, new.status, new.kind, new.author_model) == (4, "draft", "edited", "human:alice")
     assert new.text.rstrip().endswith("- Noted")
     assert seeded_store.skill("triage", version=3).status == "draft"  # versions are immutable
+
+
+async def test_a_refused_edit_keeps_the_editor_open_with_the_text(console, seeded_store, settle):
+    """A save the library refuses (no frontmatter any more) says why and leaves the editor open with the reviewer's
+    text, so it can be fixed; the fixed text then saves and closes the editor."""
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await go_to_row(pilot, "#skills", "triage:3")
+        await pilot.press("e")
+        await settle(pilot)
+        editor = pilot.app.screen.query_one(TextArea)
+        original = editor.text
+        editor.load_text("Route tickets by hand.\n")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, SkillEditScreen)
+        assert pilot.app.screen.query_one(TextArea).text == "Route tickets by hand.\n"
+        assert any("frontmatter" in str(n.message) for n in pilot.app._notifications)
+        assert [r.version for r in seeded_store.skills("triage")] == [3, 2, 1]
+        editor.load_text(original.rstrip() + "\n- Route by hand when unsure\n")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert not isinstance(pilot.app.screen, SkillEditScreen)
+        assert highlighted_key(pilot.app, "#skills") == "triage:4"
+    assert seeded_store.skill("triage").text.rstrip().endswith("- Route by hand when unsure")
 
 
 async def test_edit_cancel_stores_nothing(console, seeded_store, settle):

@@ -1,6 +1,9 @@
 """`protege import-traces`: existing OpenAI chat-format logs become traces of a task (tier "import").
 
-Each JSONL line is `{"messages": [...], "tools": [...]?, "model": "..."?}` (OpenAI's chat / fine-tuning format).
+Each JSONL line is `{"messages": [...], "tools": [...]?, "model": "..."?, "usage": {...}?}` (OpenAI's chat /
+fine-tuning format; `usage` as the API returns it gives the trace's tokens, priced by the app's price table when the
+app is loaded, else the packaged one). The file may start with a UTF-8 byte order mark and may be gzip-compressed
+(read by its first bytes, whatever its name).
 The last assistant turn is the output; the user turn before it is the input. How the input is read:
 - the user turn is a JSON object that is the task's input ({"email": {...}}) — or, for a one-parameter task, the
   value of that parameter ({...}); plain text is the input of a one-parameter task whose parameter is a string;
@@ -11,23 +14,30 @@ app's pydantic model and `check` when the app is loaded, its stored JSON schema 
 Every line is checked before anything is written. Bad lines are reported by line number; by default nothing is
 imported when any line is bad (fix the file and run again). `--skip-bad` imports the good lines and reports the
 bad ones (a partial import, said so). The good lines go in through `Store.insert_traces` in one transaction;
-a line whose input and answer the task's imported traces already hold is left out (a file imported twice).
+a line whose input and answer the task's imported traces already hold, or an earlier line of the file holds, is
+left out (a file imported twice, a line written twice).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from protege.agents.validate import strip_fences
 from protege.cli.schema import schema_errors
 from protege.errors import UserError
 from protege.store.models import new_id, utcnow
 from protege.tasks import input_hash
+
+if TYPE_CHECKING:
+    from protege.agents.pricing import PriceTable
 
 _loads: Callable[[str | bytes], Any]
 try:  # orjson comes with langgraph and parses ~3x faster; the json module is the fallback
@@ -136,16 +146,19 @@ class ImportPlan:
     lines: int
 
 
-def plan_import(path: Path, contract: Contract, *, model: str | None = None) -> ImportPlan:
-    """Read and check every line of `path`; nothing is written."""
+def plan_import(
+    path: Path, contract: Contract, *, model: str | None = None, prices: PriceTable | None = None
+) -> ImportPlan:
+    """Read and check every line of `path`; nothing is written. `prices` prices the lines' usage (None: the
+    packaged table)."""
     if not path.is_file():
         raise UserError(f'no file {str(path)!r}; give a JSONL file of {{"messages": [...]}} lines')
     rows, bad, lines = [], [], 0
     start = utcnow()
-    for number, line in _lines(path):
+    for number, line in read_lines(path):
         lines += 1
         try:
-            row = trace_from_line(line, contract, model=model)
+            row = trace_from_line(line, contract, model=model, prices=prices)
         except BadLine as exc:
             bad.append((number, str(exc)))
             continue
@@ -154,14 +167,52 @@ def plan_import(path: Path, contract: Contract, *, model: str | None = None) -> 
     return ImportPlan(rows=rows, bad=bad, lines=lines)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open(encoding="utf-8", errors="replace") as f:
+# -- reading the file ------------------------------------------------------------------------------------------------
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # what the OpenTelemetry Collector's file exporter compresses with
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The file's non-blank lines with their numbers (from 1), as `open_import_file` reads them."""
+    with open_import_file(path) as f, _gzip_errors(path):
         for number, line in enumerate(f, 1):
             if line.strip():
                 yield number, line
 
 
-def trace_from_line(line: str, contract: Contract, *, model: str | None = None) -> dict[str, Any]:
+def read_text(path: Path) -> str:
+    """The whole file as text, as `open_import_file` reads it."""
+    with open_import_file(path) as f, _gzip_errors(path):
+        return f.read()
+
+
+def open_import_file(path: Path) -> IO[str]:
+    """An import file as UTF-8 text: a byte order mark (Windows tools write one) is dropped, and a gzip-compressed
+    file is decompressed on the way, told by its first bytes rather than its name."""
+    with path.open("rb") as f:
+        head = f.read(len(ZSTD_MAGIC))
+    if head.startswith(ZSTD_MAGIC):
+        raise UserError(f"{str(path)!r} is zstd-compressed; decompress it first (`zstd -d`) and import the result")
+    if head.startswith(GZIP_MAGIC):
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace")
+    return path.open(encoding="utf-8-sig", errors="replace")
+
+
+@contextmanager
+def _gzip_errors(path: Path) -> Iterator[None]:
+    """Turns a damaged gzip file's read error (cut short, corrupt) into a UserError naming the file."""
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UserError(
+            f"{str(path)!r} is gzip-compressed but damaged ({exc}); check it with `gzip -t` and export it again"
+        ) from None
+
+
+def trace_from_line(
+    line: str, contract: Contract, *, model: str | None = None, prices: PriceTable | None = None
+) -> dict[str, Any]:
     """One JSONL line as a trace dict for `Store.insert_traces` (raises BadLine)."""
     try:
         data = _loads(line)
@@ -169,7 +220,49 @@ def trace_from_line(line: str, contract: Contract, *, model: str | None = None) 
         raise BadLine(f"not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list) or not data["messages"]:
         raise BadLine('not a JSON object with a non-empty "messages" list')
-    return trace_from_chat(data, contract, model=model)
+    row = trace_from_chat(data, contract, model=model)
+    usage = openai_usage(data["usage"]) if data.get("usage") is not None else None
+    if usage is None:  # no usage, nothing to price (an unpriced model's warning would be noise)
+        return row
+    return {**row, **usage, "cost_usd": token_cost(row["model"], usage, prices)}
+
+
+def openai_usage(raw: Any) -> dict[str, int]:
+    """An OpenAI `usage` object (chat completions: prompt_tokens / completion_tokens / prompt_tokens_details;
+    the Responses API: input_tokens / output_tokens / input_tokens_details) in protege's convention, where
+    input_tokens are the uncached ones (OpenAI counts the cached tokens inside the prompt's); raises BadLine."""
+    if not isinstance(raw, dict):
+        raise BadLine(
+            f'"usage" must be an object like {{"prompt_tokens": 120, "completion_tokens": 15}}, got {_short_repr(raw)}'
+        )
+    details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
+    prompt = _token_count(raw, "prompt_tokens", "input_tokens")
+    cached = min(_token_count(details if isinstance(details, dict) else {}, "cached_tokens"), prompt)
+    return {
+        "input_tokens": prompt - cached,
+        "output_tokens": _token_count(raw, "completion_tokens", "output_tokens"),
+        "cache_read_tokens": cached,
+    }
+
+
+def _token_count(usage: dict[str, Any], *keys: str) -> int:
+    """The first of `keys` that `usage` holds, as a count of tokens (0 when none is there; BadLine when bad)."""
+    key = next((k for k in keys if usage.get(k) is not None), None)
+    if key is None:
+        return 0
+    value = usage[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadLine(f'"usage" has {key}={_short_repr(value)}; a token count is a whole number >= 0')
+    return value
+
+
+def token_cost(model: str, usage: dict[str, int], prices: PriceTable | None) -> float:
+    """Dollars for `usage` on `model`: by `prices` (the app's table, overrides included) when given, else by the
+    packaged table."""
+    from protege.agents.models.base import Usage
+    from protege.agents.pricing import default_table
+
+    return (prices or default_table()).cost(model, Usage(**usage))
 
 
 def trace_from_chat(data: dict[str, Any], contract: Contract, *, model: str | None = None) -> dict[str, Any]:

@@ -294,14 +294,25 @@ def _metric_text(name: str, value: Any) -> str:
 # -- import-traces ---------------------------------------------------------------------------------------------------
 
 
-def _new_answers(store: Any, task: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """The rows whose input and answer the task's imported traces do not hold yet (a file imported twice would
-    count each of its answers twice), and how many were left out."""
+def _new_answers(store: Any, task: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int]:
+    """The rows whose input and answer are new, each once: neither held by the task's imported traces (a file
+    imported twice) nor by an earlier row of the file (a line written twice), either of which would count an
+    answer twice; and how many rows were left out for each reason."""
     from protege.store.store import answer_key
 
     known = store.answer_keys(task, "import")
-    fresh = [r for r in rows if (r["input_hash"], answer_key(r["output"])) not in known]
-    return fresh, len(rows) - len(fresh)
+    seen: set[tuple[str, str]] = set()
+    fresh, already, repeated = [], 0, 0
+    for row in rows:
+        key = (row["input_hash"], answer_key(row["output"]))
+        if key in known:
+            already += 1
+        elif key in seen:
+            repeated += 1
+        else:
+            seen.add(key)
+            fresh.append(row)
+    return fresh, already, repeated
 
 
 class ImportFormat(StrEnum):
@@ -316,7 +327,7 @@ def import_traces(
         Path,
         typer.Argument(
             help='JSONL of OpenAI chat-format lines ({"messages": [...]}), or with '
-            "--format otel an OTLP JSON export of spans"
+            "--format otel an OTLP JSON export of spans; plain or gzip-compressed"
         ),
     ],
     task: Annotated[str, typer.Option("--task", help="the task the traces belong to")],
@@ -337,14 +348,14 @@ def import_traces(
     from protege.cli.imports import Contract, describe_bad, plan_import
 
     started = time.perf_counter()
-    store, spec = _import_target(ctx, task)
+    store, spec, prices = _import_target(ctx, task)
     contract = Contract.of(task, store.task(task), spec)
     if fmt == ImportFormat.otel:
         from protege.telemetry.otel_import import plan_otel_import
 
-        plan, unit = plan_otel_import(file, contract, model=model), "LLM call(s)"
+        plan, unit = plan_otel_import(file, contract, model=model, prices=prices), "LLM call(s)"
     else:
-        plan, unit = plan_import(file, contract, model=model), "line(s)"
+        plan, unit = plan_import(file, contract, model=model, prices=prices), "line(s)"
     if plan.bad and not skip_bad and plan.rows:
         raise UserError(
             f"{describe_bad(plan.bad, file)} — nothing was imported; fix those lines, or pass "
@@ -354,7 +365,7 @@ def import_traces(
         raise UserError(
             f"{str(file)!r} has no lines to import" + (f" ({describe_bad(plan.bad, file)})" if plan.bad else "")
         )
-    rows, repeated = _new_answers(store, task, plan.rows)
+    rows, already, repeated = _new_answers(store, task, plan.rows)
     imported = store.insert_traces(rows, batch=len(rows)) if rows else 0  # one transaction: all of them or none
     elapsed = time.perf_counter() - started
     if as_json:
@@ -365,15 +376,18 @@ def import_traces(
                 "lines": plan.lines,
                 "imported": imported,
                 "skipped": [{"line": n, "error": why} for n, why in plan.bad],
-                "already_imported": repeated,
+                "already_imported": already,
+                "duplicates": repeated,
                 "registered": contract.registered,
                 "elapsed_s": elapsed,
             }
         )
     if plan.bad:
         warn(f"partial import: skipped {describe_bad(plan.bad, file)}")
+    if already:
+        warn(f"{already} {unit} already imported (the same input and answer): not imported again")
     if repeated:
-        warn(f"{repeated} {unit} already imported (the same input and answer): not imported again")
+        warn(f"{repeated} {unit} repeat an earlier one of the file (the same input and answer): imported once")
     typer.echo(f"imported {imported} of {plan.lines} {unit} as traces of {task!r} (tier import) in {secs(elapsed)}")
     if not contract.registered:
         warn(
@@ -382,10 +396,11 @@ def import_traces(
         )
 
 
-def _import_target(ctx: typer.Context, task: str) -> tuple[Any, Any]:
-    """The store to import into and the app's TaskSpec for `task` (None without an app or when it lacks the task)."""
+def _import_target(ctx: typer.Context, task: str) -> tuple[Any, Any, Any]:
+    """The store to import into, the app's TaskSpec for `task` (None without an app or when it lacks the task), and
+    the app's price table (None without an app: the packaged one prices the usage)."""
     if config(ctx).app:
         protege_app = app_of(ctx)
         handle = protege_app.tasks.get(task)
-        return protege_app.store, handle.spec if handle is not None else None
-    return store_of(ctx, create=True), None
+        return protege_app.store, handle.spec if handle is not None else None, protege_app.prices
+    return store_of(ctx, create=True), None, None

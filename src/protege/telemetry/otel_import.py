@@ -7,7 +7,8 @@ file exporter writes). Two attribute conventions are read:
 - OpenInference, as Arize Phoenix writes it (`llm.input_messages.N.message.*`, `llm.output_messages.*`,
   `llm.token_count.*`, `llm.model_name`, `llm.cost.total`).
 An LLM call is the model requests under one parent span up to the first that answers in text (not tool calls):
-its last request's input and answer make the trace, its requests' usage and cost are summed. Inputs and outputs are
+its last request's input and answer make the trace, its requests' usage and cost are summed. A span written twice
+(the same trace and span id: a collector retrying an export) counts once. Inputs and outputs are
 checked like the OpenAI log import's (`cli.imports.Contract`); a call protege itself recorded as invalid is a bad
 item. Bad items are reported by line and span; nothing is imported on a bad file unless `--skip-bad`.
 """
@@ -19,12 +20,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import protege.telemetry.genai as g
-from protege.cli.imports import BadLine, Contract, ImportPlan, convert_tools, trace_from_chat
+from protege.cli.imports import BadLine, Contract, ImportPlan, convert_tools, read_text, token_cost, trace_from_chat
 from protege.errors import UserError
 from protege.store.models import utcnow
+
+if TYPE_CHECKING:
+    from protege.agents.pricing import PriceTable
 
 
 @dataclass
@@ -58,8 +62,11 @@ class Call:
     parent: Span | None = None
 
 
-def plan_otel_import(path: Path, contract: Contract, *, model: str | None = None) -> ImportPlan:
-    """Read and check every LLM call in `path`; nothing is written. `lines` counts the calls found."""
+def plan_otel_import(
+    path: Path, contract: Contract, *, model: str | None = None, prices: PriceTable | None = None
+) -> ImportPlan:
+    """Read and check every LLM call in `path`; nothing is written. `lines` counts the calls found; `prices` prices
+    the usage of calls that carry no cost (None: the packaged table)."""
     if not path.is_file():
         raise UserError(f'no file {str(path)!r}; give an OTLP JSON export of spans ({{"resourceSpans": [...]}})')
     spans, bad = read_spans(path)
@@ -69,7 +76,7 @@ def plan_otel_import(path: Path, contract: Contract, *, model: str | None = None
         found += 1
         final = call.requests[-1]
         try:
-            row = trace_from_call(call, contract, model=model)
+            row = trace_from_call(call, contract, model=model, prices=prices)
         except BadLine as exc:
             bad.append((final.line, f"{final.where}: {exc}"))
             continue
@@ -87,8 +94,8 @@ def plan_otel_import(path: Path, contract: Contract, *, model: str | None = None
 
 
 def read_spans(path: Path) -> tuple[list[Span], list[tuple[int, str]]]:
-    """Every span in the file, and (line, why) for the lines that are not OTLP JSON."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    """Every span in the file once, and (line, why) for the lines that are not OTLP JSON."""
+    text = read_text(path)
     whole = _json(text)
     documents = (
         [(1, whole)]
@@ -101,7 +108,22 @@ def read_spans(path: Path) -> tuple[list[Span], list[tuple[int, str]]]:
             bad.append((number, 'not an OTLP JSON object with a "resourceSpans" list'))
             continue
         spans += list(_spans_of(doc, number))
-    return spans, bad
+    return _each_once(spans), bad
+
+
+def _each_once(spans: list[Span]) -> list[Span]:
+    """The spans without repeats of an earlier one's (trace id, span id): a collector that retries an export writes
+    the same spans again, and each copy would count as another call or add its usage again. Spans without an id
+    are kept (nothing says they are the same)."""
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for s in spans:
+        key = (s.trace_id, s.span_id)
+        if s.span_id and key in seen:
+            continue
+        seen.add(key)
+        unique.append(s)
+    return unique
 
 
 def _spans_of(doc: dict, line: int) -> Any:
@@ -172,7 +194,9 @@ def llm_calls(spans: list[Span]) -> list[Call]:
 # -- one call as a trace ---------------------------------------------------------------------------------------------
 
 
-def trace_from_call(call: Call, contract: Contract, *, model: str | None = None) -> dict[str, Any]:
+def trace_from_call(
+    call: Call, contract: Contract, *, model: str | None = None, prices: PriceTable | None = None
+) -> dict[str, Any]:
     """One LLM call as a trace dict for `Store.insert_traces` (raises BadLine)."""
     parent, final = call.parent, call.requests[-1]
     if parent is not None and parent.attrs.get(g.VALID) is False:
@@ -189,7 +213,7 @@ def trace_from_call(call: Call, contract: Contract, *, model: str | None = None)
     return {
         **row,
         **usage,
-        "cost_usd": _cost(call.requests, row["model"], usage),
+        "cost_usd": _cost(call.requests, row["model"], usage, prices),
         "latency_s": max(0, final.end - call.requests[0].start) / 1e9,
     }
 
@@ -306,16 +330,13 @@ def _usage(requests: list[Span]) -> dict[str, int]:
     return total
 
 
-def _cost(requests: list[Span], model: str, usage: dict[str, int]) -> float:
+def _cost(requests: list[Span], model: str, usage: dict[str, int], prices: PriceTable | None) -> float:
     """The recorded cost when every request carries one (protege's, or OpenInference's llm.cost.total), else the
-    price table's for the model."""
+    price table's for the model (the app's when it is loaded)."""
     recorded = [_first(s.attrs, g.COST_USD, "llm.cost.total") for s in requests]
     if all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in recorded):
         return float(sum(recorded))
-    from protege.agents.models.base import Usage
-    from protege.agents.pricing import default_table
-
-    return default_table().cost(model, Usage(**usage))
+    return token_cost(model, usage, prices)
 
 
 def _indexed(tree: dict[str, Any]) -> list[tuple[str, Any]]:

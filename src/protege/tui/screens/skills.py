@@ -190,16 +190,18 @@ class SkillsScreen(ReviewScreen):
         if row is None:
             return
 
-        def save(text: str | None) -> None:
-            if text is None:
-                return
+        def save(text: str) -> SkillRow | None:
             new = self.act(self.protege.skills.edit, row.task_name, text, by=self.reviewer)
-            if isinstance(new, SkillRow):  # act() gives None when the edit failed
-                self.notify(f"saved as {new.task_name} v{new.version} (draft, awaiting review)", timeout=4)
-                self.select_after_load = _key(new)
-                self.load()
+            return new if isinstance(new, SkillRow) else None  # act() said why the edit was refused
 
-        self.app.push_screen(SkillEditScreen(row), save)
+        def saved(new: SkillRow | None) -> None:
+            if new is None:  # cancelled
+                return
+            self.notify(f"saved as {new.task_name} v{new.version} (draft, awaiting review)", timeout=4)
+            self.select_after_load = _key(new)
+            self.load()
+
+        self.app.push_screen(SkillEditScreen(row, save), saved)
 
     def action_mark(self) -> None:
         self.marked = self.current
