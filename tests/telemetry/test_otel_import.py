@@ -286,3 +286,21 @@ def test_a_file_without_llm_spans_is_a_clear_error(tmp_path, env):
     assert result.exit_code == 2 and "holds no LLM spans" in result.stderr
     missing = cli_run("import-traces", tmp_path / "nope.json", "--task", "support", "--format", "otel")
     assert missing.exit_code == 2 and "no file" in missing.stderr
+
+
+def test_content_in_span_events_is_named_as_the_reason_not_a_missing_switch(tmp_path):
+    """The older GenAI conventions put prompts on span events (gen_ai.user.message, gen_ai.choice): with content
+    capture already on, the advice to turn it on was wrong; the error says where the content is and what to do."""
+    from protege.cli.imports import Contract
+    from protege.telemetry.otel_import import plan_otel_import
+
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"}
+    events = _span("ccccccccccccccc1", "chat gpt-4o", attrs)
+    events["events"] = [
+        {"name": "gen_ai.user.message", "attributes": [_attr("content", "hi")]},
+        {"name": "gen_ai.choice", "attributes": [_attr("message", "{}")]},
+    ]
+    path = tmp_path / "events.json"
+    path.write_text(json.dumps(_doc([events])))
+    ((_, why),) = plan_otel_import(path, Contract(task="support")).bad
+    assert "span events" in why and "gen_ai.input.messages" in why and "CAPTURE_MESSAGE_CONTENT" not in why

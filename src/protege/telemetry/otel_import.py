@@ -43,6 +43,7 @@ class Span:
     end: int
     attrs: dict[str, Any]
     line: int
+    events: tuple[str, ...] = ()  # the names of its span events (content is not read from them)
 
     @property
     def is_llm(self) -> bool:
@@ -145,6 +146,7 @@ def _spans_of(doc: dict, line: int) -> Any:
                             if isinstance(a, dict) and isinstance(a.get("key"), str)
                         },
                         line=line,
+                        events=tuple(str(e.get("name") or "") for e in _list(s.get("events")) if isinstance(e, dict)),
                     )
 
 
@@ -203,7 +205,7 @@ def trace_from_call(
         raise BadLine(f"protege recorded this attempt ({parent.attrs.get(g.TIER)} tier) as invalid")
     messages = _input_turns(final)
     if not messages:
-        raise BadLine("no input messages (record content: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true)")
+        raise BadLine(_no_content(final))
     output = _output_turn(final)
     if output.get("tool_calls") or not output.get("content"):
         raise BadLine("no final answer: the call's last request asked for tools or returned no text")
@@ -216,6 +218,17 @@ def trace_from_call(
         "cost_usd": _cost(call.requests, row["model"], usage, prices),
         "latency_s": max(0, final.end - call.requests[0].start) / 1e9,
     }
+
+
+def _no_content(s: Span) -> str:
+    """Why a request span has no input messages, and what to do about it."""
+    if any(name.startswith("gen_ai.") for name in s.events):
+        return (
+            "no input messages in the span's attributes: its content is in span events (gen_ai.user.message, "
+            "gen_ai.choice: the older GenAI conventions), which are not read; export with the current ones "
+            "(gen_ai.input.messages / gen_ai.output.messages attributes) or use the OpenAI chat-log format"
+        )
+    return "no input messages (record content: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true)"
 
 
 def _input_turns(s: Span) -> list[dict[str, Any]]:
