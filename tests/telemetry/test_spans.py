@@ -218,6 +218,26 @@ def test_a_failed_call_is_an_error_span_with_no_message(store, provider, exporte
     assert run.attributes["protege.status"] == "failed" and run.attributes["protege.attempts"] == 1
 
 
+class Raising:
+    """A teacher whose request raises (a dropped connection)."""
+
+    name, price_as = "function:down", None
+
+    async def request(self, req: ModelRequest) -> ModelResponse:
+        raise ConnectionError("connection reset by peer")
+
+
+def test_an_attempt_whose_model_raised_names_the_exception_as_its_error_type(store, provider, exporter):
+    """error.type is the class the model raised, as the chat span has it, not invalid_answer (it never answered)."""
+    spec = TaskSpec(triage, policy=Policy(shadow_rate=0))
+    task = TaskRuntime(spec=spec, version=1, tools=ToolBox([]))
+    cascade = Cascade(store, Tiers(Raising()), telemetry=Telemetry(provider))
+    with pytest.raises(AllTiersFailed):
+        asyncio.run(cascade.run(task, spec.parse_input((), {"ticket": {"subject": "x"}})))
+    attempt = next(s for s in exporter.get_finished_spans() if s.name == "protege.attempt teacher")
+    assert attempt.attributes["error.type"] == "ConnectionError"
+
+
 def test_global_provider_is_used_and_nothing_loads_without_one(tmp_path):
     """Through the real app in a fresh process: with no provider set, nothing is traced; once the app sets the
     global provider, the next call's spans reach it, under the app's own span."""
