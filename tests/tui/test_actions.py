@@ -94,15 +94,20 @@ async def test_approve_is_refused_for_a_non_draft(console, seeded_store, settle)
     assert seeded_store.skill("triage", version=2).status == "approved"
 
 
+async def open_editor(pilot, settle) -> TextArea:
+    """The skills screen's editor, opened on triage v3."""
+    await pilot.press("2")
+    await settle(pilot)
+    await go_to_row(pilot, "#skills", "triage:3")
+    await pilot.press("e")
+    await settle(pilot)
+    return pilot.app.screen.query_one(TextArea)
+
+
 async def test_edit_saves_a_new_draft_version(console, seeded_store, settle):
     """e opens the SKILL.md in a TextArea; typing and ctrl+s store it as a new draft by the reviewer."""
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
-        await settle(pilot)
-        await go_to_row(pilot, "#skills", "triage:3")
-        await pilot.press("e")
-        await settle(pilot)
-        editor = pilot.app.screen.query_one(TextArea)
+        editor = await open_editor(pilot, settle)
         assert "Triage a support ticket" in editor.text
         editor.move_cursor(editor.document.end)
         await pilot.press("enter", "-", "space", "N", "o", "t", "e", "d")
@@ -119,12 +124,7 @@ async def test_a_refused_edit_keeps_the_editor_open_with_the_text(console, seede
     """A save the library refuses (no frontmatter any more) says why and leaves the editor open with the reviewer's
     text, so it can be fixed; the fixed text then saves and closes the editor."""
     async with console.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
-        await settle(pilot)
-        await go_to_row(pilot, "#skills", "triage:3")
-        await pilot.press("e")
-        await settle(pilot)
-        editor = pilot.app.screen.query_one(TextArea)
+        editor = await open_editor(pilot, settle)
         original = editor.text
         editor.load_text("Route tickets by hand.\n")
         await pilot.press("ctrl+s")
