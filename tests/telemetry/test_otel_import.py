@@ -15,7 +15,7 @@ from otlp_receiver import Receiver
 from triage_support import Ticket, Triage
 from typer.testing import CliRunner
 
-from protege import Protege
+from protege import Policy, Protege
 from protege.agents import FunctionModel
 from protege.agents.models.base import ModelResponse, ToolCall, Usage
 from protege.agents.pricing import load_prices
@@ -304,3 +304,34 @@ def test_content_in_span_events_is_named_as_the_reason_not_a_missing_switch(tmp_
     path.write_text(json.dumps(_doc([events])))
     ((_, why),) = plan_otel_import(path, Contract(task="support")).bad
     assert "span events" in why and "gen_ai.input.messages" in why and "CAPTURE_MESSAGE_CONTENT" not in why
+
+
+def test_calls_protege_recorded_for_another_task_are_left_to_it(tmp_path, env):
+    """A span file of an app with two tasks: the other task's calls were tried against --task and reported bad
+    (or, with the same schemas, imported into the wrong task). protege's run spans name the task: they decide."""
+    with Receiver() as receiver:
+        app = Protege(
+            db=env,
+            project_dir=tmp_path,
+            otel=receiver.url,
+            otel_content=True,
+            teacher=FunctionModel(lambda req: '{"queue": "billing", "priority": 2}', name="function:teacher"),
+        )
+
+        @app.task(policy=Policy(program=False))
+        def triage(ticket: Ticket) -> Triage:
+            """Route a support ticket to a queue and set its priority."""
+
+        @app.task(policy=Policy(program=False))
+        def triage_twin(ticket: Ticket) -> Triage:
+            """Route a support ticket the other way."""
+
+        app.run("triage", {"ticket": {"subject": "refund"}})
+        for subject in ("twin a", "twin b"):
+            app.run("triage_twin", {"ticket": {"subject": subject}})
+        app.close()
+        path = receiver.write_json_lines(tmp_path / "two.jsonl")
+    report = json.loads(cli_run("import-traces", path, "--task", "triage", "--format", "otel", "--json").stdout)
+    assert (report["imported"], report["lines"], report["skipped"]) == (1, 1, [])
+    with Store(env) as store:
+        assert [t.input["ticket"]["subject"] for t in store.traces("triage", tier="import")] == ["refund"]

@@ -73,7 +73,10 @@ def plan_otel_import(
     spans, bad = read_spans(path)
     rows: list[dict[str, Any]] = []
     found, start = len(bad), utcnow()
+    by_id = {s.span_id: s for s in spans}
     for call in llm_calls(spans):
+        if _recorded_task(call, by_id) not in (None, contract.task):
+            continue  # protege recorded it as another task's call: not this task's, not a bad line either
         found += 1
         final = call.requests[-1]
         try:
@@ -171,6 +174,19 @@ def _value(v: Any) -> Any:
             x["key"]: _value(x.get("value")) for x in values if isinstance(x, dict) and isinstance(x.get("key"), str)
         }
     return inner if isinstance(inner, (str, bool, int, float)) else None
+
+
+def _recorded_task(call: Call, by_id: dict[str, Span]) -> str | None:
+    """The task protege's own spans say a call was made for (its protege.run span, above its attempt), or None."""
+    span = call.parent
+    for _ in range(2):  # the attempt, then the run
+        if span is None:
+            return None
+        task = span.attrs.get(g.TASK)
+        if isinstance(task, str):
+            return task
+        span = by_id.get(span.parent_id)
+    return None
 
 
 def llm_calls(spans: list[Span]) -> list[Call]:
