@@ -68,5 +68,8 @@ def status_markup(status: str) -> str:
     return f"[{STATUS_COLORS.get(status, 'white')}]{status}[/]"
 
 
-def validity_markup(valid: bool) -> str:
-    return "[green]✓ ok[/]" if valid else "[red]✗ bad[/]"
+def validity_markup(valid: bool, *, short: bool = False) -> str:
+    """Whether an answer passed validation: never "good"/"bad", which are reviewers' labels."""
+    if short:  # the traces table's Valid column
+        return "[green]✓ yes[/]" if valid else "[red]✗ no[/]"
+    return "[green]✓ valid[/]" if valid else "[red]✗ invalid[/]"

@@ -130,7 +130,7 @@ class TracesScreen(ReviewScreen):
             clip(r.task_name, 11),
             tier_markup(r.tier),
             clip(model, 12),
-            validity_markup(r.valid),
+            validity_markup(r.valid, short=True),
             when(r.created_at),
             usd(r.cost_usd),
             LABEL_MARKS.get(self.labels.get(r.id, ""), ""),
