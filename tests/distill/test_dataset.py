@@ -172,6 +172,8 @@ def test_a_copy_of_an_answer_labelled_bad_is_left_out_too(db, tmp_path, examples
     assert build(db, tmp_path, eval_fraction=0.0).counts["selected"] == 1
     db.insert_traces([other_answer])
     assert build(db, tmp_path, eval_fraction=0.0).counts["selected"] == 2
+    db.add_label(copy["id"], "good", reviewer="bo")  # a copy judged good: that answer is trained on after all
+    assert build(db, tmp_path, eval_fraction=0.0).counts["selected"] == 3
 
 
 def test_traces_of_an_older_contract_stay_only_while_their_output_still_validates(db, tmp_path, examples):

@@ -278,7 +278,8 @@ class Store(BackgroundQueries):
 
         Left out: invalid attempts, traces whose latest reviewer label is 'bad', and every other trace with the
         same input and the same answer as one of those (a reviewer's "bad" judges the answer to that input: an
-        imported copy of it was trained on). Shadow teacher traces stay: they are valid teacher work.
+        imported copy of it was trained on) unless a copy's latest label is 'good'. Shadow teacher traces stay:
+        they are valid teacher work.
         """
         latest_label = select(func.max(col(LabelRow.id))).group_by(col(LabelRow.trace_id))
         rejected = select(col(LabelRow.trace_id)).where(
@@ -303,13 +304,19 @@ class Store(BackgroundQueries):
             .where(col(TraceRow.id).not_in(rejected))
             .order_by(col(TraceRow.created_at), col(TraceRow.id))
         )
-        judged = select(col(TraceRow.input_hash), col(TraceRow.output)).where(col(TraceRow.id).in_(rejected))
-        bad_answers = {(digest, answer_key(output)) for digest, output in self._rows(judged)}
+        bad_answers = self._labelled_answers(rejected) - self._labelled_answers(  # a copy judged good since wins
+            select(col(LabelRow.trace_id)).where(col(LabelRow.id).in_(latest_label), col(LabelRow.verdict) == "good")
+        )
         with self.engine.connect() as conn:
             for row in conn.execution_options(stream_results=True, yield_per=5000).execute(stmt):
                 if bad_answers and (row.input_hash, answer_key(row.output)) in bad_answers:
                     continue
                 yield dict(row._mapping)
+
+    def _labelled_answers(self, trace_ids: Any) -> set[tuple[str | None, str]]:
+        """(input hash, answer as canonical JSON) of the traces `trace_ids` (a subquery) selects."""
+        judged = select(col(TraceRow.input_hash), col(TraceRow.output)).where(col(TraceRow.id).in_(trace_ids))
+        return {(digest, answer_key(output)) for digest, output in self._rows(judged)}
 
     # -- labels ------------------------------------------------------------------------------------------------
 
