@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 import sqlalchemy as sa
 
 from protege.store import RunRow, Store, TraceRow
@@ -79,3 +80,43 @@ def test_large_trace_columns_are_lz4_compressed(pg_url):
     expected = "l" if has_lz4 else ""
     assert methods["trace.messages"] == expected and methods["trace.input"] == expected
     assert methods["run.input"] == expected and methods["trace.task_name"] == ""
+
+
+def test_a_short_outage_is_waited_out_and_a_long_one_is_a_store_error(pg_url, monkeypatch):
+    """A refused connection (the server restarting, a proxy down) failed a paid answer's write at once, as a raw
+    SQLAlchemy error: the write now retries with backoff for up to OUTAGE_S, then raises a StoreError; an error
+    waiting cannot fix is raised at once."""
+    import psycopg
+    import psycopg.errors
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    import protege.store.base as base
+    from protege.errors import StoreError
+
+    slept: list[float] = []
+    monkeypatch.setattr(base.time, "sleep", slept.append)
+    with Store(pg_url) as store:
+        refusals = [psycopg.OperationalError("connection refused"), psycopg.errors.AdminShutdown("restarting")]
+
+        def flaky():
+            if refusals:
+                raise OperationalError("SELECT 1", {}, refusals.pop(0))
+            return "written"
+
+        assert store._retry(flaky) == "written" and slept == [0.1, 0.2]
+
+        def down():
+            raise OperationalError("SELECT 1", {}, psycopg.OperationalError("connection refused"))
+
+        slept.clear()
+        with pytest.raises(StoreError, match=r"could not be reached for 10 s \(connection refused\)"):
+            store._retry(down)
+        assert sum(slept) >= base.OUTAGE_S
+
+        def missing_table():
+            raise ProgrammingError("SELECT x", {}, psycopg.errors.UndefinedTable("no such table"))
+
+        slept.clear()
+        with pytest.raises(ProgrammingError):
+            store._retry(missing_table)
+        assert slept == []

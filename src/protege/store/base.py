@@ -7,6 +7,7 @@ COMMIT — which is just as atomic and durable for one statement. Multi-statemen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -18,6 +19,17 @@ from protege.errors import StoreError, UserError
 from protege.store.engine import make_engine, normalize_url
 
 T = TypeVar("T")
+OUTAGE_S = 10.0  # how long a store operation waits for a database it cannot reach before it fails
+
+
+def _unreachable(exc: DBAPIError) -> bool:
+    """A PostgreSQL server that refused or dropped the connection, or is shutting down or starting: no SQLSTATE
+    (no server answered), class 08 (connection exception) or 57P0x. Not a missing database or a bad password
+    (3D000, 28xxx: waiting would not help), not a query's error, not SQLite."""
+    if not isinstance(exc, OperationalError) or not type(exc.orig).__module__.startswith("psycopg"):
+        return False
+    state = getattr(exc.orig, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P0"))
 
 
 class StoreBase:
@@ -66,13 +78,27 @@ class StoreBase:
     # -- helpers: each runs on a fresh checkout, retried once if the pooled connection was dead -----------------
 
     def _retry(self, fn: Callable[[], T]) -> T:
-        """Run `fn`; if it failed on a dead pooled connection (a database restart), once more on a fresh one."""
-        try:
-            return fn()
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            return fn()  # the pool dropped its stale connections when the disconnect was detected
+        """Run `fn`; if it failed on a dead pooled connection (a database restart), once more on a fresh one; if
+        the server cannot be reached (refused, restarting), again with backoff for up to OUTAGE_S, then a
+        StoreError. A paid answer's write waits out a short outage instead of failing the call at once."""
+        waited, pause = 0.0, 0.1
+        while True:
+            try:
+                return fn()
+            except DBAPIError as exc:
+                if exc.connection_invalidated and waited == 0.0:
+                    waited = 1e-9  # the pool dropped its stale connections: once more at once
+                    continue
+                if not _unreachable(exc):
+                    raise
+                if waited >= OUTAGE_S:
+                    where = self.engine.url.render_as_string(hide_password=True)
+                    raise StoreError(
+                        f"the store at {where!r} could not be reached for {OUTAGE_S:g} s "
+                        f"({str(exc.orig).splitlines()[0] if exc.orig else exc}); is the database up?"
+                    ) from exc
+                time.sleep(pause)
+                waited, pause = waited + pause, min(pause * 2, 2.0)
 
     def _exec(self, stmt: Any, params: Any = None) -> int:
         """One write statement, committed at once; returns the rows it matched."""
