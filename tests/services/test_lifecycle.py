@@ -62,6 +62,23 @@ def make(tmp_path, teacher, replay, policy: Policy, prose: bool = False) -> tupl
     return app, shout
 
 
+def test_a_field_programs_draft_does_not_stand_in_for_a_written_skill(tmp_path):
+    """Field programs store their own draft ("induced"; before any skill, the docstring alone). An author job cut
+    short by a crash and resumed after induction found "a draft awaiting review" and ended: no SKILL.md ever."""
+    from protege.skills.skill import Skill
+
+    app, shout = make(tmp_path, right, right, Policy(program=False))
+    stub = Skill(name="shout", description="Upper-case the text.", body="Upper-case the text.\n")
+    app.skills.add("shout", stub, kind="induced")
+    shout(Q(text="a"))
+    app.wait()
+    assert [(v.version, v.kind) for v in app.store.skills("shout")] == [(2, "exemplar"), (1, "induced")]
+    shout(Q(text="b"))  # a written draft now awaits review: no second one
+    app.wait()
+    assert len(app.store.skills("shout")) == 2
+    app.close()
+
+
 def test_skill_is_approved_on_evidence_and_replay_takes_over(tmp_path):
     """With skill_approval='evidence', the draft is approved once the replay agrees with the teacher on K inputs."""
     app, shout = make(tmp_path, right, right, Policy(skill_approval="evidence", evidence_k=3, promote_at=0.9))

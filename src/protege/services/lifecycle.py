@@ -94,16 +94,17 @@ class Lifecycle:
     async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: str | None) -> None:
         lib, name = self.app.skills, task.spec.name
         approved = await asyncio.to_thread(lib.approved, name)
-        latest = await asyncio.to_thread(lib.latest, name)
+        versions = await asyncio.to_thread(self.app.store.skills, name)  # newest first
+        latest = versions[0] if versions else None
         if rescued is not None and approved is not None:
             if _revision_waiting(latest, approved):
                 return  # one revision per approved version awaits review: each rescue wrote another (42 drafts)
             rescue = await asyncio.to_thread(self.app.store.trace, trace_id)
             if rescue is not None:
                 await self._revise(task, approved, rescued, rescue)
-        elif approved is None and (latest is None or latest.status in ("rejected", "retired")):
+        elif approved is None and not any(_written_draft(v) for v in versions):
             await self._write(task)
-        elif approved is None and latest is not None and latest.status == "draft":
+        elif approved is None:
             self._draft_seen[name] = time.monotonic()  # a reviewer's turn: don't re-query on every teacher call
         if task.spec.policy.skill_approval == "evidence":
             await self._try_evidence(task)
@@ -308,6 +309,13 @@ class Lifecycle:
         if coverage < 1:
             why += f" on the ~{coverage:.0%} of calls its gate keeps, {coverage * upper + 1 - coverage:.3f} end to end,"
         return why + f" < Policy.demote_below {policy.demote_below:.3f}"
+
+
+def _written_draft(version: Any) -> bool:
+    """A draft skill someone wrote, awaiting review. Field programs' own drafts ("induced") do not count: before
+    any skill is written they carry only the docstring, and counting one skipped the author for good (an author
+    job cut short by a crash, resumed after induction had stored its draft, found "a draft" and ended)."""
+    return version.status == "draft" and version.kind != "induced"
 
 
 def _revision_waiting(latest: Any, approved: Any) -> bool:
