@@ -199,6 +199,43 @@ def test_an_invalid_teacher_answer_is_sent_back_once_with_its_errors(tmp_path, r
         app.close()
 
 
+def test_a_teacher_that_fails_after_a_paid_tool_turn_is_charged_for_that_turn(tmp_path):
+    """The teacher's first turn (a tool call, 100k tokens) is paid for; its next request fails: the attempt, the
+    trace and the ledger recorded $0 and 0 tokens."""
+    from protege.agents.models.base import ToolCall
+    from protege.errors import ModelError
+
+    def teacher(req):
+        if any(m.role == "tool" for m in req.messages):
+            raise ModelError("provider down", status=500)
+        call = ToolCall(id="c1", name="plan_of", arguments={"email": "a@b.example"})
+        return ModelResponse(tool_calls=[call], usage=Usage(input_tokens=100_000, output_tokens=1_000))
+
+    def plan_of(email: str) -> str:
+        """The customer's plan."""
+        return "free"
+
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/t.db",
+        teacher=FunctionModel(teacher, price_as="anthropic:claude-opus-4-5"),
+        project_dir=tmp_path / ".p",
+    )
+    try:
+
+        @app.task(tools=[plan_of], policy=Policy(program=False))
+        def triage(ticket: Ticket) -> Triage:
+            """Route a support ticket; look the plan up first."""
+
+        with pytest.raises(AllTiersFailed, match="provider down") as failed:
+            triage(Ticket(subject="refund"))
+        (attempt,) = failed.value.attempts
+        (trace,) = app.store.traces("triage")
+        assert attempt.cost_usd > 0.5 and trace.cost_usd == attempt.cost_usd and trace.input_tokens == 100_000
+        assert app.ledger("triage").total_usd == pytest.approx(attempt.cost_usd)
+    finally:
+        app.close()
+
+
 def test_missing_api_key_is_a_user_error_naming_the_env_var(tmp_path, monkeypatch):
     """The default Anthropic teacher without a key fails with the env var and the offline alternative."""
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from protege.agents.tools import ToolBox
+from protege.errors import ModelError
 from protege.telemetry.spans import current_attempt
 
 
@@ -47,7 +48,13 @@ class LoopState(TypedDict, total=False):
 
 async def _call_model(state: LoopState) -> dict[str, Any]:
     req = state["request"].model_copy(update={"messages": state["messages"]})
-    resp = await _request(state["model"], req)
+    try:
+        resp = await _request(state["model"], req)
+    except ModelError as exc:
+        if not state.get("responses"):
+            raise  # nothing paid yet: the cascade records the failure as the attempt's
+        # turns before this one were paid for: end the loop with the error and keep them (their usage and cost)
+        return {"error": f"{type(exc).__name__}: {exc}"}
     turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
     return {"messages": [*state["messages"], turn], "responses": [*state.get("responses", []), resp]}
 
@@ -78,7 +85,7 @@ async def _call_tool(box: ToolBox, call: ToolCall) -> tuple[str, bool]:
 
 
 def _after_model(state: LoopState) -> str:
-    if not state["messages"][-1].tool_calls:
+    if state.get("error") or not state["messages"][-1].tool_calls:
         return "end"
     if len(state["responses"]) >= state["max_steps"]:
         return "too_many"
