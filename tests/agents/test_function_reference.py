@@ -152,3 +152,21 @@ def test_reference_rejects_malformed_examples():
     """An example that is neither a pair nor an input/output dict is a UserError naming it."""
     with pytest.raises(UserError, match="example #0"):
         ReferenceModel([{"question": 1}])
+
+
+def test_a_model_keeps_only_its_recent_requests():
+    """Kept whole, a FunctionModel or ReferenceModel teacher grew a serving process by ~10 KB a call."""
+    import asyncio
+
+    from protege.agents import FunctionModel
+    from protege.agents.models.base import Message, ModelRequest
+
+    model = FunctionModel(lambda req: "{}")
+
+    async def calls(n):
+        for i in range(n):
+            await model.request(ModelRequest(messages=[Message(role="user", content=str(i))]))
+
+    asyncio.run(calls(1_200))
+    assert len(model.requests) == 1_000 and model.requests[-1].messages[0].content == "1199"
+    assert model.requests[0].messages[0].content == "200"

@@ -37,6 +37,18 @@ def to_response(answer: Any, req: ModelRequest, model_name: str) -> ModelRespons
     return ModelResponse(text=text, usage=usage, model=model_name, stop_reason="end_turn")
 
 
+class RecentRequests(list):
+    """A model's most recent requests, for tests and debugging, at most KEEP of them: kept whole, a teacher that
+    served for days grew the process by ~10 KB a call."""
+
+    KEEP = 1000
+
+    def append(self, req: ModelRequest) -> None:
+        super().append(req)
+        if len(self) > self.KEEP:
+            del self[0]
+
+
 class FunctionModel:
     """A model whose answers come from `fn(request)` — sync or async, returning ModelResponse | str | dict.
 
@@ -58,7 +70,7 @@ class FunctionModel:
         self.name = name or f"function:{getattr(fn, '__name__', 'fn')}"
         self.price_as = price_as
         self.writes_prose = writes_prose
-        self.requests: list[ModelRequest] = []
+        self.requests: list[ModelRequest] = RecentRequests()
 
     async def request(self, req: ModelRequest) -> ModelResponse:
         self.requests.append(req)

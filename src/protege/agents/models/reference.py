@@ -16,6 +16,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from protege.agents.models.base import ModelRequest, ModelResponse, Usage
+from protege.agents.models.function import RecentRequests
 from protege.agents.tokens import count_tokens, prompt_tokens
 from protege.errors import ModelError, UserError
 from protege.tasks import input_hash
@@ -44,7 +45,7 @@ class ReferenceModel:
         for i, example in enumerate(examples):
             given, output = _pair(example, i)
             self.answers[input_hash(_plain(given))] = json.dumps(_plain(output), ensure_ascii=False)
-        self.requests: list[ModelRequest] = []
+        self.requests: list[ModelRequest] = RecentRequests()
 
     @classmethod
     def from_jsonl(
