@@ -74,6 +74,7 @@ async def teacher(req):
         if sys.argv[3] == "hang":
             MARK.write_text(str(os.getpid()))
             await asyncio.sleep(600)  # killed here, mid-upkeep
+        await asyncio.sleep(0.5)  # the resumed author is still at work when this process's own call succeeds
         return ModelResponse(text=SKILL, usage=Usage(input_tokens=3000, output_tokens=400))
     return ModelResponse(text=json.dumps({"label": req.task_input["q"]["text"].upper()}),
                          usage=Usage(input_tokens=500, output_tokens=50))
@@ -90,14 +91,15 @@ app = Protege(db=sys.argv[1], teacher=FunctionModel(teacher, writes_prose=True),
 def shout(q: Q) -> A:
     \"\"\"Upper-case the text.\"\"\"
 
-if sys.argv[3] == "hang":
+if sys.argv[3] in ("hang", "resume"):
     print(shout(Q(text="hi")).label, flush=True)
 """
 
 
 def test_killed_mid_upkeep_the_next_process_finishes_the_work(tmp_path):
     """SIGKILL while the skill author is at work: the job stays in the store, claimed by a dead process; the next
-    process that registers the task claims it at once (same host, pid gone) and writes the skill."""
+    process that registers the task claims it at once (same host, pid gone) and writes the skill — once, though
+    that process's own first call succeeds while the resumed author works (it wrote a second skill)."""
     script, mark, db = tmp_path / "app.py", tmp_path / "author-started", f"sqlite:///{tmp_path / 'p.db'}"
     script.write_text(textwrap.dedent(KILLABLE_APP))
     first = subprocess.Popen(

@@ -78,8 +78,17 @@ class Lifecycle:
             self._busy.discard(name)
 
     async def _skill_job(self, task: TaskRuntime, payload: dict[str, Any]) -> None:
-        """The "skill" job: write, revise or approve the task's skill as its state calls for (safe to re-run)."""
-        await self._skill_step(task, payload["trace_id"], payload.get("rescued_trace_id"))
+        """The "skill" job: write, revise or approve the task's skill as its state calls for (safe to re-run). A job
+        resumed from an earlier process holds the task's author slot too: a teacher success meanwhile wrote a
+        second skill beside it (two author bills)."""
+        name = task.spec.name
+        resumed = name not in self._busy  # a job from `on_teacher_success` runs with the slot already taken
+        self._busy.add(name)
+        try:
+            await self._skill_step(task, payload["trace_id"], payload.get("rescued_trace_id"))
+        finally:
+            if resumed:
+                self._busy.discard(name)
 
     def _nothing_to_do(self, task: TaskRuntime, rescued: Attempt | None) -> bool:
         """No rescue to learn from, approval not on evidence, and a skill is replayable or a draft awaits review
