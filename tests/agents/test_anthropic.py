@@ -221,3 +221,11 @@ def test_one_model_serves_calls_from_successive_event_loops(fake):
         fake.add_final({"queue": "bug", "priority": priority})
         response = asyncio.run(model.request(triage_request()))
         assert json.loads(response.text)["priority"] == priority
+
+
+def test_a_placeholder_key_is_not_scrubbed_out_of_every_word():
+    """`api_key="k"` (a test's placeholder) turned `FakeProvider` into `Fa***eProvider` in every error."""
+    from protege.agents.models.sdk_support import _scrub
+
+    assert _scrub("FakeProvider handler failed", "k") == "FakeProvider handler failed"
+    assert _scrub({"error": f"bad key {KEY}"}, KEY) == {"error": "bad key ***"}

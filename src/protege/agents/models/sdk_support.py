@@ -104,9 +104,14 @@ def _detail(body: Any) -> str:
     return ""
 
 
+MIN_SECRET = 8
+
+
 def _scrub(value: Any, secret: str) -> Any:
-    """`value` with every occurrence of the API key replaced (strings, and strings inside JSON-like bodies)."""
-    if not secret or value is None:
+    """`value` with every occurrence of the API key replaced (strings, and strings inside JSON-like bodies). A key
+    shorter than MIN_SECRET is a placeholder, not a secret: scrubbed, `api_key="k"` made `Fa***eProvider` of every
+    message."""
+    if len(secret or "") < MIN_SECRET or value is None:
         return value
     if isinstance(value, str):
         return value.replace(secret, "***")
