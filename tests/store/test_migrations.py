@@ -134,3 +134,13 @@ def test_concurrent_first_open_by_many_processes(backend, request):
         assert _schema_diff(s.engine) == []
         with s.engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+
+
+def test_a_new_store_is_created_without_alembic_info_lines(tmp_path, caplog):
+    """Each new store logged ~8 INFO lines of Alembic's ("Context impl SQLiteImpl", "Running upgrade ...")."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        Store(f"sqlite:///{tmp_path / 'quiet.db'}").close()
+    assert not [r for r in caplog.records if r.name.startswith("alembic")]
+    assert logging.getLogger("alembic").level == logging.NOTSET  # restored

@@ -17,6 +17,9 @@ HEAD_REVISION.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +40,23 @@ def upgrade(engine: Engine) -> None:
     """Migrate the store to HEAD_REVISION unless it is there already."""
     if current_revision(engine) == HEAD_REVISION:
         return
-    if engine.dialect.name == "sqlite":
-        _upgrade_sqlite(engine)
-    else:
-        _upgrade_locked(engine)
+    with _quiet_alembic():  # its INFO lines ("Context impl SQLiteImpl", one per revision) on every new store
+        if engine.dialect.name == "sqlite":
+            _upgrade_sqlite(engine)
+        else:
+            _upgrade_locked(engine)
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic's INFO logging off for the migration (its warnings and errors still reach the app's logging)."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def current_revision(engine_or_conn: Engine | Connection) -> str | None:
