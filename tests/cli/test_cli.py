@@ -238,6 +238,16 @@ def test_trace_shows_each_fields_confidence_least_sure_first(project):
     assert "field confidence: priority 0.410 (least sure) · queue 0.990" in shown
 
 
+def test_tasks_names_background_work_that_is_owed(seeded):
+    """A pending or failed skill job (a provider's 429 during writing) was visible only in SQL."""
+    with Store(seeded.db) as store:
+        job = store.add_job("triage", "skill", {"trace_id": "t"}, owner=None, lease_s=60)
+        store.fail_job(job.id, "RateLimited: anthropic: HTTP 429", final=True)
+    listed = seeded.ok("tasks")
+    assert "skill work for triage is failed (run 1 time(s); last error: RateLimited" in listed.stderr
+    assert seeded.json("tasks")[0]["jobs"][0]["state"] == "failed"
+
+
 def test_stats_ledger(seeded):
     """stats shows calls, tier mix, spend and the teacher-only counterfactual (all teacher: no savings)."""
     ledger = seeded.json("stats", "triage")

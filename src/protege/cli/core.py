@@ -49,6 +49,9 @@ def tasks(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         ],
         right=("v", "calls", "traces", "valid"),
     )
+    for job in store.jobs(state=None):  # background work owed: otherwise seen only in SQL
+        error = f"; last error: {job.error[:160]}" if job.error else ""
+        note(f"{job.kind} work for {job.task_name} is {job.state} (run {job.attempts} time(s){error})")
 
 
 def _task_summary(store: Any, task: Any) -> dict[str, Any]:
@@ -72,6 +75,10 @@ def _task_summary(store: Any, task: Any) -> dict[str, Any]:
         "skill": skill,
         "student": student.id if student is not None else None,
         "created_at": task.created_at,
+        "jobs": [
+            {"kind": j.kind, "state": j.state, "attempts": j.attempts, "error": j.error}
+            for j in store.jobs(task.name, state=None)
+        ],
     }
 
 
