@@ -45,15 +45,24 @@ class RunError(ProtegeError):
 class ModelError(RunError):
     """A model provider failed: status and body carry what it said."""
 
-    def __init__(self, message: str, *, model: str = "", status: int | None = None, body: Any = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        status: int | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ):
         self.model = model
         self.status = status
         self.body = body
+        self.retry_after = retry_after  # seconds the provider asked for (its Retry-After header), if it said
         super().__init__(message)
 
 
 class RateLimited(ModelError):
-    """The provider answered 429 after the SDK's own retries."""
+    """The provider answered 429 after the SDK's own retries; `retry_after` is what it asked to wait, if it said."""
 
 
 class Overloaded(ModelError):

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from pydantic import BaseModel
 
 from protege.agents import FINAL_TOOL, Message, ModelRequest, ToolSpec, Usage, resolve_model
 from protege.agents.models.anthropic import AnthropicModel
@@ -229,3 +230,28 @@ def test_a_placeholder_key_is_not_scrubbed_out_of_every_word():
 
     assert _scrub("FakeProvider handler failed", "k") == "FakeProvider handler failed"
     assert _scrub({"error": f"bad key {KEY}"}, KEY) == {"error": "bad key ***"}
+
+
+def test_a_failed_call_carries_the_providers_error_and_its_retry_after(fake, tmp_path):
+    """A service behind protege could not turn a provider's 429 into its own 503 with Retry-After: the failure
+    was a string in `attempts[i].errors`. AllTiersFailed's cause is now the model error, with `retry_after`."""
+    from protege import AllTiersFailed, Policy, Protege
+
+    fake.add_fault(429, retry_after=7)
+    app = Protege(db=f"sqlite:///{tmp_path}/r.db", teacher=model_for(fake, max_retries=0), project_dir=tmp_path)
+    try:
+
+        def route(text: str) -> Queue:
+            """Route the text to a queue."""
+
+        app.task(policy=Policy(program=False))(route)
+        with pytest.raises(AllTiersFailed) as caught:
+            app.run("route", {"text": "refund"})
+        cause = caught.value.__cause__
+        assert isinstance(cause, RateLimited) and cause.status == 429 and cause.retry_after == 7.0
+    finally:
+        app.close()
+
+
+class Queue(BaseModel):
+    queue: str

@@ -422,12 +422,12 @@ class Cascade:
         try:
             return await run_loop(model, req, tools=task.tools, max_steps=spec.policy.max_steps)
         except ModelError as exc:
-            return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}")
+            return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}", exception=exc)
         except ProtegeError:
             raise  # misuse (a missing key, a bad spec) and the budget guard: the caller's to see
         except Exception as exc:  # a model object's own failure (a dropped connection, a bug): this tier failed
             log.warning("task %r: the %s tier's model %r raised", spec.name, tier, model.name, exc_info=True)
-            return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}")
+            return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}", exception=exc)
 
     async def _repair(
         self, model: Model, req: ModelRequest, task: TaskRuntime, result: LoopResult, errors: list[str]
@@ -518,6 +518,7 @@ class Cascade:
             program_fields=sorted(fixed or {}) if valid else [],
             **extra,
         )
+        attempt._raised = result.exception
         run, outcome = self._call_writes(state, attempt, output, shadow)
         # one transaction, durable before anything else happens: a crash after it loses nothing paid for
         await asyncio.to_thread(self.store.record_attempt, trace, run=run, finish=outcome)
@@ -653,9 +654,12 @@ def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:
         err.run_id = out["run_id"]  # type: ignore[attr-defined]
         err.attempts = attempts  # type: ignore[attr-defined]
         return err
-    return AllTiersFailed(
+    failed = AllTiersFailed(
         f"task {spec.name!r}: every tier failed ({lines}); `protege traces --run {out['run_id']}` lists the "
         f"attempts (`protege trace ID` shows each transcript)",
         run_id=_run_id(out),
         attempts=attempts,
     )
+    # the last model failure as the cause: a service can branch on it (RateLimited and its retry_after -> a 503)
+    failed.__cause__ = next((a._raised for a in reversed(attempts) if a._raised is not None), None)
+    return failed

@@ -26,6 +26,7 @@ class LoopResult(BaseModel):
     responses: list[ModelResponse] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     error: str | None = None
+    exception: Any = Field(default=None, exclude=True, repr=False)  # what the model raised, for the caller's except
 
     @property
     def confidence(self) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 TIERS = ("program", "student", "replay", "teacher")
 """Cheapest first: the order calls escalate in."""
@@ -50,6 +50,7 @@ class Attempt(BaseModel):
         default=None, description="each output field the model chose → the probability of its least-sure token"
     )
     program_fields: list[str] = Field(default_factory=list)  # output fields a verified program decided
+    _raised: BaseException | None = PrivateAttr(default=None)  # what its model raised (AllTiersFailed's cause)
 
     @property
     def gate_confidence(self) -> float | None:

@@ -79,6 +79,7 @@ def map_sdk_error(exc: BaseException, *, model: str, secret: str, retries: int, 
             model=model,
             status=status,
             body=body,
+            retry_after=_retry_after(exc),
         )
     if status in _OVERLOADED_STATUSES or _error_type(body) == "overloaded_error":
         return Overloaded(
@@ -86,10 +87,21 @@ def map_sdk_error(exc: BaseException, *, model: str, secret: str, retries: int, 
             model=model,
             status=status,
             body=body,
+            retry_after=_retry_after(exc),
         )
     hint = f"; check {env_var}" if status in (401, 403) else ""
     retried = after if status >= 500 or status == 409 else ""  # the SDKs retry these, not other 4xx
     return ModelError(f"{model}: HTTP {status}{retried}: {detail}{hint}", model=model, status=status, body=body)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the response's Retry-After header asks for (a number of seconds; an HTTP date is not read)."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _error_type(body: Any) -> str | None:
