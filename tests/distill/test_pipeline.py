@@ -128,7 +128,13 @@ def test_too_few_traces_is_a_user_error_unless_forced(app):
     for subject in SUBJECTS[:6]:
         triage(Ticket(subject=subject))
     app.wait()
-    with pytest.raises(UserError, match=r"has 6 validated traces and Policy.min_traces is 50.*force=True"):
+    with pytest.raises(UserError, match=r"has 6 teacher or imported traces to train on and Policy.min_traces is 50"):
+        app.distill("triage")
+    with app.store.session() as s:  # replay answers pass no gate: counted, they left a handful of rows to train on
+        for t in app.store.traces("triage"):
+            s.add(t.model_copy(update={"id": t.id + "r", "tier": "replay"}))
+        s.commit()
+    with pytest.raises(UserError, match=r"has 6 teacher or imported traces"):
         app.distill("triage")
     assert app.distill("triage", force=True, config=CONFIG, auto_promote=False).student_id
 

@@ -317,11 +317,13 @@ def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, st
 
 
 def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> None:
-    have = store.count_traces(task, valid=True, shadow=None)
+    """Counts the traces a dataset is built from (the teacher's and imported ones), not every valid trace: replay
+    answers passed the gate and then left a handful of rows to train on (34 "validated", 10 trained)."""
+    have = store.count_dataset_traces(task)
     if have < needed and not force:
         raise UserError(
-            f"task {task!r} has {have} validated traces and Policy.min_traces is {needed}; run more calls, lower "
-            f"min_traces, or pass force=True (`protege distill --force`)"
+            f"task {task!r} has {have} teacher or imported traces to train on and Policy.min_traces is {needed}; "
+            f"run more calls, lower min_traces, or pass force=True (`protege distill --force`)"
         )
 
 
