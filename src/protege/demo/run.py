@@ -34,7 +34,7 @@ LOCAL_REPLAY = "local:smollm2-135m"
 @dataclass
 class DemoOptions:
     """What the demo does. The defaults are sized for a 2-core CPU (measured: README): a short training run
-    (3 epochs on ~144 rows, see `demo_train_config`) and a small eval split; `--traces` and `train=` trade
+    (3 epochs on ~146 rows, see `demo_train_config`) and a small eval split; `--traces` and `train=` trade
     quality and time."""
 
     project_dir: Path = Path(".protege")
