@@ -79,6 +79,21 @@ def test_a_field_programs_draft_does_not_stand_in_for_a_written_skill(tmp_path):
     app.close()
 
 
+def test_no_second_author_while_another_process_writes_the_skill(tmp_path):
+    """Two workers on one store each wrote a skill (two author bills): a skill job another live process holds
+    (another host's, its lease running) keeps this one from starting its own; once it lapses, this one writes."""
+    app, shout = make(tmp_path, right, right, Policy(program=False))
+    job = app.store.add_job("shout", "skill", {"trace_id": "t"}, owner="otherhost:41:tok", lease_s=60)
+    shout(Q(text="a"))
+    app.wait()
+    assert app.store.skills("shout") == []
+    app.store.finish_job(job.id)  # the other process is done (its skill would be in the store)
+    shout(Q(text="b"))
+    app.wait()
+    assert len(app.store.skills("shout")) == 1
+    app.close()
+
+
 def test_skill_is_approved_on_evidence_and_replay_takes_over(tmp_path):
     """With skill_approval='evidence', the draft is approved once the replay agrees with the teacher on K inputs."""
     app, shout = make(tmp_path, right, right, Policy(skill_approval="evidence", evidence_k=3, promote_at=0.9))

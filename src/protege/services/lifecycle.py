@@ -25,6 +25,7 @@ from protege.agents.results import Attempt
 from protege.services.drift_monitor import DriftHost, DriftMonitor
 from protege.services.redistill import LaunchHost
 from protege.store import StudentRow, TraceRow
+from protege.store.background import held_elsewhere
 
 if TYPE_CHECKING:
     from protege.programs.service import ProgramService
@@ -70,12 +71,19 @@ class Lifecycle:
             await self.maybe_auto_distill(task)
         if self._nothing_to_do(task, rescued) or name in self._busy:
             return  # the common case, decided from the tiers' cache without touching the store
+        if await asyncio.to_thread(self._author_elsewhere, name):
+            return
         self._busy.add(name)  # one author per task at a time; concurrent successes would only repeat it
         try:
             payload = {"trace_id": trace_id, "rescued_trace_id": rescued.trace_id if rescued else None}
             await self.work.run(task, "skill", payload)  # a job row first: paid work survives an early exit
         finally:
             self._busy.discard(name)
+
+    def _author_elsewhere(self, name: str) -> bool:
+        """Whether another live process runs a skill job for the task: one author per task across processes, as
+        `_busy` is within one (two workers on one store each wrote a skill, two author bills)."""
+        return any(j.kind == "skill" and held_elsewhere(j, self.work.owner) for j in self.app.store.jobs(name))
 
     async def _skill_job(self, task: TaskRuntime, payload: dict[str, Any]) -> None:
         """The "skill" job: write, revise or approve the task's skill as its state calls for (safe to re-run). A job

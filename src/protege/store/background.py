@@ -62,6 +62,11 @@ def _free(owner: str | None, until: datetime | None, now: datetime) -> bool:
     return owner is None or until is None or until < now or owner_gone(owner)
 
 
+def held_elsewhere(job: JobRow, me: str) -> bool:
+    """Whether another live process is running `job` now (its claim is neither `me`, lapsed nor dead)."""
+    return job.owner != me and not _free(job.owner, job.lease_until, utcnow())
+
+
 class BackgroundQueries(StoreBase):
     """The job queue and leases; `Store` inherits these."""
 
