@@ -94,6 +94,25 @@ def test_no_second_author_while_another_process_writes_the_skill(tmp_path):
     app.close()
 
 
+def test_successes_that_arrive_together_start_one_author(tmp_path, monkeypatch):
+    """The task's author slot is taken before the cross-process check awaits the store: taken after it, two
+    successes of one moment both passed the check and wrote two skills (the demo's test caught it under load)."""
+    import asyncio
+    import time
+
+    app, shout = make(tmp_path, right, right, Policy(program=False))
+    elsewhere = app.lifecycle._author_elsewhere
+    monkeypatch.setattr(app.lifecycle, "_author_elsewhere", lambda name: (time.sleep(0.2), elsewhere(name))[1])
+
+    async def together():
+        await asyncio.gather(*(app.arun("shout", {"q": {"text": t}}) for t in ("a", "b", "c")))
+
+    asyncio.run(together())
+    app.wait()
+    assert len(app.store.skills("shout")) == 1
+    app.close()
+
+
 def test_skill_is_approved_on_evidence_and_replay_takes_over(tmp_path):
     """With skill_approval='evidence', the draft is approved once the replay agrees with the teacher on K inputs."""
     app, shout = make(tmp_path, right, right, Policy(skill_approval="evidence", evidence_k=3, promote_at=0.9))

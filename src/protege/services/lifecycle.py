@@ -71,10 +71,10 @@ class Lifecycle:
             await self.maybe_auto_distill(task)
         if self._nothing_to_do(task, rescued) or name in self._busy:
             return  # the common case, decided from the tiers' cache without touching the store
-        if await asyncio.to_thread(self._author_elsewhere, name):
-            return
-        self._busy.add(name)  # one author per task at a time; concurrent successes would only repeat it
+        self._busy.add(name)  # one author per task at a time (taken before any await: successes come together)
         try:
+            if await asyncio.to_thread(self._author_elsewhere, name):
+                return
             payload = {"trace_id": trace_id, "rescued_trace_id": rescued.trace_id if rescued else None}
             await self.work.run(task, "skill", payload)  # a job row first: paid work survives an early exit
         finally:
