@@ -232,6 +232,7 @@ def test_a_teacher_that_fails_after_a_paid_tool_turn_is_charged_for_that_turn(tm
         (trace,) = app.store.traces("triage")
         assert attempt.cost_usd > 0.5 and trace.cost_usd == attempt.cost_usd and trace.input_tokens == 100_000
         assert app.ledger("triage").total_usd == pytest.approx(attempt.cost_usd)
+        assert isinstance(failed.value.__cause__, ModelError) and failed.value.__cause__.status == 500
     finally:
         app.close()
 

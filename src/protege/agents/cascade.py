@@ -464,13 +464,13 @@ class Cascade:
         t0 = time.perf_counter()
         result = await self._ask(tier, model, req, task)
         text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
-        output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
+        output, errors = _judged(spec, state["input"], result, text)
         for _ in range(spec.policy.repair_turns if tier == "teacher" else 0):
             if not errors or result.error or _stop_errors(result):
                 break  # valid, failed, or cut short: nothing a reply could repair
             result = await self._repair(model, req, task, result, errors)
             text = result.text
-            output, errors = (None, [result.error]) if result.error else validate_answer(spec, state["input"], text)
+            output, errors = _judged(spec, state["input"], result, text)
         latency = time.perf_counter() - t0
         errors = _stop_errors(result) + errors + _confidence_errors(result, floor)
         usages = [r.usage for r in result.responses] or [Usage(compute_s=latency)]  # a local model that failed
@@ -598,6 +598,11 @@ def _run_id(state: CascadeState) -> str:
     return run_id
 
 
+def _judged(spec: TaskSpec, task_input: BaseModel, result: LoopResult, text: str) -> tuple[BaseModel | None, list[str]]:
+    """The answer parsed and validated, or the model's failure as the one error."""
+    return (None, [result.error]) if result.error else validate_answer(spec, task_input, text)
+
+
 def _outcome(
     state: CascadeState, attempts: list[Attempt], output: BaseModel | None, error: BaseException | None
 ) -> dict[str, Any]:
@@ -661,5 +666,5 @@ def _failure(out: CascadeState, attempts: list[Attempt]) -> Exception:
         attempts=attempts,
     )
     # the last model failure as the cause: a service can branch on it (RateLimited and its retry_after -> a 503)
-    failed.__cause__ = next((a._raised for a in reversed(attempts) if a._raised is not None), None)
+    failed.__cause__ = next((a.raised for a in reversed(attempts) if a.raised is not None), None)
     return failed

@@ -45,6 +45,7 @@ class LoopState(TypedDict, total=False):
     messages: list[Message]
     responses: list[ModelResponse]
     error: str | None
+    exception: BaseException | None
 
 
 async def _call_model(state: LoopState) -> dict[str, Any]:
@@ -55,7 +56,7 @@ async def _call_model(state: LoopState) -> dict[str, Any]:
         if not state.get("responses"):
             raise  # nothing paid yet: the cascade records the failure as the attempt's
         # turns before this one were paid for: end the loop with the error and keep them (their usage and cost)
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"error": f"{type(exc).__name__}: {exc}", "exception": exc}
     turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
     return {"messages": [*state["messages"], turn], "responses": [*state.get("responses", []), resp]}
 
@@ -136,7 +137,14 @@ async def run_loop(
     usage = sum((r.usage for r in responses), Usage())
     last = out["messages"][-1]
     text = last.content if last.role == "assistant" and not last.tool_calls else ""
-    return LoopResult(text=text, messages=out["messages"], responses=responses, usage=usage, error=out.get("error"))
+    return LoopResult(
+        text=text,
+        messages=out["messages"],
+        responses=responses,
+        usage=usage,
+        error=out.get("error"),
+        exception=out.get("exception"),
+    )
 
 
 async def _one_turn(model: Model, request: ModelRequest) -> LoopResult:

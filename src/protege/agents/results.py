@@ -53,6 +53,11 @@ class Attempt(BaseModel):
     _raised: BaseException | None = PrivateAttr(default=None)  # what its model raised (AllTiersFailed's cause)
 
     @property
+    def raised(self) -> BaseException | None:
+        """What this attempt's model raised (None: it answered, rightly or not)."""
+        return self._raised
+
+    @property
     def gate_confidence(self) -> float | None:
         """What the confidence gate went by: the least-sure field's confidence, else `confidence`."""
         return gate_confidence(self.confidence, self.field_confidences)

@@ -49,9 +49,10 @@ def tasks(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         ],
         right=("v", "calls", "traces", "valid"),
     )
-    for job in store.jobs(state=None):  # background work owed: otherwise seen only in SQL
-        error = f"; last error: {job.error[:160]}" if job.error else ""
-        note(f"{job.kind} work for {job.task_name} is {job.state} (run {job.attempts} time(s){error})")
+    for r in rows:  # background work owed: otherwise seen only in SQL
+        for job in r["jobs"]:
+            error = f"; last error: {job['error'][:160]}" if job["error"] else ""
+            note(f"{job['kind']} work for {r['name']} is {job['state']} (run {job['attempts']} time(s){error})")
 
 
 def _task_summary(store: Any, task: Any) -> dict[str, Any]:
@@ -192,7 +193,8 @@ def stats(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False)
         ["task", "calls", "tier mix", "spend", "teacher-only", "savings"],
         [[lg.task, lg.calls, _mix(lg), usd(lg.total_usd), usd(lg.teacher_only_usd), _savings(lg)] for lg in ledgers],
         right=("calls", "spend", "teacher-only", "savings"),
-        caption="teacher-only: every served call at the teacher's mean cost per valid answer",
+        caption="teacher-only: served calls at the teacher's mean cost per valid answer, failed ones at what the "
+        "teacher spent on them",
     )
 
 

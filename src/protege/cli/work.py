@@ -250,17 +250,19 @@ def _option_problem(error: Any) -> str:
     return f"{flag} {error['input']!r} is not accepted: {reason}"
 
 
-METRIC_NAMES = {
-    "parse_failure_rate": "invalid answers (unparseable or cut short)",
-    "served.parse_failure_rate": "served.invalid answers (unparseable or cut short)",
-}
-"""Metric keys whose name would mislead a reader (the key stays in --json and the store)."""
+METRIC_NAMES = {"parse_failure_rate": "invalid answers (unparseable or cut short)"}
+"""Metric keys whose name would mislead a reader, nested ones too (the key stays in --json and the store)."""
+
+
+def _metric_label(name: str) -> str:
+    prefix, _, key = name.rpartition(".")
+    return (prefix + "." if prefix else "") + METRIC_NAMES.get(key, key)
 
 
 def show_distill_report(report: Any, wall_s: float) -> None:
     flat = _flat({k: v for k, v in (report.metrics or {}).items() if k != "verdict"})  # the verdict: its own line
     paths = {name: flat.pop(name) for name in ("train.adapter_path", "train.base") if name in flat}
-    rows = [[METRIC_NAMES.get(name, name), _metric_text(name, value)] for name, value in flat.items()]
+    rows = [[_metric_label(name), _metric_text(name, value)] for name, value in flat.items()]
     table(f"student {report.student_id} of {report.task}", ["metric", "value"], rows, right=("value",))
     for name, path in paths.items():  # long paths would squeeze the table's value column out of view
         console().print(f"{name.removeprefix('train.')}: {path}", soft_wrap=True)

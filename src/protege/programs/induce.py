@@ -452,15 +452,19 @@ def _sole(fit: Fit, corpus: Corpus) -> Fit:
     """The fit with its span refusing a second match, where its pattern matched at most once in every training
     text: a second candidate is a case no trace showed (a title's `1984` before the page count)."""
     p = fit.program
-    if p.op != "span" or p.occurrence not in (0, -1) or _picks_among(p, corpus):
+    if not _first_or_last(p) or _picks_among(p, corpus):
         return fit
     return replace(fit, program=replace(p, sole=True))
+
+
+def _first_or_last(program: Program) -> bool:
+    return program.op == "span" and program.occurrence in (0, -1)
 
 
 def _picks_among(program: Program, corpus: Corpus) -> bool:
     """Whether a first/last span found several matches in some training text and relied on its position to
     pick one (counted once per program and corpus)."""
-    if program.op != "span" or program.occurrence not in (0, -1) or program.source not in corpus.texts:
+    if not _first_or_last(program) or program.source not in corpus.texts:
         return False
     known = corpus.picks.get(program)
     if known is None:

@@ -17,12 +17,12 @@ REVIEWER = "contract change"
 
 def retire_stale(store: Any, skills: Any, task: str, was: int, now: int) -> list[str]:
     """Take the task's student, skills and programs of versions before `now` out of service; what was done."""
+    from protege.distill.pipeline import demote
+
     why = f"the task's contract changed (v{was} → v{now}); learned under v{was}"
     done = []
-    student = store.promoted_student(task)
-    if student is not None:
-        metrics = {**(student.metrics or {}), "demoted_reason": why}
-        store.update_student(student.id, state="demoted", metrics=metrics)
+    if store.promoted_student(task) is not None:
+        student = demote(store, task, reason=why)
         done.append(f"student {student.id[:12]} demoted (`protege promote {student.id[:12]}` puts it back)")
     for row in store.skills(task):
         if row.status == "approved":

@@ -109,10 +109,10 @@ class Lifecycle:
         return self.app.tiers.skill(task, forced=False) is not None
 
     async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: str | None) -> None:
-        lib, name = self.app.skills, task.spec.name
-        approved = await asyncio.to_thread(lib.approved, name)
+        name = task.spec.name
         versions = await asyncio.to_thread(self.app.store.skills, name)  # newest first
         latest = versions[0] if versions else None
+        approved = next((v for v in versions if v.status == "approved"), None)  # as `SkillLibrary.approved`
         if rescued is not None and approved is not None:
             if _revision_waiting(latest, approved):
                 return  # one revision per approved version awaits review: each rescue wrote another (42 drafts)

@@ -356,9 +356,9 @@ def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str
     return row
 
 
-__all__ = ["KINDS", "SkillLibrary", "TRANSITIONS"]
-
-
 def _same_content(a: Skill, b: Skill) -> bool:
     """Whether two skills say the same (protege's own metadata aside: an edit restamps its kind and author)."""
     return a.model_dump(exclude={"metadata"}) == b.model_dump(exclude={"metadata"})
+
+
+__all__ = ["KINDS", "SkillLibrary", "TRANSITIONS"]

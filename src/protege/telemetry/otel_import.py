@@ -61,6 +61,7 @@ class Call:
 
     requests: list[Span] = field(default_factory=list)
     parent: Span | None = None
+    task: str | None = None  # the task protege's own run span names, if protege recorded the call
 
 
 def plan_otel_import(
@@ -73,9 +74,8 @@ def plan_otel_import(
     spans, bad = read_spans(path)
     rows: list[dict[str, Any]] = []
     found, start = len(bad), utcnow()
-    by_id = {s.span_id: s for s in spans}
     for call in llm_calls(spans):
-        if _recorded_task(call, by_id) not in (None, contract.task):
+        if call.task not in (None, contract.task):
             continue  # protege recorded it as another task's call: not this task's, not a bad line either
         found += 1
         final = call.requests[-1]
@@ -176,9 +176,9 @@ def _value(v: Any) -> Any:
     return inner if isinstance(inner, (str, bool, int, float)) else None
 
 
-def _recorded_task(call: Call, by_id: dict[str, Span]) -> str | None:
-    """The task protege's own spans say a call was made for (its protege.run span, above its attempt), or None."""
-    span = call.parent
+def _recorded_task(span: Span | None, by_id: dict[str, Span]) -> str | None:
+    """The task protege's own spans say a call under `span` was made for (its protege.run span, above its
+    attempt), or None."""
     for _ in range(2):  # the attempt, then the run
         if span is None:
             return None
@@ -198,12 +198,14 @@ def llm_calls(spans: list[Span]) -> list[Call]:
             groups[(s.trace_id, s.parent_id or s.span_id)].append(s)
     calls = []
     for (_, parent_id), group in groups.items():
-        call = Call(parent=by_id.get(parent_id))
+        parent = by_id.get(parent_id)
+        task = _recorded_task(parent, by_id)
+        call = Call(parent=parent, task=task)
         for s in sorted(group, key=lambda s: s.start):
             call.requests.append(s)
             if not _output_turn(s).get("tool_calls"):
                 calls.append(call)
-                call = Call(parent=call.parent)
+                call = Call(parent=parent, task=task)
         if call.requests:
             calls.append(call)  # ends in tool calls: reported as having no final answer
     return sorted(calls, key=lambda c: (c.requests[-1].line, c.requests[0].start))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable, Coroutine
@@ -223,16 +222,6 @@ class _Span:
         self.span.set_status(Status(StatusCode.ERROR, error_type))
 
 
-_RAISED = re.compile(r"([A-Z][A-Za-z0-9]*(?:Error|Exception|Timeout|Exceeded|Failed|Response)): ")
-
-
-def _error_type(errors: list[str]) -> str:
-    """The attempt's `error.type`: the class of what its model raised (the loop records `Name: message`), else
-    invalid_answer (it answered, and the answer failed validation)."""
-    raised = _RAISED.match(errors[0]) if errors else None
-    return raised.group(1) if raised else "invalid_answer"
-
-
 class CallSpan(_Span):
     name = "protege.run"
 
@@ -307,7 +296,8 @@ class AttemptSpan(_Span):
             }
         )
         if not attempt.valid:
-            self.fail(_error_type(attempt.errors))
+            # the class of what its model raised; else it answered, and the answer failed validation
+            self.fail(type(attempt.raised).__name__ if attempt.raised is not None else "invalid_answer")
 
     def model_request(self, model: Any, request: Any) -> RequestSpan:
         return RequestSpan(self, model, request)
