@@ -25,7 +25,11 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min_traces: int = Field(default=200, ge=1, description="validated traces needed before distilling a student")
+    min_traces: int = Field(
+        default=200,
+        ge=1,
+        description="teacher or imported traces (what a distill trains on) needed before distilling a student",
+    )
     promote_at: float = Field(default=0.95, ge=0, le=1, description="retention (or skill agreement) needed to promote")
     demote_below: float = Field(default=0.90, ge=0, le=1, description="rolling shadow agreement that demotes")
     shadow_rate: float = Field(
