@@ -199,6 +199,17 @@ def contract_hash(input_schema: dict, output_schema: dict, instructions: str) ->
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def same_wording(a: str, b: str) -> bool:
+    """Whether two instructions differ only in whitespace inside their paragraphs (a docstring reflowed or
+    re-indented): the same contract, so not a new task version. A paragraph break is kept — a student's prompt
+    is the first paragraph."""
+    return _paragraphs(a) == _paragraphs(b)
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [" ".join(p.split()) for p in re.split(r"\n\s*\n", text.strip())]
+
+
 def input_hash(data: dict[str, Any]) -> str:
     """Stable hash of a task input (canonical JSON), used for dedup and the train/eval split."""
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

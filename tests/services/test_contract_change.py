@@ -71,6 +71,8 @@ def test_a_new_contract_takes_the_old_student_skill_and_programs_out_of_service(
 
     register(app, "Extract the city and quantity.")  # the same contract: nothing changes
     assert app.store.promoted_student("extract").id == student.id
+    reflowed = register(app, "Extract the city\n    and quantity.  ")  # re-wrapped: the same words, still v1
+    assert reflowed.runtime.version == 1 and app.store.promoted_student("extract").id == student.id
 
     register(app, "Extract the city and quantity. Write the city in UPPER CASE.")  # version 2
     assert app.store.promoted_student("extract") is None

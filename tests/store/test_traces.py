@@ -37,6 +37,27 @@ def test_same_contract_returns_same_row_and_changed_contract_is_new_version(stor
     assert [(t.name, t.version) for t in store.tasks()] == [("triage", 2)]
 
 
+def test_reflowed_instructions_keep_the_version_and_new_words_or_paragraphs_do_not(store):
+    """A docstring re-wrapped or re-indented is the same contract (its student and skill stay in service); a word
+    changed, or a paragraph split (the student's prompt is the first paragraph), is a new version."""
+
+    def register(contract: str, text: str):
+        return store.register_task(
+            name="t", contract_hash=contract, input_schema={}, output_schema={"o": 1}, instructions=text
+        )
+
+    first = register("h1", "Read the order.\nWrite the city as given.\n\nNever guess.")
+    reflowed = register("h2", "Read the order. Write the city\n   as given.\n \n  Never  guess. ")
+    assert (reflowed.id, reflowed.version, reflowed.contract_hash) == (first.id, 1, "h1")
+    split = register("h3", "Read the order.\n\nWrite the city as given.\n\nNever guess.")
+    assert split.version == 2
+    assert register("h4", "Read the order.\n\nWrite the city in capitals.\n\nNever guess.").version == 3
+    schema_changed = store.register_task(
+        name="t", contract_hash="h5", input_schema={}, output_schema={"o": 2}, instructions=split.instructions
+    )
+    assert schema_changed.version == 4
+
+
 def test_concurrent_registration_of_one_contract_makes_one_row(store):
     """Eight threads registering the same contract at once all get the same version-1 row."""
     with ThreadPoolExecutor(8) as pool:

@@ -40,6 +40,7 @@ from protege.store.models import (
     utcnow,
 )
 from protege.store.search import query_terms, search_statement
+from protege.tasks import same_wording
 
 DATASET_TIERS = ("teacher", "import")  # replay answers are only schema-checked: opt in (build_dataset tiers=)
 _Select = TypeVar("_Select", bound="Select[Any]")
@@ -91,7 +92,7 @@ class Store(BackgroundQueries):
         for attempt in range(COLLISION_RETRIES):  # another process may register the same version at once
             _backoff(attempt)
             latest = self.task(name)
-            if latest is not None and latest.contract_hash == contract_hash:
+            if latest is not None and _same_contract(latest, contract_hash, input_schema, output_schema, instructions):
                 if latest.policy != policy:
                     self._exec(update(TaskRow).where(col(TaskRow.id) == latest.id).values(policy=policy))
                     latest.policy = policy
@@ -627,6 +628,17 @@ def _no_nul(values: dict, text_fields: frozenset[str]) -> dict:
         if type(value) is str and "\x00" in value:
             values[name] = value.replace("\x00", "\ufffd")
     return values
+
+
+def _same_contract(row: TaskRow, contract_hash: str, input_schema: dict, output_schema: dict, text: str) -> bool:
+    """The recorded version's contract, or one its instructions only reflow (whitespace inside paragraphs): a
+    reworded docstring retires the task's student and skill (services/contract_change), a re-wrapped one must not.
+    The row keeps its first hash and text, so processes of either wording agree on the version."""
+    if row.contract_hash == contract_hash:
+        return True
+    return (
+        row.input_schema == input_schema and row.output_schema == output_schema and same_wording(row.instructions, text)
+    )
 
 
 def _backoff(attempt: int) -> None:
