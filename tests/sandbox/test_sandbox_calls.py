@@ -72,6 +72,13 @@ def test_a_broken_program_is_a_failed_call(guarded: Sandbox, serves, source: str
         ("def solve():\n    return __import__('os')\n", "'__import__'"),
         ("import typing\ndef solve():\n    return str(typing.sys)\n", "sys"),
         ("import json\ndef solve():\n    json.loads = None\n", "read-only"),
+        ("import operator, json\ndef solve():\n    return operator.attrgetter('dumps.__globals__')(json)\n", "allowed"),
+        ("import operator\ndef solve():\n    return operator.methodcaller('__reduce__')(1)\n", "not allowed"),
+        (
+            "import string\ndef solve():\n    return string.Formatter().get_field('0.__globals__', [], {})\n",
+            "Formatter",
+        ),
+        ("import typing\ndef solve():\n    return typing.get_type_hints(int)\n", "get_type_hints"),
     ],
     ids=[
         "import-os",
@@ -83,11 +90,30 @@ def test_a_broken_program_is_a_failed_call(guarded: Sandbox, serves, source: str
         "dunder-import",
         "module-attribute",
         "patch-module",
+        "attrgetter-dunder",
+        "methodcaller-dunder",
+        "formatter-get-field",
+        "get-type-hints-eval",
     ],
 )
 def test_the_guard_refuses_plain_escapes(guarded: Sandbox, source: str, words: str) -> None:
     result = guarded.run(source)
     assert not result.ok and words in result.error, result
+
+
+def test_a_dataclass_and_annotations_work_in_a_program(guarded: Sandbox) -> None:
+    """Programs compile without the worker's own `from __future__ import annotations` (string annotations broke
+    @dataclass: it looks the program's module up in sys.modules)."""
+    source = (
+        "import dataclasses, operator\n\n@dataclasses.dataclass\nclass Line:\n    qty: int\n    price: float\n\n"
+        "def solve(rows):\n"
+        "    lines = [Line(**r) for r in rows]\n"
+        "    qtys = list(map(operator.attrgetter('qty'), lines))\n"
+        "    return {'total': sum(l.qty * l.price for l in lines), 'qtys': qtys}\n"
+    )
+    result = guarded.run(source, "solve", {"rows": [{"qty": 2, "price": 1.5}, {"qty": 1, "price": 4.0}]})
+    assert result.ok, result.error
+    assert result.value == {"total": 7.0, "qtys": [2, 1]}
 
 
 def test_allowed_imports_work_including_dotted_ones(guarded: Sandbox) -> None:

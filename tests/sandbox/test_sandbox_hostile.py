@@ -327,3 +327,48 @@ def test_system_v_shared_memory_is_out_of_reach(bare: Sandbox) -> None:
     )
     result = bare.run(source, timeout_s=2)
     assert result.ok and result.value == [-1, 1], result  # EPERM from seccomp
+
+
+@pytest.mark.parametrize(
+    ("patch", "changed"),
+    [
+        ('json.JSONEncoder.encode = lambda self, o: \'{"ok": true, "value": 0.01}\'', "json.encoder.JSONEncoder"),
+        ("fractions.Fraction.limit_denominator = lambda self, n=0: 999", "fractions.Fraction"),
+        ("keyword.kwlist.append('zz')", "keyword.kwlist"),
+        ("csv.register_dialect('excel', delimiter=';')", "csv's dialects"),
+        ("decimal.DefaultContext.prec = 3", "decimal's template contexts"),
+        ("collections.abc.Sequence.register(dict)", "collections.abc.Sequence"),
+    ],
+    ids=["class-method", "class-method-2", "module-list", "csv-dialect", "decimal-template", "abc-register"],
+)
+@pytest.mark.parametrize("fixture", ["guarded", "bare"])
+def test_a_program_that_changes_shared_state_fails_and_the_next_program_sees_none_of_it(
+    request, fixture: str, patch: str, changed: str, serves
+) -> None:
+    """One worker serves every task's programs: a program that patches what they share (a class of an allowed
+    module, a module's list, csv's dialects, decimal's templates, an ABC) gets no answer served, and the worker is
+    replaced before the next call — which once went through the patched json encoder with the attacker's answer."""
+    sandbox = request.getfixturevalue(fixture)
+    imports = "import json, fractions, keyword, csv, decimal, collections.abc\n"
+    poisoned = sandbox.run(f"{imports}def solve(x):\n    {patch}\n    return x\n", "solve", {"x": 1})
+    assert (poisoned.ok, poisoned.kind, poisoned.restarted) == (False, "tainted", True), poisoned
+    assert changed in poisoned.error and "replaced" in poisoned.error
+    honest = (
+        f"{imports}def solve(x):\n"
+        "    return {'x': x, 'third': str(fractions.Fraction(1, 3).limit_denominator(10)),\n"
+        "            'kw': len(keyword.kwlist), 'seq': isinstance({}, collections.abc.Sequence),\n"
+        "            'dec': str(decimal.Decimal(1) / decimal.Decimal(7))[:8]}\n"
+    )
+    result = sandbox.run(honest, "solve", {"x": 2})
+    assert result.ok, result.error
+    assert result.value == {"x": 2, "third": "1/3", "kw": 35, "seq": False, "dec": "0.142857"}
+    assert serves(sandbox)
+
+
+def test_each_call_starts_in_a_default_decimal_context(guarded: Sandbox) -> None:
+    """The thread's current context is the program's to set (arithmetic sets its flags anyway), so it is reset
+    before every call rather than treated as a change."""
+    lowered = guarded.run("import decimal\ndef solve():\n    decimal.getcontext().prec = 3\n    return 1\n")
+    assert lowered.ok and not lowered.restarted
+    result = guarded.run("import decimal\ndef solve():\n    return str(decimal.Decimal(1) / decimal.Decimal(7))\n")
+    assert result.ok and result.value == "0.1428571428571428571428571429"

@@ -40,7 +40,8 @@ class SandboxUnavailable(UserError):
 @dataclass(frozen=True)
 class SandboxResult:
     """One call's outcome. `kind` names a failure: exception, timeout, memory, output, not_json, invalid_program,
-    crash (the worker died); `restarted` says the worker was replaced after it. `elapsed_s` includes the hop."""
+    tainted (the program changed state later calls share), crash (the worker died); `restarted` says the worker
+    was replaced after it. `elapsed_s` includes the hop."""
 
     ok: bool
     value: Any = None
@@ -178,8 +179,9 @@ class _Worker:
             kind, error = failure
             return SandboxResult(False, error=error, elapsed_s=elapsed, kind=kind, restarted=self._replace())
         restarted = False
-        if float(reply.get("cpu_s", 0)) > self.sandbox.limits.worker_cpu_s / 2:
-            restarted = self._replace()  # retire it before RLIMIT_CPU would kill it mid-call
+        if reply.get("retire") or float(reply.get("cpu_s", 0)) > self.sandbox.limits.worker_cpu_s / 2:
+            # a program changed what later calls share, or RLIMIT_CPU would soon kill the worker mid-call
+            restarted = self._replace()
         if reply.get("ok"):
             return SandboxResult(True, value=reply.get("value"), elapsed_s=elapsed, restarted=restarted)
         return SandboxResult(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import builtins
 import importlib
+import operator
 import sys
 import types
 
@@ -132,6 +133,11 @@ class Guard:
             self.view(name)
         import _strptime  # noqa: F401  (datetime.strptime imports it lazily)
 
+    def shared(self) -> list[tuple[str, dict]]:
+        """The dicts every program's globals reach (its builtins, the module views), by name."""
+        views = [(f"the view of module {name}", vars(view)) for name, view in sorted(self._views.items())]
+        return [("the programs' builtins", self.builtins), *views]
+
     def globals(self) -> dict:
         return {"__builtins__": self.builtins, "__name__": "program"}
 
@@ -149,7 +155,7 @@ class Guard:
                     continue
                 public[attr] = value
             view = ModuleView(name)
-            view.__dict__.update(public)
+            view.__dict__.update(_safer(name, public))
             self._views[name] = view
         return self._views[name]
 
@@ -178,6 +184,33 @@ class Guard:
         safe["delattr"] = _no_private(delattr)
         safe["hasattr"] = _no_private(hasattr)
         return safe
+
+
+# Public names that reach `_` attributes or eval for the program: hidden, or checked like getattr.
+_HIDDEN = {
+    "string": ("Formatter",),  # get_field("0.__globals__", ...) returns the object (super() passes any override)
+    "typing": ("get_type_hints",),  # evaluates string annotations with the real builtins
+}
+
+
+def _safer(module: str, public: dict) -> dict:
+    public = {k: v for k, v in public.items() if k not in _HIDDEN.get(module, ())}
+    if module == "operator":
+        public["attrgetter"], public["methodcaller"] = _attrgetter, _methodcaller
+    return public
+
+
+def _attrgetter(*names):
+    for name in names:
+        if isinstance(name, str) and any(part.startswith("_") for part in name.split(".")):
+            raise AttributeError(f"attribute {name!r} is not allowed in a sandboxed program")
+    return operator.attrgetter(*names)
+
+
+def _methodcaller(name, /, *args, **kwargs):
+    if isinstance(name, str) and name.startswith("_"):
+        raise AttributeError(f"method {name!r} is not allowed in a sandboxed program")
+    return operator.methodcaller(name, *args, **kwargs)
 
 
 def _no_private(fn):

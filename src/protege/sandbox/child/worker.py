@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import confine  # the sibling modules, found through the line above
 import guard as guarding
-from protocol import ProtocolError, read_frame, write_frame
+from protocol import HEADER, ProtocolError, read_frame, write_frame
+from watch import StateWatch
 
 MAX_REQUEST = 64 * 1024 * 1024
 MAX_ERROR_CHARS = 2000
@@ -41,7 +42,7 @@ def main() -> int:
         write_frame(fd_out, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
     write_frame(fd_out, {"ready": True, "isolation": report, "pid": os.getpid()})
-    serve(init, guard, fd_in, fd_out)
+    serve(init, guard, StateWatch(init["allowed_imports"], guard.shared() if guard else ()), fd_in, fd_out)
     return 0
 
 
@@ -73,7 +74,7 @@ def setup(init: dict, fd_in: int, fd_out: int) -> tuple[guarding.Guard | None, d
     return guard, report
 
 
-def serve(init: dict, guard: guarding.Guard | None, fd_in: int, fd_out: int) -> None:
+def serve(init: dict, guard: guarding.Guard | None, watch: StateWatch, fd_in: int, fd_out: int) -> None:
     programs: dict[str, CodeType] = {}
     signal.signal(signal.SIGALRM, _on_alarm)
     while True:
@@ -81,7 +82,12 @@ def serve(init: dict, guard: guarding.Guard | None, fd_in: int, fd_out: int) -> 
             request = read_frame(fd_in, max_bytes=MAX_REQUEST)
         except ProtocolError:
             return  # the app closed the pipe: shut down
+        watch.reset()
         reply = call(request, guard, programs, init["limits"]["max_output_bytes"])
+        changed = watch.changed()
+        if changed is not None:  # its answer is not trusted, nor this worker's json: a plain frame, then exit
+            _refuse_tainted(fd_out, str(request.get("nonce")), changed)
+            return
         usage = resource.getrusage(resource.RUSAGE_SELF)
         reply["cpu_s"] = usage.ru_utime + usage.ru_stime
         reply["nonce"] = request.get("nonce")
@@ -134,18 +140,32 @@ def _encoded(value: object, max_output: int) -> dict:
         return _fail("not_json", f"the program's answer is not JSON: {_describe(exc)}")
     if size > max_output:
         return _fail("output", f"the answer is {size:,} bytes, over the {max_output:,}-byte limit")
-    return {"ok": True, "value": value}
+    # plain JSON data from here on: no method of the program's objects runs after the state check
+    return {"ok": True, "value": json.loads(json.dumps(value, ensure_ascii=False, allow_nan=False))}
 
 
 def _compiled(source: str, guard: guarding.Guard | None, programs: dict[str, CodeType]) -> CodeType:
     code = programs.get(source)
     if code is None:
         tree = guarding.check_source(source, guard.allowed) if guard else source
-        code = compile(tree, "<program>", "exec")
+        code = compile(tree, "<program>", "exec", dont_inherit=True)  # not this module's `annotations` future
         if len(programs) >= PROGRAM_CACHE:
             programs.pop(next(iter(programs)))
         programs[source] = code
     return code
+
+
+def _refuse_tainted(fd_out: int, nonce: str, changed: str) -> None:
+    """The reply to a call that changed shared state, written without the json module it may have patched."""
+    error = f"the program changed {changed}, which later calls share; the call is refused and its worker replaced"
+    fields = {"ok": "false", "kind": '"tainted"', "retire": "true", "error": _quoted(error), "nonce": _quoted(nonce)}
+    data = ("{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}").encode()
+    os.write(fd_out, HEADER.pack(len(data)) + data)
+
+
+def _quoted(text: str) -> str:
+    """A JSON string of printable ASCII (anything else, and quotes and backslashes, become '?')."""
+    return '"' + "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text[:MAX_ERROR_CHARS]) + '"'
 
 
 def _fail(kind: str, error: str) -> dict:
