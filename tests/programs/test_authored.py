@@ -183,6 +183,21 @@ def test_a_program_that_hangs_at_serving_time_is_contained_recorded_and_escalate
     app.close()
 
 
+def test_a_program_that_verifies_no_field_is_not_stored_and_a_warning_says_so(tmp_path, caplog):
+    """A written program that answers no field right (here one that also patches json's encoder, which the
+    sandbox refuses) is paid for, recorded, and not served; the operator hears of it without debug logs."""
+    poison = "import json\n\ndef solve(invoice):\n    json.JSONEncoder.encode = lambda self, o: '{}'\n    return {}\n"
+    examples = invoices(45, seed=4)
+    app = _app(tmp_path, examples, author=code_author(poison))
+    _register(app)
+    with caplog.at_level("WARNING", logger="protege"):
+        _warm(app, examples[:40])
+    assert app.authored.current("summarize") is None
+    assert "verifies no field and is not served" in caplog.text
+    assert app.store.count_traces("summarize", tier="author") >= 1
+    app.close()
+
+
 def test_paid_authoring_is_off_unless_the_app_opts_in(tmp_path):
     examples = invoices(40, seed=4)
     app = _app(tmp_path, examples)

@@ -336,7 +336,11 @@ class AuthoredPrograms:
             )
         finally:
             await self.app.lifecycle.record_author(task, author)  # paid work, recorded whatever happened next
-        log.info("task %r: %s", name, result.report().splitlines()[0])
+        verdict = result.report().splitlines()[0]
+        if not (result.source and result.fields_verified):  # paid for and refused: say so where people look
+            log.warning("task %r: the written program verifies no field and is not served (%s)", name, verdict)
+        else:
+            log.info("task %r: %s", name, verdict)
         if result.source and result.fields_verified:
             await asyncio.to_thread(self._save, task, result, len(traces))
         return result
