@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import random
@@ -25,6 +26,7 @@ from protege.store.engine import make_project_folder
 from protege.tasks import CheckFn, Policy, ScoreFn, TaskSpec
 
 log = logging.getLogger(__name__)
+STUCK_GRACE_S = 30.0  # past the drain timeout, how long close() waits on a loop that never yields before giving up
 
 __all__ = ["Attempt", "Protege", "RunResult", "TaskHandle", "TraceRecord"]
 
@@ -68,12 +70,12 @@ class TaskHandle:
         return self.run_args(args, kwargs).output
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
-        self.app._reopen_if_closed()
+        self.app._reopen_if_closed(self.name)
         inp = self.spec.parse_input(args, kwargs)
         return (await self.app.portal.acall(self.app.cascade.run(self.runtime, inp))).output
 
     def run_args(self, args: tuple, kwargs: dict, *, tier: str | None = None, escalate: bool = True) -> RunResult:
-        self.app._reopen_if_closed()
+        self.app._reopen_if_closed(self.name)
         inp = self.spec.parse_input(args, kwargs)
         return self.app.portal.call(self.app.cascade.run(self.runtime, inp, tier=tier, escalate=escalate))
 
@@ -151,6 +153,7 @@ class Protege:
         )
         self.cascade = Cascade(self.store, self.tiers, hooks, rng=random.Random(seed), telemetry=self.telemetry)
         self._closed = False
+        self._closing = False  # close() is draining: calls are refused, not served (nor the app opened again)
         at_exit(self._settle_at_exit)  # drains while threads can still be started...
         atexit.register(self.close)  # ...and this closes, after the threads of the program have ended
 
@@ -221,8 +224,8 @@ class Protege:
     async def arun(
         self, task: str | TaskHandle, input: dict[str, Any], *, tier: str | None = None, escalate: bool = True
     ) -> RunResult:
-        self._reopen_if_closed()
         h = self.handle(task)
+        self._reopen_if_closed(h.name)
         inp = h.spec.parse_input((), input)
         return await self.portal.acall(self.cascade.run(h.runtime, inp, tier=tier, escalate=escalate))
 
@@ -230,7 +233,7 @@ class Protege:
         """Block until background work (shadow runs, skill writing) is done, or `timeout_s` passes; True if done."""
         if self.portal._loop is None:
             return True
-        return not self.portal.call(self.lifecycle.work.drain(self.cascade.background, timeout_s))
+        return not self.portal.run(self.lifecycle.work.drain(self.cascade.background, timeout_s))
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -372,47 +375,96 @@ class Protege:
 
         return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
 
-    def _reopen_if_closed(self) -> None:
+    def _reopen_if_closed(self, task: str) -> None:
         """A call after close() opens the app again (its loop and the store's connections start on use), so that
         its background work (skill upkeep, programs) is drained at exit as any other call's: closed, it was
-        served and that work silently dropped. A CLI command run twice in one process closes the app between."""
+        served and that work silently dropped. A CLI command run twice in one process closes the app between.
+        A call while close() runs is refused: it would be started on a loop that is being stopped."""
+        if self._closing:
+            raise UserError(
+                f"task {task!r} was called while the app is closing: close() finishes the calls in flight and "
+                "takes no new ones; stop sending calls before close(), or call again after it returns"
+            )
         if self._closed:
             log.info("app used after close(): opened again")
             self._closed = False
             self.telemetry.reopen()
 
     def close(self, timeout_s: float | None = None) -> None:
-        """Finish background work (for up to `timeout_s`, default `Settings.drain_timeout_s`), then release the
-        loop and the store's connections. Work still running then is stopped and left pending in the store, for
-        the next process that opens it. Runs by itself at interpreter exit; safe to call twice."""
+        """Finish the calls in flight and background work (for up to `timeout_s`, default
+        `Settings.drain_timeout_s`), then release the loop and the store's connections. Calls still running then
+        are stopped: their callers get a RunError, and the attempts they finished are in the store. Background work
+        still running is stopped and left pending in the store, for the next process that opens it. Calls made
+        while close() runs get a UserError. It blocks its thread; from a coroutine, `await app.aclose()`. Runs by
+        itself at interpreter exit; safe to call twice."""
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._closing = True
         try:
-            self._settle(self.settings.drain_timeout_s if timeout_s is None else timeout_s)
+            self._settle(self.settings.drain_timeout_s if timeout_s is None else timeout_s, stop_calls=True)
         finally:
+            self._release()
+
+    async def aclose(self, timeout_s: float | None = None) -> None:
+        """`close()` from a coroutine: it waits in a worker thread, so this loop keeps running meanwhile and hands
+        each call that finishes its result (a signal handler calling close() pauses the loop until it returns)."""
+        await asyncio.to_thread(self.close, timeout_s)
+
+    def _release(self) -> None:
+        try:
             self.authored.close()
             self.portal.close()
             self.store.close()
             self.telemetry.shutdown()
+        finally:
+            self._closing = False
 
     def _settle_at_exit(self) -> None:
-        """The first exit hook: drain while worker threads can still start (`close` follows at atexit)."""
+        """The first exit hook: drain while worker threads can still start (`close` follows at atexit). Calls
+        still running are left to their threads (the interpreter waits for them); `close` stops what remains."""
         if not self._closed:
-            self._settle(self.settings.drain_timeout_s)
+            self._settle(self.settings.drain_timeout_s, stop_calls=False)
 
-    def _settle(self, timeout: float) -> None:
-        """Wait for background work; past `timeout` (or on Ctrl-C) stop it and hand its jobs back to the queue."""
+    def _settle(self, timeout: float, *, stop_calls: bool) -> None:
+        """Wait for the calls in flight and background work; past `timeout` (or on Ctrl-C) stop them."""
         if self.portal._loop is None:
             return
-        work, others = self.lifecycle.work, self.cascade.background
         try:
-            if not self.portal.call(work.drain(others, timeout)):
+            if self.portal.run(self._drain(timeout), timeout_s=timeout + STUCK_GRACE_S):
                 return
             why = f"after {timeout:.3g} s at exit"
         except KeyboardInterrupt:  # a second Ctrl-C while waiting: stop waiting, keep the work queued
             why = "when exit was interrupted"
-        stopped = self.portal.call(work.abandon(others))
+        except TimeoutError:  # the loop never yielded (something blocks it): nothing on it can be stopped either
+            log.warning("protege: the app's event loop is blocked; closing without waiting for its calls and work")
+            return
+        self._stop(why, stop_calls=stop_calls)
+
+    async def _drain(self, timeout: float) -> bool:
+        """Calls first (one that finishes may start background work), then background work; one deadline.
+        True if nothing is left running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        calls_done = await self.portal.drain(timeout)
+        left = await self.lifecycle.work.drain(self.cascade.background, max(0.0, deadline - loop.time()))
+        return calls_done and not left
+
+    def _stop(self, why: str, *, stop_calls: bool) -> None:
+        """Stop the calls still running (their callers get a RunError saying why) and hand background jobs back."""
+        work, others = self.lifecycle.work, self.cascade.background
+        if stop_calls:
+            message = (
+                f"the app closed while this call was running: close() stopped it {why} (PROTEGE_DRAIN_TIMEOUT_S); "
+                "the attempts it finished are in the store. Call again once the app is open"
+            )
+            if n := self.portal.run(self.portal.stop_calls(message)):
+                log.warning(
+                    "protege: %d call(s) still running %s were stopped; their callers got a RunError%s",
+                    n,
+                    why,
+                    "; raise PROTEGE_DRAIN_TIMEOUT_S to let calls finish" if "interrupted" not in why else "",
+                )
+        stopped = self.portal.run(work.abandon(others))
         work.hand_back(stopped, why)
 
     def __enter__(self) -> Protege:

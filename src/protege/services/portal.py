@@ -1,17 +1,27 @@
 """One background event loop per app, so sync calls from any thread and async calls from any loop share the
-same async SDK clients (which are bound to the loop they were first used on)."""
+same async SDK clients (which are bound to the loop they were first used on).
+
+A caller's call (`call`, `acall`) runs as a task on that loop and is counted in `calls`, so closing can wait for it
+(`drain`) and, past the wait, stop it (`stop_calls`) with an error the caller sees — never leave its future pending
+under a stopped loop. The app's own work on the loop (draining, stopping) goes through `run`, which is not counted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from protege.errors import UserError
+from protege.errors import RunError, UserError
 from protege.telemetry.spans import carry_context
 
 T = TypeVar("T")
+log = logging.getLogger("protege")
+STOP_WAIT_S = 5.0  # how long stopping waits for cancelled tasks (and worker threads) to unwind
+CLOSED = "the protege portal closed while this call was running; call it again once the app is open"
 
 
 class Portal:
@@ -21,6 +31,8 @@ class Portal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.calls: set[asyncio.Task] = set()  # callers' calls running on the loop now
+        self._stopped: str | None = None  # set by stop_calls: why calls are refused (read on the loop thread only)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -48,27 +60,108 @@ class Portal:
     def _on_portal(self) -> bool:
         return self._thread is not None and threading.current_thread() is self._thread
 
+    def _submit(self, coro: Coroutine[Any, Any, T], *, counted: bool) -> concurrent.futures.Future[T]:
+        wrapped = carry_context(self._counted(coro) if counted else coro)
+        try:
+            return asyncio.run_coroutine_threadsafe(wrapped, self.loop)
+        except RuntimeError:  # the loop closed between our reading it and scheduling on it
+            wrapped.close()
+            raise RunError(CLOSED) from None
+
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the portal loop and wait for it (from any thread but the portal's own)."""
+        """Run a caller's coroutine on the portal loop and wait for it (from any thread but the portal's own)."""
         if self._on_portal():
             coro.close()
             raise UserError(  # misuse: a tier's model calling a task synchronously must not read as its failure
                 "sync protege calls cannot be made from inside the portal loop; use `await task.acall()`"
             )
-        return asyncio.run_coroutine_threadsafe(carry_context(coro), self.loop).result()
+        return self._submit(coro, counted=True).result()
 
     async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Await a coroutine run on the portal loop, from any event loop."""
+        """Await a caller's coroutine run on the portal loop, from any event loop."""
         if self._on_portal():
+            return await coro  # nested in a call or background work that is already counted or drained
+        return await asyncio.wrap_future(self._submit(coro, counted=True))
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        """Run the app's own coroutine (draining, stopping) on the loop and wait up to `timeout_s` for it; not a
+        caller's call, so `drain` does not wait for it nor `stop_calls` stop it."""
+        if self._on_portal():  # waiting here for the loop would block the loop itself
+            coro.close()
+            raise UserError(
+                "the app cannot be closed or waited on from inside its own loop (a task's model or tool); do it "
+                "from the code that makes the calls"
+            )
+        return self._submit(coro, counted=False).result(timeout_s)
+
+    async def _counted(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._stopped is not None:
+            coro.close()
+            raise RunError(self._stopped)
+        me = asyncio.current_task()
+        assert me is not None
+        self.calls.add(me)
+        try:
             return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(carry_context(coro), self.loop))
+        except asyncio.CancelledError:
+            if self._stopped is None:
+                raise  # the caller cancelled it: theirs to see as such
+            raise RunError(self._stopped) from None
+        finally:
+            self.calls.discard(me)
+
+    # -- closing (coroutines: run them on the loop with `run`) ----------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until no caller's call is running, or `timeout_s` passes; True if none is left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while pending := [t for t in self.calls if not t.done()]:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.wait(pending, timeout=left)
+        return True
+
+    async def stop_calls(self, why: str) -> int:
+        """Refuse new calls and stop those running: each caller gets RunError(why). Returns how many were stopped."""
+        self._stopped = why
+        pending = [t for t in self.calls if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=STOP_WAIT_S)
+        return len(pending)
+
+    async def _wind_down(self) -> None:
+        """Stop what still runs, then wait for worker threads (a store write in flight) before the loop stops."""
+        await self.stop_calls(self._stopped or CLOSED)
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me]
+        for t in rest:
+            t.cancel()
+        if rest:
+            await asyncio.wait(rest, timeout=STOP_WAIT_S)
+        loop = asyncio.get_running_loop()
+        await loop.shutdown_asyncgens()
+        try:
+            await asyncio.wait_for(loop.shutdown_default_executor(), STOP_WAIT_S)
+        except TimeoutError:
+            log.warning("protege: a worker thread was still running when the app closed; it was left to finish")
 
     def close(self) -> None:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        if loop.is_running() and not self._on_portal():  # from the loop itself nothing can be waited for
+            try:
+                self.run(self._wind_down(), timeout_s=4 * STOP_WAIT_S)
+            except concurrent.futures.TimeoutError:
+                log.warning("protege: the portal loop did not stop in time (something blocks it); closing anyway")
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
+        if not self._on_portal():
+            thread.join(timeout=STOP_WAIT_S)
         if not loop.is_running():
             loop.close()
         self._loop = self._thread = None
+        self.calls, self._stopped = set(), None
