@@ -18,9 +18,9 @@ MAX_OCCURRENCES = 3  # places an answer is looked for in one text
 MAX_PREFIX, MIN_TAIL = 8, 3  # a constant prefix is short; the written tail after it is not
 _BOUNDARY = re.compile(r"(?<=[\s\W])|^", re.M)
 _CLASSES = {name: re.compile(CLASSES[name]) for name in ("int", "number", "word", "token", "email")}
-_NUMBERISH = re.compile(r"-?\d+(?:[.,]\d+)?")
-_LEAD = re.compile(r"^[ \t]*([^\w\s]+[ \t]*|\d+[.)][ \t]*|\w+:[ \t]*)?", re.M)
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_NUMBERISH = re.compile(r"-?[0-9]+(?:[.,][0-9]+)?")
+_LEAD = re.compile(r"^[ \t]*([^\w\s]+[ \t]*|[0-9]+[.)][ \t]*|\w+:[ \t]*)?", re.M)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def lefts(text: str, i: int) -> list[tuple[str, bool]]:
@@ -218,11 +218,11 @@ def line_patterns(texts: list[str]) -> set[Pattern]:
                 out.add(Pattern(left=lead, cls="rest", line=True))
                 out.add(Pattern(left=lead.strip(), cls="rest", line=True))
                 out.add(Pattern(left=indent + lead.strip(), cls="rest", line=True, strict=True))
-        for m in re.finditer(r"([^\w\s]{1,2})(\d+)", text):
+        for m in re.finditer(r"([^\w\s]{1,2})([0-9]+)", text):
             out.add(Pattern(left=m.group(1), cls="int"))
-        for m in re.finditer(r"(?<![\w.,])\d+( ?[^\w\s]| ?x\b| ?[*×])", text):  # `2 x Lamp`, `3x`, `4)`
+        for m in re.finditer(r"(?<![\w.,])[0-9]+( ?[^\w\s]| ?x\b| ?[*×])", text):  # `2 x Lamp`, `3x`, `4)`
             out.add(Pattern(cls="int", right=m.group(1)))
-        for m in re.finditer(r"\b([A-Za-z]{2,5}[-#]?)\d+\b", text):  # codes: SKU1234, ORD-5
+        for m in re.finditer(r"\b([A-Za-z]{2,5}[-#]?)[0-9]+\b", text):  # codes: SKU1234, ORD-5
             out.add(Pattern(left=m.group(1), cls="int", keep=True))
     return out
 

@@ -38,21 +38,21 @@ _MONTHS = {
     for name in names
 }
 _MONTH = "(?P<month>" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")\.?"
-_DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
+_DAY = r"(?P<day>[0-9]{1,2})(?:st|nd|rd|th)?"
 _THE = r"(?:the\s+)?"  # `the 31st of October`
-_YEAR = r"(?P<year>\d{4})"
+_YEAR = r"(?P<year>[0-9]{4})"
 _WEEKDAY = r"(?:(?:mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)(?:day|nesday|sday|urday)?\.?,?\s+)?"
 _FORMS = (
-    r"(?P<year>\d{4})-(?P<month>\d{1,2})-(?P<day>\d{1,2})",  # 2025-01-24
-    r"(?P<year>\d{4})/(?P<month>\d{1,2})/(?P<day>\d{1,2})",  # 2025/01/24
-    r"(?P<day>\d{1,2})\.(?P<month>\d{1,2})\.(?P<year>\d{4}|\d{2})",  # 24.01.2025: day first
-    r"(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<year>\d{4})",  # 1/24/2025 or 24/1/2025: only where one order fits
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{1,2})-(?P<day>[0-9]{1,2})",  # 2025-01-24
+    r"(?P<year>[0-9]{4})/(?P<month>[0-9]{1,2})/(?P<day>[0-9]{1,2})",  # 2025/01/24
+    r"(?P<day>[0-9]{1,2})\.(?P<month>[0-9]{1,2})\.(?P<year>[0-9]{4}|[0-9]{2})",  # 24.01.2025: day first
+    r"(?P<a>[0-9]{1,2})/(?P<b>[0-9]{1,2})/(?P<year>[0-9]{4})",  # 1/24/2025 or 24/1/2025: only where one order fits
     _WEEKDAY + _THE + _DAY + r"(?:\s+of)?\s+" + _MONTH + r"(?:,?\s+" + _YEAR + ")?",  # 24 January 2025, Sat 18 Jan
     _WEEKDAY + _MONTH + r"\s+" + _DAY + r"(?:,?\s+" + _YEAR + ")?",  # January 24th, 2025; Saturday, January 18
 )
 _WHOLE = [_re.compile(form, _re.IGNORECASE) for form in _FORMS]
 DATE_MENTION = _re.compile(
-    r"(?<![\w/.-])(?:" + "|".join(_re.sub(r"\?P<\w+>", "", form) for form in _FORMS) + r")(?![\w/-]|\.\d)",
+    r"(?<![\w/.-])(?:" + "|".join(_re.sub(r"\?P<\w+>", "", form) for form in _FORMS) + r")(?![\w/-]|\.[0-9])",
     _re.IGNORECASE,
 )
 """Where a text writes a date (for finding the span a date value was read from)."""
@@ -109,7 +109,7 @@ def reference_date(data: object) -> _dt.date | None:
     an email header (`Fri, 13 Dec 2024 17:52:00 +0100`), an ISO date or timestamp, a written date."""
     for text in _leaves(data):
         t = text.strip()
-        if len(t) > _REFERENCE_MAX or not _re.search(r"\d{4}", t):
+        if len(t) > _REFERENCE_MAX or not _re.search(r"[0-9]{4}", t):
             continue
         found = _parsed(t)
         if found is not None:

@@ -256,11 +256,12 @@ def _null_variants(program: Program, nullable: bool) -> list[Program]:
 
 def _absent_null(fit: Fit, corpus: Corpus, name: str, nullable: bool) -> list[Fit]:
     """The same program answering null (a span) or [] / 0 (a list, a count) where it finds nothing, when the
-    traces say so there."""
+    traces say so there — more often than a teacher's slips would: one empty input answered with placeholders
+    must not teach a field that a text without its match means null."""
     if not nullable or not fit.refused:
         return []
     better = evaluate(replace(fit.program, absent_null=True), corpus, name)
-    return [better] if better is not None and better.right > fit.right else []
+    return [better] if better is not None and better.right - fit.right > max(1, corpus.max_wrong) else []
 
 
 def _count_search(corpus: Corpus, name: str, values: list[Any]) -> list[Fit]:

@@ -28,7 +28,7 @@ class _Refused:
 
 
 REFUSED: Any = _Refused()
-_INT = re.compile(r"-?\d+")
+_INT = re.compile(r"-?[0-9]+")
 NUMBER_WORDS = tuple(
     "zero one two three four five six seven eight nine ten "
     "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
@@ -37,7 +37,7 @@ NUMBER_WORDS = tuple(
 SCALED = re.compile(r"[ \t-]*(?:dozens?|hundreds?|thousands?|millions?|billions?|score|gross)\b", re.IGNORECASE)
 """A number followed by one of these words is not the number written (`two dozen` is 24, `5 hundred` 500): a
 numeric span that ends right before one refuses, so the student reads it."""
-_FLOAT = re.compile(r"-?\d+(?:[.,]\d+)?")
+_FLOAT = re.compile(r"-?[0-9]+(?:[.,][0-9]+)?")
 _SPACES = re.compile(r"\s+")
 _SEPARATORS = re.compile(SEPARATORS)
 _GLUE = re.compile(GLUE)

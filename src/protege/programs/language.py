@@ -27,8 +27,8 @@ from functools import cached_property
 from typing import Any
 
 CLASSES: dict[str, str] = {
-    "int": r"\d+",
-    "number": r"-?\d+(?:[.,]\d+)?",
+    "int": r"[0-9]+",
+    "number": r"-?[0-9]+(?:[.,][0-9]+)?",
     "word": r"\w+",
     "token": r"\S+",
     "email": r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
@@ -38,7 +38,8 @@ CLASSES: dict[str, str] = {
     "bullet": r"[-*+•◦▪‣][ \t][^\n]*",  # a bulleted line's bullet and text, whatever the bullet (with `line`)
     "empty": r"",  # nothing: the pattern is its literal (`has`)
 }
-"""Token classes, most specific first: the only regex fragments that are not escaped literals."""
+"""Token classes, most specific first: the only regex fragments that are not escaped literals. Digits are ASCII
+(`\\d` is any script's): an Arabic-Indic `١٢٣٤` is a form no trace showed, so a number program refuses it."""
 
 WIDER = {"number": 0.01, "word": 0.02, "token": 0.03, "lazy": 0.04, "rest": 0.04, "line": 0.04, "bullet": 0.04}
 """Tie-breakers: an int is a number is a word is a token is (part of) a line; where several fit alike, the

@@ -13,7 +13,7 @@ from protege.programs import dates
 from protege.programs.interpret import EMPTY as _EMPTY
 from protege.programs.interpret import NUMBER_WORDS, SCALED
 from protege.programs.language import GLUE, SEPARATORS, Program
-from protege.programs.verify import FieldProgram, ProgramSet, digits, fewest_digits
+from protege.programs.verify import FieldProgram, ProgramSet, digits, fewest_digits, path_of
 
 HELPERS = '''import re
 from typing import Any  # the annotation of digits(), copied below
@@ -81,12 +81,12 @@ def _map(name, text, ref=None):
     if name == "squash":
         return re.sub(r"\\s+", " ", text).strip()
     if name == "int":
-        if re.fullmatch(r"-?\\d+", t):
+        if re.fullmatch(r"-?[0-9]+", t):
             return int(t)
         return NUMBER_WORDS.index(t.lower()) if t.lower() in NUMBER_WORDS else REFUSED
     if name == "date":
         return written_date(t, ref) or REFUSED
-    return float(t.replace(",", ".")) if re.fullmatch(r"-?\\d+(?:[.,]\\d+)?", t) else REFUSED
+    return float(t.replace(",", ".")) if re.fullmatch(r"-?[0-9]+(?:[.,][0-9]+)?", t) else REFUSED
 
 
 def _number(map_name, match, text, ref=None):
@@ -186,7 +186,7 @@ def _field_function(fp: FieldProgram) -> str:
         lines.append(f"    # {program.describe()}")
         anchors = fp.anchors.get(program.source_path, [])
         if anchors:
-            lines.append(f"    # applies only to texts containing {', '.join(map(repr, anchors))} (as every trace did)")
+            lines.append(f"    # applies only to texts containing {', '.join(map(repr, anchors))} (as the traces did)")
         lines += ["    " + line for line in _program_lines(program, anchors, fp)]
     lines.append("    return REFUSED")
     return "\n".join(lines) + "\n"
@@ -199,7 +199,7 @@ def _doc(fp: FieldProgram) -> str:
 
 def _program_lines(p: Program, anchors: list[str], fp: FieldProgram) -> list[str]:
     if p.op == "const":
-        return [f"return {p.value!r}"]
+        return _const_lines(p, fp)
     regex = p.pattern.regex.pattern if p.pattern is not None else None
     order = f", {p.unique}, {p.ascending}" if p.unique or p.ascending else ""
     ref = ", ref=reference_date(data)" if p.map == "date" else ""  # the input's own date dates a yearless one
@@ -228,6 +228,23 @@ def _program_lines(p: Program, anchors: list[str], fp: FieldProgram) -> list[str
         f"    if value is not REFUSED{_magnitude_check(fp)}:",
         "        return value",
     ]
+
+
+def _const_lines(p: Program, fp: FieldProgram) -> list[str]:
+    """A constant, where every text the field's guard names is like the training texts (`FieldProgram.guards`)."""
+    lines = [f"fits = {bool(fp.anchors)}  # a constant with no text to guard it is not served"]
+    for key, anchors in fp.anchors.items():
+        if not anchors and not fp.max_chars:
+            continue
+        having = f" containing {', '.join(map(repr, anchors))}" if anchors else ""
+        limit = f" of at most {fp.max_chars} characters" if fp.max_chars else ""
+        lines += [
+            f"# applies only where {key} is a text{having}{limit}, as in the traces",
+            f"text = _source(data, {path_of(key)!r})",
+            f"fits = fits and text is not None and all(a in text for a in {anchors!r})",
+            *([f"fits = fits and len(text) <= {fp.max_chars}"] if fp.max_chars else []),
+        ]
+    return [*lines, "if fits:", f"    return {p.value!r}"]
 
 
 def _magnitude_check(fp: FieldProgram) -> str:

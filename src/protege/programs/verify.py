@@ -8,6 +8,7 @@ counted apart — a refusal leaves the field to the next tier, which is safe, a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field  # FieldProgram has a `field` attribute
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from protege.programs.dates import reference_date
-from protege.programs.induce import induce, same
+from protege.programs.induce import NOISE, Fit, induce, same, string_leaves
 from protege.programs.interpret import REFUSED, run, source_text
 from protege.programs.language import Program
 
@@ -39,8 +40,8 @@ class FieldProgram:
     refused: int = 0
     promoted: bool = False
     reason: str = ""
-    anchors: dict[str, list[str]] = dc_field(default_factory=dict)  # source path -> literals every training text had
-    max_chars: int = 0  # longest input text served: twice the longest training text (0: no limit)
+    anchors: dict[str, list[str]] = dc_field(default_factory=dict)  # source path -> literals the training texts had
+    max_chars: int = 0  # longest input text served: twice the training texts' longest (0: no limit)
     max_digits: int = 0  # integer digits a served number may have: the training values' most + 1 (0: no limit)
     min_digits: int = 0  # ... and at least: the training values' fewest - 1 (0: no limit; a year read as `22`)
 
@@ -54,17 +55,26 @@ class FieldProgram:
         return self.refused / self.heldout if self.heldout else None
 
     def apply(self, data: dict[str, Any]) -> Any:
-        """The first program's value that applies, else REFUSED. An input whose text lacks a literal every
-        training text of that source had is not of the kind the program was verified on: refused."""
+        """The first program's value that applies, else REFUSED. An input whose text lacks a literal the
+        training texts of that source had is not of the kind the program was verified on: refused."""
         # the input's own date, looked up once for a chain of date programs (each would look it up again)
         reference = reference_date(data) if any(p.map == "date" for p in self.programs) else None
         for program in self.programs:
-            if not has_anchors(data, program.source, self.anchors.get(program.source_path, ()), self.max_chars):
+            if not self.guards(data, program):
                 continue
             value = run(program, data, reference)
             if value is not REFUSED and fits_digits(value, self.max_digits, self.min_digits):
                 return value
         return REFUSED
+
+    def guards(self, data: dict[str, Any], program: Program) -> bool:
+        """Whether the input passes the guard of the text the program reads; a constant reads none, so every
+        text the field's guard names (what the traces it never varied on looked like) — and with none named (no
+        text input, or stored before constants were guarded) it has nothing to stand on: refused."""
+        if program.op != "const":
+            return has_anchors(data, program.source, self.anchors.get(program.source_path, ()), self.max_chars)
+        guard = self.anchors.items()
+        return bool(guard) and all(has_anchors(data, path_of(key), anchors, self.max_chars) for key, anchors in guard)
 
     def describe(self) -> str:
         return " | else ".join(p.describe() for p in self.programs) or "none"
@@ -185,19 +195,19 @@ def build(
     train, held = split(examples)
     if not train:
         return ProgramSet(task, {f: FieldProgram(f, [], reason="no training traces") for f in fields}, len(examples))
-    found, seconds = induce([i for i, _ in train], [o for _, o in train], fields)
+    inputs = [i for i, _ in train]
+    found, seconds = induce(inputs, [o for _, o in train], fields)
     out = {}
     for name in fields:
         fits = found.get(name) or []
-        sources = {f.program.source for f in fits if f.program.op != "const"}
         covered = len(frozenset().union(*(f.covered for f in fits))) / len(train) if fits else 0.0
-        anchors = {".".join(s): common_literals([source_text(i, s) for i, _ in train]) for s in sources}
+        anchors, max_chars = guard(fits, inputs)
         fp = FieldProgram(
             name,
             [f.program for f in fits],
             train_coverage=covered,
             anchors=anchors,
-            max_chars=_max_chars(train, sources),
+            max_chars=max_chars,
             max_digits=_max_digits([o.get(name) for _, o in train]),
             min_digits=_min_digits([o.get(name) for _, o in train]),
         )
@@ -229,19 +239,70 @@ def _score(fp: FieldProgram, held: list[tuple[dict[str, Any], dict[str, Any]]], 
         fp.promoted, fp.reason = True, f"held-out accuracy {acc:.1%} on {answered} answered"
 
 
+def guard(fits: list[Fit], inputs: list[dict[str, Any]]) -> tuple[dict[str, list[str]], int]:
+    """A field's anchors per source path, and its length limit: what the training texts its programs answered
+    right look like (one a program did not explain, such as an empty SMS answered with placeholders, says
+    nothing of the texts it reads). A constant reads no text and fits every trace by agreeing with it: it is held
+    to every text input the traces had, and to its own value where they all wrote it (`EUR`), so it answers only
+    inputs like those on which the traces never varied."""
+    rows: dict[tuple[str, ...], set[int]] = {}
+    constant = next((f.program.value for f in fits if f.program.op == "const"), None)
+    for fit in fits:
+        if fit.program.op == "const":
+            for source in steady_sources(inputs):
+                rows.setdefault(source, set()).update(range(len(inputs)))
+        else:
+            rows.setdefault(fit.program.source, set()).update(fit.covered)
+    anchors: dict[str, list[str]] = {}
+    lengths: list[int] = []
+    for source, picked in rows.items():
+        texts = [source_text(inputs[k], source) for k in sorted(picked)]
+        anchors[".".join(source)] = common_literals(texts) + written_constant(constant, texts)
+        lengths += [len(t) for t in texts if t is not None]
+    return anchors, _max_chars(lengths)
+
+
+def atypical(n: int) -> int:
+    """How many of n training texts may be unlike the rest without changing a guard: a teacher's slip share
+    (NOISE, rounded up), so a lone probe or empty input does not turn a guard off; none among fewer than
+    MIN_HELDOUT, where one text is not told apart from a format."""
+    return math.ceil(NOISE * n) if n >= MIN_HELDOUT else 0
+
+
 def common_literals(texts: list[str | None]) -> list[str]:
-    """Up to MAX_ANCHORS whitespace-delimited tokens every text contains (structural ones first: with punctuation,
-    then longer): what the inputs a program was induced on all look like."""
-    common: set[str] | None = None
+    """Up to MAX_ANCHORS whitespace-delimited tokens that all texts but `atypical` ones contain (structural ones
+    first: with punctuation, then longer): what the inputs a program was induced on look like."""
+    counts: dict[str, int] = {}
     for text in texts:
-        if text is None:
-            return []
-        tokens = {t for t in text.split() if len(t) >= 2 and not any(c.isdigit() for c in t)}  # dates, ids vary
-        common = tokens if common is None else common & tokens
-        if not common:
-            return []
-    ranked = sorted(common or (), key=lambda t: (t.isalnum(), -len(t), t))
+        for token in {t for t in (text or "").split() if len(t) >= 2 and not any(c.isdigit() for c in t)}:
+            counts[token] = counts.get(token, 0) + 1  # (tokens with digits are dates and ids: they vary)
+    need = len(texts) - atypical(len(texts))
+    ranked = sorted((t for t, n in counts.items() if n >= need), key=lambda t: (t.isalnum(), -len(t), t))
     return ranked[:MAX_ANCHORS]
+
+
+def written_constant(value: Any, texts: list[str | None]) -> list[str]:
+    """A constant text value as an anchor, where all training texts but `atypical` ones wrote it: `always 'EUR'`
+    learned from EUR-only messages is no answer for one in USD."""
+    if not isinstance(value, str) or not value.strip():
+        return []
+    written = sum(1 for t in texts if t is not None and value in t)
+    return [value] if written >= len(texts) - atypical(len(texts)) else []
+
+
+def steady_sources(inputs: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The text inputs (string leaves) that all training inputs but `atypical` ones have."""
+    counts: dict[tuple[str, ...], int] = {}
+    for data in inputs:
+        for source in string_leaves(data):
+            counts[source] = counts.get(source, 0) + 1
+    return sorted(s for s, n in counts.items() if n >= len(inputs) - atypical(len(inputs)))
+
+
+def path_of(key: str) -> tuple[str, ...]:
+    """An anchors key (a source path joined with dots) as the path it was made from (a key with a dot of its own
+    names no text: the constant refuses, which is safe)."""
+    return tuple(key.split("."))
 
 
 def has_anchors(data: dict[str, Any], source: tuple[str, ...], anchors: Any, max_chars: int = 0) -> bool:
@@ -289,8 +350,12 @@ def _min_digits(values: list[Any]) -> int:
     return fewest - DIGITS_SLACK if fewest - DIGITS_SLACK > 1 else 0  # every number has one digit: no limit
 
 
-def _max_chars(train: list[tuple[dict[str, Any], dict[str, Any]]], sources: set[tuple[str, ...]]) -> int:
-    """Twice the longest training text of the program's sources (at least MIN_MAX_CHARS): a far longer input is
-    not the kind the programs were verified on, and it bounds the work a pattern does on hostile input."""
-    lengths = [len(t) for i, _ in train for s in sources if (t := source_text(i, s)) is not None]
-    return max(MIN_MAX_CHARS, 2 * max(lengths)) if lengths else 0
+def _max_chars(lengths: list[int]) -> int:
+    """Twice the longest training text (at least MIN_MAX_CHARS): a far longer input is not the kind the programs
+    were verified on, and it bounds the work a pattern does on hostile input. The longest is taken among texts at
+    most twice as long as all but `atypical` ones: a long tail of entries counts, one 180 KB probe does not."""
+    if not lengths:
+        return 0
+    ranked = sorted(lengths)
+    typical = ranked[len(ranked) - 1 - atypical(len(ranked))]
+    return max(MIN_MAX_CHARS, 2 * max(n for n in ranked if n <= 2 * typical))
