@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 
@@ -787,3 +788,59 @@ def test_parser_errors_under_json_print_the_json_error_too(seeded, args):
     assert result.exit_code == 2
     error = json.loads(result.stdout)
     assert error["exit_code"] == 2 and error["type"] and error["error"]
+
+
+def _as_on_a_terminal(monkeypatch, width: int = 100) -> None:
+    monkeypatch.setenv("COLUMNS", str(width))
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+def test_skill_show_on_a_terminal_lists_the_frontmatter_and_prints_the_skills_files(seeded, monkeypatch):
+    """The frontmatter went through Markdown as one setext heading ("name: triage description: ..." in bold), and
+    the extra files (an authored program's scripts/solve.py) were only in --json, though the footers said shown."""
+    from protege.skills import SkillLibrary
+
+    with Store(seeded.db) as store:
+        lib = SkillLibrary(store)
+        v1 = SkillLibrary.to_skill(lib.latest("triage"))
+        files = {"scripts/solve.py": "def solve(ticket):\n    return {'queue': 'bug'}\n"}
+        lib.add("triage", v1.model_copy(update={"files": files}), kind="authored")
+    _as_on_a_terminal(monkeypatch)
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", seeded.ok("skill", "show", "triage").stdout)  # bold stays, NO_COLOR or not
+    lines = [line.rstrip() for line in shown.splitlines()]
+    assert "name        triage" in lines and any(x.startswith("metadata    task=triage, kind=authored") for x in lines)
+    assert any(x.startswith("description Route a support ticket") for x in lines)
+    assert "files       scripts/solve.py" in lines and not any("name: triage" in x for x in lines)
+    code = lines.index(next(x for x in lines if x.startswith("scripts/solve.py ─")))
+    assert lines[code + 1 : code + 3] == ["def solve(ticket):", "    return {'queue': 'bug'}"]
+
+
+def test_skill_import_refuses_skills_of_tasks_not_in_the_store(seeded, tmp_path):
+    """A skill folder for a task the store does not know was imported, for replay never to use."""
+    from protege.skills import Skill
+
+    folder = tmp_path / "in" / "refunds"
+    folder.mkdir(parents=True)
+    skill = Skill(name="refunds", description="Decides refunds. Use for refunds.", body="# Refunds\n")
+    (folder / "SKILL.md").write_text(skill.render())
+    assert_one_line_error(
+        seeded.cli("skill", "import", str(tmp_path / "in")),
+        2,
+        "is for task 'refunds', which is not in the store (tasks: triage); nothing was imported",
+    )
+    assert [s["task_name"] for s in seeded.json("skills")] == ["triage"]
+
+
+def test_tasks_at_80_columns_keep_their_numbers_whole(seeded, monkeypatch):
+    """Beside a long task name, `tasks` at 80 columns cut every column to fit (calls `10…`, valid `10…`): the
+    optional columns go instead, and the skill column ends in … ."""
+    with Store(seeded.db) as store:
+        schema = {"type": "object", "properties": {"customer_support_ticket": {"type": "string"}}}
+        name = "a_very_long_task_name_for_checking_truncation"
+        store.register_task(name=name, contract_hash="h", input_schema=schema, output_schema={}, instructions="i")
+    monkeypatch.setenv("COLUMNS", "80")
+    lines = seeded.ok("tasks").stdout.splitlines()
+    row = next(line for line in lines if line.lstrip().startswith("triage"))
+    assert row.split()[1:5] == ["1", "3", "3", "100.0%"]
+    assert all(len(line) <= 80 for line in lines)

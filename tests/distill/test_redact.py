@@ -179,3 +179,12 @@ def test_fast_path_is_sound(text):
     if not may_need_redaction(text):
         assert redact(text)[0] == text
     assert redact(redact(text)[0])[0] == redact(text)[0]
+
+
+def test_a_clipped_key_after_a_known_prefix_is_redacted_but_not_inside_a_word():
+    """`sk-ant-api03-abcdef` (a key cut short in a log line) is under the 16-character minimum and survived; a known
+    prefix needs no length. Inside a word (`risk-ant-...`, `desk-proj-...`) it is no key."""
+    for key in ("sk-ant-api03-abcdef", "sk-proj-ab12", "sk-svcacct-x", "sk-admin-Z9"):
+        assert redact(f"key was {key}, then cut")[0] == "key was [REDACTED:api_key], then cut"
+    for word in ("risk-ant-eater", "desk-proj-plan", "the sk-ant- prefix"):
+        assert redact(word)[0] == word

@@ -162,6 +162,63 @@ def test_teacher_rescue_of_a_failed_replay_revises_the_skill(tmp_path):
     app.close()
 
 
+def test_a_reviewers_pending_edit_is_not_overtaken_by_a_revision(tmp_path):
+    """v1 approved, a reviewer's edit v2 awaiting review, then a rescued replay: the revision was made from v1 as
+    v3 (never seeing v2), and `skill approve` served it, dropping the edit. No revision is written while a draft
+    awaits review; after the review, the next rescue revises the version then approved."""
+    app, shout = make(tmp_path, right, lambda r: "not json", Policy(program=False))
+    shout(Q(text="a"))
+    app.wait()
+    app.approve_skill("shout", reviewer="ana")
+    shown = app.skills.to_skill(app.skills.get("shout", 1)).render()
+    app.skills.edit("shout", shown + "\nHUMAN-EDIT\n", by="dana")
+    assert [a.tier for a in app.run("shout", {"q": {"text": "b"}}).attempts] == ["replay", "teacher"]
+    app.wait()
+    assert [(s.version, s.kind, s.status) for s in app.store.skills("shout")] == [
+        (2, "edited", "draft"),
+        (1, "exemplar", "approved"),
+    ]
+    assert "HUMAN-EDIT" in app.approve_skill("shout", reviewer="ana").text
+    app.run("shout", {"q": {"text": "c"}})
+    app.wait()
+    latest = app.skill("shout")
+    assert (latest.version, latest.kind, app.skills.base(latest).version) == (3, "revised", 2)
+    assert "HUMAN-EDIT" in latest.text
+    app.close()
+
+
+def test_a_failed_revision_is_paid_for_on_the_ledger_and_not_tried_again(tmp_path):
+    """A revision of a skill too close to the body budget failed (UserError) after two paid author calls: no author
+    trace, no cost, and the job was retried by each later process, paying again. The calls are an invalid author
+    trace with the error, the job is kept as failed after one run, and later rescues of that version revise
+    nothing until a new version is approved."""
+
+    def teacher(req) -> ModelResponse:
+        if req.task_name == "protege:revise-skill":
+            return ModelResponse(text="no frontmatter here", usage=Usage(input_tokens=3000, output_tokens=400))
+        return prose_teacher(req)
+
+    app, shout = make(tmp_path, teacher, lambda r: "not json", Policy(program=False), prose=True)
+    shout(Q(text="a"))
+    app.wait()
+    v1 = app.skills.to_skill(app.skills.get("shout", 1))
+    full = v1.body + "\n" + ("Mind the case. " * 1400)[: 19_990 - len(v1.body)]  # just under the body budget
+    app.skills.edit("shout", v1.model_copy(update={"body": full}).render(), by="ana")
+    app.approve_skill("shout", reviewer="ana")
+    app.run("shout", {"q": {"text": "b"}})
+    app.wait()
+    (failed,) = [t for t in app.store.traces("shout", tier="author", limit=None) if not t.valid]
+    assert failed.cost_usd == pytest.approx(2 * (3000 * 5e-6 + 400 * 25e-6))
+    assert "too close to the spec's body budget" in failed.errors[0]
+    (job,) = app.store.jobs("shout", state=None)
+    assert (job.state, job.attempts) == ("failed", 1) and job.error.startswith("UserError: skill 'shout' is too")
+    app.run("shout", {"q": {"text": "c"}})  # the same version rescued again: it would fail alike, and pay again
+    app.wait()
+    assert len(app.store.traces("shout", tier="author", limit=None)) == 2
+    assert len(app.store.jobs("shout", state=None)) == 1 and app.skill("shout").version == 2
+    app.close()
+
+
 def test_low_shadow_agreement_sends_the_skill_back_to_review(tmp_path):
     """Every replay call shadowed by the teacher; the sequential test takes the skill out of service after 4
     straight disagreements, without waiting for the 10-shadow window."""

@@ -88,9 +88,9 @@ def test_default_versions_pick_the_newest_draft_or_the_approved(lib, make_skill)
     """approve/reject without a version take the newest draft; retire takes the approved one."""
     with pytest.raises(UserError, match="has no draft skill to approve: it has no skills yet"):
         lib.approve(TASK, by="r")
-    lib.add(TASK, make_skill(), kind="authored")
-    lib.add(TASK, make_skill(body="# v2\n"), kind="authored")
-    lib.add(TASK, make_skill(body="# v3\n"), kind="authored")
+    first = SkillLibrary.to_skill(lib.add(TASK, make_skill(), kind="authored"))
+    lib.add(TASK, first.model_copy(update={"body": "# v2\n"}), kind="revised")  # both made from v1: they carry it
+    lib.add(TASK, first.model_copy(update={"body": "# v3\n"}), kind="revised")
     lib.reject(TASK, 3, by="r")
     assert lib.approve(TASK, by="r").version == 2
     assert lib.reject(TASK, by="r").version == 1
@@ -187,3 +187,54 @@ def test_approving_the_newest_draft_never_goes_back_past_the_approved(lib, make_
     assert lib.approve(TASK, 3, by="r").version == 3 and lib.get(TASK, 4).status == "retired"
     lib.add(TASK, make_skill(body="# v5\n"), kind="authored")
     assert lib.approve(TASK, by="r").version == 5  # a draft newer than the approved one: approved by default
+
+
+def test_an_edit_records_the_version_it_was_made_from(lib, make_skill):
+    """`skill show -v 1 > f; skill edit -f f` while v2 existed stored an edit of v2's files, and nothing said it
+    came from v1: the version the text names (or the TUI's `base`) is the edit's base, kept as `revises`."""
+    lib.add(TASK, make_skill(files={"examples/a.md": "A"}), kind="authored")
+    lib.approve(TASK, by="ann")
+    v1 = SkillLibrary.to_skill(lib.get(TASK, 1))
+    lib.add(TASK, v1.model_copy(update={"body": "# v2\n", "files": {}}), kind="revised")
+    assert lib.base(lib.get(TASK, 2)).version == 1  # read from v1 (`to_skill`), so made from it
+    edit = lib.edit(TASK, v1.render().replace("Read the input.", "Read all of it."), by="dana")
+    assert (edit.version, lib.base(edit).version, edit.files) == (3, 1, {"examples/a.md": "A"})
+    plain = v1.model_copy(update={"metadata": {}}).render()  # no `version:` line: the newest, unless `base`
+    assert lib.base(lib.edit(TASK, plain.replace("# ", "# A ", 1), by="dana")).version == 3
+    assert lib.base(lib.edit(TASK, plain.replace("# ", "# B ", 1), by="dana", base=2)).version == 2
+    with pytest.raises(UserError, match="says `version: 9`, but task 'extract_order' has no v9; remove that line"):
+        lib.edit(TASK, v1.render().replace("version: '1'", "version: '9'"), by="dana")
+
+
+def test_approving_by_default_never_passes_over_another_pending_draft(lib, make_skill):
+    """v1 approved, a reviewer's edit v2 and a teacher's revision v3, both made from v1: `approve` took v3 and
+    the edit was silently dropped. It refuses, naming both; a named version is approved. A draft the newest was
+    made from is carried by it, and field programs' drafts are not awaiting anyone."""
+    lib.add(TASK, make_skill(), kind="authored")
+    lib.approve(TASK, by="ann")
+    v1 = SkillLibrary.to_skill(lib.get(TASK, 1))
+    lib.edit(TASK, v1.render().replace("Read the input.", "HUMAN-EDIT"), by="dana")
+    lib.add(TASK, v1.model_copy(update={"body": "# revised\n"}), kind="revised", author_model="m")
+    with pytest.raises(UserError) as err:
+        lib.approve(TASK, by="r")
+    assert str(err.value).startswith(
+        "task 'extract_order' has 2 drafts awaiting review, made apart: v3 (revised by m from v1), v2 (edited by "
+        "human:dana from v1); approving the newest would pass over the others. Name the one to approve (-v 3"
+    )
+    assert lib.approved(TASK).version == 1
+    assert lib.approve(TASK, 2, by="r").version == 2
+    v2 = SkillLibrary.to_skill(lib.get(TASK, 2))
+    lib.edit(TASK, v2.render().replace("HUMAN-EDIT", "HUMAN-EDIT, again"), by="dana")  # v4, from v2
+    lib.edit(TASK, SkillLibrary.to_skill(lib.get(TASK, 4)).render() + "more\n", by="dana")  # v5, from v4
+    lib.add(TASK, make_skill(body="# programs\n"), kind="induced")  # v6
+    assert lib.approve(TASK, 5, by="r").version == 5 and lib.get(TASK, 4).status == "draft"
+    lib.edit(TASK, SkillLibrary.to_skill(lib.get(TASK, 5)).render() + "last\n", by="dana")  # v7, from v5
+    assert lib.approve(TASK, by="r").version == 7  # v6 (induced) passed over: it serves unreviewed
+
+
+def test_an_edit_of_an_edit_is_approved_by_default(lib, make_skill):
+    """No approved version yet: the authored v1, then an edit of it; approving by default takes the edit."""
+    lib.add(TASK, make_skill(), kind="authored")
+    shown = SkillLibrary.to_skill(lib.get(TASK, 1)).render()
+    lib.edit(TASK, shown.replace("Read the input.", "Read all of it."), by="dana")
+    assert lib.approve(TASK, by="r").version == 2

@@ -171,6 +171,29 @@ async def test_diff_compares_with_previous_or_marked_version(console, settle):
         assert (pilot.app.screen.old.version, pilot.app.screen.new.version) == (1, 3)
 
 
+async def test_diff_of_an_edit_compares_with_the_version_it_was_made_from(console, seeded_store, settle):
+    """An edit of v1 saved while v3 existed (v4) was diffed with v3, the previous number: every line of v3's own
+    changes showed as the reviewer's. It is diffed with v1, the version it was made from."""
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await go_to_row(pilot, "#skills", "triage:1")
+        await pilot.press("e")
+        await settle(pilot)
+        editor = pilot.app.screen.query_one(TextArea)
+        editor.load_text(editor.text.rstrip() + "\nOne added line.\n")
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert highlighted_key(pilot.app, "#skills") == "triage:4"
+        await pilot.press("v")
+        await settle(pilot)
+        screen = pilot.app.screen
+        assert isinstance(screen, SkillDiffScreen) and (screen.old.version, screen.new.version) == (1, 4)
+        changed = [line for line in screen.lines if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+        body = [line for line in changed if not line[1:].startswith("  ")]  # metadata: kind, model, revises
+        assert body == ["+One added line."]
+
+
 async def test_state_filter_lists_only_that_state(console, settle):
     """Choosing 'draft' in the state filter lists only draft versions."""
     async with console.run_test(size=SIZE) as pilot:
@@ -432,6 +455,33 @@ def test_tui_refuses_an_unknown_trace_id(seeded_url, monkeypatch):
     monkeypatch.delenv("PROTEGE_APP", raising=False)
     result = CliRunner().invoke(cli, ["tui", "--trace", "no-such-trace"])
     assert result.exit_code == 2 and "no trace 'no-such-trace'" in result.stderr
+
+
+def test_make_app_refuses_a_trace_that_is_not_in_the_store(seeded_url):
+    """make_app(trace=...) with an id never stored opened a screen saying the trace "is no longer in the store"."""
+    with pytest.raises(UserError, match="no trace 'never-stored' in the store; list traces with `protege traces`"):
+        make_app(db=seeded_url, reviewer="r", trace="never-stored")
+
+
+@pytest.mark.parametrize(("size", "shown"), [(SIZE, "extract_order"), ((50, 24), "extract_or…")])
+async def test_task_names_are_whole_where_the_terminal_has_room(seeded_url, settle, size, shown):
+    """The task columns had fixed widths: `extract_order` was `extract_or…` at any terminal size. Where there is
+    no room, the name is clipped to the column's least width, as before."""
+    async with make_app(db=seeded_url, reviewer="r").run_test(size=size) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#traces", DataTable)
+        assert shown in {table.get_row_at(i)[0] for i in range(table.row_count)}
+
+
+async def test_the_tier_filter_offers_the_skill_loops_own_traces(console, settle):
+    """The Tier filter had no `author` (the skill author's paid calls) nor `evidence` to pick."""
+    async with console.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        pilot.app.screen.query_one("#tier", Select).value = "author"
+        await settle(pilot)
+        assert pilot.app.screen.total == 0 and pilot.app.screen.query_one("#traces", DataTable).row_count == 0
 
 
 def test_tui_opens_on_a_trace_by_the_id_prefix_listings_show(seeded_url, monkeypatch):

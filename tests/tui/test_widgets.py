@@ -92,6 +92,7 @@ def test_formats_fit_their_columns():
         "$12,345",
         "—",
     ]
+    assert [usd(-0.004802), usd(-12.345)] == ["-$0.004802", "-$12.35"]  # was $-0.004802, as the CLI never writes
     assert pct(0.9123, 1) == "91.2%" and pct(None) == "—"
     assert when(datetime(2026, 3, 1, 9, 30, tzinfo=UTC)) == "2026-03-01 09:30"
 

@@ -48,6 +48,8 @@ def tasks(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             for r in rows
         ],
         right=("v", "calls", "traces", "valid"),
+        optional=("inputs", "student", "v"),  # numbers never end in … on an 80-column terminal
+        flex="skill",
     )
     for r in rows:  # background work owed: otherwise seen only in SQL
         for job in r["jobs"]:

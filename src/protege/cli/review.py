@@ -100,8 +100,9 @@ def _status(status: str) -> Any:
 
 @skill_app.command("show")
 def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as_json: JsonOpt = False) -> None:
-    """Print a skill's SKILL.md (the newest version unless --version): rendered on a terminal, the file itself when
-    redirected (`> SKILL.md`, which `skill edit -f` takes back)."""
+    """Print a skill's SKILL.md (the newest version unless --version): rendered on a terminal, with its field
+    programs and extra files (scripts/solve.py, ...) as code; the file itself when redirected (`> SKILL.md`, which
+    `skill edit -f` takes back)."""
     lib = _library(ctx)
     require_task(lib.store, task)
     row = lib.get(task, version) if version else lib.latest(task)
@@ -110,9 +111,11 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
     if as_json:
         return emit_json(row_dict(row))
     out = console()
+    skill = lib.to_skill(row)
     if not out.is_terminal:  # `> SKILL.md` or a pipe: the file itself, as `skill edit -f` takes it back
-        return typer.echo(lib.to_skill(row).render(), nl=False)
+        return typer.echo(skill.render(), nl=False)
     from rich.markdown import Markdown
+    from rich.markup import escape
     from rich.rule import Rule
 
     out.print(
@@ -122,7 +125,9 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
             align="left",
         )
     )
-    out.print(Markdown(lib.to_skill(row).render()))
+    out.print(_header(skill))
+    out.print(Rule(style="dim"))
+    out.print(Markdown(skill.body))
     if row.evidence:
         ev = row.evidence
         out.print(
@@ -130,19 +135,48 @@ def skill_show(ctx: typer.Context, task: TaskArg, version: VersionOpt = None, as
             f"(gate {pct(ev.get('promote_at'))}) → {'passed' if ev.get('passed') else 'not passed'}"
         )
     if row.review_note:
-        out.print(f"review note: {row.review_note}")
+        out.print(f"review note: {escape(row.review_note)}")
+    _show_files(out, skill.files, task)
+
+
+def _header(skill: Any) -> Any:
+    """The frontmatter as fields (as Markdown it was one setext heading of every line)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for key, value in skill.header():
+        grid.add_row(key, Text(value))
+    if skill.files:
+        grid.add_row("files", Text(", ".join(sorted(skill.files))))
+    return grid
+
+
+def _show_files(out: Any, files: dict[str, str], task: str) -> None:
+    """The field programs' table, then every extra file as highlighted code (scripts/solve.py, scripts/fields.py)
+    but the JSON records the table already shows."""
     import json
+
+    from rich.rule import Rule
+    from rich.syntax import Syntax
 
     from protege.cli.programs import show
     from protege.programs import ProgramSet
-    from protege.programs.authored import AuthoredProgram
+    from protege.programs.authored import RECORD_FILE, AuthoredProgram
     from protege.programs.service import PROGRAMS_FILE
 
-    files = row.files or {}
     induced = ProgramSet.from_json(json.loads(files[PROGRAMS_FILE])) if files.get(PROGRAMS_FILE) else None
     authored = AuthoredProgram.from_files(files)
     if induced is not None or authored is not None:
         show(induced, authored, task=task)
+    shown = {PROGRAMS_FILE} if induced is not None else set()
+    shown |= {RECORD_FILE} if authored is not None else set()
+    for path in sorted(set(files) - shown):
+        out.print(Rule(path, align="left", style="dim"))
+        lexer = Syntax.guess_lexer(path, files[path])
+        out.print(Syntax(files[path], lexer, word_wrap=True, background_color="default"))
 
 
 @skill_app.command("approve")
@@ -153,7 +187,8 @@ def skill_approve(
     reviewer: ReviewerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approve a draft (default: the newest draft): replay starts using it; the one approved before retires."""
+    """Approve a draft (default: the newest draft; refused, naming them, when other drafts await review beside it):
+    replay starts using it; the one approved before retires."""
     lib = _library(ctx)
     require_task(lib.store, task)
     _done(lib.approve(task, version, by=reviewer or reviewer_default()), "approved", as_json)
@@ -227,8 +262,8 @@ def skill_import(
     reviewer: ReviewerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import skill folders (all or none); they arrive as drafts unless --trust."""
-    rows = _library(ctx).import_dir(src, by=reviewer or reviewer_default(), trust=trust)
+    """Import skill folders (all or none) for tasks in the store; they arrive as drafts unless --trust."""
+    rows = _library(ctx).import_dir(src, by=reviewer or reviewer_default(), trust=trust, known_only=True)
     if as_json:
         return emit_json([row_dict(r, exclude=("text", "files")) for r in rows])
     for row in rows:

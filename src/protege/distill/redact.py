@@ -24,6 +24,8 @@ def placeholder(kind: str) -> str:
 
 
 _TOKEN = r"[A-Za-z0-9_\-]"
+KEY_PREFIXES = ("sk-ant-", "sk-proj-", "sk-svcacct-", "sk-admin-")
+TOKEN_START = {"generic_sk", "prefixed_key"}  # kinds that match only at a token's start; both become api_key
 # (kind, pattern, trigger substrings). Each pattern starts with a literal where it can (Python's `re` scans for a
 # literal prefix fast), and runs only when one of its triggers is in the text: most text has no secrets, and a
 # row of a 100k-trace dataset must cost microseconds. Specific formats come first, so a key gets its own kind.
@@ -36,6 +38,8 @@ SECRET_PATTERNS: list[tuple[str, re.Pattern[str], tuple[str, ...]]] = [
     ("api_key", re.compile(rf"sk-ant-{_TOKEN}{{16,}}"), ("sk-ant-",)),  # Anthropic
     ("api_key", re.compile(rf"sk-(?:proj-|svcacct-|admin-){_TOKEN}{{20,}}"), ("sk-",)),  # OpenAI project keys
     ("generic_sk", re.compile(rf"sk-{_TOKEN}{{20,}}"), ("sk-",)),  # OpenAI legacy keys; must start a token
+    # a known prefix needs no length: a key clipped in a log line (`sk-ant-api03-abcdef`) is still a key's start
+    ("prefixed_key", re.compile(rf"sk-(?:ant|proj|svcacct|admin)-{_TOKEN}+"), KEY_PREFIXES),  # must start a token
     ("api_key", re.compile(r"[srp]k_(?:live|test)_[A-Za-z0-9]{16,}"), ("_live_", "_test_")),  # Stripe
     (
         "api_key",
@@ -92,7 +96,7 @@ def _redact_into(text: str, mode: Mode, counts: Counter[str]) -> str:
     if ANY_SECRET_TRIGGER.search(text):
         for kind, pattern, triggers in SECRET_PATTERNS:
             if any(t in text for t in triggers):
-                if kind == "generic_sk":  # "sk-" + 20 chars also ends words like "task-..." or "risk-..."
+                if kind in TOKEN_START:  # "sk-" + 20 chars also ends words like "task-..." or "risk-..."
                     text = _sub(pattern, text, "api_key", counts, check=_starts_a_token(text))
                 else:
                     text = _sub(pattern, text, kind, counts)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protege.agents.cascade import TaskRuntime
-from protege.errors import BudgetExceeded
+from protege.errors import BudgetExceeded, UserError
 from protege.services.portal import Portal
 from protege.store import JobRow, Store
 from protege.store.background import process_owner
@@ -99,6 +99,14 @@ class BackgroundWork:
         except BudgetExceeded as exc:  # nothing was spent; the next teacher success asks again
             self._warn_over_budget(job, exc)
             await asyncio.to_thread(self.store.finish_job, job.id)
+        except UserError as exc:  # the same job fails the same way again: a retry would only pay again
+            log.warning(
+                "%s work for task %r failed; kept as failed (`protege tasks` lists it): %s",
+                job.kind,
+                job.task_name,
+                exc,
+            )
+            await asyncio.to_thread(self.store.fail_job, job.id, f"{type(exc).__name__}: {exc}", final=True)
         except Exception as exc:  # background work must never take the app down; the paid traces are safe
             final = job.attempts >= MAX_ATTEMPTS
             log.exception(

@@ -14,9 +14,12 @@ shows the whole cost of the loop, and none of these traces ever reaches a traini
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from protege.agents.cascade import TaskEntry, TaskRuntime
@@ -111,11 +114,10 @@ class Lifecycle:
     async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: str | None) -> None:
         name = task.spec.name
         versions = await asyncio.to_thread(self.app.store.skills, name)  # newest first
-        latest = versions[0] if versions else None
         approved = next((v for v in versions if v.status == "approved"), None)  # as `SkillLibrary.approved`
         if rescued is not None and approved is not None:
-            if _revision_waiting(latest, approved):
-                return  # one revision per approved version awaits review: each rescue wrote another (42 drafts)
+            if _draft_waiting(versions, approved) or await asyncio.to_thread(self._revision_failed, name, approved):
+                return
             rescue = await asyncio.to_thread(self.app.store.trace, trace_id)
             if rescue is not None:
                 await self._revise(task, approved, rescued, rescue)
@@ -125,6 +127,16 @@ class Lifecycle:
             self._draft_seen[name] = time.monotonic()  # a reviewer's turn: don't re-query on every teacher call
         if task.spec.policy.skill_approval == "evidence":
             await self._try_evidence(task)
+
+    def _revision_failed(self, name: str, approved: Any) -> bool:
+        """Whether a skill job ended failed since `approved` was approved (a revision too big for the spec's
+        budget, say): another revision of it would most likely fail the same way, and pay the author again. The
+        failure is listed by `protege tasks`; a newly approved version lets revisions start again."""
+        since = approved.reviewed_at
+        return any(
+            j.kind == "skill" and (since is None or _aware(j.created_at) >= _aware(since))
+            for j in self.app.store.jobs(name, state="failed")
+        )
 
     def _contract(self, task: TaskRuntime) -> Any:
         from protege.skills.author import TaskContract
@@ -145,8 +157,8 @@ class Lifecycle:
             return
         prior = self.app.tiers.prior_art(task)
         author = SkillAuthor(self.app.tiers.teacher(task))
-        skill = await author.write(self._contract(task), traces, prior_art=prior)
-        await self.record_author(task, author)
+        async with self._recorded(task, author):
+            skill = await author.write(self._contract(task), traces, prior_art=prior)
         await asyncio.to_thread(
             self.app.skills.add,
             name,
@@ -165,8 +177,8 @@ class Lifecycle:
         if failed is None:
             return
         author = SkillAuthor(self.app.tiers.teacher(task))
-        skill = await author.revise(SkillLibrary.to_skill(approved), failed, rescue)
-        await self.record_author(task, author)
+        async with self._recorded(task, author):
+            skill = await author.revise(SkillLibrary.to_skill(approved), failed, rescue)
         await asyncio.to_thread(
             self.app.skills.add,
             task.spec.name,
@@ -176,8 +188,20 @@ class Lifecycle:
             author_model=author.model.name,
         )
 
-    async def record_author(self, task: TaskRuntime, author: Any) -> None:
-        """The author's model calls are paid teacher work: record them so the ledger shows them."""
+    @contextlib.asynccontextmanager
+    async def _recorded(self, task: TaskRuntime, author: Any) -> AsyncIterator[None]:
+        """Record the author's calls whatever the block ends with: a revision that fails after two paid calls
+        (its body past the spec's budget) left them off the ledger."""
+        try:
+            yield
+        except BaseException as exc:  # cancelled at exit too: the calls made so far were paid
+            await self.record_author(task, author, error=exc)
+            raise
+        await self.record_author(task, author)
+
+    async def record_author(self, task: TaskRuntime, author: Any, *, error: BaseException | None = None) -> None:
+        """The author's model calls are paid teacher work: record them so the ledger shows them (with `error`, as
+        an invalid trace: what was paid for was not used)."""
         responses = author.last_responses
         if not responses:
             return
@@ -187,7 +211,8 @@ class Lifecycle:
             task_version=task.version,
             tier="author",
             model=author.model.name,
-            valid=True,
+            valid=error is None,
+            errors=[f"{type(error).__name__}: {error}"] if error is not None else None,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
             cache_read_tokens=usage.cache_read_tokens,
@@ -335,14 +360,17 @@ def _written_draft(version: Any) -> bool:
     return version.status == "draft" and version.kind != "induced"
 
 
-def _revision_waiting(latest: Any, approved: Any) -> bool:
-    """Whether a revision of the approved skill is already a draft awaiting review (or evidence)."""
-    return (
-        latest is not None
-        and latest.status == "draft"
-        and latest.kind == "revised"
-        and latest.version > approved.version
-    )
+def _draft_waiting(versions: list[Any], approved: Any) -> bool:
+    """Whether a written draft newer than the approved version awaits review (or evidence): a reviewer's edit or
+    an earlier revision. A revision is made from the approved version, so written beside a pending edit it would
+    pass over the edit (and become the newest draft, the one approved by default); and each rescue wrote another
+    (42 drafts). The rescue stays a teacher trace; rescues after the review revise the version then approved."""
+    return any(_written_draft(v) and v.version > approved.version for v in versions)
+
+
+def _aware(value: Any) -> Any:
+    """SQLite gives datetimes back without their UTC zone: compare them as UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def redacted_skill(skill: Any, mode: Literal["secrets", "pii"]) -> Any:

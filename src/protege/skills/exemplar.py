@@ -37,17 +37,14 @@ class Case:
     @classmethod
     def of(cls, failed_trace: Any, rescue_trace: Any) -> Case:
         failed, rescue = _getter(failed_trace), _getter(rescue_trace)
-        wrong = failed("output")
-        right = rescue("output")
-        if right is None and rescue("output_text"):
-            right = _maybe_json(rescue("output_text"))
+        wrong, right = _answer(failed), _answer(rescue)
         if right is None:
             raise UserError(
                 f"rescue trace {rescue('id')!r} has no answer to learn from; pass the teacher's valid trace"
             )
         return cls(
             input=failed("input") if failed("input") is not None else rescue("input"),
-            wrong=wrong if wrong is not None else failed("output_text") or "(no answer)",
+            wrong=wrong if wrong is not None else "(no answer)",
             right=right,
             errors=tuple(str(e) for e in failed("errors") or ()),
             trace_ids=tuple(i for i in (failed("id"), rescue("id")) if i),
@@ -218,6 +215,14 @@ def _getter(trace: Any) -> Any:
     if isinstance(trace, dict):
         return trace.get
     return lambda key, default=None: getattr(trace, key, default)
+
+
+def _answer(trace: Any) -> Any:
+    """A trace's answer: its parsed output, else its raw text, decoded where it is JSON (an invalid answer keeps
+    only the text; shown as a JSON string, every quote in it came out escaped)."""
+    if trace("output") is not None:
+        return trace("output")
+    return _maybe_json(trace("output_text")) if trace("output_text") else None
 
 
 def _maybe_json(text: str) -> Any:

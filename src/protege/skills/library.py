@@ -4,7 +4,9 @@ States: draft -> approved | rejected; approved -> retired. Approving a version r
 in the same transaction, so a task has at most one approved skill — the one replay uses.
 
 A row's `text` is the SKILL.md without the two fields the row owns, `version` and `status`; `to_skill(row)` adds
-them back to `metadata`, and that is what `export` writes.
+them back to `metadata`, and that is what `export` writes. An edit, a revision, or any version stored from a
+`to_skill` copy names the version it was made from in metadata `revises`: approving by default refuses to pass over
+a pending draft the newest one was not made from.
 
 Imports: each folder is validated (spec rules, folder name == skill name, no symlinks, no path escapes) before
 anything is stored, and all are stored in one transaction — all or nothing. An import keeps the version number
@@ -90,6 +92,8 @@ class SkillLibrary:
         if kind not in KINDS:
             raise UserError(f"skill kind {kind!r} is not one of {', '.join(KINDS)}")
         meta = {"task": task, "kind": kind, **({"model": author_model} if author_model else {})}
+        if skill.version is not None:  # read from a stored version (`to_skill`): the version it builds on
+            meta["revises"] = str(skill.version)
         stored = _stored(skill, meta)
         ids = list(source_trace_ids) if source_trace_ids is not None else _trace_ids(stored)
         return self.store.add_skill(
@@ -102,31 +106,48 @@ class SkillLibrary:
             )
         )
 
-    def edit(self, task: str, text: str, *, by: str) -> SkillRow:
-        """A reviewer's edit of the SKILL.md: a new draft version (kind 'edited'); extra files carry over."""
-        base = self.latest(task)
-        if base is None:
-            raise UserError(f"task {task!r} has no skill to edit; one is written after the teacher's first success")
-        skill = Skill.parse(text, files=dict(base.files or {}))
-        if _same_content(skill, Skill.parse(base.text, files=dict(base.files or {}))):
+    def edit(self, task: str, text: str, *, by: str, base: int | None = None) -> SkillRow:
+        """A reviewer's edit of the SKILL.md: a new draft version (kind 'edited', metadata `revises` naming the
+        version it was made from); extra files carry over from that version. The base is `base`, else the
+        `version:` the text carries (`skill show` writes it), else the newest version."""
+        source = self._edit_base(task, text, base)
+        skill = Skill.parse(text, files=dict(source.files or {}))
+        if _same_content(skill, Skill.parse(source.text, files=dict(source.files or {}))):
             raise UserError(
-                f"the edit changes nothing in skill {task!r} v{base.version} (its newest version); no new version "
-                f"was stored"
+                f"the edit changes nothing in skill {task!r} v{source.version} (the version it was made from); no "
+                f"new version was stored"
             )
-        stored = _stored(skill, {"task": task, "kind": "edited", "model": f"human:{by}"})
-        sources = list(base.source_trace_ids or [])
+        meta = {"task": task, "kind": "edited", "model": f"human:{by}", "revises": str(source.version)}
+        stored = _stored(skill, meta)
+        sources = list(source.source_trace_ids or [])
         return self.store.add_skill(
             _row(task, stored, kind="edited", source_trace_ids=sources, author_model=f"human:{by}")
         )
 
+    def _edit_base(self, task: str, text: str, base: int | None) -> SkillRow:
+        if base is None:
+            base = Skill.parse(text).version  # the version `skill show` wrote into the file
+            if base is not None and self.store.skill(task, version=base) is None:
+                raise UserError(
+                    f"the edited SKILL.md says `version: {base}`, but task {task!r} has no v{base}; remove that "
+                    f"line to edit the newest version, or list versions with `protege skills {task}`"
+                )
+        if base is not None:
+            return self.get(task, base)
+        newest = self.latest(task)
+        if newest is None:
+            raise UserError(f"task {task!r} has no skill to edit; one is written after the teacher's first success")
+        return newest
+
     # -- review ------------------------------------------------------------------------------------------------
 
     def approve(self, task: str, version: int | None = None, *, by: str, evidence: dict | None = None) -> SkillRow:
-        """Approve a draft (default: the newest draft, when it is newer than the approved version); the previously
-        approved version is retired."""
+        """Approve a draft (default: the newest draft, when it is newer than the approved version and no other
+        draft awaits review beside it); the previously approved version is retired."""
         row = self._pick(task, version, "draft", "approve")
         if version is None:
             self._refuse_going_back(row)
+            self._refuse_skipping(row)
         return self._transition(row, "approved", by=by, evidence=evidence)
 
     def reject(self, task: str, version: int | None = None, *, by: str, note: str | None = None) -> SkillRow:
@@ -228,14 +249,19 @@ class SkillLibrary:
             check_export_target(dest, skill.name, replace=force)
         return [write_skill_folder(dest, s, replace=force) for s in skills]
 
-    def import_dir(self, src_dir: str | Path, *, by: str, trust: bool = False) -> list[SkillRow]:
-        """Validate every skill folder under `src_dir` (or `src_dir` itself), then store them all or none."""
+    def import_dir(
+        self, src_dir: str | Path, *, by: str, trust: bool = False, known_only: bool = False
+    ) -> list[SkillRow]:
+        """Validate every skill folder under `src_dir` (or `src_dir` itself), then store them all or none.
+        `known_only`: refuse skills for tasks not registered in the store (replay would never use them)."""
         folders = skill_folders(Path(src_dir))
         skills = [read_skill_folder(f) for f in folders]
         tasks = [s.task for s in skills]
         dup = sorted({t for t in tasks if tasks.count(t) > 1})
         if dup:
             raise UserError(f"two skill folders under {str(src_dir)!r} are for the same task {dup[0]!r}; keep one")
+        if known_only:
+            self._require_known(tasks, src_dir)
         try:
             with self.store.session() as session:
                 rows = [_import_one(session, s, by=by, trust=trust, origin=str(f)) for s, f in zip(skills, folders)]
@@ -247,6 +273,17 @@ class SkillLibrary:
             raise StoreError(f"importing skills from {str(src_dir)!r} collided with another writer; retry") from exc
 
     # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _require_known(self, tasks: list[str], src_dir: str | Path) -> None:
+        unknown = next((t for t in tasks if self.store.task(t) is None), None)
+        if unknown is None:
+            return
+        known = ", ".join(t.name for t in self.store.tasks()) or "none yet"
+        raise UserError(
+            f"a skill folder under {str(src_dir)!r} is for task {unknown!r}, which is not in the store (tasks: "
+            f"{known}); nothing was imported. Register the task with @app.task and call it, or set the task in "
+            f"the SKILL.md's `metadata: task:`"
+        )
 
     def _pick(self, task: str, version: int | None, status: str, verb: str) -> SkillRow:
         if version is not None:
@@ -267,6 +304,39 @@ class SkillLibrary:
                 f"task {draft.task_name!r}: v{approved.version} is approved and newer than every draft (the newest "
                 f"is v{draft.version}); name a version (-v {draft.version}, or version={draft.version}) to go back"
             )
+
+    def pending(self, task: str) -> list[SkillRow]:
+        """Drafts a reviewer has yet to decide on, newest first: those newer than the approved version (all of
+        them when none is approved). Field programs' drafts ("induced") are left out: they serve unreviewed."""
+        approved = self.approved(task)
+        floor = approved.version if approved is not None else 0
+        return [r for r in self.versions(task) if r.status == "draft" and r.kind != "induced" and r.version > floor]
+
+    def base(self, row: SkillRow) -> SkillRow | None:
+        """The version `row` was made from (its metadata `revises`), if it names one that exists."""
+        version = revises(row)
+        return self.store.skill(row.task_name, version=version) if version is not None else None
+
+    def _refuse_skipping(self, draft: SkillRow) -> None:
+        """Approving the newest draft by default must not pass over another draft awaiting review (a reviewer's
+        edit overtaken by a teacher's revision of the approved version was silently dropped). Drafts the newest
+        was made from are not passed over: it carries them."""
+        rows = {r.version: r for r in self.versions(draft.task_name)}
+        carried: set[int] = set()
+        version: int | None = draft.version
+        while version is not None and version not in carried and version in rows:
+            carried.add(version)
+            version = revises(rows[version])
+        others = [r for r in self.pending(draft.task_name) if r.version not in carried]
+        if not others:
+            return
+        task, drafts = draft.task_name, [draft, *others]
+        listed = ", ".join(f"v{r.version} ({_origin(r)})" for r in drafts)
+        raise UserError(
+            f"task {task!r} has {len(drafts)} drafts awaiting review, made apart: {listed}; approving the newest "
+            f"would pass over the others. Name the one to approve (-v {draft.version}, or version={draft.version}) "
+            f"and reject the rest, or edit one to take in the other's changes"
+        )
 
     def _transition(
         self, row: SkillRow, to: str, *, by: str, note: str | None = None, evidence: dict | None = None
@@ -356,9 +426,25 @@ def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str
     return row
 
 
+def revises(row: SkillRow) -> int | None:
+    """The version a stored version was made from (its metadata `revises`), or None when it names none."""
+    try:
+        value = Skill.parse(row.text).metadata.get("revises", "")
+    except UserError:  # an old or hand-made row that is not valid SKILL.md
+        return None
+    return int(value) if value.isdigit() else None
+
+
+def _origin(row: SkillRow) -> str:
+    """'edited by human:dana from v1', 'revised by anthropic:claude-opus-4-5 from v1': for a refusal's list."""
+    by = f" by {row.author_model}" if row.author_model else ""
+    base = revises(row)
+    return f"{row.kind}{by}" + (f" from v{base}" if base is not None else "")
+
+
 def _same_content(a: Skill, b: Skill) -> bool:
     """Whether two skills say the same (protege's own metadata aside: an edit restamps its kind and author)."""
     return a.model_dump(exclude={"metadata"}) == b.model_dump(exclude={"metadata"})
 
 
-__all__ = ["KINDS", "SkillLibrary", "TRANSITIONS"]
+__all__ = ["KINDS", "SkillLibrary", "TRANSITIONS", "revises"]

@@ -83,6 +83,18 @@ class Skill(BaseModel):
     def text(self) -> str:
         return self.render()
 
+    def header(self) -> list[tuple[str, str]]:
+        """The frontmatter for people to read: the fields that are set, metadata as `key=value` pairs."""
+        fields = [
+            ("name", self.name),
+            ("description", self.description),
+            ("license", self.license),
+            ("compatibility", self.compatibility),
+            ("allowed-tools", self.allowed_tools),
+            ("metadata", ", ".join(f"{k}={v}" for k, v in self.metadata.items())),
+        ]
+        return [(k, v) for k, v in fields if v]
+
     # -- SKILL.md ----------------------------------------------------------------------------------------------
 
     @classmethod

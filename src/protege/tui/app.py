@@ -96,6 +96,10 @@ def make_app(
         from protege.app import Protege
 
         app = Protege(db=db)
+    if trace is not None and app.store.trace(trace) is None:  # else the trace screen says it "is no longer" there
+        if owns:
+            app.close()
+        raise UserError(f"no trace {trace!r} in the store; list traces with `protege traces`")
     return ProtegeConsole(app, reviewer=reviewer or _default_reviewer(), owns_protege=owns, trace=trace)
 
 

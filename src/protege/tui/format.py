@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-TIER_COLORS = {"teacher": "magenta", "replay": "yellow", "student": "green", "import": "cyan", "failed": "red"}
+TIER_COLORS = {
+    "teacher": "magenta",
+    "replay": "yellow",
+    "student": "green",
+    "import": "cyan",
+    "author": "blue",
+    "failed": "red",
+}
 STATUS_COLORS = {
     "draft": "yellow",
     "approved": "green",
@@ -17,17 +24,19 @@ STATUS_COLORS = {
 
 
 def usd(value: float | None) -> str:
-    """Dollars with precision that fits the size: $0.000123, $0.0123, $12.34, $1,234."""
+    """Dollars with precision that fits the size: $0.000123, $0.0123, $12.34, $1,234; below zero (savings when
+    the loop cost more) as -$0.004802, as the CLI writes it, not $-0.004802."""
     if value is None:
         return "—"
-    size = abs(value)
-    if size == 0:
+    if value < 0:
+        return "-" + usd(-value)
+    if value == 0:
         return "$0"
-    if size < 0.01:
+    if value < 0.01:
         return f"${value:.6f}".rstrip("0")
-    if size < 1:
+    if value < 1:
         return f"${value:.4f}"
-    if size < 1000:
+    if value < 1000:
         return f"${value:,.2f}"
     return f"${value:,.0f}"
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 from textual.screen import Screen
+from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from protege.errors import ProtegeError
 
@@ -17,6 +19,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 ScreenResult = TypeVar("ScreenResult")
+NAME_MAX = 40  # a name column grows no wider than this
+SCROLLBAR = 2
+
+
+def fit_names(table: DataTable, key: str, names: Iterable[str], least: int) -> int:
+    """Widen the name column `key` to the longest of `names` (at least `least`) within what the table's other
+    columns leave of its width: a fixed width clipped `extract_order` on any terminal. Returns the width."""
+    others = sum(c.get_render_width(table) for k, c in table.columns.items() if k.value != key)
+    room = table.size.width - others - 2 * table.cell_padding - SCROLLBAR
+    column = table.columns[ColumnKey(key)]
+    column.width = max(least, min(max((len(n) for n in names), default=0), room, NAME_MAX))
+    return column.width
 
 
 class ReviewScreen(Screen[ScreenResult]):

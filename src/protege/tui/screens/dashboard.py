@@ -12,11 +12,20 @@ from textual.widgets import DataTable, Footer, Static
 from protege.store import Store
 from protege.tui.format import TIER_COLORS, clip, pct, usd
 from protege.tui.queries import TaskStats, calls_over_time, task_names, task_stats
-from protege.tui.screens.base import ReviewScreen
+from protege.tui.screens.base import ReviewScreen, fit_names
 from protege.tui.widgets.nav_bar import NavBar
 from protege.tui.widgets.tier_chart import TierChart
 
-COLUMNS = (("Task", 16), ("Calls", 8), ("Valid", 6), ("Agree", 6), ("Spend", 9), ("Teacher-only", 12), ("Saved", 6))
+TASK_WIDTH = 16  # the least: wider when the names and the terminal allow
+COLUMNS = (
+    ("Task", TASK_WIDTH),
+    ("Calls", 8),
+    ("Valid", 6),
+    ("Agree", 6),
+    ("Spend", 9),
+    ("Teacher-only", 12),
+    ("Saved", 6),
+)
 
 
 class DashboardScreen(ReviewScreen):
@@ -52,11 +61,12 @@ class DashboardScreen(ReviewScreen):
         try:
             names = await self.read(_busiest_first, self.store)
             table.clear()
+            width = fit_names(table, "task", names, TASK_WIDTH)
             self.stats = {}
             for name in names:
                 stats = await self.read(task_stats, self.store, name)
                 self.stats[name] = stats
-                table.add_row(*_cells(stats), key=name)
+                table.add_row(*_cells(stats, width), key=name)
                 if name == keep or (len(self.stats) == 1 and keep not in names):
                     table.move_cursor(row=table.row_count - 1, animate=False)
                     self.show_task(name)
@@ -93,11 +103,11 @@ def _busiest_first(store: Store) -> list[str]:
     return sorted(task_names(store), key=lambda name: (-store.count_traces(name), name))
 
 
-def _cells(s: TaskStats) -> tuple[str, ...]:
+def _cells(s: TaskStats, task_width: int = TASK_WIDTH) -> tuple[str, ...]:
     led = s.ledger
     saved = pct(led.savings_ratio)
     return (
-        clip(s.task, 16),
+        clip(s.task, task_width),
         f"{led.calls:,}",
         pct(s.valid_rate),
         pct(s.mean_agreement),

@@ -191,7 +191,7 @@ class SkillsScreen(ReviewScreen):
             return
 
         def save(text: str) -> SkillRow | None:
-            new = self.act(self.protege.skills.edit, row.task_name, text, by=self.reviewer)
+            new = self.act(self.protege.skills.edit, row.task_name, text, by=self.reviewer, base=row.version)
             return new if isinstance(new, SkillRow) else None  # act() said why the edit was refused
 
         def saved(new: SkillRow | None) -> None:
@@ -225,6 +225,11 @@ class SkillsScreen(ReviewScreen):
         self.app.push_screen(SkillDiffScreen(old, new))
 
     def _previous(self, row: SkillRow) -> SkillRow | None:
+        """The version `row` was made from (an edit of v1 saved while v2 existed compares with v1), else the one
+        numbered before it."""
+        base = self.protege.skills.base(row)
+        if base is not None:
+            return base
         older = [r for r in self.protege.skills.versions(row.task_name) if r.version < row.version]
         return max(older, key=lambda r: r.version, default=None)
 
@@ -267,16 +272,7 @@ def _as_markdown(text: str, files: dict | None = None) -> str:
         skill = Skill.parse(text, files=files)
     except ProtegeError:  # not valid SKILL.md (an old or hand-made row): show it as it is
         return text
-    fields = [
-        ("name", skill.name),
-        ("description", skill.description),
-        ("license", skill.license),
-        ("compatibility", skill.compatibility),
-        ("allowed-tools", skill.allowed_tools),
-    ]
-    lines = [f"- **{k}**: {v}" for k, v in fields if v]
-    if skill.metadata:
-        lines.append("- **metadata**: " + ", ".join(f"{k}={v}" for k, v in skill.metadata.items()))
+    lines = [f"- **{k}**: {v}" for k, v in skill.header()]
     if skill.files:
         lines.append("- **files**: " + ", ".join(sorted(skill.files)))
     return "\n".join(lines) + "\n\n---\n\n" + skill.body + _programs_markdown(skill.files)

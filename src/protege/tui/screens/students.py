@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from protege.store import StudentRow
 from protege.tui.format import clip, pct, seconds, short_id, status_markup, usd, when
-from protege.tui.screens.base import ReviewScreen
+from protege.tui.screens.base import ReviewScreen, fit_names
 from protege.tui.screens.confirm import ConfirmScreen
 from protege.tui.widgets.nav_bar import NavBar
 
@@ -24,8 +24,9 @@ METRIC_KEYS = {
     "latency": ("latency_s", "mean_latency_s", "p50_latency_s"),
     "cost": ("cost_usd", "cost_per_call_usd", "mean_cost_usd"),
 }
+TASK_WIDTH = 12  # the least: wider when the names and the terminal allow
 COLUMNS = (
-    ("Task", "task", 12),
+    ("Task", "task", TASK_WIDTH),
     ("Student", "id", 8),
     ("State", "state", 9),
     ("Retain", "retention", 6),
@@ -83,9 +84,10 @@ class StudentsScreen(ReviewScreen):
         table = self.query_one("#students", DataTable)
         keep = table.cursor_row
         table.clear()
+        width = fit_names(table, "task", {r.task_name for r in rows}, TASK_WIDTH)
         self.rows = {r.id: r for r in rows}
         for r in rows:
-            table.add_row(*_cells(r), key=r.id)
+            table.add_row(*_cells(r, width), key=r.id)
         if rows:
             table.move_cursor(row=min(keep, len(rows) - 1), animate=False)
         self.show(self.current)
@@ -158,10 +160,10 @@ def _distill_lines(store: Any) -> list[str]:
     return [describe_lease(r, store.lease_live(r)) for r in store.leases(lease_name(""))]
 
 
-def _cells(r: StudentRow) -> tuple[str, ...]:
+def _cells(r: StudentRow, task_width: int = TASK_WIDTH) -> tuple[str, ...]:
     latency = metric(r, "latency")
     return (
-        clip(r.task_name, 12),
+        clip(r.task_name, task_width),
         short_id(r.id),
         status_markup(r.state),
         pct(metric(r, "retention"), 1),

@@ -17,15 +17,16 @@ from textual.widgets import DataTable, Footer, Select, Static
 from protege.store import TraceRow
 from protege.tui.format import clip, tier_markup, usd, validity_markup, when
 from protege.tui.queries import TRACE_SORTS, TraceQuery, count_traces, latest_labels, task_names, trace_page
-from protege.tui.screens.base import ReviewScreen
+from protege.tui.screens.base import ReviewScreen, fit_names
 from protege.tui.screens.trace_detail import TraceScreen
 from protege.tui.widgets.nav_bar import NavBar
 from protege.tui.widgets.paged_table import PagedTable
 
 PAGE_SIZE = 100
-TIERS = ("teacher", "replay", "student", "program", "import")
+TIERS = ("teacher", "replay", "student", "program", "import", "evidence", "author")
+TASK_WIDTH = 11  # the least: wider when the names and the terminal allow
 COLUMNS = (
-    ("Task", "task", 11),
+    ("Task", "task", TASK_WIDTH),
     ("Tier", "tier", 7),
     ("Model", "model", 12),
     ("Valid", "valid", 5),
@@ -60,6 +61,7 @@ class TracesScreen(ReviewScreen):
         self.total = 0
         self.page_rows: dict[str, TraceRow] = {}
         self.labels: dict[str, str] = {}
+        self.task_width = TASK_WIDTH
 
     def compose(self) -> ComposeResult:
         yield NavBar("traces")
@@ -116,6 +118,7 @@ class TracesScreen(ReviewScreen):
         table = self.table
         keep = table.cursor_row
         table.clear()
+        self.task_width = fit_names(table, "task", {r.task_name for r in rows}, TASK_WIDTH)
         self.page_rows = {r.id: r for r in rows}
         for r in rows:
             table.add_row(*self.cells(r), key=r.id)
@@ -127,7 +130,7 @@ class TracesScreen(ReviewScreen):
     def cells(self, r: TraceRow) -> tuple[str, ...]:
         model = r.model.split(":", 1)[-1]  # the provider prefix does not fit
         return (
-            clip(r.task_name, 11),
+            clip(r.task_name, self.task_width),
             tier_markup(r.tier),
             clip(model, 12),
             validity_markup(r.valid, short=True),
