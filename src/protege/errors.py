@@ -43,7 +43,12 @@ class RunError(ProtegeError):
 
 
 class ModelError(RunError):
-    """A model provider failed: status and body carry what it said."""
+    """A model provider failed: status and body carry what it said.
+
+    `usage` (a protege `Usage`) is set when the provider answered, and so billed, but the answer could not be used
+    (an unreadable body, tool arguments that are not JSON): the budget and the ledger charge it. `None`: nothing
+    was billed.
+    """
 
     def __init__(
         self,
@@ -53,11 +58,13 @@ class ModelError(RunError):
         status: int | None = None,
         body: Any = None,
         retry_after: float | None = None,
+        usage: Any = None,
     ):
         self.model = model
         self.status = status
         self.body = body
         self.retry_after = retry_after  # seconds the provider asked for (its Retry-After header), if it said
+        self.usage = usage
         super().__init__(message)
 
 
@@ -74,7 +81,8 @@ class ModelTimeout(ModelError):
 
 
 class BadResponse(ModelError):
-    """The provider's answer could not be read (malformed body, truncated output)."""
+    """The provider's answer could not be read (a malformed body, tool arguments that are not JSON, differing final
+    answers); `usage` is what it was billed, read from the answer or estimated."""
 
 
 class ValidationFailed(RunError):

@@ -72,6 +72,12 @@ class Policy(BaseModel):
     redact: Literal["secrets", "pii"] = Field(default="secrets", description="what distillation redacts from traces")
     teacher_budget_usd: float | None = Field(default=None, ge=0, description="cap on this task's teacher spend per day")
     max_steps: int = Field(default=8, ge=1, description="model turns per attempt (tool calls included)")
+    max_tokens: int = Field(
+        default=2048,
+        ge=1,
+        description="output tokens a model may write per turn: an answer cut off at this limit is not served (it "
+        "escalates), and the teacher budget reserves this much output for every teacher request",
+    )
     repair_turns: int = Field(
         default=1, ge=0, description="times a teacher answer that fails validation is sent back with its errors"
     )

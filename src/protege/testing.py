@@ -11,8 +11,10 @@
 
 Replies come from a queue (`add_text`, `add_tool_call`, `add_final`, `add_fault`, `add_reply`), then from
 `handler(provider, body)` when one is given. Usage is given in protege's convention (`input_tokens` = uncached
-input) and rendered the way each provider reports it; left out, it is estimated from the request and reply.
-Requests are recorded without their headers, so API keys never land in `fake.requests`.
+input) and rendered the way each provider reports it; left out, it is estimated from the request and reply
+(`Reply(..., omit_usage=True)` sends none at all); `Reply(..., stop_reason="refusal")` sends that stop reason (OpenAI's
+finish_reason) instead of the usual one. Requests are recorded without their headers, so API keys never land in
+`fake.requests`.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class Reply:
     truncated: bool = False
     message: str | None = None
     logprobs: list[float] | None = None  # per answer token; sent only to OpenAI requests that ask for logprobs
+    stop_reason: str | None = None  # sent instead of the usual one (Anthropic's stop_reason, OpenAI's finish_reason)
+    omit_usage: bool = False  # send no `usage` at all, as some compatible servers and proxies do
 
     @classmethod
     def final(
@@ -325,7 +329,10 @@ class FakeProvider:
         usage = _usage(reply.usage, body, reply)
         n = next(self._ids)
         render = _anthropic_message if provider == "anthropic" else _openai_completion
-        return _json(200, render(reply, body, usage, n))
+        answer = render(reply, body, usage, n)
+        if reply.omit_usage:
+            del answer["usage"]
+        return _json(200, answer)
 
     def _track(self, conn: socket.socket, open_: bool) -> None:
         with self._lock:
@@ -428,7 +435,7 @@ def _anthropic_message(reply: Reply, body: dict, usage: Usage, n: int) -> dict[s
         "role": "assistant",
         "model": body.get("model", "fake"),
         "content": content,
-        "stop_reason": stop,
+        "stop_reason": reply.stop_reason or stop,
         "stop_sequence": None,
         "usage": {
             "input_tokens": usage.input_tokens,
@@ -452,6 +459,7 @@ def _openai_completion(reply: Reply, body: dict, usage: Usage, n: int) -> dict[s
         message["content"] = json.dumps(reply.answer)
     elif reply.truncated:
         message["content"], finish = _reply_text(reply), "length"
+    finish = reply.stop_reason or finish
     prompt = usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens  # OpenAI counts them all
     return {
         "id": f"chatcmpl-fake-{n}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 
 import pytest
 from pydantic import BaseModel
@@ -12,7 +13,7 @@ from protege.agents import FINAL_TOOL, Message, ModelRequest, ToolSpec, Usage, r
 from protege.agents.models.anthropic import AnthropicModel
 from protege.agents.pricing import cost_of
 from protege.errors import BadResponse, MissingKeyError, ModelError, ModelTimeout, Overloaded, RateLimited
-from protege.testing import FakeProvider
+from protege.testing import FakeProvider, Reply
 
 KEY = "sk-ant-test-0123456789abcdef"
 SCHEMA = {
@@ -161,7 +162,6 @@ async def test_a_rate_limit_then_success_succeeds_through_sdk_retries(fake):
         ({"status": 500}, ModelError, 500),
         ({"slow": 2.0}, ModelTimeout, None),
         ({"malformed": True}, BadResponse, None),
-        ({"truncated": True}, BadResponse, None),
     ],
 )
 async def test_faults_map_to_model_errors_after_retries(fake, fault, error, status):
@@ -255,3 +255,68 @@ def test_a_failed_call_carries_the_providers_error_and_its_retry_after(fake, tmp
 
 class Queue(BaseModel):
     queue: str
+
+
+ANSWER = {"queue": "billing", "priority": 2}
+
+
+@pytest.mark.parametrize(
+    "stop", ["max_tokens", "model_context_window_exceeded", "refusal", "pause_turn", "a_reason_added_later"]
+)
+async def test_an_answer_that_did_not_finish_comes_back_cut_short_with_its_usage(fake, stop):
+    """Only end_turn, tool_use and stop_sequence are finished answers: any other stop reason (one the SDK does not
+    know yet included) is kept with the answer, whose paid usage is read, and marks it cut short (never served)."""
+    fake.add_reply(Reply("final", answer=ANSWER, stop_reason=stop, usage={"input_tokens": 400, "output_tokens": 512}))
+    response = await model_for(fake).request(triage_request())
+    assert response.cut_short and response.stop_reason == stop and response.raw["stop_reason"] == stop
+    assert response.usage == Usage(input_tokens=400, output_tokens=512)
+
+
+@pytest.mark.parametrize("stop", ["end_turn", "tool_use", "stop_sequence"])
+async def test_finished_stop_reasons_are_not_cut_short(fake, stop):
+    fake.add_reply(Reply("final", answer=ANSWER, stop_reason=stop))
+    response = await model_for(fake).request(triage_request())
+    assert not response.cut_short and json.loads(response.text) == ANSWER
+
+
+async def test_an_answer_without_usage_is_kept_with_an_estimated_usage(fake):
+    """A message without `usage` was a paid, valid answer thrown away as unreadable; it is kept, and its usage is
+    estimated from the request and the reply (and marked so in the payload the trace keeps)."""
+    fake.add_reply(Reply("final", answer=ANSWER, omit_usage=True))
+    response = await model_for(fake).request(triage_request())
+    assert json.loads(response.text) == ANSWER and not response.cut_short
+    assert response.usage.input_tokens > 20 and response.usage.output_tokens > 5
+    assert response.raw["usage_estimated"] is True
+
+
+async def test_differing_final_answers_are_unreadable_and_carry_what_they_cost(fake):
+    """Two final_answer calls with different answers leave no answer to pick (the last used to win silently): a
+    BadResponse that carries the usage the provider reported, so the reply is charged. Equal ones are one answer."""
+    paid = {"input_tokens": 300, "output_tokens": 40}
+    fake.add_tool_calls([(FINAL_TOOL, ANSWER), (FINAL_TOOL, {**ANSWER, "priority": 5})], usage=paid)
+    with pytest.raises(BadResponse, match="2 times with different answers") as caught:
+        await model_for(fake).request(triage_request())
+    assert caught.value.usage == Usage(**paid)
+    fake.add_tool_calls([(FINAL_TOOL, ANSWER), (FINAL_TOOL, dict(reversed(ANSWER.items())))])
+    assert json.loads((await model_for(fake).request(triage_request())).text) == ANSWER
+
+
+async def test_a_malformed_body_carries_an_estimated_usage(fake):
+    """A 200 whose body cannot be parsed was billed all the same: its BadResponse carries an estimate."""
+    fake.add_fault(malformed=True)
+    with pytest.raises(BadResponse) as caught:
+        await model_for(fake).request(triage_request())
+    assert caught.value.usage.input_tokens > 20
+
+
+async def test_a_tool_input_that_is_not_an_object_is_read_without_serializer_warnings(fake):
+    """A tool input that is a string made pydantic warn PydanticSerializationUnexpectedValue on every dump."""
+    fake.add_tool_call(FINAL_TOOL, "severity=sev1")
+    fake.add_tool_call("lookup_customer", "ann@example.com", usage={"input_tokens": 50, "output_tokens": 9})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert (await model_for(fake).request(triage_request())).text == '"severity=sev1"'  # the cascade rejects it
+        with pytest.raises(BadResponse, match="not an object") as bad:
+            await model_for(fake).request(triage_request())
+    assert bad.value.usage == Usage(input_tokens=50, output_tokens=9)
+    assert not [w for w in caught if "Serializ" in str(w.message)], [str(w.message)[:200] for w in caught]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
@@ -10,7 +11,7 @@ from protege.agents import Message, ModelRequest, ToolSpec, Usage, resolve_model
 from protege.agents.models.openai import OpenAIModel
 from protege.agents.pricing import cost_of
 from protege.errors import BadResponse, MissingKeyError, ModelError, ModelTimeout, Overloaded, RateLimited
-from protege.testing import FakeProvider
+from protege.testing import FakeProvider, Reply
 
 KEY = "sk-proj-test-0123456789abcdef"
 SCHEMA = {
@@ -151,7 +152,6 @@ async def test_a_rate_limit_then_success_succeeds_through_sdk_retries(fake):
         ({"status": 500}, ModelError, 500),
         ({"slow": 2.0}, ModelTimeout, None),
         ({"malformed": True}, BadResponse, None),
-        ({"truncated": True}, BadResponse, None),
     ],
 )
 async def test_faults_map_to_model_errors_after_retries(fake, fault, error, status):
@@ -194,3 +194,64 @@ async def test_keys_never_appear_in_records_or_error_messages(fake):
     with pytest.raises(ModelError, match="OPENAI_API_KEY") as caught:
         await model_for(fake).request(triage_request())
     assert caught.value.status == 401 and KEY not in str(caught.value) and KEY not in json.dumps(caught.value.body)
+
+
+ANSWER = {"queue": "billing", "priority": 2}
+
+
+@pytest.mark.parametrize("finish", ["length", "content_filter", "function_call", "a_reason_added_later"])
+async def test_an_answer_that_did_not_finish_comes_back_cut_short_with_its_usage(fake, finish):
+    """Only stop and tool_calls are finished answers: content_filter passed as valid, and length raised without
+    its usage; now the answer comes back with its stop reason and paid usage, marked cut short (never served)."""
+    fake.add_reply(Reply("final", answer=ANSWER, stop_reason=finish, usage={"input_tokens": 400, "output_tokens": 512}))
+    response = await model_for(fake).request(triage_request())
+    assert response.cut_short and response.stop_reason == finish
+    assert response.usage == Usage(input_tokens=400, output_tokens=512)
+
+
+async def test_an_answer_without_usage_is_charged_an_estimate_not_nothing(fake):
+    """A completion without `usage` was charged Usage() ($0, and the budget cap never saw it): its usage is now
+    estimated from the request and the reply, and marked so."""
+    fake.add_reply(Reply("final", answer=ANSWER, omit_usage=True))
+    model = model_for(fake, "gpt-4o")
+    response = await model.request(triage_request())
+    assert json.loads(response.text) == ANSWER and response.raw["usage_estimated"] is True
+    assert response.usage.input_tokens > 20 and response.usage.output_tokens > 5
+    assert cost_of(model, response.usage) > 0
+
+
+async def test_unreadable_answers_carry_what_they_cost(fake):
+    """Tool arguments that are not JSON, or a body that cannot be parsed, come from a billed 200: the BadResponse
+    carries the reported usage, else an estimate, so the budget and the ledger charge it."""
+    fake.add_tool_call("lookup_customer", '{"email": "ann@', usage={"input_tokens": 300, "output_tokens": 30})
+    fake.add_fault(malformed=True)
+    with pytest.raises(BadResponse, match="not JSON") as caught:
+        await model_for(fake).request(triage_request())
+    assert caught.value.usage == Usage(input_tokens=300, output_tokens=30)
+    with pytest.raises(BadResponse) as caught:
+        await model_for(fake).request(triage_request())
+    assert caught.value.usage.input_tokens > 20
+
+
+def test_a_malformed_completion_is_read_without_serializer_warnings():
+    """Tool arguments sent as an object (some compatible servers do) made pydantic warn on every dump."""
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletion
+
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup_customer", "arguments": {"email": "a"}}}
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [call]}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 70, "completion_tokens": 8, "total_tokens": 78},
+    }
+    completion = construct_type(type_=ChatCompletion, value=body)  # what the SDK builds from the JSON body
+    model = OpenAIModel("gpt-4o-mini", api_key=KEY)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(BadResponse) as bad:
+            model.parse(completion, triage_request())
+    assert bad.value.usage == Usage(input_tokens=70, output_tokens=8)
+    assert not [w for w in caught if "Serializ" in str(w.message)], [str(w.message)[:200] for w in caught]

@@ -9,11 +9,14 @@ import pytest
 from pydantic import BaseModel
 
 from protege.agents import FunctionModel, ModelRequest
+from protege.agents.models.anthropic import AnthropicModel
+from protege.agents.models.openai import OpenAIModel
 from protege.errors import UserError
 from protege.skills import Skill, SkillAuthor, TaskContract
 from protege.skills.exemplar import CASE_PREFIX
 from protege.store.models import TraceRow
 from protege.tasks import TaskSpec
+from protege.testing import FakeProvider, Reply
 
 
 class Ticket(BaseModel):
@@ -231,3 +234,39 @@ async def test_revision_needs_a_right_answer():
     empty = RESCUE.model_copy(update={"output": None})
     with pytest.raises(UserError, match="no answer"):
         await SkillAuthor(FunctionModel(lambda r: "")).revise(skill, FAILED, empty)
+
+
+async def test_a_reply_cut_at_its_token_limit_is_sent_back_not_stored(traces):
+    """A SKILL.md cut off at max_tokens still parsed (frontmatter first, a body that just stops) and was stored as
+    an authored skill. A reply that did not finish is invalid: it goes back once, and the finished one is used."""
+    cut = GOOD.split("## Pitfalls")[0]
+    with FakeProvider() as fake:
+        fake.add_reply(Reply("text", text=cut, stop_reason="max_tokens"))
+        fake.add_text(GOOD)
+        model = AnthropicModel("claude-opus-4-5", api_key="k", base_url=fake.anthropic_base_url, max_retries=0)
+        author = SkillAuthor(model)
+        skill = await author.write(SPEC, traces)
+    assert len(fake.requests) == 2 and len(author.last_responses) == 2
+    assert "cut off at the 8192-token limit" in fake.requests[1].body["messages"][-1]["content"][-1]["text"]
+    assert skill.kind == "authored" and "## Pitfalls" in skill.body
+
+
+@pytest.mark.parametrize("stop", ["length", "content_filter"])
+async def test_replies_that_do_not_finish_fall_back_to_an_exemplar(traces, stop):
+    """Two unfinished replies (OpenAI's length was not even seen as cut short) leave the exemplar skill."""
+    with FakeProvider() as fake:
+        for _ in range(2):
+            fake.add_reply(Reply("text", text=GOOD, stop_reason=stop))
+        model = OpenAIModel("gpt-4o", api_key="k", base_url=fake.openai_base_url, max_retries=0)
+        skill = await SkillAuthor(model).write(SPEC, traces)
+    assert len(fake.requests) == 2 and skill.kind == "exemplar"
+
+
+async def test_an_invalid_wrong_answer_is_shown_as_json_not_as_an_escaped_string(traces):
+    """An invalid replay answer keeps only its text: the corrected case showed it as one JSON string,
+    "{\\"queue\\": ...}", every quote escaped; it is decoded as the right answer is."""
+    author = SkillAuthor(FunctionModel(lambda r: ""))
+    skill = await author.write(SPEC, traces)
+    unparsed = FAILED.model_copy(update={"output": None, "valid": False, "output_text": '{"queue": "acct"}'})
+    case = (await author.revise(skill, unparsed, RESCUE)).body.split(CASE_PREFIX)[1]
+    assert '"queue": "acct"' in case and '\\"queue\\"' not in case

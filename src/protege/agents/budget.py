@@ -2,7 +2,9 @@
 
 The reservation is the most a request can cost (its prompt tokens plus `max_tokens` of output at the
 teacher's prices), taken atomically in the store against every cap, so concurrent calls in any number of
-processes can never pass a cap together. After the response the reservation is settled to the real cost.
+processes can never pass a cap together. After the response the reservation is settled to the real cost, also
+for an answer that was billed but could not be used (`ModelError.usage`); only a request nothing was billed for
+releases it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from protege.agents.models.base import Model, ModelRequest, ModelResponse, Usage
-from protege.errors import BudgetExceeded
+from protege.errors import BudgetExceeded, ModelError
 from protege.store import Store
 
 ALL_TASKS = "*"
@@ -62,13 +64,22 @@ class BudgetedModel:
             taken.append(scope)
         try:
             resp = await self.inner.request(req)
+        except ModelError as exc:
+            if exc.usage is None:
+                self._release(taken, reserved)  # refused or never answered: nothing billed
+            else:
+                self._settle(taken, reserved, exc.usage)  # answered and billed, but unreadable: it still counts
+            raise
         except BaseException:
             self._release(taken, reserved)  # failed requests are not billed
             raise
-        actual = self._cost(resp.usage)
-        for scope in taken:
-            self.store.reserve_spend(scope, actual - reserved, None)
+        self._settle(taken, reserved, resp.usage)
         return resp
+
+    def _settle(self, scopes: list[str], reserved: float, usage: Usage) -> None:
+        actual = self._cost(usage)
+        for scope in scopes:
+            self.store.reserve_spend(scope, actual - reserved, None)
 
     def _release(self, scopes: list[str], amount: float) -> None:
         for scope in scopes:

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple, Protocol, TypedDict
 from pydantic import BaseModel
 
 from protege.agents.fixed_fields import decide_fields, defer_to_student, with_fixed
-from protege.agents.loop import LoopResult, run_loop
-from protege.agents.models.base import Message, Model, ModelRequest, Usage
+from protege.agents.loop import LoopResult, billed_responses, run_loop
+from protege.agents.models.base import FINISHED, TOKEN_LIMIT, Message, Model, ModelRequest, Usage
 from protege.agents.models.chat_format import student_messages
 from protege.agents.prompts import replay_messages, teacher_messages
 from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
@@ -421,8 +421,11 @@ class Cascade:
         spec = task.spec
         try:
             return await run_loop(model, req, tools=task.tools, max_steps=spec.policy.max_steps)
-        except ModelError as exc:
-            return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}", exception=exc)
+        except ModelError as exc:  # what it was billed, if the provider answered unreadably, is the attempt's cost
+            paid = billed_responses(exc)
+            usage = sum((r.usage for r in paid), Usage())
+            error = f"{type(exc).__name__}: {exc}"
+            return LoopResult(messages=req.messages, responses=paid, usage=usage, error=error, exception=exc)
         except ProtegeError:
             raise  # misuse (a missing key, a bad spec) and the budget guard: the caller's to see
         except Exception as exc:  # a model object's own failure (a dropped connection, a bug): this tier failed
@@ -459,6 +462,7 @@ class Cascade:
             output_schema=spec.output_schema,
             task_name=spec.name,
             task_input=state["input_dict"],
+            max_tokens=spec.policy.max_tokens,
             fixed_output=fixed or None,
         )
         t0 = time.perf_counter()
@@ -466,13 +470,13 @@ class Cascade:
         text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
         output, errors = _judged(spec, state["input"], result, text)
         for _ in range(spec.policy.repair_turns if tier == "teacher" else 0):
-            if not errors or result.error or _stop_errors(result):
+            if not errors or result.error or _stop_errors(result, req.max_tokens):
                 break  # valid, failed, or cut short: nothing a reply could repair
             result = await self._repair(model, req, task, result, errors)
             text = result.text
             output, errors = _judged(spec, state["input"], result, text)
         latency = time.perf_counter() - t0
-        errors = _stop_errors(result) + errors + _confidence_errors(result, floor)
+        errors = _stop_errors(result, req.max_tokens) + errors + _confidence_errors(result, floor)
         usages = [r.usage for r in result.responses] or [Usage(compute_s=latency)]  # a local model that failed
         cost = round(sum(self.source.cost(model, u) for u in usages), USD_DIGITS)  # still ran: its machine time
         valid = not errors
@@ -626,22 +630,27 @@ def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
     return [f"{LOW_CONFIDENCE}: {what} {conf:.3f} < {floor_text}"]
 
 
-def _stop_errors(result: LoopResult) -> list[str]:
-    """A cut-off answer (token limit) or a runaway one (a bound learned from the traces) is never served, even
-    when what it wrote parses."""
+def _stop_errors(result: LoopResult, limit: int) -> list[str]:
+    """An answer that did not finish is never served, even when what it wrote parses: cut off at the token limit,
+    stopped at a bound learned from the traces (a runaway), or ended by the provider for another reason (a refusal,
+    a content filter, a full context window). A model error already says what went wrong."""
     last = result.responses[-1] if result.responses else None
-    if last is None or not last.cut_short:
+    if last is None or not last.cut_short or result.exception is not None:
         return []
     raw = last.raw if isinstance(last.raw, dict) else {}
-    if last.stop_reason == "max_tokens":
-        limit = raw.get("max_tokens")
+    if last.stop_reason in TOKEN_LIMIT:
         return [
-            f"the answer was cut off at its token limit{f' ({limit} tokens)' if limit else ''}: "
-            f"a truncated answer is not served"
+            f"the answer was cut off at its token limit ({raw.get('max_tokens') or limit} tokens): a truncated "
+            f"answer is not served; raise Policy.max_tokens if answers need more"
+        ]
+    if last.stop_reason == "bound":
+        return [
+            f"the answer reached a bound (learned from the training traces, or a runaway guard: "
+            f"{'; '.join(raw.get('bounds', []))}): a runaway answer is not served"
         ]
     return [
-        f"the answer reached a bound (learned from the training traces, or a runaway guard: "
-        f"{'; '.join(raw.get('bounds', []))}): a runaway answer is not served"
+        f"the answer did not finish: the model stopped with {last.stop_reason!r} (finished answers stop with "
+        f"{', '.join(FINISHED)}): an unfinished answer is not served"
     ]
 
 

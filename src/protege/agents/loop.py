@@ -12,7 +12,7 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel, Field
 
-from protege.agents.models.base import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
+from protege.agents.models.base import UNREADABLE, Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from protege.agents.tools import ToolBox
 from protege.errors import ModelError
 from protege.telemetry.spans import current_attempt
@@ -54,9 +54,10 @@ async def _call_model(state: LoopState) -> dict[str, Any]:
         resp = await _request(state["model"], req)
     except ModelError as exc:
         if not state.get("responses"):
-            raise  # nothing paid yet: the cascade records the failure as the attempt's
+            raise  # the first turn: the cascade records the failure (and what it was billed) as the attempt's
         # turns before this one were paid for: end the loop with the error and keep them (their usage and cost)
-        return {"error": f"{type(exc).__name__}: {exc}", "exception": exc}
+        responses = [*state["responses"], *billed_responses(exc)]
+        return {"error": f"{type(exc).__name__}: {exc}", "exception": exc, "responses": responses}
     turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
     return {"messages": [*state["messages"], turn], "responses": [*state.get("responses", []), resp]}
 
@@ -86,8 +87,18 @@ async def _call_tool(box: ToolBox, call: ToolCall) -> tuple[str, bool]:
         return text, ok
 
 
+def billed_responses(exc: ModelError) -> list[ModelResponse]:
+    """An answer the provider billed but that could not be used (`exc.usage` set), as a response holding its usage
+    and body, so the attempt's cost and trace count it; none where nothing was billed."""
+    if exc.usage is None:
+        return []
+    raw = {"error": str(exc), "body": exc.body}
+    return [ModelResponse(usage=exc.usage, raw=raw, model=exc.model, stop_reason=UNREADABLE)]
+
+
 def _after_model(state: LoopState) -> str:
-    if state.get("error") or not state["messages"][-1].tool_calls:
+    # an unfinished reply (cut at max_tokens, a refusal) ends the loop: its tool calls may be cut too
+    if state.get("error") or not state["messages"][-1].tool_calls or state["responses"][-1].cut_short:
         return "end"
     if len(state["responses"]) >= state["max_steps"]:
         return "too_many"

@@ -8,8 +8,8 @@ scripts cost more per character. Calibrated against a real BPE tokenizer (SmolLM
 400 Debian package descriptions, 200 JSON records and this project's design notes the totals land within 3%
 (per text, 90% of estimates within -9%/+14%), at ~3.8–4.1 characters per token on English; code runs ~9% high,
 non-English text low. Claude's own tokenizer differs, so real Claude counts may be further off. Use it for
-cost *estimates* (ReferenceModel, the fake provider's default usage), never for billing: real providers report
-their own counts in `Usage`.
+cost *estimates* (ReferenceModel, the fake provider's default usage), and for billing only where a provider's
+answer came without its own counts (`estimate_usage`): real providers report them in `Usage`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import math
 import re
 from typing import Any
 
-from protege.agents.models.base import ModelRequest
+from protege.agents.models.base import ModelRequest, ToolCall, Usage
 
 # One alternative per kind of piece; the order matters (first match wins at each position).
 _PIECES = re.compile(
@@ -79,3 +79,10 @@ def prompt_tokens(req: ModelRequest) -> int:
     if req.output_schema is not None:
         total += count_json_tokens(req.output_schema)
     return total
+
+
+def estimate_usage(req: ModelRequest, reply: str, calls: list[ToolCall] | None = None) -> Usage:
+    """Usage estimated from the request and the reply (its text and tool calls): for an answer whose provider
+    reported none. The provider bills it all the same, so it is charged, never counted as free."""
+    output = count_tokens(reply) + sum(count_tokens(c.name) + count_json_tokens(c.arguments) for c in calls or [])
+    return Usage(input_tokens=prompt_tokens(req), output_tokens=output)

@@ -18,13 +18,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from protege.agents.models.base import Message, ModelRequest, ModelResponse
+from protege.agents.models.base import TOKEN_LIMIT, Message, ModelRequest, ModelResponse
 from protege.errors import UserError
 from protege.skills.examples import Example, examples_from, pretty, select_examples
 from protege.skills.exemplar import Case, add_case, exemplar_skill, stamp
 from protege.skills.skill import MAX_BODY_LINES, MAX_BODY_TOKENS, Skill, skill_name
 
 PROMPT_CLIP = 3000  # characters of one example's JSON shown to the teacher
+AUTHOR_MAX_TOKENS = 8192  # output tokens of one author reply (the teacher budget reserves them for each)
 PRIOR_ART_CLIP = 4000  # characters of one related skill shown as prior art
 RETRY = (
     "That SKILL.md is not valid: {error}\n\n"
@@ -134,11 +135,13 @@ class SkillAuthor:
         """Ask for a SKILL.md; send an invalid reply back once with the error; None if it stays invalid."""
         messages = [Message(role="user", content=prompt)]
         for _attempt in range(2):
-            request = ModelRequest(messages=messages, task_name=action, task_input={"task": task}, max_tokens=8192)
+            request = ModelRequest(
+                messages=messages, task_name=action, task_input={"task": task}, max_tokens=AUTHOR_MAX_TOKENS
+            )
             response = await self.model.request(request)
             self.last_responses.append(response)
             try:
-                return finish(Skill.parse(_skill_text(response.text)))
+                return finish(Skill.parse(_skill_text(_finished_text(response))))
             except UserError as exc:
                 messages = [
                     *messages,
@@ -146,6 +149,19 @@ class SkillAuthor:
                     Message(role="user", content=RETRY.format(error=exc)),
                 ]
         return None
+
+
+def _finished_text(response: ModelResponse) -> str:
+    """The reply's text; a reply that did not finish is invalid however well it parses (a SKILL.md cut at its
+    token limit can still have valid frontmatter and a body that just stops)."""
+    if response.stop_reason in TOKEN_LIMIT:
+        raise UserError(
+            f"it was cut off at the {AUTHOR_MAX_TOKENS}-token limit; write a shorter one "
+            f"(the body at most {MAX_BODY_LINES} lines)"
+        )
+    if response.cut_short:
+        raise UserError(f"the reply did not finish (the model stopped with {response.stop_reason!r})")
+    return response.text
 
 
 def _prompt(name: str, **values: str) -> str:

@@ -16,6 +16,7 @@ from anthropic.types import Message as SDKMessage
 
 from protege.agents.models.base import FINAL_TOOL, Message, ModelRequest, ModelResponse, ToolCall, Usage
 from protege.agents.models.sdk_support import LoopBoundClient, map_sdk_error
+from protege.agents.tokens import estimate_usage
 from protege.errors import BadResponse, MissingKeyError, UserError
 
 ENV_KEY = "ANTHROPIC_API_KEY"
@@ -53,7 +54,7 @@ class AnthropicModel:
             message = await self._client.get().messages.create(**self.params(req))
         except (anthropic.AnthropicError, json.JSONDecodeError) as exc:
             raise map_sdk_error(
-                exc, model=self.name, secret=self._secret, retries=self.max_retries, env_var=ENV_KEY
+                exc, model=self.name, secret=self._secret, retries=self.max_retries, env_var=ENV_KEY, req=req
             ) from None
         return self.parse(message, req)
 
@@ -81,31 +82,34 @@ class AnthropicModel:
         return params
 
     def parse(self, message: Any, req: ModelRequest) -> ModelResponse:
-        """A ModelResponse from the SDK's Message; unreadable or truncated answers raise BadResponse."""
+        """A ModelResponse from the SDK's Message; an unreadable answer raises BadResponse carrying what it was
+        billed. An answer that did not finish (max_tokens, refusal, ...) comes back with its stop reason: the
+        cascade does not serve it (ModelResponse.cut_short)."""
         if not isinstance(message, SDKMessage):
             raise BadResponse(
                 f"{self.name}: the provider did not answer with a message: {str(message)[:200]!r}",
                 model=self.name,
                 body=str(message)[:2000],
+                usage=estimate_usage(req, str(message)),
             )
+        reported = _usage(getattr(message, "usage", None))
         try:
-            raw = message.model_dump(mode="json")
+            # warnings=False: a tool input that is not an object (a broken answer, rejected below) is dumped as is
+            raw = message.model_dump(mode="json", warnings=False)
             final, calls, texts = _read_content(message.content)
-            usage = _usage(message.usage)
             stop = message.stop_reason
         except (AttributeError, TypeError, ValueError) as exc:
+            body = _safe_dump(message)
             raise BadResponse(
                 f"{self.name}: the provider's message could not be read ({exc})",
                 model=self.name,
-                body=_safe_dump(message),
+                body=body,
+                usage=reported or estimate_usage(req, json.dumps(body, default=str)),
             ) from None
-        if stop == "max_tokens" and (req.output_schema is not None or calls):
-            raise BadResponse(
-                f"{self.name}: the answer was cut off at max_tokens={req.max_tokens}; raise max_tokens",
-                model=self.name,
-                body=raw,
-            )
         text = json.dumps(final, ensure_ascii=False) if final is not None else "".join(texts)
+        if reported is None:
+            raw["usage_estimated"] = True  # the trace keeps the payload: say its token counts are not the provider's
+        usage = reported or estimate_usage(req, text, calls)
         return ModelResponse(text=text, tool_calls=calls, usage=usage, raw=raw, model=self.name, stop_reason=stop)
 
 
@@ -148,32 +152,46 @@ def _system_block(m: Message) -> dict[str, Any]:
 
 
 def _read_content(content: list[Any]) -> tuple[Any, list[ToolCall], list[str]]:
-    final: Any = None
+    finals: list[Any] = []
     calls: list[ToolCall] = []
     texts: list[str] = []
     for block in content:
         if block.type == "tool_use" and block.name == FINAL_TOOL:
-            final = block.input
+            finals.append(block.input)
         elif block.type == "tool_use":
             if not isinstance(block.input, dict):
                 raise ValueError(f"tool {block.name!r} was called with {block.input!r}, not an object")
             calls.append(ToolCall(id=block.id, name=block.name, arguments=block.input))
         elif block.type == "text":
             texts.append(block.text)
-    return final, calls, texts
+    return _one_final(finals), calls, texts
 
 
-def _usage(usage: Any) -> Usage:
-    return Usage(
-        input_tokens=usage.input_tokens or 0,
-        output_tokens=usage.output_tokens or 0,
-        cache_read_tokens=usage.cache_read_input_tokens or 0,
-        cache_write_tokens=usage.cache_creation_input_tokens or 0,
-    )
+def _one_final(finals: list[Any]) -> Any:
+    """The final answer; the final tool called twice with different answers leaves no answer to pick."""
+    distinct = {json.dumps(f, sort_keys=True, default=str) for f in finals}
+    if len(distinct) > 1:
+        raise ValueError(f"the {FINAL_TOOL} tool was called {len(finals)} times with different answers")
+    return finals[0] if finals else None
+
+
+def _usage(usage: Any) -> Usage | None:
+    """The usage the provider reported, or None where it sent none (or none that can be read)."""
+    if usage is None:
+        return None
+    try:
+        return Usage(
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _safe_dump(message: Any) -> Any:
     try:
-        return message.model_dump(mode="json")
+        return message.model_dump(mode="json", warnings=False)
     except Exception:  # the payload is already known to be broken; keep what can be kept
         return str(message)[:2000]

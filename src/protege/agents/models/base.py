@@ -89,7 +89,15 @@ class Usage(BaseModel):
         )
 
 
-CUT_SHORT = ("max_tokens", "bound")  # stop reasons of an answer that did not end on its own
+# An allow-list: a provider may add stop reasons (Anthropic's refusal, pause_turn and model_context_window_exceeded
+# came later), and an answer stopped for a reason protege does not know must not pass as a finished one.
+FINISHED = ("end_turn", "tool_use", "stop_sequence", "stop", "tool_calls")
+"""Stop reasons of an answer that ended on its own: Anthropic's end_turn/tool_use/stop_sequence, OpenAI's
+stop/tool_calls (local models report Anthropic's names)."""
+TOKEN_LIMIT = ("max_tokens", "length")  # stopped at the request's max_tokens (Anthropic's name, OpenAI's)
+UNREADABLE = "unreadable"
+"""Stop reason of a response standing for an answer the provider billed but that could not be read (ModelError.usage
+holds what it cost)."""
 
 
 class ModelResponse(BaseModel):
@@ -111,9 +119,11 @@ class ModelResponse(BaseModel):
 
     @property
     def cut_short(self) -> bool:
-        """Stopped at its token limit ("max_tokens") or at a bound learned from the traces ("bound"): whatever
-        it wrote, it is not an answer to serve, score as right, or calibrate a gate on."""
-        return self.stop_reason in CUT_SHORT
+        """Did not finish: stopped at its token limit ("max_tokens", "length"), at a bound learned from the traces
+        ("bound"), or for any reason outside FINISHED (a refusal, a content filter, a full context window): whatever
+        it wrote, it is not an answer to serve, score as right, or calibrate a gate on. `None` (a model that does
+        not say, such as a test double) counts as finished."""
+        return self.stop_reason is not None and self.stop_reason not in FINISHED
 
 
 @runtime_checkable

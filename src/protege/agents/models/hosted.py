@@ -20,7 +20,7 @@ from typing import Any
 
 from protege.agents.models.base import ModelRequest, ModelResponse
 from protege.agents.models.openai import OpenAIModel
-from protege.errors import UserError
+from protege.errors import ModelError, UserError
 
 RESPONSE_FORMATS = ("json_schema", "json_object")
 """How the schema is sent: OpenAI's `json_schema` (vLLM, llama.cpp's llama-server, Ollama), or `json_object` with
@@ -55,7 +55,12 @@ class HostedStudent(OpenAIModel):
 
     async def request(self, req: ModelRequest) -> ModelResponse:
         started = time.perf_counter()
-        response = await super().request(req)
+        try:
+            response = await super().request(req)
+        except ModelError as exc:
+            if exc.usage is not None:  # the server answered, unreadably: its machine time is what the answer cost
+                exc.usage.compute_s = time.perf_counter() - started
+            raise
         response.usage.compute_s = time.perf_counter() - started
         return response
 

@@ -18,6 +18,7 @@ from openai.types.chat import ChatCompletion
 
 from protege.agents.models.base import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from protege.agents.models.sdk_support import LoopBoundClient, map_sdk_error
+from protege.agents.tokens import estimate_usage
 from protege.errors import BadResponse, MissingKeyError, UserError
 
 ENV_KEY = "OPENAI_API_KEY"
@@ -63,7 +64,7 @@ class OpenAIModel:
             completion = await self._client.get().chat.completions.create(**self.params(req))
         except (openai.OpenAIError, json.JSONDecodeError) as exc:
             raise map_sdk_error(
-                exc, model=self.name, secret=self._secret, retries=self.max_retries, env_var=ENV_KEY
+                exc, model=self.name, secret=self._secret, retries=self.max_retries, env_var=ENV_KEY, req=req
             ) from None
         return self.parse(completion, req)
 
@@ -94,30 +95,33 @@ class OpenAIModel:
         return params
 
     def parse(self, completion: Any, req: ModelRequest) -> ModelResponse:
-        """A ModelResponse from the SDK's ChatCompletion; unreadable or truncated answers raise BadResponse."""
+        """A ModelResponse from the SDK's ChatCompletion; an unreadable answer raises BadResponse carrying what it
+        was billed. An answer that did not finish (length, content_filter, a refusal) comes back with its stop
+        reason: the cascade does not serve it (ModelResponse.cut_short)."""
         if not isinstance(completion, ChatCompletion):
             raise BadResponse(
                 f"{self.name}: the server did not answer with a chat completion: {str(completion)[:200]!r}",
                 model=self.name,
                 body=str(completion)[:2000],
+                usage=estimate_usage(req, str(completion)),
             )
-        raw = completion.model_dump(mode="json")
+        raw = completion.model_dump(mode="json", warnings=False)  # a malformed field is read (and rejected) below
+        reported = _usage(getattr(completion, "usage", None))
         try:
             choice = completion.choices[0]
             calls = [_tool_call(c) for c in choice.message.tool_calls or []]
             text = choice.message.content or ""
-            usage = _usage(completion.usage)
             stop = "refusal" if getattr(choice.message, "refusal", None) else choice.finish_reason
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
             raise BadResponse(
-                f"{self.name}: the server's completion could not be read ({exc})", model=self.name, body=raw
-            ) from None
-        if stop == "length" and (req.output_schema is not None or calls):
-            raise BadResponse(
-                f"{self.name}: the answer was cut off at max_tokens={req.max_tokens}; raise max_tokens",
+                f"{self.name}: the server's completion could not be read ({exc})",
                 model=self.name,
                 body=raw,
-            )
+                usage=reported or estimate_usage(req, json.dumps(raw)),
+            ) from None
+        if reported is None:
+            raw["usage_estimated"] = True  # the trace keeps the payload: say its token counts are not the server's
+        usage = reported or estimate_usage(req, text, calls)
         return ModelResponse(text=text, tool_calls=calls, usage=usage, raw=raw, model=self.name, stop_reason=stop)
 
 
@@ -148,13 +152,17 @@ def _tool_call(call: Any) -> ToolCall:
     return ToolCall(id=call.id, name=call.function.name, arguments=arguments)
 
 
-def _usage(usage: Any) -> Usage:
+def _usage(usage: Any) -> Usage | None:
+    """The usage the server reported, or None where it sent none (or none that can be read)."""
     if usage is None:
-        return Usage()
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
-    return Usage(
-        input_tokens=max(0, (usage.prompt_tokens or 0) - cached),
-        output_tokens=usage.completion_tokens or 0,
-        cache_read_tokens=cached,
-    )
+        return None
+    try:
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+        return Usage(
+            input_tokens=max(0, (usage.prompt_tokens or 0) - cached),
+            output_tokens=usage.completion_tokens or 0,
+            cache_read_tokens=cached,
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None

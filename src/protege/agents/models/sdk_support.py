@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from protege.agents.models.base import ModelRequest
+from protege.agents.tokens import estimate_usage
 from protege.errors import BadResponse, ModelError, ModelTimeout, Overloaded, RateLimited
 
 ClientT = TypeVar("ClientT")
@@ -44,18 +46,23 @@ class LoopBoundClient(Generic[ClientT]):
             await client.close()  # type: ignore[attr-defined]
 
 
-def map_sdk_error(exc: BaseException, *, model: str, secret: str, retries: int, env_var: str) -> ModelError:
+def map_sdk_error(
+    exc: BaseException, *, model: str, secret: str, retries: int, env_var: str, req: ModelRequest
+) -> ModelError:
     """The protege error for an SDK exception (or a JSON decode error from a malformed body)."""
     kind = type(exc).__name__
     status = getattr(exc, "status_code", None)
     body = _scrub(getattr(exc, "body", None), secret)
     after = f" after {retries} retr{'y' if retries == 1 else 'ies'}"
     if isinstance(exc, json.JSONDecodeError) or kind == "APIResponseValidationError":
+        # a 200 whose body is broken: the provider billed an answer whose usage cannot be read, so it is estimated
+        received = getattr(exc, "doc", None) or str(getattr(exc, "body", None) or "")
         return BadResponse(
             f"{model}: the provider's response could not be read ({_scrub(str(exc), secret)})",
             model=model,
             status=status,
             body=body,
+            usage=estimate_usage(req, received),
         )
     if kind == "APITimeoutError" or status in _TIMEOUT_STATUSES:
         return ModelTimeout(
