@@ -8,11 +8,13 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel
 
-from protege.agents import FunctionModel, ModelRequest
+from protege import Policy, Protege
+from protege.agents import FunctionModel, ModelRequest, ModelResponse, ToolCall, Usage
 from protege.agents.models.anthropic import AnthropicModel
 from protege.agents.models.openai import OpenAIModel
 from protege.errors import UserError
 from protege.skills import Skill, SkillAuthor, TaskContract
+from protege.skills.author import TOOL_RESULT_CLIP
 from protege.skills.exemplar import CASE_PREFIX
 from protege.store.models import TraceRow
 from protege.tasks import TaskSpec
@@ -270,3 +272,118 @@ async def test_an_invalid_wrong_answer_is_shown_as_json_not_as_an_escaped_string
     unparsed = FAILED.model_copy(update={"output": None, "valid": False, "output_text": '{"queue": "acct"}'})
     case = (await author.revise(skill, unparsed, RESCUE)).body.split(CASE_PREFIX)[1]
     assert '"queue": "acct"' in case and '\\"queue\\"' not in case
+
+
+# -- tasks with tools: the author sees the tools the replay model is offered and what each call returned ------
+
+LOOKUP = {
+    "name": "lookup_customer",
+    "description": "The customer's plan and open incident count, by email.",
+    "parameters": {"properties": {"email": {"type": "string"}}, "required": ["email"], "type": "object"},
+}
+
+
+def tool_trace(n: int, email: str, result: str, output: dict) -> TraceRow:
+    call = {"id": f"c{n}", "name": "lookup_customer", "arguments": {"email": email}}
+    return TraceRow(
+        id=f"t{n}",
+        task_name="triage",
+        tier="teacher",
+        valid=True,
+        input={"ticket": {"subject": f"Help {n}", "body": email}},
+        output=output,
+        tools=[LOOKUP],
+        messages=[
+            {"role": "user", "content": "{}"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "content": result, "tool_call_id": f"c{n}", "name": "lookup_customer"},
+            {"role": "assistant", "content": json.dumps(output)},
+        ],
+    )
+
+
+async def test_the_author_sees_the_tools_and_what_each_call_returned():
+    """Only `lookup_customer({...})` and the answer reached the author: it could not tell `plan` comes from the
+    tool's result. Now the tool's spec is shown once and each call with its (clipped) result, and the prompt says the
+    cheaper model can call these tools instead of "it sees nothing else"."""
+    traces = [
+        tool_trace(1, "ana@acme.example", '{"plan": "enterprise", "open_incidents": 2}', {"queue": "billing"}),
+        tool_trace(2, "bo@mail.example", "x" * 5000, {"queue": "bug"}),
+    ]
+    model = teacher(GOOD)
+    await SkillAuthor(model).write(SPEC, traces)
+    prompt = model.requests[0].messages[0].content
+    assert prompt.count("open incident count, by email") == 1 and '"email": {"type": "string"}' in prompt
+    assert 'lookup_customer({"email": "ana@acme.example"})\n-> {"plan": "enterprise", "open_incidents": 2}' in prompt
+    assert "x" * TOOL_RESULT_CLIP + " …(clipped)" in prompt and "x" * (TOOL_RESULT_CLIP + 1) not in prompt
+    assert "is offered the task's tools" in prompt and "not their tool results" in prompt
+    assert "It sees nothing else: not the examples below, not your reasoning." not in prompt
+    assert "which fields come from its results" in prompt
+
+
+async def test_a_task_without_tools_keeps_its_prompt(traces):
+    """No tool section, no tool wording: the reader still answers with one JSON object and sees nothing else."""
+    model = teacher(GOOD)
+    await SkillAuthor(model).write(SPEC, traces)
+    prompt = model.requests[0].messages[0].content
+    assert "It sees nothing else: not the examples below, not your reasoning." in prompt
+    assert "tool" not in prompt.lower()
+
+
+async def test_the_revision_shows_both_sides_tool_calls_and_results():
+    """The replay looked up the wrong customer: the revise prompt shows its call and result next to the teacher's,
+    with the tools, so the author can fix the rule about which call to make."""
+    failed = tool_trace(1, "someone@else.example", '{"plan": "free"}', {"queue": "other"}).model_copy(
+        update={"id": "f1", "tier": "replay"}
+    )
+    rescue = tool_trace(2, "ana@acme.example", '{"plan": "enterprise"}', {"queue": "billing"})
+    skill = Skill(name="triage", description="Route tickets. Use for triage.", body="# Triage\n1. Route.\n")
+    model = teacher(GOOD)
+    await SkillAuthor(model).revise(skill, failed, rescue)
+    prompt = model.requests[0].messages[0].content
+    assert "It called these tools" in prompt and 'lookup_customer({"email": "someone@else.example"})' in prompt
+    assert "You called these tools" in prompt and '-> {"plan": "enterprise"}' in prompt
+    assert "open incident count, by email" in prompt and "Compare its tool calls with yours" in prompt
+
+
+def test_tool_results_copied_into_a_skill_are_redacted_as_its_examples_are(tmp_path):
+    """The author copies what the tool returned into the skill's worked examples; the skill is redacted when it is
+    written (lifecycle.redacted_skill), so a key in a tool's result never reaches SKILL.md while the plan does."""
+    secret = "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_xyz"
+
+    def lookup_customer(email: str) -> dict:
+        """The customer's plan, by email."""
+        return {"plan": "gold", "token": secret}
+
+    def fn(req: ModelRequest) -> ModelResponse:
+        if req.task_name == "protege:write-skill":  # copy each tool result line into the skill
+            results = [line for line in req.messages[0].content.splitlines() if line.startswith("-> ")]
+            body = "# Pay\n\n" + "\n".join(f"- {line}" for line in results) + "\n"
+            return ModelResponse(text=f"---\nname: plan\ndescription: Looks up the plan.\n---\n{body}")
+        done = [m for m in req.messages if m.role == "tool"]
+        if done:
+            return ModelResponse(text=json.dumps({"plan": json.loads(done[-1].content)["plan"]}), usage=Usage())
+        call = ToolCall(id="c1", name="lookup_customer", arguments={"email": "a@b.example"})
+        return ModelResponse(tool_calls=[call], stop_reason="tool_use")
+
+    app = Protege(
+        db=f"sqlite:///{tmp_path}/p.db",
+        project_dir=tmp_path / ".p",
+        teacher=FunctionModel(fn, price_as="anthropic:claude-opus-4-5", writes_prose=True),
+    )
+    try:
+
+        @app.task(tools=[lookup_customer], policy=Policy(program=False, shadow_rate=0))
+        def plan(email: str) -> Plan:
+            """The customer's plan."""
+
+        app.run("plan", {"email": "a@b.example"})
+        app.wait()
+        text = app.skill("plan").text
+        assert '"plan": "gold"' in text and secret not in text
+    finally:
+        app.close()
+
+
+class Plan(BaseModel):
+    plan: str

@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, TypedDict
 
 from pydantic import BaseModel
@@ -28,6 +28,7 @@ from protege.agents.models.base import FINISHED, TOKEN_LIMIT, Message, Model, Mo
 from protege.agents.models.chat_format import student_messages
 from protege.agents.prompts import replay_messages, teacher_messages
 from protege.agents.results import TIERS, Attempt, RunResult, gate_confidence, least_sure_field
+from protege.agents.shadow_tools import SHADOW_REFUSED, RecordedTools, shadow_errors
 from protege.agents.tools import ToolBox
 from protege.agents.validate import validate_answer
 from protege.errors import (
@@ -188,6 +189,8 @@ class Cascade:
         except BudgetExceeded as exc:
             return {"failure": exc}
         attempts = [*state["attempts"], attempt]
+        # the budget refused a turn after paid ones: the attempt is recorded with them, and the call ends as refused
+        refused = attempt.raised if isinstance(attempt.raised, BudgetExceeded) else None
         if attempt.valid and tier == "teacher" and self.hooks.on_teacher_success:
             rescued = state["attempts"][-1] if state["attempts"] and state["attempts"][-1].tier == "replay" else None
             self._spawn(self.hooks.on_teacher_success(state["task"], attempt.trace_id, rescued))
@@ -195,6 +198,7 @@ class Cascade:
             "attempts": attempts,
             "output": output if attempt.valid else state.get("output"),
             "run_written": True,
+            "failure": refused,
             "finished": _is_last(state, attempt),
             "latency_s": time.perf_counter() - state["started"],
         }
@@ -420,7 +424,13 @@ class Cascade:
         """The tier's model loop on `req`; a model's failure is the result's error (this tier failed)."""
         spec = task.spec
         try:
-            return await run_loop(model, req, tools=task.tools, max_steps=spec.policy.max_steps)
+            return await run_loop(
+                model,
+                req,
+                tools=task.tools,
+                max_steps=spec.policy.max_steps,
+                max_tool_result_chars=spec.policy.max_tool_result_chars,
+            )
         except ModelError as exc:  # what it was billed, if the provider answered unreadably, is the attempt's cost
             paid = billed_responses(exc)
             usage = sum((r.usage for r in paid), Usage())
@@ -477,6 +487,7 @@ class Cascade:
             output, errors = _judged(spec, state["input"], result, text)
         latency = time.perf_counter() - t0
         errors = _stop_errors(result, req.max_tokens) + errors + _confidence_errors(result, floor)
+        errors += shadow_errors(task.tools)  # a shadow's refused tool call: its answer is no reference
         usages = [r.usage for r in result.responses] or [Usage(compute_s=latency)]  # a local model that failed
         cost = round(sum(self.source.cost(model, u) for u in usages), USD_DIGITS)  # still ran: its machine time
         valid = not errors
@@ -561,12 +572,14 @@ class Cascade:
     async def _shadow(self, out: CascadeState, served: Attempt, output: BaseModel) -> None:
         from protege.store import ShadowRow
 
-        state: CascadeState = {**out, "attempts": [served]}
+        state: CascadeState = {**out, "task": await self._shadow_task(out["task"], served), "attempts": [served]}
         try:
             teacher, teacher_output = await self._attempt("teacher", state, shadow=True)
         except BudgetExceeded:
             return  # a shadow is optional work: the budget wins
         if not teacher.valid or teacher_output is None:
+            if any(e.startswith(SHADOW_REFUSED) for e in teacher.errors):
+                _warn_unscored(out["task"].spec.name, served.tier)
             return
         spec = out["task"].spec
         agreement = float(spec.score(teacher_output, output))
@@ -581,6 +594,31 @@ class Cascade:
         await asyncio.to_thread(self.store.add_shadow, row)
         if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
+
+    async def _shadow_task(self, task: TaskRuntime, served: Attempt) -> TaskRuntime:
+        """The task as its shadow runs it: tools answered from the served attempt's transcript, never run again
+        (shadow_tools.py: a shadow must not repeat a side effect)."""
+        if not task.tools:
+            return task
+        trace = await asyncio.to_thread(self.store.trace, served.trace_id)
+        return replace(task, tools=RecordedTools(task.tools, trace.messages if trace is not None else None))
+
+
+_UNSCORED_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_unscored(task: str, tier: str) -> None:
+    """Once per task and tier: shadows that needed a tool call the served answer did not make are not scored, so
+    that tier's quality goes unchecked by them (drift and demotion see no shadow)."""
+    if (task, tier) not in _UNSCORED_WARNED:
+        _UNSCORED_WARNED.add((task, tier))
+        log.warning(
+            "task %r: a shadow check of a %s answer needed a tool call that answer did not make; shadows never run "
+            "tools again (side effects), so it was not scored — %s answers that skip the tools go unchecked",
+            task,
+            tier,
+            tier,
+        )
 
 
 def _first_tier(state: CascadeState) -> str:

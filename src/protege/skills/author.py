@@ -20,11 +20,21 @@ from pydantic import BaseModel, Field
 
 from protege.agents.models.base import TOKEN_LIMIT, Message, ModelRequest, ModelResponse
 from protege.errors import UserError
-from protege.skills.examples import Example, examples_from, pretty, select_examples
+from protege.skills.examples import (
+    Example,
+    ToolUse,
+    clip,
+    examples_from,
+    pretty,
+    select_examples,
+    tool_specs,
+    tool_uses,
+)
 from protege.skills.exemplar import Case, add_case, exemplar_skill, stamp
 from protege.skills.skill import MAX_BODY_LINES, MAX_BODY_TOKENS, Skill, skill_name
 
 PROMPT_CLIP = 3000  # characters of one example's JSON shown to the teacher
+TOOL_RESULT_CLIP = 1500  # characters of one tool result shown to the teacher (a tool may return megabytes)
 AUTHOR_MAX_TOKENS = 8192  # output tokens of one author reply (the teacher budget reserves them for each)
 PRIOR_ART_CLIP = 4000  # characters of one related skill shown as prior art
 RETRY = (
@@ -72,6 +82,7 @@ class SkillAuthor:
     async def write(self, spec_info: Any, traces: Iterable[Any], *, prior_art: Iterable[Any] = ()) -> Skill:
         """A new skill for the task from its validated traces; `prior_art` are related skills (Skill, row or text)."""
         contract = TaskContract.of(spec_info)
+        traces = list(traces)
         examples = select_examples(examples_from(traces), contract.output_schema, self.max_examples)
         self.last_responses = []
         if not self.writes_prose:
@@ -85,6 +96,7 @@ class SkillAuthor:
             output_schema=json.dumps(contract.output_schema, indent=1),
             examples=_examples_text(examples),
             prior_art=_prior_art_text(prior_art),
+            **_write_tool_parts(tool_specs(traces)),
         )
         ids = [e.trace_id for e in examples]
         skill = await self._ask(
@@ -110,6 +122,7 @@ class SkillAuthor:
                 wrong=pretty(case.wrong, PROMPT_CLIP),
                 right=pretty(case.right, PROMPT_CLIP),
                 errors=("\nWhy it failed validation: " + "; ".join(case.errors) + "\n") if case.errors else "",
+                **_revise_tool_parts(failed_trace, rescue_trace),
             )
             revised = await self._ask(
                 prompt,
@@ -175,11 +188,97 @@ def _examples_text(examples: list[Example]) -> str:
     blocks = []
     for n, e in enumerate(examples, 1):
         lines = [f"### Solved input {n}", "", "```json", pretty(e.input, PROMPT_CLIP), "```"]
-        if e.tool_calls:
-            lines += ["", "Tools called: " + "; ".join(e.tool_calls)]
+        if e.tools:
+            lines += ["", "Tools called, with what each returned:", "", _tool_uses_text(e.tools)]
         lines += ["", "Answer:", "", "```json", pretty(e.output, PROMPT_CLIP), "```"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+# -- tasks with tools: the author sees what the replay model is offered, and what the tools returned -------------
+
+READER = (
+    "The cheaper model will read this skill next to the task's instructions, then answer new inputs of the task "
+    "with one\n"
+    "JSON object that matches the output schema. It sees nothing else: not the examples below, not your reasoning."
+)
+TOOL_READER = (
+    "The cheaper model will read this skill next to the task's instructions and is offered the task's tools "
+    "(below): it\n"
+    "can call them and read their results before it answers new inputs of the task with one JSON object that matches\n"
+    "the output schema. It sees nothing else: not the examples below, not their tool results, not your reasoning."
+)
+TOOL_STEPS = (
+    "\n   Say which tool to call when, with which arguments, and which fields come from its results (results differ\n"
+    "   per input: a rule reads them, it never copies an example's result)."
+)
+TOOL_EXAMPLES = " Where tools were called: the calls, and the part of each result the answer used."
+TOOL_RULE = (
+    "\n- Compare its tool calls with yours: a call it left out, other arguments, or a result it misread is the rule "
+    "to fix."
+)
+
+
+def _write_tool_parts(specs: list[dict[str, Any]]) -> dict[str, str]:
+    """The write prompt's tool-dependent parts; a task without tools gets the prompt it always had."""
+    if not specs:
+        return {"reader": READER, "tools": "", "tool_steps": "", "tool_examples": ""}
+    return {
+        "reader": TOOL_READER,
+        "tools": _tools_text(specs),
+        "tool_steps": TOOL_STEPS,
+        "tool_examples": TOOL_EXAMPLES,
+    }
+
+
+def _revise_tool_parts(failed_trace: Any, rescue_trace: Any) -> dict[str, str]:
+    """The revise prompt's tool-dependent parts: the tools, and the calls each side made with their results."""
+    specs = tool_specs([rescue_trace, failed_trace])
+    if not specs:
+        return {"tools": "", "wrong_tools": "", "right_tools": "", "tool_rule": ""}
+    return {
+        "tools": _tools_text(specs),
+        "wrong_tools": _calls_made("It", _messages(failed_trace)),
+        "right_tools": _calls_made("You", _messages(rescue_trace)),
+        "tool_rule": TOOL_RULE,
+    }
+
+
+def _tools_text(specs: list[dict[str, Any]]) -> str:
+    blocks = [
+        "\n".join(
+            [f"### `{s.get('name')}`", "", (s.get("description") or "(no description)").strip(), "", "Parameters:"]
+            + ["", "```json", pretty(s.get("parameters") or {}, PROMPT_CLIP), "```"]
+        )
+        for s in specs
+    ]
+    return "\n## Tools (the cheaper model is offered these too)\n\n" + "\n\n".join(blocks) + "\n"
+
+
+def _calls_made(who: str, messages: Any) -> str:
+    uses = tool_uses(messages)
+    if not uses:
+        return f"\n{who} called no tools.\n"
+    return f"\n{who} called these tools; what each returned:\n\n{_tool_uses_text(uses)}\n"
+
+
+def _tool_uses_text(uses: tuple[ToolUse, ...]) -> str:
+    lines = []
+    for use in uses:
+        result = "(no result recorded)" if use.result is None else clip(use.result, TOOL_RESULT_CLIP)
+        lines += [use.call, f"-> {result}"]
+    return _fenced("\n".join(lines))
+
+
+def _fenced(text: str) -> str:
+    """`text` in a code fence longer than any backtick run inside it (a tool result may hold markdown)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _messages(trace: Any) -> Any:
+    return trace.get("messages") if isinstance(trace, dict) else getattr(trace, "messages", None)
 
 
 def _prior_art_text(prior_art: Iterable[Any]) -> str:

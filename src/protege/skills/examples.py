@@ -16,13 +16,25 @@ from pydantic import BaseModel
 
 
 @dataclass(frozen=True)
+class ToolUse:
+    """One tool call of a transcript, as `name({json arguments})`, and the text it returned (None: not recorded)."""
+
+    call: str
+    result: str | None = None
+
+
+@dataclass(frozen=True)
 class Example:
-    """One solved input: what came in, the validated answer, and the tools called on the way."""
+    """One solved input: what came in, the validated answer, and the tools used on the way."""
 
     input: dict[str, Any]
     output: Any
     trace_id: str | None = None
-    tool_calls: tuple[str, ...] = field(default=())
+    tools: tuple[ToolUse, ...] = field(default=())
+
+    @property
+    def tool_calls(self) -> tuple[str, ...]:
+        return tuple(use.call for use in self.tools)
 
 
 def examples_from(traces: Any) -> list[Example]:
@@ -68,7 +80,11 @@ def canonical(value: Any) -> str:
 
 def pretty(value: Any, limit: int | None = None) -> str:
     """JSON for a prompt or a skill body, clipped to `limit` characters with a visible marker."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    return clip(json.dumps(value, ensure_ascii=False, default=str), limit)
+
+
+def clip(text: str, limit: int | None) -> str:
+    """`text` cut to `limit` characters with a visible marker (a model must not take a cut text for the whole)."""
     return text if limit is None or len(text) <= limit else text[:limit] + " …(clipped)"
 
 
@@ -80,7 +96,7 @@ def _example_of(trace: Any) -> Example | None:
         return trace
     if isinstance(trace, tuple) and len(trace) == 2:
         return Example(input=_plain(trace[0]), output=_plain(trace[1]))
-    get = trace.get if isinstance(trace, dict) else (lambda key, default=None: getattr(trace, key, default))
+    get = _getter(trace)
     if get("valid", True) is False:
         return None
     inp, out = get("input"), get("output")
@@ -92,16 +108,32 @@ def _example_of(trace: Any) -> Example | None:
             return None
     if inp is None or out is None:
         return None
-    return Example(input=_plain(inp), output=_plain(out), trace_id=get("id"), tool_calls=_tool_calls(get("messages")))
+    return Example(input=_plain(inp), output=_plain(out), trace_id=get("id"), tools=tool_uses(get("messages")))
 
 
-def _tool_calls(messages: Any) -> tuple[str, ...]:
-    calls = []
-    for message in messages or []:
-        message = _plain(message)
-        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
-            calls.append(f"{call.get('name')}({json.dumps(call.get('arguments') or {}, ensure_ascii=False)})")
-    return tuple(calls)
+def tool_uses(messages: Any) -> tuple[ToolUse, ...]:
+    """The tool calls of a transcript in order, each with the result its tool turn holds (matched by call id)."""
+    turns = [m for m in map(_plain, messages or []) if isinstance(m, dict)]
+    results = {m["tool_call_id"]: m.get("content") for m in turns if m.get("role") == "tool" and m.get("tool_call_id")}
+    calls = [c for m in turns for c in m.get("tool_calls") or [] if isinstance(c, dict)]
+    return tuple(ToolUse(call=_call_text(c), result=results.get(c.get("id")) if c.get("id") else None) for c in calls)
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    return f"{call.get('name')}({json.dumps(call.get('arguments') or {}, ensure_ascii=False)})"
+
+
+def tool_specs(traces: Any) -> list[dict[str, Any]]:
+    """The task's tools (name, description, parameters) as the first trace that recorded them offered them."""
+    for trace in traces:
+        tools = _getter(trace)("tools")
+        if tools:
+            return [_plain(t) for t in tools]
+    return []
+
+
+def _getter(trace: Any) -> Any:
+    return trace.get if isinstance(trace, dict) else (lambda key, default=None: getattr(trace, key, default))
 
 
 def _plain(value: Any) -> Any:
@@ -185,4 +217,15 @@ def _distance(a: frozenset[str], b: frozenset[str]) -> float:
     return 1.0 - len(a & b) / union if union else 0.0
 
 
-__all__ = ["Example", "canonical", "choice_fields", "examples_from", "pretty", "select_examples"]
+__all__ = [
+    "Example",
+    "ToolUse",
+    "canonical",
+    "choice_fields",
+    "clip",
+    "examples_from",
+    "pretty",
+    "select_examples",
+    "tool_specs",
+    "tool_uses",
+]
