@@ -357,7 +357,15 @@ class Protege:
         with protege_serving.json (prompt template, output schema, GBNF grammar). README: Serving a student."""
         from protege.distill.student_export import export_student
 
-        return export_student(self.store, student_id, out, fmt=format, quant=quant, base_dir=self.base_dir)
+        return export_student(
+            self.store,
+            student_id,
+            out,
+            fmt=format,
+            quant=quant,
+            base_dir=self.base_dir,
+            project_dir=self.settings.project_dir,
+        )
 
     def serve_student(
         self,

@@ -1,14 +1,17 @@
 """Settings from arguments, then `PROTEGE_*` environment variables, then defaults.
 
 The project dir (default `.protege/` in the working directory) holds the SQLite store, datasets, adapters and
-the converted base-model cache; everything protege writes to disk lives under it unless told otherwise.
+the converted base-model cache; everything protege writes to disk lives under it unless told otherwise. It is made
+absolute when the settings are built, so the paths stored under it (a student's weights) read the same from any
+working directory.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TEACHER = "anthropic:claude-opus-4-5"
@@ -47,6 +50,12 @@ class Settings(BaseSettings):
         description="seconds close() and interpreter exit wait for background work; what is "
         "left then stays pending in the store for the next process",
     )
+
+    @field_validator("project_dir", "cache_dir")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # abspath, not resolve(): a project dir reached through a symlink keeps the name it was given
+        return Path(os.path.abspath(path.expanduser())) if path is not None else None
 
     @property
     def db_url(self) -> str:

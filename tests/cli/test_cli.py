@@ -652,8 +652,15 @@ def test_distill_report_formatting():
     )
     assert flat == {"retention": 0.93, "train.wall_s": 300.0, "train.tokens_per_s": 812.0, "train.steps": 75}
     shown = {k: _metric_text(k, v) for k, v in flat.items()}
-    assert shown == {"retention": "93.0%", "train.wall_s": "5.0 min", "train.tokens_per_s": "812", "train.steps": "75"}
+    assert shown == {
+        "retention": "93.0%",
+        "train.wall_s": "5.0 min",
+        "train.tokens_per_s": "812 tokens/s",  # was a bare 812
+        "train.steps": "75",
+    }
     assert _metric_text("served.fields_fixed_mean", 0.75) == "0.75 a call"  # a count, not a share
+    assert _metric_text("train.tokens_per_s", 11.73) == "11.73 tokens/s"
+    assert (_metric_text("train.stopped_early", False), _metric_text("train.stopped_early", True)) == ("no", "yes")
 
 
 def test_the_distill_report_says_what_its_invalid_share_counts(capsys, monkeypatch):
@@ -747,6 +754,34 @@ def test_distill_options_the_train_config_refuses_are_usage_errors(project):
     assert "ValidationError" not in result.stderr and "errors.pydantic.dev" not in result.stderr
     with pytest.raises(UserError, match=r"--method 'qlora' .*; --epochs -1 is not accepted: it should be greater"):
         train_config({"method": "qlora", "epochs": -1})
+
+
+@pytest.mark.parametrize("steps", ["0", "-3"])
+def test_distill_max_steps_must_be_a_positive_count(project, steps):
+    """--max-steps -3 was silently ignored and 0 trained a step, shown as `train 1/0`."""
+    result = project.cli("--app", project.app, "distill", "triage", "--max-steps", steps)
+    assert result.exit_code == 2 and "--max-steps" in result.stderr and "greater than or equal to 1" in result.stderr
+
+
+def test_distill_adapter_with_training_options_is_refused_in_the_clis_terms(project, tmp_path):
+    """--adapter with --epochs said `pass either adapter= ... or config= ...`: Python keywords, not the options."""
+    result = project.cli("--app", project.app, "distill", "triage", "--adapter", str(tmp_path), "--epochs", "2")
+    assert_one_line_error(result, 2, "--adapter records a student trained elsewhere, so --epochs", "--adapter alone")
+    assert "config=" not in result.stderr
+
+
+def test_sigterm_during_a_distill_interrupts_it_as_ctrl_c_does():
+    """A SIGTERM ended the process with no cleanup, leaving the half-trained student's folder behind."""
+    import os
+    import signal
+
+    from protege.cli.work import sigterm_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+        signal.sigtimedwait([], 1)  # the handler runs here at the latest
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_students_serve_names_its_base_url_option(seeded):

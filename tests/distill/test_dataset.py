@@ -112,6 +112,13 @@ def test_build_writes_chat_rows_and_records_the_dataset(store, tmp_path, example
     assert row.counts == manifest["counts"] == built.counts
     assert row.counts["selected"] == 60 and row.counts["train"] == len(train) and row.counts["eval"] == len(evals)
     assert row.params["redact"] == "secrets" and row.params["near_dup_threshold"] == 0.7
+    assert manifest["params"]["tiers"] == ["teacher", "import"]  # the tiers selected from, not every tier
+
+
+def test_the_manifest_names_the_tiers_the_dataset_was_selected_from(db, tmp_path, examples):
+    db.insert_traces([trace(ex, i) for i, ex in enumerate(examples[:10])])
+    built = build(db, tmp_path, eval_fraction=0.3, tiers=("replay", "teacher"))
+    assert load_manifest(built.path)["params"]["tiers"] == ["teacher", "replay"]
 
 
 def test_exact_duplicates_keep_the_teacher_then_the_newest(db, tmp_path, examples):

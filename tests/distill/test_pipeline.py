@@ -197,7 +197,10 @@ def test_an_adapter_that_is_no_student_or_on_another_base_is_refused(app, tmp_pa
         app.distill("triage", adapter=other.parent)
     with pytest.raises(UserError, match="either adapter= .* or config="):
         app.distill("triage", adapter=other.parent, config=CONFIG)
+    with pytest.raises(UserError, match="'/nonexistent' does not exist; pass the OUT folder"):
+        app.distill("triage", adapter="/nonexistent")
     assert app.store.students("triage") == []
+    assert app.store.datasets("triage") == []  # checked before a dataset is built and written
 
 
 class Case(BaseModel):
@@ -279,3 +282,89 @@ def test_promotion_and_its_gate_go_by_the_judgement_behind_the_programs():
         False,
         "retention 0.500 < Policy.promote_at 0.950, and no confidence floor reaches it",
     )
+
+
+def test_an_interrupted_or_failed_distill_leaves_no_folder(app, monkeypatch):
+    """Ctrl-C after epoch 1 left ~1 GB of weights and checkpoints in students/<task>/<id> with no row (prune never
+    saw it); a distill that fails while evaluating left its weights too."""
+    from types import SimpleNamespace
+
+    import protege.distill.answer_kinds as answer_kinds
+    import protege.distill.pipeline as pipeline
+    import protege.distill.train as train
+    from protege.distill.train import TrainResult
+
+    register(app, promote_at=0.0)
+    students = app.settings.project_dir / "students" / "triage"
+
+    def interrupted(rows, base, folder, config, **kw):
+        (folder / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+        (folder / "checkpoints" / "checkpoint-5" / "optimizer.pt").write_bytes(b"w" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_student", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        app.distill("triage", config=CONFIG)
+    assert list(students.iterdir()) == []
+
+    def trained(rows, base, folder, config, **kw):
+        (folder / "adapter").mkdir(parents=True)
+        return TrainResult(
+            adapter_path=folder / "adapter", base="b", method="full", loss_history=[], train_tokens=1,
+            tokens_per_s=1.0, wall_s=1.0, steps=1, rows=1,
+        )  # fmt: skip
+
+    def evaluation_fails(*args, **kw):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(train, "train_student", trained)
+    monkeypatch.setattr(answer_kinds, "learn_for_student", lambda *args, **kw: SimpleNamespace(kinds=dict))
+    monkeypatch.setattr(pipeline, "_evaluate", evaluation_fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        app.distill("triage", config=CONFIG)
+    assert list(students.iterdir()) == [] and app.store.students("triage") == []
+
+
+class BugsOnly(BaseModel):
+    queue: Literal["bug"]  # the billing answers of earlier versions no longer fit
+    priority: int = Field(ge=1, le=5)
+
+
+def test_min_traces_counts_the_traces_the_dataset_will_use(app):
+    """After a contract change min_traces counted every version's traces while the dataset dropped the stale ones:
+    min_traces=60 with 80 traces of v1 and 2 of v2 trained on 1 row. Earlier versions with other instructions are
+    not counted; those with the same instructions whose answers no longer fit the output model are checked on
+    the built dataset."""
+    register(app, min_traces=12)  # 12 traces of v1
+
+    @app.task(name="triage", policy=Policy(min_traces=12, min_eval=1))
+    def triage_v2(ticket: Ticket) -> Triage:
+        """Route a support ticket to a queue and set its priority (1 = urgent, 5 = whenever)."""
+
+    for subject in SUBJECTS[:2]:
+        triage_v2(Ticket(subject=subject))
+    app.wait()
+    with pytest.raises(UserError, match=r"has 2 teacher or imported traces .*min_traces is 12 \(12 traces of earlier"):
+        app.distill("triage", config=CONFIG)
+    assert app.store.datasets("triage") == []  # refused before a dataset was built
+
+    for subject in SUBJECTS[2:]:  # v2: 6 billing answers, 6 bug ones
+        triage_v2(Ticket(subject=subject))
+
+    @app.task(name="triage", policy=Policy(min_traces=12, min_eval=1))
+    def triage_v3(ticket: Ticket) -> BugsOnly:  # v3: v2's instructions, and v2's billing answers no longer fit
+        """Route a support ticket to a queue and set its priority (1 = urgent, 5 = whenever)."""
+
+    triage_v3(Ticket(subject="app crashes again"))
+    app.wait()
+    with pytest.raises(UserError, match=r"has 7 teacher or imported traces .*min_traces is 12 \(18 traces of earlier"):
+        app.distill("triage", config=CONFIG)
+    assert app.store.students("triage") == []
+
+
+def test_without_a_gate_the_student_keeps_the_calls_it_answers_validly():
+    """The headline said coverage 100% where 35.7% of the eval answers were invalid: those escalate."""
+    from protege.distill.pipeline import headline
+
+    figures = headline({"retention": 0.6, "parse_failure_rate": 0.357, "scores": [], "confidences": []}, Policy())
+    assert figures["coverage"] == pytest.approx(0.643) and figures["measured_on"] == "eval split, no gate"

@@ -3,13 +3,24 @@ folders (and only folders under the project's students/), keep their rows, and c
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from protege.distill.pipeline import promote
-from protege.distill.prune import PRUNED_KEY, prune_students
+from protege.distill.prune import (
+    IN_PROGRESS_FILE,
+    PRUNED_KEY,
+    UNFINISHED,
+    prune_students,
+    student_files,
+    writing_student,
+)
 from protege.errors import UserError
 from protege.store import Store, StudentRow
 from protege.store.models import utcnow
@@ -90,3 +101,88 @@ def test_the_ggufs_a_pruned_student_was_served_from_go_with_it_and_it_cannot_be_
     app = SimpleNamespace(store=store, settings=SimpleNamespace(project_dir=tmp_path))
     with pytest.raises(UserError, match="were pruned; it cannot serve here again"):
         serve_student(app, rows[1].id, "llama.cpp")
+
+
+def _folder(folder: Path, files: dict[str, int | str]) -> Path:
+    """A folder of files: a size in bytes, or a text."""
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"w" * content if isinstance(content, int) else content.encode())
+    return folder
+
+
+def _bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _gone_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_folders_of_distills_that_never_finished_are_swept_with_their_sizes(store, tmp_path):
+    """An interrupted distill left ~1 GB under students/<task>/<id> with no store row, which prune never saw (it
+    walked rows only). A dry run lists such folders with their sizes and prune deletes them; a folder whose distill
+    still runs (its marker names a live process) and a finished student no row names (adoptable) are left."""
+    root, host = tmp_path / "students", socket.gethostname()
+    recorded = _student(store, root, "orders", 1)
+    before_markers = _folder(root / "orders" / "a1", {"checkpoints/checkpoint-5/optimizer.pt": 700})
+    killed = _folder(
+        root / "orders" / "b2", {"adapter/model.safetensors": 300, IN_PROGRESS_FILE: f"{host} {_gone_pid()}"}
+    )
+    running = _folder(root / "triage" / "c3", {"checkpoints/x.pt": 50, IN_PROGRESS_FILE: f"{host} {os.getpid()}"})
+    elsewhere = _folder(root / "triage" / "c4", {"checkpoints/x.pt": 50, IN_PROGRESS_FILE: "another-host 1"})
+    finished = _folder(root / "triage" / "d5", {"adapter/protege_student.json": 10, "adapter/model.safetensors": 9})
+
+    listed = prune_students(store, root, keep=5, dry_run=True)
+    assert {p.student.id: (p.student.task_name, p.freed_bytes, p.unfinished) for p in listed} == {
+        "a1": ("orders", 700, True),
+        "b2": ("orders", _bytes(killed), True),
+    }
+    assert {p.student.state for p in listed} == {UNFINISHED} and before_markers.exists() and killed.exists()
+    assert prune_students(store, root, task="triage", keep=5) == []
+    assert [p.student.id for p in prune_students(store, root, keep=5)] == ["a1", "b2"]
+    assert not before_markers.exists() and not killed.exists()
+    for kept in (running, elsewhere, finished, Path(recorded.adapter_path)):
+        assert kept.exists()
+    assert store.student("a1") is None  # nothing recorded for them
+
+
+def test_a_distill_that_fails_or_is_interrupted_leaves_no_folder_and_one_that_finishes_no_marker(tmp_path):
+    folder = tmp_path / "students" / "orders" / "s1"
+    with pytest.raises(KeyboardInterrupt), writing_student(folder):
+        assert (folder / IN_PROGRESS_FILE).read_text().split() == [socket.gethostname(), str(os.getpid())]
+        _folder(folder, {"checkpoints/checkpoint-5/optimizer.pt": 10})
+        raise KeyboardInterrupt
+    assert not folder.exists()
+    with writing_student(folder):
+        _folder(folder, {"adapter/model.safetensors": 10})
+    assert [p.name for p in folder.iterdir()] == ["adapter"]
+
+
+def test_a_relative_student_path_is_read_under_the_project_dir_from_any_working_directory(store, tmp_path, monkeypatch):
+    """Rows from before paths were stored absolute hold `.protege/students/<task>/<id>/adapter`, relative to where
+    distill ran: from another working directory prune found nothing to prune (and serving and export could not
+    find the files). New settings make the project dir absolute, so what distill stores now is."""
+    from protege.settings import Settings
+
+    project = tmp_path / "app" / ".protege"
+    rows = [_student(store, project / "students", "orders", age) for age in (1, 2)]
+    for row in rows:
+        store.update_student(row.id, adapter_path=f".protege/students/orders/{row.id}/adapter")
+    monkeypatch.chdir(tmp_path)
+    adapter = student_files(store.student(rows[0].id), project)
+    assert adapter == project / "students" / "orders" / rows[0].id / "adapter" and adapter.is_dir()
+    assert [p.student.id for p in prune_students(store, project / "students", keep=1, dry_run=True)] == [rows[1].id]
+    assert Settings(project_dir=Path(".protege")).project_dir == tmp_path / ".protege"
+
+
+def test_a_pruned_student_is_served_by_nothing():
+    """The students table said "served by torch" for a student whose weights are gone."""
+    from types import SimpleNamespace
+
+    from protege.services.serving import describe
+
+    assert describe(SimpleNamespace(metrics={PRUNED_KEY: "2025-01-01T00:00"})) == "—"
+    assert describe(SimpleNamespace(metrics={})) == "torch"

@@ -4,6 +4,7 @@ the serving manifest (prompt template, schema, grammar), and clear errors for wh
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from serving_support import MESSAGES, adapter_with_short_bound, make_app, trained_adapter
@@ -166,3 +167,26 @@ def test_the_exported_grammar_writes_a_tuple_position_by_position():
     assert tuple_rule.split(" ::= ")[1].startswith('"[" v') and tuple_rule.endswith('"]"')
     llama_cpp = pytest.importorskip("llama_cpp")
     assert llama_cpp.LlamaGrammar.from_string(text, verbose=False) is not None
+
+
+def test_a_q4_k_m_export_prints_one_summary_line_not_llama_cpps_log(served, tmp_path):
+    """llama.cpp's loader and quantizer printed ~400 lines (metadata dump, a line per tensor): its log is read for
+    one line saying how many tensors fell back to another type, which the serving manifest keeps too."""
+    pytest.importorskip("llama_cpp", reason="needs the llama extra: pip install 'protege[llama]'")
+    from typer.testing import CliRunner
+
+    from protege.cli import app as cli_app
+
+    app, student_id = served
+    base = ["--db", f"sqlite:///{tmp_path}/app.db", "--project-dir", str(tmp_path / ".protege")]
+    out = tmp_path / "q4"
+    done = CliRunner().invoke(
+        cli_app, [*base, "students", "export", student_id, "--quant", "q4_k_m", "--out", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    lines = [re.sub(r".*it/s\]", "", line) for line in done.output.splitlines()]  # tqdm's bars (main() hides them)
+    lines = [line for line in lines if line.strip()]
+    assert len(lines) == 3 and "llama_model_loader" not in done.output, done.output  # exported, summary, Ollama
+    summary = json.loads((out / "protege_serving.json").read_text())["quantization"]
+    assert (summary["tensors"], summary["fallback_tensors"], summary["fallback_types"]) == (20, 14, ["q5_0", "q8_0"])
+    assert summary["summary"] in done.output and "14 of them fell back to q5_0 or q8_0" in summary["summary"]

@@ -115,6 +115,14 @@ def test_each_method_has_its_own_default_learning_rate():
     assert TrainConfig(method="lora", learning_rate=3e-4).learning_rate == 3e-4
 
 
+@pytest.mark.parametrize("steps", [0, -3])
+def test_max_steps_is_a_positive_count_or_minus_one(steps):
+    """max_steps=-3 was silently ignored (every epoch ran) and 0 trained a step, shown as `train 1/0`."""
+    with pytest.raises(ValueError, match=rf"max_steps={steps}: pass a number of steps ≥ 1, or -1 to run every epoch"):
+        TrainConfig(max_steps=steps)
+    assert TrainConfig(max_steps=-1).max_steps == -1 and TrainConfig(max_steps=1).max_steps == 1
+
+
 def test_frozen_layers_keep_the_base_below_and_train_above(tiny_base, tmp_path):
     """With the lower half frozen, layer 0 stays the base's weight for weight while layer 1 and the tied
     embeddings (through the LM head) learn; LoRA refuses the option, which only full fine-tuning has."""

@@ -134,3 +134,57 @@ def test_the_cli_serves_and_lists_where_each_student_is_served(hosted, tmp_path)
     assert "served by" in table.output and "openai:route-student" in table.output
     bad = runner.invoke(cli_app, [*base, "students", "serve", student_id, "openai:x"])
     assert bad.exit_code == 2 and "needs --base-url" in bad.output  # the CLI's option, not the keyword
+
+
+def test_llama_cpp_serving_is_refused_where_llama_cpp_python_is_not_installed(hosted, monkeypatch):
+    """It was recorded anyway, and then every call of the task failed to load the student."""
+    import sys
+
+    app, student_id, _ = hosted
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what importing it finds where it is not installed
+    with pytest.raises(UserError, match=r"needs llama-cpp-python.*pip install 'protege\[llama\]'"):
+        app.serve_student(student_id, "llama.cpp")
+    assert "serving" not in (app.store.student(student_id).metrics or {})
+    assert not (app.settings.project_dir / "served").exists()  # refused before exporting
+
+
+def test_a_student_that_cannot_be_loaded_raises_local_model_unavailable(tmp_path, monkeypatch):
+    """A distinct UserError, so whoever serves a recorded student can escalate on it."""
+    import sys
+
+    from protege.agents.models.local import LocalModel, LocalModelUnavailable
+
+    with pytest.raises(LocalModelUnavailable, match="does not exist"):
+        LocalModel(tmp_path / "gone")
+    with pytest.raises(LocalModelUnavailable, match="no config.json"):
+        LocalModel(tmp_path)
+    (tmp_path / "student-q8_0.gguf").write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(LocalModelUnavailable, match=r"pip install 'protege\[llama\]'"):
+        LocalModel(tmp_path, engine="llama.cpp").engine  # noqa: B018  # loaded on first use
+
+
+def test_a_student_distilled_in_another_directory_serves_and_exports_from_this_one(
+    tmp_path, tiny_base, tmp_path_factory, monkeypatch
+):
+    """Rows from before paths were stored absolute hold the student's folder relative to where distill ran: a
+    service started elsewhere (an absolute project dir) could not load it, and `students export` said its files
+    were missing. They are read under the project dir."""
+    import shutil
+
+    from serving_support import trained_adapter
+
+    app, student_id = make_app(tmp_path, tiny_base, trained_adapter(tiny_base, tmp_path_factory))
+    folder = app.settings.project_dir / "students" / "route" / student_id / "adapter"
+    shutil.copytree(app.store.student(student_id).adapter_path, folder)
+    app.store.update_student(student_id, adapter_path=f".protege/students/route/{student_id}/adapter")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    try:
+        result = app.run("route", INPUT, tier="student", escalate=False)
+        assert result.tier == "student" and result.model == f"local:{student_id}"
+        out = app.export_student(student_id, tmp_path / "hf", format="hf")
+        assert (out / "model.safetensors").is_file()
+    finally:
+        app.close()

@@ -54,8 +54,23 @@ def students_export(
         return emit_json({"student_id": sid, "out": str(folder), "files": files})
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
     typer.echo(f"exported student {sid} to {folder} ({size:,.1f} MB): {', '.join(files)}")
+    quantized = _quantization(folder)
+    if quantized:
+        note(quantized)
     if fmt == "gguf":
         note(f"Ollama: cd {folder} && ollama create protege-student -f Modelfile")
+
+
+def _quantization(folder: Path) -> str | None:
+    """The summary of what llama.cpp's quantizer did, from the export's serving manifest (where it made the GGUF)."""
+    import json
+
+    from protege.distill.student_export import QUANTIZATION_KEY, SERVING_FILE
+
+    manifest = folder / SERVING_FILE
+    if not manifest.is_file():
+        return None
+    return (json.loads(manifest.read_text(encoding="utf-8")).get(QUANTIZATION_KEY) or {}).get("summary")
 
 
 @students_app.command("serve")

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -200,7 +204,7 @@ def distill(
     ctx: typer.Context,
     task: TaskArg,
     epochs: Annotated[float | None, typer.Option(min=0.01, help="training epochs (default: measured default)")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many optimizer steps")] = None,
     method: Annotated[str | None, typer.Option(help="full (every weight, the default) or lora (adapters)")] = None,
     adapter: Annotated[
         Path | None,
@@ -218,16 +222,40 @@ def distill(
     if force:
         options["force"] = True
     overrides = {k: v for k, v in {"epochs": epochs, "max_steps": max_steps, "method": method}.items() if v is not None}
+    if overrides and adapter:
+        flags = " ".join(f"--{k.replace('_', '-')}" for k in overrides)
+        raise UserError(
+            f"--adapter records a student trained elsewhere, so {flags} (how one is trained here) cannot apply; "
+            f"pass --adapter alone, or leave it out to train here"
+        )
     if overrides:  # checked before the app is imported: a mistyped option fails at once
         options["config"] = train_config(overrides)
     protege_app = app_of(ctx)
     protege_app.handle(task)
     started = time.perf_counter()
-    with StageProgress(enabled=not as_json) as progress:
+    with StageProgress(enabled=not as_json) as progress, sigterm_interrupts():
         report = protege_app.distill(task, progress=progress, **options)
     if as_json:
         return emit_json(report)
     show_distill_report(report, time.perf_counter() - started)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a `kill`, a service manager stopping it) ends the block as Ctrl-C does, so what the distill wrote
+    so far is cleaned up: by default it would end the process with no cleanup at all."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_config(options: dict[str, Any]) -> Any:
@@ -246,7 +274,7 @@ def train_config(options: dict[str, Any]) -> Any:
 
 def _option_problem(error: Any) -> str:
     flag = "--" + "-".join(str(part) for part in error["loc"]).replace("_", "-")
-    reason = error["msg"].replace("Input should", "it should", 1)
+    reason = error["msg"].replace("Input should", "it should", 1).removeprefix("Value error, ")
     return f"{flag} {error['input']!r} is not accepted: {reason}"
 
 
@@ -282,9 +310,13 @@ def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _metric_text(name: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float)):
         return str(value)
-    if name.endswith("_s") and not name.endswith("per_s"):
+    if name.endswith("_per_s"):  # a rate: tokens_per_s → "11.7 tokens/s"
+        return f"{value:,.4g} {name.rpartition('.')[2].removesuffix('_per_s')}/s"
+    if name.endswith("_s"):
         return secs(value)
     if name.endswith("fields_fixed_mean"):
         return f"{value:.2f} a call"

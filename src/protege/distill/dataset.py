@@ -159,7 +159,7 @@ def build_dataset(
         "near_dup_threshold": threshold,
         "num_perm": NUM_PERM,
         "shingles": "word 3-grams",
-        "tiers": sorted(TIER_RANK, key=TIER_RANK.__getitem__),
+        "tiers": sorted(tiers, key=lambda t: -TIER_RANK.get(t, 0)),  # the ones selected from, best first
         "exact_dup_keep": "best tier (teacher > import > replay), then newest",
         "instructions_sha256": hashlib.sha256(instructions.encode()).hexdigest(),
     }

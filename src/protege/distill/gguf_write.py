@@ -8,12 +8,18 @@ package alone:
   error: a wrong pre-tokenizer silently changes how inputs are split);
 - query and key projections permuted from Hugging Face's rotary layout to GGML's;
 - 2-D weights in f32, f16 or q8_0 (what the `gguf` package can write); norms stay f32. Other quant types (q4_k_m)
-  are made from the f16 file by llama.cpp's own quantizer (`quantize_gguf`), which needs `llama-cpp-python`.
+  are made from the f16 file by llama.cpp's own quantizer (`quantize_gguf`), which needs `llama-cpp-python`; its
+  log (~400 lines: the loader's metadata dump, a line per tensor) is read for a summary instead of printed.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -66,7 +72,30 @@ def write_gguf(checkpoint: Path, out_file: Path, quant: str = "q8_0", *, name: s
     return out_file
 
 
-def quantize_gguf(f16_file: Path, out_file: Path, quant: str) -> Path:
+@dataclass(frozen=True)
+class Quantized:
+    """What llama.cpp's quantizer made: the file, its tensors, and how many of them fell back to another type (a
+    k-quant needs rows that split into 256-value blocks; narrower ones get a simpler type) and which."""
+
+    path: Path
+    quant: str
+    tensors: int | None
+    fallbacks: int
+    fallback_types: tuple[str, ...]
+
+    def summary(self) -> str:
+        """One line for people: what was quantized and what fell back."""
+        tensors = f"{self.tensors} tensors" if self.tensors is not None else "the weights"
+        if not self.fallbacks:
+            return f"llama.cpp quantized {tensors} to {self.quant}"
+        types = " or ".join(self.fallback_types) or "another type"
+        return (
+            f"llama.cpp quantized {tensors} to {self.quant}; {self.fallbacks} of them fell back to {types}: their "
+            f"rows do not split into {self.quant} blocks"
+        )
+
+
+def quantize_gguf(f16_file: Path, out_file: Path, quant: str) -> Quantized:
     """Quantize an f16 GGUF with llama.cpp's own quantizer (the k-quants the gguf package cannot write)."""
     try:
         import llama_cpp
@@ -78,13 +107,57 @@ def quantize_gguf(f16_file: Path, out_file: Path, quant: str) -> Path:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = VIA_LLAMA_CPP[quant]
     params.nthread = 0
-    status = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(out_file).encode(), params)
+    with _llama_log(llama_cpp) as log:
+        status = llama_cpp.llama_model_quantize(str(f16_file).encode(), str(out_file).encode(), params)
+    lines = "".join(log).splitlines()
     if status != 0:
+        said = next((line.strip() for line in reversed(lines) if "fail" in line or "error" in line), "")
         raise UserError(
-            f"llama.cpp could not quantize {str(f16_file)!r} to {quant!r} (status {status}); "
-            f"export --quant q8_0 instead"
+            f"llama.cpp could not quantize {str(f16_file)!r} to {quant!r} (status {status}"
+            f"{': ' + said if said else ''}); export --quant q8_0 instead"
         )
-    return out_file
+    return _read_log(out_file, quant, lines)
+
+
+@contextmanager
+def _llama_log(llama_cpp: Any) -> Iterator[list[str]]:
+    """llama.cpp's log text collected instead of printed while the block runs; its usual printer is back after."""
+    texts: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def collect(level: int, text: bytes, user_data: Any) -> None:
+        texts.append(text.decode("utf-8", "replace"))
+
+    llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
+    try:
+        yield texts
+    finally:
+        llama_cpp.llama_log_set(_usual_printer(), ctypes.c_void_p(0))
+
+
+def _usual_printer() -> Any:
+    """llama-cpp-python's own log printer (it heeds its verbose setting), else None: llama.cpp's default."""
+    try:
+        from llama_cpp._logger import llama_log_callback
+    except ImportError:
+        return None
+    return llama_log_callback
+
+
+_PROGRESS = re.compile(r"\[\s*\d+/\s*(\d+)\]")  # "[  20/  20] blk.1.ffn_up.weight - ..."
+_FELL_BACK = re.compile(r"(\d+) of (\d+) tensor\(s\) required fallback")
+_FALLBACK_TYPE = re.compile(r"fall(?:ing)? back to\s+(\w+)|fallback quantization\s+(\w+)")
+
+
+def _read_log(path: Path, quant: str, lines: list[str]) -> Quantized:
+    tensors = max((int(m.group(1)) for line in lines if (m := _PROGRESS.match(line.strip()))), default=None)
+    fallbacks, types = 0, set()
+    for line in lines:
+        if counted := _FELL_BACK.search(line):
+            fallbacks, tensors = int(counted.group(1)), int(counted.group(2))
+        elif kind := _FALLBACK_TYPE.search(line):
+            types.add(kind.group(1) or kind.group(2))
+    return Quantized(path, quant, tensors, fallbacks, tuple(sorted(types)))
 
 
 def _check_architecture(config: dict[str, Any], checkpoint: Path) -> None:

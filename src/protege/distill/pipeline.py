@@ -9,11 +9,11 @@ import logging
 import shutil
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import BaseModel, Field
 
-from protege.distill.prune import PRUNED_KEY, is_pruned
+from protege.distill.prune import PRUNED_KEY, STUDENTS_DIR, is_pruned, writing_student
 from protege.errors import UserError
 from protege.store import Store, StudentRow
 from protege.store.models import new_id, utcnow
@@ -40,7 +40,9 @@ class DistillReport(BaseModel):
     promoted: bool
     reason: str
     retention: float | None = Field(None, description="end-to-end retention on answers nothing was tuned on")
-    coverage: float | None = Field(None, description="share of calls the student keeps (1.0 without a gate)")
+    coverage: float | None = Field(
+        None, description="share of calls the student keeps (without a gate: those it answers validly)"
+    )
     measured_on: str | None = Field(None, description="what the headline figures were counted on")
 
 
@@ -134,7 +136,12 @@ def distill(
     if adapter is not None and config is not None:
         raise UserError("pass either adapter= (a student trained elsewhere) or config= (train one here), not both")
     spec = task.spec
-    _check_enough_traces(store, spec.name, spec.policy.min_traces, force)
+    stale = other_instructions(store, spec.name, task.version, spec.instructions)
+    needed = spec.policy.min_traces
+    if not force:
+        _check_enough_traces(store, spec.name, needed, stale)
+    if adapter is not None:  # checked before a dataset is built and written
+        trained_student(Path(adapter), lambda: base_dir(settings.student_base))
     report = progress or (lambda stage, done, total: None)
     built = build_dataset(
         store,
@@ -148,8 +155,16 @@ def distill(
         references=references,
         progress=report,
         contract=(task.version, spec.output_model),
-        stale_versions=other_instructions(store, spec.name, task.version, spec.instructions),
+        stale_versions=stale,
     )
+    if not force and built.counts["selected"] < needed:  # earlier versions' answers that no longer fit are out
+        _refuse_few_traces(
+            spec.name,
+            built.counts["selected"],
+            needed,
+            left_out=built.counts["stale_contract"],
+            why="their instructions differ, or their answers no longer fit the output model",
+        )
     train_rows, eval_rows = read_jsonl(built.train_path), read_jsonl(built.eval_path)
     if not train_rows or not eval_rows:
         raise UserError(
@@ -157,50 +172,53 @@ def distill(
         )
     base = base_dir(settings.student_base)
     student_id = new_id()
-    folder = settings.project_dir / "students" / spec.name / student_id
-    if adapter is not None:
-        result, config = adopt_student(Path(adapter), base, folder)
-    else:
-        config = config or TrainConfig()
-        result = train_student(
-            train_rows,
-            base,
-            folder,
-            config,
-            output_schema=spec.output_schema,
-            progress=lambda p: report("train", p.step, p.total_steps),
+    # the folder goes if training, evaluating or recording fails or is interrupted: nothing could use its ~1 GB
+    with writing_student(settings.project_dir / STUDENTS_DIR / spec.name / student_id) as folder:
+        if adapter is not None:
+            result, config = adopt_student(Path(adapter), base, folder)
+        else:
+            config = config or TrainConfig()
+            result = train_student(
+                train_rows,
+                base,
+                folder,
+                config,
+                output_schema=spec.output_schema,
+                progress=lambda p: report("train", p.step, p.total_steps),
+            )
+            # never resumed: a rerun builds a new dataset (new traces, maybe a new contract) they never saw (a
+            # fully fine-tuned student's checkpoints, with their optimizer state, are ~3 GB)
+            shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
+        adapter_dir = Path(result.adapter_path).absolute()  # read from any working directory
+        profile = learn_for_student(
+            train_rows, spec.output_schema, adapter_dir, copy_constraint=spec.policy.copy_constraint
+        )  # read by LocalModel from here on
+        eval_rows = with_student_prompt(eval_rows, config.prompt)  # asked as the student will be served
+        metrics = _evaluate(spec, base, adapter_dir, student_id, eval_rows, programs_without, report)
+        metrics["field_kinds"] = profile.kinds()
+        metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
+            "adapter_path": str(adapter_dir),
+            "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss,
+        }
+        if adapter is not None:
+            metrics["train"]["trained_elsewhere"] = str(adapter)
+        passed, reason = promotion_verdict(metrics, spec.policy)
+        if "served_error" in metrics:
+            reason += f" (judged alone: judging it behind its field programs failed: {metrics['served_error']})"
+        metrics["headline"] = headline(metrics, spec.policy)
+        metrics["verdict"] = {"passed": passed, "reason": reason}  # what a reviewer promoting by hand is reminded of
+        store.add_student(
+            StudentRow(
+                id=student_id,
+                task_name=spec.name,
+                base=settings.student_base,
+                adapter_path=str(adapter_dir),
+                adapter_hash=dir_hash(adapter_dir),
+                dataset_id=built.id,
+                metrics=metrics,
+                params=config.model_dump(mode="json"),
+            )
         )
-        # every distill trains into a new folder, so its checkpoints are never resumed (a fully fine-tuned
-        # student's, with their optimizer state, are ~3 GB)
-        shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
-    profile = learn_for_student(
-        train_rows, spec.output_schema, Path(result.adapter_path), copy_constraint=spec.policy.copy_constraint
-    )  # read by LocalModel from here on
-    eval_rows = with_student_prompt(eval_rows, config.prompt)  # asked as the student will be served
-    metrics = _evaluate(spec, base, result.adapter_path, student_id, eval_rows, programs_without, report)
-    metrics["field_kinds"] = profile.kinds()
-    metrics["train"] = result.model_dump(mode="json", exclude={"loss_history"}) | {
-        "final_loss": result.loss_history[-1][1] if result.loss_history else result.train_loss
-    }
-    if adapter is not None:
-        metrics["train"]["trained_elsewhere"] = str(adapter)
-    passed, reason = promotion_verdict(metrics, spec.policy)
-    if "served_error" in metrics:
-        reason += f" (judged alone: judging it behind its field programs failed: {metrics['served_error']})"
-    metrics["headline"] = headline(metrics, spec.policy)
-    metrics["verdict"] = {"passed": passed, "reason": reason}  # what a reviewer promoting by hand is reminded of
-    store.add_student(
-        StudentRow(
-            id=student_id,
-            task_name=spec.name,
-            base=settings.student_base,
-            adapter_path=str(result.adapter_path),
-            adapter_hash=dir_hash(result.adapter_path),
-            dataset_id=built.id,
-            metrics=metrics,
-            params=config.model_dump(mode="json"),
-        )
-    )
     if passed and auto_promote:
         promote(store, student_id)
     return DistillReport(
@@ -226,7 +244,9 @@ def headline(metrics: dict[str, Any], policy: Policy) -> dict[str, Any]:
         gate.measured_on = "fixed floor (Policy.min_confidence), eval split"
     if gate is not None:
         return {"retention": gate.retention, "coverage": gate.coverage, "measured_on": gate.measured_on + behind}
-    return {"retention": judged["retention"], "coverage": 1.0, "measured_on": "eval split, no gate" + behind}
+    # an invalid answer (unparseable, cut short) escalates as the cascade serves it: the student does not keep it
+    coverage = 1.0 - (judged.get("parse_failure_rate") or 0.0)
+    return {"retention": judged["retention"], "coverage": coverage, "measured_on": "eval split, no gate" + behind}
 
 
 def serving_figures(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -238,8 +258,25 @@ def serving_figures(metrics: dict[str, Any]) -> dict[str, Any]:
 def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any]:
     """Copy a student trained elsewhere into `folder`/adapter; its TrainResult and TrainConfig from its metadata.
     `trained`: the launch script's OUT dir or its adapter dir. Its base must be this app's student base."""
-    from protege.distill.train import ADAPTER_DIR, TrainConfig, TrainResult, read_metadata
+    from protege.distill.train import ADAPTER_DIR, TrainConfig, TrainResult
 
+    trained, meta = trained_student(trained, lambda: base_dir)
+    target = folder / ADAPTER_DIR
+    shutil.copytree(trained, target)
+    result = TrainResult(**{**meta["metrics"], "adapter_path": target})
+    # a student trained before the prompt styles existed saw the whole instructions
+    return result, TrainConfig(**{"prompt": "instructions", **meta["config"]})
+
+
+def trained_student(trained: Path, base_dir: Callable[[], Path]) -> tuple[Path, dict[str, Any]]:
+    """The folder of a student trained elsewhere (the launch script's OUT dir or its adapter dir) and its metadata;
+    a UserError unless protege trained it on this app's student base (`base_dir()`: resolved only then)."""
+    from protege.distill.train import ADAPTER_DIR, read_metadata
+
+    if not trained.exists():
+        raise UserError(
+            f"{str(trained)!r} does not exist; pass the OUT folder of `python -m protege.distill.launch DATASET OUT`"
+        )
     if (trained / ADAPTER_DIR).is_dir() and read_metadata(trained) is None:
         trained = trained / ADAPTER_DIR
     meta = read_metadata(trained) if trained.is_dir() else None
@@ -248,16 +285,13 @@ def adopt_student(trained: Path, base_dir: Path, folder: Path) -> tuple[Any, Any
             f"{str(trained)!r} is not a student protege trained (no protege_student.json); train one with "
             f"`python -m protege.distill.launch DATASET OUT` and pass OUT"
         )
-    if Path(meta["base"]).name != Path(base_dir).name:
+    base = base_dir()
+    if Path(meta["base"]).name != base.name:
         raise UserError(
             f"{str(trained)!r} was trained on base {meta['base']!r}, but this app's student base is "
-            f"{str(base_dir)!r}; train it on the same base (launch --base) or set student_base to match"
+            f"{str(base)!r}; train it on the same base (launch --base) or set student_base to match"
         )
-    target = folder / ADAPTER_DIR
-    shutil.copytree(trained, target)
-    result = TrainResult(**{**meta["metrics"], "adapter_path": target})
-    # a student trained before the prompt styles existed saw the whole instructions
-    return result, TrainConfig(**{"prompt": "instructions", **meta["config"]})
+    return trained, meta
 
 
 def refused_because(metrics: dict[str, Any] | None) -> str | None:
@@ -316,15 +350,23 @@ def promotion_verdict(metrics: dict[str, Any], policy: Policy) -> tuple[bool, st
     return True, f"{reason} ungated; {honest} ≥ {target:.3f}"
 
 
-def _check_enough_traces(store: Store, task: str, needed: int, force: bool) -> None:
-    """Counts the traces a dataset is built from (the teacher's and imported ones), not every valid trace: replay
-    answers passed the gate and then left a handful of rows to train on (34 "validated", 10 trained)."""
-    have = store.count_dataset_traces(task)
-    if have < needed and not force:
-        raise UserError(
-            f"task {task!r} has {have} teacher or imported traces to train on and Policy.min_traces is {needed}; "
-            f"run more calls, lower min_traces, or pass force=True (`protege distill --force`)"
-        )
+def _check_enough_traces(store: Store, task: str, needed: int, stale: list[int]) -> None:
+    """Counts the traces a dataset is built from, not every valid trace: the teacher's and imported ones (replay
+    answers passed the gate and then left a handful of rows to train on: 34 "validated", 10 trained), none of the
+    `stale` versions, whose instructions differ (counted, 80 traces of v1 passed min_traces 60 for 2 of v2, and
+    the student trained on 1 row)."""
+    have = store.count_dataset_traces(task, exclude_versions=stale)
+    if have < needed:
+        left_out = store.count_dataset_traces(task) - have
+        _refuse_few_traces(task, have, needed, left_out=left_out, why="their instructions differ from the current ones")
+
+
+def _refuse_few_traces(task: str, have: int, needed: int, *, left_out: int, why: str) -> NoReturn:
+    out = f" ({left_out} traces of earlier task versions are left out: {why})" if left_out else ""
+    raise UserError(
+        f"task {task!r} has {have} teacher or imported traces to train on and Policy.min_traces is {needed}{out}; "
+        f"run more calls, lower min_traces, or pass force=True (`protege distill --force`)"
+    )
 
 
 def _evaluate(

@@ -25,6 +25,7 @@ from protege.distill.export import atomic_dir
 from protege.errors import UserError
 
 SERVING_FILE = "protege_serving.json"
+QUANTIZATION_KEY = "quantization"  # in SERVING_FILE, where llama.cpp's quantizer made the GGUF
 MODELFILE = "Modelfile"
 FORMATS = ("hf", "gguf")
 QUANTS = ("f32", "f16", "q8_0", "q4_k_m")
@@ -40,8 +41,10 @@ def export_student(
     fmt: str = "gguf",
     quant: str | None = None,
     base_dir: Callable[[str], Path],
+    project_dir: Path,
 ) -> Path:
-    """Write the student `student_id` to the new folder `out` as `fmt` ("hf" or "gguf", in `quant`)."""
+    """Write the student `student_id` to the new folder `out` as `fmt` ("hf" or "gguf", in `quant`). `project_dir`:
+    where the student's files are, when its row holds them relative (as rows did before paths were absolute)."""
     out = Path(out)
     quant = _check_options(fmt, quant)
     row = store.student(student_id)
@@ -51,7 +54,7 @@ def export_student(
     task = store.task(row.task_name)
     if task is None:
         raise UserError(f"student {row.id!r} belongs to task {row.task_name!r}, which is not in this store")
-    adapter = _verified_files(row)
+    adapter = _verified_files(row, project_dir)
     with atomic_dir(out, what="output folder", advice="export into a new folder (or remove it)") as stage:
         _write(stage, row, task, adapter, base_dir(row.base), fmt, quant)
     return out
@@ -69,11 +72,12 @@ def _check_options(fmt: str, quant: str | None) -> str:
     return quant or "q8_0"
 
 
-def _verified_files(row: Any) -> Path:
+def _verified_files(row: Any, project_dir: Path) -> Path:
     """The student's folder, checked against the hash stored at training time."""
     from protege.distill.pipeline import dir_hash
+    from protege.distill.prune import student_files
 
-    adapter = Path(row.adapter_path)
+    adapter = student_files(row, project_dir)
     if not adapter.is_dir() or not any(adapter.iterdir()):
         raise UserError(f"student {row.id!r}: its files are missing ({str(adapter)!r}); distill the task again")
     if row.adapter_hash and dir_hash(adapter) != row.adapter_hash:
@@ -91,8 +95,9 @@ def _write(stage: Path, row: Any, task: Any, adapter: Path, base: Path, fmt: str
     checkpoint = stage if fmt == "hf" else stage / ".merged"
     tokenizer = merge_student(base, adapter, checkpoint, half=quant == "f16")
     files = [p.name for p in sorted(checkpoint.iterdir()) if p.is_file()]
+    quantized = None
     if fmt == "gguf":
-        gguf_file = _write_gguf(checkpoint, stage, quant, name=f"protege-{row.task_name}")
+        gguf_file, quantized = _write_gguf(checkpoint, stage, quant, name=f"protege-{row.task_name}")
         shutil.rmtree(checkpoint)
         tokenizer.save_pretrained(stage)  # protege's llama.cpp engine renders prompts and forced text with it
         files = [p.name for p in sorted(stage.iterdir()) if p.is_file()] + [MODELFILE]
@@ -104,6 +109,13 @@ def _write(stage: Path, row: Any, task: Any, adapter: Path, base: Path, fmt: str
         shutil.copy2(adapter / PROFILE_FILE, stage / PROFILE_FILE)
         files = sorted({*files, PROFILE_FILE})
     manifest = serving_manifest(row, task, tokenizer, instructions, fmt=fmt, quant=quant, files=files)
+    if quantized is not None:  # what llama.cpp's quantizer did, which its silenced log said
+        manifest[QUANTIZATION_KEY] = {
+            "tensors": quantized.tensors,
+            "fallback_tensors": quantized.fallbacks,
+            "fallback_types": list(quantized.fallback_types),
+            "summary": quantized.summary(),
+        }
     (stage / SERVING_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -127,15 +139,17 @@ def merge_student(base: Path, adapter: Path, out: Path, *, half: bool = False) -
     return tokenizer
 
 
-def _write_gguf(checkpoint: Path, stage: Path, quant: str, *, name: str) -> Path:
+def _write_gguf(checkpoint: Path, stage: Path, quant: str, *, name: str) -> tuple[Path, Any]:
+    """The GGUF file, and what llama.cpp's quantizer did (`gguf_write.Quantized`) where it made it."""
     from protege.distill.gguf_write import WRITABLE, quantize_gguf, write_gguf
 
     target = stage / f"student-{quant}.gguf"
     if quant in WRITABLE:
-        return write_gguf(checkpoint, target, quant, name=name)
+        return write_gguf(checkpoint, target, quant, name=name), None
     f16 = write_gguf(checkpoint, stage / ".student-f16.gguf", "f16", name=name)
     try:
-        return quantize_gguf(f16, target, quant)
+        quantized = quantize_gguf(f16, target, quant)
+        return quantized.path, quantized
     finally:
         f16.unlink(missing_ok=True)
 

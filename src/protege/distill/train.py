@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protege.agents.models.chat_format import with_student_prompt
 from protege.distill.early_stop import EpochScore, early_stopping_callback, split_selection
@@ -120,6 +120,14 @@ class TrainConfig(BaseModel):
         "rows are ~5% of them, at most 4 times each, so the student learns when to answer null there "
         "(rare_nulls.py; opt-in: on the orders it fixed those nulls but not exact match, docs/student.md)",
     )
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, steps: int) -> int:
+        # the trainer reads any value ≤ 0 as "no limit" (-3 ran every epoch) yet reports 0 as the total (1 step ran)
+        if steps == 0 or steps < -1:
+            raise ValueError(f"max_steps={steps!r}: pass a number of steps ≥ 1, or -1 to run every epoch")
+        return steps
 
     @model_validator(mode="after")
     def _method_defaults(self) -> TrainConfig:

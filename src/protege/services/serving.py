@@ -9,12 +9,13 @@ and the TUI see it; the student tier builds the student's model from it.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from protege.distill.prune import SERVED_DIR, is_pruned
+from protege.distill.prune import SERVED_DIR, in_project, is_pruned, student_files
 from protege.errors import UserError
 
 if TYPE_CHECKING:
@@ -51,11 +52,14 @@ def serving_of(row: Any) -> dict[str, Any]:
 
 
 def describe(row: Any) -> str:
-    """Where the student is served, in a few words for tables: 'torch', 'llama.cpp q8_0', 'openai:x @ url'."""
+    """Where the student is served, in a few words for tables: 'torch', 'llama.cpp q8_0', 'openai:x @ url', or
+    '—' where its weights were pruned (nothing here can serve it)."""
     serving = serving_of(row)
     host = serving["host"]
     if host.startswith("openai:"):
         return f"{host} @ {serving.get('base_url', '?')}"
+    if is_pruned(row):
+        return "—"
     return f"{host} {serving['quant']}" if serving.get("quant") else host
 
 
@@ -82,6 +86,7 @@ def serve_student(
         HostedStudent(host, student_id=row.id, base_url=base_url, response_format=response_format)
         record.update(base_url=base_url, response_format=response_format)
     elif host == "llama.cpp":
+        _require_llama_cpp()
         record.update(quant=quant, gguf=str(_exported_gguf(app, row, quant)))
     elif host != "torch":
         raise UserError(
@@ -94,6 +99,15 @@ def serve_student(
     return record
 
 
+def _require_llama_cpp() -> None:
+    """Refused up front: recorded without it, every call of the task would fail to load the student."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise UserError(
+            "serving a student with llama.cpp needs llama-cpp-python, which is not installed: pip install "
+            "'protege[llama]' (it builds llama.cpp with cmake and a C++ compiler), or serve it with 'torch'"
+        )
+
+
 def _exported_gguf(app: ServingHost, row: Any, quant: str) -> Path:
     """The student's GGUF under the project dir, exported on first use."""
     folder = Path(app.settings.project_dir) / SERVED_DIR / f"{row.id}-{quant}"
@@ -103,9 +117,12 @@ def _exported_gguf(app: ServingHost, row: Any, quant: str) -> Path:
     return gguf
 
 
-def student_model(row: Any, base_dir: Callable[[str], Path], *, copy_constraint: bool = True) -> Model:
+def student_model(
+    row: Any, base_dir: Callable[[str], Path], *, project_dir: Path, copy_constraint: bool = True
+) -> Model:
     """The model that answers as this student, per its serving record (`copy_constraint`: the task's policy;
-    `base_dir`: a student base as a local checkpoint dir, `Protege.base_dir`)."""
+    `base_dir`: a student base as a local checkpoint dir, `Protege.base_dir`; `project_dir`: where the student's
+    files are, when its row holds them relative, as rows did before paths were stored absolute)."""
     serving = serving_of(row)
     host, name = serving["host"], f"local:{row.id}"
     if host.startswith("openai:"):
@@ -119,11 +136,11 @@ def student_model(row: Any, base_dir: Callable[[str], Path], *, copy_constraint:
         )
     from protege.agents.models.local import LocalModel
 
+    files = student_files(row, project_dir)
     if host == "llama.cpp":
         from protege.agents.models.answer_profile import read_profile
         from protege.agents.models.llama_cpp import LlamaCppModel
 
-        return LlamaCppModel(
-            serving["gguf"], name=name, copy_constraint=copy_constraint, profile=read_profile(row.adapter_path)
-        )
-    return LocalModel(base_dir(row.base), adapter=row.adapter_path, name=name, copy_constraint=copy_constraint)
+        gguf = in_project(serving["gguf"], project_dir, (SERVED_DIR, f"{row.id}-{serving.get('quant')}"))
+        return LlamaCppModel(gguf, name=name, copy_constraint=copy_constraint, profile=read_profile(files))
+    return LocalModel(base_dir(row.base), adapter=files, name=name, copy_constraint=copy_constraint)

@@ -100,7 +100,9 @@ class AppTiers:
 
             handle = self.app.tasks.get(row.task_name)
             copy = handle.spec.policy.copy_constraint if handle is not None else True
-            return student_model(row, self.app.base_dir, copy_constraint=copy)
+            return student_model(
+                row, self.app.base_dir, project_dir=self.app.settings.project_dir, copy_constraint=copy
+            )
         return LocalModel(self.app.base_dir(target), name=spec)
 
     def forget_student(self, row: StudentRow) -> None:

@@ -262,14 +262,23 @@ class Store(BackgroundQueries):
         return int(self._scalar(stmt))
 
     def count_dataset_traces(
-        self, task: str, *, since: datetime | None = None, tiers: tuple[str, ...] = DATASET_TIERS
+        self,
+        task: str,
+        *,
+        since: datetime | None = None,
+        tiers: tuple[str, ...] = DATASET_TIERS,
+        exclude_versions: Iterable[int] = (),
     ) -> int:
-        """Valid traces of the tiers a dataset is built from (created after `since`): what a distill would see."""
+        """Valid traces of the tiers a dataset is built from (created after `since`; none of the task versions in
+        `exclude_versions`, which a dataset leaves out): what a distill would see."""
         stmt = (
             select(func.count())
             .select_from(TraceRow)
             .where(col(TraceRow.task_name) == task, col(TraceRow.valid).is_(True), col(TraceRow.tier).in_(tiers))
         )
+        excluded = list(exclude_versions)
+        if excluded:
+            stmt = stmt.where(col(TraceRow.task_version).not_in(excluded))
         if since is not None:
             stmt = stmt.where(col(TraceRow.created_at) > require_aware(since, "since"))
         return int(self._scalar(stmt))

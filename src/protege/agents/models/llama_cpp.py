@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from protege.agents.models.answer_profile import AnswerProfile, read_profile
-from protege.agents.models.local import _ENGINES, _ENGINES_LOCK, LocalModel
+from protege.agents.models.local import _ENGINES, _ENGINES_LOCK, LocalModel, LocalModelUnavailable
 from protege.agents.models.local_batch import PrefixCache, common_length, decode
 from protege.agents.models.local_engine import (
     BATCH_CPU,
@@ -93,7 +93,7 @@ def _find_gguf(path: Path) -> Path:
     found = sorted(path.glob("*.gguf")) if path.is_dir() else []
     if len(found) == 1:
         return found[0]
-    raise UserError(
+    raise LocalModelUnavailable(
         f"engine='llama.cpp' needs a GGUF file or a folder with one; {str(path)!r} is neither. Export "
         f"the student first: `protege students export ID --format gguf --out DIR`"
     )
@@ -111,7 +111,7 @@ class LlamaCppEngine(Engine):
         try:
             import llama_cpp
         except ImportError:
-            raise UserError(
+            raise LocalModelUnavailable(
                 "engine='llama.cpp' needs llama-cpp-python: pip install 'protege[llama]' (it builds "
                 "from source with cmake and a C++ compiler)"
             ) from None

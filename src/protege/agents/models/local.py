@@ -46,6 +46,13 @@ _ENGINES_LOCK = threading.Lock()
 _ENGINE_CLASSES = {"llama.cpp": ("protege.agents.models.llama_cpp", "LlamaCppModel")}
 
 
+class LocalModelUnavailable(UserError):
+    """A local model cannot be loaded: its files are missing or are no checkpoint (raised when the model is
+    built), or its engine's package is not installed (llama-cpp-python: raised on its first call). A UserError,
+    as where a caller names a wrong path; whoever serves a recorded student can catch this one to escalate
+    instead."""
+
+
 class LocalModel:
     """`local:<path>`: a checkpoint dir, a trained student dir (adapter + metadata), or a base + `adapter=`."""
 
@@ -215,7 +222,7 @@ def _resolve_paths(path: Path, adapter: Path | None) -> tuple[Path, Path | None]
     """(base checkpoint, adapter) from what the caller gave: a student dir names its base in its metadata."""
     path = path.expanduser()
     if not path.exists():
-        raise UserError(
+        raise LocalModelUnavailable(
             f"local model path {str(path)!r} does not exist; train a student (`protege distill`) or "
             f"pass a checkpoint directory"
         )
@@ -224,9 +231,11 @@ def _resolve_paths(path: Path, adapter: Path | None) -> tuple[Path, Path | None]
     if adapter is not None and _full_weights(adapter):  # a fully fine-tuned student is a checkpoint of its own
         return adapter, None
     if not (path / "config.json").is_file():
-        raise UserError(f"{str(path)!r} is not a model checkpoint (no config.json)")
+        raise LocalModelUnavailable(f"{str(path)!r} is not a model checkpoint (no config.json)")
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"adapter {str(adapter)!r} has no adapter_config.json; pass the dir train_student wrote")
+        raise LocalModelUnavailable(
+            f"adapter {str(adapter)!r} has no adapter_config.json; pass the dir train_student wrote"
+        )
     return path, adapter
 
 
@@ -244,10 +253,10 @@ def _base_of_adapter(adapter: Path) -> Path:
     base = config.get("base_model_name_or_path")
     if base and Path(base).is_dir():
         return Path(base)
-    raise UserError(
+    raise LocalModelUnavailable(
         f"cannot find the base model of adapter {str(adapter)!r} (looked for {base!r}); "
         f"pass it explicitly: LocalModel(base_path, adapter={str(adapter)!r})"
     )
 
 
-__all__ = ["LocalModel", "Message", "State"]
+__all__ = ["LocalModel", "LocalModelUnavailable", "Message", "State"]
