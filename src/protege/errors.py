@@ -38,6 +38,13 @@ class MissingKeyError(UserError):
         super().__init__(message)
 
 
+class LocalModelUnavailable(UserError):
+    """A local model cannot be loaded: its files are missing or are no checkpoint (raised when the model is
+    built), or its engine's package is not installed (llama-cpp-python: raised on its first call). A UserError
+    where a caller names the model; the cascade's student tier escalates instead (warned once per task), since a
+    student that cannot load must not fail the calls a replay or teacher can answer."""
+
+
 class RunError(ProtegeError):
     """A failure while running a call, a distillation or a store operation."""
 
@@ -131,6 +138,7 @@ __all__ = [
     "AllTiersFailed",
     "BadResponse",
     "BudgetExceeded",
+    "LocalModelUnavailable",
     "MissingKeyError",
     "ModelError",
     "ModelTimeout",

@@ -34,6 +34,7 @@ from protege.agents.validate import validate_answer
 from protege.errors import (
     AllTiersFailed,
     BudgetExceeded,
+    LocalModelUnavailable,
     ModelError,
     ProtegeError,
     UserError,
@@ -436,6 +437,9 @@ class Cascade:
             usage = sum((r.usage for r in paid), Usage())
             error = f"{type(exc).__name__}: {exc}"
             return LoopResult(messages=req.messages, responses=paid, usage=usage, error=error, exception=exc)
+        except LocalModelUnavailable as exc:  # a student whose engine or files are missing: escalate, say so once
+            warn_unloadable(spec.name, exc)
+            return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}", exception=exc)
         except ProtegeError:
             raise  # misuse (a missing key, a bad spec) and the budget guard: the caller's to see
         except Exception as exc:  # a model object's own failure (a dropped connection, a bug): this tier failed
@@ -602,6 +606,16 @@ class Cascade:
             return task
         trace = await asyncio.to_thread(self.store.trace, served.trace_id)
         return replace(task, tools=RecordedTools(task.tools, trace.messages if trace is not None else None))
+
+
+_UNLOADABLE_WARNED: set[tuple[str, str]] = set()
+
+
+def warn_unloadable(task: str, exc: Exception) -> None:
+    """Once per task and reason: the promoted student cannot be loaded here, so its calls go to the tiers above."""
+    if (task, str(exc)) not in _UNLOADABLE_WARNED:
+        _UNLOADABLE_WARNED.add((task, str(exc)))
+        log.warning("task %r: the student is not served in this process, its calls escalate: %s", task, exc)
 
 
 _UNSCORED_WARNED: set[tuple[str, str]] = set()

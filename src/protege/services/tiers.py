@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from protege.agents.budget import ALL_TASKS, BudgetedModel
-from protege.agents.cascade import StudentPick, TaskEntry, TaskRuntime
+from protege.agents.cascade import StudentPick, TaskEntry, TaskRuntime, warn_unloadable
 from protege.agents.models.base import Model, resolve_model
 from protege.agents.models.chat_format import trained_prompt
 from protege.distill.gate import stored_gate
 from protege.distill.prune import is_pruned
 from protege.distill.redact import redact
-from protege.errors import MissingKeyError, UserError
+from protege.errors import LocalModelUnavailable, MissingKeyError, UserError
 from protege.store.read_cache import ReadCache
 
 if TYPE_CHECKING:
@@ -133,7 +133,13 @@ class AppTiers:
 
     def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None:
         name = task.spec.name
-        pick = self._cached(("student", name), lambda: self._pick(self.app.store.promoted_student(name)))
+        try:
+            pick = self._cached(("student", name), lambda: self._pick(self.app.store.promoted_student(name)))
+        except LocalModelUnavailable as exc:  # files gone or moved: the calls go on to replay and teacher
+            if forced:
+                raise
+            warn_unloadable(name, exc)
+            return None
         if pick is None and forced:
             rows = [r for r in self.app.store.students(name) if not is_pruned(r)]  # a pruned one has no weights
             pick = self._pick(rows[0] if rows else None)

@@ -37,20 +37,13 @@ from protege.agents.models.base import Message, ModelRequest, ModelResponse, Usa
 from protege.agents.models.chat_format import parse_tool_calls, render_tools, to_chat_dicts
 from protege.agents.models.copy_index import input_text
 from protege.agents.models.decoding import Grammar, State
-from protege.errors import UserError
+from protege.errors import LocalModelUnavailable, UserError
 
 METADATA_FILE = "protege_student.json"
 _ENGINES: dict[tuple, Any] = {}
 _ENGINES_LOCK = threading.Lock()
 # other engines subclass LocalModel, so they are named here by module, not imported: the graph stays one-way
 _ENGINE_CLASSES = {"llama.cpp": ("protege.agents.models.llama_cpp", "LlamaCppModel")}
-
-
-class LocalModelUnavailable(UserError):
-    """A local model cannot be loaded: its files are missing or are no checkpoint (raised when the model is
-    built), or its engine's package is not installed (llama-cpp-python: raised on its first call). A UserError,
-    as where a caller names a wrong path; whoever serves a recorded student can catch this one to escalate
-    instead."""
 
 
 class LocalModel:
