@@ -425,3 +425,39 @@ def test_process_killed_after_teacher_answer_keeps_the_trace(tmp_path):
     (trace,) = store.traces("solve")
     assert trace.valid and trace.output == {"answer": "paid for"} and trace.tier == "teacher"
     assert store.run(trace.run_id).status == "ok" and store.run(trace.run_id).output == {"answer": "paid for"}
+
+
+class Lookup(BaseModel):
+    user_id: int = Field(alias="userId")
+
+
+class Profile(BaseModel):
+    user_name: str = Field(alias="userName")
+    nick_name: str | None = Field(default=None, alias="nickName")
+
+
+def test_aliased_fields_are_stored_and_sent_as_the_schema_names_them(tmp_path):
+    """The schemas models see and validation read fields by alias (`userName`); traces stored them by Python name
+    (`user_name`), so a stored answer no longer validated (evaluation, skill evidence), field programs saw the
+    alias missing from every answer, and datasets taught keys the serving grammar forbids."""
+    seen: list[dict] = []
+
+    def teacher(req):
+        seen.append(req.task_input)
+        return json.dumps({"userName": f"user{req.task_input['q']['userId']}", "nickName": None})
+
+    app = Protege(db=f"sqlite:///{tmp_path}/a.db", teacher=FunctionModel(teacher), project_dir=tmp_path / ".p")
+    try:
+
+        @app.task
+        def profile(q: Lookup) -> Profile:
+            """Look the user up."""
+
+        res = app.run("profile", {"q": {"userId": 5}})
+        assert res.output.user_name == "user5" and profile(Lookup(userId=6)).user_name == "user6"
+        assert seen == [{"q": {"userId": 5}}, {"q": {"userId": 6}}]
+        trace = app.store.trace(res.attempts[-1].trace_id)
+        assert trace.input == {"q": {"userId": 5}} and trace.output == {"userName": "user5", "nickName": None}
+        assert profile.spec.parse_output(trace.output).user_name == "user5"  # a stored answer validates again
+    finally:
+        app.close()

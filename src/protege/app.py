@@ -214,7 +214,7 @@ class Protege:
     ) -> RunResult:
         """Call a task with a dict of its parameters (or its input model); returns the full RunResult."""
         h = self.handle(task)
-        data = input.model_dump() if isinstance(input, BaseModel) else input
+        data = input.model_dump(by_alias=True) if isinstance(input, BaseModel) else input
         if not isinstance(data, dict):
             raise UserError(
                 f"input for task {h.name!r} must be a dict of its parameters {h.spec.params!r}, got {data!r}"

@@ -175,9 +175,10 @@ class TaskSpec:
         except ValidationError as exc:
             raise UserError(f"bad input for task {self.name!r}: {_brief(exc)}") from exc
         try:
-            dumped, unwritable = parsed.model_dump(mode="json"), None  # as traces store it and models are sent it
+            # by alias, as the schemas name the fields: as traces store it and models are sent it
+            dumped, unwritable = parsed.model_dump(mode="json", by_alias=True), None
         except ValueError as exc:  # bytes that are not UTF-8 (pydantic writes bytes as text), a lone surrogate
-            dumped, unwritable = parsed.model_dump(), exc
+            dumped, unwritable = parsed.model_dump(by_alias=True), exc
         bad = _unencodable_text(dumped, ())
         if bad is not None:
             # the path may hold the broken text itself (a dict key): escape it so the message prints

@@ -246,7 +246,7 @@ class Cascade:
         self, task: TaskRuntime, inp: BaseModel, *, tier: str | None = None, escalate: bool = True
     ) -> RunResult:
         started = time.perf_counter()
-        data = inp.model_dump(mode="json")
+        data = inp.model_dump(mode="json", by_alias=True)
         # programs serve the cascade's own routing (and a forced program tier); a forced model tier answers alone,
         # so evaluating it measures that tier. `programs` is optional in a TierSource: older ones have none.
         programs = getattr(self.source, "programs", None) if tier in (None, "program") else None
@@ -353,7 +353,7 @@ class Cascade:
         record_as: str,
     ) -> tuple[Attempt, BaseModel | None]:
         """One attempt outside any call (skill evidence and the like), recorded as a trace of tier `record_as`."""
-        data = inp.model_dump(mode="json")
+        data = inp.model_dump(mode="json", by_alias=True)
         state: CascadeState = {
             "task": task,
             "input": inp,
@@ -389,7 +389,7 @@ class Cascade:
             "input": state["input_dict"],
             "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
             "messages": [],
-            "output": output.model_dump(mode="json") if output is not None and valid else None,
+            "output": output.model_dump(mode="json", by_alias=True) if output is not None and valid else None,
             "output_text": text,
             "valid": valid,
             "errors": errors or None,
@@ -508,7 +508,7 @@ class Cascade:
             "input_hash": state.get("input_hash") or input_hash(state["input_dict"]),
             "messages": [m.model_dump(exclude_defaults=True) for m in result.messages],
             "tools": [t.model_dump() for t in task.tools.specs] or None,
-            "output": output.model_dump(mode="json") if output is not None and valid else None,
+            "output": output.model_dump(mode="json", by_alias=True) if output is not None and valid else None,
             "output_text": result.text,
             "valid": valid,
             "errors": errors or None,
@@ -667,7 +667,7 @@ def _outcome(
     common = {"cost_usd": cost, "latency_s": time.perf_counter() - state["started"]}
     if error is not None:
         return {"status": "failed", "error": str(error), **common}
-    answer = output.model_dump(mode="json") if output is not None else None
+    answer = output.model_dump(mode="json", by_alias=True) if output is not None else None
     return {"status": "ok", "tier": attempts[-1].tier, "output": answer, **common}
 
 

@@ -127,7 +127,7 @@ class Contract:
             output, errors = validate_answer(self.spec, self.spec.parse_input((), task_input), text)
             if output is None or errors:
                 raise BadLine(f"the answer is not a valid output of task {self.task!r}: {'; '.join(errors[:3])}")
-            return output.model_dump(mode="json")
+            return output.model_dump(mode="json", by_alias=True)
         value = _json_or_none(strip_fences(text))
         if not isinstance(value, dict):
             raise BadLine("the last assistant turn is not a JSON object (a task's output is one)")

@@ -57,7 +57,7 @@ def note(message: str) -> None:
 def jsonable(value: Any) -> Any:
     """Rows, models, datetimes and paths as JSON-ready data."""
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Path):

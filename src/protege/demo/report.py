@@ -32,7 +32,7 @@ def field_accuracy(output: dict[str, Any] | None, reference: dict[str, Any]) -> 
 
 def grade(stage: str, result: Any, reference: dict[str, Any]) -> Call:
     """A served call (RunResult) graded against its reference label."""
-    output = result.output.model_dump(mode="json")
+    output = result.output.model_dump(mode="json", by_alias=True)
     acc = field_accuracy(output, reference)
     return Call(
         stage=stage,

@@ -137,7 +137,7 @@ def _getter(trace: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
 
 
 # -- choosing -------------------------------------------------------------------------------------------------

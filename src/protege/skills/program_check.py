@@ -165,7 +165,7 @@ def _clip(value: Any) -> Any:
 
 def _dump(value: Any) -> dict[str, Any]:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", by_alias=True)
     return dict(value) if isinstance(value, dict) else {}
 
 
