@@ -82,6 +82,14 @@ class Policy(BaseModel):
         default=1, ge=0, description="times a teacher answer that fails validation is sent back with its errors"
     )
     tool_timeout_s: float = Field(default=30.0, gt=0, description="seconds a tool call may take")
+    # 20,000 characters (~5k tokens) hold a full record or a page of search results; past that a result mostly
+    # costs: every later turn of the loop sends it again, and the trace and training rows keep it
+    max_tool_result_chars: int = Field(
+        default=20_000,
+        ge=1,
+        description="characters of a tool's result the model is sent (and the trace keeps); the rest is cut, "
+        "with a marker saying how much",
+    )
     prior_art: bool = Field(
         default=True,
         description="until the task has a skill of its own, offer the teacher up to two approved skills of other "

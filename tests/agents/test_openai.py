@@ -119,12 +119,24 @@ async def test_cached_prompt_tokens_are_split_out_and_priced(fake):
     assert cost_of(model, response.usage) == pytest.approx((200 * 2.5 + 10 * 10 + 1800 * 1.25) / 1e6)
 
 
-async def test_tool_arguments_that_are_not_json_are_a_bad_response(fake):
-    """A tool call whose arguments string is not JSON raises BadResponse, keeping the raw body."""
-    fake.add_tool_call("lookup_customer", '{"email": "ann@', id="call_9")
-    with pytest.raises(BadResponse, match="not JSON") as caught:
-        await model_for(fake).request(triage_request())
-    assert caught.value.body["choices"][0]["message"]["tool_calls"][0]["id"] == "call_9"
+async def test_tool_arguments_that_are_not_a_json_object_are_the_calls_error(fake):
+    """A model's slip in one call's arguments failed the whole answer (a BadResponse): the call now carries why, for
+    the tool box to answer it (so the model can send it again), and the answer keeps its usage."""
+    fake.add_tool_calls(
+        [("lookup_customer", '{"email": "ann@'), ("lookup_customer", "[1]")],
+        ids=["call_9", "call_10"],
+        usage={"input_tokens": 300, "output_tokens": 30},
+    )
+    response = await model_for(fake).request(triage_request())
+    broken, listed = response.tool_calls
+    assert (
+        broken.id == "call_9" and broken.arguments == {} and response.usage == Usage(input_tokens=300, output_tokens=30)
+    )
+    assert (
+        broken.arguments_error.startswith("arguments are not valid JSON: ")
+        and '\'{"email": "ann@\'' in broken.arguments_error
+    )
+    assert listed.arguments_error == "arguments are not a JSON object: '[1]'; send an object of the tool's parameters"
 
 
 async def test_reasoning_models_get_max_completion_tokens_and_no_temperature(fake):
@@ -221,13 +233,9 @@ async def test_an_answer_without_usage_is_charged_an_estimate_not_nothing(fake):
 
 
 async def test_unreadable_answers_carry_what_they_cost(fake):
-    """Tool arguments that are not JSON, or a body that cannot be parsed, come from a billed 200: the BadResponse
-    carries the reported usage, else an estimate, so the budget and the ledger charge it."""
-    fake.add_tool_call("lookup_customer", '{"email": "ann@', usage={"input_tokens": 300, "output_tokens": 30})
+    """A body that cannot be parsed comes from a billed 200: the BadResponse carries an estimate of its usage, so
+    the budget and the ledger charge it."""
     fake.add_fault(malformed=True)
-    with pytest.raises(BadResponse, match="not JSON") as caught:
-        await model_for(fake).request(triage_request())
-    assert caught.value.usage == Usage(input_tokens=300, output_tokens=30)
     with pytest.raises(BadResponse) as caught:
         await model_for(fake).request(triage_request())
     assert caught.value.usage.input_tokens > 20

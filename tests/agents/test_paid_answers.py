@@ -151,9 +151,9 @@ def test_a_cut_answer_names_the_policy_setting_and_max_tokens_sizes_the_reservat
     assert "Policy.max_tokens" in caught.value.attempts[0].errors[0]
 
 
-def bad_tool_arguments(fake):
+def bad_tool_arguments(fake):  # Claude's tool input is an object; a string one cannot be read
     fake.add_tool_call("lookup_account", '{"email": "ann@', usage=PAID)
-    return gpt(fake)
+    return claude(fake)
 
 
 def two_final_answers(fake):
@@ -185,10 +185,11 @@ def test_an_unreadable_turn_after_a_tool_call_adds_its_cost_to_the_attempt(fake,
         return {"plan": "pro"}
 
     fake.add_tool_call("lookup_account", {"email": "ann@example.com"}, usage={"input_tokens": 500, "output_tokens": 20})
-    fake.add_tool_call("lookup_account", "{not json", usage=PAID)
-    teacher = gpt(fake)
+    fake.add_tool_call("lookup_account", "{not json", usage=PAID)  # a string input: Claude's answer is unreadable
+    teacher = claude(fake)
     with pytest.raises(AllTiersFailed) as caught:
         call(Cascade(store, Tiers(budgeted(teacher, store))), runtime(tools=[lookup_account]))
+    assert "BadResponse" in caught.value.attempts[0].errors[0]
     cost = cost_of(teacher, Usage(input_tokens=1500, output_tokens=220))
     assert caught.value.attempts[0].cost_usd == pytest.approx(cost)
     assert store.spent("triage") == pytest.approx(cost)

@@ -13,8 +13,8 @@ from typing import Any, TypedDict
 from pydantic import BaseModel, Field
 
 from protege.agents.models.base import UNREADABLE, Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
-from protege.agents.tools import ToolBox
-from protege.errors import ModelError
+from protege.agents.tools import ToolBox, clip_result
+from protege.errors import BudgetExceeded, ModelError
 from protege.telemetry.spans import current_attempt
 
 
@@ -42,6 +42,7 @@ class LoopState(TypedDict, total=False):
     tools: ToolBox | None
     request: ModelRequest
     max_steps: int
+    max_tool_result_chars: int | None
     messages: list[Message]
     responses: list[ModelResponse]
     error: str | None
@@ -52,11 +53,11 @@ async def _call_model(state: LoopState) -> dict[str, Any]:
     req = state["request"].model_copy(update={"messages": state["messages"]})
     try:
         resp = await _request(state["model"], req)
-    except ModelError as exc:
+    except (ModelError, BudgetExceeded) as exc:
         if not state.get("responses"):
-            raise  # the first turn: the cascade records the failure (and what it was billed) as the attempt's
-        # turns before this one were paid for: end the loop with the error and keep them (their usage and cost)
-        responses = [*state["responses"], *billed_responses(exc)]
+            raise  # the first turn: the cascade records the failure (and what it was billed), or the refusal
+        # turns before this one were paid for (a budget refusal too): end the loop with the error and keep them
+        responses = [*state["responses"], *(billed_responses(exc) if isinstance(exc, ModelError) else [])]
         return {"error": f"{type(exc).__name__}: {exc}", "exception": exc, "responses": responses}
     turn = Message(role="assistant", content=resp.text, tool_calls=resp.tool_calls)
     return {"messages": [*state["messages"], turn], "responses": [*state.get("responses", []), resp]}
@@ -67,7 +68,8 @@ async def _call_tools(state: LoopState) -> dict[str, Any]:
     box = state["tools"]
     if box is None:
         return {"error": f"the model called {[c.name for c in calls]!r} but the task has no tools"}
-    results = await asyncio.gather(*(_call_tool(box, c) for c in calls))
+    limit = state.get("max_tool_result_chars")
+    results = await asyncio.gather(*(_call_tool(box, c, limit) for c in calls))
     turns = [Message(role="tool", content=text, tool_call_id=c.id, name=c.name) for c, (text, _) in zip(calls, results)]
     return {"messages": [*state["messages"], *turns]}
 
@@ -79,10 +81,11 @@ async def _request(model: Model, req: ModelRequest) -> ModelResponse:
         return resp
 
 
-async def _call_tool(box: ToolBox, call: ToolCall) -> tuple[str, bool]:
+async def _call_tool(box: ToolBox, call: ToolCall, limit: int | None) -> tuple[str, bool]:
     tool = box.tools.get(call.name)
     with current_attempt().tool(call, tool.spec.description if tool else "") as span:  # `execute_tool <name>`
         text, ok = await box.call(call)
+        text = clip_result(text, limit)  # before the next request, the trace and datasets all carry it
         span.result(text, ok)
         return text, ok
 
@@ -126,9 +129,16 @@ def loop_graph() -> Any:
 
 
 async def run_loop(
-    model: Model, request: ModelRequest, *, tools: ToolBox | None = None, max_steps: int = 8
+    model: Model,
+    request: ModelRequest,
+    *,
+    tools: ToolBox | None = None,
+    max_steps: int = 8,
+    max_tool_result_chars: int | None = None,
 ) -> LoopResult:
-    """Run the loop from `request.messages`; model errors propagate (the cascade records and escalates).
+    """Run the loop from `request.messages`; model errors propagate (the cascade records and escalates), except
+    after a paid turn: then the loop ends with the error (`exception`: a ModelError, or the budget's BudgetExceeded)
+    and keeps the turns. A tool result longer than `max_tool_result_chars` is cut (None: never).
 
     A task without tools has a one-turn loop, so it skips the graph machinery (≈1 ms a call) and asks directly.
     """
@@ -139,6 +149,7 @@ async def run_loop(
         "tools": tools if tools else None,
         "request": request,
         "max_steps": max_steps,
+        "max_tool_result_chars": max_tool_result_chars,
         "messages": list(request.messages),
         "responses": [],
         "error": None,

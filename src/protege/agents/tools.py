@@ -1,7 +1,10 @@
 """Task tools: Python callables described by JSON schema from their signatures, run with timeouts.
 
-A tool's failure (exception, timeout, bad arguments) is contained: it becomes the tool's result text, so the
-model can recover, and the attempt's transcript shows what happened.
+A tool's failure — any exception it raises (SystemExit and KeyboardInterrupt included), a timeout, arguments that
+are not valid JSON or do not fit its signature — is contained: it becomes the tool's result text, so the model can
+recover, and the attempt's transcript shows what happened. A sync tool runs on a thread of its own; an async tool
+runs on the event loop and must not block it (no time.sleep, no sync HTTP): a result it returns past its timeout
+is dropped and reported as an error.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ import contextvars
 import inspect
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError, create_model
+from pydantic import ValidationError, create_model
+from pydantic_core import to_jsonable_python
 
-from protege.agents.models.base import ToolCall, ToolSpec
+from protege.agents.models.base import FINAL_TOOL, ToolCall, ToolSpec
 from protege.errors import UserError
+
+RESERVED = frozenset({FINAL_TOOL})
+"""Tool names protege offers models itself: a task tool of that name would be taken for the final answer."""
 
 
 class Tool:
@@ -28,6 +35,11 @@ class Tool:
         self.name = getattr(fn, "__name__", "")
         if not self.name.isidentifier():
             raise UserError(f"tool {fn!r} needs a Python-identifier __name__ to be offered to a model")
+        if self.name in RESERVED:
+            raise UserError(
+                f"tool {self.name!r}: the name is reserved for the tool models give their final answer with, so "
+                f"their calls of yours would be taken for the answer; rename the function (e.g. submit_draft)"
+            )
         self.is_async = inspect.iscoroutinefunction(fn)
         self.args_model = _args_model(fn, self.name)
         self.spec = ToolSpec(
@@ -37,13 +49,75 @@ class Tool:
         )
 
     async def __call__(self, arguments: dict[str, Any], timeout: float) -> str:
-        args = self.args_model.model_validate(arguments)
-        kwargs = {k: getattr(args, k) for k in type(args).model_fields}
+        kwargs = self.kwargs(arguments)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         if self.is_async:
-            result = await asyncio.wait_for(self.fn(**kwargs), timeout)
+            result = await asyncio.wait_for(_contained(self.fn(**kwargs)), timeout)
         else:  # a timed-out thread keeps running, but the caller and the model move on
             result = await asyncio.wait_for(_in_daemon_thread(self.name, self.fn, kwargs), timeout)
+        on_loop = self.is_async
+        if inspect.isawaitable(result):  # an async def behind a sync decorator: awaited within the time left
+            on_loop = True
+            result = await _await_in_time(result, start + timeout - loop.time())
+        elapsed = loop.time() - start
+        if on_loop and elapsed > timeout:  # it kept the loop from firing the timeout: it blocked the loop
+            raise _Late(
+                f"tool {self.name!r} returned after {elapsed:.1f}s, past its {timeout:g}s timeout, having blocked the "
+                f"event loop; its result was dropped. An async tool must not block: await its I/O, or make it a "
+                f"plain def (it then runs on a thread)"
+            )
         return _to_text(result)
+
+    def kwargs(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The call's keyword arguments, validated; an unknown name is refused, not dropped (a typo'd flag)."""
+        fields = self.args_model.model_fields
+        unknown = sorted(set(arguments) - set(fields))
+        if unknown:
+            raise _BadArguments(
+                f"{', '.join(map(repr, unknown))} is not a parameter of {self.name!r} (its parameters: "
+                f"{', '.join(fields) or 'none'})"
+            )
+        args = self.args_model.model_validate(arguments)
+        return {k: getattr(args, k) for k in fields}
+
+
+class _Raised(Exception):
+    """What a tool's own code raised, carried as an ordinary exception: a SystemExit or KeyboardInterrupt raised as
+    is would stop the event loop, a CancelledError would read as the call being cancelled, and a TimeoutError or
+    ValidationError as protege's own timeout or argument check."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(_describe(error))
+        self.error = error
+
+
+class _BadArguments(Exception):
+    """Arguments that do not fit the tool's signature (beside what pydantic's validation finds)."""
+
+
+class _Late(Exception):
+    """An async tool's result that came past its timeout."""
+
+
+async def _await_in_time(awaitable: Awaitable[Any], left: float) -> Any:
+    if left <= 0:
+        getattr(awaitable, "close", lambda: None)()  # never started: no "was never awaited" warning
+        raise TimeoutError
+    return await asyncio.wait_for(_contained(awaitable), left)
+
+
+async def _contained(awaitable: Awaitable[Any]) -> Any:
+    """Await a tool's coroutine; whatever it raises comes out as _Raised, except a cancellation of the call."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the call was cancelled (its timeout, an app closing): not the tool's doing
+        raise _Raised(exc) from exc
+    except BaseException as exc:
+        raise _Raised(exc) from exc
 
 
 def _in_daemon_thread(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
@@ -67,10 +141,8 @@ def _in_daemon_thread(name: str, fn: Callable[..., Any], kwargs: dict[str, Any])
         error: BaseException | None = None
         try:
             result = context.run(fn, **kwargs)
-        except StopIteration as exc:  # a future cannot carry StopIteration (as in coroutines)
-            error = RuntimeError(f"tool raised StopIteration: {exc}")
-        except BaseException as exc:  # handed to the caller, as to_thread would
-            error = exc
+        except BaseException as exc:  # wrapped: see _Raised (a future cannot carry StopIteration either)
+            error = _Raised(exc)
         try:
             loop.call_soon_threadsafe(settle, result, error)
         except RuntimeError:  # the loop closed while the tool ran: nobody waits for it
@@ -101,22 +173,40 @@ class ToolBox:
         tool = self.tools.get(call.name)
         if tool is None:
             return f"error: no tool named {call.name!r}; available: {sorted(self.tools)}", False
+        if call.arguments_error is not None:  # the model's arguments could not be read: say so, it can retry
+            return f"error: {call.arguments_error}", False
         try:
             return await tool(call.arguments, self.timeout), True
-        except ValidationError as exc:
+        except ValidationError as exc:  # the arguments' (the tool's own errors come as _Raised)
             return f"error: bad arguments for {call.name!r}: {exc.errors(include_url=False)}", False
-        except TimeoutError:
+        except _BadArguments as exc:
+            return f"error: bad arguments: {exc}", False
+        except TimeoutError:  # wait_for's (a tool's own TimeoutError comes as _Raised)
             return f"error: tool {call.name!r} timed out after {self.timeout:g}s", False
-        except Exception as exc:  # a tool's bug must not take the call down
-            return f"error: tool {call.name!r} raised {type(exc).__name__}: {exc}", False
+        except _Raised as exc:
+            return f"error: tool {call.name!r} raised {exc}", False
+        except _Late as exc:
+            return f"error: {exc}", False
+        except Exception as exc:  # calling it at all failed (its signature changed under us): not the call's end
+            return f"error: tool {call.name!r} failed: {_describe(exc)}", False
+
+
+def clip_result(text: str, limit: int | None) -> str:
+    """A tool's result cut to `limit` characters (Policy.max_tool_result_chars), saying how much was left out."""
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[truncated {len(text) - limit} chars]"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _args_model(fn: Callable[..., Any], name: str) -> Any:
     fields: dict[str, Any] = {}
     hints = _type_hints(fn)
     for p in inspect.signature(fn).parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise UserError(f"tool {name!r}: *args/**kwargs cannot be described to a model; name each parameter")
+        _check_parameter(p, name)
         annotation = hints.get(p.name, Any)
         fields[p.name] = (annotation, ... if p.default is p.empty else p.default)
     try:
@@ -125,6 +215,21 @@ def _args_model(fn: Callable[..., Any], name: str) -> Any:
     except Exception as exc:
         raise UserError(f"tool {name!r}: parameter types must be pydantic-compatible: {exc}") from exc
     return model
+
+
+def _check_parameter(p: inspect.Parameter, name: str) -> None:
+    """Refuse a parameter no model could ever pass: models pass arguments by name, from the schema."""
+    if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+        raise UserError(f"tool {name!r}: *args/**kwargs cannot be described to a model; name each parameter")
+    if p.kind is p.POSITIONAL_ONLY:
+        raise UserError(
+            f"tool {name!r}: parameter {p.name!r} is positional-only, but models pass arguments by name; drop the '/'"
+        )
+    if p.name.startswith("_") and p.default is p.empty:  # pydantic leaves it out of the schema: never passed
+        raise UserError(
+            f"tool {name!r}: parameter {p.name!r} starts with '_', so it is hidden from models and never passed; "
+            f"rename it, or give it a default"
+        )
 
 
 def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -137,9 +242,16 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _to_text(result: Any) -> str:
+    """A tool's result as the text the model reads: JSON where it can be (datetimes, models, dataclasses), with any
+    other object as its str() in place, not the whole container's repr."""
     if isinstance(result, str):
         return result
-    try:
-        return json.dumps(TypeAdapter(type(result)).dump_python(result, mode="json"), ensure_ascii=False)
-    except Exception:
-        return str(result)
+    for bytes_mode in ("utf8", "base64"):  # bytes as text where they are UTF-8, else as base64
+        try:
+            data = to_jsonable_python(result, fallback=str, bytes_mode=bytes_mode)
+        except UnicodeDecodeError:
+            continue
+        except (TypeError, ValueError):  # a circular structure
+            break
+        return json.dumps(data, ensure_ascii=False)
+    return str(result)

@@ -4,6 +4,7 @@ same async SDK clients (which are bound to the loop they were first used on).
 A caller's call (`call`, `acall`) runs as a task on that loop and is counted in `calls`, so closing can wait for it
 (`drain`) and, past the wait, stop it (`stop_calls`) with an error the caller sees — never leave its future pending
 under a stopped loop. The app's own work on the loop (draining, stopping) goes through `run`, which is not counted.
+The loop outlives code on it that raises SystemExit or KeyboardInterrupt, or stops it (`_serve`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Portal:
         self._lock = threading.Lock()
         self.calls: set[asyncio.Task] = set()  # callers' calls running on the loop now
         self._stopped: str | None = None  # set by stop_calls: why calls are refused (read on the loop thread only)
+        self._closing = threading.Event()  # set by close() as it stops the loop: the one stop that ends its thread
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -46,11 +48,12 @@ class Portal:
     def _start(self) -> None:
         loop = asyncio.new_event_loop()
         ready = threading.Event()
+        closing = self._closing = threading.Event()
 
         def run() -> None:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
-            loop.run_forever()
+            _serve(loop, closing)
 
         self._thread = threading.Thread(target=run, name="protege-portal", daemon=True)
         self._thread.start()
@@ -107,6 +110,11 @@ class Portal:
             if self._stopped is None:
                 raise  # the caller cancelled it: theirs to see as such
             raise RunError(self._stopped) from None
+        except (SystemExit, KeyboardInterrupt) as exc:  # from a task's model or tool: the call's end, not the app's
+            raise RunError(
+                f"the call ended with {type(exc).__name__}({exc}), raised by code it ran (a task's model or tool); "
+                f"other calls go on — catch it in that code to answer instead"
+            ) from exc
         finally:
             self.calls.discard(me)
 
@@ -158,6 +166,7 @@ class Portal:
                 self.run(self._wind_down(), timeout_s=4 * STOP_WAIT_S)
             except concurrent.futures.TimeoutError:
                 log.warning("protege: the portal loop did not stop in time (something blocks it); closing anyway")
+        self._closing.set()
         loop.call_soon_threadsafe(loop.stop)
         if not self._on_portal():
             thread.join(timeout=STOP_WAIT_S)
@@ -165,3 +174,23 @@ class Portal:
             loop.close()
         self._loop = self._thread = None
         self.calls, self._stopped = set(), None
+
+
+def _serve(loop: asyncio.AbstractEventLoop, closing: threading.Event) -> None:
+    """Run the portal loop until close() stops it. Code on it that raises SystemExit or KeyboardInterrupt (a tool's
+    sys.exit, a model's) ends run_forever mid-step, and so does a loop.stop() of its own; the loop goes on, so the
+    task that raised ends with it, its caller gets a RunError (Portal._counted), and the calls beside it finish.
+    Ended instead, the thread died silently and every caller's future stayed pending forever."""
+    seen: BaseException | None = None
+    while True:
+        try:
+            loop.run_forever()
+        except BaseException as exc:
+            if exc is not seen:  # it rises once for each task that awaits it: said once
+                log.error("protege: %r was raised on the portal loop by code a call ran; the loop goes on", exc)
+            seen = exc
+        else:
+            if not closing.is_set():
+                log.warning("protege: code a call ran stopped the portal loop (loop.stop()); the loop goes on")
+        if closing.is_set() or loop.is_closed():  # close() stopped it (also where an exception cut its stop short)
+            return

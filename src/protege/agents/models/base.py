@@ -26,6 +26,9 @@ class ToolCall(BaseModel):
     id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    arguments_error: str | None = None
+    """Why the model's arguments could not be read (not JSON, not an object), where they could not: `arguments` is
+    then empty, and the call is answered with this error instead of being run, so the model can send it again."""
 
 
 class Message(BaseModel):

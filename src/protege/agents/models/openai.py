@@ -141,14 +141,19 @@ def chat_message(m: Message) -> dict[str, Any]:
 
 
 def _tool_call(call: Any) -> ToolCall:
+    """A tool call; arguments that are not a JSON object (a model's slip) reach the tool box as the call's error,
+    which answers it so the model can retry — the rest of the answer, and what it was billed, stay usable."""
     if call.type != "function":
         raise ValueError(f"unsupported tool call type {call.type!r}")
+    text = call.function.arguments or "{}"
     try:
-        arguments = json.loads(call.function.arguments or "{}")
+        arguments = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"tool {call.function.name!r} got arguments that are not JSON: {exc}") from None
+        error = f"arguments are not valid JSON: {exc}; they were {text[:200]!r}"
+        return ToolCall(id=call.id, name=call.function.name, arguments_error=error)
     if not isinstance(arguments, dict):
-        raise ValueError(f"tool {call.function.name!r} got arguments {arguments!r}, not an object")
+        error = f"arguments are not a JSON object: {text[:200]!r}; send an object of the tool's parameters"
+        return ToolCall(id=call.id, name=call.function.name, arguments_error=error)
     return ToolCall(id=call.id, name=call.function.name, arguments=arguments)
 
 
