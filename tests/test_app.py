@@ -461,3 +461,20 @@ def test_aliased_fields_are_stored_and_sent_as_the_schema_names_them(tmp_path):
         assert profile.spec.parse_output(trace.output).user_name == "user5"  # a stored answer validates again
     finally:
         app.close()
+
+
+def test_a_task_whose_tools_are_refused_is_not_registered(app):
+    """The task reached the store before its tools were checked: `protege tasks` listed a task that could
+    never run."""
+
+    def final_answer(answer: str) -> str:
+        """Clashes with the internal final-answer tool."""
+        return answer
+
+    with pytest.raises(UserError, match="reserved"):
+
+        @app.task(tools=[final_answer])
+        def clash(text: str) -> Triage:
+            """Triage the text."""
+
+    assert app.store.task("clash") is None and "clash" not in app.tasks

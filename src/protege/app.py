@@ -173,6 +173,7 @@ class Protege:
 
         def register(f: Callable[..., Any]) -> TaskHandle:
             spec = TaskSpec(f, name=name, check=check, score=score, tools=tools, policy=policy)
+            toolbox = ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s)  # a refused tool registers nothing
             before = self.store.task(spec.name)
             row = self.store.register_task(
                 name=spec.name,
@@ -187,7 +188,6 @@ class Protege:
 
                 retire_stale(self.store, self.skills, spec.name, before.version, row.version)
                 self.tiers.invalidate(spec.name)
-            toolbox = ToolBox(spec.tools, timeout=spec.policy.tool_timeout_s)
             runtime = TaskRuntime(spec=spec, version=row.version, tools=toolbox)
             handle = TaskHandle(self, runtime)
             self.tasks[spec.name] = handle
