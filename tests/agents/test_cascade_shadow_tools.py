@@ -111,3 +111,34 @@ async def test_recorded_calls_match_with_defaults_filled_in_and_repeat_in_order(
     assert [text for text, _ in got] == ["r0", "r1", "r1"] and tools.errors() == []
     text, ok = await tools.call(ToolCall(id="y", name="charge", arguments={"amount": 5, "currency": "USD"}))
     assert not ok and "not run" in text and tools.errors()
+
+
+def test_skill_evidence_answers_tool_calls_from_the_teachers_transcript(tmp_path):
+    """Under skill_approval="evidence" the draft is replayed on inputs the teacher solved: those replays ran the
+    real tools again, charging the card a second time for each input."""
+    charges: list[int] = []
+
+    def charge(amount: int, currency: str = "EUR") -> str:
+        """Charge the customer's card."""
+        charges.append(amount)
+        return f"receipt-{len(charges)}"
+
+    amounts = {"A1": 5, "B2": 7, "C3": 9}
+    teacher = FunctionModel(charger(amounts), name="function:t", price_as="anthropic:claude-opus-4-5")
+    replay = FunctionModel(charger(amounts), name="function:r", price_as="anthropic:claude-haiku-4-5")
+    app = Protege(db=f"sqlite:///{tmp_path}/e.db", project_dir=tmp_path / ".p", teacher=teacher, replay=replay)
+    try:
+        policy = Policy(skill_approval="evidence", evidence_k=2, shadow_rate=0.0, program=False)
+
+        @app.task(tools=[charge], policy=policy)
+        def pay(order: str) -> Receipt:
+            """Charge the order once with the charge tool and return the receipt."""
+
+        for order in amounts:
+            app.run("pay", {"order": order})
+            app.wait()
+        evidence = app.store.traces("pay", tier="evidence")
+        assert evidence and all(t.valid for t in evidence)
+        assert charges == [5, 7, 9]  # the teacher's own calls only
+    finally:
+        app.close()

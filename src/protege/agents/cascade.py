@@ -351,9 +351,14 @@ class Cascade:
         *,
         skill: tuple[str, int | None] | None = None,
         record_as: str,
+        recorded: list[Any] | None = None,
     ) -> tuple[Attempt, BaseModel | None]:
-        """One attempt outside any call (skill evidence and the like), recorded as a trace of tier `record_as`."""
+        """One attempt outside any call (skill evidence and the like), recorded as a trace of tier `record_as`.
+        `recorded`: a transcript of the same input whose tool results answer this attempt's tool calls, so a check
+        never repeats a side effect (shadow_tools.py)."""
         data = inp.model_dump(mode="json", by_alias=True)
+        if recorded is not None and task.tools:
+            task = replace(task, tools=RecordedTools(task.tools, recorded))
         state: CascadeState = {
             "task": task,
             "input": inp,

@@ -238,7 +238,7 @@ class Lifecycle:
         for t in solved:
             inp = spec.input_model.model_validate(t.input)
             attempt, output = await self.app.cascade.trial(
-                task, inp, "replay", skill=(draft.text, draft.version), record_as="evidence"
+                task, inp, "replay", skill=(draft.text, draft.version), record_as="evidence", recorded=t.messages
             )
             expected = spec.parse_output(t.output)
             pairs.append((expected, output if attempt.valid else None))
