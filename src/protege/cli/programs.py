@@ -56,8 +56,9 @@ def programs(ctx: typer.Context, task: TaskArg, induce: InduceOpt = False, as_js
 def _induce(store: Any, task: str, row: Any) -> Any:
     """Induce the task's field programs now, from its stored traces (stored when any field gets one)."""
     from protege.programs.service import induce_stored
+    from protege.skills.program_check import output_fields
 
-    fields = list((row.output_schema or {}).get("properties", {}))
+    fields = output_fields(row.output_schema)
     promote_at = float((row.policy or {}).get("promote_at", 0.95))
     return induce_stored(store, task, fields, promote_at=promote_at, instructions=row.instructions)
 

@@ -47,7 +47,10 @@ def run(
     result = protege_app.run(handle, data, tier=tier, escalate=not no_escalate)
     if as_json:
         return emit_json(
-            {**result.model_dump(mode="json", exclude={"output"}), "output": result.output.model_dump(mode="json", by_alias=True)}
+            {
+                **result.model_dump(mode="json", exclude={"output"}),
+                "output": result.output.model_dump(mode="json", by_alias=True),
+            }
         )
     from rich.json import JSON
 

@@ -143,7 +143,12 @@ def verify(
 
 
 def output_fields(output_schema: dict[str, Any]) -> list[str]:
-    return list((output_schema or {}).get("properties") or {})
+    """The output's top-level field names; a recursive model's schema is a `$ref` into its `$defs`, resolved."""
+    schema = output_schema or {}
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        schema = (schema.get("$defs") or {}).get(ref.removeprefix("#/$defs/")) or {}
+    return list(schema.get("properties") or {})
 
 
 def _case(example: Example, actual: Any, error: str | None, fields: list[str]) -> FailingCase:

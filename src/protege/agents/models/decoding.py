@@ -6,11 +6,12 @@ a shared enum prefix, a field whose value is given), which the decoder writes wi
 Compact means no whitespace between tokens, which is how `chat_format.render_answer` writes answers, so forced
 text is exactly what the student was trained on.
 
-Supported (`schema_nodes.py`): objects with properties (emitted in schema order, all of them), arrays
-(min/maxItems, uniqueItems), fixed-length tuples (prefixItems), strings (min/maxLength, pattern, format
-date/date-time/time/email/uuid), integers/numbers (sign checked against minimum; a small integer range exactly),
-booleans, null, enum/const of any JSON value, anyOf/oneOf/type lists, $ref into $defs (a recursive one to 32
-levels); anything else (free-form dicts, `{}`) is any JSON value.
+Supported (`schema_nodes.py`): objects with properties (emitted in schema order, all of them), dicts (values of
+additionalProperties, keys of propertyNames), arrays (min/maxItems, uniqueItems), fixed-length tuples
+(prefixItems), strings (min/maxLength, pattern, format date/date-time/time/email/uuid), integers/numbers (minimum
+as a sign: >= 0 and > 0 exactly; a small integer range exactly), booleans, null, enum/const of any JSON value,
+anyOf/oneOf/type lists (every option: each one the text so far allows is read side by side), $ref into $defs (a
+recursive one to 32 schema levels); anything else (`{}`) is any JSON value.
 Keywords it does not enforce are logged once per schema and left to validation (`Grammar.notes`).
 
 What the traces taught about answers (`answer_profile.py`) tightens the schema: learned list and string bounds
@@ -44,6 +45,8 @@ ESCAPES = frozenset('"\\/bfnrtu')
 ESCAPED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 CONTROL = [chr(i) for i in range(0x20)]  # what `\\u` may write (see `_escapable`)
 NUMBER_END = frozenset({"zero", "int", "frac", "exp"})
+FREE_OBJECT = Node("freeobj")  # `{` of any JSON value
+FREE_KEY = Node("string")
 log = logging.getLogger("protege.decoding")
 _LOGGED: set[tuple[str, ...]] = set()
 
@@ -74,7 +77,7 @@ class Grammar:
             log.warning("the answer grammar does not enforce %s; validation checks them", ", ".join(self.notes))
 
     def start(self) -> State:
-        return State((("value", self.root),), "")
+        return State(((("value", self.root),),), "")
 
     def bound_hits(self, text: str) -> list[str]:
         """Where a complete answer reached a bound learned from the traces (or a runaway guard)."""
@@ -132,64 +135,74 @@ def _bind_copy(node: Node, indexes: _Indexes | None) -> Node:
 # ("lit", text, pos) ("value", node) ("str", node, length, escape, copy_state, pattern_states)
 # ("num", node, phase, text) ("enum", options, prefix) ("arr", node, count, phase, seen_items)
 # ("mark", start) -- above a unique array's frame while one of its items is read; start: where the item began
-# ("obj", phase) -- a free-form JSON object
+# ("obj", phase, node) -- an object without properties: any keys (or `node.keys`), values of `node.item_node`
+#
+# A union's options that can all begin with the character read are each read on a stack of their own: a State holds
+# every reading still possible and drops one when its next character is refused (`Cat | Dog` reads `{"kind":"` in
+# both; `d` ends the Cat). Readings that meet again (`int | float` after `2,`) are one.
+
+Fed = tuple | list[tuple] | None  # what one character makes of a stack: a stack, several (a union), or none
 
 
 class State:
     """Where an answer stands in the grammar (and the text so far); immutable, so a token can be tried and dropped."""
 
-    __slots__ = ("stack", "text")
+    __slots__ = ("stacks", "text")
 
-    def __init__(self, stack: tuple, text: str = ""):
-        self.stack, self.text = stack, text
+    def __init__(self, stacks: tuple[tuple, ...], text: str = ""):
+        self.stacks, self.text = stacks, text
 
     @property
     def done(self) -> bool:
-        return not self.stack
+        return () in self.stacks
 
     def feed(self, text: str) -> State | None:
-        stack, written = self.stack, self.text
+        stacks, written = self.stacks, self.text
         for char in text:
-            fed = _feed(stack, char, written)
+            fed = _feed(stacks[0], char, written) if len(stacks) == 1 else _feed_each(stacks, char, written)
             if fed is None:
                 return None
-            stack = fed
             written += char
-            if stack and stack[-1][0] == "mark" and written[stack[-1][1] :] in stack[-2][4]:
-                return None  # the item just closed repeats an earlier one of a unique list
-        return State(stack, written)
+            if isinstance(fed, tuple):  # one reading, the usual case: as cheap as before unions were read in full
+                if fed and fed[-1][0] == "mark" and _repeats(fed, written):
+                    return None
+                stacks = (fed,)
+            else:
+                stacks = _readings(fed, written)
+                if not stacks:
+                    return None
+        return State(stacks, written)
 
     @property
     def depth(self) -> int:
-        """How many objects and lists are open (an object with properties keeps its closing brace on the stack)."""
-        return sum(1 for f in self.stack if f[0] in ("arr", "obj") or (f[0] == "lit" and f[1] in ("}", "]")))
+        """How many objects and lists are open (an object with properties keeps its closing brace on the stack);
+        with several readings, the shallowest."""
+        return min(_depth(stack) for stack in self.stacks)
 
     def allowed(self) -> frozenset[str] | None:
         """The characters that may come next, or None when almost any may (inside a string)."""
-        return _allowed(self.stack)
+        if len(self.stacks) == 1:
+            return _allowed(self.stacks[0])
+        out: frozenset[str] = frozenset()
+        for stack in self.stacks:
+            chars = _allowed(stack)
+            if chars is None:
+                return None
+            out |= chars
+        return out
 
     @property
     def at_soft_bound(self) -> bool:
         """Whether the value being read has reached a bound the schema did not set (learned from the traces, or a
         runaway guard): a string at its soft maxLength, a number at its learned or `MAX_DIGITS` digits, a list at its
         learned maxItems. An answer that reaches one is flagged; decoding must not step around it."""
-        if not self.stack:
-            return False
-        top = self.stack[-1]
-        if top[0] == "str":
-            return top[1].soft_len and top[2] >= top[1].max_len
-        if top[0] == "num":
-            return top[2] == "int" and len(top[3].lstrip("-")) >= top[1].max_digits
-        if top[0] == "arr":
-            node = top[1]
-            return node.soft_items and node.max_items is not None and top[2] >= node.max_items
-        return False
+        return any(_at_soft_bound(stack) for stack in self.stacks)
 
     def forced(self) -> str:
         """The text the grammar fixes from here on (stops where a choice begins)."""
         out, state = [], self
-        while state.stack:
-            allowed = _allowed(state.stack)
+        while not state.done:
+            allowed = state.allowed()
             if allowed is None or len(allowed) != 1:
                 break
             char = next(iter(allowed))
@@ -199,6 +212,47 @@ class State:
             out.append(char)
             state = following
         return "".join(out)
+
+
+def _feed_each(stacks: tuple[tuple, ...], char: str, written: str) -> list[tuple] | None:
+    """Every reading after `char`, or None when it ends them all."""
+    out: list[tuple] = []
+    for stack in stacks:
+        fed = _feed(stack, char, written)
+        out += () if fed is None else fed if isinstance(fed, list) else (fed,)
+    return out or None
+
+
+def _readings(fed: list[tuple], written: str) -> tuple[tuple, ...]:
+    """The distinct readings that are still possible (readings that met again are one)."""
+    out: list[tuple] = []
+    for stack in fed:
+        if stack not in out and not (stack and stack[-1][0] == "mark" and _repeats(stack, written)):
+            out.append(stack)
+    return tuple(out)
+
+
+def _repeats(stack: tuple, written: str) -> bool:
+    """Whether the item just closed repeats an earlier one of its unique list."""
+    return written[stack[-1][1] :] in stack[-2][4]
+
+
+def _depth(stack: tuple) -> int:
+    return sum(1 for f in stack if f[0] in ("arr", "obj") or (f[0] == "lit" and f[1] in ("}", "]")))
+
+
+def _at_soft_bound(stack: tuple) -> bool:
+    if not stack:
+        return False
+    top = stack[-1]
+    if top[0] == "str":
+        return top[1].soft_len and top[2] >= top[1].max_len
+    if top[0] == "num":
+        return top[2] == "int" and len(top[3].lstrip("-")) >= top[1].max_digits
+    if top[0] == "arr":
+        node = top[1]
+        return node.soft_items and node.max_items is not None and top[2] >= node.max_items
+    return False
 
 
 def _push_value(rest: tuple, node: Node) -> tuple:
@@ -222,7 +276,7 @@ def _push_members(rest: tuple, node: Node) -> tuple:
     return rest + tuple(frames)
 
 
-def _feed(stack: tuple, c: str, written: str) -> tuple | None:
+def _feed(stack: tuple, c: str, written: str) -> Fed:
     if not stack:
         return None
     top, rest = stack[-1], stack[:-1]
@@ -248,16 +302,13 @@ def _feed(stack: tuple, c: str, written: str) -> tuple | None:
             return None
         return _feed(rest[:-1] + (array[:4] + (array[4] | {item},),), c, written)
     if kind == "obj":
-        return _feed_free_object(rest, top, c)
+        return _feed_free_object(rest, top, c, written)
     return None
 
 
-def _start_value(rest: tuple, node: Node, c: str, written: str) -> tuple | None:
+def _start_value(rest: tuple, node: Node, c: str, written: str) -> Fed:
     if node.kind == "union":
-        for alt in node.alts:
-            if c in first_chars(alt):
-                return _start_value(rest, alt, c, written)
-        return None
+        return _start_options(rest, node, c, written)
     if node.kind == "any":
         return _start_any(rest, c, written)
     if c not in first_chars(node):
@@ -267,7 +318,7 @@ def _start_value(rest: tuple, node: Node, c: str, written: str) -> tuple | None:
     if node.kind == "tuple":
         return _feed(_push_members(rest, node), c, written)
     if node.kind == "freeobj":
-        return rest + (("obj", "start"),)
+        return rest + (("obj", "start", node),)
     if node.kind == "array":
         return rest + (("arr", node, 0, "start", frozenset()),)
     if node.kind == "string":
@@ -277,16 +328,28 @@ def _start_value(rest: tuple, node: Node, c: str, written: str) -> tuple | None:
     return _feed(rest + (("enum", node.options, ""),), c, written)
 
 
+def _start_options(rest: tuple, node: Node, c: str, written: str) -> Fed:
+    """Every option of a union that can begin with `c`, each a reading of its own: the first that fits would
+    make the others impossible (only `Cat` of `Cat | Dog`, never 2.5 for `int | float`)."""
+    readings: list[tuple] = []
+    for alt in node.alts:
+        fed = _start_value(rest, alt, c, written) if c in first_chars(alt) else None
+        readings += () if fed is None else fed if isinstance(fed, list) else (fed,)
+    if len(readings) < 2:
+        return readings[0] if readings else None
+    return readings
+
+
 def _string_frame(node: Node) -> tuple:
     copy_state = node.copy.root if isinstance(node.copy, SubstringIndex | SpanIndex) else None
     return (("str", node, 0, "", copy_state, node.pattern.start if node.pattern else None),)
 
 
-def _start_any(rest: tuple, c: str, written: str) -> tuple | None:
+def _start_any(rest: tuple, c: str, written: str) -> Fed:
     if c == '"':
         return rest + _string_frame(Node("string"))
     if c == "{":
-        return rest + (("obj", "start"),)
+        return rest + (("obj", "start", FREE_OBJECT),)
     if c == "[":
         return rest + (("arr", Node("array", item=ANY), 0, "start", frozenset()),)
     if c in "0123456789-":
@@ -373,12 +436,20 @@ def _escapable(escape: str) -> list[str]:
     return [ch for ch in CONTROL if f"{ord(ch):04x}".startswith(digits)]
 
 
-def _feed_number(rest: tuple, top: tuple, c: str, written: str) -> tuple | None:
+def _feed_number(rest: tuple, top: tuple, c: str, written: str) -> Fed:
     _, node, phase, text = top
     nxt = _number_step(node, phase, text, c)
     if nxt is not None:
         return rest + (("num", node, nxt, text + c),)
-    return _feed(rest, c, written) if phase in NUMBER_END else None
+    return _feed(rest, c, written) if _may_end(node, phase, text) else None
+
+
+def _may_end(node: Node, phase: str, text: str) -> bool:
+    """Whether the number may end here (or take an exponent): a complete one, and not zero where the schema wants
+    it positive (a float > 0: `0.0` would be refused, and `0e5` still is zero)."""
+    if phase not in NUMBER_END:
+        return False
+    return not (node.positive and not node.integer and phase in ("zero", "frac") and not text.strip("0."))
 
 
 def _number_step(node: Node, phase: str, text: str, c: str) -> str | None:
@@ -396,11 +467,13 @@ def _number_step(node: Node, phase: str, text: str, c: str) -> str | None:
             return "int"
         if node.integer:
             return None
-        return "frac_start" if c == "." else ("exp_start" if c in "eE" else None)
+        if c == ".":
+            return "frac_start"
+        return "exp_start" if c in "eE" and _may_end(node, phase, text) else None
     if phase in ("frac_start", "frac"):
         if digit:
             return "frac"
-        return "exp_start" if phase == "frac" and c in "eE" else None
+        return "exp_start" if c in "eE" and _may_end(node, phase, text) else None
     if phase == "exp_start":
         return "exp_sign" if c in "+-" else ("exp" if digit else None)
     if phase in ("exp_sign", "exp"):
@@ -408,7 +481,7 @@ def _number_step(node: Node, phase: str, text: str, c: str) -> str | None:
     return None
 
 
-def _feed_enum(rest: tuple, top: tuple, c: str, written: str) -> tuple | None:
+def _feed_enum(rest: tuple, top: tuple, c: str, written: str) -> Fed:
     _, options, prefix = top
     grown = prefix + c
     if any(o.startswith(grown) for o in options):
@@ -417,7 +490,7 @@ def _feed_enum(rest: tuple, top: tuple, c: str, written: str) -> tuple | None:
     return _feed(rest, c, written) if prefix in options else None
 
 
-def _feed_array(rest: tuple, top: tuple, c: str, written: str) -> tuple | None:
+def _feed_array(rest: tuple, top: tuple, c: str, written: str) -> Fed:
     _, node, count, phase, seen = top
     room = node.max_items is None or count < node.max_items
     if c == "]" and count >= node.min_items and phase != "start_item":
@@ -432,16 +505,17 @@ def _feed_array(rest: tuple, top: tuple, c: str, written: str) -> tuple | None:
     return None
 
 
-def _feed_free_object(rest: tuple, top: tuple, c: str) -> tuple | None:
-    phase = top[1]
+def _feed_free_object(rest: tuple, top: tuple, c: str, written: str) -> Fed:
+    _, phase, node = top
     if phase in ("start", "after") and c == "}":
         return rest
     if phase == "start" or phase == "key":
         if c != '"':
             return None
-        return rest + (("obj", "after"), ("value", ANY), ("lit", ":", 0)) + _string_frame(Node("string"))
+        frames = rest + (("obj", "after", node), ("value", node.item_node), ("lit", ":", 0))
+        return _start_value(frames, node.keys or FREE_KEY, c, written)
     if phase == "after" and c == ",":
-        return rest + (("obj", "key"),)
+        return rest + (("obj", "key", node),)
     return None
 
 
@@ -459,7 +533,7 @@ def _allowed(stack: tuple) -> frozenset[str] | None:
     if kind == "num":
         _, node, phase, text = top
         own = frozenset(ch for ch in "0123456789-.eE+" if _number_step(node, phase, text, ch))
-        if phase in NUMBER_END:
+        if _may_end(node, phase, text):
             parent = _allowed(rest)
             return None if parent is None else own | parent
         return own

@@ -2,21 +2,25 @@
 
 A small regex compiler for the subset JSON-schema patterns use: literals and escapes, `.`, classes `[a-z_]`
 and `[^...]`, `\\d \\w \\s` and their negations (ASCII only: a subset of what validation accepts, so never a
-wrong answer), groups `( )` `(?: )`, `|`, and `* + ? {m} {m,} {m,n}`, with `^`/`$` at the ends (a pattern
+wrong answer), groups `( )` `(?: )` `(?P<name> )`, `|`, and `* + ? {m} {m,} {m,n}`, with `^`/`$` at the ends (a pattern
 without them matches anywhere, as JSON Schema says). It builds a Thompson NFA and steps sets of its states
-(memoized). Lookarounds, backreferences and word boundaries are not compiled: such a pattern
-is left to validation and named in the grammar's notes. Formats date, date-time, time, email and uuid are
-patterns here; any other format is left to validation too.
+(memoized). Lookarounds, backreferences, word boundaries and inline flags (`(?i)`) are not compiled: such a
+pattern is left to validation and named, with the reason, in the grammar's notes. Formats date, date-time, time,
+email and uuid are patterns here; any other format is left to validation too.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+# a month's days (the 29th of February of a common year is left to validation)
+_DATE = r"\d{4}-((0[1-9]|1[0-2])-(0[1-9]|1\d|2\d)|(0[13-9]|1[0-2])-30|(0[13578]|1[02])-31)"
+_TIME = r"([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?"  # 60: a leap second
 FORMATS = {
-    "date": r"^\d{4}-[01]\d-[0-3]\d$",
-    "date-time": r"^\d{4}-[01]\d-[0-3]\dT[0-2]\d:[0-5]\d:[0-6]\d(\.\d{1,9})?(Z|[+-][0-2]\d:[0-5]\d)?$",
-    "time": r"^[0-2]\d:[0-5]\d:[0-6]\d(\.\d{1,9})?(Z|[+-][0-2]\d:[0-5]\d)?$",
+    "date": f"^{_DATE}$",
+    "date-time": f"^{_DATE}T{_TIME}$",
+    "time": f"^{_TIME}$",
     "email": r"^[^@\s\"\\<>()\[\],;:]+@[^@\s\"\\<>()\[\],;:]+\.[^@\s\"\\<>()\[\],;:.]+$",
     "uuid": r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
 }
@@ -36,22 +40,17 @@ class Unsupported(ValueError):
 
 def for_schema(schema: dict[str, Any], notes: list[str]) -> Pattern | None:
     """The automaton of a string schema's `pattern` (or else its `format`); None, with a note, when it cannot be
-    compiled or there is none."""
+    compiled or there is none. (Whether `format` itself is noted is decided with the schema's other keywords.)"""
     source = schema.get("pattern")
-    if source is None and "format" in schema:
-        source = FORMATS.get(schema["format"])
-        if source is None:
-            return None  # "format" is already in the notes: validation checks it
-        if "format" in notes:
-            notes.remove("format")
-    elif source is not None and "format" in schema and "format" not in notes:
-        notes.append("format")
+    if source is None:
+        source = FORMATS.get(schema.get("format", ""))
     if source is None:
         return None
     try:
         return Pattern(source)
     except Unsupported as exc:
-        notes.append(f"pattern {source!r} ({exc})")
+        note = f"pattern {source!r} ({exc})"
+        notes += [] if note in notes else [note]
         return None
 
 
@@ -133,6 +132,25 @@ def _matches(cls: tuple, char: str) -> bool:
     negated, chars, ranges = cls
     inside = char in chars or any(lo <= char <= hi for lo, hi in ranges)
     return inside != negated
+
+
+def _group_kind(text: str) -> str:
+    """What a `(?…` group that is not `(?:` is, for the note that says why its pattern is left to validation."""
+    if text.startswith(("?=", "?!", "?<=", "?<!")):
+        return "a lookaround"
+    if text.startswith("?P="):
+        return "a backreference"
+    if text.startswith(("?P<", "?<")) and ">" in text:
+        return "a named group"
+    if re.match(r"\?[aiLmsux-]+[:)]", text):
+        return "an inline flag such as (?i)"
+    return "an unsupported group"
+
+
+def _escape_kind(char: str) -> str:
+    if char.isdigit():
+        return "a backreference"
+    return "a word boundary" if char in "bB" else f"the escape \\{char}"
 
 
 class _Parser:
@@ -256,8 +274,10 @@ class _Parser:
         self.pos += 1
         if self.text.startswith("?:", self.pos):
             self.pos += 2
+        elif _group_kind(self.text[self.pos :]) == "a named group":  # its name changes nothing it matches
+            self.pos = self.text.index(">", self.pos) + 1
         elif self.peek() == "?":
-            raise Unsupported("lookarounds and named groups")
+            raise Unsupported(_group_kind(self.text[self.pos :]))
         piece = self.alternation()
         if self.peek() != ")":
             raise Unsupported("an unclosed group")
@@ -274,7 +294,7 @@ class _Parser:
             negated, chars, ranges = CLASS_ESCAPES[char.lower()]
             return (char.isupper(), chars, ranges)
         if char.isalnum() and char not in LITERAL_ESCAPES:
-            raise Unsupported(f"the escape \\{char}")
+            raise Unsupported(_escape_kind(char))
         return (False, frozenset(LITERAL_ESCAPES.get(char, char)), ())
 
     def char_class(self) -> tuple:

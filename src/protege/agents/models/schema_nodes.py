@@ -10,8 +10,11 @@ validation checks them instead.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+from protege.agents.models.patterns import FORMATS, for_schema
 
 if TYPE_CHECKING:
     from protege.agents.models.copy_index import SpanIndex, SubstringIndex
@@ -20,6 +23,7 @@ DIGITS = frozenset("0123456789")
 DEFAULT_MAX_STRING = 400  # characters; a runaway string from an unsure model is stopped here (a soft bound)
 MAX_DIGITS = 18  # of an integer part: a runaway number is stopped here too
 ENUMERABLE_RANGE = 256  # an integer range this small is decoded as the list of its values (bounds enforced)
+MAX_DEPTH = 32  # schema levels compiled; a recursive schema is any JSON value below (noted)
 UNENFORCED = (
     "format",
     "maximum",
@@ -32,18 +36,22 @@ UNENFORCED = (
     "if",
     "contains",
     "dependentRequired",
+    "dependentSchemas",
+    "unevaluatedProperties",
 )
 
 
 @dataclass(frozen=True)
 class Node:
-    """A normalized schema: kind is one of object, freeobj, array, tuple, string, number, literal, union, any."""
+    """A normalized schema: kind is one of object, freeobj, array, tuple, string, number, literal, union, any.
+    A freeobj (no named properties) has values of `item` and keys of `keys` (None: any)."""
 
     kind: str
     props: tuple[tuple[str, Node], ...] = ()
     item: Node | None = None
     options: tuple[str, ...] = ()  # literal: JSON texts of the allowed values
     alts: tuple[Node, ...] = ()
+    keys: Node | None = None  # freeobj: what its keys may be (`propertyNames`), a string or string-literal node
     members: tuple[Node, ...] = ()  # tuple: each position's value (a fixed-length `prefixItems` list)
     integer: bool = False
     non_negative: bool = False
@@ -79,9 +87,16 @@ def compile_schema(
     enforce are appended to `notes`."""
     root = root if root is not None else schema
     notes = notes if notes is not None else []
-    if depth > 32 or not isinstance(schema, dict):
+    if not isinstance(schema, dict):
         return ANY
-    notes += [key for key in UNENFORCED if key in schema and key not in notes]
+    if depth > MAX_DEPTH:
+        _note(notes, f"the schema below {MAX_DEPTH} levels (recursion)")
+        return ANY
+    kind = schema.get("type")
+    if isinstance(kind, list):  # each type notes what it leaves to validation
+        return _union([compile_schema({**schema, "type": k}, root, depth + 1, notes) for k in kind])
+    for key in _unenforced(schema):
+        _note(notes, key)
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
         return compile_schema(root.get("$defs", {}).get(name, {}), root, depth + 1, notes)
@@ -96,9 +111,6 @@ def compile_schema(
         if len(schema["allOf"]) > 1:
             notes.append("allOf")
         return compile_schema(schema["allOf"][0], root, depth + 1, notes)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        return _union([compile_schema({**schema, "type": k}, root, depth + 1, notes) for k in kind])
     if kind == "object" or (kind is None and "properties" in schema):
         return _object(schema, root, depth, notes)
     if kind == "array" and "prefixItems" in schema:
@@ -123,13 +135,46 @@ def compile_schema(
     return ANY
 
 
+def _note(notes: list[str], note: str) -> None:
+    if note not in notes:
+        notes.append(note)
+
+
+def _unenforced(schema: dict[str, Any]) -> list[str]:
+    """The keywords of this schema node the grammar leaves to validation (decided per node: one field's enforced
+    `maximum` must not take the note from another's that is not)."""
+    keys = [key for key in UNENFORCED if key in schema]
+    if "maximum" in keys and _enumerable(schema):
+        keys.remove("maximum")
+    if "format" in keys and schema["format"] in FORMATS and "pattern" not in schema:
+        keys.remove("format")
+    return keys
+
+
 def _object(schema: dict[str, Any], root: dict[str, Any], depth: int, notes: list[str]) -> Node:
     props = schema.get("properties") or {}
+    extra = schema.get("additionalProperties")
     if not props:
-        return Node("freeobj")
-    if schema.get("additionalProperties") not in (None, False):
-        notes.append("additionalProperties")  # only the named properties are written
+        return _free_object(schema, root, depth, notes)
+    if extra not in (None, False):
+        _note(notes, "additionalProperties")  # only the named properties are written
     return Node("object", props=tuple((k, compile_schema(v, root, depth + 1, notes)) for k, v in props.items()))
+
+
+def _free_object(schema: dict[str, Any], root: dict[str, Any], depth: int, notes: list[str]) -> Node:
+    """An object without named properties (`dict[str, int]`): its values of the `additionalProperties` schema, its
+    keys of `propertyNames` where that is a string shape the grammar reads; `{}` alone where nothing is allowed."""
+    extra = schema.get("additionalProperties")
+    if extra is False and "patternProperties" not in schema:
+        return Node("literal", options=("{}",))
+    item = compile_schema(extra, root, depth + 1, notes) if isinstance(extra, dict) and extra else None
+    keys = None
+    if "propertyNames" in schema:
+        keys = compile_schema({"type": "string", **schema["propertyNames"]}, root, depth + 1, notes)
+        if not (keys.kind == "string" or keys.kind == "literal" and all(o[0] == '"' for o in keys.options)):
+            _note(notes, "propertyNames")
+            keys = None
+    return Node("freeobj", item=item, keys=keys)
 
 
 def _tuple(schema: dict[str, Any], root: dict[str, Any], depth: int, notes: list[str]) -> Node:
@@ -143,38 +188,53 @@ def _tuple(schema: dict[str, Any], root: dict[str, Any], depth: int, notes: list
 
 
 def _string(schema: dict[str, Any], notes: list[str]) -> Node:
-    from protege.agents.models.patterns import for_schema
-
-    declared = schema.get("maxLength")
-    max_len = min(declared, DEFAULT_MAX_STRING) if declared is not None else DEFAULT_MAX_STRING
+    declared, min_len = schema.get("maxLength"), schema.get("minLength", 0)
+    guard = max(DEFAULT_MAX_STRING, 2 * min_len)  # the runaway guard leaves room above a long minLength
+    max_len = min(declared, guard) if declared is not None else guard
     pattern = for_schema(schema, notes)
     return Node(
         "string",
-        min_len=schema.get("minLength", 0),
+        min_len=min_len,
         max_len=max_len,
-        soft_len=declared is None or declared > DEFAULT_MAX_STRING,
+        soft_len=declared is None or declared > guard,
         pattern=pattern,
     )
 
 
+def _enumerable(schema: dict[str, Any]) -> bool:
+    """An integer range small enough to decode as the list of its values."""
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if schema.get("type") != "integer" or low is None or high is None:
+        return False
+    return 0 <= math.floor(high) - math.ceil(low) <= ENUMERABLE_RANGE
+
+
 def _number(schema: dict[str, Any], integer: bool, notes: list[str]) -> Node:
-    low = schema.get("minimum")
-    high = schema.get("maximum")
-    if integer and low is not None and high is not None and 0 <= high - low <= ENUMERABLE_RANGE:
-        values = range(int(low), int(high) + 1)
-        if "maximum" in notes and "exclusiveMaximum" not in schema:
-            notes.remove("maximum")  # enforced here, as the list of values
+    """A number whose floor is enforced as a sign: >= 0, > 0 (and >= 1 for an integer) exactly; any other floor
+    narrows to the sign it implies and is noted."""
+    low, high, exclusive = schema.get("minimum"), schema.get("maximum"), schema.get("exclusiveMinimum")
+    if integer and _enumerable(schema):
+        values = range(math.ceil(schema["minimum"]), math.floor(schema["maximum"]) + 1)
         return Node("literal", options=tuple(str(v) for v in values))
-    exclusive = schema.get("exclusiveMinimum")
-    if low is not None and low not in (0, 1) or exclusive not in (None, 0):
-        notes.append("minimum")  # the grammar enforces a sign, not an arbitrary floor
+    strict = low is None and exclusive is not None  # a floor the value must exceed
     floor = low if low is not None else exclusive
+    if integer and floor is not None:  # an integer floor is inclusive: > 0 is >= 1
+        floor, strict = (math.floor(floor) + 1 if strict else math.ceil(floor)), False
+    exact = floor is None or floor == 0 or (integer and floor == 1)
+    if not exact or low is not None and exclusive is not None:
+        _note(notes, "minimum")
     return Node(
         "number",
         integer=integer,
         non_negative=floor is not None and floor >= 0,
-        positive=floor is not None and (floor > 0 or exclusive is not None and floor >= 0),
+        positive=floor is not None and (floor > 0 or strict and floor == 0),
+        max_digits=max([MAX_DIGITS, *(_digits(b) for b in (low, high, exclusive) if b is not None)]),
     )
+
+
+def _digits(bound: float) -> int:
+    """The integer digits of a bound: a floor of 10**20 needs 21 (the runaway guard must not rule it out)."""
+    return len(str(abs(int(bound))))
 
 
 def compact(value: Any) -> str:
@@ -182,8 +242,7 @@ def compact(value: Any) -> str:
 
 
 def _union(alts: list[Node]) -> Node:
-    if sum(a.kind in ("array", "tuple") for a in alts) > 1:  # the first that opens `[` would take every list
-        alts = [Node("array", item=ANY) if a.kind == "tuple" else a for a in alts]
+    """The options of anyOf/oneOf, literals merged into one; the decoder reads every option still possible."""
     literals = [a for a in alts if a.kind == "literal"]
     others = [a for a in alts if a.kind != "literal"]
     if literals:
@@ -309,6 +368,8 @@ def bound_hits(node: Node, value: Any, path: str = "") -> list[str]:
 def _fits(node: Node, value: Any) -> bool:
     if node.kind == "literal":
         return compact(value) in node.options
+    if node.kind == "object":  # the grammar writes every property
+        return isinstance(value, dict) and set(value) == {key for key, _ in node.props}
     kinds = {"object": dict, "freeobj": dict, "array": list, "tuple": list, "string": str}
     if node.kind in kinds:
         return isinstance(value, kinds[node.kind])
