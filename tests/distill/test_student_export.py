@@ -169,6 +169,20 @@ def test_the_exported_grammar_writes_a_tuple_position_by_position():
     assert llama_cpp.LlamaGrammar.from_string(text, verbose=False) is not None
 
 
+def test_the_exported_grammar_writes_integers_as_wide_as_the_schema_bounds():
+    """A bound wider than the runaway guard's 18 digits widens the decoder's numbers; the GBNF kept 18, so a
+    server constrained by it could not write an answer the student and the schema allow."""
+    from pydantic import BaseModel, Field
+
+    from protege.distill.gbnf import schema_to_gbnf
+
+    class Big(BaseModel):
+        n: int = Field(ge=0, le=10**24)
+
+    text = schema_to_gbnf(Big.model_json_schema())
+    assert "[0-9]{0,24}" in text and "[0-9]{0,17}" not in text
+
+
 def test_a_q4_k_m_export_prints_one_summary_line_not_llama_cpps_log(served, tmp_path):
     """llama.cpp's loader and quantizer printed ~400 lines (metadata dump, a line per tensor): its log is read for
     one line saying how many tensors fell back to another type, which the serving manifest keeps too."""

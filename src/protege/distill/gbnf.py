@@ -2,9 +2,10 @@
 
 It is written from the same schema nodes the torch engine decodes under (`decoding.compile_schema`), so a server
 that samples under it accepts exactly the compact JSON the student was trained to write: properties in schema
-order, all of them, no whitespace, strings of at most `DEFAULT_MAX_STRING` characters, integers of at most
-`MAX_DIGITS` digits. (The torch engine additionally restricts copied fields to substrings of the input; that
-constraint depends on each call's input, so it cannot live in a static grammar.)
+order, all of them, no whitespace, strings of at most `DEFAULT_MAX_STRING` characters, integers of at most the
+node's digits (the runaway guard's `MAX_DIGITS`, or as many as the schema's bounds need). (The torch engine
+additionally restricts copied fields to substrings of the input; that constraint depends on each call's input,
+so it cannot live in a static grammar.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from protege.agents.models.schema_nodes import MAX_DIGITS, Node, compile_schema
+from protege.agents.models.schema_nodes import Node, compile_schema
 
 _CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 _SHARED = {
@@ -99,8 +100,9 @@ class _Writer:
 
 
 def _number(node: Node) -> str:
-    """Integers with at most MAX_DIGITS digits; a sign only where the schema's minimum allows it."""
-    digits = f"[0-9]{{0,{MAX_DIGITS - 1}}}"
+    """Integers with at most the node's digits (learned from the traces, or wide enough for its bounds); a sign
+    only where the schema's minimum allows it."""
+    digits = f"[0-9]{{0,{max(node.max_digits, 1) - 1}}}"
     whole = f"[1-9] {digits}" if node.positive and node.integer else f'("0" | [1-9] {digits})'
     sign = "" if node.non_negative or node.positive else '"-"? '
     if node.integer:
