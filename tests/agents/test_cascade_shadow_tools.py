@@ -142,3 +142,24 @@ def test_skill_evidence_answers_tool_calls_from_the_teachers_transcript(tmp_path
         assert charges == [5, 7, 9]  # the teacher's own calls only
     finally:
         app.close()
+
+
+async def test_a_recorded_result_cut_once_is_not_cut_again_and_unreadable_arguments_are_said_back():
+    """A shadow is answered with a result the loop had already cut (its marker counting what was left out): cut
+    again it read `…[truncated 24 chars]`. Arguments that could not be read get the real tools' answer."""
+    from protege.agents.tools import clip_result
+
+    cut = clip_result("x" * 50_000, 20_000)
+    assert cut.endswith("…[truncated 30000 chars]") and clip_result(cut, 20_000) == cut
+    box = ToolBox([charge_tool])
+    tools = RecordedTools(box, [], purpose="evidence")
+    text, ok = await tools.call(ToolCall(id="c", name="charge", arguments={}, arguments_error="not JSON: {"))
+    assert (text, ok) == ("error: not JSON: {", False) and tools.refused == []
+    text, ok = await tools.call(ToolCall(id="d", name="charge", arguments={"amount": 3}))
+    assert not ok and "a check of a skill on an input the teacher already solved" in text
+    assert tools.errors()[0].startswith("skill check: refused tool call(s) the teacher did not make")
+
+
+def charge_tool(amount: int) -> str:
+    """Charge the customer's card."""
+    return "receipt"

@@ -221,6 +221,15 @@ async def test_an_answer_that_did_not_finish_comes_back_cut_short_with_its_usage
     assert response.usage == Usage(input_tokens=400, output_tokens=512)
 
 
+@pytest.mark.parametrize("finish", ["eos_token", "eos"])
+async def test_servers_that_end_answers_at_the_eos_token_finish_them(fake, finish):
+    """TGI before v2.3 says `eos_token` (others `eos`) where OpenAI says `stop`: a hosted student's every answer
+    would have escalated to the teacher."""
+    fake.add_reply(Reply("final", answer=ANSWER, stop_reason=finish))
+    response = await model_for(fake).request(triage_request())
+    assert not response.cut_short and json.loads(response.text) == ANSWER
+
+
 async def test_an_answer_without_usage_is_charged_an_estimate_not_nothing(fake):
     """A completion without `usage` was charged Usage() ($0, and the budget cap never saw it): its usage is now
     estimated from the request and the reply, and marked so."""

@@ -28,7 +28,7 @@ FAULTS = {
     "overloaded": ({"status": 529, "retry_after": 0}, "Overloaded", True),
     "timeout": ({"slow": 5.0}, "ModelTimeout", True),
     "malformed": ({"malformed": True}, "BadResponse", False),
-    "truncated": ({"truncated": True}, "BadResponse", False),
+    "truncated": ({"truncated": True}, "Unfinished", False),
 }
 
 

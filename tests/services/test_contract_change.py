@@ -85,3 +85,5 @@ def test_a_new_contract_takes_the_old_student_skill_and_programs_out_of_service(
     assert other_instructions(
         app.store, "extract", 2, "Extract the city and quantity. Write the city in UPPER CASE."
     ) == [1]
+    # v1's instructions re-wrapped are the same instructions: its traces stay in a later version's datasets
+    assert other_instructions(app.store, "extract", 2, "Extract the city\n  and quantity.") == []

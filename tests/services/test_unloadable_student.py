@@ -47,3 +47,24 @@ def test_a_student_whose_files_are_gone_escalates_and_says_so_once(app, caplog):
 def test_asking_for_the_student_tier_by_name_still_says_why_it_cannot(app):
     with pytest.raises(LocalModelUnavailable, match="neither a local path"):
         app.run("tag", {"text": "a"}, tier="student")
+
+
+def test_a_student_whose_engine_fails_on_first_use_is_left_out_after_one_try(app, monkeypatch, caplog):
+    """llama-cpp-python missing shows on the first call, not when the model is built: that call escalates, and
+    the calls after it skip the student (no failed attempt recorded on each) until its tiers change; asked for
+    by name, it says why."""
+    from protege.agents.cascade import StudentPick
+
+    def broken(req):
+        raise LocalModelUnavailable("engine='llama.cpp' needs llama-cpp-python: pip install 'protege[llama]'")
+
+    pick = StudentPick(FunctionModel(broken, name="local:x"), "x", None, None, "instructions")
+    monkeypatch.setattr(app.tiers, "_pick", lambda row: pick)
+    app.tiers.invalidate("tag")
+    with caplog.at_level("WARNING", logger="protege"):
+        first, second = app.run("tag", {"text": "a"}), app.run("tag", {"text": "b"})
+    assert [a.tier for a in first.attempts] == ["student", "teacher"]
+    assert [a.tier for a in second.attempts] == ["teacher"]
+    assert caplog.text.count("the student is not served in this process") == 1
+    with pytest.raises(LocalModelUnavailable, match="llama-cpp-python"):
+        app.run("tag", {"text": "c"}, tier="student")

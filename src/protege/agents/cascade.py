@@ -98,6 +98,7 @@ class TierSource(Protocol):
     def teacher(self, task: TaskRuntime) -> Model: ...
     def replay(self, task: TaskRuntime) -> Model: ...
     def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None: ...
+    def student_unavailable(self, task: TaskRuntime, exc: Exception) -> None: ...  # leave it out, say so once
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None: ...
     def prior_art(self, task: TaskRuntime) -> list[str]: ...
     def programs(self, task: TaskRuntime) -> Any: ...  # a ProgramSet (protege.programs) or None
@@ -170,6 +171,7 @@ class Cascade:
     background: set[asyncio.Task] = field(default_factory=set)
     telemetry: Telemetry = field(default_factory=Telemetry)  # OpenTelemetry spans (no-op unless configured)
     replay_warned: set[str] = field(default_factory=set)  # tasks told their replay model cannot be made
+    unscored_warned: set[tuple[str, str]] = field(default_factory=set)  # (task, tier) told shadows go unscored
 
     def __post_init__(self) -> None:
         # Routing is the entry edge: the plan (cheapest eligible tier first) is made before the graph runs, so a
@@ -358,7 +360,7 @@ class Cascade:
         never repeats a side effect (shadow_tools.py)."""
         data = inp.model_dump(mode="json", by_alias=True)
         if recorded is not None and task.tools:
-            task = replace(task, tools=RecordedTools(task.tools, recorded))
+            task = replace(task, tools=RecordedTools(task.tools, recorded, purpose="evidence"))
         state: CascadeState = {
             "task": task,
             "input": inp,
@@ -426,7 +428,9 @@ class Cascade:
             span.done(attempt)
             return attempt, output
 
-    async def _ask(self, tier: str, model: Model, req: ModelRequest, task: TaskRuntime) -> LoopResult:
+    async def _ask(
+        self, tier: str, model: Model, req: ModelRequest, task: TaskRuntime, *, forced: bool = False
+    ) -> LoopResult:
         """The tier's model loop on `req`; a model's failure is the result's error (this tier failed)."""
         spec = task.spec
         try:
@@ -442,8 +446,10 @@ class Cascade:
             usage = sum((r.usage for r in paid), Usage())
             error = f"{type(exc).__name__}: {exc}"
             return LoopResult(messages=req.messages, responses=paid, usage=usage, error=error, exception=exc)
-        except LocalModelUnavailable as exc:  # a student whose engine or files are missing: escalate, say so once
-            warn_unloadable(spec.name, exc)
+        except LocalModelUnavailable as exc:  # a student whose engine is missing: escalate (asked by name: say why)
+            if forced:
+                raise
+            self.source.student_unavailable(task, exc)
             return LoopResult(messages=req.messages, error=f"{type(exc).__name__}: {exc}", exception=exc)
         except ProtegeError:
             raise  # misuse (a missing key, a bad spec) and the budget guard: the caller's to see
@@ -485,7 +491,7 @@ class Cascade:
             fixed_output=fixed or None,
         )
         t0 = time.perf_counter()
-        result = await self._ask(tier, model, req, task)
+        result = await self._ask(tier, model, req, task, forced=state["plan"].forced)
         text = with_fixed(result.text, fixed) if fixed and not result.error else result.text
         output, errors = _judged(spec, state["input"], result, text)
         for _ in range(spec.policy.repair_turns if tier == "teacher" else 0):
@@ -588,7 +594,7 @@ class Cascade:
             return  # a shadow is optional work: the budget wins
         if not teacher.valid or teacher_output is None:
             if any(e.startswith(SHADOW_REFUSED) for e in teacher.errors):
-                _warn_unscored(out["task"].spec.name, served.tier)
+                self._warn_unscored(out["task"].spec.name, served.tier)
             return
         spec = out["task"].spec
         agreement = float(spec.score(teacher_output, output))
@@ -604,6 +610,19 @@ class Cascade:
         if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
 
+    def _warn_unscored(self, task: str, tier: str) -> None:
+        """Once per task and tier: shadows that needed a tool call the served answer did not make are not scored,
+        so that tier's quality goes unchecked by them (drift and demotion see no shadow)."""
+        if (task, tier) not in self.unscored_warned:
+            self.unscored_warned.add((task, tier))
+            log.warning(
+                "task %r: a shadow check of a %s answer needed a tool call that answer did not make; shadows never "
+                "run tools again (side effects), so it was not scored — %s answers that skip the tools go unchecked",
+                task,
+                tier,
+                tier,
+            )
+
     async def _shadow_task(self, task: TaskRuntime, served: Attempt) -> TaskRuntime:
         """The task as its shadow runs it: tools answered from the served attempt's transcript, never run again
         (shadow_tools.py: a shadow must not repeat a side effect)."""
@@ -611,33 +630,6 @@ class Cascade:
             return task
         trace = await asyncio.to_thread(self.store.trace, served.trace_id)
         return replace(task, tools=RecordedTools(task.tools, trace.messages if trace is not None else None))
-
-
-_UNLOADABLE_WARNED: set[tuple[str, str]] = set()
-
-
-def warn_unloadable(task: str, exc: Exception) -> None:
-    """Once per task and reason: the promoted student cannot be loaded here, so its calls go to the tiers above."""
-    if (task, str(exc)) not in _UNLOADABLE_WARNED:
-        _UNLOADABLE_WARNED.add((task, str(exc)))
-        log.warning("task %r: the student is not served in this process, its calls escalate: %s", task, exc)
-
-
-_UNSCORED_WARNED: set[tuple[str, str]] = set()
-
-
-def _warn_unscored(task: str, tier: str) -> None:
-    """Once per task and tier: shadows that needed a tool call the served answer did not make are not scored, so
-    that tier's quality goes unchecked by them (drift and demotion see no shadow)."""
-    if (task, tier) not in _UNSCORED_WARNED:
-        _UNSCORED_WARNED.add((task, tier))
-        log.warning(
-            "task %r: a shadow check of a %s answer needed a tool call that answer did not make; shadows never run "
-            "tools again (side effects), so it was not scored — %s answers that skip the tools go unchecked",
-            task,
-            tier,
-            tier,
-        )
 
 
 def _first_tier(state: CascadeState) -> str:
@@ -697,16 +689,16 @@ def _stop_errors(result: LoopResult, limit: int) -> list[str]:
     raw = last.raw if isinstance(last.raw, dict) else {}
     if last.stop_reason in TOKEN_LIMIT:
         return [
-            f"the answer was cut off at its token limit ({raw.get('max_tokens') or limit} tokens): a truncated "
-            f"answer is not served; raise Policy.max_tokens if answers need more"
+            f"Unfinished: the answer was cut off at its token limit ({raw.get('max_tokens') or limit} tokens): "
+            f"a truncated answer is not served; raise Policy.max_tokens if answers need more"
         ]
     if last.stop_reason == "bound":
         return [
-            f"the answer reached a bound (learned from the training traces, or a runaway guard: "
+            f"Unfinished: the answer reached a bound (learned from the training traces, or a runaway guard: "
             f"{'; '.join(raw.get('bounds', []))}): a runaway answer is not served"
         ]
     return [
-        f"the answer did not finish: the model stopped with {last.stop_reason!r} (finished answers stop with "
+        f"Unfinished: the model stopped with {last.stop_reason!r} (finished answers stop with "
         f"{', '.join(FINISHED)}): an unfinished answer is not served"
     ]
 

@@ -17,27 +17,35 @@ from protege.agents.models.base import ToolCall
 from protege.agents.tools import ToolBox
 
 SHADOW_REFUSED = "shadow check: refused tool call(s)"  # an attempt error's start: the answer is no reference
+# why the tools are not run, and whose calls are answered: a shadow of a served answer, or a skill's evidence
+# replayed on an input the teacher solved
+PURPOSES = {
+    "shadow": ("shadow check", "a background check of an answer already served", "the served answer"),
+    "evidence": ("skill check", "a check of a skill on an input the teacher already solved", "the teacher"),
+}
 REFUSED = (
-    "error: not run: this is a background check of an answer already served, and its tools are not run again "
-    "(they may have side effects); only the calls that answer made are answered, from their recorded results, "
-    "and {call} was not one of them"
+    "error: not run: this is {check}, and its tools are not run again (they may have side effects); only the calls "
+    "{whose} made are answered, from their recorded results, and {call} was not one of them"
 )
 
 
 class RecordedTools(ToolBox):
     """The task's tools as the model sees them (same names and specs), answered from a recorded transcript."""
 
-    def __init__(self, box: ToolBox, messages: list[Any] | None):
+    def __init__(self, box: ToolBox, messages: list[Any] | None, purpose: str = "shadow"):
         self.tools, self.timeout = box.tools, box.timeout  # the specs offered stay the task's own
         self.recorded = _recorded_results(self, messages or [])
         self.refused: list[str] = []
+        self.label, self.check, self.whose = PURPOSES[purpose]
 
     async def call(self, call: ToolCall) -> tuple[str, bool]:
+        if call.arguments_error is not None:  # unreadable arguments: said back, as the real tools do
+            return f"error: {call.arguments_error}", False
         results = self.recorded.get(_call_key(self, call.name, call.arguments))
         if not results:
             shown = f"{call.name}({json.dumps(call.arguments, ensure_ascii=False, default=str)})"
             self.refused.append(shown)
-            return REFUSED.format(call=shown), False
+            return REFUSED.format(check=self.check, whose=self.whose, call=shown), False
         return (results.pop(0) if len(results) > 1 else results[0]), True  # repeats of a call get its last result
 
     def errors(self) -> list[str]:
@@ -45,7 +53,7 @@ class RecordedTools(ToolBox):
         if not self.refused:
             return []
         calls = "; ".join(self.refused)[:300]
-        return [f"{SHADOW_REFUSED} the served answer did not make, not run again: {calls}"]
+        return [f"{self.label}: refused tool call(s) {self.whose} did not make, not run again: {calls}"]
 
 
 def shadow_errors(tools: ToolBox) -> list[str]:

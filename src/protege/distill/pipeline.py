@@ -17,7 +17,7 @@ from protege.distill.prune import PRUNED_KEY, STUDENTS_DIR, is_pruned, writing_s
 from protege.errors import UserError
 from protege.store import Store, StudentRow
 from protege.store.models import new_id, utcnow
-from protege.tasks import input_hash
+from protege.tasks import input_hash, same_wording
 
 if TYPE_CHECKING:
     from protege.agents.cascade import TaskRuntime
@@ -73,10 +73,11 @@ def demote(store: Store, task: str, *, reason: str = "demoted by a reviewer") ->
 
 
 def other_instructions(store: Store, task: str, version: int, instructions: str) -> list[int]:
-    """The task's contract versions before `version` whose instructions differ from `instructions`: their
-    answers may follow other instructions (a new rule for a field), so none of their traces is trained on."""
+    """The task's contract versions before `version` whose instructions differ from `instructions` (more than a
+    re-wrapping): their answers may follow other instructions (a new rule for a field), so none of their traces is
+    trained on."""
     rows = (store.task(task, v) for v in range(1, version))
-    return [row.version for row in rows if row is not None and row.instructions != instructions]
+    return [row.version for row in rows if row is not None and not same_wording(row.instructions, instructions)]
 
 
 Progress = Callable[[str, int, "int | None"], None]

@@ -7,13 +7,14 @@ within the TTL (protege.store.read_cache).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from protege.agents.budget import ALL_TASKS, BudgetedModel
-from protege.agents.cascade import StudentPick, TaskEntry, TaskRuntime, warn_unloadable
+from protege.agents.cascade import StudentPick, TaskEntry, TaskRuntime
 from protege.agents.models.base import Model, resolve_model
 from protege.agents.models.chat_format import trained_prompt
 from protege.distill.gate import stored_gate
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from protege.store import Store, StudentRow
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 MAX_CHECKED_MODELS = 64
 """Model objects remembered as checked; past this the memo starts over (only an app that swaps models often)."""
@@ -61,6 +63,7 @@ class AppTiers:
         self._checked: dict[int, Model] = {}  # Model objects found to be models, by id (held: ids stay theirs)
         self._cache: ReadCache[tuple[str, str], Any] = ReadCache()
         self._lock = threading.Lock()
+        self._unloadable: dict[str, str] = {}  # task -> why its promoted student cannot load in this process
 
     # -- cache -------------------------------------------------------------------------------------------------
 
@@ -69,6 +72,10 @@ class AppTiers:
 
     def invalidate(self, task: str | None = None) -> None:
         self._cache.invalidate(None if task is None else lambda key: key[1] != task)
+        if task is None:
+            self._unloadable.clear()
+        else:
+            self._unloadable.pop(task, None)
         programs = getattr(self.app, "programs", None)
         if programs is not None and task is not None:
             programs.invalidate(task)
@@ -133,12 +140,14 @@ class AppTiers:
 
     def student(self, task: TaskRuntime, *, forced: bool) -> StudentPick | None:
         name = task.spec.name
+        if name in self._unloadable and not forced:
+            return None
         try:
             pick = self._cached(("student", name), lambda: self._pick(self.app.store.promoted_student(name)))
         except LocalModelUnavailable as exc:  # files gone or moved: the calls go on to replay and teacher
             if forced:
                 raise
-            warn_unloadable(name, exc)
+            self.student_unavailable(task, exc)
             return None
         if pick is None and forced:
             rows = [r for r in self.app.store.students(name) if not is_pruned(r)]  # a pruned one has no weights
@@ -157,6 +166,14 @@ class AppTiers:
             (row.metrics or {}).get("field_accuracy"),
             trained_prompt(row.params),
         )
+
+    def student_unavailable(self, task: TaskRuntime, exc: Exception) -> None:
+        """The promoted student cannot load here (its files, base or engine missing): its calls skip it until
+        the task's tiers change (a promotion, a new serving host), and a warning says so once."""
+        name = task.spec.name
+        if self._unloadable.get(name) != str(exc):
+            log.warning("task %r: the student is not served in this process, its calls escalate: %s", name, exc)
+        self._unloadable[name] = str(exc)
 
     def skill(self, task: TaskRuntime, *, forced: bool) -> tuple[str, int] | None:
         name, policy = task.spec.name, task.spec.policy

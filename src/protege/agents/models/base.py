@@ -94,7 +94,8 @@ class Usage(BaseModel):
 
 # An allow-list: a provider may add stop reasons (Anthropic's refusal, pause_turn and model_context_window_exceeded
 # came later), and an answer stopped for a reason protege does not know must not pass as a finished one.
-FINISHED = ("end_turn", "tool_use", "stop_sequence", "stop", "tool_calls")
+# TGI before v2.3 ended answers with "eos_token"; some OpenAI-compatible servers say "eos"
+FINISHED = ("end_turn", "tool_use", "stop_sequence", "stop", "tool_calls", "eos_token", "eos")
 """Stop reasons of an answer that ended on its own: Anthropic's end_turn/tool_use/stop_sequence, OpenAI's
 stop/tool_calls (local models report Anthropic's names)."""
 TOKEN_LIMIT = ("max_tokens", "length")  # stopped at the request's max_tokens (Anthropic's name, OpenAI's)
