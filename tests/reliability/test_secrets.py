@@ -56,8 +56,8 @@ def test_api_keys_never_reach_store_logs_errors_or_exports(tmp_path, caplog, cap
         claude.add_final(GOOD)
         app.run("triage", {"ticket": {"subject": "first call: the teacher solves it"}})
         app.wait()
-        app.skills.add("triage", Skill(name="triage", description="Route tickets.", body="# Triage\n"))
-        app.approve_skill("triage")
+        mine = app.skills.add("triage", Skill(name="triage", description="Route tickets.", body="# Triage\n"))
+        app.approve_skill("triage", version=mine.version)  # named: the written draft is still awaiting review
 
         gpt.add_final(GOOD)  # replay serves
         assert app.run("triage", {"ticket": {"subject": "refund"}}).tier == "replay"
