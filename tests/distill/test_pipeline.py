@@ -162,7 +162,19 @@ def test_a_student_trained_by_the_launch_script_is_adopted(app, tmp_path):
         )
         == 0
     )
+    # a distill of this task killed mid-run (an auto-distill worker, say) left its folder: the next one sweeps it
+    import socket
+    import subprocess
+    import sys
+
+    from protege.distill.prune import IN_PROGRESS_FILE
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = app.settings.project_dir / "students" / "triage" / "killed-run"
+    (dead / "adapter").mkdir(parents=True)
+    (dead / IN_PROGRESS_FILE).write_text(f"{socket.gethostname()} {gone.stdout.strip()}")
     report = app.distill("triage", adapter=out)
+    assert not dead.exists()
     row = app.store.student(report.student_id)
     assert report.promoted and Path(row.adapter_path).is_relative_to(app.settings.project_dir)
     assert row.adapter_hash == dir_hash(Path(row.adapter_path))  # the copy, with the answer profile learned here

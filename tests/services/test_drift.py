@@ -51,6 +51,19 @@ def test_early_signal_fires_on_the_shifted_layout_and_not_on_more_of_the_same():
     assert shifts(ref, observed("a", (0.93, 0.99), escalated=True)) == ["escalated 100% vs 0%"]
 
 
+def test_a_student_judged_on_few_eval_answers_still_has_its_confidence_watched():
+    """A reference of 12 eval confidences (a student promoted by hand after a small eval split) left the
+    confidence test off for good: it needed 20. A large fall is still told apart; more of the same is not."""
+    rng = random.Random(2)
+    few = [rng.uniform(0.85, 0.95) for _ in range(12)]
+    ref = build_reference([make_input("a", rng) for _ in range(200)], few, coverage=None)
+    recent = [ref.observe(make_input("a", rng), rng.uniform(0.02, 0.1), False) for _ in range(20)]
+    assert shifts(ref, recent) == ["confidence (KS 1.00)"]
+    for _ in range(20):
+        same = [ref.observe(make_input("a", rng), rng.uniform(0.85, 0.95), False) for _ in range(20)]
+        assert shifts(ref, same) == []
+
+
 def make_app(tmp_path, student_fn=student, **policy) -> tuple[Protege, object, StudentRow]:
     """An app whose task has 60 teacher traces of layout a and a promoted student (a FunctionModel)."""
     from protege.distill.pipeline import promote

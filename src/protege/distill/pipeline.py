@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import BaseModel, Field
 
-from protege.distill.prune import PRUNED_KEY, STUDENTS_DIR, is_pruned, writing_student
+from protege.distill.prune import PRUNED_KEY, STUDENTS_DIR, is_pruned, sweep_unfinished, writing_student
 from protege.errors import UserError
 from protege.store import Store, StudentRow
 from protege.store.models import new_id, utcnow
@@ -172,6 +172,12 @@ def distill(
             f"task {spec.name!r}: {built.counts} — too few distinct inputs to train and evaluate; run more calls first"
         )
     base = base_dir(settings.student_base)
+    swept = sweep_unfinished(store, settings.project_dir / STUDENTS_DIR, spec.name)
+    if swept:
+        mb = sum(p.freed_bytes for p in swept) / 1e6
+        log.warning(
+            "task %r: removed %d folder(s), %.0f MB, of distills that never finished", spec.name, len(swept), mb
+        )
     student_id = new_id()
     # the folder goes if training, evaluating or recording fails or is interrupted: nothing could use its ~1 GB
     with writing_student(settings.project_dir / STUDENTS_DIR / spec.name / student_id) as folder:

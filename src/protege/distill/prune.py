@@ -59,6 +59,12 @@ def prune_students(
     return [*_old_students(store, root, task, keep, dry_run), *_unfinished(store, root, task, dry_run)]
 
 
+def sweep_unfinished(store: Store, students_dir: Path, task: str) -> list[Pruned]:
+    """Delete the folders of the task's earlier distills that never finished (their process gone: killed mid-run,
+    an auto-distill worker included), as a new distill of the task starts: each was up to ~1 GB nothing uses."""
+    return list(_unfinished(store, students_dir.resolve(), task, dry_run=False))
+
+
 def _old_students(store: Store, root: Path, task: str | None, keep: int, dry_run: bool) -> Iterator[Pruned]:
     seen: dict[str, int] = {}  # unpromoted students met so far, per task
     for row in store.students(task):  # newest first

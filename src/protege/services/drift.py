@@ -31,6 +31,9 @@ from typing import Any
 log = logging.getLogger("protege")
 WINDOW = 20  # recent calls compared with the reference: small, so a shift shows within ~10 calls
 MIN_RECENT = 20  # calls needed before a comparison says anything
+# a reference this small still tells a large move (the KS bar grows as it shrinks: 0.78 with 12 of them) — a
+# student judged on few eval answers (promoted by hand) kept its confidence test off for good
+MIN_REFERENCE = 8
 CHECK_EVERY = 2  # compare every this many calls (a KS test costs O(n log n): ~0.2 ms here)
 ALPHA = 1e-4  # each test's level per check: five tests every 2 calls rarely fire on an unchanged stream
 SHARE_FLOOR = 0.005  # a share measured as 0% at promotion is taken as this: 3 hits in 20 are a shift, 1 is not
@@ -111,7 +114,7 @@ def shifts(ref: Reference, recent: list[Observation]) -> list[str]:
         ("input length", ref.lengths, [o.length for o in recent], EITHER),
         ("unseen words", ref.unseen_words, [o.unseen_words for o in recent], RISE),
     ):
-        if len(a) >= MIN_RECENT and len(b) >= MIN_RECENT:
+        if len(a) >= MIN_REFERENCE and len(b) >= MIN_RECENT:
             d = ks_statistic(a, b, side)
             c = KS_C_ALPHA if side == EITHER else KS_C_ALPHA_ONE_SIDED
             if d > c * math.sqrt((len(a) + len(b)) / (len(a) * len(b))):
