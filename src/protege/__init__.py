@@ -15,7 +15,7 @@ from protege.errors import (
     UserError,
     ValidationFailed,
 )
-from protege.tasks import Policy
+from protege.tasks import Policy, read_only
 from protege.version import __version__
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "UserError",
     "ValidationFailed",
     "__version__",
+    "read_only",
 ]
 
 

@@ -10,7 +10,7 @@ import json
 import re
 import typing
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -207,6 +207,18 @@ class TaskSpec:
         if isinstance(data, str):
             return self.output_model.model_validate_json(data)
         return self.output_model.model_validate(data)
+
+
+READ_ONLY = "__protege_read_only__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def read_only(fn: F) -> F:
+    """Mark a task tool as free of side effects (a lookup, a search): a shadow check or skill evidence may run it
+    for a call the served answer did not make, so that answer can still be scored. Unmarked tools are never run
+    again by a check (they may charge a card twice); only their recorded results answer it."""
+    setattr(fn, READ_ONLY, True)
+    return fn
 
 
 def contract_hash(input_schema: dict, output_schema: dict, instructions: str) -> str:

@@ -163,3 +163,49 @@ async def test_a_recorded_result_cut_once_is_not_cut_again_and_unreadable_argume
 def charge_tool(amount: int) -> str:
     """Charge the customer's card."""
     return "receipt"
+
+
+def test_a_read_only_tool_is_run_for_a_check_so_an_answer_that_skipped_it_is_still_scored(tmp_path):
+    """A replay that answers without the lookup the teacher makes left every shadow unscored (its tier unchecked);
+    a tool marked @protege.read_only has no side effects to repeat, so the check runs it and is scored."""
+    from protege import read_only
+
+    looked_up: list[str] = []
+
+    @read_only
+    def lookup(order: str) -> str:
+        """The order's receipt."""
+        looked_up.append(order)
+        return f"receipt-{order}"
+
+    def teacher_fn(req: ModelRequest) -> ModelResponse:
+        results = [m for m in req.messages if m.role == "tool"]
+        if results:
+            return ModelResponse(text=json.dumps({"receipt": results[-1].content}), usage=Usage(input_tokens=9))
+        order = json.loads(req.messages[-1].content)["order"]
+        call = ToolCall(id="c1", name="lookup", arguments={"order": order})
+        return ModelResponse(tool_calls=[call], usage=Usage(input_tokens=9), stop_reason="tool_use")
+
+    def replay_fn(req: ModelRequest) -> ModelResponse:  # answers from the text alone, no lookup
+        order = json.loads(req.messages[-1].content)["order"]
+        return ModelResponse(text=json.dumps({"receipt": f"receipt-{order}"}), usage=Usage(input_tokens=9))
+
+    teacher = FunctionModel(teacher_fn, name="function:t", price_as="anthropic:claude-opus-4-5")
+    replay = FunctionModel(replay_fn, name="function:r", price_as="anthropic:claude-haiku-4-5")
+    app = Protege(db=f"sqlite:///{tmp_path}/r.db", project_dir=tmp_path / ".p", teacher=teacher, replay=replay)
+    try:
+
+        @app.task(tools=[lookup], policy=Policy(shadow_rate=1.0, program=False))
+        def receipt(order: str) -> Receipt:
+            """Look the order's receipt up."""
+
+        app.run("receipt", {"order": "A1"})
+        app.wait()
+        app.approve_skill("receipt")
+        looked_up.clear()
+        assert app.run("receipt", {"order": "B2"}).tier == "replay"
+        app.wait()
+        assert looked_up == ["B2"]  # the check ran the lookup the replay skipped
+        assert app.store.shadow_agreement("receipt", "replay")[1] == 1
+    finally:
+        app.close()

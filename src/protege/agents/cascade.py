@@ -617,7 +617,8 @@ class Cascade:
             self.unscored_warned.add((task, tier))
             log.warning(
                 "task %r: a shadow check of a %s answer needed a tool call that answer did not make; shadows never "
-                "run tools again (side effects), so it was not scored — %s answers that skip the tools go unchecked",
+                "run tools again (side effects), so it was not scored — %s answers that skip the tools go unchecked "
+                "(mark tools without side effects @protege.read_only and checks run them)",
                 task,
                 tier,
                 tier,

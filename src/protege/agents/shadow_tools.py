@@ -3,7 +3,8 @@
 A shadow re-asks the teacher, in the background, an input a cheaper tier already answered. Running the task's tools
 again would repeat their side effects (a card charged twice) for a comparison the caller never asked for. So the
 shadow's teacher is answered from the served attempt's transcript where it makes the same call (tool name and
-arguments, defaults filled in), and any other call is refused, not run. A refused call makes the shadow's answer no
+arguments, defaults filled in), and any other call is refused, not run — unless its tool is marked
+`@protege.read_only` (a lookup with no side effects), which the check runs. A refused call makes the shadow's answer no
 reference (it was written without data the served answer had or did not need): its trace is invalid, so it is
 neither scored nor trained on.
 """
@@ -42,6 +43,9 @@ class RecordedTools(ToolBox):
         if call.arguments_error is not None:  # unreadable arguments: said back, as the real tools do
             return f"error: {call.arguments_error}", False
         results = self.recorded.get(_call_key(self, call.name, call.arguments))
+        tool = self.tools.get(call.name)
+        if not results and tool is not None and tool.read_only:  # a lookup: safe to run for the check
+            return await super().call(call)
         if not results:
             shown = f"{call.name}({json.dumps(call.arguments, ensure_ascii=False, default=str)})"
             self.refused.append(shown)

@@ -23,6 +23,7 @@ from pydantic_core import to_jsonable_python
 
 from protege.agents.models.base import FINAL_TOOL, ToolCall, ToolSpec
 from protege.errors import UserError
+from protege.tasks import READ_ONLY
 
 RESERVED = frozenset({FINAL_TOOL})
 """Tool names protege offers models itself: a task tool of that name would be taken for the final answer."""
@@ -42,6 +43,7 @@ class Tool:
                 f"their calls of yours would be taken for the answer; rename the function (e.g. submit_draft)"
             )
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.read_only = bool(getattr(fn, READ_ONLY, False))
         self.args_model = _args_model(fn, self.name)
         self.spec = ToolSpec(
             name=self.name,
