@@ -18,18 +18,23 @@ class Receipt(BaseModel):
     receipt: str
 
 
-def charger(amount_of: dict[str, int]):
-    """A model that charges the order's amount once, then answers with the tool's receipt."""
+def tool_user(tool: str, arguments_of):
+    """A model that calls `tool` once with `arguments_of(order)`, then answers with the tool's result."""
 
     def fn(req: ModelRequest) -> ModelResponse:
         results = [m for m in req.messages if m.role == "tool"]
         if results:
             return ModelResponse(text=json.dumps({"receipt": results[-1].content}), usage=Usage(input_tokens=9))
         order = json.loads(req.messages[-1].content)["order"]
-        call = ToolCall(id=f"c{len(req.messages)}", name="charge", arguments={"amount": amount_of[order]})
+        call = ToolCall(id=f"c{len(req.messages)}", name=tool, arguments=arguments_of(order))
         return ModelResponse(tool_calls=[call], usage=Usage(input_tokens=9), stop_reason="tool_use")
 
     return fn
+
+
+def charger(amount_of: dict[str, int]):
+    """A model that charges the order's amount once, then answers with the tool's receipt."""
+    return tool_user("charge", lambda order: {"amount": amount_of[order]})
 
 
 def shadowed_app(tmp_path, replay_amounts: dict[str, int]) -> tuple[Protege, list[int]]:
@@ -178,13 +183,7 @@ def test_a_read_only_tool_is_run_for_a_check_so_an_answer_that_skipped_it_is_sti
         looked_up.append(order)
         return f"receipt-{order}"
 
-    def teacher_fn(req: ModelRequest) -> ModelResponse:
-        results = [m for m in req.messages if m.role == "tool"]
-        if results:
-            return ModelResponse(text=json.dumps({"receipt": results[-1].content}), usage=Usage(input_tokens=9))
-        order = json.loads(req.messages[-1].content)["order"]
-        call = ToolCall(id="c1", name="lookup", arguments={"order": order})
-        return ModelResponse(tool_calls=[call], usage=Usage(input_tokens=9), stop_reason="tool_use")
+    teacher_fn = tool_user("lookup", lambda order: {"order": order})
 
     def replay_fn(req: ModelRequest) -> ModelResponse:  # answers from the text alone, no lookup
         order = json.loads(req.messages[-1].content)["order"]

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from protege.agents.models.base import ToolCall
-from protege.agents.tools import ToolBox
+from protege.agents.tools import ToolBox, call_results
 
 SHADOW_REFUSED = "shadow check: refused tool call(s)"  # an attempt error's start: the answer is no reference
 # why the tools are not run, and whose calls are answered: a shadow of a served answer, or a skill's evidence
@@ -67,14 +67,11 @@ def shadow_errors(tools: ToolBox) -> list[str]:
 
 def _recorded_results(box: ToolBox, messages: list[Any]) -> dict[tuple[str, str], list[str]]:
     """Each call of the transcript (by name and arguments) -> the results its tool turns held, in order."""
-    turns = [m.model_dump() if hasattr(m, "model_dump") else m for m in messages]
-    calls = {c["id"]: c for m in turns for c in (m.get("tool_calls") or []) if c.get("id")}
     recorded: dict[tuple[str, str], list[str]] = {}
-    for turn in turns:
-        call = calls.get(turn.get("tool_call_id")) if turn.get("role") == "tool" else None
-        if call is not None:
+    for call, result in call_results(messages):
+        if result is not None:
             key = _call_key(box, call.get("name", ""), call.get("arguments") or {})
-            recorded.setdefault(key, []).append(turn.get("content") or "")
+            recorded.setdefault(key, []).append(result)
     return recorded
 
 

@@ -196,6 +196,16 @@ class ToolBox:
             return f"error: tool {call.name!r} failed: {_describe(exc)}", False
 
 
+def call_results(messages: Any) -> list[tuple[dict[str, Any], str | None]]:
+    """Each tool call of a transcript (a dict: id, name, arguments), in order, with the result its tool turn holds
+    (matched by call id; None where there is none)."""
+    turns = [m.model_dump() if hasattr(m, "model_dump") else m for m in messages or []]
+    turns = [t for t in turns if isinstance(t, dict)]
+    results = {t["tool_call_id"]: t.get("content") for t in turns if t.get("role") == "tool" and t.get("tool_call_id")}
+    calls = [c for t in turns for c in t.get("tool_calls") or [] if isinstance(c, dict)]
+    return [(c, results.get(c["id"]) if c.get("id") else None) for c in calls]
+
+
 _CUT = re.compile(r"…\[truncated \d+ chars\]\Z")
 
 

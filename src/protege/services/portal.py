@@ -124,7 +124,7 @@ class Portal:
         """Wait until no caller's call is running, or `timeout_s` passes; True if none is left."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while pending := [t for t in self.calls if not t.done()]:
+        while pending := self._running():
             left = deadline - loop.time()
             if left <= 0:
                 return False
@@ -134,22 +134,18 @@ class Portal:
     async def stop_calls(self, why: str) -> int:
         """Refuse new calls and stop those running: each caller gets RunError(why). Returns how many were stopped."""
         self._stopped = why
-        pending = [t for t in self.calls if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=STOP_WAIT_S)
+        pending = self._running()
+        await _cancelled(pending)
         return len(pending)
+
+    def _running(self) -> list[asyncio.Task]:
+        return [t for t in self.calls if not t.done()]
 
     async def _wind_down(self) -> None:
         """Stop what still runs, then wait for worker threads (a store write in flight) before the loop stops."""
         await self.stop_calls(self._stopped or CLOSED)
         me = asyncio.current_task()
-        rest = [t for t in asyncio.all_tasks() if t is not me]
-        for t in rest:
-            t.cancel()
-        if rest:
-            await asyncio.wait(rest, timeout=STOP_WAIT_S)
+        await _cancelled([t for t in asyncio.all_tasks() if t is not me])
         loop = asyncio.get_running_loop()
         await loop.shutdown_asyncgens()
         try:
@@ -174,6 +170,14 @@ class Portal:
             loop.close()
         self._loop = self._thread = None
         self.calls, self._stopped = set(), None
+
+
+async def _cancelled(tasks: list[asyncio.Task]) -> None:
+    """Cancel the tasks and wait (a bounded while) for them to unwind."""
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=STOP_WAIT_S)
 
 
 def _serve(loop: asyncio.AbstractEventLoop, closing: threading.Event) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from protege.agents.tools import call_results
+
 
 @dataclass(frozen=True)
 class ToolUse:
@@ -113,10 +115,7 @@ def _example_of(trace: Any) -> Example | None:
 
 def tool_uses(messages: Any) -> tuple[ToolUse, ...]:
     """The tool calls of a transcript in order, each with the result its tool turn holds (matched by call id)."""
-    turns = [m for m in map(_plain, messages or []) if isinstance(m, dict)]
-    results = {m["tool_call_id"]: m.get("content") for m in turns if m.get("role") == "tool" and m.get("tool_call_id")}
-    calls = [c for m in turns for c in m.get("tool_calls") or [] if isinstance(c, dict)]
-    return tuple(ToolUse(call=_call_text(c), result=results.get(c.get("id")) if c.get("id") else None) for c in calls)
+    return tuple(ToolUse(call=_call_text(call), result=result) for call, result in call_results(messages))
 
 
 def _call_text(call: dict[str, Any]) -> str:

@@ -85,15 +85,13 @@ class Skill(BaseModel):
 
     def header(self) -> list[tuple[str, str]]:
         """The frontmatter for people to read: the fields that are set, metadata as `key=value` pairs."""
-        fields = [
-            ("name", self.name),
-            ("description", self.description),
-            ("license", self.license),
-            ("compatibility", self.compatibility),
-            ("allowed-tools", self.allowed_tools),
-            ("metadata", ", ".join(f"{k}={v}" for k, v in self.metadata.items())),
-        ]
+        metadata = ", ".join(f"{k}={v}" for k, v in self.metadata.items())
+        fields = [("name", self.name), ("description", self.description), *self._optional(), ("metadata", metadata)]
         return [(k, v) for k, v in fields if v]
+
+    def _optional(self) -> list[tuple[str, str | None]]:
+        """The spec's optional text fields, by their SKILL.md keys."""
+        return [("license", self.license), ("compatibility", self.compatibility), ("allowed-tools", self.allowed_tools)]
 
     # -- SKILL.md ----------------------------------------------------------------------------------------------
 
@@ -175,12 +173,10 @@ class Skill(BaseModel):
 
     def _check_characters(self) -> None:
         """Refuse control characters (PostgreSQL text refuses NUL outright) and lone surrogates in any field."""
-        fields = [
+        fields: list[tuple[str, str | None]] = [
             ("description", self.description),
             ("body", self.body),
-            ("license", self.license),
-            ("compatibility", self.compatibility),
-            ("allowed-tools", self.allowed_tools),
+            *self._optional(),
         ]
         fields += [(f"metadata key {k!r}", k) for k in self.metadata]
         fields += [(f"metadata {k!r}", v) for k, v in self.metadata.items()]

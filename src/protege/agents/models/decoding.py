@@ -216,11 +216,13 @@ class State:
 
 def _feed_each(stacks: tuple[tuple, ...], char: str, written: str) -> list[tuple] | None:
     """Every reading after `char`, or None when it ends them all."""
-    out: list[tuple] = []
-    for stack in stacks:
-        fed = _feed(stack, char, written)
-        out += () if fed is None else fed if isinstance(fed, list) else (fed,)
+    out = [reading for stack in stacks for reading in _as_readings(_feed(stack, char, written))]
     return out or None
+
+
+def _as_readings(fed: Fed) -> list[tuple]:
+    """What one character made of a stack, as a list of readings (none, one, or a union's several)."""
+    return [] if fed is None else fed if isinstance(fed, list) else [fed]
 
 
 def _readings(fed: list[tuple], written: str) -> tuple[tuple, ...]:
@@ -331,10 +333,8 @@ def _start_value(rest: tuple, node: Node, c: str, written: str) -> Fed:
 def _start_options(rest: tuple, node: Node, c: str, written: str) -> Fed:
     """Every option of a union that can begin with `c`, each a reading of its own: the first that fits would
     make the others impossible (only `Cat` of `Cat | Dog`, never 2.5 for `int | float`)."""
-    readings: list[tuple] = []
-    for alt in node.alts:
-        fed = _start_value(rest, alt, c, written) if c in first_chars(alt) else None
-        readings += () if fed is None else fed if isinstance(fed, list) else (fed,)
+    alts = [alt for alt in node.alts if c in first_chars(alt)]
+    readings = [reading for alt in alts for reading in _as_readings(_start_value(rest, alt, c, written))]
     if len(readings) < 2:
         return readings[0] if readings else None
     return readings
