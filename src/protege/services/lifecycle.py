@@ -112,16 +112,20 @@ class Lifecycle:
         return self.app.tiers.skill(task, forced=False) is not None
 
     async def _skill_step(self, task: TaskRuntime, trace_id: str, rescued: str | None) -> None:
+        from protege.skills.library import pending_drafts
+
         name = task.spec.name
         versions = await asyncio.to_thread(self.app.store.skills, name)  # newest first
         approved = next((v for v in versions if v.status == "approved"), None)  # as `SkillLibrary.approved`
         if rescued is not None and approved is not None:
-            if _draft_waiting(versions, approved) or await asyncio.to_thread(self._revision_failed, name, approved):
+            # a written draft awaits review (a reviewer's edit, an earlier revision): a revision is made from the
+            # approved version, so written beside an edit it would pass over it (and each rescue wrote another)
+            if bool(pending_drafts(versions)) or await asyncio.to_thread(self._revision_failed, name, approved):
                 return
             rescue = await asyncio.to_thread(self.app.store.trace, trace_id)
             if rescue is not None:
                 await self._revise(task, approved, rescued, rescue)
-        elif approved is None and not any(_written_draft(v) for v in versions):
+        elif approved is None and not pending_drafts(versions):
             await self._write(task)
         elif approved is None:
             self._draft_seen[name] = time.monotonic()  # a reviewer's turn: don't re-query on every teacher call
@@ -351,21 +355,6 @@ class Lifecycle:
         if coverage < 1:
             why += f" on the ~{coverage:.0%} of calls its gate keeps, {coverage * upper + 1 - coverage:.3f} end to end,"
         return why + f" < Policy.demote_below {policy.demote_below:.3f}"
-
-
-def _written_draft(version: Any) -> bool:
-    """A draft skill someone wrote, awaiting review. Field programs' own drafts ("induced") do not count: before
-    any skill is written they carry only the docstring, and counting one skipped the author for good (an author
-    job cut short by a crash, resumed after induction had stored its draft, found "a draft" and ended)."""
-    return version.status == "draft" and version.kind != "induced"
-
-
-def _draft_waiting(versions: list[Any], approved: Any) -> bool:
-    """Whether a written draft newer than the approved version awaits review (or evidence): a reviewer's edit or
-    an earlier revision. A revision is made from the approved version, so written beside a pending edit it would
-    pass over the edit (and become the newest draft, the one approved by default); and each rescue wrote another
-    (42 drafts). The rescue stays a teacher trace; rescues after the review revise the version then approved."""
-    return any(_written_draft(v) and v.version > approved.version for v in versions)
 
 
 def _aware(value: Any) -> Any:

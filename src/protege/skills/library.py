@@ -306,11 +306,8 @@ class SkillLibrary:
             )
 
     def pending(self, task: str) -> list[SkillRow]:
-        """Drafts a reviewer has yet to decide on, newest first: those newer than the approved version (all of
-        them when none is approved). Field programs' drafts ("induced") are left out: they serve unreviewed."""
-        approved = self.approved(task)
-        floor = approved.version if approved is not None else 0
-        return [r for r in self.versions(task) if r.status == "draft" and r.kind != "induced" and r.version > floor]
+        """Drafts a reviewer has yet to decide on, newest first (`pending_drafts`)."""
+        return pending_drafts(self.versions(task))
 
     def base(self, row: SkillRow) -> SkillRow | None:
         """The version `row` was made from (its metadata `revises`), if it names one that exists."""
@@ -426,6 +423,15 @@ def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str
     return row
 
 
+def pending_drafts(versions: list[SkillRow]) -> list[SkillRow]:
+    """Of a task's versions (newest first), the drafts a reviewer has yet to decide on: those newer than the
+    approved version (all of them when none is approved). Field programs' drafts ("induced") are left out: they
+    serve unreviewed, and before any skill is written they carry only the docstring."""
+    approved = next((v for v in versions if v.status == "approved"), None)
+    floor = approved.version if approved is not None else 0
+    return [r for r in versions if r.status == "draft" and r.kind != "induced" and r.version > floor]
+
+
 def revises(row: SkillRow) -> int | None:
     """The version a stored version was made from (its metadata `revises`), or None when it names none."""
     try:
@@ -447,4 +453,4 @@ def _same_content(a: Skill, b: Skill) -> bool:
     return a.model_dump(exclude={"metadata"}) == b.model_dump(exclude={"metadata"})
 
 
-__all__ = ["KINDS", "SkillLibrary", "TRANSITIONS", "revises"]
+__all__ = ["KINDS", "SkillLibrary", "TRANSITIONS", "pending_drafts", "revises"]
