@@ -478,3 +478,19 @@ def test_a_task_whose_tools_are_refused_is_not_registered(app):
             """Triage the text."""
 
     assert app.store.task("clash") is None and "clash" not in app.tasks
+
+
+def test_every_app_setting_the_readme_names_is_an_argument_too(tmp_path):
+    app = Protege(project_dir=tmp_path, cache_dir=tmp_path / "models", local_cost_per_hour=0.5, drain_timeout_s=3)
+    try:
+        assert app.settings.cache_dir == (tmp_path / "models").absolute()
+        assert (app.settings.local_cost_per_hour, app.settings.drain_timeout_s) == (0.5, 3)
+    finally:
+        app.close()
+
+
+def test_rate_limited_is_public_for_a_service_to_pass_on():
+    import protege
+    from protege.errors import ModelError
+
+    assert issubclass(protege.RateLimited, ModelError)

@@ -100,19 +100,26 @@ class Protege:
         otel: str | Any | None = None,
         otel_content: bool | None = None,
         program_author: str | Model | None = None,
+        cache_dir: str | Path | None = None,
+        local_cost_per_hour: float | None = None,
+        drain_timeout_s: float | None = None,
     ):
         """`otel`: an OTLP/HTTP collector URL (or PROTEGE_OTEL_ENDPOINT) to export spans to, or a TracerProvider;
         by default spans go to the global TracerProvider, if the app configured one. `otel_content`: record
         prompts and answers on spans (redacted by each task's policy); default: the conventions' environment switch
         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, off. `program_author`: who writes programs for tasks
         with Policy(program=True) once they have program_min_traces teacher traces — "teacher", a model spec or a
-        Model; default None: off, since authoring spends teacher money (induced programs need no author)."""
+        Model; default None: off, since authoring spends teacher money (induced programs need no author).
+        `cache_dir`, `local_cost_per_hour`, `drain_timeout_s`: as their PROTEGE_* settings (README, Settings)."""
         overrides: dict[str, Any] = {
             "db": db,
             "project_dir": project_dir,
             "student_base": student_base,
             "prices": prices,
             "teacher_budget_usd_per_day": teacher_budget_usd_per_day,
+            "cache_dir": cache_dir,
+            "local_cost_per_hour": local_cost_per_hour,
+            "drain_timeout_s": drain_timeout_s,
         }
         overrides.update({k: v for k, v in (("teacher", teacher), ("replay", replay)) if isinstance(v, str)})
         self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None and not isinstance(v, dict)})
@@ -307,7 +314,7 @@ class Protege:
     ) -> Any:
         """Build a dataset from the task's validated traces, train a student, evaluate it, promote if it passes.
 
-        `config`: a `protege.distill.TrainConfig` (epochs, learning rate, method, ...; default: the measured
+        `config`: a `protege.distill.train.TrainConfig` (epochs, learning rate, method, ...; default: the measured
         default recipe). `force`: distill with fewer validated traces than `Policy.min_traces`. `progress(stage,
         done, total)`: called as each stage advances. `adapter`: evaluate and record a student trained elsewhere
         instead of training one. `auto_promote=False` keeps it a candidate whatever it scores. `eval_fraction` and

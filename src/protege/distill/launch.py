@@ -10,7 +10,7 @@ forward per backward, so the shared-prefix loss is a single-process speed-up) an
 OUT_DIR/adapter. Then make it the task's student — evaluated on the held-out split, recorded, promoted if it
 passes, exactly as if `app.distill` had trained it:
 
-    protege distill TASK --adapter OUT_DIR           # or app.distill(TASK, adapter=OUT_DIR)
+    protege distill TASK --adapter OUT_DIR           # or app.distill(TASK, adapter=OUT_DIR); --force below min_traces
 
 It also loads as `local:OUT_DIR/adapter` wherever a model spec goes.
 """
@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m protege.distill.launch", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m protege.distill.launch",
+        description="Train a student on a built dataset, as a script (the form `accelerate launch` needs).",
+    )
     ap.add_argument("dataset", help="a dataset folder (train.jsonl, eval.jsonl) from `protege dataset build`")
     ap.add_argument("out", help="where the student goes (OUT/adapter, OUT/checkpoints: a rerun resumes)")
     ap.add_argument("--base", default="smollm2-135m", help="student base: smollm2-135m, a local path or an HF id")
