@@ -487,3 +487,70 @@ def test_a_fixed_length_tuple_is_written_position_by_position():
         }
     )
     assert either.start().feed("[1,2,3]").done  # a tuple beside another list is any list: the first would win
+
+
+# -- a task with tools: the answer, or one call of a tool it has ---------------------------------------------------
+
+
+class Lookup(BaseModel):
+    sku: str
+    limit: int = Field(ge=1)
+
+
+class Plan(BaseModel):
+    tier: Literal["free", "pro"]
+    seats: int | None = None
+
+
+TOOLS = [("lookup_stock", Lookup.model_json_schema()), ("plan", Plan.model_json_schema()), ("ping", None)]
+
+
+def call(name, arguments) -> str:
+    return f"<tool_call>{compact({'name': name, 'arguments': arguments})}</tool_call>"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        compact(GOOD),
+        call("lookup_stock", {"sku": "A-1", "limit": 3}),
+        call("plan", {"tier": "pro", "seats": None}),
+        call("ping", {}),
+    ],
+)
+def test_a_tool_task_turn_is_its_answer_or_one_call_of_a_tool_it_has(text):
+    assert accepts(Grammar(SCHEMA, tools=TOOLS), text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        call("delete_everything", {}),  # not one of its tools
+        call("lookup_stock", {"sku": 7, "limit": 3}),  # arguments of another shape
+        call("plan", {"tier": "enterprise", "seats": 2}),
+        call("lookup_stock", {"sku": "A-1", "limit": 3}) + call("ping", {}),  # one call a turn
+        "I will look it up. " + call("ping", {}),
+        '{"numbers":[1],"names":[],"who":null,"changes":"two"}',
+    ],
+)
+def test_a_tool_task_turn_refuses_other_tools_other_arguments_and_free_text(text):
+    assert not accepts(Grammar(SCHEMA, tools=TOOLS), text)
+
+
+def test_a_tool_call_is_opened_by_choice_then_written_by_the_grammar():
+    state = Grammar(SCHEMA, tools=TOOLS).start()
+    assert state.allowed() == frozenset("{<") and state.forced() == ""
+    state = state.feed("<")
+    assert state.forced() == 'tool_call>{"name":"'  # which tool is the model's choice
+    state = state.feed('tool_call>{"name":"l')
+    assert state.forced() == 'ookup_stock","arguments":{"sku":"'
+    assert Grammar(SCHEMA).start().allowed() == frozenset("{")  # without tools, the answer alone
+
+
+def test_an_exponent_has_at_most_three_digits_every_double_needs():
+    class Reading(BaseModel):
+        value: float
+
+    grammar = Grammar(Reading.model_json_schema())
+    assert accepts(grammar, '{"value":1.5e-308}') and accepts(grammar, '{"value":2E+12}')
+    assert grammar.start().feed('{"value":7E-7777') is None  # a runaway exponent is not writable

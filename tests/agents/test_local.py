@@ -547,3 +547,30 @@ def test_a_real_model_drafts_in_a_batch_as_it_does_alone(smollm2_base, monkeypat
     together = LocalModel(smollm2_base, threads=2).generate_batch(requests)
     assert [r.text for r in together] == alone
     assert all(r.raw["drafted_tokens"] >= 5 for r in together) and any(masked)
+
+
+def test_a_tool_task_student_answers_or_calls_a_tool_it_has_with_arguments_of_its_shape(tiny):
+    """A random model under a tool task's grammar: every turn is a valid answer (with per-field confidences) or
+    one call of an offered tool whose arguments validate — never free text, never a tool it was not given."""
+    from protege.agents.models.base import ToolSpec
+
+    class Lookup(BaseModel):
+        sku: str = Field(max_length=12)
+        limit: int = Field(ge=1, le=9)
+
+    lookup, ping = ToolSpec(name="lookup_stock", parameters=Lookup.model_json_schema()), ToolSpec(name="ping")
+    kinds = set()
+    for text, tools in [("invoice 1", [lookup, ping]), ("stock of A-1?", [lookup]), ("ünïcode ✓", [lookup])]:
+        req = request(text, max_tokens=250).model_copy(update={"tools": tools})
+        response = tiny.generate(req)
+        if response.tool_calls:
+            (called,) = response.tool_calls
+            assert called.name in [t.name for t in tools] and response.stop_reason == "tool_use"
+            if called.name == "lookup_stock":
+                Lookup.model_validate(called.arguments)
+            kinds.add("call")
+        else:
+            Invoice.model_validate_json(response.text)
+            assert response.field_confidences
+            kinds.add("answer")
+    assert "call" in kinds  # this random model opens a call every time; the answer side: tests/agents/test_decoding

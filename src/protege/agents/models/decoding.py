@@ -36,6 +36,7 @@ from protege.agents.models.schema_nodes import (
     bound_hits,
     compile_schema,
     first_chars,
+    tool_call_node,
     with_bounds,
     with_fixed,
 )
@@ -45,6 +46,8 @@ ESCAPES = frozenset('"\\/bfnrtu')
 ESCAPED = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 CONTROL = [chr(i) for i in range(0x20)]  # what `\\u` may write (see `_escapable`)
 NUMBER_END = frozenset({"zero", "int", "frac", "exp"})
+MAX_EXP_DIGITS = 3
+TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"  # around a tool call (`chat_format.render_tool_calls`)
 FREE_OBJECT = Node("freeobj")  # `{` of any JSON value
 FREE_KEY = Node("string")
 log = logging.getLogger("protege.decoding")
@@ -55,7 +58,9 @@ __all__ = ["Grammar", "Node", "State", "compile_schema", "first_chars"]
 
 class Grammar:
     """The automaton for one output schema; `fixed` top-level values are written as given, `bounds` (path →
-    learned bounds) tighten it, and `source` (the call's input text) is what copied strings may quote."""
+    learned bounds) tighten it, and `source` (the call's input text) is what copied strings may quote. With
+    `tools` ((name, parameter schema) pairs) a turn is the answer or one call of a tool, `<tool_call>{...}</tool_call>`:
+    a student of a task with tools calls only tools it has, with arguments of their shape."""
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class Grammar:
         fixed: dict[str, Any] | None = None,
         bounds: dict[str, dict[str, Any]] | None = None,
         source: str | None = None,
+        tools: list[tuple[str, dict[str, Any] | None]] | None = None,
     ):
         self.notes: list[str] = []
         root = compile_schema(schema, notes=self.notes) if schema else ANY
@@ -72,12 +78,17 @@ class Grammar:
         if fixed:
             root = with_fixed(root, fixed)
         self.root = _bind_copy(root, _Indexes(source) if source is not None and _copies(root) else None)
+        self.tool_call = tool_call_node(tools, self.notes) if tools else None
         if self.notes and tuple(self.notes) not in _LOGGED:
             _LOGGED.add(tuple(self.notes))
             log.warning("the answer grammar does not enforce %s; validation checks them", ", ".join(self.notes))
 
     def start(self) -> State:
-        return State(((("value", self.root),),), "")
+        answer = (("value", self.root),)
+        if self.tool_call is None:
+            return State((answer,), "")
+        call = (("lit", TOOL_CLOSE, 0), ("value", self.tool_call), ("lit", TOOL_OPEN, 0))  # the top is last
+        return State((answer, call), "")
 
     def bound_hits(self, text: str) -> list[str]:
         """Where a complete answer reached a bound learned from the traces (or a runaway guard)."""
@@ -476,9 +487,13 @@ def _number_step(node: Node, phase: str, text: str, c: str) -> str | None:
         return "exp_start" if c in "eE" and _may_end(node, phase, text) else None
     if phase == "exp_start":
         return "exp_sign" if c in "+-" else ("exp" if digit else None)
-    if phase in ("exp_sign", "exp"):
-        return "exp" if digit else None
+    if phase in ("exp_sign", "exp"):  # 3 digits reach every double (1e308); more is a runaway
+        return "exp" if digit and len(_exponent_digits(text)) < MAX_EXP_DIGITS else None
     return None
+
+
+def _exponent_digits(text: str) -> str:
+    return text[max(text.rfind(mark) for mark in "eE+-") + 1 :]
 
 
 def _feed_enum(rest: tuple, top: tuple, c: str, written: str) -> Fed:

@@ -137,10 +137,10 @@ class LocalModel:
         return out
 
     def _job(self, engine, req: ModelRequest):
-        schema = req.output_schema if not req.tools else None
-        grammar = self._grammar(req, schema) if schema is not None else None
+        grammar = self._grammar(req, req.output_schema) if req.output_schema is not None else None
         max_tokens = req.max_tokens
-        if self.profile is not None and self.profile.max_answer_tokens and grammar is not None:
+        # the answers' learned length says nothing of a tool call's
+        if self.profile is not None and self.profile.max_answer_tokens and grammar is not None and not req.tools:
             max_tokens = min(max_tokens, self.profile.max_answer_tokens)
         return engine.job(_chat_messages(req), grammar, max_tokens, draft=self.prompt_lookup)
 
@@ -151,7 +151,8 @@ class LocalModel:
         bounds = profile.grammar_bounds(copy=copy) if profile is not None else None
         copies = bounds is not None and any(b.get("copy") for b in bounds.values())
         source = input_text(_task_input(req)) if copies else None
-        return Grammar(schema, fixed=req.fixed_output, bounds=bounds, source=source)
+        tools = [(t.name, t.parameters) for t in req.tools] or None
+        return Grammar(schema, fixed=req.fixed_output, bounds=bounds, source=source, tools=tools)
 
     def _response(self, req: ModelRequest, job, result, elapsed: float) -> ModelResponse:
         calls = parse_tool_calls(result.text) if req.tools else []

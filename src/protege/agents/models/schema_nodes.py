@@ -241,6 +241,30 @@ def compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def tool_call_node(tools: list[tuple[str, dict[str, Any] | None]], notes: list[str]) -> Node:
+    """One tool call as a local model writes it (`chat_format.render_tool_calls`): `{"name":...,"arguments":...}`
+    naming one of the tools, its arguments under that tool's parameter schema (each compiled as its own root, so
+    its `$ref`s resolve)."""
+    calls = [
+        Node(
+            "object",
+            props=(
+                ("name", Node("literal", options=(compact(name),))),
+                ("arguments", compile_schema(_closed(params or {"type": "object", "properties": {}}), notes=notes)),
+            ),
+        )
+        for name, params in tools
+    ]
+    return _union(calls)
+
+
+def _closed(params: dict[str, Any]) -> dict[str, Any]:
+    """A tool's parameters take no keys beyond their own (a Python function refuses unknown keyword arguments)."""
+    if params.get("type") == "object" and "additionalProperties" not in params:
+        return {**params, "additionalProperties": False}
+    return params
+
+
 def _union(alts: list[Node]) -> Node:
     """The options of anyOf/oneOf, literals merged into one; the decoder reads every option still possible."""
     literals = [a for a in alts if a.kind == "literal"]
