@@ -326,5 +326,98 @@ def test_an_authored_program_the_teacher_disagrees_with_in_shadow_is_taken_out_o
     assert tiers[0] == "program" and tiers[-1] == "teacher"
     demoted = app.authored.current("summarize")
     assert demoted.verified == [] and demoted.reason.startswith("demoted: shadow agreement")
-    assert app.skills.to_skill(app.skill("summarize")).metadata["program-fields"] == ""
+    demotion = next(r for r in app.store.skills("summarize") if r.kind == "authored")  # an induced one may follow
+    assert app.skills.to_skill(demotion).metadata["program-fields"] == ""
+    app.close()
+
+
+def _versions(app: Protege) -> dict[int, tuple[str, str]]:
+    return {r.version: (r.status, r.kind) for r in app.store.skills("summarize")}
+
+
+def test_rejecting_the_version_that_wrote_the_program_takes_it_out_of_service_after_an_induction(tmp_path):
+    """The reviewer's documented way out (`protege skill reject TASK -v N`) holds after field-program induction
+    stored a version on top of the authored one: the induced version does not carry the program, rejecting takes it
+    out at once in the running app, and it is not written again on the next call, here or in another process."""
+    from protege.programs.service import PROGRAMS_FILE, save_programs
+
+    examples = invoices(60, seed=7)
+    app = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(app)
+    _warm(app, examples[:40])
+    written = app.skill("summarize")
+    assert written.kind == "authored" and app.run("summarize", examples[40][0]).tier == "program"
+    induced = app.programs.current("summarize")
+    stacked = save_programs(app.store, "summarize", induced, instructions="", source_trace_ids=[])
+    assert PROGRAMS_FILE in stacked.files and PROGRAM_FILE not in stacked.files and RECORD_FILE not in stacked.files
+    assert "program-fields" not in app.skills.to_skill(stacked).metadata
+    app.reject_skill("summarize", written.version)
+    assert app.authored.current("summarize") is None
+    res = app.run("summarize", examples[41][0])  # only the authored program serves the total
+    assert res.tier == "teacher" and "total" not in res.program_fields
+    app.wait()
+    assert _versions(app)[written.version] == ("rejected", "authored") and max(_versions(app)) == stacked.version
+    app.close()
+    again = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(again)
+    assert again.authored.current("summarize") is None
+    assert not again.authored.due(again.handle("summarize").runtime)  # written again once the traces double
+    again.close()
+
+
+def _record(source: str, created_at: str) -> dict[str, str]:
+    program = AuthoredProgram(source=source, field_agreement={"total": 1.0}, verified=["total"], created_at=created_at)
+    return {PROGRAM_FILE: source, RECORD_FILE: program.record()}
+
+
+def _store_version(app: Protege, kind: str, files: dict[str, str]):
+    from protege.skills.skill import Skill
+
+    body = f"# summarize\n\nA {kind} version.\n"
+    skill = Skill(name="summarize", description="Summarizes invoices. Use for the summarize task.", body=body)
+    return app.skills.add("summarize", skill.model_copy(update={"files": files}), kind=kind)
+
+
+def test_a_copy_of_an_authored_program_serves_only_while_the_version_that_wrote_it_does(tmp_path):
+    """Provenance decides, not where copies went (a store written before induced versions left the program out, an
+    edit that carried the files over): rejecting or retiring the writing version takes every copy out; an approved
+    version carrying the program is a reviewer's approval of it and serves."""
+    app = _app(tmp_path, [])
+    _register(app)
+    first = _record(CORRECT, "2026-01-01T00:00:00+00:00")
+    writer = _store_version(app, "authored", first)
+    _store_version(app, "induced", {**first, "scripts/fields.json": "{}"})  # an older store's copy
+    _store_version(app, "edited", first)
+    assert app.authored.current("summarize").source == CORRECT
+    app.reject_skill("summarize", writer.version)
+    assert app.authored.current("summarize") is None
+    # a program written afterwards serves; approving a version that carries it retires that one, and still serves
+    second = _record(WRONG_TOTAL, "2026-01-02T00:00:00+00:00")
+    written = _store_version(app, "authored", second)
+    app.approve_skill("summarize", written.version)
+    carrier = _store_version(app, "edited", second)
+    app.approve_skill("summarize", carrier.version)
+    assert _versions(app)[written.version] == ("retired", "authored")
+    assert app.authored.current("summarize").source == WRONG_TOTAL
+    app.skills.retire("summarize", by="reviewer")  # a reviewer retires it: out
+    app.tiers.invalidate("summarize")
+    assert app.authored.current("summarize") is None
+    app.close()
+
+
+def test_a_demotion_takes_the_program_out_even_when_the_version_it_builds_on_lacks_it(tmp_path, monkeypatch):
+    """A demotion's version is built on the approved skill; one approved before the program was written has no
+    scripts/solve.py, and a record without its source is not read: the older program served on."""
+    import protege.programs.authored as authored
+
+    app = _app(tmp_path, [])
+    _register(app)
+    approved = _store_version(app, "exemplar", {})
+    app.approve_skill("summarize", approved.version)
+    _store_version(app, "authored", _record(CORRECT, "2026-01-01T00:00:00+00:00"))
+    assert app.authored.current("summarize").verified == ["total"]
+    monkeypatch.setattr(authored, "shadow_verdict", lambda store, task, created_at: "demoted: in a test")
+    assert app.authored.demote_if_disagreeing(app.handle("summarize").runtime)
+    demoted = app.authored.current("summarize")
+    assert demoted.verified == [] and demoted.reason == "demoted: in a test" and demoted.source == CORRECT
     app.close()

@@ -221,3 +221,52 @@ def test_a_program_set_narrowed_to_some_fields_serves_only_those():
     assert sorted(narrowed.served) == ["changes"] and sorted(programs.served) == ["changes", "package"]
     assert narrowed.fields["package"].reason == "not served now" and narrowed.fields["package"].right == 98
     assert narrowed.fields["bugs"].reason == "no program fits every training trace"
+
+
+def test_one_process_at_a_time_induces_a_tasks_programs_and_none_from_the_same_traces_again(tmp_path):
+    """Background induction is claimed in the store (lease `programs:<task>`), not per process: four workers on one
+    store each wrote an "induced" version at the same moment. Each fresh app here is another process's view."""
+    import asyncio
+    import os
+    import socket
+
+    from protege.programs.service import LEASE_PREFIX
+    from protege.store import Store
+
+    examples = _data(40, seed=9)
+    lease, other = LEASE_PREFIX + "counted", f"{socket.gethostname()}:{os.getppid()}:another"  # a live process
+
+    def fresh() -> Protege:
+        app = _app(tmp_path, [(i, {"package": o["package"], "changes": o["changes"]}) for i, o in examples])
+
+        @app.task(policy=Policy(program_min_traces=20))
+        def counted(entry: Entry) -> Counted:
+            """Name the package and count its change items."""
+
+        return app
+
+    def induced_by(app: Protege) -> list[str]:
+        calls: list[str] = []
+        app.programs.induce = calls.append  # type: ignore[method-assign]
+        asyncio.run(app.programs.maybe_induce(app.handle("counted").runtime))
+        app.close()
+        return calls
+
+    first = fresh()
+    first.programs.background = False
+    _warm(first, "counted", examples[:30])
+    assert first.programs.current("counted") is None and first.programs.source_traces("counted") == 30
+    first.close()
+    store = Store(f"sqlite:///{tmp_path}/p.db")
+    assert store.acquire_lease(lease, owner=other, ttl_s=60)
+    assert induced_by(fresh()) == []  # another process is inducing now
+    store.release_lease(lease, owner=other, info={"induced_from": 30})
+    assert induced_by(fresh()) == []  # it induced from these very traces: nothing to do
+    store.acquire_lease(lease, owner=other, ttl_s=60)
+    store.release_lease(lease, owner=other, info={"induced_from": 12})
+    last = fresh()
+    asyncio.run(last.programs.maybe_induce(last.handle("counted").runtime))  # 30 >= 12 * 1.5: due, and done
+    assert last.programs.current("counted") is not None
+    held = last.store.lease(lease)
+    assert held.info == {"induced_from": 30} and not last.store.lease_live(held)
+    last.close()

@@ -77,15 +77,61 @@ class AuthoredProgram:
             return None
 
 
+OUT_OF_SERVICE = ("rejected", "retired")
+PROGRAM_METADATA = "program-"  # with_program's metadata keys (program-fields, program-agreement, ...)
+
+
 def stored_authored(store: Any, task: str) -> AuthoredProgram | None:
-    """The authored program of the task's newest skill version that is neither rejected nor retired."""
-    for row in store.skills(task):
-        if row.status in ("rejected", "retired"):
+    """The authored program in service: the one of the task's newest skill version carrying one that is neither
+    rejected nor retired, unless the version that wrote it was taken out (`in_service`)."""
+    versions = store.skills(task)
+    for row in versions:
+        if row.status in OUT_OF_SERVICE:
             continue
+        found = AuthoredProgram.from_files(row.files or {})
+        if found is not None and in_service(versions, row):
+            return found
+    return None
+
+
+def last_written(store: Any, task: str) -> AuthoredProgram | None:
+    """The newest authored program stored for the task, in service or not (when to write again goes by it)."""
+    for row in store.skills(task):
         found = AuthoredProgram.from_files(row.files or {})
         if found is not None:
             return found
     return None
+
+
+def in_service(versions: list[Any], row: Any) -> bool:
+    """Whether the authored program `row` carries may serve: its provenance decides, not where copies of it went.
+    Rejecting the version that wrote it takes it out, whatever later versions copied it (an edit, a revision, an
+    older store's field-program version); so does retiring it, unless an approved version carries it (approving
+    a version retires the one approved before it)."""
+    writer = _writer(versions, row)
+    if writer.status == "rejected":
+        return False
+    return writer.status != "retired" or row.status == "approved"
+
+
+def _writer(versions: list[Any], row: Any) -> Any:
+    """The version that wrote the program `row` carries: the oldest carrying the same program and record (each
+    write stores a new record, with its own time; later versions with both are copies)."""
+    key = _program_key(row)
+    return min((v for v in versions if _program_key(v) == key), key=lambda v: v.version)
+
+
+def _program_key(row: Any) -> tuple[str | None, str | None]:
+    files = row.files or {}
+    return files.get(PROGRAM_FILE), files.get(RECORD_FILE)
+
+
+def without_authored(skill: Any) -> Any:
+    """`skill` without an authored program (scripts/solve.py, its record and metadata): what a version that does
+    not write one (field programs') stores, so the program's own version alone decides whether it serves."""
+    files = {k: v for k, v in skill.files.items() if k not in (PROGRAM_FILE, RECORD_FILE)}
+    metadata = {k: v for k, v in skill.metadata.items() if not k.startswith(PROGRAM_METADATA)}
+    return skill.model_copy(update={"files": files, "metadata": metadata})
 
 
 def choose(induced: ProgramSet | None, authored: AuthoredProgram | None) -> dict[str, str]:
@@ -275,9 +321,9 @@ class AuthoredPrograms:
         log.warning("task %r: the authored program is %s", name, why)
         demoted = replace(program, verified=[], reason=why, created_at=_now())
         skill = base_skill(self.app.skills, name, task.spec.instructions)
-        skill = skill.model_copy(
+        skill = skill.model_copy(  # the source too: a record without it is not read, and the base may lack it
             update={
-                "files": {**skill.files, RECORD_FILE: demoted.record()},
+                "files": {**skill.files, PROGRAM_FILE: demoted.source, RECORD_FILE: demoted.record()},
                 "metadata": {**skill.metadata, "program-fields": ""},
             }
         )
@@ -297,11 +343,13 @@ class AuthoredPrograms:
         last = self._written.get(name)
         if last is None:
             stored = self.current(name)
-            if stored is None:
-                return True
-            if set(stored.verified) >= set(task.spec.output_model.model_fields):
+            if stored is not None and set(stored.verified) >= set(task.spec.output_model.model_fields):
                 return False
-            last = stored.traces
+            # one a reviewer took out counts too: rejecting it must not have it written again on the next call
+            written = stored or last_written(self.app.store, name)
+            if written is None:
+                return True
+            last = written.traces
         return n >= max(last, 1) * REGROW
 
     async def maybe_write(self, task: TaskRuntime) -> None:
@@ -389,5 +437,8 @@ __all__ = [
     "FieldChoice",
     "authored_markdown",
     "choose",
+    "in_service",
+    "last_written",
     "stored_authored",
+    "without_authored",
 ]

@@ -5,7 +5,9 @@ Programs are induced from teacher (and imported) traces only: the teacher never 
 the authority of last resort), so its traces are independent evidence; cheaper tiers' answers carry the programs'
 own values.
 Induction runs in the background once `Policy.program_min_traces` teacher traces exist, and again each time they
-have grown by half since the last induction.
+have grown by half since the last induction. One process at a time does a task's background program work (induction,
+then writing an authored program): it holds the store lease `programs:<task>`, whose info keeps how many traces the
+last induction read, so a process that comes next skips an induction another just made from the same traces.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from protege.programs.render import render
 from protege.programs.stored import base_skill, shadow_verdict
 from protege.programs.verify import ProgramSet, build
+from protege.store.background import process_owner
 from protege.store.read_cache import ReadCache
 from protege.tasks import input_hash
 
@@ -35,6 +38,10 @@ REGROW = 1.5  # induce again when the teacher traces have grown by this factor
 MAX_TRACES = 1000  # newest teacher traces induction reads (time grows with them; 1,000 is plenty)
 SOURCE_TIERS = ("teacher", "import")  # the answers programs are induced from: the teacher's, and imported logs
 CHECK_EVERY = 10  # teacher successes between looks at whether an induction is due
+LEASE_PREFIX = "programs:"  # the store lease one process holds while it induces (and writes) a task's programs
+# Induction takes seconds, authoring with a real teacher minutes. A holder that died frees the lease at once on its
+# own host; from another host this is how long it waits (a live holder past it may see a second process start).
+LEASE_TTL_S = 600.0
 
 
 class Invalidates(Protocol):
@@ -121,10 +128,9 @@ class ProgramService:
         if not policy.program:
             return False
         n = self.source_traces(task.spec.name)
-        last = self._last_n.get(task.spec.name)
-        if last is None:
-            stored = self.current(task.spec.name)
-            last = stored.traces if stored is not None else 0
+        stored = self.current(task.spec.name)
+        # the newest of this process's inductions, another's (read from the lease) and the stored set's
+        last = max(self._last_n.get(task.spec.name, 0), stored.traces if stored is not None else 0)
         return n >= policy.program_min_traces and (last == 0 or n >= last * REGROW)
 
     def source_traces(self, task: str) -> int:
@@ -158,7 +164,8 @@ class ProgramService:
             log.exception("shadow check of the field programs of task %r failed", task.spec.name)
 
     async def maybe_induce(self, task: TaskRuntime) -> None:
-        """Background induction when due; failures are logged, never raised into the app."""
+        """Background induction (and authoring) when due, under the task's store lease; failures are logged, never
+        raised into the app."""
         name = task.spec.name
         if not self.background or not task.spec.policy.program or name in self._busy:
             return
@@ -166,17 +173,50 @@ class ProgramService:
         self._successes[name] = seen
         if seen and (seen + 1) % CHECK_EVERY:  # count the store's traces now and then, not on every success
             return
-        self._busy.add(name)
+        self._busy.add(name)  # one upkeep per task in this process; the store lease makes it one across processes
         try:
-            if await asyncio.to_thread(self.due, task):
-                await asyncio.to_thread(self.induce, name)
-            authored = getattr(self.app, "authored", None)
-            if authored is not None:
-                await authored.maybe_write(task)  # teacher-written programs, when the app has an author
+            if not await asyncio.to_thread(self._work_due, task):
+                return  # read first: the lease is a store write, taken only when there is work to do
+            if not await asyncio.to_thread(self._claim, name):
+                return  # another process is inducing or writing the task's programs now
+            try:
+                await self._upkeep(task)
+            finally:
+                await asyncio.to_thread(self._release, name)
         except Exception:
             log.exception("program induction for task %r failed", name)
         finally:
             self._busy.discard(name)
+
+    def _work_due(self, task: TaskRuntime) -> bool:
+        authored = getattr(self.app, "authored", None)
+        return self.due(task) or (authored is not None and authored.due(task))
+
+    async def _upkeep(self, task: TaskRuntime) -> None:
+        """Induce, then write an authored program, each when due: asked again under the lease (another process may
+        have done it since the first look)."""
+        if await asyncio.to_thread(self.due, task):
+            await asyncio.to_thread(self.induce, task.spec.name)
+        authored = getattr(self.app, "authored", None)
+        if authored is not None:
+            await authored.maybe_write(task)  # teacher-written programs, when the app has an author
+
+    def _claim(self, task: str) -> bool:
+        """Take the task's program lease unless another live process holds it. What the last holder induced from
+        (the lease's info) counts as if this process had, and the cached programs are read again: one stored by
+        another process moments ago must not be induced or written a second time."""
+        store, name = self.app.store, LEASE_PREFIX + task
+        before = store.lease(name)  # read first: taking the lease replaces its info
+        induced = int((before.info or {}).get("induced_from") or 0) if before is not None else 0
+        if not store.acquire_lease(name, owner=process_owner(), ttl_s=LEASE_TTL_S, info={"induced_from": induced}):
+            return False
+        self._last_n[task] = max(self._last_n.get(task, 0), induced)
+        self.invalidate(task)
+        return True
+
+    def _release(self, task: str) -> None:
+        info = {"induced_from": self._last_n.get(task, 0)}
+        self.app.store.release_lease(LEASE_PREFIX + task, owner=process_owner(), info=info)
 
 
 def stored_programs(store: Any, task: str) -> ProgramSet | None:
@@ -261,11 +301,13 @@ def _served_programs(programs: ProgramSet | None) -> dict[str, list[Any]]:
 def save_programs(
     store: Any, task: str, programs: ProgramSet, *, instructions: str, source_trace_ids: list[str]
 ) -> Any:
-    """A new skill version: the task's newest skill (or a minimal one) with the programs as extra files."""
+    """A new skill version: the task's newest skill (or a minimal one) with the programs as extra files, less any
+    authored program: a copy here would keep it serving after a reviewer rejects the version that wrote it."""
+    from protege.programs.authored import without_authored
     from protege.skills.library import SkillLibrary
 
     library = SkillLibrary(store)
-    skill = base_skill(library, task, instructions)
+    skill = without_authored(base_skill(library, task, instructions))
     files = {
         **skill.files,
         RENDERED_FILE: render(programs),
