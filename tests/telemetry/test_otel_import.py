@@ -56,12 +56,13 @@ def cli_run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-def export_calls(tmp_path, db) -> tuple[list, object]:
+def export_calls(tmp_path) -> tuple[list, object]:
     """Three calls of an app exporting to a loopback receiver with content on (one escalates from an invalid
-    replay); returns the teacher traces and the OTLP JSON file the receiver wrote."""
+    replay), recorded in a store of their own; returns the teacher traces and the OTLP JSON file the receiver
+    wrote."""
     with Receiver() as receiver:
         app = Protege(
-            db=db,
+            db=f"sqlite:///{tmp_path / 'source.db'}",
             project_dir=tmp_path,
             otel=receiver.url,
             otel_content=True,
@@ -82,15 +83,12 @@ def export_calls(tmp_path, db) -> tuple[list, object]:
 
 
 def test_round_trip_export_then_import_gives_equal_traces(tmp_path, env):
-    originals, path = export_calls(tmp_path, env)
-    refused = cli_run("import-traces", path, "--task", "triage", "--format", "otel")
-    assert refused.exit_code == 2 and "nothing was imported" in refused.stderr
-    assert "protege recorded this attempt (replay tier) as invalid" in refused.stderr
-
-    report = json.loads(
-        cli_run("import-traces", path, "--task", "triage", "--format", "otel", "--skip-bad", "--json").stdout
-    )
-    assert (report["imported"], report["lines"], len(report["skipped"])) == (3, 4, 1)
+    """The teacher's calls come back as equal traces; the replay tier's attempt is left out, counted (its answers
+    are no teacher's to learn from)."""
+    originals, path = export_calls(tmp_path)
+    report = json.loads(cli_run("import-traces", path, "--task", "triage", "--format", "otel", "--json").stdout)
+    assert (report["imported"], report["lines"], report["skipped"]) == (3, 4, [])
+    assert report["left_out"] == {"answered by protege's replay tier, not its teacher": 1}
     with Store(env) as store:
         imported = store.traces("triage", tier="import")
     assert len(originals) == len(imported) == 3
@@ -269,7 +267,7 @@ def test_bad_lines_are_reported_and_nothing_is_imported_unless_skip_bad(tmp_path
     refused = cli_run("import-traces", path, "--task", "support", "--format", "otel")
     assert refused.exit_code == 2
     message = refused.stderr
-    assert "2 bad line(s)" in message and "line 2: not an OTLP JSON object" in message
+    assert "2 bad line(s)" in message and "line 2: not valid JSON" in message
     assert "line 3: span bbbbbbbbbbbbbbb1 ('chat gpt-4o'): no input messages" in message
     assert "nothing was imported" in message and "--skip-bad" in message
     with Store(env) as store:
@@ -302,7 +300,7 @@ def test_content_in_span_events_is_named_as_the_reason_not_a_missing_switch(tmp_
     ]
     path = tmp_path / "events.json"
     path.write_text(json.dumps(_doc([events])))
-    ((_, why),) = plan_otel_import(path, Contract(task="support")).bad
+    ((_, why, _),) = plan_otel_import(path, Contract(task="support")).bad
     assert "span events" in why and "gen_ai.input.messages" in why and "CAPTURE_MESSAGE_CONTENT" not in why
 
 
@@ -311,7 +309,7 @@ def test_calls_protege_recorded_for_another_task_are_left_to_it(tmp_path, env):
     (or, with the same schemas, imported into the wrong task). protege's run spans name the task: they decide."""
     with Receiver() as receiver:
         app = Protege(
-            db=env,
+            db=f"sqlite:///{tmp_path / 'source.db'}",
             project_dir=tmp_path,
             otel=receiver.url,
             otel_content=True,
@@ -335,3 +333,121 @@ def test_calls_protege_recorded_for_another_task_are_left_to_it(tmp_path, env):
     assert (report["imported"], report["lines"], report["skipped"]) == (1, 1, [])
     with Store(env) as store:
         assert [t.input["ticket"]["subject"] for t in store.traces("triage", tier="import")] == ["refund"]
+
+
+def genai_span(span_id, *, parent="", attrs=None, content=True, start=2):
+    """One GenAI-conventions chat span answering a ticket (content on or off)."""
+    user = json.dumps({"ticket": {"subject": "refund"}})
+    values = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini"}
+    if content:
+        values["gen_ai.input.messages"] = json.dumps([{"role": "user", "parts": [{"type": "text", "content": user}]}])
+        answer = [{"type": "text", "content": '{"queue": "billing", "priority": 3}'}]
+        values["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": answer}])
+    return _span(span_id, "chat gpt-4o-mini", values | (attrs or {}), parent=parent, start=start)
+
+
+def protege_call(prefix, *, task="support", tier="teacher", trace_id=None):
+    """A call as protege records it: its run span (the task), the tier's attempt span, and the model request."""
+    attempt = {"protege.tier": tier, "protege.valid": True} | ({"protege.trace_id": trace_id} if trace_id else {})
+    return [
+        _span(f"{prefix}01", "protege.run", {"protege.task": task}),
+        _span(f"{prefix}02", f"protege.attempt {tier}", attempt, parent=f"{prefix}01"),
+        genai_span(f"{prefix}03", parent=f"{prefix}02"),
+    ]
+
+
+def test_token_counts_are_checked_and_a_missing_time_is_an_unknown_latency(tmp_path):
+    """A negative token count made a negative cost (the log import refuses it: so does this one); a span without
+    its start time made a latency of 54 years (since 1970): it is unknown, 0."""
+    negative = genai_span("dddddddddddddd01", attrs={"gen_ai.usage.output_tokens": -100000})
+    untimed = genai_span("dddddddddddddd02", attrs={"gen_ai.usage.output_tokens": 10})
+    del untimed["startTimeUnixNano"]
+    path = tmp_path / "spans.jsonl"
+    path.write_text(json.dumps(_doc([negative])) + "\n" + json.dumps(_doc([untimed])) + "\n")
+    plan = plan_otel_import(path, Contract(task="support"))
+    ((line, why, reason),) = plan.bad
+    assert line == 1 and "gen_ai.usage.output_tokens=-100000" in why and reason.startswith("a token count is")
+    (row,) = plan.rows
+    assert (row["output_tokens"], row["latency_s"]) == (10, 0.0)
+
+
+def test_calls_of_protege_tiers_other_than_the_teacher_are_left_out(tmp_path):
+    """A replay or student answer exported by protege and imported back became a tier "import" trace: a cheap
+    model's answer laundered into training data. Only the teacher's calls are imported; the others are counted."""
+    spans = protege_call("eeeeeeeeeeeeee", tier="replay") + protege_call("ffffffffffffff", tier="teacher")
+    spans += protege_call("cccccccccccccc", tier="student")
+    path = tmp_path / "spans.json"
+    path.write_text(json.dumps(_doc(spans)))
+    plan = plan_otel_import(path, Contract(task="support"))
+    assert (len(plan.rows), plan.bad, plan.lines) == (1, [], 3)
+    assert plan.left_out == {
+        "answered by protege's replay tier, not its teacher": 1,
+        "answered by protege's student tier, not its teacher": 1,
+    }
+
+
+def test_protege_calls_already_in_the_store_are_not_imported_again(tmp_path, env):
+    """protege's own spans imported into the store that recorded them (a collector holding all of a team's spans)
+    counted each call and its cost twice; the attempt span names its trace, which is found and left alone."""
+    with Receiver() as receiver:
+        app = Protege(
+            db=env,
+            project_dir=tmp_path,
+            otel=receiver.url,
+            otel_content=True,
+            teacher=FunctionModel(lambda req: '{"queue": "billing", "priority": 2}', name="function:teacher"),
+        )
+
+        @app.task(policy=Policy(program=False))
+        def triage(ticket: Ticket) -> Triage:
+            """Route a support ticket to a queue and set its priority."""
+
+        app.run("triage", {"ticket": {"subject": "refund"}})
+        app.close()
+        path = receiver.write_json_lines(tmp_path / "own.jsonl")
+    report = json.loads(cli_run("import-traces", path, "--task", "triage", "--format", "otel", "--json").stdout)
+    assert (report["imported"], report["already_recorded"]) == (0, 1)
+    with Store(env) as store:
+        assert (store.count_traces("triage", tier="teacher"), store.count_traces("triage", tier="import")) == (1, 0)
+    text = cli_run("import-traces", path, "--task", "triage", "--format", "otel")
+    assert "1 LLM call(s) are protege's own, already in this store" in " ".join(text.stderr.split())
+
+
+def test_a_task_name_that_matches_no_call_names_the_tasks_there(tmp_path, env):
+    """`--task tirage` on protege's spans of other tasks said the file held no LLM spans."""
+    spans = protege_call("aaaaaaaaaaaa10", task="triage") + protege_call("aaaaaaaaaaaa20", task="summarize")
+    path = tmp_path / "spans.json"
+    path.write_text(json.dumps(_doc(spans)))
+    result = cli_run("import-traces", path, "--task", "tirage", "--format", "otel")
+    assert result.exit_code == 2
+    said = " ".join(result.stderr.split())
+    assert "holds no LLM calls of task 'tirage': its 2 call(s) are of other tasks" in said
+    assert "('triage': 1, 'summarize': 1)" in said or "('summarize': 1, 'triage': 1)" in said
+    assert "did you mean --task 'triage'?" in said
+
+
+def test_a_call_recorded_with_content_off_counts_once(tmp_path):
+    """Requests recorded without content have no answer to cut a call at: a call of two counted as two."""
+    parent = _span("bbbbbbbbbbbbbb00", "agent.run", {})
+    first = genai_span("bbbbbbbbbbbbbb01", parent="bbbbbbbbbbbbbb00", content=False, start=2)
+    second = genai_span("bbbbbbbbbbbbbb02", parent="bbbbbbbbbbbbbb00", content=False, start=3)
+    path = tmp_path / "spans.json"
+    path.write_text(json.dumps(_doc([parent, first, second])))
+    plan = plan_otel_import(path, Contract(task="support"))
+    assert (plan.lines, len(plan.bad)) == (1, 1) and "no input messages" in plan.bad[0].why
+
+
+def test_a_file_of_one_document_a_line_is_read_a_line_at_a_time(tmp_path, monkeypatch):
+    """An 80 MB export took 600 MB: the whole file was read, then every line parsed at once. Only a file that is
+    one pretty-printed document is read whole now."""
+    import protege.telemetry.otel_import as otel_import
+
+    lines = [json.dumps(_doc(phoenix_spans(f"s{i}", trace=f"{i:032x}"))) for i in range(3)]
+    path = tmp_path / "spans.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    def read_whole(path):
+        raise AssertionError("read whole")
+
+    monkeypatch.setattr(otel_import, "read_whole", read_whole)
+    assert len(plan_otel_import(path, Contract(task="support")).rows) == 3

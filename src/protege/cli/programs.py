@@ -20,7 +20,8 @@ from protege.errors import UserError
 InduceOpt = Annotated[
     bool,
     typer.Option(
-        "--induce", help="induce now from the task's valid teacher traces and store the result as a new skill version"
+        "--induce",
+        help="induce now from the task's valid teacher and imported traces and store the result as a new skill version",
     ),
 ]
 

@@ -352,6 +352,23 @@ def _new_answers(store: Any, task: str, rows: list[dict[str, Any]]) -> tuple[lis
     return fresh, already, repeated
 
 
+def _recorded_here(store: Any, recorded: dict[str, str]) -> set[str]:
+    """The ids of the rows whose call protege recorded in this very store (their spans name its trace): imported,
+    the call and its cost would count twice."""
+    if not recorded:
+        return set()
+    from sqlmodel import col, select
+
+    from protege.store.models import TraceRow
+
+    wanted, present = sorted(set(recorded.values())), set()
+    with store.engine.connect() as conn:
+        for i in range(0, len(wanted), 500):  # within every database's limit on bound parameters
+            chunk = wanted[i : i + 500]
+            present.update(conn.execute(select(col(TraceRow.id)).where(col(TraceRow.id).in_(chunk))).scalars())
+    return {row_id for row_id, trace_id in recorded.items() if trace_id in present}
+
+
 class ImportFormat(StrEnum):
     openai = "openai"
     otel = "otel"
@@ -363,8 +380,8 @@ def import_traces(
     file: Annotated[
         Path,
         typer.Argument(
-            help='JSONL of OpenAI chat-format lines ({"messages": [...]}), or with '
-            "--format otel an OTLP JSON export of spans; plain or gzip-compressed"
+            help="JSONL of chat-format lines (OpenAI's {\"messages\": [...]} or Anthropic's Messages), or with "
+            "--format otel an OTLP JSON export of spans; UTF-8, plain or gzip-compressed"
         ),
     ],
     task: Annotated[str, typer.Option("--task", help="the task the traces belong to")],
@@ -382,55 +399,133 @@ def import_traces(
     as_json: JsonOpt = False,
 ) -> None:
     """Bring existing chat logs or OpenTelemetry spans in as a task's traces (tier "import"), checked one by one."""
-    from protege.cli.imports import Contract, describe_bad, plan_import
+    from protege.cli.imports import Contract, without_gc
 
     started = time.perf_counter()
     store, spec, prices = _import_target(ctx, task)
     contract = Contract.of(task, store.task(task), spec)
+    with without_gc():  # many small rows, no cycles: see without_gc
+        plan, unit = _plan_import(fmt, file, contract, model=model, prices=prices)
+        _refuse_a_bad_file(plan, file, task, skip_bad=skip_bad, as_json=as_json)
+        recorded = _recorded_here(store, plan.recorded)
+        rows, already, repeated = _new_answers(store, task, [r for r in plan.rows if r["id"] not in recorded])
+        imported = store.insert_traces(rows, batch=len(rows)) if rows else 0  # one transaction: all or none
+    counts = {"imported": imported, "already_imported": already, "already_recorded": len(recorded)}
+    report = _import_report(plan, file, task) | counts | {"duplicates": repeated}
+    report |= {"registered": contract.registered, "elapsed_s": time.perf_counter() - started}
+    if as_json:
+        return emit_json(report)
+    _print_import(report, plan, file, unit)
+
+
+def _plan_import(fmt: ImportFormat, file: Path, contract: Any, *, model: str | None, prices: Any) -> tuple[Any, str]:
+    """The file read and checked in its format (nothing written), and what its items are called."""
     if fmt == ImportFormat.otel:
         from protege.telemetry.otel_import import plan_otel_import
 
-        plan, unit = plan_otel_import(file, contract, model=model, prices=prices), "LLM call(s)"
-    else:
-        plan, unit = plan_import(file, contract, model=model, prices=prices), "line(s)"
+        return plan_otel_import(file, contract, model=model, prices=prices), "LLM call(s)"
+    from protege.cli.imports import plan_import
+
+    return plan_import(file, contract, model=model, prices=prices), "line(s)"
+
+
+def _import_report(plan: Any, file: Path, task: str) -> dict[str, Any]:
+    """What an import found, as --json gives it (refused or not)."""
+    return {
+        "file": str(file),
+        "task": task,
+        "lines": plan.lines,
+        "imported": 0,
+        "skipped": [{"line": b.line, "error": b.why, "reason": b.reason} for b in plan.bad],
+        "left_out": dict(plan.left_out),
+        "unpriced": {m: {"lines": u.items, "tokens": u.tokens} for m, u in plan.unpriced.items()},
+    }
+
+
+def _refuse_a_bad_file(plan: Any, file: Path, task: str, *, skip_bad: bool, as_json: bool) -> None:
+    """Stops the import when a line is bad (without --skip-bad) or nothing is left to import; with --json the
+    report, its list of bad lines included, still goes to stdout."""
+    from protege.cli.base import EXIT_USAGE
+    from protege.cli.imports import describe_bad
+    from protege.cli.output import error
+
     if plan.bad and not skip_bad and plan.rows:
-        raise UserError(
+        message = (
             f"{describe_bad(plan.bad, file)} — nothing was imported; fix those lines, or pass "
-            f"--skip-bad to import the {len(plan.rows)} good one(s)"
+            f"--skip-bad to import the {len(plan.rows):,} good one(s)"
         )
-    if not plan.rows:
-        raise UserError(
-            f"{str(file)!r} has no lines to import" + (f" ({describe_bad(plan.bad, file)})" if plan.bad else "")
-        )
-    rows, already, repeated = _new_answers(store, task, plan.rows)
-    imported = store.insert_traces(rows, batch=len(rows)) if rows else 0  # one transaction: all of them or none
-    elapsed = time.perf_counter() - started
-    if as_json:
-        return emit_json(
-            {
-                "file": str(file),
-                "task": task,
-                "lines": plan.lines,
-                "imported": imported,
-                "skipped": [{"line": n, "error": why} for n, why in plan.bad],
-                "already_imported": already,
-                "duplicates": repeated,
-                "registered": contract.registered,
-                "elapsed_s": elapsed,
-            }
-        )
+    elif not plan.rows:
+        why = [describe_bad(plan.bad, file)] if plan.bad else []
+        why += [f"{n:,} {reason}" for reason, n in plan.left_out.most_common()]
+        message = f"{str(file)!r} has no lines to import" + (f" ({'; '.join(why)})" if why else "")
+    else:
+        return
+    if not as_json:
+        raise UserError(message)
+    emit_json({"error": message, "type": "UserError", "exit_code": EXIT_USAGE} | _import_report(plan, file, task))
+    error(message)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _print_import(report: dict[str, Any], plan: Any, file: Path, unit: str) -> None:
+    """The import's outcome for people: what was skipped or left out and why, then what was imported."""
+    from protege.cli.imports import bad_groups
+
     if plan.bad:
-        warn(f"partial import: skipped {describe_bad(plan.bad, file)}")
-    if already:
-        warn(f"{already} {unit} already imported (the same input and answer): not imported again")
-    if repeated:
-        warn(f"{repeated} {unit} repeat an earlier one of the file (the same input and answer): imported once")
-    typer.echo(f"imported {imported} of {plan.lines} {unit} as traces of {task!r} (tier import) in {secs(elapsed)}")
-    if not contract.registered:
+        groups = "\n".join(_indented(text) for group in bad_groups(plan.bad) for text in group)
+        warn(f"partial import: skipped {len(plan.bad):,} bad {unit} of {str(file)!r}:\n{groups}")
+    if plan.left_out:
+        reasons = "; ".join(f"{n:,} {reason}" for reason, n in plan.left_out.most_common())
+        warn(f"left out {plan.left_out.total():,} {unit}: {reasons} (only teacher answers are imported)")
+    if report["already_recorded"]:
         warn(
-            f"task {task!r} is not registered: inputs and outputs were only checked to be JSON; register it with "
-            f"@app.task before distilling"
+            f"{report['already_recorded']:,} {unit} are protege's own, already in this store as traces (their "
+            f"spans name them): not imported again"
         )
+    if report["already_imported"]:
+        warn(f"{report['already_imported']:,} {unit} already imported (the same input and answer): not imported again")
+    if report["duplicates"]:
+        warn(
+            f"{report['duplicates']:,} {unit} repeat an earlier one of the file (the same input and answer): "
+            f"imported once"
+        )
+    if plan.unpriced:
+        warn(_unpriced_text(plan.unpriced, unit))
+    typer.echo(
+        f"imported {report['imported']:,} of {plan.lines:,} {unit} as traces of {report['task']!r} (tier import) "
+        f"in {secs(report['elapsed_s'])}"
+    )
+    if not report["registered"]:
+        warn(
+            f"task {report['task']!r} is not registered: inputs and outputs were only checked to be JSON; register "
+            f"it with @app.task before distilling"
+        )
+
+
+def _unpriced_text(unpriced: dict[str, Any], unit: str) -> str:
+    """Which models' usage went in at $0, and how to price it."""
+    from protege.cli.imports import NO_MODEL
+
+    items = sum(u.items for u in unpriced.values())
+    tokens = sum(u.tokens for u in unpriced.values())
+    models = "; ".join(
+        f"{'no model named' if name == NO_MODEL else repr(name)}: {u.items:,} × {u.tokens:,} tokens"
+        for name, u in sorted(unpriced.items(), key=lambda kv: -kv[1].tokens)
+    )
+    return (
+        f"{items:,} {unit} with usage name a model the price table lacks, so their {tokens:,} tokens count as $0 "
+        f"({models}); to price them, name a priced model with --model (e.g. --model openai:gpt-4o) or add the "
+        f"model's price to the app's table (PROTEGE_PRICES, with --app)"
+    )
+
+
+def _indented(text: str) -> str:
+    """One item of a list under a warning, wrapped to the terminal with a hanging indent."""
+    import shutil
+    import textwrap
+
+    width = max(shutil.get_terminal_size().columns, 60)
+    return textwrap.fill(text, width=width, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False)
 
 
 def _import_target(ctx: typer.Context, task: str) -> tuple[Any, Any, Any]:

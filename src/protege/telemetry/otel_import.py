@@ -11,19 +11,38 @@ its last request's input and answer make the trace, its requests' usage and cost
 (the same trace and span id: a collector retrying an export) counts once. Inputs and outputs are
 checked like the OpenAI log import's (`cli.imports.Contract`); a call protege itself recorded as invalid is a bad
 item. Bad items are reported by line and span; nothing is imported on a bad file unless `--skip-bad`.
+protege's own spans say more, and are heeded: a call made for another task is that task's; one answered by a tier
+other than the teacher (replay, student) is left out, counted (a cheap tier's answers are not teacher answers to
+learn from); one whose protege trace is in the store already is not imported again (`ImportPlan.recorded`).
+The file is read a line at a time (one document per line), or whole when it is one pretty-printed document.
 """
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
+import difflib
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import protege.telemetry.genai as g
-from protege.cli.imports import BadLine, Contract, ImportPlan, convert_tools, read_text, token_cost, trace_from_chat
+from protege.cli.imports import (
+    Bad,
+    BadLine,
+    Contract,
+    ImportPlan,
+    Pricer,
+    convert_tools,
+    json_or_none,
+    parse_json_line,
+    read_lines,
+    read_whole,
+    token_count,
+    trace_from_chat,
+    without_gc,
+)
 from protege.errors import UserError
 from protege.store.models import utcnow
 
@@ -39,8 +58,8 @@ class Span:
     span_id: str
     parent_id: str
     name: str
-    start: int
-    end: int
+    start: int | None  # Unix nanoseconds; None when the span does not say
+    end: int | None
     attrs: dict[str, Any]
     line: int
     events: tuple[str, ...] = ()  # the names of its span events (content is not read from them)
@@ -71,48 +90,111 @@ def plan_otel_import(
     the usage of calls that carry no cost (None: the packaged table)."""
     if not path.is_file():
         raise UserError(f'no file {str(path)!r}; give an OTLP JSON export of spans ({{"resourceSpans": [...]}})')
-    spans, bad = read_spans(path)
-    rows: list[dict[str, Any]] = []
-    found, start = len(bad), utcnow()
-    for call in llm_calls(spans):
-        if call.task not in (None, contract.task):
-            continue  # protege recorded it as another task's call: not this task's, not a bad line either
-        found += 1
-        final = call.requests[-1]
-        try:
-            row = trace_from_call(call, contract, model=model, prices=prices)
-        except BadLine as exc:
-            bad.append((final.line, f"{final.where}: {exc}"))
-            continue
-        row["created_at"] = start + timedelta(microseconds=len(rows))  # file order survives ordering by time
-        rows.append(row)
-    if not found:
-        raise UserError(
+    with without_gc():
+        spans, bad = read_spans(path)
+        pricer = Pricer(prices)
+        plan = ImportPlan(rows=[], bad=bad, lines=len(bad), unpriced=pricer.unpriced)
+        other_tasks: Counter[str] = Counter()
+        for call in llm_calls(spans):
+            if call.task not in (None, contract.task):
+                other_tasks[call.task] += 1  # protege recorded it as another task's call: not this task's, nor bad
+                continue
+            plan.lines += 1
+            _plan_call(plan, call, contract, model=model, pricer=pricer)
+    start = utcnow()
+    for i, row in enumerate(plan.rows):
+        row["created_at"] = start + timedelta(microseconds=i)  # file order survives ordering by time
+    if not plan.lines:
+        raise UserError(_nothing_found(path, contract.task, other_tasks))
+    plan.bad.sort()
+    return plan
+
+
+def _plan_call(plan: ImportPlan, call: Call, contract: Contract, *, model: str | None, pricer: Pricer) -> None:
+    """Adds one call to `plan`: as a row, a bad item, or a call left out (and why)."""
+    tier = _recorded_tier(call)
+    if tier not in (None, "teacher"):
+        plan.left_out[f"answered by protege's {tier} tier, not its teacher"] += 1
+        return
+    final = call.requests[-1]
+    try:
+        row = trace_from_call(call, contract, model=model, pricer=pricer)
+    except BadLine as exc:
+        plan.bad.append(Bad(final.line, f"{final.where}: {exc}", exc.reason))
+        return
+    recorded = call.parent.attrs.get(g.TRACE_ID) if call.parent is not None else None
+    if isinstance(recorded, str) and recorded:
+        plan.recorded[row["id"]] = recorded
+    plan.rows.append(row)
+
+
+def _recorded_tier(call: Call) -> str | None:
+    """The protege tier whose attempt made the call (its attempt span says), or None for others' spans."""
+    tier = call.parent.attrs.get(g.TIER) if call.parent is not None else None
+    return tier if isinstance(tier, str) else None
+
+
+def _nothing_found(path: Path, task: str, other_tasks: Counter[str]) -> str:
+    """Why a file gave no call to import for `task`, and what to do."""
+    if not other_tasks:
+        return (
             f"{str(path)!r} holds no LLM spans (gen_ai.operation.name 'chat' or OpenInference span kind "
             f"'LLM'); export the spans of your model calls"
         )
-    return ImportPlan(rows=rows, bad=sorted(bad), lines=found)
+    counts = ", ".join(f"{name!r}: {n:,}" for name, n in other_tasks.most_common())
+    close = difflib.get_close_matches(task, list(other_tasks), n=1)
+    hint = f"did you mean --task {close[0]!r}?" if close else "pass one of those as --task"
+    return (
+        f"{str(path)!r} holds no LLM calls of task {task!r}: its {other_tasks.total():,} call(s) are of other "
+        f"tasks ({counts}); {hint}"
+    )
 
 
 # -- reading the file ------------------------------------------------------------------------------------------------
 
+NOT_OTLP = 'not an OTLP JSON object with a "resourceSpans" list'
 
-def read_spans(path: Path) -> tuple[list[Span], list[tuple[int, str]]]:
-    """Every span in the file once, and (line, why) for the lines that are not OTLP JSON."""
-    text = read_text(path)
-    whole = _json(text)
-    documents = (
-        [(1, whole)]
-        if isinstance(whole, dict)
-        else [(n, _json(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    )
-    spans, bad = [], []
-    for number, doc in documents:
-        if not isinstance(doc, dict) or not isinstance(_get(doc, "resourceSpans", "resource_spans"), list):
-            bad.append((number, 'not an OTLP JSON object with a "resourceSpans" list'))
-            continue
-        spans += list(_spans_of(doc, number))
+
+def read_spans(path: Path) -> tuple[list[Span], list[Bad]]:
+    """Every span in the file once, and the lines that are not OTLP JSON."""
+    spans: list[Span] = []
+    bad: list[Bad] = []
+    for number, doc in _documents(path):
+        if isinstance(doc, BadLine):
+            bad.append(Bad(number, str(doc), doc.reason))
+        elif not isinstance(doc, dict) or not isinstance(_get(doc, "resourceSpans", "resource_spans"), list):
+            bad.append(Bad(number, NOT_OTLP, NOT_OTLP))
+        else:
+            spans += _spans_of(doc, number)
     return _each_once(spans), bad
+
+
+def _documents(path: Path) -> Iterator[tuple[int, Any]]:
+    """The file's documents with their line numbers, a line at a time (the collector's file exporter writes a
+    document a line), so a big export is never all in memory at once; a line that is not JSON comes as its
+    BadLine. When the first line is not JSON by itself the file may be one pretty-printed document: read whole."""
+    lines = read_lines(path)
+    first = next(lines, None)
+    if first is None:
+        return
+    number, line = first
+    doc = _document(line)
+    if isinstance(doc, BadLine):
+        whole = _document(read_whole(path))
+        if isinstance(whole, dict):
+            lines.close()
+            yield 1, whole
+            return
+    yield number, doc
+    for number, line in lines:
+        yield number, _document(line)
+
+
+def _document(text: bytes) -> Any:
+    try:
+        return parse_json_line(text)
+    except BadLine as exc:
+        return exc
 
 
 def _each_once(spans: list[Span]) -> list[Span]:
@@ -130,7 +212,7 @@ def _each_once(spans: list[Span]) -> list[Span]:
     return unique
 
 
-def _spans_of(doc: dict, line: int) -> Any:
+def _spans_of(doc: dict, line: int) -> Iterator[Span]:
     for resource in _list(_get(doc, "resourceSpans", "resource_spans")):
         scopes = _get(resource, "scopeSpans", "scope_spans") or _get(resource, "instrumentationLibrarySpans")
         for scope in _list(scopes):
@@ -141,8 +223,8 @@ def _spans_of(doc: dict, line: int) -> Any:
                         span_id=str(_get(s, "spanId", "span_id") or ""),
                         parent_id=str(_get(s, "parentSpanId", "parent_span_id") or ""),
                         name=str(s.get("name") or ""),
-                        start=_int(_get(s, "startTimeUnixNano", "start_time_unix_nano")),
-                        end=_int(_get(s, "endTimeUnixNano", "end_time_unix_nano")),
+                        start=_nanos(_get(s, "startTimeUnixNano", "start_time_unix_nano")),
+                        end=_nanos(_get(s, "endTimeUnixNano", "end_time_unix_nano")),
                         attrs={
                             a["key"]: _value(a.get("value"))
                             for a in _list(s.get("attributes"))
@@ -201,21 +283,45 @@ def llm_calls(spans: list[Span]) -> list[Call]:
         parent = by_id.get(parent_id)
         task = _recorded_task(parent, by_id)
         call = Call(parent=parent, task=task)
-        for s in sorted(group, key=lambda s: s.start):
+        for s in sorted(group, key=_when):
             call.requests.append(s)
-            if not _output_turn(s).get("tool_calls"):
+            if _ends_call(s):
                 calls.append(call)
                 call = Call(parent=parent, task=task)
         if call.requests:
-            calls.append(call)  # ends in tool calls: reported as having no final answer
-    return sorted(calls, key=lambda c: (c.requests[-1].line, c.requests[0].start))
+            calls.append(call)  # ends in tool calls (or says nothing): reported as having no final answer
+    return sorted(calls, key=lambda c: (c.requests[-1].line, _when(c.requests[0])))
+
+
+def _when(s: Span) -> int:
+    """When a span started, for ordering: its end when its start is missing."""
+    return s.start if s.start is not None else s.end or 0
+
+
+TOOL_FINISHES = frozenset({"tool_calls", "tool_use", "function_call"})
+
+
+def _ends_call(s: Span) -> bool:
+    """Whether request `s` answered in text, ending its call. A request recorded with content off has no answer to
+    look at: its finish reasons tell, and without them it is taken to go on, so a call of such requests counts
+    once, not once a request."""
+    try:
+        turn = _output_turn(s)
+    except BadLine:
+        return True  # its answer is unreadable: the call ends there, and reports it
+    if turn:
+        return not turn.get("tool_calls")
+    reasons = s.attrs.get(g.FINISH_REASONS)
+    if isinstance(reasons, list) and reasons:
+        return not TOOL_FINISHES.intersection(str(r) for r in reasons)
+    return False
 
 
 # -- one call as a trace ---------------------------------------------------------------------------------------------
 
 
 def trace_from_call(
-    call: Call, contract: Contract, *, model: str | None = None, prices: PriceTable | None = None
+    call: Call, contract: Contract, *, model: str | None = None, pricer: Pricer | None = None
 ) -> dict[str, Any]:
     """One LLM call as a trace dict for `Store.insert_traces` (raises BadLine)."""
     parent, final = call.parent, call.requests[-1]
@@ -230,12 +336,15 @@ def trace_from_call(
     record = {"messages": [*messages, output], "tools": _tools(final)}
     row = trace_from_chat(record, contract, model=model or _model(final))
     usage = _usage(call.requests)
-    return {
-        **row,
-        **usage,
-        "cost_usd": _cost(call.requests, row["model"], usage, prices),
-        "latency_s": max(0, final.end - call.requests[0].start) / 1e9,
-    }
+    row.update(usage, cost_usd=_cost(call.requests, row["model"], usage, pricer or Pricer()), latency_s=_latency(call))
+    return row
+
+
+def _latency(call: Call) -> float:
+    """Seconds from the call's first request to its answer; 0 (unknown) when a span lacks its time, rather than the
+    54 years since 1970 that a missing start would make."""
+    start, end = call.requests[0].start, call.requests[-1].end
+    return (end - start) / 1e9 if start is not None and end is not None and end >= start else 0.0
 
 
 def _no_content(s: Span) -> str:
@@ -348,26 +457,31 @@ def _usage(requests: list[Span]) -> dict[str, int]:
     reads and writes inside gen_ai.usage.input_tokens, as OpenInference does inside llm.token_count.prompt)."""
     total = {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0}
     for s in requests:
-        a = s.attrs
-        read = _int(_first(a, g.CACHE_READ_TOKENS, "llm.token_count.prompt_details.cache_read"))
-        write = _int(_first(a, g.CACHE_WRITE_TOKENS, "llm.token_count.prompt_details.cache_write"))
-        prompt = _int(_first(a, g.INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"))
+        read = _tokens(s, g.CACHE_READ_TOKENS, "llm.token_count.prompt_details.cache_read")
+        write = _tokens(s, g.CACHE_WRITE_TOKENS, "llm.token_count.prompt_details.cache_write")
+        prompt = _tokens(s, g.INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
         total["input_tokens"] += max(prompt - read - write, 0)
-        total["output_tokens"] += _int(
-            _first(a, g.OUTPUT_TOKENS, "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+        total["output_tokens"] += _tokens(
+            s, g.OUTPUT_TOKENS, "gen_ai.usage.completion_tokens", "llm.token_count.completion"
         )
         total["cache_read_tokens"] += read
         total["cache_write_tokens"] += write
     return total
 
 
-def _cost(requests: list[Span], model: str, usage: dict[str, int], prices: PriceTable | None) -> float:
+def _tokens(s: Span, *keys: str) -> int:
+    """A token count of the span's first attribute of `keys`, checked as the log import checks `usage` (a negative
+    or fractional count is a bad item, not a negative cost)."""
+    return token_count(s.attrs, *keys, holder=f"span {s.span_id or '?'}")
+
+
+def _cost(requests: list[Span], model: str, usage: dict[str, int], pricer: Pricer) -> float:
     """The recorded cost when every request carries one (protege's, or OpenInference's llm.cost.total), else the
     price table's for the model (the app's when it is loaded)."""
     recorded = [_first(s.attrs, g.COST_USD, "llm.cost.total") for s in requests]
     if all(isinstance(c, (int, float)) and not isinstance(c, bool) and c >= 0 for c in recorded):
         return float(sum(recorded))
-    return token_cost(model, usage, prices)
+    return pricer.cost(model, usage)
 
 
 def _indexed(tree: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -398,12 +512,14 @@ def _int(v: Any) -> int:
         return 0
 
 
-def _json(text: str) -> Any:
+def _nanos(v: Any) -> int | None:
+    """A span time in Unix nanoseconds; None when missing or not a time (0 would be 1970)."""
     try:
-        return json.loads(text)
-    except ValueError:
+        n = int(v)
+    except (TypeError, ValueError):
         return None
+    return n if n > 0 else None
 
 
 def _loaded(value: Any) -> Any:
-    return _json(value) if isinstance(value, str) else value
+    return json_or_none(value) if isinstance(value, str) else value
