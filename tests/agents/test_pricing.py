@@ -129,3 +129,21 @@ def test_cost_of_prices_a_stand_in_as_the_model_it_stands_for():
     assert cost_of(FunctionModel(lambda r: "x", price_as="anthropic:claude-opus-4-5"), usage) == pytest.approx(7.5)
     assert cost_of(FunctionModel(lambda r: "x"), usage) == 0.0
     assert cost_of(ReferenceModel([], price_as=""), usage) == 0.0
+
+
+@pytest.mark.parametrize("rate", [float("inf"), float("nan"), -1.0])
+def test_a_machine_price_that_is_not_a_finite_amount_is_refused(rate):
+    """`PROTEGE_LOCAL_COST_PER_HOUR=inf` priced one call at inf and every ledger after it at -inf savings."""
+    from protege.agents.pricing import load_prices
+
+    with pytest.raises(UserError, match="local_cost_per_hour"):
+        load_prices(local_cost_per_hour=rate)
+
+
+def test_a_token_price_that_is_not_finite_is_refused():
+    from pydantic import ValidationError
+
+    from protege.agents.pricing import Price
+
+    with pytest.raises(ValidationError):
+        Price(input=float("inf"), output=1.0)

@@ -13,6 +13,7 @@ Counting them at $0 would flatter every saving the cheaper tiers claim.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import tomllib
@@ -52,10 +53,10 @@ class Price(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_read: float = Field(ge=0)
-    cache_write: float = Field(ge=0)
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
+    cache_read: float = Field(ge=0, allow_inf_nan=False)
+    cache_write: float = Field(ge=0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -77,9 +78,9 @@ class PriceTable:
     """Prices by model name: "provider:model" keys, found by full spec, bare name or dated snapshot."""
 
     def __init__(self, prices: dict[str, Price], *, as_of: str = "", local_cost_per_hour: float | None = None):
-        if local_cost_per_hour is not None and not local_cost_per_hour >= 0:
+        if local_cost_per_hour is not None and not 0 <= local_cost_per_hour < math.inf:  # nan fails too
             raise UserError(
-                f"local_cost_per_hour={local_cost_per_hour!r} must be a price in USD per hour >= 0, e.g. "
+                f"local_cost_per_hour={local_cost_per_hour!r} must be a finite price in USD per hour >= 0, e.g. "
                 f"{CPU_INSTANCE_PER_HOUR} for a 2-vCPU instance or {GPU_INSTANCE_PER_HOUR} for a GPU one"
             )
         self.prices = dict(prices)
