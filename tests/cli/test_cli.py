@@ -181,6 +181,19 @@ def test_read_commands_need_a_store(project):
         assert_one_line_error(project.cli(*args), 2, "no protege store at", "protege init")
 
 
+def test_read_commands_make_no_store_in_a_database_that_has_none(project):
+    """`protege --db URL tasks` on an empty database (or another app's) left 17 protege tables behind; reading
+    commands now refuse and the database stays as it was."""
+    import sqlite3
+
+    empty = project.path / "empty.db"
+    sqlite3.connect(empty).close()
+    result = project.cli("--db", f"sqlite:///{empty}", "tasks")
+    assert result.exit_code != 0 and "protege" in result.stderr
+    with sqlite3.connect(empty) as conn:
+        assert conn.execute("select count(*) from sqlite_master").fetchone() == (0,)
+
+
 def test_tasks_traces_and_filters(seeded):
     """tasks/traces list what the calls wrote, with --tier, --valid/--invalid and --limit filters."""
     tasks = seeded.json("tasks")

@@ -4,19 +4,25 @@ it together, and every reservation is settled (spent == the recorded cost) once 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from protege import BudgetExceeded, Policy, Protege, RunResult
 from protege.agents import FunctionModel
 from protege.agents.budget import ALL_TASKS
 from protege.agents.models.base import ModelResponse, Usage
+from protege.cli import app as cli_app
 from protege.store import RunRow, Store, TraceRow
 
-from .common import OPUS, Ticket, Triage, oracle, register_triage
+from .common import HERE, OPUS, Ticket, Triage, oracle, register_triage, script_env
 
 CAP = 0.5  # about 20 calls' worth of $0.0225 each; the worst-case reservation is about $0.05
 
@@ -34,6 +40,9 @@ def check_books(store: Store, scope: str, cap: float, outcomes: list, cost_of_sc
     served = sum(isinstance(o, RunResult) or (isinstance(o, dict) and "error" not in o) for o in outcomes)
     refused = [o for o in outcomes if isinstance(o, BudgetExceeded) or (isinstance(o, dict) and o.get("error"))]
     assert all(isinstance(o, BudgetExceeded) or o["error"] == "BudgetExceeded" for o in refused), refused[:3]
+    for exc in (o for o in refused if isinstance(o, BudgetExceeded)):  # the figures it was refused on pass the cap
+        committed, worst = _figures(str(exc))
+        assert committed + worst > cap - 1e-4, str(exc)  # 1e-4: the message rounds to 4 places
     assert served + len(refused) == len(outcomes) and served >= 1 and refused
     assert cost_of_scope <= cap + 1e-9 and store.spent(scope) <= cap + 1e-9
     assert store.spent(scope) == pytest.approx(cost_of_scope, abs=1e-9)  # nothing left reserved or double-counted
@@ -147,3 +156,82 @@ def test_cancelled_call_releases_its_reservation(app):
     while app.store.spent("triage") > 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert app.store.spent("triage") == 0.0
+
+
+KILLED_CALLER = """
+import asyncio, sys
+from common import OPUS, register_triage
+from protege import Policy, Protege
+from protege.agents import FunctionModel
+
+async def never_answers(req):
+    await asyncio.sleep(120)
+
+app = Protege(db=sys.argv[1], teacher=FunctionModel(never_answers, price_as=OPUS), project_dir=sys.argv[2])
+register_triage(app, policy=Policy(teacher_budget_usd=100.0))
+app.run("triage", {"ticket": {"subject": "killed mid-call"}})
+"""
+
+
+def test_a_killed_callers_reservation_is_released_for_the_next_callers(app, tmp_path, caplog):
+    """kill -9 during a teacher call left its reservation counted all day: fresh workers were refused with
+    BudgetExceeded while `protege stats` showed $0 spent. `stats` now shows the reservation, and the next
+    reservation releases it (a warning says how much)."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CALLER, app.store.url, str(tmp_path / ".killed")],
+        env=script_env(),
+        cwd=HERE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while app.store.spent("triage") == 0 and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reserved = app.store.spent("triage")
+        assert reserved > 0, worker.stderr.read().decode() if worker.poll() is not None else "no reservation"
+    finally:
+        worker.kill()  # SIGKILL: no handler, atexit or finally of the worker runs
+        worker.wait()
+    shown = CliRunner().invoke(cli_app, ["--db", app.store.url, "stats"], env={"COLUMNS": "200"})
+    assert re.search(rf"triage +\$0 +\${reserved:.4f} +1 ", shown.output), shown.output  # visible to an operator
+    register_triage(app, policy=Policy(teacher_budget_usd=1.5 * reserved))  # room for one call, not two
+    with caplog.at_level(logging.WARNING, logger="protege"):
+        result = app.run("triage", {"ticket": {"subject": "killed mid-call"}})
+    assert result.tier == "teacher"
+    assert f"released a teacher budget reservation of ${reserved:.4f}" in caplog.text
+    assert app.store.spent("triage") == pytest.approx(recorded_cost(app.store, "triage"), abs=1e-9)
+
+
+def test_a_refusal_reports_the_figures_it_was_refused_on(tmp_path, monkeypatch):
+    """The message re-read the spend after the refusal, when other calls had settled below their worst cases: "cap
+    $0.5000 ... $0.4284 is spent or reserved; this call could cost up to $0.0528", figures under the cap. It now
+    reports what the cap was checked against, under the lock that refused."""
+    from protege.agents.budget import BudgetedModel
+    from protege.agents.models.base import Message, ModelRequest
+    from protege.agents.pricing import default_table
+
+    store = Store(f"sqlite:///{tmp_path}/r.db")
+    other = store.reserve_budget(0.48, {"triage": CAP})  # another call in flight, about to settle for less
+    reserve = store.reserve_budget
+
+    def others_settle_right_after(amount, caps, **kw):
+        outcome = reserve(amount, caps, **kw)
+        store.settle_budget(other, 0.01)
+        return outcome
+
+    monkeypatch.setattr(store, "reserve_budget", others_settle_right_after)
+    model = BudgetedModel(FunctionModel(oracle, price_as=OPUS), store, "triage", {"triage": CAP}, default_table())
+    request = ModelRequest(messages=[Message(role="user", content="refund please")], max_tokens=1000)
+    with pytest.raises(BudgetExceeded) as caught:
+        asyncio.run(model.request(request))
+    committed, worst = _figures(str(caught.value))
+    assert committed + worst > CAP and caught.value.spent == pytest.approx(0.48), str(caught.value)
+    store.close()
+
+
+def _figures(message: str) -> tuple[float, float]:
+    """The spent-or-reserved figure and the call's worst case a BudgetExceeded message names."""
+    committed = re.search(r"\$(\d+\.\d+) is spent or reserved", message)
+    worst = re.search(r"could cost up to \$(\d+\.\d+)", message)
+    assert committed and worst, message
+    return float(committed[1]), float(worst[1])

@@ -1,43 +1,113 @@
-"""The teacher budget reservation is atomic under concurrency, and the ledger sums what the traces cost."""
+"""The teacher budget: reservations are atomic under concurrency, each scope's or none, released when their process
+dies; the ledger sums what the traces cost."""
 
 from __future__ import annotations
 
+import logging
+import socket
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from protege.store import RunRow, Store, TraceRow
+from protege.store import BudgetHold, BudgetRefusal, RunRow, Store, TraceRow
 
 
-def test_reserve_spend_respects_the_cap(store):
-    """Reservations pass until the next would exceed the cap; releases (negative amounts) free room again."""
-    assert store.reserve_spend("t", 0.6, 1.0, day="d")
-    assert not store.reserve_spend("t", 0.6, 1.0, day="d")
-    assert store.reserve_spend("t", 0.4, 1.0, day="d")  # exactly at the cap is allowed
-    assert store.spent("t", day="d") == pytest.approx(1.0)
-    assert store.reserve_spend("t", -0.5, None, day="d")
-    assert store.reserve_spend("t", 0.5, 1.0, day="d")
-    assert store.reserve_spend("t", 100.0, None, day="d")  # no cap: always reserved
+def test_reservations_respect_the_cap(store):
+    """Reservations pass until the next would exceed the cap; settling and releasing free room again."""
+    first = store.reserve_budget(0.6, {"t": 1.0}, day="d")
+    assert isinstance(first, BudgetHold)
+    assert isinstance(store.reserve_budget(0.6, {"t": 1.0}, day="d"), BudgetRefusal)
+    second = store.reserve_budget(0.4, {"t": 1.0}, day="d")  # exactly at the cap is allowed
+    assert isinstance(second, BudgetHold) and store.spent("t", day="d") == pytest.approx(1.0)
+    store.settle_budget(first, 0.1)  # billed less than its worst case
+    assert store.spent("t", day="d") == pytest.approx(0.5)
+    store.release_budget(second)
+    assert isinstance(store.reserve_budget(0.9, {"t": 1.0}, day="d"), BudgetHold)
+    assert isinstance(store.reserve_budget(100.0, {"t": None}, day="d"), BudgetHold)  # no cap: always reserved
     assert store.spent("t", day="other") == 0.0
-    assert not store.reserve_spend("u", 2.0, 1.0, day="d")  # a first reservation over the cap fails too
+    assert isinstance(store.reserve_budget(2.0, {"u": 1.0}, day="d"), BudgetRefusal)  # a first one over the cap too
     assert store.spent("u", day="d") == 0.0
 
 
-def test_reserve_spend_is_atomic_across_threads_and_stores(store_url):
-    """Sixteen threads over two Store objects (two pools) race 400 reservations at a cap of 50: exactly 50 pass."""
+def test_a_reservation_takes_every_scope_or_none(store):
+    """A call reserves against its task's cap and the all-tasks cap together: refused by either, it holds neither."""
+    assert isinstance(store.reserve_budget(0.5, {"a": 1.0, "*": 0.8}, day="d"), BudgetHold)
+    refused = store.reserve_budget(0.5, {"b": 1.0, "*": 0.8}, day="d")
+    assert isinstance(refused, BudgetRefusal) and refused.scope == "*"
+    assert (store.spent("b", day="d"), store.spent("*", day="d")) == (0.0, pytest.approx(0.5))
+    assert len(store.budget_holds()) == 2  # the granted one, once per scope
+
+
+def test_a_refusal_reports_the_figures_it_was_decided_on(store):
+    """The refusal's spent and reserved are read under the lock that refused it: with what was asked they pass the
+    cap (a message re-reading `spent` after others settled printed figures that fit under it)."""
+    held = store.reserve_budget(0.3, {"t": 0.5}, day="d")
+    store.settle_budget(store.reserve_budget(0.1, {"t": 0.5}, day="d"), 0.1)
+    refused = store.reserve_budget(0.2, {"t": 0.5}, day="d")
+    assert isinstance(held, BudgetHold) and isinstance(refused, BudgetRefusal)
+    assert (refused.cap, refused.spent, refused.reserved, refused.amount) == pytest.approx((0.5, 0.1, 0.3, 0.2))
+    assert refused.committed + refused.amount > refused.cap
+
+
+def test_a_dead_processs_reservation_is_released_by_the_next_one(store, caplog):
+    """A process killed mid-call (kill -9) kept its reservation counted against the cap for the rest of the day, and
+    no later process could release it. Now its hold row names the owner: the next reservation releases it, and
+    says so once, with the amount."""
+    dead = _dead_owner()
+    assert isinstance(store.reserve_budget(0.8, {"t": 1.0, "*": 5.0}, owner=dead), BudgetHold)
+    assert store.spent("t") == pytest.approx(0.8)
+    with caplog.at_level(logging.WARNING, logger="protege"):
+        assert isinstance(store.reserve_budget(0.8, {"t": 1.0}), BudgetHold)
+        assert isinstance(store.reserve_budget(0.1, {"t": 1.0}), BudgetHold)
+    released = [r.getMessage() for r in caplog.records if "released a teacher budget reservation" in r.getMessage()]
+    assert len(released) == 1 and "$0.8000" in released[0] and "process is gone" in released[0], released
+    assert "task 't'" in released[0] and "all tasks" in released[0]
+    assert store.spent("t") == pytest.approx(0.9) and store.spent("*") == 0.0
+
+
+def test_a_reservation_past_its_lease_is_released_and_a_late_settle_still_counts(store, caplog):
+    """A hold of a live owner on another host is released once its lease runs out; should that call still settle,
+    its cost is counted once and the reserved total is not taken down twice."""
+    elsewhere = "another-host:1:token"
+    slow = store.reserve_budget(0.5, {"t": 1.0}, owner=elsewhere, lease_s=-1)  # already past its lease
+    assert isinstance(store.reserve_budget(0.9, {"t": 1.0}), BudgetHold)
+    assert "lease ran out" in caplog.text
+    store.settle_budget(slow, 0.05)
+    (state,) = store.budget()
+    assert (state.spent_usd, state.reserved_usd, state.holds) == pytest.approx((0.05, 0.9, 1))
+
+
+def test_reservations_are_atomic_across_threads_and_stores(store_url):
+    """Sixteen threads over two Store objects (two pools) race 400 reservations at a cap of 50: exactly 50 pass,
+    and settling them all leaves nothing reserved."""
     stores = [Store(store_url), Store(store_url)]
     try:
 
-        def reserve(i: int) -> bool:
-            return stores[i % 2].reserve_spend("race", 1.0, 50.0, day="d")
+        def reserve(i: int) -> BudgetHold | BudgetRefusal:
+            return stores[i % 2].reserve_budget(1.0, {"race": 50.0, "*": None}, day="d")
 
         with ThreadPoolExecutor(16) as pool:
-            granted = sum(pool.map(reserve, range(400)))
-        assert granted == 50
+            granted = [h for h in pool.map(reserve, range(400)) if isinstance(h, BudgetHold)]
+        assert len(granted) == 50
         assert stores[0].spent("race", day="d") == pytest.approx(50.0)
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda h: stores[1].settle_budget(h, 0.5), granted))
+        states = {s.scope: s for s in stores[0].budget(day="d")}
+        assert (states["race"].spent_usd, states["race"].reserved_usd, states["race"].holds) == pytest.approx(
+            (25.0, 0.0, 0)
+        )
+        assert states["*"].spent_usd == pytest.approx(25.0) and stores[0].budget_holds() == []
     finally:
         for s in stores:
             s.close()
+
+
+def _dead_owner() -> str:
+    """The owner id of a process of this host that has exited."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return f"{socket.gethostname()}:{int(proc.stdout)}:deadbeef"
 
 
 def test_ledger_sums_match_the_traces(store):

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from protege.store import RunRow, Store, TraceRow
+from protege.store import BudgetHold, RunRow, Store, TraceRow
 
 
 def _kill_other_backends(pg_url: str) -> int:
@@ -30,7 +30,7 @@ def test_store_survives_dropped_connections(pg_url):
         _kill_other_backends(pg_url)
         assert store.count_traces() == 2
         _kill_other_backends(pg_url)
-        assert store.reserve_spend("t", 1.0, 5.0)
+        assert isinstance(store.reserve_budget(1.0, {"t": 5.0}), BudgetHold)
 
 
 def test_hot_path_writes_are_single_statements(pg_url, monkeypatch):

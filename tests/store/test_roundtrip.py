@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from protege.errors import UserError
-from protege.store import DatasetRow, RunRow, ShadowRow, SkillRow, StudentRow, TraceRow
-from protege.store.models import BudgetRow
+from protege.store import BudgetHold, DatasetRow, RunRow, ShadowRow, SkillRow, StudentRow, TraceRow
+from protege.store.models import BudgetHoldRow, BudgetRow
 
 IST = timezone(timedelta(hours=5, minutes=30))
 WHEN = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=IST)  # not UTC on purpose: it must come back as UTC
@@ -174,12 +174,14 @@ def test_skill_label_dataset_student_shadow_round_trip(store):
 
 
 def test_budget_round_trip(store):
-    """A reservation creates the day's budget row and `spent` reads it back."""
-    assert store.reserve_spend("triage", 0.75, 10.0, day="2025-01-01")
+    """A reservation creates the day's budget row and its hold row; `spent` reads back what counts."""
+    assert isinstance(store.reserve_budget(0.75, {"triage": 10.0}, day="2025-01-01"), BudgetHold)
     assert store.spent("triage", day="2025-01-01") == pytest.approx(0.75)
     with store.session() as s:
         row = s.exec(select(BudgetRow)).one()
-    assert (row.task_name, row.day, row.spent_usd) == ("triage", "2025-01-01", pytest.approx(0.75))
+        hold = s.exec(select(BudgetHoldRow)).one()
+    assert (row.task_name, row.day, row.spent_usd, row.reserved_usd) == ("triage", "2025-01-01", 0.0, 0.75)
+    assert (hold.task_name, hold.day, hold.amount_usd) == ("triage", "2025-01-01", 0.75)
 
 
 def test_naive_datetimes_are_refused(store):

@@ -4,7 +4,8 @@ The reservation is the most a request can cost (its prompt tokens plus `max_toke
 teacher's prices), taken atomically in the store against every cap, so concurrent calls in any number of
 processes can never pass a cap together. After the response the reservation is settled to the real cost, also
 for an answer that was billed but could not be used (`ModelError.usage`); only a request nothing was billed for
-releases it.
+releases it. A process killed mid-call leaves its reservation to the store, which releases it on a later
+reservation once it sees the process gone (see protege.store.budget).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from typing import Any
 
 from protege.agents.models.base import Model, ModelRequest, ModelResponse, Usage
 from protege.errors import BudgetExceeded, ModelError
-from protege.store import Store
-
-ALL_TASKS = "*"
+from protege.store import BudgetHold, Store
+from protege.store.budget import ALL_TASKS
 
 
 class BudgetedModel:
@@ -45,42 +45,34 @@ class BudgetedModel:
     async def request(self, req: ModelRequest) -> ModelResponse:
         if not self.caps:
             return await self.inner.request(req)
-        reserved = self._worst_case(req)
-        taken: list[str] = []
-        for scope, cap in self.caps.items():
-            if not self.store.reserve_spend(scope, reserved, cap):
-                self._release(taken, reserved)
-                spent = self.store.spent(scope)
-                what = "all tasks" if scope == ALL_TASKS else f"task {self.task!r}"
-                raise BudgetExceeded(
-                    f"teacher budget for {what} is ${cap:.4f}/day and ${spent:.4f} is spent or reserved; this call "
-                    f"could cost up to ${reserved:.4f}. Raise the cap (Policy.teacher_budget_usd / "
-                    f"PROTEGE_TEACHER_BUDGET_USD_PER_DAY) or wait until tomorrow (UTC).",
-                    task=self.task,
-                    scope=scope,
-                    spent=spent,
-                    cap=cap,
-                )
-            taken.append(scope)
+        hold = self._reserve(self._worst_case(req))
         try:
             resp = await self.inner.request(req)
         except ModelError as exc:
             if exc.usage is None:
-                self._release(taken, reserved)  # refused or never answered: nothing billed
+                self.store.release_budget(hold)  # refused or never answered: nothing billed
             else:
-                self._settle(taken, reserved, exc.usage)  # answered and billed, but unreadable: it still counts
+                self.store.settle_budget(hold, self._cost(exc.usage))  # answered and billed, but unreadable: counts
             raise
         except BaseException:
-            self._release(taken, reserved)  # failed requests are not billed
+            self.store.release_budget(hold)  # failed requests are not billed
             raise
-        self._settle(taken, reserved, resp.usage)
+        self.store.settle_budget(hold, self._cost(resp.usage))
         return resp
 
-    def _settle(self, scopes: list[str], reserved: float, usage: Usage) -> None:
-        actual = self._cost(usage)
-        for scope in scopes:
-            self.store.reserve_spend(scope, actual - reserved, None)
-
-    def _release(self, scopes: list[str], amount: float) -> None:
-        for scope in scopes:
-            self.store.reserve_spend(scope, -amount, None)
+    def _reserve(self, amount: float) -> BudgetHold:
+        """Reserve `amount` against every cap at once, or raise BudgetExceeded with the figures the cap refused."""
+        outcome = self.store.reserve_budget(amount, self.caps)
+        if isinstance(outcome, BudgetHold):
+            return outcome
+        what = "all tasks" if outcome.scope == ALL_TASKS else f"task {self.task!r}"
+        raise BudgetExceeded(
+            f"teacher budget for {what} is ${outcome.cap:.4f}/day and ${outcome.committed:.4f} is spent or reserved "
+            f"(${outcome.spent:.4f} spent, ${outcome.reserved:.4f} reserved by calls in flight); this call could cost "
+            f"up to ${amount:.4f}. Raise the cap (Policy.teacher_budget_usd / PROTEGE_TEACHER_BUDGET_USD_PER_DAY) "
+            f"or wait until tomorrow (UTC).",
+            task=self.task,
+            scope=outcome.scope,
+            spent=outcome.committed,
+            cap=outcome.cap,
+        )

@@ -189,14 +189,46 @@ def stats(ctx: typer.Context, task: OptTaskArg = None, as_json: JsonOpt = False)
     if not ledgers:
         return typer.echo("no tasks yet")
     if task:
-        return _ledger_detail(ledgers[0])
+        _ledger_detail(ledgers[0])
+    else:
+        table(
+            "spend by task",
+            ["task", "calls", "tier mix", "spend", "teacher-only", "savings"],
+            [
+                [lg.task, lg.calls, _mix(lg), usd(lg.total_usd), usd(lg.teacher_only_usd), _savings(lg)]
+                for lg in ledgers
+            ],
+            right=("calls", "spend", "teacher-only", "savings"),
+            caption="teacher-only: served calls at the teacher's mean cost per valid answer, failed ones at what the "
+            "teacher spent on them",
+        )
+    _budget_today(store, task)
+
+
+def _budget_today(store: Any, task: str | None) -> None:
+    """Today's teacher budget as the caps count it: settled spend and the reservations of calls in flight (a
+    process killed mid-call keeps its reservation until the next reservation releases it)."""
+    from protege.store.budget import ALL_TASKS
+
+    states = [b for b in store.budget() if task is None or b.scope in (task, ALL_TASKS)]
+    if not states:
+        return
     table(
-        "spend by task",
-        ["task", "calls", "tier mix", "spend", "teacher-only", "savings"],
-        [[lg.task, lg.calls, _mix(lg), usd(lg.total_usd), usd(lg.teacher_only_usd), _savings(lg)] for lg in ledgers],
-        right=("calls", "spend", "teacher-only", "savings"),
-        caption="teacher-only: served calls at the teacher's mean cost per valid answer, failed ones at what the "
-        "teacher spent on them",
+        f"teacher budget today ({states[0].day}, UTC)",
+        ["scope", "spent", "reserved", "calls in flight", "counted"],
+        [
+            [
+                "all tasks" if b.scope == ALL_TASKS else b.scope,
+                usd(b.spent_usd),
+                usd(b.reserved_usd),
+                b.holds,
+                usd(b.spent_usd + b.reserved_usd),
+            ]
+            for b in states
+        ],
+        right=("spent", "reserved", "calls in flight", "counted"),
+        caption="counted against the caps: spent plus reserved (each call in flight reserves its worst case; a "
+        "dead process's reservation is released by the next call)",
     )
 
 

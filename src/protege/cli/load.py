@@ -97,7 +97,9 @@ def open_store(config: CliConfig, *, create: bool = False) -> Any:
         from protege.store.engine import make_project_folder
 
         make_project_folder(config.db_url, config.project_dir)
-    return Store(config.db_url)
+    # only `init`-like commands make a store; the rest read (or review) one that exists, and need no write check:
+    # what spends money (run, distill) opens the app, which checks the store takes its writes before any call
+    return Store(config.db_url, create=create, writable=create)
 
 
 @contextmanager

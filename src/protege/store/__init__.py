@@ -1,5 +1,6 @@
 """The store: SQLModel tables and the `Store` that reads and writes them (knows nothing of the rest)."""
 
+from protege.store.budget import BudgetHold, BudgetRefusal, BudgetState
 from protege.store.models import (
     DatasetRow,
     JobRow,
@@ -15,6 +16,9 @@ from protege.store.models import (
 from protege.store.store import Ledger, Store
 
 __all__ = [
+    "BudgetHold",
+    "BudgetRefusal",
+    "BudgetState",
     "DatasetRow",
     "JobRow",
     "LabelRow",

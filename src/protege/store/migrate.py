@@ -3,7 +3,9 @@
 Fast path: one query of `alembic_version`; at head, nothing else happens (opening a store is on app start).
 Slow path: one transaction that holds the database's write lock — `BEGIN IMMEDIATE` on SQLite, a transaction
 advisory lock on PostgreSQL — re-reads the revision and runs the migrations inside that transaction, so several
-processes opening the same new store at once create the schema exactly once.
+processes opening the same new store at once create the schema exactly once. Only an empty database becomes a
+store: one holding another application's tables or Alembic history is refused untouched, and said to be foreign
+(not an old protege store, not a newer one).
 
 To write a new revision after changing models.py, diff the models against a fresh store (built by the existing
 revisions, whatever models.py says):
@@ -30,21 +32,25 @@ from sqlalchemy.exc import DBAPIError
 from protege.errors import StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0004"  # the newest revision in migrations/versions (a test checks they agree)
+HEAD_REVISION = "0005"  # the newest revision in migrations/versions (a test checks they agree)
 PG_LOCK_KEY = 0x70726F74  # "prot": pg_advisory_xact_lock key that serializes migrations
 # dialect-specific search objects, not in the models: FTS5 table (and shadow tables), PG column and GIN index
 SEARCH_OBJECTS = ("skill_fts", "ix_skill_fts", "search_vector")
+VERSION_TABLE = "alembic_version"
+# the tables of the first revision: all of them there means a protege store, some of them an app's own names
+CORE_TABLES = frozenset({"task", "run", "trace", "skill", "label", "dataset", "student", "shadow", "budget"})
 
 
-def upgrade(engine: Engine) -> None:
-    """Migrate the store to HEAD_REVISION unless it is there already."""
+def upgrade(engine: Engine, *, create: bool = True) -> None:
+    """Migrate the store to HEAD_REVISION unless it is there already; an empty database becomes a new store
+    (unless not `create`). A database holding anything but a protege store is refused, never added to."""
     if current_revision(engine) == HEAD_REVISION:
         return
     with _quiet_alembic():  # its INFO lines ("Context impl SQLiteImpl", one per revision) on every new store
         if engine.dialect.name == "sqlite":
-            _upgrade_sqlite(engine)
+            _upgrade_sqlite(engine, create)
         else:
-            _upgrade_locked(engine)
+            _upgrade_locked(engine, create)
 
 
 @contextmanager
@@ -109,28 +115,28 @@ def revision(message: str, url: str) -> None:
     command.revision(alembic_config(url=url), message=message, autogenerate=True, rev_id=next_id)
 
 
-def _upgrade_sqlite(engine: Engine) -> None:
+def _upgrade_sqlite(engine: Engine, create: bool) -> None:
     # pysqlite does not wrap DDL in a transaction on its own: autocommit mode plus an explicit
     # BEGIN IMMEDIATE makes the whole migration one transaction holding SQLite's write lock.
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.exec_driver_sql("BEGIN IMMEDIATE")
         try:
-            _migrate_in_transaction(conn)
+            _migrate_in_transaction(conn, create)
         except BaseException:
             conn.exec_driver_sql("ROLLBACK")
             raise
         conn.exec_driver_sql("COMMIT")
 
 
-def _upgrade_locked(engine: Engine) -> None:
+def _upgrade_locked(engine: Engine, create: bool) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(PG_LOCK_KEY)))
-        _migrate_in_transaction(conn)
+        _migrate_in_transaction(conn, create)
 
 
-def _migrate_in_transaction(conn: Connection) -> None:
+def _migrate_in_transaction(conn: Connection, create: bool) -> None:
     """Re-read the revision under the lock (a racing process may have migrated) and run what is missing."""
     from alembic import command
     from alembic.util import CommandError
@@ -138,11 +144,7 @@ def _migrate_in_transaction(conn: Connection) -> None:
     current = current_revision(conn)
     if current == HEAD_REVISION:
         return
-    if current is None and _has_table(conn, "task"):
-        raise StoreError(
-            f"store {_url(conn)!r} has protege tables but no migration history (made by a pre-release protege); "
-            "move it aside and open the store again to create a fresh one"
-        )
+    _require_protege_store(conn, current, create)
     try:
         command.upgrade(alembic_config(connection=conn), "head")
     except CommandError as exc:
@@ -150,6 +152,64 @@ def _migrate_in_transaction(conn: Connection) -> None:
             f"cannot migrate store {_url(conn)!r} from revision {current!r}: {exc}; if another protege version "
             "wrote it, upgrade protege to that version or newer"
         ) from exc
+
+
+def _require_protege_store(conn: Connection, revision: str | None, create: bool) -> None:
+    """Refuse what migrating would harm or misread: another application's database (its tables, its Alembic
+    history), a store of a newer protege, one made before migrations; and an empty one when not `create`."""
+    tables = set(_table_names(conn))
+    if not tables - {VERSION_TABLE} and revision is None:  # empty (an empty version table: one downgraded to base)
+        if not create:
+            raise StoreError(
+                f"no protege store in {_url(conn)!r}: the database is empty; point at the store your app uses, or "
+                "let the app (Protege(db=...)) or `protege init` create one there"
+            )
+        return
+    if revision is not None and _is_ours(revision) and tables & CORE_TABLES:
+        return  # an older protege store: migrate it
+    if not CORE_TABLES <= tables:
+        raise StoreError(_foreign_database(conn, revision, tables))
+    if revision is None:
+        raise StoreError(
+            f"store {_url(conn)!r} has protege's tables but no migration history (made by a pre-release protege); "
+            "move it aside and open the store again to create a fresh one"
+        )
+    raise StoreError(
+        f"store {_url(conn)!r} is at revision {revision!r}, which this protege (newest {HEAD_REVISION!r}) does not "
+        "know: a newer protege wrote it; upgrade protege to that version or newer"
+    )
+
+
+def _foreign_database(conn: Connection, revision: str | None, tables: set[str]) -> str:
+    """Another application's database: say so (not "pre-release protege", not "upgrade protege"), and where to go."""
+    others = sorted(tables - {VERSION_TABLE})
+    shown = ", ".join(repr(t) for t in others[:5]) + (", ..." if len(others) > 5 else "")
+    if VERSION_TABLE in tables:
+        what = f"another application's Alembic history (revision {revision!r})" + (
+            f" and tables {shown}" if shown else ""
+        )
+    else:
+        what = f"another application's tables ({shown})"
+    return (
+        f"{_url(conn)!r} is not a protege store: it holds {what}, not protege's. protege keeps its store in a "
+        "database of its own, so that its tables and migrations never mix with an app's; point Protege(db=...), "
+        "--db or PROTEGE_DB at a new SQLite file (sqlite:///protege.db) or an empty PostgreSQL database (createdb "
+        "protege), or a schema of its own (CREATE SCHEMA protege; add ?options=-csearch_path%3Dprotege to the URL)"
+    )
+
+
+def _is_ours(revision: str) -> bool:
+    return revision in _revisions()
+
+
+def _revisions() -> set[str]:
+    return {path.name[:4] for path in (MIGRATIONS_DIR / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")}
+
+
+def _table_names(conn: Connection) -> list[str]:
+    from sqlalchemy import inspect
+
+    return inspect(conn).get_table_names()
 
 
 def _has_table(conn: Connection, name: str) -> bool:

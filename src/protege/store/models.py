@@ -227,7 +227,8 @@ class ShadowRow(SQLModel, table=True):
 
 
 class BudgetRow(SQLModel, table=True):
-    """Teacher spend reserved per task and day, so concurrent calls cannot pass a cap together."""
+    """Teacher spend of one scope (a task, or "*" for all tasks) and day: settled, and reserved by the calls in
+    flight. A cap counts both, checked and changed in one statement, so concurrent calls cannot pass it together."""
 
     __tablename__ = "budget"
     __table_args__ = (UniqueConstraint("task_name", "day", name="uq_budget_task_day"),)
@@ -235,7 +236,28 @@ class BudgetRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     task_name: str  # "*" for the all-tasks daily cap
     day: str  # YYYY-MM-DD (UTC)
-    spent_usd: float = 0.0
+    spent_usd: float = 0.0  # settled: what the finished calls cost
+    # the worst cases of the calls in flight, the sum of their budget_hold rows; a server default for the rows an
+    # older protege inserts while a fleet is upgraded
+    reserved_usd: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+
+
+class BudgetHoldRow(SQLModel, table=True):
+    """One call's reservation against one scope's cap while the call runs, with its owner and a lease.
+
+    Kept only in the day's total, a reservation of a killed process counted against the cap all day, with nobody
+    to release it; as a row, the next reservation releases it once its owner is gone or its lease ran out.
+    """
+
+    __tablename__ = "budget_hold"
+
+    id: str = Field(primary_key=True)  # the reservation: one id across the scopes it holds
+    task_name: str = Field(primary_key=True)  # the scope
+    day: str  # the day row it is counted in (a call that runs past midnight settles there)
+    amount_usd: float
+    owner: str  # "host:pid:token" of the calling process
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class JobRow(SQLModel, table=True):
@@ -282,6 +304,7 @@ ALL_TABLES: list[type[SQLModel]] = [
     StudentRow,
     ShadowRow,
     BudgetRow,
+    BudgetHoldRow,
     JobRow,
     LeaseRow,
 ]

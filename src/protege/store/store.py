@@ -10,7 +10,7 @@ import json
 import random
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -22,11 +22,10 @@ from sqlmodel import Session, SQLModel, col
 from sqlmodel.sql.sqltypes import AutoString
 
 from protege.errors import StoreError, UserError
-from protege.store.background import BackgroundQueries
+from protege.store.budget import BudgetQueries
 from protege.store.bulk import BulkInsert
 from protege.store.engine import SQLITE_BUSY_TIMEOUT_MS, require_aware
 from protege.store.models import (
-    BudgetRow,
     DatasetRow,
     LabelRow,
     RunRow,
@@ -73,7 +72,7 @@ class Ledger(BaseModel):
     imported_usd: float = 0.0  # what imported logs say their calls cost: spent before protege, not in the total
 
 
-class Store(BackgroundQueries):
+class Store(BudgetQueries):
     """The protege store. Open with a SQLAlchemy URL; migrations run on open unless `migrate=False`."""
 
     # -- tasks -------------------------------------------------------------------------------------------------
@@ -462,36 +461,6 @@ class Store(BackgroundQueries):
         stmt = stmt.order_by(col(ShadowRow.created_at).desc(), col(ShadowRow.id).desc()).limit(limit)
         return [v for (v,) in reversed(self._rows(stmt))]
 
-    # -- teacher budget ----------------------------------------------------------------------------------------
-
-    def reserve_spend(self, task: str, amount: float, cap: float | None, *, day: str | None = None) -> bool:
-        """Atomically add `amount` to the day's spend of `task` unless that would pass `cap`; True if reserved.
-
-        One conditional UPDATE does the check and the add, so concurrent callers (threads, processes, machines)
-        can never pass the cap together. A negative `amount` releases or settles a reservation.
-        """
-        day = day or _today()
-        stmt = update(BudgetRow).where(col(BudgetRow.task_name) == task, col(BudgetRow.day) == day)
-        if cap is not None:
-            stmt = stmt.where(col(BudgetRow.spent_usd) + amount <= cap + 1e-12)
-        stmt = stmt.values(spent_usd=col(BudgetRow.spent_usd) + amount)
-        if self._exec(stmt) == 1:
-            return True
-        day_row = select(col(BudgetRow.id)).where(col(BudgetRow.task_name) == task, col(BudgetRow.day) == day)
-        if self._scalar(day_row) is not None:
-            return False  # the row exists: the cap said no
-        try:
-            self._exec(insert(BudgetRow), {"task_name": task, "day": day, "spent_usd": 0.0})
-        except IntegrityError:
-            pass  # another writer made the day's row first
-        return self._exec(stmt) == 1
-
-    def spent(self, task: str, *, day: str | None = None) -> float:
-        stmt = select(col(BudgetRow.spent_usd)).where(
-            col(BudgetRow.task_name) == task, col(BudgetRow.day) == (day or _today())
-        )
-        return float(self._scalar(stmt) or 0.0)
-
     # -- ledger ------------------------------------------------------------------------------------------------
 
     def ledger(self, task: str) -> Ledger:
@@ -654,10 +623,6 @@ def _backoff(attempt: int) -> None:
     """After a collision, wait a little (random, growing) so racing writers spread out."""
     if attempt:
         time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
-
-
-def _today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 __all__ = ["DATASET_TIERS", "SQLITE_BUSY_TIMEOUT_MS", "Ledger", "OperationalError", "Store"]
