@@ -382,13 +382,23 @@ class Protege:
         base_url: str | None = None,
         quant: str = "q8_0",
         response_format: str = "json_schema",
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Serve a student with "torch" (default), "llama.cpp" (its GGUF, exported once), or an OpenAI-compatible
         server: "openai:<served model name>" with base_url=... (vLLM, llama.cpp's server, Ollama;
-        response_format="json_object" for llama-cpp-python's server)."""
+        response_format="json_object" for llama-cpp-python's server; timeout_s: how long a call waits for it
+        before escalating, default 10)."""
         from protege.services.serving import serve_student
 
-        return serve_student(self, student_id, host, base_url=base_url, quant=quant, response_format=response_format)
+        return serve_student(
+            self,
+            student_id,
+            host,
+            base_url=base_url,
+            quant=quant,
+            response_format=response_format,
+            timeout_s=timeout_s,
+        )
 
     def _reopen_if_closed(self, task: str) -> None:
         """A call after close() opens the app again (its loop and the store's connections start on use), so that

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 from pydantic import BaseModel
 
@@ -110,3 +113,110 @@ def test_a_local_model_that_fails_still_costs_the_time_it_ran(tmp_path, monkeypa
 
 class Out(BaseModel):
     label: str
+
+
+class _Engine:
+    """A stand-in engine: loads for `load_s`, then answers every job of a call after `pass_s`, concurrent callers'
+    jobs in the same pass (as the real engines batch them)."""
+
+    load_s, pass_s = 0.0, 0.3
+
+    def __init__(self, *args):
+        time.sleep(self.load_s)
+
+    def job(self, messages, grammar, max_tokens, draft=True):
+        return SimpleNamespace(grammar=grammar, max_tokens=max_tokens)
+
+    def run(self, jobs, batch_size=None):
+        time.sleep(self.pass_s)
+        return [_generation() for _ in jobs]
+
+
+def _generation():
+    from protege.agents.models.local_engine import Generation
+
+    return Generation(
+        text="ok",
+        prompt_tokens=3,
+        output_tokens=1,
+        reused_tokens=0,
+        forced_tokens=0,
+        model_tokens=1,
+        confidence=0.9,
+        stop_reason="end_turn",
+        drafted_tokens=0,
+        min_prob=0.9,
+    )
+
+
+@pytest.fixture
+def fake_engine(tmp_path, monkeypatch):
+    """A LocalModel whose engine is `_Engine` (a fresh engine cache, so each test loads its own)."""
+    from protege.agents.models import local, local_engine
+
+    monkeypatch.setattr(local, "_ENGINES", {})
+    monkeypatch.setattr(local_engine, "Engine", _Engine)
+    (tmp_path / "config.json").write_text("{}")
+    return local.LocalModel(tmp_path)
+
+
+def _request():
+    from protege.agents.models.base import Message, ModelRequest
+
+    return ModelRequest(messages=[Message(role="user", content="hi")], max_tokens=4)
+
+
+def test_concurrent_answers_share_the_machine_time_they_used(fake_engine):
+    """Each caller was charged its whole wait while the engine answered all of them in the same passes: 8
+    concurrent calls were billed 15.4 machine-seconds for 2.85 s of wall time. Together they cost the wall time."""
+    import threading
+
+    fake_engine.generate(_request())  # loaded before the clock starts
+    callers, start = 4, threading.Barrier(4)
+    charged: list[float] = []
+
+    def call():
+        start.wait()
+        charged.append(fake_engine.generate(_request()).usage.compute_s)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=call) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    assert len(charged) == callers
+    assert _Engine.pass_s * 0.9 < sum(charged) <= wall + 0.01  # the time used, not 4 x the pass
+    assert max(charged) < _Engine.pass_s * 0.75  # each its share, not the whole pass
+
+
+def test_one_call_at_a_time_is_charged_its_own_time(fake_engine):
+    first, second = fake_engine.generate(_request()), fake_engine.generate(_request())
+    assert first.usage.compute_s == pytest.approx(_Engine.pass_s, abs=0.05)
+    assert second.usage.compute_s == pytest.approx(_Engine.pass_s, abs=0.05)
+
+
+def test_loading_the_model_is_charged_to_no_call(fake_engine, monkeypatch):
+    """The first call was charged the model's load (4 s of a llama.cpp student) as if it were its answer."""
+    monkeypatch.setattr(_Engine, "load_s", 0.5)
+    first = fake_engine.generate(_request())
+    assert first.usage.compute_s == pytest.approx(_Engine.pass_s, abs=0.05)
+
+
+def test_machine_share_splits_overlapping_time_evenly():
+    """Two answers in flight together for 2 s share it (1 s each); one alone for 3 s pays all 3 s."""
+    from protege.agents.models.local import MachineShare
+
+    now = [0.0]
+    share = MachineShare(clock=lambda: now[0])
+    a = share.start()
+    now[0] = 1.0
+    b = share.start()
+    now[0] = 3.0
+    assert share.stop(b) == pytest.approx(1.0)
+    now[0] = 4.0
+    assert share.stop(a) == pytest.approx(1.0 + 1.0 + 1.0)  # alone, together, alone
+    batch = share.start(answers=3)
+    now[0] = 7.0
+    assert share.stop(batch, answers=3) == pytest.approx(1.0)  # one call of 3 answers: a third each

@@ -52,6 +52,20 @@ def test_atomic_dir_renames_on_success_and_refuses_to_overwrite(tmp_path):
         pass
 
 
+def test_two_writers_of_one_new_folder_each_write_their_own(tmp_path):
+    """Both used `.<name>.tmp`: the second deleted the first's files mid-write and both crashed (FileNotFoundError,
+    a torn safetensors). Each writes its own; the first to finish places the folder, the other is told."""
+    final = tmp_path / "out"
+    with pytest.raises(UserError, match="written by another writer while this one ran"):
+        with export.atomic_dir(final, what="output folder") as first:
+            (first / "who").write_text("first")
+            with export.atomic_dir(final, what="output folder") as second:
+                (second / "who").write_text("second")
+            assert (first / "who").read_text() == "first"  # untouched by the other writer
+    assert (final / "who").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the loser's stage is gone
+
+
 def test_jsonl_writer_counts_hashes_and_copies(tmp_path):
     """Lines, bytes and sha256 agree with the file; copy_from appends another writer's lines so far."""
     a = export.JsonlWriter(tmp_path / "a.jsonl")

@@ -7,7 +7,15 @@ import json
 import re
 
 import pytest
-from serving_support import MESSAGES, adapter_with_short_bound, make_app, trained_adapter
+from serving_support import (
+    INSTRUCTIONS,
+    MESSAGES,
+    Message,
+    Routing,
+    adapter_with_short_bound,
+    make_app,
+    trained_adapter,
+)
 
 from protege.agents.models.base import ModelRequest
 from protege.agents.models.chat_format import student_messages
@@ -52,6 +60,9 @@ def test_hf_export_is_a_plain_checkpoint_that_answers_as_the_student(served, tmp
     base_q = load_file(tiny_base / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
     merged_q = load_file(out / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
     assert abs(merged_q - base_q).max() > 1e-4  # the adapter is in the weights, not beside them
+    # safetensors wrote the weights 0600 beside 0644 files: a server running as another user could not read them
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert set(modes.values()) == {modes["protege_serving.json"]}, modes
 
 
 def test_gguf_export_writes_the_model_a_modelfile_and_the_serving_manifest(served, tmp_path):
@@ -84,6 +95,28 @@ def test_gguf_export_writes_the_model_a_modelfile_and_the_serving_manifest(serve
     prompt = manifest["prompt_template"].replace("{input}", '{"message":{"text":"hi"}}')
     assert prompt.endswith('<|im_start|>user\n{"message":{"text":"hi"}}<|im_end|>\n<|im_start|>assistant\n')
     assert manifest["openai_request"]["response_format"]["json_schema"]["schema"] == manifest["output_schema"]
+
+
+def test_the_served_model_has_one_name_and_the_request_is_the_one_protege_sends(served, tmp_path):
+    """README said `student`, the CLI `protege-student`, the manifest `protege-<task>`; the manifest's request
+    lacked top_logprobs (llama-cpp-python's server sends no logprobs without it) and max_tokens."""
+    import gguf
+
+    from protege.agents.models.base import Message, ModelRequest
+    from protege.agents.models.hosted import HostedStudent
+
+    app, student_id = served
+    out = app.export_student(student_id, tmp_path / "gguf")
+    manifest = json.loads((out / "protege_serving.json").read_text())
+    assert manifest["served_name"] == "protege-route"
+    reader = gguf.GGUFReader(out / "student-q8_0.gguf")
+    assert reader.fields["general.name"].contents() == "protege-route"
+    messages = [Message(role=m["role"], content=m["content"]) for m in manifest["messages"]]
+    sent = HostedStudent("openai:protege-route", student_id=student_id, base_url="http://x/v1").params(
+        ModelRequest(messages=messages, output_schema=manifest["output_schema"], max_tokens=2048)
+    )
+    assert manifest["openai_request"] == sent
+    assert sent["model"] == "protege-route" and sent["top_logprobs"] == 1 and sent["max_tokens"] == 2048
 
 
 @pytest.mark.parametrize("quant", ["f16", "f32"])
@@ -204,3 +237,53 @@ def test_a_q4_k_m_export_prints_one_summary_line_not_llama_cpps_log(served, tmp_
     summary = json.loads((out / "protege_serving.json").read_text())["quantization"]
     assert (summary["tensors"], summary["fallback_tensors"], summary["fallback_types"]) == (20, 14, ["q5_0", "q8_0"])
     assert summary["summary"] in done.output and "14 of them fell back to q5_0 or q8_0" in summary["summary"]
+
+
+def test_a_tool_tasks_export_keeps_the_tool_list_it_was_trained_with(tmp_path, tiny_base, tmp_path_factory):
+    """Training rows' system turn lists the tools (`Tools (call one with <tool_call>...`); the exported messages,
+    prompt and Modelfile SYSTEM left it out, and the grammar allowed no tool call."""
+    from protege import Protege
+    from protege.agents.models.chat_format import TOOLS_HEADER, to_chat_dicts
+    from protege.distill.pipeline import dir_hash
+    from protege.store import DatasetRow, StudentRow
+
+    adapter = trained_adapter(tiny_base, tmp_path_factory)
+    app = Protege(db=f"sqlite:///{tmp_path}/app.db", project_dir=tmp_path / ".protege", student_base=str(tiny_base))
+    try:
+
+        def plan_of(email: str) -> str:
+            """The customer's plan."""
+            return "pro"
+
+        @app.task(tools=[plan_of])
+        def route(message: Message) -> Routing:
+            """Sort the message into a queue."""
+
+        specs = app.tasks["route"].runtime.tools.specs
+        trained = to_chat_dicts(student_messages(INSTRUCTIONS, {"message": {"text": "hi"}}, specs))
+        folder = tmp_path / ".protege" / "datasets" / "route" / "d1"
+        folder.mkdir(parents=True)
+        (folder / "train.jsonl").write_text(json.dumps({"messages": trained}) + "\n")
+        dataset = app.store.add_dataset(DatasetRow(task_name="route", path=str(folder), content_hash="h"))
+        row = app.store.add_student(
+            StudentRow(
+                task_name="route",
+                base=str(tiny_base),
+                adapter_path=str(adapter),
+                adapter_hash=dir_hash(adapter),
+                dataset_id=dataset.id,
+            )
+        )
+        out = app.export_student(row.id, tmp_path / "gguf")
+        manifest = json.loads((out / "protege_serving.json").read_text())
+        system = trained[0]["content"]
+        assert TOOLS_HEADER in system and '"name":"plan_of"' in system
+        assert manifest["messages"][0]["content"] == system == manifest["openai_request"]["messages"][0]["content"]
+        assert system in manifest["prompt_template"]
+        assert f'SYSTEM """{system}"""' in (out / "Modelfile").read_text()
+        grammar = manifest["grammar_gbnf"]
+        assert grammar.startswith("root ::= v") and '"<tool_call>"' in grammar and '\\"plan_of\\"' in grammar
+        llama_cpp = pytest.importorskip("llama_cpp")
+        assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None
+    finally:
+        app.close()

@@ -9,7 +9,7 @@ import math
 import socket
 
 import pytest
-from serving_support import make_app
+from serving_support import Message, Routing, make_app
 from typer.testing import CliRunner
 
 from protege.agents import FunctionModel
@@ -188,3 +188,157 @@ def test_a_student_distilled_in_another_directory_serves_and_exports_from_this_o
         assert (out / "model.safetensors").is_file()
     finally:
         app.close()
+
+
+def _student(fake_or_url, **options):
+    from protege.agents.models.hosted import HostedStudent
+
+    url = fake_or_url if isinstance(fake_or_url, str) else fake_or_url.openai_base_url
+    return HostedStudent("openai:route-student", student_id="s1", base_url=url, **options)
+
+
+def _request():
+    from protege.agents.models.base import Message, ModelRequest
+
+    return ModelRequest(
+        messages=[Message(role="user", content='{"message":{"text":"hi"}}')],
+        output_schema={"type": "object", "properties": {"queue": {"type": "string"}}},
+        max_tokens=16,
+    )
+
+
+def test_concurrent_calls_to_a_student_server_share_its_time(hosted):
+    """Each call was charged its whole wait, queue included: 4 calls answered together cost 4 x the wall time.
+    Concurrent calls on one server share the time it was busy with them."""
+    import asyncio
+    import time
+
+    _, _, fake = hosted
+    for _ in range(4):
+        fake.add_final({"queue": "bug"}, delay=0.3)
+    student = _student(fake)
+
+    async def together():
+        return await asyncio.gather(*(student.request(_request()) for _ in range(4)))
+
+    began = time.perf_counter()
+    answers = asyncio.run(together())
+    wall = time.perf_counter() - began
+    assert sum(a.usage.compute_s for a in answers) <= wall + 0.01
+    assert sum(a.usage.compute_s for a in answers) >= 0.3
+
+
+@pytest.fixture
+def stuck_server():
+    """A server that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(32)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+def test_a_stuck_server_is_skipped_for_a_cool_down_after_calls_in_a_row_time_out(stuck_server, caplog):
+    """Every call waited 30 s on a server that never answers, with no way to shorten it. A short timeout, then
+    after FAILURES_TO_SKIP timeouts in a row calls fail at once for the cool-down (one warning), then try again."""
+    import asyncio
+    import time
+
+    from protege.agents.models.hosted import DEFAULT_TIMEOUT_S, FAILURES_TO_SKIP
+    from protege.errors import ModelError, ModelTimeout
+
+    assert _student(stuck_server).timeout_s == DEFAULT_TIMEOUT_S <= 10
+    student = _student(stuck_server, timeout=0.2, cool_down_s=0.6)
+
+    def call() -> tuple[type, str, float]:
+        began = time.perf_counter()
+        try:
+            asyncio.run(student.request(_request()))
+        except ModelError as exc:
+            return type(exc), str(exc), time.perf_counter() - began
+        raise AssertionError("a stuck server answered")
+
+    with caplog.at_level("WARNING", logger="protege.agents.models.hosted"):
+        for _ in range(FAILURES_TO_SKIP):
+            kind, _, took = call()
+            assert kind is ModelTimeout and 0.15 < took < 2
+        kind, message, took = call()
+        assert kind is ModelError and took < 0.1 and "skipped for" in message and "start the server" in message
+        time.sleep(0.6)
+        kind, _, took = call()  # the cool-down is over: tried again (and skipped again, without a new warning)
+        assert kind is ModelTimeout
+        assert "skipped for" in call()[1]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "straight to the next tier" in warnings[0].getMessage()
+
+
+def test_the_servers_timeout_is_kept_with_the_serving_record(hosted, tmp_path):
+    app, student_id, fake = hosted
+    record = app.serve_student(student_id, "openai:route-student", base_url=fake.openai_base_url, timeout_s=2.5)
+    assert record["timeout_s"] == 2.5
+    assert app.tiers.model(f"local:{student_id}").timeout_s == 2.5
+    with pytest.raises(UserError, match=r"timeout -1 is not a number of seconds above 0"):
+        app.serve_student(student_id, "openai:x", base_url=fake.openai_base_url, timeout_s=-1)
+    with pytest.raises(UserError, match=r"timeout_s=3 applies to an 'openai:<name>' host"):
+        app.serve_student(student_id, "torch", timeout_s=3)
+    base = ["--db", f"sqlite:///{tmp_path}/app.db", "--project-dir", str(tmp_path / ".protege")]
+    args = ["students", "serve", student_id, "openai:route-student", "--base-url", fake.openai_base_url]
+    done = CliRunner().invoke(cli_app, [*base, *args, "--timeout", "4", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["timeout_s"] == 4
+    assert app.store.student(student_id).metrics["serving"]["timeout_s"] == 4
+
+
+def test_a_server_that_refuses_logprobs_is_asked_again_without_them(hosted, caplog):
+    """llama-cpp-python's server started with --logits_all false answers HTTP 500 to a logprobs request: every
+    call escalated. The request is sent again without them, and they are not asked for again (one warning)."""
+    app, student_id, fake = hosted
+    app.serve_student(student_id, "openai:route-student", base_url=fake.openai_base_url)
+    refusal = "logprobs is not supported for models created with logits_all=False"
+    fake.add_fault(500, message=refusal, retry_after=None)
+    fake.add_final({"queue": "bug"})
+    fake.add_final({"queue": "bug"})
+    with caplog.at_level("WARNING", logger="protege.agents.models.hosted"):
+        first, second = app.run("route", INPUT), app.run("route", INPUT)
+    assert first.tier == second.tier == "student" and first.attempts[0].confidence is None
+    asked = [r.body.get("logprobs") for r in fake.requests]
+    assert asked == [True, None, None]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "refuses logprobs" in warnings[0]
+
+
+def test_an_answer_without_confidence_escalates_under_the_floor_the_policy_sets(hosted, caplog):
+    """With Policy(min_confidence=0.9) an answer that carries no confidence was served, as if it had passed."""
+    from protege import Policy
+
+    app, student_id, fake = hosted
+
+    @app.task(name="route", policy=Policy(min_confidence=0.9, shadow_rate=0))
+    def route(message: Message) -> Routing:
+        """Sort the message into a queue."""
+
+    app.serve_student(student_id, "openai:route-student", base_url=fake.openai_base_url)
+    fake.add_final({"queue": "bug"})
+    fake.add_final({"queue": "bug"})
+    with caplog.at_level("WARNING", logger="protege.agents.cascade"):
+        first, second = app.run("route", INPUT), app.run("route", INPUT)
+    assert first.tier == second.tier == "teacher"
+    assert "no confidence to hold to min_confidence 0.9" in first.attempts[0].errors[0]
+    warnings = [r.getMessage() for r in caplog.records if "carry no confidence" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_replicas_serving_on_llama_cpp_at_once_use_the_first_export(tmp_path):
+    """Two replicas running `students serve ID llama.cpp` export into the same served/ folder: the one that loses
+    the race used to fail; it uses the winner's GGUF."""
+    from types import SimpleNamespace
+
+    from protege.services.serving import _exported_gguf
+
+    def lose_the_race(student_id, folder, *, format, quant):
+        folder.mkdir(parents=True)
+        (folder / f"student-{quant}.gguf").write_bytes(b"GGUF")  # the other replica finished first
+        raise UserError(f"output folder {str(folder)!r} was written by another writer while this one ran")
+
+    app = SimpleNamespace(settings=SimpleNamespace(project_dir=tmp_path), export_student=lose_the_race)
+    gguf = _exported_gguf(app, SimpleNamespace(id="s1"), "q8_0")
+    assert gguf.read_bytes() == b"GGUF"

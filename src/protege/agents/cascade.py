@@ -172,6 +172,7 @@ class Cascade:
     telemetry: Telemetry = field(default_factory=Telemetry)  # OpenTelemetry spans (no-op unless configured)
     replay_warned: set[str] = field(default_factory=set)  # tasks told their replay model cannot be made
     unscored_warned: set[tuple[str, str]] = field(default_factory=set)  # (task, tier) told shadows go unscored
+    unheld_warned: set[str] = field(default_factory=set)  # tasks told their student's answers carry no confidence
 
     def __post_init__(self) -> None:
         # Routing is the entry edge: the plan (cheapest eligible tier first) is made before the graph runs, so a
@@ -501,7 +502,7 @@ class Cascade:
             text = result.text
             output, errors = _judged(spec, state["input"], result, text)
         latency = time.perf_counter() - t0
-        errors = _stop_errors(result, req.max_tokens) + errors + _confidence_errors(result, floor)
+        errors = _stop_errors(result, req.max_tokens) + errors + self._confidence_errors(spec, result, floor)
         errors += shadow_errors(task.tools)  # a shadow's refused tool call: its answer is no reference
         usages = [r.usage for r in result.responses] or [Usage(compute_s=latency)]  # a local model that failed
         cost = round(sum(self.source.cost(model, u) for u in usages), USD_DIGITS)  # still ran: its machine time
@@ -610,6 +611,33 @@ class Cascade:
         if self.hooks.on_shadow:
             await self.hooks.on_shadow(out["task"], served.tier, agreement)
 
+    def _confidence_errors(self, spec: TaskSpec, result: LoopResult, floor: float | None) -> list[str]:
+        """The gate goes by the least-sure field (one unsure field escalates the call), else the whole answer. An
+        answer with no confidence at all (a server that sends no logprobs) cannot be held to a floor the task's
+        policy asks for, so it escalates (said once per task); under a floor distill calibrated it is served, as
+        a student promoted on its retention alone (README: Serving a student)."""
+        conf = gate_confidence(result.confidence, result.field_confidences)
+        if floor is None or result.error or (conf is not None and conf >= floor):
+            return []
+        if conf is None:
+            return self._unheld(spec, floor) if spec.policy.min_confidence is not None else []
+        field = least_sure_field(result.field_confidences)
+        what = f"field {field!r}" if field else "answer"
+        floor_text = f"the student's floor {floor:.3f} (Policy.min_confidence or its gate)"
+        return [f"{LOW_CONFIDENCE}: {what} {conf:.3f} < {floor_text}"]
+
+    def _unheld(self, spec: TaskSpec, floor: float) -> list[str]:
+        if spec.name not in self.unheld_warned:
+            self.unheld_warned.add(spec.name)
+            log.warning(
+                "task %r: the student's answers carry no confidence (its server sends no logprobs), so none can be "
+                "held to Policy(min_confidence=%g): they escalate; serve the student where it gives logprobs, or "
+                "set min_confidence=None to serve them ungated",
+                spec.name,
+                floor,
+            )
+        return [f"{LOW_CONFIDENCE}: no confidence to hold to min_confidence {floor:g} (its server sends no logprobs)"]
+
     def _warn_unscored(self, task: str, tier: str) -> None:
         """Once per task and tier: shadows that needed a tool call the served answer did not make are not scored,
         so that tier's quality goes unchecked by them (drift and demotion see no shadow)."""
@@ -667,17 +695,6 @@ def _outcome(
         return {"status": "failed", "error": str(error), **common}
     answer = output.model_dump(mode="json", by_alias=True) if output is not None else None
     return {"status": "ok", "tier": attempts[-1].tier, "output": answer, **common}
-
-
-def _confidence_errors(result: LoopResult, floor: float | None) -> list[str]:
-    """The gate goes by the least-sure field (one unsure field escalates the call), else the whole answer."""
-    conf = gate_confidence(result.confidence, result.field_confidences)
-    if floor is None or conf is None or result.error or conf >= floor:
-        return []
-    field = least_sure_field(result.field_confidences)
-    what = f"field {field!r}" if field else "answer"
-    floor_text = f"the student's floor {floor:.3f} (Policy.min_confidence or its gate)"
-    return [f"{LOW_CONFIDENCE}: {what} {conf:.3f} < {floor_text}"]
 
 
 def _stop_errors(result: LoopResult, limit: int) -> list[str]:

@@ -46,6 +46,8 @@ def students_export(
     as_json: JsonOpt = False,
 ) -> None:
     """Export a student to serve it elsewhere: llama.cpp, Ollama, vLLM (see README, Serving a student)."""
+    from protege.distill.student_export import QUANTIZATION_KEY, SERVED_NAME_KEY
+
     protege_app = _app(ctx)
     sid = find_student_id(protege_app.store, student_id)
     folder = protege_app.export_student(sid, out, format=fmt, quant=quant)
@@ -54,23 +56,25 @@ def students_export(
         return emit_json({"student_id": sid, "out": str(folder), "files": files})
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 1e6
     typer.echo(f"exported student {sid} to {folder} ({size:,.1f} MB): {', '.join(files)}")
-    quantized = _quantization(folder)
+    manifest = _manifest(folder)
+    quantized = (manifest.get(QUANTIZATION_KEY) or {}).get("summary")
     if quantized:
         note(quantized)
     if fmt == "gguf":
-        note(f"Ollama: cd {folder} && ollama create protege-student -f Modelfile")
+        name = manifest[SERVED_NAME_KEY]
+        note(
+            f"Ollama: cd {folder} && ollama create {name} -f Modelfile, then "
+            f"protege students serve {sid[:8]} openai:{name} --base-url http://127.0.0.1:11434/v1"
+        )
 
 
-def _quantization(folder: Path) -> str | None:
-    """The summary of what llama.cpp's quantizer did, from the export's serving manifest (where it made the GGUF)."""
+def _manifest(folder: Path) -> dict[str, Any]:
+    """The export's serving manifest (its served name; what llama.cpp's quantizer did, where it made the GGUF)."""
     import json
 
-    from protege.distill.student_export import QUANTIZATION_KEY, SERVING_FILE
+    from protege.distill.student_export import SERVING_FILE
 
-    manifest = folder / SERVING_FILE
-    if not manifest.is_file():
-        return None
-    return (json.loads(manifest.read_text(encoding="utf-8")).get(QUANTIZATION_KEY) or {}).get("summary")
+    return json.loads((folder / SERVING_FILE).read_text(encoding="utf-8"))
 
 
 @students_app.command("serve")
@@ -85,6 +89,10 @@ def students_serve(
     response_format: Annotated[
         str, typer.Option(help="json_schema (vLLM, llama-server, Ollama) or json_object (llama-cpp-python's server)")
     ] = "json_schema",
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="openai:<name>: seconds a call waits for the server before it escalates (default 10)"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Choose where a student's calls are answered: protege's torch engine, llama.cpp, or a server you run."""
@@ -93,7 +101,9 @@ def students_serve(
     _check_base_url(host, base_url)
     protege_app = _app(ctx)
     sid = find_student_id(protege_app.store, student_id)
-    record = protege_app.serve_student(sid, host, base_url=base_url, quant=quant, response_format=response_format)
+    record = protege_app.serve_student(
+        sid, host, base_url=base_url, quant=quant, response_format=response_format, timeout_s=timeout
+    )
     if as_json:
         return emit_json({"student_id": sid, **record})
     typer.echo(

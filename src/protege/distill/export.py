@@ -130,21 +130,38 @@ def content_hash(file_hashes: dict[str, str]) -> str:
 
 @contextmanager
 def atomic_dir(final: Path, *, what: str = "dataset folder", advice: str = "build into a new folder") -> Iterator[Path]:
-    """Yield a hidden temporary sibling of `final`; on success rename it to `final` (atomic on one file system),
-    on any error remove it. A crash mid-write leaves at most a `.<name>.tmp` folder, never `final`."""
+    """Yield a hidden temporary sibling of `final`, this writer's own; on success rename it to `final` (atomic on
+    one file system), on any error remove it. A crash mid-write leaves at most a `.<name>.<hex>.tmp` folder (swept
+    once STALE_AFTER_S old), never `final`. Two writers of the same new folder each write their own (a shared
+    name had each delete the other's files mid-write, and both failed); the first to finish places it and the
+    other gets a UserError saying so."""
     if final.exists():
         raise UserError(f"{what} {str(final)!r} already exists; {advice}")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _sweep_stale_stages(final)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.mkdir()
     try:
         yield tmp
-        os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        _place(tmp, final, what)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _place(tmp: Path, final: Path, what: str) -> None:
+    """Rename the finished `tmp` to `final`, unless another writer placed `final` first."""
+    taken = final.exists()  # checked first: a rename onto an empty folder would replace it
+    if not taken:
+        try:
+            os.rename(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            taken = True
+    if taken:
+        raise UserError(f"{what} {str(final)!r} was written by another writer while this one ran; it is kept as is")
+    _fsync_dir(final.parent)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -237,11 +254,11 @@ def export_dataset(dataset_row: Any, dest: str | Path, fmt: Literal["openai", "t
 
 
 def _sweep_stale_stages(dest: Path) -> None:
-    """Remove what an export killed mid-way left beside `dest` (hidden stages, links, old folders) once it is
+    """Remove what a writer killed mid-way left beside `dest` (hidden stages, links, old folders) once it is
     STALE_AFTER_S old: younger ones may belong to an export running now; `dest`'s own target is kept."""
     if not dest.parent.is_dir():
         return
-    pattern = re.compile(rf"\.{re.escape(dest.name)}\.[0-9a-f]{{12}}(\.link|\.old)?")
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.[0-9a-f]{{12}}(\.link|\.old|\.tmp)?")
     current = os.readlink(dest) if dest.is_symlink() else None
     cutoff = time.time() - STALE_AFTER_S
     with os.scandir(dest.parent) as entries:

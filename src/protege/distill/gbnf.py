@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from protege.agents.models.schema_nodes import Node, compile_schema
+from protege.agents.models.decoding import TOOL_CLOSE, TOOL_OPEN
+from protege.agents.models.schema_nodes import Node, compile_schema, tool_call_node
 
 _CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 _SHARED = {
@@ -27,10 +28,15 @@ _SHARED = {
 }
 
 
-def schema_to_gbnf(schema: dict[str, Any]) -> str:
-    """GBNF for compact JSON answers of `schema` (pydantic's JSON schema dialect), with `root` as the start rule."""
+def schema_to_gbnf(schema: dict[str, Any], tools: list[tuple[str, dict[str, Any] | None]] | None = None) -> str:
+    """GBNF for compact JSON answers of `schema` (pydantic's JSON schema dialect), with `root` as the start rule.
+    With `tools` ((name, parameter schema) pairs), a turn as `decoding.Grammar(tools=...)` decodes it: the answer,
+    or one `<tool_call>{"name":...,"arguments":...}</tool_call>` of a tool it has."""
     writer = _Writer()
     root = writer.expr(compile_schema(schema))
+    if tools:
+        call = writer.expr(tool_call_node(tools, notes=[]))
+        root = f"{root} | {_literal(TOOL_OPEN)} {call} {_literal(TOOL_CLOSE)}"
     rules = [f"root ::= {root}", *writer.rules]
     used = "\n".join(rules)
     shared = [f"{name} ::= {body}" for name, body in _SHARED.items() if name in used or name == "char"]

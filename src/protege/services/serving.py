@@ -2,7 +2,7 @@
 server (vLLM, llama.cpp's server, Ollama). Recorded on the student row (`metrics["serving"]`), so every process
 and the TUI see it; the student tier builds the student's model from it.
 
-    app.serve_student(student_id, "openai:my-student", base_url="http://127.0.0.1:8000/v1")
+    app.serve_student(student_id, "openai:my-student", base_url="http://127.0.0.1:8000/v1", timeout_s=10)
     app.serve_student(student_id, "llama.cpp")      # exports a GGUF under the project dir once, then loads it
     app.serve_student(student_id, "torch")          # back to the default engine
 """
@@ -71,20 +71,25 @@ def serve_student(
     base_url: str | None = None,
     quant: str = "q8_0",
     response_format: str = "json_schema",
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """Record where `student_id` is served (see the module docstring) and return the record."""
+    """Record where `student_id` is served (see the module docstring) and return the record. `timeout_s`: how long
+    a call waits for an OpenAI-compatible server before it escalates (default `hosted.DEFAULT_TIMEOUT_S`)."""
     row = app.store.student(student_id)
     if row is None:
         raise UserError(f"no student {student_id!r}; list students with `protege students`")
     if host in ("torch", "llama.cpp") and is_pruned(row):  # a remote server holds its own copy of the weights
         raise UserError(f"the weights of student {row.id!r} were pruned; it cannot serve here again: distill a new one")
     record: dict[str, Any] = {"host": host, "since": datetime.now(UTC).isoformat(timespec="seconds")}
+    if timeout_s is not None and not host.startswith("openai:"):
+        raise UserError(f"timeout_s={timeout_s!r} applies to an 'openai:<name>' host (a server), not {host!r}")
     if host.startswith("openai:"):
-        from protege.agents.models.hosted import HostedStudent
+        from protege.agents.models.hosted import DEFAULT_TIMEOUT_S, HostedStudent
 
-        # built once to check the URL and format before anything is recorded
-        HostedStudent(host, student_id=row.id, base_url=base_url, response_format=response_format)
-        record.update(base_url=base_url, response_format=response_format)
+        timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+        # built once to check the URL, format and timeout before anything is recorded
+        HostedStudent(host, student_id=row.id, base_url=base_url, response_format=response_format, timeout=timeout_s)
+        record.update(base_url=base_url, response_format=response_format, timeout_s=timeout_s)
     elif host == "llama.cpp":
         _require_llama_cpp()
         record.update(quant=quant, gguf=str(_exported_gguf(app, row, quant)))
@@ -109,11 +114,16 @@ def _require_llama_cpp() -> None:
 
 
 def _exported_gguf(app: ServingHost, row: Any, quant: str) -> Path:
-    """The student's GGUF under the project dir, exported on first use."""
+    """The student's GGUF under the project dir, exported on first use. Replicas serving it at once each export
+    it; the first to finish places the folder and the others use it."""
     folder = Path(app.settings.project_dir) / SERVED_DIR / f"{row.id}-{quant}"
     gguf = folder / f"student-{quant}.gguf"
     if not gguf.is_file():
-        app.export_student(row.id, folder, format="gguf", quant=quant)
+        try:
+            app.export_student(row.id, folder, format="gguf", quant=quant)
+        except UserError:
+            if not gguf.is_file():  # not another replica's finished export: a real failure
+                raise
     return gguf
 
 
@@ -133,6 +143,7 @@ def student_model(
             student_id=row.id,
             base_url=serving.get("base_url"),
             response_format=serving.get("response_format", "json_schema"),
+            **({"timeout": serving["timeout_s"]} if serving.get("timeout_s") else {}),  # records before it: default
         )
     from protege.agents.models.local import LocalModel
 

@@ -20,6 +20,8 @@
 - Requests are decoded in batches (`local_batch.py`): `generate_batch` answers many at once, and calls that
   arrive together from several threads (the cascade's concurrent calls) share forward passes. `batch_size`
   (the most answers one batch decodes) defaults to 8 on a CPU and 32 on a GPU.
+- Each answer's `usage.compute_s` is its share of the engine's busy time (`MachineShare`): answers decoded
+  together split it, and loading the model is charged to none of them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import importlib
 import json
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,18 +122,23 @@ class LocalModel:
     ) -> list[ModelResponse | Exception]:
         """Answer many requests, `batch_size` at a time in one forward pass per step. With `return_exceptions`,
         a request that fails gets its exception in its place; otherwise the first failure is raised."""
+        engine = self.engine  # loaded first: loading the model is no answer's compute
         started = time.perf_counter()
-        engine = self.engine
-        jobs = [self._job(engine, req) for req in requests]
-        results = engine.run(jobs, batch_size=self.batch_size)
+        share = machine_share(engine)
+        mark = share.start(len(requests))
+        try:
+            jobs = [self._job(engine, req) for req in requests]
+            results = engine.run(jobs, batch_size=self.batch_size)
+        finally:
+            compute_s = share.stop(mark, len(requests))
         elapsed = time.perf_counter() - started
         out = [
             r if isinstance(r, Exception) else self._response(req, job, r, elapsed)
             for req, job, r in zip(requests, jobs, results)
         ]
-        for result in out:  # serving: machine time priced per answer (a batch's wall time shared by its answers)
+        for result in out:
             if not isinstance(result, Exception):
-                result.usage.compute_s = elapsed / len(requests)
+                result.usage.compute_s = compute_s
         if not return_exceptions:
             for result in out:
                 if isinstance(result, Exception):
@@ -186,6 +195,55 @@ class LocalModel:
             confidence=result.confidence,
             field_confidences=fields if job.grammar is not None else None,
         )
+
+
+class MachineShare:
+    """One machine's time, shared among the answers in flight on it: while n answers wait on it, each is charged
+    1/n of the time. The engine batches concurrent callers' answers into the same passes (and a server answers
+    its callers together), so charging each caller its own wall time charged the machine n times over: 8
+    concurrent calls were billed 15.4 machine-seconds for 2.85 s of wall time. Shared, the answers together cost
+    the time the machine was busy with them, whether they came one at a time or together."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._since = clock()
+        self._each = 0.0  # seconds charged so far to an answer in flight from the start (a running total)
+
+    def start(self, answers: int = 1) -> float:
+        """Begin `answers` answers; the mark to hand to `stop`."""
+        with self._lock:
+            mark = self._advance()
+            self._in_flight += answers
+            return mark
+
+    def stop(self, mark: float, answers: int = 1) -> float:
+        """End the answers begun at `mark`: the machine-seconds each of them is charged."""
+        with self._lock:
+            each = self._advance() - mark
+            self._in_flight -= answers
+            return each
+
+    def _advance(self) -> float:
+        now = self._clock()
+        if self._in_flight:
+            self._each += (now - self._since) / self._in_flight
+        self._since = now
+        return self._each
+
+
+_SHARES: weakref.WeakKeyDictionary[Any, MachineShare] = weakref.WeakKeyDictionary()
+_SHARES_LOCK = threading.Lock()
+
+
+def machine_share(engine: Any) -> MachineShare:
+    """The machine-time share of a loaded engine: every LocalModel on it charges through the same one."""
+    with _SHARES_LOCK:
+        share = _SHARES.get(engine)
+        if share is None:
+            share = _SHARES[engine] = MachineShare()
+        return share
 
 
 def _task_input(req: ModelRequest) -> Any:
