@@ -160,7 +160,7 @@ class LocalModel:
         bounds = profile.grammar_bounds(copy=copy) if profile is not None else None
         copies = bounds is not None and any(b.get("copy") for b in bounds.values())
         source = input_text(_task_input(req)) if copies else None
-        tools = [(t.name, t.parameters) for t in req.tools] or None
+        tools: list[tuple[str, dict[str, Any] | None]] | None = [(t.name, t.parameters) for t in req.tools] or None
         return Grammar(schema, fixed=req.fixed_output, bounds=bounds, source=source, tools=tools)
 
     def _response(self, req: ModelRequest, job, result, elapsed: float) -> ModelResponse:
