@@ -102,6 +102,11 @@ class Policy(BaseModel):
         "the fields they are verified for (no model, no cost)",
     )
     program_min_traces: int = Field(default=50, ge=4, description="valid teacher traces before programs are induced")
+    program_review: bool = Field(
+        default=False,
+        description="serve a teacher-written program only once a reviewer approves the skill version that wrote it "
+        "(by default it serves once verified on the traces; induced field programs are not held)",
+    )
     drift_shadow_rate: float = Field(
         default=1.0,
         ge=0,

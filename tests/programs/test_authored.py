@@ -96,8 +96,8 @@ def _app(tmp_path, examples, *, author=None, replay=None) -> Protege:
     )
 
 
-def _register(app: Protege):
-    @app.task(policy=Policy(program_min_traces=30))
+def _register(app: Protege, **policy):
+    @app.task(policy=Policy(program_min_traces=30, **policy))
     def summarize(invoice: Invoice) -> Summary:
         """Summarize an invoice: customer name, number of line items, total amount, priority (high if urgent)."""
 
@@ -420,4 +420,38 @@ def test_a_demotion_takes_the_program_out_even_when_the_version_it_builds_on_lac
     assert app.authored.demote_if_disagreeing(app.handle("summarize").runtime)
     demoted = app.authored.current("summarize")
     assert demoted.verified == [] and demoted.reason == "demoted: in a test" and demoted.source == CORRECT
+    app.close()
+
+
+def test_approving_a_later_version_of_the_skill_leaves_the_authored_program_serving(tmp_path):
+    """Induced versions no longer carry the program, so approving one retires the approved authored version: that is
+    a verdict on the skill's text, not on the program, which serves on."""
+    app = _app(tmp_path, [])
+    _register(app)
+    writer = _store_version(app, "authored", _record(CORRECT, "2026-01-01T00:00:00+00:00"))
+    app.approve_skill("summarize", writer.version)
+    later = _store_version(app, "induced", {"scripts/fields.json": "{}"})
+    app.approve_skill("summarize", later.version)
+    app.tiers.invalidate("summarize")
+    assert _versions(app)[writer.version] == ("retired", "authored")
+    assert app.authored.current("summarize").source == CORRECT
+    app.close()
+
+
+def test_with_program_review_an_authored_program_waits_for_a_reviewer(tmp_path):
+    """`Policy(program_review=True)`: verified on the traces is not enough; it serves once its version is approved,
+    and keeps serving when a later approval retires that version."""
+    examples = invoices(60, seed=3)
+    app = _app(tmp_path, examples, author=code_author(CORRECT))
+    _register(app, program_review=True)
+    _warm(app, examples[:40])
+    written = app.skill("summarize")
+    assert written.kind == "authored" and written.status == "draft"
+    assert app.authored.current("summarize") is None
+    assert "total" not in app.run("summarize", examples[40][0]).program_fields
+    app.approve_skill("summarize", written.version)
+    app.tiers.invalidate("summarize")
+    assert app.authored.current("summarize").source.strip() == CORRECT.strip()
+    res = app.run("summarize", examples[41][0])
+    assert res.tier == "program" and "total" in res.program_fields
     app.close()

@@ -77,19 +77,20 @@ class AuthoredProgram:
             return None
 
 
-OUT_OF_SERVICE = ("rejected", "retired")
+SUPERSEDED = "superseded by"  # the review note of a version retired by a later approval (skills.library)
 PROGRAM_METADATA = "program-"  # with_program's metadata keys (program-fields, program-agreement, ...)
 
 
-def stored_authored(store: Any, task: str) -> AuthoredProgram | None:
-    """The authored program in service: the one of the task's newest skill version carrying one that is neither
-    rejected nor retired, unless the version that wrote it was taken out (`in_service`)."""
+def stored_authored(store: Any, task: str, *, reviewed: bool = False) -> AuthoredProgram | None:
+    """The authored program in service: the newest one stored in a version a reviewer did not reject whose
+    program is in service (`in_service`). With `reviewed` (`Policy.program_review`), only once a reviewer
+    approved it."""
     versions = store.skills(task)
     for row in versions:
-        if row.status in OUT_OF_SERVICE:
+        if row.status == "rejected":
             continue
         found = AuthoredProgram.from_files(row.files or {})
-        if found is not None and in_service(versions, row):
+        if found is not None and in_service(versions, row, reviewed=reviewed):
             return found
     return None
 
@@ -103,22 +104,25 @@ def last_written(store: Any, task: str) -> AuthoredProgram | None:
     return None
 
 
-def in_service(versions: list[Any], row: Any) -> bool:
+def in_service(versions: list[Any], row: Any, *, reviewed: bool = False) -> bool:
     """Whether the authored program `row` carries may serve: its provenance decides, not where copies of it went.
     Rejecting the version that wrote it takes it out, whatever later versions copied it (an edit, a revision, an
-    older store's field-program version); so does retiring it, unless an approved version carries it (approving
-    a version retires the one approved before it)."""
-    writer = _writer(versions, row)
-    if writer.status == "rejected":
+    older store's field-program version); so does a reviewer retiring (or sending back) a version that carries
+    it, until a version carrying it is approved again. A version retired because a later one was approved is not
+    taken out: that is a verdict on the skill's text, and the program keeps its own (the shadow checks'
+    demotion). With `reviewed`, a version carrying it must have been approved."""
+    copies = [v for v in versions if _program_key(v) == _program_key(row)]
+    writer = min(copies, key=lambda v: v.version)  # each write stores a new record: later holders are copies
+    approved = any(v.status == "approved" for v in copies)
+    if writer.status == "rejected" or (reviewed and not any(v.status in ("approved", "retired") for v in copies)):
         return False
-    return writer.status != "retired" or row.status == "approved"
+    pulled = any(v.status == "retired" and not _superseded(v) for v in copies)
+    return approved or not pulled
 
 
-def _writer(versions: list[Any], row: Any) -> Any:
-    """The version that wrote the program `row` carries: the oldest carrying the same program and record (each
-    write stores a new record, with its own time; later versions with both are copies)."""
-    key = _program_key(row)
-    return min((v for v in versions if _program_key(v) == key), key=lambda v: v.version)
+def _superseded(row: Any) -> bool:
+    """Retired because a later version was approved (not by a reviewer's retire or send-back)."""
+    return row.status == "retired" and (row.review_note or "").startswith(SUPERSEDED)
 
 
 def _program_key(row: Any) -> tuple[str | None, str | None]:
@@ -291,7 +295,14 @@ class AuthoredPrograms:
     # -- serving -----------------------------------------------------------------------------------------------
 
     def current(self, task: str) -> AuthoredProgram | None:
-        return self._cache.get(task, lambda: stored_authored(self.app.store, task))
+        return self._cache.get(task, lambda: stored_authored(self.app.store, task, reviewed=self._reviewed(task)))
+
+    def _reviewed(self, task: str) -> bool:
+        """Whether the task's policy holds authored programs back until a reviewer approves them."""
+        try:
+            return self.app.handle(task).spec.policy.program_review
+        except UserError:  # not registered in this process: the store's rule alone
+            return False
 
     def invalidate(self, task: str) -> None:
         self._cache.invalidate(lambda key: key != task)
