@@ -342,3 +342,23 @@ def test_replicas_serving_on_llama_cpp_at_once_use_the_first_export(tmp_path):
     app = SimpleNamespace(settings=SimpleNamespace(project_dir=tmp_path), export_student=lose_the_race)
     gguf = _exported_gguf(app, SimpleNamespace(id="s1"), "q8_0")
     assert gguf.read_bytes() == b"GGUF"
+
+
+def test_a_running_app_follows_a_host_change_made_by_another_process(hosted):
+    """`protege students serve` in another shell only writes the student's serving record; a running service read
+    the row again every few seconds but kept the model it had loaded, so its calls went to the old host for good."""
+    from protege.services.serving import SERVING_KEY
+
+    app, student_id, fake = hosted
+    with FakeProvider() as other:
+        app.serve_student(student_id, "openai:route-student", base_url=fake.openai_base_url)
+        fake.add_final({"queue": "bug"}, logprobs=[-0.01])
+        assert app.run("route", INPUT).tier == "student" and len(fake.requests) == 1
+        row = app.store.student(student_id)  # what another process's `students serve` writes, and nothing else
+        moved = {"host": "openai:moved", "base_url": other.openai_base_url, "response_format": "json_schema"}
+        app.store.update_student(student_id, metrics={**(row.metrics or {}), SERVING_KEY: moved})
+        app.tiers._cache.invalidate(None)  # what the read cache's expiry does a few seconds later
+        other.add_final({"queue": "account"}, logprobs=[-0.01])
+        result = app.run("route", INPUT)
+        assert result.tier == "student" and result.output.queue == "account"
+        assert len(fake.requests) == 1 and other.requests[0].body["model"] == "moved"

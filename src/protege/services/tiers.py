@@ -64,6 +64,7 @@ class AppTiers:
         self._cache: ReadCache[tuple[str, str], Any] = ReadCache()
         self._lock = threading.Lock()
         self._unloadable: dict[str, str] = {}  # task -> why its promoted student cannot load in this process
+        self._hosts: dict[str, dict[str, Any]] = {}  # "local:<id>" -> the serving record its loaded model follows
 
     # -- cache -------------------------------------------------------------------------------------------------
 
@@ -112,6 +113,18 @@ class AppTiers:
             )
         return LocalModel(self.app.base_dir(target), name=spec)
 
+    def _follow_host(self, row: StudentRow) -> None:
+        """Drop the student's loaded model when its serving record changed since it was loaded: another process
+        (`protege students serve`) moved it, and this one reads the row again each cache period."""
+        from protege.services.serving import serving_of
+
+        spec, host = f"local:{row.id}", serving_of(row)
+        with self._lock:
+            if self._hosts.get(spec, host) != host:
+                self._models.pop(spec, None)
+                log.info("student %s: now served by %s", row.id, host.get("host"))
+            self._hosts[spec] = host
+
     def forget_student(self, row: StudentRow) -> None:
         """Drop the student's loaded model and cached pick: its serving host changed."""
         with self._lock:
@@ -158,6 +171,7 @@ class AppTiers:
         """The student's model and its gate, read once per cache period rather than on every call."""
         if row is None:
             return None
+        self._follow_host(row)
         gate = stored_gate(row.metrics)
         return StudentPick(
             self.model(f"local:{row.id}"),
