@@ -47,3 +47,22 @@ def test_a_students_system_turn_in_each_style():
     assert trained_prompt({"prompt": "summary"}) == "summary"
     with pytest.raises(UserError, match="student prompt 'short'"):
         student_system(doc, "short")
+
+
+def test_the_replay_prompt_carries_the_skills_name_description_and_body_only():
+    """The replay prompt carried the whole SKILL.md: a 300,000-character `metadata.notes`, and protege's own trace
+    ids and author model, on every call. A replaying model is shown the name, description and body."""
+    from protege.skills.skill import Skill
+
+    skill = Skill(
+        name="shout",
+        description="Upper-cases the text. Use for the shout task.",
+        body="# Procedure\n\nUpper-case it.\n",
+        license="MIT",
+        metadata={"notes": "n" * 300_000, "traces": "t1,t2", "model": "anthropic:claude-opus-4-5"},
+    )
+    block = replay_messages("shout", "Do it.", {}, {"q": 1}, skill.render())[1].content
+    assert "name: shout\ndescription: Upper-cases the text. Use for the shout task.\n---\n\n# Procedure\n" in block
+    assert len(block) < 300 and "t1,t2" not in block and "claude" not in block and "MIT" not in block
+    plain = replay_messages("t", "Do it.", {}, {"q": 1}, "Plain text, no frontmatter.")[1].content
+    assert plain.endswith(":\n\nPlain text, no frontmatter.\n")  # not a SKILL.md: shown as it is

@@ -67,7 +67,7 @@ def test_a_new_contract_takes_the_old_student_skill_and_programs_out_of_service(
     student = app.store.add_student(
         StudentRow(task_name="extract", base="b", adapter_path="/nowhere", state="promoted", metrics={})
     )
-    assert app.programs.current("extract") is not None and app.skill("extract").status == "approved"
+    assert app.programs.current("extract") is not None and app.skills.approved("extract") is not None
 
     register(app, "Extract the city and quantity.")  # the same contract: nothing changes
     assert app.store.promoted_student("extract").id == student.id

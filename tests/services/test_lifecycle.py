@@ -198,11 +198,14 @@ def test_a_failed_revision_is_paid_for_on_the_ledger_and_not_tried_again(tmp_pat
             return ModelResponse(text="no frontmatter here", usage=Usage(input_tokens=3000, output_tokens=400))
         return prose_teacher(req)
 
+    from protege.skills.skill import MAX_BODY_TOKENS, estimate_tokens
+
     app, shout = make(tmp_path, teacher, lambda r: "not json", Policy(program=False), prose=True)
     shout(Q(text="a"))
     app.wait()
     v1 = app.skills.to_skill(app.skills.get("shout", 1))
-    full = v1.body + "\n" + ("Mind the case. " * 1400)[: 19_990 - len(v1.body)]  # just under the body budget
+    room = MAX_BODY_TOKENS - 10 - estimate_tokens(v1.body)
+    full = v1.body + "\n" + "Mind the case. " * (room // estimate_tokens("Mind the case. "))  # just under the budget
     app.skills.edit("shout", v1.model_copy(update={"body": full}).render(), by="ana")
     app.approve_skill("shout", reviewer="ana")
     app.run("shout", {"q": {"text": "b"}})
@@ -339,3 +342,67 @@ def test_skills_and_the_prior_art_they_become_are_redacted_by_each_tasks_policy(
 
 class Label(BaseModel):
     label: str
+
+
+def test_after_a_rejection_the_author_waits_for_new_teacher_answers(tmp_path, monkeypatch):
+    """A reviewer rejecting every draft got a new one (a new author bill) on every teacher call: 31 versions from
+    70 calls. After a rejection the author waits for REAUTHOR_TRACES new teacher answers, twice as many after each
+    further rejection."""
+    from protege.services import lifecycle
+
+    monkeypatch.setattr(lifecycle, "DRAFT_RECHECK_S", 0.0)
+    app, shout = make(tmp_path, right, right, Policy(program=False))
+    for i in range(1 + lifecycle.REAUTHOR_TRACES + 2 * lifecycle.REAUTHOR_TRACES - 1):
+        shout(Q(text=f"w{i}"))
+        app.wait()
+        for draft in app.skills.pending("shout"):
+            app.skills.reject("shout", draft.version, by="strict")
+    assert len(app.store.skills("shout")) == 2  # the first answer's, and one after REAUTHOR_TRACES more
+    shout(Q(text="last"))  # 2 * REAUTHOR_TRACES answers since the second rejection
+    app.wait()
+    assert len(app.store.skills("shout")) == 3
+    app.close()
+
+
+def test_unapproved_replay_never_serves_a_rejected_text_through_a_field_programs_copy(tmp_path):
+    """With allow_unapproved_skills, replay served the newest draft: a field programs' copy of a rejected text. It
+    serves the draft awaiting review, and none once that is rejected."""
+    from protege.programs.stored import base_skill
+
+    app, shout = make(tmp_path, right, right, Policy(program=False, allow_unapproved_skills=True))
+    shout(Q(text="a"))
+    app.wait()
+    copy = base_skill(app.skills, "shout", "Upper-case the text.")
+    app.skills.add("shout", copy.model_copy(update={"files": {"scripts/fields.json": "{}"}}), kind="induced")
+    app.tiers.invalidate("shout")
+    assert app.run("shout", {"q": {"text": "b"}}).tier == "replay"  # v1, awaiting review
+    app.skills.reject("shout", by="strict")
+    app.tiers.invalidate("shout")
+    assert app.run("shout", {"q": {"text": "c"}}).tier == "teacher"
+    app.close()
+
+
+def test_a_draft_failing_evidence_is_revised_and_tried_again_on_new_answers(tmp_path):
+    """One failed evidence trial left the task without a replay tier for good: the draft kept its evidence and no
+    new draft was written while it was pending. Once evidence_k new teacher answers have come, the draft is
+    revised from a case it got wrong and the revision is tried on them."""
+    replay = {"answer": wrong}
+    app, shout = make(
+        tmp_path, right, lambda r: replay["answer"](r), Policy(skill_approval="evidence", evidence_k=2, promote_at=0.9)
+    )
+    for word in ("a", "b"):
+        shout(Q(text=word))
+        app.wait()
+    failed = app.skill("shout")
+    assert failed.status == "draft" and not failed.evidence["passed"] and failed.evidence["failed"]
+    replay["answer"] = right
+    shout(Q(text="c"))  # one new answer of the two a new trial needs
+    app.wait()
+    assert len(app.store.skills("shout")) == 1
+    shout(Q(text="d"))
+    app.wait()
+    revised = app.skill("shout")
+    assert (revised.version, revised.kind, revised.status) == (2, "revised", "approved")
+    assert app.skills.base(revised).version == 1 and revised.evidence["passed"]
+    assert app.run("shout", {"q": {"text": "e"}}).tier == "replay"
+    app.close()

@@ -150,13 +150,15 @@ async def test_prior_art_reaches_the_prompt(traces, make_skill):
 
 
 async def test_answer_only_model_gets_an_exemplar_without_being_asked(traces):
-    """A model that cannot write prose is never asked; the exemplar has instructions, values and examples."""
+    """A model that cannot write prose is never asked; the exemplar has examples in its body, and the instructions
+    and allowed values in references/task.md (the replay prompt carries them already)."""
     model = FunctionModel(lambda req: {"queue": "other", "priority": 3}, name="reference:opus")
     skill = await SkillAuthor(model, max_examples=4).write(SPEC, traces)
     assert model.requests == []
     assert skill.kind == "exemplar" and skill.metadata["model"] == "reference:opus"
-    assert SPEC.instructions in skill.body
-    assert '- `queue`: "billing", "bug", "account", "other"' in skill.body
+    reference = skill.files["references/task.md"]
+    assert SPEC.instructions in reference and "references/task.md" in skill.body
+    assert '- `queue`: "billing", "bug", "account", "other"' in reference
     shown = [json.loads(line) for line in skill.body.splitlines() if line.startswith('{"queue"')]
     assert len(shown) == 4 and {o["queue"] for o in shown} == {"billing", "bug", "account", "other"}
     assert len(skill.metadata["traces"].split(",")) == 4
@@ -169,6 +171,24 @@ async def test_exemplar_keeps_to_the_body_budget():
     traces = [({"text": "word " * 6000}, {"summary": "long"}), ({"text": "short one"}, {"summary": "s"})]
     skill = await SkillAuthor(FunctionModel(lambda r: "")).write(contract, traces)
     assert "short one" in skill.body and "word word" not in skill.body
+    skill.validate()
+
+
+@pytest.mark.parametrize(
+    "doc",
+    ["Rules of the order emails, mind them. " * 400, "\n".join(f"- rule {i}" for i in range(600))],
+    ids=["long", "many-lines"],
+)
+async def test_a_long_docstring_still_gets_an_exemplar_skill(doc):
+    """The exemplar body copied the instructions and the output schema (which the replay prompt carries anyway, so
+    each replay call had them twice), and a long docstring broke the body budget: the task never got a skill. The
+    body refers to them; the copy is an extra file, outside the budget."""
+    contract = TaskContract(
+        name="extract_order", instructions=doc, output_schema={"type": "object", "title": "Order", "properties": {}}
+    )
+    skill = await SkillAuthor(FunctionModel(lambda r: "")).write(contract, [({"email": "#A1"}, {"order_id": "A1"})])
+    assert doc.strip() not in skill.body and '"title": "Order"' not in skill.body and '"A1"' in skill.body
+    assert doc.strip() in skill.files["references/task.md"]
     skill.validate()
 
 
@@ -200,7 +220,9 @@ RESCUE = TraceRow(
 async def test_teacher_revises_with_the_failed_case(traces):
     """The revise prompt shows the skill, the wrong and the right answer; the result is a new revision."""
     first = await SkillAuthor(teacher(GOOD)).write(SPEC, traces)
-    first = first.model_copy(update={"metadata": {**first.metadata, "version": "3", "status": "approved"}})
+    first = first.model_copy(
+        update={"metadata": {**first.metadata, "protege-version": "3", "protege-status": "approved"}}
+    )
     revised_text = GOOD.replace("## Pitfalls", "## Pitfalls\n- A double charge is billing.\n\n## More")
     model = teacher(revised_text)
     revised = await SkillAuthor(model).revise(first, FAILED, RESCUE)

@@ -59,7 +59,7 @@ def test_export_writes_loadable_folders_of_approved_skills(approved, tmp_path):
     text = files["extract-order/SKILL.md"].decode()
     front = yaml.safe_load(text.split("---\n")[1])
     assert set(front) <= set(ALLOWED_KEYS) and front["name"] == "extract-order"
-    assert front["metadata"]["version"] == "3" and front["metadata"]["status"] == "approved"
+    assert front["metadata"]["protege-version"] == "3" and front["metadata"]["protege-status"] == "approved"
     assert front["metadata"]["task"] == "extract_order"
     assert text.endswith("---\n\n# Extract order\n\nProcedure: read, then answer.\n")
 
@@ -217,3 +217,54 @@ def test_import_skips_hidden_entries_and_maps_names_to_tasks(lib, tmp_path):
     [row] = lib.import_dir(src, by="ops")
     assert (row.task_name, row.name, row.files) == ("pdf_tools", "pdf-tools", {"examples/a.md": "A"})
     assert "task: pdf_tools" in row.text
+
+
+def test_executable_files_stay_executable_through_import_and_export(lib, tmp_path):
+    """scripts/run.sh was -rwxr-xr-x on import and -rw-r--r-- after export: files are stored as text, their modes
+    were dropped. The x bit is kept (metadata `protege-executable`, from the modes on disk) and set on export;
+    importing the export again is the same version."""
+    folder = write_folder(tmp_path / "src", "pdf-tools", files={"scripts/run.sh": "echo hi\n", "notes.md": "n\n"})
+    os.chmod(folder / "scripts" / "run.sh", 0o755)
+    [row] = lib.import_dir(folder, by="ops")
+    lib.approve("pdf_tools", by="ann")
+    [out] = lib.export(tmp_path / "out")
+    assert os.stat(out / "scripts" / "run.sh").st_mode & 0o777 == 0o755
+    assert not os.stat(out / "notes.md").st_mode & 0o111
+    assert [r.version for r in lib.import_dir(out, by="ops")] == [row.version]
+
+
+def test_a_skills_own_version_and_status_are_kept(lib, tmp_path):
+    """The spec's own example has `metadata: {author: ..., version: "1.0"}`: protege overwrote `version` (and a
+    `status`) with its own on export, and took a numeric `version: "7"` for its version number. Its bookkeeping is
+    namespaced (`protege-version`, `protege-status`), so the skill's metadata comes back as written."""
+    meta = {"author": "someone", "version": "7", "status": "beta"}
+    folder = write_folder(
+        tmp_path / "src", "pdf-tools", Skill(name="pdf-tools", description="d", metadata=meta).render()
+    )
+    [row] = lib.import_dir(folder, by="ops")
+    assert row.version == 1  # not 7: that number is the skill's own
+    lib.approve("pdf_tools", by="ann")
+    [out] = lib.export(tmp_path / "out")
+    front = yaml.safe_load((out / "SKILL.md").read_text().split("---\n")[1])["metadata"]
+    assert {k: front[k] for k in meta} == meta
+    assert (front["protege-version"], front["protege-status"]) == ("1", "approved")
+
+
+def test_skills_exported_before_the_keys_were_namespaced_still_import(lib, tmp_path):
+    """An earlier export wrote protege's version and status as plain `version`/`status` beside `task`: they are
+    still read as protege's (the version kept, approved on a trusted import), and written back namespaced."""
+    meta = {"task": "pdf_tools", "kind": "authored", "version": "3", "status": "approved"}
+    text = Skill(name="pdf-tools", description="d", body="Steps.", metadata=meta).render()
+    folder = write_folder(tmp_path / "src", "pdf-tools", text)
+    [row] = lib.import_dir(folder, by="ops", trust=True)
+    assert (row.version, row.status) == (3, "approved")
+    shown = SkillLibrary.to_skill(row).metadata
+    assert "version" not in shown and "status" not in shown and shown["protege-version"] == "3"
+
+
+def test_a_lowercase_skill_md_is_named_in_the_error(lib, store, tmp_path):
+    """A folder with `skill.md` was "no skill folders" or "has no SKILL.md": the error names the file to rename."""
+    folder = write_folder(tmp_path / "src", "pdf-tools")
+    os.rename(folder / "SKILL.md", folder / "skill.md")
+    for src in (folder, tmp_path / "src"):
+        _refused(lib, store, src, r"has 'skill.md'; the Agent Skills spec requires the file name 'SKILL.md'")

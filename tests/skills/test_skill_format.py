@@ -15,7 +15,7 @@ FULL = Skill(
     body="# Extract order\n\n## Procedure\n\n1. Find the items.\n\n---\n\nname: not frontmatter\n",
     license="MIT",
     compatibility="Needs nothing but the input text",
-    metadata={"task": "extract_order", "version": "3", "status": "approved", "kind": "authored"},
+    metadata={"task": "extract_order", "protege-version": "3", "protege-status": "approved", "kind": "authored"},
     allowed_tools="Read Bash(git:*)",
     files={"examples/one.md": "# One\r\nkept as is\r\n", "reference.md": "ref"},
 )
@@ -118,6 +118,8 @@ def test_hand_written_skill_md_parses():
         ("a__b_", "a-b"),
         ("x" * 70, "x" * 64),
         ("v2_parse", "v2-parse"),
+        ("Café", "cafe"),  # accents dropped, not the letters: 'caf' before
+        ("naïve_résumé", "naive-resume"),
     ],
 )
 def test_task_names_map_to_spec_names(task, name):
@@ -232,12 +234,22 @@ def test_body_line_limit():
 
 
 def test_body_token_budget():
-    """The body stays under ~5,000 tokens (estimated at 4 characters a token)."""
-    ok = "word " * 3990  # 19,950 characters, ~4,988 tokens
+    """The body stays under ~5,000 tokens (estimated as protege estimates tokens everywhere: count_tokens)."""
+    ok = "word " * 4990  # a short word is a token
     assert estimate_tokens(ok) <= 5000
     Skill(name="a", description="d", body=ok).validate()
     with pytest.raises(UserError, match="tokens"):
-        Skill(name="a", description="d", body="word " * 4100).validate()
+        Skill(name="a", description="d", body="word " * 5100).validate()
+
+
+def test_cjk_bodies_are_counted_like_every_other_token_estimate():
+    """chars / 4 took 6,000 CJK characters (about a token each) for ~1,500 tokens: 4x under the budget's count."""
+    from protege.agents.tokens import count_tokens
+
+    cjk = "注文番号を読み取る。" * 600
+    assert estimate_tokens(cjk) == count_tokens(cjk) > 5000
+    with pytest.raises(UserError, match="tokens"):
+        Skill(name="a", description="d", body=cjk).validate()
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import pytest
 
 from protege.errors import UserError
 from protege.skills import Skill, SkillLibrary
+from protege.store.models import SkillRow
 
 TASK = "extract_order"
 
@@ -160,7 +161,9 @@ def test_approve_on_evidence_stores_the_evidence_either_way(lib, make_skill):
     lib.add(TASK, make_skill(body="# better\n"), kind="revised")
     row = lib.approve_on_evidence(TASK, None, [(1, 1), (2, 2)], _exact, 0.9)
     assert (row.version, row.status, row.reviewed_by) == (2, "approved", "policy:evidence")
-    assert row.evidence == {"agreement": 1.0, "n": 2, "passed": True, "promote_at": 0.9}
+    assert row.evidence == {"agreement": 1.0, "n": 2, "passed": True, "promote_at": 0.9, "failed": []} | {
+        "tried_at": row.evidence["tried_at"]
+    }
 
 
 def test_send_back_retires_and_reopens_review(lib, make_skill):
@@ -202,8 +205,10 @@ def test_an_edit_records_the_version_it_was_made_from(lib, make_skill):
     plain = v1.model_copy(update={"metadata": {}}).render()  # no `version:` line: the newest, unless `base`
     assert lib.base(lib.edit(TASK, plain.replace("# ", "# A ", 1), by="dana")).version == 3
     assert lib.base(lib.edit(TASK, plain.replace("# ", "# B ", 1), by="dana", base=2)).version == 2
-    with pytest.raises(UserError, match="says `version: 9`, but task 'extract_order' has no v9; remove that line"):
-        lib.edit(TASK, v1.render().replace("version: '1'", "version: '9'"), by="dana")
+    with pytest.raises(
+        UserError, match="says `protege-version: 9`, but task 'extract_order' has no v9; remove that line"
+    ):
+        lib.edit(TASK, v1.render().replace("protege-version: '1'", "protege-version: '9'"), by="dana")
 
 
 def test_approving_by_default_never_passes_over_another_pending_draft(lib, make_skill):
@@ -238,3 +243,51 @@ def test_an_edit_of_an_edit_is_approved_by_default(lib, make_skill):
     shown = SkillLibrary.to_skill(lib.get(TASK, 1)).render()
     lib.edit(TASK, shown.replace("Read the input.", "Read all of it."), by="dana")
     assert lib.approve(TASK, by="r").version == 2
+
+
+def _induced_copy(lib) -> SkillRow:
+    """A field programs' version, as `save_programs` stores one: a copy of its base with the programs' files."""
+    from protege.programs.stored import base_skill
+
+    skill = base_skill(lib, TASK, "Extract the order.")
+    return lib.add(
+        TASK, skill.model_copy(update={"files": {**skill.files, "scripts/fields.json": "{}"}}), kind="induced"
+    )
+
+
+def test_rejected_text_is_never_the_base_of_a_field_programs_version(lib, make_skill):
+    """A reviewer rejected every draft; field programs stored a new version copying the newest one (rejected), and
+    the next version copied that copy. A program version builds on the approved or pending text only."""
+    lib.add(TASK, make_skill(body="# REJECT_ME\n"), kind="authored")
+    lib.reject(TASK, by="strict")
+    first = _induced_copy(lib)
+    assert "REJECT_ME" not in first.text and "Extract the order." in SkillLibrary.to_skill(first).description
+    lib.add(TASK, make_skill(body="# PENDING\n"), kind="authored")
+    assert "PENDING" in _induced_copy(lib).text  # a draft awaiting review is carried
+    lib.reject(TASK, 3, by="strict")
+    assert "PENDING" not in _induced_copy(lib).text  # ... and not the copy of it once it is rejected
+
+
+def test_approve_without_a_version_takes_the_draft_awaiting_review(lib, make_skill):
+    """`skill approve TASK` approved a field programs' copy (the newest draft), which `pending` leaves out; it
+    takes the newest pending draft, and refuses, naming the copy, when only such copies are drafts."""
+    lib.add(TASK, make_skill(body="# Written\n"), kind="authored")
+    _induced_copy(lib)
+    assert lib.approve(TASK, by="ann").version == 1
+    lib.add(TASK, make_skill(body="# REJECT_ME\n"), kind="authored")
+    _induced_copy(lib)
+    assert lib.reject(TASK, by="ann").version == 3
+    with pytest.raises(UserError, match=r"no draft awaiting review .* v4 is a field programs' version.*-v 4"):
+        lib.approve(TASK, by="ann")
+    assert lib.approved(TASK).version == 1
+
+
+def test_a_minimal_program_version_points_to_long_instructions_instead_of_copying_them(lib):
+    """With no skill yet, a program version's SKILL.md copied the docstring into its body: the replay prompt has it
+    already, and a long one broke the body budget (no program version could be stored)."""
+    from protege.programs.stored import base_skill
+
+    doc = "Extract the order. " + "A long rule about order emails. " * 1000
+    skill = base_skill(lib, TASK, doc)
+    assert "A long rule" not in skill.body and skill.description.startswith("Extract the order.")
+    assert lib.add(TASK, skill, kind="induced").version == 1

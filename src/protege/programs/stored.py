@@ -3,21 +3,32 @@ shadow rule that takes programs out of service."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
+from protege.errors import UserError
+
 
 def base_skill(library: Any, task: str, instructions: str) -> Any:
-    """The skill a program version builds on: the task's newest (its files carry over), or a minimal one."""
+    """The skill a program version builds on (its files carry over): the task's approved skill, else the newest
+    draft awaiting review (`SkillLibrary.content_base`), else a minimal one. Never a rejected or retired version,
+    nor a field-program copy of one: a reviewer's rejection would come back as a new draft, and be approved by the
+    next `skill approve`."""
+    from protege.skills.exemplar import describe
     from protege.skills.library import SkillLibrary
-    from protege.skills.skill import Skill
+    from protege.skills.skill import Skill, skill_name
 
-    latest = library.latest(task)
-    if latest is not None:
-        return SkillLibrary.to_skill(latest)
-    name = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:64].strip("-") or "task"
-    return Skill(name=name, description=instructions[:1000] or task, body=f"# {task}\n\n{instructions}\n")
+    base = library.content_base(task)
+    if base is not None:
+        return SkillLibrary.to_skill(base)
+    try:
+        name = skill_name(task)
+    except UserError:  # a task name with no letters or digits
+        name = "task"
+    # The instructions come with every replay call: the body points to them rather than copying them (a long
+    # docstring copied in broke the spec's body budget, and no field program could be stored).
+    body = f"# {task}\n\nFollow the task's instructions and answer with one JSON object matching its output schema.\n"
+    return Skill(name=name, description=describe(instructions, task), body=body)
 
 
 def shadow_verdict(store: Any, task: Any, created_at: str | None) -> str | None:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from protege.agents.cascade import TaskEntry, TaskRuntime
@@ -37,6 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("protege")
 AUTHOR_TRACES = 8
+REAUTHOR_TRACES = AUTHOR_TRACES
+"""After a reviewer rejects the task's written skill (and none is approved or awaits review), the author writes
+again only once this many new valid teacher answers have come since the rejection, twice as many for each further
+rejection in a row (at most MAX_REAUTHOR_TRACES): writing again on the next teacher call showed the reviewer much
+the same skill from much the same answers, and paid the author for each rejection (31 versions from 70 calls)."""
+MAX_REAUTHOR_TRACES = 512
 FAILED_DISTILL_BACKOFF_S = 3600.0
 SEQUENTIAL_SHADOWS = 500  # the newest shadows the sequential test reads (its CUSUM forgets older ones anyway)
 DRAFT_RECHECK_S = 2.0  # like the tiers' cache: a fresh approval or rejection is seen within this
@@ -126,7 +133,10 @@ class Lifecycle:
             if rescue is not None:
                 await self._revise(task, approved, rescued, rescue)
         elif approved is None and not pending_drafts(versions):
-            await self._write(task)
+            if await asyncio.to_thread(self._rejected_lately, task, versions):
+                self._draft_seen[name] = time.monotonic()  # waiting for new answers: don't re-query on every call
+            else:
+                await self._write(task)
         elif approved is None:
             self._draft_seen[name] = time.monotonic()  # a reviewer's turn: don't re-query on every teacher call
         if task.spec.policy.skill_approval == "evidence":
@@ -136,11 +146,31 @@ class Lifecycle:
         """Whether a skill job ended failed since `approved` was approved (a revision too big for the spec's
         budget, say): another revision of it would most likely fail the same way, and pay the author again. The
         failure is listed by `protege tasks`; a newly approved version lets revisions start again."""
-        since = approved.reviewed_at
+        return self._job_failed_since(name, approved.reviewed_at)
+
+    def _job_failed_since(self, name: str, since: Any) -> bool:
         return any(
             j.kind == "skill" and (since is None or _aware(j.created_at) >= _aware(since))
             for j in self.app.store.jobs(name, state="failed")
         )
+
+    def _rejected_lately(self, task: TaskRuntime, versions: list[Any]) -> bool:
+        """Whether the skill written last was rejected and too few teacher answers have come since to write again
+        (REAUTHOR_TRACES). Field programs' copies ("induced") are not written skills: they are passed over."""
+        written = [v for v in versions if v.kind != "induced"]
+        streak = list(itertools.takewhile(lambda v: v.status == "rejected", written))
+        if not streak:
+            return False
+        wait = min(REAUTHOR_TRACES * 2 ** (len(streak) - 1), MAX_REAUTHOR_TRACES)
+        return not self._answers_since(task, streak[0].reviewed_at, wait)
+
+    def _answers_since(self, task: TaskRuntime, since: Any, n: int) -> bool:
+        """Whether at least `n` valid teacher answers of the task's contract came after `since` (the n-th newest
+        one read: a single row)."""
+        nth = self.app.store.traces(
+            task.spec.name, tier="teacher", valid=True, shadow=False, limit=1, offset=n - 1, task_version=task.version
+        )
+        return bool(nth) and (since is None or _aware(nth[0].created_at) > _aware(since))
 
     def _contract(self, task: TaskRuntime) -> Any:
         from protege.skills.author import TaskContract
@@ -173,17 +203,19 @@ class Lifecycle:
         )
         self.app.tiers.invalidate(name)
 
-    async def _revise(self, task: TaskRuntime, approved: Any, rescued: str, rescue: TraceRow) -> None:
+    async def _revise(self, task: TaskRuntime, base: Any, rescued: str, rescue: TraceRow) -> Any:
+        """A revision of `base` from the answer of trace `rescued` the teacher's `rescue` corrected; the new draft
+        (None when that trace is gone)."""
         from protege.skills.author import SkillAuthor
         from protege.skills.library import SkillLibrary
 
         failed = await asyncio.to_thread(self.app.store.trace, rescued)
         if failed is None:
-            return
+            return None
         author = SkillAuthor(self.app.tiers.teacher(task))
         async with self._recorded(task, author):
-            skill = await author.revise(SkillLibrary.to_skill(approved), failed, rescue)
-        await asyncio.to_thread(
+            skill = await author.revise(SkillLibrary.to_skill(base), failed, rescue)
+        return await asyncio.to_thread(
             self.app.skills.add,
             task.spec.name,
             redacted_skill(skill, task.spec.policy.redact),
@@ -227,18 +259,51 @@ class Lifecycle:
         await asyncio.to_thread(self.app.store.insert_trace, trace)
 
     async def _try_evidence(self, task: TaskRuntime) -> None:
-        """Replay the newest draft on K inputs the teacher solved; approve it when agreement reaches promote_at."""
-        lib, store, spec = self.app.skills, self.app.store, task.spec
-        draft = await asyncio.to_thread(lib.latest, spec.name)
-        if draft is None or draft.status != "draft" or draft.evidence:
+        """Replay the draft awaiting review on K inputs the teacher solved; approve it when agreement reaches
+        promote_at. A draft that failed does not stand for good (the task had no replay tier ever after): once K
+        new teacher answers have come since its trial, it is revised from a case it got wrong (as a teacher rescue
+        revises an approved skill) and the revision is tried on those new inputs; without a case to learn from, or
+        when a revision failed, the draft itself is tried again on them."""
+        lib, name = self.app.skills, task.spec.name
+        pending = await asyncio.to_thread(lib.pending, name)
+        if not pending:
             return
+        draft, evidence = pending[0], pending[0].evidence
+        if evidence:
+            if evidence.get("passed") or not await asyncio.to_thread(self._evidence_due, task, evidence):
+                return
+            draft = await self._revise_on_evidence(task, draft, evidence) or draft
+        await self._trial(task, draft)
+
+    def _evidence_due(self, task: TaskRuntime, evidence: dict[str, Any]) -> bool:
+        """Whether a failed trial is due again: K teacher answers since it (at once for one from before the trial
+        time was kept)."""
+        tried_at = evidence.get("tried_at")
+        since = datetime.fromisoformat(tried_at) if tried_at else None
+        return since is None or self._answers_since(task, since, task.spec.policy.evidence_k)
+
+    async def _revise_on_evidence(self, task: TaskRuntime, draft: Any, evidence: dict[str, Any]) -> Any:
+        """A revision of `draft` from the first case its trial got wrong, or None (no case kept, its teacher trace
+        gone, or a skill job failed since the draft was made: a revision would most likely fail alike, and pay)."""
+        cases = evidence.get("failed") or []
+        if not cases or await asyncio.to_thread(self._job_failed_since, task.spec.name, draft.created_at):
+            return None
+        rescue = await asyncio.to_thread(self.app.store.trace, cases[0]["teacher"])
+        if rescue is None:
+            return None
+        return await self._revise(task, draft, cases[0]["replay"], rescue)
+
+    async def _trial(self, task: TaskRuntime, draft: Any) -> None:
+        """Replay `draft` on the K newest inputs the teacher solved and approve it if it agrees enough; the evidence
+        (with the cases it got wrong) is kept on it either way."""
+        lib, store, spec = self.app.skills, self.app.store, task.spec
         k = spec.policy.evidence_k
         solved = await asyncio.to_thread(
             store.traces, spec.name, tier="teacher", valid=True, shadow=False, limit=k, task_version=task.version
         )
         if len(solved) < k:
             return  # not enough evidence yet; the next teacher success tries again
-        pairs = []
+        pairs, cases = [], []
         for t in solved:
             inp = spec.input_model.model_validate(t.input)
             attempt, output = await self.app.cascade.trial(
@@ -246,8 +311,9 @@ class Lifecycle:
             )
             expected = spec.parse_output(t.output)
             pairs.append((expected, output if attempt.valid else None))
+            cases.append({"replay": attempt.trace_id, "teacher": t.id})
         await asyncio.to_thread(
-            lib.approve_on_evidence, spec.name, draft.version, pairs, spec.score, spec.policy.promote_at
+            lib.approve_on_evidence, spec.name, draft.version, pairs, spec.score, spec.policy.promote_at, cases=cases
         )
         self.app.tiers.invalidate(spec.name)
 

@@ -193,8 +193,9 @@ class AppTiers:
         name, policy = task.spec.name, task.spec.policy
         row = self._cached(("skill", name), lambda: self.app.skills.approved(name))
         if row is None and policy.allow_unapproved_skills:
-            # drafts only: a skill a reviewer rejected or retired is never replayed, whatever the policy
-            row = self._cached(("draft", name), lambda: self.app.store.skill(name, status="draft"))
+            # the newest draft awaiting review only: a text a reviewer rejected or retired is never replayed, nor a
+            # field programs' draft ("induced"), which copies a text that may have been rejected since
+            row = self._cached(("draft", name), lambda: next(iter(self.app.skills.pending(name)), None))
         return (row.text, row.version) if row is not None else None
 
     def programs(self, task: TaskRuntime) -> Any:

@@ -1,4 +1,8 @@
-"""Skills built without a prose-writing model: the task's instructions plus validated worked examples.
+"""Skills built without a prose-writing model: how to answer, plus validated worked examples.
+
+The body does not repeat the task's instructions and output schema: the replay prompt carries them on every call
+(copied in, they were sent twice, and a long docstring alone broke the spec's body budget, so such a task never got
+a skill). They go in the extra file `references/task.md` instead, which keeps an exported skill self-contained.
 
 Used when the teacher only answers tasks (ReferenceModel, FunctionModel), and as the fallback when a teacher's
 SKILL.md stays invalid. `add_case` is the matching mechanical revision: it appends a corrected case (the cheaper
@@ -14,14 +18,16 @@ from typing import Any
 
 from protege.errors import UserError
 from protege.skills.examples import Example, choice_fields, pretty
-from protege.skills.skill import Skill, check_body, skill_name
+from protege.skills.skill import STATUS_KEY, VERSION_KEY, Skill, check_body, skill_name
 
 OWNED_KEYS = ("task", "kind", "model", "traces", "revises")
-"""Metadata keys protege writes itself; `version` and `status` belong to the library's row and are added on read."""
-ROW_KEYS = ("version", "status")
+"""Metadata keys protege writes itself; its version and status belong to the library's row and are added on read
+under namespaced keys (ROW_KEYS), so a skill's own `version` or `status` is kept as it is."""
+ROW_KEYS = (VERSION_KEY, STATUS_KEY)
 MAX_TRACE_IDS = 16
 CASES_HEADING = "## Corrected cases"
 CASE_PREFIX = "### Corrected case"
+TASK_FILE = "references/task.md"
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,8 @@ def describe(instructions: str, task: str) -> str:
 
 
 def exemplar_skill(contract: Any, examples: list[Example], *, model: str = "") -> Skill:
-    """Instructions, output format and as many of `examples` as fit the spec's body budget."""
+    """How to answer and as many of `examples` as fit the spec's body budget; the instructions and output format
+    in `references/task.md`."""
     head = _head(contract)
     blocks: list[str] = []
     used: list[str | None] = []
@@ -90,6 +97,7 @@ def exemplar_skill(contract: Any, examples: list[Example], *, model: str = "") -
         name=skill_name(contract.name),
         description=describe(contract.instructions, contract.name),
         body=_join(head, blocks),
+        files={TASK_FILE: task_reference(contract)},
     )
     return stamp(skill, task=contract.name, kind="exemplar", model=model, traces=used)
 
@@ -117,15 +125,21 @@ def add_case(skill: Skill, case: Case) -> Skill:
 
 def _head(contract: Any) -> list[str]:
     title = contract.name.replace("_", " ").strip().capitalize()
-    parts = [
+    return [
         f"# {title}",
-        "## When to use\n\n"
-        f"Use this skill for the `{contract.name}` task: inputs that match the task's input schema. "
-        "Answer with one JSON object and nothing else.",
-        f"## Instructions\n\n{contract.instructions.strip()}",
-        _output_format(contract.output_schema or {}),
+        f"## When to use\n\nUse this skill for the `{contract.name}` task: inputs that match the task's input schema.",
+        "## How to answer\n\n"
+        "Follow the task's instructions and answer with one JSON object that matches its output schema, and nothing "
+        f"else. Both come with every call of the task (a copy is in `{TASK_FILE}`). The worked examples below are "
+        "validated answers to earlier inputs: answer new inputs the same way.",
     ]
-    return parts
+
+
+def task_reference(contract: Any) -> str:
+    """The task's instructions and output format, for `references/task.md`."""
+    title = contract.name.replace("_", " ").strip().capitalize()
+    parts = [f"# {title}: the task", f"## Instructions\n\n{contract.instructions.strip()}"]
+    return "\n\n".join([*parts, _output_format(contract.output_schema or {})]) + "\n"
 
 
 def _output_format(schema: dict[str, Any]) -> str:
@@ -232,4 +246,14 @@ def _maybe_json(text: str) -> Any:
         return text
 
 
-__all__ = ["Case", "OWNED_KEYS", "ROW_KEYS", "add_case", "describe", "exemplar_skill", "stamp"]
+__all__ = [
+    "Case",
+    "OWNED_KEYS",
+    "ROW_KEYS",
+    "TASK_FILE",
+    "add_case",
+    "describe",
+    "exemplar_skill",
+    "stamp",
+    "task_reference",
+]

@@ -3,6 +3,9 @@
 Reading refuses symlinks, special files, binary files and anything deeper than one folder, so an imported skill
 cannot smuggle in a path outside its folder. Writing is atomic per folder: the new folder is built beside the old
 one and swapped in with renames, so a reader sees the old skill or the new one, never half of each.
+
+Files are stored as text, so their executable bit (a `scripts/run.sh` an agent runs) is recorded in the skill's
+metadata `protege-executable` on import, taken from the files' modes, and set again on export.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ def skill_folders(src: Path) -> list[Path]:
     """The skill folders under `src`: `src` itself if it holds a SKILL.md, else its (non-hidden) subfolders."""
     if not src.is_dir():
         raise UserError(f"skill import source {str(src)!r} is not a folder")
-    if (src / SKILL_FILE).exists() or (src / SKILL_FILE).is_symlink():
-        return [src]
+    if (src / SKILL_FILE).exists() or (src / SKILL_FILE).is_symlink() or _misnamed_skill_file(src):
+        return [src]  # a misnamed SKILL.md is read, to be refused with its right name
     folders = []
     for entry in sorted(os.scandir(src), key=lambda e: e.name):
         if entry.name.startswith("."):
@@ -41,14 +44,21 @@ def read_skill_folder(folder: Path) -> Skill:
     """Read and validate one skill folder; its name must equal the skill's name."""
     if folder.is_symlink():
         raise UserError(f"refusing symlink {str(folder)!r}: copy the skill folder in instead of linking it")
-    texts = _read_tree(folder)
+    misnamed = _misnamed_skill_file(folder)
+    if misnamed is not None:
+        raise UserError(
+            f"skill folder {str(folder)!r} has {misnamed!r}; the Agent Skills spec requires the file name "
+            f"{SKILL_FILE!r} exactly (clients on case-sensitive systems do not find another): rename it"
+        )
+    texts, executable = _read_tree(folder)
     if SKILL_FILE not in texts:
         raise UserError(f"skill folder {str(folder)!r} has no {SKILL_FILE}")
     body = texts.pop(SKILL_FILE)
     try:
-        return Skill.parse(body, files=texts, folder=folder.name)
+        skill = Skill.parse(body, files=texts, folder=folder.name)
     except UserError as exc:
         raise UserError(f"{str(folder / SKILL_FILE)!r}: {exc}") from exc
+    return skill.with_executables(executable - {SKILL_FILE})  # the modes on disk, whatever the metadata said
 
 
 def make_export_dir(dest: Path) -> None:
@@ -88,8 +98,9 @@ def write_skill_folder(dest: Path, skill: Skill, *, replace: bool = False) -> Pa
     try:
         os.chmod(tmp, 0o755)
         _write_text(tmp, SKILL_FILE, skill.render())
+        executable = skill.executables
         for path, text in sorted(skill.files.items()):
-            _write_text(tmp, path, text)
+            _write_text(tmp, path, text, executable=path in executable)
         _swap_in(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -97,8 +108,20 @@ def write_skill_folder(dest: Path, skill: Skill, *, replace: bool = False) -> Pa
     return final
 
 
-def _read_tree(folder: Path) -> dict[str, str]:
+def _misnamed_skill_file(folder: Path) -> str | None:
+    """The name of a file in `folder` that is SKILL.md but for its case ('skill.md'), when there is no SKILL.md."""
+    if not folder.is_dir():
+        return None
+    names = [e.name for e in os.scandir(folder)]  # by listing: a case-insensitive file system finds any case
+    if SKILL_FILE in names:
+        return None
+    return next((n for n in names if n.upper() == SKILL_FILE.upper()), None)
+
+
+def _read_tree(folder: Path) -> tuple[dict[str, str], set[str]]:
+    """The folder's files (relative path -> text), and the paths of those that are executable."""
     texts: dict[str, str] = {}
+    executable: set[str] = set()
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue  # .DS_Store and friends: never part of a skill, and never read
@@ -111,9 +134,17 @@ def _read_tree(folder: Path) -> dict[str, str]:
                 if sub.is_dir(follow_symlinks=False):
                     raise UserError(f"{sub.path!r} is nested too deep: skill files go at most one folder down")
                 texts[f"{entry.name}/{sub.name}"] = _read_text(sub.path)
+                if _is_executable(sub):
+                    executable.add(f"{entry.name}/{sub.name}")
         else:
             texts[entry.name] = _read_text(entry.path)
-    return texts
+            if _is_executable(entry):
+                executable.add(entry.name)
+    return texts, executable
+
+
+def _is_executable(entry: os.DirEntry[str]) -> bool:
+    return bool(entry.stat(follow_symlinks=False).st_mode & stat.S_IXUSR)
 
 
 def _refuse_odd(entry: os.DirEntry[str]) -> None:
@@ -133,7 +164,7 @@ def _read_text(path: str) -> str:
         raise UserError(f"skill file {path!r} is not UTF-8 text; protege stores text files only") from exc
 
 
-def _write_text(root: Path, rel: str, text: str) -> None:
+def _write_text(root: Path, rel: str, text: str, *, executable: bool = False) -> None:
     if rel != SKILL_FILE:
         check_file_path(rel)
     target = root / rel
@@ -142,6 +173,9 @@ def _write_text(root: Path, rel: str, text: str) -> None:
     target.parent.mkdir(exist_ok=True)
     with open(target, "w", encoding="utf-8", newline="") as fh:  # newline="": write the text byte for byte
         fh.write(text)
+    if executable:  # x wherever r is set (0o644 -> 0o755): the umask's choice of readers, now also runners
+        mode = target.stat().st_mode
+        os.chmod(target, mode | (mode & 0o444) >> 2)
 
 
 def _swap_in(tmp: Path, final: Path) -> None:

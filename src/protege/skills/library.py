@@ -3,10 +3,16 @@
 States: draft -> approved | rejected; approved -> retired. Approving a version retires the one approved before it,
 in the same transaction, so a task has at most one approved skill — the one replay uses.
 
-A row's `text` is the SKILL.md without the two fields the row owns, `version` and `status`; `to_skill(row)` adds
-them back to `metadata`, and that is what `export` writes. An edit, a revision, or any version stored from a
-`to_skill` copy names the version it was made from in metadata `revises`: approving by default refuses to pass over
-a pending draft the newest one was not made from.
+A row's `text` is the SKILL.md without the two fields the row owns, its version and status; `to_skill(row)` adds
+them back to `metadata` as `protege-version` and `protege-status` (namespaced: a skill's own `version`, as in the
+spec's example `version: "1.0"`, is kept as the skill's), and that is what `export` writes. Skills exported before
+the keys were namespaced (plain `version`/`status` beside `task`) still import as before. An edit, a revision, or
+any version stored from a `to_skill` copy names the version it was made from in metadata `revises`: approving by
+default refuses to pass over a pending draft the newest one was not made from.
+
+What is reviewed: `pending_drafts`, the drafts newer than the approved version, less field programs' copies
+("induced"). Approving or rejecting without a version takes the newest of those; versions protege builds itself
+copy `content_base` (the approved version, else the newest pending draft), never a rejected or retired text.
 
 Imports: each folder is validated (spec rules, folder name == skill name, no symlinks, no path escapes) before
 anything is stored, and all are stored in one transaction — all or nothing. An import keeps the version number
@@ -28,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from protege.errors import StoreError, UserError
-from protege.skills.exemplar import ROW_KEYS
+from protege.skills.exemplar import OWNED_KEYS, ROW_KEYS
 from protege.skills.folders import (
     check_export_target,
     make_export_dir,
@@ -36,9 +42,10 @@ from protege.skills.folders import (
     skill_folders,
     write_skill_folder,
 )
-from protege.skills.skill import Skill
+from protege.skills.skill import STATUS_KEY, VERSION_KEY, Skill
 from protege.store.models import SkillRow, utcnow
 
+MAX_FAILED_CASES = 5  # failing evidence cases kept on a draft, for its revision
 KINDS = ("authored", "exemplar", "revised", "edited", "imported", "induced")
 TRANSITIONS = {("draft", "approved"), ("draft", "rejected"), ("approved", "retired")}
 ALLOWED = "draft -> approved | rejected, approved -> retired"
@@ -69,12 +76,20 @@ class SkillLibrary:
         """Every version of the task's skill, newest first."""
         return self.store.skills(task)
 
+    def content_base(self, task: str) -> SkillRow | None:
+        """The version protege builds a new one on (field programs' versions copy its text and files): the approved
+        one, else the newest draft awaiting review. Never a rejected or retired version, nor a field program's copy
+        (which may carry a text rejected since it was copied)."""
+        versions = self.versions(task)
+        approved = next((v for v in versions if v.status == "approved"), None)
+        return approved or next(iter(pending_drafts(versions)), None)
+
     @staticmethod
     def to_skill(row: SkillRow) -> Skill:
-        """The row as a Skill, with its version and status in metadata."""
+        """The row as a Skill, with its version and status in metadata (`protege-version`, `protege-status`)."""
         skill = Skill.parse(row.text, files=dict(row.files or {}))
         meta = {k: v for k, v in skill.metadata.items() if k not in ROW_KEYS}
-        return skill.model_copy(update={"metadata": {**meta, "version": str(row.version), "status": row.status}})
+        return skill.model_copy(update={"metadata": {**meta, VERSION_KEY: str(row.version), STATUS_KEY: row.status}})
 
     # -- writing -----------------------------------------------------------------------------------------------
 
@@ -129,8 +144,8 @@ class SkillLibrary:
             base = Skill.parse(text).version  # the version `skill show` wrote into the file
             if base is not None and self.store.skill(task, version=base) is None:
                 raise UserError(
-                    f"the edited SKILL.md says `version: {base}`, but task {task!r} has no v{base}; remove that "
-                    f"line to edit the newest version, or list versions with `protege skills {task}`"
+                    f"the edited SKILL.md says `{VERSION_KEY}: {base}`, but task {task!r} has no v{base}; remove "
+                    f"that line to edit the newest version, or list versions with `protege skills {task}`"
                 )
         if base is not None:
             return self.get(task, base)
@@ -142,17 +157,23 @@ class SkillLibrary:
     # -- review ------------------------------------------------------------------------------------------------
 
     def approve(self, task: str, version: int | None = None, *, by: str, evidence: dict | None = None) -> SkillRow:
-        """Approve a draft (default: the newest draft, when it is newer than the approved version and no other
-        draft awaits review beside it); the previously approved version is retired."""
-        row = self._pick(task, version, "draft", "approve")
-        if version is None:
-            self._refuse_going_back(row)
-            self._refuse_skipping(row)
+        """Approve a draft (default: the newest draft awaiting review, `pending_drafts`, when no other draft awaits
+        review beside it); the previously approved version is retired."""
+        if version is not None:
+            return self._transition(self.get(task, version), "approved", by=by, evidence=evidence)
+        row = self._awaiting_review(task, "approve")
+        self._refuse_skipping(row)
         return self._transition(row, "approved", by=by, evidence=evidence)
 
     def reject(self, task: str, version: int | None = None, *, by: str, note: str | None = None) -> SkillRow:
-        """Reject a draft (default: the newest draft)."""
-        return self._transition(self._pick(task, version, "draft", "reject"), "rejected", by=by, note=note)
+        """Reject a draft (default: the newest draft awaiting review, `pending_drafts`, else the newest draft: one
+        left behind by a newer approval)."""
+        if version is None:
+            pending = self.pending(task)
+            row = pending[0] if pending else self._pick(task, None, "draft", "reject")
+        else:
+            row = self.get(task, version)
+        return self._transition(row, "rejected", by=by, note=note)
 
     def retire(self, task: str, version: int | None = None, *, by: str, note: str | None = None) -> SkillRow:
         """Retire an approved skill (default: the approved one); replay stops using it."""
@@ -166,15 +187,7 @@ class SkillLibrary:
         promote_at: float,
     ) -> dict[str, Any]:
         """Agreement of replay answers with the teacher's (mean `score`), and whether it reaches `promote_at`."""
-        scores = []
-        for i, (expected, actual) in enumerate(replay_answers):
-            try:
-                scores.append(float(score(expected, actual)))
-            except Exception as exc:
-                raise UserError(f"score of task {task!r} failed on answer {i} ({actual!r}): {exc}") from exc
-        agreement = sum(scores) / len(scores) if scores else None
-        passed = agreement is not None and agreement >= promote_at
-        return {"agreement": agreement, "n": len(scores), "passed": passed, "promote_at": promote_at}
+        return _gate(_scores(task, replay_answers, score), promote_at)
 
     def approve_on_evidence(
         self,
@@ -185,10 +198,15 @@ class SkillLibrary:
         promote_at: float,
         *,
         by: str = "policy:evidence",
+        cases: Sequence[dict[str, str]] = (),
     ) -> SkillRow:
-        """Approve a draft when replay agreement reaches `promote_at`; the evidence is stored on it either way."""
-        row = self._pick(task, version, "draft", "approve")
-        evidence = self.evidence_gate(task, replay_answers, score, promote_at)
+        """Approve a draft when replay agreement reaches `promote_at`; the evidence is stored on it either way, with
+        when it was taken (`tried_at`) and, of `cases` (each answer pair's trace ids, {"replay": .., "teacher": ..},
+        in the same order), those the replay got wrong (`failed`): what a revision of the draft learns from."""
+        row = self.get(task, version) if version is not None else self._awaiting_review(task, "approve")
+        scores = _scores(task, replay_answers, score)
+        failed = [case for case, s in zip(cases, scores) if s < 1][:MAX_FAILED_CASES]
+        evidence = {**_gate(scores, promote_at), "tried_at": utcnow().isoformat(), "failed": failed}
         if evidence["passed"]:
             return self._transition(row, "approved", by=by, evidence=evidence)
         return self.store.update_skill(row.id, evidence=evidence)
@@ -295,6 +313,22 @@ class SkillLibrary:
             raise UserError(f"task {task!r} has no {status} skill to {verb}: {has}")
         return row
 
+    def _awaiting_review(self, task: str, verb: str) -> SkillRow:
+        """The draft a review without a version decides on: the newest of `pending_drafts`, the same list
+        `protege skills` and the review screens offer. A field program's copy ("induced") is not one: it copies a
+        text that may have been rejected since."""
+        pending = self.pending(task)
+        if pending:
+            return pending[0]
+        draft = self._pick(task, None, "draft", verb)  # refuses when the task has no draft at all
+        self._refuse_going_back(draft)
+        raise UserError(
+            f"task {task!r} has no draft awaiting review (`protege skills {task}` lists its versions): "
+            f"v{draft.version} is a field programs' version (kind {draft.kind!r}), a copy of another version's text "
+            f"rather than a skill to review; name it (-v {draft.version}, or version={draft.version}) to {verb} it "
+            f"anyway"
+        )
+
     def _refuse_going_back(self, draft: SkillRow) -> None:
         """Approving the newest draft by default must never replace a newer approved version: an older draft left
         unreviewed would silently take over from it (and approving again would go back one more)."""
@@ -359,10 +393,27 @@ class SkillLibrary:
 
 
 def _stored(skill: Skill, meta: dict[str, str]) -> Skill:
-    """The skill as stored: protege's fields set, the row-owned version/status taken out, validated."""
+    """The skill as stored: protege's fields set, the row-owned version/status taken out (the skill's own
+    `version` or `status`, if any, kept), validated."""
     rest = {k: v for k, v in skill.metadata.items() if k not in ROW_KEYS}
     rest.update(meta)
     return Skill(**{**skill.model_dump(), "metadata": rest}).validate()
+
+
+def _scores(task: str, replay_answers: Sequence[tuple[Any, Any]], score: Callable[[Any, Any], float]) -> list[float]:
+    scores = []
+    for i, (expected, actual) in enumerate(replay_answers):
+        try:
+            scores.append(float(score(expected, actual)))
+        except Exception as exc:
+            raise UserError(f"score of task {task!r} failed on answer {i} ({actual!r}): {exc}") from exc
+    return scores
+
+
+def _gate(scores: list[float], promote_at: float) -> dict[str, Any]:
+    agreement = sum(scores) / len(scores) if scores else None
+    passed = agreement is not None and agreement >= promote_at
+    return {"agreement": agreement, "n": len(scores), "passed": passed, "promote_at": promote_at}
 
 
 def _row(task: str, skill: Skill, **fields: Any) -> SkillRow:
@@ -425,8 +476,9 @@ def _import_one(session: Any, skill: Skill, *, by: str, trust: bool, origin: str
 
 def pending_drafts(versions: list[SkillRow]) -> list[SkillRow]:
     """Of a task's versions (newest first), the drafts a reviewer has yet to decide on: those newer than the
-    approved version (all of them when none is approved). Field programs' drafts ("induced") are left out: they
-    serve unreviewed, and before any skill is written they carry only the docstring."""
+    approved version (all of them when none is approved). Field programs' drafts ("induced") are left out: their
+    programs serve unreviewed, and their text is a copy of another version (or, before any skill is written, a
+    pointer to the task's instructions)."""
     approved = next((v for v in versions if v.status == "approved"), None)
     floor = approved.version if approved is not None else 0
     return [r for r in versions if r.status == "draft" and r.kind != "induced" and r.version > floor]
@@ -449,8 +501,14 @@ def _origin(row: SkillRow) -> str:
 
 
 def _same_content(a: Skill, b: Skill) -> bool:
-    """Whether two skills say the same (protege's own metadata aside: an edit restamps its kind and author)."""
-    return a.model_dump(exclude={"metadata"}) == b.model_dump(exclude={"metadata"})
+    """Whether two skills say the same (protege's own metadata aside: an edit restamps its kind and author; the
+    skill's own metadata, an author or version of its own, counts)."""
+    return _content(a) == _content(b)
+
+
+def _content(skill: Skill) -> dict[str, Any]:
+    own = {k: v for k, v in skill.metadata.items() if k not in OWNED_KEYS + ROW_KEYS}
+    return {**skill.model_dump(exclude={"metadata"}), "metadata": own}
 
 
 __all__ = ["KINDS", "SkillLibrary", "TRANSITIONS", "pending_drafts", "revises"]

@@ -7,8 +7,10 @@ skill exported, imported and exported again is byte-for-byte the same.
 
 from __future__ import annotations
 
-import math
+import json
 import re
+import unicodedata
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -23,22 +25,34 @@ MAX_DESCRIPTION = 1024
 MAX_COMPATIBILITY = 500
 MAX_BODY_LINES = 500  # the body must stay under this many lines
 MAX_BODY_TOKENS = 5000
-CHARS_PER_TOKEN = 4  # rough English/markdown average: a tokenizer-free estimate, good enough for a budget check
 SKILL_FILE = "SKILL.md"
+STATUSES = ("draft", "approved", "rejected", "retired")
+VERSION_KEY = "protege-version"
+STATUS_KEY = "protege-status"
+EXECUTABLE_KEY = "protege-executable"
+"""protege's metadata keys for what a skill file cannot say by itself: its stored version and review state (added
+on export, taken back on import), and which extra files are executable (a JSON list: file modes are not text).
+Namespaced, so a skill's own `version` (the spec's own example has `version: "1.0"`) or `status` stay its own."""
+LEGACY_KEYS = {"version": VERSION_KEY, "status": STATUS_KEY}  # what protege wrote before it namespaced them
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab, LF, CR; and DEL
 
 
 def skill_name(task: str) -> str:
-    """The spec name of a task's skill: 'extract_order' -> 'extract-order' (lowercase, single hyphens, <= 64)."""
-    name = re.sub(r"[^a-z0-9]+", "-", task.lower()).strip("-")[:MAX_NAME].rstrip("-")
+    """The spec name of a task's skill: 'extract_order' -> 'extract-order' (lowercase, single hyphens, <= 64).
+    Accented letters keep their base letter ('Café' -> 'cafe') rather than being dropped."""
+    ascii_task = unicodedata.normalize("NFKD", task).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9]+", "-", ascii_task.lower()).strip("-")[:MAX_NAME].rstrip("-")
     if not name:
         raise UserError(f"task name {task!r} has no letters or digits to make a skill name from")
     return name
 
 
 def estimate_tokens(text: str) -> int:
-    """Approximate token count (chars / 4, rounded up) — the spec's ~5,000-token body budget needs no tokenizer."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    """Approximate token count, by the estimate protege uses everywhere (agents.tokens.count_tokens): characters / 4
+    under-counted CJK text about four times."""
+    from protege.agents.tokens import count_tokens
+
+    return count_tokens(text)
 
 
 class Skill(BaseModel):
@@ -68,12 +82,28 @@ class Skill(BaseModel):
 
     @property
     def version(self) -> int | None:
-        v = self.metadata.get("version", "")
+        """The stored version this skill was read from (`protege-version`), if any."""
+        v = self.metadata.get(VERSION_KEY, "")
         return int(v) if v.isdigit() else None
 
     @property
     def status(self) -> str | None:
-        return self.metadata.get("status")
+        return self.metadata.get(STATUS_KEY)
+
+    @property
+    def executables(self) -> set[str]:
+        """The extra files that are executable (their mode's x bit), from metadata `protege-executable`."""
+        return set(_executable_list(self.metadata.get(EXECUTABLE_KEY)))
+
+    def with_executables(self, paths: set[str]) -> Skill:
+        """The skill with `paths` (of its files) recorded as executable; none recorded when `paths` is empty. The
+        metadata stays as it is when it says so already (its key order too: a re-import stores the same text)."""
+        if paths == self.executables:
+            return self
+        meta = {k: v for k, v in self.metadata.items() if k != EXECUTABLE_KEY}
+        if paths:
+            meta[EXECUTABLE_KEY] = json.dumps(sorted(paths))
+        return self.model_copy(update={"metadata": meta})
 
     @property
     def kind(self) -> str | None:
@@ -112,6 +142,7 @@ class Skill(BaseModel):
         if not isinstance(metadata, dict):
             raise UserError(f"SKILL.md `metadata` must be a mapping of strings to strings, got {metadata!r}")
         _check_metadata(metadata)
+        metadata = _upgrade_legacy(metadata)
         for key in ("name", "description"):
             if key not in front:
                 raise UserError(f"SKILL.md frontmatter needs `{key}`; got keys {sorted(front)!r}")
@@ -165,6 +196,7 @@ class Skill(BaseModel):
             if value is not None and not value.strip():
                 raise UserError(f"skill `{key}` must not be empty when given, got {value!r}; leave it out instead")
         _check_metadata(self.metadata)
+        _executable_list(self.metadata.get(EXECUTABLE_KEY))
         check_body(self.body)
         for path in self.files:
             check_file_path(path)
@@ -245,6 +277,46 @@ def _check_metadata(metadata: dict[Any, Any]) -> None:
             )
 
 
+def _upgrade_legacy(metadata: dict[str, str]) -> dict[str, str]:
+    """Skills exported by protege before its keys were namespaced carry its version and status as plain `version`
+    and `status`, beside `task`: read those as protege's. Any other `version` or `status` is the skill's own."""
+    if VERSION_KEY in metadata or STATUS_KEY in metadata:
+        return metadata
+    legacy = "task" in metadata and metadata.get("status") in STATUSES and metadata.get("version", "").isdigit()
+    return {LEGACY_KEYS.get(k, k): v for k, v in metadata.items()} if legacy else metadata
+
+
+def _executable_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    try:
+        paths = json.loads(value)
+    except json.JSONDecodeError:
+        paths = None
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise UserError(
+            f"skill metadata {EXECUTABLE_KEY!r} must be a JSON list of file paths, got {value!r}; protege writes it "
+            f"from the files' modes on import: remove the key and import the folder again"
+        )
+    return paths
+
+
+@lru_cache(maxsize=64)
+def replay_text(text: str) -> str:
+    """What a replaying model is shown of a SKILL.md: its name, description and body. Metadata (protege's trace ids
+    and author model, or a skill's own notes of any size) and the other fields steer nothing and would be paid for
+    on every call. Text that is not a SKILL.md is shown as it is. Cached: the same text comes on every call."""
+    try:
+        front, body = _split_frontmatter(text)
+    except UserError:
+        return text
+    name, description = front.get("name"), front.get("description")
+    if not isinstance(name, str) or not isinstance(description, str):
+        return text
+    front_text = _dump({"name": name, "description": description})
+    return f"---\n{front_text}---\n\n" + body.strip("\n") + "\n"
+
+
 def check_body(body: str) -> None:
     """The spec's body budget: under 500 lines and about 5,000 tokens."""
     lines = len(body.splitlines())
@@ -305,5 +377,6 @@ __all__ = [
     "check_characters",
     "check_file_path",
     "estimate_tokens",
+    "replay_text",
     "skill_name",
 ]
