@@ -494,3 +494,22 @@ def test_rate_limited_is_public_for_a_service_to_pass_on():
     from protege.errors import ModelError
 
     assert issubclass(protege.RateLimited, ModelError)
+
+
+def test_replay_is_shown_the_approved_skills_name_description_and_body_not_its_metadata(app):
+    """The replay tier sent the whole SKILL.md: protege's trace ids and author model (and a skill's own notes of
+    any size) on every paid call."""
+    seen = []
+
+    def replay(req):
+        seen.append(req.messages)
+        return oracle(req)
+
+    app.replay_spec = FunctionModel(replay, price_as="anthropic:claude-haiku-4-5")
+    register(app)(Ticket(subject="refund"))
+    app.wait()
+    row = app.approve_skill("triage")
+    assert "traces:" in row.text  # protege's own bookkeeping is in the stored text
+    assert app.run("triage", {"ticket": {"subject": "refund it"}}, tier="replay").tier == "replay"
+    block = seen[-1][1].content
+    assert "name: triage" in block and "description:" in block and "traces:" not in block

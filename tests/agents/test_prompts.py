@@ -61,8 +61,10 @@ def test_the_replay_prompt_carries_the_skills_name_description_and_body_only():
         license="MIT",
         metadata={"notes": "n" * 300_000, "traces": "t1,t2", "model": "anthropic:claude-opus-4-5"},
     )
-    block = replay_messages("shout", "Do it.", {}, {"q": 1}, skill.render())[1].content
+    from protege.skills.skill import replay_text
+
+    block = replay_messages("shout", "Do it.", {}, {"q": 1}, replay_text(skill.render()))[1].content
     assert "name: shout\ndescription: Upper-cases the text. Use for the shout task.\n---\n\n# Procedure\n" in block
     assert len(block) < 300 and "t1,t2" not in block and "claude" not in block and "MIT" not in block
-    plain = replay_messages("t", "Do it.", {}, {"q": 1}, "Plain text, no frontmatter.")[1].content
+    plain = replay_messages("t", "Do it.", {}, {"q": 1}, replay_text("Plain text, no frontmatter."))[1].content
     assert plain.endswith(":\n\nPlain text, no frontmatter.\n")  # not a SKILL.md: shown as it is

@@ -1,8 +1,8 @@
 """Prompt building for each tier, from templates shipped as package data (agents/prompts/*.md).
 
 - teacher: instructions + output schema (+ related skills as prior art), input as JSON;
-- replay: the same plus the task's approved skill in a separate system block marked for prompt caching: its name,
-  description and body only (`skills.skill.replay_text`), not its metadata;
+- replay: the same plus the task's approved skill in a separate system block marked for prompt caching (the caller
+  passes what a replaying model is shown of it: `skills.skill.replay_text`, its name, description and body);
 - student: the instructions (by default only their first paragraph: `TrainConfig.prompt`) + compact input
   (chat_format.student_messages): the skill is in the weights.
 """
@@ -64,10 +64,8 @@ def teacher_messages(
 def replay_messages(
     name: str, instructions: str, output_schema: dict[str, Any], task_input: dict[str, Any], skill_text: str
 ) -> list[Message]:
-    from protege.skills.skill import replay_text  # here: the skills package imports the agents' modules
-
     system = template("replay").format(name=name, instructions=instructions, output_schema=_schema(output_schema))
-    skill = template("skill_block").format(skill=replay_text(skill_text))
+    skill = template("skill_block").format(skill=skill_text)
     # The skill block is the end of the static prefix: providers that cache prompts cache up to here.
     return [
         Message(role="system", content=system),

@@ -28,6 +28,7 @@ from protege.agents.models.base import Usage
 from protege.agents.results import Attempt
 from protege.services.drift_monitor import DriftHost, DriftMonitor
 from protege.services.redistill import LaunchHost
+from protege.skills.skill import replay_text
 from protege.store import StudentRow, TraceRow
 from protege.store.background import held_elsewhere
 
@@ -307,7 +308,12 @@ class Lifecycle:
         for t in solved:
             inp = spec.input_model.model_validate(t.input)
             attempt, output = await self.app.cascade.trial(
-                task, inp, "replay", skill=(draft.text, draft.version), record_as="evidence", recorded=t.messages
+                task,
+                inp,
+                "replay",
+                skill=(replay_text(draft.text), draft.version),
+                record_as="evidence",
+                recorded=t.messages,
             )
             expected = spec.parse_output(t.output)
             pairs.append((expected, output if attempt.valid else None))

@@ -21,6 +21,7 @@ from protege.distill.gate import stored_gate
 from protege.distill.prune import is_pruned
 from protege.distill.redact import redact
 from protege.errors import LocalModelUnavailable, MissingKeyError, UserError
+from protege.skills.skill import replay_text
 from protege.store.read_cache import ReadCache
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ class AppTiers:
             # the newest draft awaiting review only: a text a reviewer rejected or retired is never replayed, nor a
             # field programs' draft ("induced"), which copies a text that may have been rejected since
             row = self._cached(("draft", name), lambda: next(iter(self.app.skills.pending(name)), None))
-        return (row.text, row.version) if row is not None else None
+        return (replay_text(row.text), row.version) if row is not None else None
 
     def programs(self, task: TaskRuntime) -> Any:
         """The task's field programs (induced, and authored ones where they verify better) when its policy serves
