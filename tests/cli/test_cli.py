@@ -194,6 +194,21 @@ def test_read_commands_make_no_store_in_a_database_that_has_none(project):
         assert conn.execute("select count(*) from sqlite_master").fetchone() == (0,)
 
 
+def test_tasks_says_when_a_drafts_evidence_trial_failed(seeded):
+    """Under skill_approval="evidence" a draft whose replay trial fell short showed only as "v1 draft"."""
+    from protege.store import Store
+
+    store = Store(seeded.db)
+    try:
+        draft = store.skill("triage")
+        assert draft is not None and draft.status == "draft"
+        store.update_skill(draft.id, evidence={"agreement": 0.5, "n": 4, "passed": False, "promote_at": 0.95})
+    finally:
+        store.close()
+    out = seeded.ok("tasks").stdout
+    assert "evidence failed: 50% agreement on 4 calls" in " ".join(out.split())
+
+
 def test_tasks_traces_and_filters(seeded):
     """tasks/traces list what the calls wrote, with --tier, --valid/--invalid and --limit filters."""
     tasks = seeded.json("tasks")

@@ -66,6 +66,7 @@ def _task_summary(store: Any, task: Any) -> dict[str, Any]:
         skill = f"v{newest.version} {newest.status}"
         if approved is not None and approved.version != newest.version:
             skill += f" (v{approved.version} approved)"
+        skill += _failed_evidence(newest)
     student = store.promoted_student(task.name)
     return {
         "name": task.name,
@@ -83,6 +84,15 @@ def _task_summary(store: Any, task: Any) -> dict[str, Any]:
             for j in store.jobs(task.name, state=None)
         ],
     }
+
+
+def _failed_evidence(row: Any) -> str:
+    """', evidence failed: 50% agreement on 4 calls' for a draft whose replay trial fell short (it is revised from
+    the failing cases and tried again on new teacher answers), else ''."""
+    evidence = row.evidence or {}
+    if row.status != "draft" or evidence.get("passed", True) or evidence.get("agreement") is None:
+        return ""
+    return f", evidence failed: {evidence['agreement']:.0%} agreement on {evidence.get('n', 0)} calls"
 
 
 # the cascade's tiers, imported logs, a draft skill's replay evidence, the skill author's own calls
