@@ -94,6 +94,24 @@ def test_no_second_author_while_another_process_writes_the_skill(tmp_path):
     app.close()
 
 
+def test_a_process_whose_check_raced_another_does_not_write_a_second_skill(tmp_path):
+    """Both workers' checks ran before either had stored its job row, so both passed and each paid an author
+    (1-3 author calls per fresh store in a 4-process trial): writing takes the store lease "skill-author:TASK",
+    and a job that finds another live process holding it leaves the skill to that one."""
+    from protege.services.lifecycle import AUTHOR_LEASE
+
+    app, shout = make(tmp_path, right, right, Policy(program=False))
+    assert app.store.acquire_lease(AUTHOR_LEASE + "shout", owner="otherhost:41:tok", ttl_s=60)
+    shout(Q(text="a"))
+    app.wait()
+    assert app.store.skills("shout") == [] and app.store.jobs("shout") == []  # the job ended: the skill is theirs
+    app.store.release_lease(AUTHOR_LEASE + "shout", owner="otherhost:41:tok")
+    shout(Q(text="b"))
+    app.wait()
+    assert len(app.store.skills("shout")) == 1
+    app.close()
+
+
 def test_successes_that_arrive_together_start_one_author(tmp_path, monkeypatch):
     """The task's author slot is taken before the cross-process check awaits the store: taken after it, two
     successes of one moment both passed the check and wrote two skills (the demo's test caught it under load)."""

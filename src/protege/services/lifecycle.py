@@ -30,7 +30,7 @@ from protege.services.drift_monitor import DriftHost, DriftMonitor
 from protege.services.redistill import LaunchHost
 from protege.skills.skill import replay_text
 from protege.store import StudentRow, TraceRow
-from protege.store.background import held_elsewhere
+from protege.store.background import held_elsewhere, process_owner
 
 if TYPE_CHECKING:
     from protege.programs.service import ProgramService
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from protege.skills.library import SkillLibrary
 
 log = logging.getLogger("protege")
+AUTHOR_LEASE = "skill-author:"  # the store lease one process holds while it writes or revises a task's skill
+AUTHOR_LEASE_TTL_S = 900.0  # a real author call takes minutes; a holder that died frees it at once on its host
 AUTHOR_TRACES = 8
 REAUTHOR_TRACES = AUTHOR_TRACES
 """After a reviewer rejects the task's written skill (and none is approved or awaits review), the author writes
@@ -104,10 +106,23 @@ class Lifecycle:
         resumed = name not in self._busy  # a job from `on_teacher_success` runs with the slot already taken
         self._busy.add(name)
         try:
-            await self._skill_step(task, payload["trace_id"], payload.get("rescued_trace_id"))
+            # across processes the store lease: two workers' successes each checked for a job elsewhere before
+            # either had written one, and each wrote a skill (two or three author bills, identical drafts)
+            if not await asyncio.to_thread(self._claim_author, name):
+                return  # another process writes the task's skill now; what this success would add, it sees
+            try:
+                await self._skill_step(task, payload["trace_id"], payload.get("rescued_trace_id"))
+            finally:
+                await asyncio.to_thread(self._release_author, name)
         finally:
             if resumed:
                 self._busy.discard(name)
+
+    def _claim_author(self, name: str) -> bool:
+        return self.app.store.acquire_lease(AUTHOR_LEASE + name, owner=process_owner(), ttl_s=AUTHOR_LEASE_TTL_S)
+
+    def _release_author(self, name: str) -> None:
+        self.app.store.release_lease(AUTHOR_LEASE + name, owner=process_owner())
 
     def _nothing_to_do(self, task: TaskRuntime, rescued: Attempt | None) -> bool:
         """No rescue to learn from, approval not on evidence, and a skill is replayable or a draft awaits review
