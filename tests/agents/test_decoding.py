@@ -515,6 +515,8 @@ def call(name, arguments) -> str:
         compact(GOOD),
         call("lookup_stock", {"sku": "A-1", "limit": 3}),
         call("plan", {"tier": "pro", "seats": None}),
+        call("plan", {"tier": "pro"}),  # optional arguments: left out, in any order (checked by the tool)
+        call("plan", {"seats": 2, "tier": "pro"}),
         call("ping", {}),
     ],
 )
@@ -527,7 +529,8 @@ def test_a_tool_task_turn_is_its_answer_or_one_call_of_a_tool_it_has(text):
     [
         call("delete_everything", {}),  # not one of its tools
         call("lookup_stock", {"sku": 7, "limit": 3}),  # arguments of another shape
-        call("plan", {"tier": "enterprise", "seats": 2}),
+        call("lookup_stock", {"sku": "A-1", "limit": 3, "force": True}),  # no such parameter
+        call("lookup_stock", {"limit": 3, "sku": "A-1"}),  # all required: in schema order
         call("lookup_stock", {"sku": "A-1", "limit": 3}) + call("ping", {}),  # one call a turn
         "I will look it up. " + call("ping", {}),
         '{"numbers":[1],"names":[],"who":null,"changes":"two"}',

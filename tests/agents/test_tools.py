@@ -264,6 +264,41 @@ def test_a_long_result_is_cut_with_a_marker_before_anything_carries_it():
     assert len(result.messages[-2].content) < limit + 40
 
 
+def test_a_failing_call_repeated_with_the_same_arguments_ends_the_loop_after_one_retry():
+    """A student called a tool that raised 8 times with the same arguments, to max_steps (and its teacher then ran
+    it a ninth time): the third identical call after two errors ends the loop instead. Other arguments go on."""
+    ran = []
+
+    def lookup(order_id: str) -> str:
+        """Look an order up."""
+        ran.append(order_id)
+        if order_id == "A1":
+            raise RuntimeError("backend down")
+        return "shipped"
+
+    def agent(req: ModelRequest) -> ModelResponse:
+        return ModelResponse(
+            tool_calls=[ToolCall(id=f"c{len(req.messages)}", name="lookup", arguments={"order_id": "A1"})]
+        )
+
+    req = ModelRequest(messages=[Message(role="user", content="x")])
+    result = asyncio.run(run_loop(FunctionModel(agent), req, tools=ToolBox([lookup]), max_steps=8))
+    assert ran == ["A1", "A1"] and "again after it failed 2 times" in result.error
+    calls = iter(["A1", "A2", "A1", "A2", "A1"])
+    ran.clear()
+
+    def varied(req: ModelRequest) -> ModelResponse | dict:
+        order = next(calls, None)
+        if order is None:
+            return {"queue": "billing", "priority": 1}
+        return ModelResponse(
+            tool_calls=[ToolCall(id=f"c{len(req.messages)}", name="lookup", arguments={"order_id": order})]
+        )
+
+    result = asyncio.run(run_loop(FunctionModel(varied), req, tools=ToolBox([lookup]), max_steps=8))
+    assert ran == ["A1", "A2", "A1", "A2"] and "again after it failed" in result.error
+
+
 def triage(ticket: Ticket) -> Triage:
     """Route a support ticket to a queue and set its priority (1 = urgent)."""
 

@@ -7,6 +7,7 @@ validates it. A model that keeps calling tools past `max_steps` ends the loop wi
 from __future__ import annotations
 
 import asyncio
+import json
 from functools import lru_cache
 from typing import Any, TypedDict
 
@@ -47,6 +48,13 @@ class LoopState(TypedDict, total=False):
     responses: list[ModelResponse]
     error: str | None
     exception: BaseException | None
+    failed_calls: list[str]  # each tool call whose result was an error, as `_call_key` writes it
+
+
+# A call repeated with the same arguments after its result was an error this many times ends the loop: a model
+# that cannot get past a failing tool only spends turns (a student repeated one 8 times, to max_steps); one retry
+# is left for a tool that fails now and then.
+MAX_FAILED_REPEATS = 2
 
 
 async def _call_model(state: LoopState) -> dict[str, Any]:
@@ -71,7 +79,21 @@ async def _call_tools(state: LoopState) -> dict[str, Any]:
     limit = state.get("max_tool_result_chars")
     results = await asyncio.gather(*(_call_tool(box, c, limit) for c in calls))
     turns = [Message(role="tool", content=text, tool_call_id=c.id, name=c.name) for c, (text, _) in zip(calls, results)]
-    return {"messages": [*state["messages"], *turns]}
+    failed = [_call_key(c) for c, (_, ok) in zip(calls, results) if not ok]
+    return {"messages": [*state["messages"], *turns], "failed_calls": [*state.get("failed_calls", []), *failed]}
+
+
+def _call_key(call: ToolCall) -> str:
+    return f"{call.name}({json.dumps(call.arguments, sort_keys=True, default=str)})"
+
+
+def _repeats_a_failure(state: LoopState) -> str | None:
+    """The latest turn's call that already failed MAX_FAILED_REPEATS times with the same arguments, if any."""
+    failed = state.get("failed_calls", [])
+    for call in state["messages"][-1].tool_calls:
+        if failed.count(_call_key(call)) >= MAX_FAILED_REPEATS:
+            return _call_key(call)
+    return None
 
 
 async def _request(model: Model, req: ModelRequest) -> ModelResponse:
@@ -105,7 +127,14 @@ def _after_model(state: LoopState) -> str:
         return "end"
     if len(state["responses"]) >= state["max_steps"]:
         return "too_many"
+    if _repeats_a_failure(state):
+        return "stuck"
     return "tools"
+
+
+def _stuck(state: LoopState) -> dict[str, Any]:
+    call = _repeats_a_failure(state)
+    return {"error": f"called {call} again after it failed {MAX_FAILED_REPEATS} times with the same arguments"}
 
 
 def _too_many_steps(state: LoopState) -> dict[str, Any]:
@@ -121,10 +150,14 @@ def loop_graph() -> Any:
     g.add_node("model", _call_model)
     g.add_node("tools", _call_tools)
     g.add_node("too_many", _too_many_steps)
+    g.add_node("stuck", _stuck)
     g.add_edge(START, "model")
-    g.add_conditional_edges("model", _after_model, {"end": END, "tools": "tools", "too_many": "too_many"})
+    g.add_conditional_edges(
+        "model", _after_model, {"end": END, "tools": "tools", "too_many": "too_many", "stuck": "stuck"}
+    )
     g.add_conditional_edges("tools", lambda s: END if s.get("error") else "model", ["model", END])
     g.add_edge("too_many", END)
+    g.add_edge("stuck", END)
     return g.compile()
 
 

@@ -246,23 +246,24 @@ def tool_call_node(tools: list[tuple[str, dict[str, Any] | None]], notes: list[s
     naming one of the tools, its arguments under that tool's parameter schema (each compiled as its own root, so
     its `$ref`s resolve)."""
     calls = [
-        Node(
-            "object",
-            props=(
-                ("name", Node("literal", options=(compact(name),))),
-                ("arguments", compile_schema(_closed(params or {"type": "object", "properties": {}}), notes=notes)),
-            ),
-        )
+        Node("object", props=(("name", Node("literal", options=(compact(name),))), ("arguments", _arguments(params))))
         for name, params in tools
     ]
     return _union(calls)
 
 
-def _closed(params: dict[str, Any]) -> dict[str, Any]:
-    """A tool's parameters take no keys beyond their own (a Python function refuses unknown keyword arguments)."""
-    if params.get("type") == "object" and "additionalProperties" not in params:
-        return {**params, "additionalProperties": False}
-    return params
+def _arguments(params: dict[str, Any] | None) -> Node:
+    """A tool's arguments. The grammar writes an object's every property in schema order, which suits arguments
+    that are all required; a tool with optional ones is called with its defaults left out and in the teacher's
+    order (as the training rows show), so there any JSON object is written and the tool checks it (a bad argument
+    is an error result the model reads)."""
+    params = params or {"type": "object", "properties": {}}
+    props, required = params.get("properties") or {}, set(params.get("required") or [])
+    if set(props) - required:
+        return Node("freeobj")
+    # a Python function refuses keyword arguments it does not have
+    closed = {**params, "additionalProperties": False} if "additionalProperties" not in params else params
+    return compile_schema(closed, notes=[])
 
 
 def _union(alts: list[Node]) -> Node:
