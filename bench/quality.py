@@ -195,7 +195,7 @@ def run_calls(app: Any, task: str, rows: list[dict[str, Any]], *, tier: str | No
         try:
             res = app.run(task, row["input"], tier=tier, escalate=tier is None)
             actual, cost, served_by = res.output, res.cost_usd, res.tier
-            confidences.append(res.attempts[-1].confidence)
+            confidences.append(res.attempts[-1].gate_confidence)  # the figure the floor was calibrated on
         except (ValidationFailed, AllTiersFailed, ModelError) as exc:
             # a failed answer counts as wrong, and its cost still counts
             attempts = getattr(exc, "attempts", None) or []

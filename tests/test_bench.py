@@ -179,7 +179,7 @@ class Upper(BaseModel):
 
 def test_run_calls_scores_each_call_and_keeps_its_confidence(tmp_path):
     """The quality and stream benchmarks' caller: per-call scores against the labels, the serving tier, and each
-    answer's confidence (what a gate would see); a call that fails counts as wrong with confidence 0."""
+    answer's gate confidence (what a gate would see); a call that fails counts as wrong with confidence 0."""
     from bench.quality import run_calls
     from protege import Protege
     from protege.agents import FunctionModel
@@ -187,7 +187,8 @@ def test_run_calls_scores_each_call_and_keeps_its_confidence(tmp_path):
 
     def shout(req):
         text = req.task_input["word"]["text"]
-        return ModelResponse(text="not json" if text == "bad" else json.dumps({"value": text.upper()}), confidence=0.8)
+        answer = "not json" if text == "bad" else json.dumps({"value": text.upper()})
+        return ModelResponse(text=answer, confidence=0.8, field_confidences={"value": 0.3})
 
     app = Protege(db=f"sqlite:///{tmp_path}/app.db", teacher=FunctionModel(shout), project_dir=tmp_path / "p")
     try:
@@ -204,7 +205,8 @@ def test_run_calls_scores_each_call_and_keeps_its_confidence(tmp_path):
     finally:
         app.close()
     assert out["scores"] == [1.0, 0.0, 0.0] and out["invalid"] == pytest.approx(1 / 3)
-    assert out["confidences"] == [0.8, 0.8, 0.0] and out["served"] == ["teacher", "teacher", "failed"]
+    # the least-sure field's, as the gate compares (the answer's mean probability told a floor nothing)
+    assert out["confidences"] == [0.3, 0.3, 0.0] and out["served"] == ["teacher", "teacher", "failed"]
 
 
 def test_student_programs_reads_back_an_earlier_runs_calls_in_order():
