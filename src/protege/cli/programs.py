@@ -143,10 +143,10 @@ def _row(name: str, found: Any, authored: Any, source: str | None) -> list[Any]:
 
 def _caption(found: Any, authored: Any) -> str:
     if found is None:
-        return "no induced programs; `protege skill show` prints scripts/solve.py"
+        return "no induced programs; `protege skill show` (at a terminal, or --json) prints scripts/solve.py"
     return (
         f"induced on {found.train} traces, verified on {found.heldout} held out, in {found.induce_s:.2f} s; "
-        "`protege skill show` prints scripts/fields.py and scripts/solve.py"
+        "`protege skill show` (at a terminal, or --json) prints scripts/fields.py and scripts/solve.py"
     )
 
 
