@@ -14,6 +14,8 @@ is a write, so it takes the database's write lock at once instead of upgrading a
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,7 @@ from protege.store.background import BackgroundQueries, owner_gone, process_owne
 from protege.store.models import BudgetHoldRow, BudgetRow, new_id, utcnow
 
 log = logging.getLogger(__name__)
+STALE_SWEEP_S = 10.0  # between looks for a dead process's holds (a refusal always looks first)
 HOLD_LEASE_S = 900.0  # past any one model request (60 s timeouts, a few retries); frees a dead host's holds
 CAP_SLACK = 1e-12  # float sums of reservations may land a hair over a cap they meet exactly
 ALL_TASKS = "*"
@@ -101,13 +104,30 @@ class BudgetQueries(BackgroundQueries):
     ) -> BudgetHold | BudgetRefusal:
         """Reserve `amount` against every scope of `caps` at once (a None cap: counted, never refused), or none.
 
-        Releases the holds of dead owners first, so a killed process's reservations stop counting against the cap.
+        Releases the holds of dead owners first (on this store's first reservation, then at most every
+        STALE_SWEEP_S, and before any refusal), so a killed process's reservations stop counting against the cap
+        without every call reading every hold.
         """
-        self.release_stale_holds()
+        swept = self._sweep_stale_holds(force=False)
         hold = BudgetHold(new_id(), day or today(), amount, tuple(sorted(caps)))
         expires = utcnow() + timedelta(seconds=lease_s)
+        outcome = self._reserve(hold, caps, owner or process_owner(), expires)
+        if isinstance(outcome, BudgetRefusal) and not swept and self._sweep_stale_holds(force=True):
+            outcome = self._reserve(hold, caps, owner or process_owner(), expires)  # what a dead process held
+        return outcome
+
+    def _sweep_stale_holds(self, *, force: bool) -> bool:
+        """Release stale holds when due (or `force`); whether a sweep ran."""
+        now = time.monotonic()
+        if not force and now - getattr(self, "_swept_at", -math.inf) < STALE_SWEEP_S:
+            return False
+        self._swept_at = now
+        self.release_stale_holds()
+        return True
+
+    def _reserve(self, hold: BudgetHold, caps: Mapping[str, float | None], owner: str, expires: datetime) -> Any:
         for _ in range(3):  # the day rows are made on a scope's first reservation of the day
-            outcome = self._retry(lambda: self._take(hold, caps, owner or process_owner(), expires))
+            outcome = self._retry(lambda: self._take(hold, caps, owner, expires))
             if outcome is not _NO_DAY_ROW:
                 return outcome  # a hold or a refusal
             self._make_day_rows(hold.scopes, hold.day)
