@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from protege.agents.models.base import ModelRequest, ModelResponse
-from protege.agents.models.local import MachineShare
+from protege.agents.models.local import server_share
 from protege.agents.models.openai import OpenAIModel
 from protege.errors import BadResponse, ModelError, ModelTimeout, UserError
 
@@ -41,9 +41,6 @@ a `schema` beside it (llama-cpp-python's server, which rejects `json_schema`).""
 DEFAULT_TIMEOUT_S = 10.0  # an answer takes a second or two: waiting longer only delays the escalation
 FAILURES_TO_SKIP = 3  # calls in a row that found the server down before its calls skip it
 COOL_DOWN_S = 30.0  # how long they skip it before trying it again
-
-_SERVER_SHARES: dict[str, MachineShare] = {}
-_SERVER_SHARES_LOCK = threading.Lock()
 
 
 class HostedStudent(OpenAIModel):
@@ -199,15 +196,6 @@ def check_timeout(timeout: float) -> float:
             f"{DEFAULT_TIMEOUT_S:g})"
         )
     return float(timeout)
-
-
-def server_share(base_url: str) -> MachineShare:
-    """The machine-time share of one server: every hosted student on it charges through the same one."""
-    with _SERVER_SHARES_LOCK:
-        share = _SERVER_SHARES.get(base_url)
-        if share is None:
-            share = _SERVER_SHARES[base_url] = MachineShare()
-        return share
 
 
 def confidence_of(completion: Any) -> float | None:

@@ -233,16 +233,27 @@ class MachineShare:
         return self._each
 
 
-_SHARES: weakref.WeakKeyDictionary[Any, MachineShare] = weakref.WeakKeyDictionary()
+# one share per machine: a loaded engine (held weakly: it goes with its model) or a server's URL
+_ENGINE_SHARES: weakref.WeakKeyDictionary[Any, MachineShare] = weakref.WeakKeyDictionary()
+_SERVER_SHARES: dict[str, MachineShare] = {}
 _SHARES_LOCK = threading.Lock()
 
 
 def machine_share(engine: Any) -> MachineShare:
     """The machine-time share of a loaded engine: every LocalModel on it charges through the same one."""
+    return _share_in(_ENGINE_SHARES, engine)
+
+
+def server_share(base_url: str) -> MachineShare:
+    """The machine-time share of one server: every hosted student on it charges through the same one."""
+    return _share_in(_SERVER_SHARES, base_url)
+
+
+def _share_in(registry: Any, key: Any) -> MachineShare:
     with _SHARES_LOCK:
-        share = _SHARES.get(engine)
+        share = registry.get(key)
         if share is None:
-            share = _SHARES[engine] = MachineShare()
+            share = registry[key] = MachineShare()
         return share
 
 
